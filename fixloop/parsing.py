@@ -1,0 +1,332 @@
+"""What every input parser shares: the parse context, and the normalisations of severity, ecosystem,
+versions, timestamps and untrusted text.
+
+Parsers live in ``integrations/<source>``; each turns one already-decoded JSON document into signals
+through a ``ParseContext``, which also collects the warnings (records that are not findings, entries a
+scanner skipped) so that nothing is dropped without a word.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from pydantic import TypeAdapter, ValidationError
+
+from fixloop.models import SHORT_MAX, TITLE_MAX, Severity, Signal, utc
+
+
+class ParseError(ValueError):
+    """The document is of a known format but cannot be read as it (the message names the field)."""
+
+
+@dataclass
+class ParseContext:
+    """Per-document state handed to a parser.
+
+    ref: where the document came from (a file path or ``delivery:<id>``); each signal's ``raw_ref``
+      is ``<ref>#<JSON pointer>``.
+    received_at: when fixloop got the document; the fallback ``observed_at`` when the format has no time.
+    """
+
+    ref: str
+    received_at: datetime
+    signals: list[Signal] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    _seen: set[str] = field(default_factory=set)
+
+    def pointer(self, *path: str | int) -> str:
+        """``<ref>#<JSON pointer>`` (RFC 6901) of the record at ``path``; no path is the whole document."""
+        if not path:
+            return self.ref + "#"
+        return self.ref + "#/" + "/".join(
+            str(p) if isinstance(p, int) else p.replace("~", "~0").replace("/", "~1") for p in path
+        )
+
+    def emit(self, signal: Signal) -> None:
+        """Keep ``signal`` unless one with the same fingerprint was already emitted from this document
+        (the same finding listed twice, e.g. once per dependency path, is one signal)."""
+        if signal.fingerprint in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(signal.fingerprint)
+        self.signals.append(signal)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def validation_message(err: ValidationError) -> str:
+    """One line naming the first offending field of a pydantic ``ValidationError``."""
+    first = err.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "(document)"
+    more = err.error_count() - 1
+    tail = f" (and {more} more)" if more > 0 else ""
+    return f"field {clean(loc, 200)}: {first.get('msg', 'invalid')}{tail}"
+
+
+# ---------------------------------------------------------------- text
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def clean(value: object, limit: int = SHORT_MAX) -> str:
+    """Untrusted text made safe to carry: control characters folded to a space, trimmed, and cut to
+    ``limit`` characters (a cut ends with an ellipsis)."""
+    s = value if isinstance(value, str) else str(value)
+    if len(s) <= limit and s.isprintable():  # the common case: nothing to fold or cut
+        return s.strip()
+    if _CONTROL.search(s):
+        s = _CONTROL.sub(" ", s)
+    s = s.strip()
+    if len(s) > limit:
+        s = s[: limit - 1].rstrip() + "\u2026"
+    return s
+
+
+def opt(value: object, limit: int = SHORT_MAX) -> str | None:
+    """``clean(value)``, or None for None / empty."""
+    if value is None:
+        return None
+    if type(value) is str and len(value) <= limit and value.isprintable():  # fast path of clean()
+        return value.strip() or None
+    return clean(value, limit) or None
+
+
+def title(value: object) -> str:
+    return clean(value, TITLE_MAX) or "(untitled)"
+
+
+# ---------------------------------------------------------------- severity
+
+_SEVERITY_WORDS = {
+    "critical": Severity.CRITICAL,
+    "crit": Severity.CRITICAL,
+    "high": Severity.HIGH,
+    "error": Severity.HIGH,
+    "important": Severity.HIGH,
+    "medium": Severity.MEDIUM,
+    "moderate": Severity.MEDIUM,
+    "warning": Severity.MEDIUM,
+    "warn": Severity.MEDIUM,
+    "low": Severity.LOW,
+    "minor": Severity.LOW,
+    "negligible": Severity.INFO,
+    "info": Severity.INFO,
+    "informational": Severity.INFO,
+    "none": Severity.INFO,
+    "unknown": Severity.UNKNOWN,
+    "undefined": Severity.UNKNOWN,
+}
+_SEVERITY_WORDS.update({k.upper(): v for k, v in list(_SEVERITY_WORDS.items())})
+_SEVERITY_WORDS.update({k.capitalize(): v for k, v in list(_SEVERITY_WORDS.items())})
+
+
+def severity(word: object) -> Severity:
+    """Normalise a vendor severity word (``CRITICAL``, ``High``, ``Negligible``, ``MODERATE``, ...)."""
+    if word is None:
+        return Severity.UNKNOWN
+    found = _SEVERITY_WORDS.get(word) if isinstance(word, str) else None  # exact spelling: the common case
+    return found or _SEVERITY_WORDS.get(str(word).strip().lower(), Severity.UNKNOWN)
+
+
+def severity_from_score(score: float | None) -> Severity:
+    """CVSS v3 qualitative rating of a base score (FIRST CVSS v3.1 specification, section 5)."""
+    if score is None:
+        return Severity.UNKNOWN
+    if score >= 9.0:
+        return Severity.CRITICAL
+    if score >= 7.0:
+        return Severity.HIGH
+    if score >= 4.0:
+        return Severity.MEDIUM
+    if score > 0.0:
+        return Severity.LOW
+    return Severity.INFO
+
+
+@lru_cache(maxsize=4096)
+def cvss_vector_score(vector: str) -> float | None:
+    """Base score of a CVSS v3.x or v4 vector string, None if it does not parse."""
+    try:
+        if vector.startswith("CVSS:4"):
+            from cvss import CVSS4
+
+            return float(CVSS4(vector).base_score)
+        if vector.startswith("CVSS:3"):
+            from cvss import CVSS3
+
+            return float(CVSS3(vector).scores()[0])
+        from cvss import CVSS2
+
+        return float(CVSS2(vector).scores()[0])
+    except Exception:  # the cvss library raises its own assorted errors on a bad vector
+        return None
+
+
+# ---------------------------------------------------------------- ecosystems and versions
+
+# Scanner package types -> our ecosystem names (purl types where one exists).
+_ECOSYSTEMS = {
+    # OS package managers, and the distributions that use them (Trivy's Result.Type is the distro)
+    "apk": "apk", "alpine": "apk", "wolfi": "apk", "chainguard": "apk",
+    "deb": "deb", "debian": "deb", "ubuntu": "deb", "dpkg": "deb",
+    "rpm": "rpm", "redhat": "rpm", "centos": "rpm", "amazon": "rpm", "oracle": "rpm", "photon": "rpm",
+    "alma": "rpm", "almalinux": "rpm", "rocky": "rpm", "fedora": "rpm", "suse": "rpm", "opensuse": "rpm",
+    "opensuse-leap": "rpm", "opensuse.leap": "rpm", "opensuse.tumbleweed": "rpm", "sles": "rpm",
+    "suse linux enterprise server": "rpm", "cbl-mariner": "rpm", "azurelinux": "rpm",
+    # language ecosystems
+    "npm": "npm", "yarn": "npm", "pnpm": "npm", "node-pkg": "npm", "javascript": "npm", "bun": "npm",
+    "pip": "pypi", "pipenv": "pypi", "poetry": "pypi", "python": "pypi", "python-pkg": "pypi", "pypi": "pypi",
+    "uv": "pypi", "conda-pkg": "conda",
+    "gomod": "go", "gobinary": "go", "go": "go", "go-module": "go", "golang": "go", "gomodules": "go",
+    "golangdep": "go", "govendor": "go",
+    "jar": "maven", "pom": "maven", "gradle": "maven", "maven": "maven", "java-archive": "maven", "sbt": "maven",
+    "nuget": "nuget", "dotnet-core": "nuget", "dotnet-deps": "nuget", "packages-props": "nuget",
+    "bundler": "gem", "gemspec": "gem", "gem": "gem", "rubygems": "gem",
+    "composer": "composer", "packagist": "composer", "php": "composer", "composer-vendor": "composer",
+    "cargo": "cargo", "rust-binary": "cargo", "rust-crate": "cargo", "crates.io": "cargo",
+    "cocoapods": "cocoapods", "swift": "swift", "hex": "hex", "pub": "pub", "conan": "conan",
+    "binary": "generic", "generic": "generic",
+}
+
+
+def ecosystem(kind: object) -> str | None:
+    """Our ecosystem name for a scanner's package type / distro family / OSV ecosystem, or None.
+    Unknown names pass through lower-cased (bounded), so nothing is silently relabelled."""
+    if not kind:
+        return None
+    key = str(kind).strip().lower()
+    return _ECOSYSTEMS.get(key) or _ECOSYSTEMS.get(key.split(":", 1)[0]) or opt(key, 64)
+
+
+def ecosystem_from_purl(purl: str | None) -> str | None:
+    """The ecosystem of a package URL (``pkg:<type>/...``, purl-spec), or None."""
+    if not purl or not purl.startswith("pkg:"):
+        return None
+    kind = purl[4:].split("/", 1)[0]
+    return ecosystem(kind)
+
+
+def _univers_class(eco: str | None):  # noqa: ANN202 - univers has no public base type to name here
+    from univers import versions as v
+
+    return {
+        "npm": v.SemverVersion,
+        "go": v.GolangVersion,
+        "maven": v.MavenVersion,
+        "nuget": v.NugetVersion,
+        "gem": v.RubygemsVersion,
+        "composer": v.ComposerVersion,
+        "cargo": v.SemverVersion,
+        "deb": v.DebianVersion,
+        "rpm": v.RpmVersion,
+        "apk": v.AlpineLinuxVersion,
+    }.get(eco or "")
+
+
+_UNCOMPARABLE = object()
+
+
+@lru_cache(maxsize=16384)
+def version_key(eco: str | None, version: str) -> object:
+    """A comparable form of ``version`` under ``eco``'s rules (``packaging`` for PyPI, univers for the
+    others), or ``_UNCOMPARABLE``. Cached: the same versions recur across the findings of a report."""
+    try:
+        if eco == "pypi":
+            from packaging.version import Version
+
+            return Version(version)
+        cls = _univers_class(eco)
+        return _UNCOMPARABLE if cls is None else cls(version)
+    except Exception:  # packaging and univers raise assorted errors for versions outside their grammar
+        return _UNCOMPARABLE
+
+
+def _qualifier(version: str) -> str:
+    """The trailing ``-qualifier`` of a Maven-style version (``30.0-jre`` -> ``jre``), else ""."""
+    head, sep, tail = version.rpartition("-")
+    return tail.lower() if sep and head and tail and not tail[0].isdigit() else ""
+
+
+def split_versions(value: str | Iterable[str] | None) -> list[str]:
+    """Fixed versions as a list: Trivy joins several with ", " in one string."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if part and part not in out:
+                out.append(clean(part, SHORT_MAX))
+    return out
+
+
+def lowest_fix(eco: str | None, installed: str | None, candidates: list[str]) -> str | None:
+    """The lowest candidate version above ``installed``, compared by the ecosystem's own rules
+    (univers: PEP 440, semver, Maven, Debian, RPM, APK, ...). Where the installed version carries a
+    Maven-style qualifier (``29.0-jre``), candidates of the same line are preferred (``30.0-jre``, not
+    ``30.0-android``). Falls back to the first candidate when versions cannot be compared; None when
+    there is no candidate."""
+    if not candidates:
+        return None
+    if len(candidates) == 1:
+        return candidates[0]
+    pool = candidates
+    if installed:
+        q = _qualifier(installed)
+        same = [c for c in candidates if _qualifier(c) == q]
+        if q and same:
+            pool = same
+    keys = [version_key(eco, c) for c in pool]
+    floor = version_key(eco, installed) if installed else None
+    if floor is _UNCOMPARABLE or any(k is _UNCOMPARABLE for k in keys):
+        return pool[0]
+    above = [(k, c) for k, c in zip(keys, pool) if floor is None or k > floor]
+    if not above:
+        return None
+    return min(above, key=lambda kc: kc[0])[1]
+
+
+# ---------------------------------------------------------------- time
+
+def epoch_ms(value: object) -> datetime | None:
+    """A Datadog-style epoch-milliseconds value (number or numeric string) as UTC, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        ms = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if ms <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+_DATETIME = TypeAdapter(datetime)
+
+
+def timestamp(value: str | None) -> datetime | None:
+    """An RFC 3339 text timestamp as an aware datetime; None when absent or unparseable (a report's
+    own time is optional: the caller falls back to the time it received the document)."""
+    if not value:
+        return None
+    try:
+        return aware(_DATETIME.validate_python(value))
+    except ValidationError:
+        return None
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """A parsed timestamp made timezone-aware, or None for None and for Go's zero time (year 1)."""
+    if dt is None or dt.year <= 1:
+        return None
+    return utc(dt)

@@ -1,0 +1,1 @@
+"""Datadog: monitor webhook parsing (``webhook``)."""

@@ -1,0 +1,1 @@
+"""GitLab: security report parsing (``security_report``)."""

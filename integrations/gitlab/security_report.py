@@ -1,0 +1,245 @@
+"""GitLab security reports (container scanning, dependency scanning, SAST, secret detection) -> signals.
+
+Format: GitLab's security report schemas (gitlab-org/security-products/security-report-schemas,
+``dist/*-report-format.json``), versions 2.x to 15.x: ``{version, vulnerabilities[], remediations[], scan{type,
+scanner, analyzer, start_time, end_time, status}}``. A vulnerability has ``id`` (absent in 2.x), ``name`` or
+``message``, ``description``, ``cve`` (2.x: a compound compare key), ``severity`` (``Critical/High/Medium/Low/
+Info/Unknown``, may be missing in SAST), ``solution``, ``identifiers[{type, name, value, url}]`` and a
+``location``: ``{dependency{package{name}, version}, operating_system, image}`` (container scanning),
+``{file, dependency}`` (dependency scanning) or ``{file, start_line, end_line}`` (SAST, secrets).
+The report kind comes from ``scan.type`` (2.x: the per-vulnerability ``category``), else from the location.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from fixloop.models import Category, Kind, Signal, Source, fingerprint
+from fixloop.parsing import (
+    ParseContext,
+    aware,
+    ecosystem,
+    lowest_fix,
+    opt,
+    severity,
+    split_versions,
+    title,
+)
+
+_IGNORE = ConfigDict(extra="ignore")
+
+
+class Identifier(BaseModel):
+    model_config = _IGNORE
+    type: str | None = None
+    name: str | None = None
+    value: str | int | None = None  # CWE values are numbers in some analyzers
+    url: str | None = None
+
+
+class Package(BaseModel):
+    model_config = _IGNORE
+    name: str | None = None
+
+
+class Dependency(BaseModel):
+    model_config = _IGNORE
+    package: Package | None = None
+    version: str | None = None
+
+
+class Location(BaseModel):
+    model_config = _IGNORE
+    file: str | None = None
+    start_line: int | None = None
+    end_line: int | None = None
+    dependency: Dependency | None = None
+    operating_system: str | None = None
+    image: str | None = None
+
+
+class Vulnerability(BaseModel):
+    model_config = _IGNORE
+    id: str | None = None
+    category: str | None = None
+    name: str | None = None
+    message: str | None = None
+    description: str | None = None
+    cve: str | None = None
+    severity: str | None = None
+    solution: str | None = None
+    location: Location | None = None
+    identifiers: list[Identifier] | None = None
+
+
+class Scan(BaseModel):
+    model_config = _IGNORE
+    type: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+class Report(BaseModel):
+    model_config = _IGNORE
+    version: str | int | float | None = None
+    vulnerabilities: list[Vulnerability]
+    scan: Scan | None = None
+
+
+_VULN_SCANS = frozenset({"container_scanning", "dependency_scanning", "cluster_image_scanning"})
+_SECRET_IDS = re.compile(r"gitleaks|trufflehog|secret", re.I)
+_ADVISORY_RANK = {t: n for n, t in enumerate(("cve", "ghsa", "osvdb", "gemnasium", "elsa", "rhsa", "usn", "dsa", "alas"))}
+_CLASS_TYPES = frozenset({"cwe", "owasp"})
+_OS_SUFFIX = re.compile(r"^(?P<image>.*\S)\s+\((?P<os>[^()]*)\)$")
+_UPGRADE = re.compile(r"upgrade\s+(?:\S+\s+)?to\s+(?:versions?\s+)?(?P<v>.+?)(?:\s+or\s+(?:above|later|higher))?\.?\s*$", re.I)
+_LOCKFILES = {
+    "go.sum": "go", "go.mod": "go", "package-lock.json": "npm", "yarn.lock": "npm", "pnpm-lock.yaml": "npm",
+    "npm-shrinkwrap.json": "npm", "requirements.txt": "pypi", "pipfile.lock": "pypi", "poetry.lock": "pypi",
+    "uv.lock": "pypi", "pom.xml": "maven", "build.gradle": "maven", "build.gradle.kts": "maven",
+    "build.sbt": "maven", "gemfile.lock": "gem", "composer.lock": "composer", "cargo.lock": "cargo",
+    "packages.lock.json": "nuget", "conan.lock": "conan",
+}
+
+
+def matches(doc: object) -> bool:
+    if not isinstance(doc, dict) or "vulnerabilities" not in doc:
+        return False
+    return "version" in doc or "scan" in doc or "remediations" in doc
+
+
+def parse(doc: object, ctx: ParseContext) -> None:
+    report = Report.model_validate(doc)
+    scan = report.scan or Scan()
+    observed = aware(scan.end_time or scan.start_time) or ctx.received_at
+    for i, v in enumerate(report.vulnerabilities):
+        loc = v.location or Location()
+        dep = loc.dependency or Dependency()
+        pkg = dep.package.name if dep.package else None
+        ids = v.identifiers or []
+        kind = (scan.type or v.category or "").lower()
+        if kind in _VULN_SCANS or (not kind and pkg and (loc.image or loc.operating_system or loc.file)):
+            _vulnerability(v, loc, pkg, dep.version, ids, ctx, observed, i)
+        else:
+            secret = kind == "secret_detection" or any(_SECRET_IDS.search(x.type or "") for x in ids)
+            _code_finding(v, loc, ids, Category.SECRET if secret else Category.SAST, ctx, observed, i)
+
+
+def _advisory(ids: list[Identifier], fallback: str | None) -> tuple[str | None, list[str], str | None]:
+    """(advisory id, aliases, url): a CVE first, then other advisory databases, then the first identifier;
+    CWE and OWASP identifiers are classes, not ids."""
+    best: Identifier | None = None
+    best_rank = 100
+    named: list[Identifier] = []
+    for x in ids:
+        kind = (x.type or "").lower()
+        if kind in _CLASS_TYPES or not (x.value or x.name):
+            continue
+        named.append(x)
+        rank = _ADVISORY_RANK.get(kind, 99)
+        if rank < best_rank:
+            best, best_rank = x, rank
+    if best is None:
+        return opt(fallback), [], None
+    advisory = opt(best.value or best.name)
+    aliases = [a for a in dict.fromkeys(opt(x.value or x.name) for x in named if x is not best) if a and a != advisory]
+    return advisory, aliases, opt(best.url)
+
+
+def _vulnerability(
+    v: Vulnerability,
+    loc: Location,
+    pkg: str | None,
+    version: str | None,
+    ids: list[Identifier],
+    ctx: ParseContext,
+    observed: datetime,
+    i: int,
+) -> None:
+    advisory, aliases, url = _advisory(ids, v.cve or v.id)
+    if loc.image or loc.operating_system:  # container scanning
+        image, os_name = loc.image, loc.operating_system
+        m = _OS_SUFFIX.match(image or "")
+        if m:  # Trivy's 2.x template puts the OS in the image name: "img.tar.gz (alpine 3.10.2)"
+            image = m.group("image")
+            if not os_name or os_name.lower() == "unknown":
+                os_name = m.group("os")
+        artifact = image
+        target = os_name if os_name and os_name.lower() != "unknown" else None
+        eco = ecosystem(target.split()[0]) if target else None
+    else:  # dependency scanning: the manifest or lockfile
+        artifact = None
+        target = loc.file
+        eco = _LOCKFILES.get((loc.file or "").rsplit("/", 1)[-1].lower())
+    fixed = _solution_versions(v.solution)
+    ctx.emit(
+        Signal(
+            fingerprint=fingerprint("gitlab", "vulnerability", artifact, target, advisory, pkg, version),
+            source=Source.GITLAB,
+            kind=Kind.FINDING,
+            title=title(
+                f"{advisory} in {pkg} {version or ''}".rstrip() + (f": {v.name or v.message}" if v.name or v.message else "")
+            ),
+            severity=severity(v.severity),
+            observed_at=observed,
+            raw_ref=ctx.pointer("vulnerabilities", i),
+            url=url,
+            category=Category.VULNERABILITY,
+            advisory_id=advisory,
+            aliases=aliases,
+            package=opt(pkg),
+            installed_version=opt(version),
+            fixed_version=lowest_fix(eco, version, fixed),
+            fixed_versions=fixed,
+            fix_status="fixed" if fixed else None,
+            ecosystem=eco,
+            artifact=opt(artifact),
+            target=opt(target),
+        )
+    )
+
+
+def _code_finding(
+    v: Vulnerability,
+    loc: Location,
+    ids: list[Identifier],
+    category: Category,
+    ctx: ParseContext,
+    observed: datetime,
+    i: int,
+) -> None:
+    rule, aliases, url = _advisory(ids, v.cve or v.id)
+    where = f"{loc.file}:{loc.start_line}" if loc.file and loc.start_line else loc.file
+    name = v.name or v.message or rule or "finding"
+    ctx.emit(
+        Signal(
+            fingerprint=fingerprint(
+                "gitlab", category.value, loc.file, loc.start_line, loc.end_line, rule, v.cve or v.id
+            ),
+            source=Source.GITLAB,
+            kind=Kind.FINDING,
+            title=title(f"{name} ({where})" if where else name),
+            severity=severity(v.severity),
+            observed_at=observed,
+            raw_ref=ctx.pointer("vulnerabilities", i),
+            url=url,
+            category=category,
+            advisory_id=rule,
+            aliases=aliases,
+            target=opt(loc.file),
+            location=opt(where),
+        )
+    )
+
+
+def _solution_versions(solution: str | None) -> list[str]:
+    """Fixed versions named by a solution text ("Upgrade busybox to 1.34.1-r5", "Upgrade to version 2.2.3
+    or above."); [] for "No solution provided" and anything else."""
+    if not solution:
+        return []
+    m = _UPGRADE.search(solution.strip())
+    if not m:
+        return []
+    return split_versions(m.group("v").replace(" or ", ","))

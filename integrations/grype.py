@@ -1,0 +1,153 @@
+"""Grype JSON reports (``grype -o json``) -> signals.
+
+Format: Anchore Grype's JSON presenter (``grype/presenter/models/document.go``), 0.7 to 0.9x:
+``{matches[], source{type, target}, distro{name, version}, descriptor{name, version, timestamp}}``; a match is
+``{vulnerability{id, severity, fix{versions[], state}, dataSource, urls}, relatedVulnerabilities[], artifact{name,
+version, type, purl, locations[{path}]}}``. ``source.target`` is an object with ``userInput`` for images (a string
+for directories); ``fix`` is absent in 0.7; ``severity`` may be missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from fixloop.models import Category, Kind, Signal, Source, fingerprint
+from fixloop.parsing import (
+    ParseContext,
+    ecosystem,
+    ecosystem_from_purl,
+    lowest_fix,
+    opt,
+    severity,
+    split_versions,
+    timestamp,
+    title,
+)
+
+_IGNORE = ConfigDict(extra="ignore")
+_OS_TYPES = frozenset({"deb", "rpm", "apk", "alpm", "portage"})
+
+
+class Fix(BaseModel):
+    model_config = _IGNORE
+    versions: list[str] | None = None
+    state: str | None = None
+
+
+class Vulnerability(BaseModel):
+    model_config = _IGNORE
+    id: str
+    severity: str | None = None
+    dataSource: str | None = None
+    fix: Fix | None = None
+
+
+class Related(BaseModel):
+    model_config = _IGNORE
+    id: str
+    severity: str | None = None
+
+
+class Location(BaseModel):
+    model_config = _IGNORE
+    path: str | None = None
+
+
+class Artifact(BaseModel):
+    model_config = _IGNORE
+    name: str
+    version: str
+    type: str | None = None
+    purl: str | None = None
+    locations: list[Location] | None = None
+
+
+class Match(BaseModel):
+    model_config = _IGNORE
+    vulnerability: Vulnerability
+    relatedVulnerabilities: list[Related] | None = None
+    artifact: Artifact
+
+
+class ScanSource(BaseModel):
+    model_config = _IGNORE
+    type: str | None = None
+    target: Any = None
+
+
+class Distro(BaseModel):
+    model_config = _IGNORE
+    name: str | None = None
+    version: str | None = None
+
+
+class Descriptor(BaseModel):
+    model_config = _IGNORE
+    name: str | None = None
+    version: str | None = None
+    timestamp: str | None = None  # RFC 3339; "" in some goldens
+
+
+class Report(BaseModel):
+    model_config = _IGNORE
+    matches: list[Match]
+    source: ScanSource | None = None
+    distro: Distro | None = None
+    descriptor: Descriptor | None = None
+
+
+def matches(doc: object) -> bool:
+    return isinstance(doc, dict) and "matches" in doc and ("source" in doc or "descriptor" in doc or "distro" in doc)
+
+
+def parse(doc: object, ctx: ParseContext) -> None:
+    report = Report.model_validate(doc)
+    observed = timestamp(report.descriptor.timestamp if report.descriptor else None) or ctx.received_at
+    artifact = _artifact(report.source)
+    distro = report.distro
+    os_target = " ".join(p for p in (distro.name, distro.version) if p) if distro else ""
+    for i, m in enumerate(report.matches):
+        v, a = m.vulnerability, m.artifact
+        paths = sorted({loc.path for loc in a.locations or [] if loc.path})
+        is_os = (a.type or "").lower() in _OS_TYPES
+        target = os_target if is_os and os_target else (paths[0] if paths else None)
+        eco = ecosystem(a.type) if a.type and a.type != "binary" else ecosystem_from_purl(a.purl) or ecosystem(a.type)
+        fixed = split_versions(v.fix.versions if v.fix else None)
+        related = [r for r in m.relatedVulnerabilities or [] if r.id != v.id]
+        sev = v.severity or next((r.severity for r in related if r.severity), None)
+        ctx.emit(
+            Signal(
+                # All locations: the same package version installed twice in an image is two findings.
+                fingerprint=fingerprint("grype", "vulnerability", artifact, v.id, a.name, a.version, *paths),
+                source=Source.GRYPE,
+                kind=Kind.FINDING,
+                title=title(f"{v.id} in {a.name} {a.version}"),
+                severity=severity(sev),
+                observed_at=observed,
+                raw_ref=ctx.pointer("matches", i),
+                url=opt(v.dataSource),
+                category=Category.VULNERABILITY,
+                advisory_id=opt(v.id),
+                aliases=list(dict.fromkeys(x for x in (opt(r.id) for r in related) if x)),
+                package=opt(a.name),
+                installed_version=opt(a.version),
+                fixed_version=lowest_fix(eco, a.version, fixed),
+                fixed_versions=fixed,
+                fix_status=opt(v.fix.state) if v.fix else None,
+                ecosystem=eco,
+                artifact=opt(artifact),
+                target=opt(target),
+                purl=opt(a.purl),
+            )
+        )
+
+
+def _artifact(source: ScanSource | None) -> str | None:
+    if source is None:
+        return None
+    t = source.target
+    if isinstance(t, dict):
+        return opt(t.get("userInput") or next(iter(t.get("tags") or []), None) or t.get("imageID"))
+    return opt(t) if isinstance(t, str) else None
