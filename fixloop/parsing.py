@@ -253,15 +253,19 @@ def _qualifier(version: str) -> str:
     return tail.lower() if sep and head and tail and not tail[0].isdigit() else ""
 
 
+_CONSTRAINT_OP = re.compile(r"^(?:~>|\^|>=|=>|==|>|=|~=|~)\s*")
+
+
 def split_versions(value: str | Iterable[str] | None) -> list[str]:
-    """Fixed versions as a list: Trivy joins several with ", " in one string."""
+    """Fixed versions as a list: Trivy joins several with ", " in one string, and for Ruby writes them as
+    constraints (``~> 5.2.4.3, >= 6.0.3.1``): the operator is dropped, the version kept."""
     if value is None:
         return []
     items = [value] if isinstance(value, str) else list(value)
     out: list[str] = []
     for item in items:
         for part in str(item).split(","):
-            part = part.strip()
+            part = _CONSTRAINT_OP.sub("", part.strip())
             if part and part not in out:
                 out.append(clean(part, SHORT_MAX))
     return out

@@ -188,7 +188,9 @@ def _result(
     target_prefix: str,
 ) -> None:
     raw_target = result.Target
-    target = target_prefix + raw_target
+    # Kubernetes config results are named "<Kind>/<Name>", which the resource prefix already says.
+    named = target_prefix == raw_target + "/" or target_prefix.endswith("/" + raw_target + "/")
+    target = target_prefix[:-1] if named else target_prefix + raw_target
     m = _OS_SUFFIX.match(raw_target)
     is_os = result.Class == "os-pkgs" or (result.Class is None and (result.Type or "").lower() in _OS_TYPES)
     # An OS result's target is "<image> (<os> <version>)": the image part names the artifact when the

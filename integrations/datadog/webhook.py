@@ -143,7 +143,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
             title=title(raw_title or f"Datadog monitor {monitor_id or '?'}"),
             severity=_severity(w, transition),
             observed_at=observed,
-            raw_ref=ctx.pointer() + (f"?delivery={clean(_val(w.id), 40)}" if _val(w.id) else ""),
+            raw_ref=ctx.pointer(),
             url=opt(link),
             monitor_id=opt(monitor_id),
             transition=transition,

@@ -93,6 +93,7 @@ _VULN_SCANS = frozenset({"container_scanning", "dependency_scanning", "cluster_i
 _SECRET_IDS = re.compile(r"gitleaks|trufflehog|secret", re.I)
 _ADVISORY_RANK = {t: n for n, t in enumerate(("cve", "ghsa", "osvdb", "gemnasium", "elsa", "rhsa", "usn", "dsa", "alas"))}
 _CLASS_TYPES = frozenset({"cwe", "owasp"})
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _OS_SUFFIX = re.compile(r"^(?P<image>.*\S)\s+\((?P<os>[^()]*)\)$")
 _UPGRADE = re.compile(r"upgrade\s+(?:\S+\s+)?to\s+(?:versions?\s+)?(?P<v>.+?)(?:\s+or\s+(?:above|later|higher))?\.?\s*$", re.I)
 _LOCKFILES = {
@@ -143,8 +144,17 @@ def _advisory(ids: list[Identifier], fallback: str | None) -> tuple[str | None, 
             best, best_rank = x, rank
     if best is None:
         return opt(fallback), [], None
-    advisory = opt(best.value or best.name)
-    aliases = [a for a in dict.fromkeys(opt(x.value or x.name) for x in named if x is not best) if a and a != advisory]
+    value = str(best.value) if best.value is not None else None
+    # A bare database key (Gemnasium's UUIDs) says little: its name ("Gemnasium-<uuid>") says where it is from.
+    advisory = opt(best.name if best.name and (not value or _UUID.match(value)) else value)
+    # Aliases by name where the bare value says little ("Gemnasium-<uuid>" rather than "<uuid>").
+    aliases = [
+        a
+        for a in dict.fromkeys(
+            opt(x.value if (x.type or "").lower() in ("cve", "ghsa") else (x.name or x.value)) for x in named if x is not best
+        )
+        if a and a != advisory
+    ]
     return advisory, aliases, opt(best.url)
 
 

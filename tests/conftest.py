@@ -1,0 +1,45 @@
+"""Shared test helpers: the real inputs in ``tests/fixtures`` (see its SOURCES.md) and ingesting them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixloop.ingest import IngestResult, ingest_file
+from fixloop.models import Signal
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SCANNER_DIRS = ("trivy", "grype", "snyk", "gitlab", "osv-scanner", "pip-audit")
+
+
+def fixture(rel: str) -> Path:
+    path = FIXTURES / rel
+    assert path.is_file(), f"missing fixture {rel}"
+    return path
+
+
+def ingest(rel: str) -> IngestResult:
+    return ingest_file(fixture(rel))
+
+
+def signals(rel: str) -> list[Signal]:
+    return ingest(rel).signals
+
+
+def one(items: list[Signal], **where: object) -> Signal:
+    """The single signal whose fields equal ``where``."""
+    found = [s for s in items if all(getattr(s, k) == v for k, v in where.items())]
+    assert len(found) == 1, f"{len(found)} signals match {where}"
+    return found[0]
+
+
+def scanner_reports() -> list[str]:
+    return sorted(
+        str(p.relative_to(FIXTURES)) for d in SCANNER_DIRS for p in (FIXTURES / d).glob("*.json")
+    )
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES
