@@ -90,6 +90,11 @@ def parse_document(
             if isinstance(doc, list) and not doc:
                 return IngestResult(ref=ref, source=None, warnings=[f"{ref}: empty array: no findings"])
             raise IngestError(ref, f"unknown format: {_describe(doc)} is not a document of {_known()}")
+    elif not PARSERS[source].matches(doc):
+        seen = detect(doc)
+        raise IngestError(
+            ref, f"not a {source.value} document" + (f" (it looks like {seen.value})" if seen else f": {_describe(doc)}")
+        )
     ctx = ParseContext(ref=ref, received_at=received_at)
     try:
         PARSERS[source].parse(doc, ctx)
@@ -111,17 +116,24 @@ def ingest_file(path: str | os.PathLike[str], *, source: Source | None = None, m
             raise IngestError(ref, "is a directory, not a report")
         if st.st_size > max_bytes:
             raise IngestError(
-                ref, f"file is {st.st_size / 1_000_000:.1f} MB, over the {max_bytes / 1_048_576:.0f} MiB limit "
-                "(FIXLOOP_INGEST_MAX_BYTES)"
+                ref, f"file is {_size(st.st_size)}, over the {_size(max_bytes)} limit (FIXLOOP_INGEST_MAX_BYTES)"
             )
         with p.open("rb") as fh:
             data = fh.read(max_bytes + 1)
     except OSError as e:
         raise IngestError(ref, f"cannot read: {e.strerror or e}") from None
     if len(data) > max_bytes:  # grew while we looked
-        raise IngestError(ref, f"file is over the {max_bytes / 1_048_576:.0f} MiB limit (FIXLOOP_INGEST_MAX_BYTES)")
+        raise IngestError(ref, f"file is over the {_size(max_bytes)} limit (FIXLOOP_INGEST_MAX_BYTES)")
     received_at = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
     return parse_document(decode(data, ref), ref=ref, received_at=received_at, source=source)
+
+
+def _size(n: int) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    if n >= 1 << 10:
+        return f"{n / (1 << 10):.1f} KiB"
+    return f"{n} bytes"
 
 
 def _known() -> str:
