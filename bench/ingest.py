@@ -16,7 +16,7 @@ import json
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def main() -> None:
         (p for d in SCANNERS for p in (fixtures / d).glob("*.json")), key=lambda p: p.stat().st_size, reverse=True
     )[: args.files]
     blobs = [(str(p.relative_to(ROOT)), p.read_bytes()) for p in reports]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def run_ingest() -> int:
         # Cold caches every round: each round pays for its version parsing like a fresh process would.

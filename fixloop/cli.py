@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,10 +31,14 @@ def _root(
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)
+    ],
     source: Annotated[
-        Optional[Source],  # noqa: UP007 - typer needs Optional here
-        typer.Option("--source", "-s", help="Parse every file as this source instead of detecting it.", case_sensitive=False),
+        Source | None,  # noqa: UP007 - typer needs Optional here
+        typer.Option(
+            "--source", "-s", help="Parse every file as this source instead of detecting it.", case_sensitive=False
+        ),
     ] = None,
 ) -> None:
     """Print the signals of each file as JSON Lines (one object per signal).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
@@ -93,7 +93,8 @@ def parse_document(
     elif not PARSERS[source].matches(doc):
         seen = detect(doc)
         raise IngestError(
-            ref, f"not a {source.value} document" + (f" (it looks like {seen.value})" if seen else f": {_describe(doc)}")
+            ref,
+            f"not a {source.value} document" + (f" (it looks like {seen.value})" if seen else f": {_describe(doc)}"),
         )
     ctx = ParseContext(ref=ref, received_at=received_at)
     try:
@@ -105,7 +106,9 @@ def parse_document(
     return IngestResult(ref=ref, source=source, signals=ctx.signals, warnings=ctx.warnings, duplicates=ctx.duplicates)
 
 
-def ingest_file(path: str | os.PathLike[str], *, source: Source | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> IngestResult:
+def ingest_file(
+    path: str | os.PathLike[str], *, source: Source | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> IngestResult:
     """Read, decode and parse one file. ``observed_at`` falls back to the file's modification time.
     Raises ``IngestError`` (never another exception for bad input)."""
     p = Path(path)
@@ -124,7 +127,7 @@ def ingest_file(path: str | os.PathLike[str], *, source: Source | None = None, m
         raise IngestError(ref, f"cannot read: {e.strerror or e}") from None
     if len(data) > max_bytes:  # grew while we looked
         raise IngestError(ref, f"file is over the {_size(max_bytes)} limit (FIXLOOP_INGEST_MAX_BYTES)")
-    received_at = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+    received_at = datetime.fromtimestamp(st.st_mtime, tz=UTC)
     return parse_document(decode(data, ref), ref=ref, received_at=received_at, source=source)
 
 

@@ -13,7 +13,7 @@ so it *refreshes* the signal instead of adding work.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -199,6 +199,5 @@ def fingerprint(*parts: str | int | None) -> str:
 
 def utc(dt: datetime) -> datetime:
     """``dt`` made timezone-aware (a naive time is taken as UTC, as GitLab's ``scan.end_time`` is)."""
-    from datetime import timezone
 
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)

@@ -11,12 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from fixloop.models import SHORT_MAX, TITLE_MAX, Severity, Signal, utc
+
+
+class WireModel(BaseModel):
+    """Base of every vendor wire model: fields fixloop does not read are ignored (vendors add fields all the time)."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 class ParseError(ValueError):
@@ -43,8 +49,10 @@ class ParseContext:
         """``<ref>#<JSON pointer>`` (RFC 6901) of the record at ``path``; no path is the whole document."""
         if not path:
             return self.ref + "#"
-        return self.ref + "#/" + "/".join(
-            str(p) if isinstance(p, int) else p.replace("~", "~0").replace("/", "~1") for p in path
+        return (
+            self.ref
+            + "#/"
+            + "/".join(str(p) if isinstance(p, int) else p.replace("~", "~0").replace("/", "~1") for p in path)
         )
 
     def emit(self, signal: Signal) -> None:
@@ -173,25 +181,85 @@ def cvss_vector_score(vector: str) -> float | None:
 # Scanner package types -> our ecosystem names (purl types where one exists).
 _ECOSYSTEMS = {
     # OS package managers, and the distributions that use them (Trivy's Result.Type is the distro)
-    "apk": "apk", "alpine": "apk", "wolfi": "apk", "chainguard": "apk",
-    "deb": "deb", "debian": "deb", "ubuntu": "deb", "dpkg": "deb",
-    "rpm": "rpm", "redhat": "rpm", "centos": "rpm", "amazon": "rpm", "oracle": "rpm", "photon": "rpm",
-    "alma": "rpm", "almalinux": "rpm", "rocky": "rpm", "fedora": "rpm", "suse": "rpm", "opensuse": "rpm",
-    "opensuse-leap": "rpm", "opensuse.leap": "rpm", "opensuse.tumbleweed": "rpm", "sles": "rpm",
-    "suse linux enterprise server": "rpm", "cbl-mariner": "rpm", "azurelinux": "rpm",
+    "apk": "apk",
+    "alpine": "apk",
+    "wolfi": "apk",
+    "chainguard": "apk",
+    "deb": "deb",
+    "debian": "deb",
+    "ubuntu": "deb",
+    "dpkg": "deb",
+    "rpm": "rpm",
+    "redhat": "rpm",
+    "centos": "rpm",
+    "amazon": "rpm",
+    "oracle": "rpm",
+    "photon": "rpm",
+    "alma": "rpm",
+    "almalinux": "rpm",
+    "rocky": "rpm",
+    "fedora": "rpm",
+    "suse": "rpm",
+    "opensuse": "rpm",
+    "opensuse-leap": "rpm",
+    "opensuse.leap": "rpm",
+    "opensuse.tumbleweed": "rpm",
+    "sles": "rpm",
+    "suse linux enterprise server": "rpm",
+    "cbl-mariner": "rpm",
+    "azurelinux": "rpm",
     # language ecosystems
-    "npm": "npm", "yarn": "npm", "pnpm": "npm", "node-pkg": "npm", "javascript": "npm", "bun": "npm",
-    "pip": "pypi", "pipenv": "pypi", "poetry": "pypi", "python": "pypi", "python-pkg": "pypi", "pypi": "pypi",
-    "uv": "pypi", "conda-pkg": "conda",
-    "gomod": "go", "gobinary": "go", "go": "go", "go-module": "go", "golang": "go", "gomodules": "go",
-    "golangdep": "go", "govendor": "go",
-    "jar": "maven", "pom": "maven", "gradle": "maven", "maven": "maven", "java-archive": "maven", "sbt": "maven",
-    "nuget": "nuget", "dotnet-core": "nuget", "dotnet-deps": "nuget", "packages-props": "nuget",
-    "bundler": "gem", "gemspec": "gem", "gem": "gem", "rubygems": "gem",
-    "composer": "composer", "packagist": "composer", "php": "composer", "composer-vendor": "composer",
-    "cargo": "cargo", "rust-binary": "cargo", "rust-crate": "cargo", "crates.io": "cargo",
-    "cocoapods": "cocoapods", "swift": "swift", "hex": "hex", "pub": "pub", "conan": "conan",
-    "binary": "generic", "generic": "generic",
+    "npm": "npm",
+    "yarn": "npm",
+    "pnpm": "npm",
+    "node-pkg": "npm",
+    "javascript": "npm",
+    "bun": "npm",
+    "pip": "pypi",
+    "pipenv": "pypi",
+    "poetry": "pypi",
+    "python": "pypi",
+    "python-pkg": "pypi",
+    "pypi": "pypi",
+    "uv": "pypi",
+    "conda-pkg": "conda",
+    "gomod": "go",
+    "gobinary": "go",
+    "go": "go",
+    "go-module": "go",
+    "golang": "go",
+    "gomodules": "go",
+    "golangdep": "go",
+    "govendor": "go",
+    "jar": "maven",
+    "pom": "maven",
+    "gradle": "maven",
+    "maven": "maven",
+    "java-archive": "maven",
+    "sbt": "maven",
+    "nuget": "nuget",
+    "dotnet-core": "nuget",
+    "dotnet-deps": "nuget",
+    "packages-props": "nuget",
+    "bundler": "gem",
+    "gemspec": "gem",
+    "gem": "gem",
+    "rubygems": "gem",
+    "composer": "composer",
+    "packagist": "composer",
+    "php": "composer",
+    "composer-vendor": "composer",
+    "cargo": "cargo",
+    "rust-binary": "cargo",
+    "rust-crate": "cargo",
+    "crates.io": "cargo",
+    "cocoapods": "cocoapods",
+    "swift": "swift",
+    "hex": "hex",
+    "pub": "pub",
+    "conan": "conan",
+    "binary": "generic",
+    "generic": "generic",
 }
 
 
@@ -291,13 +359,14 @@ def lowest_fix(eco: str | None, installed: str | None, candidates: list[str]) ->
     floor = version_key(eco, installed) if installed else None
     if floor is _UNCOMPARABLE or any(k is _UNCOMPARABLE for k in keys):
         return pool[0]
-    above = [(k, c) for k, c in zip(keys, pool) if floor is None or k > floor]
+    above = [(k, c) for k, c in zip(keys, pool, strict=True) if floor is None or k > floor]
     if not above:
         return None
     return min(above, key=lambda kc: kc[0])[1]
 
 
 # ---------------------------------------------------------------- time
+
 
 def epoch_ms(value: object) -> datetime | None:
     """A Datadog-style epoch-milliseconds value (number or numeric string) as UTC, or None."""
@@ -310,7 +379,7 @@ def epoch_ms(value: object) -> datetime | None:
     if ms <= 0:
         return None
     try:
-        return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+        return datetime.fromtimestamp(ms / 1000.0, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
 

@@ -15,12 +15,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
-
 from fixloop.models import Kind, Signal, Source, Transition, fingerprint
-from fixloop.parsing import ParseContext, aware, opt, severity, title
-
-_IGNORE = ConfigDict(extra="ignore")
+from fixloop.parsing import ParseContext, WireModel, aware, opt, severity, title
 
 _FNV_OFFSET64 = 14695981039346656037
 _FNV_PRIME64 = 1099511628211
@@ -29,8 +25,7 @@ _SERVICE_LABELS = ("service", "service_name", "app", "app_kubernetes_io_name", "
 _ENV_LABELS = ("env", "environment", "stage")
 
 
-class Alert(BaseModel):
-    model_config = _IGNORE
+class Alert(WireModel):
     status: str | None = None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
@@ -40,8 +35,7 @@ class Alert(BaseModel):
     fingerprint: str | None = None
 
 
-class Payload(BaseModel):
-    model_config = _IGNORE
+class Payload(WireModel):
     version: str | int | None = None
     groupKey: str | int | None = None
     truncatedAlerts: int | None = None
@@ -52,7 +46,8 @@ class Payload(BaseModel):
 
 
 def label_fingerprint(labels: dict[str, str]) -> str:
-    """Alertmanager's alert fingerprint: 64-bit FNV-1a over the sorted ``name 0xff value 0xff`` pairs, as 16 hex chars."""
+    """Alertmanager's alert fingerprint: 64-bit FNV-1a over the sorted ``name 0xff value 0xff`` pairs,
+    as 16 hex chars."""
     h = _FNV_OFFSET64
     for name in sorted(labels):
         for chunk in (name.encode(), labels[name].encode()):
@@ -74,7 +69,9 @@ def parse(doc: object, ctx: ParseContext) -> None:
     payload = Payload.model_validate(doc)
     group_key = opt(payload.groupKey) if payload.groupKey is not None else None
     if payload.truncatedAlerts:
-        ctx.warn(f"{ctx.pointer('truncatedAlerts')}: Alertmanager left out {payload.truncatedAlerts} alert(s) (max_alerts)")
+        ctx.warn(
+            f"{ctx.pointer('truncatedAlerts')}: Alertmanager left out {payload.truncatedAlerts} alert(s) (max_alerts)"
+        )
     for i, alert in enumerate(payload.alerts):
         labels = alert.labels
         status = (alert.status or payload.status or "firing").lower()
@@ -84,7 +81,9 @@ def parse(doc: object, ctx: ParseContext) -> None:
         ends = aware(alert.endsAt)
         observed = (ends if transition is Transition.RECOVERED else starts) or starts or ctx.received_at
         name = labels.get("alertname") or payload.commonLabels.get("alertname") or "alert"
-        summary = alert.annotations.get("summary") or alert.annotations.get("title") or alert.annotations.get("description")
+        summary = (
+            alert.annotations.get("summary") or alert.annotations.get("title") or alert.annotations.get("description")
+        )
         cycle = f"{am_fp}@{starts.isoformat() if starts else ''}"
         scope = ",".join(f"{k}:{v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
         ctx.emit(

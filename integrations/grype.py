@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from fixloop.models import Category, Kind, Signal, Source, fingerprint
 from fixloop.parsing import (
     ParseContext,
+    WireModel,
     ecosystem,
     ecosystem_from_purl,
     lowest_fix,
@@ -26,37 +25,31 @@ from fixloop.parsing import (
     title,
 )
 
-_IGNORE = ConfigDict(extra="ignore")
 _OS_TYPES = frozenset({"deb", "rpm", "apk", "alpm", "portage"})
 
 
-class Fix(BaseModel):
-    model_config = _IGNORE
+class Fix(WireModel):
     versions: list[str] | None = None
     state: str | None = None
 
 
-class Vulnerability(BaseModel):
-    model_config = _IGNORE
+class Vulnerability(WireModel):
     id: str
     severity: str | None = None
     dataSource: str | None = None
     fix: Fix | None = None
 
 
-class Related(BaseModel):
-    model_config = _IGNORE
+class Related(WireModel):
     id: str
     severity: str | None = None
 
 
-class Location(BaseModel):
-    model_config = _IGNORE
+class Location(WireModel):
     path: str | None = None
 
 
-class Artifact(BaseModel):
-    model_config = _IGNORE
+class Artifact(WireModel):
     name: str
     version: str
     type: str | None = None
@@ -64,34 +57,29 @@ class Artifact(BaseModel):
     locations: list[Location] | None = None
 
 
-class Match(BaseModel):
-    model_config = _IGNORE
+class Match(WireModel):
     vulnerability: Vulnerability
     relatedVulnerabilities: list[Related] | None = None
     artifact: Artifact
 
 
-class ScanSource(BaseModel):
-    model_config = _IGNORE
+class ScanSource(WireModel):
     type: str | None = None
     target: Any = None
 
 
-class Distro(BaseModel):
-    model_config = _IGNORE
+class Distro(WireModel):
     name: str | None = None
     version: str | None = None
 
 
-class Descriptor(BaseModel):
-    model_config = _IGNORE
+class Descriptor(WireModel):
     name: str | None = None
     version: str | None = None
     timestamp: str | None = None  # RFC 3339; "" in some goldens
 
 
-class Report(BaseModel):
-    model_config = _IGNORE
+class Report(WireModel):
     matches: list[Match]
     source: ScanSource | None = None
     distro: Distro | None = None

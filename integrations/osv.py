@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from fixloop.models import Category, Kind, Severity, Signal, Source, fingerprint
 from fixloop.parsing import (
     ParseContext,
+    WireModel,
     cvss_vector_score,
     ecosystem,
     lowest_fix,
@@ -26,41 +25,33 @@ from fixloop.parsing import (
     title,
 )
 
-_IGNORE = ConfigDict(extra="ignore")
 
-
-class Event(BaseModel):
-    model_config = _IGNORE
+class Event(WireModel):
     introduced: str | None = None
     fixed: str | None = None
 
 
-class Range(BaseModel):
-    model_config = _IGNORE
+class Range(WireModel):
     type: str | None = None
     events: list[Event] | None = None
 
 
-class AffectedPackage(BaseModel):
-    model_config = _IGNORE
+class AffectedPackage(WireModel):
     name: str | None = None
     ecosystem: str | None = None
 
 
-class Affected(BaseModel):
-    model_config = _IGNORE
+class Affected(WireModel):
     package: AffectedPackage | None = None
     ranges: list[Range] | None = None
 
 
-class CvssScore(BaseModel):
-    model_config = _IGNORE
+class CvssScore(WireModel):
     type: str | None = None
     score: str | None = None
 
 
-class Vulnerability(BaseModel):
-    model_config = _IGNORE
+class Vulnerability(WireModel):
     id: str
     aliases: list[str] | None = None
     summary: str | None = None
@@ -69,41 +60,35 @@ class Vulnerability(BaseModel):
     affected: list[Affected] | None = None
 
 
-class Group(BaseModel):
-    model_config = _IGNORE
+class Group(WireModel):
     ids: list[str]
     aliases: list[str] | None = None
     max_severity: str | None = None
 
 
-class Package(BaseModel):
-    model_config = _IGNORE
+class Package(WireModel):
     name: str
     version: str | None = None
     ecosystem: str | None = None
 
 
-class PackageResult(BaseModel):
-    model_config = _IGNORE
+class PackageResult(WireModel):
     package: Package
     vulnerabilities: list[Vulnerability] | None = None
     groups: list[Group] | None = None
 
 
-class ScanSource(BaseModel):
-    model_config = _IGNORE
+class ScanSource(WireModel):
     path: str | None = None
     type: str | None = None
 
 
-class Result(BaseModel):
-    model_config = _IGNORE
+class Result(WireModel):
     source: ScanSource | None = None
     packages: list[PackageResult] | None = None
 
 
-class Report(BaseModel):
-    model_config = _IGNORE
+class Report(WireModel):
     results: list[Result]
 
 
@@ -128,14 +113,21 @@ def parse(doc: object, ctx: ParseContext) -> None:
             for group in groups:
                 members = [vulns[i] for i in group.ids if i in vulns]
                 if not members:
-                    ctx.warn(f"{ctx.pointer('results', r, 'packages', p)}: group {opt(group.ids, 120)} names no listed vulnerability")
+                    ctx.warn(
+                        f"{ctx.pointer('results', r, 'packages', p)}: group {opt(group.ids, 120)} "
+                        "names no listed vulnerability"
+                    )
                     continue
                 first_index, first = members[0]
                 advisory = group.ids[0]
                 aliases = [
                     a
                     for a in dict.fromkeys(
-                        [*group.ids[1:], *(group.aliases or []), *(x for _, v in members for x in [v.id, *(v.aliases or [])])]
+                        [
+                            *group.ids[1:],
+                            *(group.aliases or []),
+                            *(x for _, v in members for x in [v.id, *(v.aliases or [])]),
+                        ]
                     )
                     if a != advisory
                 ]

@@ -8,24 +8,20 @@ reported as a warning, never dropped silently. The JSON names no requirements fi
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import TypeAdapter
 
 from fixloop.models import Category, Kind, Severity, Signal, Source, fingerprint
-from fixloop.parsing import ParseContext, lowest_fix, opt, split_versions, title
-
-_IGNORE = ConfigDict(extra="ignore")
+from fixloop.parsing import ParseContext, WireModel, lowest_fix, opt, split_versions, title
 
 
-class Vuln(BaseModel):
-    model_config = _IGNORE
+class Vuln(WireModel):
     id: str
     fix_versions: list[str] | None = None
     aliases: list[str] | None = None
     description: str | None = None
 
 
-class Dependency(BaseModel):
-    model_config = _IGNORE
+class Dependency(WireModel):
     name: str
     version: str | None = None
     vulns: list[Vuln] | None = None
@@ -42,8 +38,10 @@ def _is_dependency(d: object) -> bool:
 def matches(doc: object) -> bool:
     if isinstance(doc, list):
         return bool(doc) and _is_dependency(doc[0])
-    return isinstance(doc, dict) and isinstance(doc.get("dependencies"), list) and (
-        not doc["dependencies"] or _is_dependency(doc["dependencies"][0])
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("dependencies"), list)
+        and (not doc["dependencies"] or _is_dependency(doc["dependencies"][0]))
     )
 
 

@@ -9,16 +9,13 @@ signal per distinct (issue id, package, version) of a project. Severity is lower
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import TypeAdapter
 
 from fixloop.models import Category, Kind, Signal, Source, fingerprint
-from fixloop.parsing import ParseContext, ecosystem, lowest_fix, opt, severity, split_versions, title
-
-_IGNORE = ConfigDict(extra="ignore")
+from fixloop.parsing import ParseContext, WireModel, ecosystem, lowest_fix, opt, severity, split_versions, title
 
 
-class Vulnerability(BaseModel):
-    model_config = _IGNORE
+class Vulnerability(WireModel):
     id: str
     title: str | None = None
     packageName: str
@@ -28,8 +25,7 @@ class Vulnerability(BaseModel):
     identifiers: dict[str, list[str | int] | None] | None = None  # NSP ids are numbers
 
 
-class Project(BaseModel):
-    model_config = _IGNORE
+class Project(WireModel):
     vulnerabilities: list[Vulnerability] | None = None
     packageManager: str | None = None
     projectName: str | None = None
@@ -42,8 +38,10 @@ _PROJECTS = TypeAdapter(list[Project])
 
 
 def _is_project(d: object) -> bool:
-    return isinstance(d, dict) and "vulnerabilities" in d and (
-        "packageManager" in d or "projectName" in d or "uniqueCount" in d or "ok" in d
+    return (
+        isinstance(d, dict)
+        and "vulnerabilities" in d
+        and ("packageManager" in d or "projectName" in d or "uniqueCount" in d or "ok" in d)
     )
 
 

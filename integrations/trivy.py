@@ -4,7 +4,8 @@ Formats (Trivy's ``pkg/types/report.go`` and ``pkg/k8s/report``; docs: trivy.dev
   * legacy (< 0.20): a top-level array of results ``[{Target, Type, Vulnerabilities}]``;
   * SchemaVersion 2 (0.20+): ``{SchemaVersion, ArtifactName, ArtifactType, Metadata, Results[]}``; the
     current form adds ``CreatedAt``, ``ReportID``, ``PkgIdentifier{PURL}``, ``Status``, ...;
-  * Kubernetes, legacy: ``{ClusterName, Vulnerabilities: [{Namespace, Kind, Name, Results}], Misconfigurations: [...]}``;
+  * Kubernetes, legacy: ``{ClusterName, Vulnerabilities: [{Namespace, Kind, Name, Results}],
+    Misconfigurations: [...]}``;
   * Kubernetes, current: ``{ClusterName, Resources: [{Namespace, Kind, Name, Results}]}``.
 Each result may carry ``Vulnerabilities``, ``Misconfigurations`` (only ``Status: FAIL`` ones are findings)
 and ``Secrets`` (the matched text is never copied into a signal). ``FixedVersion`` is omitted when there is
@@ -16,11 +17,12 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fixloop.models import Category, Kind, Signal, Source, fingerprint
 from fixloop.parsing import (
     ParseContext,
+    WireModel,
     aware,
     ecosystem,
     ecosystem_from_purl,
@@ -31,16 +33,12 @@ from fixloop.parsing import (
     title,
 )
 
-_IGNORE = ConfigDict(extra="ignore")
 
-
-class PkgIdentifierModel(BaseModel):
-    model_config = _IGNORE
+class PkgIdentifierModel(WireModel):
     PURL: str | None = None
 
 
-class Vulnerability(BaseModel):
-    model_config = _IGNORE
+class Vulnerability(WireModel):
     VulnerabilityID: str | None = None
     VendorIDs: list[str] | None = None
     PkgName: str | None = None
@@ -53,15 +51,13 @@ class Vulnerability(BaseModel):
     PrimaryURL: str | None = None
 
 
-class CauseModel(BaseModel):
-    model_config = _IGNORE
+class CauseModel(WireModel):
     Resource: str | None = None
     StartLine: int | None = None
     EndLine: int | None = None
 
 
-class Misconfiguration(BaseModel):
-    model_config = _IGNORE
+class Misconfiguration(WireModel):
     ID: str | None = None
     AVDID: str | None = None
     Title: str | None = None
@@ -72,8 +68,7 @@ class Misconfiguration(BaseModel):
     CauseMetadata: CauseModel | None = None
 
 
-class Secret(BaseModel):
-    model_config = _IGNORE
+class Secret(WireModel):
     RuleID: str | None = None
     Category: str | None = None
     Severity: str | None = None
@@ -83,8 +78,7 @@ class Secret(BaseModel):
     # ``Match`` and ``Code`` hold (masked) secret text: deliberately not modelled.
 
 
-class Result(BaseModel):
-    model_config = _IGNORE
+class Result(WireModel):
     Target: str = ""
     Class: str | None = None
     Type: str | None = None
@@ -93,30 +87,26 @@ class Result(BaseModel):
     Secrets: list[Secret] | None = None
 
 
-class OSModel(BaseModel):
-    model_config = _IGNORE
+class OSModel(WireModel):
     Family: str | None = None
     Name: str | None = None
 
 
-class MetadataModel(BaseModel):
-    model_config = _IGNORE
+class MetadataModel(WireModel):
     OS: OSModel | None = None
     RepoTags: list[str] | None = None
 
 
-class K8sResource(BaseModel):
-    model_config = _IGNORE
+class K8sResource(WireModel):
     Namespace: str | None = None
     Kind: str | None = None
     Name: str | None = None
     Results: list[Result] | None = None
 
 
-class Report(BaseModel):
+class Report(WireModel):
     """SchemaVersion 2 report, or a Kubernetes report (``ClusterName`` set)."""
 
-    model_config = _IGNORE
     SchemaVersion: int | None = None
     ArtifactName: str | None = None
     ArtifactType: str | None = None
@@ -169,8 +159,12 @@ def parse(doc: object, ctx: ParseContext) -> None:
                 prefix = "/".join(p for p in (res.Namespace, res.Kind, res.Name) if p) + "/"
                 for j, result in enumerate(res.Results or []):
                     _result(
-                        result, ctx, artifact=report.ClusterName, observed=observed,
-                        path=(key, i, "Results", j), target_prefix=prefix,
+                        result,
+                        ctx,
+                        artifact=report.ClusterName,
+                        observed=observed,
+                        path=(key, i, "Results", j),
+                        target_prefix=prefix,
                     )
         return
     artifact = report.ArtifactName or next((t for t in (report.Metadata and report.Metadata.RepoTags) or [] if t), None)
@@ -250,7 +244,12 @@ def _result(
         ctx.emit(
             Signal(
                 fingerprint=fingerprint(
-                    "trivy", "misconfiguration", artifact, target, rule, cause.Resource,
+                    "trivy",
+                    "misconfiguration",
+                    artifact,
+                    target,
+                    rule,
+                    cause.Resource,
                     mc.Message if mc.Message else f"{cause.StartLine}-{cause.EndLine}",
                 ),
                 source=Source.TRIVY,
@@ -274,7 +273,9 @@ def _result(
                 fingerprint=fingerprint("trivy", "secret", artifact, target, s.RuleID, s.StartLine, s.EndLine),
                 source=Source.TRIVY,
                 kind=Kind.FINDING,
-                title=title(f"{s.Title or s.RuleID or 'secret'} in {raw_target}" + (f":{s.StartLine}" if s.StartLine else "")),
+                title=title(
+                    f"{s.Title or s.RuleID or 'secret'} in {raw_target}" + (f":{s.StartLine}" if s.StartLine else "")
+                ),
                 severity=severity(s.Severity),
                 observed_at=observed,
                 raw_ref=ctx.pointer(*path, "Secrets", k),

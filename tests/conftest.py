@@ -35,9 +35,7 @@ def one(items: list[Signal], **where: object) -> Signal:
 
 
 def scanner_reports() -> list[str]:
-    return sorted(
-        str(p.relative_to(FIXTURES)) for d in SCANNER_DIRS for p in (FIXTURES / d).glob("*.json")
-    )
+    return sorted(str(p.relative_to(FIXTURES)) for d in SCANNER_DIRS for p in (FIXTURES / d).glob("*.json"))
 
 
 @pytest.fixture

@@ -18,7 +18,10 @@ GOOD = "trivy/trivy-head_alpine-39.json"
 def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "fixloop", "ingest", *map(str, args)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -28,11 +31,31 @@ def test_json_lines_with_the_documented_fields() -> None:
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == 6
     row = next(r for r in rows if r["advisory_id"] == "CVE-2019-1549" and r["package"] == "libcrypto1.1")
-    for key in ("fingerprint", "source", "kind", "title", "severity", "observed_at", "raw_ref", "category", "aliases",
-                "installed_version", "fixed_version", "ecosystem", "artifact", "target", "purl"):
+    for key in (
+        "fingerprint",
+        "source",
+        "kind",
+        "title",
+        "severity",
+        "observed_at",
+        "raw_ref",
+        "category",
+        "aliases",
+        "installed_version",
+        "fixed_version",
+        "ecosystem",
+        "artifact",
+        "target",
+        "purl",
+    ):
         assert key in row
     assert "transition" not in row and "monitor_id" not in row  # alert fields stay off findings
-    assert (row["source"], row["kind"], row["severity"], row["fixed_version"]) == ("trivy", "finding", "medium", "1.1.1d-r0")
+    assert (row["source"], row["kind"], row["severity"], row["fixed_version"]) == (
+        "trivy",
+        "finding",
+        "medium",
+        "1.1.1d-r0",
+    )
 
 
 def test_alert_rows_carry_alert_fields() -> None:
@@ -71,7 +94,10 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
         "directory": (tmp, "is a directory"),
         "truncated": (truncated, "truncated JSON"),
         "malformed": (malformed, "malformed JSON"),
-        "wrong type": (wrong_type, "field Results.0.Vulnerabilities.2.InstalledVersion: Input should be a valid string"),
+        "wrong type": (
+            wrong_type,
+            "field Results.0.Vulnerabilities.2.InstalledVersion: Input should be a valid string",
+        ),
         "unknown": (unknown, "unknown format: an object with keys kind, data"),
         "too large": (huge, "file is 190.7 MiB, over the 128.0 MiB limit (FIXLOOP_INGEST_MAX_BYTES)"),
         "empty": (empty, "empty document"),

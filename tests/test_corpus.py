@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,8 +18,9 @@ from fixloop.models import Category, Kind, Source
 from tests.conftest import FIXTURES, ingest, scanner_reports
 
 ALL_INPUTS = sorted(
-    str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*.json") if "webhook-templates" not in str(p)
-    and "servicenow" not in p.name and "datadog-docs_default" not in p.name
+    str(p.relative_to(FIXTURES))
+    for p in FIXTURES.rglob("*.json")
+    if "webhook-templates" not in str(p) and "servicenow" not in p.name and "datadog-docs_default" not in p.name
 )
 
 
@@ -43,8 +44,12 @@ def _trivy(d: object) -> set[tuple]:
 
 def _grype(d: dict) -> set[tuple]:
     return {
-        (m["vulnerability"]["id"], m["artifact"]["name"], m["artifact"]["version"],
-         tuple(sorted(loc.get("path", "") for loc in m["artifact"].get("locations") or [])))
+        (
+            m["vulnerability"]["id"],
+            m["artifact"]["name"],
+            m["artifact"]["version"],
+            tuple(sorted(loc.get("path", "") for loc in m["artifact"].get("locations") or [])),
+        )
         for m in d["matches"]
     }
 
@@ -53,7 +58,8 @@ def _snyk(d: object) -> set[tuple]:
     projects = d if isinstance(d, list) else [d]
     return {
         (v["id"], v["packageName"], v["version"], p.get("displayTargetFile") or p.get("projectName"))
-        for p in projects for v in p.get("vulnerabilities") or []
+        for p in projects
+        for v in p.get("vulnerabilities") or []
     }
 
 
@@ -86,7 +92,12 @@ def _pip_audit(d: object) -> set[tuple]:
 
 
 COUNTERS = {
-    "trivy": _trivy, "grype": _grype, "snyk": _snyk, "gitlab": _gitlab, "osv-scanner": _osv, "pip-audit": _pip_audit,
+    "trivy": _trivy,
+    "grype": _grype,
+    "snyk": _snyk,
+    "gitlab": _gitlab,
+    "osv-scanner": _osv,
+    "pip-audit": _pip_audit,
 }
 
 
@@ -110,7 +121,9 @@ def test_one_signal_per_distinct_finding(rel: str) -> None:
 def test_every_input_is_detected_and_parses(rel: str) -> None:
     result = ingest(rel)
     assert result.source is not None
-    assert result.source.value == {"osv-scanner": "osv", "pip-audit": "pip-audit"}.get(rel.split("/")[0], rel.split("/")[0])
+    assert result.source.value == {"osv-scanner": "osv", "pip-audit": "pip-audit"}.get(
+        rel.split("/")[0], rel.split("/")[0]
+    )
     for s in result.signals:
         assert s.raw_ref.startswith(str(FIXTURES / rel) + "#")
         assert (s.kind is Kind.ALERT) == (s.source in (Source.DATADOG, Source.ALERTMANAGER))
@@ -123,7 +136,7 @@ def test_fingerprints_survive_reingest_and_reserialisation(rel: str) -> None:
     assert [s.fingerprint for s in ingest(rel).signals] == first
     doc = json.loads(path.read_text())
     reserialised = json.loads(json.dumps(doc, indent=None, sort_keys=True, ensure_ascii=True))
-    later = datetime(2030, 1, 1, tzinfo=timezone.utc)  # received at another time
+    later = datetime(2030, 1, 1, tzinfo=UTC)  # received at another time
     again = parse_document(reserialised, ref="elsewhere", received_at=later, source=detect(doc))
     assert [s.fingerprint for s in again.signals] == first
 
@@ -134,11 +147,24 @@ def test_no_two_different_findings_share_a_fingerprint() -> None:
     for rel in ALL_INPUTS:
         for s in ingest(rel).signals:
             total += 1
-            key = (s.source, s.kind, s.category, s.artifact, s.target, s.advisory_id, s.package, s.installed_version,
-                   s.location, s.monitor_id, s.scope, s.alert_cycle_key)
+            key = (
+                s.source,
+                s.kind,
+                s.category,
+                s.artifact,
+                s.target,
+                s.advisory_id,
+                s.package,
+                s.installed_version,
+                s.location,
+                s.monitor_id,
+                s.scope,
+                s.alert_cycle_key,
+            )
             assert identity.setdefault(s.fingerprint, key) == key, f"{rel}: {s.fingerprint} names two findings"
     # Reports of one image in several format generations name the same findings: alpine-39 in the legacy, 0.22 and
-    # current Trivy reports (10 + 10 + 6 signals, 10 findings) and alpine-310 in both GitLab template reports (4 + 4, 4).
+    # current Trivy reports (10 + 10 + 6 signals, 10 findings) and alpine-310 in both GitLab template reports
+    # (4 + 4 signals, 4 findings).
     assert total - len(identity) == 16 + 4
     assert total > 2500
 

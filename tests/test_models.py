@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
 from fixloop.models import Category, Kind, Severity, Signal, Source, Transition, fingerprint
-from fixloop.parsing import clean, cvss_vector_score, ecosystem, lowest_fix, severity, severity_from_score, split_versions
+from fixloop.parsing import (
+    clean,
+    cvss_vector_score,
+    ecosystem,
+    lowest_fix,
+    severity,
+    severity_from_score,
+    split_versions,
+)
 
 BASE = dict(
-    fingerprint="0" * 32, source=Source.TRIVY, title="t", severity=Severity.LOW,
-    observed_at=datetime(2024, 1, 1, tzinfo=timezone.utc), raw_ref="f#/x",
+    fingerprint="0" * 32,
+    source=Source.TRIVY,
+    title="t",
+    severity=Severity.LOW,
+    observed_at=datetime(2024, 1, 1, tzinfo=UTC),
+    raw_ref="f#/x",
 )
 
 
@@ -72,14 +84,30 @@ def test_lowest_fix(eco: str, installed: str, candidates: list[str], expected: s
 
 def test_vocabularies() -> None:
     assert [severity(w) for w in ("CRITICAL", "High", "MODERATE", "Negligible", "weird", None)] == [
-        Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.INFO, Severity.UNKNOWN, Severity.UNKNOWN
+        Severity.CRITICAL,
+        Severity.HIGH,
+        Severity.MEDIUM,
+        Severity.INFO,
+        Severity.UNKNOWN,
+        Severity.UNKNOWN,
     ]
     assert cvss_vector_score("CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:C/C:H/I:N/A:N") == 7.7
     assert cvss_vector_score("garbage") is None
     assert [severity_from_score(x) for x in (9.8, 7.0, 5.3, 0.1, 0.0, None)] == [
-        Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO, Severity.UNKNOWN
+        Severity.CRITICAL,
+        Severity.HIGH,
+        Severity.MEDIUM,
+        Severity.LOW,
+        Severity.INFO,
+        Severity.UNKNOWN,
     ]
     assert [ecosystem(x) for x in ("alpine", "debian", "gomod", "PyPI", "Packagist", "Debian:11", "java-archive")] == [
-        "apk", "deb", "go", "pypi", "composer", "deb", "maven"
+        "apk",
+        "deb",
+        "go",
+        "pypi",
+        "composer",
+        "deb",
+        "maven",
     ]
     assert split_versions("~> 5.2.4.3, >= 6.0.3.1") == ["5.2.4.3", "6.0.3.1"]

@@ -16,22 +16,20 @@ from __future__ import annotations
 
 import re
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, Field
 
 from fixloop.models import Kind, Severity, Signal, Source, Transition, fingerprint
-from fixloop.parsing import ParseContext, clean, epoch_ms, opt, severity, title
+from fixloop.parsing import ParseContext, WireModel, clean, epoch_ms, opt, severity, title
 
 Scalar = str | int | float
 
 
-class Org(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class Org(WireModel):
     id: Scalar | None = None
     name: str | None = None
 
 
-class Webhook(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class Webhook(WireModel):
     id: Scalar | None = None
     title: str | None = Field(default=None, validation_alias=AliasChoices("title", "event_title"))
     alert_title: str | None = None
@@ -43,7 +41,9 @@ class Webhook(BaseModel):
     transition: str | None = Field(default=None, validation_alias=AliasChoices("transition", "alert_transition"))
     alert_id: Scalar | None = Field(default=None, validation_alias=AliasChoices("alert_id", "monitor_id"))
     alert_cycle_key: Scalar | None = Field(default=None, validation_alias=AliasChoices("alert_cycle_key", "cycle_key"))
-    aggregate: Scalar | None = Field(default=None, validation_alias=AliasChoices("aggregate", "aggreg_key", "aggregation_key"))
+    aggregate: Scalar | None = Field(
+        default=None, validation_alias=AliasChoices("aggregate", "aggreg_key", "aggregation_key")
+    )
     alert_priority: str | None = None
     priority: str | None = None
     alert_type: str | None = None
@@ -80,7 +80,13 @@ _TRANSITIONS = {
     "re-no data": Transition.RENOTIFY,
     "renotify": Transition.RENOTIFY,
 }
-_PRIORITY = {"p1": Severity.CRITICAL, "p2": Severity.HIGH, "p3": Severity.MEDIUM, "p4": Severity.LOW, "p5": Severity.INFO}
+_PRIORITY = {
+    "p1": Severity.CRITICAL,
+    "p2": Severity.HIGH,
+    "p3": Severity.MEDIUM,
+    "p4": Severity.LOW,
+    "p5": Severity.INFO,
+}
 _ALERT_TYPE = {"error": Severity.HIGH, "warning": Severity.MEDIUM, "info": Severity.INFO, "success": Severity.INFO}
 _DATADOG_KEYS = ("event_type", "last_updated", "alert_transition", "transition", "alert_id", "alert_cycle_key", "org")
 
@@ -113,7 +119,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
             "title prefix): taken as triggered"
         )
         transition = Transition.TRIGGERED
-    name = raw_title[prefix.end():] if prefix else raw_title
+    name = raw_title[prefix.end() :] if prefix else raw_title
     body = _val(w.body) or ""
     monitor_id = _val(w.alert_id)
     if monitor_id is None:
@@ -165,7 +171,7 @@ def _tags(value: str | list[str] | None) -> list[str]:
 
 def _tag(tags: list[str], key: str) -> str | None:
     prefix = key + ":"
-    return next((t[len(prefix):] for t in tags if t.startswith(prefix)), None)
+    return next((t[len(prefix) :] for t in tags if t.startswith(prefix)), None)
 
 
 def _severity(w: Webhook, transition: Transition) -> Severity:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
-
 from fixloop.models import Category, Kind, Signal, Source, fingerprint
 from fixloop.parsing import (
     ParseContext,
+    WireModel,
     aware,
     ecosystem,
     lowest_fix,
@@ -29,30 +28,24 @@ from fixloop.parsing import (
     title,
 )
 
-_IGNORE = ConfigDict(extra="ignore")
 
-
-class Identifier(BaseModel):
-    model_config = _IGNORE
+class Identifier(WireModel):
     type: str | None = None
     name: str | None = None
     value: str | int | None = None  # CWE values are numbers in some analyzers
     url: str | None = None
 
 
-class Package(BaseModel):
-    model_config = _IGNORE
+class Package(WireModel):
     name: str | None = None
 
 
-class Dependency(BaseModel):
-    model_config = _IGNORE
+class Dependency(WireModel):
     package: Package | None = None
     version: str | None = None
 
 
-class Location(BaseModel):
-    model_config = _IGNORE
+class Location(WireModel):
     file: str | None = None
     start_line: int | None = None
     end_line: int | None = None
@@ -61,8 +54,7 @@ class Location(BaseModel):
     image: str | None = None
 
 
-class Vulnerability(BaseModel):
-    model_config = _IGNORE
+class Vulnerability(WireModel):
     id: str | None = None
     category: str | None = None
     name: str | None = None
@@ -75,15 +67,13 @@ class Vulnerability(BaseModel):
     identifiers: list[Identifier] | None = None
 
 
-class Scan(BaseModel):
-    model_config = _IGNORE
+class Scan(WireModel):
     type: str | None = None
     start_time: datetime | None = None
     end_time: datetime | None = None
 
 
-class Report(BaseModel):
-    model_config = _IGNORE
+class Report(WireModel):
     version: str | int | float | None = None
     vulnerabilities: list[Vulnerability]
     scan: Scan | None = None
@@ -91,17 +81,35 @@ class Report(BaseModel):
 
 _VULN_SCANS = frozenset({"container_scanning", "dependency_scanning", "cluster_image_scanning"})
 _SECRET_IDS = re.compile(r"gitleaks|trufflehog|secret", re.I)
-_ADVISORY_RANK = {t: n for n, t in enumerate(("cve", "ghsa", "osvdb", "gemnasium", "elsa", "rhsa", "usn", "dsa", "alas"))}
+_ADVISORY_RANK = {
+    t: n for n, t in enumerate(("cve", "ghsa", "osvdb", "gemnasium", "elsa", "rhsa", "usn", "dsa", "alas"))
+}
 _CLASS_TYPES = frozenset({"cwe", "owasp"})
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 _OS_SUFFIX = re.compile(r"^(?P<image>.*\S)\s+\((?P<os>[^()]*)\)$")
-_UPGRADE = re.compile(r"upgrade\s+(?:\S+\s+)?to\s+(?:versions?\s+)?(?P<v>.+?)(?:\s+or\s+(?:above|later|higher))?\.?\s*$", re.I)
+_UPGRADE = re.compile(
+    r"upgrade\s+(?:\S+\s+)?to\s+(?:versions?\s+)?(?P<v>.+?)(?:\s+or\s+(?:above|later|higher))?\.?\s*$", re.I
+)
 _LOCKFILES = {
-    "go.sum": "go", "go.mod": "go", "package-lock.json": "npm", "yarn.lock": "npm", "pnpm-lock.yaml": "npm",
-    "npm-shrinkwrap.json": "npm", "requirements.txt": "pypi", "pipfile.lock": "pypi", "poetry.lock": "pypi",
-    "uv.lock": "pypi", "pom.xml": "maven", "build.gradle": "maven", "build.gradle.kts": "maven",
-    "build.sbt": "maven", "gemfile.lock": "gem", "composer.lock": "composer", "cargo.lock": "cargo",
-    "packages.lock.json": "nuget", "conan.lock": "conan",
+    "go.sum": "go",
+    "go.mod": "go",
+    "package-lock.json": "npm",
+    "yarn.lock": "npm",
+    "pnpm-lock.yaml": "npm",
+    "npm-shrinkwrap.json": "npm",
+    "requirements.txt": "pypi",
+    "pipfile.lock": "pypi",
+    "poetry.lock": "pypi",
+    "uv.lock": "pypi",
+    "pom.xml": "maven",
+    "build.gradle": "maven",
+    "build.gradle.kts": "maven",
+    "build.sbt": "maven",
+    "gemfile.lock": "gem",
+    "composer.lock": "composer",
+    "cargo.lock": "cargo",
+    "packages.lock.json": "nuget",
+    "conan.lock": "conan",
 }
 
 
@@ -151,7 +159,9 @@ def _advisory(ids: list[Identifier], fallback: str | None) -> tuple[str | None, 
     aliases = [
         a
         for a in dict.fromkeys(
-            opt(x.value if (x.type or "").lower() in ("cve", "ghsa") else (x.name or x.value)) for x in named if x is not best
+            opt(x.value if (x.type or "").lower() in ("cve", "ghsa") else (x.name or x.value))
+            for x in named
+            if x is not best
         )
         if a and a != advisory
     ]
@@ -190,7 +200,8 @@ def _vulnerability(
             source=Source.GITLAB,
             kind=Kind.FINDING,
             title=title(
-                f"{advisory} in {pkg} {version or ''}".rstrip() + (f": {v.name or v.message}" if v.name or v.message else "")
+                f"{advisory} in {pkg} {version or ''}".rstrip()
+                + (f": {v.name or v.message}" if v.name or v.message else "")
             ),
             severity=severity(v.severity),
             observed_at=observed,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from fixloop.ingest import parse_document
 from fixloop.models import Severity, Source, Transition
@@ -23,8 +23,13 @@ def test_the_senders_fingerprint_is_used_when_present() -> None:
     s = one(signals("alertmanager/pythonwebhook_k8s_HighPodMemory_firing.json"))
     assert s.alert_cycle_key == "f74798f72524fe89@2022-07-26T19:55:58.970000+00:00"
     computed = one(signals("alertmanager/prometheus-msteams_prom_post_request_1alert.json"))  # no fingerprint field
-    labels = {"alertname": "high_memory_load", "instance": "instance-with-hyphen_and_underscore",
-              "job": "docker_nodes", "monitor": "master", "severity": "warning"}
+    labels = {
+        "alertname": "high_memory_load",
+        "instance": "instance-with-hyphen_and_underscore",
+        "job": "docker_nodes",
+        "monitor": "master",
+        "severity": "warning",
+    }
     assert computed.alert_cycle_key.startswith(label_fingerprint(labels) + "@")
 
 
@@ -42,7 +47,7 @@ def test_v4_one_signal_per_alert() -> None:
 def test_v4_alert_without_status_or_fingerprint_and_with_offset_time() -> None:
     s = one(signals("alertmanager/prometheus-msteams_prom_post_request_1alert.json"))
     assert s.transition is Transition.TRIGGERED  # the payload's status
-    assert s.observed_at == datetime(2018, 3, 7, 11, 33, 21, 873077, tzinfo=timezone.utc)
+    assert s.observed_at == datetime(2018, 3, 7, 11, 33, 21, 873077, tzinfo=UTC)
     assert s.observed_at.utcoffset() == timedelta(hours=-5)
     assert (s.service, s.severity) == ("docker_nodes", Severity.MEDIUM)  # job label; severity "warning"
 
@@ -52,16 +57,19 @@ def test_v3_integer_group_key_and_a_resolved_alert() -> None:
     assert {s.group_key for s in items} == {"353151"}
     down = one(items, monitor_id="node_down")
     assert (down.transition, down.service, down.env, down.severity) == (
-        Transition.TRIGGERED, "Service 1", "prod", Severity.CRITICAL
+        Transition.TRIGGERED,
+        "Service 1",
+        "prod",
+        Severity.CRITICAL,
     )
     resolved = one(items, monitor_id="service_level_alert")
     assert resolved.transition is Transition.RECOVERED
-    assert resolved.observed_at == datetime(2016, 4, 21, 20, 15, 37, 698000, tzinfo=timezone.utc)  # endsAt
+    assert resolved.observed_at == datetime(2016, 4, 21, 20, 15, 37, 698000, tzinfo=UTC)  # endsAt
 
 
 def test_resolution_of_the_same_firing_refreshes_the_same_signal() -> None:
     doc = json.loads(fixture("alertmanager/pythonwebhook_k8s_HighPodMemory_firing.json").read_text())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     firing = parse_document(doc, ref="firing", received_at=now).signals[0]
     doc["status"] = doc["alerts"][0]["status"] = "resolved"
     doc["alerts"][0]["endsAt"] = "2022-07-26T20:10:00Z"

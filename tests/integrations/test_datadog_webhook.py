@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,7 +11,7 @@ from fixloop.ingest import IngestError, parse_document
 from fixloop.models import Severity, Source, Transition
 from tests.conftest import fixture, one, signals
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _doc(name: str) -> dict:
@@ -24,7 +24,7 @@ def test_custom_template_transition_field_priority_and_aggregate() -> None:
     assert s.monitor_id == "221164084"  # from the monitor link in the body
     assert s.severity is Severity.CRITICAL  # alert_priority P1
     assert s.group_key == "06ade3da0286048d242ea8e46f521c93"
-    assert s.observed_at == datetime(2025, 10, 1, 18, 37, 4, tzinfo=timezone.utc)  # last_updated, epoch ms
+    assert s.observed_at == datetime(2025, 10, 1, 18, 37, 4, tzinfo=UTC)  # last_updated, epoch ms
     assert s.title == "[Triggered] High tracking"
     assert s.url == "https://app.datadoghq.com/monitors/221164084"
 
@@ -39,8 +39,13 @@ def test_default_template_transition_from_title_prefix() -> None:
 def test_recovery_of_the_same_monitor_refreshes_the_signal() -> None:
     doc = _doc("inres-docs_query_alert_monitor_triggered_P1.json")
     triggered = parse_document(doc, ref="a", received_at=NOW).signals[0]
-    doc.update(title="[Recovered] High tracking", transition="Recovered", id="8306082202796029999",
-               last_updated="1759344124000", date="1759344124000")
+    doc.update(
+        title="[Recovered] High tracking",
+        transition="Recovered",
+        id="8306082202796029999",
+        last_updated="1759344124000",
+        date="1759344124000",
+    )
     recovered = parse_document(doc, ref="b", received_at=NOW).signals[0]
     assert recovered.transition is Transition.RECOVERED
     assert recovered.fingerprint == triggered.fingerprint
@@ -70,11 +75,20 @@ def test_title_prefixes(prefix: str, expected: Transition) -> None:
 def test_extended_template_fields_tags_service_env_cycle() -> None:
     doc = _doc("relay-integrations_test-notification_service_check_triggered.json")
     doc.update(
-        alert_id="18692904", alert_transition="Triggered", alert_cycle_key="7212376435365419538",
-        tags="env:prod,service:checkout,team:payments", alert_priority="P2", hostname="web-1",
+        alert_id="18692904",
+        alert_transition="Triggered",
+        alert_cycle_key="7212376435365419538",
+        tags="env:prod,service:checkout,team:payments",
+        alert_priority="P2",
+        hostname="web-1",
     )
     s = parse_document(doc, ref="x", received_at=NOW).signals[0]
-    assert (s.service, s.env, s.severity, s.alert_cycle_key) == ("checkout", "prod", Severity.HIGH, "7212376435365419538")
+    assert (s.service, s.env, s.severity, s.alert_cycle_key) == (
+        "checkout",
+        "prod",
+        Severity.HIGH,
+        "7212376435365419538",
+    )
     assert s.tags == ["env:prod", "service:checkout", "team:payments", "host:web-1"]
 
 

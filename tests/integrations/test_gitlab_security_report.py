@@ -1,9 +1,9 @@
-"""GitLab security reports 2.3 to 15.x: container scanning, dependency scanning, SAST (and secrets found by SAST rules)."""
+"""GitLab security reports 2.3 to 15.x: container scanning, dependency scanning, SAST (and secrets found by SAST)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fixloop.models import Category, Severity, Source
 from tests.conftest import one, signals
@@ -17,7 +17,7 @@ def test_container_scanning_v3_with_scan_object() -> None:
     assert (s.installed_version, s.fixed_version) == ("2.28-10", None)  # "No solution provided"
     assert (s.artifact, s.target, s.ecosystem) == ("registry/vulnerable-project:latest", "debian 10.9", "deb")
     assert s.severity is Severity.HIGH
-    assert s.observed_at == datetime(2021, 6, 1, 21, 21, 0, tzinfo=timezone.utc)  # scan.end_time, naive = UTC
+    assert s.observed_at == datetime(2021, 6, 1, 21, 21, 0, tzinfo=UTC)  # scan.end_time, naive = UTC
 
 
 def test_container_scanning_without_scan_object_reads_fix_from_solution() -> None:
@@ -27,7 +27,10 @@ def test_container_scanning_without_scan_object_reads_fix_from_solution() -> Non
     assert (s.installed_version, s.fixed_version, s.severity) == ("1.34.1-r4", "1.34.1-r5", Severity.CRITICAL)
     assert s.artifact == "XXXXXX.dkr.ecr.eu-west-3.amazonaws.com/XXX/admintools/tools:pipeline-ci"
     assert Counter(s.severity for s in items) == {
-        Severity.HIGH: 58, Severity.MEDIUM: 26, Severity.CRITICAL: 12, Severity.LOW: 2
+        Severity.HIGH: 58,
+        Severity.MEDIUM: 26,
+        Severity.CRITICAL: 12,
+        Severity.LOW: 2,
     }
 
 
@@ -75,5 +78,9 @@ def test_sast_v2_3_mixes_code_findings_and_secrets() -> None:
     assert len(items) == 467  # no id in 2.3: identity is file, lines, rule and compare key
     assert Counter(s.category for s in items) == {Category.SAST: 454, Category.SECRET: 13}  # trufflehog + gitleaks
     secret = one(items, location="docker-compose.override.unit_tests.yml:19")
-    assert (secret.category, secret.advisory_id, secret.severity) == (Category.SECRET, "Password in URL", Severity.CRITICAL)
+    assert (secret.category, secret.advisory_id, secret.severity) == (
+        Category.SECRET,
+        "Password in URL",
+        Severity.CRITICAL,
+    )
     assert Counter(s.severity for s in items)[Severity.UNKNOWN] == 266

@@ -12,7 +12,12 @@ def test_one_signal_per_distinct_issue_package_version_not_per_path() -> None:
     assert {s.artifact for s in items} == {"sarim04/juiceshop"}
     assert {s.ecosystem for s in items} == {"deb"}
     s = one(items, advisory_id="SNYK-DEBIAN11-GCC10-5901313")
-    assert (s.package, s.installed_version, s.fixed_version, s.aliases) == ("gcc-10", "10.2.1-6", None, ["CVE-2023-4039"])
+    assert (s.package, s.installed_version, s.fixed_version, s.aliases) == (
+        "gcc-10",
+        "10.2.1-6",
+        None,
+        ["CVE-2023-4039"],
+    )
 
 
 def test_all_projects_array_keeps_each_project_apart() -> None:

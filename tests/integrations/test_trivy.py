@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fixloop.models import Category, Severity, Source
 from tests.conftest import ingest, one, signals
@@ -17,7 +17,7 @@ def test_current_schema_alpine_finding_fields() -> None:
     assert s.artifact == "testdata/fixtures/images/alpine-39.tar.gz"
     assert s.target == "testdata/fixtures/images/alpine-39.tar.gz (alpine 3.9.4)"
     assert s.purl == "pkg:apk/alpine/libcrypto1.1@1.1.1b-r1?arch=x86_64&distro=3.9.4"
-    assert s.observed_at == datetime(2021, 8, 25, 12, 20, 30, tzinfo=timezone.utc)  # the report's CreatedAt
+    assert s.observed_at == datetime(2021, 8, 25, 12, 20, 30, tzinfo=UTC)  # the report's CreatedAt
     assert s.raw_ref.endswith("trivy-head_alpine-39.json#/Results/0/Vulnerabilities/0")
 
 
@@ -25,7 +25,13 @@ def test_full_db_centos_has_all_711_findings() -> None:
     items = signals("trivy/trivy-0.22-fulldb_centos-7.json")
     assert len(items) == 711
     assert all(s.ecosystem == "rpm" for s in items)
-    assert {s.severity for s in items} <= {Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.UNKNOWN}
+    assert {s.severity for s in items} <= {
+        Severity.CRITICAL,
+        Severity.HIGH,
+        Severity.MEDIUM,
+        Severity.LOW,
+        Severity.UNKNOWN,
+    }
 
 
 def test_legacy_array_takes_the_artifact_from_the_os_target() -> None:
@@ -46,7 +52,16 @@ def test_legacy_record_without_vulnerability_id_is_reported_not_dropped_silently
 def test_every_vendor_status_is_kept() -> None:
     items = signals("trivy/dd-trivy_all_statuses_example-app.json")
     assert sorted(s.fix_status for s in items) == sorted(
-        ["unknown", "not_affected", "affected", "fixed", "under_investigation", "will_not_fix", "fix_deferred", "end_of_life"]
+        [
+            "unknown",
+            "not_affected",
+            "affected",
+            "fixed",
+            "under_investigation",
+            "will_not_fix",
+            "fix_deferred",
+            "end_of_life",
+        ]
     )
     assert {s.artifact for s in items} == {"noppaknopsta/example-app:main-159"}  # ArtifactName is empty
 
