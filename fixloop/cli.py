@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fixloop import __version__
 from fixloop.models import Source
+
+if TYPE_CHECKING:
+    from fixloop.ingest import IngestResult
 
 app = typer.Typer(
     name="fixloop",
@@ -29,6 +34,24 @@ def _root(
         raise typer.Exit()
 
 
+def _results(command: str, paths: list[Path], source: Source | None, failed: list[Path]) -> Iterator[IngestResult]:
+    """Ingest each path; a file that cannot be read gets one stderr line and is added to ``failed``."""
+    from fixloop.config import Settings
+    from fixloop.ingest import IngestError, ingest_file
+
+    max_bytes = Settings().ingest_max_bytes
+    for path in paths:
+        try:
+            result = ingest_file(path, source=source, max_bytes=max_bytes)
+        except IngestError as e:
+            failed.append(path)
+            typer.echo(f"fixloop {command}: {e}", err=True)
+            continue
+        for warning in result.warnings:
+            typer.echo(f"fixloop {command}: warning: {warning}", err=True)
+        yield result
+
+
 @app.command()
 def ingest(
     paths: Annotated[
@@ -46,23 +69,35 @@ def ingest(
     Problems are reported on stderr, one line per file (``fixloop ingest: <file>: <reason>``); a bad file never
     hides the signals of the good ones. Exit status: 0 when every file was read, 2 when any could not be.
     """
-    from fixloop.config import Settings
-    from fixloop.ingest import IngestError, ingest_file
+    failed: list[Path] = []
+    for result in _results("ingest", paths, source, failed):
+        sys.stdout.write("".join(s.to_json() + "\n" for s in result.signals))
+    sys.stdout.flush()
+    if failed:
+        raise typer.Exit(code=2)
 
-    max_bytes = Settings().ingest_max_bytes
-    out = sys.stdout
-    failed = 0
-    for path in paths:
-        try:
-            result = ingest_file(path, source=source, max_bytes=max_bytes)
-        except IngestError as e:
-            failed += 1
-            typer.echo(f"fixloop ingest: {e}", err=True)
-            continue
-        out.write("".join(s.to_json() + "\n" for s in result.signals))
-        for warning in result.warnings:
-            typer.echo(f"fixloop ingest: warning: {warning}", err=True)
-    out.flush()
+
+class Engine(StrEnum):
+    rules = "rules"
+
+
+@app.command()
+def triage(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)
+    ],
+    engine: Annotated[Engine, typer.Option("--engine", "-e", help="Triage engine.")] = Engine.rules,
+) -> None:
+    """Group the signals of the given files into work items; print ``{"work_items": [...], "unassigned": [...]}``.
+
+    Every signal appears exactly once, in one work item or in ``unassigned`` with a reason. Files that cannot be
+    read are reported on stderr as by ``ingest`` (exit status 2); the others are still triaged.
+    """
+    from activities.triage import triage_rules
+
+    failed: list[Path] = []
+    signals = [s for result in _results("triage", paths, None, failed) for s in result.signals]
+    sys.stdout.write(triage_rules(signals).model_dump_json(indent=2) + "\n")
     if failed:
         raise typer.Exit(code=2)
 

@@ -201,3 +201,86 @@ def utc(dt: datetime) -> datetime:
     """``dt`` made timezone-aware (a naive time is taken as UTC, as GitLab's ``scan.end_time`` is)."""
 
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+class WorkItemKind(StrEnum):
+    """What a work item asks for. ``os_rebuild`` and ``dependency_bump`` lead to a merge request; ``risk_digest``
+    (findings without a fix, misconfigurations, secrets, SAST) and ``alert_investigation`` to a Jira issue only;
+    ``deploy_regression`` is an alert attached to a loop that recently deployed the alerting service."""
+
+    OS_REBUILD = "os_rebuild"
+    DEPENDENCY_BUMP = "dependency_bump"
+    RISK_DIGEST = "risk_digest"
+    ALERT_INVESTIGATION = "alert_investigation"
+    DEPLOY_REGRESSION = "deploy_regression"
+
+
+FIX_KINDS = frozenset({WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP})
+
+
+class PackageBump(BaseModel):
+    """One package of a ``dependency_bump``: raised to the lowest version that fixes all its advisories."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    package: ShortText
+    ecosystem: ShortText | None = None
+    installed_version: ShortText | None = None
+    fixed_version: ShortText
+    advisories: list[ShortText]
+
+
+class WorkItem(BaseModel):
+    """One fix (or one digest / investigation): the unit a Jira issue and a merge request are opened for.
+
+    id: ``wi-`` + 24 hex chars, derived from the grouping key only (kind, artifact, target, service, monitor,
+      window start), so the same storm delivered twice gives the same ids (and the same child workflow ids).
+    signals: the fingerprints of the signals it covers (each input signal is in exactly one item or unassigned).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Annotated[str, Field(pattern=r"^wi-[0-9a-f]{24}$")]
+    kind: WorkItemKind
+    title: Annotated[str, Field(min_length=1, max_length=TITLE_MAX)]
+    severity: Severity
+    signals: list[str] = Field(min_length=1)
+    engine: str = "rules"
+    note: ShortText | None = None  # e.g. why the llm engine fell back to rules
+    artifact: ShortText | None = None
+    target: ShortText | None = None
+    ecosystem: ShortText | None = None
+    advisories: list[ShortText] = Field(default_factory=list)
+    packages: list[PackageBump] = Field(default_factory=list)
+    service: ShortText | None = None
+    env: ShortText | None = None
+    monitor_id: ShortText | None = None
+    window_start: AwareDatetime | None = None
+    window_end: AwareDatetime | None = None
+    attached_to: ShortText | None = None  # the work item whose deploy an alert is attached to
+
+
+class Unassigned(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fingerprint: str
+    reason: ShortText
+
+
+class TriageResult(BaseModel):
+    """``{"work_items": [...], "unassigned": [{"fingerprint", "reason"}]}``: every input signal exactly once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    work_items: list[WorkItem] = Field(default_factory=list)
+    unassigned: list[Unassigned] = Field(default_factory=list)
+
+
+class RecentDeploy(BaseModel):
+    """A service a fixloop loop deployed: alerts on it soon after are attached to that loop."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    work_item_id: str
+    service: str
+    deployed_at: AwareDatetime

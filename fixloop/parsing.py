@@ -365,6 +365,17 @@ def lowest_fix(eco: str | None, installed: str | None, candidates: list[str]) ->
     return min(above, key=lambda kc: kc[0])[1]
 
 
+def highest_version(eco: str | None, versions: list[str]) -> str | None:
+    """The highest of ``versions`` by the ecosystem's rules (the version that fixes every advisory when each
+    one names its own lowest fix); the last one listed when they cannot be compared."""
+    if not versions:
+        return None
+    keys = [version_key(eco, v) for v in versions]
+    if any(k is _UNCOMPARABLE for k in keys):
+        return versions[-1]
+    return max(zip(keys, versions, strict=True), key=lambda kv: kv[0])[1]
+
+
 # ---------------------------------------------------------------- time
 
 
