@@ -77,15 +77,20 @@ def triage_rules(
     return TriageResult(work_items=items, unassigned=sorted(unassigned, key=lambda u: u.fingerprint))
 
 
+def os_level(s: Signal) -> bool:
+    """Whether a vulnerability is fixed by rebuilding the image: an OS package (apk, deb, rpm), or a package of
+    no known ecosystem found in a scanned image (a static binary)."""
+    return s.ecosystem in OS_ECOSYSTEMS or (s.ecosystem in (None, "generic") and s.artifact is not None)
+
+
 def _finding_key(s: Signal) -> GroupKey:
     if s.category is Category.VULNERABILITY:
-        os_level = s.ecosystem in OS_ECOSYSTEMS or (s.ecosystem in (None, "generic") and s.artifact is not None)
         image = s.artifact or s.target
         if s.fixed_version:
-            if os_level:
+            if os_level(s):
                 return (WorkItemKind.OS_REBUILD, image, None, None)
             return (WorkItemKind.DEPENDENCY_BUMP, s.artifact, s.target, None)
-        if os_level:
+        if os_level(s):
             return (WorkItemKind.RISK_DIGEST, image, None, "vulnerability")
         return (WorkItemKind.RISK_DIGEST, s.artifact, s.target, "vulnerability")
     category = s.category.value if s.category else "finding"

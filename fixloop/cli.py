@@ -58,7 +58,7 @@ def ingest(
         list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)
     ],
     source: Annotated[
-        Source | None,  # noqa: UP007 - typer needs Optional here
+        Source | None,
         typer.Option(
             "--source", "-s", help="Parse every file as this source instead of detecting it.", case_sensitive=False
         ),

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from activities.triage import OS_ECOSYSTEMS, triage_rules
+from activities.triage import os_level, triage_rules
 from fixloop.ingest import parse_document
 from fixloop.models import FIX_KINDS, Category, RecentDeploy, Signal, WorkItemKind
 from tests.conftest import fixture, signals
@@ -42,20 +42,12 @@ def test_fix_items_are_one_per_image_and_one_per_manifest() -> None:
         for s in items
         if s.category is Category.VULNERABILITY and s.fixed_version and s.fix_status not in ("not_affected",)
     ]
-    os_level = {
-        s.artifact or s.target
-        for s in fixable
-        if s.ecosystem in OS_ECOSYSTEMS or (s.ecosystem in (None, "generic") and s.artifact)
-    }
-    manifests = {
-        (s.artifact, s.target)
-        for s in fixable
-        if not (s.ecosystem in OS_ECOSYSTEMS or (s.ecosystem in (None, "generic") and s.artifact))
-    }
+    images = {s.artifact or s.target for s in fixable if os_level(s)}
+    manifests = {(s.artifact, s.target) for s in fixable if not os_level(s)}
     result = triage_rules(items)
     fix_items = [w for w in result.work_items if w.kind in FIX_KINDS]
-    assert len(fix_items) == len(os_level) + len(manifests)
-    assert sum(w.kind is WorkItemKind.OS_REBUILD for w in fix_items) == len(os_level)
+    assert len(fix_items) == len(images) + len(manifests)
+    assert sum(w.kind is WorkItemKind.OS_REBUILD for w in fix_items) == len(images)
 
 
 def test_a_package_is_raised_to_the_version_that_fixes_all_its_advisories() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fixloop.ingest import IngestError, parse_document
-from fixloop.models import Severity, Source, Transition
+from fixloop.models import Severity, Signal, Source, Transition
 from tests.conftest import fixture, one, signals
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -16,6 +16,10 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def _doc(name: str) -> dict:
     return json.loads(fixture(f"datadog/{name}").read_text())
+
+
+def _signal(doc: dict) -> Signal:
+    return parse_document(doc, ref="x", received_at=NOW).signals[0]
 
 
 def test_custom_template_transition_field_priority_and_aggregate() -> None:
@@ -66,7 +70,7 @@ def test_recovery_of_the_same_monitor_refreshes_the_signal() -> None:
 def test_title_prefixes(prefix: str, expected: Transition) -> None:
     doc = _doc("relay-integrations_test-notification_service_check_triggered.json")
     doc["title"] = prefix + "Host Cluster Alert"
-    s = parse_document(doc, ref="x", received_at=NOW).signals[0]
+    s = _signal(doc)
     assert s.transition is expected
     if "on {" in prefix:
         assert s.scope == "host:web-1,env:prod"
@@ -82,7 +86,7 @@ def test_extended_template_fields_tags_service_env_cycle() -> None:
         alert_priority="P2",
         hostname="web-1",
     )
-    s = parse_document(doc, ref="x", received_at=NOW).signals[0]
+    s = _signal(doc)
     assert (s.service, s.env, s.severity, s.alert_cycle_key) == (
         "checkout",
         "prod",
