@@ -79,6 +79,7 @@ def ingest(
 
 class Engine(StrEnum):
     rules = "rules"
+    llm = "llm"
 
 
 @app.command()
@@ -92,12 +93,33 @@ def triage(
 
     Every signal appears exactly once, in one work item or in ``unassigned`` with a reason. Files that cannot be
     read are reported on stderr as by ``ingest`` (exit status 2); the others are still triaged.
+    ``--engine llm`` needs FIXLOOP_LLM_BASE_URL, FIXLOOP_LLM_MODEL and OPENAI_API_KEY (exit status 2 before
+    reading any file when one is missing); when the endpoint fails, the rules result is printed and a warning
+    line says why.
     """
-    from activities.triage import triage_rules
+    import asyncio
+    import logging
+
+    from fixloop.config import ConfigError, LlmSettings
+
+    llm = None
+    if engine is Engine.llm:
+        try:
+            llm = LlmSettings.load()
+        except ConfigError as e:
+            typer.echo(f"fixloop triage: {e}", err=True)
+            raise typer.Exit(code=2) from None
+
+    from activities.triage import log as triage_log
+    from activities.triage import triage as run_triage
 
     failed: list[Path] = []
     signals = [s for result in _results("triage", paths, None, failed) for s in result.signals]
-    sys.stdout.write(triage_rules(signals).model_dump_json(indent=2) + "\n")
+    warnings = logging.StreamHandler(sys.stderr)  # e.g. the llm engine's fallback to rules, and why
+    warnings.setFormatter(logging.Formatter("fixloop triage: warning: %(message)s"))
+    triage_log.addHandler(warnings)
+    result = asyncio.run(run_triage(signals, engine=engine.value, llm=llm))
+    sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     if failed:
         raise typer.Exit(code=2)
 

@@ -1,0 +1,125 @@
+"""An OpenAI-compatible Chat Completions endpoint: one structured-output call, answered into a pydantic model.
+
+Wire format: the OpenAI API's Chat Completions (``POST {base_url}/chat/completions``) with Structured Outputs,
+``response_format = {"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}``, as built and
+parsed by the official ``openai`` library's ``chat.completions.parse`` (the schema is the pydantic model's, made
+strict by the library). Any server implementing that API works: OpenAI, Azure OpenAI, vLLM, Ollama, LiteLLM, ...
+
+Retries are the ``openai`` client's own (``max_retries``: 408, 409, 429 and 5xx answers, timeouts and connection
+errors, with exponential backoff honouring ``Retry-After`` / ``retry-after-ms``). That is a deliberate exception to
+"Temporal's retry policy is the only retry layer": the caller (the ``llm`` triage engine) falls back to
+deterministic rules inside one call, so a failure here must be final, not retried by an activity retry policy.
+
+Every failure is one ``LlmError`` whose message is a short reason, safe to log and to show a user: no API key,
+no request, and no model text beyond a bounded excerpt. The openai exceptions are not chained (``from None``),
+since they hold the request, headers included.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fixloop.config import LlmSettings
+from fixloop.parsing import clean, validation_message
+
+T = TypeVar("T", bound=BaseModel)
+
+REFUSAL_EXCERPT = 160
+
+
+class LlmError(Exception):
+    """The endpoint gave no usable answer; ``str(e)`` is the reason."""
+
+
+class LlmTransportError(LlmError):
+    """The endpoint could not be reached (connection refused, DNS, TLS, connection reset)."""
+
+
+class LlmTimeout(LlmTransportError):
+    """No answer within the timeout, on every attempt."""
+
+
+class LlmStatusError(LlmError):
+    """The endpoint answered with an HTTP error status (after the client's retries for retryable ones)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class LlmRateLimited(LlmStatusError):
+    """HTTP 429 on every attempt."""
+
+
+class LlmRefusal(LlmError):
+    """The model refused (``message.refusal``) or the endpoint's content filter stopped the answer."""
+
+
+class LlmInvalidAnswer(LlmError):
+    """The answer is not what was asked: not JSON, not of the schema, cut off, or (raised by the caller) failing
+    the caller's own checks."""
+
+
+async def structured_completion(settings: LlmSettings, *, system: str, user: str, schema: type[T]) -> T:
+    """Send one ``system`` + ``user`` message pair and return the answer parsed into ``schema``.
+
+    ``settings`` gives the endpoint, model, key, per-request ``timeout`` (seconds) and ``max_retries``; it must be
+    complete (``ConfigError`` otherwise). Raises an ``LlmError`` subclass on any failure (see the module doc).
+    """
+    import openai  # here, not at the top: it takes about a second to import, and only the llm engine needs it
+
+    settings.require()
+    assert settings.base_url and settings.model and settings.api_key  # for type checkers: require() checked them
+    attempts = 1 + settings.max_retries
+    tries = f"{attempts} attempt" + ("" if attempts == 1 else "s")
+    try:
+        async with openai.AsyncOpenAI(
+            base_url=str(settings.base_url),
+            api_key=settings.api_key.get_secret_value(),
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+        ) as client:
+            completion = await client.chat.completions.parse(
+                model=settings.model,
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+                response_format=schema,
+            )
+    except openai.APITimeoutError:
+        raise LlmTimeout(f"no answer within {settings.timeout:g} s ({tries})") from None
+    except openai.APIConnectionError as e:
+        cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
+        raise LlmTransportError(f"cannot reach the endpoint ({cause}, {tries})") from None
+    except openai.RateLimitError:
+        raise LlmRateLimited(429, f"rate limited (HTTP 429, {tries})") from None
+    except openai.APIStatusError as e:
+        raise LlmStatusError(e.status_code, f"HTTP {e.status_code}{_error_code(e.body)}") from None
+    except openai.LengthFinishReasonError:
+        raise LlmInvalidAnswer("the answer was cut off at the token limit") from None
+    except openai.ContentFilterFinishReasonError:
+        raise LlmRefusal("the endpoint's content filter stopped the answer") from None
+    except ValidationError as e:
+        raise LlmInvalidAnswer(f"the answer does not match the schema: {validation_message(e)}") from None
+    except openai.OpenAIError as e:  # any other failure the library reports
+        raise LlmError(f"unexpected failure ({type(e).__name__})") from None
+    except (TypeError, AttributeError, KeyError) as e:  # the library parsing a 200 body that is no chat completion
+        raise LlmInvalidAnswer(f"the answer is not a chat completion ({type(e).__name__})") from None
+    if not completion.choices:
+        raise LlmInvalidAnswer("the answer has no choices")
+    message = completion.choices[0].message
+    if message.refusal:
+        raise LlmRefusal(f"the model refused: {clean(message.refusal, REFUSAL_EXCERPT)}")
+    if message.parsed is None:
+        raise LlmInvalidAnswer("the answer is empty")
+    return message.parsed
+
+
+def _error_code(body: object) -> str:
+    """`` (<code or type>)`` from an OpenAI-style error body ``{"error": {"code", "type", "message"}}``; the
+    message itself is left out (providers echo parts of the key or the request in it)."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return ""
+    code = error.get("code") or error.get("type")
+    return f" ({clean(code, 60)})" if isinstance(code, str | int) and code != "" else ""

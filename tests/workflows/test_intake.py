@@ -1,0 +1,196 @@
+"""IntakeWorkflow on the Java test server: dedup, windows, continue-as-new, one loop per work item.
+
+The triage activity is the real one (rules engine) on real reports; the child loops are a stand-in registered
+under the name ``RemediationWorkflow`` that records what the intake sends it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio import workflow
+from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():  # this module is re-imported in the workflow sandbox
+    from activities.triage import TriageActivities, triage_rules
+    from fixloop.models import Signal, TriageResult
+    from tests.conftest import signals
+    from workflows.intake import (
+        Finish,
+        IntakeInput,
+        IntakeOptions,
+        IntakeState,
+        IntakeWorkflow,
+        SignalBatch,
+        pack_seen,
+        unpack_seen,
+    )
+    from workflows.remediation import MoreSignals, Refresh, RemediationInput, loop_id
+
+ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
+DEBIAN = "trivy/dd-trivy_legacy_many_vulns_debian-10.8.json"
+LOCKFILES = "trivy/dd-trivy_legacy_mix_lockfiles.json"
+ALERT = "datadog/inres-docs_query_alert_monitor_triggered_P1.json"
+
+
+@workflow.defn(name="RemediationWorkflow")
+class LoopStandIn:
+    """Records the work item it was started with and every ``add_signals`` / ``refresh`` it gets."""
+
+    def __init__(self) -> None:
+        self.added: list[str] = []
+        self.refreshed = 0
+
+    @workflow.run
+    async def run(self, inp: RemediationInput) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal
+    def add_signals(self, more: MoreSignals) -> None:
+        self.added.append(more.work_item.id)
+
+    @workflow.signal
+    def refresh(self, refresh: Refresh) -> None:
+        self.refreshed += len(refresh.signals)
+
+    @workflow.query
+    def added_count(self) -> int:
+        return len(self.added)
+
+
+def _worker(client: Client, task_queue: str) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[IntakeWorkflow, LoopStandIn],
+        activities=[TriageActivities().group_signals],
+    )
+
+
+def _scope() -> str:
+    return f"team/gitops-{uuid.uuid4().hex[:8]}"
+
+
+async def _start(
+    client: Client, task_queue: str, scope: str, batch: list[Signal], options: IntakeOptions, wid: str | None = None
+) -> WorkflowHandle[IntakeWorkflow, IntakeState]:
+    return await client.start_workflow(
+        IntakeWorkflow.run,
+        IntakeInput(scope=scope, options=options),
+        id=wid or f"intake/{scope}",
+        task_queue=task_queue,
+        start_signal="receive",
+        start_signal_args=[SignalBatch(signals=batch)],
+    )
+
+
+async def _settle(
+    env: WorkflowEnvironment, handle: WorkflowHandle[IntakeWorkflow, IntakeState], quiet: timedelta
+) -> None:
+    """Let the open window's quiet period pass: a query returns once the intake has drained what it was sent, then
+    the test server's clock jumps. (Its automatic time skipping stalls once a child with parent-close policy
+    ABANDON is running: temporalio/sdk-java#1540, sdk-typescript#1101; an explicit sleep still skips.)"""
+    await handle.query(IntakeWorkflow.status)
+    await env.sleep(quiet)
+
+
+async def _children(client: Client, scope: str, result: TriageResult) -> dict[str, int]:
+    """For each work item of ``result``: how many ``add_signals`` its loop got (the loop must exist)."""
+    out = {}
+    for wi in result.work_items:
+        handle = client.get_workflow_handle(loop_id(scope, wi.id))
+        out[wi.id] = await handle.query(LoopStandIn.added_count)
+    return out
+
+
+async def test_redelivered_batch_is_deduplicated(env: WorkflowEnvironment, task_queue: str) -> None:
+    batch = signals(ALPINE)
+    scope = _scope()
+    expected = triage_rules(batch)
+    async with _worker(env.client, task_queue):
+        handle = await _start(env.client, task_queue, scope, batch, IntakeOptions())
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=batch))
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        state = await handle.result()
+        children = await _children(env.client, scope, expected)
+
+    c = state.counters
+    assert (c.received, c.new, c.duplicates) == (2 * len(batch), len(batch), len(batch))
+    assert c.windows == 1 and c.assigned + c.unassigned == len(batch)
+    assert c.loops_started == len(expected.work_items) and c.loops_updated == 0
+    assert set(children) == {wi.id for wi in expected.work_items} and set(children.values()) == {0}
+
+
+async def test_windows_close_at_max_size_then_after_quiet_period(env: WorkflowEnvironment, task_queue: str) -> None:
+    batch = signals(DEBIAN)  # 93 findings in one image
+    scope = _scope()
+    options = IntakeOptions(window_max_signals=40, quiet_period=timedelta(minutes=5))
+    async with _worker(env.client, task_queue):
+        handle = await _start(env.client, task_queue, scope, batch, options)
+        await _settle(env, handle, options.quiet_period)
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        state = await handle.result()
+
+    closed = [(w.closed_by, w.signals) for w in state.windows]
+    assert closed == [("size", 40), ("size", 40), ("quiet", len(batch) - 80)]
+    # the quiet window closed one quiet period after the delivery (the size windows closed at once; time-skipped)
+    assert state.windows[-1].closed_at - state.windows[0].closed_at >= options.quiet_period - timedelta(seconds=1)
+    # every window of one image triages into the same work item ids: later windows update the running loops
+    assert state.counters.loops_started == len(triage_rules(batch[:40]).work_items)
+    assert state.counters.loops_started + state.counters.loops_updated == sum(w.work_items for w in state.windows)
+    assert state.counters.assigned + state.counters.unassigned == len(batch)
+
+
+async def test_continue_as_new_keeps_dedup_state(env: WorkflowEnvironment, task_queue: str) -> None:
+    batch = signals(DEBIAN)
+    scope = _scope()
+    expected = triage_rules(batch)
+    options = IntakeOptions(max_run_events=1)  # continue as new after every delivery
+    async with _worker(env.client, task_queue):
+        handle = await _start(env.client, task_queue, scope, batch, options)
+        with pytest.raises(WorkflowContinuedAsNewError):
+            await handle.result(follow_runs=False)
+        # the next run holds the dedup memory and the open window: the same batch again is all duplicates
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=batch))
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        state = await handle.result()
+
+    c = state.counters
+    assert c.runs >= 3
+    assert (c.new, c.duplicates) == (len(batch), len(batch))
+    assert c.windows == 1 and c.loops_started == len(expected.work_items)
+
+
+async def test_same_storm_twice_starts_one_loop_per_work_item(env: WorkflowEnvironment, task_queue: str) -> None:
+    storm = signals(ALPINE) + signals(DEBIAN) + signals(LOCKFILES) + signals(ALERT)
+    scope = _scope()
+    expected = triage_rules(storm)
+    assert len(expected.work_items) >= 4
+    options = IntakeOptions()
+    async with _worker(env.client, task_queue):
+        # two intakes of the same scope (replicas, or one re-created) each get the whole storm, concurrently
+        first = await _start(env.client, task_queue, scope, storm, options, wid=f"intake/{scope}")
+        second = await _start(env.client, task_queue, scope, storm, options, wid=f"intake/{scope}/again")
+        await first.query(IntakeWorkflow.status)
+        await _settle(env, second, options.quiet_period)
+        for handle in (first, second):
+            await handle.signal(IntakeWorkflow.finish, Finish())
+        one, two = await first.result(), await second.result()
+        children = await _children(env.client, scope, expected)
+
+    assert one.counters.loops_started + two.counters.loops_started == len(expected.work_items)
+    assert one.counters.loops_updated + two.counters.loops_updated == len(expected.work_items)
+    assert children == {wi.id: 1 for wi in expected.work_items}
+
+
+def test_dedup_memory_packs_and_unpacks() -> None:
+    seen = {bytes.fromhex(f"{i:016x}"): 29_000_000 + i for i in range(1000)}
+    packed = pack_seen(seen)
+    assert len(packed) == 12 * len(seen)
+    assert unpack_seen(packed) == seen
+    with pytest.raises(ValueError, match="not a multiple"):
+        unpack_seen(packed[:-1])

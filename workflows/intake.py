@@ -1,0 +1,407 @@
+"""IntakeWorkflow: one per scope (e.g. per GitOps repository), id ``intake/<scope>``; signals in, loops out.
+
+Callers deliver signals by signal-with-start of ``receive`` with a ``SignalBatch`` (a list, so a gateway can
+micro-batch). The run loop drains what the handler recorded:
+
+* dedup by fingerprint: a fingerprint seen before (within ``dedup_ttl``, up to ``dedup_capacity`` remembered) is
+  a *refresh*, not new work: it replaces the pending signal if its window is still open, or is forwarded to the
+  loop that owns it (alerts), and is counted either way;
+* windows: new signals collect in the open window, which closes ``quiet_period`` after the last new signal,
+  ``window_max_age`` after its first, or at ``window_max_signals``;
+* a closed window goes to the activity ``triage.group_signals``; each work item starts a child
+  ``RemediationWorkflow`` with id ``remediate/<scope>/<work-item-id>`` (parent-close policy ABANDON: loops outlive
+  intake runs). A work item whose loop already runs (the same storm re-delivered, or new findings for the same
+  fix) is sent to that loop as ``add_signals`` instead: one loop per fix, however often the storm comes;
+* continue-as-new when the run's history passes ``max_run_events`` (or the server suggests it), carrying only
+  ``IntakeState``: the dedup memory (packed: 8 bytes of fingerprint + 4 bytes of minute per entry, so 100,000
+  fingerprints take 1.6 MB of base64, under Temporal's 2 MB payload limit), the open window, counters.
+
+Every signal received is accounted for: ``received == new + duplicates`` and ``new == assigned + unassigned +
+pending``. Signal ``finish`` ends the workflow once the open window has closed and been triaged (a scope
+retired, or a one-shot run such as ``bench/storm.py``; the window still closes by its own rules); the result is
+the final ``IntakeState`` without the dedup memory. Query ``status`` -> ``IntakeStatus``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
+
+    from activities.triage import GROUP_SIGNALS, GroupSignalsInput
+    from fixloop.models import Kind, RecentDeploy, Signal, TriageResult, Unassigned, WorkItem, WorkItemKind
+    from workflows import policies
+    from workflows.remediation import LoopOptions, MoreSignals, Refresh, RemediationInput, RemediationWorkflow, loop_id
+
+WINDOWS_KEPT = 20
+OWNERS_MAX = 10_000
+_ENTRY = struct.Struct(">8sI")  # fingerprint prefix (first 16 hex chars), minute of last sighting
+
+
+class IntakeOptions(BaseModel):
+    """Windows, dedup memory and run size of an intake (``timedelta`` as ISO 8601 durations or seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quiet_period: timedelta = timedelta(minutes=2)
+    window_max_age: timedelta = timedelta(minutes=15)
+    window_max_signals: int = Field(default=500, ge=1, le=2_000)  # triage input stays well under 2 MB
+    engine: str = "rules"
+    dedup_ttl: timedelta = timedelta(days=7)
+    dedup_capacity: int = Field(default=100_000, ge=0, le=120_000)
+    max_run_events: int = Field(default=2_000, ge=1)
+    loop_options: LoopOptions = Field(default_factory=LoopOptions)
+    attach_window: timedelta = timedelta(hours=1)  # alerts this soon after a loop's deploy attach to it
+
+
+class SignalBatch(BaseModel):
+    """Signal ``receive``: signals of one delivery (one webhook, one report, or a gateway micro-batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signals: list[Signal] = Field(max_length=5_000)
+
+
+class Finish(BaseModel):
+    """Signal ``finish``: complete once the open window has been triaged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = "requested"
+
+
+class WindowRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    closed_at: AwareDatetime
+    closed_by: str  # "quiet", "age" or "size"
+    signals: int
+    work_items: int
+    unassigned: int
+    loops_started: int
+    loops_updated: int
+
+
+class Counters(BaseModel):
+    """``received == new + duplicates``; ``new == assigned + unassigned + pending`` (pending: in the open window)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    received: int = 0
+    new: int = 0
+    duplicates: int = 0
+    assigned: int = 0
+    unassigned: int = 0
+    windows: int = 0
+    loops_started: int = 0
+    loops_updated: int = 0
+    refreshes_forwarded: int = 0
+    undeliverable: int = 0  # work items / refreshes for a loop that could not be signalled (recorded, not lost)
+    evicted: int = 0  # fingerprints dropped from the dedup memory (ttl or capacity)
+    runs: int = 1
+
+
+class IntakeState(BaseModel):
+    """What continue-as-new carries. ``seen`` is the packed dedup memory (see module doc)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seen: Base64Bytes = b""
+    pending: list[Signal] = Field(default_factory=list)
+    window_opened_at: AwareDatetime | None = None
+    last_new_at: AwareDatetime | None = None
+    owners: dict[str, str] = Field(default_factory=dict)  # alert fingerprint -> loop workflow id
+    recent_deploys: list[RecentDeploy] = Field(default_factory=list)
+    counters: Counters = Field(default_factory=Counters)
+    windows: list[WindowRecord] = Field(default_factory=list)
+    finishing: bool = False
+
+
+class IntakeInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")
+    options: IntakeOptions = Field(default_factory=IntakeOptions)
+    state: IntakeState | None = None
+
+
+class IntakeStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    counters: Counters
+    pending: int
+    remembered: int
+    windows: list[WindowRecord]
+    finishing: bool
+
+
+def intake_id(scope: str) -> str:
+    """The workflow id of a scope's intake: ``intake/<scope>``."""
+    return f"intake/{scope}"
+
+
+def pack_seen(seen: dict[bytes, int]) -> bytes:
+    return b"".join(_ENTRY.pack(k, v) for k, v in sorted(seen.items()))
+
+
+def unpack_seen(data: bytes) -> dict[bytes, int]:
+    if len(data) % _ENTRY.size:
+        raise ValueError(f"packed dedup memory of {len(data)} bytes is not a multiple of {_ENTRY.size}")
+    return {k: v for k, v in _ENTRY.iter_unpack(data)}
+
+
+def _minute(t: datetime) -> int:
+    return int(t.timestamp() // 60)
+
+
+@workflow.defn
+class IntakeWorkflow:
+    @workflow.init
+    def __init__(self, inp: IntakeInput) -> None:
+        self.inp = inp
+        self.state = inp.state or IntakeState()
+        self.seen = unpack_seen(self.state.seen)
+        self.state.seen = b""
+        self._queue: list[SignalBatch] = []
+        self._deploys: list[RecentDeploy] = []
+        self._forwards: list[tuple[str, list[Signal]]] = []
+        self._worked = False
+
+    @workflow.signal
+    def receive(self, batch: SignalBatch) -> None:
+        self._queue.append(batch)
+
+    @workflow.signal
+    def deployed(self, deploy: RecentDeploy) -> None:
+        """A loop of this scope has deployed ``deploy.service``: alerts on it soon after attach to that loop."""
+        self._deploys.append(deploy)
+
+    @workflow.signal
+    def finish(self, request: Finish) -> None:
+        self.state.finishing = True
+
+    @workflow.query
+    def status(self) -> IntakeStatus:
+        return IntakeStatus(
+            scope=self.inp.scope,
+            counters=self.state.counters,
+            pending=len(self.state.pending),
+            remembered=len(self.seen),
+            windows=self.state.windows,
+            finishing=self.state.finishing,
+        )
+
+    @workflow.run
+    async def run(self, inp: IntakeInput) -> IntakeState:
+        while True:
+            self._drain()
+            if self._forwards:
+                await self._forward_refreshes()
+                continue
+            closed_by = self._window_due()
+            if closed_by:
+                await self._close_window(closed_by)
+                continue
+            if self.state.finishing and not self.state.pending and not self._queue:
+                break
+            if self._worked and policies.continue_as_new_due(self.inp.options.max_run_events):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                self._drain()
+                await self._forward_refreshes()
+                self._continue_as_new()
+            timeout = self._next_deadline()
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._queue) or (self.state.finishing and not self.state.pending), timeout=timeout
+                )
+            except TimeoutError:
+                pass
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._evict()
+        return self.state.model_copy(update={"seen": b""})
+
+    # --- dedup and windows ---------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        batches, self._queue = self._queue, []
+        if self._deploys:
+            self.state.recent_deploys.extend(self._deploys)
+            self._deploys = []
+        if not batches:
+            return
+        self._worked = True
+        now = workflow.now()
+        minute = _minute(now)
+        c = self.state.counters
+        pending_index = {s.fingerprint: i for i, s in enumerate(self.state.pending)}
+        refreshes: dict[str, list[Signal]] = {}
+        added = False
+        for batch in batches:
+            for s in batch.signals:
+                c.received += 1
+                key = bytes.fromhex(s.fingerprint[:16])
+                known = key in self.seen
+                self.seen[key] = minute
+                if not known:
+                    c.new += 1
+                    pending_index[s.fingerprint] = len(self.state.pending)
+                    self.state.pending.append(s)
+                    added = True
+                    continue
+                c.duplicates += 1
+                i = pending_index.get(s.fingerprint)
+                if i is not None:
+                    if s.observed_at >= self.state.pending[i].observed_at:
+                        self.state.pending[i] = s
+                elif s.kind is Kind.ALERT and s.fingerprint in self.state.owners:
+                    refreshes.setdefault(self.state.owners[s.fingerprint], []).append(s)
+        if added:
+            if self.state.window_opened_at is None:
+                self.state.window_opened_at = now
+            self.state.last_new_at = now
+        self._forwards.extend(refreshes.items())
+        if len(self.seen) > self.inp.options.dedup_capacity * 1.1:
+            self._evict()
+
+    def _window_due(self) -> str | None:
+        if not self.state.pending:
+            return None
+        opts = self.inp.options
+        now = workflow.now()
+        if len(self.state.pending) >= opts.window_max_signals:
+            return "size"
+        if self.state.window_opened_at and now - self.state.window_opened_at >= opts.window_max_age:
+            return "age"
+        if self.state.last_new_at and now - self.state.last_new_at >= opts.quiet_period:
+            return "quiet"
+        return None
+
+    def _next_deadline(self) -> timedelta | None:
+        if not self.state.pending or self.state.window_opened_at is None or self.state.last_new_at is None:
+            return None
+        opts = self.inp.options
+        due = min(self.state.window_opened_at + opts.window_max_age, self.state.last_new_at + opts.quiet_period)
+        return max(due - workflow.now(), timedelta(seconds=1))
+
+    def _evict(self) -> None:
+        opts = self.inp.options
+        oldest = _minute(workflow.now() - opts.dedup_ttl)
+        before = len(self.seen)
+        kept = {k: m for k, m in self.seen.items() if m >= oldest}
+        if len(kept) > opts.dedup_capacity:
+            newest = sorted(kept.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[: opts.dedup_capacity]
+            kept = dict(newest)
+        self.seen = kept
+        self.state.counters.evicted += before - len(kept)
+        cutoff = workflow.now() - opts.attach_window
+        self.state.recent_deploys = [d for d in self.state.recent_deploys if d.deployed_at >= cutoff]
+        if len(self.state.owners) > OWNERS_MAX:
+            self.state.owners = dict(list(self.state.owners.items())[-OWNERS_MAX:])
+
+    # --- triage and loops ----------------------------------------------------------------------------------
+
+    async def _close_window(self, closed_by: str) -> None:
+        size = self.inp.options.window_max_signals
+        window, rest = self.state.pending[:size], self.state.pending[size:]
+        self.state.pending = rest
+        if not rest:
+            self.state.window_opened_at = None
+            self.state.last_new_at = None
+        result = await self._triage(window, closed_by)
+        covered = {f for wi in result.work_items for f in wi.signals} | {u.fingerprint for u in result.unassigned}
+        missing = {s.fingerprint for s in window} - covered
+        c = self.state.counters
+        c.windows += 1
+        c.assigned += sum(len(set(wi.signals)) for wi in result.work_items)
+        c.unassigned += len(result.unassigned) + len(missing)
+        if missing:
+            workflow.logger.warning("triage left %d signal(s) without a group; counted unassigned", len(missing))
+        started_before, updated_before = c.loops_started, c.loops_updated
+        await asyncio.gather(*(self._start_loop(wi) for wi in result.work_items))
+        self.state.windows.append(
+            WindowRecord(
+                closed_at=workflow.now(),
+                closed_by=closed_by,
+                signals=len(window),
+                work_items=len(result.work_items),
+                unassigned=len(result.unassigned) + len(missing),
+                loops_started=c.loops_started - started_before,
+                loops_updated=c.loops_updated - updated_before,
+            )
+        )
+        del self.state.windows[:-WINDOWS_KEPT]
+
+    async def _triage(self, window: list[Signal], closed_by: str) -> TriageResult:
+        """Triage with the configured engine; if that activity fails, with ``rules``; if that fails too (a bug),
+        the window's signals are counted unassigned with the error as reason, never dropped."""
+        engines = list(dict.fromkeys([self.inp.options.engine, "rules"]))
+        error: ActivityError | None = None
+        for engine in engines:
+            try:
+                return await workflow.execute_activity(
+                    GROUP_SIGNALS,
+                    GroupSignalsInput(
+                        scope=self.inp.scope, signals=window, engine=engine, recent_deploys=self.state.recent_deploys
+                    ),
+                    result_type=TriageResult,
+                    start_to_close_timeout=policies.TRIAGE_TIMEOUT,
+                    retry_policy=policies.TRIAGE_RETRY,
+                    summary=f"triage {len(window)} signals with {engine} ({closed_by})",
+                )
+            except ActivityError as e:
+                error = e
+                cause = e.cause.message if isinstance(e.cause, FailureError) else str(e)
+                workflow.logger.warning("triage with %s failed: %s", engine, cause)
+        reason = f"triage failed: {error.cause.message if error and isinstance(error.cause, FailureError) else error}"
+        return TriageResult(unassigned=[Unassigned(fingerprint=s.fingerprint, reason=reason[:500]) for s in window])
+
+    async def _start_loop(self, wi: WorkItem) -> None:
+        wid = loop_id(self.inp.scope, wi.id)
+        c = self.state.counters
+        if wi.kind in (WorkItemKind.ALERT_INVESTIGATION, WorkItemKind.DEPLOY_REGRESSION):
+            self.state.owners.update(dict.fromkeys(wi.signals, wid))
+        try:
+            await workflow.start_child_workflow(
+                RemediationWorkflow.run,
+                RemediationInput(scope=self.inp.scope, work_item=wi, options=self.inp.options.loop_options),
+                id=wid,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=wi.title,
+            )
+            c.loops_started += 1
+        except WorkflowAlreadyStartedError:
+            try:
+                await workflow.get_external_workflow_handle(wid).signal(
+                    RemediationWorkflow.add_signals, MoreSignals(work_item=wi)
+                )
+                c.loops_updated += 1
+            except FailureError as e:
+                c.undeliverable += 1
+                workflow.logger.warning("work item %s: loop %s could not be signalled: %s", wi.id, wid, e)
+
+    async def _forward_refreshes(self) -> None:
+        forwards, self._forwards = self._forwards, []
+        for wid, signals in forwards:
+            try:
+                await workflow.get_external_workflow_handle(wid).signal(
+                    RemediationWorkflow.refresh, Refresh(signals=signals)
+                )
+                self.state.counters.refreshes_forwarded += len(signals)
+            except FailureError as e:
+                self.state.counters.undeliverable += 1
+                workflow.logger.warning("refresh of %d signal(s) for %s not delivered: %s", len(signals), wid, e)
+
+    # --- continue-as-new -----------------------------------------------------------------------------------
+
+    def _continue_as_new(self) -> None:
+        self._evict()
+        self.state.counters.runs += 1
+        state = self.state.model_copy(update={"seen": pack_seen(self.seen)})
+        workflow.continue_as_new(self.inp.model_copy(update={"state": state}))

@@ -1,0 +1,59 @@
+"""Timeouts, retry policies and search attribute keys of every workflow, in one place.
+
+Activities that talk to external systems retry with backoff on Temporal's RetryPolicy (the only retry layer:
+integrations never retry by themselves); validation failures are raised by the activities as non-retryable
+``ApplicationError``\\ s, so they are not retried. Values are ``timedelta``\\ s.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+
+TASK_QUEUE = "fixloop"
+
+# Triage: the rules engine is CPU-only and fast; the llm engine makes one model call (the OpenAI client's own
+# timeout and retries are inside it, and it falls back to rules), so one attempt normally suffices.
+TRIAGE_TIMEOUT = timedelta(minutes=5)
+TRIAGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=5
+)
+
+# Calls to Jira, GitLab, Flux, the metrics API: one HTTP exchange or a few, each with its own timeout.
+EXTERNAL_TIMEOUT = timedelta(minutes=2)
+EXTERNAL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=20,
+)
+
+# Planning clones/reads the GitOps repository and may ask the model to draft: longer.
+PLAN_TIMEOUT = timedelta(minutes=10)
+
+# Verification queries two metric windows per metric.
+VERIFY_TIMEOUT = timedelta(minutes=5)
+
+# Escalation (a comment and a label) must not be lost: retried for a long time.
+ESCALATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=10), maximum_interval=timedelta(minutes=10))
+
+# Search attributes shown and filterable in the Temporal UI. Registered by ``fixloop temporal`` on the dev
+# server and by ``temporal operator search-attribute create`` on a cluster (see README); all Keyword.
+SA_STAGE = SearchAttributeKey.for_keyword("FixloopStage")
+SA_SERVICE = SearchAttributeKey.for_keyword("FixloopService")
+SA_SEVERITY = SearchAttributeKey.for_keyword("FixloopSeverity")
+SA_JIRA_KEY = SearchAttributeKey.for_keyword("FixloopJiraKey")
+SA_MERGE_REQUEST = SearchAttributeKey.for_keyword("FixloopMergeRequest")
+SA_SCOPE = SearchAttributeKey.for_keyword("FixloopScope")
+SA_KIND = SearchAttributeKey.for_keyword("FixloopKind")
+SA_OUTCOME = SearchAttributeKey.for_keyword("FixloopOutcome")
+SEARCH_ATTRIBUTES = (SA_STAGE, SA_SERVICE, SA_SEVERITY, SA_JIRA_KEY, SA_MERGE_REQUEST, SA_SCOPE, SA_KIND, SA_OUTCOME)
+
+
+def continue_as_new_due(max_run_events: int) -> bool:
+    """In a workflow: whether this run should continue as new (its history passed ``max_run_events`` events, or
+    the server suggests it)."""
+    info = workflow.info()
+    return info.is_continue_as_new_suggested() or info.get_current_history_length() >= max_run_events

@@ -1,0 +1,542 @@
+"""RemediationWorkflow: one work item, from its Jira issue to a verdict (``../shared/design.md``, stages 1-7).
+
+Workflow id ``remediate/<scope>/<work-item-id>`` (set by the IntakeWorkflow), so a re-delivered storm never starts
+a second loop for the same fix. The run is a loop over ``state.stage``; each stage is an activity or a wait on a
+signal/update with a poll fallback. Waits escalate (a Jira comment with a label) every ``escalate_after`` and end
+the loop with a recorded outcome after ``max_escalations``, never silently. The whole state is one model handed to
+continue-as-new when the history grows, so a loop may wait for weeks.
+
+Query ``status`` -> ``LoopState``. Search attributes (``workflows.policies``): stage, service, severity, Jira key,
+merge request, scope, kind; ``workflow.set_current_details`` carries a Markdown summary for the Temporal UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from enum import StrEnum
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ApplicationError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+    from activities import change, flux, gitlab, jira, verify
+    from fixloop.models import FIX_KINDS, RecentDeploy, Signal, WorkItem
+    from workflows import policies
+
+EVIDENCE_MAX = 100
+
+
+class Stage(StrEnum):
+    OPEN_WORK_ITEM = "open_work_item"
+    PLAN_CHANGE = "plan_change"
+    OPEN_MERGE_REQUEST = "open_merge_request"
+    AWAIT_APPROVAL = "await_approval"
+    AWAIT_DEPLOY = "await_deploy"
+    VERIFY = "verify"
+    CLOSE = "close"
+    DONE = "done"
+
+
+class Outcome(StrEnum):
+    """How a loop ended."""
+
+    TRACKED = "tracked"  # no fix to make (risk digest, investigation): the Jira issue is the deliverable
+    NOT_LOCATED = "not_located"  # the fix could not be located in the repository: explained on Jira
+    VERIFIED = "verified"  # deployed and the verdict passed
+    VERIFY_FAILED = "verify_failed"  # deployed, verdict fail / marginal / no data: a human decides (issue 6)
+    MR_CLOSED = "mr_closed"
+    APPROVAL_EXPIRED = "approval_expired"
+    DEPLOY_FAILED = "deploy_failed"
+    DEPLOY_EXPIRED = "deploy_expired"
+
+
+class LoopOptions(BaseModel):
+    """Timings of the waits (``timedelta``; JSON as ISO 8601 durations or seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    poll_interval: timedelta = timedelta(minutes=10)
+    approval_escalate_after: timedelta = timedelta(days=2)
+    approval_max_escalations: int = Field(default=3, ge=0)
+    deploy_escalate_after: timedelta = timedelta(hours=1)
+    deploy_max_escalations: int = Field(default=2, ge=0)
+    max_run_events: int = Field(default=5_000, ge=1)  # continue-as-new beyond this (or when the server suggests)
+    search_attributes: bool = True  # off only where the server lacks them (the Java test server)
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: AwareDatetime
+    stage: Stage
+    text: str = Field(max_length=2_000)
+
+
+class LoopState(BaseModel):
+    """Everything the loop knows; the ``status`` query's answer and the continue-as-new carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Stage = Stage.OPEN_WORK_ITEM
+    outcome: Outcome | None = None
+    issue: jira.IssueRef | None = None
+    plan: change.PlannedChange | None = None
+    merge_request: gitlab.MergeRequestRef | None = None
+    mr_state: gitlab.MergeRequestState | None = None
+    deploy: flux.DeployState | None = None
+    deployed_at: AwareDatetime | None = None
+    verdict: verify.Verdict | None = None
+    waiting_since: AwareDatetime | None = None
+    escalations: int = 0
+    more_signals: int = 0  # signals added after the start (the same work item triaged again)
+    refreshed: int = 0  # refreshes of its signals (e.g. an alert's later transition)
+    evidence: list[Evidence] = Field(default_factory=list)
+    runs: int = 1
+
+
+class RemediationInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    work_item: WorkItem
+    options: LoopOptions = Field(default_factory=LoopOptions)
+    state: LoopState | None = None  # set by continue-as-new
+
+
+class MoreSignals(BaseModel):
+    """Signal ``add_signals``: the intake triaged new signals into this loop's work item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    work_item: WorkItem
+
+
+class Refresh(BaseModel):
+    """Signal ``refresh``: signals of this loop seen again (e.g. an alert recovered)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signals: list[Signal]
+
+
+class ApprovalEvent(BaseModel):
+    """Update ``approve``: a GitLab approval (from the MR webhook via the gateway)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approval: gitlab.Approval
+
+
+class DeployEvent(BaseModel):
+    """Signal ``deploy_event``: a Flux notification for this scope (via the gateway)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: str
+    ready: bool
+    message: str | None = Field(default=None, max_length=2_000)
+
+
+def _inconsistent(what: str) -> ApplicationError:
+    return ApplicationError(f"inconsistent loop state: {what}", type="InconsistentState", non_retryable=True)
+
+
+def loop_id(scope: str, work_item_id: str) -> str:
+    """The readable, deterministic workflow id of a loop: ``remediate/<scope>/<work-item-id>``."""
+    return f"remediate/{scope}/{work_item_id}"
+
+
+@workflow.defn
+class RemediationWorkflow:
+    @workflow.init
+    def __init__(self, inp: RemediationInput) -> None:
+        self.inp = inp
+        self.state = inp.state or LoopState()
+        self._events: list[MoreSignals | Refresh | ApprovalEvent | DeployEvent] = []
+
+    # --- handlers: only record -------------------------------------------------------------------------------
+
+    @workflow.query
+    def status(self) -> LoopState:
+        return self.state
+
+    @workflow.signal
+    def add_signals(self, more: MoreSignals) -> None:
+        self._events.append(more)
+
+    @workflow.signal
+    def refresh(self, refresh: Refresh) -> None:
+        self._events.append(refresh)
+
+    @workflow.signal
+    def deploy_event(self, event: DeployEvent) -> None:
+        self._events.append(event)
+
+    @workflow.update
+    def approve(self, event: ApprovalEvent) -> None:
+        self._events.append(event)
+
+    @approve.validator
+    def _validate_approval(self, event: ApprovalEvent) -> None:
+        mr = self.state.mr_state or self.state.merge_request
+        if self.state.stage is not Stage.AWAIT_APPROVAL or mr is None:
+            raise ValueError(f"the loop is not awaiting approval (stage {self.state.stage.value})")
+        if event.approval.bot:
+            raise ValueError(f"approval by fixloop's own user {event.approval.by!r} does not count")
+        if event.approval.sha != mr.head_sha:
+            raise ValueError(f"approval is for {event.approval.sha[:12]}, the merge request head is {mr.head_sha[:12]}")
+
+    # --- the run ---------------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, inp: RemediationInput) -> LoopState:
+        wi = inp.work_item
+        if not self.state.evidence:
+            self._note(f"started for {wi.kind.value} {wi.id}: {wi.title} ({len(wi.signals)} signals)")
+            self._set_attributes(
+                (policies.SA_SCOPE, inp.scope),
+                (policies.SA_KIND, wi.kind.value),
+                (policies.SA_SEVERITY, wi.severity.value),
+                (policies.SA_SERVICE, wi.service or wi.artifact or wi.target or ""),
+            )
+        stages = {
+            Stage.OPEN_WORK_ITEM: self._open_work_item,
+            Stage.PLAN_CHANGE: self._plan_change,
+            Stage.OPEN_MERGE_REQUEST: self._open_merge_request,
+            Stage.AWAIT_APPROVAL: self._await_approval,
+            Stage.AWAIT_DEPLOY: self._await_deploy,
+            Stage.VERIFY: self._verify,
+            Stage.CLOSE: self._close,
+        }
+        while self.state.stage is not Stage.DONE:
+            self._show()
+            await stages[self.state.stage]()
+        self._apply_events()
+        self._show()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.state
+
+    async def _open_work_item(self) -> None:
+        ref = await workflow.execute_activity(
+            jira.OPEN_WORK_ITEM,
+            jira.OpenWorkItemInput(scope=self.inp.scope, work_item=self.inp.work_item),
+            result_type=jira.IssueRef,
+            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+            retry_policy=policies.EXTERNAL_RETRY,
+            summary="open the Jira issue",
+        )
+        self.state.issue = ref
+        self._set_attributes((policies.SA_JIRA_KEY, ref.key))
+        self._note(f"Jira issue {ref.key} {'opened' if ref.created else 'found'}: {ref.url}")
+        self._advance(Stage.PLAN_CHANGE if self.inp.work_item.kind in FIX_KINDS else Stage.DONE, Outcome.TRACKED)
+
+    async def _plan_change(self) -> None:
+        planned = await workflow.execute_activity(
+            change.PLAN_CHANGE,
+            change.PlanChangeInput(scope=self.inp.scope, work_item=self.inp.work_item, jira_key=self._jira_key()),
+            result_type=change.PlannedChange,
+            start_to_close_timeout=policies.PLAN_TIMEOUT,
+            retry_policy=policies.EXTERNAL_RETRY,
+            summary="plan the change",
+        )
+        self.state.plan = planned
+        if not planned.located:
+            reason = planned.reason or "no reason given"
+            self._note(f"the fix could not be located: {reason}")
+            await self._comment(f"fixloop could not locate the fix in {self.inp.scope}: {reason}", "not-located")
+            self._advance(Stage.DONE, Outcome.NOT_LOCATED)
+            return
+        self._note(f"planned {len(planned.operations)} operation(s) on {planned.branch}")
+        self._advance(Stage.OPEN_MERGE_REQUEST)
+
+    async def _open_merge_request(self) -> None:
+        if self.state.plan is None:
+            raise _inconsistent("no planned change")
+        ref = await workflow.execute_activity(
+            gitlab.OPEN_MERGE_REQUEST,
+            gitlab.OpenMergeRequestInput(
+                scope=self.inp.scope, work_item=self.inp.work_item, change=self.state.plan, jira_key=self._jira_key()
+            ),
+            result_type=gitlab.MergeRequestRef,
+            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+            retry_policy=policies.EXTERNAL_RETRY,
+            summary="open the merge request",
+        )
+        self.state.merge_request = ref
+        self._set_attributes((policies.SA_MERGE_REQUEST, ref.url))
+        self._note(f"merge request !{ref.iid} at {ref.head_sha[:12]}: {ref.url}")
+        self._advance(Stage.AWAIT_APPROVAL)
+
+    async def _await_approval(self) -> None:
+        """Proceed when the MR is merged and a human approved the head SHA that was merged; end when it is closed.
+        Webhook-driven updates arrive as ``approve``; a poll of the MR every ``poll_interval`` is the fallback."""
+        mr = self.state.merge_request
+        if mr is None:
+            raise _inconsistent("no merge request")
+        opts = self.inp.options
+
+        async def poll() -> None:
+            self.state.mr_state = await workflow.execute_activity(
+                gitlab.MERGE_REQUEST_STATE,
+                gitlab.MergeRequestStateInput(project=mr.project, iid=mr.iid),
+                result_type=gitlab.MergeRequestState,
+                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+                retry_policy=policies.EXTERNAL_RETRY,
+                summary="poll the merge request",
+            )
+
+        def passed() -> bool:
+            s = self.state.mr_state
+            if s is None:
+                return False
+            if s.state in (gitlab.MrState.CLOSED, gitlab.MrState.LOCKED):
+                self._note(f"merge request !{mr.iid} was {s.state.value} without merging")
+                self._advance(Stage.DONE, Outcome.MR_CLOSED)
+                return True
+            human = [a for a in s.approvals if not a.bot and a.sha == s.head_sha]
+            if s.state is gitlab.MrState.MERGED and human:
+                who = ", ".join(sorted({a.by for a in human}))
+                self._note(f"approved by {who} at {s.head_sha[:12]}; merged as {(s.merge_sha or '?')[:12]}")
+                self._advance(Stage.AWAIT_DEPLOY)
+                return True
+            return False
+
+        await self._wait(
+            poll,
+            passed,
+            opts.approval_escalate_after,
+            opts.approval_max_escalations,
+            "awaiting approval",
+            Outcome.APPROVAL_EXPIRED,
+        )
+
+    async def _await_deploy(self) -> None:
+        s = self.state.mr_state
+        if s is None:
+            raise _inconsistent("no merge request state")
+        merge_sha = s.merge_sha or s.head_sha
+        opts = self.inp.options
+
+        async def poll() -> None:
+            self.state.deploy = await workflow.execute_activity(
+                flux.DEPLOY_STATE,
+                flux.DeployStateInput(scope=self.inp.scope, merge_sha=merge_sha),
+                result_type=flux.DeployState,
+                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+                retry_policy=policies.EXTERNAL_RETRY,
+                summary="poll the Kustomization",
+            )
+
+        def passed() -> bool:
+            d = self.state.deploy
+            if d is None:
+                return False
+            if d.failed:
+                self._note(f"reconciliation of {merge_sha[:12]} failed: {d.message or 'no message'}")
+                self._advance(Stage.DONE, Outcome.DEPLOY_FAILED)
+                return True
+            if d.applied:
+                self.state.deployed_at = workflow.now()
+                self._note(f"applied by Flux: {d.revision or merge_sha}")
+                self._advance(Stage.VERIFY)
+                return True
+            return False
+
+        await self._wait(
+            poll,
+            passed,
+            opts.deploy_escalate_after,
+            opts.deploy_max_escalations,
+            "awaiting deploy",
+            Outcome.DEPLOY_EXPIRED,
+        )
+
+    async def _tell_intake(self) -> None:
+        """Let the scope's intake attach alerts on the deployed service to this loop (best effort: recorded)."""
+        wi = self.inp.work_item
+        service = wi.service or wi.artifact
+        if not service or self.state.deployed_at is None:
+            return
+        try:
+            await workflow.get_external_workflow_handle(f"intake/{self.inp.scope}").signal(
+                "deployed", RecentDeploy(work_item_id=wi.id, service=service, deployed_at=self.state.deployed_at)
+            )
+        except FailureError as e:
+            self._note(f"the intake of {self.inp.scope} could not be told of the deploy: {e}")
+
+    async def _verify(self) -> None:
+        await self._tell_intake()
+        if self.state.deployed_at is None:
+            raise _inconsistent("no deploy time")
+        verdict = await workflow.execute_activity(
+            verify.JUDGE,
+            verify.JudgeInput(scope=self.inp.scope, work_item=self.inp.work_item, deployed_at=self.state.deployed_at),
+            result_type=verify.Verdict,
+            start_to_close_timeout=policies.VERIFY_TIMEOUT,
+            retry_policy=policies.EXTERNAL_RETRY,
+            summary="judge the deploy",
+        )
+        self.state.verdict = verdict
+        self._note(f"verdict {verdict.result.value}: {verdict.summary}")
+        self._advance(Stage.CLOSE)
+
+    async def _close(self) -> None:
+        verdict = self.state.verdict
+        if verdict is None:
+            raise _inconsistent("no verdict")
+        text = "\n".join([f"Verdict: {verdict.result.value}. {verdict.summary}", *verdict.evidence])
+        if verdict.result is verify.VerdictResult.PASS and self.state.issue:
+            await workflow.execute_activity(
+                jira.CLOSE_WORK_ITEM,
+                jira.CloseWorkItemInput(key=self.state.issue.key, resolution="done", comment=text[:32_000]),
+                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+                retry_policy=policies.EXTERNAL_RETRY,
+                summary="close the Jira issue",
+            )
+            self._advance(Stage.DONE, Outcome.VERIFIED)
+            return
+        await self._comment(text, "verdict", labels=["fixloop-verify-failed"])
+        self._advance(Stage.DONE, Outcome.VERIFY_FAILED)
+
+    # --- waiting, escalation, continue-as-new ----------------------------------------------------------------
+
+    async def _wait(
+        self,
+        poll: Callable[[], Awaitable[None]],
+        passed: Callable[[], bool],
+        escalate_after: timedelta,
+        max_escalations: int,
+        what: str,
+        expired: Outcome,
+    ) -> None:
+        """Wait until ``passed()`` (evaluated after every event or poll); escalate every ``escalate_after``;
+        after ``max_escalations`` escalations and one more period, end with ``expired``."""
+        opts = self.inp.options
+        stage = self.state.stage
+        if self.state.waiting_since is None:
+            self.state.waiting_since = workflow.now()
+            self.state.escalations = 0
+        while self.state.stage is stage:
+            self._apply_events()
+            if passed():
+                break
+            since = self.state.waiting_since
+            next_escalation = since + escalate_after * (self.state.escalations + 1)
+            now = workflow.now()
+            if now >= next_escalation:
+                if self.state.escalations >= max_escalations:
+                    waited = now - since
+                    self._note(f"gave up {what} after {waited}; {self.state.escalations} escalation(s)")
+                    await self._comment(
+                        f"fixloop stopped {what} after {waited} without progress; the loop ended ({expired.value}).",
+                        f"expired-{stage.value}",
+                        labels=["fixloop-expired"],
+                    )
+                    self._advance(Stage.DONE, expired)
+                    break
+                self.state.escalations += 1
+                await self._comment(
+                    f"fixloop has been {what} for {now - since} (escalation {self.state.escalations} of "
+                    f"{max_escalations}).",
+                    f"escalate-{stage.value}-{self.state.escalations}",
+                    labels=[f"fixloop-stale-{stage.value.replace('_', '-')}"],
+                )
+                self._note(f"escalated ({self.state.escalations}): still {what}")
+                continue
+            if policies.continue_as_new_due(self.inp.options.max_run_events):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                self._apply_events()
+                self.state.runs += 1
+                workflow.continue_as_new(self.inp.model_copy(update={"state": self.state}))
+            timeout = min(opts.poll_interval, next_escalation - now)
+            try:
+                await workflow.wait_condition(lambda: bool(self._events), timeout=timeout)
+            except TimeoutError:
+                await poll()
+        self.state.waiting_since = None
+
+    def _apply_events(self) -> None:
+        events, self._events = self._events, []
+        for e in events:
+            if isinstance(e, MoreSignals):
+                known = set(self.inp.work_item.signals)
+                new = [f for f in e.work_item.signals if f not in known]
+                self.state.more_signals += len(new)
+                if new:
+                    self._note(f"{len(new)} more signal(s) triaged into this work item")
+            elif isinstance(e, Refresh):
+                self.state.refreshed += len(e.signals)
+                transitions = sorted({s.transition.value for s in e.signals if s.transition})
+                seen = f" ({', '.join(transitions)})" if transitions else ""
+                self._note(f"{len(e.signals)} signal(s) seen again{seen}")
+            elif isinstance(e, ApprovalEvent):
+                s = self.state.mr_state
+                mr = self.state.merge_request
+                if s is None and mr is not None:
+                    s = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=mr.head_sha)
+                if s is not None:
+                    self.state.mr_state = s.model_copy(update={"approvals": [*s.approvals, e.approval]})
+                    self._note(f"approved by {e.approval.by} at {e.approval.sha[:12]}")
+            elif isinstance(e, DeployEvent):
+                s = self.state.mr_state
+                sha = (s.merge_sha or s.head_sha) if s else None
+                if sha and sha in e.revision:
+                    self.state.deploy = flux.DeployState(
+                        applied=e.ready, failed=not e.ready, revision=e.revision, message=e.message
+                    )
+                else:
+                    self._note(f"Flux event for another revision ignored: {e.revision[:80]}")
+
+    async def _comment(self, body: str, dedup: str, labels: list[str] | None = None) -> None:
+        if self.state.issue is None:
+            return
+        await workflow.execute_activity(
+            jira.COMMENT,
+            jira.CommentInput(
+                key=self.state.issue.key,
+                body=body,
+                labels=labels or [],
+                dedup_key=f"{workflow.info().workflow_id}/{dedup}",
+            ),
+            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+            retry_policy=policies.ESCALATE_RETRY,
+            summary=f"Jira comment ({dedup})",
+        )
+
+    # --- state and the UI ------------------------------------------------------------------------------------
+
+    def _advance(self, stage: Stage, outcome: Outcome | None = None) -> None:
+        self.state.stage = stage
+        if stage is Stage.DONE:
+            self.state.outcome = outcome
+        self._set_attributes((policies.SA_STAGE, stage.value))
+        if outcome is not None and stage is Stage.DONE:
+            self._set_attributes((policies.SA_OUTCOME, outcome.value))
+
+    def _note(self, text: str) -> None:
+        self.state.evidence.append(Evidence(at=workflow.now(), stage=self.state.stage, text=text[:2_000]))
+        del self.state.evidence[:-EVIDENCE_MAX]
+
+    def _jira_key(self) -> str | None:
+        return self.state.issue.key if self.state.issue else None
+
+    def _set_attributes(self, *pairs: tuple[SearchAttributeKey[str], str]) -> None:
+        if self.inp.options.search_attributes:
+            workflow.upsert_search_attributes([key.value_set(value) for key, value in pairs if value])
+
+    def _show(self) -> None:
+        wi, s = self.inp.work_item, self.state
+        lines = [f"**{wi.title}**", "", f"- stage: `{s.stage.value}`" + (f" ({s.outcome.value})" if s.outcome else "")]
+        if s.issue:
+            lines.append(f"- Jira: [{s.issue.key}]({s.issue.url})")
+        if s.merge_request:
+            lines.append(f"- MR: [!{s.merge_request.iid}]({s.merge_request.url})")
+        if s.escalations:
+            lines.append(f"- escalations: {s.escalations}")
+        if s.evidence:
+            lines.append(f"- last: {s.evidence[-1].text}")
+        workflow.set_current_details("\n".join(lines))
