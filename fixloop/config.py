@@ -89,3 +89,20 @@ class TemporalSettings(BaseSettings):
     task_queue: str = Field(default="fixloop", min_length=1)
     tls: bool = False
     api_key: SecretStr | None = None
+
+
+class IntakeSettings(BaseSettings):
+    """Windows of an intake, used when ``fixloop submit`` (or the gateway) starts one; a running intake keeps
+    the options it was started with.
+
+    Environment: ``FIXLOOP_INTAKE_QUIET_PERIOD`` (seconds without a new signal that close a window, default 120),
+    ``FIXLOOP_INTAKE_WINDOW_MAX_AGE`` (seconds, default 900), ``FIXLOOP_INTAKE_WINDOW_MAX_SIGNALS`` (default 500),
+    ``FIXLOOP_INTAKE_ENGINE`` (``rules`` or ``llm``, default ``rules``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FIXLOOP_INTAKE_", env_file=".env", extra="ignore")
+
+    quiet_period: float = Field(default=120.0, gt=0)
+    window_max_age: float = Field(default=900.0, gt=0)
+    window_max_signals: int = Field(default=500, ge=1, le=2_000)
+    engine: str = Field(default="rules", pattern="^(rules|llm)$")

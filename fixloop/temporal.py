@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import os
 import sysconfig
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from fixloop.config import TemporalSettings
+from fixloop.config import IntakeSettings, TemporalSettings
+from fixloop.models import Signal
+from workflows.intake import IntakeInput, IntakeOptions, IntakeWorkflow, SignalBatch, intake_id
 from workflows.policies import SEARCH_ATTRIBUTES
+
+BATCH = 500
 
 
 class BinaryMissing(RuntimeError):
@@ -56,3 +63,41 @@ def dev_server_args(port: int = 7233, ui_port: int = 8233, db_filename: str | No
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}=Keyword"]
     return args
+
+
+async def submit_signals(
+    client: Client,
+    scope: str,
+    signals: Sequence[Signal],
+    *,
+    task_queue: str,
+    intake: IntakeSettings | None = None,
+    batch: int = BATCH,
+) -> str:
+    """Deliver ``signals`` to the intake of ``scope`` by signal-with-start of ``receive`` in batches of ``batch``
+    (the intake is started with ``intake``'s windows and engine, default from the environment, if it is not
+    running). Returns the intake's workflow id. Raises ``ValueError`` for an invalid scope (letters, digits,
+    ``._/-``)."""
+    s = intake or IntakeSettings()
+    options = IntakeOptions(
+        quiet_period=timedelta(seconds=s.quiet_period),
+        window_max_age=timedelta(seconds=s.window_max_age),
+        window_max_signals=s.window_max_signals,
+        engine=s.engine,
+    )
+    try:
+        start = IntakeInput(scope=scope, options=options)
+    except ValidationError as e:
+        raise ValueError(f"invalid scope {scope[:80]!r}: {e.errors(include_url=False)[0]['msg']}") from None
+    wid = intake_id(scope)
+    for i in range(0, len(signals), batch):
+        await client.start_workflow(
+            IntakeWorkflow.run,
+            start,
+            id=wid,
+            task_queue=task_queue,
+            start_signal="receive",
+            start_signal_args=[SignalBatch(signals=list(signals[i : i + batch]))],
+            static_summary=f"intake of {scope}",
+        )
+    return wid

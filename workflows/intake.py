@@ -12,9 +12,13 @@ micro-batch). The run loop drains what the handler recorded:
   ``RemediationWorkflow`` with id ``remediate/<scope>/<work-item-id>`` (parent-close policy ABANDON: loops outlive
   intake runs). A work item whose loop already runs (the same storm re-delivered, or new findings for the same
   fix) is sent to that loop as ``add_signals`` instead: one loop per fix, however often the storm comes;
-* continue-as-new when the run's history passes ``max_run_events`` (or the server suggests it), carrying only
-  ``IntakeState``: the dedup memory (packed: 8 bytes of fingerprint + 4 bytes of minute per entry, so 100,000
-  fingerprints take 1.6 MB of base64, under Temporal's 2 MB payload limit), the open window, counters.
+* continue-as-new when the run's history passes ``max_run_events`` (or the server suggests it), checked before
+  every window so that a steady stream of full windows cannot hold it off, carrying only ``IntakeState``: the
+  dedup memory (8 bytes of fingerprint + 4 bytes of minute per entry, zlib-compressed: 100,000 fingerprints take
+  about 1.2 MB of base64), the open window, counters. The carry must fit in one payload (Temporal's limit is
+  2 MB): while it would pass ``CARRY_MAX_BYTES``, the open window is closed early (``closed_by="carry"``).
+  Signals arriving faster than windows close pile up in the run's history (the server ends a run at 50 MB):
+  senders of a storm pace themselves on ``status`` (``bench/storm.py`` keeps at most ``--backlog`` untriaged).
 
 Every signal received is accounted for: ``received == new + duplicates`` and ``new == assigned + unassigned +
 pending``. Signal ``finish`` ends the workflow once the open window has closed and been triaged (a scope
@@ -26,21 +30,33 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import zlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
+    from pydantic_core import to_json
 
     from activities.triage import GROUP_SIGNALS, GroupSignalsInput
     from fixloop.models import Kind, RecentDeploy, Signal, TriageResult, Unassigned, WorkItem, WorkItemKind
     from workflows import policies
-    from workflows.remediation import LoopOptions, MoreSignals, Refresh, RemediationInput, RemediationWorkflow, loop_id
+    from workflows.remediation import (
+        LoopOptions,
+        MoreSignals,
+        Refresh,
+        RemediationInput,
+        RemediationWorkflow,
+        initial_attributes,
+        loop_id,
+    )
 
 WINDOWS_KEPT = 20
 OWNERS_MAX = 10_000
+CARRY_MAX_BYTES = 1_800_000  # continue-as-new input, JSON; the server rejects payloads over 2 MiB
 _ENTRY = struct.Struct(">8sI")  # fingerprint prefix (first 16 hex chars), minute of last sighting
 
 
@@ -80,7 +96,7 @@ class WindowRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     closed_at: AwareDatetime
-    closed_by: str  # "quiet", "age" or "size"
+    closed_by: str  # "quiet", "age", "size" or "carry" (closed early so that continue-as-new fits one payload)
     signals: int
     work_items: int
     unassigned: int
@@ -108,7 +124,7 @@ class Counters(BaseModel):
 
 
 class IntakeState(BaseModel):
-    """What continue-as-new carries. ``seen`` is the packed dedup memory (see module doc)."""
+    """What continue-as-new carries. ``seen`` is the dedup memory, ``pack_seen`` then zlib (see module doc)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -167,7 +183,7 @@ class IntakeWorkflow:
     def __init__(self, inp: IntakeInput) -> None:
         self.inp = inp
         self.state = inp.state or IntakeState()
-        self.seen = unpack_seen(self.state.seen)
+        self.seen = unpack_seen(zlib.decompress(self.state.seen)) if self.state.seen else {}
         self.state.seen = b""
         self._queue: list[SignalBatch] = []
         self._deploys: list[RecentDeploy] = []
@@ -205,17 +221,14 @@ class IntakeWorkflow:
             if self._forwards:
                 await self._forward_refreshes()
                 continue
+            if self.state.finishing and not self.state.pending and not self._queue:
+                break
+            if self._worked and policies.continue_as_new_due(self.inp.options.max_run_events):
+                await self._continue_as_new()
             closed_by = self._window_due()
             if closed_by:
                 await self._close_window(closed_by)
                 continue
-            if self.state.finishing and not self.state.pending and not self._queue:
-                break
-            if self._worked and policies.continue_as_new_due(self.inp.options.max_run_events):
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                self._drain()
-                await self._forward_refreshes()
-                self._continue_as_new()
             timeout = self._next_deadline()
             try:
                 await workflow.wait_condition(
@@ -362,29 +375,40 @@ class IntakeWorkflow:
         reason = f"triage failed: {error.cause.message if error and isinstance(error.cause, FailureError) else error}"
         return TriageResult(unassigned=[Unassigned(fingerprint=s.fingerprint, reason=reason[:500]) for s in window])
 
+    def _loop_attributes(self, wi: WorkItem) -> TypedSearchAttributes | None:
+        if not self.inp.options.loop_options.search_attributes:
+            return None
+        return TypedSearchAttributes([SearchAttributePair(k, v) for k, v in initial_attributes(self.inp.scope, wi)])
+
     async def _start_loop(self, wi: WorkItem) -> None:
         wid = loop_id(self.inp.scope, wi.id)
         c = self.state.counters
         if wi.kind in (WorkItemKind.ALERT_INVESTIGATION, WorkItemKind.DEPLOY_REGRESSION):
             self.state.owners.update(dict.fromkeys(wi.signals, wid))
-        try:
-            await workflow.start_child_workflow(
-                RemediationWorkflow.run,
-                RemediationInput(scope=self.inp.scope, work_item=wi, options=self.inp.options.loop_options),
-                id=wid,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                static_summary=wi.title,
-            )
-            c.loops_started += 1
-        except WorkflowAlreadyStartedError:
+        for attempt in range(2):  # a loop that ends between our start and our signal is started anew, once
+            try:
+                await workflow.start_child_workflow(
+                    RemediationWorkflow.run,
+                    RemediationInput(scope=self.inp.scope, work_item=wi, options=self.inp.options.loop_options),
+                    id=wid,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    static_summary=wi.title,
+                    search_attributes=self._loop_attributes(wi),
+                )
+                c.loops_started += 1
+                return
+            except WorkflowAlreadyStartedError:
+                pass
             try:
                 await workflow.get_external_workflow_handle(wid).signal(
                     RemediationWorkflow.add_signals, MoreSignals(work_item=wi)
                 )
                 c.loops_updated += 1
+                return
             except FailureError as e:
-                c.undeliverable += 1
-                workflow.logger.warning("work item %s: loop %s could not be signalled: %s", wi.id, wid, e)
+                if attempt:
+                    c.undeliverable += 1
+                    workflow.logger.warning("work item %s: loop %s could not be signalled: %s", wi.id, wid, e)
 
     async def _forward_refreshes(self) -> None:
         forwards, self._forwards = self._forwards, []
@@ -400,8 +424,20 @@ class IntakeWorkflow:
 
     # --- continue-as-new -----------------------------------------------------------------------------------
 
-    def _continue_as_new(self) -> None:
-        self._evict()
-        self.state.counters.runs += 1
-        state = self.state.model_copy(update={"seen": pack_seen(self.seen)})
-        workflow.continue_as_new(self.inp.model_copy(update={"state": state}))
+    async def _continue_as_new(self) -> None:
+        """Continue as new with everything received so far: nothing may stay in the queue, and no await may come
+        between the last drain and ``continue_as_new`` (a signal delivered then would be lost). Closes the open
+        window early while the carry would not fit in one payload."""
+        while True:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            self._drain()
+            if self._forwards:
+                await self._forward_refreshes()
+                continue
+            self._evict()
+            counters = self.state.counters.model_copy(update={"runs": self.state.counters.runs + 1})
+            state = self.state.model_copy(update={"seen": zlib.compress(pack_seen(self.seen)), "counters": counters})
+            carry = self.inp.model_copy(update={"state": state})
+            if not self.state.pending or len(to_json(carry)) <= CARRY_MAX_BYTES:
+                workflow.continue_as_new(carry)
+            await self._close_window("carry")

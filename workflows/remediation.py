@@ -145,6 +145,18 @@ def _inconsistent(what: str) -> ApplicationError:
     return ApplicationError(f"inconsistent loop state: {what}", type="InconsistentState", non_retryable=True)
 
 
+def initial_attributes(scope: str, wi: WorkItem) -> list[tuple[SearchAttributeKey[str], str]]:
+    """The search attributes a loop has from its start: scope, kind, severity, service (or image / manifest)."""
+    pairs = [
+        (policies.SA_SCOPE, scope),
+        (policies.SA_KIND, wi.kind.value),
+        (policies.SA_SEVERITY, wi.severity.value),
+        (policies.SA_SERVICE, wi.service or wi.artifact or wi.target or ""),
+        (policies.SA_STAGE, Stage.OPEN_WORK_ITEM.value),
+    ]
+    return [(k, v) for k, v in pairs if v]
+
+
 def loop_id(scope: str, work_item_id: str) -> str:
     """The readable, deterministic workflow id of a loop: ``remediate/<scope>/<work-item-id>``."""
     return f"remediate/{scope}/{work_item_id}"
@@ -157,6 +169,7 @@ class RemediationWorkflow:
         self.inp = inp
         self.state = inp.state or LoopState()
         self._events: list[MoreSignals | Refresh | ApprovalEvent | DeployEvent] = []
+        self._early_approvals: list[gitlab.Approval] = []
 
     # --- handlers: only record -------------------------------------------------------------------------------
 
@@ -182,12 +195,20 @@ class RemediationWorkflow:
 
     @approve.validator
     def _validate_approval(self, event: ApprovalEvent) -> None:
-        mr = self.state.mr_state or self.state.merge_request
-        if self.state.stage is not Stage.AWAIT_APPROVAL or mr is None:
-            raise ValueError(f"the loop is not awaiting approval (stage {self.state.stage.value})")
+        """Rejected before anything is written to history: approvals by fixloop's own user, approvals for a SHA
+        other than the merge request's current head, approvals once the gate is behind. An approval that arrives
+        before the loop has recorded its merge request (a fast webhook) is kept and checked at the gate."""
         if event.approval.bot:
             raise ValueError(f"approval by fixloop's own user {event.approval.by!r} does not count")
-        if event.approval.sha != mr.head_sha:
+        if self.state.stage not in (
+            Stage.OPEN_WORK_ITEM,
+            Stage.PLAN_CHANGE,
+            Stage.OPEN_MERGE_REQUEST,
+            Stage.AWAIT_APPROVAL,
+        ):
+            raise ValueError(f"the loop is past its approval gate (stage {self.state.stage.value})")
+        mr = self.state.mr_state or self.state.merge_request
+        if mr is not None and event.approval.sha != mr.head_sha:
             raise ValueError(f"approval is for {event.approval.sha[:12]}, the merge request head is {mr.head_sha[:12]}")
 
     # --- the run ---------------------------------------------------------------------------------------------
@@ -197,12 +218,7 @@ class RemediationWorkflow:
         wi = inp.work_item
         if not self.state.evidence:
             self._note(f"started for {wi.kind.value} {wi.id}: {wi.title} ({len(wi.signals)} signals)")
-            self._set_attributes(
-                (policies.SA_SCOPE, inp.scope),
-                (policies.SA_KIND, wi.kind.value),
-                (policies.SA_SEVERITY, wi.severity.value),
-                (policies.SA_SERVICE, wi.service or wi.artifact or wi.target or ""),
-            )
+            self._set_attributes(*initial_attributes(inp.scope, wi))
         stages = {
             Stage.OPEN_WORK_ITEM: self._open_work_item,
             Stage.PLAN_CHANGE: self._plan_change,
@@ -278,9 +294,14 @@ class RemediationWorkflow:
         if mr is None:
             raise _inconsistent("no merge request")
         opts = self.inp.options
+        if self.state.mr_state is None:  # approvals that came before the merge request was recorded
+            early = [a for a in self._early_approvals if a.sha == mr.head_sha]
+            self.state.mr_state = gitlab.MergeRequestState(
+                state=gitlab.MrState.OPENED, head_sha=mr.head_sha, approvals=early
+            )
 
         async def poll() -> None:
-            self.state.mr_state = await workflow.execute_activity(
+            polled = await workflow.execute_activity(
                 gitlab.MERGE_REQUEST_STATE,
                 gitlab.MergeRequestStateInput(project=mr.project, iid=mr.iid),
                 result_type=gitlab.MergeRequestState,
@@ -288,6 +309,10 @@ class RemediationWorkflow:
                 retry_policy=policies.EXTERNAL_RETRY,
                 summary="poll the merge request",
             )
+            # approvals that came by webhook and are still for the current head count alongside GitLab's list
+            known = self.state.mr_state.approvals if self.state.mr_state else []
+            kept = [a for a in known if a.sha == polled.head_sha and a not in polled.approvals]
+            self.state.mr_state = polled.model_copy(update={"approvals": [*polled.approvals, *kept]})
 
         def passed() -> bool:
             s = self.state.mr_state
@@ -480,7 +505,9 @@ class RemediationWorkflow:
                     s = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=mr.head_sha)
                 if s is not None:
                     self.state.mr_state = s.model_copy(update={"approvals": [*s.approvals, e.approval]})
-                    self._note(f"approved by {e.approval.by} at {e.approval.sha[:12]}")
+                else:
+                    self._early_approvals.append(e.approval)
+                self._note(f"approval by {e.approval.by} at {e.approval.sha[:12]} received")
             elif isinstance(e, DeployEvent):
                 s = self.state.mr_state
                 sha = (s.merge_sha or s.head_sha) if s else None

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():  # this module is re-imported in 
         pack_seen,
         unpack_seen,
     )
-    from workflows.remediation import MoreSignals, Refresh, RemediationInput, loop_id
+    from workflows.remediation import LoopOptions, MoreSignals, Refresh, RemediationInput, loop_id
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
 DEBIAN = "trivy/dd-trivy_legacy_many_vulns_debian-10.8.json"
@@ -69,6 +69,11 @@ def _worker(client: Client, task_queue: str) -> Worker:
         workflows=[IntakeWorkflow, LoopStandIn],
         activities=[TriageActivities().group_signals],
     )
+
+
+def _options(**kw: object) -> IntakeOptions:
+    """Intake options for the Java test server, which has no custom search attributes."""
+    return IntakeOptions(loop_options=LoopOptions(search_attributes=False), **kw)
 
 
 def _scope() -> str:
@@ -112,7 +117,7 @@ async def test_redelivered_batch_is_deduplicated(env: WorkflowEnvironment, task_
     scope = _scope()
     expected = triage_rules(batch)
     async with _worker(env.client, task_queue):
-        handle = await _start(env.client, task_queue, scope, batch, IntakeOptions())
+        handle = await _start(env.client, task_queue, scope, batch, _options())
         await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=batch))
         await handle.signal(IntakeWorkflow.finish, Finish())
         state = await handle.result()
@@ -128,7 +133,7 @@ async def test_redelivered_batch_is_deduplicated(env: WorkflowEnvironment, task_
 async def test_windows_close_at_max_size_then_after_quiet_period(env: WorkflowEnvironment, task_queue: str) -> None:
     batch = signals(DEBIAN)  # 93 findings in one image
     scope = _scope()
-    options = IntakeOptions(window_max_signals=40, quiet_period=timedelta(minutes=5))
+    options = _options(window_max_signals=40, quiet_period=timedelta(minutes=5))
     async with _worker(env.client, task_queue):
         handle = await _start(env.client, task_queue, scope, batch, options)
         await _settle(env, handle, options.quiet_period)
@@ -149,7 +154,7 @@ async def test_continue_as_new_keeps_dedup_state(env: WorkflowEnvironment, task_
     batch = signals(DEBIAN)
     scope = _scope()
     expected = triage_rules(batch)
-    options = IntakeOptions(max_run_events=1)  # continue as new after every delivery
+    options = _options(max_run_events=1)  # continue as new after every delivery
     async with _worker(env.client, task_queue):
         handle = await _start(env.client, task_queue, scope, batch, options)
         with pytest.raises(WorkflowContinuedAsNewError):
@@ -170,7 +175,7 @@ async def test_same_storm_twice_starts_one_loop_per_work_item(env: WorkflowEnvir
     scope = _scope()
     expected = triage_rules(storm)
     assert len(expected.work_items) >= 4
-    options = IntakeOptions()
+    options = _options()
     async with _worker(env.client, task_queue):
         # two intakes of the same scope (replicas, or one re-created) each get the whole storm, concurrently
         first = await _start(env.client, task_queue, scope, storm, options, wid=f"intake/{scope}")

