@@ -23,8 +23,11 @@ test: install
 demo: install
 	$(BIN)/fixloop ingest examples/reports/* examples/alerts/*
 
+# bench/storm.py sends 100,000 signals through the intake on the dev server: about 6 minutes on 2 cores
+# (STORM_ARGS="--signals 20000" for a quicker look).
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/storm.py $(STORM_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
