@@ -14,6 +14,9 @@ from fixloop import __version__
 from fixloop.models import Source
 
 if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from fixloop.config import TemporalSettings
     from fixloop.ingest import IngestResult
 
 S = TypeVar("S")
@@ -132,17 +135,12 @@ def worker() -> None:
     import asyncio
 
     from fixloop.config import TemporalSettings
-    from fixloop.temporal import connect
     from fixloop.worker import build_worker
 
     settings = _settings("worker", TemporalSettings, "FIXLOOP_TEMPORAL_")
 
     async def run() -> None:
-        try:
-            client = await connect(settings)
-        except RuntimeError as e:
-            typer.echo(f"fixloop worker: cannot reach Temporal at {settings.address}: {e}", err=True)
-            raise typer.Exit(code=2) from None
+        client = await _connect("worker", settings)
         typer.echo(
             f"fixloop worker: {settings.address} namespace {settings.namespace} task queue {settings.task_queue}",
             err=True,
@@ -153,6 +151,17 @@ def worker() -> None:
         asyncio.run(run())
     except KeyboardInterrupt:
         typer.echo("fixloop worker: stopped", err=True)
+
+
+async def _connect(command: str, settings: TemporalSettings) -> Client:
+    """A Temporal client; an unreachable server is one stderr line naming the address, exit status 2."""
+    from fixloop.temporal import connect
+
+    try:
+        return await connect(settings)
+    except RuntimeError as e:
+        typer.echo(f"fixloop {command}: cannot reach Temporal at {settings.address}: {e}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 def _settings(command: str, cls: type[S], prefix: str) -> S:
@@ -183,7 +192,7 @@ def submit(
     import asyncio
 
     from fixloop.config import IntakeSettings, TemporalSettings
-    from fixloop.temporal import connect, submit_signals
+    from fixloop.temporal import submit_signals
 
     settings = _settings("submit", TemporalSettings, "FIXLOOP_TEMPORAL_")
     intake = _settings("submit", IntakeSettings, "FIXLOOP_INTAKE_")
@@ -191,11 +200,7 @@ def submit(
     results = list(_results("submit", paths, source, failed))
 
     async def run() -> None:
-        try:
-            client = await connect(settings)
-        except RuntimeError as e:
-            typer.echo(f"fixloop submit: cannot reach Temporal at {settings.address}: {e}", err=True)
-            raise typer.Exit(code=2) from None
+        client = await _connect("submit", settings)
         for result in results:
             wid = await submit_signals(client, scope, result.signals, task_queue=settings.task_queue, intake=intake)
             typer.echo(f"{result.ref}: {len(result.signals)} signals sent to {wid}")

@@ -129,3 +129,18 @@ def test_size_limit_is_configurable(tmp_path: Path) -> None:
 def test_help(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "fixloop", *args], capture_output=True, text=True, timeout=60)
     assert "ingest" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("command", [["worker"], ["submit", "--scope", "team/gitops", str(fixture(GOOD))]])
+def test_unreachable_temporal_is_one_line_and_exit_2(command: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fixloop", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FIXLOOP_TEMPORAL_ADDRESS": "127.0.0.1:1"},
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fixloop {command[0]}: cannot reach Temporal at 127.0.0.1:1")
+    assert "Traceback" not in proc.stderr
