@@ -436,7 +436,7 @@ class IntakeWorkflow:
                 await self._forward_refreshes()
                 continue
             self._evict()
-            if self._window_due() == "size":  # a full window first: no need to measure a carry that large
+            if len(self.state.pending) > 2 * self.inp.options.window_max_signals:  # a flood: not worth measuring
                 await self._close_window("size")
                 continue
             counters = self.state.counters.model_copy(update={"runs": self.state.counters.runs + 1})

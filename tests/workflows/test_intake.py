@@ -165,7 +165,9 @@ async def test_continue_as_new_keeps_dedup_state(env: WorkflowEnvironment, task_
         state = await handle.result()
 
     c = state.counters
-    assert c.runs >= 3
+    # run 1 was seen to continue as new before the re-delivery was sent: whichever later run took it, the dedup
+    # memory it found came through continue-as-new (a later run may or may not continue as new again)
+    assert c.runs >= 2
     assert (c.new, c.duplicates) == (len(batch), len(batch))
     assert c.windows == 1 and c.loops_started == len(expected.work_items)
 
