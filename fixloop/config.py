@@ -104,5 +104,5 @@ class IntakeSettings(BaseSettings):
 
     quiet_period: float = Field(default=120.0, gt=0)
     window_max_age: float = Field(default=900.0, gt=0)
-    window_max_signals: int = Field(default=500, ge=1, le=2_000)
+    window_max_signals: int = Field(default=500, ge=1, le=1_000)
     engine: str = Field(default="rules", pattern="^(rules|llm)$")

@@ -67,7 +67,7 @@ class IntakeOptions(BaseModel):
 
     quiet_period: timedelta = timedelta(minutes=2)
     window_max_age: timedelta = timedelta(minutes=15)
-    window_max_signals: int = Field(default=500, ge=1, le=2_000)  # triage input stays well under 2 MB
+    window_max_signals: int = Field(default=500, ge=1, le=1_000)  # ~0.5 MB of triage input at 500; 2 MB limit
     engine: str = "rules"
     dedup_ttl: timedelta = timedelta(days=7)
     dedup_capacity: int = Field(default=100_000, ge=0, le=120_000)
