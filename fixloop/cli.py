@@ -137,7 +137,7 @@ def worker() -> None:
     from fixloop.config import TemporalSettings
     from fixloop.worker import build_worker
 
-    settings = _settings("worker", TemporalSettings, "FIXLOOP_TEMPORAL_")
+    settings = _settings("worker", TemporalSettings)
 
     async def run() -> None:
         client = await _connect("worker", settings)
@@ -164,16 +164,14 @@ async def _connect(command: str, settings: TemporalSettings) -> Client:
         raise typer.Exit(code=2) from None
 
 
-def _settings(command: str, cls: type[S], prefix: str) -> S:
+def _settings(command: str, cls: type[S]) -> S:
     """``cls()`` from the environment; an invalid variable is one stderr line naming it, exit status 2."""
-    from pydantic import ValidationError
+    from fixloop.config import ConfigError, load
 
     try:
-        return cls()
-    except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        name = f"{prefix}{str(first['loc'][0]).upper()}" if first.get("loc") else f"{prefix}*"
-        typer.echo(f"fixloop {command}: {name}: {first.get('msg', 'invalid')}", err=True)
+        return load(cls)
+    except ConfigError as e:
+        typer.echo(f"fixloop {command}: {e}", err=True)
         raise typer.Exit(code=2) from None
 
 
@@ -194,8 +192,8 @@ def submit(
     from fixloop.config import IntakeSettings, TemporalSettings
     from fixloop.temporal import submit_signals
 
-    settings = _settings("submit", TemporalSettings, "FIXLOOP_TEMPORAL_")
-    intake = _settings("submit", IntakeSettings, "FIXLOOP_INTAKE_")
+    settings = _settings("submit", TemporalSettings)
+    intake = _settings("submit", IntakeSettings)
     failed: list[Path] = []
     results = list(_results("submit", paths, source, failed))
 

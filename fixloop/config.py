@@ -5,6 +5,8 @@ Only the settings a command needs are read, when it runs; secrets are ``SecretSt
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pydantic import Field, HttpUrl, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,8 +21,23 @@ class Settings(BaseSettings):
     )
 
 
+S = TypeVar("S", bound=BaseSettings)
+
+
 class ConfigError(ValueError):
     """A setting a command needs is missing or invalid; the message names the environment variable."""
+
+
+def load(cls: type[S]) -> S:
+    """``cls()`` read from the environment. Raises ``ConfigError`` naming the environment variable of the first
+    invalid setting (its alias, e.g. ``OPENAI_API_KEY``, or prefix + field name), never echoing its value."""
+    try:
+        return cls()
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        name = str(first["loc"][0]) if first.get("loc") else "*"
+        env = name if name.isupper() else f"{cls.model_config.get('env_prefix', '')}{name.upper()}"
+        raise ConfigError(f"{env}: {first.get('msg', 'invalid')}") from None
 
 
 class LlmSettings(BaseSettings):
@@ -48,13 +65,7 @@ class LlmSettings(BaseSettings):
         """The settings from the environment, checked as ``require`` does.
 
         Raises ``ConfigError`` naming the variable when one is missing or invalid (never echoing a secret)."""
-        try:
-            settings = cls()
-        except ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            name = str(first["loc"][0]) if first.get("loc") else "?"
-            env = name if name.isupper() else f"FIXLOOP_LLM_{name.upper()}"
-            raise ConfigError(f"{env}: {first.get('msg', 'invalid')}") from None
+        settings = load(cls)
         settings.require()
         return settings
 
