@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # pytest exits 5 when it collected no test: that is a broken suite, said plainly rather than passed.
 test: install
-	$(BIN)/ruff check fixloop integrations activities workflows tests bench
+	$(BIN)/ruff check fixloop integrations activities workflows sandbox tests bench
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; exit 1; fi; exit $$rc
 

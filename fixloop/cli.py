@@ -240,6 +240,80 @@ def temporal(
         raise typer.Exit(code=0) from None
 
 
+sandbox_app = typer.Typer(
+    name="sandbox",
+    help="Local stand-ins for GitLab (real git), Jira, Datadog, Flux and a registry, in one process.",
+    no_args_is_help=True,
+)
+app.add_typer(sandbox_app)
+StateDir = Annotated[
+    Path, typer.Option("--state-dir", help="Where the sandbox keeps its state.", envvar="FIXLOOP_SANDBOX_STATE_DIR")
+]
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    port: Annotated[int, typer.Option(help="HTTP port of every stand-in (0: a free one).")] = 8900,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    state_dir: StateDir = Path(".fixloop/sandbox"),
+    gitlab_webhook_url: Annotated[
+        str | None,
+        typer.Option(help="Where GitLab merge request hooks go.", envvar="FIXLOOP_SANDBOX_GITLAB_WEBHOOK_URL"),
+    ] = None,
+    flux_webhook_url: Annotated[
+        str | None,
+        typer.Option(help="Where Flux notification events go.", envvar="FIXLOOP_SANDBOX_FLUX_WEBHOOK_URL"),
+    ] = None,
+    env: Annotated[bool, typer.Option("--env", help="Print only the FIXLOOP_* variables, as shell exports.")] = False,
+) -> None:
+    """Run the sandbox until interrupted: prints each stand-in's URL and credentials (sandbox-only secrets) as the
+    FIXLOOP_* variables that point fixloop at it. State survives a restart; ``fixloop sandbox reset`` clears it."""
+    import shlex
+
+    import uvicorn
+
+    from sandbox.app import Sandbox, create_app
+    from sandbox.config import SandboxConfig
+    from sandbox.server import bind, endpoints
+
+    try:
+        sock = bind(host, port)
+    except OSError as e:
+        typer.echo(f"fixloop sandbox up: cannot listen on {host}:{port}: {e.strerror}", err=True)
+        raise typer.Exit(code=2) from None
+    actual = sock.getsockname()[1]
+    config = SandboxConfig(
+        state_dir=state_dir,
+        public_url=f"http://{host}:{actual}",
+        gitlab_webhook_url=gitlab_webhook_url,
+        flux_webhook_url=flux_webhook_url,
+    )
+    sb = Sandbox.open(config)
+    application = create_app(sb)
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in endpoints(sb).items()]
+    if not env:
+        typer.echo(f"fixloop sandbox: http://{host}:{actual} (state in {state_dir})", err=True)
+        typer.echo(f"  git clone http://{host}:{actual}/gitlab/platform/gitops.git", err=True)
+    typer.echo("\n".join(lines))
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning"))
+    server.run(sockets=[sock])
+
+
+@sandbox_app.command("reset")
+def sandbox_reset(state_dir: StateDir = Path(".fixloop/sandbox")) -> None:
+    """Delete the sandbox's state (repositories, issues, merge requests, deploys, credentials)."""
+    import shutil
+
+    if not state_dir.exists():
+        typer.echo(f"fixloop sandbox reset: nothing at {state_dir}")
+        return
+    if not (state_dir / "credentials.json").is_file():
+        typer.echo(f"fixloop sandbox reset: {state_dir} is not a sandbox state directory; not deleting it", err=True)
+        raise typer.Exit(code=2)
+    shutil.rmtree(state_dir)
+    typer.echo(f"fixloop sandbox reset: removed {state_dir}")
+
+
 def main() -> None:
     app()
 

@@ -21,6 +21,7 @@ ALL_INPUTS = sorted(
     str(p.relative_to(FIXTURES))
     for p in FIXTURES.rglob("*.json")
     if "webhook-templates" not in str(p) and "servicenow" not in p.name and "datadog-docs_default" not in p.name
+    and "recorded" not in p.relative_to(FIXTURES).parts  # recorded API responses (sandbox fidelity), not inputs
 )
 
 

@@ -1,0 +1,346 @@
+"""Flux: a Kustomization's status from the Kubernetes API, and notification-controller events.
+
+Formats
+  * Kustomization ``kustomize.toolkit.fluxcd.io/v1`` (fluxcd/kustomize-controller ``docs/spec/v1/kustomizations.md``,
+    "Kustomization Status"): ``metadata.generation``, ``status.observedGeneration``, ``status.lastAppliedRevision``,
+    ``status.lastAttemptedRevision`` and ``status.conditions[]`` (metav1.Condition: ``type``, ``status``
+    "True"|"False"|"Unknown", ``reason``, ``message``, ``lastTransitionTime``). Read with
+    ``GET {api}/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/{ns}/kustomizations/{name}`` and a bearer token
+    (Kubernetes API conventions; errors are ``Status`` objects ``{kind: Status, code, reason, message}``).
+  * Revisions (fluxcd/pkg ``apis/meta``, RFC-0005 "Artifact revision format"): ``<ref>@<algo>:<hash>`` since Flux
+    2.0 (``main@sha1:<sha>``), ``<branch>/<sha>`` before (``master/<sha>``), or a bare ``sha1:<sha>`` / ``<sha>``.
+  * Events (fluxcd/notification-controller ``docs/spec/v1beta3/events.md`` "Event structure", posted by the
+    ``generic`` / ``generic-hmac`` providers, ``providers.md``): ``{involvedObject{kind, namespace, name, uid,
+    apiVersion, resourceVersion}, severity info|error, timestamp, message, reason, metadata{...},
+    reportingController, reportingInstance}``; the revision is ``metadata["<api group>/revision"]`` since Flux 2.0
+    and ``metadata["revision"]`` before. ``generic-hmac`` adds ``X-Signature: <hash function>=<hex HMAC of the
+    body>`` keyed with the Provider secret's ``token``; the documented hash functions are sha224, sha256 (the
+    default), sha384 and sha512.
+
+Errors are those of ``integrations.errors`` with system ``"flux"``; no call is retried here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from integrations.errors import IntegrationError, TransportError, status_error
+
+SYSTEM = "flux"
+KS_GROUP = "kustomize.toolkit.fluxcd.io"
+MAX_EVENT_BYTES = 1 << 20  # notification-controller's own example reads at most 1 MiB
+MAX_MESSAGE = 300  # chars of a server message kept in an error
+_HASHES: dict[str, Callable[..., Any]] = {
+    "sha224": hashlib.sha224,
+    "sha256": hashlib.sha256,
+    "sha384": hashlib.sha384,
+    "sha512": hashlib.sha512,
+}
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class FluxSettings(BaseSettings):
+    """``FIXLOOP_KUBE_API_URL`` (default the in-cluster ``https://kubernetes.default.svc``), ``FIXLOOP_KUBE_TOKEN``
+    (else the in-cluster service account token file), ``FIXLOOP_KUBE_CA_FILE`` (PEM; in-cluster ``ca.crt`` when
+    present), ``FIXLOOP_KUBE_VERIFY_TLS`` (default true), ``FIXLOOP_KUBE_TIMEOUT`` (seconds, default 10) and
+    ``FIXLOOP_FLUX_HMAC_KEY``, the generic-hmac Provider's token that incoming events are verified with."""
+
+    model_config = SettingsConfigDict(env_prefix="FIXLOOP_KUBE_", env_file=".env", extra="ignore")
+
+    api_url: str = "https://kubernetes.default.svc"
+    token: SecretStr | None = None
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    timeout: float = Field(default=10.0, gt=0)
+    hmac_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("FIXLOOP_FLUX_HMAC_KEY", "hmac_key"))
+
+
+def parse_revision(value: str) -> tuple[str | None, str]:
+    """``(ref, sha)`` of a Flux source revision: ``main@sha1:<sha>`` -> ``("main", sha)``, ``master/<sha>`` ->
+    ``("master", sha)``, ``sha1:<sha>`` and ``<sha>`` -> ``(None, sha)``; ``refs/heads/`` is dropped from the ref
+    and the sha is lower-cased. ``ValueError`` for anything else."""
+    text = value.strip()
+    ref: str | None = None
+    if "@" in text:
+        ref, _, text = text.rpartition("@")
+    elif "/" in text:
+        ref, _, text = text.rpartition("/")
+    algo, sep, digest = text.partition(":")
+    if not sep:
+        algo, digest = "", algo
+    if algo not in ("", "sha1", "sha256") or not _SHA.match(digest.lower()) or ref == "":
+        raise ValueError(f"not a Flux revision: {value[:100]!r}")
+    if ref is not None:
+        ref = ref.removeprefix("refs/heads/")
+    return ref, digest.lower()
+
+
+def _same_sha(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    return a == b or (min(len(a), len(b)) >= 7 and (a.startswith(b) or b.startswith(a)))
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    lastTransitionTime: datetime | None = None
+    observedGeneration: int | None = None
+
+
+class KustomizationStatus(BaseModel):
+    """What fixloop reads of a Kustomization. ``ready``: the Ready condition (``None`` when absent or Unknown)."""
+
+    name: str
+    namespace: str
+    generation: int | None = None
+    observed_generation: int | None = None
+    ready: bool | None = None
+    ready_reason: str | None = None
+    ready_message: str | None = None
+    reconciling: bool = False
+    last_applied_revision: str | None = None
+    last_attempted_revision: str | None = None
+    conditions: list[Condition] = []
+
+    @property
+    def current(self) -> bool:
+        """The status describes the current spec (``observedGeneration >= generation``; true when either is absent)."""
+        return (
+            self.generation is None or self.observed_generation is None or self.observed_generation >= self.generation
+        )
+
+    def _holds(self, revision: str | None, merge_sha: str, is_descendant: Callable[[str, str], bool] | None) -> bool:
+        if not revision:
+            return False
+        try:
+            _, sha = parse_revision(revision)
+        except ValueError:
+            return False
+        return _same_sha(sha, merge_sha) or bool(is_descendant and is_descendant(sha, merge_sha))
+
+    def applied(self, merge_sha: str, is_descendant: Callable[[str, str], bool] | None = None) -> bool:
+        """Whether the merge is deployed: Ready=True, the status is current, and ``lastAppliedRevision`` holds
+        ``merge_sha`` or (with ``is_descendant(applied_sha, merge_sha)``, e.g. a git ancestry check) a commit that
+        descends from it. A later commit on the branch deploys the merge too; without ``is_descendant`` only the
+        exact sha counts."""
+        return bool(self.ready) and self.current and self._holds(self.last_applied_revision, merge_sha, is_descendant)
+
+    def failed(self, merge_sha: str, is_descendant: Callable[[str, str], bool] | None = None) -> bool:
+        """Whether Flux tried the merge (or a descendant) and failed: Ready=False, ``lastAttemptedRevision`` holds
+        it, and it is not applied. Flux retries at ``retryInterval``; a later fix on the branch may still recover."""
+        return (
+            self.ready is False
+            and self._holds(self.last_attempted_revision, merge_sha, is_descendant)
+            and not self._holds(self.last_applied_revision, merge_sha, is_descendant)
+        )
+
+
+def kustomization_status(obj: dict[str, Any]) -> KustomizationStatus:
+    """The ``KustomizationStatus`` of a Kustomization object (a dict as the API serves it)."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
+    ready = next((c for c in conditions if c.type == "Ready"), None)
+    return KustomizationStatus(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        generation=meta.get("generation"),
+        observed_generation=status.get("observedGeneration"),
+        ready=None if ready is None or ready.status == "Unknown" else ready.status == "True",
+        ready_reason=ready.reason if ready else None,
+        ready_message=ready.message if ready else None,
+        reconciling=any(c.type == "Reconciling" and c.status == "True" for c in conditions),
+        last_applied_revision=status.get("lastAppliedRevision"),
+        last_attempted_revision=status.get("lastAttemptedRevision"),
+        conditions=conditions,
+    )
+
+
+class KubeClient:
+    """Reads Flux objects from a Kubernetes API server over HTTPS with a bearer token (httpx, TLS verified unless
+    ``verify=False`` is asked for; ``verify`` may be a CA bundle path). Use as a context manager or ``close()``."""
+
+    def __init__(
+        self,
+        api_url: str,
+        token: SecretStr | str,
+        *,
+        verify: bool | str = True,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        secret = token.get_secret_value() if isinstance(token, SecretStr) else token
+        self._http = httpx.Client(
+            base_url=api_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {secret}", "Accept": "application/json"},
+            verify=verify,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: FluxSettings) -> KubeClient:
+        """A client for ``settings``; without a token, the in-cluster service account (token and CA) is used.
+        ``IntegrationError`` if there is no token at all."""
+        token = settings.token
+        ca = settings.ca_file
+        if token is None and (IN_CLUSTER / "token").is_file():
+            token = SecretStr((IN_CLUSTER / "token").read_text().strip())
+            ca = ca or ((IN_CLUSTER / "ca.crt") if (IN_CLUSTER / "ca.crt").is_file() else None)
+        if token is None:
+            raise IntegrationError(SYSTEM, "no Kubernetes API token (set FIXLOOP_KUBE_TOKEN)")
+        verify: bool | str = str(ca) if (ca and settings.verify_tls) else settings.verify_tls
+        return cls(settings.api_url, token, verify=verify, timeout=settings.timeout)
+
+    def __enter__(self) -> KubeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def get_object(self, group: str, version: str, resource: str, namespace: str, name: str) -> dict[str, Any]:
+        """``GET /apis/{group}/{version}/namespaces/{namespace}/{resource}/{name}`` as a dict. ``AuthError``
+        (401/403), ``NotFound`` (404), other ``HttpStatusError``s, ``TransportError``; messages carry the API
+        server's ``Status.message`` (bounded), never the token."""
+        path = f"/apis/{group}/{version}/namespaces/{namespace}/{resource}/{name}"
+        try:
+            resp = self._http.get(path)
+        except httpx.TimeoutException:
+            raise TransportError(SYSTEM, f"timeout reading {resource}/{namespace}/{name}") from None
+        except httpx.HTTPError as e:
+            raise TransportError(SYSTEM, f"{type(e).__name__} reading {resource}/{namespace}/{name}") from None
+        if not resp.is_success:
+            raise status_error(SYSTEM, resp.status_code, _status_message(resp))
+        try:
+            body = resp.json()
+        except ValueError:
+            raise IntegrationError(SYSTEM, f"{resource}/{namespace}/{name}: the answer is not JSON") from None
+        if not isinstance(body, dict):
+            raise IntegrationError(SYSTEM, f"{resource}/{namespace}/{name}: the answer is not an object")
+        return body
+
+    def get_kustomization(self, namespace: str, name: str) -> KustomizationStatus:
+        """The status of Kustomization ``namespace/name`` (``kustomize.toolkit.fluxcd.io/v1``); errors as
+        ``get_object``, plus ``IntegrationError`` for an object whose status does not parse."""
+        obj = self.get_object(KS_GROUP, "v1", "kustomizations", namespace, name)
+        try:
+            return kustomization_status(obj)
+        except ValidationError as e:
+            raise IntegrationError(
+                SYSTEM, f"kustomization {namespace}/{name}: bad status ({e.error_count()} errors)"
+            ) from None
+
+
+def _status_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        message = body.get("message") if isinstance(body, dict) else None
+    except ValueError:
+        message = None
+    return " ".join(str(message or resp.reason_phrase or "error").split())[:MAX_MESSAGE]
+
+
+class InvolvedObject(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    apiVersion: str | None = None
+    resourceVersion: str | None = None
+
+
+class FluxEvent(BaseModel):
+    """A Flux event (``events.md`` "Event structure"). ``revision``/``ref``/``sha`` come from the metadata."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    involvedObject: InvolvedObject
+    severity: str
+    timestamp: datetime
+    message: str = ""
+    reason: str
+    metadata: dict[str, str] = {}
+    reportingController: str
+    reportingInstance: str | None = None
+
+    @property
+    def revision(self) -> str | None:
+        """``metadata["<group of involvedObject.apiVersion>/revision"]`` (Flux >= 2.0), else any
+        ``<group>/revision``, else ``metadata["revision"]`` (older controllers)."""
+        group = (self.involvedObject.apiVersion or "").split("/")[0]
+        if group and f"{group}/revision" in self.metadata:
+            return self.metadata[f"{group}/revision"]
+        for key, value in self.metadata.items():
+            if key.endswith("/revision"):
+                return value
+        return self.metadata.get("revision")
+
+    @property
+    def ref(self) -> str | None:
+        return self._parsed[0]
+
+    @property
+    def sha(self) -> str | None:
+        return self._parsed[1]
+
+    @property
+    def _parsed(self) -> tuple[str | None, str | None]:
+        try:
+            return parse_revision(self.revision) if self.revision else (None, None)
+        except ValueError:
+            return None, None
+
+
+class FluxEventError(ValueError):
+    """The body is not a Flux event; ``str(e)`` says why (bounded, no body)."""
+
+
+def parse_event(body: bytes) -> FluxEvent:
+    """The ``FluxEvent`` in a generic(-hmac) provider's request body; ``FluxEventError`` if it is over 1 MiB, not
+    JSON, or not an event."""
+    if len(body) > MAX_EVENT_BYTES:
+        raise FluxEventError(f"event body is {len(body)} bytes, over {MAX_EVENT_BYTES}")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FluxEventError(f"event body is not JSON: {str(e)[:120]}") from None
+    try:
+        return FluxEvent.model_validate(doc)
+    except ValidationError as e:
+        fields = ", ".join(".".join(map(str, err["loc"])) for err in e.errors()[:5])
+        raise FluxEventError(f"not a Flux event (invalid: {fields})") from None
+
+
+def verify_signature(body: bytes, header: str | None, key: SecretStr | str | bytes) -> bool:
+    """Whether ``header`` (``X-Signature: <sha224|sha256|sha384|sha512>=<hex>``) is the HMAC of ``body`` with
+    ``key``; constant-time compare. A missing or malformed header, or another hash function, is ``False``."""
+    if not header:
+        return False
+    algo, sep, given = header.strip().partition("=")
+    digest = _HASHES.get(algo.strip().lower())
+    if not sep or digest is None or not given:
+        return False
+    raw = key.get_secret_value() if isinstance(key, SecretStr) else key
+    raw_key = raw.encode() if isinstance(raw, str) else raw
+    expected = hmac.new(raw_key, body, digest).hexdigest()
+    return hmac.compare_digest(expected.encode(), given.strip().lower().encode())

@@ -1,0 +1,396 @@
+"""GitLab merge requests: a thin typed client on the official ``python-gitlab`` library.
+
+REST API v4 (docs.gitlab.com/api/rest/): branches (``/repository/branches``), commits with actions
+(``POST /repository/commits``), repository files and tree, merge requests, notes and merge request approvals
+(docs.gitlab.com/api/merge_request_approvals/). Auth is a personal, project or group access token with the ``api``
+scope, sent as ``PRIVATE-TOKEN``.
+
+Idempotency (every write can be re-run by a Temporal retry and changes nothing the second time):
+``ensure_branch`` leaves an existing branch alone; ``commit_files`` commits nothing when the branch already holds
+exactly the wanted contents; ``find_or_create_merge_request`` finds the open MR of the source branch before it
+creates one (and a 409 "Another open merge request already exists" from a race is answered by finding it again);
+``add_note`` with a ``dedup_key`` ends the note with an HTML comment ``<!-- fixloop-ref: <key> -->`` (invisible in
+GitLab's rendering) and looks for it among the MR's notes before adding; ``revert_commit`` looks for a commit on the
+branch whose message says "This reverts commit <sha>".
+
+Approvals and SHAs: GitLab's approvals API lists who approved, not which commit they saw. fixloop binds an approval to
+a SHA this way: ``approvals`` reads the MR's head ``sha`` before and after reading the approvals and returns them with
+that SHA (a ``Conflict`` if the head moved in between, so the caller re-reads). With the project setting "Reset
+approvals on push" (``reset_approvals_on_push``, on by default), GitLab removes every approval when a commit is pushed
+to the source branch, so approvals listed together with head ``S`` were given at ``S``. The gate then accepts an
+approval only for the SHA it was recorded with, and merges with ``sha=S`` (GitLab answers 409 if the head moved).
+
+Errors: ``GitlabError`` -> ``integrations.errors.status_error`` by ``response_code`` (401/403 ``AuthError``,
+404 ``NotFound``, 409 ``Conflict``, 400/422 ``Invalid``, 429/5xx retryable); requests' connection errors and
+timeouts -> ``TransportError``. The library's retries are off (``retry_transient_errors=False``, no sleeping on 429,
+``max_retries=0``): Temporal is the only retry layer. Messages carry GitLab's error text, never the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import gitlab
+import requests
+from gitlab.exceptions import GitlabError
+from pydantic import BaseModel, Field, HttpUrl, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from integrations.errors import IntegrationError, NotFound, TransportError, status_error
+
+SYSTEM = "gitlab"
+DEDUP_MARKER = "<!-- fixloop-ref: {key} -->"
+
+
+class GitLabSettings(BaseSettings):
+    """``FIXLOOP_GITLAB_URL`` (the instance, e.g. ``https://gitlab.com``; no ``/api/v4``), ``FIXLOOP_GITLAB_TOKEN``
+    (access token, ``api`` scope), ``FIXLOOP_GITLAB_PROJECT`` (``namespace/name`` or numeric id, default
+    ``platform/gitops``), ``FIXLOOP_GITLAB_BOT_USERNAME`` (whose approvals never count), ``FIXLOOP_GITLAB_TIMEOUT``
+    (seconds per HTTP request)."""
+
+    model_config = SettingsConfigDict(env_prefix="FIXLOOP_GITLAB_", env_file=".env", extra="ignore")
+
+    url: HttpUrl
+    token: SecretStr
+    project: str = Field(default="platform/gitops", min_length=1)
+    bot_username: str = Field(default="fixloop-bot", min_length=1)
+    timeout: float = Field(default=30.0, gt=0, le=300, description="Seconds per HTTP request.")
+
+
+class GitLabUser(BaseModel):
+    id: int
+    username: str
+    name: str
+
+
+class BranchRef(BaseModel):
+    name: str
+    sha: str  # head commit
+    created: bool = False  # ensure_branch: True when this call created it
+
+
+class CommitRef(BaseModel):
+    sha: str  # the branch head after the call
+    created: bool  # False when the branch already held the contents (nothing committed)
+
+
+class MergeRequestInfo(BaseModel):
+    """A merge request (GitLab's MR entity, docs.gitlab.com/api/merge_requests/#get-single-mr), reduced."""
+
+    iid: int
+    id: int
+    title: str
+    description: str
+    state: str  # opened | closed | merged | locked
+    source_branch: str
+    target_branch: str
+    sha: str | None  # head of the source branch
+    web_url: str
+    merge_commit_sha: str | None  # set once merged (merge method "merge commit")
+    squash_commit_sha: str | None = None
+    detailed_merge_status: str | None  # mergeable, not_approved, conflict, draft_status, not_open, ...
+    has_conflicts: bool = False
+    labels: list[str]
+    author_username: str
+    merged_by_username: str | None = None
+    merged_at: str | None = None  # ISO 8601
+    created: bool = False  # find_or_create_merge_request: True when this call created it
+
+    @property
+    def merged_commit_sha(self) -> str | None:
+        """The commit the target branch got: the merge commit, else the squash commit (fast-forward squash)."""
+        return self.merge_commit_sha or self.squash_commit_sha
+
+
+class Approvals(BaseModel):
+    """Who approved merge request ``iid`` while its head was ``sha`` (see the module docstring)."""
+
+    iid: int
+    sha: str | None
+    approved_by: list[str]  # usernames
+    approvals_required: int
+    approvals_left: int
+
+    def human_approvers(self, bot_username: str) -> list[str]:
+        """The approvers other than the bot (fixloop never counts its own approval)."""
+        return [u for u in self.approved_by if u != bot_username]
+
+
+class NoteRef(BaseModel):
+    id: int
+    created: bool  # False when a note with the same dedup_key was already there
+
+
+class TreeItem(BaseModel):
+    path: str
+    name: str
+    type: str  # blob | tree | commit (submodule)
+    id: str
+    mode: str
+
+
+def _message(e: GitlabError) -> str:
+    msg = e.error_message
+    if isinstance(msg, bytes):
+        msg = msg.decode(errors="replace")
+    if isinstance(msg, list):
+        msg = "; ".join(str(m) for m in msg)
+    elif isinstance(msg, dict):
+        msg = "; ".join(f"{k}: {v}" for k, v in msg.items())
+    return str(msg or "no error message")[:300]
+
+
+@contextmanager
+def _mapped(action: str) -> Iterator[None]:
+    """Turn python-gitlab's and requests' exceptions into ``integrations.errors``."""
+    try:
+        yield
+    except GitlabError as e:
+        if e.response_code is None:
+            raise IntegrationError(SYSTEM, f"{action}: {_message(e)}") from None
+        raise status_error(SYSTEM, e.response_code, f"{action}: {_message(e)}") from None
+    except requests.exceptions.JSONDecodeError:
+        raise IntegrationError(SYSTEM, f"{action}: the answer is not JSON (is the URL a GitLab instance?)") from None
+    except requests.exceptions.RequestException as e:
+        raise TransportError(SYSTEM, f"{action}: {type(e).__name__}") from None
+
+
+class _Gitlab(gitlab.Gitlab):
+    """python-gitlab without its own retries: no sleeping on 429, no retry of 5xx or connection errors."""
+
+    def http_request(self, verb: str, path: str, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.update(obey_rate_limit=False, retry_transient_errors=False, max_retries=0)
+        return super().http_request(verb, path, *args, **kwargs)
+
+
+def _mr_info(raw: dict[str, Any], created: bool = False) -> MergeRequestInfo:
+    return MergeRequestInfo(
+        iid=raw["iid"],
+        id=raw["id"],
+        title=raw.get("title") or "",
+        description=raw.get("description") or "",
+        state=raw["state"],
+        source_branch=raw["source_branch"],
+        target_branch=raw["target_branch"],
+        sha=raw.get("sha"),
+        web_url=raw.get("web_url") or "",
+        merge_commit_sha=raw.get("merge_commit_sha"),
+        squash_commit_sha=raw.get("squash_commit_sha"),
+        detailed_merge_status=raw.get("detailed_merge_status"),
+        has_conflicts=bool(raw.get("has_conflicts")),
+        labels=list(raw.get("labels") or []),
+        author_username=(raw.get("author") or {}).get("username", ""),
+        merged_by_username=((raw.get("merge_user") or raw.get("merged_by")) or {}).get("username"),
+        merged_at=raw.get("merged_at"),
+        created=created,
+    )
+
+
+class GitLabClient:
+    """Blocking; run it in a thread from async code. Every call is one or a few HTTP requests, each bounded by
+    ``settings.timeout``, on the project ``settings.project``."""
+
+    def __init__(self, settings: GitLabSettings) -> None:
+        self.settings = settings
+        self.gl = _Gitlab(
+            url=str(settings.url).rstrip("/"),
+            private_token=settings.token.get_secret_value(),
+            timeout=settings.timeout,
+            ssl_verify=True,
+            retry_transient_errors=False,
+        )
+        self.project = self.gl.projects.get(settings.project, lazy=True)
+
+    def check(self) -> GitLabUser:
+        """The token's user (``GET /user``): proves URL and token work."""
+        with _mapped("current user"):
+            self.gl.auth()
+        user = self.gl.user
+        assert user is not None
+        return GitLabUser(id=user.id, username=user.username, name=user.name)
+
+    # -- branches and files -------------------------------------------------------------------------------------
+    def branch_head(self, name: str) -> str | None:
+        """The head sha of branch ``name``, or None when there is no such branch."""
+        try:
+            with _mapped(f"get branch {name}"):
+                return self.project.branches.get(name).commit["id"]
+        except NotFound:
+            return None
+
+    def ensure_branch(self, name: str, ref: str) -> BranchRef:
+        """Branch ``name`` created at ``ref`` (branch or sha) unless it exists; an existing one is left unchanged."""
+        head = self.branch_head(name)
+        if head is not None:
+            return BranchRef(name=name, sha=head)
+        try:
+            with _mapped(f"create branch {name}"):
+                branch = self.project.branches.create({"branch": name, "ref": ref})
+        except IntegrationError as e:  # 400 "Branch already exists": a concurrent first call won
+            head = self.branch_head(name)
+            if head is None:
+                raise e from None
+            return BranchRef(name=name, sha=head)
+        return BranchRef(name=name, sha=branch.commit["id"], created=True)
+
+    def read_file(self, path: str, ref: str) -> str | None:
+        """The text (UTF-8) of ``path`` at ``ref`` (branch or sha), or None when there is no such file there."""
+        try:
+            with _mapped(f"read {path}@{ref}"):
+                raw = self.project.files.raw(file_path=path, ref=ref)
+        except NotFound as e:
+            if "Project" in e.message:
+                raise
+            return None
+        assert isinstance(raw, bytes)
+        return raw.decode("utf-8", errors="replace")
+
+    def tree(self, path: str = "", ref: str | None = None, recursive: bool = False) -> list[TreeItem]:
+        """The entries under directory ``path`` at ``ref`` (default branch when None); [] for a missing directory."""
+        params: dict[str, Any] = {"path": path, "recursive": recursive, "get_all": True, "per_page": 100}
+        if ref:
+            params["ref"] = ref
+        try:
+            with _mapped(f"tree {path or '/'}"):
+                items = self.project.repository_tree(**params)
+        except NotFound as e:
+            if "Tree" in e.message:
+                return []
+            raise
+        return [TreeItem.model_validate(i) for i in items]
+
+    def commit_files(
+        self,
+        branch: str,
+        files: dict[str, str],
+        message: str,
+        expected: dict[str, str | None] | None = None,
+        start_branch: str | None = None,
+    ) -> CommitRef:
+        """One commit on ``branch`` setting each ``files[path]`` to its text (create or update).
+
+        Nothing is committed when the branch already holds exactly these contents: the head is returned with
+        ``created=False``, so re-running changes nothing. ``expected[path]`` is the content the change was planned
+        against (None: the file must not exist); a file that holds neither the expected nor the new content raises
+        ``Conflict`` (someone else changed it). A missing ``branch`` is created from ``start_branch`` (default: the
+        project's default branch) by the commit itself."""
+        if not files:
+            raise IntegrationError(SYSTEM, "commit_files: no files")
+        head = self.branch_head(branch)
+        base = head or start_branch or self._default_branch()
+        current = {path: self.read_file(path, base) for path in files}
+        changed = {path: text for path, text in files.items() if current[path] != text}
+        if not changed and head is not None:
+            return CommitRef(sha=head, created=False)
+        for path in changed:
+            if expected is not None and path in expected and current[path] != expected[path]:
+                raise status_error(SYSTEM, 409, f"commit_files: {path} on {base} is not the expected content")
+        actions = [
+            {"action": "update" if current[path] is not None else "create", "file_path": path, "content": text}
+            for path, text in changed.items()
+        ]
+        data: dict[str, Any] = {"branch": branch, "commit_message": message, "actions": actions}
+        if head is None:
+            data["start_branch"] = base
+        with _mapped(f"commit to {branch}"):
+            commit = self.project.commits.create(data)
+        return CommitRef(sha=commit.id, created=True)
+
+    def _default_branch(self) -> str:
+        with _mapped("get project"):
+            return self.gl.projects.get(self.settings.project).default_branch
+
+    def revert_commit(self, sha: str, branch: str) -> CommitRef:
+        """Commit the revert of ``sha`` (a merge commit reverts against its first parent) on ``branch``; when one of
+        the branch's last 50 commits already says "This reverts commit <sha>", that commit is returned instead."""
+        with _mapped(f"list commits of {branch}"):
+            recent = self.project.commits.list(ref_name=branch, per_page=50, get_all=False)
+        for c in recent:
+            if f"This reverts commit {sha}" in (c.message or ""):
+                return CommitRef(sha=c.id, created=False)
+        with _mapped(f"revert {sha[:12]} on {branch}"):
+            raw = self.project.commits.get(sha, lazy=True).revert(branch=branch)
+        assert isinstance(raw, dict)
+        return CommitRef(sha=raw["id"], created=True)
+
+    # -- merge requests -----------------------------------------------------------------------------------------
+    def find_merge_request(self, source_branch: str, target_branch: str | None = None) -> MergeRequestInfo | None:
+        """The open MR from ``source_branch`` (into ``target_branch`` when given), or None."""
+        query: dict[str, Any] = {"state": "opened", "source_branch": source_branch}
+        if target_branch:
+            query["target_branch"] = target_branch
+        with _mapped(f"find merge request of {source_branch}"):
+            found = self.project.mergerequests.list(**query, get_all=False, per_page=20)
+        return _mr_info(found[0].asdict()) if found else None
+
+    def find_or_create_merge_request(
+        self, source_branch: str, target_branch: str, title: str, description: str, labels: list[str] | None = None
+    ) -> MergeRequestInfo:
+        """The open MR of ``source_branch``; created when there is none, else its title, description and labels
+        updated only where they differ. There is never a second MR for the branch."""
+        labels = sorted(set(labels or []))
+        found = self.find_merge_request(source_branch, target_branch)
+        if found is None:
+            data = {"source_branch": source_branch, "target_branch": target_branch, "title": title,
+                    "description": description, "labels": ",".join(labels), "remove_source_branch": True}
+            try:
+                with _mapped(f"create merge request from {source_branch}"):
+                    mr = self.project.mergerequests.create(data)
+                return _mr_info(mr.asdict(), created=True)
+            except IntegrationError as e:  # 409 "Another open merge request already exists": a race was lost
+                found = self.find_merge_request(source_branch, target_branch)
+                if found is None:
+                    raise e from None
+        changes: dict[str, Any] = {}
+        if found.title != title:
+            changes["title"] = title
+        if found.description != description:
+            changes["description"] = description
+        if sorted(set(found.labels)) != labels:
+            changes["labels"] = ",".join(labels)
+        if not changes:
+            return found
+        with _mapped(f"update merge request !{found.iid}"):
+            raw = self.project.mergerequests.update(found.iid, changes)
+        return _mr_info(raw)
+
+    def get_merge_request(self, iid: int) -> MergeRequestInfo:
+        """Merge request ``iid``; ``NotFound`` when there is none."""
+        with _mapped(f"get merge request !{iid}"):
+            return _mr_info(self.project.mergerequests.get(iid).asdict())
+
+    def approvals(self, iid: int) -> Approvals:
+        """Who approved ``iid`` and at which head (see "Approvals and SHAs" above). ``Conflict`` when the head moved
+        while reading."""
+        before = self.get_merge_request(iid).sha
+        with _mapped(f"approvals of !{iid}"):
+            raw = self.project.mergerequests.get(iid, lazy=True).approvals.get().asdict()
+        after = self.get_merge_request(iid).sha
+        if before != after:
+            raise status_error(SYSTEM, 409, f"approvals of !{iid}: the head moved while reading; read again")
+        return Approvals(
+            iid=iid,
+            sha=after,
+            approved_by=[(a.get("user") or {}).get("username", "") for a in raw.get("approved_by") or []],
+            approvals_required=int(raw.get("approvals_required") or 0),
+            approvals_left=int(raw.get("approvals_left") or 0),
+        )
+
+    def add_note(self, iid: int, body: str, dedup_key: str | None = None) -> NoteRef:
+        """A comment on ``iid``. With ``dedup_key`` the body ends with ``<!-- fixloop-ref: <key> -->`` and an existing
+        note carrying that marker is returned instead of adding another."""
+        mr = self.project.mergerequests.get(iid, lazy=True)
+        if dedup_key is not None:
+            if "-->" in dedup_key or "\n" in dedup_key:
+                raise IntegrationError(SYSTEM, "dedup_key must be one line without '-->'")
+            marker = DEDUP_MARKER.format(key=dedup_key)
+            with _mapped(f"notes of !{iid}"):
+                for note in mr.notes.list(iterator=True, per_page=100):
+                    if (note.body or "").rstrip().endswith(marker):
+                        return NoteRef(id=note.id, created=False)
+            body = f"{body.rstrip()}\n\n{marker}"
+        with _mapped(f"comment on !{iid}"):
+            note = mr.notes.create({"body": body})
+        return NoteRef(id=note.id, created=True)

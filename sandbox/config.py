@@ -1,0 +1,84 @@
+"""The sandbox's configuration and credentials.
+
+Credentials are generated once per state directory (``credentials.json``, mode 0600) so they survive a restart and
+are printed by ``fixloop sandbox up``; they are sandbox-only secrets, never production ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class Credentials(BaseModel):
+    """Who may call the sandbox. ``SecretStr`` so a printed model never shows a token."""
+
+    gitlab_bot_username: str = "fixloop-bot"
+    gitlab_bot_token: SecretStr  # PRIVATE-TOKEN of fixloop's own (bot) user
+    gitlab_reviewer_username: str = "reviewer"
+    gitlab_reviewer_token: SecretStr  # a human reviewer who approves and merges
+    gitlab_webhook_token: SecretStr  # sent as X-Gitlab-Token on webhook deliveries
+    jira_email: str = "fixloop-bot@example.com"
+    jira_api_token: SecretStr  # basic auth password (Jira Cloud API token)
+    datadog_api_key: SecretStr  # DD-API-KEY
+    datadog_app_key: SecretStr  # DD-APPLICATION-KEY
+    kube_token: SecretStr  # Authorization: Bearer for the Kubernetes API (Flux objects)
+    flux_hmac_key: SecretStr  # the generic-hmac Provider's secret (X-Signature: sha256=<hex>)
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        def tok(prefix: str) -> SecretStr:
+            return SecretStr(prefix + secrets.token_urlsafe(18))
+
+        return cls(
+            gitlab_bot_token=tok("glpat-"),
+            gitlab_reviewer_token=tok("glpat-"),
+            gitlab_webhook_token=tok("whsec-"),
+            jira_api_token=tok("ATATT"),
+            datadog_api_key=SecretStr(secrets.token_hex(16)),
+            datadog_app_key=SecretStr(secrets.token_hex(20)),
+            kube_token=tok("kube-"),
+            flux_hmac_key=tok("hmac-"),
+        )
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Credentials:
+        """Read ``path`` or create it (mode 0600) with fresh random credentials."""
+        if path.is_file():
+            return cls.model_validate_json(path.read_text())
+        creds = cls.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        raw = creds.model_dump(mode="json")
+        for key, value in creds:
+            if isinstance(value, SecretStr):
+                raw[key] = value.get_secret_value()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(raw, indent=2))
+        return creds
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SandboxConfig(BaseModel):
+    """Where the sandbox keeps its state and where it sends webhooks.
+
+    ``public_url`` is the server's base URL (``http://127.0.0.1:<port>``); the stand-ins build their ``web_url``,
+    ``self`` and clone URLs from it. Webhook URLs left ``None`` mean no delivery (the events are still recorded).
+    """
+
+    state_dir: Path
+    public_url: str = "http://127.0.0.1:8900"
+    gitlab_webhook_url: str | None = None  # GitLab project hook: merge request events, X-Gitlab-Token
+    flux_webhook_url: str | None = None  # Flux notification-controller Provider address
+    flux_provider: Literal["generic", "generic-hmac"] = "generic-hmac"
+    flux_interval: float = Field(default=5.0, gt=0, description="Seconds between reconciliations of the branch.")
+    world_seed: int = 7  # the Datadog world model's noise seed

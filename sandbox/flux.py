@@ -1,0 +1,639 @@
+"""The Flux stand-in: a sandbox cluster's Kubernetes API (Flux objects only), its reconciler and its notifications.
+
+What it models
+  * ``GitRepository flux-system/flux-system`` tracks branch ``main`` of the sandbox repository ``platform/gitops``
+    (its ``spec`` is read from ``clusters/sandbox/*.yaml`` when declared there; the tracked project/branch are fixed).
+  * Every ``Kustomization`` (``kustomize.toolkit.fluxcd.io/v1``) declared in ``clusters/sandbox/*.yaml`` is
+    "applied" at each new head: its ``spec.path`` is rendered with ``sandbox.kustomize`` (a kustomize subset), the
+    Deployments' containers are recorded, and the status is set as kustomize-controller v1 sets it: Ready=True
+    ``ReconciliationSucceeded`` "Applied revision: main@sha1:<sha>" (+ Healthy=True when ``spec.wait``), or
+    Ready=False ``BuildFailed``/``ArtifactFailed`` with Reconciling=True ``ProgressingWithRetry``,
+    ``lastAttemptedRevision`` = the new revision and ``lastAppliedRevision`` unchanged. A later good revision recovers.
+  * After each applied revision of ``apps-production`` (the Kustomization the seeded ``fixloop.yaml`` verifies),
+    ``sb.world.record_deploy`` gets ``{Deployment: {container: image, "base-image": last FROM of
+    services/<Deployment>/Dockerfile}}`` and the ``services/<Deployment>/`` files; a failing world is logged only.
+  * Events as notification-controller's ``generic`` / ``generic-hmac`` providers post them (notification-controller
+    ``docs/spec/v1beta3/providers.md``, "Generic webhook (with HMAC)"; ``events.md`` "Event structure"): the JSON
+    event, ``Content-Type: application/json``, ``Gotk-Component: kustomize-controller`` and, for generic-hmac,
+    ``X-Signature: sha256=<hex HMAC-SHA256 of the body>`` keyed with ``sb.credentials.flux_hmac_key``. They are
+    delivered in order by one background thread (5 s timeout, no retry) and every delivery is recorded.
+
+When it reconciles (no free-running thread: a mounted sub-application gets no lifespan events to stop one)
+  * on a ``"git.push"`` bus event for ``platform/gitops``/``main``, synchronously in the publisher's thread;
+  * on ``POST /kube/sandbox/reconcile`` (what ``flux reconcile source git flux-system`` triggers), answering the
+    outcome; tests use it to reconcile deterministically;
+  * lazily, at most every ``sb.config.flux_interval`` seconds of ``sb.clock()``: any request to ``/kube`` first
+    checks the branch head when the interval has elapsed (so a poller sees a head that moved without a bus event);
+  * once when built, so a restarted sandbox catches up.
+  An already attempted revision (same ``generation``) is never re-applied, also after a restart: state, the
+  applied-revision history per Kustomization and the deliveries live in ``sb.store("flux")``.
+
+Kubernetes API (``Authorization: Bearer <sb.credentials.kube_token>``): ``GET /kube/api``, ``/kube/apis``,
+``/kube/apis/kustomize.toolkit.fluxcd.io/v1[/namespaces/{ns}]/kustomizations[/{name}]`` and
+``/kube/apis/source.toolkit.fluxcd.io/v1[/namespaces/{ns}]/gitrepositories[/{name}]``. Errors are ``Status``
+objects (401 Unauthorized, 404 NotFound "<resource>.<group> "<name>" not found", 405, 400, 500).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import anyio.to_thread
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sandbox import kustomize
+from sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
+
+log = logging.getLogger(__name__)
+
+PROJECT, BRANCH, CLUSTER_DIR = "platform/gitops", "main", "clusters/sandbox"
+KS_GROUP, SRC_GROUP, VERSION = "kustomize.toolkit.fluxcd.io", "source.toolkit.fluxcd.io", "v1"
+WORLD_KUSTOMIZATION = "flux-system/apps-production"
+SOURCE_KEY = "flux-system/flux-system"
+HISTORY_MAX, DELIVERIES_MAX, DELIVERY_TIMEOUT = 100, 200, 5.0
+RESOURCES = {"kustomizations": (KS_GROUP, "Kustomization"), "gitrepositories": (SRC_GROUP, "GitRepository")}
+
+
+def ts(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_body(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+    }
+    if details is not None:
+        body["details"] = details
+    body["code"] = code
+    return body
+
+
+class KubeError(Exception):
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.body = status_body(code, reason, message, details)
+        self.code = code
+
+
+def not_found(resource: str, name: str) -> KubeError:
+    group, _ = RESOURCES[resource]
+    return KubeError(
+        404, "NotFound", f'{resource}.{group} "{name}" not found', {"name": name, "group": group, "kind": resource}
+    )
+
+
+def last_from(dockerfile: str) -> str | None:
+    """The image of the last ``FROM`` (the final stage), ``--platform=`` dropped; a stage name is followed back to
+    that stage's image."""
+    image, stages = None, {}
+    for line in dockerfile.splitlines():
+        words = [w for w in line.split() if not w.startswith("--")]
+        if len(words) >= 2 and words[0].upper() == "FROM":
+            image = stages.get(words[1].lower(), words[1])
+            if len(words) >= 4 and words[2].upper() == "AS":
+                stages[words[3].lower()] = image
+    return image
+
+
+class Flux:
+    """The reconciler and the objects it serves; thread-safe (one reconciliation at a time)."""
+
+    def __init__(self, sb: Any) -> None:
+        self.sb = sb
+        self.store = sb.store("flux")
+        self._reconcile_lock = threading.Lock()
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
+        self._instance = "kustomize-controller-" + hashlib.sha1(str(sb.config.state_dir).encode()).hexdigest()[:10]
+        with self.store.lock:
+            for key, default in (("rv", 1000), ("kustomizations", {}), ("history", {}), ("deliveries", [])):
+                self.store.data.setdefault(key, default)
+
+    # -- triggers ---------------------------------------------------------------------------------------------
+    def on_push(self, payload: dict[str, Any]) -> None:
+        if payload.get("project") == PROJECT and payload.get("branch") == BRANCH:
+            self.reconcile()
+
+    def maybe_reconcile(self) -> None:
+        """Check the branch head when ``flux_interval`` has elapsed since the last check."""
+        now = self.sb.clock().timestamp()
+        last = self.store.data.get("last_check")
+        if last is None or now - last >= self.sb.config.flux_interval:
+            self.reconcile()
+
+    def reconcile(self) -> dict[str, Any]:
+        """Reconcile the source and every declared Kustomization at the branch head; returns a summary."""
+        with self._reconcile_lock:
+            now = self.sb.clock()
+            with self.store.lock:
+                self.store.data["last_check"] = now.timestamp()
+            repos = self.sb.repos
+            head = repos.branches(PROJECT).get(BRANCH) if repos.exists(PROJECT) else None
+            if head is None:
+                self.store.save()
+                return {"revision": None, "kustomizations": {}}
+            revision = f"{BRANCH}@sha1:{head}"
+            snap = Snapshot.from_repo(repos, PROJECT, head)
+            declared, source_spec = self._declarations(snap)
+            self._update_source(revision, head, source_spec, snap, now)
+            if declared is not None:
+                with self.store.lock:
+                    for key in [k for k in self.store.data["kustomizations"] if k not in declared]:
+                        del self.store.data["kustomizations"][key]
+                for key, doc in declared.items():
+                    self._reconcile_one(key, doc, revision, snap, now)
+            self.store.save()
+            return {
+                "revision": revision,
+                "kustomizations": {
+                    k: {
+                        "ready": _ready(v["object"]).get("status"),
+                        "lastAppliedRevision": v["object"]["status"].get("lastAppliedRevision"),
+                    }
+                    for k, v in self.store.data["kustomizations"].items()
+                },
+            }
+
+    # -- reconciliation ---------------------------------------------------------------------------------------
+    def _declarations(self, snap: Snapshot) -> tuple[dict[str, dict[str, Any]] | None, dict[str, Any] | None]:
+        """Kustomizations and the GitRepository spec declared in ``clusters/sandbox``; ``None`` if that does
+        not parse (the previous declarations stay, as Flux's own Kustomization would fail to apply)."""
+        found: dict[str, dict[str, Any]] = {}
+        source = None
+        try:
+            for path in snap.listdir(CLUSTER_DIR):
+                if path.endswith((".yaml", ".yml")):
+                    for doc in load_yaml_documents(snap.read(path), path):
+                        if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+                            continue
+                        meta, api = doc["metadata"], str(doc.get("apiVersion", ""))
+                        key = f"{meta.get('namespace') or 'flux-system'}/{meta.get('name')}"
+                        if doc.get("kind") == "Kustomization" and api.startswith(KS_GROUP + "/"):
+                            found[key] = doc
+                        elif doc.get("kind") == "GitRepository" and key == SOURCE_KEY:
+                            source = doc.get("spec")
+        except BuildError as e:
+            log.warning("flux: %s does not parse, keeping the previous Kustomizations: %s", CLUSTER_DIR, e)
+            return None, None
+        return found, json.loads(json.dumps(source, default=str)) if isinstance(source, dict) else None
+
+    def _next_rv(self) -> str:
+        self.store.data["rv"] += 1
+        return str(self.store.data["rv"])
+
+    def _update_source(
+        self, revision: str, head: str, spec: dict[str, Any] | None, snap: Snapshot, now: datetime
+    ) -> None:
+        with self.store.lock:
+            src = self.store.data.get("source")
+            spec = spec or {
+                "interval": "1m0s",
+                "ref": {"branch": BRANCH},
+                "url": self.sb.url("/gitlab", f"/{PROJECT}.git"),
+            }
+            if src is None:
+                src = self.store.data["source"] = {
+                    "object": self._new_object(SRC_GROUP, "GitRepository", SOURCE_KEY, spec, now)
+                }
+            obj = src["object"]
+            if obj["spec"] != spec:
+                obj["spec"], obj["metadata"]["generation"] = spec, obj["metadata"]["generation"] + 1
+            if (
+                obj["status"].get("artifact", {}).get("revision") == revision
+                and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+            ):
+                return
+            gen, path = obj["metadata"]["generation"], f"gitrepository/flux-system/flux-system/{head}.tar.gz"
+            digest = "sha256:" + hashlib.sha256("\n".join(sorted(snap.files)).encode() + head.encode()).hexdigest()
+            message = f"stored artifact for revision '{revision}'"
+            obj["status"] = {
+                "artifact": {
+                    "digest": digest,
+                    "lastUpdateTime": ts(now),
+                    "path": path,
+                    "revision": revision,
+                    "size": len(snap.files) * 512,
+                    "url": f"http://source-controller.flux-system.svc.cluster.local./{path}",
+                },
+                "conditions": [
+                    _condition(obj, "Ready", "True", "Succeeded", message, now, gen),
+                    _condition(obj, "ArtifactInStorage", "True", "Succeeded", message, now, gen),
+                ],
+                "observedGeneration": gen,
+            }
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+
+    def _new_object(self, group: str, kind: str, key: str, spec: dict[str, Any], now: datetime) -> dict[str, Any]:
+        ns, name = key.split("/", 1)
+        return {
+            "apiVersion": f"{group}/{VERSION}",
+            "kind": kind,
+            "metadata": {
+                "creationTimestamp": ts(now),
+                "finalizers": ["finalizers.fluxcd.io"],
+                "generation": 1,
+                "labels": {
+                    "kustomize.toolkit.fluxcd.io/name": "flux-system",
+                    "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+                },
+                "name": name,
+                "namespace": ns,
+                "resourceVersion": self._next_rv(),
+                "uid": str(uuid.uuid4()),
+            },
+            "spec": spec,
+            "status": {"conditions": [], "observedGeneration": -1},
+        }
+
+    def _reconcile_one(self, key: str, doc: dict[str, Any], revision: str, snap: Snapshot, now: datetime) -> None:
+        spec = json.loads(json.dumps(doc.get("spec") if isinstance(doc.get("spec"), dict) else {}, default=str))
+        with self.store.lock:
+            state = self.store.data["kustomizations"].get(key)
+            if state is None:
+                obj = self._new_object(KS_GROUP, "Kustomization", key, spec, now)
+                state = self.store.data["kustomizations"][key] = {"object": obj, "applied": {}, "workloads": {}}
+            obj = state["object"]
+            if obj["spec"] != spec:
+                obj["spec"], obj["metadata"]["generation"] = spec, obj["metadata"]["generation"] + 1
+            gen, status = obj["metadata"]["generation"], obj["status"]
+            if status.get("lastAttemptedRevision") == revision and status.get("observedGeneration") == gen:
+                return
+        started = time.perf_counter()
+        try:
+            objects = kustomize.build(snap, str(spec.get("path") or "./"))
+        except BuildError as e:
+            reason = "ArtifactFailed" if isinstance(e, PathNotFound) else "BuildFailed"
+            self._fail(
+                key, revision, reason, str(e) if reason == "ArtifactFailed" else f"kustomize build failed: {e}", now
+            )
+            return
+        inventory = {
+            _inventory_id(o): hashlib.sha256(json.dumps(o, sort_keys=True, default=str).encode()).hexdigest()
+            for o in objects
+        }
+        workloads = {
+            o["metadata"]["name"]: {c.get("name", "?"): c.get("image", "") for c in containers(o)}
+            for o in objects
+            if o.get("kind") == "Deployment"
+        }
+        with self.store.lock:
+            previous = state["applied"]
+            changes = [
+                _change_line(i, "created" if i not in previous else "configured")
+                for i, d in inventory.items()
+                if previous.get(i) != d
+            ]
+            if spec.get("prune", False):
+                changes += [_change_line(i, "deleted") for i in previous if i not in inventory]
+            message = f"Applied revision: {revision}"
+            conds = [_condition(obj, "Ready", "True", "ReconciliationSucceeded", message, now, gen)]
+            if spec.get("wait") or spec.get("healthChecks"):
+                elapsed = f"{(time.perf_counter() - started) * 1000:.4g}ms"
+                conds.append(
+                    _condition(obj, "Healthy", "True", "Succeeded", f"Health check passed in {elapsed}", now, gen)
+                )
+            obj["status"] = {
+                "conditions": conds,
+                "inventory": {
+                    "entries": [{"id": i, "v": _version(o)} for i, o in zip(inventory, objects, strict=True)]
+                },
+                "lastAppliedRevision": revision,
+                "lastAttemptedRevision": revision,
+                "observedGeneration": gen,
+            }
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            state["applied"], state["workloads"] = inventory, workloads
+            history = self.store.data["history"].setdefault(key, [])
+            history.append({"revision": revision, "at": ts(now)})
+            del history[:-HISTORY_MAX]
+            self.store.save()
+        if changes:
+            self._emit(obj, "info", "Progressing", "\n".join(changes), revision, now)
+        took = f"{(time.perf_counter() - started) * 1000:.0f}ms"
+        self._emit(
+            obj,
+            "info",
+            "ReconciliationSucceeded",
+            f"Reconciliation finished in {took}, next run in {spec.get('interval', '10m0s')}",
+            revision,
+            now,
+        )
+        if key == WORLD_KUSTOMIZATION:
+            self._record_world(now, revision, workloads, snap)
+
+    def _fail(self, key: str, revision: str, reason: str, message: str, now: datetime) -> None:
+        with self.store.lock:
+            obj = self.store.data["kustomizations"][key]["object"]
+            gen, status = obj["metadata"]["generation"], obj["status"]
+            timeout = obj["spec"].get("timeout", "5m0s")
+            keep = [c for c in status.get("conditions", []) if c["type"] == "Healthy"]
+            status["conditions"] = [
+                _condition(
+                    obj,
+                    "Reconciling",
+                    "True",
+                    "ProgressingWithRetry",
+                    f"Building manifests for revision {revision} with a timeout of {timeout}",
+                    now,
+                    gen,
+                ),
+                _condition(obj, "Ready", "False", reason, message, now, gen),
+                *keep,
+            ]
+            status["lastAttemptedRevision"], status["observedGeneration"] = revision, gen
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self.store.save()
+        self._emit(obj, "error", reason, message, revision, now)
+
+    def _record_world(self, now: datetime, revision: str, workloads: dict[str, dict[str, str]], snap: Snapshot) -> None:
+        try:
+            files: dict[str, str] = {}
+            record = {svc: dict(c) for svc, c in workloads.items()}
+            for svc in record:
+                for path in snap.listdir(f"services/{svc}"):
+                    files[path] = snap.read(path).decode("utf-8", errors="replace")
+                dockerfile = files.get(f"services/{svc}/Dockerfile")
+                base = last_from(dockerfile) if dockerfile else None
+                if base:
+                    record[svc]["base-image"] = base
+            self.sb.world.record_deploy(now, revision, record, files)
+        except Exception:
+            log.exception("flux: recording the deploy of %s in the world failed (reconciliation goes on)", revision)
+
+    # -- events -----------------------------------------------------------------------------------------------
+    def _emit(
+        self, obj: dict[str, Any], severity: str, reason: str, message: str, revision: str, now: datetime
+    ) -> None:
+        meta = obj["metadata"]
+        event = {
+            "involvedObject": {
+                "kind": obj["kind"],
+                "namespace": meta["namespace"],
+                "name": meta["name"],
+                "uid": meta["uid"],
+                "apiVersion": obj["apiVersion"],
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "severity": severity,
+            "timestamp": ts(now),
+            "message": message,
+            "reason": reason,
+            "metadata": {f"{KS_GROUP}/revision": revision},
+            "reportingController": "kustomize-controller",
+            "reportingInstance": self._instance,
+        }
+        url = self.sb.config.flux_webhook_url
+        record = {
+            "id": str(uuid.uuid4()),
+            "at": ts(now),
+            "url": url,
+            "object": f"{meta['namespace']}/{meta['name']}",
+            "reason": reason,
+            "revision": revision,
+            "state": "pending" if url else "not-sent",
+        }
+        with self.store.lock:
+            self.store.data["deliveries"].append(record)
+            del self.store.data["deliveries"][:-DELIVERIES_MAX]
+            self.store.save()
+        if url:
+            self._queue.put({"url": url, "event": event, "id": record["id"]})
+            with self._sender_lock:
+                if self._sender is None or not self._sender.is_alive():
+                    self._sender = threading.Thread(target=self._send_loop, name="flux-notifier", daemon=True)
+                    self._sender.start()
+
+    def signed_request(self, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """The body and headers notification-controller sends for ``event`` (Go ``json.Marshal``: compact)."""
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "Gotk-Component": event["reportingController"],
+            "User-Agent": "Go-http-client/1.1",
+        }
+        if self.sb.config.flux_provider == "generic-hmac":
+            key = self.sb.credentials.flux_hmac_key.get_secret_value().encode()
+            headers["X-Signature"] = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        return body, headers
+
+    def _send_loop(self) -> None:
+        with httpx.Client(timeout=DELIVERY_TIMEOUT) as client:
+            while True:
+                try:
+                    item = self._queue.get(timeout=2.0)
+                except queue.Empty:
+                    with self._sender_lock:
+                        if self._queue.empty():
+                            self._sender = None
+                            return
+                    continue
+                body, headers = self.signed_request(item["event"])
+                try:
+                    resp = client.post(item["url"], content=body, headers=headers)
+                    outcome = {"state": "delivered" if resp.is_success else "failed", "status": resp.status_code}
+                except httpx.HTTPError as e:
+                    outcome = {"state": "failed", "error": type(e).__name__}
+                if outcome["state"] != "delivered":
+                    log.warning("flux: event delivery to %s failed: %s", item["url"], outcome)
+                with self.store.lock:
+                    for rec in self.store.data["deliveries"]:
+                        if rec["id"] == item["id"]:
+                            rec.update(outcome)
+                    self.store.save()
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def get(self, resource: str, ns: str, name: str) -> dict[str, Any]:
+        with self.store.lock:
+            obj = self._objects(resource).get(f"{ns}/{name}")
+            if obj is None:
+                raise not_found(resource, name)
+            return json.loads(json.dumps(obj))
+
+    def list(self, resource: str, ns: str | None) -> dict[str, Any]:
+        group, kind = RESOURCES[resource]
+        with self.store.lock:
+            items = [
+                json.loads(json.dumps(o))
+                for k, o in sorted(self._objects(resource).items())
+                if ns is None or k.split("/", 1)[0] == ns
+            ]
+            rv = str(self.store.data["rv"])
+        return {
+            "apiVersion": f"{group}/{VERSION}",
+            "items": items,
+            "kind": f"{kind}List",
+            "metadata": {"continue": "", "resourceVersion": rv},
+        }
+
+    def _objects(self, resource: str) -> dict[str, dict[str, Any]]:
+        if resource == "kustomizations":
+            return {k: v["object"] for k, v in self.store.data["kustomizations"].items()}
+        src = self.store.data.get("source")
+        return {SOURCE_KEY: src["object"]} if src else {}
+
+
+def _ready(obj: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in obj["status"].get("conditions", []) if c["type"] == "Ready"), {})
+
+
+def _condition(
+    obj: dict[str, Any], type_: str, status: str, reason: str, message: str, now: datetime, gen: int
+) -> dict[str, Any]:
+    """A metav1.Condition; ``lastTransitionTime`` moves only when the status changes."""
+    old = next((c for c in obj["status"].get("conditions", []) if c["type"] == type_), None)
+    since = old["lastTransitionTime"] if old and old["status"] == status else ts(now)
+    return {
+        "lastTransitionTime": since,
+        "message": message,
+        "observedGeneration": gen,
+        "reason": reason,
+        "status": status,
+        "type": type_,
+    }
+
+
+def _inventory_id(o: dict[str, Any]) -> str:
+    """Flux's inventory id ``<namespace>_<name>_<group>_<kind>`` (ObjMetadata string)."""
+    api = o["apiVersion"]
+    group = api.split("/")[0] if "/" in api else ""
+    return f"{o['metadata'].get('namespace', '')}_{o['metadata']['name']}_{group}_{o['kind']}"
+
+
+def _version(o: dict[str, Any]) -> str:
+    return o["apiVersion"].split("/")[-1]
+
+
+def _change_line(inventory_id: str, action: str) -> str:
+    ns, name, _group, kind = inventory_id.split("_", 3)
+    return f"{kind}/{ns + '/' if ns else ''}{name} {action}"
+
+
+def build_app(sb: Any, flux: Flux) -> FastAPI:
+    app = FastAPI(title="sandbox Kubernetes API (Flux)", docs_url=None, redoc_url=None, openapi_url=None)
+    token = sb.credentials.kube_token.get_secret_value()
+
+    def kube_error(exc: KubeError) -> JSONResponse:
+        return JSONResponse(exc.body, status_code=exc.code)
+
+    @app.middleware("http")
+    async def auth_and_poll(request: Request, call_next: Any) -> Any:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return kube_error(KubeError(401, "Unauthorized", "Unauthorized"))
+        try:
+            await anyio.to_thread.run_sync(flux.maybe_reconcile)
+        except Exception:
+            log.exception("flux: periodic reconciliation failed")
+        return await call_next(request)
+
+    @app.exception_handler(KubeError)
+    def on_kube_error(_: Request, exc: KubeError) -> JSONResponse:
+        return kube_error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return kube_error(
+                KubeError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {}
+                )
+            )
+        if exc.status_code == 404:
+            return kube_error(KubeError(404, "NotFound", "the server could not find the requested resource", {}))
+        return kube_error(KubeError(exc.status_code, "BadRequest", str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return kube_error(KubeError(400, "BadRequest", "invalid request"))
+
+    @app.exception_handler(Exception)
+    def on_crash(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("flux: internal error")
+        return kube_error(KubeError(500, "InternalError", "Internal error occurred: the sandbox failed", {}))
+
+    @app.get("/api")
+    def core_versions() -> dict[str, Any]:
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}],
+        }
+
+    @app.get("/apis")
+    def groups() -> dict[str, Any]:
+        def group(name: str) -> dict[str, Any]:
+            v = {"groupVersion": f"{name}/{VERSION}", "version": VERSION}
+            return {"name": name, "versions": [v], "preferredVersion": v}
+
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group(KS_GROUP), group(SRC_GROUP)]}
+
+    def check(group: str, resource: str) -> None:
+        if RESOURCES.get(resource, ("",))[0] != group:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource", {})
+
+    @app.get("/apis/{group}/v1/namespaces/{ns}/{resource}/{name}")
+    def get_one(group: str, ns: str, resource: str, name: str) -> dict[str, Any]:
+        check(group, resource)
+        return flux.get(resource, ns, name)
+
+    @app.get("/apis/{group}/v1/namespaces/{ns}/{resource}")
+    def list_ns(group: str, ns: str, resource: str) -> dict[str, Any]:
+        check(group, resource)
+        return flux.list(resource, ns)
+
+    @app.get("/apis/{group}/v1/{resource}")
+    def list_all(group: str, resource: str) -> dict[str, Any]:
+        check(group, resource)
+        return flux.list(resource, None)
+
+    @app.post("/sandbox/reconcile")
+    def reconcile() -> dict[str, Any]:
+        return flux.reconcile()
+
+    @app.get("/sandbox/state")
+    def state() -> dict[str, Any]:
+        with flux.store.lock:
+            return json.loads(
+                json.dumps(
+                    {
+                        "history": flux.store.data["history"],
+                        "deliveries": flux.store.data["deliveries"],
+                        "workloads": {k: v["workloads"] for k, v in flux.store.data["kustomizations"].items()},
+                    }
+                )
+            )
+
+    return app
+
+
+def build(sb: Any) -> FastAPI:
+    """The stand-in: reconciles once now, subscribes to ``"git.push"``, serves the Kubernetes API."""
+    flux = Flux(sb)
+    sb.bus.subscribe("git.push", flux.on_push)
+    try:
+        flux.reconcile()
+    except Exception:
+        log.exception("flux: the initial reconciliation failed")
+    app = build_app(sb, flux)
+    app.state.flux = flux
+    return app

@@ -1,0 +1,372 @@
+"""A seeded, deterministic model of the services the sandbox's GitOps repo deploys, behind the Datadog stand-in.
+
+Services and their baselines (daily means; ``hits`` req/s, ``errors`` errors/s = hits x error ratio, ``latency_p95``
+milliseconds):
+
+=============  ========  ======  ===========  ========  ==================================================
+service        language  hits/s  error ratio  p95 (ms)  seeded state
+=============  ========  ======  ===========  ========  ==================================================
+storefront     node      120     1.0 %        180       healthy
+payments       python    40      1.25 %       320       healthy
+catalog        alpine    90      0.5 %        90        healthy
+legacy-api     debian    15      2.0 %        450       errors x4 while built FROM debian buster (alerting)
+inventory      go        60      0.25 %       45        healthy
+=============  ========  ======  ===========  ========  ==================================================
+
+The value of (service, metric) over the bucket ``[t, t + interval)`` is a pure function of ``config.world_seed``,
+the bucket and the deploy history: mean x daily load curve x the ``BREAKAGES`` effects active in the bucket
+(time-weighted when a deploy falls inside it) x ``1 + cv * z``, where ``z`` is a standard normal drawn from
+``blake2b(seed, service, metric, interval, bucket)`` and clipped to +-3. Coefficient of variation at 60 s buckets
+(``NOISE_CV``): hits 4 %, errors 10 %, p95 6 %; it shrinks as ``sqrt(60 / interval)`` for coarser buckets. Request
+rate follows a daily sinusoid of +-15 % (peak 15:00 UTC); p95 rises 15 % of that with load. Buckets later than
+``sb.clock()`` have no data; unknown services have no series at all.
+
+Deploys: the Flux stand-in calls ``record_deploy(at, revision, workloads, files)`` after each applied revision.
+A service's images (and the watched files, see ``watches``) are those of the latest deploy at or before ``t``;
+before the first deploy that names a service, its first recorded state is taken to have run all along (so the
+seeded repo's broken state shows in the history too; with no deploy recorded at all, every service is at its
+baseline). Rules read workload image references and the repo files ``watches`` names (``services/<svc>/Dockerfile``,
+``services/payments/requirements*.txt``). The history is persisted in ``sb.store("world")``.
+
+Monitors (``MONITORS``): per service an error-rate and a p95-latency monitor, evaluated over the last 5 minutes at
+``sb.clock()``: above ``critical`` -> ``Alert``, above ``warning`` -> ``Warn``, else ``OK``; no points -> ``No Data``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+METRICS = ("hits", "errors", "latency_p95")  # req/s, errors/s, milliseconds
+NOISE_CV = {"hits": 0.04, "errors": 0.10, "latency_p95": 0.06}  # at 60 s buckets
+DAILY_AMPLITUDE = 0.15
+PEAK_HOUR_UTC = 15.0
+
+
+@dataclass(frozen=True)
+class Baseline:
+    service: str
+    language: str
+    hits: float  # req/s, daily mean
+    error_ratio: float  # failed requests / requests
+    latency_p95_ms: float
+
+
+SERVICES: dict[str, Baseline] = {
+    b.service: b
+    for b in (
+        Baseline("storefront", "node", 120.0, 0.010, 180.0),
+        Baseline("payments", "python", 40.0, 0.0125, 320.0),
+        Baseline("catalog", "alpine", 90.0, 0.005, 90.0),
+        Baseline("legacy-api", "debian", 15.0, 0.020, 450.0),
+        Baseline("inventory", "go", 60.0, 0.0025, 45.0),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A rule: while ``service`` runs an image matching ``image`` (regex searched in each container's image
+    reference) or a watched ``file`` (fnmatch glob of a repo path) whose text matches ``content`` (regex, multiline),
+    its error rate is multiplied by ``error_rate_x`` and its p95 by ``latency_x``."""
+
+    service: str
+    note: str
+    image: str | None = None
+    file: str | None = None
+    content: str | None = None
+    error_rate_x: float = 1.0
+    latency_x: float = 1.0
+
+    def active(self, images: list[str], files: dict[str, str]) -> bool:
+        if self.image and any(re.search(self.image, ref) for ref in images):
+            return True
+        if self.file and self.content:
+            return any(
+                fnmatch.fnmatch(path, self.file) and re.search(self.content, text, re.M) for path, text in files.items()
+            )
+        return False
+
+
+BREAKAGES: tuple[Effect, ...] = (
+    # Seeded alert (the repo's legacy-api is built FROM debian:10.8): cleared by a bullseye/bookworm base image.
+    Effect(
+        "legacy-api",
+        "Debian buster (EOL): expired CA bundle breaks TLS to the upstream bank API",
+        image=r"debian:(?:buster|10)\b",
+        file="services/legacy-api/Dockerfile",
+        content=r"^FROM\s+(?:\S+/)?debian:(?:buster|10)\b",
+        error_rate_x=4.0,
+        latency_x=1.1,
+    ),
+    # Regressions a careless bump introduces (the verify step must catch them and revert).
+    Effect(
+        "catalog",
+        "alpine edge/3.2x: musl DNS resolver change times out service discovery",
+        image=r"alpine:(?:edge|3\.2\d)",
+        file="services/catalog/Dockerfile",
+        content=r"^FROM\s+(?:\S+/)?alpine:(?:edge|3\.2\d)",
+        error_rate_x=3.0,
+        latency_x=1.6,
+    ),
+    Effect(
+        "payments",
+        "Python 3.12: distutils removed, the payment gateway SDK fails on import paths it uses lazily",
+        image=r"python:3\.12",
+        file="services/payments/Dockerfile",
+        content=r"^FROM\s+(?:\S+/)?python:3\.12",
+        error_rate_x=3.0,
+        latency_x=1.6,
+    ),
+    Effect(
+        "payments",
+        "urllib3 2.x: the payment gateway SDK passes removed arguments",
+        file="services/payments/requirements*.txt",
+        content=r"^urllib3\s*==\s*2\.",
+        error_rate_x=3.0,
+        latency_x=1.6,
+    ),
+    Effect(
+        "storefront",
+        "Node 22: native module ABI mismatch in the image resizer",
+        image=r"node:22",
+        file="services/storefront/Dockerfile",
+        content=r"^FROM\s+(?:\S+/)?node:22",
+        error_rate_x=3.0,
+        latency_x=1.6,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class MonitorDef:
+    """A seeded Datadog metric monitor. ``query`` is in Datadog's monitor syntax; ``metric``/``scale`` say how
+    the world metric maps to the queried value (p95 is queried in seconds, as APM reports it)."""
+
+    id: int
+    service: str
+    kind: str  # "errors" | "latency"
+    name: str
+    query: str
+    metric: str
+    scale: float
+    critical: float
+    warning: float
+    priority: int
+
+    @property
+    def tags(self) -> list[str]:
+        return [f"service:{self.service}", "env:sandbox", "team:platform", "managed-by:fixloop-sandbox"]
+
+
+# service -> (error rate critical, warning) in errors/s, (p95 critical, warning) in seconds
+_THRESHOLDS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "storefront": ((2.2, 1.7), (0.25, 0.22)),
+    "payments": ((0.9, 0.7), (0.45, 0.4)),
+    "catalog": ((0.8, 0.65), (0.125, 0.11)),
+    "legacy-api": ((0.55, 0.42), (0.62, 0.55)),
+    "inventory": ((0.27, 0.21), (0.062, 0.055)),
+}
+ERRORS_METRIC = "trace.http.request.errors"
+LATENCY_METRIC = "trace.http.request.duration.by.service.95p"
+
+
+def _monitors() -> tuple[MonitorDef, ...]:
+    out = []
+    for i, (svc, ((ec, ew), (lc, lw))) in enumerate(_THRESHOLDS.items()):
+        scope = f"{{service:{svc},env:sandbox}}"
+        errors = f"avg(last_5m):sum:{ERRORS_METRIC}{scope}.as_rate() > {ec}"
+        latency = f"avg(last_5m):avg:{LATENCY_METRIC}{scope} > {lc}"
+        mid = 41_000_001 + 2 * i
+        out.append(MonitorDef(mid, svc, "errors", f"High error rate on {svc}", errors, "errors", 1.0, ec, ew, 2))
+        out.append(
+            MonitorDef(mid + 1, svc, "latency", f"High p95 latency on {svc}", latency, "latency_p95", 0.001, lc, lw, 3)
+        )
+    return tuple(out)
+
+
+MONITORS: tuple[MonitorDef, ...] = _monitors()
+MONITOR_WINDOW_S = 300
+MONITOR_INTERVAL_S = 60
+
+
+def watches(path: str) -> bool:
+    """Whether a repo path is one the rules read (the Flux stand-in may pass only those to ``record_deploy``)."""
+    return any(e.file and fnmatch.fnmatch(path, e.file) for e in BREAKAGES)
+
+
+def _epoch(t: datetime | float) -> float:
+    if isinstance(t, datetime):
+        if t.tzinfo is None:
+            raise ValueError("naive datetime: use an aware UTC datetime")
+        return t.timestamp()
+    return float(t)
+
+
+def _gauss(*key: object) -> float:
+    """A standard normal draw that is a pure function of ``key`` (Box-Muller on blake2b), clipped to +-3."""
+    h = hashlib.blake2b("|".join(map(str, key)).encode(), digest_size=16).digest()
+    u1 = (int.from_bytes(h[:8], "big") + 1) / (2**64 + 1)
+    u2 = int.from_bytes(h[8:], "big") / 2**64
+    z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2 * math.pi * u2)
+    return max(-3.0, min(3.0, z))
+
+
+class World:
+    """The sandbox's services: metrics as a function of time and deploy history, and the monitors on them."""
+
+    def __init__(self, sb: Any) -> None:
+        self.sb = sb
+        self.seed = sb.config.world_seed
+        self.store = sb.store("world")
+        with self.store.lock:
+            self.store.data.setdefault("deploys", [])
+        self._timeline: dict[str, tuple[list[float], list[tuple[float, float]]]] | None = None
+
+    # -- deploys ------------------------------------------------------------------------------------------------
+    def record_deploy(
+        self,
+        at: datetime,
+        revision: str,
+        workloads: dict[str, dict[str, str]],
+        files: dict[str, str] | None = None,
+    ) -> None:
+        """Record that ``revision`` was applied at ``at``: ``workloads`` maps service -> {container: image ref};
+        ``files`` ({repo path: text}) is filtered to the paths ``watches`` accepts. Re-recording the same revision
+        with the same content is a no-op."""
+        kept = {p: t for p, t in (files or {}).items() if watches(p)}
+        entry = {
+            "at": _epoch(at),
+            "revision": revision,
+            "workloads": {s: dict(c) for s, c in workloads.items()},
+            "files": kept,
+        }
+        with self.store.lock:
+            deploys = self.store.data["deploys"]
+            same = [d for d in deploys if d["revision"] == revision]
+            if same and same[-1]["workloads"] == entry["workloads"] and same[-1]["files"] == kept:
+                return
+            deploys.append(entry)
+            deploys.sort(key=lambda d: d["at"])
+            self.store.save()
+            self._timeline = None
+
+    def deploys(self) -> list[dict[str, Any]]:
+        with self.store.lock:
+            return [dict(d) for d in self.store.data["deploys"]]
+
+    def _build_timeline(self) -> dict[str, tuple[list[float], list[tuple[float, float]]]]:
+        """service -> (change times, (error x, latency x) from each change on); the first entry starts at -inf."""
+        images: dict[str, list[str]] = {}
+        files: dict[str, str] = {}
+        out: dict[str, tuple[list[float], list[tuple[float, float]]]] = {}
+        for d in self.deploys():
+            files.update(d["files"])
+            for svc, containers in d["workloads"].items():
+                images[svc] = list(containers.values())
+            for svc in SERVICES:
+                if svc not in images and not any(e.service == svc and e.file for e in BREAKAGES):
+                    continue
+                ex = lx = 1.0
+                for e in BREAKAGES:
+                    if e.service == svc and e.active(images.get(svc, []), files):
+                        ex, lx = ex * e.error_rate_x, lx * e.latency_x
+                times, states = out.setdefault(svc, ([], []))
+                if not states:
+                    times.append(-math.inf)
+                    states.append((ex, lx))
+                elif states[-1] != (ex, lx):
+                    times.append(d["at"])
+                    states.append((ex, lx))
+        return out
+
+    def _multipliers(self, service: str, a: float, b: float) -> tuple[float, float]:
+        """Time-weighted (error x, latency x) of ``service`` over [a, b)."""
+        timeline = self._timeline  # one read: record_deploy may reset it meanwhile
+        if timeline is None:
+            with self.store.lock:
+                timeline = self._timeline = self._build_timeline()
+        times, states = timeline.get(service, ([], []))
+        if not times:
+            return 1.0, 1.0
+        i = max(0, bisect.bisect_right(times, a) - 1)
+        if i + 1 >= len(times) or times[i + 1] >= b:
+            return states[i]
+        ex = lx = 0.0
+        t = a
+        while t < b:
+            nxt = min(b, times[i + 1]) if i + 1 < len(times) else b
+            w = (nxt - t) / (b - a)
+            ex, lx = ex + w * states[i][0], lx + w * states[i][1]
+            t, i = nxt, i + 1
+        return ex, lx
+
+    # -- metrics ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def load(t: float) -> float:
+        """The daily load factor (mean 1): request rate multiplier at epoch second ``t``."""
+        phase = (t / 86400.0) - (PEAK_HOUR_UTC / 24.0) + 0.25
+        return 1.0 + DAILY_AMPLITUDE * math.sin(2 * math.pi * phase)
+
+    def expected(self, service: str, metric: str, t: datetime | float, interval_s: int = 60) -> float | None:
+        """The noise-free value over ``[t, t + interval_s)``; None for an unknown service or metric."""
+        base = SERVICES.get(service)
+        if base is None or metric not in METRICS:
+            return None
+        a = _epoch(t)
+        mid = a + interval_s / 2
+        ex, lx = self._multipliers(service, a, a + interval_s)
+        hits = base.hits * self.load(mid)
+        if metric == "hits":
+            return hits
+        if metric == "errors":
+            return hits * base.error_ratio * ex
+        return base.latency_p95_ms * (1 + 0.15 * (self.load(mid) - 1)) * lx
+
+    def series(
+        self, service: str, metric: str, start: datetime | float, end: datetime | float, interval_s: int = 60
+    ) -> list[tuple[int, float | None]]:
+        """``[(bucket start epoch ms, value)]`` for buckets ``ceil(start)..floor(end)`` aligned to ``interval_s``
+        and not later than ``sb.clock()``; ``[]`` for an unknown service or metric."""
+        if service not in SERVICES or metric not in METRICS or interval_s <= 0:
+            return []
+        now = self.sb.clock().timestamp()
+        first = math.ceil(_epoch(start) / interval_s) * interval_s
+        last = math.floor(min(_epoch(end), now) / interval_s) * interval_s
+        cv = NOISE_CV[metric] * min(2.0, math.sqrt(60.0 / interval_s))
+        out: list[tuple[int, float | None]] = []
+        for t in range(int(first), int(last) + 1, interval_s):
+            mean = self.expected(service, metric, t, interval_s)
+            z = _gauss(self.seed, service, metric, interval_s, t // interval_s)
+            out.append((t * 1000, None if mean is None else mean * max(0.05, 1 + cv * z)))
+        return out
+
+    # -- monitors -----------------------------------------------------------------------------------------------
+    def monitor(self, monitor_id: int) -> MonitorDef | None:
+        return next((m for m in MONITORS if m.id == monitor_id), None)
+
+    def monitor_value(self, mon: MonitorDef, at: datetime | None = None) -> float | None:
+        """The monitor's evaluated value (avg over the last 5 minutes, in the query's unit) or None (no data)."""
+        now = _epoch(at or self.sb.clock())
+        pts = [v for _, v in self.series(mon.service, mon.metric, now - MONITOR_WINDOW_S, now, MONITOR_INTERVAL_S)]
+        vals = [v * mon.scale for v in pts if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    def monitor_state(self, mon: MonitorDef, at: datetime | None = None) -> str:
+        """``Alert``/``Warn``/``OK``/``No Data`` at ``at`` (default ``sb.clock()``)."""
+        value = self.monitor_value(mon, at)
+        if value is None:
+            return "No Data"
+        if value > mon.critical:
+            return "Alert"
+        return "Warn" if value > mon.warning else "OK"
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()

@@ -1,0 +1,51 @@
+"""A sandbox server per test on a free port: ``start_sandbox("/jira")`` serves only the stand-ins a test needs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox.app import SERVICES, Sandbox, create_app
+from sandbox.config import SandboxConfig
+from sandbox.server import bind, serve_in_thread
+
+
+@dataclass
+class Running:
+    sb: Sandbox
+    url: str  # http://127.0.0.1:<port>
+
+    def service(self, prefix: str) -> str:
+        return f"{self.url}{prefix}"
+
+
+@pytest.fixture
+def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """``start_sandbox(*prefixes, state_dir=None, clock=None, **config)``: a running sandbox with those stand-ins
+    (all when no prefix is given), its time from ``clock`` when given. Call it again with the same ``state_dir``
+    after the first has stopped to test a restart."""
+    stack = ExitStack()
+
+    def start(
+        *prefixes: str, state_dir: Path | None = None, clock: Callable[[], datetime] | None = None, **config: Any
+    ) -> Running:
+        services = tuple(s for s in SERVICES if not prefixes or s[0] in prefixes)
+        sock = bind()
+        port = sock.getsockname()[1]
+        cfg = SandboxConfig(
+            state_dir=state_dir or tmp_path / "sandbox", public_url=f"http://127.0.0.1:{port}", **config
+        )
+        sb = Sandbox.open(cfg)
+        if clock is not None:
+            sb.clock = clock
+        url = stack.enter_context(serve_in_thread(create_app(sb, services), sock))
+        return Running(sb, url)
+
+    with stack:
+        yield start
