@@ -1,0 +1,244 @@
+"""The merge request's text: a title a reviewer understands, a description with the findings closed, what is not
+fixed, risks, verification, rollback, and a machine-readable block fixloop reads back.
+
+Scanner text is untrusted: identifiers (packages, advisories, versions, paths) are shown as code spans (no
+Markdown, HTML, links, mentions or references inside), free text is escaped and defanged, everything is bounded.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import posixpath
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from packaging.utils import canonicalize_name
+from pydantic import BaseModel, ConfigDict
+
+from fixloop.change.ops import BumpBaseImage, BumpGoModule, BumpNpmPackage, BumpPythonPin, Operation, subject
+from fixloop.change.plan import PLAN_VERSION, Plan
+from fixloop.models import Severity, Signal, WorkItem
+from fixloop.parsing import clean
+
+TITLE_MAX = 255  # GitLab's limit
+TABLE_ROWS_MAX = 100
+ROLLBACK = "Revert the merge commit; fixloop opens the revert MR if verification fails."
+_ORDER = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO, Severity.UNKNOWN)
+_ECO_WORD = {"pypi": "Python", "npm": "npm", "go": "Go"}
+_BLOCK = re.compile(r"<!-- fixloop:(\{[^\n]*\}) -->\s*\Z")
+
+
+class MergeRequestText(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str
+    description: str
+    labels: list[str]
+
+
+# ---------------------------------------------------------------- escaping
+
+
+def code(value: object, limit: int = 120, *, cell: bool = False) -> str:
+    """Untrusted text as an inline code span: one line, bounded, backticks replaced, ``|`` escaped in a table cell."""
+    s = clean(value, limit).replace("`", "\u02cb") or " "
+    return f"`{s.replace('|', chr(92) + '|') if cell else s}`"
+
+
+_MD_PUNCT = re.compile(r"([\\`*_\[\]|~#])")  # inline markup; <, > and & are HTML-escaped first
+
+
+def text(value: object, limit: int = 300) -> str:
+    """Untrusted free text as inert Markdown: one line, bounded, HTML-escaped, inline Markdown punctuation
+    (emphasis, code, links, tables) backslash-escaped, and URLs, @mentions and #/! references broken with a
+    zero-width space."""
+    s = html.escape(clean(value, limit), quote=False)
+    s = _MD_PUNCT.sub(r"\\\1", s)
+    return re.sub(r"([@#!])", "\\1\u200b", s).replace("://", ":\u200b//")
+
+
+def plain(value: object, limit: int) -> str:
+    """Untrusted text in a plain-text field (the MR title): one line, bounded, no angle brackets or backticks."""
+    return re.sub(r"[<>`]", "", clean(value, limit))
+
+
+_ADVISORY_LINKS = (
+    (re.compile(r"^CVE-\d{4}-\d{4,7}$"), "https://nvd.nist.gov/vuln/detail/{}"),
+    (re.compile(r"^GHSA(-[23456789cfghjmpqrvwx]{4}){3}$"), "https://github.com/advisories/{}"),
+    (re.compile(r"^SNYK-[A-Z0-9]+(-[A-Z0-9]+)*-\d+$"), "https://security.snyk.io/vuln/{}"),
+    (re.compile(r"^(PYSEC|GO|RUSTSEC|OSV|GSD|GMS|MAL)-\d{4}-\d{1,7}$"), "https://osv.dev/vulnerability/{}"),
+)
+
+
+def advisory(value: str) -> str:
+    """An advisory id, linked to its canonical page when it is a well-formed id of a known database (the link is
+    built from the id, never taken from the scanner), else a plain code span."""
+    for pattern, url in _ADVISORY_LINKS:
+        if pattern.match(value):
+            return f"[{value}]({url.format(value)})"
+    return code(value, 64, cell=True)
+
+
+# ---------------------------------------------------------------- findings
+
+
+def _severity_by_advisory(signals: Sequence[Signal]) -> dict[str, Severity]:
+    out: dict[str, Severity] = {}
+    for s in signals:
+        key = s.advisory_id or s.fingerprint
+        if key not in out or s.severity.rank > out[key].rank:
+            out[key] = s.severity
+    return out
+
+
+def _fixes(signals: Sequence[Signal]) -> str:
+    by_advisory = _severity_by_advisory(signals)
+    n = len(by_advisory)
+    all_cves = n > 0 and all(a.startswith("CVE-") for a in by_advisory)
+    noun = ("CVE" if n == 1 else "CVEs") if all_cves else ("advisory" if n == 1 else "advisories")
+    counts = Counter(by_advisory.values())
+    parts = ", ".join(f"{counts[sev]} {sev.value}" for sev in _ORDER if counts[sev])
+    return f"fixes {n} {noun}: {parts}"
+
+
+def _covered(plan: Plan, signals: Sequence[Signal]) -> list[tuple[Signal, str]]:
+    """``(signal, fixed version)`` of each signal an operation closes: every OS package finding for a base image
+    bump (the fix comes with the new image), the bumped package's findings otherwise."""
+    new_by_package: dict[str, str] = {}
+    rebuild = any(isinstance(op, BumpBaseImage) for op in plan.operations)
+    for op in plan.operations:
+        if isinstance(op, BumpPythonPin | BumpNpmPackage | BumpGoModule):
+            new_by_package[canonicalize_name(subject(op))] = op.new
+    out = []
+    for s in signals:
+        name = canonicalize_name(s.package or "")
+        if name in new_by_package:
+            out.append((s, new_by_package[name]))
+        elif rebuild:
+            out.append((s, s.fixed_version or "?"))
+    out.sort(key=lambda sv: (-sv[0].severity.rank, sv[0].advisory_id or "", sv[0].package or ""))
+    return out
+
+
+# ---------------------------------------------------------------- title
+
+
+def title_for(plan: Plan, covered: Sequence[Signal]) -> str:
+    ops = plan.operations
+    fixes = _fixes(covered)
+    dirs = sorted({posixpath.dirname(op.path) for op in ops})
+    where = f" in {dirs[0]}" if len(dirs) == 1 and dirs[0] else ""
+    if all(isinstance(op, BumpBaseImage) for op in ops):
+        changes = {(op.current, op.new) for op in ops if isinstance(op, BumpBaseImage)}
+        if len(changes) == 1:
+            ((cur, new),) = changes
+            image, _, old_tag = cur.rpartition(":")
+            head = f"Bump {image.split('/')[-1]} base image {old_tag} \u2192 {new.rpartition(':')[2]}"
+        else:
+            head = f"Bump base images{where}"
+    elif len(ops) == 1 and isinstance(ops[0], BumpPythonPin | BumpNpmPackage | BumpGoModule):
+        op = ops[0]
+        head = f"Bump {plain(subject(op), 80)} {op.current} \u2192 {op.new}{where}"
+    else:
+        kinds = {op.op for op in ops}
+        word = {"bump_python_pin": "Python ", "bump_npm_package": "npm ", "bump_go_module": "Go "}
+        eco = word.get(next(iter(kinds)), "") if len(kinds) == 1 else ""
+        head = f"Bump {len(ops)} {eco}packages{where}"
+    return plain(f"{head} ({fixes})", TITLE_MAX)
+
+
+# ---------------------------------------------------------------- description
+
+
+def _change_line(op: Operation) -> str:
+    if isinstance(op, BumpBaseImage):
+        return f"- {code(op.path)}: base image {code(op.current)} \u2192 {code(op.new)} (FROM of stage {op.stage})"
+    if isinstance(op, BumpNpmPackage):
+        files = " and ".join(code(p) for p in op.paths())
+        direct = "" if op.direct else " (transitive: lockfile only)"
+        return f"- {files}: {code(op.package)} {code(op.current)} \u2192 {code(op.new)}{direct}"
+    return f"- {code(op.path)}: {code(subject(op))} {code(op.current)} \u2192 {code(op.new)}"  # type: ignore[union-attr]
+
+
+def machine_block(item: WorkItem, plan: Plan) -> str:
+    """``<!-- fixloop:{json} -->``: the work item, branch and operations, as fixloop reads them back. The JSON is
+    ASCII with ``<``, ``>``, ``&`` and ``-`` escaped, so no value can end the comment."""
+    payload = {
+        "version": PLAN_VERSION,
+        "work_item": item.id,
+        "branch": plan.branch,
+        "operations": [op.model_dump(mode="json") for op in plan.operations],
+    }
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    for ch in "<>&-":
+        body = body.replace(ch, f"\\u{ord(ch):04x}")
+    return f"<!-- fixloop:{body} -->"
+
+
+def read_back(description: str) -> dict[str, object] | None:
+    """The machine-readable block at the end of a description fixloop wrote, or None."""
+    m = _BLOCK.search(description[-200_000:])
+    if not m:
+        return None
+    try:
+        data = json.loads(m.group(1))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def render(
+    item: WorkItem,
+    plan: Plan,
+    signals: Sequence[Signal],
+    *,
+    jira_key: str | None = None,
+    jira_url: str | None = None,
+    verification: str | None = None,
+    drafted_by: str = "fixloop rules",
+) -> MergeRequestText:
+    """The MR title, description and labels of ``plan`` for ``item`` (``signals`` may be a superset)."""
+    wanted = set(item.signals)
+    own = sorted((s for s in signals if s.fingerprint in wanted), key=lambda s: s.fingerprint)
+    covered = _covered(plan, own)
+    title = title_for(plan, [s for s, _ in covered])
+    out = [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]
+    if jira_key and re.fullmatch(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}", jira_key):
+        if jira_url and re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d+)?/[A-Za-z0-9/._-]*", jira_url):
+            out += [f"Jira: [{jira_key}]({jira_url})", ""]
+        else:
+            out += [f"Jira: {jira_key}", ""]
+    out += ["### Changes", *[_change_line(op) for op in plan.operations], ""]
+    out += [
+        "### Findings closed",
+        "",
+        "| Advisory | Package | Installed \u2192 fixed | Severity |",
+        "|---|---|---|---|",
+    ]
+    for s, fixed in covered[:TABLE_ROWS_MAX]:
+        adv = advisory(s.advisory_id) if s.advisory_id else code("(no id)")
+        versions = f"{code(s.installed_version or '?', 60, cell=True)} \u2192 {code(fixed, 60, cell=True)}"
+        out.append(f"| {adv} | {code(s.package or '?', 80, cell=True)} | {versions} | {s.severity.value} |")
+    if len(covered) > TABLE_ROWS_MAX:
+        out.append(f"| \u2026 and {len(covered) - TABLE_ROWS_MAX} more | | | |")
+    out.append("")
+    if plan.not_fixable:
+        out += ["### Not fixed by this MR"]
+        out += [f"- {code(n.package, 80)}: {text(n.reason)}" for n in plan.not_fixable[:TABLE_ROWS_MAX]]
+        out.append("")
+    risks = plan.risks or ["None known: the new versions are in the same release line."]
+    out += ["### Risk notes", *[f"- {text(r)}" for r in risks], *[f"- {text(n)}" for n in plan.notes], ""]
+    out += [
+        "### Verification",
+        text(verification)
+        if verification
+        else "_Filled in by fixloop at deploy time: "
+        "the service's monitors and error rate over the verification window; a triggered monitor fails it._",
+        "",
+    ]
+    out += ["### Rollback", ROLLBACK, "", f"_Drafted by {text(drafted_by, 80)}; validated by fixloop's policy._", ""]
+    out.append(machine_block(item, plan))
+    labels = ["fixloop", "security", f"fixloop::{item.kind.value}", f"severity::{item.severity.value}"]
+    return MergeRequestText(title=title, description="\n".join(out) + "\n", labels=labels)

@@ -1,0 +1,106 @@
+"""Which version to move to: the lowest fixing every advisory (by the ecosystem's own ordering), and the newest
+image tag of the same line and variant."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from fixloop.parsing import _UNCOMPARABLE, split_versions, version_key
+
+
+def _key(eco: str | None, version: str) -> object:
+    return version_key(eco, go_version(version) if eco == "go" else version)
+
+
+def lowest_above(eco: str | None, installed: str, fixed: str | Iterable[str]) -> str | None:
+    """The lowest valid candidate strictly above ``installed`` among the alternatives of one advisory's fixed
+    versions (``"0.11.11, 0.11.6, 0.12"``, ``"~> 5.2.4.3, >= 6.0.3.1"``, or a list); None when there is none or the
+    versions cannot be compared under ``eco``'s rules."""
+    floor = _key(eco, installed)
+    if floor is _UNCOMPARABLE:
+        return None
+    above = []
+    for candidate in split_versions(fixed):
+        k = _key(eco, candidate)
+        if k is not _UNCOMPARABLE and k > floor:  # type: ignore[operator]
+            above.append((k, candidate))
+    return min(above, key=lambda kc: kc[0])[1] if above else None
+
+
+def required_version(eco: str | None, installed: str, advisories: Sequence[str | Sequence[str]]) -> str | None:
+    """The lowest version fixing every advisory: the highest of each advisory's lowest fix above ``installed``.
+    None when one advisory has no usable fix (the package is then not fixable by a bump)."""
+    needs = []
+    for fixed in advisories:
+        v = lowest_above(eco, installed, fixed)
+        if v is None:
+            return None
+        needs.append((_key(eco, v), v))
+    return max(needs, key=lambda kv: kv[0])[1] if needs else None
+
+
+_GO_MAJOR_SUFFIX = re.compile(r"/v\d+$")
+
+
+def go_version(version: str, module: str | None = None) -> str:
+    """A Go module version as go.mod writes it: a leading ``v``, and ``+incompatible`` for a v2+ version of a
+    module whose path has no ``/vN`` suffix (``github.com/docker/distribution v2.8.0+incompatible``)."""
+    v = version if version.startswith("v") else "v" + version
+    if module is not None and "+incompatible" not in v and not _GO_MAJOR_SUFFIX.search(module):
+        if not module.startswith("gopkg.in/") and _major(v) >= 2:
+            v += "+incompatible"
+    return v
+
+
+def _major(version: str) -> int:
+    m = re.match(r"v?(\d+)", version)
+    return int(m.group(1)) if m else 0
+
+
+def _release(version: str) -> tuple[int, ...]:
+    m = re.match(r"v?(\d+(?:\.\d+)*)", version)
+    return tuple(int(x) for x in m.group(1).split(".")) if m else ()
+
+
+def risk(eco: str | None, current: str, new: str) -> str | None:
+    """A reviewer's warning for a bump, or None: a new major version, a 0.x minor change (breaking by semver),
+    or a pre-release target."""
+    notes = []
+    a, b = _release(current), _release(new)
+    if a and b and b[0] > a[0]:
+        notes.append(f"major version change {a[0]} -> {b[0]}")
+    elif a and b and a[0] == 0 and b[0] == 0 and b[1:2] > a[1:2]:
+        notes.append("0.x minor version change (may break the API)")
+    if eco == "pypi":
+        k = version_key("pypi", new)
+        if k is not _UNCOMPARABLE and getattr(k, "is_prerelease", False):
+            notes.append("the fixed version is a pre-release")
+    elif re.search(r"-(alpha|beta|rc|pre)", new, re.I):
+        notes.append("the fixed version is a pre-release")
+    return "; ".join(notes) or None
+
+
+_TAG = re.compile(r"^(?P<v>v?)(?P<nums>\d+(?:\.\d+)*)(?P<suffix>(?:[-_][A-Za-z0-9._-]*)?)$")
+
+
+def newest_tag(current: str, tags: Iterable[str]) -> str | None:
+    """The newest tag of ``current``'s line and variant: same number of numeric components, same leading
+    components (all but the last), same suffix (``-alpine``, ``-slim``). ``3.9.4`` -> ``3.9.6`` (not ``3.10.0``),
+    ``10.2`` -> ``10.13``, ``14.17-alpine`` -> ``14.21-alpine``. None when ``current`` has no line (a single number,
+    ``latest``, a codename) or nothing newer is listed."""
+    m = _TAG.match(current)
+    if not m:
+        return None
+    nums = tuple(int(x) for x in m["nums"].split("."))
+    if len(nums) < 2:
+        return None
+    best: tuple[tuple[int, ...], str] | None = None
+    for tag in tags:
+        t = _TAG.match(tag) if isinstance(tag, str) and len(tag) <= 128 else None
+        if not t or t["v"] != m["v"] or t["suffix"] != m["suffix"]:
+            continue
+        n = tuple(int(x) for x in t["nums"].split("."))
+        if len(n) == len(nums) and n[:-1] == nums[:-1] and n > nums and (best is None or (n, tag) > best):
+            best = (n, tag)
+    return best[1] if best else None
