@@ -15,6 +15,7 @@ from fixloop.models import WorkItem
 OPEN_WORK_ITEM = "jira.open_work_item"
 COMMENT = "jira.comment"
 CLOSE_WORK_ITEM = "jira.close_work_item"
+LINK = "jira.link"
 
 
 class OpenWorkItemInput(BaseModel):
@@ -52,3 +53,21 @@ class CloseWorkItemInput(BaseModel):
     key: str
     resolution: str  # e.g. "done", "won't do"
     comment: str = Field(max_length=32_000)
+
+
+class LinkInput(BaseModel):
+    """A link on issue ``key`` to ``url`` (e.g. the merge request), idempotent by URL (a Jira remote link whose
+    ``globalId`` is the URL)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    url: str = Field(max_length=2_000)
+    title: str = Field(max_length=255)
+
+
+class LinkRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    created: bool  # False when the link was already there

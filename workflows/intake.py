@@ -338,7 +338,11 @@ class IntakeWorkflow:
         if missing:
             workflow.logger.warning("triage left %d signal(s) without a group; counted unassigned", len(missing))
         started_before, updated_before = c.loops_started, c.loops_updated
-        await asyncio.gather(*(self._start_loop(wi) for wi in result.work_items))
+        by_fingerprint = {s.fingerprint: s for s in window}
+        await asyncio.gather(
+            *(self._start_loop(wi, [by_fingerprint[f] for f in wi.signals if f in by_fingerprint])
+              for wi in result.work_items)
+        )  # fmt: skip
         self.state.windows.append(
             WindowRecord(
                 closed_at=workflow.now(),
@@ -381,7 +385,7 @@ class IntakeWorkflow:
             return None
         return TypedSearchAttributes([SearchAttributePair(k, v) for k, v in initial_attributes(self.inp.scope, wi)])
 
-    async def _start_loop(self, wi: WorkItem) -> None:
+    async def _start_loop(self, wi: WorkItem, signals: list[Signal]) -> None:
         wid = loop_id(self.inp.scope, wi.id)
         c = self.state.counters
         if wi.kind in (WorkItemKind.ALERT_INVESTIGATION, WorkItemKind.DEPLOY_REGRESSION):
@@ -390,7 +394,9 @@ class IntakeWorkflow:
             try:
                 await workflow.start_child_workflow(
                     RemediationWorkflow.run,
-                    RemediationInput(scope=self.inp.scope, work_item=wi, options=self.inp.options.loop_options),
+                    RemediationInput(
+                        scope=self.inp.scope, work_item=wi, signals=signals, options=self.inp.options.loop_options
+                    ),
                     id=wid,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     static_summary=wi.title,

@@ -103,6 +103,7 @@ class RemediationInput(BaseModel):
 
     scope: str
     work_item: WorkItem
+    signals: list[Signal] = Field(default_factory=list)  # the work item's signals at the start (for planning)
     options: LoopOptions = Field(default_factory=LoopOptions)
     state: LoopState | None = None  # set by continue-as-new
 
@@ -253,7 +254,9 @@ class RemediationWorkflow:
     async def _plan_change(self) -> None:
         planned = await workflow.execute_activity(
             change.PLAN_CHANGE,
-            change.PlanChangeInput(scope=self.inp.scope, work_item=self.inp.work_item, jira_key=self._jira_key()),
+            change.PlanChangeInput(
+                scope=self.inp.scope, work_item=self.inp.work_item, jira_key=self._jira_key(), signals=self.inp.signals
+            ),
             result_type=change.PlannedChange,
             start_to_close_timeout=policies.PLAN_TIMEOUT,
             retry_policy=policies.EXTERNAL_RETRY,
@@ -285,6 +288,15 @@ class RemediationWorkflow:
         self.state.merge_request = ref
         self._set_attributes((policies.SA_MERGE_REQUEST, ref.url))
         self._note(f"merge request !{ref.iid} at {ref.head_sha[:12]}: {ref.url}")
+        if self.state.issue is not None:  # the Jira issue links back to the merge request
+            await workflow.execute_activity(
+                jira.LINK,
+                jira.LinkInput(key=self.state.issue.key, url=ref.url, title=f"Merge request !{ref.iid}"),
+                result_type=jira.LinkRef,
+                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+                retry_policy=policies.EXTERNAL_RETRY,
+                summary="link the merge request",
+            )
         self._advance(Stage.AWAIT_APPROVAL)
 
     async def _await_approval(self) -> None:

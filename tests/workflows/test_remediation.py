@@ -47,7 +47,10 @@ async def test_loop_runs_to_a_verified_close(env: WorkflowEnvironment, task_queu
     state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
 
     assert (state.stage, state.outcome) == (Stage.DONE, Outcome.VERIFIED)
-    assert world.calls == ["jira.open_work_item", "change.plan", "gitlab.open_merge_request", "verify.judge"]
+    assert world.calls == [
+        "jira.open_work_item", "change.plan", "gitlab.open_merge_request", "jira.link", "verify.judge"
+    ]  # fmt: skip
+    assert [(link.key, link.url) for link in world.links] == [("OPS-1", state.merge_request.url)]
     assert (world.mr_polls, world.deploy_polls) == (3, 2)
     assert [c.resolution for c in world.closed] == ["done"] and "error rate" in world.closed[0].comment
     assert world.comments == []
@@ -80,7 +83,7 @@ async def test_stalled_approval_escalates_then_ends(env: WorkflowEnvironment, ta
     assert hours == [4, 8]
     assert round((state.evidence[-1].at - opened) / timedelta(hours=1), 2) == 12
     assert world.mr_polls >= 3 * 4 * 2 - 3
-    assert world.calls[-1] == "gitlab.open_merge_request"  # never deployed, never judged
+    assert world.calls[-2:] == ["gitlab.open_merge_request", "jira.link"]  # never deployed, never judged
 
 
 async def test_merge_without_a_human_approval_does_not_pass_the_gate(env: WorkflowEnvironment, task_queue: str) -> None:

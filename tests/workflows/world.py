@@ -28,6 +28,7 @@ class World:
     calls: list[str] = field(default_factory=list)
     comments: list[jira.CommentInput] = field(default_factory=list)
     closed: list[jira.CloseWorkItemInput] = field(default_factory=list)
+    links: list[jira.LinkInput] = field(default_factory=list)
     mr_polls: int = 0
     deploy_polls: int = 0
 
@@ -41,6 +42,7 @@ class World:
             self.judge,
             self.comment,
             self.close_work_item,
+            self.link,
         ]
 
     @activity.defn(name=jira.OPEN_WORK_ITEM)
@@ -101,3 +103,9 @@ class World:
     @activity.defn(name=jira.CLOSE_WORK_ITEM)
     async def close_work_item(self, inp: jira.CloseWorkItemInput) -> None:
         self.closed.append(inp)
+
+    @activity.defn(name=jira.LINK)
+    async def link(self, inp: jira.LinkInput) -> jira.LinkRef:
+        self.calls.append(jira.LINK)
+        self.links.append(inp)
+        return jira.LinkRef(id=str(len(self.links)), created=True)
