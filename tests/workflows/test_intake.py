@@ -44,10 +44,16 @@ class LoopStandIn:
     def __init__(self) -> None:
         self.added: list[str] = []
         self.refreshed = 0
+        self.started_with: list[str] = []
 
     @workflow.run
     async def run(self, inp: RemediationInput) -> None:
+        self.started_with = sorted(s.fingerprint for s in inp.signals)
         await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def signals_at_start(self) -> list[str]:
+        return self.started_with
 
     @workflow.signal
     def add_signals(self, more: MoreSignals) -> None:
@@ -188,7 +194,12 @@ async def test_same_storm_twice_starts_one_loop_per_work_item(env: WorkflowEnvir
             await handle.signal(IntakeWorkflow.finish, Finish())
         one, two = await first.result(), await second.result()
         children = await _children(env.client, scope, expected)
+        started = {  # each loop starts with its work item's own signals (what planning reads)
+            wi.id: await env.client.get_workflow_handle(loop_id(scope, wi.id)).query(LoopStandIn.signals_at_start)
+            for wi in expected.work_items
+        }
 
+    assert started == {wi.id: sorted(set(wi.signals)) for wi in expected.work_items}
     assert one.counters.loops_started + two.counters.loops_started == len(expected.work_items)
     assert one.counters.loops_updated + two.counters.loops_updated == len(expected.work_items)
     assert children == {wi.id: 1 for wi in expected.work_items}
