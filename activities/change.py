@@ -1,13 +1,30 @@
 """Planning the change of a work item: locate the fix in the GitOps repository and produce typed, validated
-edit operations (stage 2). Interface only here; locating, the operations and their validation are issue 5's.
+edit operations (stage 2).
+
+The models and names first (what the workflow uses), then ``ChangeActivities``: ``change.plan`` reads the
+repository through GitLab at the head of the default branch (``GitLabRepo``), the registry's tag lists
+(``RegistryTags``) and runs the pure planner ``fixloop.change.plan``; the MR text comes from ``fixloop.change.mr``.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import asyncio
+import logging
+import re
+from collections.abc import Iterable, Sequence
 
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import activity
+
+from activities.errors import as_application_errors
+from fixloop.change import NotFixable, NotLocated, Plan, plan
+from fixloop.change.mr import render
 from fixloop.change.ops import Operation
 from fixloop.models import Signal, WorkItem
+from fixloop.parsing import clean
+from integrations.errors import AuthError, IntegrationError
+from integrations.gitlab.api import GitLabClient, GitLabSettings
+from integrations.registry import RegistryClient, RegistrySettings
 
 PLAN_CHANGE = "change.plan"
 
@@ -41,3 +58,145 @@ class PlannedChange(BaseModel):
     labels: list[str] = Field(default_factory=list)
     not_fixable: list[str] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)
+
+
+# --- the implementation ----------------------------------------------------------------------------------------
+
+
+log = logging.getLogger(__name__)
+
+FILE_MAX_BYTES = 1 << 20  # files larger than this are not read (a view sees them as absent)
+_DOCKER_HUB = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+
+
+class GitLabRepo:
+    """A ``fixloop.change.RepoView`` of the GitLab project at commit ``sha``: the listing comes from one recursive
+    tree call (blobs only), files are read on first use and cached. A file over ``max_bytes`` reads as None (and is
+    logged): no fix lives in a megabyte-sized manifest, and a plan must stay bounded."""
+
+    def __init__(self, client: GitLabClient, sha: str, max_bytes: int = FILE_MAX_BYTES) -> None:
+        self.client = client
+        self.sha = sha
+        self.max_bytes = max_bytes
+        self._paths: list[str] | None = None
+        self._texts: dict[str, str | None] = {}
+
+    def list(self) -> Iterable[str]:
+        if self._paths is None:
+            self._paths = sorted(i.path for i in self.client.tree(ref=self.sha, recursive=True) if i.type == "blob")
+        return self._paths
+
+    def read(self, path: str) -> str | None:
+        if path not in self._texts:
+            text = self.client.read_file(path, self.sha)
+            if text is not None and len(text.encode()) > self.max_bytes:
+                log.warning("%s@%s is over %d bytes: not read", clean(path, 200), self.sha[:12], self.max_bytes)
+                text = None
+            self._texts[path] = text
+        return self._texts[path]
+
+
+class RegistryTags:
+    """``plan()``'s tag lookup on the registry: an image name (as a FROM line writes it, e.g. ``alpine`` or
+    ``docker.io/library/alpine``) -> its tags. Images on another registry host, and names the registry refuses or
+    does not know, get no tags and a reason in ``failed`` (that image is not fixable; the rest of the plan goes on).
+    An ``AuthError`` (the registry credentials are wrong) and a retryable error (transport, 429, 5xx) propagate:
+    the first fails the activity, the second lets Temporal retry it."""
+
+    def __init__(self, client: RegistryClient | None) -> None:
+        self.client = client
+        self.failed: dict[str, str] = {}
+
+    def __call__(self, image: str) -> Sequence[str]:
+        name = image
+        for prefix in _DOCKER_HUB:
+            name = name.removeprefix(prefix)
+        first, _, rest = name.partition("/")
+        if rest and (("." in first) or (":" in first) or first == "localhost"):
+            self.failed[image] = f"fixloop knows no registry for the host {clean(first, 80)}"
+            return []
+        if self.client is None:
+            self.failed[image] = "no registry configured (FIXLOOP_REGISTRY_URL)"
+            return []
+        try:
+            return self.client.tags(name)
+        except AuthError:
+            raise
+        except IntegrationError as e:
+            if e.retryable:
+                raise
+            self.failed[image] = f"the registry could not list its tags ({clean(e.message, 200)})"
+            return []
+
+
+def _explain(items: Sequence[NotFixable], failed: dict[str, str]) -> list[NotFixable]:
+    return [n.model_copy(update={"reason": failed[n.package]}) if n.package in failed else n for n in items]
+
+
+_JIRA_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}")
+
+
+class ChangeActivities:
+    """``change.plan`` on the GitLab project of ``gitlab`` (the GitOps repository, ``gitlab.project``; the input's
+    ``scope`` does not choose it) and the registry of ``registry`` (None: base images are not fixable).
+    ``jira_url`` is the Jira site (e.g. ``https://acme.atlassian.net``) the MR description links the issue on
+    (``fixloop.change.mr.render`` links only an ``https`` URL); None: the key alone."""
+
+    def __init__(
+        self, gitlab: GitLabSettings, registry: RegistrySettings | None = None, jira_url: str | None = None
+    ) -> None:
+        self.gitlab = GitLabClient(gitlab)
+        self.registry = RegistryClient(registry) if registry is not None else None
+        self.jira_url = jira_url.rstrip("/") if jira_url else None
+
+    def close(self) -> None:
+        if self.registry is not None:
+            self.registry.close()
+
+    @activity.defn(name=PLAN_CHANGE)
+    async def plan(self, inp: PlanChangeInput) -> PlannedChange:
+        """Plan ``inp.work_item``'s change on the head of the default branch (recorded as ``base_sha``). Not located
+        -> ``located=False`` with the reason; a change failing validation -> non-retryable ``ApplicationError`` of
+        type ``PolicyViolation``; integration errors -> ``ApplicationError`` (non-retryable unless retryable)."""
+        with as_application_errors():
+            return await asyncio.to_thread(self._plan, inp)
+
+    def _plan(self, inp: PlanChangeInput) -> PlannedChange:
+        default = self.gitlab.default_branch()
+        base_sha = self.gitlab.branch_head(default)
+        if base_sha is None:
+            raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
+        tags = RegistryTags(self.registry)
+        result = plan(inp.work_item, inp.signals, GitLabRepo(self.gitlab, base_sha), tags=tags)
+        if isinstance(result, NotLocated):
+            not_fixable = _explain(result.not_fixable, tags.failed)
+            reason = result.reason
+            if tags.failed and not_fixable != result.not_fixable:
+                reason = clean("; ".join(f"{n.package}: {n.reason}" for n in not_fixable), 2000)
+            return PlannedChange(
+                located=False,
+                reason=reason,
+                base_sha=base_sha,
+                not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
+            )
+        return self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed))
+
+    def _planned(
+        self, inp: PlanChangeInput, result: Plan, base_sha: str, not_fixable: list[NotFixable]
+    ) -> PlannedChange:
+        result = result.model_copy(update={"not_fixable": not_fixable})
+        key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
+        url = f"{self.jira_url}/browse/{key}" if key and self.jira_url else None
+        text = render(inp.work_item, result, inp.signals, jira_key=key, jira_url=url)
+        return PlannedChange(
+            located=True,
+            branch=result.branch,
+            operations=[op.describe() for op in result.operations],
+            base_sha=base_sha,
+            changes=list(result.operations),
+            title=text.title,
+            description=text.description,
+            labels=text.labels,
+            not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
+            risks=list(result.risks),
+        )

@@ -1,5 +1,6 @@
 """GitLab activities: open (or update) the merge request of a planned change, and read its state (the poll
-fallback of the approval gate). Interfaces here; the ``python-gitlab`` implementation is issue 5's and 6's.
+fallback of the approval gate). The models and names first (what the workflow uses), then ``GitLabActivities`` on
+``integrations.gitlab.api.GitLabClient``.
 
 ``gitlab.open_merge_request`` is idempotent: the branch is ``fixloop/<work-item-id>``, an open MR from it is
 reused. ``gitlab.merge_request_state`` only reads.
@@ -7,13 +8,23 @@ reused. ``gitlab.merge_request_state`` only reads.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.change import PlannedChange
+from activities.errors import as_application_errors
+from fixloop.change.edit import apply
+from fixloop.change.ops import PolicyViolation
+from fixloop.change.policy import POLICY_FILE, load_policy, validate
 from fixloop.models import WorkItem
+from fixloop.parsing import clean
+from integrations.errors import Conflict
+from integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
 
 OPEN_MERGE_REQUEST = "gitlab.open_merge_request"
 MERGE_REQUEST_STATE = "gitlab.merge_request_state"
@@ -76,3 +87,120 @@ class MergeRequestStateInput(BaseModel):
 
     project: str
     iid: int
+
+
+# --- the implementation ----------------------------------------------------------------------------------------
+
+
+def commit_message(inp: OpenMergeRequestInput) -> str:
+    """The commit message: the MR title, then the work item and the Jira key (trailers a reviewer can grep)."""
+    title = clean(inp.change.title or f"fixloop: fix {inp.work_item.id}", 255)
+    lines = [title, "", f"Fixloop-Work-Item: {inp.work_item.id}"]
+    if inp.jira_key:
+        lines.append(f"Refs: {clean(inp.jira_key, 40)}")
+    return "\n".join(lines) + "\n"
+
+
+def _merged_at(info: MergeRequestInfo) -> datetime | None:
+    if not info.merged_at:
+        return None
+    try:
+        return datetime.fromisoformat(info.merged_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+class GitLabActivities:
+    """The merge request activities on the GitLab project of ``settings`` (the GitOps repository: the project is
+    ``settings.project``, the input's ``scope`` does not choose it; ``merge_request_state`` reads the project its
+    ``MergeRequestRef`` names); approvals by ``settings.bot_username`` are flagged ``bot`` (the gate never counts
+    them)."""
+
+    def __init__(self, settings: GitLabSettings) -> None:
+        self.settings = settings
+        self.client = GitLabClient(settings)
+        self._clients: dict[str, GitLabClient] = {settings.project: self.client}
+
+    def _client(self, project: str) -> GitLabClient:
+        if project not in self._clients:
+            self._clients[project] = GitLabClient(self.settings.model_copy(update={"project": project}))
+        return self._clients[project]
+
+    @activity.defn(name=OPEN_MERGE_REQUEST)
+    async def open_merge_request(self, inp: OpenMergeRequestInput) -> MergeRequestRef:
+        """Apply ``inp.change`` again at its ``base_sha`` (re-read, re-validated against the policy at that commit),
+        commit it on the change's branch (created at ``base_sha``) and open or update the MR into the default branch.
+
+        Idempotent: a second run finds the branch holding the contents (no commit) and the open MR (updated only
+        where title, description or labels differ). The change always applies at ``base_sha``: when the default
+        branch changed the same lines since, the MR shows the conflict to the reviewer (GitLab's merge status), it is
+        not rebased silently. Errors: a change that no longer validates, or a branch holding other contents than the
+        planned base (an older plan's commit), -> non-retryable ``ApplicationError`` (``PolicyViolation``,
+        ``Conflict``); integration errors -> ``ApplicationError`` (non-retryable unless retryable)."""
+        change = inp.change
+        if not change.located or not change.branch or not change.base_sha or not change.changes:
+            raise ApplicationError(
+                "the planned change has no branch, base commit or operations", type="InvalidChange", non_retryable=True
+            )
+        with as_application_errors():
+            return await asyncio.to_thread(self._open, inp)
+
+    def _open(self, inp: OpenMergeRequestInput) -> MergeRequestRef:
+        change = inp.change
+        assert change.branch and change.base_sha
+        gl = self.client
+        cache: dict[str, str | None] = {}
+
+        def read(path: str) -> str | None:
+            if path not in cache:
+                cache[path] = gl.read_file(path, change.base_sha or "")
+            return cache[path]
+
+        edits, _ = apply(change.changes, read)
+        if not edits:
+            raise PolicyViolation("the operations change no file at the base commit")
+        validate(edits, read, load_policy(read(POLICY_FILE)))
+        before = {path: read(path) for path in edits}
+        gl.ensure_branch(change.branch, change.base_sha)
+        commit = gl.commit_files(change.branch, dict(sorted(edits.items())), commit_message(inp), expected=before)
+        default = gl.default_branch()
+        title = clean(change.title or f"fixloop: fix {inp.work_item.id}", 255)
+        mr = gl.find_or_create_merge_request(
+            change.branch, default, title, change.description or "", change.labels or ["fixloop"]
+        )
+        return MergeRequestRef(
+            project=self.settings.project, iid=mr.iid, url=mr.web_url, branch=change.branch, head_sha=commit.sha
+        )
+
+    @activity.defn(name=MERGE_REQUEST_STATE)
+    async def merge_request_state(self, inp: MergeRequestStateInput) -> MergeRequestState:
+        """The MR's state, head and approvals, each approval bound to the head SHA read together with it (see
+        ``GitLabClient.approvals``); ``merge_sha`` once merged (merge commit, else squash commit, else the head:
+        fast-forward). A head that moves while reading is a retryable ``ApplicationError`` (``HeadMoved``)."""
+        with as_application_errors():
+            return await asyncio.to_thread(self._state, inp)
+
+    def _state(self, inp: MergeRequestStateInput) -> MergeRequestState:
+        gl = self._client(inp.project)
+        try:
+            approvals = gl.approvals(inp.iid)
+        except Conflict as e:
+            raise ApplicationError(clean(e.message, 300), type="HeadMoved") from e
+        info = gl.get_merge_request(inp.iid)
+        if info.sha != approvals.sha or not info.sha:
+            raise ApplicationError(f"!{inp.iid}: the head moved while reading; read again", type="HeadMoved")
+        try:
+            state = MrState(info.state)
+        except ValueError:
+            raise ApplicationError(
+                f"!{inp.iid}: unknown merge request state {clean(info.state, 40)!r}", type="Invalid", non_retryable=True
+            ) from None
+        merge_sha = (info.merged_commit_sha or info.sha) if state is MrState.MERGED else None
+        bot = self.settings.bot_username
+        return MergeRequestState(
+            state=state,
+            head_sha=info.sha,
+            merge_sha=merge_sha,
+            merged_at=_merged_at(info),
+            approvals=[Approval(by=u, sha=info.sha, bot=u == bot) for u in approvals.approved_by if u],
+        )

@@ -2,15 +2,23 @@
 
 Interfaces (names and input/output models) of stages 1, escalation and 7 of the RemediationWorkflow. Each
 activity is idempotent: ``jira.open_work_item`` looks the issue up by the fixloop work-item id (a label) before
-creating one, so a retry or a worker crash never opens a second issue. The implementations on the ``jira``
-client land with the sandbox and integration issues; until then ``fixloop worker`` does not register them.
+creating one, so a retry or a worker crash never opens a second issue. The models and names first (what the
+workflow uses), then ``JiraActivities`` on ``integrations.jira.JiraClient`` (registered by the worker when Jira is
+configured).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import asyncio
+import re
 
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import activity
+
+from activities.errors import as_application_errors
 from fixloop.models import WorkItem
+from fixloop.parsing import clean
+from integrations.jira import JiraClient, JiraSettings
 
 OPEN_WORK_ITEM = "jira.open_work_item"
 COMMENT = "jira.comment"
@@ -71,3 +79,112 @@ class LinkRef(BaseModel):
 
     id: str
     created: bool  # False when the link was already there
+
+
+# --- the implementation ----------------------------------------------------------------------------------------
+
+SUMMARY_MAX = 255
+ADVISORIES_MAX = 20
+PACKAGES_MAX = 20
+_WIKI = re.compile(r"([\[\]{}|!\\])")  # wiki markup that links, embeds, tables or macros: escaped
+DONE = "done"
+DONE_STATUS = "Done"
+
+
+def wiki(value: object, limit: int = 200) -> str:
+    """Untrusted text as inert Jira wiki markup (API v2 bodies): one line, bounded, and the characters that make
+    links, images, tables and macros (``[ ] { } | ! \\``) backslash-escaped."""
+    return _WIKI.sub(r"\\\1", clean(value, limit))
+
+
+def issue_description(scope: str, item: WorkItem) -> str:
+    """The issue's description: a plain-text summary of the work item (every value from signals escaped and
+    bounded; at most ``ADVISORIES_MAX`` advisories and ``PACKAGES_MAX`` packages, with a count of the rest)."""
+    lines = [
+        f"fixloop work item {item.id} ({item.kind.value}, severity {item.severity.value}) in {wiki(scope, 200)}.",
+        "",
+    ]
+    for name, value in (
+        ("Image", item.artifact),
+        ("Target", item.target),
+        ("Ecosystem", item.ecosystem),
+        ("Service", item.service),
+        ("Environment", item.env),
+        ("Monitor", item.monitor_id),
+    ):
+        if value:
+            lines.append(f"{name}: {wiki(value)}")
+    if item.packages:
+        lines += ["", "Packages (installed -> fixed):"]
+        for p in item.packages[:PACKAGES_MAX]:
+            lines.append(
+                f"- {wiki(p.package, 120)} {wiki(p.installed_version or '?', 60)} -> {wiki(p.fixed_version, 60)}"
+            )
+        if len(item.packages) > PACKAGES_MAX:
+            lines.append(f"- ... and {len(item.packages) - PACKAGES_MAX} more")
+    if item.advisories:
+        shown = ", ".join(wiki(a, 64) for a in item.advisories[:ADVISORIES_MAX])
+        more = f" and {len(item.advisories) - ADVISORIES_MAX} more" if len(item.advisories) > ADVISORIES_MAX else ""
+        lines += ["", f"Advisories ({len(item.advisories)}): {shown}{more}"]
+    lines += ["", f"Signals: {len(item.signals)}. Triage engine: {wiki(item.engine, 40)}."]
+    if item.note:
+        lines.append(f"Note: {wiki(item.note, 300)}")
+    return "\n".join(lines) + "\n"
+
+
+def resolution_label(resolution: str) -> str:
+    """``won't do`` -> ``fixloop-wont-do``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", resolution.lower().replace("'", "")).strip("-")[:40] or "closed"
+    return f"fixloop-{slug}"
+
+
+class JiraActivities:
+    """The Jira activities on the project of ``settings``."""
+
+    def __init__(self, settings: JiraSettings) -> None:
+        self.settings = settings
+        self.client = JiraClient(settings)
+
+    @activity.defn(name=OPEN_WORK_ITEM)
+    async def open_work_item(self, inp: OpenWorkItemInput) -> IssueRef:
+        """The work item's issue, found by its label ``fixloop:<id>`` or created (summary: the work item title;
+        description: ``issue_description``; labels ``fixloop``, ``fixloop-<kind>``). ``created`` False when found."""
+        item = inp.work_item
+        with as_application_errors():
+            ref = await asyncio.to_thread(
+                self.client.find_or_create_issue,
+                item.id,
+                clean(item.title, SUMMARY_MAX),
+                issue_description(inp.scope, item),
+                ["fixloop", f"fixloop-{item.kind.value}"],
+            )
+        return IssueRef(key=ref.key, url=ref.url, created=ref.created)
+
+    @activity.defn(name=COMMENT)
+    async def comment(self, inp: CommentInput) -> None:
+        """Comment ``inp.body`` once per ``dedup_key``, and add ``inp.labels``."""
+        with as_application_errors():
+            await asyncio.to_thread(self.client.comment, inp.key, inp.body, inp.dedup_key)
+            if inp.labels:
+                await asyncio.to_thread(self.client.add_labels, inp.key, inp.labels)
+
+    @activity.defn(name=CLOSE_WORK_ITEM)
+    async def close_work_item(self, inp: CloseWorkItemInput) -> None:
+        """Comment ``inp.comment`` (once) and close the issue. Resolution ``done``: transition to ``Done`` (a
+        workflow without that transition is a non-retryable ``TransitionUnavailable``). Any other resolution (e.g.
+        ``won't do``): the comment and the label ``fixloop-<resolution>`` only; the team's workflow decides the
+        status (fixloop does not guess transition names)."""
+        resolution = clean(inp.resolution, 60)
+        with as_application_errors():
+            await asyncio.to_thread(self.client.comment, inp.key, inp.comment, f"close:{resolution}")
+            if resolution.casefold() == DONE:
+                await asyncio.to_thread(self.client.transition, inp.key, DONE_STATUS)
+            else:
+                await asyncio.to_thread(self.client.add_labels, inp.key, [resolution_label(resolution)])
+
+    @activity.defn(name=LINK)
+    async def link(self, inp: LinkInput) -> LinkRef:
+        """A remote link on ``inp.key`` to ``inp.url`` (one per URL)."""
+        with as_application_errors():
+            ref = await asyncio.to_thread(self.client.add_remote_link, inp.key, inp.url, inp.title)
+        return LinkRef(id=ref.id, created=ref.created)

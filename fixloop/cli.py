@@ -131,21 +131,30 @@ def triage(
 def worker() -> None:
     """Run the fixloop worker: every workflow and activity, on FIXLOOP_TEMPORAL_TASK_QUEUE (default ``fixloop``)
     of the Temporal server at FIXLOOP_TEMPORAL_ADDRESS (default ``localhost:7233``, see ``fixloop temporal``) in
-    FIXLOOP_TEMPORAL_NAMESPACE. Runs until interrupted; exit status 2 when the server cannot be reached."""
+    FIXLOOP_TEMPORAL_NAMESPACE. Runs until interrupted; exit status 2 when the server cannot be reached.
+    The Jira, GitLab and registry activities are registered when FIXLOOP_JIRA_URL, FIXLOOP_GITLAB_URL and
+    FIXLOOP_REGISTRY_URL are set (with their other variables: see ``fixloop sandbox up --env``)."""
     import asyncio
 
-    from fixloop.config import TemporalSettings
-    from fixloop.worker import build_worker
+    from fixloop.config import ConfigError, TemporalSettings
+    from fixloop.worker import Integrations, build_worker
 
     settings = _settings("worker", TemporalSettings)
+    try:
+        integrations = Integrations.from_env()
+    except ConfigError as e:
+        typer.echo(f"fixloop worker: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    configured = [n for n in ("jira", "gitlab", "registry") if getattr(integrations, n) is not None]
 
     async def run() -> None:
         client = await _connect("worker", settings)
         typer.echo(
-            f"fixloop worker: {settings.address} namespace {settings.namespace} task queue {settings.task_queue}",
+            f"fixloop worker: {settings.address} namespace {settings.namespace} task queue {settings.task_queue}; "
+            f"integrations: {', '.join(configured) or 'none'}",
             err=True,
         )
-        await build_worker(client, settings.task_queue).run()
+        await build_worker(client, settings.task_queue, integrations=integrations).run()
 
     try:
         asyncio.run(run())

@@ -1,30 +1,85 @@
 """The fixloop worker: every workflow and every implemented activity on one task queue.
 
-Activities that hold clients are methods of classes built once here. Activities of external systems whose
-implementations have not landed yet (Jira, GitLab, Flux, verification: issues 4-6) are not registered: a loop
+Activities that hold clients are methods of classes built once here. The activities of an external system are
+registered when its settings are given (``Integrations``; ``Integrations.from_env()`` reads them from the
+``FIXLOOP_*`` variables): Jira (``jira.*``), GitLab (``gitlab.*``, and with it ``change.plan``, which also uses the
+registry when configured). Those not configured (and Flux, verification: issue 6) are not registered: a loop
 reaching them waits in the Temporal UI on "activity not registered" rather than pretending.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.change import ChangeActivities
+from activities.gitlab import GitLabActivities
+from activities.jira import JiraActivities
 from activities.triage import TriageActivities
-from fixloop.config import LlmSettings
+from fixloop.config import LlmSettings, load
+from integrations.gitlab.api import GitLabSettings
+from integrations.jira import JiraSettings
+from integrations.registry import RegistrySettings
 from workflows.intake import IntakeWorkflow
 from workflows.remediation import RemediationWorkflow
 
 WORKFLOWS = (IntakeWorkflow, RemediationWorkflow)
+S = TypeVar("S", bound=BaseSettings)
 
 
-def activities(llm: LlmSettings | None = None) -> list[Callable[..., Any]]:
+def _optional(cls: type[S]) -> S | None:
+    """``cls`` from the environment; None when its ``url`` is not set at all (the system is not configured).
+    Anything else missing or invalid raises ``fixloop.config.ConfigError`` naming the variable."""
+    try:
+        return cls()
+    except ValidationError as e:
+        if any(err["type"] == "missing" and tuple(err["loc"]) == ("url",) for err in e.errors()):
+            return None
+        return load(cls)  # raises ConfigError naming the variable, never its value
+
+
+@dataclass(frozen=True)
+class Integrations:
+    """The external systems the worker's activities talk to; None: not configured (its activities are not
+    registered)."""
+
+    jira: JiraSettings | None = None
+    gitlab: GitLabSettings | None = None
+    registry: RegistrySettings | None = None
+
+    @classmethod
+    def from_env(cls) -> Integrations:
+        """Each system configured by its ``FIXLOOP_<SYSTEM>_URL`` (and the rest of its variables); a system whose
+        URL is set but another variable is missing or invalid raises ``ConfigError``."""
+        return cls(jira=_optional(JiraSettings), gitlab=_optional(GitLabSettings), registry=_optional(RegistrySettings))
+
+
+def activities(llm: LlmSettings | None = None, integrations: Integrations | None = None) -> list[Callable[..., Any]]:
     """The activity callables, built once."""
     triage = TriageActivities(llm)
-    return [triage.group_signals]
+    out: list[Callable[..., Any]] = [triage.group_signals]
+    config = integrations or Integrations()
+    if config.jira is not None:
+        j = JiraActivities(config.jira)
+        out += [j.open_work_item, j.comment, j.close_work_item, j.link]
+    if config.gitlab is not None:
+        jira_url = str(config.jira.url).rstrip("/") if config.jira is not None else None
+        change = ChangeActivities(config.gitlab, config.registry, jira_url=jira_url)
+        g = GitLabActivities(config.gitlab)
+        out += [change.plan, g.open_merge_request, g.merge_request_state]
+    return out
+
+
+def _name(fn: Callable[..., Any]) -> str | None:
+    defn = activity._Definition.from_callable(fn)
+    return defn.name if defn is not None else None
 
 
 def build_worker(
@@ -33,12 +88,16 @@ def build_worker(
     *,
     extra_activities: Sequence[Callable[..., Any]] = (),
     llm: LlmSettings | None = None,
+    integrations: Integrations | None = None,
 ) -> Worker:
-    """A worker for ``task_queue`` running all workflows and activities (plus ``extra_activities``, e.g. test or
-    sandbox implementations of the external-system activities)."""
+    """A worker for ``task_queue`` running all workflows and the activities (``activities``) of the configured
+    ``integrations`` (None: none), plus ``extra_activities``, e.g. test or sandbox implementations of the
+    external-system activities; an extra activity replaces a built-in one of the same name."""
+    extra_names = {_name(fn) for fn in extra_activities}
+    built = [fn for fn in activities(llm, integrations) if _name(fn) not in extra_names]
     return Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
-        activities=[*activities(llm), *extra_activities],
+        activities=[*built, *extra_activities],
     )

@@ -144,3 +144,13 @@ def test_unreachable_temporal_is_one_line_and_exit_2(command: list[str]) -> None
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"fixloop {command[0]}: cannot reach Temporal at 127.0.0.1:1")
     assert "Traceback" not in proc.stderr
+
+
+def test_worker_with_a_half_configured_integration_names_the_missing_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIXLOOP_JIRA_", "FIXLOOP_GITLAB_"))}
+    env["FIXLOOP_JIRA_URL"] = "https://jira.example.com"  # email and API token missing
+    proc = subprocess.run(
+        [sys.executable, "-m", "fixloop", "worker"], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("fixloop worker: FIXLOOP_JIRA_") and "Traceback" not in proc.stderr

@@ -279,7 +279,7 @@ class GitLabClient:
         if not files:
             raise IntegrationError(SYSTEM, "commit_files: no files")
         head = self.branch_head(branch)
-        base = head or start_branch or self._default_branch()
+        base = head or start_branch or self.default_branch()
         current = {path: self.read_file(path, base) for path in files}
         changed = {path: text for path, text in files.items() if current[path] != text}
         if not changed and head is not None:
@@ -298,7 +298,7 @@ class GitLabClient:
             commit = self.project.commits.create(data)
         return CommitRef(sha=commit.id, created=True)
 
-    def _default_branch(self) -> str:
+    def default_branch(self) -> str:
         with _mapped("get project"):
             return self.gl.projects.get(self.settings.project).default_branch
 

@@ -1,0 +1,341 @@
+"""Stages 1-3 of the RemediationWorkflow on the sandbox: ``jira.open_work_item``, ``change.plan`` and
+``gitlab.open_merge_request`` for real reports against the seeded GitOps repository, the merge request's whole diff
+read back through GitLab, and re-running the same work item changing nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities import change, gitlab, jira
+from activities.change import RegistryTags
+from fixloop.change.mr import read_back
+from fixloop.models import Signal, WorkItem, WorkItemKind
+from integrations.errors import AuthError, HttpStatusError
+from integrations.registry import RegistryClient, RegistrySettings
+from tests.activities.sandbox_world import World, running_world
+from tests.change.helpers import work_item
+
+OS, DEP = WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP
+SCOPE = "platform/gitops"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with running_world(tmp_path / "sandbox") as w:
+        yield w
+
+
+async def open_all(
+    w: World, item: WorkItem, signals: list[Signal]
+) -> tuple[jira.IssueRef, change.PlannedChange, gitlab.MergeRequestRef]:
+    """Stages 1-3 as the workflow runs them."""
+    issue = await w.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    planned = await w.change.plan(
+        change.PlanChangeInput(scope=SCOPE, work_item=item, jira_key=issue.key, signals=signals)
+    )
+    assert planned.located, planned.reason
+    mr = await w.gitlab.open_merge_request(
+        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
+    )
+    return issue, planned, mr
+
+
+def mr_diffs(w: World, iid: int) -> dict[str, str]:
+    """``{path: diff}`` of merge request ``iid`` as GitLab shows it (``GET .../merge_requests/:iid/changes``)."""
+    return {c["new_path"]: c["diff"] for c in w.project().mergerequests.get(iid).changes()["changes"]}
+
+
+CASES = {
+    "alpine base image": (
+        "trivy/trivy-head_alpine-39.json",
+        OS,
+        None,
+        {
+            "services/catalog/Dockerfile": (
+                "@@ -1,4 +1,4 @@\n"
+                "-FROM alpine:3.9.4\n"
+                "+FROM alpine:3.9.6\n"
+                " \n"
+                " RUN apk add --no-cache ca-certificates tzdata \\\n"
+                "     && addgroup -S app && adduser -S -G app app\n"
+            )
+        },
+    ),
+    "debian base image": (
+        "trivy/trivy-0.22-fulldb_fluentd-multiple-lockfiles.json",
+        OS,
+        None,
+        {
+            "services/legacy-api/Dockerfile": (
+                "@@ -1,4 +1,4 @@\n"
+                "-FROM debian:10.2\n"
+                "+FROM debian:10.13\n"
+                " \n"
+                " RUN apt-get update \\\n"
+                "     && apt-get install -y --no-install-recommends ca-certificates libidn2-0 e2fsprogs \\\n"
+            )
+        },
+    ),
+    "python pin": (
+        "trivy/trivy-0.22-fulldb_pip.json",
+        DEP,
+        None,
+        {
+            "services/payments/requirements.txt": (
+                "@@ -6,4 +6,4 @@\n Django==3.2.9\n lxml==4.6.4\n Twisted==18.9.0\n-Werkzeug==0.11\n+Werkzeug==0.15.3\n"
+            )
+        },
+    ),
+    "npm package with lockfile": (
+        "trivy/trivy-head_npm.json",
+        DEP,
+        None,
+        {
+            "services/storefront/package-lock.json": (
+                "@@ -8,7 +8,7 @@\n"
+                '       "name": "storefront",\n'
+                '       "version": "3.2.0",\n'
+                '       "dependencies": {\n'
+                '-        "jquery": "3.3.9"\n'
+                '+        "jquery": "3.4.0"\n'
+                "       },\n"
+                '       "devDependencies": {\n'
+                '         "@babel/core": "7.8.3"\n'
+                "@@ -26,8 +26,8 @@\n"
+                "       }\n"
+                "     },\n"
+                '     "node_modules/jquery": {\n'
+                '-      "version": "3.3.9",\n'
+                '-      "resolved": "https://registry.npmjs.org/jquery/-/jquery-3.3.9.tgz"\n'
+                '+      "version": "3.4.0",\n'
+                '+      "resolved": "https://registry.npmjs.org/jquery/-/jquery-3.4.0.tgz"\n'
+                "     },\n"
+                '     "node_modules/lodash": {\n'
+                '       "version": "4.17.13",\n'
+                "@@ -45,8 +45,8 @@\n"
+                "       }\n"
+                "     },\n"
+                '     "jquery": {\n'
+                '-      "version": "3.3.9",\n'
+                '-      "resolved": "https://registry.npmjs.org/jquery/-/jquery-3.3.9.tgz"\n'
+                '+      "version": "3.4.0",\n'
+                '+      "resolved": "https://registry.npmjs.org/jquery/-/jquery-3.4.0.tgz"\n'
+                "     },\n"
+                '     "lodash": {\n'
+                '       "version": "4.17.13",\n'
+            ),
+            "services/storefront/package.json": (
+                "@@ -9,7 +9,7 @@\n"
+                '     "start": "node dist/server.js"\n'
+                "   },\n"
+                '   "dependencies": {\n'
+                '-    "jquery": "3.3.9"\n'
+                '+    "jquery": "3.4.0"\n'
+                "   },\n"
+                '   "devDependencies": {\n'
+                '     "@babel/core": "7.8.3"\n'
+            ),
+        },
+    ),
+    "go module": (
+        "trivy/trivy-head_gomod.json",
+        DEP,
+        "go.mod",
+        {
+            "services/inventory/go.mod": (
+                "@@ -3,7 +3,7 @@\n"
+                " go 1.17\n"
+                " \n"
+                " require (\n"
+                "-\tgithub.com/docker/distribution v2.7.1+incompatible\n"
+                "-\tgithub.com/open-policy-agent/opa v0.35.0\n"
+                "-\tgolang.org/x/text v0.3.6\n"
+                "+\tgithub.com/docker/distribution v2.8.0+incompatible\n"
+                "+\tgithub.com/open-policy-agent/opa v0.37.0\n"
+                "+\tgolang.org/x/text v0.3.7\n"
+                " )\n"
+            )
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_merge_request_diff_is_exactly_the_fix_and_a_rerun_changes_nothing(world: World, case: str) -> None:
+    report, kind, target, expected = CASES[case]
+    item, signals = work_item(report, kind, target)
+    main_before = world.bot.branch_head("main")
+
+    issue, planned, mr = await open_all(world, item, signals)
+    assert issue.created and planned.base_sha == main_before
+    assert mr.branch == planned.branch == f"fixloop/{item.id}" and mr.project == SCOPE
+    assert mr_diffs(world, mr.iid) == expected  # the whole diff of every file, as GitLab shows it
+
+    again_issue, again_planned, again_mr = await open_all(world, item, signals)
+    assert (again_issue.key, again_issue.created) == (issue.key, False)
+    assert again_planned == planned
+    assert again_mr == mr  # same branch head (no new commit), same MR
+    assert world.bot.branch_head(mr.branch) == mr.head_sha
+    assert world.bot.branch_head("main") == main_before
+    project = world.project()
+    assert [m.iid for m in project.mergerequests.list(source_branch=mr.branch, state="all")] == [mr.iid]
+    assert [c.id for c in project.mergerequests.get(mr.iid).commits()] == [mr.head_sha]  # one fixloop commit
+    assert [c["id"] for c in project.repository_compare(main_before, mr.branch)["commits"]] == [mr.head_sha]
+    assert mr_diffs(world, mr.iid) == expected
+
+
+async def test_a_work_item_whose_fix_is_not_in_the_repository_is_not_located(world: World) -> None:
+    for report, kind, reason in (
+        (
+            "trivy/trivy-0.22-fulldb_fluentd-multiple-lockfiles.json",
+            DEP,
+            "activesupport: fixloop does not edit gem manifests yet",
+        ),
+        ("trivy/trivy-0.22-fulldb_debian-stretch.json", OS, "no Dockerfile fixloop may change has a FROM on debian 9."),
+    ):
+        item, signals = work_item(report, kind)
+        planned = await world.change.plan(change.PlanChangeInput(scope=SCOPE, work_item=item, signals=signals))
+        assert not planned.located and planned.branch is None and planned.changes == []
+        assert planned.reason is not None and planned.reason.startswith(reason)
+        assert planned.base_sha == world.bot.branch_head("main")
+    assert world.project().mergerequests.list(get_all=True) == []
+
+
+async def test_description_has_the_findings_table_the_jira_key_and_the_machine_block(world: World) -> None:
+    item, signals = work_item("trivy/trivy-head_alpine-39.json", OS)
+    issue, planned, mr = await open_all(world, item, signals)
+    got = world.bot.get_merge_request(mr.iid)
+    assert (
+        got.title == planned.title == "Bump alpine base image 3.9.4 \u2192 3.9.6 (fixes 3 CVEs: 1 critical, 2 medium)"
+    )
+    assert got.description == planned.description and got.description is not None
+    assert f"Jira: {issue.key}\n" in got.description  # the sandbox's Jira is http: the key, not a link
+    assert "| Advisory | Package | Installed \u2192 fixed | Severity |\n|---|---|---|---|\n" in got.description
+    assert "| [CVE-2019-14697](https://nvd.nist.gov/vuln/detail/CVE-2019-14697) | `musl` |" in got.description
+    assert sorted(got.labels) == sorted(planned.labels) and "fixloop" in got.labels
+    block = read_back(got.description)
+    assert block is not None and block["work_item"] == item.id and block["branch"] == mr.branch
+    commit = world.project().commits.get(mr.head_sha)
+    assert commit.message == f"{planned.title}\n\nFixloop-Work-Item: {item.id}\nRefs: {issue.key}\n"
+
+
+async def test_a_jira_site_with_https_is_linked_from_the_description(world: World) -> None:
+    item, signals = work_item("trivy/trivy-0.22-fulldb_pip.json", DEP)
+    world.change.jira_url = "https://acme.atlassian.net"
+    planned = await world.change.plan(
+        change.PlanChangeInput(scope=SCOPE, work_item=item, jira_key="OPS-7", signals=signals)
+    )
+    assert planned.description is not None
+    assert "Jira: [OPS-7](https://acme.atlassian.net/browse/OPS-7)\n" in planned.description
+    assert planned.risks == ["Werkzeug 0.11 \u2192 0.15.3: 0.x minor version change (may break the API)"]
+
+
+async def test_main_changing_the_same_line_after_planning_gives_a_conflicting_mr_not_a_rebase(world: World) -> None:
+    """The change applies at the commit it was planned on: what the reviewer sees is exactly what was validated, and
+    GitLab reports the conflict with the newer main (the next loop re-plans on the new head)."""
+    item, signals = work_item("trivy/trivy-head_alpine-39.json", OS)
+    issue = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    planned = await world.change.plan(
+        change.PlanChangeInput(scope=SCOPE, work_item=item, jira_key=issue.key, signals=signals)
+    )
+    path = "services/catalog/Dockerfile"
+    old = world.bot.read_file(path, "main")
+    assert old is not None
+    world.bot.commit_files("main", {path: old.replace("alpine:3.9.4", "alpine:3.9.5", 1)}, "Bump alpine by hand")
+    assert world.bot.branch_head("main") != planned.base_sha
+
+    mr = await world.gitlab.open_merge_request(
+        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
+    )
+    assert mr_diffs(world, mr.iid) == CASES["alpine base image"][3]
+    got = world.bot.get_merge_request(mr.iid)
+    assert got.has_conflicts and got.detailed_merge_status == "conflict"
+    again = await world.gitlab.open_merge_request(
+        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
+    )
+    assert again == mr
+
+
+async def test_a_change_that_no_longer_matches_its_base_is_a_non_retryable_policy_violation(world: World) -> None:
+    item, signals = work_item("trivy/trivy-0.22-fulldb_pip.json", DEP)
+    planned = await world.change.plan(change.PlanChangeInput(scope=SCOPE, work_item=item, signals=signals))
+    (op,) = planned.changes
+    tampered = planned.model_copy(update={"changes": [op.model_copy(update={"current": "0.10"})]})
+    with pytest.raises(ApplicationError) as raised:
+        await world.gitlab.open_merge_request(
+            gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item, change=tampered)
+        )
+    assert raised.value.non_retryable and raised.value.type == "PolicyViolation"
+    assert "services/payments/requirements.txt" in raised.value.message
+    assert world.bot.branch_head(planned.branch or "") is None  # nothing was pushed
+
+
+async def test_approval_by_the_reviewer_at_the_head_is_one_human_approval_with_that_sha(world: World) -> None:
+    item, signals = work_item("trivy/trivy-head_npm.json", DEP)
+    _, _, mr = await open_all(world, item, signals)
+    ask = gitlab.MergeRequestStateInput(project=mr.project, iid=mr.iid)
+    before = await world.gitlab.merge_request_state(ask)
+    assert before == gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=mr.head_sha)
+
+    reviewer = world.project(world.reviewer_token)
+    reviewer.mergerequests.get(mr.iid).approve(sha=mr.head_sha)
+    state = await world.gitlab.merge_request_state(ask)
+    assert state.state is gitlab.MrState.OPENED and state.head_sha == mr.head_sha
+    assert state.approvals == [gitlab.Approval(by="reviewer", sha=mr.head_sha, bot=False)]
+
+    # GitLab refuses the author's own approval, so the bot flag is shown with a worker whose bot is "reviewer"
+    as_bot = gitlab.GitLabActivities(world.gitlab.settings.model_copy(update={"bot_username": "reviewer"}))
+    assert [a.bot for a in (await as_bot.merge_request_state(ask)).approvals] == [True]
+
+    reviewer.mergerequests.get(mr.iid).merge(sha=mr.head_sha)
+    merged = await world.gitlab.merge_request_state(ask)
+    assert merged.state is gitlab.MrState.MERGED and merged.merged_at is not None
+    assert merged.merge_sha is not None and merged.merge_sha == world.bot.get_merge_request(mr.iid).merged_commit_sha
+    assert world.bot.branch_head("main") == merged.merge_sha
+
+
+async def test_an_unknown_merge_request_is_a_non_retryable_not_found(world: World) -> None:
+    with pytest.raises(ApplicationError) as raised:
+        await world.gitlab.merge_request_state(gitlab.MergeRequestStateInput(project=SCOPE, iid=999))
+    assert raised.value.non_retryable and raised.value.type == "NotFound"
+
+
+def registry_answering(status: int, code: str) -> RegistryClient:
+    body = {"errors": [{"code": code, "message": code.lower().replace("_", " "), "detail": None}]}
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+    return RegistryClient(RegistrySettings(_env_file=None, url="https://registry.test"), transport=transport)  # type: ignore[call-arg]
+
+
+async def test_registry_tags_per_image_and_what_one_image_s_failure_does(world: World) -> None:
+    tags = RegistryTags(world.change.registry)
+    assert "3.9.6" in tags("alpine") and "3.9.6" in tags("docker.io/library/alpine") and tags.failed == {}
+    assert tags("ghcr.io/acme/base") == [] and tags("acme/unknown") == []
+    assert tags.failed == {
+        "ghcr.io/acme/base": "fixloop knows no registry for the host ghcr.io",
+        "acme/unknown": "the registry could not list its tags (HTTP 404: NAME_UNKNOWN: repository name not known to "
+        "registry)",
+    }
+    with pytest.raises(AuthError):
+        RegistryTags(registry_answering(401, "UNAUTHORIZED"))("alpine")
+    with pytest.raises(HttpStatusError) as unavailable:
+        RegistryTags(registry_answering(503, "UNAVAILABLE"))("alpine")
+    assert unavailable.value.retryable  # Temporal retries the plan
+
+
+async def test_an_image_the_registry_does_not_know_is_not_fixable_with_the_registry_s_reason(world: World) -> None:
+    item, signals = work_item("trivy/trivy-head_alpine-39.json", OS)
+    ask = change.PlanChangeInput(scope=SCOPE, work_item=item, signals=signals)
+    world.change.registry = registry_answering(404, "NAME_UNKNOWN")
+    planned = await world.change.plan(ask)
+    reason = "alpine: the registry could not list its tags (HTTP 404: NAME_UNKNOWN: name unknown)"
+    assert not planned.located and planned.reason == reason and planned.not_fixable == [reason]
+
+    world.change.registry = registry_answering(401, "UNAUTHORIZED")
+    with pytest.raises(ApplicationError) as raised:
+        await world.change.plan(ask)
+    assert raised.value.non_retryable and raised.value.type == "AuthError"

@@ -1,0 +1,73 @@
+"""The worker registers the activities of the external systems that are configured, and only those."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio import activity
+
+from activities import change, gitlab, jira
+from activities.triage import GROUP_SIGNALS
+from fixloop.config import ConfigError
+from fixloop.worker import Integrations, activities
+from integrations.gitlab.api import GitLabSettings
+from integrations.jira import JiraSettings
+from integrations.registry import RegistrySettings
+
+JIRA = {"FIXLOOP_JIRA_URL": "https://acme.atlassian.net", "FIXLOOP_JIRA_EMAIL": "bot@acme.test",
+        "FIXLOOP_JIRA_API_TOKEN": "jira-secret"}  # fmt: skip
+GITLAB = {"FIXLOOP_GITLAB_URL": "https://gitlab.acme.test", "FIXLOOP_GITLAB_TOKEN": "glpat-secret"}
+
+
+def names(fns: list) -> list[str]:
+    return sorted(activity._Definition.must_from_callable(fn).name for fn in fns)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("FIXLOOP_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no .env file
+    return monkeypatch
+
+
+def test_nothing_configured_registers_triage_only(clean_env: pytest.MonkeyPatch) -> None:
+    assert Integrations.from_env() == Integrations()
+    assert names(activities()) == names(activities(integrations=Integrations.from_env())) == [GROUP_SIGNALS]
+
+
+def test_configured_systems_register_their_activities(clean_env: pytest.MonkeyPatch) -> None:
+    for key, value in {**JIRA, **GITLAB}.items():
+        clean_env.setenv(key, value)
+    config = Integrations.from_env()
+    assert config.jira is not None and config.gitlab is not None and config.registry is None
+    assert names(activities(integrations=config)) == sorted(
+        [
+            GROUP_SIGNALS,
+            jira.OPEN_WORK_ITEM,
+            jira.COMMENT,
+            jira.CLOSE_WORK_ITEM,
+            jira.LINK,
+            change.PLAN_CHANGE,
+            gitlab.OPEN_MERGE_REQUEST,
+            gitlab.MERGE_REQUEST_STATE,
+        ]
+    )
+    only_jira = Integrations(jira=JiraSettings(_env_file=None))  # type: ignore[call-arg]
+    assert jira.LINK in names(activities(integrations=only_jira))
+    assert change.PLAN_CHANGE not in names(activities(integrations=only_jira))
+    with_registry = Integrations(
+        gitlab=GitLabSettings(_env_file=None),  # type: ignore[call-arg]
+        registry=RegistrySettings(_env_file=None, url="https://registry-1.docker.io"),  # type: ignore[call-arg]
+    )
+    assert change.PLAN_CHANGE in names(activities(integrations=with_registry))
+
+
+def test_a_half_configured_system_is_a_config_error_naming_the_variable(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("FIXLOOP_GITLAB_URL", GITLAB["FIXLOOP_GITLAB_URL"])
+    with pytest.raises(ConfigError, match="FIXLOOP_GITLAB_TOKEN"):
+        Integrations.from_env()
