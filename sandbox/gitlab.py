@@ -517,12 +517,9 @@ class GitLab:
             return []
         return self.repos.diff(p["path_with_namespace"], refs["base_sha"], refs["head_sha"])
 
-    def mr_json(self, p: dict[str, Any], mr: dict[str, Any], viewer: int | None = None) -> dict[str, Any]:
-        st = self.status(p, mr)
-        path = p["path_with_namespace"]
-        assignees = [self.user_basic(u) for u in mr["assignee_ids"]]
-        notes = [n for n in self.store.data["notes"].get(f"{p['id']}/{mr['iid']}", []) if not n["system"]]
-        merged_by = self.user_basic(mr.get("merged_by_id"))
+    @staticmethod
+    def mr_head(p: dict[str, Any], mr: dict[str, Any]) -> dict[str, Any]:
+        """The fields every merge request representation starts with (the MR object, its approvals)."""
         return {
             "id": mr["id"],
             "iid": mr["iid"],
@@ -532,6 +529,16 @@ class GitLab:
             "state": mr["state"],
             "created_at": mr["created_at"],
             "updated_at": mr["updated_at"],
+        }
+
+    def mr_json(self, p: dict[str, Any], mr: dict[str, Any], viewer: int | None = None) -> dict[str, Any]:
+        st = self.status(p, mr)
+        path = p["path_with_namespace"]
+        assignees = [self.user_basic(u) for u in mr["assignee_ids"]]
+        notes = [n for n in self.store.data["notes"].get(f"{p['id']}/{mr['iid']}", []) if not n["system"]]
+        merged_by = self.user_basic(mr.get("merged_by_id"))
+        return {
+            **self.mr_head(p, mr),
             "merged_by": merged_by,
             "merge_user": merged_by,
             "merged_at": mr.get("merged_at"),
@@ -598,14 +605,7 @@ class GitLab:
         left = max(APPROVALS_REQUIRED - len(approved), 0)
         rule = {"id": 1, "name": "All Members", "rule_type": "any_approver"}
         return {
-            "id": mr["id"],
-            "iid": mr["iid"],
-            "project_id": p["id"],
-            "title": mr["title"],
-            "description": mr["description"],
-            "state": mr["state"],
-            "created_at": mr["created_at"],
-            "updated_at": mr["updated_at"],
+            **self.mr_head(p, mr),
             "merge_status": self.status(p, mr)["merge_status"],
             "approved": left == 0,
             "approvals_required": APPROVALS_REQUIRED,
