@@ -9,24 +9,29 @@ repository through GitLab at the head of the default branch (``GitLabRepo``), th
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from temporalio import activity
 
 from activities.errors import as_application_errors
-from fixloop.change import NotFixable, NotLocated, Plan, plan
-from fixloop.change.mr import render
+from fixloop.change import NotFixable, NotLocated, Plan, RepoView, plan
+from fixloop.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
+from fixloop.change.mr import read_back, render
 from fixloop.change.ops import Operation
+from fixloop.config import ConfigError, LlmSettings
 from fixloop.models import Signal, WorkItem
 from fixloop.parsing import clean
 from integrations.errors import AuthError, IntegrationError
 from integrations.gitlab.api import GitLabClient, GitLabSettings
+from integrations.llm import LlmError, structured_completion
 from integrations.registry import RegistryClient, RegistrySettings
 
 PLAN_CHANGE = "change.plan"
+RULES = "fixloop rules"
 
 
 class PlanChangeInput(BaseModel):
@@ -43,7 +48,9 @@ class PlannedChange(BaseModel):
     Otherwise ``operations`` summarise the validated edits (one line each) on ``branch``; ``changes`` are the typed
     operations themselves, planned against commit ``base_sha`` of the default branch, which
     ``gitlab.open_merge_request`` applies again (the edits are not carried: a lockfile can be megabytes). ``title``,
-    ``description`` and ``labels`` are the merge request's; ``not_fixable`` and ``risks`` one line each."""
+    ``description`` and ``labels`` are the merge request's; ``not_fixable`` and ``risks`` one line each.
+    ``drafted_by``: the model that drafted the MR text and chose the operations, or ``fixloop rules`` (no model, or
+    its draft was refused: the description says why)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +65,7 @@ class PlannedChange(BaseModel):
     labels: list[str] = Field(default_factory=list)
     not_fixable: list[str] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)
+    drafted_by: str = RULES
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -134,20 +142,28 @@ def _explain(items: Sequence[NotFixable], failed: dict[str, str]) -> list[NotFix
 
 
 _JIRA_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}")
+_OPERATIONS: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
 
 
 class ChangeActivities:
     """``change.plan`` on the GitLab project of ``gitlab`` (the GitOps repository, ``gitlab.project``; the input's
     ``scope`` does not choose it) and the registry of ``registry`` (None: base images are not fixable).
     ``jira_url`` is the Jira site (e.g. ``https://acme.atlassian.net``) the MR description links the issue on
-    (``fixloop.change.mr.render`` links only an ``https`` URL); None: the key alone."""
+    (``fixloop.change.mr.render`` links only an ``https`` URL); None: the key alone. ``llm``: the endpoint of a
+    model that drafts the MR text and may leave out validated operations (``fixloop.change.draft``); None: the
+    rules write it. Any failure of the model, or a draft fixloop refuses, gives the rules' MR, saying why."""
 
     def __init__(
-        self, gitlab: GitLabSettings, registry: RegistrySettings | None = None, jira_url: str | None = None
+        self,
+        gitlab: GitLabSettings,
+        registry: RegistrySettings | None = None,
+        jira_url: str | None = None,
+        llm: LlmSettings | None = None,
     ) -> None:
         self.gitlab = GitLabClient(gitlab)
         self.registry = RegistryClient(registry) if registry is not None else None
         self.jira_url = jira_url.rstrip("/") if jira_url else None
+        self.llm = llm
 
     def close(self) -> None:
         if self.registry is not None:
@@ -167,7 +183,8 @@ class ChangeActivities:
         if base_sha is None:
             raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
         tags = RegistryTags(self.registry)
-        result = plan(inp.work_item, inp.signals, GitLabRepo(self.gitlab, base_sha), tags=tags)
+        repo = GitLabRepo(self.gitlab, base_sha)
+        result = plan(inp.work_item, inp.signals, repo, tags=tags)
         if isinstance(result, NotLocated):
             not_fixable = _explain(result.not_fixable, tags.failed)
             reason = result.reason
@@ -179,15 +196,33 @@ class ChangeActivities:
                 base_sha=base_sha,
                 not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
             )
-        return self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed))
+        return self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo)
 
     def _planned(
-        self, inp: PlanChangeInput, result: Plan, base_sha: str, not_fixable: list[NotFixable]
+        self, inp: PlanChangeInput, result: Plan, base_sha: str, not_fixable: list[NotFixable], repo: RepoView
     ) -> PlannedChange:
         result = result.model_copy(update={"not_fixable": not_fixable})
         key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
         url = f"{self.jira_url}/browse/{key}" if key and self.jira_url else None
-        text = render(inp.work_item, result, inp.signals, jira_key=key, jira_url=url)
+        drafted_by, refused, text = RULES, None, None
+        if self.llm is not None:
+            before = self._kept_before(result, repo)
+            try:
+                drafted, draft = self._draft(inp, result, repo)
+                if before is not None and drafted.operations != before.operations:
+                    raise DraftRefused(
+                        f"the open merge request makes {len(before.operations)} of the {len(result.operations)} "
+                        "validated operations; a re-run keeps them"
+                    )
+            except (LlmError, DraftRefused, ConfigError) as e:  # the loop goes on with the rules' text
+                refused = clean(str(e), 300)
+                log.warning("%s: the model's draft was refused: %s", inp.work_item.id, refused)
+                result = before or result
+            else:
+                result, drafted_by = drafted, clean(self.llm.model or "a model", 80)
+                text = mr_text(inp.work_item, result, inp.signals, draft, drafted_by, jira_key=key, jira_url=url)
+        if text is None:
+            text = render(inp.work_item, result, inp.signals, jira_key=key, jira_url=url, draft_refused=refused)
         return PlannedChange(
             located=True,
             branch=result.branch,
@@ -197,6 +232,31 @@ class ChangeActivities:
             title=text.title,
             description=text.description,
             labels=text.labels,
-            not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
+            not_fixable=[f"{n.package}: {n.reason}" for n in result.not_fixable],
             risks=list(result.risks),
+            drafted_by=drafted_by,
         )
+
+    def _draft(self, inp: PlanChangeInput, result: Plan, repo: RepoView) -> tuple[Plan, Draft]:
+        """The model's draft of ``result``'s MR and the plan it keeps (``apply_draft``). Runs in the activity's
+        worker thread: the one async completion call gets its own event loop there. Raises ``LlmError`` or
+        ``DraftRefused``."""
+        assert self.llm is not None
+        complete = functools.partial(structured_completion, self.llm)
+        draft = asyncio.run(ask(inp.work_item, result, inp.signals, complete))
+        return apply_draft(result, draft, repo), draft
+
+    def _kept_before(self, result: Plan, repo: RepoView) -> Plan | None:
+        """``result`` reduced to the operations the open MR of its branch makes, when fixloop's block in the MR's
+        description lists a strict subset of ``result``'s validated operations (a model left some out on an earlier
+        run): a re-run then commits the same contents whatever the model answers now (a different pick would
+        conflict with the branch). None otherwise."""
+        mr = self.gitlab.find_merge_request(result.branch)
+        block = read_back(mr.description) if mr is not None and mr.description else None
+        if block is None or block.get("work_item") != result.work_item_id:
+            return None
+        try:
+            kept = keep_operations(result, _OPERATIONS.validate_python(block.get("operations")), repo)
+        except (ValidationError, DraftRefused):
+            return None
+        return None if kept is result else kept

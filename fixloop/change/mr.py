@@ -24,6 +24,8 @@ from fixloop.parsing import clean
 
 TITLE_MAX = 255  # GitLab's limit
 TABLE_ROWS_MAX = 100
+SUMMARY_MAX = 1200  # characters of a drafted summary
+DRAFT_NOTES_MAX = 5
 ROLLBACK = "Revert the merge commit; fixloop opens the revert MR if verification fails."
 _ORDER = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO, Severity.UNKNOWN)
 _ECO_WORD = {"pypi": "Python", "npm": "npm", "go": "Go"}
@@ -62,6 +64,17 @@ def text(value: object, limit: int = 300) -> str:
 def plain(value: object, limit: int) -> str:
     """Untrusted text in a plain-text field (the MR title): one line, bounded, no angle brackets or backticks."""
     return re.sub(r"[<>`]", "", clean(value, limit))
+
+
+INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")  # zero-width and bidi controls
+
+
+def title_line(value: object, limit: int = TITLE_MAX) -> str:
+    """Untrusted free text as an MR title (a model's draft): ``plain`` without zero-width or bidi control
+    characters, and, since GitLab renders references, mentions and autolinks in titles, every @mention and
+    #, !, ~, %, $, & reference and every ``://`` broken with a zero-width space; at most ``limit`` characters."""
+    s = re.sub(r"([@#!~%$&])", "\\1\u200b", INVISIBLE.sub("", plain(value, limit)))
+    return clean(s.replace("://", ":\u200b//"), limit)
 
 
 _ADVISORY_LINKS = (
@@ -120,6 +133,13 @@ def _covered(plan: Plan, signals: Sequence[Signal]) -> list[tuple[Signal, str]]:
             out.append((s, s.fixed_version or "?"))
     out.sort(key=lambda sv: (-sv[0].severity.rank, sv[0].advisory_id or "", sv[0].package or ""))
     return out
+
+
+def closed_findings(item: WorkItem, plan: Plan, signals: Sequence[Signal]) -> list[tuple[Signal, str]]:
+    """``(signal, fixed version)`` of each of ``item``'s signals (``signals`` may be a superset) that ``plan``'s
+    operations close, most severe first: the rows of the MR's findings table."""
+    wanted = set(item.signals)
+    return _covered(plan, sorted((s for s in signals if s.fingerprint in wanted), key=lambda s: s.fingerprint))
 
 
 # ---------------------------------------------------------------- title
@@ -198,13 +218,24 @@ def render(
     jira_url: str | None = None,
     verification: str | None = None,
     drafted_by: str = "fixloop rules",
+    drafted_title: str | None = None,
+    drafted_summary: str | None = None,
+    drafted_notes: Sequence[str] = (),
+    draft_refused: str | None = None,
 ) -> MergeRequestText:
-    """The MR title, description and labels of ``plan`` for ``item`` (``signals`` may be a superset)."""
-    wanted = set(item.signals)
-    own = sorted((s for s in signals if s.fingerprint in wanted), key=lambda s: s.fingerprint)
-    covered = _covered(plan, own)
+    """The MR title, description and labels of ``plan`` for ``item`` (``signals`` may be a superset).
+
+    A model's draft (``fixloop.change.draft``): ``drafted_by`` names the model, ``drafted_title`` replaces the rules'
+    title (``title_line``: one line, inert; an empty one keeps the rules' title), ``drafted_summary`` (one escaped
+    paragraph, at most ``SUMMARY_MAX`` characters) and ``drafted_notes`` (at most ``DRAFT_NOTES_MAX``, each escaped)
+    are shown as the model's. ``draft_refused``: why a model's draft was not used (the text is the rules')."""
+    covered = closed_findings(item, plan, signals)
     title = title_for(plan, [s for s, _ in covered])
+    if drafted_title is not None and title_line(drafted_title):
+        title = title_line(drafted_title)
     out = [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]
+    if drafted_summary is not None and clean(drafted_summary, SUMMARY_MAX):
+        out += [f"**Summary** (drafted by {text(drafted_by, 80)}): {text(drafted_summary, SUMMARY_MAX)}", ""]
     if jira_key and re.fullmatch(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}", jira_key):
         if jira_url and re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d+)?/[A-Za-z0-9/._-]*", jira_url):
             out += [f"Jira: [{jira_key}]({jira_url})", ""]
@@ -230,6 +261,9 @@ def render(
         out.append("")
     risks = plan.risks or ["None known: the new versions are in the same release line."]
     out += ["### Risk notes", *[f"- {text(r)}" for r in risks], *[f"- {text(n)}" for n in plan.notes], ""]
+    notes = [n for n in drafted_notes[:DRAFT_NOTES_MAX] if clean(n, 300)]
+    if notes:
+        out += [f"### Reviewer notes (drafted by {text(drafted_by, 80)})", *[f"- {text(n)}" for n in notes], ""]
     out += [
         "### Verification",
         text(verification)
@@ -238,7 +272,9 @@ def render(
         "the service's monitors and error rate over the verification window; a triggered monitor fails it._",
         "",
     ]
-    out += ["### Rollback", ROLLBACK, "", f"_Drafted by {text(drafted_by, 80)}; validated by fixloop's policy._", ""]
+    drafted = f"{text(drafted_by, 80)}: the model's draft was refused: {text(draft_refused)}" if draft_refused else ""
+    drafted = f"_Drafted by {drafted or text(drafted_by, 80)}; validated by fixloop's policy._"
+    out += ["### Rollback", ROLLBACK, "", drafted, ""]
     out.append(machine_block(item, plan))
     labels = ["fixloop", "security", f"fixloop::{item.kind.value}", f"severity::{item.severity.value}"]
     return MergeRequestText(title=title, description="\n".join(out) + "\n", labels=labels)
