@@ -27,6 +27,7 @@ demo: install
 # (STORM_ARGS="--signals 20000" for a quicker look).
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/storm.py $(STORM_ARGS)
 
 clean:

@@ -21,10 +21,12 @@ from activities.errors import as_application_errors
 from fixloop.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
 from fixloop.change.mr import read_back, render
-from fixloop.change.ops import Operation
+from fixloop.change.ops import Operation, PolicyViolation
+from fixloop.change.policy import POLICY_FILE
 from fixloop.config import ConfigError, LlmSettings
 from fixloop.models import Signal, WorkItem
 from fixloop.parsing import clean
+from fixloop.verification import VerificationPolicy
 from integrations.errors import AuthError, IntegrationError
 from integrations.gitlab.api import GitLabClient, GitLabSettings
 from integrations.llm import LlmError, structured_completion
@@ -66,6 +68,7 @@ class PlannedChange(BaseModel):
     not_fixable: list[str] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)
     drafted_by: str = RULES
+    verification: VerificationPolicy | None = None  # the repository's ``fixloop.yaml`` ``verification:`` at base_sha
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -184,6 +187,10 @@ class ChangeActivities:
             raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
         tags = RegistryTags(self.registry)
         repo = GitLabRepo(self.gitlab, base_sha)
+        try:
+            verification = VerificationPolicy.from_policy_text(repo.read(POLICY_FILE))
+        except ValueError as e:
+            raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
         result = plan(inp.work_item, inp.signals, repo, tags=tags)
         if isinstance(result, NotLocated):
             not_fixable = _explain(result.not_fixable, tags.failed)
@@ -196,7 +203,8 @@ class ChangeActivities:
                 base_sha=base_sha,
                 not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
             )
-        return self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo)
+        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo)
+        return planned.model_copy(update={"verification": verification})
 
     def _planned(
         self, inp: PlanChangeInput, result: Plan, base_sha: str, not_fixable: list[NotFixable], repo: RepoView

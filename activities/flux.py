@@ -1,29 +1,207 @@
 """Flux activities: whether a merge commit has been applied by its Kustomization (the poll fallback and source of
-truth of the deploy stage). Interface here; the Kubernetes/Flux implementation is issue 6's.
+truth of the deploy stage), and ``deploy_event``, which turns a Flux notification into the workflow's signal.
 
-Applied means the Kustomization's ``status.lastAppliedRevision`` holds the merge SHA (or a descendant) and its
-``Ready`` condition is ``True``; ``Ready=False`` with that revision attempted is a failed deploy
-(Flux kustomize-controller API, ``Kustomization`` status).
+Applied means the Kustomization's ``status.lastAppliedRevision`` holds the merge SHA or a descendant of it (a later
+commit on the branch deploys the merge too), its ``Ready`` condition is ``True`` and the status is current
+(``observedGeneration >= generation``); failed means ``Ready=False`` with ``status.lastAttemptedRevision`` holding the
+merge SHA or a descendant, while the last applied revision does not hold it (Flux kustomize-controller API v1,
+``docs/spec/v1/kustomizations.md``, "Kustomization Status"). Anything else is neither: not reconciled yet, or still
+reconciling. Flux keeps retrying a failed revision at ``retryInterval``, and a later fix on the branch is applied as a
+descendant; the workflow decides what a failure means.
+
+"Descendant" is asked of GitLab (``GitLabClient.is_ancestor``, ``GET /repository/merge_base``) on the project of the
+GitLab settings (the GitOps repository the Kustomization's source tracks); without GitLab settings only the exact
+merge SHA counts. A revert of the merge is a descendant too: "applied" says the merge reached the cluster, not that it
+is still in effect.
+
+Which Kustomization: ``DeployStateInput.kustomization`` (``namespace/name``), else ``FluxSettings.kustomization``
+(``FIXLOOP_FLUX_KUSTOMIZATION``, default ``flux-system/apps-production``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import as_application_errors
+from fixloop.parsing import clean, opt
+from integrations.errors import NotFound
+from integrations.flux import KS_GROUP, FluxEvent, FluxSettings, KubeClient, KustomizationStatus, parse_revision
+from integrations.gitlab.api import GitLabClient, GitLabSettings
+
+if TYPE_CHECKING:
+    from workflows.remediation import DeployEvent
 
 DEPLOY_STATE = "flux.deploy_state"
+MESSAGE_MAX = 2_000  # chars of a Flux message kept (``DeployEvent.message``'s bound)
+SUCCEEDED = "ReconciliationSucceeded"  # the reason of kustomize-controller's "applied and healthy" info event
+# ``namespace/name``: a DNS-1123 label (namespace) and a DNS-1123 subdomain (name), as Kubernetes validates them
+KUSTOMIZATION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
 
 
 class DeployStateInput(BaseModel):
+    """``merge_sha``: the commit the target branch got (hex, 7 to 64 characters); ``kustomization``:
+    ``namespace/name``, None for the configured default."""
+
     model_config = ConfigDict(extra="forbid")
 
     scope: str
     merge_sha: str
+    kustomization: str | None = None
 
 
 class DeployState(BaseModel):
+    """What Flux did with the merge.
+
+    ``revision``: the revision the outcome is about, in Flux's format (``main@sha1:<sha>``): the applied revision
+    when ``applied``, the attempted one when ``failed``, else the last applied revision (what runs now; None before
+    any). ``message``: the Ready condition's message (bounded). ``via_descendant``: applied through a later commit
+    than the merge. The remaining fields are the status as read (``ready`` None when the Ready condition is absent or
+    Unknown; ``reason`` e.g. ``ReconciliationSucceeded``, ``BuildFailed``, ``HealthCheckFailed``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     applied: bool = False
     failed: bool = False
     revision: str | None = None  # e.g. "main@sha1:<sha>"
     message: str | None = None
+    kustomization: str | None = None  # namespace/name
+    ready: bool | None = None
+    reason: str | None = None
+    last_applied_revision: str | None = None
+    last_attempted_revision: str | None = None
+    via_descendant: bool = False
+
+
+def _sha(revision: str | None) -> str | None:
+    try:
+        return parse_revision(revision)[1] if revision else None
+    except ValueError:
+        return None
+
+
+def _same(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    return a.startswith(b) or b.startswith(a)
+
+
+def deploy_state_of(
+    status: KustomizationStatus, merge_sha: str, is_ancestor: Callable[[str, str], bool] | None = None
+) -> DeployState:
+    """The ``DeployState`` of ``merge_sha`` given a Kustomization's status (see the module docstring);
+    ``is_ancestor(ancestor, descendant)`` answers the descendant question (None: only the exact SHA counts)."""
+    asked: dict[tuple[str, str], bool] = {}
+
+    def descends(revision_sha: str, merge: str) -> bool:
+        if is_ancestor is None:
+            return False
+        if (revision_sha, merge) not in asked:
+            asked[revision_sha, merge] = is_ancestor(merge, revision_sha)
+        return asked[revision_sha, merge]
+
+    applied = status.applied(merge_sha, descends)
+    failed = not applied and status.failed(merge_sha, descends)
+    revision = status.last_attempted_revision if failed else status.last_applied_revision
+    applied_sha = _sha(status.last_applied_revision)
+    return DeployState(
+        applied=applied,
+        failed=failed,
+        revision=revision,
+        message=opt(status.ready_message, MESSAGE_MAX),
+        kustomization=f"{status.namespace}/{status.name}",
+        ready=status.ready,
+        reason=status.ready_reason,
+        last_applied_revision=status.last_applied_revision,
+        last_attempted_revision=status.last_attempted_revision,
+        via_descendant=applied and applied_sha is not None and not _same(applied_sha, merge_sha),
+    )
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type="InvalidInput", non_retryable=True)
+
+
+class FluxActivities:
+    """The deploy-stage activity on the Kubernetes API of ``flux`` (``KubeClient.from_settings``: raises
+    ``IntegrationError`` when there is no token, so a worker without Kubernetes access fails at start) and, for the
+    descendant check, the GitLab project of ``gitlab``. ``kube`` replaces the client (tests). Call ``close()`` when
+    the worker stops."""
+
+    def __init__(self, flux: FluxSettings, gitlab: GitLabSettings | None = None, *, kube: KubeClient | None = None):
+        self.settings = flux
+        self.kube = kube or KubeClient.from_settings(flux)
+        self.gitlab = GitLabClient(gitlab) if gitlab is not None else None
+
+    def close(self) -> None:
+        self.kube.close()
+
+    @activity.defn(name=DEPLOY_STATE)
+    async def deploy_state(self, inp: DeployStateInput) -> DeployState:
+        """Read the Kustomization and say whether ``inp.merge_sha`` is applied, failed, or neither (one read, no
+        waiting: the workflow polls). Errors: a malformed SHA or Kustomization name -> non-retryable ``InvalidInput``;
+        a Kustomization that does not exist -> non-retryable ``KustomizationNotFound`` naming it; Kubernetes or GitLab
+        unreachable, 429/5xx -> retryable; 401/403 -> non-retryable ``AuthError`` (``activities.errors``)."""
+        if not _SHA_RE.match(inp.merge_sha):
+            raise _invalid(f"merge_sha {clean(inp.merge_sha, 80)!r} is not a commit sha")
+        key = inp.kustomization or self.settings.kustomization
+        if not KUSTOMIZATION_RE.match(key):
+            raise _invalid(f"kustomization {clean(key, 80)!r} is not namespace/name")
+        with as_application_errors():
+            return await asyncio.to_thread(self._read, key, inp.merge_sha.lower())
+
+    def _read(self, key: str, merge_sha: str) -> DeployState:
+        namespace, name = key.split("/", 1)
+        try:
+            status = self.kube.get_kustomization(namespace, name)
+        except NotFound as e:
+            raise ApplicationError(
+                f"Kustomization {key} not found ({e.message}); set DeployStateInput.kustomization or "
+                "FIXLOOP_FLUX_KUSTOMIZATION",
+                type="KustomizationNotFound",
+                non_retryable=True,
+            ) from e
+        return deploy_state_of(status, merge_sha, self.gitlab.is_ancestor if self.gitlab else None)
+
+
+def deploy_event(event: FluxEvent, kustomization: str | None = None) -> DeployEvent | None:
+    """The ``deploy_event`` signal of the RemediationWorkflow for a Flux notification (already verified), or None when
+    the event is not a deploy outcome.
+
+    Outcomes are events of a Kustomization (``kustomize.toolkit.fluxcd.io``) that carry a revision (metadata key
+    ``kustomize.toolkit.fluxcd.io/revision`` since Flux 2.0, ``revision`` before; ``main@sha1:<sha>`` or
+    ``master/<sha>``): severity ``info`` with reason ``ReconciliationSucceeded`` -> ``ready=True``; severity
+    ``error`` (``BuildFailed``, ``ValidationFailed``, ``HealthCheckFailed``, ...) -> ``ready=False``. Everything else
+    -> None: ``Progressing`` and other info events, sources' ``NewArtifact``, other kinds, events without a
+    revision, and with ``kustomization`` (``namespace/name``) events of another Kustomization. The revision is
+    rewritten as ``<ref>@sha1:<sha>`` (``sha256`` for 64-hex SHAs; no ref: ``sha1:<sha>``), the message is bounded.
+
+    Pure; lives here rather than in ``integrations.flux`` because it builds the workflow's own signal model (imported
+    when called: ``workflows.remediation`` imports this module)."""
+    from workflows.remediation import DeployEvent
+
+    obj = event.involvedObject
+    group = (obj.apiVersion or f"{KS_GROUP}/").split("/")[0]
+    if obj.kind != "Kustomization" or group != KS_GROUP:
+        return None
+    if kustomization is not None and f"{obj.namespace or ''}/{obj.name}" != kustomization:
+        return None
+    ref, sha = event.ref, event.sha
+    if sha is None:
+        return None
+    severity = event.severity.strip().lower()
+    if severity == "error":
+        ready = False
+    elif severity == "info" and event.reason == SUCCEEDED:
+        ready = True
+    else:
+        return None
+    algo = "sha256" if len(sha) == 64 else "sha1"
+    revision = f"{clean(ref, 255)}@{algo}:{sha}" if ref else f"{algo}:{sha}"
+    return DeployEvent(revision=revision, ready=ready, message=opt(event.message, MESSAGE_MAX))

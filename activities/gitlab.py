@@ -1,9 +1,12 @@
-"""GitLab activities: open (or update) the merge request of a planned change, and read its state (the poll
-fallback of the approval gate). The models and names first (what the workflow uses), then ``GitLabActivities`` on
+"""GitLab activities: open (or update) the merge request of a planned change, read its state (the poll
+fallback of the approval gate), comment on it, delete the branch of a closed one, and open the revert merge request
+of a failed deploy. The models and names first (what the workflow uses), then ``GitLabActivities`` on
 ``integrations.gitlab.api.GitLabClient``.
 
-``gitlab.open_merge_request`` is idempotent: the branch is ``fixloop/<work-item-id>``, an open MR from it is
-reused. ``gitlab.merge_request_state`` only reads.
+Every write is idempotent: ``gitlab.open_merge_request`` uses the branch ``fixloop/<work-item-id>`` and reuses its
+open MR; ``gitlab.note`` carries a dedup key; ``gitlab.delete_branch`` of a deleted branch is a no-op;
+``gitlab.open_revert_merge_request`` uses the branch ``fixloop/revert/<work-item-id>/<merge-sha[:12]>`` and finds
+its own revert commit there. ``gitlab.merge_request_state`` only reads.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from activities.change import PlannedChange
 from activities.errors import as_application_errors
 from fixloop.change.edit import apply
+from fixloop.change.mr import code, text
 from fixloop.change.ops import PolicyViolation
 from fixloop.change.policy import POLICY_FILE, load_policy, validate
 from fixloop.models import WorkItem
@@ -28,6 +32,10 @@ from integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestIn
 
 OPEN_MERGE_REQUEST = "gitlab.open_merge_request"
 MERGE_REQUEST_STATE = "gitlab.merge_request_state"
+NOTE = "gitlab.note"
+DELETE_BRANCH = "gitlab.delete_branch"
+OPEN_REVERT_MERGE_REQUEST = "gitlab.open_revert_merge_request"
+BRANCH_PREFIX = "fixloop/"
 
 
 class OpenMergeRequestInput(BaseModel):
@@ -87,6 +95,41 @@ class MergeRequestStateInput(BaseModel):
 
     project: str
     iid: int
+
+
+class NoteInput(BaseModel):
+    """A comment on merge request ``iid`` of ``project``, posted at most once per ``dedup_key``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str
+    iid: int
+    body: str = Field(max_length=32_000)
+    dedup_key: str = Field(max_length=300, pattern=r"^[^\n]*$")
+
+
+class DeleteBranchInput(BaseModel):
+    """Delete ``branch`` of ``project``; only fixloop's own branches (``fixloop/...``) are accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str
+    branch: str = Field(pattern=r"^fixloop/[A-Za-z0-9._/-]{1,200}$")
+
+
+class OpenRevertInput(BaseModel):
+    """The revert of ``merge_sha`` (the merge commit of ``original``) as a new merge request into the default
+    branch; ``reason`` and ``evidence`` (one line each) go into its description."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    work_item: WorkItem
+    original: MergeRequestRef
+    merge_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
+    reason: str = Field(max_length=2_000)
+    evidence: list[str] = Field(default_factory=list, max_length=50)
+    jira_key: str | None = None
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -204,3 +247,64 @@ class GitLabActivities:
             merged_at=_merged_at(info),
             approvals=[Approval(by=u, sha=info.sha, bot=u == bot) for u in approvals.approved_by if u],
         )
+
+    @activity.defn(name=NOTE)
+    async def note(self, inp: NoteInput) -> None:
+        """Comment ``inp.body`` on the merge request, once per ``inp.dedup_key``."""
+        with as_application_errors():
+            await asyncio.to_thread(self._client(inp.project).add_note, inp.iid, inp.body, inp.dedup_key)
+
+    @activity.defn(name=DELETE_BRANCH)
+    async def delete_branch(self, inp: DeleteBranchInput) -> bool:
+        """Delete the branch of a merge request closed without merging (no orphan branch); False when it was
+        already gone. Merged branches are removed by GitLab itself (fixloop opens MRs with
+        ``remove_source_branch``)."""
+        with as_application_errors():
+            return await asyncio.to_thread(self._client(inp.project).delete_branch, inp.branch)
+
+    @activity.defn(name=OPEN_REVERT_MERGE_REQUEST)
+    async def open_revert_merge_request(self, inp: OpenRevertInput) -> MergeRequestRef:
+        """Commit the revert of exactly ``inp.merge_sha`` (against its first parent) on
+        ``fixloop/revert/<work-item-id>/<sha[:12]>``, branched from the head of the default branch, and open (or
+        find) its merge request; it goes through the same approval gate as any fixloop MR. Idempotent: the revert
+        commit on the branch and the open MR are found again. A revert GitLab cannot apply (a later commit changed
+        the same lines) is a non-retryable ``ApplicationError`` naming the commit."""
+        with as_application_errors():
+            return await asyncio.to_thread(self._revert, inp)
+
+    def _revert(self, inp: OpenRevertInput) -> MergeRequestRef:
+        gl = self._client(inp.original.project)
+        branch = revert_branch(inp.work_item.id, inp.merge_sha)
+        default = gl.default_branch()
+        gl.ensure_branch(branch, default)
+        commit = gl.revert_commit(inp.merge_sha, branch)
+        title = clean(f"Revert !{inp.original.iid}: {inp.reason}", 255)
+        mr = gl.find_or_create_merge_request(branch, default, title, revert_description(inp), REVERT_LABELS)
+        return MergeRequestRef(
+            project=inp.original.project, iid=mr.iid, url=mr.web_url, branch=branch, head_sha=mr.sha or commit.sha
+        )
+
+
+REVERT_LABELS = ["fixloop", "fixloop::revert"]
+
+
+def revert_branch(work_item_id: str, merge_sha: str) -> str:
+    """``fixloop/revert/<work-item-id>/<merge-sha[:12]>``: one revert branch per work item and merge commit."""
+    return f"{BRANCH_PREFIX}revert/{work_item_id}/{merge_sha[:12]}"
+
+
+def revert_description(inp: OpenRevertInput) -> str:
+    """The revert MR's description: what is reverted and why, the verification evidence, the Jira key; every
+    external value escaped (``fixloop.change.mr``)."""
+    lines = [
+        f"fixloop reverts merge commit {code(inp.merge_sha)} of !{inp.original.iid} "
+        f"(work item {code(inp.work_item.id)}): {text(inp.reason)}",
+        "",
+        "### Evidence",
+        *[f"- {text(e)}" for e in inp.evidence[:50]],
+        "",
+    ]
+    if inp.jira_key:
+        lines += [f"Jira: {code(inp.jira_key, 40)}", ""]
+    lines.append("_Approve and merge to roll back; fixloop then waits for Flux to apply the revert._")
+    return "\n".join(lines) + "\n"

@@ -18,12 +18,13 @@ from temporalio import activity
 from activities.errors import as_application_errors
 from fixloop.models import WorkItem
 from fixloop.parsing import clean
-from integrations.jira import JiraClient, JiraSettings
+from integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
 
 OPEN_WORK_ITEM = "jira.open_work_item"
 COMMENT = "jira.comment"
 CLOSE_WORK_ITEM = "jira.close_work_item"
 LINK = "jira.link"
+SET_STATUS = "jira.set_status"
 
 
 class OpenWorkItemInput(BaseModel):
@@ -72,6 +73,18 @@ class LinkInput(BaseModel):
     key: str
     url: str = Field(max_length=2_000)
     title: str = Field(max_length=255)
+
+
+class SetStatusInput(BaseModel):
+    """Move ``key`` to the status named ``status`` (e.g. ``In Progress`` when the merge request opens, ``To Do``
+    when a failed verification reopens the work). ``best_effort``: a workflow without such a transition is
+    answered ``False`` instead of failing (teams' Jira workflows differ)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    status: str = Field(max_length=60)
+    best_effort: bool = True
 
 
 class LinkRef(BaseModel):
@@ -188,3 +201,17 @@ class JiraActivities:
         with as_application_errors():
             ref = await asyncio.to_thread(self.client.add_remote_link, inp.key, inp.url, inp.title)
         return LinkRef(id=ref.id, created=ref.created)
+
+    @activity.defn(name=SET_STATUS)
+    async def set_status(self, inp: SetStatusInput) -> bool:
+        """Move the issue to ``inp.status``; True when it is there (already or now). No transition leading there:
+        False with ``best_effort`` (logged), else a non-retryable ``TransitionUnavailable``."""
+        with as_application_errors():
+            try:
+                await asyncio.to_thread(self.client.transition, inp.key, inp.status)
+            except TransitionUnavailable as e:
+                if not inp.best_effort:
+                    raise
+                activity.logger.warning("%s", clean(e.message, 300))
+                return False
+        return True

@@ -146,7 +146,7 @@ def worker() -> None:
     except ConfigError as e:
         typer.echo(f"fixloop worker: {e}", err=True)
         raise typer.Exit(code=2) from None
-    configured = [n for n in ("jira", "gitlab", "registry") if getattr(integrations, n) is not None]
+    configured = [n for n in ("jira", "gitlab", "registry", "flux", "datadog") if getattr(integrations, n) is not None]
 
     async def run() -> None:
         client = await _connect("worker", settings)
@@ -226,6 +226,48 @@ def submit(
         raise typer.Exit(code=2) from None
     if failed:
         raise typer.Exit(code=2)
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+
+
+@app.command()
+def decide(
+    workflow_id: Annotated[
+        str, typer.Argument(help="The loop's workflow id, e.g. remediate/platform/gitops/wi-...", show_default=False)
+    ],
+    verdict: Annotated[Verdict, typer.Argument(help="pass closes the work item; fail opens a revert merge request.")],
+    by: Annotated[str, typer.Option("--by", help="Who decides (recorded in the loop and on Jira).")] = os.environ.get(
+        "USER", "operator"
+    ),
+    reason: Annotated[str, typer.Option(help="Why, in one line.")] = "",
+) -> None:
+    """Decide a loop whose verification was inconclusive (marginal or no data): sends the ``decide`` update to
+    WORKFLOW_ID. Exit status 2 when the loop is not waiting for a decision (the refusal is printed) or Temporal
+    cannot be reached."""
+    import asyncio
+
+    from temporalio.client import RPCError, WorkflowUpdateFailedError
+
+    from fixloop.config import TemporalSettings
+    from workflows.remediation import Decision, RemediationWorkflow
+
+    settings = _settings("decide", TemporalSettings)
+
+    async def run() -> None:
+        client = await _connect("decide", settings)
+        handle = client.get_workflow_handle_for(RemediationWorkflow.run, workflow_id)
+        await handle.execute_update(RemediationWorkflow.decide, Decision(result=verdict.value, by=by, reason=reason))
+
+    try:
+        asyncio.run(run())
+    except (WorkflowUpdateFailedError, RPCError) as e:
+        cause = getattr(e, "cause", None) or e
+        typer.echo(f"fixloop decide: {workflow_id}: {cause}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"{workflow_id}: decided {verdict.value} by {by}")
 
 
 @app.command()

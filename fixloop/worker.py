@@ -3,14 +3,17 @@
 Activities that hold clients are methods of classes built once here. The activities of an external system are
 registered when its settings are given (``Integrations``; ``Integrations.from_env()`` reads them from the
 ``FIXLOOP_*`` variables): Jira (``jira.*``), GitLab (``gitlab.*``, and with it ``change.plan``, which also uses the
-registry when configured). Those not configured (and Flux, verification: issue 6) are not registered: a loop
-reaching them waits in the Temporal UI on "activity not registered" rather than pretending.
+registry when configured), Flux (``flux.deploy_state``, on the Kubernetes API) and Datadog (``verify.judge``).
+Those not configured are not registered: a loop reaching them waits in the Temporal UI on "activity not
+registered" rather than pretending.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -20,10 +23,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.change import ChangeActivities
+from activities.flux import FluxActivities
 from activities.gitlab import GitLabActivities
 from activities.jira import JiraActivities
 from activities.triage import TriageActivities
-from fixloop.config import LlmSettings, load
+from activities.verify import VerifyActivities
+from fixloop.config import ConfigError, LlmSettings, load
+from integrations.datadog.api import DatadogSettings
+from integrations.flux import FluxSettings
 from integrations.gitlab.api import GitLabSettings
 from integrations.jira import JiraSettings
 from integrations.registry import RegistrySettings
@@ -34,15 +41,31 @@ WORKFLOWS = (IntakeWorkflow, RemediationWorkflow)
 S = TypeVar("S", bound=BaseSettings)
 
 
-def _optional(cls: type[S]) -> S | None:
-    """``cls`` from the environment; None when its ``url`` is not set at all (the system is not configured).
-    Anything else missing or invalid raises ``fixloop.config.ConfigError`` naming the variable."""
+def _optional(cls: type[S], key: str = "url") -> S | None:
+    """``cls`` from the environment; None when its ``key`` (e.g. ``url``) is not set at all (the system is not
+    configured). Anything else missing or invalid raises ``fixloop.config.ConfigError`` naming the variable."""
     try:
         return cls()
     except ValidationError as e:
-        if any(err["type"] == "missing" and tuple(err["loc"]) == ("url",) for err in e.errors()):
+        if any(err["type"] == "missing" and tuple(err["loc"]) == (key,) for err in e.errors()):
             return None
         return load(cls)  # raises ConfigError naming the variable, never its value
+
+
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def _flux() -> FluxSettings | None:
+    """Flux is configured by ``FIXLOOP_KUBE_API_URL`` or ``FIXLOOP_KUBE_TOKEN``, or by running in a cluster (the
+    service account token)."""
+    if not (
+        os.environ.get("FIXLOOP_KUBE_API_URL") or os.environ.get("FIXLOOP_KUBE_TOKEN") or IN_CLUSTER_TOKEN.exists()
+    ):
+        return None
+    settings = load(FluxSettings)
+    if settings.token is None and not IN_CLUSTER_TOKEN.exists():
+        raise ConfigError("FIXLOOP_KUBE_TOKEN: required outside a cluster (a token that may read Kustomizations)")
+    return settings
 
 
 @dataclass(frozen=True)
@@ -53,12 +76,20 @@ class Integrations:
     jira: JiraSettings | None = None
     gitlab: GitLabSettings | None = None
     registry: RegistrySettings | None = None
+    flux: FluxSettings | None = None
+    datadog: DatadogSettings | None = None
 
     @classmethod
     def from_env(cls) -> Integrations:
         """Each system configured by its ``FIXLOOP_<SYSTEM>_URL`` (and the rest of its variables); a system whose
         URL is set but another variable is missing or invalid raises ``ConfigError``."""
-        return cls(jira=_optional(JiraSettings), gitlab=_optional(GitLabSettings), registry=_optional(RegistrySettings))
+        return cls(
+            jira=_optional(JiraSettings),
+            gitlab=_optional(GitLabSettings),
+            registry=_optional(RegistrySettings),
+            flux=_flux(),
+            datadog=_optional(DatadogSettings, "api_key"),
+        )
 
 
 def activities(llm: LlmSettings | None = None, integrations: Integrations | None = None) -> list[Callable[..., Any]]:
@@ -68,12 +99,17 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
     config = integrations or Integrations()
     if config.jira is not None:
         j = JiraActivities(config.jira)
-        out += [j.open_work_item, j.comment, j.close_work_item, j.link]
+        out += [j.open_work_item, j.comment, j.close_work_item, j.link, j.set_status]
     if config.gitlab is not None:
         jira_url = str(config.jira.url).rstrip("/") if config.jira is not None else None
-        change = ChangeActivities(config.gitlab, config.registry, jira_url=jira_url)
+        change = ChangeActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm)
         g = GitLabActivities(config.gitlab)
-        out += [change.plan, g.open_merge_request, g.merge_request_state]
+        out += [change.plan, g.open_merge_request, g.merge_request_state, g.note, g.delete_branch]
+        out.append(g.open_revert_merge_request)
+    if config.flux is not None:
+        out.append(FluxActivities(config.flux, config.gitlab).deploy_state)
+    if config.datadog is not None:
+        out.append(VerifyActivities(config.datadog).judge)
     return out
 
 

@@ -54,8 +54,10 @@ IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 class FluxSettings(BaseSettings):
     """``FIXLOOP_KUBE_API_URL`` (default the in-cluster ``https://kubernetes.default.svc``), ``FIXLOOP_KUBE_TOKEN``
     (else the in-cluster service account token file), ``FIXLOOP_KUBE_CA_FILE`` (PEM; in-cluster ``ca.crt`` when
-    present), ``FIXLOOP_KUBE_VERIFY_TLS`` (default true), ``FIXLOOP_KUBE_TIMEOUT`` (seconds, default 10) and
-    ``FIXLOOP_FLUX_HMAC_KEY``, the generic-hmac Provider's token that incoming events are verified with."""
+    present), ``FIXLOOP_KUBE_VERIFY_TLS`` (default true), ``FIXLOOP_KUBE_TIMEOUT`` (seconds, default 10),
+    ``FIXLOOP_FLUX_HMAC_KEY``, the generic-hmac Provider's token that incoming events are verified with, and
+    ``FIXLOOP_FLUX_KUSTOMIZATION``, the Kustomization (``namespace/name``, default ``flux-system/apps-production``)
+    whose status tells whether a merge is deployed when the deploy stage names none."""
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_KUBE_", env_file=".env", extra="ignore")
 
@@ -65,6 +67,11 @@ class FluxSettings(BaseSettings):
     verify_tls: bool = True
     timeout: float = Field(default=10.0, gt=0)
     hmac_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("FIXLOOP_FLUX_HMAC_KEY", "hmac_key"))
+    kustomization: str = Field(
+        default="flux-system/apps-production",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        validation_alias=AliasChoices("FIXLOOP_FLUX_KUSTOMIZATION", "kustomization"),
+    )
 
 
 def parse_revision(value: str) -> tuple[str | None, str]:

@@ -9,10 +9,11 @@ Served (GitLab REST v4 docs, docs.gitlab.com/api/): ``GET /version``, ``GET /use
 ``GET /users/:id``; ``GET /projects``, ``GET /projects/:id`` (numeric id or URL-encoded ``namespace%2Fname``);
 repository files (``GET|POST|PUT|DELETE .../repository/files/:file_path``, ``.../raw``), ``.../repository/tree``,
 branches (list/get/create/delete), commits (create with ``actions``, list, get, ``diff``, ``revert``),
-``.../repository/compare``; merge requests (create/list/get/update, ``changes``, ``diffs``, ``commits``, notes,
-``approvals``, ``approval_state``, ``approve``, ``unapprove``, ``merge``). Lists page as GitLab does (``page``,
-``per_page`` up to 100; ``X-Total``, ``X-Total-Pages``, ``X-Page``, ``X-Per-Page``, ``X-Next-Page``,
-``X-Prev-Page`` and a ``Link`` header). Parameters are read from the query string and from a JSON or form body.
+``.../repository/compare``, ``.../repository/merge_base``; merge requests (create/list/get/update, ``changes``,
+``diffs``, ``commits``, notes, ``approvals``, ``approval_state``, ``approve``, ``unapprove``, ``merge``). Lists
+page as GitLab does (``page``, ``per_page`` up to 100; ``X-Total``, ``X-Total-Pages``, ``X-Page``, ``X-Per-Page``,
+``X-Next-Page``, ``X-Prev-Page`` and a ``Link`` header). Parameters are read from the query string and from a JSON or
+form body.
 
 Users: root (id 1, no token), the bot (id 2, ``sb.credentials.gitlab_bot_*``) and a reviewer (id 3,
 ``gitlab_reviewer_*``); ``PRIVATE-TOKEN`` or ``Authorization: Bearer``, else 401 ``{"message": "401 Unauthorized"}``.
@@ -1108,6 +1109,28 @@ def build(sb: Sandbox) -> FastAPI:
             "compare_same_ref": a == b,
             "web_url": sb.url(PREFIX, f"/{path}/-/compare/{a}...{b}"),
         }
+
+    @app.get(P + "/repository/merge_base")
+    def merge_base(pid: str, params: dict = Params, user: dict = User) -> dict[str, Any]:
+        """The common ancestor of ``refs`` (``refs[]=a&refs[]=b`` or Grape's comma-separated ``refs=a,b``), as
+        GitLab's ``lib/api/repositories.rb``: 400 "Provide at least 2 refs", 400 "Could not find ref(s): ..." for
+        refs the repository does not have, 404 "Merge Base Not Found" for unrelated histories, else the commit."""
+        require(params, "refs")
+        refs = as_list(params["refs"])
+        if len(refs) < 2:
+            raise ApiError(400, "Provide at least 2 refs")
+        p = gl.project(pid)
+        path = p["path_with_namespace"]
+        shas = {r: repos.resolve(path, r) for r in refs}
+        unknown = [r for r, sha in shas.items() if sha is None]
+        if unknown:
+            raise ApiError(400, f"Could not find {'ref' if len(unknown) == 1 else 'refs'}: {', '.join(unknown)}")
+        base: str | None = shas[refs[0]]
+        for r in refs[1:]:
+            base = repos.merge_base(path, base, str(shas[r])) if base else None
+        if base is None:
+            raise ApiError(404, "404 Merge Base Not Found")
+        return gl.commit_json(p, repos.commit_info(path, base))
 
     # -- merge requests ------------------------------------------------------------------------------------------
     @app.post(P + "/merge_requests", status_code=201)

@@ -20,7 +20,9 @@ from tests.conftest import FIXTURES, ingest, scanner_reports
 ALL_INPUTS = sorted(
     str(p.relative_to(FIXTURES))
     for p in FIXTURES.rglob("*.json")
-    if "webhook-templates" not in str(p) and "servicenow" not in p.name and "datadog-docs_default" not in p.name
+    if "webhook-templates" not in str(p)
+    and "servicenow" not in p.name
+    and "datadog-docs_default" not in p.name
     and "recorded" not in p.relative_to(FIXTURES).parts  # recorded API responses (sandbox fidelity), not inputs
 )
 

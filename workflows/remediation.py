@@ -12,9 +12,11 @@ merge request, scope, kind; ``workflow.set_current_details`` carries a Markdown 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from enum import StrEnum
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
@@ -24,10 +26,12 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
     from activities import change, flux, gitlab, jira, verify
-    from fixloop.models import FIX_KINDS, RecentDeploy, Signal, WorkItem
+    from fixloop.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem
+    from fixloop.verification import VerificationPolicy
     from workflows import policies
 
 EVIDENCE_MAX = 100
+_MONITOR_ID = re.compile(r"[0-9]{1,18}")
 
 
 class Stage(StrEnum):
@@ -37,6 +41,7 @@ class Stage(StrEnum):
     AWAIT_APPROVAL = "await_approval"
     AWAIT_DEPLOY = "await_deploy"
     VERIFY = "verify"
+    DECIDE = "decide"  # marginal or no data: a human decides (update ``decide``)
     CLOSE = "close"
     DONE = "done"
 
@@ -46,8 +51,10 @@ class Outcome(StrEnum):
 
     TRACKED = "tracked"  # no fix to make (risk digest, investigation): the Jira issue is the deliverable
     NOT_LOCATED = "not_located"  # the fix could not be located in the repository: explained on Jira
-    VERIFIED = "verified"  # deployed and the verdict passed
-    VERIFY_FAILED = "verify_failed"  # deployed, verdict fail / marginal / no data: a human decides (issue 6)
+    VERIFIED = "verified"  # deployed and the verdict passed (or a human decided it passed)
+    REVERTED = "reverted"  # the verdict failed; the revert merge request was approved, merged and applied
+    REVERT_DECLINED = "revert_declined"  # the verdict failed; the revert merge request was closed unmerged
+    UNDECIDED = "undecided"  # marginal / no data and nobody decided in time
     MR_CLOSED = "mr_closed"
     APPROVAL_EXPIRED = "approval_expired"
     DEPLOY_FAILED = "deploy_failed"
@@ -64,6 +71,9 @@ class LoopOptions(BaseModel):
     approval_max_escalations: int = Field(default=3, ge=0)
     deploy_escalate_after: timedelta = timedelta(hours=1)
     deploy_max_escalations: int = Field(default=2, ge=0)
+    verify_delay: timedelta = timedelta(minutes=2)  # after the window ends, for the metrics to arrive
+    decide_escalate_after: timedelta = timedelta(days=1)
+    decide_max_escalations: int = Field(default=3, ge=0)
     max_run_events: int = Field(default=5_000, ge=1)  # continue-as-new beyond this (or when the server suggests)
     search_attributes: bool = True  # off only where the server lacks them (the Java test server)
 
@@ -74,6 +84,17 @@ class Evidence(BaseModel):
     at: AwareDatetime
     stage: Stage
     text: str = Field(max_length=2_000)
+
+
+class Decision(BaseModel):
+    """Update ``decide``: a human's verdict on a marginal / no-data verification (``pass`` closes the work item,
+    ``fail`` opens the revert merge request)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: Literal["pass", "fail"]
+    by: str = Field(min_length=1, max_length=100)
+    reason: str = Field(default="", max_length=1_000)
 
 
 class LoopState(BaseModel):
@@ -90,6 +111,10 @@ class LoopState(BaseModel):
     deploy: flux.DeployState | None = None
     deployed_at: AwareDatetime | None = None
     verdict: verify.Verdict | None = None
+    decision: Decision | None = None
+    recovered: list[str] = Field(default_factory=list)  # monitors seen recovering after the deploy
+    revert: gitlab.MergeRequestRef | None = None  # the revert merge request of a failed verdict (gated again)
+    reverted_sha: str | None = None  # the merge commit it reverts
     waiting_since: AwareDatetime | None = None
     escalations: int = 0
     more_signals: int = 0  # signals added after the start (the same work item triaged again)
@@ -169,8 +194,10 @@ class RemediationWorkflow:
     def __init__(self, inp: RemediationInput) -> None:
         self.inp = inp
         self.state = inp.state or LoopState()
-        self._events: list[MoreSignals | Refresh | ApprovalEvent | DeployEvent] = []
+        self._events: list[MoreSignals | Refresh | ApprovalEvent | DeployEvent | Decision] = []
         self._early_approvals: list[gitlab.Approval] = []
+        self._closed_unmerged = False
+        self._merged_unapproved_noted = False
 
     # --- handlers: only record -------------------------------------------------------------------------------
 
@@ -194,6 +221,15 @@ class RemediationWorkflow:
     def approve(self, event: ApprovalEvent) -> None:
         self._events.append(event)
 
+    @workflow.update
+    def decide(self, decision: Decision) -> None:
+        self._events.append(decision)
+
+    @decide.validator
+    def _validate_decision(self, decision: Decision) -> None:
+        if self.state.stage is not Stage.DECIDE or self.state.decision is not None:
+            raise ValueError(f"the loop is not waiting for a decision (stage {self.state.stage.value})")
+
     @approve.validator
     def _validate_approval(self, event: ApprovalEvent) -> None:
         """Rejected before anything is written to history: approvals by fixloop's own user, approvals for a SHA
@@ -208,7 +244,7 @@ class RemediationWorkflow:
             Stage.AWAIT_APPROVAL,
         ):
             raise ValueError(f"the loop is past its approval gate (stage {self.state.stage.value})")
-        mr = self.state.mr_state or self.state.merge_request
+        mr = self.state.mr_state or self._gate_mr()
         if mr is not None and event.approval.sha != mr.head_sha:
             raise ValueError(f"approval is for {event.approval.sha[:12]}, the merge request head is {mr.head_sha[:12]}")
 
@@ -227,6 +263,7 @@ class RemediationWorkflow:
             Stage.AWAIT_APPROVAL: self._await_approval,
             Stage.AWAIT_DEPLOY: self._await_deploy,
             Stage.VERIFY: self._verify,
+            Stage.DECIDE: self._decide,
             Stage.CLOSE: self._close,
         }
         while self.state.stage is not Stage.DONE:
@@ -297,12 +334,15 @@ class RemediationWorkflow:
                 retry_policy=policies.EXTERNAL_RETRY,
                 summary="link the merge request",
             )
+            await self._set_status("In Progress")
         self._advance(Stage.AWAIT_APPROVAL)
 
     async def _await_approval(self) -> None:
-        """Proceed when the MR is merged and a human approved the head SHA that was merged; end when it is closed.
-        Webhook-driven updates arrive as ``approve``; a poll of the MR every ``poll_interval`` is the fallback."""
-        mr = self.state.merge_request
+        """Proceed when the gate's merge request (the fix's, or later its revert's) is merged and a human approved
+        the head SHA that was merged; end when it is closed. Webhook-driven updates arrive as ``approve``; a poll of
+        the MR every ``poll_interval`` is the fallback (a lost webhook costs one poll interval). A push after an
+        approval moves the head: the approval no longer counts and the gate waits again."""
+        mr = self._gate_mr()
         if mr is None:
             raise _inconsistent("no merge request")
         opts = self.inp.options
@@ -321,8 +361,10 @@ class RemediationWorkflow:
                 retry_policy=policies.EXTERNAL_RETRY,
                 summary="poll the merge request",
             )
-            # approvals that came by webhook and are still for the current head count alongside GitLab's list
             known = self.state.mr_state.approvals if self.state.mr_state else []
+            if self.state.mr_state and polled.head_sha != self.state.mr_state.head_sha:
+                self._note(f"merge request !{mr.iid} head moved to {polled.head_sha[:12]}: approvals reset")
+            # approvals that came by webhook and are still for the current head count alongside GitLab's list
             kept = [a for a in known if a.sha == polled.head_sha and a not in polled.approvals]
             self.state.mr_state = polled.model_copy(update={"approvals": [*polled.approvals, *kept]})
 
@@ -332,7 +374,7 @@ class RemediationWorkflow:
                 return False
             if s.state in (gitlab.MrState.CLOSED, gitlab.MrState.LOCKED):
                 self._note(f"merge request !{mr.iid} was {s.state.value} without merging")
-                self._advance(Stage.DONE, Outcome.MR_CLOSED)
+                self._closed_unmerged = True
                 return True
             human = [a for a in s.approvals if not a.bot and a.sha == s.head_sha]
             if s.state is gitlab.MrState.MERGED and human:
@@ -340,8 +382,12 @@ class RemediationWorkflow:
                 self._note(f"approved by {who} at {s.head_sha[:12]}; merged as {(s.merge_sha or '?')[:12]}")
                 self._advance(Stage.AWAIT_DEPLOY)
                 return True
+            if s.state is gitlab.MrState.MERGED and not self._merged_unapproved_noted:
+                self._merged_unapproved_noted = True
+                self._note(f"merge request !{mr.iid} merged without a human approval of {s.head_sha[:12]}: waiting")
             return False
 
+        self._closed_unmerged = False
         await self._wait(
             poll,
             passed,
@@ -349,7 +395,34 @@ class RemediationWorkflow:
             opts.approval_max_escalations,
             "awaiting approval",
             Outcome.APPROVAL_EXPIRED,
+            remind=mr,
         )
+        if self._closed_unmerged:
+            await self._closed(mr)
+
+    async def _closed(self, mr: gitlab.MergeRequestRef) -> None:
+        """The gate's merge request was closed without merging: end cleanly (Jira comment and label, the branch
+        deleted so nothing is left behind)."""
+        reverting = self.state.revert is not None
+        await workflow.execute_activity(
+            gitlab.DELETE_BRANCH,
+            gitlab.DeleteBranchInput(project=mr.project, branch=mr.branch),
+            result_type=bool,
+            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+            retry_policy=policies.EXTERNAL_RETRY,
+            summary="delete the branch of the closed merge request",
+        )
+        if reverting:
+            text = (
+                f"The revert merge request !{mr.iid} was closed without merging: the change stays deployed "
+                "although its verification failed. fixloop stopped."
+            )
+            await self._comment(text, "revert-closed", labels=["fixloop-revert-declined"])
+            self._advance(Stage.DONE, Outcome.REVERT_DECLINED)
+        else:
+            text = f"Merge request !{mr.iid} was closed without merging; fixloop stopped working on this item."
+            await self._comment(text, "mr-closed", labels=["fixloop-mr-closed"])
+            self._advance(Stage.DONE, Outcome.MR_CLOSED)
 
     async def _await_deploy(self) -> None:
         s = self.state.mr_state
@@ -361,7 +434,7 @@ class RemediationWorkflow:
         async def poll() -> None:
             self.state.deploy = await workflow.execute_activity(
                 flux.DEPLOY_STATE,
-                flux.DeployStateInput(scope=self.inp.scope, merge_sha=merge_sha),
+                flux.DeployStateInput(scope=self.inp.scope, merge_sha=merge_sha, **self._kustomization()),
                 result_type=flux.DeployState,
                 start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
                 retry_policy=policies.EXTERNAL_RETRY,
@@ -377,12 +450,16 @@ class RemediationWorkflow:
                 self._advance(Stage.DONE, Outcome.DEPLOY_FAILED)
                 return True
             if d.applied:
-                self.state.deployed_at = workflow.now()
                 self._note(f"applied by Flux: {d.revision or merge_sha}")
-                self._advance(Stage.VERIFY)
+                if self.state.revert is not None:
+                    self._advance(Stage.CLOSE)
+                else:
+                    self.state.deployed_at = workflow.now()
+                    self._advance(Stage.VERIFY)
                 return True
             return False
 
+        self.state.deploy = None
         await self._wait(
             poll,
             passed,
@@ -391,6 +468,12 @@ class RemediationWorkflow:
             "awaiting deploy",
             Outcome.DEPLOY_EXPIRED,
         )
+        if self.state.outcome is Outcome.DEPLOY_FAILED:
+            await self._comment(
+                f"Flux could not apply {merge_sha[:12]}: {self.state.deploy.message if self.state.deploy else ''}",
+                "deploy-failed",
+                labels=["fixloop-deploy-failed"],
+            )
 
     async def _tell_intake(self) -> None:
         """Let the scope's intake attach alerts on the deployed service to this loop (best effort: recorded)."""
@@ -406,12 +489,29 @@ class RemediationWorkflow:
             self._note(f"the intake of {self.inp.scope} could not be told of the deploy: {e}")
 
     async def _verify(self) -> None:
-        await self._tell_intake()
+        """Wait out the verification window after the deploy (plus ``verify_delay`` for the metrics to arrive; a
+        durable timer), then judge: baseline window before the deploy against the window after it."""
         if self.state.deployed_at is None:
             raise _inconsistent("no deploy time")
+        await self._tell_intake()
+        policy = self._verification()
+        ready_at = self.state.deployed_at + policy.window + self.inp.options.verify_delay
+        if workflow.now() < ready_at:
+            self._note(f"verifying after {ready_at.isoformat(timespec='seconds')} ({policy.window} window)")
+            self._show()
+            await workflow.sleep(ready_at - workflow.now())
+        self._apply_events()
         verdict = await workflow.execute_activity(
             verify.JUDGE,
-            verify.JudgeInput(scope=self.inp.scope, work_item=self.inp.work_item, deployed_at=self.state.deployed_at),
+            verify.JudgeInput(
+                scope=self.inp.scope,
+                work_item=self.inp.work_item,
+                deployed_at=self.state.deployed_at,
+                policy=policy,
+                service=self._service(),
+                monitor_ids=self._monitor_ids(),
+                recovered=bool(self.state.recovered),
+            ),
             result_type=verify.Verdict,
             start_to_close_timeout=policies.VERIFY_TIMEOUT,
             retry_policy=policies.EXTERNAL_RETRY,
@@ -419,25 +519,121 @@ class RemediationWorkflow:
         )
         self.state.verdict = verdict
         self._note(f"verdict {verdict.result.value}: {verdict.summary}")
-        self._advance(Stage.CLOSE)
+        if verdict.result in (verify.VerdictResult.PASS, verify.VerdictResult.FAIL):
+            self._advance(Stage.CLOSE)
+            return
+        await self._comment(
+            "\n".join(
+                [
+                    f"Verification was inconclusive ({verdict.result.value}): {verdict.summary}",
+                    *verdict.evidence,
+                    "A human decides: `fixloop decide <workflow-id> pass|fail` (or the `decide` update in the "
+                    "Temporal UI). pass closes this issue; fail opens a revert merge request.",
+                ]
+            )[:32_000],
+            "decide",
+            labels=["fixloop-decide"],
+        )
+        self._advance(Stage.DECIDE)
+
+    async def _decide(self) -> None:
+        opts = self.inp.options
+
+        async def nothing() -> None:
+            return None
+
+        def passed() -> bool:
+            d = self.state.decision
+            if d is None:
+                return False
+            self._note(f"{d.by} decided {d.result}" + (f": {d.reason}" if d.reason else ""))
+            self._advance(Stage.CLOSE)
+            return True
+
+        await self._wait(
+            nothing, passed, opts.decide_escalate_after, opts.decide_max_escalations, "awaiting a decision",
+            Outcome.UNDECIDED,
+        )  # fmt: skip
+
+    def _passed_verification(self) -> bool:
+        d, v = self.state.decision, self.state.verdict
+        if d is not None:
+            return d.result == "pass"
+        return v is not None and v.result is verify.VerdictResult.PASS
 
     async def _close(self) -> None:
         verdict = self.state.verdict
         if verdict is None:
             raise _inconsistent("no verdict")
-        text = "\n".join([f"Verdict: {verdict.result.value}. {verdict.summary}", *verdict.evidence])
-        if verdict.result is verify.VerdictResult.PASS and self.state.issue:
-            await workflow.execute_activity(
-                jira.CLOSE_WORK_ITEM,
-                jira.CloseWorkItemInput(key=self.state.issue.key, resolution="done", comment=text[:32_000]),
-                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-                retry_policy=policies.EXTERNAL_RETRY,
-                summary="close the Jira issue",
+        evidence = "\n".join([f"Verdict: {verdict.result.value}. {verdict.summary}", *verdict.evidence])
+        if self.state.decision is not None:
+            d = self.state.decision
+            evidence += f"\nDecided {d.result} by {d.by}" + (f": {d.reason}" if d.reason else "")
+        if self.state.revert is not None:  # the revert is merged and applied
+            await self._comment(
+                f"The revert merge request !{self.state.revert.iid} was merged and applied by Flux: "
+                f"{(self.state.reverted_sha or '?')[:12]} is rolled back.\n{evidence}"[:32_000],
+                "reverted",
+                labels=["fixloop-reverted"],
             )
+            self._advance(Stage.DONE, Outcome.REVERTED)
+            return
+        mr = self.state.merge_request
+        if self._passed_verification():
+            if self.state.issue:
+                await workflow.execute_activity(
+                    jira.CLOSE_WORK_ITEM,
+                    jira.CloseWorkItemInput(key=self.state.issue.key, resolution="done", comment=evidence[:32_000]),
+                    start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+                    retry_policy=policies.EXTERNAL_RETRY,
+                    summary="close the Jira issue",
+                )
+            if mr is not None:
+                await self._mr_note(mr, f"fixloop verified this change after its deploy.\n\n{evidence}", "verified")
             self._advance(Stage.DONE, Outcome.VERIFIED)
             return
-        await self._comment(text, "verdict", labels=["fixloop-verify-failed"])
-        self._advance(Stage.DONE, Outcome.VERIFY_FAILED)
+        # fail: the evidence on Jira, the issue reopened, and a revert of exactly the merge commit, gated again
+        s = self.state.mr_state
+        merge_sha = (s.merge_sha or s.head_sha) if s else None
+        if mr is None or merge_sha is None:
+            raise _inconsistent("a failed verdict without a merged merge request")
+        await self._comment(
+            f"Verification failed after the deploy of {merge_sha[:12]}; fixloop opens a revert merge request.\n"
+            f"{evidence}"[:32_000],
+            "verify-failed",
+            labels=["fixloop-verify-failed"],
+        )
+        await self._set_status("To Do")
+        revert = await workflow.execute_activity(
+            gitlab.OPEN_REVERT_MERGE_REQUEST,
+            gitlab.OpenRevertInput(
+                scope=self.inp.scope,
+                work_item=self.inp.work_item,
+                original=mr,
+                merge_sha=merge_sha,
+                reason=f"verification failed ({verdict.summary})"[:2_000],
+                evidence=[line[:300] for line in verdict.evidence[:50]],
+                jira_key=self._jira_key(),
+            ),
+            result_type=gitlab.MergeRequestRef,
+            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+            retry_policy=policies.EXTERNAL_RETRY,
+            summary="open the revert merge request",
+        )
+        self.state.revert, self.state.reverted_sha = revert, merge_sha
+        self.state.mr_state = None
+        self._set_attributes((policies.SA_MERGE_REQUEST, revert.url))
+        self._note(f"revert merge request !{revert.iid} of {merge_sha[:12]}: {revert.url}")
+        if self.state.issue is not None:
+            await workflow.execute_activity(
+                jira.LINK,
+                jira.LinkInput(key=self.state.issue.key, url=revert.url, title=f"Revert merge request !{revert.iid}"),
+                result_type=jira.LinkRef,
+                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+                retry_policy=policies.EXTERNAL_RETRY,
+                summary="link the revert merge request",
+            )
+        self._advance(Stage.AWAIT_APPROVAL)
 
     # --- waiting, escalation, continue-as-new ----------------------------------------------------------------
 
@@ -449,8 +645,10 @@ class RemediationWorkflow:
         max_escalations: int,
         what: str,
         expired: Outcome,
+        remind: gitlab.MergeRequestRef | None = None,
     ) -> None:
-        """Wait until ``passed()`` (evaluated after every event or poll); escalate every ``escalate_after``;
+        """Wait until ``passed()`` (evaluated after every event or poll); escalate every ``escalate_after`` (a Jira
+        comment with a label, and a reminder note on ``remind``, the merge request waiting for its reviewer);
         after ``max_escalations`` escalations and one more period, end with ``expired``."""
         opts = self.inp.options
         stage = self.state.stage
@@ -482,6 +680,13 @@ class RemediationWorkflow:
                     f"escalate-{stage.value}-{self.state.escalations}",
                     labels=[f"fixloop-stale-{stage.value.replace('_', '-')}"],
                 )
+                if remind is not None:
+                    await self._mr_note(
+                        remind,
+                        f"Reminder: this merge request has been waiting for a review for {now - since}. fixloop "
+                        "proceeds once a human approves the current head and it is merged.",
+                        f"remind-{remind.iid}-{self.state.escalations}",
+                    )
                 self._note(f"escalated ({self.state.escalations}): still {what}")
                 continue
             if policies.continue_as_new_due(self.inp.options.max_run_events):
@@ -505,8 +710,19 @@ class RemediationWorkflow:
                 self.state.more_signals += len(new)
                 if new:
                     self._note(f"{len(new)} more signal(s) triaged into this work item")
+            elif isinstance(e, Decision):
+                if self.state.decision is None and self.state.stage is Stage.DECIDE:
+                    self.state.decision = e
             elif isinstance(e, Refresh):
                 self.state.refreshed += len(e.signals)
+                if self.state.deployed_at is not None:  # a monitor of this loop recovered after the deploy
+                    for s in e.signals:
+                        if (
+                            s.transition is Transition.RECOVERED
+                            and s.monitor_id
+                            and s.monitor_id not in self.state.recovered
+                        ):
+                            self.state.recovered.append(s.monitor_id)
                 transitions = sorted({s.transition.value for s in e.signals if s.transition})
                 seen = f" ({', '.join(transitions)})" if transitions else ""
                 self._note(f"{len(e.signals)} signal(s) seen again{seen}")
@@ -559,6 +775,52 @@ class RemediationWorkflow:
     def _note(self, text: str) -> None:
         self.state.evidence.append(Evidence(at=workflow.now(), stage=self.state.stage, text=text[:2_000]))
         del self.state.evidence[:-EVIDENCE_MAX]
+
+    async def _mr_note(self, mr: gitlab.MergeRequestRef, body: str, dedup: str) -> None:
+        await workflow.execute_activity(
+            gitlab.NOTE,
+            gitlab.NoteInput(
+                project=mr.project, iid=mr.iid, body=body[:32_000], dedup_key=f"{workflow.info().workflow_id}/{dedup}"
+            ),
+            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+            retry_policy=policies.ESCALATE_RETRY,
+            summary=f"merge request note ({dedup})",
+        )
+
+    async def _set_status(self, status: str) -> None:
+        if self.state.issue is None:
+            return
+        moved = await workflow.execute_activity(
+            jira.SET_STATUS,
+            jira.SetStatusInput(key=self.state.issue.key, status=status),
+            result_type=bool,
+            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+            retry_policy=policies.EXTERNAL_RETRY,
+            summary=f"Jira status {status}",
+        )
+        if not moved:
+            self._note(f"Jira issue {self.state.issue.key} has no transition to {status!r}; left as it is")
+
+    def _gate_mr(self) -> gitlab.MergeRequestRef | None:
+        """The merge request the approval gate is about: the revert's once one is open, else the fix's."""
+        return self.state.revert or self.state.merge_request
+
+    def _verification(self) -> VerificationPolicy:
+        plan = self.state.plan
+        return plan.verification if plan is not None and plan.verification is not None else VerificationPolicy()
+
+    def _kustomization(self) -> dict[str, str]:
+        return {"kustomization": self._verification().kustomization}
+
+    def _service(self) -> str | None:
+        wi = self.inp.work_item
+        return wi.service or next((s.service for s in self.inp.signals if s.service), None)
+
+    def _monitor_ids(self) -> list[int]:
+        """The Datadog monitors whose alerts are in this work item (an alert-driven item must see them recover).
+        Alertmanager alerts name no monitor to look up: their ``recovered`` signal is the evidence."""
+        ids = {s.monitor_id for s in self.inp.signals if s.kind is Kind.ALERT and s.source is Source.DATADOG}
+        return sorted(int(m) for m in ids if m and _MONITOR_ID.fullmatch(m) and int(m) >= 1)
 
     def _jira_key(self) -> str | None:
         return self.state.issue.key if self.state.issue else None

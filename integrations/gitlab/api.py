@@ -235,6 +235,16 @@ class GitLabClient:
             return BranchRef(name=name, sha=head)
         return BranchRef(name=name, sha=branch.commit["id"], created=True)
 
+    def delete_branch(self, name: str) -> bool:
+        """Delete branch ``name`` (``DELETE /projects/:id/repository/branches/:branch``); False when it was already
+        gone. A protected branch is GitLab's 403 (``AuthError``)."""
+        try:
+            with _mapped(f"delete branch {name}"):
+                self.project.branches.delete(name)
+        except NotFound:
+            return False
+        return True
+
     def read_file(self, path: str, ref: str) -> str | None:
         """The text (UTF-8) of ``path`` at ``ref`` (branch or sha), or None when there is no such file there."""
         try:
@@ -315,6 +325,29 @@ class GitLabClient:
         assert isinstance(raw, dict)
         return CommitRef(sha=raw["id"], created=True)
 
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether commit ``ancestor`` (a SHA, full or an unambiguous 7+ hex prefix) is ``descendant`` (a SHA or a
+        branch) or one of its ancestors: ``GET /repository/merge_base?refs[]=<ancestor>&refs[]=<descendant>``
+        (docs.gitlab.com/api/repositories/#merge-base) answers ``ancestor`` itself exactly then. ``False`` when a
+        ref is unknown to the project (GitLab answers 400 "Could not find ref: ...") or the histories are unrelated
+        (404 "Merge Base Not Found"); other errors as everywhere (a 404 for the project stays ``NotFound``)."""
+        a = ancestor.strip().lower()
+        if not 7 <= len(a) <= 64 or any(c not in "0123456789abcdef" for c in a):
+            raise IntegrationError(SYSTEM, f"is_ancestor: {ancestor[:80]!r} is not a commit sha")
+        if a == descendant.strip().lower():
+            return True
+        try:
+            with _mapped(f"merge base of {a[:12]} and {descendant[:40]}"):
+                raw = self.project.repository_merge_base([a, descendant.strip()])
+        except IntegrationError as e:
+            status = getattr(e, "status", None)
+            if (status == 400 and "Could not find ref" in e.message) or (status == 404 and "Merge Base" in e.message):
+                return False
+            raise
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+            raise IntegrationError(SYSTEM, "merge base: the answer is not a commit")
+        return raw["id"].lower().startswith(a)
+
     # -- merge requests -----------------------------------------------------------------------------------------
     def find_merge_request(self, source_branch: str, target_branch: str | None = None) -> MergeRequestInfo | None:
         """The open MR from ``source_branch`` (into ``target_branch`` when given), or None."""
@@ -333,8 +366,14 @@ class GitLabClient:
         labels = sorted(set(labels or []))
         found = self.find_merge_request(source_branch, target_branch)
         if found is None:
-            data = {"source_branch": source_branch, "target_branch": target_branch, "title": title,
-                    "description": description, "labels": ",".join(labels), "remove_source_branch": True}
+            data = {
+                "source_branch": source_branch,
+                "target_branch": target_branch,
+                "title": title,
+                "description": description,
+                "labels": ",".join(labels),
+                "remove_source_branch": True,
+            }
             try:
                 with _mapped(f"create merge request from {source_branch}"):
                     mr = self.project.mergerequests.create(data)

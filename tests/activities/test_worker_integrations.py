@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from temporalio import activity
 
-from activities import change, gitlab, jira
+from activities import change, flux, gitlab, jira, verify
 from activities.triage import GROUP_SIGNALS
 from fixloop.config import ConfigError
 from fixloop.worker import Integrations, activities
@@ -52,9 +52,13 @@ def test_configured_systems_register_their_activities(clean_env: pytest.MonkeyPa
             jira.COMMENT,
             jira.CLOSE_WORK_ITEM,
             jira.LINK,
+            jira.SET_STATUS,
             change.PLAN_CHANGE,
             gitlab.OPEN_MERGE_REQUEST,
             gitlab.MERGE_REQUEST_STATE,
+            gitlab.NOTE,
+            gitlab.DELETE_BRANCH,
+            gitlab.OPEN_REVERT_MERGE_REQUEST,
         ]
     )
     only_jira = Integrations(jira=JiraSettings(_env_file=None))  # type: ignore[call-arg]
@@ -71,3 +75,30 @@ def test_a_half_configured_system_is_a_config_error_naming_the_variable(clean_en
     clean_env.setenv("FIXLOOP_GITLAB_URL", GITLAB["FIXLOOP_GITLAB_URL"])
     with pytest.raises(ConfigError, match="FIXLOOP_GITLAB_TOKEN"):
         Integrations.from_env()
+
+
+def test_flux_and_datadog_register_the_deploy_and_verify_activities(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("FIXLOOP_KUBE_API_URL", "https://kube.acme.test:6443")
+    clean_env.setenv("FIXLOOP_KUBE_TOKEN", "kube-secret")
+    clean_env.setenv("FIXLOOP_DATADOG_API_KEY", "dd-api-secret")
+    clean_env.setenv("FIXLOOP_DATADOG_APP_KEY", "dd-app-secret")
+    config = Integrations.from_env()
+    assert config.flux is not None and config.datadog is not None and config.gitlab is None
+    assert names(activities(integrations=config)) == sorted([GROUP_SIGNALS, flux.DEPLOY_STATE, verify.JUDGE])
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"FIXLOOP_KUBE_API_URL": "https://kube.acme.test:6443"}, "FIXLOOP_KUBE_TOKEN"),
+        ({"FIXLOOP_DATADOG_API_KEY": "dd-api-secret"}, "FIXLOOP_DATADOG_APP_KEY"),
+    ],
+)
+def test_half_configured_flux_or_datadog_names_the_variable(
+    clean_env: pytest.MonkeyPatch, env: dict[str, str], variable: str
+) -> None:
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    with pytest.raises(ConfigError, match=variable) as e:
+        Integrations.from_env()
+    assert "secret" not in str(e.value)

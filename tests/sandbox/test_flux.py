@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from sandbox.flux import last_from
 from sandbox.kustomize import BuildError, PathNotFound, Snapshot, build
 from sandbox.repos import Action, Person
 from sandbox.server import bind, serve_in_thread
+from tests.receiver import Receiver
 from tests.sandbox.fidelity import RECORDED, assert_same_shape
 
 PROJECT = "platform/gitops"
@@ -120,41 +119,11 @@ def load_yaml(name: str) -> list[dict[str, Any]]:
     return [d for d in YAML(typ="safe", pure=True).load_all((FLUX_DIR / name).read_text()) if d]
 
 
-class Receiver:
-    """A webhook endpoint (http.server in a thread) that records every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.cond = threading.Condition()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with outer.cond:
-                    outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                    outer.cond.notify_all()
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/flux"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(self, predicate: Any, timeout: float = 5.0) -> list[tuple[dict[str, str], bytes]]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: predicate(self.requests), timeout), f"got {len(self.requests)} requests"
-            return list(self.requests)
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+    r = Receiver("/flux")
     yield r
-    r.server.shutdown()
+    r.close()
 
 
 def events(requests: list[tuple[dict[str, str], bytes]], name: str, reason: str) -> list[tuple[dict[str, str], bytes]]:
@@ -248,7 +217,7 @@ def test_generic_hmac_events_are_signed_and_parse(start_sandbox: Any, receiver: 
     run = start_sandbox("/kube", flux_webhook_url=receiver.url, flux_provider="generic-hmac")
     sb = run.sb
     sha = commit(sb, FILES)
-    got = receiver.wait_for(lambda r: len(events(r, "apps-production", "ReconciliationSucceeded")) == 1)
+    got = receiver.wait_until(lambda r: len(events(r, "apps-production", "ReconciliationSucceeded")) == 1)
     headers, body = events(got, "apps-production", "ReconciliationSucceeded")[0]
     key = sb.credentials.flux_hmac_key
     assert headers["content-type"] == "application/json" and headers["gotk-component"] == "kustomize-controller"
@@ -263,7 +232,7 @@ def test_generic_hmac_events_are_signed_and_parse(start_sandbox: Any, receiver: 
     assert "Deployment/shop-production/legacy-api created" in parse_event(progressing).message
 
     bad = commit(sb, {"apps/production/kustomization.yaml": "resources: [\n"})
-    got = receiver.wait_for(lambda r: len(events(r, "apps-production", "BuildFailed")) == 1)
+    got = receiver.wait_until(lambda r: len(events(r, "apps-production", "BuildFailed")) == 1)
     failed = parse_event(events(got, "apps-production", "BuildFailed")[0][1])
     assert failed.severity == "error" and failed.sha == bad
 
@@ -280,13 +249,13 @@ def test_generic_hmac_events_are_signed_and_parse(start_sandbox: Any, receiver: 
         state = httpx.get(f"{run.url}/kube/sandbox/state", headers=auth(sb)).json()
         return all(d["state"] == "delivered" for d in state["deliveries"])
 
-    receiver.wait_for(delivered)
+    receiver.wait_until(delivered)
 
 
 def test_generic_provider_sends_no_signature(start_sandbox: Any, receiver: Receiver) -> None:
     run = start_sandbox("/kube", flux_webhook_url=receiver.url, flux_provider="generic")
     commit(run.sb, FILES)
-    got = receiver.wait_for(lambda r: len(events(r, "apps-staging", "ReconciliationSucceeded")) == 1)
+    got = receiver.wait_until(lambda r: len(events(r, "apps-staging", "ReconciliationSucceeded")) == 1)
     assert all("x-signature" not in h for h, _ in got)
 
 
@@ -332,7 +301,7 @@ def test_restart_keeps_status_and_does_not_reapply(tmp_path: Path, receiver: Rec
     with server as url:
         sha = commit(sb, FILES)
         before = httpx.get(f"{url}{KS_PATH}/apps-production", headers=auth(sb)).json()
-        receiver.wait_for(lambda r: len(events(r, "apps-staging", "ReconciliationSucceeded")) == 1)
+        receiver.wait_until(lambda r: len(events(r, "apps-staging", "ReconciliationSucceeded")) == 1)
         state = httpx.get(f"{url}/kube/sandbox/state", headers=auth(sb)).json()
     sent = len(receiver.requests)
 

@@ -40,8 +40,11 @@ def change(project: Any, branch: str, path: str = FILE, suffix: str = "# fixloop
     """Commit ``path`` + ``suffix`` on ``branch`` (created from ``start``); returns the commit sha."""
     ref = branch if any(b.name == branch for b in project.branches.list(get_all=True)) else start
     text = project.files.raw(file_path=path, ref=ref).decode()
-    data = {"branch": branch, "commit_message": f"edit {path}", "actions": [
-        {"action": "update", "file_path": path, "content": text + suffix}]}
+    data = {
+        "branch": branch,
+        "commit_message": f"edit {path}",
+        "actions": [{"action": "update", "file_path": path, "content": text + suffix}],
+    }
     if ref != branch:
         data["start_branch"] = start
     return project.commits.create(data).id
@@ -111,12 +114,25 @@ def test_branch_commit_mr_approve_merge_then_clone(run: Any, tmp_path: Path) -> 
     branch = project.branches.create({"branch": "fixloop/bump", "ref": "main"})
     assert branch.commit["id"] == project.branches.get("main").commit["id"]
     text = project.files.get(file_path=FILE, ref="main").decode().decode()
-    commit = project.commits.create({
-        "branch": "fixloop/bump", "commit_message": "Bump catalog", "author_name": "fixloop", "author_email":
-        "fixloop@example.com", "actions": [{"action": "update", "file_path": FILE, "content": text + "# bumped\n"}]})
+    commit = project.commits.create(
+        {
+            "branch": "fixloop/bump",
+            "commit_message": "Bump catalog",
+            "author_name": "fixloop",
+            "author_email": "fixloop@example.com",
+            "actions": [{"action": "update", "file_path": FILE, "content": text + "# bumped\n"}],
+        }
+    )
     assert commit.author_name == "fixloop" and commit.stats["additions"] == 1
-    mr = project.mergerequests.create({"source_branch": "fixloop/bump", "target_branch": "main",
-                                       "title": "Bump catalog", "description": "why", "labels": "fixloop,security"})
+    mr = project.mergerequests.create(
+        {
+            "source_branch": "fixloop/bump",
+            "target_branch": "main",
+            "title": "Bump catalog",
+            "description": "why",
+            "labels": "fixloop,security",
+        }
+    )
     assert (mr.iid, mr.state, mr.sha, mr.author["username"]) == (1, "opened", commit.id, "fixloop-bot")
     assert mr.detailed_merge_status == "not_approved" and mr.labels == ["fixloop", "security"]
     assert mr.diff_refs["head_sha"] == commit.id and mr.references["full"] == f"{PROJECT}!1"
@@ -136,14 +152,20 @@ def test_branch_commit_mr_approve_merge_then_clone(run: Any, tmp_path: Path) -> 
     assert {"project": PROJECT, "branch": "main", "before": branch.commit["id"], "after": merge_sha} in pushes
 
     out = tmp_path / "clone"
-    subprocess.run(["git", "clone", "--quiet", run.service(f"/gitlab/{PROJECT}.git"), str(out)], check=True,
-                   capture_output=True, timeout=30)
-    head = subprocess.run(["git", "-C", str(out), "log", "-1", "--format=%H %P"], check=True, capture_output=True,
-                          text=True).stdout.split()
+    subprocess.run(
+        ["git", "clone", "--quiet", run.service(f"/gitlab/{PROJECT}.git"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    head = subprocess.run(
+        ["git", "-C", str(out), "log", "-1", "--format=%H %P"], check=True, capture_output=True, text=True
+    ).stdout.split()
     assert head == [merge_sha, branch.commit["id"], commit.id]
     assert (out / FILE).read_text().endswith("# bumped\n")
-    push = subprocess.run(["git", "-C", str(out), "push", "origin", "HEAD:refs/heads/evil"], capture_output=True,
-                          timeout=30)
+    push = subprocess.run(
+        ["git", "-C", str(out), "push", "origin", "HEAD:refs/heads/evil"], capture_output=True, timeout=30
+    )
     assert push.returncode != 0  # read-only: no receive-pack
 
 
@@ -154,7 +176,8 @@ def test_duplicate_merge_request_is_409(run: Any) -> None:
         project.mergerequests.create({"source_branch": "fix/dup", "target_branch": "main", "title": "again"})
     assert e.value.response_code == 409
     assert json.loads(e.value.response_body) == {
-        "message": ["Another open merge request already exists for this source branch: !1"]}
+        "message": ["Another open merge request already exists for this source branch: !1"]
+    }
 
 
 def test_author_cannot_approve_and_approval_is_once(run: Any) -> None:
@@ -217,7 +240,10 @@ def test_conflicting_merge_requests(run: Any) -> None:
     first.merge()
     second = project.mergerequests.get(second.iid)
     assert (second.has_conflicts, second.merge_status, second.detailed_merge_status) == (
-        True, "cannot_be_merged", "conflict")
+        True,
+        "cannot_be_merged",
+        "conflict",
+    )
     with pytest.raises(GitlabError) as e:
         second.merge()
     assert (e.value.response_code, e.value.error_message) == (422, "Branch cannot be merged")
@@ -248,8 +274,9 @@ def test_mr_list_filters_update_notes_and_close(run: Any) -> None:
 
 def test_files_tree_compare_and_revert(run: Any) -> None:
     project = api(run).projects.get(PROJECT, lazy=True)
-    f = project.files.create({"file_path": "docs/new file.md", "branch": "main", "content": "one\n",
-                              "commit_message": "add"})
+    f = project.files.create(
+        {"file_path": "docs/new file.md", "branch": "main", "content": "one\n", "commit_message": "add"}
+    )
     assert f.file_path == "docs/new file.md"
     got = project.files.get(file_path="docs/new file.md", ref="main")
     assert got.decode() == b"one\n" and got.last_commit_id == project.commits.list(ref_name="main")[0].id
@@ -397,7 +424,11 @@ def test_merge_request_webhooks(start_sandbox: Any, receiver: Receiver) -> None:
     while any(d["status"] is None for d in deliveries) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert [(d["action"], d["status"]) for d in deliveries] == [
-        ("open", 200), ("approved", 200), ("update", 200), ("close", 200)]
+        ("open", 200),
+        ("approved", 200),
+        ("update", 200),
+        ("close", 200),
+    ]
 
 
 def test_webhook_failure_never_fails_the_api(start_sandbox: Any) -> None:
@@ -432,17 +463,22 @@ def test_fidelity_rest(run: Any) -> None:
     ours_list = httpx.get(f"{base}/merge_requests", headers=h).json()
     assert_same_shape(reals[0], ours_list[0], only=[k for k in reals[0] if k not in NO_CI])
 
-    assert_same_shape(recorded("gitlab", "go-gitlab_list_merge_request_diff.json"),
-                      httpx.get(f"{base}/merge_requests/{mr.iid}/diffs", headers=h).json())
-    assert_same_shape(recorded("gitlab", "go-gitlab_get_branch.json"),
-                      httpx.get(f"{base}/repository/branches/main", headers=h).json())
+    assert_same_shape(
+        recorded("gitlab", "go-gitlab_list_merge_request_diff.json"),
+        httpx.get(f"{base}/merge_requests/{mr.iid}/diffs", headers=h).json(),
+    )
+    assert_same_shape(
+        recorded("gitlab", "go-gitlab_get_branch.json"), httpx.get(f"{base}/repository/branches/main", headers=h).json()
+    )
     real_commit = recorded("gitlab", "go-gitlab_get_commit.json")
     ours_commit = httpx.get(f"{base}/repository/commits/{mr.sha}", headers=h).json()
     assert_same_shape(real_commit, ours_commit, only=[k for k in real_commit if k not in ("last_pipeline", "status")])
 
     api(run, "reviewer").projects.get(PROJECT, lazy=True).mergerequests.get(mr.iid).approve()
-    assert_same_shape(recorded("gitlab", "gitlab-docs_get_mr_approvals.json"),
-                      httpx.get(f"{base}/merge_requests/{mr.iid}/approvals", headers=h).json())
+    assert_same_shape(
+        recorded("gitlab", "gitlab-docs_get_mr_approvals.json"),
+        httpx.get(f"{base}/merge_requests/{mr.iid}/approvals", headers=h).json(),
+    )
     draft = recorded("gitlab", "go-gitlab_create_draft_note.json")  # a draft note: only the keys a note shares
     note = httpx.post(f"{base}/merge_requests/{mr.iid}/notes", headers=h, json={"body": "hi"}).json()
     assert_same_shape(draft, note, only=[k for k in draft if k in note])
@@ -464,3 +500,36 @@ def test_fidelity_webhook(start_sandbox: Any, receiver: Receiver) -> None:
     assert_same_shape(real["assignees"][0], ours["assignees"][0])
     assert ours["changes"]["title"] == {"previous": "Fix fix/hookshape", "current": "Edited"}
     assert [label["title"] for label in ours["changes"]["labels"]["current"]] == ["fixloop", "platform"]
+
+
+# -- merge base (appended for the deploy stage's "applied a descendant" check) --------------------------------------
+def test_merge_base_and_is_ancestor(run: Any) -> None:
+    project = api(run).projects.get(PROJECT, lazy=True)
+    first = change(project, "main", suffix="# one\n")
+    project.branches.create({"branch": "fix/side", "ref": first})
+    second = change(project, "main", suffix="# two\n")
+    side = change(project, "fix/side", suffix="# side\n")
+    # python-gitlab sends refs[]=a&refs[]=b; Grape also takes refs=a,b
+    assert project.repository_merge_base([first, second])["id"] == first
+    assert project.repository_merge_base([second, side])["id"] == first
+    assert project.repository_merge_base(["main", "fix/side"])["id"] == first
+    h = {"PRIVATE-TOKEN": run.sb.credentials.gitlab_bot_token.get_secret_value()}
+    base = run.service("/gitlab/api/v4/projects/platform%2Fgitops/repository/merge_base")
+    assert httpx.get(base, params={"refs": f"{second},{first}"}, headers=h).json()["id"] == first
+    one = httpx.get(base, params={"refs[]": first}, headers=h)
+    assert one.status_code == 400 and one.json() == {"message": "Provide at least 2 refs"}
+    unknown = httpx.get(base, params={"refs[]": [first, "f" * 40, "nope"]}, headers=h)
+    assert unknown.status_code == 400 and unknown.json() == {"message": f"Could not find refs: {'f' * 40}, nope"}
+
+    gl = client(run)
+    assert gl.is_ancestor(first, second) and gl.is_ancestor(first[:12], second) and gl.is_ancestor(second, second)
+    assert not gl.is_ancestor(second, first), "a descendant is not an ancestor"
+    assert not gl.is_ancestor(second, side), "a commit on another line of history"
+    assert gl.is_ancestor(first, "fix/side") and not gl.is_ancestor(side, "main")
+    assert not gl.is_ancestor("f" * 40, second), "a commit GitLab does not know"
+    with pytest.raises(NotFound):
+        client(run, project="nobody/nothing").is_ancestor(first, second)
+    from integrations.errors import IntegrationError
+
+    with pytest.raises(IntegrationError, match="not a commit sha"):
+        gl.is_ancestor("main", second)

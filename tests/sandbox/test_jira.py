@@ -21,8 +21,19 @@ from sandbox.server import bind, serve_in_thread
 from tests.sandbox.conftest import Running
 from tests.sandbox.fidelity import assert_same_shape, recorded
 
-ADF = {"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [
-    {"type": "text", "text": "Rolled out "}, {"type": "text", "text": "v1.2.4", "marks": [{"type": "code"}]}]}]}
+ADF = {
+    "type": "doc",
+    "version": 1,
+    "content": [
+        {
+            "type": "paragraph",
+            "content": [
+                {"type": "text", "text": "Rolled out "},
+                {"type": "text", "text": "v1.2.4", "marks": [{"type": "code"}]},
+            ],
+        }
+    ],
+}
 
 
 @pytest.fixture
@@ -43,10 +54,14 @@ def official(sb: Running, version: str = "2", token: str | None = None) -> jira.
 
 def client(sb: Running, token: str | None = None, url: str | None = None) -> JiraClient:
     creds = sb.sb.credentials
-    return JiraClient(JiraSettings(
-        url=url or sb.service("/jira"), email=creds.jira_email,
-        api_token=SecretStr(token or creds.jira_api_token.get_secret_value()), timeout=5,
-    ))
+    return JiraClient(
+        JiraSettings(
+            url=url or sb.service("/jira"),
+            email=creds.jira_email,
+            api_token=SecretStr(token or creds.jira_api_token.get_secret_value()),
+            timeout=5,
+        )
+    )
 
 
 def raw(sb: Running, method: str, path: str, auth: bool = True, **kwargs) -> httpx.Response:
@@ -56,8 +71,9 @@ def raw(sb: Running, method: str, path: str, auth: bool = True, **kwargs) -> htt
 
 
 def new_issue(j: jira.JIRA, summary: str = "CVE-2024-1 in api", **fields) -> jira.Issue:
-    return j.create_issue(fields={"project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": summary,
-                                  **fields})
+    return j.create_issue(
+        fields={"project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": summary, **fields}
+    )
 
 
 # ---- the official library against the stand-in -----------------------------------------------------------------
@@ -66,8 +82,9 @@ def new_issue(j: jira.JIRA, summary: str = "CVE-2024-1 in api", **fields) -> jir
 def test_create_read_edit_labels_and_search(sandbox: Running) -> None:
     j = official(sandbox)
     assert j.server_info()["deploymentType"] == "Cloud"
-    a = j.create_issue(project="OPS", summary="Bump nginx", issuetype={"name": "Bug"}, description="line 1\nline 2",
-                       labels=["fixloop"])
+    a = j.create_issue(
+        project="OPS", summary="Bump nginx", issuetype={"name": "Bug"}, description="line 1\nline 2", labels=["fixloop"]
+    )
     b = new_issue(j, "Bump redis")
     assert (a.key, b.key) == ("OPS-1", "OPS-2")
     assert a.fields.status.name == "To Do" and a.fields.status.statusCategory.key == "new"
@@ -153,9 +170,14 @@ def test_remote_links_issue_links_and_properties(sandbox: Running) -> None:
 def test_errors_have_jiras_shape(sandbox: Running) -> None:
     missing = raw(sandbox, "POST", "/rest/api/2/issue", json={"fields": {"description": "x"}})
     assert missing.status_code == 400
-    assert missing.json() == {"errorMessages": [], "errors": {
-        "project": "Specify a valid project ID or key", "issuetype": "Specify an issue type",
-        "summary": "You must specify a summary of the issue."}}
+    assert missing.json() == {
+        "errorMessages": [],
+        "errors": {
+            "project": "Specify a valid project ID or key",
+            "issuetype": "Specify an issue type",
+            "summary": "You must specify a summary of the issue.",
+        },
+    }
     for jql, message in [
         ("project = OPS OR labels = x", "supports only AND"),
         ("colour = blue", "Field 'colour' does not exist or you do not have permission to view it."),
@@ -171,8 +193,10 @@ def test_errors_have_jiras_shape(sandbox: Running) -> None:
         assert set(r.json()) == {"errorMessages", "errors"} and message in r.json()["errorMessages"][0], jql
     gone = raw(sandbox, "GET", "/rest/api/2/issue/OPS-404")
     assert gone.status_code == 404
-    assert gone.json() == {"errorMessages": ["Issue does not exist or you do not have permission to see it."],
-                           "errors": {}}
+    assert gone.json() == {
+        "errorMessages": ["Issue does not exist or you do not have permission to see it."],
+        "errors": {},
+    }
     unknown = raw(sandbox, "PUT", "/rest/api/2/issue/OPS-404", json={"fields": {}})
     assert unknown.status_code == 404
     garbage = raw(sandbox, "POST", "/rest/api/2/issue", content=b"{not json", headers={"Content-Type": "x/y"})
@@ -183,8 +207,10 @@ def test_errors_have_jiras_shape(sandbox: Running) -> None:
 def test_authentication(sandbox: Running) -> None:
     anonymous = raw(sandbox, "GET", "/rest/api/2/myself", auth=False)
     assert anonymous.status_code == 401
-    assert anonymous.json() == {"errorMessages": ["Client must be authenticated to access this resource."],
-                                "errors": {}}
+    assert anonymous.json() == {
+        "errorMessages": ["Client must be authenticated to access this resource."],
+        "errors": {},
+    }
     assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
     assert raw(sandbox, "GET", "/rest/api/2/serverInfo", auth=False).status_code == 200
     creds = sandbox.sb.credentials
@@ -208,7 +234,10 @@ def test_state_survives_a_restart(start_sandbox: Callable[..., Running], tmp_pat
     j2 = official(start_sandbox("/jira", state_dir=state))
     again = j2.issue(issue.key)
     assert (again.fields.summary, again.fields.status.name, again.fields.labels) == (
-        "CVE-2024-1 in api", "Done", ["fixloop:wi-1"])
+        "CVE-2024-1 in api",
+        "Done",
+        ["fixloop:wi-1"],
+    )
     assert [c.body for c in j2.comments(issue.key)] == ["kept"]
     assert new_issue(j2).key == "OPS-2"  # counters survive too
 
@@ -219,8 +248,12 @@ def test_state_survives_a_restart(start_sandbox: Callable[..., Running], tmp_pat
 def test_fidelity_server_info_create_and_transitions(sandbox: Running) -> None:
     info = raw(sandbox, "GET", "/rest/api/2/serverInfo").json()
     assert_same_shape(recorded("jira", "jira-cli_serverinfo.json"), info)
-    created = raw(sandbox, "POST", "/rest/api/3/issue", json={"fields": {
-        "project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": "s", "description": ADF}})
+    created = raw(
+        sandbox,
+        "POST",
+        "/rest/api/3/issue",
+        json={"fields": {"project": {"key": "OPS"}, "issuetype": {"name": "Task"}, "summary": "s", "description": ADF}},
+    )
     assert created.status_code == 201
     assert_same_shape(recorded("jira", "jira-cli_create.json"), created.json())
     transitions = raw(sandbox, "GET", "/rest/api/3/issue/OPS-1/transitions").json()
@@ -247,27 +280,51 @@ def test_fidelity_issue_and_search(sandbox: Running) -> None:
     real = recorded("jira", "go-jira_agile_sprint_issues_with_changelog.json")
     classic = raw(sandbox, "GET", "/rest/api/2/search", params={"jql": "project = OPS", "fields": "*all"}).json()
     assert_same_shape(real, classic, only=["expand", "startAt", "maxResults", "total"])
-    read = ["summary", "status", "labels", "issuetype", "project", "resolution", "resolutiondate", "priority",
-            "created", "updated", "issuelinks", "watches", "fixVersions", "versions", "lastViewed"]
+    read = [
+        "summary",
+        "status",
+        "labels",
+        "issuetype",
+        "project",
+        "resolution",
+        "resolutiondate",
+        "priority",
+        "created",
+        "updated",
+        "issuelinks",
+        "watches",
+        "fixVersions",
+        "versions",
+        "lastViewed",
+    ]
     for ours in classic["issues"]:
         assert_same_shape(real["issues"][0], ours, only=["expand", "id", "self", "key"])
         resolved = ours["fields"]["resolution"] is not None  # the recorded issue is resolved (Done)
-        assert_same_shape(real["issues"][0]["fields"], ours["fields"],
-                          only=[f for f in read if resolved or not f.startswith("resolution")])
+        assert_same_shape(
+            real["issues"][0]["fields"],
+            ours["fields"],
+            only=[f for f in read if resolved or not f.startswith("resolution")],
+        )
     assert any(i["fields"]["resolution"] for i in classic["issues"])
 
 
 # ---- pure parts ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("jql, clauses, order", [
-    ('project = OPS AND labels = "fixloop:wi 1"', [("project", "=", "OPS"), ("labels", "=", "fixloop:wi 1")], []),
-    ("labels not in (a, 'b') order by created desc, key", [("labels", "not in", ["a", "b"])],
-     [("created", True), ("key", False)]),
-    ("resolution IS not EMPTY", [("resolution", "is not empty", None)], []),
-    ('summary ~ "say \\"hi\\""', [("summary", "~", 'say "hi"')], []),
-    ("", [], []),
-])
+@pytest.mark.parametrize(
+    "jql, clauses, order",
+    [
+        ('project = OPS AND labels = "fixloop:wi 1"', [("project", "=", "OPS"), ("labels", "=", "fixloop:wi 1")], []),
+        (
+            "labels not in (a, 'b') order by created desc, key",
+            [("labels", "not in", ["a", "b"])],
+            [("created", True), ("key", False)],
+        ),
+        ("resolution IS not EMPTY", [("resolution", "is not empty", None)], []),
+        ('summary ~ "say \\"hi\\""', [("summary", "~", 'say "hi"')], []),
+        ("", [], []),
+    ],
+)
 def test_jql_parser(jql: str, clauses: list, order: list) -> None:
     assert parse_jql(jql) == (clauses, order)
 
@@ -275,9 +332,25 @@ def test_jql_parser(jql: str, clauses: list, order: list) -> None:
 def test_adf_round_trip() -> None:
     text = "first line\nsecond line\n\nnext paragraph"
     assert adf_to_text(text_to_adf(text)) == text
-    bullets = {"type": "doc", "version": 1, "content": [{"type": "bulletList", "content": [
-        {"type": "listItem", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "one"}]}]},
-        {"type": "listItem", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "two"}]}]}]}]}
+    bullets = {
+        "type": "doc",
+        "version": 1,
+        "content": [
+            {
+                "type": "bulletList",
+                "content": [
+                    {
+                        "type": "listItem",
+                        "content": [{"type": "paragraph", "content": [{"type": "text", "text": "one"}]}],
+                    },
+                    {
+                        "type": "listItem",
+                        "content": [{"type": "paragraph", "content": [{"type": "text", "text": "two"}]}],
+                    },
+                ],
+            }
+        ],
+    }
     assert adf_to_text(bullets) == "- one\n- two"
 
 

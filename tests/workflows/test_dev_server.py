@@ -18,18 +18,21 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
+    from activities import verify
     from activities.gitlab import Approval
     from activities.triage import triage_rules
     from fixloop.ingest import ingest_file
-    from fixloop.models import WorkItemKind
+    from fixloop.models import WorkItem, WorkItemKind
     from fixloop.temporal import binary
+    from fixloop.verification import VerificationPolicy
     from fixloop.worker import build_worker
     from tests.conftest import fixture, signals
-    from tests.workflows.world import HEAD, World
+    from tests.workflows.world import HEAD, MERGE, World
     from workflows import policies
     from workflows.intake import Finish, IntakeWorkflow, intake_id
     from workflows.remediation import (
         ApprovalEvent,
+        Decision,
         LoopOptions,
         Outcome,
         RemediationInput,
@@ -37,6 +40,15 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         loop_id,
     )
+
+
+# the dev server waits out the verification window in real time: a short one
+SHORT = VerificationPolicy(window=timedelta(seconds=2), interval=timedelta(seconds=1), min_points=2)
+
+
+def alpine_item() -> WorkItem:
+    items = triage_rules(signals("trivy/trivy-0.22-fulldb_alpine-39.json")).work_items
+    return next(w for w in items if w.kind is WorkItemKind.OS_REBUILD)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +66,9 @@ async def dev() -> AsyncIterator[WorkflowEnvironment]:
 
 
 async def test_approval_update_and_search_attributes(dev: WorkflowEnvironment, task_queue: str) -> None:
-    item = next(
-        w
-        for w in triage_rules(signals("trivy/trivy-0.22-fulldb_alpine-39.json")).work_items
-        if w.kind is WorkItemKind.OS_REBUILD
-    )
-    scope = f"team/gitops-{uuid.uuid4().hex[:6]}"
-    world = World(merge_after_polls=2, approvals=[])  # GitLab's own list stays empty: only the webhook approval
-    options = LoopOptions(poll_interval=timedelta(milliseconds=200))
+    item, scope = alpine_item(), f"team/gitops-{uuid.uuid4().hex[:6]}"
+    world = World(merge_after_polls=2, approvals=[], verification=SHORT)  # only the webhook approval counts
+    options = LoopOptions(poll_interval=timedelta(milliseconds=200), verify_delay=timedelta(0))
     async with Worker(
         dev.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
     ):
@@ -136,3 +143,37 @@ async def test_fixloop_submit_feeds_the_intake_and_the_worker_starts_the_loops(
     assert (c.received, c.new, c.assigned + c.unassigned) == (len(storm), len(storm), len(storm))
     assert c.loops_started == len(expected.work_items)
     assert {d.typed_search_attributes.get(policies.SA_SCOPE) for d in loops} == {scope}
+
+
+async def test_inconclusive_verdict_waits_for_a_human_decision(dev: WorkflowEnvironment, task_queue: str) -> None:
+    item, scope = alpine_item(), f"team/gitops-{uuid.uuid4().hex[:6]}"
+    human = [Approval(by="alice", sha=HEAD)]
+    world = World(merge_after_polls=1, approvals=human, verdict=verify.VerdictResult.MARGINAL, verification=SHORT)
+    options = LoopOptions(poll_interval=timedelta(milliseconds=200), verify_delay=timedelta(0))
+    env = {**os.environ, "FIXLOOP_TEMPORAL_ADDRESS": dev.client.service_client.config.target_host}
+    async with Worker(
+        dev.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
+    ):
+        handle = await dev.client.start_workflow(
+            RemediationWorkflow.run,
+            RemediationInput(scope=scope, work_item=item, options=options),
+            id=loop_id(scope, item.id),
+            task_queue=task_queue,
+        )
+        with pytest.raises(WorkflowUpdateFailedError) as early:  # not before the verdict
+            await handle.execute_update(RemediationWorkflow.decide, Decision(result="pass", by="dave"))
+        while (await handle.query(RemediationWorkflow.status)).stage is not Stage.DECIDE:
+            await asyncio.sleep(0.05)  # a real server in real time: poll the query, bounded by the test timeout
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fixloop", "decide", handle.id, "fail", "--by", "dave", "--reason", "p95 worse",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, err.decode()
+        state = await handle.result()
+
+    assert "not waiting for a decision" in str(early.value.cause)
+    assert out.decode().strip() == f"{handle.id}: decided fail by dave"
+    assert state.decision == Decision(result="fail", by="dave", reason="p95 worse")
+    assert state.outcome is Outcome.REVERTED and world.reverts[0].merge_sha == MERGE
+    assert [c.labels for c in world.comments][:2] == [["fixloop-decide"], ["fixloop-verify-failed"]]

@@ -11,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
+    from activities import gitlab, verify
     from activities.gitlab import Approval
     from activities.triage import triage_rules
     from fixloop.models import WorkItem, WorkItemKind
@@ -102,14 +103,138 @@ async def test_merge_without_a_human_approval_does_not_pass_the_gate(env: Workfl
 
 async def test_closed_merge_request_ends_the_loop(env: WorkflowEnvironment, task_queue: str) -> None:
     world = World(close_after_polls=2)
-    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    state = await _run(env, task_queue, world, item)
     assert state.outcome is Outcome.MR_CLOSED and world.deploy_polls == 0
+    assert world.deleted == [f"fixloop/{item.id}"]  # no orphan branch
+    assert [c.labels for c in world.comments] == [["fixloop-mr-closed"]] and "!7" in world.comments[0].body
 
 
 async def test_failed_reconciliation_ends_the_loop(env: WorkflowEnvironment, task_queue: str) -> None:
     world = World(merge_after_polls=1, approvals=[HUMAN], deploy_after_polls=1, deploy_fails=True)
     state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
     assert state.outcome is Outcome.DEPLOY_FAILED and "judge" not in " ".join(world.calls)
+    assert [c.labels for c in world.comments] == [["fixloop-deploy-failed"]]
+    assert "kustomize build failed" in world.comments[0].body
+
+
+async def test_bot_approval_is_ignored_by_the_gate(env: WorkflowEnvironment, task_queue: str) -> None:
+    world = World(merge_after_polls=1, approvals=[BOT])  # merged, approved only by fixloop's own user
+    state = await _run(
+        env,
+        task_queue,
+        world,
+        _item(ALPINE, WorkItemKind.OS_REBUILD),
+        approval_escalate_after=timedelta(hours=2),
+        approval_max_escalations=1,
+    )
+    assert (state.outcome, world.deploy_polls) == (Outcome.APPROVAL_EXPIRED, 0)
+    texts = [e.text for e in state.evidence]
+    assert any("merged without a human approval" in t for t in texts)
+    assert not any("approved by" in t for t in texts)
+    # the reminder reached the reviewer on the MR as well as Jira
+    assert [n.iid for n in world.notes] == [7] and "Reminder" in world.notes[0].body
+
+
+async def test_push_after_approval_re_gates(env: WorkflowEnvironment, task_queue: str) -> None:
+    pushed = "c" * 40
+    opened, merged = gitlab.MrState.OPENED, gitlab.MrState.MERGED
+    world = World(
+        mr_script=[
+            gitlab.MergeRequestState(state=opened, head_sha=HEAD, approvals=[HUMAN]),  # alice approves HEAD
+            gitlab.MergeRequestState(state=merged, head_sha=pushed, merge_sha=MERGE),  # a push, then merged
+            gitlab.MergeRequestState(state=merged, head_sha=pushed, merge_sha=MERGE),
+            gitlab.MergeRequestState(
+                state=merged, head_sha=pushed, merge_sha=MERGE, approvals=[Approval(by="bob", sha=pushed)]
+            ),
+        ]
+    )
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+    assert state.outcome is Outcome.VERIFIED and world.mr_polls == 4
+    texts = [e.text for e in state.evidence]
+    assert any(f"head moved to {pushed[:12]}: approvals reset" in t for t in texts)
+    assert any(t.startswith(f"approved by bob at {pushed[:12]}") for t in texts)
+    assert not any("alice" in t for t in texts if t.startswith("approved by"))
+
+
+async def test_lost_webhook_is_recovered_by_the_poll(env: WorkflowEnvironment, task_queue: str) -> None:
+    # no approve update ever arrives: GitLab's own state, polled, carries the loop through the gate
+    world = World(merge_after_polls=2, approvals=[HUMAN])
+    state = await _run(
+        env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), poll_interval=timedelta(minutes=15)
+    )
+    assert state.outcome is Outcome.VERIFIED and world.mr_polls == 2
+    opened = next(e.at for e in state.evidence if e.stage is Stage.OPEN_MERGE_REQUEST)
+    approved = next(e.at for e in state.evidence if e.text.startswith("approved by alice"))
+    assert timedelta(minutes=30) <= approved - opened < timedelta(minutes=31)  # two poll intervals, no webhook
+
+
+async def test_flux_event_for_another_revision_is_ignored(env: WorkflowEnvironment, task_queue: str) -> None:
+    other = "main@sha1:" + "9" * 40
+    world = World(
+        merge_after_polls=1,
+        approvals=[HUMAN],
+        deploy_after_polls=None,  # the Kustomization poll never shows it: only the events can move the loop
+        deploy_events=[(other, True), (f"main@sha1:{MERGE}", True)],
+        client=env.client,
+    )
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+    assert state.outcome is Outcome.VERIFIED and world.deploy_polls == 2
+    texts = [e.text for e in state.evidence]
+    assert f"Flux event for another revision ignored: {other}" in texts
+    assert f"applied by Flux: main@sha1:{MERGE}" in texts
+
+
+async def test_deploy_timeout_escalates_then_ends(env: WorkflowEnvironment, task_queue: str) -> None:
+    world = World(merge_after_polls=1, approvals=[HUMAN], deploy_after_polls=None)
+    state = await _run(
+        env,
+        task_queue,
+        world,
+        _item(ALPINE, WorkItemKind.OS_REBUILD),
+        deploy_escalate_after=timedelta(hours=1),
+        deploy_max_escalations=1,
+    )
+    assert (state.outcome, state.escalations) == (Outcome.DEPLOY_EXPIRED, 1)
+    assert [c.labels for c in world.comments] == [["fixloop-stale-await-deploy"], ["fixloop-expired"]]
+    assert verify.JUDGE not in world.calls
+
+
+async def test_failed_verdict_opens_a_gated_revert(env: WorkflowEnvironment, task_queue: str) -> None:
+    world = World(merge_after_polls=1, approvals=[HUMAN], verdict=verify.VerdictResult.FAIL, revert_merge_after_polls=2)
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    state = await _run(env, task_queue, world, item)
+    assert state.outcome is Outcome.REVERTED
+    (revert,) = world.reverts
+    assert (revert.merge_sha, revert.original.iid) == (MERGE, 7)  # exactly the merge commit
+    assert state.revert and state.revert.iid == 8 and state.reverted_sha == MERGE
+    assert world.revert_polls == 2 and world.deploy_polls == 2  # the revert went through the gate and Flux
+    assert world.statuses == ["In Progress", "To Do"]  # reopened
+    assert [c.labels for c in world.comments] == [["fixloop-verify-failed"], ["fixloop-reverted"]]
+    assert "error rate" in world.comments[0].body and world.closed == []
+    assert [link.title for link in world.links] == ["Merge request !7", "Revert merge request !8"]
+    assert any("approved by carol" in e.text for e in state.evidence)
+
+
+async def test_closed_revert_ends_declined(env: WorkflowEnvironment, task_queue: str) -> None:
+    world = World(merge_after_polls=1, approvals=[HUMAN], verdict=verify.VerdictResult.FAIL, revert_closes=True)
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    state = await _run(env, task_queue, world, item)
+    assert state.outcome is Outcome.REVERT_DECLINED
+    assert world.deleted == [gitlab.revert_branch(item.id, MERGE)]
+    assert [c.labels for c in world.comments][-1] == ["fixloop-revert-declined"]
+
+
+async def test_verification_waits_for_its_window(env: WorkflowEnvironment, task_queue: str) -> None:
+    world = World(merge_after_polls=1, approvals=[HUMAN])
+    state = await _run(
+        env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), verify_delay=timedelta(minutes=3)
+    )
+    (judged,) = world.judged
+    assert state.deployed_at == judged.deployed_at and judged.policy.window == timedelta(minutes=10)
+    verdict_at = next(e.at for e in state.evidence if e.text.startswith("verdict"))
+    assert verdict_at - state.deployed_at >= timedelta(minutes=13)
+    assert [n.dedup_key.rsplit("/", 1)[1] for n in world.notes] == ["verified"]
 
 
 async def test_unlocated_fix_is_explained_on_jira(env: WorkflowEnvironment, task_queue: str) -> None:

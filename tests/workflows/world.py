@@ -7,13 +7,18 @@ polls, so a test drives a loop through its stages on the time-skipping server.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 
 from activities import change, flux, gitlab, jira, verify
+from workflows.remediation import DeployEvent
 
 HEAD = "a" * 40
 MERGE = "b" * 40
+REVERT_HEAD = "e" * 40
+REVERT_MERGE = "f" * 40
+REVIEWER = gitlab.Approval(by="carol", sha=REVERT_HEAD)
 
 
 @dataclass
@@ -25,11 +30,23 @@ class World:
     deploy_after_polls: int | None = 1
     deploy_fails: bool = False
     verdict: verify.VerdictResult = verify.VerdictResult.PASS
+    verification: Any = None  # the PlannedChange's VerificationPolicy (None: the default)
     calls: list[str] = field(default_factory=list)
     comments: list[jira.CommentInput] = field(default_factory=list)
     closed: list[jira.CloseWorkItemInput] = field(default_factory=list)
     links: list[jira.LinkInput] = field(default_factory=list)
+    mr_script: list[gitlab.MergeRequestState] | None = None  # poll n answers script[n - 1] (the last repeats)
+    revert_merge_after_polls: int | None = 1  # the revert MR (!8) is merged, approved by REVIEWER, after n polls
+    revert_closes: bool = False
+    deploy_events: list[tuple[str, bool]] = field(default_factory=list)  # signalled from the first deploy polls
+    client: Any = None  # a Temporal client, for deploy_events
+    notes: list[gitlab.NoteInput] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    reverts: list[gitlab.OpenRevertInput] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    judged: list[verify.JudgeInput] = field(default_factory=list)
     mr_polls: int = 0
+    revert_polls: int = 0
     deploy_polls: int = 0
 
     def activities(self) -> list:
@@ -43,6 +60,10 @@ class World:
             self.comment,
             self.close_work_item,
             self.link,
+            self.note,
+            self.delete_branch,
+            self.open_revert_merge_request,
+            self.set_status,
         ]
 
     @activity.defn(name=jira.OPEN_WORK_ITEM)
@@ -56,7 +77,10 @@ class World:
         if not self.located:
             return change.PlannedChange(located=False, reason="no Dockerfile or manifest runs this image")
         return change.PlannedChange(
-            located=True, branch=f"fixloop/{inp.work_item.id}", operations=["bump FROM alpine:3.9.4 -> 3.9.6"]
+            located=True,
+            branch=f"fixloop/{inp.work_item.id}",
+            operations=["bump FROM alpine:3.9.4 -> 3.9.6"],
+            verification=self.verification,
         )
 
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
@@ -72,7 +96,18 @@ class World:
 
     @activity.defn(name=gitlab.MERGE_REQUEST_STATE)
     async def merge_request_state(self, inp: gitlab.MergeRequestStateInput) -> gitlab.MergeRequestState:
+        if inp.iid == 8:  # the revert merge request
+            self.revert_polls += 1
+            if self.revert_closes:
+                return gitlab.MergeRequestState(state=gitlab.MrState.CLOSED, head_sha=REVERT_HEAD)
+            if self.revert_merge_after_polls is not None and self.revert_polls >= self.revert_merge_after_polls:
+                return gitlab.MergeRequestState(
+                    state=gitlab.MrState.MERGED, head_sha=REVERT_HEAD, merge_sha=REVERT_MERGE, approvals=[REVIEWER]
+                )
+            return gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=REVERT_HEAD)
         self.mr_polls += 1
+        if self.mr_script:
+            return self.mr_script[min(self.mr_polls, len(self.mr_script)) - 1]
         if self.close_after_polls is not None and self.mr_polls >= self.close_after_polls:
             return gitlab.MergeRequestState(state=gitlab.MrState.CLOSED, head_sha=HEAD)
         if self.merge_after_polls is not None and self.mr_polls >= self.merge_after_polls:
@@ -84,6 +119,10 @@ class World:
     @activity.defn(name=flux.DEPLOY_STATE)
     async def deploy_state(self, inp: flux.DeployStateInput) -> flux.DeployState:
         self.deploy_polls += 1
+        if self.deploy_polls <= len(self.deploy_events):  # Flux's notification arrives (through the gateway)
+            revision, ready = self.deploy_events[self.deploy_polls - 1]
+            handle = self.client.get_workflow_handle(activity.info().workflow_id)
+            await handle.signal("deploy_event", DeployEvent(revision=revision, ready=ready, message="from Flux"))
         if self.deploy_after_polls is None or self.deploy_polls < self.deploy_after_polls:
             return flux.DeployState(revision="main@sha1:" + "c" * 40)
         revision = f"main@sha1:{inp.merge_sha}"
@@ -94,6 +133,7 @@ class World:
     @activity.defn(name=verify.JUDGE)
     async def judge(self, inp: verify.JudgeInput) -> verify.Verdict:
         self.calls.append(verify.JUDGE)
+        self.judged.append(inp)
         return verify.Verdict(result=self.verdict, summary="error rate 0.4% -> 0.1%", evidence=["p=0.001"])
 
     @activity.defn(name=jira.COMMENT)
@@ -109,3 +149,29 @@ class World:
         self.calls.append(jira.LINK)
         self.links.append(inp)
         return jira.LinkRef(id=str(len(self.links)), created=True)
+
+    @activity.defn(name=gitlab.NOTE)
+    async def note(self, inp: gitlab.NoteInput) -> None:
+        self.notes.append(inp)
+
+    @activity.defn(name=gitlab.DELETE_BRANCH)
+    async def delete_branch(self, inp: gitlab.DeleteBranchInput) -> bool:
+        self.deleted.append(inp.branch)
+        return True
+
+    @activity.defn(name=gitlab.OPEN_REVERT_MERGE_REQUEST)
+    async def open_revert_merge_request(self, inp: gitlab.OpenRevertInput) -> gitlab.MergeRequestRef:
+        self.calls.append(gitlab.OPEN_REVERT_MERGE_REQUEST)
+        self.reverts.append(inp)
+        return gitlab.MergeRequestRef(
+            project=inp.original.project,
+            iid=8,
+            url=inp.original.url.replace("/7", "/8"),
+            branch=gitlab.revert_branch(inp.work_item.id, inp.merge_sha),
+            head_sha=REVERT_HEAD,
+        )
+
+    @activity.defn(name=jira.SET_STATUS)
+    async def set_status(self, inp: jira.SetStatusInput) -> bool:
+        self.statuses.append(inp.status)
+        return True

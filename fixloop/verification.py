@@ -1,0 +1,590 @@
+"""Deploy verification (stage 6): per metric, a baseline window before the deploy against a window after it, and a
+verdict with its numbers. Pure: no I/O, no clock; ``activities.verify`` queries Datadog and calls this.
+
+The semantics are those proven by canary analysis:
+
+* **Kayenta** (Spinnaker's ``NetflixACAJudge``): each metric is classified by a Mann-Whitney U test (Wilcoxon
+  rank-sum) of the experiment (after) against the control (baseline), only in the metric's ``direction``
+  (``increase``, ``decrease`` or ``either`` is bad) and only when the change is larger than an effect-size floor;
+  a metric without data is ``no_data`` and left out of the score (``mustHaveData`` makes that block the verdict);
+  a failing ``critical`` metric fails the whole analysis; otherwise the score (the share of metrics with data that
+  pass, 0-100) is held against ``scoreThresholds`` ``pass`` and ``marginal``.
+* **Argo Rollouts** (``AnalysisTemplate``): ``failureLimit``, the number of failed metrics tolerated before the
+  analysis fails whatever the score (a failed count greater than the limit fails).
+
+Here a metric fails only when the one-sided p-value in the bad direction is below ``alpha`` AND the relative change
+of medians ``(after - baseline) / baseline`` exceeds the metric's ``effect_floor`` in that direction: a tiny but
+significant shift (a busy service makes everything significant) does not fail a deploy.
+
+``fixloop.yaml`` (``verification:`` mapping, all keys optional; durations as ``30s``, ``10m``, ``1h``, ``1h30m``
+or seconds)::
+
+    verification:
+      window: 10m                 # each side: [deploy - window, deploy) against [deploy, deploy + window)
+      interval: 30s               # one point per interval (the query's rollup)
+      env: production             # the Datadog env tag; default: none (the query's env term is dropped)
+      kustomization: flux-system/apps-production   # namespace/name of the Flux Kustomization that deploys
+      alpha: 0.01                 # significance level of the one-sided test (Kayenta: a 98 % interval)
+      thresholds: {pass: 95, marginal: 50}         # score thresholds (Kayenta scoreThresholds), 0-100
+      failure_limit: 1            # failed metrics tolerated (Argo Rollouts failureLimit)
+      min_points: 5               # fewer points on a side is no data
+      metrics:                    # merged by name into the defaults: a known name overrides only the keys given
+        - name: error rate
+          effect_floor: 0.5
+        - name: queue depth       # a new name needs a query
+          query: "avg:app.queue.depth{service:{service},env:{env}}"
+          direction: increase     # increase | decrease | either: the change that is bad
+          critical: false
+          must_have_data: false
+          missing_as_zero: false  # absent points count as 0 (sparse counts; Kayenta nanStrategy "replace")
+          enabled: true
+      services:                   # per service, merged by name on top of the metrics above
+        payments:
+          metrics:
+            - {name: latency p95, effect_floor: 0.1, critical: true}
+
+Query templates are Datadog metric queries (docs.datadoghq.com/metrics/#query-timeseries-points) with the
+placeholders ``{service}`` and ``{env}``; ``.rollup(avg, <interval>)`` is appended unless the query has a rollup
+(docs.datadoghq.com/dashboards/functions/rollup/: ``avg`` is Datadog's enforced default aggregator).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from scipy.stats import mannwhitneyu
+
+
+class VerdictResult(StrEnum):
+    PASS = "pass"
+    MARGINAL = "marginal"  # a human decides
+    FAIL = "fail"
+    NO_DATA = "no_data"  # a human decides; never a pass
+
+
+class Direction(StrEnum):
+    """The change of a metric that is bad."""
+
+    INCREASE = "increase"
+    DECREASE = "decrease"
+    EITHER = "either"
+
+
+class MetricStatus(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NO_DATA = "no_data"
+
+
+# A Datadog tag value fixloop puts into a query scope: no comma, brace, colon or space can widen the scope.
+TAG_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,99}$")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_KUSTOMIZATION = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NO_ENV = re.compile(r",\s*env:\{env\}|env:\{env\}\s*,?")
+
+Name = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.%/()\-]*$")]
+
+
+def parse_duration(value: object) -> object:
+    """``30s``, ``10m``, ``1h``, ``1h30m`` -> ``timedelta``; a number is seconds; anything else is left to pydantic
+    (``timedelta``, ISO 8601 ``PT10M`` as the model serialises itself). Raises ``ValueError`` for another string."""
+    if isinstance(value, str) and not value.strip().upper().startswith(("P", "-P")):
+        m = _DURATION.match(value.strip())
+        if not value.strip() or not m or not any(m.groups()):
+            raise ValueError(f"{value[:40]!r} is not a duration (e.g. 30s, 10m, 1h)")
+        h, mi, s = (int(g or 0) for g in m.groups())
+        return timedelta(hours=h, minutes=mi, seconds=s)
+    return value
+
+
+def fmt_duration(d: timedelta) -> str:
+    """``timedelta(minutes=10)`` -> ``10 min``; ``30 s``; ``1 h``; ``1 h 30 min``."""
+    s = int(d.total_seconds())
+    if s % 60:
+        return f"{s} s"
+    h, m = divmod(s // 60, 60)
+    return " ".join(p for p in (f"{h} h" if h else "", f"{m} min" if m else "") if p) or "0 s"
+
+
+class MetricCheck(BaseModel):
+    """One metric compared before and after a deploy.
+
+    query: a Datadog metric query template with ``{service}`` and ``{env}`` placeholders. direction: the change
+    that is bad. critical: failing it fails the verdict whatever the score. must_have_data: no data on either side
+    makes the verdict ``no_data``. effect_floor: the smallest relative change of medians that can fail
+    (0.2 = 20 %). missing_as_zero: a side with fewer points than the window holds is padded with zeros (a sparse
+    count such as errors reports nothing when nothing happened). enabled: False drops a default metric.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Name
+    query: str = Field(min_length=1, max_length=1_000, pattern=r"^[^\n\r]+$")
+    direction: Direction = Direction.INCREASE
+    critical: bool = False
+    must_have_data: bool = False
+    effect_floor: float = Field(default=0.2, ge=0.0, le=100.0)
+    missing_as_zero: bool = False
+    enabled: bool = True
+
+
+ERROR_RATE = MetricCheck(
+    name="error rate",
+    query="sum:trace.http.request.errors{service:{service},env:{env}}.as_rate()",
+    direction=Direction.INCREASE,
+    critical=True,
+    missing_as_zero=True,
+)
+LATENCY_P95 = MetricCheck(
+    name="latency p95",
+    query="avg:trace.http.request.duration.by.service.95p{service:{service},env:{env}}",
+    direction=Direction.INCREASE,
+)
+REQUEST_RATE = MetricCheck(
+    name="request rate",
+    query="sum:trace.http.request.hits{service:{service},env:{env}}.as_rate()",
+    direction=Direction.DECREASE,
+    must_have_data=True,
+)
+DEFAULT_METRICS: tuple[MetricCheck, ...] = (ERROR_RATE, LATENCY_P95, REQUEST_RATE)
+
+_POLICY_KEYS = (
+    "window",
+    "interval",
+    "env",
+    "kustomization",
+    "alpha",
+    "thresholds",
+    "failure_limit",
+    "min_points",
+    "metrics",
+    "services",
+)
+
+
+class VerificationPolicy(BaseModel):
+    """How a deploy is verified (``verification:`` of a repository's ``fixloop.yaml``; ``from_policy`` parses it).
+
+    window: the length of each side. interval: seconds per point. env: the Datadog ``env`` tag (None: the query's
+    ``env:{env}`` term is dropped). kustomization: ``namespace/name`` of the Flux Kustomization. metrics: the checks
+    of every service; services: the full list for the services that override it. alpha: the significance level.
+    pass_score / marginal_score: score thresholds, 0-100. failure_limit: failed metrics tolerated. min_points:
+    fewer points on a side is no data.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: timedelta = timedelta(minutes=10)
+    interval: timedelta = timedelta(seconds=30)
+    env: str | None = None
+    kustomization: str = "flux-system/apps-production"
+    metrics: tuple[MetricCheck, ...] = DEFAULT_METRICS
+    services: dict[Annotated[str, Field(pattern=TAG_VALUE.pattern)], tuple[MetricCheck, ...]] = Field(
+        default_factory=dict
+    )
+    alpha: float = Field(default=0.01, gt=0.0, le=0.5)
+    pass_score: float = Field(default=95.0, ge=0.0, le=100.0)
+    marginal_score: float = Field(default=50.0, ge=0.0, le=100.0)
+    failure_limit: int = Field(default=1, ge=0, le=100)
+    min_points: int = Field(default=5, ge=2, le=1_000)
+
+    @field_validator("window", "interval", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not TAG_VALUE.match(value):
+            raise ValueError("not a Datadog tag value (letters, digits, _ . - /)")
+        return value
+
+    @field_validator("kustomization")
+    @classmethod
+    def _kustomization(cls, value: str) -> str:
+        if not _KUSTOMIZATION.match(value):
+            raise ValueError("must be namespace/name of a Kustomization (e.g. flux-system/apps-production)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VerificationPolicy:
+        interval = self.interval.total_seconds()
+        if interval < 1 or interval != int(interval):
+            raise ValueError("interval: must be a whole number of seconds, at least 1s")
+        if self.window < self.interval * self.min_points:
+            raise ValueError(f"window: must hold at least min_points ({self.min_points}) intervals")
+        if self.window > self.interval * 700:
+            raise ValueError("window: at most 700 intervals (Datadog caps the points of a query)")
+        if self.window > timedelta(hours=24):
+            raise ValueError("window: at most 24h")
+        if self.marginal_score > self.pass_score:
+            raise ValueError("thresholds: marginal must not exceed pass")
+        return self
+
+    @property
+    def points(self) -> int:
+        """Points a full window holds."""
+        return int(self.window.total_seconds() // self.interval.total_seconds())
+
+    @property
+    def interval_s(self) -> int:
+        return int(self.interval.total_seconds())
+
+    @property
+    def kustomization_ref(self) -> tuple[str, str]:
+        """``(namespace, name)`` of the Kustomization."""
+        ns, name = self.kustomization.split("/", 1)
+        return ns, name
+
+    def checks_for(self, service: str | None) -> list[MetricCheck]:
+        """The enabled checks of ``service`` (its override, else ``metrics``)."""
+        checks = self.services.get(service, self.metrics) if service else self.metrics
+        return [c for c in checks if c.enabled]
+
+    @classmethod
+    def from_policy(cls, raw: Mapping[str, Any] | None) -> VerificationPolicy:
+        """The policy of the ``verification:`` mapping of a ``fixloop.yaml`` (already loaded from YAML); the
+        defaults for None. Raises ``ValueError`` naming the key (``verification.window: ...``) for an unknown key
+        or an invalid value."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ValueError("verification: must be a mapping")
+        for key in raw:
+            if key not in _POLICY_KEYS:
+                raise ValueError(f"verification.{str(key)[:40]}: unknown key (known: {', '.join(_POLICY_KEYS)})")
+        values: dict[str, Any] = {}
+        for key in ("window", "interval", "env", "kustomization", "alpha", "failure_limit", "min_points"):
+            if raw.get(key) is not None:
+                values[key] = raw[key]
+        thresholds = raw.get("thresholds")
+        if thresholds is not None:
+            if not isinstance(thresholds, Mapping) or set(thresholds) - {"pass", "marginal"}:
+                raise ValueError("verification.thresholds: must be a mapping of pass and marginal (0-100)")
+            for key, field in (("pass", "pass_score"), ("marginal", "marginal_score")):
+                if thresholds.get(key) is not None:
+                    values[field] = thresholds[key]
+        metrics = _merge_checks(DEFAULT_METRICS, raw.get("metrics"), "verification.metrics")
+        values["metrics"] = metrics
+        services = raw.get("services")
+        if services is not None:
+            if not isinstance(services, Mapping):
+                raise ValueError("verification.services: must be a mapping of service name to overrides")
+            merged: dict[str, tuple[MetricCheck, ...]] = {}
+            for svc, override in services.items():
+                where = f"verification.services.{str(svc)[:60]}"
+                if not isinstance(svc, str) or not TAG_VALUE.match(svc):
+                    raise ValueError(f"{where}: not a service name (letters, digits, _ . - /)")
+                if not isinstance(override, Mapping) or set(override) - {"metrics"}:
+                    raise ValueError(f"{where}: must be a mapping with a metrics list")
+                merged[svc] = _merge_checks(metrics, override.get("metrics"), f"{where}.metrics")
+            values["services"] = merged
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            raise ValueError(_first_error(e, "verification")) from None
+
+    @classmethod
+    def from_policy_text(cls, text: str | None) -> VerificationPolicy:
+        """The policy of a whole ``fixloop.yaml`` text (its ``verification:`` key); the defaults for None or a file
+        without that key. Raises ``ValueError`` for a file that is not YAML or an invalid ``verification:``."""
+        if text is None:
+            return cls()
+        from ruamel.yaml import YAML  # the change policy's YAML reader; imported where it is needed
+
+        try:
+            doc = YAML(typ="safe").load(text) or {}
+        except Exception as e:  # ruamel's YAMLError family
+            raise ValueError(f"fixloop.yaml: not valid YAML ({str(e).splitlines()[0][:120]})") from None
+        if not isinstance(doc, Mapping):
+            raise ValueError("fixloop.yaml: not a mapping")
+        return cls.from_policy(doc.get("verification"))
+
+
+def _first_error(e: ValidationError, prefix: str) -> str:
+    err = e.errors(include_url=False)[0]
+    yaml_keys = {"pass_score": "thresholds.pass", "marginal_score": "thresholds.marginal"}  # the fixloop.yaml names
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{yaml_keys.get(str(p), p)}" for p in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if msg.split(":", 1)[0] in ("interval", "window", "thresholds") and not loc:
+        return f"{prefix}.{msg}"
+    return f"{prefix}{loc}: {msg}"
+
+
+def _merge_checks(base: Sequence[MetricCheck], raw: object, where: str) -> tuple[MetricCheck, ...]:
+    """``base`` with the entries of ``raw`` merged by name: a known name overrides the keys given, a new name is
+    appended (and needs a query)."""
+    if raw is None:
+        return tuple(base)
+    if not isinstance(raw, list):
+        raise ValueError(f"{where}: must be a list of metrics")
+    out = {c.name: c for c in base}
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise ValueError(f"{where}[{i}]: must be a mapping with a name")
+        known = out.get(entry["name"])
+        merged = {**known.model_dump(), **entry} if known else dict(entry)
+        try:
+            out[entry["name"]] = MetricCheck.model_validate(merged)
+        except ValidationError as e:
+            raise ValueError(_first_error(e, f"{where}[{i}]")) from None
+    return tuple(out.values())
+
+
+# --- queries and points --------------------------------------------------------------------------------------------
+
+
+def render_query(template: str, service: str, env: str | None, interval_s: int) -> str:
+    """The Datadog query of ``template`` for ``service`` in ``env`` (None: the ``env:{env}`` scope term is
+    dropped), with ``.rollup(avg, interval_s)`` appended unless it has a rollup. Raises ``ValueError`` for a
+    service or env that is not a plain tag value (it could widen the scope) or an ``{env}`` left without an env."""
+    for what, value in (("service", service), ("env", env)):
+        if value is not None and not TAG_VALUE.match(value):
+            raise ValueError(f"{what} {value[:60]!r} is not a Datadog tag value (letters, digits, _ . - /)")
+    q = template
+    if env is None:
+        q = _NO_ENV.sub("", q).replace("{}", "{*}")
+        if "{env}" in q:
+            raise ValueError("the query uses {env} outside a scope and no env is set")
+    q = q.replace("{service}", service).replace("{env}", env or "")
+    if ".rollup(" not in q:
+        q += f".rollup(avg, {interval_s})"
+    return q
+
+
+def split_points(
+    points: Iterable[tuple[float, float | None]], deployed_at: datetime, window: timedelta, interval_s: int
+) -> tuple[list[float], list[float]]:
+    """The values of ``points`` (``(epoch seconds of the bucket start, value or None)``) whose whole bucket
+    ``[t, t + interval_s)`` lies in the baseline ``[deployed_at - window, deployed_at)`` or the after window
+    ``[deployed_at, deployed_at + window)``; the bucket holding the deploy belongs to neither. None, NaN and
+    infinite values are dropped."""
+    d, w = deployed_at.timestamp(), window.total_seconds()
+    baseline: list[float] = []
+    after: list[float] = []
+    for t, v in points:
+        if v is None or not math.isfinite(v):
+            continue
+        if d - w <= t and t + interval_s <= d:
+            baseline.append(float(v))
+        elif d <= t and t + interval_s <= d + w:
+            after.append(float(v))
+    return baseline, after
+
+
+# --- one metric ----------------------------------------------------------------------------------------------------
+
+
+class MetricResult(BaseModel):
+    """A metric's comparison. ``effect``: ``(median_after - median_baseline) / median_baseline`` (0.25 = +25 %);
+    None when there is no data or the baseline median is 0 and the after median is not (an unbounded change).
+    ``p_value``: the one-sided Mann-Whitney U p-value in the bad direction (two-sided for ``either``); None
+    without a test (no data, or every value the same). ``query``: the Datadog query run, when one was."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    status: MetricStatus
+    direction: Direction
+    critical: bool = False
+    must_have_data: bool = False
+    effect_floor: float
+    n_baseline: int
+    n_after: int
+    median_baseline: float | None = None
+    median_after: float | None = None
+    p_value: float | None = None
+    effect: float | None = None
+    reason: str
+    query: str | None = None
+
+
+def _alternative(direction: Direction) -> str:
+    # mannwhitneyu(after, baseline, alternative=...): "greater" tests that after is stochastically larger.
+    return {Direction.INCREASE: "greater", Direction.DECREASE: "less", Direction.EITHER: "two-sided"}[direction]
+
+
+def _num(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _pct(effect: float | None) -> str:
+    return "from 0" if effect is None else f"{effect * 100:+.1f} %"
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else ("< 1e-12" if p < 1e-12 else f"{p:.2g}")
+
+
+def compare(
+    baseline: Sequence[float], after: Sequence[float], check: MetricCheck, policy: VerificationPolicy
+) -> MetricResult:
+    """Compare ``after`` with ``baseline`` (values of one metric, one per interval) for ``check``.
+
+    ``no_data`` when a side has fewer than ``policy.min_points`` finite values (after padding with zeros up to
+    ``policy.points`` when ``check.missing_as_zero``); ``fail`` only when the Mann-Whitney U p-value in the bad
+    direction is below ``policy.alpha`` and the relative change of medians exceeds ``check.effect_floor`` in that
+    direction; else ``pass``."""
+    b = [float(v) for v in baseline if v is not None and math.isfinite(v)]
+    a = [float(v) for v in after if v is not None and math.isfinite(v)]
+    if check.missing_as_zero:
+        b += [0.0] * max(0, policy.points - len(b))
+        a += [0.0] * max(0, policy.points - len(a))
+    common = {
+        "name": check.name,
+        "direction": check.direction,
+        "critical": check.critical,
+        "must_have_data": check.must_have_data,
+        "effect_floor": check.effect_floor,
+        "n_baseline": len(b),
+        "n_after": len(a),
+    }
+    if len(b) < policy.min_points or len(a) < policy.min_points:
+        return MetricResult(
+            **common,
+            status=MetricStatus.NO_DATA,
+            median_baseline=statistics.median(b) if b else None,
+            median_after=statistics.median(a) if a else None,
+            reason=f"{len(b)} points before, {len(a)} after (needs {policy.min_points} each side)",
+        )
+    mb, ma = statistics.median(b), statistics.median(a)
+    if mb != 0:
+        effect: float | None = (ma - mb) / abs(mb)
+    else:
+        effect = 0.0 if ma == 0 else None
+    if len(set(a) | set(b)) == 1:
+        p: float | None = None  # every value the same: nothing changed, nothing to test
+    else:
+        p = float(mannwhitneyu(a, b, alternative=_alternative(check.direction)).pvalue)
+        if not math.isfinite(p):
+            p = None
+    change = ma - mb if effect is None else effect  # the sign of an unbounded change is that of the medians
+    floor = check.effect_floor
+    bad_size = {
+        Direction.INCREASE: change > 0 and (effect is None or effect > floor),
+        Direction.DECREASE: change < 0 and (effect is None or effect < -floor),
+        Direction.EITHER: change != 0 and (effect is None or abs(effect) > floor),
+    }[check.direction]
+    significant = p is not None and p < policy.alpha
+    failed = significant and bad_size
+    moved = "rose" if ma > mb else ("fell" if ma < mb else "held")
+    better = {Direction.INCREASE: ma < mb, Direction.DECREASE: ma > mb, Direction.EITHER: False}[check.direction]
+    stats = f"median {_num(mb)} -> {_num(ma)} ({_pct(effect)}), p = {_p(p)}"
+    if failed:
+        reason = f"{moved} {_pct(effect)} (median {_num(mb)} -> {_num(ma)}, p = {_p(p)})"
+    elif bad_size:
+        reason = f"{moved} but not significantly (p >= {policy.alpha:g}): {stats}"
+    elif better and (effect is None or abs(effect) > floor):
+        reason = f"{moved} (the good way): {stats}"
+    elif significant and change != 0 and not better:
+        reason = f"{moved} within the {floor * 100:g} % floor: {stats}"
+    else:
+        reason = f"no significant change: {stats}"
+    return MetricResult(
+        **common,
+        status=MetricStatus.FAIL if failed else MetricStatus.PASS,
+        median_baseline=mb,
+        median_after=ma,
+        p_value=p,
+        effect=effect,
+        reason=reason,
+    )
+
+
+# --- the verdict ---------------------------------------------------------------------------------------------------
+
+
+def score(results: Sequence[MetricResult]) -> float | None:
+    """The share (0-100) of the metrics with data that pass; None when none has data."""
+    with_data = [r for r in results if r.status is not MetricStatus.NO_DATA]
+    if not with_data:
+        return None
+    return 100.0 * sum(r.status is MetricStatus.PASS for r in with_data) / len(with_data)
+
+
+def evidence_line(r: MetricResult) -> str:
+    """One line of evidence for a metric (plain text, no markup characters)."""
+    tags = [t for t, on in (("critical", r.critical), ("required", r.must_have_data)) if on]
+    head = f"{r.name}{' (' + ', '.join(tags) + ')' if tags else ''}: {r.status.value.upper().replace('_', ' ')}"
+    if r.status is MetricStatus.NO_DATA:
+        return f"{head}: {r.reason}"
+    test = "two-sided" if r.direction is Direction.EITHER else "one-sided"
+    bad = {Direction.INCREASE: "an increase", Direction.DECREASE: "a decrease"}.get(r.direction, "a change either way")
+    return (
+        f"{head}: median {_num(r.median_baseline or 0.0)} -> {_num(r.median_after or 0.0)} ({_pct(r.effect)}), "
+        f"{test} Mann-Whitney U p = {_p(r.p_value)}; bad: {bad} beyond {r.effect_floor * 100:g} %; "
+        f"n = {r.n_baseline} before / {r.n_after} after"
+    )
+
+
+def _names(results: Sequence[MetricResult]) -> str:
+    names = [r.name for r in results]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _finding(r: MetricResult) -> str:
+    return f"{r.name} {r.reason}"
+
+
+def judge(
+    results: Sequence[MetricResult], policy: VerificationPolicy, subject: str = "the service"
+) -> tuple[VerdictResult, str, list[str]]:
+    """The verdict of ``results``, a one-line summary (about ``subject``) and one evidence line per metric plus
+    the score.
+
+    In order: a failing critical metric fails; more failed metrics than ``policy.failure_limit`` fail; a
+    ``must_have_data`` metric without data, or no metric with data, gives ``no_data`` (never a pass); else the score
+    (share of metrics with data that pass) is ``pass`` at ``policy.pass_score`` or more, ``marginal`` at
+    ``policy.marginal_score`` or more, else ``fail``."""
+    failed = [r for r in results if r.status is MetricStatus.FAIL]
+    missing = [r for r in results if r.status is MetricStatus.NO_DATA]
+    required = [r for r in missing if r.must_have_data]
+    s = score(results)
+    evidence = [evidence_line(r) for r in results]
+    evidence.append(
+        "score: "
+        + ("n/a (no metric has data)" if s is None else f"{s:.0f}/100")
+        + f" (pass >= {policy.pass_score:g}, marginal >= {policy.marginal_score:g}); "
+        + f"failed {len(failed)} (limit {policy.failure_limit}), no data {len(missing)} of {len(results)}"
+    )
+    critical = [r for r in failed if r.critical]
+    if critical:
+        ordered = critical + [r for r in failed if not r.critical]
+        return (
+            VerdictResult.FAIL,
+            f"{subject} regressed after the deploy: " + "; ".join(map(_finding, ordered)),
+            evidence,
+        )
+    if len(failed) > policy.failure_limit:
+        summary = f"{subject} regressed after the deploy ({len(failed)} metrics failed): " + "; ".join(
+            map(_finding, failed)
+        )
+        return VerdictResult.FAIL, summary, evidence
+    if required or s is None:
+        lacking = required or missing
+        what = f"no data for {_names(lacking)}" if lacking else "no metric to compare"
+        return VerdictResult.NO_DATA, f"Not enough data to judge {subject} after the deploy: {what}.", evidence
+    if s >= policy.pass_score:
+        checked = [r for r in results if r.status is MetricStatus.PASS]
+        skipped = f" ({_names(missing)}: no data)" if missing else ""
+        summary = (
+            f"{subject} shows no regression over {fmt_duration(policy.window)} after the deploy: "
+            f"{_names(checked)} held{skipped}."
+        )
+        return VerdictResult.PASS, summary, evidence
+    detail = "; ".join(map(_finding, failed))
+    if s >= policy.marginal_score:
+        return (
+            VerdictResult.MARGINAL,
+            f"{subject} is borderline after the deploy (score {s:.0f}/100, a human decides): {detail}",
+            evidence,
+        )
+    return VerdictResult.FAIL, f"{subject} regressed after the deploy (score {s:.0f}/100): {detail}", evidence
