@@ -69,6 +69,7 @@ class PlannedChange(BaseModel):
     risks: list[str] = Field(default_factory=list)
     drafted_by: str = RULES
     verification: VerificationPolicy | None = None  # the repository's ``fixloop.yaml`` ``verification:`` at base_sha
+    service: str | None = None  # the one service the edited paths belong to (``service_of_paths``), if any
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -144,6 +145,17 @@ def _explain(items: Sequence[NotFixable], failed: dict[str, str]) -> list[NotFix
     return [n.model_copy(update={"reason": failed[n.package]}) if n.package in failed else n for n in items]
 
 
+_SERVICE_PATH = re.compile(r"^(?:services|apps/base|apps/[^/]+|charts)/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})/")
+
+
+def service_of_paths(paths: Iterable[str]) -> str | None:
+    """The service a change is to, by the GitOps repository's layout: ``services/<svc>/...`` (Dockerfiles,
+    lockfiles), ``apps/base/<svc>/...`` or ``apps/<env>/<svc>/...`` (manifests), ``charts/<svc>/...``; the name is
+    the service's Datadog ``service`` tag. None when the paths name no service or several."""
+    names = {m.group(1) for p in paths if (m := _SERVICE_PATH.match(p))}
+    return names.pop() if len(names) == 1 else None
+
+
 _JIRA_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}")
 _OPERATIONS: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
 
@@ -204,7 +216,8 @@ class ChangeActivities:
                 not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
             )
         planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo)
-        return planned.model_copy(update={"verification": verification})
+        service = service_of_paths(op.path for op in planned.changes)
+        return planned.model_copy(update={"verification": verification, "service": service})
 
     def _planned(
         self, inp: PlanChangeInput, result: Plan, base_sha: str, not_fixable: list[NotFixable], repo: RepoView

@@ -133,6 +133,14 @@ BREAKAGES: tuple[Effect, ...] = (
         latency_x=1.6,
     ),
     Effect(
+        "payments",
+        "Twisted 19+ (a major upgrade): the bank callback listener uses Twisted APIs its code predates (simulated)",
+        file="services/payments/requirements*.txt",
+        content=r"^Twisted\s*==\s*(?:19|2\d)\.",
+        error_rate_x=3.0,
+        latency_x=1.4,
+    ),
+    Effect(
         "storefront",
         "Node 22: native module ABI mismatch in the image resizer",
         image=r"node:22",

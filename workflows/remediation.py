@@ -813,8 +813,13 @@ class RemediationWorkflow:
         return {"kustomization": self._verification().kustomization}
 
     def _service(self) -> str | None:
-        wi = self.inp.work_item
-        return wi.service or next((s.service for s in self.inp.signals if s.service), None)
+        """The Datadog service to verify: the work item's (from its alerts), else the one its change is to."""
+        wi, plan = self.inp.work_item, self.state.plan
+        return (
+            wi.service
+            or next((s.service for s in self.inp.signals if s.service), None)
+            or (plan.service if plan is not None else None)
+        )
 
     def _monitor_ids(self) -> list[int]:
         """The Datadog monitors whose alerts are in this work item (an alert-driven item must see them recover).

@@ -339,3 +339,20 @@ async def test_an_image_the_registry_does_not_know_is_not_fixable_with_the_regis
     with pytest.raises(ApplicationError) as raised:
         await world.change.plan(ask)
     assert raised.value.non_retryable and raised.value.type == "AuthError"
+
+
+@pytest.mark.parametrize(
+    ("paths", "service"),
+    [
+        (["services/catalog/Dockerfile"], "catalog"),
+        (["services/storefront/package.json", "services/storefront/package-lock.json"], "storefront"),
+        (["apps/base/payments/deployment.yaml"], "payments"),
+        (["apps/production/legacy-api/values.yaml"], "legacy-api"),
+        (["services/catalog/Dockerfile", "services/payments/requirements.txt"], None),  # two services
+        (["apps/production/kustomization.yaml"], None),  # an environment, not a service
+        (["Dockerfile"], None),
+        (["services/$(reboot)/Dockerfile"], None),  # not a tag value
+    ],
+)
+def test_the_service_of_a_change_follows_the_repository_layout(paths: list[str], service: str | None) -> None:
+    assert change.service_of_paths(paths) == service

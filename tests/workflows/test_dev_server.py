@@ -7,13 +7,11 @@ import asyncio
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -23,10 +21,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.triage import triage_rules
     from fixloop.ingest import ingest_file
     from fixloop.models import WorkItem, WorkItemKind
-    from fixloop.temporal import binary
     from fixloop.verification import VerificationPolicy
     from fixloop.worker import build_worker
     from tests.conftest import fixture, signals
+    from tests.devserver import dev  # noqa: F401 - the fixture
     from tests.workflows.world import HEAD, MERGE, World
     from workflows import policies
     from workflows.intake import Finish, IntakeWorkflow, intake_id
@@ -49,20 +47,6 @@ SHORT = VerificationPolicy(window=timedelta(seconds=2), interval=timedelta(secon
 def alpine_item() -> WorkItem:
     items = triage_rules(signals("trivy/trivy-0.22-fulldb_alpine-39.json")).work_items
     return next(w for w in items if w.kind is WorkItemKind.OS_REBUILD)
-
-
-@pytest.fixture(scope="module")
-async def dev() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(binary("temporal")),
-        search_attributes=policies.SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--log-level", "error"],
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
 
 
 async def test_approval_update_and_search_attributes(dev: WorkflowEnvironment, task_queue: str) -> None:
