@@ -157,6 +157,19 @@ class ApprovalEvent(BaseModel):
     approval: gitlab.Approval
 
 
+class MergeRequestEvent(BaseModel):
+    """Signal ``merge_request_event``: a GitLab merge request webhook for this loop's merge request (via the
+    gateway; ``integrations.gitlab.webhook``): its ``state`` (opened / merged / closed / locked), head, and merge
+    commit once merged. Approvals travel as the ``approve`` update instead (validated before they are recorded)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    iid: int
+    state: gitlab.MrState
+    head_sha: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    merge_sha: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
 class DeployEvent(BaseModel):
     """Signal ``deploy_event``: a Flux notification for this scope (via the gateway)."""
 
@@ -194,7 +207,7 @@ class RemediationWorkflow:
     def __init__(self, inp: RemediationInput) -> None:
         self.inp = inp
         self.state = inp.state or LoopState()
-        self._events: list[MoreSignals | Refresh | ApprovalEvent | DeployEvent | Decision] = []
+        self._events: list[MoreSignals | Refresh | ApprovalEvent | DeployEvent | MergeRequestEvent | Decision] = []
         self._early_approvals: list[gitlab.Approval] = []
         self._closed_unmerged = False
         self._merged_unapproved_noted = False
@@ -215,6 +228,10 @@ class RemediationWorkflow:
 
     @workflow.signal
     def deploy_event(self, event: DeployEvent) -> None:
+        self._events.append(event)
+
+    @workflow.signal
+    def merge_request_event(self, event: MergeRequestEvent) -> None:
         self._events.append(event)
 
     @workflow.update
@@ -736,6 +753,16 @@ class RemediationWorkflow:
                 else:
                     self._early_approvals.append(e.approval)
                 self._note(f"approval by {e.approval.by} at {e.approval.sha[:12]} received")
+            elif isinstance(e, MergeRequestEvent):
+                mr, s = self._gate_mr(), self.state.mr_state
+                if mr is None or e.iid != mr.iid or s is None or self.state.stage is not Stage.AWAIT_APPROVAL:
+                    continue  # another merge request (e.g. the fix's once the revert is gated), or past the gate
+                if e.head_sha != s.head_sha:
+                    self._note(f"merge request !{e.iid} head moved to {e.head_sha[:12]}: approvals reset")
+                approvals = [a for a in s.approvals if a.sha == e.head_sha]
+                self.state.mr_state = s.model_copy(
+                    update={"state": e.state, "head_sha": e.head_sha, "merge_sha": e.merge_sha, "approvals": approvals}
+                )
             elif isinstance(e, DeployEvent):
                 s = self.state.mr_state
                 sha = (s.merge_sha or s.head_sha) if s else None

@@ -17,7 +17,15 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.models import WorkItem, WorkItemKind
     from tests.conftest import signals
     from tests.workflows.world import HEAD, MERGE, World
-    from workflows.remediation import LoopOptions, LoopState, Outcome, RemediationInput, RemediationWorkflow, Stage
+    from workflows.remediation import (
+        LoopOptions,
+        LoopState,
+        MergeRequestEvent,
+        Outcome,
+        RemediationInput,
+        RemediationWorkflow,
+        Stage,
+    )
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
 MISCONFIG = "trivy/dd-trivy_fs_misconfig_and_secrets.json"
@@ -183,6 +191,26 @@ async def test_flux_event_for_another_revision_is_ignored(env: WorkflowEnvironme
     texts = [e.text for e in state.evidence]
     assert f"Flux event for another revision ignored: {other}" in texts
     assert f"applied by Flux: main@sha1:{MERGE}" in texts
+
+
+async def test_merge_request_webhook_moves_the_gate_before_the_poll(env: WorkflowEnvironment, task_queue: str) -> None:
+    pushed = "c" * 40
+    opened = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD, approvals=[HUMAN])
+    world = World(
+        mr_script=[opened],  # GitLab's API keeps answering "opened": only the webhooks say more
+        mr_events=[
+            MergeRequestEvent(iid=7, state=gitlab.MrState.OPENED, head_sha=pushed),  # a push: alice's approval goes
+            MergeRequestEvent(iid=99, state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),  # another MR
+            MergeRequestEvent(iid=7, state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),
+        ],
+        client=env.client,
+    )
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), poll_interval=timedelta(hours=1))
+    # the push reset the approvals; the poll then brought alice's approval of HEAD back; the merge came by webhook
+    assert state.outcome is Outcome.VERIFIED and world.mr_polls == 3
+    texts = [e.text for e in state.evidence]
+    assert any(f"head moved to {pushed[:12]}" in t for t in texts)
+    assert any(t.startswith(f"approved by alice at {HEAD[:12]}; merged as {MERGE[:12]}") for t in texts)
 
 
 async def test_deploy_timeout_escalates_then_ends(env: WorkflowEnvironment, task_queue: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from temporalio import activity
 
 from activities import change, flux, gitlab, jira, verify
-from workflows.remediation import DeployEvent
+from workflows.remediation import DeployEvent, MergeRequestEvent
 
 HEAD = "a" * 40
 MERGE = "b" * 40
@@ -39,6 +39,7 @@ class World:
     revert_merge_after_polls: int | None = 1  # the revert MR (!8) is merged, approved by REVIEWER, after n polls
     revert_closes: bool = False
     deploy_events: list[tuple[str, bool]] = field(default_factory=list)  # signalled from the first deploy polls
+    mr_events: list[MergeRequestEvent] = field(default_factory=list)  # signalled from the first MR polls
     client: Any = None  # a Temporal client, for deploy_events
     notes: list[gitlab.NoteInput] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -106,6 +107,9 @@ class World:
                 )
             return gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=REVERT_HEAD)
         self.mr_polls += 1
+        if self.mr_polls <= len(self.mr_events):  # GitLab's webhook arrives (through the gateway)
+            handle = self.client.get_workflow_handle(activity.info().workflow_id)
+            await handle.signal("merge_request_event", self.mr_events[self.mr_polls - 1])
         if self.mr_script:
             return self.mr_script[min(self.mr_polls, len(self.mr_script)) - 1]
         if self.close_after_polls is not None and self.mr_polls >= self.close_after_polls:
