@@ -28,6 +28,7 @@ from fixloop.change.edit import apply
 from fixloop.change.locate import NotFixable, RepoView, as_repo
 from fixloop.change.mr import (
     DRAFT_NOTES_MAX,
+    IMAGE_OPS,
     INVISIBLE,
     SUMMARY_MAX,
     MergeRequestText,
@@ -120,7 +121,7 @@ def _fixed_by(plan: Plan) -> dict[str, list[int]]:
     operations (which close every other finding: the fix comes with the new image)."""
     out: dict[str, list[int]] = {"": []}
     for n, op in enumerate(plan.operations, 1):
-        key = "" if isinstance(op, BumpBaseImage) else canonicalize_name(subject(op))
+        key = "" if isinstance(op, IMAGE_OPS) else canonicalize_name(subject(op))
         out.setdefault(key, []).append(n)
     return out
 

@@ -4,17 +4,23 @@ Every edit first checks that the file holds the operation's ``current`` value, a
 naming the file otherwise. Line-oriented formats (Dockerfile, requirements, go.mod) change only the version token;
 JSON files (package.json, package-lock.json) are re-serialised the way npm writes them and refused if that would
 change anything else; YAML goes through a ``ruamel.yaml`` round-trip that must reproduce the untouched file exactly
-(comments, quotes and indentation kept).
+(comments, quotes and indentation kept). TOML (pyproject.toml, Pipfile) and pom.xml are edited in place, only the
+version's characters: the TOML result must parse (``tomllib``) to the same document but for the changed pins, the
+POM must stay well-formed with only the edited element's text changed.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import posixpath
 import re
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
@@ -22,6 +28,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from fixloop.change.ops import (
     BumpBaseImage,
     BumpGoModule,
+    BumpMavenDependency,
     BumpNpmPackage,
     BumpPythonPin,
     BumpWorkloadImage,
@@ -48,7 +55,15 @@ def apply(ops: Sequence[Operation], read: Callable[[str], str | None]) -> tuple[
         if isinstance(op, BumpBaseImage):
             texts[op.path] = edit_dockerfile(texts[op.path], op)
         elif isinstance(op, BumpPythonPin):
-            texts[op.path] = edit_requirements(texts[op.path], op)
+            name = op.path.rsplit("/", 1)[-1]
+            if name == "pyproject.toml":
+                texts[op.path] = edit_pyproject(texts[op.path], op)
+            elif name == "Pipfile":
+                texts[op.path] = edit_pipfile(texts[op.path], op)
+            else:
+                texts[op.path] = edit_requirements(texts[op.path], op)
+        elif isinstance(op, BumpMavenDependency):
+            texts[op.path] = edit_pom(texts[op.path], op)
         elif isinstance(op, BumpGoModule):
             texts[op.path] = edit_gomod(texts[op.path], op)
         elif isinstance(op, BumpNpmPackage):
@@ -313,9 +328,6 @@ def edit_yaml(text: str, path: str, mutate: Callable[[list[Any]], int]) -> str:
     return _keep_comment_gaps(text, _dump(yaml, docs), path)
 
 
-_COMMENT = re.compile(r"^(?P<code>.*?\S)(?P<gap>\s+)(?P<comment>#[^'\"]*)$")
-
-
 def _keep_comment_gaps(before: str, after: str, path: str) -> str:
     """``after`` with each changed line's gap before its end-of-line comment as it was (ruamel keeps the comment's
     column, which shifts it when the value's length changes). Refused if the dump added or removed lines."""
@@ -323,10 +335,19 @@ def _keep_comment_gaps(before: str, after: str, path: str) -> str:
     if len(old) != len(new):
         raise PolicyViolation("the YAML round-trip changed more than the value; refusing to reformat it", path)
     for i, (a, b) in enumerate(zip(old, new, strict=True)):
-        ma, mb = _COMMENT.match(a.rstrip("\r\n")), _COMMENT.match(b.rstrip("\r\n"))
-        if a != b and ma and mb and ma["comment"] == mb["comment"]:
-            new[i] = mb["code"] + ma["gap"] + mb["comment"] + b[len(b.rstrip("\r\n")) :]
+        if a != b:
+            new[i] = _same_gap(a.rstrip("\r\n"), b.rstrip("\r\n")) + b[len(b.rstrip("\r\n")) :]
     return "".join(new)
+
+
+def _same_gap(a: str, b: str) -> str:
+    """``b`` with the whitespace before its end-of-line comment as in ``a``: the comment is the longest tail starting
+    at a ``#`` after whitespace that both lines end with (the changed value, a version or tag, holds no ``#``)."""
+    for m in re.finditer(r"(?<=\S)(\s+)#", a):
+        tail = a[m.end(1) :]
+        if b.endswith(tail) and b[: len(b) - len(tail)].rstrip():
+            return b[: len(b) - len(tail)].rstrip() + m.group(1) + tail
+    return b
 
 
 def _dump(yaml: YAML, docs: list[Any]) -> str:
@@ -377,7 +398,7 @@ def _workload_image(docs: list[Any], op: BumpWorkloadImage) -> int:
 
 
 def _helm_value(docs: list[Any], op: SetHelmValue) -> int:
-    node: Any = docs[0] if docs else None
+    node: Any = docs[op.document] if op.document < len(docs) else None
     keys = op.key.split(".")
     for k in keys[:-1]:
         node = node.get(k) if isinstance(node, dict) else None
@@ -387,3 +408,428 @@ def _helm_value(docs: list[Any], op: SetHelmValue) -> int:
         raise PolicyViolation(f"{op.key} is {str(node[keys[-1]])[:60]!r}, expected {op.current!r}", op.path)
     node[keys[-1]] = _like(node[keys[-1]], op.new)
     return 1
+
+
+# ---------------------------------------------------------------- TOML: pyproject.toml (PEP 621, Poetry), Pipfile
+#
+# PEP 621 (packaging.python.org "pyproject.toml specification"): ``[project] dependencies`` and
+# ``[project.optional-dependencies]`` are arrays of PEP 508 requirement strings; PEP 735 ``[dependency-groups]``
+# too. Poetry (python-poetry.org/docs/dependency-specification): ``[tool.poetry.dependencies]``,
+# ``[tool.poetry.dev-dependencies]`` and ``[tool.poetry.group.<name>.dependencies]`` map a name to a constraint
+# string (``"3.8.6"``, ``"^3.8.6"``, ``"~3.8.6"``, ``">=3.8.6"``, ``"==3.8.6"``) or an inline table / sub-table with
+# ``version``. Pipfile (github.com/pypa/pipfile): ``[packages]``, ``[dev-packages]`` and other category tables map a
+# name to a PEP 440 specifier (``"==3.2.9"``, ``"*"``) or a table with ``version``.
+
+_TOML_TABLE = re.compile(r"^\s*\[\[?(?P<name>[^\[\]#]+)\]\]?\s*(?:#.*)?$")
+_TOML_KEY = r"(?:\"[^\"\\\n]*\"|'[^'\n]*'|[A-Za-z0-9_-]+)"
+_TOML_ASSIGN = re.compile(rf"^\s*(?P<key>{_TOML_KEY}(?:\s*\.\s*{_TOML_KEY})*)\s*=\s*")
+_TOML_STRING = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'")
+_TOML_KEY_PART = re.compile(r"\s*(?:\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+))\s*(?:\.|$)")
+_PIPFILE_NOT_PACKAGES = frozenset({"source", "requires", "pipenv", "scripts"})
+# One clause naming one version: Poetry's bare/caret/tilde forms and PEP 440's ==, ===, >= and ~=.
+_TOML_SPEC = re.compile(r"^\s*(?P<op>===|==|>=|~=|\^|~|=)?\s*(?P<version>[0-9][A-Za-z0-9.+!_-]*)\s*$")
+
+
+def _toml_keys(dotted: str) -> tuple[str, ...]:
+    return tuple(m.group(1) or m.group(2) or m.group(3) or "" for m in _TOML_KEY_PART.finditer(dotted) if m.group())
+
+
+@dataclass(frozen=True)
+class TomlPin:
+    """One dependency entry of a pyproject.toml or Pipfile: ``name`` as written, ``version`` when its spec names
+    one version (a pin or a floor), else None (``*``, a range), ``spec`` as written; where the version's characters
+    are: ``line``, ``start``/``end`` within the line, ``offset`` within the string, ``key`` (its path in the parsed
+    document)."""
+
+    line: int
+    start: int
+    end: int
+    offset: int
+    name: str
+    version: str | None
+    spec: str
+    key: tuple[object, ...]
+
+
+def _toml_strings(text: str) -> Iterator[tuple[int, tuple[object, ...], int, str]]:
+    """``(line index, key path, column of the content, content)`` of each one-line string value of ``text``:
+    ``key = "..."``, the strings of an inline table ``key = {k = "..."}`` (path + k) and of an array
+    ``key = ["...", ...]`` over one or more lines (path + index). Strings with escapes are skipped (never edited)."""
+    table: tuple[str, ...] = ()
+    array: list[Any] | None = None  # [path, next index, depth] inside an array
+    multiline: str | None = None
+    for i, body, _ in _lines(text):
+        if multiline is not None:
+            if multiline in body:
+                multiline = None
+            continue
+        col = 0
+        if array is None:
+            if m := _TOML_TABLE.match(body):
+                table = _toml_keys(m["name"])
+                continue
+            m = _TOML_ASSIGN.match(body)
+            if not m:
+                continue
+            path: tuple[object, ...] = table + _toml_keys(m["key"])
+            col = m.end()
+            rest = body[col:]
+            if rest.startswith(('"""', "'''")):
+                if rest.count(rest[:3]) == 1:
+                    multiline = rest[:3]
+                continue
+            if rest.startswith(('"', "'")):
+                if (s := _TOML_STRING.match(rest)) and "\\" not in s.group():
+                    yield i, path, col + 1, s.group()[1:-1]
+                continue
+            if rest.startswith("{"):
+                for kv in re.finditer(rf"({_TOML_KEY})\s*=\s*({_TOML_STRING.pattern})", rest):
+                    if "\\" not in kv.group(2):
+                        yield i, path + _toml_keys(kv.group(1)), col + kv.start(2) + 1, kv.group(2)[1:-1]
+                continue
+            if not rest.startswith("["):
+                continue
+            array, col = [path, 0, 1], col + 1
+        while col < len(body):  # inside an array: strings, nested brackets, comments
+            ch = body[col]
+            if ch == "#":
+                break
+            if ch in "\"'":
+                s = _TOML_STRING.match(body, col)
+                if s is None:
+                    break
+                if array[2] == 1:
+                    if "\\" not in s.group():
+                        yield i, (*array[0], array[1]), col + 1, s.group()[1:-1]
+                    array[1] += 1
+                col = s.end()
+                continue
+            if ch in "[{":
+                array[2] += 1
+                if ch == "{" and array[2] == 2:
+                    array[1] += 1  # an inline table item (PEP 735 include-group) counts as an item
+            elif ch in "]}":
+                array[2] -= 1
+                if array[2] == 0:
+                    array = None
+                    break
+            col += 1
+
+
+def _poetry_entry(key: tuple[object, ...]) -> tuple[str, bool] | None:
+    """``(package, via version key)`` when ``key`` is a Poetry dependency constraint's path."""
+    if key[:2] != ("tool", "poetry") or len(key) < 4:
+        return None
+    rest = key[2:]
+    if rest[0] == "group" and len(rest) >= 4 and rest[2] == "dependencies":
+        rest = rest[3:]
+    elif rest[0] in ("dependencies", "dev-dependencies"):
+        rest = rest[1:]
+    else:
+        return None
+    if len(rest) == 1 and rest[0] != "python":
+        return str(rest[0]), False
+    if len(rest) == 2 and rest[1] == "version" and rest[0] != "python":
+        return str(rest[0]), True
+    return None
+
+
+def _pipfile_entry(key: tuple[object, ...]) -> tuple[str, bool] | None:
+    if not key or key[0] in _PIPFILE_NOT_PACKAGES or not isinstance(key[0], str):
+        return None
+    if len(key) == 2:
+        return str(key[1]), False
+    if len(key) == 3 and key[2] == "version":
+        return str(key[1]), True
+    return None
+
+
+def _pep621_item(key: tuple[object, ...]) -> bool:
+    if key[:2] == ("project", "dependencies") and len(key) == 3:
+        return True
+    if key[:2] == ("project", "optional-dependencies") and len(key) == 4:
+        return True
+    return key[:1] == ("dependency-groups",) and len(key) == 3
+
+
+def toml_pins(text: str, path: str) -> list[TomlPin]:
+    """The dependency entries of a ``pyproject.toml`` (PEP 621, PEP 735, Poetry) or a ``Pipfile`` (by ``path``'s
+    name), in file order. Raises ``PolicyViolation`` when the file is not valid TOML."""
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyViolation(f"is not valid TOML ({str(e)[:80]})", path) from None
+    pipfile = path.rsplit("/", 1)[-1] == "Pipfile"
+    pins = []
+    for i, key, col, content in _toml_strings(text):
+        if not pipfile and _pep621_item(key):
+            try:
+                req = Requirement(content)
+            except InvalidRequirement:
+                continue
+            specs = list(req.specifier)
+            version, offset, size = None, 0, 0
+            if len(specs) == 1 and specs[0].operator in ("==", "===", ">=", "~=") and "*" not in specs[0].version:
+                m = re.search(rf"(?:==|>=|~=)=?\s*({re.escape(specs[0].version)})(?=\s*(?:;|,|$|\)))", content)
+                if m:
+                    version, offset, size = specs[0].version, m.start(1), len(specs[0].version)
+            pins.append(TomlPin(i, col + offset, col + offset + size, offset, req.name, version, content, key))
+            continue
+        entry = _pipfile_entry(key) if pipfile else _poetry_entry(key)
+        if entry is None:
+            continue
+        m = _TOML_SPEC.match(content)
+        if m is not None and (not pipfile or m["op"] in ("==", "===", ">=", "~=")):
+            offset = m.start("version")
+            pins.append(TomlPin(i, col + offset, col + m.end("version"), offset, entry[0], m["version"], content, key))
+        else:
+            pins.append(TomlPin(i, col, col, 0, entry[0], None, content, key))
+    return pins
+
+
+def _flatten(node: object, prefix: tuple[object, ...] = ()) -> dict[tuple[object, ...], object]:
+    if isinstance(node, dict):
+        out: dict[tuple[object, ...], object] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, (*prefix, k)))
+        return out
+    if isinstance(node, list):
+        out = {}
+        for n, v in enumerate(node):
+            out.update(_flatten(v, (*prefix, n)))
+        return out
+    return {prefix: node}
+
+
+def _edit_toml_pins(text: str, path: str, package: str, current: str, new: str, what: str) -> str:
+    want = canonicalize_name(package)
+    changes: dict[int, list[TomlPin]] = {}
+    for pin in toml_pins(text, path):
+        if canonicalize_name(pin.name) != want or pin.version is None:
+            continue
+        if pin.version != current:
+            raise PolicyViolation(f"{what} {package} at {pin.version[:60]!r}, expected {current!r}", path)
+        changes.setdefault(pin.line, []).append(pin)
+    if not changes:
+        raise PolicyViolation(f"does not pin {package}", path)
+    bodies = {i: b for i, b, _ in _lines(text)}
+    new_bodies = {}
+    for i, pins in changes.items():
+        body = bodies[i]
+        for pin in sorted(pins, key=lambda p: -p.start):
+            body = body[: pin.start] + new + body[pin.end :]
+        new_bodies[i] = body
+    out = _replace_lines(text, new_bodies)
+    # The result must be the same document but for the pins' values (a scanner mistake is refused, never written).
+    before, after = _flatten(tomllib.loads(text)), _flatten(tomllib.loads(out))
+    expected = dict(before)
+    for pins in changes.values():
+        for pin in pins:
+            old = before.get(pin.key)
+            if not isinstance(old, str):
+                raise PolicyViolation("the TOML edit does not match the parsed document; refusing it", path)
+            if old[pin.offset : pin.offset + len(current)] != current:
+                raise PolicyViolation("the TOML edit does not match the parsed document; refusing it", path)
+            expected[pin.key] = old[: pin.offset] + new + old[pin.offset + len(current) :]
+    if after != expected:
+        raise PolicyViolation("the TOML edit would change more than the pin; refusing it", path)
+    return out
+
+
+def edit_pyproject(text: str, op: BumpPythonPin) -> str:
+    """Every PEP 621 / PEP 735 requirement and Poetry constraint of ``op.package`` naming ``op.current`` set to
+    ``op.new`` (its operator, extras, markers, quotes and comments kept)."""
+    return _edit_toml_pins(text, op.path, op.package, op.current, op.new, "asks for")
+
+
+def edit_pipfile(text: str, op: BumpPythonPin) -> str:
+    """Every Pipfile entry of ``op.package`` pinned (``==``, ``>=``, ``~=``) at ``op.current`` set to ``op.new``."""
+    return _edit_toml_pins(text, op.path, op.package, op.current, op.new, "asks for")
+
+
+def _lock_name_ok(name: object) -> bool:
+    return isinstance(name, str) and bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,213}", name))
+
+
+def python_lock_pins(text: str, path: str) -> dict[str, tuple[str, str]]:
+    """``{canonical name: (name as locked, version)}`` of a ``poetry.lock`` / ``uv.lock`` (TOML ``[[package]]``
+    name/version) or a ``Pipfile.lock`` (JSON: each category's ``{name: {"version": "==x"}}``); empty when the
+    file does not parse. Read only: fixloop never edits these (their hashes need the package manager)."""
+    out: dict[str, tuple[str, str]] = {}
+    try:
+        if path.rsplit("/", 1)[-1] == "Pipfile.lock":
+            doc = json.loads(text)
+            sections = doc.items() if isinstance(doc, dict) else []
+            for category, section in sections:
+                if category == "_meta" or not isinstance(section, dict):
+                    continue
+                for name, entry in section.items():
+                    version = entry.get("version") if isinstance(entry, dict) else None
+                    if _lock_name_ok(name) and isinstance(version, str) and version.startswith("=="):
+                        out.setdefault(canonicalize_name(name), (name, version[2:]))
+        else:
+            for entry in tomllib.loads(text).get("package") or []:
+                name, version = (entry.get("name"), entry.get("version")) if isinstance(entry, dict) else (None, None)
+                if _lock_name_ok(name) and isinstance(version, str):
+                    out.setdefault(canonicalize_name(name), (name, version))
+    except (ValueError, AttributeError):  # json and tomllib errors are ValueErrors
+        return {}
+    return out
+
+
+# ---------------------------------------------------------------- pom.xml
+#
+# POM reference (maven.apache.org/pom.html, maven-4.0.0.xsd): ``<dependency>`` has ``groupId``, ``artifactId`` and
+# an optional ``version`` (a version, a range, or a ``${property}`` reference); project ``<properties>`` hold the
+# property values; ``<parent>``'s ``relativePath`` defaults to ``../pom.xml``.
+
+_XML_OPAQUE = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>", re.S)
+_XML_TAG = re.compile(r"<(?P<close>/)?(?P<name>[A-Za-z_][\w.:-]*)(?P<attrs>[^<>]*?)(?P<empty>/)?>")
+PROPERTY_REF = re.compile(r"^\$\{(?P<name>[A-Za-z_][A-Za-z0-9_.-]{0,127})\}$")
+
+
+@dataclass
+class XmlElement:
+    """One element of an XML document: ``path`` of names from the root (``("project", "properties",
+    "guava.version")``), the span of its content (``start``, ``end``), its ``parent``'s index, and ``leaf`` (no
+    child element)."""
+
+    path: tuple[str, ...]
+    start: int
+    parent: int | None
+    end: int = 0
+    leaf: bool = True
+
+
+def xml_elements(text: str, path: str) -> list[XmlElement]:
+    """The elements of a well-formed XML document, in document order. Refused (``PolicyViolation``) when the
+    document declares a DOCTYPE or entities (a POM never needs them; they are how XML parsers are attacked) or is
+    not well-formed (a stray ``<``, mismatched or unclosed tags)."""
+    if re.search(r"<!DOCTYPE|<!ENTITY", text, re.I):
+        raise PolicyViolation("declares a DOCTYPE or entities; refusing to read it", path)
+    masked = _XML_OPAQUE.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
+    elements: list[XmlElement] = []
+    stack: list[int] = []
+    pos = 0
+    for m in _XML_TAG.finditer(masked):
+        if "<" in masked[pos : m.start()]:
+            raise PolicyViolation("is not well-formed XML (a '<' outside a tag)", path)
+        pos = m.end()
+        name = m["name"].rsplit(":", 1)[-1]
+        if m["close"]:
+            if not stack or elements[stack[-1]].path[-1] != name or m["attrs"].strip() or m["empty"]:
+                raise PolicyViolation(f"is not well-formed XML (unexpected </{name[:40]}>)", path)
+            elements[stack.pop()].end = m.start()
+            continue
+        parent = stack[-1] if stack else None
+        if parent is None and elements:
+            raise PolicyViolation("is not well-formed XML (more than one root element)", path)
+        if parent is not None:
+            elements[parent].leaf = False
+        above = elements[parent].path if parent is not None else ()
+        elements.append(XmlElement((*above, name), m.end(), parent, m.end()))
+        if not m["empty"]:
+            stack.append(len(elements) - 1)
+    if stack or "<" in masked[pos:]:
+        raise PolicyViolation("is not well-formed XML (an element is not closed)", path)
+    return elements
+
+
+def _xml_text(text: str, el: XmlElement) -> tuple[str, int, int]:
+    """A leaf element's text stripped, and its span."""
+    raw = text[el.start : el.end]
+    lead = len(raw) - len(raw.lstrip())
+    value = raw.strip()
+    return value, el.start + lead, el.start + lead + len(value)
+
+
+@dataclass(frozen=True)
+class PomDependency:
+    """A ``<dependency>`` of a POM: ``coordinate`` (``groupId:artifactId``), ``version`` as written (None when it
+    has none) and its span, ``managed`` (in ``<dependencyManagement>``)."""
+
+    coordinate: str
+    version: str | None
+    start: int
+    end: int
+    managed: bool
+
+
+def pom_dependencies(text: str, path: str) -> list[PomDependency]:
+    """Every ``<dependency>`` of a POM (project, ``<dependencyManagement>``, profiles, plugins), in file order."""
+    elements = xml_elements(text, path)
+    children: dict[int, dict[str, XmlElement]] = {}
+    for el in elements:
+        if el.parent is not None and el.leaf:
+            children.setdefault(el.parent, {}).setdefault(el.path[-1], el)
+    out = []
+    for n, el in enumerate(elements):
+        if el.path[-2:] != ("dependencies", "dependency"):
+            continue
+        kids = children.get(n, {})
+        if "groupId" not in kids or "artifactId" not in kids:
+            continue
+        group, artifact = _xml_text(text, kids["groupId"])[0], _xml_text(text, kids["artifactId"])[0]
+        version, start, end = _xml_text(text, kids["version"]) if "version" in kids else (None, 0, 0)
+        out.append(PomDependency(f"{group}:{artifact}", version, start, end, "dependencyManagement" in el.path))
+    return out
+
+
+def pom_properties(text: str, path: str) -> dict[str, tuple[str, int, int]]:
+    """``{name: (value, start, end)}`` of the project's ``<properties>`` (not a profile's); the first definition of
+    a name wins, as in Maven."""
+    out: dict[str, tuple[str, int, int]] = {}
+    for el in xml_elements(text, path):
+        if len(el.path) == 3 and el.path[:2] == ("project", "properties") and el.leaf:
+            out.setdefault(el.path[2], _xml_text(text, el))
+    return out
+
+
+def pom_parent(text: str, path: str) -> str | None:
+    """The repository path of the POM's parent (``<parent>``'s ``relativePath``, default ``../pom.xml``), or None
+    when it has no parent, the parent is not in the repository (``<relativePath/>``), or the path leaves it."""
+    elements = xml_elements(text, path)
+    if not any(el.path == ("project", "parent") for el in elements):
+        return None
+    rel = "../pom.xml"
+    for el in elements:
+        if el.path == ("project", "parent", "relativePath"):
+            rel = _xml_text(text, el)[0]
+    if not rel:
+        return None
+    if not rel.endswith(".xml"):
+        rel = rel.rstrip("/") + "/pom.xml"
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), rel))
+    return None if joined.startswith("../") or joined.startswith("/") or joined == ".." else joined
+
+
+def edit_pom(text: str, op: BumpMavenDependency) -> str:
+    """The ``<version>`` of every ``<dependency>`` of ``op.package`` written as ``op.current`` set to ``op.new``,
+    or, with ``op.property``, that project property's value. Nothing else of the file changes."""
+    if op.property is not None:
+        props = pom_properties(text, op.path)
+        if op.property not in props:
+            raise PolicyViolation(f"defines no property {op.property}", op.path)
+        value, start, end = props[op.property]
+        if value != op.current:
+            raise PolicyViolation(f"property {op.property} is {value[:60]!r}, expected {op.current!r}", op.path)
+        spans = [(start, end)]
+    else:
+        spans = []
+        for dep in pom_dependencies(text, op.path):
+            if dep.coordinate != op.package or dep.version is None or PROPERTY_REF.match(dep.version):
+                continue
+            if dep.version != op.current:
+                raise PolicyViolation(f"declares {op.package} {dep.version[:60]!r}, expected {op.current!r}", op.path)
+            spans.append((dep.start, dep.end))
+        if not spans:
+            raise PolicyViolation(f"declares no version of {op.package}", op.path)
+    out = text
+    for start, end in sorted(spans, reverse=True):
+        out = out[:start] + op.new + out[end:]
+    before = [(el.path, text[el.start : el.end].strip()) for el in xml_elements(text, op.path) if el.leaf]
+    after = [(el.path, out[el.start : el.end].strip()) for el in xml_elements(out, op.path) if el.leaf]
+    changed = [b for a, b in zip(before, after, strict=False) if a != b]
+    if len(before) != len(after) or len(changed) != len(spans) or any(v != op.new for _, v in changed):
+        raise PolicyViolation("the POM edit would change more than the version; refusing it", op.path)
+    return out

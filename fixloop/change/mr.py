@@ -17,11 +17,23 @@ from collections.abc import Sequence
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
-from fixloop.change.ops import BumpBaseImage, BumpGoModule, BumpNpmPackage, BumpPythonPin, Operation, subject
+from fixloop.change.ops import (
+    BumpBaseImage,
+    BumpGoModule,
+    BumpMavenDependency,
+    BumpNpmPackage,
+    BumpPythonPin,
+    BumpWorkloadImage,
+    Operation,
+    SetHelmValue,
+    subject,
+)
 from fixloop.change.plan import PLAN_VERSION, Plan
 from fixloop.models import Severity, Signal, WorkItem
 from fixloop.parsing import clean
 
+IMAGE_OPS = (BumpBaseImage, BumpWorkloadImage, SetHelmValue)  # a new image: closes every OS finding of the old one
+PACKAGE_OPS = (BumpPythonPin, BumpNpmPackage, BumpGoModule, BumpMavenDependency)
 TITLE_MAX = 255  # GitLab's limit
 TABLE_ROWS_MAX = 100
 SUMMARY_MAX = 1200  # characters of a drafted summary
@@ -120,9 +132,9 @@ def _covered(plan: Plan, signals: Sequence[Signal]) -> list[tuple[Signal, str]]:
     """``(signal, fixed version)`` of each signal an operation closes: every OS package finding for a base image
     bump (the fix comes with the new image), the bumped package's findings otherwise."""
     new_by_package: dict[str, str] = {}
-    rebuild = any(isinstance(op, BumpBaseImage) for op in plan.operations)
+    rebuild = any(isinstance(op, IMAGE_OPS) for op in plan.operations)
     for op in plan.operations:
-        if isinstance(op, BumpPythonPin | BumpNpmPackage | BumpGoModule):
+        if isinstance(op, PACKAGE_OPS):
             new_by_package[canonicalize_name(subject(op))] = op.new
     out = []
     for s in signals:
@@ -158,12 +170,21 @@ def title_for(plan: Plan, covered: Sequence[Signal]) -> str:
             head = f"Bump {image.split('/')[-1]} base image {old_tag} \u2192 {new.rpartition(':')[2]}"
         else:
             head = f"Bump base images{where}"
-    elif len(ops) == 1 and isinstance(ops[0], BumpPythonPin | BumpNpmPackage | BumpGoModule):
+    elif len(ops) == 1 and isinstance(ops[0], BumpWorkloadImage | SetHelmValue):
+        op = ops[0]
+        image = op.image.split("/")[-1] if isinstance(op, BumpWorkloadImage) else plain(op.key, 80)
+        head = f"Bump {image} image {op.current} \u2192 {op.new}{where}"
+    elif len(ops) == 1 and isinstance(ops[0], PACKAGE_OPS):
         op = ops[0]
         head = f"Bump {plain(subject(op), 80)} {op.current} \u2192 {op.new}{where}"
     else:
         kinds = {op.op for op in ops}
-        word = {"bump_python_pin": "Python ", "bump_npm_package": "npm ", "bump_go_module": "Go "}
+        word = {
+            "bump_python_pin": "Python ",
+            "bump_npm_package": "npm ",
+            "bump_go_module": "Go ",
+            "bump_maven_dependency": "Maven ",
+        }
         eco = word.get(next(iter(kinds)), "") if len(kinds) == 1 else ""
         head = f"Bump {len(ops)} {eco}packages{where}"
     return plain(f"{head} ({fixes})", TITLE_MAX)

@@ -55,6 +55,11 @@ ImageRef = Annotated[
     str, Field(min_length=1, max_length=255, pattern=r"^[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 ]
 ImageName = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[a-z0-9][a-z0-9._/:-]*$")]
+# A Maven ``groupId:artifactId`` and a POM property name (``guava.version``).
+MavenCoordinate = Annotated[
+    str, Field(min_length=3, max_length=214, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+]
+MavenProperty = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
 
 
 class _Op(BaseModel):
@@ -92,19 +97,26 @@ class BumpWorkloadImage(_Op):
 
 
 class SetHelmValue(_Op):
-    """A scalar of a Helm values file at a dotted ``key`` (``image.tag``)."""
+    """A scalar at a dotted ``key`` of the ``document``-th (0-based) YAML document of ``path``: ``image.tag`` of a
+    chart's values file, ``spec.values.image.tag`` of a Flux ``HelmRelease`` (helm.toolkit.fluxcd.io)."""
 
     op: Literal["set_helm_value"] = "set_helm_value"
     key: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
+    document: Annotated[int, Field(ge=0, le=64)] = 0
     current: Version
     new: Version
 
     def describe(self) -> str:
-        return f"{self.path}: {self.key} {self.current} -> {self.new}"
+        where = f" (document {self.document})" if self.document else ""
+        return f"{self.path}: {self.key} {self.current} -> {self.new}{where}"
 
 
 class BumpPythonPin(_Op):
-    """A ``package==current`` pin of a requirements file."""
+    """A Python package pin, by the file's name: ``package==current`` in a requirements file; a PEP 621
+    requirement (``[project] dependencies``, ``optional-dependencies``, PEP 735 ``[dependency-groups]``) or a Poetry
+    constraint (``[tool.poetry.dependencies]`` and its groups) of a ``pyproject.toml``; a ``[packages]`` /
+    ``[dev-packages]`` entry of a ``Pipfile``. Lockfiles with hashes (``poetry.lock``, ``Pipfile.lock``) are never
+    edited: the plan's notes say how to regenerate them."""
 
     op: Literal["bump_python_pin"] = "bump_python_pin"
     package: Name
@@ -147,11 +159,33 @@ class BumpGoModule(_Op):
         return f"{self.path}: {self.module} {self.current} -> {self.new}"
 
 
+class BumpMavenDependency(_Op):
+    """A Maven dependency of a ``pom.xml``: the ``<version>`` of its ``<dependency>`` (in ``<dependencies>`` or
+    ``<dependencyManagement>``), or, when ``property`` is set, the project ``<properties>`` entry its version
+    references (``${property}``; ``path`` is then the POM that defines the property, e.g. the parent)."""
+
+    op: Literal["bump_maven_dependency"] = "bump_maven_dependency"
+    package: MavenCoordinate
+    property: MavenProperty | None = None
+    current: Version
+    new: Version
+
+    def describe(self) -> str:
+        via = f" (property {self.property})" if self.property else ""
+        return f"{self.path}: {self.package} {self.current} -> {self.new}{via}"
+
+
 Operation = Annotated[
-    BumpBaseImage | BumpWorkloadImage | SetHelmValue | BumpPythonPin | BumpNpmPackage | BumpGoModule,
+    BumpBaseImage
+    | BumpWorkloadImage
+    | SetHelmValue
+    | BumpPythonPin
+    | BumpNpmPackage
+    | BumpGoModule
+    | BumpMavenDependency,
     Field(discriminator="op"),
 ]
-PackageOp = BumpPythonPin | BumpNpmPackage | BumpGoModule
+PackageOp = BumpPythonPin | BumpNpmPackage | BumpGoModule | BumpMavenDependency
 
 
 def subject(op: Operation) -> str:

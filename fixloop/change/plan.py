@@ -13,19 +13,22 @@ from collections.abc import Callable, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.change.edit import apply
-from fixloop.change.locate import Located, NotFixable, RepoView, Site, as_repo, locate
+from fixloop.change.locate import PYTHON_LOCKFILES, Located, NotFixable, RepoView, Site, as_repo, locate
 from fixloop.change.ops import (
     BumpBaseImage,
     BumpGoModule,
+    BumpMavenDependency,
     BumpNpmPackage,
     BumpPythonPin,
+    BumpWorkloadImage,
     Operation,
     PackageOp,
     PolicyViolation,
+    SetHelmValue,
     sort_key,
 )
 from fixloop.change.policy import POLICY_FILE, Policy, load_policy, validate
-from fixloop.change.versions import go_version, newest_tag, required_version, risk
+from fixloop.change.versions import go_version, maven_variants, newest_tag, required_version, risk
 from fixloop.models import FIX_KINDS, Signal, WorkItem
 from fixloop.parsing import clean
 
@@ -139,7 +142,7 @@ def _operations(
     notes: list[str] = []
     tag_lists: dict[str, list[str]] = {}
     for site in located.sites:
-        if site.kind == "image":
+        if site.kind in ("image", "workload", "helm"):
             if tags is None:
                 not_fixable.append(NotFixable(package=site.name, reason="no registry tag list to choose from"))
                 continue
@@ -148,16 +151,26 @@ def _operations(
             tag = site.current.rpartition(":")[2]
             new_tag = newest_tag(tag, tag_lists[site.name])
             if new_tag is None:
-                reason = f"the registry lists no newer tag of {site.current} in the same line and variant"
+                shown = site.current if site.kind == "image" else f"{site.name}:{site.current}"
+                reason = f"the registry lists no newer tag of {shown} in the same line and variant"
                 not_fixable.append(NotFixable(package=site.name, reason=reason))
                 continue
-            new_ref = f"{site.name}:{new_tag}"
-            ops.append(BumpBaseImage(path=site.path, stage=site.stage, current=site.current, new=new_ref))
+            ops.append(_image_op(site, new_tag))
             continue
         advisories = [s.fixed_versions or [s.fixed_version or ""] for s in site.signals]
         new = required_version(site.kind, site.current, advisories)
         if new is None:
             reason = f"no fixed version above {clean(site.current, 60)} fixes every advisory"
+            not_fixable.append(NotFixable(package=clean(site.name, 120), reason=reason))
+            continue
+        if site.kind == "maven" and (variants := maven_variants(site.current, new, advisories)):
+            if len(variants) > 1:
+                reason = (
+                    f"fixed in several variants ({clean(', '.join(variants), 120)}) and {clean(site.current, 60)} "
+                    "names none of them; fixloop does not pick one"
+                )
+            else:
+                reason = f"the fixed version {clean(new, 60)} is another variant than {clean(site.current, 60)}"
             not_fixable.append(NotFixable(package=clean(site.name, 120), reason=reason))
             continue
         try:
@@ -169,8 +182,27 @@ def _operations(
         ops.append(op)
         if warning := risk(site.kind, site.current, op.new):
             risks.append(f"{site.name} {site.current} \u2192 {op.new}: {warning}")
+        if site.shares:
+            risks.append(
+                f"{site.name} {site.current} \u2192 {op.new}: the property {site.property} of {site.path} also sets "
+                f"the version of {_listing(list(site.shares))}; check they are released at {op.new}"
+            )
         notes += _follow_ups(op, repo)
     return sorted(set(ops), key=sort_key), not_fixable, risks, notes
+
+
+def _listing(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(clean(n, 120) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _image_op(site: Site, new_tag: str) -> Operation:
+    if site.kind == "workload":
+        return BumpWorkloadImage(path=site.path, image=site.name, current=site.current, new=new_tag)
+    if site.kind == "helm":
+        assert site.key is not None
+        return SetHelmValue(path=site.path, key=site.key, document=site.document, current=site.current, new=new_tag)
+    return BumpBaseImage(path=site.path, stage=site.stage, current=site.current, new=f"{site.name}:{new_tag}")
 
 
 def _package_op(site: Site, new: str) -> PackageOp:
@@ -178,6 +210,10 @@ def _package_op(site: Site, new: str) -> PackageOp:
         return BumpPythonPin(path=site.path, package=site.name, current=site.current, new=new)
     if site.kind == "go":
         return BumpGoModule(path=site.path, module=site.name, current=site.current, new=go_version(new, site.name))
+    if site.kind == "maven":
+        return BumpMavenDependency(
+            path=site.path, package=site.name, property=site.property, current=site.current, new=new
+        )
     return BumpNpmPackage(
         path=site.path,
         lockfile=site.lockfile,
@@ -189,8 +225,21 @@ def _package_op(site: Site, new: str) -> PackageOp:
 
 
 def _follow_ups(op: Operation, repo: RepoView) -> list[str]:
-    """Notes for what fixloop does not edit itself: go.sum, and a transitive npm package whose parents' ranges may
-    not admit the new version."""
+    """Notes for what fixloop does not edit itself: go.sum; the Python lockfile next to a pyproject.toml or Pipfile
+    (poetry.lock, uv.lock, Pipfile.lock: fixloop cannot compute their hashes, so it leaves them as they are and the
+    reviewer regenerates them on the branch; until then they still pin the old version); and a transitive npm
+    package whose parents' ranges may not admit the new version."""
+    if isinstance(op, BumpPythonPin):
+        manifest = op.path.rsplit("/", 1)[-1]
+        out = []
+        for lock, (lock_manifest, regenerate, _) in PYTHON_LOCKFILES.items():
+            path = posixpath.join(posixpath.dirname(op.path), lock)
+            if lock_manifest == manifest and repo.read(path) is not None:
+                out.append(
+                    f"{path} is not changed (fixloop cannot compute its hashes) and still pins the old versions: "
+                    f"regenerate it on this branch before merging: {regenerate}"
+                )
+        return out
     if isinstance(op, BumpGoModule):
         go_sum = posixpath.join(posixpath.dirname(op.path), "go.sum")
         if repo.read(go_sum) is not None:

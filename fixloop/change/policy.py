@@ -17,13 +17,14 @@ import functools
 import json
 import re
 import tomllib
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping
 
 from packaging.requirements import Requirement
 from pydantic import BaseModel, ConfigDict, Field
 from ruamel.yaml import YAML
 
-from fixloop.change.edit import from_lines
+from fixloop.change.edit import from_lines, xml_elements
 from fixloop.change.ops import PolicyViolation, check_path
 
 POLICY_FILE = "fixloop.yaml"
@@ -34,6 +35,7 @@ DEFAULT_ALLOW = (
     "**/*.yaml",
     "**/*.yml",
     "**/requirements*.txt",
+    "**/Pipfile",
     "**/Pipfile.lock",
     "**/poetry.lock",
     "**/pyproject.toml",
@@ -179,16 +181,20 @@ def validate(edits: Mapping[str, str], before: Callable[[str], str | None], poli
 
 
 def check_parses(path: str, text: str) -> None:
-    """Raise ``PolicyViolation`` unless ``text`` parses as the format its name says (YAML, JSON, TOML, a
-    Dockerfile with a FROM, requirements, go.mod); other files pass."""
+    """Raise ``PolicyViolation`` unless ``text`` parses as the format its name says (YAML, JSON and Pipfile.lock,
+    TOML and Pipfile / poetry.lock / uv.lock, XML without DOCTYPE, a Dockerfile with a FROM, requirements, go.mod);
+    other files pass."""
     name = path.rsplit("/", 1)[-1]
     try:
         if name.endswith((".yaml", ".yml")):
             list(YAML(typ="safe").load_all(text))
-        elif name.endswith(".json"):
+        elif name.endswith(".json") or name == "Pipfile.lock":
             json.loads(text)
-        elif name.endswith(".toml") or name == "poetry.lock":
+        elif name.endswith(".toml") or name in ("poetry.lock", "uv.lock", "Pipfile"):
             tomllib.loads(text)
+        elif name.endswith(".xml"):
+            xml_elements(text, path)  # refuses DOCTYPE / entities before the parser sees them
+            ElementTree.fromstring(text)
         elif name == "Dockerfile" or name.startswith("Dockerfile.") or name.endswith(".Dockerfile"):
             if not from_lines(text):
                 raise ValueError("no FROM instruction")
@@ -200,5 +206,7 @@ def check_parses(path: str, text: str) -> None:
         elif name == "go.mod":
             if not re.search(r"^module\s+\S+", text, re.M):
                 raise ValueError("no module line")
-    except Exception as e:  # json, tomllib, ruamel and packaging each raise their own errors
+    except PolicyViolation:
+        raise
+    except Exception as e:  # json, tomllib, ruamel, ElementTree and packaging each raise their own errors
         raise PolicyViolation(f"does not parse after the change ({str(e).splitlines()[0][:120]})", path) from None

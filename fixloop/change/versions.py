@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from fixloop.parsing import _UNCOMPARABLE, split_versions, version_key
+from fixloop.parsing import _UNCOMPARABLE, _qualifier, split_versions, version_key
 
 
 def _key(eco: str | None, version: str) -> object:
@@ -20,12 +20,39 @@ def lowest_above(eco: str | None, installed: str, fixed: str | Iterable[str]) ->
     floor = _key(eco, installed)
     if floor is _UNCOMPARABLE:
         return None
+    candidates = split_versions(fixed)
+    if eco == "maven":  # the installed variant's line (30.0-jre for 29.0-jre, not 30.0-android) when it has one
+        same = [c for c in candidates if _qualifier(c) == _qualifier(installed)]
+        candidates = same if _qualifier(installed) and same else candidates
     above = []
-    for candidate in split_versions(fixed):
+    for candidate in candidates:
         k = _key(eco, candidate)
         if k is not _UNCOMPARABLE and k > floor:  # type: ignore[operator]
             above.append((k, candidate))
     return min(above, key=lambda kc: kc[0])[1] if above else None
+
+
+_MATURITY = re.compile(r"^(alpha|beta|milestone|rc|cr|m|snapshot|final|release|ga|sp)\d*$", re.I)
+
+
+def maven_variants(installed: str, version: str, advisories: Sequence[str | Sequence[str]]) -> list[str]:
+    """The variants of a Maven fix fixloop does not choose between, by their ``-qualifier``: all those of ``version``'s
+    release (``30.0-android``, ``30.0-jre``) when ``installed``'s qualifier names none of them (``22.0``), or
+    ``[version]`` when it is another variant than ``installed``'s (``29.0-jre`` -> ``30.0-android``). Empty when the
+    qualifiers agree or one is a maturity (``beta4``, ``Final``, ``SP1``: a release, not a variant)."""
+    have, fix = _qualifier(installed), _qualifier(version)
+    if have == fix or any(_MATURITY.match(q) for q in (have, fix) if q):
+        return []
+    release = version[: len(version) - len(fix)].rstrip("-") if fix else version
+    siblings = {
+        c
+        for fixed in advisories
+        for c in split_versions(fixed)
+        if c != version and _qualifier(c) not in ("", fix) and c.lower().startswith(release.lower() + "-")
+    }
+    if siblings:
+        return sorted(siblings | {version})
+    return [version] if have and fix else []
 
 
 def required_version(eco: str | None, installed: str, advisories: Sequence[str | Sequence[str]]) -> str | None:
@@ -76,7 +103,9 @@ def risk(eco: str | None, current: str, new: str) -> str | None:
         k = version_key("pypi", new)
         if k is not _UNCOMPARABLE and getattr(k, "is_prerelease", False):
             notes.append("the fixed version is a pre-release")
-    elif re.search(r"-(alpha|beta|rc|pre)", new, re.I):
+    elif re.search(r"-(alpha|beta|rc|pre)", new, re.I) or (
+        eco == "maven" and re.search(r"[.-](alpha|beta|rc|cr|m)\d*([.-]|$)|-snapshot$", new, re.I)
+    ):
         notes.append("the fixed version is a pre-release")
     return "; ".join(notes) or None
 
