@@ -26,7 +26,7 @@ from fixloop.change.policy import POLICY_FILE
 from fixloop.config import ConfigError, LlmSettings
 from fixloop.models import Signal, WorkItem
 from fixloop.parsing import clean
-from fixloop.verification import VerificationPolicy
+from fixloop.verification import VerificationPolicy, describe_plan
 from integrations.errors import AuthError, IntegrationError
 from integrations.gitlab.api import GitLabClient, GitLabSettings
 from integrations.llm import LlmError, structured_completion
@@ -215,12 +215,19 @@ class ChangeActivities:
                 base_sha=base_sha,
                 not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
             )
-        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo)
+        text = describe_plan(verification, service_of_paths(op.path for op in result.operations))
+        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text)
         service = service_of_paths(op.path for op in planned.changes)
         return planned.model_copy(update={"verification": verification, "service": service})
 
     def _planned(
-        self, inp: PlanChangeInput, result: Plan, base_sha: str, not_fixable: list[NotFixable], repo: RepoView
+        self,
+        inp: PlanChangeInput,
+        result: Plan,
+        base_sha: str,
+        not_fixable: list[NotFixable],
+        repo: RepoView,
+        verification: str | None = None,
     ) -> PlannedChange:
         result = result.model_copy(update={"not_fixable": not_fixable})
         key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
@@ -241,9 +248,26 @@ class ChangeActivities:
                 result = before or result
             else:
                 result, drafted_by = drafted, clean(self.llm.model or "a model", 80)
-                text = mr_text(inp.work_item, result, inp.signals, draft, drafted_by, jira_key=key, jira_url=url)
+                text = mr_text(
+                    inp.work_item,
+                    result,
+                    inp.signals,
+                    draft,
+                    drafted_by,
+                    jira_key=key,
+                    jira_url=url,
+                    verification=verification,
+                )
         if text is None:
-            text = render(inp.work_item, result, inp.signals, jira_key=key, jira_url=url, draft_refused=refused)
+            text = render(
+                inp.work_item,
+                result,
+                inp.signals,
+                jira_key=key,
+                jira_url=url,
+                verification=verification,
+                draft_refused=refused,
+            )
         return PlannedChange(
             located=True,
             branch=result.branch,

@@ -588,3 +588,22 @@ def judge(
             evidence,
         )
     return VerdictResult.FAIL, f"{subject} regressed after the deploy (score {s:.0f}/100): {detail}", evidence
+
+
+def describe_plan(policy: VerificationPolicy, service: str | None) -> str:
+    """The verification plan in one paragraph for the merge request: which metrics of which service, which
+    windows, what fails it, what happens then."""
+    checks = policy.checks_for(service)
+    bad = {Direction.INCREASE: "an increase", Direction.DECREASE: "a decrease", Direction.EITHER: "a change"}
+    metrics = "; ".join(
+        f"{c.name} ({bad[c.direction]} beyond {c.effect_floor:.0%}{', critical' if c.critical else ''})" for c in checks
+    )
+    who = f"service {service}" if service else "the service (none could be named from the change: a human decides)"
+    return (
+        f"After Flux applies the merge, fixloop compares the {fmt_duration(policy.window)} before the deploy with "
+        f"the {fmt_duration(policy.window)} after it ({fmt_duration(policy.interval)} points) for {who}: "
+        f"{metrics or 'no metrics'}. A metric fails on that change with a one-sided Mann-Whitney U p < "
+        f"{policy.alpha:g}; a critical metric failing, or more than {policy.failure_limit} failing, fails the change "
+        "and opens a revert merge request (approved like this one). Marginal results or missing data go to a human; "
+        "an alert that triggered this work item must also have recovered."
+    )

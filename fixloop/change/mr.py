@@ -35,6 +35,7 @@ from fixloop.parsing import clean
 IMAGE_OPS = (BumpBaseImage, BumpWorkloadImage, SetHelmValue)  # a new image: closes every OS finding of the old one
 PACKAGE_OPS = (BumpPythonPin, BumpNpmPackage, BumpGoModule, BumpMavenDependency)
 TITLE_MAX = 255  # GitLab's limit
+VERIFICATION_MAX = 1_500  # the verification plan paragraph
 TABLE_ROWS_MAX = 100
 SUMMARY_MAX = 1200  # characters of a drafted summary
 DRAFT_NOTES_MAX = 5
@@ -287,7 +288,7 @@ def render(
         out += [f"### Reviewer notes (drafted by {text(drafted_by, 80)})", *[f"- {text(n)}" for n in notes], ""]
     out += [
         "### Verification",
-        text(verification)
+        text(verification, VERIFICATION_MAX)
         if verification
         else "_Filled in by fixloop at deploy time: "
         "the service's monitors and error rate over the verification window; a triggered monitor fails it._",

@@ -356,3 +356,14 @@ async def test_an_image_the_registry_does_not_know_is_not_fixable_with_the_regis
 )
 def test_the_service_of_a_change_follows_the_repository_layout(paths: list[str], service: str | None) -> None:
     assert change.service_of_paths(paths) == service
+
+
+async def test_the_merge_request_states_its_verification_plan(world: World) -> None:
+    item, found = work_item("trivy/trivy-head_alpine-39.json", OS)
+    _, planned, _ = await open_all(world, item, found)
+    assert planned.service == "catalog" and planned.verification is not None
+    assert planned.verification.kustomization == "flux-system/apps-production"  # the seeded fixloop.yaml
+    text = " ".join((planned.description or "").split())
+    assert "compares the 10 min before the deploy with the 10 min after it (30 s points) for service catalog" in text
+    assert "error rate (an increase beyond 20%, critical)" in text
+    assert "Filled in by fixloop at deploy time" not in text
