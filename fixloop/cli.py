@@ -271,6 +271,76 @@ def decide(
 
 
 @app.command()
+def gateway(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port (0: a free one, printed).")] = 8787,
+) -> None:
+    """Serve the HTTP gateway until interrupted: Datadog and Alertmanager webhooks, scanner reports, GitLab merge
+    request hooks and Flux events into Temporal (endpoints, authentication and answers: ``fixloop/gateway.py``; the
+    OpenAPI description at /openapi.json). Configuration: FIXLOOP_GATEWAY_* (token, scope, max_body_bytes,
+    batch_window_ms), FIXLOOP_GITLAB_WEBHOOK_TOKEN, FIXLOOP_FLUX_HMAC_KEY, FIXLOOP_TEMPORAL_*, FIXLOOP_INTAKE_*.
+    Temporal is connected on the first request that needs it: while it is down, those requests get 503. Exit
+    status 2 for an invalid variable or a port that cannot be bound."""
+    import logging
+    import socket
+
+    import uvicorn
+
+    from fixloop.config import IntakeSettings, TemporalSettings
+    from fixloop.gateway import GatewaySettings, create_app
+    from fixloop.temporal import connect as temporal_connect
+    from integrations.flux import FluxSettings
+    from integrations.gitlab.webhook import WebhookSettings
+
+    settings = _settings("gateway", GatewaySettings)
+    temporal_settings = _settings("gateway", TemporalSettings)
+
+    async def connect() -> Client:
+        global _temporal_connected
+        _temporal_connected = True
+        return await temporal_connect(temporal_settings)
+
+    application = create_app(
+        settings,
+        connect,
+        task_queue=temporal_settings.task_queue,
+        intake=_settings("gateway", IntakeSettings),
+        flux=_settings("gateway", FluxSettings),
+        gitlab_webhook=_settings("gateway", WebhookSettings),
+    )
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        typer.echo(f"fixloop gateway: cannot listen on {host}:{port}: {e.strerror or e}", err=True)
+        raise typer.Exit(code=2) from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted connections inherit it (no Nagle wait)
+    actual = sock.getsockname()[1]
+    missing = [
+        name
+        for name, value in (
+            ("FIXLOOP_GATEWAY_TOKEN", settings.token),
+            ("FIXLOOP_GITLAB_WEBHOOK_TOKEN", application.state.gateway.gitlab_webhook.token),
+            ("FIXLOOP_FLUX_HMAC_KEY", application.state.gateway.flux.hmac_key),
+        )
+        if value is None or not value.get_secret_value()
+    ]
+    logging.basicConfig(level=logging.WARNING, format="fixloop gateway: %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("fixloop.gateway").setLevel(logging.INFO)  # one line per refused request (never a secret)
+    typer.echo(
+        f"fixloop gateway: http://{host}:{actual} -> intake/{settings.scope} via Temporal at "
+        f"{temporal_settings.address} (task queue {temporal_settings.task_queue})"
+        + (f"; not set, so refusing those deliveries: {', '.join(missing)}" if missing else ""),
+        err=True,
+    )
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[sock])  # answers what is in flight on SIGINT/SIGTERM, then re-raises the signal
+    except KeyboardInterrupt:
+        pass
+    typer.echo("fixloop gateway: stopped", err=True)
+
+
+@app.command()
 def temporal(
     port: Annotated[int, typer.Option(help="gRPC port of the frontend.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Port of the Web UI.")] = 8233,

@@ -1,0 +1,933 @@
+"""The gateway: webhooks and scanner reports in over HTTP, signals and loop events out to Temporal.
+
+``fixloop gateway`` serves ``create_app`` with uvicorn. A 2xx answer means what was sent is durably in Temporal:
+signals are answered once the signal-with-start of the intake (``fixloop.temporal.submit_signals``) has returned;
+webhook events once the loop's update or signal has. Any Temporal failure is a 503 (with ``Retry-After``), so the
+sender retries; a retried delivery is deduplicated by the intake (by signal fingerprint: ``workflows/intake.py``).
+
+Endpoints (request bodies are JSON: ``Content-Type: application/json``, UTF-8)
+
+====================================  ===========================================  ==================================
+Endpoint                              Body (format: where it is documented)        Authentication
+====================================  ===========================================  ==================================
+``POST /v1/signals/datadog``          Datadog Webhooks integration payload         ``X-Fixloop-Token: <token>``
+                                      (docs.datadoghq.com/integrations/webhooks;
+                                      ``integrations/datadog/webhook.py``)
+``POST /v1/signals/alertmanager``     Alertmanager ``webhook_config`` payload      ``X-Fixloop-Token`` or
+                                      (``integrations/alertmanager.py``)           ``Authorization: Bearer <token>``
+``POST /v1/reports/{source}``         a scanner's JSON report; ``source`` is one   same
+                                      of trivy, gitlab, grype, snyk, osv,
+                                      pip-audit (``integrations/<source>``)
+``POST /v1/reports``                  any of the formats above, detected as        same
+                                      ``fixloop ingest`` detects them
+``POST /v1/hooks/gitlab``             GitLab "Merge Request Hook"                  ``X-Gitlab-Token: <secret token>``
+                                      (``integrations/gitlab/webhook.py``)         (FIXLOOP_GITLAB_WEBHOOK_TOKEN)
+``POST /v1/hooks/flux``               Flux notification-controller event, from a   ``X-Signature: sha256=<hex HMAC of
+                                      ``generic-hmac`` Provider                    the body>`` keyed with
+                                      (``integrations/flux.py``)                   FIXLOOP_FLUX_HMAC_KEY
+``GET /healthz``                      -                                            none
+``GET /metrics``                      - (Prometheus text format)                   none
+``GET /openapi.json``                 - (OpenAPI 3 description of the above)       none
+====================================  ===========================================  ==================================
+
+``<token>`` is FIXLOOP_GATEWAY_TOKEN, the shared secret of Datadog, Alertmanager and the scanners (Datadog: the
+webhook's "Custom Headers" ``{"X-Fixloop-Token": "<token>"}``; Alertmanager: ``http_config.authorization``
+``{type: Bearer, credentials: <token>}``; CI: ``curl -H "X-Fixloop-Token: $TOKEN" -H "Content-Type:
+application/json" --data-binary @trivy.json <gateway>/v1/reports/trivy``). A secret that is not configured accepts
+nothing. Secrets are compared in constant time and never logged or echoed.
+
+Answers
+  * 202 ``{"signals": n, "intake": "intake/<scope>", "delivery": id, "duplicates": d}``: the signals are in the intake
+    (``delivery`` names the document in each signal's ``raw_ref``: ``delivery:<id>#<JSON pointer>``); 200 with
+    ``"signals": 0`` for a valid document without findings (nothing is sent). GitLab and Flux hooks: 200 with what
+    was done (``{"workflow": id, "update": "approve"}``, ``{"workflow": id, "signal": "merge_request_event"}``,
+    ``{"loops": [...]}``) or ``{"ignored": reason}`` for a valid delivery fixloop has nothing to do with (another
+    branch, an approval the loop refuses, a loop that is not running, a Flux event that is not a deploy outcome):
+    a 2xx, so GitLab and Flux do not retry it.
+  * Errors are ``{"error": message, "field": name}`` (``field`` names the header, ``body``, or the JSON field, e.g.
+    ``alerts[0].labels``): 400 malformed JSON or not this endpoint's format, 401 missing or wrong secret, 404 unknown
+    report source, 413 body over FIXLOOP_GATEWAY_MAX_BODY_BYTES (checked while reading, before parsing), 415 not
+    ``application/json`` (or a ``Content-Encoding``), 422 valid JSON with invalid values, 503 Temporal unavailable
+    (retry). A 500 is a bug in fixloop, never the sender's input.
+
+Micro-batching: deliveries for the same scope that arrive within FIXLOOP_GATEWAY_BATCH_WINDOW_MS of the first
+travel in one ``submit_signals`` call; while that call runs, later deliveries gather for the next one (at most one
+call per scope in flight, so batches grow with the load). Every delivery is answered from its batch's outcome.
+
+Metrics (``/metrics``, label ``endpoint`` e.g. ``signals/datadog``, ``reports/trivy``, ``hooks/gitlab``; ``source``
+the signals' source): ``fixloop_gateway_deliveries_received_total``, ``..._accepted_total``, ``..._ignored_total``,
+``..._rejected_total{reason}`` (unauthorized, unknown_source, too_large, unsupported_media_type, malformed, invalid,
+unavailable, internal_error), ``fixloop_gateway_signals_accepted_total{source}``,
+``fixloop_gateway_signal_duplicates_total{source}`` (a finding listed twice in one document, or a fingerprint this
+process already delivered: a retry or an alert's later transition; the intake's own counters are authoritative),
+``fixloop_gateway_request_duration_seconds{endpoint}``, ``fixloop_gateway_batch_signals`` and
+``fixloop_gateway_batch_deliveries`` (per Temporal call), ``fixloop_gateway_temporal_calls_total{outcome}``,
+``fixloop_gateway_temporal_call_seconds``.
+
+GitLab: a project webhook (or a system hook) on "Merge request events" to ``<gateway>/v1/hooks/gitlab`` with the secret
+token. A merge request's loop is found from its source branch (``fixloop/<work-item-id>``, or
+``fixloop/revert/<work-item-id>/<sha12>``) and the project's path: workflow ``remediate/<project path>/<work-item-id>``,
+so the intake's scope (FIXLOOP_GATEWAY_SCOPE) must be the GitOps project's path (not its numeric id). ``approval`` and
+``approved`` actions are the loop's ``approve`` update (with a deterministic update id, so a re-delivery is one
+update; the bot user's approvals and approvals of another head are refused by its validator and answered 200
+``ignored``); every other action is the ``merge_request_event`` signal with the merge request's state, head and merge
+commit. Flux: a ``Provider`` of type ``generic-hmac`` with ``address: <gateway>/v1/hooks/flux`` and a secret whose
+``token`` is FIXLOOP_FLUX_HMAC_KEY, and an ``Alert`` on the Kustomization FIXLOOP_FLUX_KUSTOMIZATION; a deploy outcome
+(``activities.flux.deploy_event``) is signalled to every running loop of the scope in stage ``await_deploy`` (Temporal
+visibility: ``FixloopStage``/``FixloopScope``); a loop not yet visible there finds the deploy by its poll fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.flux import deploy_event
+from activities.gitlab import Approval, MrState
+from fixloop import __version__
+from fixloop.config import IntakeSettings, TemporalSettings, load
+from fixloop.ingest import IngestError, IngestResult, decode, parse_document
+from fixloop.models import Signal, Source
+from fixloop.parsing import ParseError, clean
+from fixloop.temporal import submit_signals
+from integrations.flux import MAX_EVENT_BYTES, FluxEventError, FluxSettings, parse_event, verify_signature
+from integrations.gitlab.api import GitLabSettings
+from integrations.gitlab.webhook import (
+    APPROVAL_ACTIONS,
+    EVENTS,
+    MAX_HOOK_BYTES,
+    MergeRequestHook,
+    MergeRequestHookError,
+    WebhookSettings,
+    parse_merge_request_hook,
+    verify_token,
+)
+from workflows import policies
+from workflows.intake import intake_id
+from workflows.remediation import ApprovalEvent, MergeRequestEvent, RemediationWorkflow, Stage, loop_id
+
+log = logging.getLogger("fixloop.gateway")
+
+TOKEN_HEADER = "X-Fixloop-Token"
+GITLAB_TOKEN_HEADER = "X-Gitlab-Token"
+GITLAB_EVENT_HEADER = "X-Gitlab-Event"
+SIGNATURE_HEADER = "X-Signature"
+SECRET_MAX_CHARS = 1_024  # a presented secret longer than this is refused without comparing
+SCOPE_PATTERN = r"^[A-Za-z0-9._/-]+$"  # IntakeInput.scope's
+REPORT_SOURCES = (Source.TRIVY, Source.GITLAB, Source.GRYPE, Source.SNYK, Source.OSV, Source.PIP_AUDIT)
+# The field each format is recognised by: named in the 400 answer when a body is not that format.
+FORMAT_FIELDS = {
+    Source.DATADOG: "title",
+    Source.ALERTMANAGER: "alerts",
+    Source.TRIVY: "SchemaVersion",
+    Source.GITLAB: "vulnerabilities",
+    Source.GRYPE: "matches",
+    Source.SNYK: "vulnerabilities",
+    Source.OSV: "results",
+    Source.PIP_AUDIT: "dependencies",
+}
+THREAD_PARSE_BYTES = 256 << 10  # larger bodies are parsed in a thread, so the event loop keeps answering
+WARNINGS_SHOWN = 10
+DELIVERED_REMEMBERED = 100_000  # fingerprints this process delivered, for the duplicates metric
+LOOPS_LISTED = 1_000  # loops of one scope signalled per Flux event at most
+
+Connect = Callable[[], Awaitable[Client]]
+
+
+class GatewaySettings(BaseSettings):
+    """The gateway's settings. Environment: ``FIXLOOP_GATEWAY_TOKEN`` (the shared secret of Datadog, Alertmanager
+    and scanners; unset: those endpoints answer 401), ``FIXLOOP_GATEWAY_SCOPE`` (the intake signals go to, default
+    ``FIXLOOP_GITLAB_PROJECT``, else ``platform/gitops``: the GitOps project's path), ``FIXLOOP_GATEWAY_MAX_BODY_BYTES``
+    (default 32 MiB), ``FIXLOOP_GATEWAY_BATCH_WINDOW_MS`` (micro-batching window, default 5),
+    ``FIXLOOP_GATEWAY_TEMPORAL_TIMEOUT`` (seconds a request waits for Temporal before its 503, default 10), and
+    ``FIXLOOP_GITLAB_BOT_USERNAME`` (fixloop's own GitLab user, whose approvals never count). The GitLab webhook
+    token and the Flux HMAC key are those of ``WebhookSettings`` and ``FluxSettings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FIXLOOP_GATEWAY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    token: SecretStr | None = None
+    scope: str = Field(
+        default=GitLabSettings.model_fields["project"].default,
+        min_length=1,
+        max_length=200,
+        pattern=SCOPE_PATTERN,
+        validation_alias=AliasChoices("FIXLOOP_GATEWAY_SCOPE", "FIXLOOP_GITLAB_PROJECT"),
+    )
+    max_body_bytes: int = Field(default=32 << 20, gt=0, le=1 << 30)
+    batch_window_ms: float = Field(default=5.0, ge=0, le=10_000)
+    temporal_timeout: float = Field(default=10.0, gt=0, le=300)
+    bot_username: str = Field(
+        default=GitLabSettings.model_fields["bot_username"].default,
+        min_length=1,
+        validation_alias=AliasChoices("FIXLOOP_GITLAB_BOT_USERNAME"),
+    )
+
+
+class Rejected(Exception):
+    """A request answered with an error: ``status``, a metrics ``reason``, the message and the field it is about."""
+
+    def __init__(
+        self, status: int, reason: str, error: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(error)
+        self.status = status
+        self.reason = reason
+        self.error = error
+        self.field = field
+        self.headers = headers
+
+
+class Unavailable(Rejected):
+    """Temporal could not be reached or did not answer in time: 503, the sender retries."""
+
+    def __init__(self, what: str = "nothing was recorded") -> None:
+        super().__init__(
+            503, "unavailable", f"Temporal is unavailable: {what}; retry later", None, {"Retry-After": "5"}
+        )
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+
+
+_UNION_MEMBER = frozenset({"str", "int", "float", "bool", "bytes", "none"})
+
+
+def json_path(loc: Sequence[str | int]) -> str:
+    """A pydantic error location as a JSON path: ``("alerts", 0, "labels")`` -> ``alerts[0].labels``. The members
+    pydantic names inside a union (``("tags", "list[str]", 0)``) are left out: they are types, not fields."""
+    out = ""
+    for part in loc:
+        if isinstance(part, str) and (part in _UNION_MEMBER or "[" in part):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return clean(out, 200) or "body"
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in their own registry (one per app)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.received = Counter(
+            "fixloop_gateway_deliveries_received", "Requests received, per endpoint.", ["endpoint"], registry=r
+        )
+        self.accepted = Counter(
+            "fixloop_gateway_deliveries_accepted",
+            "Deliveries answered 2xx after Temporal recorded them.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.ignored = Counter(
+            "fixloop_gateway_deliveries_ignored",
+            "Valid deliveries with nothing to do (answered 200 so the sender does not retry).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "fixloop_gateway_deliveries_rejected",
+            "Requests answered 4xx/5xx, by reason.",
+            ["endpoint", "reason"],
+            registry=r,
+        )
+        self.signals = Counter(
+            "fixloop_gateway_signals_accepted", "Signals delivered to an intake, per source.", ["source"], registry=r
+        )
+        self.duplicates = Counter(
+            "fixloop_gateway_signal_duplicates",
+            "Signals whose fingerprint was repeated in one document or already delivered by this process.",
+            ["source"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "fixloop_gateway_request_duration_seconds",
+            "Time from the request to its answer, per endpoint.",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch_signals = Histogram(
+            "fixloop_gateway_batch_signals",
+            "Signals per Temporal call (micro-batch).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+            registry=r,
+        )
+        self.batch_deliveries = Histogram(
+            "fixloop_gateway_batch_deliveries",
+            "Deliveries per Temporal call (micro-batch).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
+        self.temporal_calls = Counter(
+            "fixloop_gateway_temporal_calls", "submit_signals calls, by outcome (ok, failed).", ["outcome"], registry=r
+        )
+        self.temporal_seconds = Histogram(
+            "fixloop_gateway_temporal_call_seconds",
+            "Duration of each submit_signals call (all its signal-with-starts).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self._children: dict[str, tuple[Any, Any, Any, Any]] = {}
+
+    def of(self, endpoint: str) -> tuple[Any, Any, Any, Any]:
+        """The received, accepted and ignored counters and the latency histogram of ``endpoint`` (looked up once)."""
+        found = self._children.get(endpoint)
+        if found is None:
+            found = self._children[endpoint] = (
+                self.received.labels(endpoint),
+                self.accepted.labels(endpoint),
+                self.ignored.labels(endpoint),
+                self.latency.labels(endpoint),
+            )
+        return found
+
+
+# ---------------------------------------------------------------- micro-batching
+
+
+@dataclass
+class _Collector:
+    """Deliveries for one scope waiting for the next ``submit_signals`` call, and the task that makes it."""
+
+    waiting: list[tuple[list[Signal], asyncio.Future[str]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+# ---------------------------------------------------------------- the gateway
+
+
+class Gateway:
+    """What the routes share: settings, the lazily connected Temporal client, the collectors, the metrics."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        connect: Connect,
+        *,
+        task_queue: str,
+        intake: IntakeSettings,
+        flux: FluxSettings,
+        gitlab_webhook: WebhookSettings,
+    ) -> None:
+        self.settings = settings
+        self._connect = connect
+        self.task_queue = task_queue
+        self.intake = intake
+        self.flux = flux
+        self.gitlab_webhook = gitlab_webhook
+        self.metrics = Metrics()
+        self.client: Client | None = None
+        self._connect_lock = asyncio.Lock()
+        self._collectors: dict[str, _Collector] = {}
+        self._delivered: OrderedDict[str, None] = OrderedDict()
+        token = settings.token.get_secret_value() if settings.token else ""
+        self._token_digest = _digest(token) if token else None
+
+    # --- plumbing ------------------------------------------------------------------------------------------------
+
+    async def serve(self, endpoint: str, request: Request, work: Callable[[], Awaitable[tuple[int, dict]]]) -> Response:
+        """Run one endpoint's ``work``: the answer, the metrics and a log line for a rejection."""
+        m = self.metrics
+        received, accepted, ignored, latency = m.of(endpoint)
+        received.inc()
+        started = time.perf_counter()
+        try:
+            status, body = await work()
+        except Rejected as e:
+            m.rejected.labels(endpoint, e.reason).inc()
+            log.info("%s %s: %d %s (%s)", request.method, endpoint, e.status, e.reason, e.field or "-")
+            return _json(e.status, {"error": e.error, "field": e.field}, e.headers)
+        except Exception:
+            m.rejected.labels(endpoint, "internal_error").inc()
+            log.exception("%s %s: internal error", request.method, endpoint)
+            return _json(500, {"error": "internal error (a bug in fixloop; nothing was recorded)", "field": None})
+        finally:
+            latency.observe(time.perf_counter() - started)
+        (ignored if "ignored" in body else accepted).inc()
+        return _json(status, body)
+
+    async def temporal(self) -> Client:
+        """The Temporal client, connected on first use; ``Unavailable`` while it cannot be (retried per request)."""
+        if self.client is not None:
+            return self.client
+        async with self._connect_lock:
+            if self.client is None:
+                try:
+                    self.client = await asyncio.wait_for(self._connect(), self.settings.temporal_timeout)
+                except Exception as e:  # connect raises RuntimeError, TimeoutError, or the CLI's own errors
+                    log.warning("cannot connect to Temporal: %s: %s", type(e).__name__, clean(e, 300))
+                    raise Unavailable() from None
+        return self.client
+
+    def authorize(self, request: Request) -> None:
+        """The shared secret: ``X-Fixloop-Token`` or ``Authorization: Bearer``; 401 unless it matches."""
+        presented = request.headers.get(TOKEN_HEADER)
+        if presented is None:
+            auth = request.headers.get("authorization")
+            if auth is not None and auth[:7].lower() == "bearer ":
+                presented = auth[7:].strip()
+        expected = self._token_digest
+        if expected is None or presented is None or len(presented) > SECRET_MAX_CHARS:
+            ok = False
+        else:
+            ok = hmac.compare_digest(_digest(presented), expected)
+        if not ok:
+            raise Rejected(401, "unauthorized", f"missing or wrong {TOKEN_HEADER}", TOKEN_HEADER)
+
+    # --- signals -------------------------------------------------------------------------------------------------
+
+    async def signals(self, request: Request, source: Source | None) -> tuple[int, dict]:
+        """A webhook payload or scanner report of ``source`` (None: detected) -> its signals, into the intake."""
+        self.authorize(request)
+        check_content_type(request)
+        body = await read_body(request, self.settings.max_body_bytes)
+        delivery = uuid.uuid4().hex[:16]
+        if len(body) > THREAD_PARSE_BYTES:
+            result = await asyncio.to_thread(parse_signals, body, f"delivery:{delivery}", source)
+        else:
+            result = parse_signals(body, f"delivery:{delivery}", source)
+        answer: dict[str, Any] = {"signals": len(result.signals), "intake": None, "delivery": delivery}
+        if result.warnings:
+            answer["warnings"] = [clean(w, 300) for w in result.warnings[:WARNINGS_SHOWN]]
+        if not result.signals:
+            return 200, answer
+        answer["intake"] = await self.submit(self.settings.scope, result.signals)
+        again = self._remember(result.signals)
+        label = result.source.value if result.source else "unknown"
+        self.metrics.signals.labels(label).inc(len(result.signals))
+        if result.duplicates + again:
+            self.metrics.duplicates.labels(label).inc(result.duplicates + again)
+        answer["duplicates"] = result.duplicates + again
+        return 202, answer
+
+    def _remember(self, signals: Sequence[Signal]) -> int:
+        """Record delivered fingerprints (bounded); how many had been delivered before."""
+        seen = self._delivered
+        again = 0
+        for s in signals:
+            if s.fingerprint in seen:
+                again += 1
+                seen.move_to_end(s.fingerprint)
+            else:
+                seen[s.fingerprint] = None
+        while len(seen) > DELIVERED_REMEMBERED:
+            seen.popitem(last=False)
+        return again
+
+    async def submit(self, scope: str, signals: list[Signal]) -> str:
+        """Deliver ``signals`` to the intake of ``scope`` together with the other deliveries of the batch window;
+        the intake's workflow id once Temporal has recorded them, ``Unavailable`` if it did not."""
+        collector = self._collectors.setdefault(scope, _Collector())
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        collector.waiting.append((signals, future))
+        if collector.task is None:
+            collector.task = asyncio.create_task(self._flush(scope, collector), name=f"gateway-batch-{scope}")
+        return await future
+
+    async def _flush(self, scope: str, collector: _Collector) -> None:
+        """Send the collector's deliveries in one call after the batch window; repeat while more gathered during the
+        call (they have waited already: no second window). Each delivery's future gets the call's outcome."""
+        try:
+            await asyncio.sleep(self.settings.batch_window_ms / 1000)
+            while collector.waiting:
+                batch, collector.waiting = collector.waiting, []
+                signals = [s for delivered, _ in batch for s in delivered]
+                m = self.metrics
+                m.batch_signals.observe(len(signals))
+                m.batch_deliveries.observe(len(batch))
+                started = time.perf_counter()
+                try:
+                    wid = await asyncio.wait_for(self._send(scope, signals), self.settings.temporal_timeout)
+                except Exception as e:
+                    m.temporal_seconds.observe(time.perf_counter() - started)
+                    m.temporal_calls.labels("failed").inc()
+                    if not isinstance(e, Unavailable):
+                        log.warning(
+                            "signal-with-start of %s failed: %s: %s", intake_id(scope), type(e).__name__, clean(e, 300)
+                        )
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(Unavailable())
+                else:
+                    m.temporal_seconds.observe(time.perf_counter() - started)
+                    m.temporal_calls.labels("ok").inc()
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(wid)
+        finally:
+            collector.task = None
+            if collector.waiting:  # cancelled while deliveries waited (shutdown): they must not hang
+                for _, future in collector.waiting:
+                    if not future.done():
+                        future.set_exception(Unavailable())
+                collector.waiting = []
+
+    async def _send(self, scope: str, signals: list[Signal]) -> str:
+        client = await self.temporal()
+        return await submit_signals(client, scope, signals, task_queue=self.task_queue, intake=self.intake)
+
+    # --- GitLab ----------------------------------------------------------------------------------------------------
+
+    async def gitlab_hook(self, request: Request) -> tuple[int, dict]:
+        """A GitLab merge request hook -> the ``approve`` update or the ``merge_request_event`` signal of its loop."""
+        if not verify_token(request.headers.get(GITLAB_TOKEN_HEADER), self.gitlab_webhook.token):
+            raise Rejected(401, "unauthorized", f"missing or wrong {GITLAB_TOKEN_HEADER}", GITLAB_TOKEN_HEADER)
+        check_content_type(request)
+        body = await read_body(request, min(self.settings.max_body_bytes, MAX_HOOK_BYTES))
+        event = request.headers.get(GITLAB_EVENT_HEADER)
+        if event is not None and event.strip() not in EVENTS:
+            return 200, {"ignored": f"{clean(event, 60)!r} is not a merge request event"}
+        doc = decode_body(body)
+        if not isinstance(doc, dict):
+            raise Rejected(400, "malformed", "not a GitLab webhook: the body is not a JSON object", "body")
+        kind = doc.get("object_kind")
+        if kind != "merge_request":
+            if isinstance(kind, str):  # another event of a system hook (push, tag push, ...)
+                return 200, {"ignored": f"object_kind {clean(kind, 40)!r} is not a merge request event"}
+            raise Rejected(400, "malformed", "not a GitLab merge request event: no object_kind", "object_kind")
+        try:
+            hook = parse_merge_request_hook(body, event)
+        except MergeRequestHookError as e:
+            raise Rejected(422, "invalid", f"invalid merge request event: {e}", hook_field(str(e))) from None
+        work_item = fixloop_work_item(hook.object_attributes.source_branch)
+        if work_item is None:
+            return 200, {"ignored": f"branch {clean(hook.object_attributes.source_branch, 100)!r} is not fixloop's"}
+        wid = loop_id(hook.project_path, work_item)
+        if hook.action in APPROVAL_ACTIONS:
+            return await self._approve(hook, wid)
+        return await self._mr_event(hook, wid)
+
+    async def _approve(self, hook: MergeRequestHook, wid: str) -> tuple[int, dict]:
+        try:
+            approval = hook.approval(self.settings.bot_username)
+        except MergeRequestHookError as e:
+            raise Rejected(422, "invalid", f"invalid merge request event: {e}", hook_field(str(e))) from None
+        assert approval is not None  # an approval action always gives one
+        update = ApprovalEvent(approval=Approval(**approval.model_dump()))
+        client = await self.temporal()
+        handle = client.get_workflow_handle_for(RemediationWorkflow.run, wid)
+        try:
+            await asyncio.wait_for(
+                handle.execute_update(
+                    RemediationWorkflow.approve,
+                    update,
+                    id=f"gitlab-approval/{hook.iid}/{approval.by}/{approval.sha}",  # a re-delivery is one update
+                ),
+                self.settings.temporal_timeout,
+            )
+        except WorkflowUpdateFailedError as e:  # the validator refused it: nothing was recorded
+            cause = e.cause.message if hasattr(e.cause, "message") else str(e.cause)
+            return 200, {"workflow": wid, "ignored": clean(cause, 300)}
+        except RPCError as e:
+            return self._rpc_outcome(e, wid)
+        except Exception as e:
+            raise self._unavailable(e, wid) from None
+        return 200, {"workflow": wid, "update": "approve", "by": approval.by, "sha": approval.sha}
+
+    async def _mr_event(self, hook: MergeRequestHook, wid: str) -> tuple[int, dict]:
+        if hook.head_sha is None:
+            return 200, {"workflow": wid, "ignored": "no object_attributes.last_commit: the event names no head"}
+        try:
+            event = MergeRequestEvent(
+                iid=hook.iid, state=MrState(hook.state), head_sha=hook.head_sha, merge_sha=hook.merge_sha
+            )
+        except ValueError:
+            raise Rejected(
+                422,
+                "invalid",
+                f"object_attributes.state: {clean(hook.state, 40)!r} is not a merge request state",
+                "object_attributes.state",
+            ) from None
+        client = await self.temporal()
+        handle = client.get_workflow_handle_for(RemediationWorkflow.run, wid)
+        try:
+            await asyncio.wait_for(
+                handle.signal(RemediationWorkflow.merge_request_event, event), self.settings.temporal_timeout
+            )
+        except RPCError as e:
+            return self._rpc_outcome(e, wid)
+        except Exception as e:
+            raise self._unavailable(e, wid) from None
+        return 200, {"workflow": wid, "signal": "merge_request_event", "action": hook.action, "state": event.state}
+
+    def _rpc_outcome(self, e: RPCError, wid: str) -> tuple[int, dict]:
+        if e.status is RPCStatusCode.NOT_FOUND:  # no such loop, or it has ended
+            return 200, {"workflow": wid, "ignored": "no running loop with this id"}
+        raise self._unavailable(e, wid)
+
+    def _unavailable(self, e: BaseException, wid: str) -> Unavailable:
+        log.warning("Temporal call for %s failed: %s: %s", wid, type(e).__name__, clean(e, 300))
+        return Unavailable("the event was not delivered")
+
+    # --- Flux ------------------------------------------------------------------------------------------------------
+
+    async def flux_hook(self, request: Request) -> tuple[int, dict]:
+        """A Flux event -> ``deploy_event`` to every running loop of the scope waiting for its deploy."""
+        check_content_type(request)
+        body = await read_body(request, min(self.settings.max_body_bytes, MAX_EVENT_BYTES))
+        key = self.flux.hmac_key
+        if (
+            key is None
+            or not key.get_secret_value()
+            or not verify_signature(body, request.headers.get(SIGNATURE_HEADER), key)
+        ):
+            raise Rejected(401, "unauthorized", f"missing or wrong {SIGNATURE_HEADER}", SIGNATURE_HEADER)
+        decode_body(body)  # orjson first: bounded nesting, a 400 for what is not JSON at all
+        try:
+            event = parse_event(body)
+        except FluxEventError as e:
+            raise Rejected(422, "invalid", str(e), event_field(str(e))) from None
+        deploy = deploy_event(event, self.flux.kustomization)
+        if deploy is None:
+            return 200, {"ignored": f"not a deploy outcome of Kustomization {self.flux.kustomization}"}
+        scope = self.settings.scope
+        query = (
+            f'{policies.SA_STAGE.name} = "{Stage.AWAIT_DEPLOY.value}" AND {policies.SA_SCOPE.name} = "{scope}" '
+            'AND ExecutionStatus = "Running"'
+        )
+        client = await self.temporal()
+
+        async def signal_all() -> list[str]:
+            ids = [w.id async for w in client.list_workflows(query, limit=LOOPS_LISTED)]
+            results = await asyncio.gather(
+                *(client.get_workflow_handle(wid).signal(RemediationWorkflow.deploy_event, deploy) for wid in ids),
+                return_exceptions=True,
+            )
+            for r in results:
+                if isinstance(r, BaseException) and not (
+                    isinstance(r, RPCError) and r.status is RPCStatusCode.NOT_FOUND
+                ):
+                    raise r
+            return [wid for wid, r in zip(ids, results, strict=True) if not isinstance(r, BaseException)]
+
+        try:
+            loops = await asyncio.wait_for(signal_all(), self.settings.temporal_timeout)
+        except Exception as e:
+            raise self._unavailable(e, f"loops of {scope}") from None
+        return 200, {"revision": deploy.revision, "ready": deploy.ready, "loops": loops}
+
+
+# ---------------------------------------------------------------- request helpers
+
+
+def check_content_type(request: Request) -> None:
+    """415 unless the body is JSON (``application/json`` or ``application/*+json``, UTF-8) and not encoded."""
+    raw = request.headers.get("content-type", "")
+    media, _, params = raw.partition(";")
+    media = media.strip().lower()
+    charset = None
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    json_type = media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+    if not json_type or charset not in (None, "utf-8", "utf8"):
+        shown = clean(raw, 80) or "none"
+        raise Rejected(415, "unsupported_media_type", f"Content-Type {shown!r}: send application/json", "Content-Type")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise Rejected(
+            415,
+            "unsupported_media_type",
+            f"Content-Encoding {clean(encoding, 40)!r} is not accepted",
+            "Content-Encoding",
+        )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, read up to ``limit`` bytes: 413 as soon as it is larger (declared or while reading)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise Rejected(400, "malformed", "Content-Length is not a number", "Content-Length")
+        if int(declared) > limit:
+            raise Rejected(413, "too_large", f"body of {int(declared)} bytes is over the {limit}-byte limit", "body")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise Rejected(413, "too_large", f"body is over the {limit}-byte limit", "body")
+    return bytes(buf)
+
+
+def decode_body(body: bytes) -> object:
+    """The body as JSON (``fixloop.ingest.decode``: orjson, nesting bounded); 400 naming ``body`` otherwise."""
+    try:
+        return decode(body, "body")
+    except IngestError as e:
+        raise Rejected(400, "malformed", e.reason, "body") from None
+
+
+def parse_signals(body: bytes, ref: str, source: Source | None) -> IngestResult:
+    """The signals of one document, parsed exactly as ``fixloop ingest`` does (``fixloop.ingest.parse_document``).
+    400 for malformed JSON or a body that is not ``source``'s format (naming the field that format is recognised
+    by), 422 for a document of the format with invalid values (naming the first offending field)."""
+    doc = decode_body(body)
+    try:
+        return parse_document(doc, ref=ref, received_at=datetime.now(UTC), source=source)
+    except IngestError as e:
+        # parse_document raises ``from None``; what it caught is still the context (PEP 415)
+        cause = e.__context__
+        if isinstance(cause, ValidationError):
+            first = cause.errors(include_url=False)[0]
+            raise Rejected(422, "invalid", e.reason, json_path(first.get("loc", ()))) from None
+        if isinstance(cause, ParseError):
+            raise Rejected(422, "invalid", e.reason, "body") from None
+        named = FORMAT_FIELDS.get(source) if source is not None and isinstance(doc, dict) else None
+        raise Rejected(400, "malformed", e.reason, named or "body") from None
+
+
+_BRANCH = re.compile(r"^fixloop/(wi-[0-9a-f]{24})$")
+_REVERT_BRANCH = re.compile(r"^fixloop/revert/(wi-[0-9a-f]{24})/[0-9a-f]{12}$")
+
+
+def fixloop_work_item(branch: str) -> str | None:
+    """The work item id of a fixloop branch (``fixloop/<id>``, ``fixloop/revert/<id>/<sha12>``), else None."""
+    m = _BRANCH.match(branch) or _REVERT_BRANCH.match(branch)
+    return m.group(1) if m else None
+
+
+def hook_field(message: str) -> str:
+    """The field a ``MergeRequestHookError`` message is about (``invalid or missing: a.b, c`` -> ``a.b``)."""
+    head, _, rest = message.partition(":")
+    if head == "invalid or missing":
+        return clean(rest.strip().split(",")[0].split(" ")[0], 200) or "body"
+    return clean(head, 200) or "body"
+
+
+def event_field(message: str) -> str:
+    """The field a ``FluxEventError`` message is about (``not a Flux event (invalid: a.b, c)`` -> ``a.b``)."""
+    m = re.search(r"invalid: ([^,)]+)", message)
+    return clean(m.group(1), 200) if m else "body"
+
+
+# ---------------------------------------------------------------- the app
+
+SECURITY_SCHEMES = {
+    "fixloopToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": TOKEN_HEADER,
+        "description": "FIXLOOP_GATEWAY_TOKEN (or `Authorization: Bearer <token>`).",
+    },
+    "gitlabToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": GITLAB_TOKEN_HEADER,
+        "description": "The GitLab webhook's secret token (FIXLOOP_GITLAB_WEBHOOK_TOKEN).",
+    },
+    "fluxSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": SIGNATURE_HEADER,
+        "description": "`<sha224|sha256|sha384|sha512>=<hex HMAC of the body>` keyed with FIXLOOP_FLUX_HMAC_KEY "
+        "(Flux `generic-hmac` Provider).",
+    },
+}
+
+_ERROR = {
+    "content": {"application/json": {"example": {"error": "field alerts.0.labels: ...", "field": "alerts[0].labels"}}}
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed JSON, or not this endpoint's format.", **_ERROR},
+    401: {"description": "Missing or wrong secret.", **_ERROR},
+    413: {"description": "Body over the size limit.", **_ERROR},
+    415: {"description": "Not application/json.", **_ERROR},
+    422: {"description": "Valid JSON with invalid values.", **_ERROR},
+    503: {"description": "Temporal unavailable: nothing was recorded; retry.", **_ERROR},
+}
+
+
+def _body(description: str, scheme: str) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` and ``security`` of an endpoint (the handlers read the raw body and headers
+    themselves: no per-request validation or dependency resolution)."""
+    return {
+        "security": [{scheme: []}],
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+        },
+    }
+
+
+_SIGNALS_ANSWER = {
+    "description": "Recorded in the intake.",
+    "content": {"application/json": {"example": {"signals": 1, "intake": "intake/platform/gitops", "delivery": "..."}}},
+}
+
+
+def create_app(
+    settings: GatewaySettings,
+    connect: Connect,
+    *,
+    task_queue: str | None = None,
+    intake: IntakeSettings | None = None,
+    flux: FluxSettings | None = None,
+    gitlab_webhook: WebhookSettings | None = None,
+) -> FastAPI:
+    """The gateway's ASGI app. ``connect()`` returns a Temporal client (with pydantic's data converter, e.g.
+    ``fixloop.temporal.connect``); it is called on the first request that needs Temporal and again after each
+    failure, so a Temporal that is down is a 503 per request, not a failure to start. ``task_queue`` (default
+    ``TemporalSettings``'), ``intake`` (the windows of an intake this starts), ``flux`` (HMAC key and
+    Kustomization) and ``gitlab_webhook`` (the webhook token) default to the environment; an invalid variable
+    raises ``fixloop.config.ConfigError`` naming it."""
+    gw = Gateway(
+        settings,
+        connect,
+        task_queue=task_queue or load(TemporalSettings).task_queue,
+        intake=intake or load(IntakeSettings),
+        flux=flux or load(FluxSettings),
+        gitlab_webhook=gitlab_webhook or load(WebhookSettings),
+    )
+    app = FastAPI(
+        title="fixloop gateway",
+        version=__version__,
+        description="Webhooks and scanner reports in; signals and loop events into Temporal. A 2xx means "
+        "Temporal has recorded the delivery; retry on 5xx (retries are deduplicated).",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gateway = gw
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        return _json(
+            422, {"error": clean(first.get("msg", "invalid request"), 300), "field": json_path(first.get("loc", ()))}
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return _json(exc.status_code, {"error": clean(exc.detail, 300), "field": None}, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s: internal error", request.method, request.url.path)
+        return _json(500, {"error": "internal error (a bug in fixloop)", "field": None})
+
+    @app.post(
+        "/v1/signals/datadog",
+        status_code=202,
+        summary="A Datadog monitor notification (Webhooks integration).",
+        responses={202: _SIGNALS_ANSWER, **_ERRORS},
+        openapi_extra=_body(
+            "The webhook's payload template: the default or extended one (integrations/datadog).", "fixloopToken"
+        ),
+    )
+    async def datadog(request: Request) -> Response:
+        return await gw.serve("signals/datadog", request, lambda: gw.signals(request, Source.DATADOG))
+
+    @app.post(
+        "/v1/signals/alertmanager",
+        status_code=202,
+        summary="A Prometheus Alertmanager webhook notification.",
+        responses={202: _SIGNALS_ANSWER, **_ERRORS},
+        openapi_extra=_body("Alertmanager's webhook payload (version 4).", "fixloopToken"),
+    )
+    async def alertmanager(request: Request) -> Response:
+        return await gw.serve("signals/alertmanager", request, lambda: gw.signals(request, Source.ALERTMANAGER))
+
+    @app.post(
+        "/v1/reports",
+        status_code=202,
+        summary="A scanner report or alert payload of any supported format, detected as `fixloop ingest` does.",
+        responses={202: _SIGNALS_ANSWER, **_ERRORS},
+        openapi_extra=_body(
+            "Trivy, GitLab security report, Grype, Snyk, OSV-Scanner or pip-audit JSON.", "fixloopToken"
+        ),
+    )
+    async def report(request: Request) -> Response:
+        return await gw.serve("reports", request, lambda: gw.signals(request, None))
+
+    @app.post(
+        "/v1/reports/{source}",
+        status_code=202,
+        summary="A scanner report: source is trivy, gitlab, grype, snyk, osv or pip-audit.",
+        responses={202: _SIGNALS_ANSWER, 404: {"description": "Unknown source.", **_ERROR}, **_ERRORS},
+        openapi_extra=_body("The scanner's JSON output (e.g. `trivy image --format json`).", "fixloopToken"),
+    )
+    async def report_of(request: Request, source: str) -> Response:
+        known = {s.value: s for s in REPORT_SOURCES}
+        endpoint = f"reports/{source}" if source in known else "reports/unknown"
+
+        async def work() -> tuple[int, dict]:
+            if source not in known:
+                raise Rejected(404, "unknown_source", f"unknown report source; one of {', '.join(known)}", "source")
+            return await gw.signals(request, known[source])
+
+        return await gw.serve(endpoint, request, work)
+
+    @app.post(
+        "/v1/hooks/gitlab",
+        summary="A GitLab merge request hook: approvals and state changes of fixloop's merge requests.",
+        responses={200: {"description": "Delivered to the loop, or ignored (with the reason)."}, **_ERRORS},
+        openapi_extra=_body("GitLab's Merge Request Hook body (X-Gitlab-Event: Merge Request Hook).", "gitlabToken"),
+    )
+    async def gitlab(request: Request) -> Response:
+        return await gw.serve("hooks/gitlab", request, lambda: gw.gitlab_hook(request))
+
+    @app.post(
+        "/v1/hooks/flux",
+        summary="A Flux notification-controller event (generic-hmac Provider): deploy outcomes.",
+        responses={200: {"description": "Signalled to the loops awaiting a deploy, or ignored."}, **_ERRORS},
+        openapi_extra=_body(
+            "The event: {involvedObject, severity, timestamp, message, reason, metadata, ...}.", "fluxSignature"
+        ),
+    )
+    async def flux_hook(request: Request) -> Response:
+        return await gw.serve("hooks/flux", request, lambda: gw.flux_hook(request))
+
+    @app.get("/healthz", summary="Liveness: the gateway answers; whether it has a Temporal connection.")
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "temporal": "connected" if gw.client is not None else "not connected",
+            "scope": settings.scope,
+            "intake": intake_id(settings.scope),
+        }
+
+    @app.get("/metrics", summary="Prometheus metrics.", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
