@@ -451,7 +451,9 @@ class RemediationWorkflow:
         async def poll() -> None:
             self.state.deploy = await workflow.execute_activity(
                 flux.DEPLOY_STATE,
-                flux.DeployStateInput(scope=self.inp.scope, merge_sha=merge_sha, **self._kustomization()),
+                flux.DeployStateInput(
+                    scope=self.inp.scope, merge_sha=merge_sha, kustomization=self._verification().kustomization
+                ),
                 result_type=flux.DeployState,
                 start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
                 retry_policy=policies.EXTERNAL_RETRY,
@@ -835,9 +837,6 @@ class RemediationWorkflow:
     def _verification(self) -> VerificationPolicy:
         plan = self.state.plan
         return plan.verification if plan is not None and plan.verification is not None else VerificationPolicy()
-
-    def _kustomization(self) -> dict[str, str]:
-        return {"kustomization": self._verification().kustomization}
 
     def _service(self) -> str | None:
         """The Datadog service to verify: the work item's (from its alerts), else the one its change is to."""
