@@ -20,8 +20,9 @@ test: install
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; exit 1; fi; exit $$rc
 
+# The whole loop on this machine (fixloop/demo.py); ARGS="--approve-as reviewer --json" for the scripted form.
 demo: install
-	$(BIN)/fixloop ingest examples/reports/* examples/alerts/*
+	$(BIN)/fixloop demo $(ARGS)
 
 # bench/storm.py sends 100,000 signals through the intake on the dev server: about 6 minutes on 2 cores
 # (STORM_ARGS="--signals 20000" for a quicker look).
@@ -29,6 +30,7 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/storm.py $(STORM_ARGS)
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

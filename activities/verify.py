@@ -230,6 +230,9 @@ class VerifyActivities:
         elif silent and result is VerdictResult.NO_DATA and metric_verdict is not VerdictResult.NO_DATA:
             ids = ", ".join(str(m.id or m.name) for m in silent)
             summary = f"Cannot tell whether the triggering monitor recovered (monitor {ids}: no data); {summary}"
+        elif monitors and result is VerdictResult.PASS:
+            names = ", ".join(f"{m.id} ({m.name or 'unnamed'})" for m in monitors)
+            summary = f"The triggering monitor {names} recovered; {summary[:1].lower()}{summary[1:]}"
         return Verdict(
             result=result,
             summary=clean(summary, 500),

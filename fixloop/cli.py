@@ -16,6 +16,7 @@ from fixloop.models import Source
 
 if TYPE_CHECKING:
     from temporalio.client import Client
+    from temporalio.runtime import Runtime
 
     from fixloop.config import TemporalSettings
     from fixloop.ingest import IngestResult
@@ -134,25 +135,36 @@ def worker() -> None:
     of the Temporal server at FIXLOOP_TEMPORAL_ADDRESS (default ``localhost:7233``, see ``fixloop temporal``) in
     FIXLOOP_TEMPORAL_NAMESPACE. Runs until interrupted; exit status 2 when the server cannot be reached.
     The Jira, GitLab and registry activities are registered when FIXLOOP_JIRA_URL, FIXLOOP_GITLAB_URL and
-    FIXLOOP_REGISTRY_URL are set (with their other variables: see ``fixloop sandbox up --env``)."""
+    FIXLOOP_REGISTRY_URL are set (with their other variables: see ``fixloop sandbox up --env``).
+    FIXLOOP_WORKER_METRICS_ADDRESS (``<ip>:<port>``, e.g. ``0.0.0.0:9464``) serves the Temporal SDK's Prometheus
+    metrics at /metrics there (exit status 2 when it cannot be bound)."""
     import asyncio
 
-    from fixloop.config import ConfigError, TemporalSettings
-    from fixloop.worker import Integrations, build_worker
+    from fixloop.config import ConfigError, TemporalSettings, WorkerSettings
+    from fixloop.worker import Integrations, build_worker, metrics_runtime
 
     settings = _settings("worker", TemporalSettings)
+    metrics_address = _settings("worker", WorkerSettings).metrics_address
     try:
         integrations = Integrations.from_env()
     except ConfigError as e:
         typer.echo(f"fixloop worker: {e}", err=True)
         raise typer.Exit(code=2) from None
     configured = [n for n in ("jira", "gitlab", "registry", "flux", "datadog") if getattr(integrations, n) is not None]
+    runtime = None
+    if metrics_address:
+        try:
+            runtime = metrics_runtime(metrics_address)
+        except ValueError as e:
+            typer.echo(f"fixloop worker: FIXLOOP_WORKER_METRICS_ADDRESS: cannot serve {metrics_address}: {e}", err=True)
+            raise typer.Exit(code=2) from None
 
     async def run() -> None:
-        client = await _connect("worker", settings)
+        client = await _connect("worker", settings, runtime)
         typer.echo(
             f"fixloop worker: {settings.address} namespace {settings.namespace} task queue {settings.task_queue}; "
-            f"integrations: {', '.join(configured) or 'none'}",
+            f"integrations: {', '.join(configured) or 'none'}"
+            + (f"; metrics at http://{metrics_address}/metrics" if metrics_address else ""),
             err=True,
         )
         await build_worker(client, settings.task_queue, integrations=integrations).run()
@@ -167,14 +179,15 @@ _temporal_connected = False
 """Set once a command has opened a Temporal client: see ``main``."""
 
 
-async def _connect(command: str, settings: TemporalSettings) -> Client:
-    """A Temporal client; an unreachable server is one stderr line naming the address, exit status 2."""
+async def _connect(command: str, settings: TemporalSettings, runtime: Runtime | None = None) -> Client:
+    """A Temporal client (on ``runtime``, default the SDK's); an unreachable server is one stderr line naming the
+    address, exit status 2."""
     from fixloop.temporal import connect
 
     global _temporal_connected
     _temporal_connected = True
     try:
-        return await connect(settings)
+        return await connect(settings, runtime=runtime)
     except RuntimeError as e:
         typer.echo(f"fixloop {command}: cannot reach Temporal at {settings.address}: {e}", err=True)
         raise typer.Exit(code=2) from None
@@ -393,6 +406,10 @@ def sandbox_up(
         typer.Option(help="Where Flux notification events go.", envvar="FIXLOOP_SANDBOX_FLUX_WEBHOOK_URL"),
     ] = None,
     env: Annotated[bool, typer.Option("--env", help="Print only the FIXLOOP_* variables, as shell exports.")] = False,
+    monitor_window: Annotated[
+        float, typer.Option(help="Seconds each Datadog monitor averages over (their queries say last_5m).", min=10)
+    ] = 300.0,
+    flux_interval: Annotated[float, typer.Option(help="Seconds between Flux reconciliations of the branch.")] = 5.0,
 ) -> None:
     """Run the sandbox until interrupted: prints each stand-in's URL and credentials (sandbox-only secrets) as the
     FIXLOOP_* variables that point fixloop at it. State survives a restart; ``fixloop sandbox reset`` clears it."""
@@ -415,6 +432,8 @@ def sandbox_up(
         public_url=f"http://{host}:{actual}",
         gitlab_webhook_url=gitlab_webhook_url,
         flux_webhook_url=flux_webhook_url,
+        monitor_window=monitor_window,
+        flux_interval=flux_interval,
     )
     sb = Sandbox.open(config)
     application = create_app(sb)
@@ -440,6 +459,155 @@ def sandbox_reset(state_dir: StateDir = Path(".fixloop/sandbox")) -> None:
         raise typer.Exit(code=2)
     shutil.rmtree(state_dir)
     typer.echo(f"fixloop sandbox reset: removed {state_dir}")
+
+
+config_app = typer.Typer(
+    name="config",
+    help="Check fixloop's configuration (FIXLOOP_*) against its endpoints, or print its reference.",
+    no_args_is_help=True,
+)
+app.add_typer(config_app)
+
+
+@config_app.command("check")
+def config_check(
+    timeout: Annotated[float, typer.Option(help="Seconds per request of each check.", min=0.1, max=120)] = 5.0,
+) -> None:
+    """Validate every FIXLOOP_* settings group, then try each configured endpoint (Temporal, Jira, GitLab, the
+    registry, Flux's Kubernetes API, Datadog, the LLM) with its cheapest authenticated call; one line per check
+    (``ok``, ``FAIL`` with the variable to check, or ``skip`` when not configured). Secrets are never printed.
+    Exit status: 0 when every configured check passes, 1 when one fails, 2 when the configuration is invalid."""
+    import asyncio
+
+    from fixloop.check import run_checks
+
+    global _temporal_connected
+    _temporal_connected = True  # the Temporal check opens a client: see main
+    report = asyncio.run(run_checks(timeout=timeout))
+    typer.echo(str(report))
+    raise typer.Exit(code=report.exit_code)
+
+
+@config_app.command("reference")
+def config_reference(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write it to this file (default: print it).")
+    ] = None,
+) -> None:
+    """Print (or write) the Markdown reference of every FIXLOOP_* setting with its type, default and meaning,
+    generated from the settings models (``docs/configuration.md`` is this, with ``--output``)."""
+    from fixloop.configref import render, write
+
+    if output is None:
+        typer.echo(render(), nl=False)
+        return
+    changed = write(output)
+    typer.echo(f"fixloop config reference: {'wrote' if changed else 'unchanged'} {output}", err=True)
+
+
+DemoStateDir = Annotated[Path, typer.Option("--state-dir", help="Where the demo keeps its state and logs.")]
+
+
+@app.command()
+def demo(
+    approve_as: Annotated[
+        str | None,
+        typer.Option(
+            "--approve-as",
+            help="Approve and merge every merge request as this sandbox GitLab user (reviewer) without asking.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (progress on stderr).")] = False,
+    state_dir: DemoStateDir = Path(".fixloop/demo"),
+    keep: Annotated[
+        bool | None,
+        typer.Option(help="Keep everything running after the summary until Ctrl-C (default: when interactive)."),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds the loops may take (default 170 with --approve-as, else 3600).")
+    ] = None,
+) -> None:
+    """The whole loop on this machine: the embedded Temporal server (with its UI), the sandbox, a worker and the
+    gateway as child processes; real scanner reports and alerts from examples/demo posted to the gateway; Jira
+    issues, merge requests that wait for a human, Flux deploys, verification and verdicts (see fixloop/demo.py).
+    Exit status 0 when every work item got a Jira issue, a merge request and a verdict (pass, fail with a revert
+    merge request, or no_data); 1 otherwise; 2 when the demo could not run (the reason and the log named)."""
+    import asyncio
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from fixloop.demo import DemoError, run_demo
+    from fixloop.temporal import BinaryMissing
+
+    global _temporal_connected
+    _temporal_connected = True
+    console = Console(stderr=as_json, soft_wrap=True)
+    interactive = approve_as is None
+    summary_holder: dict[str, object] = {}
+
+    def show(summary: dict) -> None:
+        summary_holder.update(summary)
+        if as_json:
+            sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+            sys.stdout.flush()
+            return
+        table = Table(title="fixloop demo: summary")
+        for col in ("work item", "Jira", "merge request", "verdict", "outcome"):
+            table.add_column(col)
+        for row in summary["work_items"]:
+            mr = row["merge_request"] or ""
+            if row["revert_merge_request"]:
+                mr += f"\nrevert: {row['revert_merge_request']}"
+            table.add_row(row["work_item"], row["jira"] or "", mr, row["verdict"] or "", row["outcome"] or "")
+        console.print(table)
+        console.print(f"Temporal UI (these loops): {summary['temporal_ui']}")
+        console.print(f"done in {summary['seconds']} s")
+
+    try:
+        asyncio.run(
+            run_demo(
+                state_dir,
+                approve_as,
+                console,
+                live=not as_json and sys.stderr.isatty(),
+                keep=keep if keep is not None else interactive and sys.stdin.isatty(),
+                timeout=timeout or (170.0 if approve_as else 3600.0),
+                on_summary=show,
+            )
+        )
+    except (DemoError, BinaryMissing) as e:
+        typer.echo(f"fixloop demo: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        typer.echo("fixloop demo: stopped", err=True)
+        if not summary_holder:
+            raise typer.Exit(code=130) from None
+    if not summary_holder.get("complete"):
+        typer.echo("fixloop demo: some work items lack a Jira key, a merge request or a verdict", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def approve(
+    merge_request: Annotated[int, typer.Argument(help="The merge request's iid (the number after !).")],
+    approve_as: Annotated[str, typer.Option("--as", help="The sandbox GitLab user who approves.")] = "reviewer",
+    state_dir: DemoStateDir = Path(".fixloop/demo"),
+) -> None:
+    """Approve a merge request of the running demo's sandbox GitLab at its head and merge it, as a human reviewer
+    would in GitLab (in production, approve in GitLab itself: fixloop never approves or merges). Exit status 2 when
+    no demo runs in STATE_DIR or GitLab refuses."""
+    from gitlab.exceptions import GitlabError
+
+    from fixloop.demo import DemoError, approve_and_merge
+
+    try:
+        sha = approve_and_merge(state_dir.resolve(), merge_request, approve_as)
+    except (DemoError, GitlabError) as e:
+        typer.echo(f"fixloop approve: !{merge_request}: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"!{merge_request} approved by {approve_as} and merged ({sha[:12]})")
 
 
 def main() -> None:

@@ -5,9 +5,10 @@ Only the settings a command needs are read, when it runs; secrets are ``SecretSt
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, HttpUrl, SecretStr, ValidationError
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,7 +56,12 @@ class LlmSettings(BaseSettings):
 
     base_url: HttpUrl | None = Field(default=None, description="The API root, up to and including /v1.")
     model: str | None = Field(default=None, min_length=1, description="The model name the endpoint serves.")
-    api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="OPENAI_API_KEY",
+        description="The endpoint's API key (the openai library's own variable; any non-empty value for an "
+        "endpoint without authentication).",
+    )
     timeout: float = Field(default=60.0, gt=0, le=600, description="Seconds per HTTP request.")
     max_retries: int = Field(default=2, ge=0, le=10, description="Retries after the first attempt.")
     max_entries: int = Field(default=400, gt=0, description="Most digest entries sent in one request.")
@@ -90,16 +96,53 @@ class TemporalSettings(BaseSettings):
     Environment: ``FIXLOOP_TEMPORAL_ADDRESS`` (host:port of the frontend, default ``localhost:7233``, the dev server
     ``fixloop temporal`` starts), ``FIXLOOP_TEMPORAL_NAMESPACE`` (default ``default``),
     ``FIXLOOP_TEMPORAL_TASK_QUEUE`` (default ``fixloop``), ``FIXLOOP_TEMPORAL_TLS`` (true for a cluster behind TLS
-    or Temporal Cloud), ``FIXLOOP_TEMPORAL_API_KEY`` (Temporal Cloud API key; implies TLS).
+    or Temporal Cloud), ``FIXLOOP_TEMPORAL_API_KEY`` (Temporal Cloud API key; implies TLS), and for mutual TLS
+    ``FIXLOOP_TEMPORAL_TLS_CERT`` and ``FIXLOOP_TEMPORAL_TLS_KEY`` (PEM files of the client certificate and its
+    private key, set together or not at all) and ``FIXLOOP_TEMPORAL_TLS_CA`` (PEM file of the CA that signed the
+    server's certificate, default the system roots); any of the three implies TLS. The files are read when a
+    client connects (``fixloop.temporal.tls_config``).
     """
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_TEMPORAL_", env_file=".env", extra="ignore")
 
-    address: str = Field(default="localhost:7233", pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
-    namespace: str = Field(default="default", min_length=1)
-    task_queue: str = Field(default="fixloop", min_length=1)
-    tls: bool = False
-    api_key: SecretStr | None = None
+    address: str = Field(
+        default="localhost:7233",
+        pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$",
+        description="host:port of the Temporal frontend (the dev server of `fixloop temporal`, a cluster, or "
+        "`<namespace>.<account>.tmprl.cloud:7233` / a regional endpoint for Temporal Cloud).",
+    )
+    namespace: str = Field(default="default", min_length=1, description="The Temporal namespace.")
+    task_queue: str = Field(
+        default="fixloop",
+        min_length=1,
+        description="The task queue workers poll and clients start workflows on; scale out by running more "
+        "workers on it.",
+    )
+    tls: bool = Field(default=False, description="Connect over TLS (implied by an API key or a TLS file).")
+    api_key: SecretStr | None = Field(default=None, description="Temporal Cloud API key (sent as a bearer token).")
+    tls_cert: Path | None = Field(
+        default=None, description="PEM file of the client certificate for mutual TLS (with FIXLOOP_TEMPORAL_TLS_KEY)."
+    )
+    tls_key: Path | None = Field(
+        default=None,
+        validate_default=True,
+        description="PEM file of the client certificate's private key (with FIXLOOP_TEMPORAL_TLS_CERT).",
+    )
+    tls_ca: Path | None = Field(
+        default=None, description="PEM file of the CA of the server's certificate (default: the system roots)."
+    )
+
+    @field_validator("tls_key")
+    @classmethod
+    def _cert_and_key(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if (key is None) != (info.data.get("tls_cert") is None) and "tls_cert" in info.data:
+            raise ValueError("FIXLOOP_TEMPORAL_TLS_CERT and FIXLOOP_TEMPORAL_TLS_KEY are set together or not at all")
+        return key
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether clients connect over TLS: ``tls``, an API key or any TLS file."""
+        return bool(self.tls or self.api_key is not None or self.tls_cert or self.tls_key or self.tls_ca)
 
 
 class IntakeSettings(BaseSettings):
@@ -113,7 +156,50 @@ class IntakeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_INTAKE_", env_file=".env", extra="ignore")
 
-    quiet_period: float = Field(default=120.0, gt=0)
-    window_max_age: float = Field(default=900.0, gt=0)
-    window_max_signals: int = Field(default=500, ge=1, le=1_000)
-    engine: str = Field(default="rules", pattern="^(rules|llm)$")
+    quiet_period: float = Field(default=120.0, gt=0, description="Seconds without a new signal that close a window.")
+    window_max_age: float = Field(default=900.0, gt=0, description="Seconds after which a window closes anyway.")
+    window_max_signals: int = Field(default=500, ge=1, le=1_000, description="Signals that close a window.")
+    engine: str = Field(
+        default="rules", pattern="^(rules|llm)$", description="Triage engine of a closed window: rules or llm."
+    )
+
+
+class LoopSettings(BaseSettings):
+    """Timings of the remediation loops an intake starts (``workflows.remediation.LoopOptions``), used when
+    ``fixloop submit`` or the gateway starts an intake; running loops keep the options they were started with.
+
+    Environment: ``FIXLOOP_LOOP_POLL_INTERVAL`` (seconds between polls of a merge request or Kustomization when no
+    webhook or Flux event came, default 600), ``FIXLOOP_LOOP_VERIFY_DELAY`` (seconds waited after the verification
+    window for the metrics to arrive, default 120), ``FIXLOOP_LOOP_APPROVAL_ESCALATE_AFTER`` (seconds an MR may
+    wait for its review before a reminder, default 172800), ``FIXLOOP_LOOP_DEPLOY_ESCALATE_AFTER`` (seconds, default
+    3600), ``FIXLOOP_LOOP_DECIDE_ESCALATE_AFTER`` (seconds, default 86400).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FIXLOOP_LOOP_", env_file=".env", extra="ignore")
+
+    poll_interval: float = Field(default=600.0, ge=1, description="Seconds between polls when no event came.")
+    verify_delay: float = Field(
+        default=120.0, ge=0, description="Seconds after the verification window for the metrics to arrive."
+    )
+    approval_escalate_after: float = Field(
+        default=172_800.0, gt=0, description="Seconds an MR waits for its review before each reminder."
+    )
+    deploy_escalate_after: float = Field(
+        default=3_600.0, gt=0, description="Seconds a merged change waits for Flux before each escalation."
+    )
+    decide_escalate_after: float = Field(
+        default=86_400.0, gt=0, description="Seconds an inconclusive verdict waits for a decision before each reminder."
+    )
+
+
+class WorkerSettings(BaseSettings):
+    """The ``fixloop worker`` process.
+
+    Environment: ``FIXLOOP_WORKER_METRICS_ADDRESS``, ``<ip>:<port>`` (e.g. ``0.0.0.0:9464``, ``[::]:9464``) on which
+    the worker serves the Temporal SDK's metrics (task slots, polls, schedule-to-start and execution latencies, in
+    the Prometheus text format) at ``/metrics``; also what Kubernetes probes. Unset (default): no HTTP port.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FIXLOOP_WORKER_", env_file=".env", extra="ignore")
+
+    metrics_address: str | None = Field(default=None, pattern=r"^(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$")

@@ -106,7 +106,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.flux import deploy_event
 from activities.gitlab import Approval, MrState
 from fixloop import __version__
-from fixloop.config import IntakeSettings, TemporalSettings, load
+from fixloop.config import IntakeSettings, LoopSettings, TemporalSettings, load
 from fixloop.ingest import IngestError, IngestResult, decode, parse_document
 from fixloop.models import Signal, Source
 from fixloop.parsing import ParseError, clean
@@ -168,21 +168,30 @@ class GatewaySettings(BaseSettings):
         env_prefix="FIXLOOP_GATEWAY_", env_file=".env", extra="ignore", populate_by_name=True
     )
 
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(
+        default=None,
+        description="Shared secret of the Datadog, Alertmanager and scanner endpoints (unset: they answer 401).",
+    )
     scope: str = Field(
         default=GitLabSettings.model_fields["project"].default,
         min_length=1,
         max_length=200,
         pattern=SCOPE_PATTERN,
         validation_alias=AliasChoices("FIXLOOP_GATEWAY_SCOPE", "FIXLOOP_GITLAB_PROJECT"),
+        description="The intake signals go to: the GitOps project's path (default FIXLOOP_GITLAB_PROJECT).",
     )
-    max_body_bytes: int = Field(default=32 << 20, gt=0, le=1 << 30)
-    batch_window_ms: float = Field(default=5.0, ge=0, le=10_000)
-    temporal_timeout: float = Field(default=10.0, gt=0, le=300)
+    max_body_bytes: int = Field(default=32 << 20, gt=0, le=1 << 30, description="Largest request body, in bytes.")
+    batch_window_ms: float = Field(
+        default=5.0, ge=0, le=10_000, description="Milliseconds requests are collected into one batch to Temporal."
+    )
+    temporal_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds a request waits for Temporal before its 503."
+    )
     bot_username: str = Field(
         default=GitLabSettings.model_fields["bot_username"].default,
         min_length=1,
         validation_alias=AliasChoices("FIXLOOP_GITLAB_BOT_USERNAME"),
+        description="fixloop's own GitLab user, whose approvals never count.",
     )
 
 
@@ -343,6 +352,7 @@ class Gateway:
         self._connect = connect
         self.task_queue = task_queue
         self.intake = intake
+        self.loop = load(LoopSettings)  # the timings of the loops an intake this starts will start
         self.flux = flux
         self.gitlab_webhook = gitlab_webhook
         self.metrics = Metrics()
@@ -494,7 +504,9 @@ class Gateway:
 
     async def _send(self, scope: str, signals: list[Signal]) -> str:
         client = await self.temporal()
-        return await submit_signals(client, scope, signals, task_queue=self.task_queue, intake=self.intake)
+        return await submit_signals(
+            client, scope, signals, task_queue=self.task_queue, intake=self.intake, loop=self.loop
+        )
 
     # --- GitLab ----------------------------------------------------------------------------------------------------
 

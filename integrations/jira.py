@@ -48,10 +48,12 @@ class JiraSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_JIRA_", env_file=".env", extra="ignore")
 
-    url: HttpUrl
-    email: str = Field(min_length=3)
-    api_token: SecretStr
-    project: str = Field(default="OPS", pattern=r"^[A-Z][A-Z0-9_]{1,9}$")
+    url: HttpUrl = Field(description="The Jira site, e.g. https://acme.atlassian.net; setting it enables Jira.")
+    email: str = Field(min_length=3, description="The API user's email (HTTP basic auth with the token).")
+    api_token: SecretStr = Field(description="The API user's API token (id.atlassian.com, Security).")
+    project: str = Field(
+        default="OPS", pattern=r"^[A-Z][A-Z0-9_]{1,9}$", description="Key of the project work items are filed in."
+    )
     timeout: float = Field(default=30.0, gt=0, le=300, description="Seconds per HTTP request.")
 
 

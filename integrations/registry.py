@@ -32,10 +32,12 @@ class RegistrySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_REGISTRY_", env_file=".env", extra="ignore")
 
-    url: str
-    token: SecretStr | None = None
-    timeout: float = Field(default=15.0, gt=0, le=300)
-    library_prefix: bool = True
+    url: str = Field(description="Base URL of the container registry (OCI distribution API); enables tag lookups.")
+    token: SecretStr | None = Field(default=None, description="Bearer token sent to the registry.")
+    timeout: float = Field(default=15.0, gt=0, le=300, description="Seconds per HTTP request.")
+    library_prefix: bool = Field(
+        default=True, description="Names without a / get Docker Hub's library/ prefix, as docker pull does."
+    )
 
 
 class RegistryClient:

@@ -82,3 +82,6 @@ class SandboxConfig(BaseModel):
     flux_provider: Literal["generic", "generic-hmac"] = "generic-hmac"
     flux_interval: float = Field(default=5.0, gt=0, description="Seconds between reconciliations of the branch.")
     world_seed: int = 7  # the Datadog world model's noise seed
+    monitor_window: float = Field(
+        default=300.0, ge=10, le=3600, description="Seconds a monitor averages over (its queries say last_5m)."
+    )

@@ -29,7 +29,8 @@ baseline). Rules read workload image references and the repo files ``watches`` n
 ``services/payments/requirements*.txt``). The history is persisted in ``sb.store("world")``.
 
 Monitors (``MONITORS``): per service an error-rate and a p95-latency monitor, evaluated over the last 5 minutes at
-``sb.clock()``: above ``critical`` -> ``Alert``, above ``warning`` -> ``Warn``, else ``OK``; no points -> ``No Data``.
+``sb.clock()`` (``SandboxConfig.monitor_window`` shortens that for demos: a monitor then recovers within seconds):
+above ``critical`` -> ``Alert``, above ``warning`` -> ``Warn``, else ``OK``; no points -> ``No Data``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,18 @@ BREAKAGES: tuple[Effect, ...] = (
         error_rate_x=4.0,
         latency_x=1.1,
     ),
+    # Seeded alert (the repo's catalog is built FROM alpine:3.9.4): cleared by a later 3.9 patch release. The Trivy
+    # report of alpine 3.9.4 lists OpenSSL 1.1.1b's CVE-2019-1549 (fork safety of the RNG, fixed in 1.1.1d); here
+    # the pre-forking catalog workers share RNG state after fork and duplicate TLS session ids (simulated).
+    Effect(
+        "catalog",
+        "alpine 3.9.4 (OpenSSL 1.1.1b): forked workers share RNG state, upstream TLS sessions fail (simulated)",
+        image=r"alpine:3\.9\.[0-4]\b",
+        file="services/catalog/Dockerfile",
+        content=r"^FROM\s+(?:\S+/)?alpine:3\.9\.[0-4]\b",
+        error_rate_x=2.5,
+        latency_x=1.1,
+    ),
     # Regressions a careless bump introduces (the verify step must catch them and revert).
     Effect(
         "catalog",
@@ -139,6 +152,15 @@ BREAKAGES: tuple[Effect, ...] = (
         content=r"^Twisted\s*==\s*(?:19|2\d)\.",
         error_rate_x=3.0,
         latency_x=1.4,
+    ),
+    Effect(
+        "payments",
+        "Werkzeug 0.15+: ProxyFix was rewritten; the bank callback handler now trusts the wrong X-Forwarded-For hop "
+        "and rejects the callbacks (simulated)",
+        file="services/payments/requirements*.txt",
+        content=r"^Werkzeug\s*==\s*(?:0\.(?:1[5-9]|[2-9]\d)|[1-9]\d*)\.",
+        error_rate_x=3.0,
+        latency_x=1.3,
     ),
     Effect(
         "storefront",
@@ -200,7 +222,6 @@ def _monitors() -> tuple[MonitorDef, ...]:
 
 
 MONITORS: tuple[MonitorDef, ...] = _monitors()
-MONITOR_WINDOW_S = 300
 MONITOR_INTERVAL_S = 60
 
 
@@ -360,9 +381,12 @@ class World:
         return next((m for m in MONITORS if m.id == monitor_id), None)
 
     def monitor_value(self, mon: MonitorDef, at: datetime | None = None) -> float | None:
-        """The monitor's evaluated value (avg over the last 5 minutes, in the query's unit) or None (no data)."""
+        """The monitor's evaluated value (avg over the last ``config.monitor_window`` seconds, 5 minutes unless
+        configured, as the queries' ``last_5m`` say; in the query's unit) or None (no data)."""
         now = _epoch(at or self.sb.clock())
-        pts = [v for _, v in self.series(mon.service, mon.metric, now - MONITOR_WINDOW_S, now, MONITOR_INTERVAL_S)]
+        window = self.sb.config.monitor_window
+        interval = min(MONITOR_INTERVAL_S, max(1, int(window // 6)))
+        pts = [v for _, v in self.series(mon.service, mon.metric, now - window, now, interval)]
         vals = [v * mon.scale for v in pts if v is not None]
         return sum(vals) / len(vals) if vals else None
 

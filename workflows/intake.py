@@ -12,6 +12,10 @@ micro-batch). The run loop drains what the handler recorded:
   ``RemediationWorkflow`` with id ``remediate/<scope>/<work-item-id>`` (parent-close policy ABANDON: loops outlive
   intake runs). A work item whose loop already runs (the same storm re-delivered, or new findings for the same
   fix) is sent to that loop as ``add_signals`` instead: one loop per fix, however often the storm comes;
+* alerts on a service whose fix is in flight (a loop told the intake, by signal ``fixing``, that its merge
+  request for that service is open) join that loop (``join_alerts``) instead of starting an investigation: the fix
+  then has to make their monitors recover. Alerts arriving before any fix for their service is open are triaged
+  as usual (``alert_investigation``);
 * continue-as-new when the run's history passes ``max_run_events`` (or the server suggests it), checked before
   every window so that a steady stream of full windows cannot hold it off, carrying only ``IntakeState``: the
   dedup memory (8 bytes of fingerprint + 4 bytes of minute per entry, zlib-compressed: 100,000 fingerprints take
@@ -45,8 +49,10 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.models import Kind, RecentDeploy, Signal, TriageResult, Unassigned, WorkItem, WorkItemKind
     from workflows import policies
     from workflows.remediation import (
+        AlertsJoined,
         LoopOptions,
         MoreSignals,
+        OpenFix,
         Refresh,
         RemediationInput,
         RemediationWorkflow,
@@ -118,6 +124,7 @@ class Counters(BaseModel):
     loops_started: int = 0
     loops_updated: int = 0
     refreshes_forwarded: int = 0
+    alerts_joined: int = 0  # alerts sent into the open fix loop of their service (counted in ``assigned``)
     undeliverable: int = 0  # work items / refreshes for a loop that could not be signalled (recorded, not lost)
     evicted: int = 0  # fingerprints dropped from the dedup memory (ttl or capacity)
     runs: int = 1
@@ -133,6 +140,7 @@ class IntakeState(BaseModel):
     window_opened_at: AwareDatetime | None = None
     last_new_at: AwareDatetime | None = None
     owners: dict[str, str] = Field(default_factory=dict)  # alert fingerprint -> loop workflow id
+    open_fixes: dict[str, str] = Field(default_factory=dict)  # service -> loop with an open merge request for it
     recent_deploys: list[RecentDeploy] = Field(default_factory=list)
     counters: Counters = Field(default_factory=Counters)
     windows: list[WindowRecord] = Field(default_factory=list)
@@ -188,6 +196,7 @@ class IntakeWorkflow:
         self.state.seen = b""
         self._queue: list[SignalBatch] = []
         self._deploys: list[RecentDeploy] = []
+        self._fixes: list[OpenFix] = []
         self._forwards: list[tuple[str, list[Signal]]] = []
         self._worked = False
 
@@ -199,6 +208,12 @@ class IntakeWorkflow:
     def deployed(self, deploy: RecentDeploy) -> None:
         """A loop of this scope has deployed ``deploy.service``: alerts on it soon after attach to that loop."""
         self._deploys.append(deploy)
+
+    @workflow.signal
+    def fixing(self, fix: OpenFix) -> None:
+        """A loop of this scope has a merge request open for ``fix.service`` (or has ended): alerts on that
+        service join it until then."""
+        self._fixes.append(fix)
 
     @workflow.signal
     def finish(self, request: Finish) -> None:
@@ -248,6 +263,13 @@ class IntakeWorkflow:
         if self._deploys:
             self.state.recent_deploys.extend(self._deploys)
             self._deploys = []
+        for fix in self._fixes:
+            if fix.open:
+                self.state.open_fixes.pop(fix.service, None)  # re-insert: the newest fix of a service is last
+                self.state.open_fixes[fix.service] = fix.loop
+            elif self.state.open_fixes.get(fix.service) == fix.loop:
+                del self.state.open_fixes[fix.service]
+        self._fixes = []
         if not batches:
             return
         self._worked = True
@@ -318,6 +340,8 @@ class IntakeWorkflow:
         self.state.recent_deploys = [d for d in self.state.recent_deploys if d.deployed_at >= cutoff]
         if len(self.state.owners) > OWNERS_MAX:
             self.state.owners = dict(list(self.state.owners.items())[-OWNERS_MAX:])
+        if len(self.state.open_fixes) > OWNERS_MAX:
+            self.state.open_fixes = dict(list(self.state.open_fixes.items())[-OWNERS_MAX:])
 
     # --- triage and loops ----------------------------------------------------------------------------------
 
@@ -328,12 +352,13 @@ class IntakeWorkflow:
         if not rest:
             self.state.window_opened_at = None
             self.state.last_new_at = None
-        result = await self._triage(window, closed_by)
+        window, joined = await self._join_open_fixes(window)
+        result = await self._triage(window, closed_by) if window else TriageResult()
         covered = {f for wi in result.work_items for f in wi.signals} | {u.fingerprint for u in result.unassigned}
         missing = {s.fingerprint for s in window} - covered
         c = self.state.counters
         c.windows += 1
-        c.assigned += sum(len(set(wi.signals)) for wi in result.work_items)
+        c.assigned += joined + sum(len(set(wi.signals)) for wi in result.work_items)
         c.unassigned += len(result.unassigned) + len(missing)
         if missing:
             workflow.logger.warning("triage left %d signal(s) without a group; counted unassigned", len(missing))
@@ -347,7 +372,7 @@ class IntakeWorkflow:
             WindowRecord(
                 closed_at=workflow.now(),
                 closed_by=closed_by,
-                signals=len(window),
+                signals=len(window) + joined,
                 work_items=len(result.work_items),
                 unassigned=len(result.unassigned) + len(missing),
                 loops_started=c.loops_started - started_before,
@@ -355,6 +380,39 @@ class IntakeWorkflow:
             )
         )
         del self.state.windows[:-WINDOWS_KEPT]
+
+    async def _join_open_fixes(self, window: list[Signal]) -> tuple[list[Signal], int]:
+        """Send the window's alerts on a service with an open fix loop (its merge request open, not deployed: a
+        loop that deployed the service within ``attach_window`` gets them as a ``deploy_regression`` instead) into
+        that loop (``join_alerts``). Returns the rest of the window and how many alerts joined; alerts whose loop
+        cannot be signalled (it just ended) stay in the window."""
+        fixes = self.state.open_fixes
+        if not fixes:
+            return window, 0
+        cutoff = workflow.now() - self.inp.options.attach_window
+        deployed = {d.service for d in self.state.recent_deploys if d.deployed_at >= cutoff}
+        joins: dict[str, list[Signal]] = {}
+        for s in window:
+            if s.kind is Kind.ALERT and s.service and s.service in fixes and s.service not in deployed:
+                joins.setdefault(fixes[s.service], []).append(s)
+        if not joins:
+            return window, 0
+        joined: set[str] = set()
+        for wid, alerts in joins.items():
+            try:
+                await workflow.get_external_workflow_handle(wid).signal(
+                    RemediationWorkflow.join_alerts, AlertsJoined(signals=alerts)
+                )
+            except FailureError as e:
+                workflow.logger.warning("%d alert(s) could not join %s: %s; triaged instead", len(alerts), wid, e)
+                for service, loop in list(fixes.items()):
+                    if loop == wid:
+                        del fixes[service]
+                continue
+            self.state.owners.update(dict.fromkeys((a.fingerprint for a in alerts), wid))
+            joined.update(a.fingerprint for a in alerts)
+        self.state.counters.alerts_joined += len(joined)
+        return [s for s in window if s.fingerprint not in joined], len(joined)
 
     async def _triage(self, window: list[Signal], closed_by: str) -> TriageResult:
         """Triage with the configured engine; if that activity fails, with ``rules``; if that fails too (a bug),

@@ -27,10 +27,12 @@ with workflow.unsafe.imports_passed_through():
 
     from activities import change, flux, gitlab, jira, verify
     from fixloop.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem
+    from fixloop.parsing import clean
     from fixloop.verification import VerificationPolicy
     from workflows import policies
 
 EVIDENCE_MAX = 100
+ALERTS_MAX = 50  # joined alerts kept in the state
 _MONITOR_ID = re.compile(r"[0-9]{1,18}")
 
 
@@ -113,6 +115,8 @@ class LoopState(BaseModel):
     verdict: verify.Verdict | None = None
     decision: Decision | None = None
     recovered: list[str] = Field(default_factory=list)  # monitors seen recovering after the deploy
+    alerts: list[Signal] = Field(default_factory=list)  # alerts joined while the merge request was open
+    fixing_service: str | None = None  # the service the intake was told this loop is fixing (until it ends)
     revert: gitlab.MergeRequestRef | None = None  # the revert merge request of a failed verdict (gated again)
     reverted_sha: str | None = None  # the merge commit it reverts
     waiting_since: AwareDatetime | None = None
@@ -147,6 +151,28 @@ class Refresh(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     signals: list[Signal]
+
+
+class AlertsJoined(BaseModel):
+    """Signal ``join_alerts``: alerts on the service this loop is changing, sent by the intake while the loop's
+    merge request is open (before its deploy): they become part of the work item, and its verification requires
+    their Datadog monitors to have recovered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signals: list[Signal] = Field(max_length=500)
+
+
+class OpenFix(BaseModel):
+    """Intake signal ``fixing``: loop ``loop`` (work item ``work_item_id``) has a merge request open for
+    ``service`` (``open``), or has ended (``open`` false). Alerts on that service join the loop meanwhile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    work_item_id: str
+    service: str = Field(min_length=1, max_length=200)
+    loop: str
+    open: bool = True
 
 
 class ApprovalEvent(BaseModel):
@@ -207,7 +233,10 @@ class RemediationWorkflow:
     def __init__(self, inp: RemediationInput) -> None:
         self.inp = inp
         self.state = inp.state or LoopState()
-        self._events: list[MoreSignals | Refresh | ApprovalEvent | DeployEvent | MergeRequestEvent | Decision] = []
+        self._events: list[
+            MoreSignals | Refresh | AlertsJoined | ApprovalEvent | DeployEvent | MergeRequestEvent | Decision
+        ] = []
+        self._joined_unreported: list[Signal] = []
         self._early_approvals: list[gitlab.Approval] = []
         self._closed_unmerged = False
         self._merged_unapproved_noted = False
@@ -225,6 +254,10 @@ class RemediationWorkflow:
     @workflow.signal
     def refresh(self, refresh: Refresh) -> None:
         self._events.append(refresh)
+
+    @workflow.signal
+    def join_alerts(self, joined: AlertsJoined) -> None:
+        self._events.append(joined)
 
     @workflow.signal
     def deploy_event(self, event: DeployEvent) -> None:
@@ -287,6 +320,7 @@ class RemediationWorkflow:
             self._show()
             await stages[self.state.stage]()
         self._apply_events()
+        await self._tell_intake_fixing(open_=False)
         self._show()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state
@@ -353,6 +387,7 @@ class RemediationWorkflow:
             )
             await self._set_status("In Progress")
         self._advance(Stage.AWAIT_APPROVAL)
+        await self._tell_intake_fixing(open_=True)
 
     async def _await_approval(self) -> None:
         """Proceed when the gate's merge request (the fix's, or later its revert's) is merged and a human approved
@@ -493,6 +528,52 @@ class RemediationWorkflow:
                 "deploy-failed",
                 labels=["fixloop-deploy-failed"],
             )
+
+    async def _tell_intake_fixing(self, open_: bool) -> None:
+        """Tell the scope's intake that this loop's merge request is open for its service (alerts on it then join
+        this loop), or that the loop has ended (best effort: a failure is recorded)."""
+        plan = self.state.plan
+        service = self.state.fixing_service if not open_ else (plan.service if plan is not None else None)
+        if not service or (not open_ and self.state.fixing_service is None):
+            return
+        try:
+            await workflow.get_external_workflow_handle(f"intake/{self.inp.scope}").signal(
+                "fixing",
+                OpenFix(
+                    work_item_id=self.inp.work_item.id,
+                    service=service,
+                    loop=workflow.info().workflow_id,
+                    open=open_,
+                ),
+            )
+            self.state.fixing_service = service if open_ else None
+        except FailureError as e:
+            self._note(f"the intake of {self.inp.scope} could not be told of the open fix: {e}")
+
+    async def _report_joined(self) -> None:
+        """One Jira comment for the alerts that joined since the last one."""
+        joined, self._joined_unreported = self._joined_unreported, []
+        if not joined:
+            return
+        lines = [
+            f"- {clean(a.title or 'alert', 200)} ({a.source.value}"
+            + (f", monitor {a.monitor_id}" if a.monitor_id else "")
+            + (f", {a.transition.value}" if a.transition else "")
+            + ")"
+            for a in joined[:20]
+        ]
+        monitors = self._monitor_ids()
+        tail = (
+            f"The verification after the deploy requires monitor(s) {', '.join(map(str, monitors))} to have recovered."
+            if monitors
+            else "They are recorded with the work item."
+        )
+        await self._comment(
+            f"{len(joined)} alert(s) on {self.state.fixing_service or 'the service'} joined this work item while "
+            f"its merge request is open:\n" + "\n".join(lines) + "\n" + tail,
+            f"joined-{joined[0].fingerprint[:16]}",
+            labels=["fixloop-alert"],
+        )
 
     async def _tell_intake(self) -> None:
         """Let the scope's intake attach alerts on the deployed service to this loop (best effort: recorded)."""
@@ -676,6 +757,7 @@ class RemediationWorkflow:
             self.state.escalations = 0
         while self.state.stage is stage:
             self._apply_events()
+            await self._report_joined()
             if passed():
                 break
             since = self.state.waiting_since
@@ -729,6 +811,15 @@ class RemediationWorkflow:
                 self.state.more_signals += len(new)
                 if new:
                     self._note(f"{len(new)} more signal(s) triaged into this work item")
+            elif isinstance(e, AlertsJoined):
+                known = {a.fingerprint for a in self.state.alerts} | set(self.inp.work_item.signals)
+                new = [a for a in e.signals if a.fingerprint not in known]
+                if new and self.state.deployed_at is None:
+                    self.state.alerts = (self.state.alerts + new)[-ALERTS_MAX:]
+                    self._joined_unreported.extend(new)
+                    self._note(f"{len(new)} alert(s) joined: {clean(new[0].title or 'alert', 200)}")
+                elif new:
+                    self._note(f"{len(new)} alert(s) arrived after the deploy; not joined")
             elif isinstance(e, Decision):
                 if self.state.decision is None and self.state.stage is Stage.DECIDE:
                     self.state.decision = e
@@ -850,7 +941,11 @@ class RemediationWorkflow:
     def _monitor_ids(self) -> list[int]:
         """The Datadog monitors whose alerts are in this work item (an alert-driven item must see them recover).
         Alertmanager alerts name no monitor to look up: their ``recovered`` signal is the evidence."""
-        ids = {s.monitor_id for s in self.inp.signals if s.kind is Kind.ALERT and s.source is Source.DATADOG}
+        ids = {
+            s.monitor_id
+            for s in [*self.inp.signals, *self.state.alerts]
+            if s.kind is Kind.ALERT and s.source is Source.DATADOG
+        }
         return sorted(int(m) for m in ids if m and _MONITOR_ID.fullmatch(m) and int(m) >= 1)
 
     def _jira_key(self) -> str | None:

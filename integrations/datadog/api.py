@@ -46,10 +46,10 @@ class DatadogSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_DATADOG_", env_file=".env", extra="ignore")
 
-    site: str = "datadoghq.com"
-    host: str | None = None
-    api_key: SecretStr
-    app_key: SecretStr
+    site: str = Field(default="datadoghq.com", description="Datadog site: datadoghq.com, datadoghq.eu, us5...")
+    host: str | None = Field(default=None, description="Full API base URL; wins over the site (e.g. the sandbox).")
+    api_key: SecretStr = Field(description="Datadog API key; setting it enables verification.")
+    app_key: SecretStr = Field(description="Datadog application key (reads metrics and monitors).")
     timeout: float = Field(default=15.0, gt=0, le=300, description="Seconds per HTTP request.")
 
     @property

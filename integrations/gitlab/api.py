@@ -52,10 +52,14 @@ class GitLabSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_GITLAB_", env_file=".env", extra="ignore")
 
-    url: HttpUrl
-    token: SecretStr
-    project: str = Field(default="platform/gitops", min_length=1)
-    bot_username: str = Field(default="fixloop-bot", min_length=1)
+    url: HttpUrl = Field(description="The GitLab instance, e.g. https://gitlab.com (no /api/v4); enables GitLab.")
+    token: SecretStr = Field(description="Access token with the api scope (fixloop's bot user).")
+    project: str = Field(
+        default="platform/gitops", min_length=1, description="The GitOps project: namespace/name or numeric id."
+    )
+    bot_username: str = Field(
+        default="fixloop-bot", min_length=1, description="The token's user, whose approvals never count."
+    )
     timeout: float = Field(default=30.0, gt=0, le=300, description="Seconds per HTTP request.")
 
 

@@ -227,4 +227,6 @@ class WebhookSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_GITLAB_WEBHOOK_", env_file=".env", extra="ignore")
 
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(
+        default=None, description="Secret token of the GitLab merge request webhook (unset: hooks are refused)."
+    )

@@ -6,6 +6,7 @@ under the name ``RemediationWorkflow`` that records what the intake sends it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -17,19 +18,28 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():  # this module is re-imported in the workflow sandbox
     from activities.triage import TriageActivities, triage_rules
-    from fixloop.models import Signal, TriageResult
+    from fixloop.models import RecentDeploy, Signal, TriageResult, WorkItemKind
     from tests.conftest import signals
     from workflows.intake import (
         Finish,
         IntakeInput,
         IntakeOptions,
         IntakeState,
+        IntakeStatus,
         IntakeWorkflow,
         SignalBatch,
         pack_seen,
         unpack_seen,
     )
-    from workflows.remediation import LoopOptions, MoreSignals, Refresh, RemediationInput, loop_id
+    from workflows.remediation import (
+        AlertsJoined,
+        LoopOptions,
+        MoreSignals,
+        OpenFix,
+        Refresh,
+        RemediationInput,
+        loop_id,
+    )
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
 DEBIAN = "trivy/dd-trivy_legacy_many_vulns_debian-10.8.json"
@@ -45,6 +55,7 @@ class LoopStandIn:
         self.added: list[str] = []
         self.refreshed = 0
         self.started_with: list[str] = []
+        self.joined: list[str] = []
 
     @workflow.run
     async def run(self, inp: RemediationInput) -> None:
@@ -66,6 +77,14 @@ class LoopStandIn:
     @workflow.query
     def added_count(self) -> int:
         return len(self.added)
+
+    @workflow.signal
+    def join_alerts(self, joined: AlertsJoined) -> None:
+        self.joined += [a.fingerprint for a in joined.signals]
+
+    @workflow.query
+    def joined_alerts(self) -> list[str]:
+        return self.joined
 
 
 def _worker(client: Client, task_queue: str) -> Worker:
@@ -212,3 +231,86 @@ def test_dedup_memory_packs_and_unpacks() -> None:
     assert unpack_seen(packed) == seen
     with pytest.raises(ValueError, match="not a multiple"):
         unpack_seen(packed[:-1])
+
+
+async def _windows_closed(handle: WorkflowHandle[IntakeWorkflow, IntakeState], n: int) -> IntakeStatus:
+    """The intake's status once it has closed ``n`` windows (the timer that closes one fires in a later workflow
+    task than the skipped time: polled on the query, bounded)."""
+    for _ in range(200):
+        status = await handle.query(IntakeWorkflow.status)
+        if status.counters.windows >= n:
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the intake closed {status.counters.windows} window(s), not {n}")
+
+
+async def _open_catalog_fix(
+    env: WorkflowEnvironment, task_queue: str, scope: str, options: IntakeOptions
+) -> tuple[WorkflowHandle[IntakeWorkflow, IntakeState], str, str]:
+    """An intake that triaged the alpine report (catalog's rebuild) and was told its loop's MR is open: (the
+    intake, the work item id, the loop id)."""
+    report = signals(ALPINE)
+    (fix,) = triage_rules(report).work_items
+    fix_loop = loop_id(scope, fix.id)
+    handle = await _start(env.client, task_queue, scope, report, options)
+    await _settle(env, handle, options.quiet_period)
+    await handle.signal(IntakeWorkflow.fixing, OpenFix(work_item_id=fix.id, service="catalog", loop=fix_loop))
+    return handle, fix.id, fix_loop
+
+
+async def test_alerts_on_a_service_with_an_open_fix_join_that_loop(env: WorkflowEnvironment, task_queue: str) -> None:
+    """The catalog rebuild's loop told the intake its merge request is open: catalog's alerts (the demo's real
+    Datadog and Alertmanager payloads) join it; no investigation starts. Once the loop ends, a new alert on catalog
+    is triaged again (an investigation of its own)."""
+    alerts = signals("../../examples/demo/alerts/datadog-catalog-error-rate-triggered.json") + signals(
+        "../../examples/demo/alerts/alertmanager-catalog-errors-firing.json"
+    )
+    assert {a.service for a in alerts} == {"catalog"}
+    options = _options()
+    async with _worker(env.client, task_queue):
+        handle, fix_id, fix_loop = await _open_catalog_fix(env, task_queue, _scope(), options)
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=alerts))
+        await _settle(env, handle, options.quiet_period)
+        mid = await _windows_closed(handle, 2)
+        joined = await env.client.get_workflow_handle(fix_loop).query(LoopStandIn.joined_alerts)
+        # the loop ended: the next alert on catalog is no longer part of that fix
+        await handle.signal(
+            IntakeWorkflow.fixing, OpenFix(work_item_id=fix_id, service="catalog", loop=fix_loop, open=False)
+        )
+        later = signals(ALERT)[0].model_copy(update={"service": "catalog", "fingerprint": "f" * 32})
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=[later]))
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        state = await handle.result()
+
+    assert sorted(joined) == sorted(a.fingerprint for a in alerts)
+    assert mid.counters.alerts_joined == 2 and mid.counters.loops_started == 1
+    assert mid.counters.assigned == len(signals(ALPINE)) + 2  # joined alerts are accounted for as assigned
+    assert state.owners == {**{a.fingerprint: fix_loop for a in alerts}, **state.owners}
+    c = state.counters
+    assert (c.loops_started, c.alerts_joined, c.assigned + c.unassigned) == (2, 2, len(signals(ALPINE)) + 3)
+    assert state.open_fixes == {}
+
+
+async def test_an_alert_after_the_fix_deployed_is_a_deploy_regression(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    alert = signals("../../examples/demo/alerts/datadog-catalog-error-rate-triggered.json")
+    options = _options()
+    async with _worker(env.client, task_queue):
+        handle, fix_id, fix_loop = await _open_catalog_fix(env, task_queue, _scope(), options)
+        now = (await handle.describe()).start_time + options.quiet_period * 2
+        await handle.signal(
+            IntakeWorkflow.deployed, RecentDeploy(work_item_id=fix_id, service="catalog", deployed_at=now)
+        )
+        stamped = [a.model_copy(update={"observed_at": now + timedelta(seconds=30)}) for a in alert]
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=stamped))
+        await _settle(env, handle, options.quiet_period)
+        await _windows_closed(handle, 2)
+        joined = await env.client.get_workflow_handle(fix_loop).query(LoopStandIn.joined_alerts)
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        state = await handle.result()
+
+    assert joined == [] and state.counters.alerts_joined == 0
+    regression = triage_rules(stamped, recent_deploys=state.recent_deploys).work_items
+    assert [w.kind for w in regression] == [WorkItemKind.DEPLOY_REGRESSION]
+    assert state.counters.loops_started == 2

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from tests.conftest import signals
     from tests.workflows.world import HEAD, MERGE, World
     from workflows.remediation import (
+        AlertsJoined,
         LoopOptions,
         LoopState,
         MergeRequestEvent,
@@ -29,6 +30,10 @@ with workflow.unsafe.imports_passed_through():
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
 MISCONFIG = "trivy/dd-trivy_fs_misconfig_and_secrets.json"
+DEMO_ALERTS = (
+    "../../examples/demo/alerts/datadog-catalog-error-rate-triggered.json",
+    "../../examples/demo/alerts/alertmanager-catalog-errors-firing.json",
+)
 SCOPE = "team/gitops"
 HUMAN = Approval(by="alice", sha=HEAD)
 BOT = Approval(by="fixloop-bot", sha=HEAD, bot=True)
@@ -293,3 +298,27 @@ async def test_long_wait_continues_as_new_with_its_state(env: WorkflowEnvironmen
     assert state.outcome is Outcome.VERIFIED
     assert state.runs >= 3
     assert world.calls.count("jira.open_work_item") == 1 and world.calls.count("gitlab.open_merge_request") == 1
+
+
+async def test_alerts_joined_at_the_gate_must_recover(env: WorkflowEnvironment, task_queue: str) -> None:
+    """The intake sends catalog's alerts into the open fix: Jira is told once, and the verification asks for the
+    Datadog monitor among them (the Alertmanager alert names none). The loop told the intake it is fixing catalog
+    (no intake runs here: recorded as not delivered, never failing the loop)."""
+    alerts = [a for rel in DEMO_ALERTS for a in signals(rel)]
+    world = World(
+        merge_after_polls=2,
+        approvals=[HUMAN],
+        joins=[AlertsJoined(signals=alerts), AlertsJoined(signals=alerts)],  # the second is a re-delivery
+        service="catalog",
+        client=env.client,
+    )
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+
+    assert state.outcome is Outcome.VERIFIED
+    assert [a.fingerprint for a in state.alerts] == [a.fingerprint for a in alerts]
+    (judged,) = world.judged
+    assert judged.monitor_ids == [41000005] and judged.service == "catalog"
+    (joined,) = [c for c in world.comments if "joined this work item" in c.body]
+    assert joined.labels == ["fixloop-alert"] and "monitor(s) 41000005 to have recovered" in joined.body
+    texts = [e.text for e in state.evidence]
+    assert any("could not be told of the open fix" in t for t in texts)

@@ -12,7 +12,7 @@ from typing import Any
 from temporalio import activity
 
 from activities import change, flux, gitlab, jira, verify
-from workflows.remediation import DeployEvent, MergeRequestEvent
+from workflows.remediation import AlertsJoined, DeployEvent, MergeRequestEvent
 
 HEAD = "a" * 40
 MERGE = "b" * 40
@@ -40,6 +40,8 @@ class World:
     revert_closes: bool = False
     deploy_events: list[tuple[str, bool]] = field(default_factory=list)  # signalled from the first deploy polls
     mr_events: list[MergeRequestEvent] = field(default_factory=list)  # signalled from the first MR polls
+    joins: list[AlertsJoined] = field(default_factory=list)  # the intake's join_alerts, from the first MR polls
+    service: str | None = None  # the PlannedChange's service
     client: Any = None  # a Temporal client, for deploy_events
     notes: list[gitlab.NoteInput] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -82,6 +84,7 @@ class World:
             branch=f"fixloop/{inp.work_item.id}",
             operations=["bump FROM alpine:3.9.4 -> 3.9.6"],
             verification=self.verification,
+            service=self.service,
         )
 
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
@@ -110,6 +113,9 @@ class World:
         if self.mr_polls <= len(self.mr_events):  # GitLab's webhook arrives (through the gateway)
             handle = self.client.get_workflow_handle(activity.info().workflow_id)
             await handle.signal("merge_request_event", self.mr_events[self.mr_polls - 1])
+        if self.mr_polls <= len(self.joins):  # alerts on the service join (from the intake)
+            handle = self.client.get_workflow_handle(activity.info().workflow_id)
+            await handle.signal("join_alerts", self.joins[self.mr_polls - 1])
         if self.mr_script:
             return self.mr_script[min(self.mr_polls, len(self.mr_script)) - 1]
         if self.close_after_polls is not None and self.mr_polls >= self.close_after_polls:

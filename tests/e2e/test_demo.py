@@ -1,0 +1,66 @@
+"""``fixloop demo --approve-as reviewer --json`` end to end, as a script or CI runs it: the embedded Temporal dev
+server, the sandbox, the worker and the gateway as child processes, the real reports and alerts of
+``examples/demo`` posted over HTTP, every loop to its verdict. About a minute on 2 cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_and_a_verdict(tmp_path: Path) -> None:
+    state = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIXLOOP_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "fixloop", "demo", "--approve-as", "reviewer", "--json", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    items = {row["work_item"].split(" ")[1]: row for row in summary["work_items"]}
+    assert set(items) == {"Werkzeug", "lodash", "testdata/fixtures/images/alpine-39.tar.gz"}, list(items)
+    assert summary["complete"] is True
+    for row in summary["work_items"]:
+        assert row["jira"] and row["jira"].startswith("OPS-"), row
+        assert row["merge_request"] and "/-/merge_requests/" in row["merge_request"], row
+    # the alert-driven item: catalog's alerts joined its rebuild; the monitor recovered after the deploy
+    catalog = items["testdata/fixtures/images/alpine-39.tar.gz"]
+    assert (catalog["alerts_joined"], catalog["verdict"], catalog["outcome"]) == (2, "pass", "verified"), catalog
+    assert "monitor 41000005 (High error rate on catalog) recovered" in catalog["summary"]
+    issues = {i["key"]: i for i in json.loads((state / "sandbox" / "jira.json").read_text())["issues"].values()}
+    joined = issues[catalog["jira"]]
+    assert "fixloop-alert" in joined["labels"]
+    assert any(c["text"].startswith("2 alert(s) on catalog joined this work item") for c in joined["comments"])
+    assert (items["lodash"]["verdict"], items["lodash"]["outcome"]) == ("pass", "verified")
+    # the change the sandbox world breaks: failed, reverted through a second gated merge request
+    werkzeug = items["Werkzeug"]
+    assert (werkzeug["verdict"], werkzeug["outcome"]) == ("fail", "reverted"), werkzeug
+    assert werkzeug["revert_merge_request"] and "error rate rose" in werkzeug["summary"]
+    assert "FixloopScope" in summary["temporal_ui"] and summary["temporal_ui"].startswith("http://127.0.0.1:")
+    assert [p["signals"] for p in summary["posted"]] == [1, 5, 6, 1, 1]
+    # every child process is gone, and the logs stay for a look
+    assert {p.name for p in (state / "logs").iterdir()} >= {"temporal.log", "worker.log", "gateway.log"}
+    out = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
+    assert out.stdout.strip() == "", out.stdout
+
+
+def test_approve_names_a_missing_demo(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fixloop", "approve", "3", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert "no demo is running" in done.stderr
+
