@@ -556,12 +556,15 @@ def demo(
         table = Table(title="fixloop demo: summary")
         for col in ("work item", "Jira", "merge request", "verdict", "outcome"):
             table.add_column(col)
+        urls = []
         for row in summary["work_items"]:
-            mr = row["merge_request"] or ""
-            if row["revert_merge_request"]:
-                mr += f"\nrevert: {row['revert_merge_request']}"
+            mrs = [u for u in (row["merge_request"], row["revert_merge_request"]) if u]
+            urls += mrs
+            mr = " revert ".join("!" + u.rsplit("/", 1)[-1] for u in mrs)
             table.add_row(row["work_item"], row["jira"] or "", mr, row["verdict"] or "", row["outcome"] or "")
         console.print(table)
+        for url in urls:
+            console.print(f"  {url}")
         console.print(f"Temporal UI (these loops): {summary['temporal_ui']}")
         console.print(f"done in {summary['seconds']} s")
 

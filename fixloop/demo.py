@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -194,7 +195,15 @@ class Demo:
         return child
 
     def stop(self) -> None:
-        """SIGTERM every child (newest first), then SIGKILL what is still running after 10 s."""
+        """SIGTERM every child (newest first), then SIGKILL what is still running after 10 s. A second Ctrl-C
+        meanwhile is ignored: the children must not outlive the demo."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self._stop()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop(self) -> None:
         for child in reversed(self.children):
             if child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
@@ -415,7 +424,13 @@ class Demo:
                 f"\n[bold yellow]Human gate[/]: {loop.title}\n  merge request {url}\n"
                 f"  approve it in another terminal: fixloop approve {iid} --state-dir {self.state_dir}\n"
             )
-            answer = await asyncio.to_thread(self.ask, f"Approve and merge !{iid} as reviewer now? [Y/n] ")
+            try:
+                answer = await ask_in_thread(self.ask, f"Approve and merge !{iid} as reviewer now? [Y/n] ")
+            except EOFError:
+                raise DemoError(
+                    "standard input is closed, so nobody can be asked: run with --approve-as reviewer, or approve "
+                    f"in another terminal with fixloop approve {iid} --state-dir {self.state_dir}"
+                ) from None
             if answer.strip().lower() in ("n", "no"):
                 self.console.print(f"  left !{iid} waiting; the demo goes on when it is merged")
                 loop.approved.add(iid)
@@ -490,6 +505,28 @@ class Demo:
         }
 
 
+async def ask_in_thread(ask: Callable[[str], str], prompt: str) -> str:
+    """``ask(prompt)`` in a daemon thread: a prompt nobody answers must not keep the process from exiting on
+    Ctrl-C (``asyncio.to_thread`` would: the loop's executor is joined at shutdown)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[str] = loop.create_future()
+
+    def settle(answer: str | None, error: BaseException | None) -> None:
+        if not future.done():
+            future.set_exception(error) if error is not None else future.set_result(answer or "")
+
+    def run() -> None:
+        try:
+            answer = ask(prompt)
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, e)
+            return
+        loop.call_soon_threadsafe(settle, answer, None)
+
+    threading.Thread(target=run, name="demo-prompt", daemon=True).start()
+    return await future
+
+
 def reviewer_project(state_dir: Path, username: str | None = None) -> Any:
     """The sandbox GitOps project through python-gitlab as the sandbox's human reviewer (``username`` must be that
     user: the sandbox has one). Raises DemoError when no demo runs in ``state_dir``."""
@@ -538,6 +575,9 @@ async def run_demo(
         binary("temporal")  # fail fast, before any process starts
     clean_state(state_dir)
     demo = Demo(state_dir, approve_as, console, timeout=timeout)
+    main = asyncio.current_task()
+    if main is not None:  # SIGTERM (a CI timeout, a supervisor) stops the children as Ctrl-C does
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         await demo.start()
         demo.post_reports()
