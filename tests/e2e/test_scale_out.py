@@ -63,7 +63,7 @@ from tests.devserver import dev  # noqa: F401 - the fixture
 from workflows.remediation import LoopOptions, LoopState, RemediationInput, RemediationWorkflow, Stage, loop_id
 
 T = TypeVar("T")
-DEADLINE = 40.0  # seconds of real time for one awaited condition
+DEADLINE = 90.0  # seconds of real time for one awaited condition (a loaded CI runner)
 STARTUP = 90.0  # seconds for a worker process to poll (imports and workflow validation, on a loaded machine)
 OS, DEP = WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP
 SHARED = (  # the loops that show both workers taking work: one per seeded service but payments
