@@ -30,6 +30,7 @@ directory). Ctrl-C stops every child process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -581,7 +582,7 @@ async def run_demo(
     try:
         await demo.start()
         demo.post_reports()
-        with Live(demo.table(), console=console, refresh_per_second=2, transient=False) if live else _nothing() as lv:
+        with Live(demo.table(), console=console, refresh_per_second=2) if live else contextlib.nullcontext() as lv:
             await demo.follow(lv if live else None)
         result = demo.summary()
         on_summary(result)
@@ -591,11 +592,3 @@ async def run_demo(
         return result
     finally:
         demo.stop()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -536,19 +536,18 @@ class RemediationWorkflow:
         service = self.state.fixing_service if not open_ else (plan.service if plan is not None else None)
         if not service or (not open_ and self.state.fixing_service is None):
             return
-        try:
-            await workflow.get_external_workflow_handle(f"intake/{self.inp.scope}").signal(
-                "fixing",
-                OpenFix(
-                    work_item_id=self.inp.work_item.id,
-                    service=service,
-                    loop=workflow.info().workflow_id,
-                    open=open_,
-                ),
-            )
+        fix = OpenFix(work_item_id=self.inp.work_item.id, service=service, loop=workflow.info().workflow_id, open=open_)
+        if await self._signal_intake("fixing", fix, "the open fix"):
             self.state.fixing_service = service if open_ else None
+
+    async def _signal_intake(self, name: str, arg: OpenFix | RecentDeploy, what: str) -> bool:
+        """Signal ``name`` to the scope's intake; a failure (no intake runs) is recorded, never fatal."""
+        try:
+            await workflow.get_external_workflow_handle(f"intake/{self.inp.scope}").signal(name, arg)
+            return True
         except FailureError as e:
-            self._note(f"the intake of {self.inp.scope} could not be told of the open fix: {e}")
+            self._note(f"the intake of {self.inp.scope} could not be told of {what}: {e}")
+            return False
 
     async def _report_joined(self) -> None:
         """One Jira comment for the alerts that joined since the last one."""
@@ -581,12 +580,8 @@ class RemediationWorkflow:
         service = wi.service or wi.artifact
         if not service or self.state.deployed_at is None:
             return
-        try:
-            await workflow.get_external_workflow_handle(f"intake/{self.inp.scope}").signal(
-                "deployed", RecentDeploy(work_item_id=wi.id, service=service, deployed_at=self.state.deployed_at)
-            )
-        except FailureError as e:
-            self._note(f"the intake of {self.inp.scope} could not be told of the deploy: {e}")
+        deploy = RecentDeploy(work_item_id=wi.id, service=service, deployed_at=self.state.deployed_at)
+        await self._signal_intake("deployed", deploy, "the deploy")
 
     async def _verify(self) -> None:
         """Wait out the verification window after the deploy (plus ``verify_delay`` for the metrics to arrive; a
