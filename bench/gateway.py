@@ -56,7 +56,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,13 +70,13 @@ from temporalio.service import RPCError  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from bench.storm import STAND_INS  # noqa: E402
-from fixloop.config import IntakeSettings, load  # noqa: E402
+from fixloop.config import IntakeSettings, LoopSettings, load  # noqa: E402
 from fixloop.ingest import parse_document  # noqa: E402
 from fixloop.models import Signal, Source  # noqa: E402
-from fixloop.temporal import binary  # noqa: E402
+from fixloop.temporal import binary, intake_options  # noqa: E402
 from fixloop.worker import build_worker  # noqa: E402
 from integrations.alertmanager import label_fingerprint  # noqa: E402
-from workflows.intake import Counters, IntakeInput, IntakeOptions, IntakeWorkflow, SignalBatch, intake_id  # noqa: E402
+from workflows.intake import Counters, IntakeInput, IntakeWorkflow, SignalBatch, intake_id  # noqa: E402
 from workflows.policies import SEARCH_ATTRIBUTES  # noqa: E402
 
 GOAL_RATIO = 5.0
@@ -471,12 +471,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
     gw_scope, bare_scope = f"bench-{tag}/gateway", f"bench-{tag}/bare"
     task_queue = f"bench-gateway-{tag}"
-    options = IntakeOptions(
-        quiet_period=timedelta(seconds=intake.quiet_period),
-        window_max_age=timedelta(seconds=intake.window_max_age),
-        window_max_signals=intake.window_max_signals,
-        engine=intake.engine,
-    )
+    options = intake_options(intake, LoopSettings())  # what the gateway's submit_signals starts the intake with
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(binary("temporal")),
         data_converter=pydantic_data_converter,

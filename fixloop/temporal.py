@@ -104,6 +104,17 @@ def loop_options(s: LoopSettings) -> LoopOptions:
     )
 
 
+def intake_options(intake: IntakeSettings, loop: LoopSettings) -> IntakeOptions:
+    """The ``IntakeOptions`` an intake is started with: ``intake``'s windows and engine, ``loop``'s loop timings."""
+    return IntakeOptions(
+        quiet_period=timedelta(seconds=intake.quiet_period),
+        window_max_age=timedelta(seconds=intake.window_max_age),
+        window_max_signals=intake.window_max_signals,
+        engine=intake.engine,
+        loop_options=loop_options(loop),
+    )
+
+
 async def submit_signals(
     client: Client,
     scope: str,
@@ -118,14 +129,7 @@ async def submit_signals(
     (the intake is started with ``intake``'s windows and engine and ``loop``'s loop timings, default from the
     environment, if it is not running). Returns the intake's workflow id. Raises ``ValueError`` for an invalid
     scope (letters, digits, ``._/-``)."""
-    s = intake or IntakeSettings()
-    options = IntakeOptions(
-        quiet_period=timedelta(seconds=s.quiet_period),
-        window_max_age=timedelta(seconds=s.window_max_age),
-        window_max_signals=s.window_max_signals,
-        engine=s.engine,
-        loop_options=loop_options(loop or LoopSettings()),
-    )
+    options = intake_options(intake or IntakeSettings(), loop or LoopSettings())
     try:
         start = IntakeInput(scope=scope, options=options)
     except ValidationError as e:
