@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test demo bench clean
+.PHONY: install test fuzz demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ test: install
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; exit 1; fi; exit $$rc
 
+# The gateway's fuzz suite (tests/fuzz) at 2,000 examples per endpoint with fresh randomness; failures found are kept
+# in .hypothesis/ and replayed first next time. `make test` runs the same suite at 200 derandomized examples.
+fuzz: install
+	FIXLOOP_FUZZ_EXAMPLES=$${FIXLOOP_FUZZ_EXAMPLES:-2000} FIXLOOP_FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -q --timeout 3600
+
 # The whole loop on this machine (fixloop/demo.py); ARGS="--approve-as reviewer --json" for the scripted form.
 demo: install
 	$(BIN)/fixloop demo $(ARGS)
@@ -33,4 +38,4 @@ bench: install
 	$(BIN)/python bench/gateway.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
