@@ -134,6 +134,7 @@ class LoopState(BaseModel):
     more_signals: int = 0  # signals added after the start (the same work item triaged again)
     refreshed: int = 0  # refreshes of its signals (e.g. an alert's later transition)
     wakes: int = 0  # GitLab hooks that woke the gate (each burst is one read of the merge request)
+    wakes_read: int = 0  # the wakes the last completed read (and the gate's decision on it) covers
     evidence: list[Evidence] = Field(default_factory=list)
     runs: int = 1
 
@@ -786,8 +787,9 @@ class RemediationWorkflow:
         while self.state.stage is stage:
             self._apply_events()
             if self._woken:
-                self._woken = 0
+                self._woken, covered = 0, self.state.wakes
                 await poll()  # events that come during it wake one more read, at most
+                self.state.wakes_read = covered
             await self._report_joined()
             if passed():
                 break

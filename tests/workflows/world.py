@@ -136,8 +136,9 @@ class World:
             if self.revert_closes:
                 return gitlab.MergeRequestState(state=gitlab.MrState.CLOSED, head_sha=REVERT_HEAD)
             if self.revert_merge_after_polls is not None and self.revert_polls >= self.revert_merge_after_polls:
+                merged = gitlab.MrState.MERGED
                 return gitlab.MergeRequestState(
-                    state=gitlab.MrState.MERGED, head_sha=REVERT_HEAD, merge_sha=REVERT_MERGE, approvals=self.revert_approvals
+                    state=merged, head_sha=REVERT_HEAD, merge_sha=REVERT_MERGE, approvals=self.revert_approvals
                 )
             return gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=REVERT_HEAD)
         self.mr_polls += 1
