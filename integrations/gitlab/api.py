@@ -19,6 +19,10 @@ that SHA (a ``Conflict`` if the head moved in between, so the caller re-reads). 
 approvals on push" (``reset_approvals_on_push``, on by default), GitLab removes every approval when a commit is pushed
 to the source branch, so approvals listed together with head ``S`` were given at ``S``. The gate then accepts an
 approval only for the SHA it was recorded with, and merges with ``sha=S`` (GitLab answers 409 if the head moved).
+``approval_settings`` reads that setting (``GET /projects/:id/approvals``); when it is off or unknown, the workflow
+binds approvals by observation instead (``fixloop.gate.observe``). ``approvals`` gives each approver's user id
+(``approved_by[].user.id``), so the gate can tell the author and the bot apart; ``is_group_member`` and ``find_user``
+check the approver policy and the human behind a ``decide``.
 
 Errors: ``GitlabError`` -> ``integrations.errors.status_error`` by ``response_code`` (401/403 ``AuthError``,
 404 ``NotFound``, 409 ``Conflict``, 400/422 ``Invalid``, 429/5xx retryable); requests' connection errors and
