@@ -188,7 +188,8 @@ async def test_inconclusive_verdict_waits_for_a_human_decision(dev: WorkflowEnvi
         state = await handle.result()
 
     assert "not waiting for a decision" in str(early.value.cause)
-    assert out.decode().strip() == f"{handle.id}: decided fail by dave"
+    sent = f"{handle.id}: decision fail by dave sent; it counts once GitLab shows dave may decide"
+    assert out.decode().strip() == sent
     assert state.decision == Decision(result="fail", by="dave", reason="p95 worse")
     assert state.outcome is Outcome.REVERTED and world.reverts[0].merge_sha == MERGE
     assert world.checked_users == ["fixloop-bot", "nobody-at-gitlab", "dave"]
