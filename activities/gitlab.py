@@ -25,7 +25,7 @@ from fixloop.change.edit import apply
 from fixloop.change.mr import code, text
 from fixloop.change.ops import PolicyViolation
 from fixloop.change.policy import POLICY_FILE, load_policy, validate
-from fixloop.gate import Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
+from fixloop.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
 from fixloop.models import WorkItem
 from fixloop.parsing import clean
 from integrations.errors import Conflict
@@ -240,7 +240,7 @@ class GitLabActivities:
                     bot=a.username == self.settings.bot_username or a.id == bot_id,
                     allowed=self._allowed(gl, a.id, a.username),
                 )
-                for a in approvals.approvers
+                for a in approvals.approvers[:MAX_APPROVALS]
             ],
             author_id=info.author_id,
             author=info.author_username or None,
@@ -254,8 +254,7 @@ class GitLabActivities:
         return ApproverPolicy(
             bot_username=s.bot_username,
             author_approvals_count=s.author_approvals_count,
-            approvers=list(s.approvers),
-            approver_group=s.approver_group,
+            restricted=bool(s.approvers or s.approver_group),
         )
 
     def _bot_id(self) -> int | None:

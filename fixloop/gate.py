@@ -28,6 +28,8 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+MAX_APPROVALS = 200  # approvers kept per read (GitLab lists each approver once; more is no real merge request)
+
 
 class MrState(StrEnum):
     """GitLab's MR ``state`` values (GitLab API v4, Merge requests)."""
@@ -55,18 +57,15 @@ class Approval(BaseModel):
 
 class ApproverPolicy(BaseModel):
     """Whose approvals count (from ``GitLabSettings``): never ``bot_username``'s; the merge request author's only with
-    ``author_approvals_count``; when ``approvers`` (usernames) or ``approver_group`` is set, only those users'."""
+    ``author_approvals_count``; with ``restricted`` (``FIXLOOP_GITLAB_APPROVERS`` or ``FIXLOOP_GITLAB_APPROVER_GROUP``
+    set) only those users', as the activity found them (``Approval.allowed``). Small by construction: the lists
+    themselves stay in the worker's settings."""
 
     model_config = ConfigDict(extra="forbid")
 
-    bot_username: str = "fixloop-bot"
+    bot_username: str = Field(default="fixloop-bot", max_length=255)
     author_approvals_count: bool = False
-    approvers: list[str] = Field(default_factory=list, max_length=1_000)
-    approver_group: str | None = None
-
-    @property
-    def restricted(self) -> bool:
-        return bool(self.approvers) or bool(self.approver_group)
+    restricted: bool = False
 
 
 class MergeRequestState(BaseModel):
@@ -81,7 +80,7 @@ class MergeRequestState(BaseModel):
     head_sha: str
     merge_sha: str | None = None
     merged_at: datetime | None = None
-    approvals: list[Approval] = Field(default_factory=list)
+    approvals: list[Approval] = Field(default_factory=list, max_length=MAX_APPROVALS)
     author_id: int | None = None
     author: str | None = None
     reset_approvals_on_push: bool | None = None
@@ -89,7 +88,8 @@ class MergeRequestState(BaseModel):
 
 
 class GateVerdict(BaseModel):
-    """``passed``: merged, and ``counted`` (usernames) is not empty; ``closed``: closed or locked without merging;
+    """``passed``: merged, and ``counted`` (usernames) is not empty; ``closed``: closed without merging (``locked``
+    is GitLab's transient state while it merges: the gate reads again);
     ``refused``: ``(username, reason)`` of the approvals that do not count."""
 
     passed: bool = False
@@ -138,7 +138,7 @@ def refusal(a: Approval, s: MergeRequestState, seen: Mapping[str, str | None]) -
 
 def gate(s: MergeRequestState, seen: Mapping[str, str | None]) -> GateVerdict:
     """The gate's verdict on ``s`` (read from the API) with the bindings ``seen`` (``observe``)."""
-    if s.state in (MrState.CLOSED, MrState.LOCKED):
+    if s.state is MrState.CLOSED:
         return GateVerdict(closed=True)
     counted: list[str] = []
     refused: list[tuple[str, str]] = []

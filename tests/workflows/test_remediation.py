@@ -125,6 +125,14 @@ async def test_closed_merge_request_ends_the_loop(env: WorkflowEnvironment, task
     assert [c.labels for c in world.comments] == [["fixloop-mr-closed"]] and "!7" in world.comments[0].body
 
 
+async def test_a_locked_merge_request_is_being_merged_not_closed(env: WorkflowEnvironment, task_queue: str) -> None:
+    # GitLab's "locked" is the transient state of a merge in progress: the gate reads again, it does not end the loop
+    locked = gitlab.MergeRequestState(state=gitlab.MrState.LOCKED, head_sha=HEAD, approvals=[HUMAN])
+    world = World(mr_script=[locked, _merged(HUMAN)])
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+    assert state.outcome is Outcome.VERIFIED and world.mr_polls == 2 and world.deleted == []
+
+
 async def test_failed_reconciliation_ends_the_loop(env: WorkflowEnvironment, task_queue: str) -> None:
     world = World(merge_after_polls=1, approvals=[HUMAN], deploy_after_polls=1, deploy_fails=True)
     state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
@@ -271,7 +279,7 @@ async def test_the_authors_approval_does_not_count(env: WorkflowEnvironment, tas
 async def test_an_approver_outside_the_allowed_list_or_group_does_not_count(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    policy = gitlab.ApproverPolicy(approvers=["bob"], approver_group="platform/reviewers")
+    policy = gitlab.ApproverPolicy(restricted=True)  # FIXLOOP_GITLAB_APPROVERS / _APPROVER_GROUP set
     outsider = _merged(approval("alice", allowed=False), policy=policy)
     unchecked = _merged(approval("alice"), policy=policy)  # allowed unknown: fails closed
     for read in (outsider, unchecked):
