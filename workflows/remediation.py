@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
 
 EVIDENCE_MAX = 100
 ALERTS_MAX = 50  # joined alerts kept in the state
+DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
 _MONITOR_ID = re.compile(r"[0-9]{1,18}")
 
 
@@ -119,7 +120,7 @@ class LoopState(BaseModel):
     merge_request: gitlab.MergeRequestRef | None = None
     mr_state: gitlab.MergeRequestState | None = None  # the gate's merge request as last read from the GitLab API
     approvals_seen: dict[str, str | None] = Field(default_factory=dict)  # user id -> head first seen approved at
-    decisions_pending: list[Decision] = Field(default_factory=list, max_length=10)  # decide updates not yet checked
+    decisions_pending: list[Decision] = Field(default_factory=list, max_length=DECISIONS_PENDING_MAX)  # not checked yet
     deploy: flux.DeployState | None = None
     deployed_at: AwareDatetime | None = None
     verdict: verify.Verdict | None = None
@@ -855,7 +856,10 @@ class RemediationWorkflow:
                     self._note(f"{len(new)} alert(s) arrived after the deploy; not joined")
             elif isinstance(e, Decision):  # a claim: checked against GitLab (``_decide``) before it counts
                 if self.state.decision is None and self.state.stage is Stage.DECIDE:
-                    self.state.decisions_pending = [*self.state.decisions_pending, e][-10:]
+                    pending = [*self.state.decisions_pending, e]
+                    if len(pending) > DECISIONS_PENDING_MAX:
+                        self._note(f"decision {pending[0].result} by {clean(pending[0].by, 100)} dropped: too many")
+                    self.state.decisions_pending = pending[-DECISIONS_PENDING_MAX:]
                     self._woken += 1
             elif isinstance(e, Refresh):
                 self.state.refreshed += len(e.signals)
