@@ -1,21 +1,21 @@
-"""GitLab activities: open (or update) the merge request of a planned change, read its state (the poll
-fallback of the approval gate), comment on it, delete the branch of a closed one, and open the revert merge request
-of a failed deploy. The models and names first (what the workflow uses), then ``GitLabActivities`` on
+"""GitLab activities: open (or update) the merge request of a planned change, read its state (the only
+source of the approval gate's facts: a webhook only wakes the loop, which then reads), comment on it, delete the
+branch of a closed one, open the revert merge request of a failed deploy, and check the GitLab user a ``decide``
+names. The models and names first (what the workflow uses), then ``GitLabActivities`` on
 ``integrations.gitlab.api.GitLabClient``.
 
 Every write is idempotent: ``gitlab.open_merge_request`` uses the branch ``fixloop/<work-item-id>`` and reuses its
 open MR; ``gitlab.note`` carries a dedup key; ``gitlab.delete_branch`` of a deleted branch is a no-op;
 ``gitlab.open_revert_merge_request`` uses the branch ``fixloop/revert/<work-item-id>/<merge-sha[:12]>`` and finds
-its own revert commit there. ``gitlab.merge_request_state`` only reads.
+its own revert commit there. ``gitlab.merge_request_state`` and ``gitlab.check_user`` only read.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -25,16 +25,20 @@ from fixloop.change.edit import apply
 from fixloop.change.mr import code, text
 from fixloop.change.ops import PolicyViolation
 from fixloop.change.policy import POLICY_FILE, load_policy, validate
+from fixloop.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
 from fixloop.models import WorkItem
 from fixloop.parsing import clean
 from integrations.errors import Conflict
 from integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
+
+__all__ = ["Approval", "ApproverPolicy", "MergeRequestState", "MrState", "UserFacts"]  # the gate's facts (re-exported)
 
 OPEN_MERGE_REQUEST = "gitlab.open_merge_request"
 MERGE_REQUEST_STATE = "gitlab.merge_request_state"
 NOTE = "gitlab.note"
 DELETE_BRANCH = "gitlab.delete_branch"
 OPEN_REVERT_MERGE_REQUEST = "gitlab.open_revert_merge_request"
+CHECK_USER = "gitlab.check_user"
 BRANCH_PREFIX = "fixloop/"
 
 
@@ -60,41 +64,19 @@ class MergeRequestRef(BaseModel):
     head_sha: str
 
 
-class MrState(StrEnum):
-    """GitLab's MR ``state`` values (GitLab API v4, Merge requests)."""
-
-    OPENED = "opened"
-    MERGED = "merged"
-    CLOSED = "closed"
-    LOCKED = "locked"
-
-
-class Approval(BaseModel):
-    """One approval: who (GitLab username), for which head SHA, when; ``bot`` if by fixloop's own user."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    by: str
-    sha: str
-    at: AwareDatetime | None = None
-    bot: bool = False
-
-
-class MergeRequestState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    state: MrState
-    head_sha: str
-    merge_sha: str | None = None  # the merge commit (or squash/fast-forward head) once merged
-    merged_at: datetime | None = None
-    approvals: list[Approval] = Field(default_factory=list)
-
-
 class MergeRequestStateInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     project: str
     iid: int
+
+
+class CheckUserInput(BaseModel):
+    """The GitLab user a human decision names (``decide --by NAME``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=255)
 
 
 class NoteInput(BaseModel):
@@ -156,13 +138,14 @@ def _merged_at(info: MergeRequestInfo) -> datetime | None:
 class GitLabActivities:
     """The merge request activities on the GitLab project of ``settings`` (the GitOps repository: the project is
     ``settings.project``, the input's ``scope`` does not choose it; ``merge_request_state`` reads the project its
-    ``MergeRequestRef`` names); approvals by ``settings.bot_username`` are flagged ``bot`` (the gate never counts
-    them)."""
+    ``MergeRequestRef`` names); approvals by ``settings.bot_username`` or the token's own user are flagged ``bot`` (the
+    gate never counts them)."""
 
     def __init__(self, settings: GitLabSettings) -> None:
         self.settings = settings
         self.client = GitLabClient(settings)
         self._clients: dict[str, GitLabClient] = {settings.project: self.client}
+        self._bot: int | None = None
 
     def _client(self, project: str) -> GitLabClient:
         if project not in self._clients:
@@ -217,9 +200,12 @@ class GitLabActivities:
 
     @activity.defn(name=MERGE_REQUEST_STATE)
     async def merge_request_state(self, inp: MergeRequestStateInput) -> MergeRequestState:
-        """The MR's state, head and approvals, each approval bound to the head SHA read together with it (see
-        ``GitLabClient.approvals``); ``merge_sha`` once merged (merge commit, else squash commit, else the head:
-        fast-forward). A head that moves while reading is a retryable ``ApplicationError`` (``HeadMoved``)."""
+        """The MR's state, head, author and approvals (user ids and usernames), each approval bound to the head SHA
+        read together with it (see ``GitLabClient.approvals``); ``merge_sha`` once merged (merge commit, else squash
+        commit, else the head: fast-forward); the project's ``reset_approvals_on_push`` (None when GitLab does not
+        say) and the worker's approver policy, with each approver's ``allowed`` (allow list, group membership).
+        The gate decides from this (``fixloop.gate.gate``). A head that moves while reading is a retryable
+        ``ApplicationError`` (``HeadMoved``)."""
         with as_application_errors():
             return await asyncio.to_thread(self._state, inp)
 
@@ -239,13 +225,72 @@ class GitLabActivities:
                 f"!{inp.iid}: unknown merge request state {clean(info.state, 40)!r}", type="Invalid", non_retryable=True
             ) from None
         merge_sha = (info.merged_commit_sha or info.sha) if state is MrState.MERGED else None
-        bot = self.settings.bot_username
+        config = gl.approval_settings()
+        bot_id = self._bot_id()
         return MergeRequestState(
             state=state,
             head_sha=info.sha,
             merge_sha=merge_sha,
             merged_at=_merged_at(info),
-            approvals=[Approval(by=u, sha=info.sha, bot=u == bot) for u in approvals.approved_by if u],
+            approvals=[
+                Approval(
+                    by=a.username,
+                    sha=info.sha,
+                    user_id=a.id,
+                    bot=a.username == self.settings.bot_username or a.id == bot_id,
+                    allowed=self._allowed(gl, a.id, a.username),
+                )
+                for a in approvals.approvers[:MAX_APPROVALS]
+            ],
+            author_id=info.author_id,
+            author=info.author_username or None,
+            reset_approvals_on_push=config.reset_approvals_on_push,
+            policy=self.policy(),
+        )
+
+    def policy(self) -> ApproverPolicy:
+        """The approval policy of this worker's settings (``fixloop.gate``)."""
+        s = self.settings
+        return ApproverPolicy(
+            bot_username=s.bot_username,
+            author_approvals_count=s.author_approvals_count,
+            restricted=bool(s.approvers or s.approver_group),
+        )
+
+    def _bot_id(self) -> int | None:
+        """The token's own user id (``GET /user``, once): its approvals are the bot's whatever its username."""
+        if self._bot is None:
+            self._bot = self.client.check().id
+        return self._bot
+
+    def _allowed(self, gl: GitLabClient, user_id: int, username: str) -> bool | None:
+        """Whether the policy allows ``username`` to approve: in ``approvers``, or a member of ``approver_group``;
+        None when the policy restricts nobody."""
+        s = self.settings
+        if not s.approvers and not s.approver_group:
+            return None
+        if username in s.approvers:
+            return True
+        return bool(s.approver_group) and gl.is_group_member(s.approver_group or "", user_id)
+
+    @activity.defn(name=CHECK_USER)
+    async def check_user(self, inp: CheckUserInput) -> UserFacts:
+        """The GitLab user ``inp.username`` as GitLab knows it (exists, state, bot flag, allowed by the policy), for
+        the gate's check of a ``decide`` update (``fixloop.gate.decider_refusal``)."""
+        with as_application_errors():
+            return await asyncio.to_thread(self._user, inp.username)
+
+    def _user(self, username: str) -> UserFacts:
+        user = self.client.find_user(username)
+        if user is None:
+            return UserFacts(username=username, policy=self.policy())
+        return UserFacts(
+            username=user.username,
+            user_id=user.id,
+            state=user.state,
+            bot=user.bot or user.id == self._bot_id(),
+            allowed=self._allowed(self.client, user.id, user.username),
+            policy=self.policy(),
         )
 
     @activity.defn(name=NOTE)

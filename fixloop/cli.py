@@ -258,8 +258,9 @@ def decide(
     reason: Annotated[str, typer.Option(help="Why, in one line.")] = "",
 ) -> None:
     """Decide a loop whose verification was inconclusive (marginal or no data): sends the ``decide`` update to
-    WORKFLOW_ID. Exit status 2 when the loop is not waiting for a decision (the refusal is printed) or Temporal
-    cannot be reached."""
+    WORKFLOW_ID. The loop counts it once GitLab shows ``--by`` is a real, active, allowed human (not the bot); a
+    refused one is noted in its status. Exit status 2 when the loop is not waiting for a decision (the refusal is
+    printed) or Temporal cannot be reached."""
     import asyncio
 
     from temporalio.client import RPCError, WorkflowUpdateFailedError
@@ -280,7 +281,7 @@ def decide(
         cause = getattr(e, "cause", None) or e
         typer.echo(f"fixloop decide: {workflow_id}: {cause}", err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"{workflow_id}: decided {verdict.value} by {by}")
+    typer.echo(f"{workflow_id}: decision {verdict.value} by {by} sent; it counts once GitLab shows {by} may decide")
 
 
 @app.command()

@@ -40,7 +40,8 @@ Answers
   * 202 ``{"signals": n, "intake": "intake/<scope>", "delivery": id, "duplicates": d}``: the signals are in the intake
     (``delivery`` names the document in each signal's ``raw_ref``: ``delivery:<id>#<JSON pointer>``); 200 with
     ``"signals": 0`` for a valid document without findings (nothing is sent). GitLab and Flux hooks: 200 with what
-    was done (``{"workflow": id, "update": "approve"}``, ``{"workflow": id, "signal": "merge_request_event"}``,
+    was done (``{"workflow": id, "woken": true, "update": "approve"}``, ``{"workflow": id, "woken": true, "signal":
+    "merge_request_event"}``: the loop was woken and reads the merge request from GitLab,
     ``{"loops": [...]}``) or ``{"ignored": reason}`` for a valid delivery fixloop has nothing to do with (another
     branch, an approval the loop refuses, a loop that is not running, a Flux event that is not a deploy outcome):
     a 2xx, so GitLab and Flux do not retry it.
@@ -67,12 +68,14 @@ process already delivered: a retry or an alert's later transition; the intake's 
 GitLab: a project webhook (or a system hook) on "Merge request events" to ``<gateway>/v1/hooks/gitlab`` with the secret
 token. A merge request's loop is found from its source branch (``fixloop/<work-item-id>``, or
 ``fixloop/revert/<work-item-id>/<sha12>``) and the project's path: workflow ``remediate/<project path>/<work-item-id>``,
-so the intake's scope (FIXLOOP_GATEWAY_SCOPE) must be the GitOps project's path (not its numeric id). ``approval`` and
-``approved`` actions are the loop's ``approve`` update (with a deterministic update id, so a re-delivery is one
-update; the bot user's approvals and approvals of another head are refused by its validator and answered 200
-``ignored``); every other action is the ``merge_request_event`` signal with the merge request's state, head and merge
-commit. Flux: a ``Provider`` of type ``generic-hmac`` with ``address: <gateway>/v1/hooks/flux`` and a secret whose
-``token`` is FIXLOOP_FLUX_HMAC_KEY, and an ``Alert`` on the Kustomization FIXLOOP_FLUX_KUSTOMIZATION; a deploy outcome
+so the intake's scope (FIXLOOP_GATEWAY_SCOPE) must be the GitOps project's path (not its numeric id). A hook is a
+claim, never a fact: it only wakes the loop, which reads approvals and merge from the GitLab API before it decides.
+``approval`` and ``approved`` actions wake it through the ``approve`` update (with a deterministic update id, so a
+re-delivery is one update; the bot user's approvals and approvals of another head are refused early by its validator
+and answered 200 ``ignored``); every other action through the ``merge_request_event`` signal.
+
+Flux: a ``Provider`` of type ``generic-hmac`` with ``address: <gateway>/v1/hooks/flux`` and a secret whose ``token`` is
+FIXLOOP_FLUX_HMAC_KEY, and an ``Alert`` on the Kustomization FIXLOOP_FLUX_KUSTOMIZATION; a deploy outcome
 (``activities.flux.deploy_event``) is signalled to every running loop of the scope in stage ``await_deploy`` (Temporal
 visibility: ``FixloopStage``/``FixloopScope``); a loop not yet visible there finds the deploy by its poll fallback.
 """
@@ -511,7 +514,8 @@ class Gateway:
     # --- GitLab ----------------------------------------------------------------------------------------------------
 
     async def gitlab_hook(self, request: Request) -> tuple[int, dict]:
-        """A GitLab merge request hook -> the ``approve`` update or the ``merge_request_event`` signal of its loop."""
+        """A GitLab merge request hook -> the ``approve`` update or the ``merge_request_event`` signal of its loop: a
+        wake-up (the loop reads the merge request from GitLab)."""
         if not verify_token(request.headers.get(GITLAB_TOKEN_HEADER), self.gitlab_webhook.token):
             raise Rejected(401, "unauthorized", f"missing or wrong {GITLAB_TOKEN_HEADER}", GITLAB_TOKEN_HEADER)
         check_content_type(request)
@@ -540,6 +544,8 @@ class Gateway:
         return await self._mr_event(hook, wid)
 
     async def _approve(self, hook: MergeRequestHook, wid: str) -> tuple[int, dict]:
+        """Wake loop ``wid`` with the ``approve`` update (its validator may refuse an obvious non-approval: 200
+        ``ignored``); the approval it claims counts only if GitLab's API lists it."""
         try:
             approval = hook.approval(self.settings.bot_username)
         except MergeRequestHookError as e:
@@ -564,9 +570,10 @@ class Gateway:
             return self._rpc_outcome(e, wid)
         except Exception as e:
             raise self._unavailable(e, wid) from None
-        return 200, {"workflow": wid, "update": "approve", "by": approval.by, "sha": approval.sha}
+        return 200, {"workflow": wid, "woken": True, "update": "approve"}
 
     async def _mr_event(self, hook: MergeRequestHook, wid: str) -> tuple[int, dict]:
+        """Wake loop ``wid`` with the ``merge_request_event`` signal; the state it claims is never believed."""
         if hook.head_sha is None:
             return 200, {"workflow": wid, "ignored": "no object_attributes.last_commit: the event names no head"}
         try:
@@ -590,7 +597,7 @@ class Gateway:
             return self._rpc_outcome(e, wid)
         except Exception as e:
             raise self._unavailable(e, wid) from None
-        return 200, {"workflow": wid, "signal": "merge_request_event", "action": hook.action, "state": event.state}
+        return 200, {"workflow": wid, "woken": True, "signal": "merge_request_event", "action": hook.action}
 
     def _rpc_outcome(self, e: RPCError, wid: str) -> tuple[int, dict]:
         if e.status is RPCStatusCode.NOT_FOUND:  # no such loop, or it has ended

@@ -106,7 +106,7 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
         change = ChangeActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm)
         g = GitLabActivities(config.gitlab)
         out += [change.plan, g.open_merge_request, g.merge_request_state, g.note, g.delete_branch]
-        out.append(g.open_revert_merge_request)
+        out += [g.open_revert_merge_request, g.check_user]
     if config.flux is not None:
         out.append(FluxActivities(config.flux, config.gitlab).deploy_state)
     if config.datadog is not None:

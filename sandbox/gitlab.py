@@ -6,7 +6,10 @@ webhooks, and read-only ``git clone`` over smart HTTP, under ``/gitlab``.
 nothing can be pushed over HTTP; every write goes through the API).
 
 Served (GitLab REST v4 docs, docs.gitlab.com/api/): ``GET /version``, ``GET /user``, ``GET /users`` (``username``),
-``GET /users/:id``; ``GET /projects``, ``GET /projects/:id`` (numeric id or URL-encoded ``namespace%2Fname``);
+``GET /users/:id`` (with ``bot``); ``GET /groups/:id/members/all/:user_id`` (``GROUPS``: ``platform`` with every user,
+``platform/reviewers`` with the reviewer only); ``GET /projects``, ``GET /projects/:id`` (numeric id or URL-encoded
+``namespace%2Fname``), ``GET /projects/:id/approvals`` (the approval configuration: reset on push, no author
+approval);
 repository files (``GET|POST|PUT|DELETE .../repository/files/:file_path``, ``.../raw``), ``.../repository/tree``,
 branches (list/get/create/delete), commits (create with ``actions``, list, get, ``diff``, ``revert``),
 ``.../repository/compare``, ``.../repository/merge_base``; merge requests (create/list/get/update, ``changes``,
@@ -65,6 +68,11 @@ APPROVALS_REQUIRED = 1
 VERSION = "17.11.0-ee"
 DRAFT_RE = re.compile(r"^\s*(\[draft\]|\(draft\)|draft:|draft\s-\s|draft\s|\[wip\]|wip:|wip\s)", re.I)
 MAX_DELIVERIES = 200
+# groups and their members (user id -> access level; GitLab's 10 guest .. 50 owner)
+GROUPS: dict[str, dict[str, Any]] = {
+    "platform": {"id": 101, "members": {1: 50, 2: 30, 3: 40}},
+    "platform/reviewers": {"id": 150, "members": {3: 40}},
+}
 
 
 class ApiError(Exception):
@@ -254,6 +262,47 @@ class GitLab:
             "is_admin": uid == 1,
             "two_factor_enabled": False,
             "can_create_project": True,
+        }
+
+    def user_public(self, uid: int) -> dict[str, Any]:
+        """``GET /users/:id`` as a regular user sees it (no email, with ``bot``)."""
+        u = self.users[uid]
+        return self.user_basic(uid) | {
+            "created_at": "2024-01-01T00:00:00.000Z",
+            "bio": "",
+            "bot": bool(u.get("bot")),
+            "location": None,
+            "public_email": None,
+            "linkedin": "",
+            "twitter": "",
+            "discord": "",
+            "github": "",
+            "website_url": "",
+            "organization": "",
+            "job_title": "",
+            "pronouns": None,
+            "work_information": None,
+            "followers": 0,
+            "following": 0,
+            "local_time": None,
+            "is_followed": False,
+        }
+
+    def group_member(self, ref: str, uid: str) -> dict[str, Any]:
+        """``GET /groups/:id/members/all/:user_id``: the member with ``access_level``, else 404."""
+        ref = unquote(ref)
+        group = next((g for path, g in GROUPS.items() if ref in (path, str(g["id"]))), None)
+        if group is None:
+            raise ApiError(404, "404 Group Not Found")
+        member = as_int(uid, "user_id", 0)
+        if member not in group["members"] or member not in self.users:
+            raise ApiError(404, "404 Member Not Found")
+        return self.user_basic(member) | {
+            "access_level": group["members"][member],
+            "created_at": "2024-01-01T00:00:00.000Z",
+            "expires_at": None,
+            "email": self.users[member]["email"],
+            "group_saml_identity": None,
         }
 
     def hook_user(self, uid: int) -> dict[str, Any]:
@@ -904,7 +953,11 @@ def build(sb: Sandbox) -> FastAPI:
         u = as_int(uid, "id", 0)
         if u not in gl.users:
             raise ApiError(404, "404 User Not Found")
-        return gl.user_basic(u)
+        return gl.user_public(u)
+
+    @app.get(f"{API}/groups/{{gid}}/members/all/{{uid}}")
+    def group_member(gid: str, uid: str, user: dict = User) -> dict[str, Any]:
+        return gl.group_member(gid, uid)
 
     @app.get(f"{API}/projects")
     def projects(request: Request, params: dict = Params, user: dict = User) -> JSONResponse:
@@ -917,6 +970,21 @@ def build(sb: Sandbox) -> FastAPI:
     @app.get(P)
     def project(pid: str, user: dict = User) -> dict[str, Any]:
         return gl.project_json(gl.project(pid))
+
+    @app.get(P + "/approvals")
+    def project_approvals(pid: str, user: dict = User) -> dict[str, Any]:
+        gl.project(pid)
+        return {
+            "approvers": [],
+            "approver_groups": [],
+            "approvals_before_merge": APPROVALS_REQUIRED,
+            "reset_approvals_on_push": True,
+            "selective_code_owner_removals": False,
+            "disable_overriding_approvers_per_merge_request": False,
+            "merge_requests_author_approval": False,
+            "merge_requests_disable_committers_approval": False,
+            "require_password_to_approve": False,
+        }
 
     # -- repository: files, tree, branches, commits, compare ----------------------------------------------------
     def file_data(p: dict[str, Any], file_path: str, ref: str) -> tuple[str, bytes]:

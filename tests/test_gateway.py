@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
+    from activities.gitlab import MergeRequestState, MrState
     from activities.triage import triage_rules
     from fixloop.config import IntakeSettings, TemporalSettings
     from fixloop.gateway import GatewaySettings, create_app, json_path
@@ -40,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from integrations.gitlab.webhook import WebhookSettings
     from tests.conftest import fixture, signals
     from tests.devserver import dev  # noqa: F401 - the fixture
-    from tests.workflows.world import HEAD, World
+    from tests.workflows.world import HEAD, World, approval
     from workflows import policies
     from workflows.intake import IntakeWorkflow, SignalBatch, intake_id
     from workflows.remediation import LoopOptions, Outcome, RemediationInput, RemediationWorkflow, Stage, loop_id
@@ -617,9 +618,15 @@ async def _until(check: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_gitlab_and_flux_webhooks_drive_a_parked_loop(dev: WorkflowEnvironment, task_queue: str) -> None:
+async def test_forged_gitlab_hooks_leave_a_parked_loop_waiting_and_gitlabs_own_state_moves_it(
+    dev: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Through the real gateway: hooks forging an approval at the head by a user GitLab does not list, and a merge
+    with a commit already on main, only wake the loop; it reads GitLab (open, nobody approved) and keeps waiting.
+    Then GitLab itself shows alice's approval and the merge: the next hook's read moves the loop, and Flux's hook
+    ends it. (Changed with issue 14: this test used to show the hooks' claims being recorded as the truth.)"""
     item, where = alpine_item(), scope()
-    world = World(merge_after_polls=None, deploy_after_polls=None)  # only webhooks move it
+    world = World(merge_after_polls=None, deploy_after_polls=None)  # GitLab: open, nobody approved; no poll moves it
     options = LoopOptions(poll_interval=timedelta(hours=1))
     app = make_app(connecting(dev.client), task_queue=task_queue, scope=where)
     branch = f"fixloop/{item.id}"
@@ -634,30 +641,30 @@ async def test_gitlab_and_flux_webhooks_drive_a_parked_loop(dev: WorkflowEnviron
         async def stage_is(stage: Stage) -> bool:
             return (await handle.query(RemediationWorkflow.status)).stage is stage
 
+        async def read_after(wakes: int) -> bool:  # GitLab was read after the hooks, and the gate decided on it
+            s = await handle.query(RemediationWorkflow.status)
+            return s.wakes == s.wakes_read == wakes
+
         await _until(lambda: stage_is(Stage.AWAIT_APPROVAL))
         hook = GITLAB
-        by_bot = await c.post(
-            "/v1/hooks/gitlab",
-            content=mr_hook(branch=branch, action="approved", project=where, user="fixloop-bot"),
-            headers=hook,
-        )
-        stale = await c.post(
-            "/v1/hooks/gitlab",
-            content=mr_hook(branch=branch, action="approved", project=where, head="c" * 40),
-            headers=hook,
-        )
-        approved = await c.post(
-            "/v1/hooks/gitlab", content=mr_hook(branch=branch, action="approved", project=where), headers=hook
-        )
-        redelivered = await c.post(
-            "/v1/hooks/gitlab", content=mr_hook(branch=branch, action="approved", project=where), headers=hook
-        )
-        after_approval = await handle.query(RemediationWorkflow.status)
-        merged = await c.post(
-            "/v1/hooks/gitlab",
-            content=mr_hook(branch=branch, action="merge", project=where, state="merged", merge_commit_sha=FLUX_SHA),
-            headers=hook,
-        )
+
+        async def post(**fields: Any) -> httpx.Response:
+            content = mr_hook(branch=branch, project=where, **fields)
+            return await c.post("/v1/hooks/gitlab", content=content, headers=hook)
+
+        by_bot = await post(action="approved", user="fixloop-bot")
+        stale = await post(action="approved", head="c" * 40)
+        forged = await post(action="approved")  # alice "approved" HEAD: GitLab lists nobody
+        redelivered = await post(action="approved")
+        merge = {"action": "merge", "state": "merged", "merge_commit_sha": FLUX_SHA}
+        forged_merge = await post(**merge)  # "merged" as a commit already on main: GitLab says opened
+        await _until(lambda: read_after(2))
+        waiting = await handle.query(RemediationWorkflow.status)
+
+        world.mr_script = [  # now GitLab itself: alice approved HEAD, and it was merged as FLUX_SHA
+            MergeRequestState(state=MrState.MERGED, head_sha=HEAD, merge_sha=FLUX_SHA, approvals=[approval("alice")])
+        ]
+        merged = await post(**merge)
         await _until(lambda: stage_is(Stage.AWAIT_DEPLOY))
         listed = f'{policies.SA_STAGE.name} = "await_deploy" AND {policies.SA_SCOPE.name} = "{where}"'
 
@@ -668,28 +675,25 @@ async def test_gitlab_and_flux_webhooks_drive_a_parked_loop(dev: WorkflowEnviron
         ev = body(FLUX_FAILED)
         deployed = await c.post("/v1/hooks/flux", content=ev, headers=signed(ev))
         state = await handle.result()
-        after_the_end = await c.post(
-            "/v1/hooks/gitlab",
-            content=mr_hook(branch=branch, action="close", project=where, state="closed"),
-            headers=hook,
-        )
+        after_the_end = await post(action="close", state="closed")
 
     assert by_bot.status_code == 200 and "fixloop's own user" in by_bot.json()["ignored"]
     assert stale.status_code == 200 and "merge request head is" in stale.json()["ignored"]
-    assert approved.status_code == 200 and approved.json() == {
-        "workflow": handle.id,
-        "update": "approve",
-        "by": "alice",
-        "sha": HEAD,
-    }
+    woken = {"workflow": handle.id, "woken": True}
+    assert forged.status_code == 200 and forged.json() == {**woken, "update": "approve"}
     assert redelivered.status_code == 200
-    assert [(a.by, a.sha) for a in after_approval.mr_state.approvals] == [("alice", HEAD)]  # one, not two
-    assert merged.status_code == 200 and merged.json()["signal"] == "merge_request_event"
-    assert deployed.status_code == 200 and deployed.json()["loops"] == [handle.id]
+    assert forged_merge.status_code == 200
+    assert forged_merge.json() == {**woken, "signal": "merge_request_event", "action": "merge"}
+    # the forged hooks: the loop read GitLab and is still waiting, nothing deployed, nobody recorded as approver
+    assert waiting.stage is Stage.AWAIT_APPROVAL and world.deploy_polls == 0
+    assert waiting.mr_state is not None and waiting.mr_state.state is MrState.OPENED
+    assert waiting.mr_state.approvals == [] and world.mr_polls >= 1
+    assert merged.status_code == 200 and deployed.status_code == 200 and deployed.json()["loops"] == [handle.id]
     assert state.outcome is Outcome.DEPLOY_FAILED
     assert state.deploy is not None and state.deploy.revision == f"main@sha1:{FLUX_SHA}"
     assert "validation error" in (state.deploy.message or "")
-    assert world.mr_polls == 0 and world.deploy_polls == 0  # the webhooks did it, not the poll fallback
+    assert any(e.text.startswith(f"approved by alice at {HEAD[:12]}") for e in state.evidence)
+    assert world.deploy_polls == 0  # the webhooks woke every read; no poll fallback was needed
     assert after_the_end.status_code == 200 and after_the_end.json()["ignored"] == "no running loop with this id"
 
 

@@ -6,6 +6,11 @@ signal/update with a poll fallback. Waits escalate (a Jira comment with a label)
 the loop with a recorded outcome after ``max_escalations``, never silently. The whole state is one model handed to
 continue-as-new when the history grows, so a loop may wait for weeks.
 
+The approval gate and ``decide`` trust only GitLab's API (``fixloop.gate``): the ``approve`` update and the
+``merge_request_event`` signal (GitLab webhooks via the gateway) only wake the loop, which then reads the merge
+request (``gitlab.merge_request_state``; a burst of hooks is one read) and decides from what it read; a ``decide``
+counts once ``gitlab.check_user`` shows its ``by`` is a real, active, allowed human, not the bot.
+
 Query ``status`` -> ``LoopState``. Search attributes (``workflows.policies``): stage, service, severity, Jira key,
 merge request, scope, kind; ``workflow.set_current_details`` carries a Markdown summary for the Temporal UI.
 """
@@ -26,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
     from activities import change, flux, gitlab, jira, verify
+    from fixloop.gate import decider_refusal, observe
+    from fixloop.gate import gate as gate_verdict
     from fixloop.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem
     from fixloop.parsing import clean
     from fixloop.verification import VerificationPolicy
@@ -33,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
 
 EVIDENCE_MAX = 100
 ALERTS_MAX = 50  # joined alerts kept in the state
+DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
 _MONITOR_ID = re.compile(r"[0-9]{1,18}")
 
 
@@ -90,7 +98,8 @@ class Evidence(BaseModel):
 
 class Decision(BaseModel):
     """Update ``decide``: a human's verdict on a marginal / no-data verification (``pass`` closes the work item,
-    ``fail`` opens the revert merge request)."""
+    ``fail`` opens the revert merge request). ``by`` is a claim: it counts once GitLab shows a real, active, allowed
+    human of that username (not the bot); a refused one is noted and the loop keeps waiting."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -109,7 +118,9 @@ class LoopState(BaseModel):
     issue: jira.IssueRef | None = None
     plan: change.PlannedChange | None = None
     merge_request: gitlab.MergeRequestRef | None = None
-    mr_state: gitlab.MergeRequestState | None = None
+    mr_state: gitlab.MergeRequestState | None = None  # the gate's merge request as last read from the GitLab API
+    approvals_seen: dict[str, str | None] = Field(default_factory=dict)  # user id -> head first seen approved at
+    decisions_pending: list[Decision] = Field(default_factory=list, max_length=DECISIONS_PENDING_MAX)  # not checked yet
     deploy: flux.DeployState | None = None
     deployed_at: AwareDatetime | None = None
     verdict: verify.Verdict | None = None
@@ -123,6 +134,8 @@ class LoopState(BaseModel):
     escalations: int = 0
     more_signals: int = 0  # signals added after the start (the same work item triaged again)
     refreshed: int = 0  # refreshes of its signals (e.g. an alert's later transition)
+    wakes: int = 0  # GitLab hooks that woke the gate (each burst is one read of the merge request)
+    wakes_read: int = 0  # the wakes the last completed read (and the gate's decision on it) covers
     evidence: list[Evidence] = Field(default_factory=list)
     runs: int = 1
 
@@ -176,7 +189,8 @@ class OpenFix(BaseModel):
 
 
 class ApprovalEvent(BaseModel):
-    """Update ``approve``: a GitLab approval (from the MR webhook via the gateway)."""
+    """Update ``approve``: a GitLab approval hook (via the gateway). A claim: it only wakes the loop, which reads the
+    merge request's approvals from the GitLab API; its validator refuses obvious non-approvals early (a hint)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -185,8 +199,9 @@ class ApprovalEvent(BaseModel):
 
 class MergeRequestEvent(BaseModel):
     """Signal ``merge_request_event``: a GitLab merge request webhook for this loop's merge request (via the
-    gateway; ``integrations.gitlab.webhook``): its ``state`` (opened / merged / closed / locked), head, and merge
-    commit once merged. Approvals travel as the ``approve`` update instead (validated before they are recorded)."""
+    gateway; ``integrations.gitlab.webhook``) with what it claims: ``state`` (opened / merged / closed / locked),
+    head, and merge commit once merged. A claim: it only wakes the loop (for merge request ``iid``), which reads the
+    merge request from the GitLab API. Approvals travel as the ``approve`` update instead."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -204,6 +219,9 @@ class DeployEvent(BaseModel):
     revision: str
     ready: bool
     message: str | None = Field(default=None, max_length=2_000)
+
+
+_GATED = (Stage.OPEN_WORK_ITEM, Stage.PLAN_CHANGE, Stage.OPEN_MERGE_REQUEST, Stage.AWAIT_APPROVAL)
 
 
 def _inconsistent(what: str) -> ApplicationError:
@@ -237,7 +255,8 @@ class RemediationWorkflow:
             MoreSignals | Refresh | AlertsJoined | ApprovalEvent | DeployEvent | MergeRequestEvent | Decision
         ] = []
         self._joined_unreported: list[Signal] = []
-        self._early_approvals: list[gitlab.Approval] = []
+        self._woken = 0  # hooks since the last read of the gate's merge request (or decisions to check)
+        self._refusals_noted: set[tuple[str, str]] = set()
         self._closed_unmerged = False
         self._merged_unapproved_noted = False
 
@@ -282,17 +301,13 @@ class RemediationWorkflow:
 
     @approve.validator
     def _validate_approval(self, event: ApprovalEvent) -> None:
-        """Rejected before anything is written to history: approvals by fixloop's own user, approvals for a SHA
-        other than the merge request's current head, approvals once the gate is behind. An approval that arrives
-        before the loop has recorded its merge request (a fast webhook) is kept and checked at the gate."""
+        """Hints, refused before anything is written to history: approvals by fixloop's own user, for a SHA other
+        than the head last read, once the gate is behind. An accepted one is no approval either: it wakes the loop,
+        which reads the approvals from GitLab (an early one, before the merge request is recorded, wakes the gate's
+        first read)."""
         if event.approval.bot:
             raise ValueError(f"approval by fixloop's own user {event.approval.by!r} does not count")
-        if self.state.stage not in (
-            Stage.OPEN_WORK_ITEM,
-            Stage.PLAN_CHANGE,
-            Stage.OPEN_MERGE_REQUEST,
-            Stage.AWAIT_APPROVAL,
-        ):
+        if self.state.stage not in _GATED:
             raise ValueError(f"the loop is past its approval gate (stage {self.state.stage.value})")
         mr = self.state.mr_state or self._gate_mr()
         if mr is not None and event.approval.sha != mr.head_sha:
@@ -390,47 +405,48 @@ class RemediationWorkflow:
         await self._tell_intake_fixing(open_=True)
 
     async def _await_approval(self) -> None:
-        """Proceed when the gate's merge request (the fix's, or later its revert's) is merged and a human approved
-        the head SHA that was merged; end when it is closed. Webhook-driven updates arrive as ``approve``; a poll of
-        the MR every ``poll_interval`` is the fallback (a lost webhook costs one poll interval). A push after an
-        approval moves the head: the approval no longer counts and the gate waits again."""
+        """Proceed when the gate's merge request (the fix's, or later its revert's), as read from the GitLab API, is
+        merged and a human approver approved exactly the head that was merged (``fixloop.gate``: not the bot, not the
+        author unless the policy says so, allowed by the policy); end when it is closed. Webhooks (``approve``,
+        ``merge_request_event``) only wake the loop: it reads the merge request once per burst of hooks; a read
+        every ``poll_interval`` is the fallback (a lost webhook costs one poll interval). A push after an approval
+        moves the head: the approval no longer counts and the gate waits again."""
         mr = self._gate_mr()
         if mr is None:
             raise _inconsistent("no merge request")
         opts = self.inp.options
-        if self.state.mr_state is None:  # approvals that came before the merge request was recorded
-            early = [a for a in self._early_approvals if a.sha == mr.head_sha]
-            self.state.mr_state = gitlab.MergeRequestState(
-                state=gitlab.MrState.OPENED, head_sha=mr.head_sha, approvals=early
-            )
 
-        async def poll() -> None:
+        async def read() -> None:
             polled = await workflow.execute_activity(
                 gitlab.MERGE_REQUEST_STATE,
                 gitlab.MergeRequestStateInput(project=mr.project, iid=mr.iid),
                 result_type=gitlab.MergeRequestState,
                 start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
                 retry_policy=policies.EXTERNAL_RETRY,
-                summary="poll the merge request",
+                summary="read the merge request",
             )
-            known = self.state.mr_state.approvals if self.state.mr_state else []
-            if self.state.mr_state and polled.head_sha != self.state.mr_state.head_sha:
+            before = self.state.mr_state
+            previous_head = before.head_sha if before is not None else mr.head_sha
+            if polled.head_sha != previous_head:
                 self._note(f"merge request !{mr.iid} head moved to {polled.head_sha[:12]}: approvals reset")
-            # approvals that came by webhook and are still for the current head count alongside GitLab's list
-            kept = [a for a in known if a.sha == polled.head_sha and a not in polled.approvals]
-            self.state.mr_state = polled.model_copy(update={"approvals": [*polled.approvals, *kept]})
+            self.state.approvals_seen = observe(self.state.approvals_seen, previous_head, polled)
+            self.state.mr_state = polled
 
         def passed() -> bool:
             s = self.state.mr_state
             if s is None:
                 return False
-            if s.state in (gitlab.MrState.CLOSED, gitlab.MrState.LOCKED):
+            verdict = gate_verdict(s, self.state.approvals_seen)
+            if verdict.closed:
                 self._note(f"merge request !{mr.iid} was {s.state.value} without merging")
                 self._closed_unmerged = True
                 return True
-            human = [a for a in s.approvals if not a.bot and a.sha == s.head_sha]
-            if s.state is gitlab.MrState.MERGED and human:
-                who = ", ".join(sorted({a.by for a in human}))
+            for who, why in verdict.refused:
+                if (who, why) not in self._refusals_noted:
+                    self._refusals_noted.add((who, why))
+                    self._note(f"approval by {clean(who, 100)} does not count: {why}")
+            if verdict.passed:
+                who = ", ".join(verdict.counted)
                 self._note(f"approved by {who} at {s.head_sha[:12]}; merged as {(s.merge_sha or '?')[:12]}")
                 self._advance(Stage.AWAIT_DEPLOY)
                 return True
@@ -441,7 +457,7 @@ class RemediationWorkflow:
 
         self._closed_unmerged = False
         await self._wait(
-            poll,
+            read,
             passed,
             opts.approval_escalate_after,
             opts.approval_max_escalations,
@@ -632,10 +648,27 @@ class RemediationWorkflow:
         self._advance(Stage.DECIDE)
 
     async def _decide(self) -> None:
+        """Wait for a ``decide`` update whose ``by`` GitLab shows to be a real, active, allowed human (not the bot;
+        ``gitlab.check_user``, ``fixloop.gate.decider_refusal``); a refused one is noted and the loop keeps
+        waiting."""
         opts = self.inp.options
 
-        async def nothing() -> None:
-            return None
+        async def check() -> None:
+            while self.state.decisions_pending and self.state.decision is None:
+                d, *self.state.decisions_pending = self.state.decisions_pending
+                user = await workflow.execute_activity(
+                    gitlab.CHECK_USER,
+                    gitlab.CheckUserInput(username=d.by),
+                    result_type=gitlab.UserFacts,
+                    start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+                    retry_policy=policies.EXTERNAL_RETRY,
+                    summary="check who decided",
+                )
+                why = decider_refusal(user)
+                if why is not None:
+                    self._note(f"decision {d.result} by {clean(d.by, 100)} refused: {why}")
+                    continue
+                self.state.decision = d
 
         def passed() -> bool:
             d = self.state.decision
@@ -646,7 +679,7 @@ class RemediationWorkflow:
             return True
 
         await self._wait(
-            nothing, passed, opts.decide_escalate_after, opts.decide_max_escalations, "awaiting a decision",
+            check, passed, opts.decide_escalate_after, opts.decide_max_escalations, "awaiting a decision",
             Outcome.UNDECIDED,
         )  # fmt: skip
 
@@ -716,7 +749,8 @@ class RemediationWorkflow:
             summary="open the revert merge request",
         )
         self.state.revert, self.state.reverted_sha = revert, merge_sha
-        self.state.mr_state = None
+        self.state.mr_state, self.state.approvals_seen = None, {}
+        self._merged_unapproved_noted = False
         self._set_attributes((policies.SA_MERGE_REQUEST, revert.url))
         self._note(f"revert merge request !{revert.iid} of {merge_sha[:12]}: {revert.url}")
         if self.state.issue is not None:
@@ -742,9 +776,10 @@ class RemediationWorkflow:
         expired: Outcome,
         remind: gitlab.MergeRequestRef | None = None,
     ) -> None:
-        """Wait until ``passed()`` (evaluated after every event or poll); escalate every ``escalate_after`` (a Jira
-        comment with a label, and a reminder note on ``remind``, the merge request waiting for its reviewer);
-        after ``max_escalations`` escalations and one more period, end with ``expired``."""
+        """Wait until ``passed()`` (evaluated after every event or poll); ``poll()`` runs every poll interval and
+        once after each drain of events that woke the loop (a burst of webhooks is one read); escalate every
+        ``escalate_after`` (a Jira comment with a label, and a reminder note on ``remind``, the merge request waiting
+        for its reviewer); after ``max_escalations`` escalations and one more period, end with ``expired``."""
         opts = self.inp.options
         stage = self.state.stage
         if self.state.waiting_since is None:
@@ -752,6 +787,10 @@ class RemediationWorkflow:
             self.state.escalations = 0
         while self.state.stage is stage:
             self._apply_events()
+            if self._woken:
+                self._woken, covered = 0, self.state.wakes
+                await poll()  # events that come during it wake one more read, at most
+                self.state.wakes_read = covered
             await self._report_joined()
             if passed():
                 break
@@ -815,9 +854,13 @@ class RemediationWorkflow:
                     self._note(f"{len(new)} alert(s) joined: {clean(new[0].title or 'alert', 200)}")
                 elif new:
                     self._note(f"{len(new)} alert(s) arrived after the deploy; not joined")
-            elif isinstance(e, Decision):
+            elif isinstance(e, Decision):  # a claim: checked against GitLab (``_decide``) before it counts
                 if self.state.decision is None and self.state.stage is Stage.DECIDE:
-                    self.state.decision = e
+                    pending = [*self.state.decisions_pending, e]
+                    if len(pending) > DECISIONS_PENDING_MAX:
+                        self._note(f"decision {pending[0].result} by {clean(pending[0].by, 100)} dropped: too many")
+                    self.state.decisions_pending = pending[-DECISIONS_PENDING_MAX:]
+                    self._woken += 1
             elif isinstance(e, Refresh):
                 self.state.refreshed += len(e.signals)
                 if self.state.deployed_at is not None:  # a monitor of this loop recovered after the deploy
@@ -831,26 +874,12 @@ class RemediationWorkflow:
                 transitions = sorted({s.transition.value for s in e.signals if s.transition})
                 seen = f" ({', '.join(transitions)})" if transitions else ""
                 self._note(f"{len(e.signals)} signal(s) seen again{seen}")
-            elif isinstance(e, ApprovalEvent):
-                s = self.state.mr_state
-                mr = self.state.merge_request
-                if s is None and mr is not None:
-                    s = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=mr.head_sha)
-                if s is not None:
-                    self.state.mr_state = s.model_copy(update={"approvals": [*s.approvals, e.approval]})
-                else:
-                    self._early_approvals.append(e.approval)
-                self._note(f"approval by {e.approval.by} at {e.approval.sha[:12]} received")
-            elif isinstance(e, MergeRequestEvent):
-                mr, s = self._gate_mr(), self.state.mr_state
-                if mr is None or e.iid != mr.iid or s is None or self.state.stage is not Stage.AWAIT_APPROVAL:
-                    continue  # another merge request (e.g. the fix's once the revert is gated), or past the gate
-                if e.head_sha != s.head_sha:
-                    self._note(f"merge request !{e.iid} head moved to {e.head_sha[:12]}: approvals reset")
-                approvals = [a for a in s.approvals if a.sha == e.head_sha]
-                self.state.mr_state = s.model_copy(
-                    update={"state": e.state, "head_sha": e.head_sha, "merge_sha": e.merge_sha, "approvals": approvals}
-                )
+            elif isinstance(e, ApprovalEvent | MergeRequestEvent):  # claims: they only wake the gate's next read
+                mr = self._gate_mr()
+                if self.state.stage not in _GATED or (isinstance(e, MergeRequestEvent) and mr and e.iid != mr.iid):
+                    continue  # past the gate, or another merge request (e.g. the fix's once the revert is gated)
+                self.state.wakes += 1
+                self._woken += 1
             elif isinstance(e, DeployEvent):
                 s = self.state.mr_state
                 sha = (s.merge_sha or s.head_sha) if s else None

@@ -19,6 +19,10 @@ that SHA (a ``Conflict`` if the head moved in between, so the caller re-reads). 
 approvals on push" (``reset_approvals_on_push``, on by default), GitLab removes every approval when a commit is pushed
 to the source branch, so approvals listed together with head ``S`` were given at ``S``. The gate then accepts an
 approval only for the SHA it was recorded with, and merges with ``sha=S`` (GitLab answers 409 if the head moved).
+``approval_settings`` reads that setting (``GET /projects/:id/approvals``); when it is off or unknown, the workflow
+binds approvals by observation instead (``fixloop.gate.observe``). ``approvals`` gives each approver's user id
+(``approved_by[].user.id``), so the gate can tell the author and the bot apart; ``is_group_member`` and ``find_user``
+check the approver policy and the human behind a ``decide``.
 
 Errors: ``GitlabError`` -> ``integrations.errors.status_error`` by ``response_code`` (401/403 ``AuthError``,
 404 ``NotFound``, 409 ``Conflict``, 400/422 ``Invalid``, 429/5xx retryable); requests' connection errors and
@@ -30,15 +34,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import gitlab
 import requests
 from gitlab.exceptions import GitlabError
-from pydantic import BaseModel, Field, HttpUrl, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from integrations.errors import IntegrationError, NotFound, TransportError, status_error
+from integrations.errors import AuthError, IntegrationError, NotFound, TransportError, status_error
 
 SYSTEM = "gitlab"
 DEDUP_MARKER = "<!-- fixloop-ref: {key} -->"
@@ -48,7 +52,9 @@ class GitLabSettings(BaseSettings):
     """``FIXLOOP_GITLAB_URL`` (the instance, e.g. ``https://gitlab.com``; no ``/api/v4``), ``FIXLOOP_GITLAB_TOKEN``
     (access token, ``api`` scope), ``FIXLOOP_GITLAB_PROJECT`` (``namespace/name`` or numeric id, default
     ``platform/gitops``), ``FIXLOOP_GITLAB_BOT_USERNAME`` (whose approvals never count), ``FIXLOOP_GITLAB_TIMEOUT``
-    (seconds per HTTP request)."""
+    (seconds per HTTP request); the approval policy: ``FIXLOOP_GITLAB_APPROVERS`` (comma-separated usernames),
+    ``FIXLOOP_GITLAB_APPROVER_GROUP`` (a group path or id), ``FIXLOOP_GITLAB_AUTHOR_APPROVALS_COUNT`` (default
+    false; ``fixloop.gate``)."""
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_GITLAB_", env_file=".env", extra="ignore")
 
@@ -61,6 +67,29 @@ class GitLabSettings(BaseSettings):
         default="fixloop-bot", min_length=1, description="The token's user, whose approvals never count."
     )
     timeout: float = Field(default=30.0, gt=0, le=300, description="Seconds per HTTP request.")
+    approvers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        max_length=1_000,
+        description="Comma-separated GitLab usernames whose approvals (and decide) count; empty: any human "
+        "(see also approver_group).",
+    )
+    approver_group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1_000,
+        description="A GitLab group (path or id) whose members' approvals (and decide) count, inherited members "
+        "included; with approvers, either suffices.",
+    )
+    author_approvals_count: bool = Field(
+        default=False, description="Whether the merge request author's own approval counts at the gate."
+    )
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _usernames(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [u.strip().lstrip("@") for u in v.split(",") if u.strip()]
+        return v
 
 
 class GitLabUser(BaseModel):
@@ -98,6 +127,7 @@ class MergeRequestInfo(BaseModel):
     has_conflicts: bool = False
     labels: list[str]
     author_username: str
+    author_id: int | None = None
     merged_by_username: str | None = None
     merged_at: str | None = None  # ISO 8601
     created: bool = False  # find_or_create_merge_request: True when this call created it
@@ -108,12 +138,40 @@ class MergeRequestInfo(BaseModel):
         return self.merge_commit_sha or self.squash_commit_sha
 
 
+class Approver(BaseModel):
+    """One entry of ``approved_by``: the user's id and username (``approved_by[].user.{id,username}``)."""
+
+    id: int
+    username: str
+
+
+class ApprovalSettings(BaseModel):
+    """A project's approval configuration (``GET /projects/:id/approvals``, docs.gitlab.com/api/
+    merge_request_approvals/#get-configuration), reduced; ``available`` False when GitLab has no such endpoint (CE,
+    or a token that may not read it: 404/403), and then ``reset_approvals_on_push`` is None (unknown)."""
+
+    available: bool = True
+    reset_approvals_on_push: bool | None = None
+    merge_requests_author_approval: bool | None = None
+
+
+class UserInfo(BaseModel):
+    """A user (``GET /users/:id``, docs.gitlab.com/api/users/): ``state`` active | blocked | deactivated | ...;
+    ``bot`` GitLab's flag (bots, service accounts)."""
+
+    id: int
+    username: str
+    state: str
+    bot: bool = False
+
+
 class Approvals(BaseModel):
     """Who approved merge request ``iid`` while its head was ``sha`` (see the module docstring)."""
 
     iid: int
     sha: str | None
     approved_by: list[str]  # usernames
+    approvers: list[Approver] = Field(default_factory=list)  # the same, with user ids
     approvals_required: int
     approvals_left: int
 
@@ -186,6 +244,7 @@ def _mr_info(raw: dict[str, Any], created: bool = False) -> MergeRequestInfo:
         has_conflicts=bool(raw.get("has_conflicts")),
         labels=list(raw.get("labels") or []),
         author_username=(raw.get("author") or {}).get("username", ""),
+        author_id=(raw.get("author") or {}).get("id"),
         merged_by_username=((raw.get("merge_user") or raw.get("merged_by")) or {}).get("username"),
         merged_at=raw.get("merged_at"),
         created=created,
@@ -413,12 +472,58 @@ class GitLabClient:
         after = self.get_merge_request(iid).sha
         if before != after:
             raise status_error(SYSTEM, 409, f"approvals of !{iid}: the head moved while reading; read again")
+        users = [a.get("user") or {} for a in raw.get("approved_by") or []]
         return Approvals(
             iid=iid,
             sha=after,
-            approved_by=[(a.get("user") or {}).get("username", "") for a in raw.get("approved_by") or []],
+            approved_by=[u.get("username", "") for u in users],
+            approvers=[
+                Approver(id=u["id"], username=u["username"])
+                for u in users
+                if isinstance(u.get("id"), int) and isinstance(u.get("username"), str) and u["username"]
+            ],
             approvals_required=int(raw.get("approvals_required") or 0),
             approvals_left=int(raw.get("approvals_left") or 0),
+        )
+
+    def approval_settings(self) -> ApprovalSettings:
+        """The project's approval configuration (``GET /projects/:id/approvals``); ``available=False`` when GitLab
+        answers 404 or 403 (CE has no such endpoint): the caller then treats ``reset_approvals_on_push`` as off."""
+        try:
+            with _mapped("approval settings"):
+                raw = self.project.approvals.get().asdict()
+        except (NotFound, AuthError):
+            return ApprovalSettings(available=False)
+        reset, author = raw.get("reset_approvals_on_push"), raw.get("merge_requests_author_approval")
+        return ApprovalSettings(
+            reset_approvals_on_push=reset if isinstance(reset, bool) else None,
+            merge_requests_author_approval=author if isinstance(author, bool) else None,
+        )
+
+    def is_group_member(self, group: str, user_id: int) -> bool:
+        """Whether user ``user_id`` is an active member of ``group`` (path or id), inherited memberships included
+        (``GET /groups/:id/members/all/:user_id``, docs.gitlab.com/api/members/); a 404 (no such member) is False."""
+        try:
+            with _mapped(f"member {user_id} of group {group}"):
+                raw = self.gl.groups.get(group, lazy=True).members_all.get(user_id).asdict()
+        except NotFound:
+            return False
+        return raw.get("id") == user_id and raw.get("state", "active") == "active"
+
+    def find_user(self, username: str) -> UserInfo | None:
+        """The user ``username`` (``GET /users?username=`` then ``GET /users/:id`` for ``bot``), or None."""
+        with _mapped(f"find user {username[:60]}"):
+            found = self.gl.users.list(username=username, get_all=False, per_page=20)
+        match = next((u for u in found if u.username == username), None)
+        if match is None:
+            return None
+        try:
+            with _mapped(f"get user {match.id}"):
+                raw = self.gl.users.get(match.id).asdict()
+        except NotFound:
+            return None
+        return UserInfo(
+            id=raw["id"], username=raw["username"], state=str(raw.get("state") or ""), bot=bool(raw.get("bot"))
         )
 
     def add_note(self, iid: int, body: str, dedup_key: str | None = None) -> NoteRef:

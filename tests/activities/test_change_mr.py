@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from activities import change, gitlab, jira
 from activities.change import RegistryTags
 from fixloop.change.mr import read_back
+from fixloop.gate import decider_refusal
 from fixloop.models import Signal, WorkItem, WorkItemKind
 from integrations.errors import AuthError, HttpStatusError
 from integrations.registry import RegistryClient, RegistrySettings
@@ -280,13 +281,25 @@ async def test_approval_by_the_reviewer_at_the_head_is_one_human_approval_with_t
     _, _, mr = await open_all(world, item, signals)
     ask = gitlab.MergeRequestStateInput(project=mr.project, iid=mr.iid)
     before = await world.gitlab.merge_request_state(ask)
-    assert before == gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=mr.head_sha)
+    assert before == gitlab.MergeRequestState(
+        state=gitlab.MrState.OPENED,
+        head_sha=mr.head_sha,
+        author_id=2,  # the bot opened it
+        author=world.gitlab.settings.bot_username,
+        reset_approvals_on_push=True,  # the project's approval configuration, read with it
+        policy=gitlab.ApproverPolicy(bot_username=world.gitlab.settings.bot_username),
+    )
 
     reviewer = world.project(world.reviewer_token)
     reviewer.mergerequests.get(mr.iid).approve(sha=mr.head_sha)
     state = await world.gitlab.merge_request_state(ask)
     assert state.state is gitlab.MrState.OPENED and state.head_sha == mr.head_sha
-    assert state.approvals == [gitlab.Approval(by="reviewer", sha=mr.head_sha, bot=False)]
+    assert state.approvals == [gitlab.Approval(by="reviewer", sha=mr.head_sha, bot=False, user_id=3)]
+    # an approver policy: an allowed list, else the group (the sandbox's platform/reviewers holds the reviewer)
+    for policy, allowed in (({"approvers": ["reviewer"]}, True), ({"approver_group": "platform/reviewers"}, True),
+                            ({"approvers": ["alice"]}, False)):  # fmt: skip
+        gated = gitlab.GitLabActivities(world.gitlab.settings.model_copy(update=policy))
+        assert [a.allowed for a in (await gated.merge_request_state(ask)).approvals] == [allowed]
 
     # GitLab refuses the author's own approval, so the bot flag is shown with a worker whose bot is "reviewer"
     as_bot = gitlab.GitLabActivities(world.gitlab.settings.model_copy(update={"bot_username": "reviewer"}))
@@ -367,3 +380,14 @@ async def test_the_merge_request_states_its_verification_plan(world: World) -> N
     assert "compares the 10 min before the deploy with the 10 min after it (30 s points) for service catalog" in text
     assert "error rate (an increase beyond 20%, critical)" in text
     assert "Filled in by fixloop at deploy time" not in text
+
+
+async def test_check_user_reads_the_human_a_decision_names(world: World) -> None:
+    check = world.gitlab.check_user
+    reviewer = await check(gitlab.CheckUserInput(username="reviewer"))
+    assert (reviewer.user_id, reviewer.state, reviewer.bot) == (3, "active", False)
+    assert decider_refusal(reviewer) is None
+    bot = await check(gitlab.CheckUserInput(username=world.gitlab.settings.bot_username))
+    assert bot.bot and decider_refusal(bot) == f"{bot.username!r} is a bot"
+    ghost = await check(gitlab.CheckUserInput(username="nobody-here"))
+    assert ghost.user_id is None and decider_refusal(ghost) == "GitLab has no user 'nobody-here'"

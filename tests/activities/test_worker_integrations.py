@@ -59,6 +59,7 @@ def test_configured_systems_register_their_activities(clean_env: pytest.MonkeyPa
             gitlab.NOTE,
             gitlab.DELETE_BRANCH,
             gitlab.OPEN_REVERT_MERGE_REQUEST,
+            gitlab.CHECK_USER,
         ]
     )
     only_jira = Integrations(jira=JiraSettings(_env_file=None))  # type: ignore[call-arg]

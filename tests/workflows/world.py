@@ -1,7 +1,9 @@
 """Stand-ins for Jira, GitLab, Flux and the metrics judge, registered under the real activity names.
 
 Each records what the loop asked of it; the merge request and the deploy advance after a scripted number of
-polls, so a test drives a loop through its stages on the time-skipping server.
+polls (reads), so a test drives a loop through its stages on the time-skipping server. The merge request reads
+answer as GitLab's API would (approvals with user ids; authored by the bot; approvals reset on push) unless a test
+says otherwise; ``users`` are the GitLab users ``gitlab.check_user`` knows.
 """
 
 from __future__ import annotations
@@ -18,7 +20,26 @@ HEAD = "a" * 40
 MERGE = "b" * 40
 REVERT_HEAD = "e" * 40
 REVERT_MERGE = "f" * 40
-REVIEWER = gitlab.Approval(by="carol", sha=REVERT_HEAD)
+USER_IDS = {"fixloop-bot": 2, "alice": 11, "bob": 12, "carol": 13, "dave": 14, "mallory": 66}
+BOT_ID = USER_IDS["fixloop-bot"]
+REVIEWER = gitlab.Approval(by="carol", sha=REVERT_HEAD, user_id=USER_IDS["carol"])
+
+
+def approval(by: str, sha: str = HEAD, **more: Any) -> gitlab.Approval:
+    """An approval as the GitLab API lists it (``approved_by[].user.{id,username}``), at head ``sha``."""
+    return gitlab.Approval(by=by, sha=sha, user_id=USER_IDS[by], bot=by == "fixloop-bot", **more)
+
+
+def human_users() -> dict[str, gitlab.UserFacts]:
+    out = {u: gitlab.UserFacts(username=u, user_id=i, state="active") for u, i in USER_IDS.items()}
+    out["fixloop-bot"] = out["fixloop-bot"].model_copy(update={"bot": True})
+    return out
+
+
+def as_read(s: gitlab.MergeRequestState) -> gitlab.MergeRequestState:
+    """``s`` with what a read of GitLab carries besides: the author (the bot) and ``reset_approvals_on_push``."""
+    fill = {"author_id": BOT_ID, "author": "fixloop-bot", "reset_approvals_on_push": True}
+    return s.model_copy(update={k: v for k, v in fill.items() if k not in s.model_fields_set})
 
 
 @dataclass
@@ -40,6 +61,11 @@ class World:
     revert_closes: bool = False
     deploy_events: list[tuple[str, bool]] = field(default_factory=list)  # signalled from the first deploy polls
     mr_events: list[MergeRequestEvent] = field(default_factory=list)  # signalled from the first MR polls
+    hooks_at_open: list[MergeRequestEvent] = field(default_factory=list)  # signalled once the MR is opened (link)
+    users: dict[str, gitlab.UserFacts] = field(default_factory=human_users)  # gitlab.check_user's GitLab
+    checked_users: list[str] = field(default_factory=list)
+    read_at: list[Any] = field(default_factory=list)  # when each merge request read was scheduled (server time)
+    revert_approvals: list[gitlab.Approval] = field(default_factory=lambda: [REVIEWER])
     joins: list[AlertsJoined] = field(default_factory=list)  # the intake's join_alerts, from the first MR polls
     service: str | None = None  # the PlannedChange's service
     client: Any = None  # a Temporal client, for deploy_events
@@ -67,6 +93,7 @@ class World:
             self.delete_branch,
             self.open_revert_merge_request,
             self.set_status,
+            self.check_user,
         ]
 
     @activity.defn(name=jira.OPEN_WORK_ITEM)
@@ -100,13 +127,18 @@ class World:
 
     @activity.defn(name=gitlab.MERGE_REQUEST_STATE)
     async def merge_request_state(self, inp: gitlab.MergeRequestStateInput) -> gitlab.MergeRequestState:
+        self.read_at.append(activity.info().current_attempt_scheduled_time)
+        return as_read(await self._merge_request_state(inp))
+
+    async def _merge_request_state(self, inp: gitlab.MergeRequestStateInput) -> gitlab.MergeRequestState:
         if inp.iid == 8:  # the revert merge request
             self.revert_polls += 1
             if self.revert_closes:
                 return gitlab.MergeRequestState(state=gitlab.MrState.CLOSED, head_sha=REVERT_HEAD)
             if self.revert_merge_after_polls is not None and self.revert_polls >= self.revert_merge_after_polls:
+                merged = gitlab.MrState.MERGED
                 return gitlab.MergeRequestState(
-                    state=gitlab.MrState.MERGED, head_sha=REVERT_HEAD, merge_sha=REVERT_MERGE, approvals=[REVIEWER]
+                    state=merged, head_sha=REVERT_HEAD, merge_sha=REVERT_MERGE, approvals=self.revert_approvals
                 )
             return gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=REVERT_HEAD)
         self.mr_polls += 1
@@ -158,6 +190,10 @@ class World:
     async def link(self, inp: jira.LinkInput) -> jira.LinkRef:
         self.calls.append(jira.LINK)
         self.links.append(inp)
+        if len(self.links) == 1 and self.hooks_at_open:  # GitLab's webhooks, before the loop's first read
+            handle = self.client.get_workflow_handle(activity.info().workflow_id)
+            for event in self.hooks_at_open:
+                await handle.signal("merge_request_event", event)
         return jira.LinkRef(id=str(len(self.links)), created=True)
 
     @activity.defn(name=gitlab.NOTE)
@@ -180,6 +216,11 @@ class World:
             branch=gitlab.revert_branch(inp.work_item.id, inp.merge_sha),
             head_sha=REVERT_HEAD,
         )
+
+    @activity.defn(name=gitlab.CHECK_USER)
+    async def check_user(self, inp: gitlab.CheckUserInput) -> gitlab.UserFacts:
+        self.checked_users.append(inp.username)
+        return self.users.get(inp.username) or gitlab.UserFacts(username=inp.username)
 
     @activity.defn(name=jira.SET_STATUS)
     async def set_status(self, inp: jira.SetStatusInput) -> bool:
