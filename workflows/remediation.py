@@ -719,7 +719,8 @@ class RemediationWorkflow:
                     summary="close the Jira issue",
                 )
             if mr is not None:
-                await self._mr_note(mr, f"fixloop verified this change after its deploy.\n\n{evidence}", "verified")
+                shown = "\n\n".join(markdown(line, 500) for line in evidence.splitlines())  # GitLab Markdown
+                await self._mr_note(mr, f"fixloop verified this change after its deploy.\n\n{shown}", "verified")
             self._advance(Stage.DONE, Outcome.VERIFIED)
             return
         # fail: the evidence on Jira, the issue reopened, and a revert of exactly the merge commit, gated again

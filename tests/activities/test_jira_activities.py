@@ -12,8 +12,8 @@ from temporalio.exceptions import ApplicationError
 from activities import jira
 from fixloop.models import PackageBump, Severity, WorkItem, WorkItemKind
 from tests.activities.sandbox_world import World, running_world
-from tests.change.markup_checks import jira_constructs, jira_reads
 from tests.change.helpers import work_item
+from tests.change.markup_checks import jira_constructs, jira_reads
 
 SCOPE = "platform/gitops"
 

@@ -23,8 +23,17 @@ with workflow.unsafe.imports_passed_through():
     from tests.activities.sandbox_world import running_world
     from tests.change.markup_checks import jira_constructs, jira_reads, markdown_constructs
     from tests.conftest import signals
+    from tests.workflows.test_intake import ALERT as INTAKE_ALERT
+    from tests.workflows.test_intake import _options, _scope, _settle, _start, _worker
     from tests.workflows.world import HEAD, World
-    from workflows.remediation import AlertsJoined, LoopOptions, Outcome, RemediationInput, RemediationWorkflow
+    from workflows.remediation import (
+        AlertsJoined,
+        LoopOptions,
+        Outcome,
+        RemediationInput,
+        RemediationWorkflow,
+        loop_id,
+    )
 
 SCOPE = "platform/gitops"
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
@@ -112,3 +121,19 @@ async def test_a_plan_on_lines_an_open_mr_changes_ends_joined_and_says_so(
     assert "merge request !3 (work item wi-older) already changes" in world.comments[0].body
     assert [link.title for link in world.links] == ["Merge request !3 (joined)"]
     assert any("joined merge request !3" in e.text for e in state.evidence)
+
+
+async def test_a_loop_started_by_the_intake_has_an_inert_ui_summary(env: WorkflowEnvironment, task_queue: str) -> None:
+    """The intake starts the loop of an alert whose title is Markdown (a link, an image, HTML, a mention): the
+    loop's static summary in the Temporal UI carries it escaped, readable, bounded."""
+    alert = signals(INTAKE_ALERT)[0].model_copy(update={"title": MD_EVIL})
+    scope = _scope()
+    options = _options()
+    async with _worker(env.client, task_queue):
+        handle = await _start(env.client, task_queue, scope, [alert], options)
+        await _settle(env, handle, options.quiet_period * 2)
+        (item,) = triage_rules([alert]).work_items
+        described = await env.client.get_workflow_handle(loop_id(scope, item.id)).describe()
+        summary = await described.static_summary()
+    assert summary is not None and MD_EVIL[:4] in summary
+    assert markdown_constructs(summary) == [], summary
