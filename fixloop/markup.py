@@ -46,15 +46,18 @@ def defang_urls(s: str) -> str:
 # ---------------------------------------------------------------- Markdown (GitLab, the Temporal UI)
 
 _MD_PUNCT = re.compile(r"([\\`*_\[\]|~#])")  # inline markup; <, > and & are HTML-escaped first
+_MD_LEADING = re.compile(r"^(\d*)([-+=.)])")  # "- x", "+ x", "===", "1. x", "1) x" at the start
 
 
 def markdown(value: object, limit: int = 300) -> str:
     """Untrusted free text as inert Markdown: one line, at most ``limit`` characters before escaping, HTML-escaped,
     inline Markdown punctuation (emphasis, code, links, images, tables) backslash-escaped, URLs defanged, and
-    @mentions and #/! references (GitLab's issues and merge requests) broken with a zero-width space. Inline only:
-    fixloop's own template decides what starts a line."""
+    @mentions and #/! references (GitLab's issues and merge requests) broken with a zero-width space, and a list,
+    rule or setext marker at its start escaped (so the text may start a line, as a Temporal UI summary does)."""
     s = html.escape(clean(value, limit), quote=False)
     s = _MD_PUNCT.sub(r"\\\1", s)
+    s = _MD_LEADING.sub(r"\1\\\2", s)  # a list item, rule or setext underline if the text starts a line
+    s = re.sub(r"(?i)\bwww\.", "www" + ZWSP + ".", s)  # GitLab autolinks www. too
     return defang_urls(re.sub(r"([@#!])", "\\1" + ZWSP, s))
 
 

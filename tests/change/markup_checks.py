@@ -9,6 +9,7 @@ stricter than Jira (e.g. a lone ``[`` is reported as a link although Jira needs 
 from __future__ import annotations
 
 import re
+import string
 
 JIRA_ESCAPABLE = set("![]^~+?%{}()*_-|@")
 _ALWAYS = {
@@ -73,13 +74,16 @@ def markdown_constructs(text: str) -> list[str]:
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch == "\\" and i + 1 < len(text) and text[i + 1] in _MD_SPECIAL | set("!@"):
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in string.punctuation:  # CommonMark: an escape
             i += 2
             continue
         if ch in _MD_SPECIAL:
             found.append(f"markup {ch!r} at {i + 1}")
         i += 1
+    if re.match(r"^\s*(\d*[-+=*.)])", text):
+        found.append(f"list, rule or heading at the start {text[:4]!r}")
     found += [f"autolink {m.group(0)!r}" for m in _URL.finditer(text)]
+    found += [f"autolink {m.group(0)!r}" for m in re.finditer(r"(?i)\bwww\.", text)]
     found += [f"reference {m.group(0)!r}" for m in _MD_MENTION.finditer(text)]
     return found
 

@@ -24,6 +24,7 @@ def test_the_checker_sees_what_jira_would_render() -> None:
     assert jira_constructs("see https://evil.example/x") and jira_constructs("mail mailto:a@b.c")
     assert jira_constructs("a\\\\b")  # a forced line break
     assert markdown_constructs("[x](http://y)") and markdown_constructs("![](http://y/i.png)")
+    assert markdown_constructs("- item") and markdown_constructs("1. item") and markdown_constructs("see www.x.io")
 
 
 def test_the_attack_arrives_inert_and_readable() -> None:
@@ -61,11 +62,12 @@ def test_a_jira_summary_is_one_bounded_line(s: str) -> None:
 
 
 @settings(max_examples=300)
-@given(st.one_of(st.text(), st.lists(st.sampled_from(list("[]()!<>`*_~|#@\\:/ ") + ["http://", "www."]),
+@given(st.one_of(st.text(), st.lists(st.sampled_from(list("[]()!<>`*_~|#@\\:/-+=.1 ") + ["http://", "www."]),
                                         max_size=40).map("".join)))
 @example("[x](http://y)")
 @example("![](http://y/i.png)")
 @example("<img src=x onerror=alert(1)>")
+@example("- [ ] 1. see www.evil.example")
 def test_no_markdown_construct_is_made_from_any_text(s: str) -> None:
     out = markdown(s, 200)
     assert markdown_constructs(out) == [], (s, out)
