@@ -448,15 +448,19 @@ class GitLabClient:
         return NoteRef(id=note.id, created=True)
 
     # -- open merge requests and their diffs (one MR per line) -------------------------------------------------
-    def open_merge_requests(self, branch_prefix: str, limit: int = 100) -> list[MergeRequestInfo]:
+    def open_merge_requests(self, branch_prefix: str, limit: int = 100, scan: int = 1_000) -> list[MergeRequestInfo]:
         """The open MRs whose source branch starts with ``branch_prefix`` (e.g. ``fixloop/``), oldest first, at
-        most ``limit`` (``GET /projects/:id/merge_requests?state=opened&order_by=created_at&sort=asc``, paginated;
-        GitLab has no branch-prefix filter, so the prefix is matched here)."""
+        most ``limit`` of them among the ``scan`` oldest open MRs of the project
+        (``GET /projects/:id/merge_requests?state=opened&order_by=created_at&sort=asc``, 100 per page; GitLab has
+        no branch-prefix filter, so the prefix is matched here)."""
         out: list[MergeRequestInfo] = []
         with _mapped("list open merge requests"):
-            for mr in self.project.mergerequests.list(
+            listed = self.project.mergerequests.list(
                 state="opened", order_by="created_at", sort="asc", iterator=True, per_page=100
-            ):
+            )
+            for n, mr in enumerate(listed):
+                if n >= scan:
+                    break
                 raw = mr.asdict()
                 if str(raw.get("source_branch", "")).startswith(branch_prefix):
                     out.append(_mr_info(raw))
