@@ -3,9 +3,11 @@ dedup key, closing, and the link to the merge request."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 
@@ -150,3 +152,5 @@ async def test_alert_text_arrives_inert_in_the_summary_description_and_comments(
     await world.jira.comment(jira.CommentInput(key=ref.key, body=body, labels=["fixloop-alert"], dedup_key="joined-1"))
     await world.jira.close_work_item(jira.CloseWorkItemInput(key=ref.key, resolution="won't do", comment=EVIL))
     assert read(world, ref.key) == [f"{body}\n\nfixloop-ref: joined-1", f"{EVIL}\n\nfixloop-ref: close:won't do"]
+    page = httpx.get(ref.url).text  # the sandbox's human view shows the text, not its escapes
+    assert html.escape("- h1. [evil|http") in page and "\\[" not in page
