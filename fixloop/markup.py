@@ -68,6 +68,11 @@ _JIRA_INNER = "-_"  # strike, italic, list and rule markers: escaped unless betw
 _JIRA_LINE_START = re.compile(r"^(\s*)(?:(#)|([hH])([1-6]\.)|([bB])([qQ]\.))")
 
 
+def _word(ch: str) -> bool:
+    """A letter or a decimal digit (the renderer's ``[\\p{L}\\p{Nd}]``, which phrase delimiters may not touch)."""
+    return ch.isalpha() or ch.isdecimal()
+
+
 def _jira_line(line: str) -> str:
     line = line.replace("\\", "\uff3c")
     out: list[str] = []
@@ -76,7 +81,7 @@ def _jira_line(line: str) -> str:
         if ch in _JIRA_ALWAYS:
             out.append("\\" + ch)
         elif ch in _JIRA_INNER:
-            inner = 0 < i < n - 1 and line[i - 1].isalnum() and line[i + 1].isalnum()
+            inner = 0 < i < n - 1 and _word(line[i - 1]) and _word(line[i + 1])
             out.append(ch if inner else "\\" + ch)
         else:
             out.append(ch)

@@ -34,6 +34,10 @@ _LINE_START = re.compile(r"^\s*(h[1-6]\.|bq\.|#|\*|-|----|\|)", re.IGNORECASE)
 _URL = re.compile(r"(?i)([a-z][a-z0-9+.-]*://|\b(mailto|file|news|nntp|irc|callto|tel|sms|skype|data|javascript):(?!\u200b))")
 
 
+def _word(ch: str) -> bool:
+    return ch.isalpha() or ch.isdecimal()  # Java's [\p{L}\p{Nd}]
+
+
 def jira_constructs(text: str) -> list[str]:
     """The constructs ``text`` would produce as Jira wiki markup: ``"<construct> at <line>:<column>"`` each."""
     found: list[str] = []
@@ -56,7 +60,7 @@ def jira_constructs(text: str) -> list[str]:
             elif ch in _ALWAYS:
                 found.append(f"{_ALWAYS[ch]} {ch!r} at {n}:{i + 1}")
             elif ch in _INNER:
-                inner = 0 < i < len(line) - 1 and line[i - 1].isalnum() and line[i + 1].isalnum()
+                inner = 0 < i < len(line) - 1 and _word(line[i - 1]) and _word(line[i + 1])
                 if not inner:
                     found.append(f"{_INNER[ch]} {ch!r} at {n}:{i + 1}")
             i += 1

@@ -40,6 +40,7 @@ def test_the_attack_arrives_inert_and_readable() -> None:
 @example("h1. x\nbq. y\n# z")
 @example("\\\\[evil|http://x]")
 @example("a\\")
+@example("\u00bd-evil-\u00bd a_b_c")
 def test_no_jira_construct_is_made_from_any_text(s: str) -> None:
     out = jira_text(s)
     assert jira_constructs(out) == [], (s, out)
