@@ -13,6 +13,7 @@ its own revert commit there. ``gitlab.merge_request_state`` and ``gitlab.check_u
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,8 +23,9 @@ from temporalio.exceptions import ApplicationError
 from activities.change import PlannedChange
 from activities.errors import as_application_errors
 from fixloop.change.edit import apply
-from fixloop.change.mr import code, text
+from fixloop.change.mr import code, read_back, text
 from fixloop.change.ops import PolicyViolation
+from fixloop.change.overlap import FileLines, Touched, diff_lines, edit_lines, overlap
 from fixloop.change.policy import POLICY_FILE, load_policy, validate
 from fixloop.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
 from fixloop.models import WorkItem
@@ -40,6 +42,9 @@ DELETE_BRANCH = "gitlab.delete_branch"
 OPEN_REVERT_MERGE_REQUEST = "gitlab.open_revert_merge_request"
 CHECK_USER = "gitlab.check_user"
 BRANCH_PREFIX = "fixloop/"
+REVERT_PREFIX = "fixloop/revert/"
+OPEN_MRS_MAX = 100  # open fixloop MRs compared with a new plan (oldest first)
+_JIRA_LINE = re.compile(r"^Jira: \[?([A-Z][A-Z0-9_]{0,30}-\d{1,9})\b", re.MULTILINE)
 
 
 class OpenMergeRequestInput(BaseModel):
@@ -53,7 +58,11 @@ class OpenMergeRequestInput(BaseModel):
 
 class MergeRequestRef(BaseModel):
     """``project`` (path with namespace), ``iid`` (the MR number in the project), its web URL, source branch and
-    the head commit SHA the MR was opened with."""
+    the head commit SHA the MR was opened with.
+
+    ``joined``: no MR was opened for this work item because an open fixloop MR of another work item
+    (``work_item_id``, Jira issue ``jira_key`` when its description names one) already changes lines of
+    ``overlap`` (paths) that this plan changes; the ref is that MR (see ``GitLabActivities.open_merge_request``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +71,10 @@ class MergeRequestRef(BaseModel):
     url: str
     branch: str
     head_sha: str
+    joined: bool = False
+    work_item_id: str | None = Field(default=None, max_length=200)
+    jira_key: str | None = Field(default=None, max_length=40)
+    overlap: list[str] = Field(default_factory=list, max_length=20)
 
 
 class MergeRequestStateInput(BaseModel):
@@ -162,7 +175,23 @@ class GitLabActivities:
         branch changed the same lines since, the MR shows the conflict to the reviewer (GitLab's merge status), it is
         not rebased silently. Errors: a change that no longer validates, or a branch holding other contents than the
         planned base (an older plan's commit), -> non-retryable ``ApplicationError`` (``PolicyViolation``,
-        ``Conflict``); integration errors -> ``ApplicationError`` (non-retryable unless retryable)."""
+        ``Conflict``); integration errors -> ``ApplicationError`` (non-retryable unless retryable).
+
+        One MR per line: two open fixloop MRs never edit the same line (``fixloop.change.overlap``: a common path
+        with a common touched line or removed line text, or a file whose diff GitLab does not show). Rules, which
+        the oldest MR always survives:
+
+        - joins: before anything is written, when this work item has no open MR yet and an open fixloop MR of
+          another work item (branch ``fixloop/...``, not a revert; the ``OPEN_MRS_MAX`` oldest compared) changes
+          a line this plan changes, nothing is committed or opened (a branch left by an earlier attempt is
+          deleted) and the answer is that MR with ``joined`` True (the oldest such MR). A second report of the same
+          finding (e.g. with a spoofed target and another fixed version) therefore never opens a competing MR.
+        - yields: after opening, when an open fixloop MR with a lower ``iid`` changes one of its lines (two plans
+          raced past the first check), this MR is closed, its branch deleted, and the answer is the older MR with
+          ``joined`` True. The MR with the lower ``iid`` stays, so of two racing loops exactly one MR survives.
+        - an MR of this work item that already exists is kept against younger ones (they yield to it).
+
+        Superseding (closing an older MR for a newer plan) is never done: the older MR may already be approved."""
         change = inp.change
         if not change.located or not change.branch or not change.base_sha or not change.changes:
             raise ApplicationError(
@@ -187,6 +216,12 @@ class GitLabActivities:
             raise PolicyViolation("the operations change no file at the base commit")
         validate(edits, read, load_policy(read(POLICY_FILE)))
         before = {path: read(path) for path in edits}
+        touched = {path: edit_lines(before[path], content) for path, content in edits.items()}
+        if gl.find_merge_request(change.branch) is None:
+            older = self._overlapping(touched, change.branch)
+            if older is not None:  # joins: no commit, no MR, no branch of this work item left
+                gl.delete_branch(change.branch)
+                return older
         gl.ensure_branch(change.branch, change.base_sha)
         commit = gl.commit_files(change.branch, dict(sorted(edits.items())), commit_message(inp), expected=before)
         default = gl.default_branch()
@@ -194,6 +229,11 @@ class GitLabActivities:
         mr = gl.find_or_create_merge_request(
             change.branch, default, title, change.description or "", change.labels or ["fixloop"]
         )
+        older = self._overlapping(touched, change.branch, below_iid=mr.iid)
+        if older is not None:  # yields: a racing loop opened an MR for the same lines first
+            gl.close_merge_request(mr.iid)
+            gl.delete_branch(change.branch)
+            return older
         return MergeRequestRef(
             project=self.settings.project, iid=mr.iid, url=mr.web_url, branch=change.branch, head_sha=commit.sha
         )
@@ -329,6 +369,38 @@ class GitLabActivities:
             project=inp.original.project, iid=mr.iid, url=mr.web_url, branch=branch, head_sha=mr.sha or commit.sha
         )
 
+    def _overlapping(self, touched: Touched, own_branch: str, below_iid: int | None = None) -> MergeRequestRef | None:
+        """The oldest open fixloop MR (not ``own_branch``, not a revert; ``iid`` below ``below_iid`` when given)
+        that changes a line ``touched`` changes, as a ``joined`` ref; None when there is none."""
+        gl = self.client
+        for mr in gl.open_merge_requests(BRANCH_PREFIX, OPEN_MRS_MAX):
+            if mr.source_branch == own_branch or mr.source_branch.startswith(REVERT_PREFIX):
+                continue
+            if below_iid is not None and mr.iid >= below_iid:
+                continue
+            theirs: Touched = {}
+            for d in gl.merge_request_diffs(mr.iid):
+                lines = diff_lines(d.diff) if d.complete else FileLines(whole=True)
+                for path in {d.old_path, d.new_path}:
+                    theirs[path] = lines
+            paths = overlap(touched, theirs)
+            if not paths:
+                continue
+            block = read_back(mr.description) if mr.description else None
+            work_item = block.get("work_item") if block else None
+            key = _JIRA_LINE.search(mr.description or "")
+            return MergeRequestRef(
+                project=self.settings.project,
+                iid=mr.iid,
+                url=mr.web_url,
+                branch=mr.source_branch,
+                head_sha=mr.sha or "",
+                joined=True,
+                work_item_id=clean(work_item, 200) if isinstance(work_item, str) else None,
+                jira_key=key.group(1) if key else None,
+                overlap=paths[:20],
+            )
+        return None
 
 REVERT_LABELS = ["fixloop", "fixloop::revert"]
 

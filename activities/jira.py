@@ -1,5 +1,11 @@
 """Jira activities: open the work item's issue, comment (escalations, evidence), close it.
 
+Every text reaches Jira through this module, and this module escapes all of it: summaries through
+``fixloop.markup.jira_summary`` (plain text, one line, 255 characters), descriptions and comment bodies through
+``fixloop.markup.jira_text`` (inert wiki markup: no link, mention, macro, image, table, heading or list, bare URLs
+defanged). The inputs' texts are therefore plain text, never wiki markup: a caller cannot forget to escape an alert
+title or a scanner field, and cannot format with wiki markup either.
+
 Interfaces (names and input/output models) of stages 1, escalation and 7 of the RemediationWorkflow. Each
 activity is idempotent: ``jira.open_work_item`` looks the issue up by the fixloop work-item id (a label) before
 creating one, so a retry or a worker crash never opens a second issue. The models and names first (what the
@@ -16,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
 from activities.errors import as_application_errors
+from fixloop.markup import jira_summary, jira_text
 from fixloop.models import WorkItem
 from fixloop.parsing import clean
 from integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
@@ -46,7 +53,8 @@ class IssueRef(BaseModel):
 
 class CommentInput(BaseModel):
     """A comment on ``key``; ``labels`` are added (idempotently) at the same time, e.g. an escalation label.
-    ``dedup_key`` makes the comment idempotent: a comment carrying it is posted at most once."""
+    ``dedup_key`` makes the comment idempotent: a comment carrying it is posted at most once. ``body`` is plain
+    text (lines kept), escaped by the activity (``fixloop.markup.jira_text``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +65,8 @@ class CommentInput(BaseModel):
 
 
 class CloseWorkItemInput(BaseModel):
+    """Close ``key`` with ``resolution``; ``comment`` is plain text, escaped by the activity."""
+
     model_config = ConfigDict(extra="forbid")
 
     key: str
@@ -99,22 +109,16 @@ class LinkRef(BaseModel):
 SUMMARY_MAX = 255
 ADVISORIES_MAX = 20
 PACKAGES_MAX = 20
-_WIKI = re.compile(r"([\[\]{}|!\\])")  # wiki markup that links, embeds, tables or macros: escaped
 DONE = "done"
 DONE_STATUS = "Done"
 
 
-def wiki(value: object, limit: int = 200) -> str:
-    """Untrusted text as inert Jira wiki markup (API v2 bodies): one line, bounded, and the characters that make
-    links, images, tables and macros (``[ ] { } | ! \\``) backslash-escaped."""
-    return _WIKI.sub(r"\\\1", clean(value, limit))
-
-
 def issue_description(scope: str, item: WorkItem) -> str:
-    """The issue's description: a plain-text summary of the work item (every value from signals escaped and
-    bounded; at most ``ADVISORIES_MAX`` advisories and ``PACKAGES_MAX`` packages, with a count of the rest)."""
+    """The issue's description as plain text (the activity escapes it with ``jira_text``): a summary of the work
+    item, every value from signals bounded; at most ``ADVISORIES_MAX`` advisories and ``PACKAGES_MAX`` packages,
+    with a count of the rest."""
     lines = [
-        f"fixloop work item {item.id} ({item.kind.value}, severity {item.severity.value}) in {wiki(scope, 200)}.",
+        f"fixloop work item {item.id} ({item.kind.value}, severity {item.severity.value}) in {clean(scope, 200)}.",
         "",
     ]
     for name, value in (
@@ -126,22 +130,21 @@ def issue_description(scope: str, item: WorkItem) -> str:
         ("Monitor", item.monitor_id),
     ):
         if value:
-            lines.append(f"{name}: {wiki(value)}")
+            lines.append(f"{name}: {clean(value, 200)}")
     if item.packages:
         lines += ["", "Packages (installed -> fixed):"]
         for p in item.packages[:PACKAGES_MAX]:
-            lines.append(
-                f"- {wiki(p.package, 120)} {wiki(p.installed_version or '?', 60)} -> {wiki(p.fixed_version, 60)}"
-            )
+            installed, fixed = clean(p.installed_version or "?", 60), clean(p.fixed_version, 60)
+            lines.append(f"- {clean(p.package, 120)} {installed} -> {fixed}")
         if len(item.packages) > PACKAGES_MAX:
             lines.append(f"- ... and {len(item.packages) - PACKAGES_MAX} more")
     if item.advisories:
-        shown = ", ".join(wiki(a, 64) for a in item.advisories[:ADVISORIES_MAX])
+        shown = ", ".join(clean(a, 64) for a in item.advisories[:ADVISORIES_MAX])
         more = f" and {len(item.advisories) - ADVISORIES_MAX} more" if len(item.advisories) > ADVISORIES_MAX else ""
         lines += ["", f"Advisories ({len(item.advisories)}): {shown}{more}"]
-    lines += ["", f"Signals: {len(item.signals)}. Triage engine: {wiki(item.engine, 40)}."]
+    lines += ["", f"Signals: {len(item.signals)}. Triage engine: {clean(item.engine, 40)}."]
     if item.note:
-        lines.append(f"Note: {wiki(item.note, 300)}")
+        lines.append(f"Note: {clean(item.note, 300)}")
     return "\n".join(lines) + "\n"
 
 
@@ -160,36 +163,38 @@ class JiraActivities:
 
     @activity.defn(name=OPEN_WORK_ITEM)
     async def open_work_item(self, inp: OpenWorkItemInput) -> IssueRef:
-        """The work item's issue, found by its label ``fixloop:<id>`` or created (summary: the work item title;
-        description: ``issue_description``; labels ``fixloop``, ``fixloop-<kind>``). ``created`` False when found."""
+        """The work item's issue, found by its label ``fixloop:<id>`` or created (summary: the work item title,
+        ``jira_summary``; description: ``issue_description``, ``jira_text``; labels ``fixloop``, ``fixloop-<kind>``).
+        ``created`` False when found."""
         item = inp.work_item
         with as_application_errors():
             ref = await asyncio.to_thread(
                 self.client.find_or_create_issue,
                 item.id,
-                clean(item.title, SUMMARY_MAX),
-                issue_description(inp.scope, item),
+                jira_summary(item.title, SUMMARY_MAX),
+                jira_text(issue_description(inp.scope, item)),
                 ["fixloop", f"fixloop-{item.kind.value}"],
             )
         return IssueRef(key=ref.key, url=ref.url, created=ref.created)
 
     @activity.defn(name=COMMENT)
     async def comment(self, inp: CommentInput) -> None:
-        """Comment ``inp.body`` once per ``dedup_key``, and add ``inp.labels``."""
+        """Comment ``inp.body`` (escaped: ``jira_text``) once per ``dedup_key``, and add ``inp.labels``."""
         with as_application_errors():
-            await asyncio.to_thread(self.client.comment, inp.key, inp.body, inp.dedup_key)
+            await asyncio.to_thread(self.client.comment, inp.key, jira_text(inp.body), inp.dedup_key)
             if inp.labels:
                 await asyncio.to_thread(self.client.add_labels, inp.key, inp.labels)
 
     @activity.defn(name=CLOSE_WORK_ITEM)
     async def close_work_item(self, inp: CloseWorkItemInput) -> None:
-        """Comment ``inp.comment`` (once) and close the issue. Resolution ``done``: transition to ``Done`` (a
-        workflow without that transition is a non-retryable ``TransitionUnavailable``). Any other resolution (e.g.
+        """Comment ``inp.comment`` (escaped: ``jira_text``; once) and close the issue. Resolution ``done``:
+        transition to ``Done`` (a workflow without that transition is a non-retryable ``TransitionUnavailable``).
+        Any other resolution (e.g.
         ``won't do``): the comment and the label ``fixloop-<resolution>`` only; the team's workflow decides the
         status (fixloop does not guess transition names)."""
         resolution = clean(inp.resolution, 60)
         with as_application_errors():
-            await asyncio.to_thread(self.client.comment, inp.key, inp.comment, f"close:{resolution}")
+            await asyncio.to_thread(self.client.comment, inp.key, jira_text(inp.comment), f"close:{resolution}")
             if resolution.casefold() == DONE:
                 await asyncio.to_thread(self.client.transition, inp.key, DONE_STATUS)
             else:
@@ -197,9 +202,9 @@ class JiraActivities:
 
     @activity.defn(name=LINK)
     async def link(self, inp: LinkInput) -> LinkRef:
-        """A remote link on ``inp.key`` to ``inp.url`` (one per URL)."""
+        """A remote link on ``inp.key`` to ``inp.url`` (one per URL); its title is plain text (``jira_summary``)."""
         with as_application_errors():
-            ref = await asyncio.to_thread(self.client.add_remote_link, inp.key, inp.url, inp.title)
+            ref = await asyncio.to_thread(self.client.add_remote_link, inp.key, inp.url, jira_summary(inp.title))
         return LinkRef(id=ref.id, created=ref.created)
 
     @activity.defn(name=SET_STATUS)

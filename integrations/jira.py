@@ -194,7 +194,8 @@ class JiraClient:
         issue_type: str = "Task",
     ) -> IssueRef:
         """The issue of work item ``fixloop_id``, created (in ``settings.project``) only if none has its label.
-        ``summary`` is cut to one line of 255 characters; ``labels`` are added beside ``fixloop:<id>``.
+        ``summary`` is cut to one line of 255 characters; ``description`` is wiki markup taken as it is (the
+        activities escape it: ``fixloop.markup.jira_text``); ``labels`` are added beside ``fixloop:<id>``.
         ``created`` tells whether this call created it. Raises ``Invalid`` (400) naming a refused field."""
         existing = self.find_issue(fixloop_id)
         if existing is not None:
@@ -226,8 +227,9 @@ class JiraClient:
         )
 
     def comment(self, key: str, body: str, dedup_key: str | None = None) -> CommentRef:
-        """Add ``body`` (plain text / wiki markup) to ``key``. With ``dedup_key``, the comment ends with the line
-        ``fixloop-ref: <dedup_key>`` and is not added again when a comment with that line exists."""
+        """Add ``body`` (wiki markup, taken as it is: fixloop's activities pass only ``fixloop.markup.jira_text``)
+        to ``key``. With ``dedup_key``, the comment ends with the line ``fixloop-ref: <dedup_key>`` and is not added
+        again when a comment with that line exists."""
         if dedup_key is not None:
             if "\n" in dedup_key:
                 raise IntegrationError(SYSTEM, "dedup_key must be one line")

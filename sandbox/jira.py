@@ -65,6 +65,7 @@ LINK_TYPES = {
     "10003": {"name": "Relates", "inward": "relates to", "outward": "relates to"},
 }
 BOT_ACCOUNT = "712020:f1c0a1b0-0000-4000-8000-000000000001"  # the API user (Cloud accountId format)
+_WIKI_ESCAPE = re.compile(r"\\([!\[\]^~+?%{}()*_|@-])")  # atlassian-renderer's escapable characters
 EDITABLE = {"summary", "description", "labels", "priority", "assignee", "environment", "duedate"}
 
 
@@ -886,16 +887,21 @@ def build(sb: Sandbox) -> FastAPI:
             store.save()
         return Response(status_code=204)
 
+    def shown(text: str) -> str:
+        """Wiki text as Jira shows it, as far as escapes go (``\\X`` is X): markup is not rendered, so fixloop's
+        escaped text reads as the text it escapes, and anything else shows its raw markup."""
+        return html.escape(_WIKI_ESCAPE.sub(r"\1", text))
+
     @app.get("/browse/{key}", response_class=HTMLResponse)
     def browse(key: str) -> str:
         """A minimal human view of an issue (the ``url`` fixloop records), for the demo."""
         with store.lock:
             issue = find(key)
-            comments = "".join(f"<li><pre>{html.escape(c['text'])}</pre></li>" for c in issue["comments"])
+            comments = "".join(f"<li><pre>{shown(c['text'])}</pre></li>" for c in issue["comments"])
             return (f"<html><head><title>{html.escape(issue['key'])}</title></head><body>"
                     f"<h1>{html.escape(issue['key'])}: {html.escape(issue['summary'])}</h1>"
                     f"<p>Status: {STATUSES[issue['status']][0]} &middot; Labels: "
-                    f"{html.escape(', '.join(issue['labels']))}</p><pre>{html.escape(issue['description'] or '')}"
+                    f"{html.escape(', '.join(issue['labels']))}</p><pre>{shown(issue['description'] or '')}"
                     f"</pre><h2>Comments</h2><ol>{comments}</ol></body></html>")
 
     return app

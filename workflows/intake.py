@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import to_json
 
     from activities.triage import GROUP_SIGNALS, GroupSignalsInput
+    from fixloop.markup import markdown
     from fixloop.models import Kind, RecentDeploy, Signal, TriageResult, Unassigned, WorkItem, WorkItemKind
     from workflows import policies
     from workflows.remediation import (
@@ -457,7 +458,7 @@ class IntakeWorkflow:
                     ),
                     id=wid,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                    static_summary=wi.title,
+                    static_summary=markdown(wi.title, 200),  # the Temporal UI renders Markdown: escaped
                     search_attributes=self._loop_attributes(wi),
                 )
                 c.loops_started += 1

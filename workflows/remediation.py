@@ -25,7 +25,7 @@ from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
-from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from activities import change, flux, gitlab, jira, verify
     from fixloop.gate import decider_refusal, observe
     from fixloop.gate import gate as gate_verdict
+    from fixloop.markup import markdown
     from fixloop.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem
     from fixloop.parsing import clean
     from fixloop.verification import VerificationPolicy
@@ -69,6 +70,7 @@ class Outcome(StrEnum):
     APPROVAL_EXPIRED = "approval_expired"
     DEPLOY_FAILED = "deploy_failed"
     DEPLOY_EXPIRED = "deploy_expired"
+    JOINED = "joined"  # an open fixloop MR of another work item already changes these lines: recorded, not doubled
 
 
 class LoopOptions(BaseModel):
@@ -390,19 +392,52 @@ class RemediationWorkflow:
         )
         self.state.merge_request = ref
         self._set_attributes((policies.SA_MERGE_REQUEST, ref.url))
+        if ref.joined:
+            await self._joined(ref)
+            return
         self._note(f"merge request !{ref.iid} at {ref.head_sha[:12]}: {ref.url}")
         if self.state.issue is not None:  # the Jira issue links back to the merge request
-            await workflow.execute_activity(
-                jira.LINK,
-                jira.LinkInput(key=self.state.issue.key, url=ref.url, title=f"Merge request !{ref.iid}"),
-                result_type=jira.LinkRef,
-                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-                retry_policy=policies.EXTERNAL_RETRY,
-                summary="link the merge request",
-            )
+            await self._link(ref.url, f"Merge request !{ref.iid}", "link the merge request")
             await self._set_status("In Progress")
         self._advance(Stage.AWAIT_APPROVAL)
         await self._tell_intake_fixing(open_=True)
+
+    async def _joined(self, mr: gitlab.MergeRequestRef) -> None:
+        """This plan changes lines that merge request ``mr`` of another work item already changes (one MR per line,
+        ``gitlab.open_merge_request``): record it, say so on the MR, on this work item's Jira issue and on the MR's
+        own issue, link it from this issue, and end ``joined`` (the other loop gates, deploys and verifies it)."""
+        wi = self.inp.work_item
+        paths = ", ".join(mr.overlap) or "the same file"
+        other = f"work item {mr.work_item_id}" if mr.work_item_id else "another work item"
+        self._note(f"joined merge request !{mr.iid} ({other}): it already changes {paths}")
+        advisories = ", ".join(wi.advisories[:20]) or "no advisory id"
+        planned = "; ".join(self.state.plan.operations[:10]) if self.state.plan else ""
+        await self._mr_note(
+            mr,
+            f"fixloop work item {wi.id} (Jira {self._jira_key() or 'none'}) also fixes its findings with this merge "
+            f"request: {markdown(advisories, 600)}. It planned a change to the same lines ({markdown(planned, 600)}) "
+            "and joined this merge request instead of opening a conflicting one.",
+            f"joined-{mr.iid}",
+        )
+        await self._comment(
+            f"The fix of this work item changes lines that merge request !{mr.iid} ({other}) already changes "
+            f"({paths}). fixloop joined it instead of opening a second, conflicting merge request: these findings "
+            f"({advisories}) are fixed when it is merged. Merge request: {mr.url}",
+            f"joined-mr-{mr.iid}",
+            labels=["fixloop-joined"],
+        )
+        if mr.jira_key and mr.jira_key != self._jira_key():
+            try:  # the other issue is named by the MR's description: best effort, recorded
+                await self._comment(
+                    f"Work item {wi.id} (Jira {self._jira_key() or 'none'}) found the same lines to change ({paths}) "
+                    f"and joined merge request !{mr.iid}; it also fixes: {advisories}.",
+                    f"joined-by-{wi.id}",
+                    key=mr.jira_key,
+                )
+            except ActivityError as e:
+                self._note(f"Jira issue {mr.jira_key} of merge request !{mr.iid} could not be told: {e}")
+        await self._link(mr.url, f"Merge request !{mr.iid} (joined)", "link the joined merge request")
+        self._advance(Stage.DONE, Outcome.JOINED)
 
     async def _await_approval(self) -> None:
         """Proceed when the gate's merge request (the fix's, or later its revert's), as read from the GitLab API, is
@@ -717,7 +752,8 @@ class RemediationWorkflow:
                     summary="close the Jira issue",
                 )
             if mr is not None:
-                await self._mr_note(mr, f"fixloop verified this change after its deploy.\n\n{evidence}", "verified")
+                shown = "\n\n".join(markdown(line, 500) for line in evidence.splitlines())  # GitLab Markdown
+                await self._mr_note(mr, f"fixloop verified this change after its deploy.\n\n{shown}", "verified")
             self._advance(Stage.DONE, Outcome.VERIFIED)
             return
         # fail: the evidence on Jira, the issue reopened, and a revert of exactly the merge commit, gated again
@@ -753,15 +789,7 @@ class RemediationWorkflow:
         self._merged_unapproved_noted = False
         self._set_attributes((policies.SA_MERGE_REQUEST, revert.url))
         self._note(f"revert merge request !{revert.iid} of {merge_sha[:12]}: {revert.url}")
-        if self.state.issue is not None:
-            await workflow.execute_activity(
-                jira.LINK,
-                jira.LinkInput(key=self.state.issue.key, url=revert.url, title=f"Revert merge request !{revert.iid}"),
-                result_type=jira.LinkRef,
-                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-                retry_policy=policies.EXTERNAL_RETRY,
-                summary="link the revert merge request",
-            )
+        await self._link(revert.url, f"Revert merge request !{revert.iid}", "link the revert merge request")
         self._advance(Stage.AWAIT_APPROVAL)
 
     # --- waiting, escalation, continue-as-new ----------------------------------------------------------------
@@ -890,14 +918,17 @@ class RemediationWorkflow:
                 else:
                     self._note(f"Flux event for another revision ignored: {e.revision[:80]}")
 
-    async def _comment(self, body: str, dedup: str, labels: list[str] | None = None) -> None:
-        if self.state.issue is None:
+    async def _comment(self, body: str, dedup: str, labels: list[str] | None = None, key: str | None = None) -> None:
+        """A Jira comment on this work item's issue (or on ``key``), once per ``dedup``. ``body`` is plain text: the
+        Jira activity escapes all of it (``fixloop.markup.jira_text``), so alert and scanner text in it is inert."""
+        key = key or (self.state.issue.key if self.state.issue else None)
+        if key is None:
             return
         await workflow.execute_activity(
             jira.COMMENT,
             jira.CommentInput(
-                key=self.state.issue.key,
-                body=body,
+                key=key,
+                body=body[:32_000],
                 labels=labels or [],
                 dedup_key=f"{workflow.info().workflow_id}/{dedup}",
             ),
@@ -919,6 +950,19 @@ class RemediationWorkflow:
     def _note(self, text: str) -> None:
         self.state.evidence.append(Evidence(at=workflow.now(), stage=self.state.stage, text=text[:2_000]))
         del self.state.evidence[:-EVIDENCE_MAX]
+
+    async def _link(self, url: str, title: str, summary: str) -> None:
+        """A remote link from this work item's Jira issue to ``url`` (a merge request), once per URL."""
+        if self.state.issue is None:
+            return
+        await workflow.execute_activity(
+            jira.LINK,
+            jira.LinkInput(key=self.state.issue.key, url=url, title=title),
+            result_type=jira.LinkRef,
+            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
+            retry_policy=policies.EXTERNAL_RETRY,
+            summary=summary,
+        )
 
     async def _mr_note(self, mr: gitlab.MergeRequestRef, body: str, dedup: str) -> None:
         await workflow.execute_activity(
@@ -980,8 +1024,11 @@ class RemediationWorkflow:
             workflow.upsert_search_attributes([key.value_set(value) for key, value in pairs if value])
 
     def _show(self) -> None:
+        """The Temporal UI's current details (Markdown): the title and the last evidence are untrusted (alert and
+        scanner text), escaped with ``fixloop.markup.markdown`` and bounded; the links are Jira's and GitLab's."""
         wi, s = self.inp.work_item, self.state
-        lines = [f"**{wi.title}**", "", f"- stage: `{s.stage.value}`" + (f" ({s.outcome.value})" if s.outcome else "")]
+        head = f"**{markdown(wi.title, 200)}**"
+        lines = [head, "", f"- stage: `{s.stage.value}`" + (f" ({s.outcome.value})" if s.outcome else "")]
         if s.issue:
             lines.append(f"- Jira: [{s.issue.key}]({s.issue.url})")
         if s.merge_request:
@@ -989,5 +1036,5 @@ class RemediationWorkflow:
         if s.escalations:
             lines.append(f"- escalations: {s.escalations}")
         if s.evidence:
-            lines.append(f"- last: {s.evidence[-1].text}")
+            lines.append(f"- last: {markdown(s.evidence[-1].text, 500)}")
         workflow.set_current_details("\n".join(lines))

@@ -7,7 +7,6 @@ Markdown, HTML, links, mentions or references inside), free text is escaped and 
 
 from __future__ import annotations
 
-import html
 import json
 import posixpath
 import re
@@ -29,6 +28,7 @@ from fixloop.change.ops import (
     subject,
 )
 from fixloop.change.plan import PLAN_VERSION, Plan
+from fixloop.markup import INVISIBLE, defang_urls, markdown
 from fixloop.models import Severity, Signal, WorkItem
 from fixloop.parsing import clean
 
@@ -62,16 +62,7 @@ def code(value: object, limit: int = 120, *, cell: bool = False) -> str:
     return f"`{s.replace('|', chr(92) + '|') if cell else s}`"
 
 
-_MD_PUNCT = re.compile(r"([\\`*_\[\]|~#])")  # inline markup; <, > and & are HTML-escaped first
-
-
-def text(value: object, limit: int = 300) -> str:
-    """Untrusted free text as inert Markdown: one line, bounded, HTML-escaped, inline Markdown punctuation
-    (emphasis, code, links, tables) backslash-escaped, and URLs, @mentions and #/! references broken with a
-    zero-width space."""
-    s = html.escape(clean(value, limit), quote=False)
-    s = _MD_PUNCT.sub(r"\\\1", s)
-    return re.sub(r"([@#!])", "\\1\u200b", s).replace("://", ":\u200b//")
+text = markdown  # untrusted free text in the description: ``fixloop.markup.markdown``
 
 
 def plain(value: object, limit: int) -> str:
@@ -79,15 +70,12 @@ def plain(value: object, limit: int) -> str:
     return re.sub(r"[<>`]", "", clean(value, limit))
 
 
-INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")  # zero-width and bidi controls
-
-
 def title_line(value: object, limit: int = TITLE_MAX) -> str:
     """Untrusted free text as an MR title (a model's draft): ``plain`` without zero-width or bidi control
     characters, and, since GitLab renders references, mentions and autolinks in titles, every @mention and
     #, !, ~, %, $, & reference and every ``://`` broken with a zero-width space; at most ``limit`` characters."""
     s = re.sub(r"([@#!~%$&])", "\\1\u200b", INVISIBLE.sub("", plain(value, limit)))
-    return clean(s.replace("://", ":\u200b//"), limit)
+    return clean(defang_urls(s), limit)
 
 
 _ADVISORY_LINKS = (

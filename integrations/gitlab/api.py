@@ -185,6 +185,15 @@ class NoteRef(BaseModel):
     created: bool  # False when a note with the same dedup_key was already there
 
 
+class FileDiff(BaseModel):
+    """One file of a merge request's diff (GitLab's diff entity): its paths and unified diff (hunks only)."""
+
+    old_path: str
+    new_path: str
+    diff: str
+    complete: bool = True  # False when GitLab did not show the diff (too large, collapsed): its lines are unknown
+
+
 class TreeItem(BaseModel):
     path: str
     name: str
@@ -542,3 +551,54 @@ class GitLabClient:
         with _mapped(f"comment on !{iid}"):
             note = mr.notes.create({"body": body})
         return NoteRef(id=note.id, created=True)
+
+    # -- open merge requests and their diffs (one MR per line) -------------------------------------------------
+    def open_merge_requests(self, branch_prefix: str, limit: int = 100, scan: int = 1_000) -> list[MergeRequestInfo]:
+        """The open MRs whose source branch starts with ``branch_prefix`` (e.g. ``fixloop/``), oldest first, at
+        most ``limit`` of them among the ``scan`` oldest open MRs of the project
+        (``GET /projects/:id/merge_requests?state=opened&order_by=created_at&sort=asc``, 100 per page; GitLab has
+        no branch-prefix filter, so the prefix is matched here)."""
+        out: list[MergeRequestInfo] = []
+        with _mapped("list open merge requests"):
+            listed = self.project.mergerequests.list(
+                state="opened", order_by="created_at", sort="asc", iterator=True, per_page=100
+            )
+            for n, mr in enumerate(listed):
+                if n >= scan:
+                    break
+                raw = mr.asdict()
+                if str(raw.get("source_branch", "")).startswith(branch_prefix):
+                    out.append(_mr_info(raw))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    def merge_request_diffs(self, iid: int, limit: int = 500) -> list[FileDiff]:
+        """The file diffs of MR ``iid`` against its base (``GET /projects/:id/merge_requests/:iid/diffs``, GitLab
+        15.7+, paginated; docs.gitlab.com/api/merge_requests/#list-merge-request-diffs), at most ``limit`` files.
+        A diff GitLab does not show (``too_large``, ``collapsed``) has ``diff`` empty and ``complete`` False."""
+        path = f"/projects/{self.project.encoded_id}/merge_requests/{iid}/diffs"
+        out: list[FileDiff] = []
+        with _mapped(f"diffs of !{iid}"):
+            for raw in self.gl.http_list(path, iterator=True, per_page=100):
+                if not isinstance(raw, dict):
+                    continue
+                shown = not raw.get("too_large") and not raw.get("collapsed")
+                out.append(
+                    FileDiff(
+                        old_path=str(raw.get("old_path") or raw.get("new_path") or ""),
+                        new_path=str(raw.get("new_path") or raw.get("old_path") or ""),
+                        diff=str(raw.get("diff") or "") if shown else "",
+                        complete=bool(shown and (raw.get("diff") or raw.get("deleted_file") or raw.get("new_file"))),
+                    )
+                )
+                if len(out) >= limit:
+                    break
+        return out
+
+    def close_merge_request(self, iid: int) -> MergeRequestInfo:
+        """Close MR ``iid`` (``PUT /projects/:id/merge_requests/:iid`` with ``state_event=close``); closing a closed
+        one changes nothing."""
+        with _mapped(f"close merge request !{iid}"):
+            raw = self.project.mergerequests.update(iid, {"state_event": "close"})
+        return _mr_info(raw)

@@ -13,13 +13,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities import change, gitlab, jira
 from activities.change import RegistryTags
+from activities.triage import triage_rules
 from fixloop.change.mr import read_back
 from fixloop.gate import decider_refusal
-from fixloop.models import Signal, WorkItem, WorkItemKind
+from fixloop.models import Signal, WorkItem, WorkItemKind, fingerprint
 from integrations.errors import AuthError, HttpStatusError
 from integrations.registry import RegistryClient, RegistrySettings
 from tests.activities.sandbox_world import World, running_world
 from tests.change.helpers import work_item
+from tests.conftest import signals as signals_of
 
 OS, DEP = WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP
 SCOPE = "platform/gitops"
@@ -391,3 +393,88 @@ async def test_check_user_reads_the_human_a_decision_names(world: World) -> None
     assert bot.bot and decider_refusal(bot) == f"{bot.username!r} is a bot"
     ghost = await check(gitlab.CheckUserInput(username="nobody-here"))
     assert ghost.user_id is None and decider_refusal(ghost) == "GitLab has no user 'nobody-here'"
+
+
+def spoofed_werkzeug() -> tuple[WorkItem, WorkItem, list[Signal]]:
+    """The real pip report that bumps Werkzeug 0.11 -> 0.15.3, plus each Werkzeug finding again with a spoofed
+    target and another fixed version: two work items whose signals differ only there, planning the same line."""
+    found = signals_of("trivy/trivy-0.22-fulldb_pip.json")
+    spoof = [
+        s.model_copy(
+            update={
+                "fingerprint": fingerprint("spoof", s.fingerprint),
+                "target": "services/payments/requirements.lock",
+                "fixed_version": "2.2.3",
+                "fixed_versions": ["2.2.3"],
+            }
+        )
+        for s in found
+        if s.package == "Werkzeug"
+    ]
+    everything = found + spoof
+    real, spoofed = sorted(
+        (w for w in triage_rules(everything).work_items if w.kind is DEP), key=lambda w: w.target != "requirements.txt"
+    )
+    return real, spoofed, everything
+
+
+def open_fixloop_mrs(w: World) -> list[dict]:
+    return [
+        m.asdict()
+        for m in w.project().mergerequests.list(state="opened", get_all=True)
+        if m.source_branch.startswith("fixloop/")
+    ]
+
+
+async def test_a_spoofed_target_joins_the_open_mr_for_the_line_instead_of_opening_a_second(world: World) -> None:
+    real, spoofed, found = spoofed_werkzeug()
+    issue, _, mr = await open_all(world, real, found)
+    assert not mr.joined
+
+    other_issue = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=spoofed))
+    planned = await world.change.plan(
+        change.PlanChangeInput(scope=SCOPE, work_item=spoofed, jira_key=other_issue.key, signals=found)
+    )
+    assert planned.operations == ["services/payments/requirements.txt: Werkzeug 0.11 -> 2.2.3"]  # the same line
+    joined = await world.gitlab.open_merge_request(
+        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=spoofed, change=planned, jira_key=other_issue.key)
+    )
+    assert joined.joined and (joined.iid, joined.url, joined.branch) == (mr.iid, mr.url, mr.branch)
+    assert (joined.work_item_id, joined.jira_key) == (real.id, issue.key)
+    assert joined.overlap == ["services/payments/requirements.txt"]
+    (only,) = open_fixloop_mrs(world)
+    assert only["iid"] == mr.iid
+    assert "+Werkzeug==0.15.3" in mr_diffs(world, mr.iid)["services/payments/requirements.txt"]
+    assert world.bot.branch_head(planned.branch or "") is None  # nothing of the spoofed item was pushed
+
+    replanned = await world.change.plan(
+        change.PlanChangeInput(scope=SCOPE, work_item=real, jira_key=issue.key, signals=found)
+    )
+    again = await world.gitlab.open_merge_request(  # the first loop's retry still has its own MR
+        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=real, change=replanned, jira_key=issue.key)
+    )
+    assert not again.joined and again.iid == mr.iid
+
+
+async def test_of_two_racing_mrs_for_the_same_line_the_younger_closes_itself(world: World, monkeypatch) -> None:
+    """Both loops passed the first check before either MR existed: the one with the higher iid, seeing an older
+    MR on its lines after opening, closes itself and deletes its branch; one MR is left open."""
+    real, spoofed, found = spoofed_werkzeug()
+    _, _, first = await open_all(world, real, found)
+    original, calls = world.gitlab._overlapping, []
+
+    def raced(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the spoofed loop's first check saw no MR yet
+        calls.append(kwargs)
+        return None if len(calls) == 1 else original(*args, **kwargs)
+
+    monkeypatch.setattr(world.gitlab, "_overlapping", raced)
+    planned = await world.change.plan(change.PlanChangeInput(scope=SCOPE, work_item=spoofed, signals=found))
+    second = await world.gitlab.open_merge_request(
+        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=spoofed, change=planned)
+    )
+    assert second.joined and second.iid == first.iid and calls == [{}, {"below_iid": first.iid + 1}]
+    (only,) = open_fixloop_mrs(world)
+    assert only["iid"] == first.iid
+    closed = world.project().mergerequests.list(state="closed", get_all=True)
+    assert [(m.iid, m.source_branch) for m in closed] == [(first.iid + 1, planned.branch)], [m.asdict() for m in closed]
+    assert world.bot.branch_head(planned.branch or "") is None

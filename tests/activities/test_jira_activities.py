@@ -3,9 +3,11 @@ dedup key, closing, and the link to the merge request."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 
@@ -13,6 +15,7 @@ from activities import jira
 from fixloop.models import PackageBump, Severity, WorkItem, WorkItemKind
 from tests.activities.sandbox_world import World, running_world
 from tests.change.helpers import work_item
+from tests.change.markup_checks import jira_constructs, jira_reads
 
 SCOPE = "platform/gitops"
 
@@ -27,6 +30,15 @@ def comments(w: World, key: str) -> list[str]:
     return [c.body for c in w.jira_client.jira.comments(key)]
 
 
+def read(w: World, key: str) -> list[str]:
+    """The comments of ``key`` as a reader sees them (each checked inert first)."""
+    out = []
+    for body in comments(w, key):
+        assert jira_constructs(body.rsplit("\n\nfixloop-ref: ", 1)[0]) == [], body
+        out.append(jira_reads(body))
+    return out
+
+
 async def test_open_work_item_creates_the_issue_once_with_a_plain_text_summary(world: World) -> None:
     item, _ = work_item("trivy/trivy-0.22-fulldb_pip.json", WorkItemKind.DEPENDENCY_BUMP)
     ref = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
@@ -34,12 +46,12 @@ async def test_open_work_item_creates_the_issue_once_with_a_plain_text_summary(w
     issue = world.jira_client.get_issue(ref.key)
     assert issue.summary == item.title
     assert sorted(issue.labels) == sorted([f"fixloop:{item.id}", "fixloop", "fixloop-dependency_bump"])
-    assert issue.description is not None
-    assert issue.description.startswith(
+    assert issue.description is not None and jira_constructs(issue.description) == []
+    assert jira_reads(issue.description).startswith(
         f"fixloop work item {item.id} (dependency_bump, severity {item.severity.value}) in platform/gitops.\n"
     )
-    assert "Packages (installed -> fixed):\n- Werkzeug 0.11 -> 0.15.3\n" in issue.description
-    assert f"Advisories ({len(item.advisories)}): {item.advisories[0]}, " in issue.description
+    assert "Packages (installed -> fixed):\n- Werkzeug 0.11 -> 0.15.3\n" in jira_reads(issue.description)
+    assert f"Advisories ({len(item.advisories)}): {item.advisories[0]}, " in jira_reads(issue.description)
 
     again = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
     assert (again.key, again.url, again.created) == (ref.key, ref.url, False)
@@ -62,10 +74,11 @@ async def test_untrusted_text_is_bounded_and_inert_in_the_issue(world: World) ->
     issue = world.jira_client.get_issue(ref.key)
     assert "\n" not in issue.summary and len(issue.summary) <= 255
     text = issue.description or ""
+    assert jira_constructs(text) == []
     assert "Target: ../../.gitlab-ci.yml\n" in text  # data, shown as text
-    assert "\\[click me\\|https://evil.example\\] \\{code\\}rm -rf /\\{code\\} \\!https" in text
-    assert "[click" not in text.replace("\\[click", "")
-    assert "Advisories (30): CVE-2024-1000, " in text and ", CVE-2024-1019 and 10 more\n" in text
+    assert "\\[click me\\|https:\u200b//evil.example\\] \\{code\\}rm \\-rf /\\{code\\} \\!https" in text
+    assert "[click me|https://evil.example] {code}rm -rf /{code} !https://evil.example/x.png!" in jira_reads(text)
+    assert "Advisories (30): CVE-2024-1000, " in jira_reads(text) and ", CVE-2024-1019 and 10 more\n" in text
 
 
 async def test_comment_is_posted_once_per_dedup_key_and_adds_labels(world: World) -> None:
@@ -85,7 +98,7 @@ async def test_close_done_transitions_to_done_and_other_resolutions_only_label(w
     await world.jira.close_work_item(close)
     await world.jira.close_work_item(close)  # a retry changes nothing
     assert world.jira_client.get_issue(done.key).status == "Done"
-    assert comments(world, done.key) == ["Verified: error rate 0.4% -> 0.1%.\n\nfixloop-ref: close:done"]
+    assert read(world, done.key) == ["Verified: error rate 0.4% -> 0.1%.\n\nfixloop-ref: close:done"]
 
     other, _ = work_item("trivy/trivy-head_npm.json", WorkItemKind.DEPENDENCY_BUMP)
     wont = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=other))
@@ -111,3 +124,33 @@ async def test_an_unknown_issue_is_a_non_retryable_not_found(world: World) -> No
         await world.jira.comment(jira.CommentInput(key="OPS-999", body="x", dedup_key="k"))
     assert raised.value.non_retryable and raised.value.type == "NotFound"
     assert world.env["FIXLOOP_JIRA_API_TOKEN"] not in raised.value.message
+
+
+EVIL = "h1. [evil|http://x] [~admin] {html}<img src=x onerror=alert(1)>{html} !x.png! see https://evil.example/a"
+
+
+async def test_alert_text_arrives_inert_in_the_summary_description_and_comments(world: World) -> None:
+    """An alert's title and service carrying Jira wiki links, a mention, the html macro, an image, a heading and a
+    bare URL: the summary is one plain line, and the description and every comment render none of it."""
+    item = WorkItem(
+        id="wi-" + "cd" * 12,
+        kind=WorkItemKind.ALERT_INVESTIGATION,
+        title=EVIL + "\nh2. second line",
+        severity=Severity.HIGH,
+        signals=["s1"],
+        service="[~admin]",
+        note=EVIL,
+    )
+    ref = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    issue = world.jira_client.get_issue(ref.key)
+    assert "\n" not in issue.summary and issue.summary.startswith("h1. [evil|http://x] [~admin]")
+    description = issue.description or ""
+    assert jira_constructs(description) == [], description
+    assert "Service: [~admin]\n" in jira_reads(description) and f"Note: {EVIL}" in jira_reads(description)
+
+    body = f"1 alert(s) on [~admin] joined this work item:\n- {EVIL} (datadog)\n{EVIL}"
+    await world.jira.comment(jira.CommentInput(key=ref.key, body=body, labels=["fixloop-alert"], dedup_key="joined-1"))
+    await world.jira.close_work_item(jira.CloseWorkItemInput(key=ref.key, resolution="won't do", comment=EVIL))
+    assert read(world, ref.key) == [f"{body}\n\nfixloop-ref: joined-1", f"{EVIL}\n\nfixloop-ref: close:won't do"]
+    page = httpx.get(ref.url).text  # the sandbox's human view shows the text, not its escapes
+    assert html.escape("- h1. [evil|http") in page and "\\[" not in page
