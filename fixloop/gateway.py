@@ -440,7 +440,7 @@ class Gateway:
             return _json(e.status, {"error": e.error, "field": e.field}, e.headers)
         except ClientDisconnect:  # the sender went away mid-body (or the server's body deadline closed it)
             m.rejected.labels(endpoint, "client_disconnect").inc()
-            log.warning("%s %s: client disconnected before its body was read; nothing recorded", request.method, endpoint)
+            log.warning("%s %s: client gone before its body was read; nothing recorded", request.method, endpoint)
             return _json(400, {"error": "client disconnected", "field": "body"})
         except Exception:
             m.rejected.labels(endpoint, "internal_error").inc()
