@@ -46,9 +46,35 @@ Answers
     a 2xx, so GitLab and Flux do not retry it.
   * Errors are ``{"error": message, "field": name}`` (``field`` names the header, ``body``, or the JSON field, e.g.
     ``alerts[0].labels``): 400 malformed JSON or not this endpoint's format, 401 missing or wrong secret, 404 unknown
-    report source, 413 body over FIXLOOP_GATEWAY_MAX_BODY_BYTES (checked while reading, before parsing), 415 not
-    ``application/json`` (or a ``Content-Encoding``), 422 valid JSON with invalid values, 503 Temporal unavailable
-    (retry). A 500 is a bug in fixloop, never the sender's input.
+    report source, 413 body over FIXLOOP_GATEWAY_MAX_BODY_BYTES (checked while reading, before parsing) or over a
+    count limit (below), 415 not ``application/json`` (or a ``Content-Encoding``), 422 valid JSON with invalid
+    values (a Flux event too old or too far ahead: field ``timestamp``), 503 Temporal unavailable (retry; with
+    ``Retry-After``). A 500 is a bug in fixloop, never the sender's input.
+
+Bounded cost per request (issue 14)
+  * Connections (``fixloop/httpserver.py``, uvicorn's httptools protocol with deadlines): the request line and
+    headers within FIXLOOP_GATEWAY_HEADER_TIMEOUT (10 s) and FIXLOOP_GATEWAY_MAX_HEADER_BYTES (64 KiB), the body
+    within FIXLOOP_GATEWAY_BODY_TIMEOUT (30 s) of the headers, idle keep-alive connections closed after
+    FIXLOOP_GATEWAY_KEEP_ALIVE_TIMEOUT (5 s); otherwise 408/431 and the connection is closed.
+  * Order: the secret is checked before the body is read (for Flux, whose signature is an HMAC of the body, the
+    body is read only up to its 1 MiB limit before the check), then the body is read up to its limit, then parsed
+    once (orjson, ``fixloop.ingest.decode``) within limits every endpoint shares: FIXLOOP_GATEWAY_MAX_JSON_VALUES
+    (1,000,000 JSON values, counted on the bytes before the parse: 413 ``body``) and FIXLOOP_GATEWAY_MAX_JSON_DEPTH
+    (64 nested containers: 400 ``body``); then, for reports and alerts, FIXLOOP_GATEWAY_MAX_ELEMENTS (20,000
+    elements per finding list, e.g. Trivy ``Results`` and ``Results[].Vulnerabilities``, Alertmanager ``alerts``,
+    Grype ``matches``: 413 naming the list) before any pydantic model is built. The GitLab and Flux hook parsers
+    validate the decoded document (no second JSON parse).
+  * Memory: a request holds its body once (a growing buffer, not copied), the value count's copy of it only when
+    the cheap bound is over the limit, and the parse at most about 4 x the body + 130 bytes x JSON values
+    (orjson's objects, measured: ``fixloop/ingest.py``). Bodies over 256 KiB are parsed in a worker thread, one at
+    a time, so the event loop (``/healthz``) keeps answering and the parse bound holds per process. With the
+    defaults the worst document costs about 4 x 32 MiB + 130 MB; ``bench/gateway.py`` reports the process's
+    ``peak_rss_mb`` over a run that includes the 8.6 MB report of 3 M empty results (refused before parsing).
+    Bodies being read are not pooled: N slow senders of 32 MiB hold N x 32 MiB for at most the body timeout.
+  * Temporal: the connection attempt, shared by concurrent requests, and each call's retries of an unreachable
+    server are bounded by FIXLOOP_GATEWAY_CONNECT_TIMEOUT (1.5 s), so while Temporal is down a request gets its
+    503 within that time, not after the SDK's 10 s of retries.
+  * A client that disconnects before its body is read is a warning (``client_disconnect``), not an error.
 
 Micro-batching: deliveries for the same scope that arrive within FIXLOOP_GATEWAY_BATCH_WINDOW_MS of the first
 travel in one ``submit_signals`` call; while that call runs, later deliveries gather for the next one (at most one
@@ -75,6 +101,18 @@ commit. Flux: a ``Provider`` of type ``generic-hmac`` with ``address: <gateway>/
 ``token`` is FIXLOOP_FLUX_HMAC_KEY, and an ``Alert`` on the Kustomization FIXLOOP_FLUX_KUSTOMIZATION; a deploy outcome
 (``activities.flux.deploy_event``) is signalled to every running loop of the scope in stage ``await_deploy`` (Temporal
 visibility: ``FixloopStage``/``FixloopScope``); a loop not yet visible there finds the deploy by its poll fallback.
+
+Flux replays: an event whose ``timestamp`` is older than FIXLOOP_GATEWAY_FLUX_MAX_AGE (600 s) or further ahead than
+FIXLOOP_GATEWAY_FLUX_MAX_FUTURE (120 s) is refused (422, field ``timestamp``; nothing is signalled); a deploy
+outcome already delivered by this process, the same (involved object, revision, reason, timestamp), is answered
+200 ``{"ignored": ...}`` without a signal (a concurrent copy counts as delivered; one whose delivery failed with a
+503 does not, so Flux's retry gets through). The keys are kept per gateway process, for FIXLOOP_GATEWAY_FLUX_MAX_AGE
+and at most 10,000 of them: with several replicas a replay that reaches another replica within the age bound is
+signalled once more. That changes no outcome: the loop's ``deploy_event`` handler (``workflows/remediation.py``
+``_apply_events``) sets ``state.deploy`` from the event's revision and readiness, so the same event applied twice
+leaves the same state; what a replay costs is one more signal in the loop's history (and, for another revision,
+one more note). An older event replayed after a newer one could flip a failed/applied deploy back: the age bound
+is what stops that.
 """
 
 from __future__ import annotations

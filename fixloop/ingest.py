@@ -53,7 +53,7 @@ PARSERS: dict[Source, ModuleType] = {
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
 MAX_DEPTH = 64  # containers nested in containers; real reports and hooks nest fewer than 10
 MAX_VALUES = 1_000_000  # JSON values of one document (a 30 MiB real scanner report holds about as many)
-MAX_ELEMENTS = 50_000  # elements of one finding list of one document (ELEMENT_LISTS)
+MAX_ELEMENTS = 20_000  # elements of one finding list of one document (ELEMENT_LISTS)
 
 # The lists each format's parser turns into signals, as paths (``[]``: every element of a list; the bare ``[]``
 # path is a top-level array). Their exact lengths are checked against ``max_elements`` after the JSON parse and
