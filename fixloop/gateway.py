@@ -83,7 +83,7 @@ call per scope in flight, so batches grow with the load). Every delivery is answ
 Metrics (``/metrics``, label ``endpoint`` e.g. ``signals/datadog``, ``reports/trivy``, ``hooks/gitlab``; ``source``
 the signals' source): ``fixloop_gateway_deliveries_received_total``, ``..._accepted_total``, ``..._ignored_total``,
 ``..._rejected_total{reason}`` (unauthorized, unknown_source, too_large, unsupported_media_type, malformed, invalid,
-unavailable, internal_error), ``fixloop_gateway_signals_accepted_total{source}``,
+unavailable, client_disconnect, internal_error), ``fixloop_gateway_signals_accepted_total{source}``,
 ``fixloop_gateway_signal_duplicates_total{source}`` (a finding listed twice in one document, or a fingerprint this
 process already delivered: a retry or an alert's later transition; the intake's own counters are authoritative),
 ``fixloop_gateway_request_duration_seconds{endpoint}``, ``fixloop_gateway_batch_signals`` and
@@ -955,7 +955,7 @@ _ERROR = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON, or not this endpoint's format.", **_ERROR},
     401: {"description": "Missing or wrong secret.", **_ERROR},
-    413: {"description": "Body over the size limit.", **_ERROR},
+    413: {"description": "Body over the size limit, or too many JSON values or finding-list elements.", **_ERROR},
     415: {"description": "Not application/json.", **_ERROR},
     422: {"description": "Valid JSON with invalid values.", **_ERROR},
     503: {"description": "Temporal unavailable: nothing was recorded; retry.", **_ERROR},
