@@ -35,9 +35,15 @@ holds every alert answered 2xx (or it makes no progress for ``--stall`` s). ``lo
 alerts the intake counted; ``refused`` = alerts in requests answered otherwise (or not at all): both must be 0.
 Details per phase: CPU seconds of each process (``/proc``), the gateway's batching (from its ``/metrics``), latency.
 
-Goal (issue 7): ``ratio`` (gateway over bare) at least 5, with ``lost == 0`` and ``refused == 0``.
-Last line: ``{"gateway_alerts_per_s": ..., "bare_signal_with_start_per_s": ..., "ratio": ..., "lost": ...}``
-plus details. Progress goes to stderr.
+Hostile report (issue 14): after the gateway phase, a Trivy report of 3 M empty results (8.6 MB) is posted to
+``/v1/reports/trivy`` while ``/healthz`` is asked on another connection; ``hostile_report`` gives its answer's status
+and time and how long ``/healthz`` took meanwhile. ``peak_rss_mb`` is the gateway process's peak resident memory over
+the whole run (``VmHWM`` of ``/proc/<pid>/status``, Linux), ``rss_mb_at_start`` its resident memory once it listened.
+
+Goal (issue 7): ``ratio`` (gateway over bare) at least 5, with ``lost == 0`` and ``refused == 0``; (issue 14) the
+hostile report refused (413) with ``peak_rss_mb`` under the gateway's 512 Mi Kubernetes request.
+Last line: ``{"gateway_alerts_per_s": ..., "bare_signal_with_start_per_s": ..., "ratio": ..., "lost": ...,
+"peak_rss_mb": ...}`` plus details. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -446,6 +452,48 @@ def dev_server_pid() -> int | None:
     return None
 
 
+def memory_mb(pid: int | None, field: str) -> float | None:
+    """``field`` (``VmRSS``, ``VmHWM``: the peak) of ``/proc/<pid>/status`` in MB, None if it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return None
+
+
+HOSTILE_RESULTS = 3_000_000
+
+
+async def post_hostile(url: str) -> dict[str, object]:
+    """Post the 8.6 MB Trivy report of 3 M empty results and, meanwhile, ask ``/healthz``: statuses and times."""
+    report = b'{"SchemaVersion": 2, "ArtifactName": "x", "Results": [' + b",".join([b"{}"] * HOSTILE_RESULTS) + b"]}"
+    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT) as http:
+        headers = {"Content-Type": "application/json", "X-Fixloop-Token": TOKEN}
+
+        async def hostile() -> tuple[int, float, str]:
+            t = time.perf_counter()
+            r = await http.post("/v1/reports/trivy", content=report, headers=headers)
+            return r.status_code, time.perf_counter() - t, r.text[:200]
+
+        async def health() -> tuple[int, float]:
+            await asyncio.sleep(0)  # once the report is on its way
+            t = time.perf_counter()
+            r = await http.get("/healthz")
+            return r.status_code, time.perf_counter() - t
+
+        (status, seconds, answer), (h_status, h_seconds) = await asyncio.gather(hostile(), health())
+    return {
+        "bytes": len(report),
+        "status": status,
+        "seconds": round(seconds, 3),
+        "answer": answer,
+        "healthz_status": h_status,
+        "healthz_ms": round(1000 * h_seconds, 1),
+    }
+
+
 def metric_sums(text: str) -> dict[str, float]:
     """The samples of the gateway's ``/metrics`` (Prometheus text), by name with labels."""
     out: dict[str, float] = {}
@@ -497,6 +545,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         async with worker as running, gateway_process(gw_env) as gateway:
             say(f"gateway at {gateway.found}, Temporal at {client.service_client.config.target_host}")
             pids = {"bench": os.getpid(), "gateway": gateway.pid, "temporal": dev_server_pid()}
+            rss_at_start = memory_mb(gateway.pid, "VmRSS")
             if isinstance(running, Child):
                 pids["worker"] = running.pid
 
@@ -545,6 +594,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             finally:
                 await warm.close()
             gw_counters = await counted(client, gw_scope, tally.accepted, args.stall)
+            say("hostile report: 3 M empty Trivy results")
+            hostile = await post_hostile(gateway.found)
+            peak_rss = memory_mb(gateway.pid, "VmHWM")
             async with httpx.AsyncClient(base_url=gateway.found) as http:
                 metrics = metric_sums((await http.get("/metrics")).text)
             say(f"gateway: {gw_alerts} alerts in {gw_s:.1f} s; intake counted {gw_counters.received}")
@@ -564,6 +616,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "lost": lost,
         "refused": tally.refused,
         "goal_met": gw_rate >= GOAL_RATIO * bare_rate and lost == 0 and tally.refused == 0,
+        "peak_rss_mb": peak_rss,
+        "rss_mb_at_start": rss_at_start,
+        "hostile_report": hostile,
         "gateway": {
             "alerts": gw_alerts,
             "accepted": gw_accepted,

@@ -292,14 +292,13 @@ def gateway(
     """Serve the HTTP gateway until interrupted: Datadog and Alertmanager webhooks, scanner reports, GitLab merge
     request hooks and Flux events into Temporal (endpoints, authentication and answers: ``fixloop/gateway.py``; the
     OpenAPI description at /openapi.json). Configuration: FIXLOOP_GATEWAY_* (token, scope, max_body_bytes,
-    batch_window_ms), FIXLOOP_GITLAB_WEBHOOK_TOKEN, FIXLOOP_FLUX_HMAC_KEY, FIXLOOP_TEMPORAL_*, FIXLOOP_INTAKE_*.
-    Temporal is connected on the first request that needs it: while it is down, those requests get 503. Exit
+    batch_window_ms, the JSON and connection limits: ``fixloop/httpserver.py``), FIXLOOP_GITLAB_WEBHOOK_TOKEN,
+    FIXLOOP_FLUX_HMAC_KEY, FIXLOOP_TEMPORAL_*, FIXLOOP_INTAKE_*. Temporal is connected on the first request that
+    needs it: while it is down, those requests get 503 within FIXLOOP_GATEWAY_CONNECT_TIMEOUT. Exit
     status 2 for an invalid variable or a port that cannot be bound."""
     import logging
-    import socket
 
-    import uvicorn
-
+    from fixloop import httpserver
     from fixloop.config import IntakeSettings, TemporalSettings
     from fixloop.gateway import GatewaySettings, create_app
     from fixloop.temporal import connect as temporal_connect
@@ -312,7 +311,7 @@ def gateway(
     async def connect() -> Client:
         global _temporal_connected
         _temporal_connected = True
-        return await temporal_connect(temporal_settings)
+        return await temporal_connect(temporal_settings, timeout=settings.connect_timeout)
 
     application = create_app(
         settings,
@@ -323,11 +322,10 @@ def gateway(
         gitlab_webhook=_settings("gateway", WebhookSettings),
     )
     try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock = httpserver.listen(host, port)
     except OSError as e:
         typer.echo(f"fixloop gateway: cannot listen on {host}:{port}: {e.strerror or e}", err=True)
         raise typer.Exit(code=2) from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted connections inherit it (no Nagle wait)
     actual = sock.getsockname()[1]
     missing = [
         name
@@ -346,7 +344,7 @@ def gateway(
         + (f"; not set, so refusing those deliveries: {', '.join(missing)}" if missing else ""),
         err=True,
     )
-    server = uvicorn.Server(uvicorn.Config(application, log_level="warning", access_log=False))
+    server = httpserver.server(application, settings)  # header, body and keep-alive deadlines
     try:
         server.run(sockets=[sock])  # answers what is in flight on SIGINT/SIGTERM, then re-raises the signal
     except KeyboardInterrupt:

@@ -47,9 +47,35 @@ Answers
     a 2xx, so GitLab and Flux do not retry it.
   * Errors are ``{"error": message, "field": name}`` (``field`` names the header, ``body``, or the JSON field, e.g.
     ``alerts[0].labels``): 400 malformed JSON or not this endpoint's format, 401 missing or wrong secret, 404 unknown
-    report source, 413 body over FIXLOOP_GATEWAY_MAX_BODY_BYTES (checked while reading, before parsing), 415 not
-    ``application/json`` (or a ``Content-Encoding``), 422 valid JSON with invalid values, 503 Temporal unavailable
-    (retry). A 500 is a bug in fixloop, never the sender's input.
+    report source, 413 body over FIXLOOP_GATEWAY_MAX_BODY_BYTES (checked while reading, before parsing) or over a
+    count limit (below), 415 not ``application/json`` (or a ``Content-Encoding``), 422 valid JSON with invalid
+    values (a Flux event too old or too far ahead: field ``timestamp``), 503 Temporal unavailable (retry; with
+    ``Retry-After``). A 500 is a bug in fixloop, never the sender's input.
+
+Bounded cost per request (issue 14)
+  * Connections (``fixloop/httpserver.py``, uvicorn's httptools protocol with deadlines): the request line and
+    headers within FIXLOOP_GATEWAY_HEADER_TIMEOUT (10 s) and FIXLOOP_GATEWAY_MAX_HEADER_BYTES (64 KiB), the body
+    within FIXLOOP_GATEWAY_BODY_TIMEOUT (30 s) of the headers, idle keep-alive connections closed after
+    FIXLOOP_GATEWAY_KEEP_ALIVE_TIMEOUT (5 s); otherwise 408/431 and the connection is closed.
+  * Order: the secret is checked before the body is read (for Flux, whose signature is an HMAC of the body, the
+    body is read only up to its 1 MiB limit before the check), then the body is read up to its limit, then parsed
+    once (orjson, ``fixloop.ingest.decode``) within limits every endpoint shares: FIXLOOP_GATEWAY_MAX_JSON_VALUES
+    (1,000,000 JSON values, counted on the bytes before the parse: 413 ``body``) and FIXLOOP_GATEWAY_MAX_JSON_DEPTH
+    (64 nested containers: 400 ``body``); then, for reports and alerts, FIXLOOP_GATEWAY_MAX_ELEMENTS (20,000
+    elements per finding list, e.g. Trivy ``Results`` and ``Results[].Vulnerabilities``, Alertmanager ``alerts``,
+    Grype ``matches``: 413 naming the list) before any pydantic model is built. The GitLab and Flux hook parsers
+    validate the decoded document (no second JSON parse).
+  * Memory: a request holds its body once (a growing buffer, not copied), the value count's copy of it only when
+    the cheap bound is over the limit, and the parse at most about 4 x the body + 130 bytes x JSON values
+    (orjson's objects, measured: ``fixloop/ingest.py``). Bodies over 256 KiB are parsed in a worker thread, one at
+    a time, so the event loop (``/healthz``) keeps answering and the parse bound holds per process. With the
+    defaults the worst document costs about 4 x 32 MiB + 130 MB; ``bench/gateway.py`` reports the process's
+    ``peak_rss_mb`` over a run that includes the 8.6 MB report of 3 M empty results (refused before parsing).
+    Bodies being read are not pooled: N slow senders of 32 MiB hold N x 32 MiB for at most the body timeout.
+  * Temporal: the connection attempt, shared by concurrent requests, and each call's retries of an unreachable
+    server are bounded by FIXLOOP_GATEWAY_CONNECT_TIMEOUT (1.5 s), so while Temporal is down a request gets its
+    503 within that time, not after the SDK's 10 s of retries.
+  * A client that disconnects before its body is read is a warning (``client_disconnect``), not an error.
 
 Micro-batching: deliveries for the same scope that arrive within FIXLOOP_GATEWAY_BATCH_WINDOW_MS of the first
 travel in one ``submit_signals`` call; while that call runs, later deliveries gather for the next one (at most one
@@ -58,7 +84,7 @@ call per scope in flight, so batches grow with the load). Every delivery is answ
 Metrics (``/metrics``, label ``endpoint`` e.g. ``signals/datadog``, ``reports/trivy``, ``hooks/gitlab``; ``source``
 the signals' source): ``fixloop_gateway_deliveries_received_total``, ``..._accepted_total``, ``..._ignored_total``,
 ``..._rejected_total{reason}`` (unauthorized, unknown_source, too_large, unsupported_media_type, malformed, invalid,
-unavailable, internal_error), ``fixloop_gateway_signals_accepted_total{source}``,
+unavailable, client_disconnect, internal_error), ``fixloop_gateway_signals_accepted_total{source}``,
 ``fixloop_gateway_signal_duplicates_total{source}`` (a finding listed twice in one document, or a fingerprint this
 process already delivered: a retry or an alert's later transition; the intake's own counters are authoritative),
 ``fixloop_gateway_request_duration_seconds{endpoint}``, ``fixloop_gateway_batch_signals`` and
@@ -78,6 +104,18 @@ Flux: a ``Provider`` of type ``generic-hmac`` with ``address: <gateway>/v1/hooks
 FIXLOOP_FLUX_HMAC_KEY, and an ``Alert`` on the Kustomization FIXLOOP_FLUX_KUSTOMIZATION; a deploy outcome
 (``activities.flux.deploy_event``) is signalled to every running loop of the scope in stage ``await_deploy`` (Temporal
 visibility: ``FixloopStage``/``FixloopScope``); a loop not yet visible there finds the deploy by its poll fallback.
+
+Flux replays: an event whose ``timestamp`` is older than FIXLOOP_GATEWAY_FLUX_MAX_AGE (600 s) or further ahead than
+FIXLOOP_GATEWAY_FLUX_MAX_FUTURE (120 s) is refused (422, field ``timestamp``; nothing is signalled); a deploy
+outcome already delivered by this process, the same (involved object, revision, reason, timestamp), is answered
+200 ``{"ignored": ...}`` without a signal (a concurrent copy counts as delivered; one whose delivery failed with a
+503 does not, so Flux's retry gets through). The keys are kept per gateway process, for FIXLOOP_GATEWAY_FLUX_MAX_AGE
+and at most 10,000 of them: with several replicas a replay that reaches another replica within the age bound is
+signalled once more. That changes no outcome: the loop's ``deploy_event`` handler (``workflows/remediation.py``
+``_apply_events``) sets ``state.deploy`` from the event's revision and readiness, so the same event applied twice
+leaves the same state; what a replay costs is one more signal in the loop's history (and, for another revision,
+one more note). An older event replayed after a newer one could flip a failed/applied deploy back: the age bound
+is what stops that.
 """
 
 from __future__ import annotations
@@ -103,6 +141,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -110,11 +149,21 @@ from activities.flux import deploy_event
 from activities.gitlab import Approval, MrState
 from fixloop import __version__
 from fixloop.config import IntakeSettings, LoopSettings, TemporalSettings, load
-from fixloop.ingest import IngestError, IngestResult, decode, parse_document
+from fixloop.ingest import (
+    MAX_DEPTH,
+    MAX_ELEMENTS,
+    MAX_VALUES,
+    IngestError,
+    IngestResult,
+    TooDeep,
+    TooMany,
+    decode,
+    parse_document,
+)
 from fixloop.models import Signal, Source
 from fixloop.parsing import ParseError, clean
 from fixloop.temporal import submit_signals
-from integrations.flux import MAX_EVENT_BYTES, FluxEventError, FluxSettings, parse_event, verify_signature
+from integrations.flux import MAX_EVENT_BYTES, FluxEvent, FluxEventError, FluxSettings, parse_event, verify_signature
 from integrations.gitlab.api import GitLabSettings
 from integrations.gitlab.webhook import (
     APPROVAL_ACTIONS,
@@ -128,7 +177,7 @@ from integrations.gitlab.webhook import (
 )
 from workflows import policies
 from workflows.intake import intake_id
-from workflows.remediation import ApprovalEvent, MergeRequestEvent, RemediationWorkflow, Stage, loop_id
+from workflows.remediation import ApprovalEvent, DeployEvent, MergeRequestEvent, RemediationWorkflow, Stage, loop_id
 
 log = logging.getLogger("fixloop.gateway")
 
@@ -154,6 +203,7 @@ THREAD_PARSE_BYTES = 256 << 10  # larger bodies are parsed in a thread, so the e
 WARNINGS_SHOWN = 10
 DELIVERED_REMEMBERED = 100_000  # fingerprints this process delivered, for the duplicates metric
 LOOPS_LISTED = 1_000  # loops of one scope signalled per Flux event at most
+FLUX_EVENTS_REMEMBERED = 10_000  # Flux event keys kept for the replay check (per process; oldest dropped first)
 
 Connect = Callable[[], Awaitable[Client]]
 
@@ -163,7 +213,11 @@ class GatewaySettings(BaseSettings):
     and scanners; unset: those endpoints answer 401), ``FIXLOOP_GATEWAY_SCOPE`` (the intake signals go to, default
     ``FIXLOOP_GITLAB_PROJECT``, else ``platform/gitops``: the GitOps project's path), ``FIXLOOP_GATEWAY_MAX_BODY_BYTES``
     (default 32 MiB), ``FIXLOOP_GATEWAY_BATCH_WINDOW_MS`` (micro-batching window, default 5),
-    ``FIXLOOP_GATEWAY_TEMPORAL_TIMEOUT`` (seconds a request waits for Temporal before its 503, default 10), and
+    ``FIXLOOP_GATEWAY_TEMPORAL_TIMEOUT`` (seconds a request waits for Temporal before its 503, default 10), the
+    limits of "Bounded cost" in the module docstring (``..._CONNECT_TIMEOUT``, ``..._MAX_JSON_DEPTH``,
+    ``..._MAX_JSON_VALUES``, ``..._MAX_ELEMENTS``, ``..._HEADER_TIMEOUT``, ``..._BODY_TIMEOUT``,
+    ``..._KEEP_ALIVE_TIMEOUT``, ``..._MAX_HEADER_BYTES``), the Flux replay bounds (``..._FLUX_MAX_AGE``,
+    ``..._FLUX_MAX_FUTURE``), and
     ``FIXLOOP_GITLAB_BOT_USERNAME`` (fixloop's own GitLab user, whose approvals never count). The GitLab webhook
     token and the Flux HMAC key are those of ``WebhookSettings`` and ``FluxSettings``."""
 
@@ -189,6 +243,49 @@ class GatewaySettings(BaseSettings):
     )
     temporal_timeout: float = Field(
         default=10.0, gt=0, le=300, description="Seconds a request waits for Temporal before its 503."
+    )
+    connect_timeout: float = Field(
+        default=1.5,
+        gt=0,
+        le=60,
+        description="Seconds a request waits for a Temporal connection before its 503 (Temporal down: 503 this fast).",
+    )
+    max_json_depth: int = Field(
+        default=MAX_DEPTH, ge=2, le=1_000, description="Deepest nesting of JSON containers in a body (deeper: 400)."
+    )
+    max_json_values: int = Field(
+        default=MAX_VALUES,
+        ge=1_000,
+        le=100_000_000,
+        description="Most JSON values in one body, counted before it is parsed (more: 413, field body).",
+    )
+    max_elements: int = Field(
+        default=MAX_ELEMENTS,
+        ge=1,
+        le=10_000_000,
+        description="Most elements of one finding list of a report (results, alerts, vulnerabilities, matches, "
+        "packages; more: 413 naming the list).",
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds a connection may take to send a request's headers."
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, le=3_600, description="Seconds a request may take to send its body once its headers are in."
+    )
+    keep_alive_timeout: int = Field(
+        default=5, ge=1, le=600, description="Seconds an idle keep-alive connection stays open (uvicorn's)."
+    )
+    max_header_bytes: int = Field(
+        default=64 << 10, ge=4 << 10, le=16 << 20, description="Largest request line and headers, in bytes (431)."
+    )
+    flux_max_age: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="Seconds a Flux event's timestamp may be in the past (older: 422, a replay changes nothing).",
+    )
+    flux_max_future: float = Field(
+        default=120.0, ge=0, le=3_600, description="Seconds a Flux event's timestamp may be ahead (clock skew)."
     )
     bot_username: str = Field(
         default=GitLabSettings.model_fields["bot_username"].default,
@@ -360,7 +457,9 @@ class Gateway:
         self.gitlab_webhook = gitlab_webhook
         self.metrics = Metrics()
         self.client: Client | None = None
-        self._connect_lock = asyncio.Lock()
+        self._connecting: asyncio.Task[Client] | None = None
+        self._parse_lock = asyncio.Lock()  # one large body parsed at a time: the parse memory bound is per process
+        self._flux_seen: OrderedDict[tuple[str, ...], float] = OrderedDict()  # Flux event key -> its timestamp
         self._collectors: dict[str, _Collector] = {}
         self._delivered: OrderedDict[str, None] = OrderedDict()
         token = settings.token.get_secret_value() if settings.token else ""
@@ -380,6 +479,10 @@ class Gateway:
             m.rejected.labels(endpoint, e.reason).inc()
             log.info("%s %s: %d %s (%s)", request.method, endpoint, e.status, e.reason, e.field or "-")
             return _json(e.status, {"error": e.error, "field": e.field}, e.headers)
+        except ClientDisconnect:  # the sender went away mid-body (or the server's body deadline closed it)
+            m.rejected.labels(endpoint, "client_disconnect").inc()
+            log.warning("%s %s: client gone before its body was read; nothing recorded", request.method, endpoint)
+            return _json(400, {"error": "client disconnected", "field": "body"})
         except Exception:
             m.rejected.labels(endpoint, "internal_error").inc()
             log.exception("%s %s: internal error", request.method, endpoint)
@@ -390,17 +493,29 @@ class Gateway:
         return _json(status, body)
 
     async def temporal(self) -> Client:
-        """The Temporal client, connected on first use; ``Unavailable`` while it cannot be (retried per request)."""
+        """The Temporal client, connected on first use; ``Unavailable`` while it cannot be (retried per request).
+        Concurrent requests share one connection attempt and each waits for it at most
+        FIXLOOP_GATEWAY_CONNECT_TIMEOUT seconds, so while Temporal is down every request gets its 503 within that
+        time (not one attempt after another's)."""
         if self.client is not None:
             return self.client
-        async with self._connect_lock:
-            if self.client is None:
-                try:
-                    self.client = await asyncio.wait_for(self._connect(), self.settings.temporal_timeout)
-                except Exception as e:  # connect raises RuntimeError, TimeoutError, or the CLI's own errors
-                    log.warning("cannot connect to Temporal: %s: %s", type(e).__name__, clean(e, 300))
-                    raise Unavailable() from None
-        return self.client
+        attempt = self._connecting
+        if attempt is None:
+            attempt = self._connecting = asyncio.create_task(self._connect_once(), name="gateway-temporal-connect")
+        try:
+            return await asyncio.wait_for(asyncio.shield(attempt), self.settings.connect_timeout)
+        except Exception as e:  # connect raises RuntimeError, TimeoutError, or the CLI's own errors
+            log.warning("cannot connect to Temporal: %s: %s", type(e).__name__, clean(e, 300))
+            raise Unavailable() from None
+
+    async def _connect_once(self) -> Client:
+        """One connection attempt (bounded by FIXLOOP_GATEWAY_CONNECT_TIMEOUT); the next request after a failure
+        makes a new one."""
+        try:
+            self.client = await asyncio.wait_for(self._connect(), self.settings.connect_timeout)
+            return self.client
+        finally:
+            self._connecting = None
 
     def authorize(self, request: Request) -> None:
         """The shared secret: ``X-Fixloop-Token`` or ``Authorization: Bearer``; 401 unless it matches."""
@@ -426,9 +541,11 @@ class Gateway:
         body = await read_body(request, self.settings.max_body_bytes)
         delivery = uuid.uuid4().hex[:16]
         if len(body) > THREAD_PARSE_BYTES:
-            result = await asyncio.to_thread(parse_signals, body, f"delivery:{delivery}", source)
+            async with self._parse_lock:
+                result = await asyncio.to_thread(parse_signals, body, f"delivery:{delivery}", source, self.settings)
+            del body
         else:
-            result = parse_signals(body, f"delivery:{delivery}", source)
+            result = parse_signals(body, f"delivery:{delivery}", source, self.settings)
         answer: dict[str, Any] = {"signals": len(result.signals), "intake": None, "delivery": delivery}
         if result.warnings:
             answer["warnings"] = [clean(w, 300) for w in result.warnings[:WARNINGS_SHOWN]]
@@ -523,7 +640,7 @@ class Gateway:
         event = request.headers.get(GITLAB_EVENT_HEADER)
         if event is not None and event.strip() not in EVENTS:
             return 200, {"ignored": f"{clean(event, 60)!r} is not a merge request event"}
-        doc = decode_body(body)
+        doc = decode_body(body, self.settings)
         if not isinstance(doc, dict):
             raise Rejected(400, "malformed", "not a GitLab webhook: the body is not a JSON object", "body")
         kind = doc.get("object_kind")
@@ -532,7 +649,7 @@ class Gateway:
                 return 200, {"ignored": f"object_kind {clean(kind, 40)!r} is not a merge request event"}
             raise Rejected(400, "malformed", "not a GitLab merge request event: no object_kind", "object_kind")
         try:
-            hook = parse_merge_request_hook(body, event)
+            hook = parse_merge_request_hook(doc, event)
         except MergeRequestHookError as e:
             raise Rejected(422, "invalid", f"invalid merge request event: {e}", hook_field(str(e))) from None
         work_item = fixloop_work_item(hook.object_attributes.source_branch)
@@ -621,14 +738,58 @@ class Gateway:
             or not verify_signature(body, request.headers.get(SIGNATURE_HEADER), key)
         ):
             raise Rejected(401, "unauthorized", f"missing or wrong {SIGNATURE_HEADER}", SIGNATURE_HEADER)
-        decode_body(body)  # orjson first: bounded nesting, a 400 for what is not JSON at all
+        doc = decode_body(body, self.settings)  # the one parse: bounded nesting, a 400 for what is not JSON
         try:
-            event = parse_event(body)
+            event = parse_event(doc)
         except FluxEventError as e:
             raise Rejected(422, "invalid", str(e), event_field(str(e))) from None
+        self._check_fresh(event)
         deploy = deploy_event(event, self.flux.kustomization)
         if deploy is None:
             return 200, {"ignored": f"not a deploy outcome of Kustomization {self.flux.kustomization}"}
+        key = flux_event_key(event)
+        if key in self._flux_seen:
+            return 200, {"ignored": "this event was already delivered (a replay or a re-delivery)"}
+        self._flux_seen[key] = event.timestamp.timestamp()  # claimed now: a concurrent copy is a replay too
+        try:
+            return await self._signal_deploy(deploy)
+        except BaseException:
+            self._flux_seen.pop(key, None)  # not delivered: Flux's retry must get through
+            raise
+        finally:
+            self._forget_old_flux_events()
+
+    def _check_fresh(self, event: FluxEvent) -> None:
+        """422 (field ``timestamp``) for an event older than FIXLOOP_GATEWAY_FLUX_MAX_AGE or further ahead than
+        FIXLOOP_GATEWAY_FLUX_MAX_FUTURE: a replay of an old signed event changes nothing."""
+        stamp = event.timestamp if event.timestamp.tzinfo else event.timestamp.replace(tzinfo=UTC)
+        age = (datetime.now(UTC) - stamp).total_seconds()
+        if age > self.settings.flux_max_age:
+            raise Rejected(
+                422,
+                "invalid",
+                f"event timestamp is {age:.0f} s old, over FIXLOOP_GATEWAY_FLUX_MAX_AGE "
+                f"({self.settings.flux_max_age:g} s)",
+                "timestamp",
+            )
+        if -age > self.settings.flux_max_future:
+            raise Rejected(
+                422,
+                "invalid",
+                f"event timestamp is {-age:.0f} s ahead, over FIXLOOP_GATEWAY_FLUX_MAX_FUTURE "
+                f"({self.settings.flux_max_future:g} s)",
+                "timestamp",
+            )
+
+    def _forget_old_flux_events(self) -> None:
+        """Drop remembered keys whose event is now too old to be accepted anyway, and the oldest beyond
+        ``FLUX_EVENTS_REMEMBERED``."""
+        seen = self._flux_seen
+        horizon = time.time() - self.settings.flux_max_age
+        while seen and (len(seen) > FLUX_EVENTS_REMEMBERED or next(iter(seen.values())) < horizon):
+            seen.popitem(last=False)
+
+    async def _signal_deploy(self, deploy: DeployEvent) -> tuple[int, dict]:
         scope = self.settings.scope
         query = (
             f'{policies.SA_STAGE.name} = "{Stage.AWAIT_DEPLOY.value}" AND {policies.SA_SCOPE.name} = "{scope}" '
@@ -683,8 +844,10 @@ def check_content_type(request: Request) -> None:
         )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, read up to ``limit`` bytes: 413 as soon as it is larger (declared or while reading)."""
+async def read_body(request: Request, limit: int) -> bytearray:
+    """The body, read up to ``limit`` bytes: 413 as soon as it is larger (declared or while reading). One buffer
+    that grows with what arrives (nothing is allocated for a ``Content-Length`` that is only declared) and is not
+    copied afterwards. ``ClientDisconnect`` if the client goes away first."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
@@ -696,24 +859,36 @@ async def read_body(request: Request, limit: int) -> bytes:
         buf += chunk
         if len(buf) > limit:
             raise Rejected(413, "too_large", f"body is over the {limit}-byte limit", "body")
-    return bytes(buf)
+    return buf
 
 
-def decode_body(body: bytes) -> object:
-    """The body as JSON (``fixloop.ingest.decode``: orjson, nesting bounded); 400 naming ``body`` otherwise."""
+def decode_body(body: bytes | bytearray, settings: GatewaySettings) -> object:
+    """The body as JSON, parsed once (``fixloop.ingest.decode``: orjson) within the limits every endpoint shares:
+    400 naming ``body`` for what is not JSON or is nested deeper than FIXLOOP_GATEWAY_MAX_JSON_DEPTH, 413 naming
+    ``body`` for more JSON values than FIXLOOP_GATEWAY_MAX_JSON_VALUES (counted before the parse)."""
     try:
-        return decode(body, "body")
+        return decode(body, "body", max_depth=settings.max_json_depth, max_values=settings.max_json_values)
+    except TooMany as e:
+        raise Rejected(413, "too_large", f"{e.reason} (FIXLOOP_GATEWAY_MAX_JSON_VALUES)", "body") from None
+    except TooDeep as e:
+        raise Rejected(400, "malformed", f"{e.reason} (FIXLOOP_GATEWAY_MAX_JSON_DEPTH)", "body") from None
     except IngestError as e:
         raise Rejected(400, "malformed", e.reason, "body") from None
 
 
-def parse_signals(body: bytes, ref: str, source: Source | None) -> IngestResult:
-    """The signals of one document, parsed exactly as ``fixloop ingest`` does (``fixloop.ingest.parse_document``).
-    400 for malformed JSON or a body that is not ``source``'s format (naming the field that format is recognised
-    by), 422 for a document of the format with invalid values (naming the first offending field)."""
-    doc = decode_body(body)
+def parse_signals(body: bytes | bytearray, ref: str, source: Source | None, settings: GatewaySettings) -> IngestResult:
+    """The signals of one document, parsed exactly as ``fixloop ingest`` does (``fixloop.ingest.parse_document``),
+    within ``settings``' limits. 400 for malformed or too deeply nested JSON or a body that is not ``source``'s
+    format (naming the field that format is recognised by), 413 for too many JSON values (``body``) or elements of
+    a finding list (naming the list, e.g. ``Results``), 422 for a document of the format with invalid values
+    (naming the first offending field)."""
+    doc = decode_body(body, settings)
     try:
-        return parse_document(doc, ref=ref, received_at=datetime.now(UTC), source=source)
+        return parse_document(
+            doc, ref=ref, received_at=datetime.now(UTC), source=source, max_elements=settings.max_elements
+        )
+    except TooMany as e:
+        raise Rejected(413, "too_large", f"{e.reason} (FIXLOOP_GATEWAY_MAX_ELEMENTS)", e.field) from None
     except IngestError as e:
         # parse_document raises ``from None``; what it caught is still the context (PEP 415)
         cause = e.__context__
@@ -742,6 +917,13 @@ def hook_field(message: str) -> str:
     if head == "invalid or missing":
         return clean(rest.strip().split(",")[0].split(" ")[0], 200) or "body"
     return clean(head, 200) or "body"
+
+
+def flux_event_key(event: FluxEvent) -> tuple[str, ...]:
+    """What makes a Flux event the same event for the replay check: the involved object (kind, namespace, name),
+    the revision, the reason and the timestamp (notification-controller gives a new timestamp to each new event)."""
+    o = event.involvedObject
+    return (o.kind, o.namespace or "", o.name, event.revision or "", event.reason, event.timestamp.isoformat())
 
 
 def event_field(message: str) -> str:
@@ -780,7 +962,7 @@ _ERROR = {
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON, or not this endpoint's format.", **_ERROR},
     401: {"description": "Missing or wrong secret.", **_ERROR},
-    413: {"description": "Body over the size limit.", **_ERROR},
+    413: {"description": "Body over the size limit, or too many JSON values or finding-list elements.", **_ERROR},
     415: {"description": "Not application/json.", **_ERROR},
     422: {"description": "Valid JSON with invalid values.", **_ERROR},
     503: {"description": "Temporal unavailable: nothing was recorded; retry.", **_ERROR},

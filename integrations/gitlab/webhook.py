@@ -14,15 +14,17 @@ and ``merge``; ``oldrev`` (the previous head) is present only on an ``update`` t
 ``user`` as the user who approved for ``approval``/``approved``, and the approval is for ``last_commit.id``: with
 "Reset approvals on push" (the default) a push removes approvals, so an approval hook's head is the SHA approved.
 
-Everything in a delivery is untrusted: the body is bounded (``MAX_HOOK_BYTES``), identifiers are validated (a
-username, a project path, SHAs, the iid) and refused with ``MergeRequestHookError`` naming the field when they do not
-fit; display text (title, URL) is folded and cut. Fields fixloop does not read are ignored. This module does no I/O.
+Everything in a delivery is untrusted: the body is bounded (``MAX_HOOK_BYTES``, checked by the caller while it
+reads the body) and decoded once by the caller (the gateway: ``fixloop.ingest.decode``, orjson with the shared
+nesting limit), so ``parse_merge_request_hook`` validates the decoded document, never bytes; identifiers are
+validated (a username, a project path, SHAs, the iid) and refused with ``MergeRequestHookError`` naming the field
+when they do not fit; display text (title, URL) is folded and cut. Fields fixloop does not read are ignored. This
+module does no I/O.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
@@ -184,20 +186,14 @@ def _label_titles(value: Any) -> Any:
     return [clean(v.get("title", ""), 255) if isinstance(v, dict) else v for v in value[:MAX_LABELS]]
 
 
-def parse_merge_request_hook(body: bytes | str, event: str | None = None) -> MergeRequestHook:
-    """The ``MergeRequestHook`` of a delivery's body. ``event`` is the ``X-Gitlab-Event`` header when the caller has
-    it (must be one of ``EVENTS``). ``MergeRequestHookError`` (a ``ValueError``) when the body is over
-    ``MAX_HOOK_BYTES``, not JSON, not a merge request event, or a field fixloop reads is missing or out of bounds;
-    the message names the field(s), never their values."""
+def parse_merge_request_hook(doc: object, event: str | None = None) -> MergeRequestHook:
+    """The ``MergeRequestHook`` of a delivery's decoded JSON body (``dict``: the caller decoded it once, with its
+    size and nesting limits; this does no JSON parsing). ``event`` is the ``X-Gitlab-Event`` header when the caller
+    has it (must be one of ``EVENTS``). ``MergeRequestHookError`` (a ``ValueError``) when the document is not an
+    object, not a merge request event, or a field fixloop reads is missing or out of bounds; the message names the
+    field(s), never their values."""
     if event is not None and event.strip() not in EVENTS:
         raise MergeRequestHookError(f"{EVENT_HEADER}: {clean(event, 60)!r} is not a merge request event")
-    size = len(body.encode() if isinstance(body, str) else body)
-    if size > MAX_HOOK_BYTES:
-        raise MergeRequestHookError(f"body: {size} bytes, over {MAX_HOOK_BYTES}")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise MergeRequestHookError(f"body: not JSON ({type(e).__name__})") from None
     if not isinstance(doc, dict):
         raise MergeRequestHookError("body: not a JSON object")
     kind = doc.get("object_kind")

@@ -21,6 +21,7 @@ from activities.flux import (
     deploy_event,
     deploy_state_of,
 )
+from fixloop.ingest import decode
 from integrations.flux import FluxSettings, KubeClient, kustomization_status, parse_event, verify_signature
 from integrations.gitlab.api import GitLabClient, GitLabSettings
 from sandbox.repos import Action, Person
@@ -247,7 +248,7 @@ VALIDATION = "service/apps/webapp validation error: spec.type: Unsupported value
 def recorded_event(name: str, **changes: Any) -> Any:
     doc = json.loads((FLUX_DIR / name).read_text())
     doc.update(changes)
-    return parse_event(json.dumps(doc).encode())
+    return parse_event(doc)
 
 
 def test_deploy_event_of_recorded_events() -> None:
@@ -297,7 +298,7 @@ class FluxReceiver(Receiver):
         out = []
         for headers, body in list(self.requests):
             assert verify_signature(body, headers.get("x-signature"), key)
-            event = deploy_event(parse_event(body), kustomization)
+            event = deploy_event(parse_event(decode(body, "body")), kustomization)
             if event is not None:
                 out.append(event)
         return out

@@ -16,6 +16,7 @@ import pytest
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
+from fixloop.ingest import decode
 from integrations.errors import AuthError, NotFound
 from integrations.flux import (
     FluxEventError,
@@ -225,15 +226,15 @@ def test_generic_hmac_events_are_signed_and_parse(start_sandbox: Any, receiver: 
     assert verify_signature(body, headers["x-signature"], key)
     assert not verify_signature(body, headers["x-signature"], "another key")
     assert not verify_signature(body + b" ", headers["x-signature"], key)
-    event = parse_event(body)
+    event = parse_event(decode(body, "body"))
     assert (event.ref, event.sha, event.revision) == ("main", sha, f"main@sha1:{sha}")
     assert event.severity == "info" and event.involvedObject.kind == "Kustomization"
     progressing = events(got, "apps-production", "Progressing")[0][1]
-    assert "Deployment/shop-production/legacy-api created" in parse_event(progressing).message
+    assert "Deployment/shop-production/legacy-api created" in parse_event(decode(progressing, "body")).message
 
     bad = commit(sb, {"apps/production/kustomization.yaml": "resources: [\n"})
     got = receiver.wait_until(lambda r: len(events(r, "apps-production", "BuildFailed")) == 1)
-    failed = parse_event(events(got, "apps-production", "BuildFailed")[0][1])
+    failed = parse_event(decode(events(got, "apps-production", "BuildFailed")[0][1], "body"))
     assert failed.severity == "error" and failed.sha == bad
 
     # fidelity: the event body has every key (same JSON types) of real kustomize-controller events
@@ -401,16 +402,18 @@ def test_parse_every_recorded_event() -> None:
         body = path.read_bytes()
         if path.name == "nc-docs-v1beta3_event_metadata_fragment.json":
             with pytest.raises(FluxEventError):
-                parse_event(body)
+                parse_event(decode(body, "body"))
             continue
-        event = parse_event(body)
+        event = parse_event(decode(body, "body"))
         assert (event.ref, event.sha) == expected[path.name], path.name
         seen.add(path.name)
     assert seen == set(expected)
-    validation = parse_event((FLUX_DIR / "nc-docs-v1beta3_event_kustomization_validationfailed.json").read_bytes())
+    validation = parse_event(
+        decode((FLUX_DIR / "nc-docs-v1beta3_event_kustomization_validationfailed.json").read_bytes(), "body")
+    )
     assert validation.severity == "error" and validation.reportingInstance is None
     assert validation.revision == "main/731f7eaddfb6af01cb2173e18f0f75b0ba780ef1"
-    for bad in (b"", b"[]", b"{" * 10, b"x" * (2 << 20)):
+    for bad in (None, [], {}, "x", {"involvedObject": []}):  # decoded documents that are not events
         with pytest.raises(FluxEventError):
             parse_event(bad)
 
