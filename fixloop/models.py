@@ -452,6 +452,6 @@ class RecentDeploy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    work_item_id: str
-    service: str
+    work_item_id: Annotated[str, Field(max_length=64)]
+    service: ShortText
     deployed_at: AwareDatetime

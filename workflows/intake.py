@@ -29,8 +29,9 @@ all its commands' payloads): no payload this workflow sends can exceed them, wha
 on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 KiB (``Signal`` cuts and counts).
 
 * triage input: a closed window is triaged in chunks of at most ``triage_max_bytes`` T (default 512 KiB, at most
-  768 KiB; ``fixloop.models.batched``) and ``window_max_signals``, plus ``recent_deploys`` (at most 1,000 x ~200 B):
-  <= 768 KiB + 0.2 MB + the scope < 1.1 MB;
+  768 KiB; ``fixloop.models.batched``) and ``window_max_signals``, plus ``recent_deploys`` (the newest 200, each a
+  work item id of <= 64 and a service of <= 512 characters: <= 3.2 KB of JSON): <= 768 KiB + 0.65 MB + the scope
+  < 1.5 MiB;
 * triage result: the activity refuses a result over R = ``RESULT_MAX_BYTES`` = 768 KiB (non-retryable
   ``TriageResultTooLarge``), and the chunk is then triaged in two halves, down to one signal, whose result is at
   most one work item or one unassigned entry built from that signal's <= 16 KiB (<< R);
@@ -92,7 +93,7 @@ with workflow.unsafe.imports_passed_through():
 
 WINDOWS_KEPT = 20
 OWNERS_MAX = 10_000
-RECENT_DEPLOYS_MAX = 1_000  # ~200 bytes each: at most ~0.2 MB in a triage input
+RECENT_DEPLOYS_MAX = 200  # deploys of the last attach_window remembered: <= 3.2 KB each in a triage input
 CARRY_MAX_BYTES = 1_800_000  # continue-as-new input, JSON; the server rejects payloads over 2 MiB
 TRIAGE_MAX_BYTES = 512 * 1024  # default signals per triage call, bytes of JSON
 SIGNALS_PER_MESSAGE = 500  # signals per join_alerts / refresh signal to a loop (AlertsJoined's own bound)

@@ -24,6 +24,8 @@ with workflow.unsafe.imports_passed_through():  # this module is re-imported in 
     from fixloop.models import RecentDeploy, Signal, TriageResult, WorkItemKind, batched, fingerprint
     from tests.conftest import signals
     from workflows.intake import (
+        CARRY_MAX_BYTES,
+        OWNERS_MAX,
         Finish,
         IntakeInput,
         IntakeOptions,
@@ -415,3 +417,37 @@ async def test_a_triage_result_too_large_for_a_payload_is_triaged_again_in_halve
     assert c.assigned + c.unassigned == c.new == 120 and c.unassigned == len(triage_rules(storm).unassigned)
     sizes = [n for n, _ in TRIAGE_INPUTS]
     assert sizes[0] == 120 and 60 in sizes and c.triage_calls == len(sizes) >= 3  # 120, then halves
+
+
+async def test_continue_as_new_fits_one_payload_with_a_full_owner_memory(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """An intake of a 200-character scope remembering OWNERS_MAX alert owners (~2.8 MB of loop ids) continues as new
+    with a carry under CARRY_MAX_BYTES: the oldest owners are dropped and counted, nothing pending is lost."""
+    scope = "team/" + "g" * 195
+    owners = {fingerprint("alert", i): loop_id(scope, f"wi-{i:024x}") for i in range(OWNERS_MAX)}
+    state = IntakeState(owners=owners)
+    assert len(state.model_dump_json()) > 2_000_000
+    batch = signals(ALPINE)
+    options = _options(max_run_events=1)  # continue as new at the first chance
+    async with _worker(env.client, task_queue):
+        handle = await env.client.start_workflow(
+            IntakeWorkflow.run,
+            IntakeInput(scope=scope, options=options, state=state),
+            id=f"intake/{scope}",
+            task_queue=task_queue,
+            start_signal="receive",
+            start_signal_args=[SignalBatch(signals=batch)],
+        )
+        with pytest.raises(WorkflowContinuedAsNewError):
+            await handle.result(follow_runs=False)
+        latest = env.client.get_workflow_handle_for(IntakeWorkflow.run, f"intake/{scope}")
+        history = await latest.fetch_history()
+        carry = history.events[0].workflow_execution_started_event_attributes.input.payloads[0].data
+        await latest.signal(IntakeWorkflow.finish, Finish())
+        final = await latest.result()
+
+    assert len(carry) <= CARRY_MAX_BYTES
+    c = final.counters
+    assert c.owners_evicted >= OWNERS_MAX // 2 and len(final.owners) <= OWNERS_MAX - c.owners_evicted
+    assert c.new == len(batch) == c.assigned + c.unassigned  # the window closed before the carry ("carry")
