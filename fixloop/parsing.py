@@ -268,11 +268,11 @@ _ECOSYSTEMS = {
 
 def ecosystem(kind: object) -> str | None:
     """Our ecosystem name for a scanner's package type / distro family / OSV ecosystem, or None.
-    Unknown names pass through lower-cased (bounded), so nothing is silently relabelled."""
+    Unknown names pass through lower-cased (``Signal`` bounds them), so nothing is silently relabelled."""
     if not kind:
         return None
     key = str(kind).strip().lower()
-    return _ECOSYSTEMS.get(key) or _ECOSYSTEMS.get(key.split(":", 1)[0]) or opt(key, 64)
+    return _ECOSYSTEMS.get(key) or _ECOSYSTEMS.get(key.split(":", 1)[0]) or opt(key)
 
 
 def ecosystem_from_purl(purl: str | None) -> str | None:
