@@ -19,6 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic_core import to_json
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -29,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.config import IntakeSettings
     from fixloop.gateway import GatewaySettings, create_app
     from fixloop.ingest import parse_document
-    from fixloop.models import SIGNAL_MAX_BYTES, signal_bytes
+    from fixloop.models import SIGNAL_MAX_BYTES, batched, signal_bytes
     from fixloop.worker import build_worker
     from integrations.flux import FluxSettings
     from integrations.gitlab.webhook import WebhookSettings
@@ -282,3 +285,31 @@ async def test_temporal_refusing_a_payload_by_size_is_413_not_503() -> None:
     async with http(fake_app(RecordingClient(fail=busy))) as c:
         answer = await c.post("/v1/signals/alertmanager", content=fixture(ALERTMANAGER).read_bytes(), headers=AUTH)
     assert answer.status_code == 503  # not a size: retry later
+
+
+# ---------------------------------------------------------------- batching by bytes (property)
+
+
+def _sized(n: int, tags: int) -> Any:
+    """A real alert signal with ``tags`` tags of 199 characters: 0.5-13 KB of JSON."""
+    s = signals_of(fixture(ALERTMANAGER).read_bytes())[0]
+    return s.model_validate({**dict(s), "fingerprint": f"{n:032x}", "tags": ["t" * 199] * tags})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tags=st.lists(st.integers(0, 64), max_size=60),
+    max_bytes=st.integers(4 * SIGNAL_MAX_BYTES, 1_500_000),
+    max_count=st.integers(1, 500),
+)
+def test_batches_keep_order_and_fit_their_budget(tags: list[int], max_bytes: int, max_count: int) -> None:
+    """``batched``: every signal once, in order; each batch at most ``max_count`` signals and, as the JSON array a
+    ``SignalBatch`` carries, at most ``max_bytes``; no batch could have taken the next signal."""
+    items = [_sized(i, n) for i, n in enumerate(tags)]
+    parts = batched(items, max_bytes=max_bytes, max_count=max_count)
+    assert [s for p in parts for s in p] == items
+    for i, part in enumerate(parts):
+        size = len(to_json(part))
+        assert 0 < len(part) <= max_count and size <= max_bytes
+        if i + 1 < len(parts):
+            assert len(part) == max_count or size + 1 + signal_bytes(parts[i + 1][0]) > max_bytes
