@@ -36,12 +36,13 @@ on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 K
   ``TriageResultTooLarge``), and the chunk is then triaged in two halves, down to one signal, whose result is at
   most one work item or one unassigned entry built from that signal's <= 16 KiB (<< R);
 * child starts and ``add_signals``: a work item (<= R) with its signals (a subset of its chunk, <= T) is <= 1.5
-  MiB per start; the starts of a chunk are sent in groups of at most 1.5 MiB per workflow task (each start counted
-  with ``START_OVERHEAD_BYTES`` for its id, options, summary and search attributes);
+  MiB + ``START_OVERHEAD_BYTES`` per start (< 2 MiB); the starts of a chunk are sent in groups of at most 1.5 MiB
+  (or a single start) per workflow task (each counted with ``START_OVERHEAD_BYTES`` = 4 KiB for its id, options,
+  summary and search attributes), so a task's completion stays under 4 MiB;
 * ``join_alerts`` and ``refresh`` to a loop: chunks of at most T and 500 signals, one per workflow task;
 * continue-as-new: at most ``CARRY_MAX_BYTES`` (1.8 MB): the open window is closed early while it would not
-  fit; with nothing pending, the oldest alert owners, then the oldest half of the dedup memory, are dropped
-  (counted in ``owners_evicted`` / ``evicted``) until it does;
+  fit; with nothing pending, the oldest half of the alert owners, else of the open fixes, else of the dedup
+  memory, is dropped (counted in ``owners_evicted`` / ``evicted``) until it does;
 * ``receive`` signals are the sender's: ``fixloop.temporal.submit_signals`` sends at most 1 MiB per call.
 
 Every signal received is accounted for: ``received == new + duplicates`` and ``new == assigned + unassigned +
