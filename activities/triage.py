@@ -33,12 +33,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_json
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from fixloop.config import ConfigError, LlmSettings
 from fixloop.models import (
     FIX_KINDS,
+    TITLE_MAX,
     Category,
     Kind,
     PackageBump,
@@ -215,7 +217,7 @@ def _finding_item(key: GroupKey, members: list[Signal]) -> WorkItem:
     return WorkItem(
         id=_item_id(kind.value, where, target, category),
         kind=kind,
-        title=title(text),
+        title=title(text, TITLE_MAX),
         severity=_severity(members),
         signals=[s.fingerprint for s in members],
         artifact=where if kind is not WorkItemKind.DEPENDENCY_BUMP else members[0].artifact,
@@ -293,7 +295,7 @@ def _alert_item(window: list[Signal], attached: str | None, service: str | None,
     return WorkItem(
         id=_item_id(kind.value, attached, service, monitor, start.isoformat()),
         kind=kind,
-        title=title(text),
+        title=title(text, TITLE_MAX),
         severity=_severity(window),
         signals=[a.fingerprint for a in window],
         service=service,
@@ -583,7 +585,7 @@ def _llm_item(kind: WorkItemKind, text: str, entries: list[_Entry]) -> WorkItem:
     return WorkItem(
         id=_item_id("llm", kind.value, *sorted(e.key for e in entries)),
         kind=kind,
-        title=title(text),
+        title=title(text, TITLE_MAX),
         severity=_severity(members),
         signals=[s.fingerprint for s in members],
         engine="llm",
@@ -604,6 +606,8 @@ def _llm_item(kind: WorkItemKind, text: str, entries: list[_Entry]) -> WorkItem:
 # --- the Temporal activity -------------------------------------------------------------------------------------
 
 GROUP_SIGNALS = "triage.group_signals"
+RESULT_MAX_BYTES = 768 * 1024  # a triage result as JSON; Temporal refuses a payload over 2 MiB
+RESULT_TOO_LARGE = "TriageResultTooLarge"
 
 
 class GroupSignalsInput(BaseModel):
@@ -628,8 +632,18 @@ class TriageActivities:
     async def group_signals(self, inp: GroupSignalsInput) -> TriageResult:
         """Group one window's signals into work items (``triage``). A setup mistake (an unknown engine, an
         unconfigured ``llm``) is a non-retryable ``ApplicationError`` of type ``TriageConfigError``; the intake
-        then triages the window with ``rules``."""
+        then triages the window with ``rules``. A result over ``RESULT_MAX_BYTES`` of JSON (it would not fit one
+        Temporal payload with the child starts it leads to) is a non-retryable ``ApplicationError`` of type
+        ``TriageResultTooLarge``: the intake triages the signals again in two halves."""
         try:
-            return await triage(inp.signals, engine=inp.engine, recent_deploys=inp.recent_deploys, llm=self.llm)
+            result = await triage(inp.signals, engine=inp.engine, recent_deploys=inp.recent_deploys, llm=self.llm)
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e
+        size = len(to_json(result))
+        if size > RESULT_MAX_BYTES:
+            raise ApplicationError(
+                f"triage result of {len(inp.signals)} signals is {size} bytes, over {RESULT_MAX_BYTES}",
+                type=RESULT_TOO_LARGE,
+                non_retryable=True,
+            )
+        return result

@@ -151,6 +151,7 @@ class IntakeSettings(BaseSettings):
 
     Environment: ``FIXLOOP_INTAKE_QUIET_PERIOD`` (seconds without a new signal that close a window, default 120),
     ``FIXLOOP_INTAKE_WINDOW_MAX_AGE`` (seconds, default 900), ``FIXLOOP_INTAKE_WINDOW_MAX_SIGNALS`` (default 500),
+    ``FIXLOOP_INTAKE_TRIAGE_MAX_BYTES`` (bytes of signals per triage activity, default 512 KiB, 32-768 KiB),
     ``FIXLOOP_INTAKE_ENGINE`` (``rules`` or ``llm``, default ``rules``).
     """
 
@@ -159,6 +160,13 @@ class IntakeSettings(BaseSettings):
     quiet_period: float = Field(default=120.0, gt=0, description="Seconds without a new signal that close a window.")
     window_max_age: float = Field(default=900.0, gt=0, description="Seconds after which a window closes anyway.")
     window_max_signals: int = Field(default=500, ge=1, le=1_000, description="Signals that close a window.")
+    triage_max_bytes: int = Field(
+        default=512 * 1024,
+        ge=32 * 1024,
+        le=768 * 1024,
+        description="Bytes of signal JSON per triage activity: a closed window is triaged in chunks of this size "
+        "(Temporal refuses a payload over 2 MiB).",
+    )
     engine: str = Field(
         default="rules", pattern="^(rules|llm)$", description="Triage engine of a closed window: rules or llm."
     )

@@ -78,8 +78,12 @@ Bounded cost per request (issue 14)
   * A client that disconnects before its body is read is a warning (``client_disconnect``), not an error.
 
 Micro-batching: deliveries for the same scope that arrive within FIXLOOP_GATEWAY_BATCH_WINDOW_MS of the first
-travel in one ``submit_signals`` call; while that call runs, later deliveries gather for the next one (at most one
-call per scope in flight, so batches grow with the load). Every delivery is answered from its batch's outcome.
+travel in one ``submit_signals`` call, as many as fit FIXLOOP_GATEWAY_BATCH_MAX_BYTES of signal JSON (a larger
+delivery goes alone, split across signal-with-starts: Temporal refuses a payload over 2 MiB); while that call runs,
+later deliveries gather for the next one (at most one call per scope in flight, so batches grow with the load).
+Every delivery is answered from its call's outcome: 2xx once all its signals are recorded. Every signal is at most
+16 KiB (``fixloop.models.Signal`` cuts oversized fields and counts the cuts in ``truncated``), so a delivery
+within the body limit always fits; a payload Temporal still refuses for its size is a 413, never a 503.
 
 Metrics (``/metrics``, label ``endpoint`` e.g. ``signals/datadog``, ``reports/trivy``, ``hooks/gitlab``; ``source``
 the signals' source): ``fixloop_gateway_deliveries_received_total``, ``..._accepted_total``, ``..._ignored_total``,
@@ -127,7 +131,7 @@ import logging
 import re
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -160,9 +164,9 @@ from fixloop.ingest import (
     decode,
     parse_document,
 )
-from fixloop.models import Signal, Source
+from fixloop.models import SIGNAL_MAX_BYTES, Signal, SignalTooLarge, Source, signal_bytes
 from fixloop.parsing import ParseError, clean
-from fixloop.temporal import submit_signals
+from fixloop.temporal import BATCH_MAX_BYTES, PAYLOAD_LIMIT_BYTES, submit_signals
 from integrations.flux import MAX_EVENT_BYTES, FluxEvent, FluxEventError, FluxSettings, parse_event, verify_signature
 from integrations.gitlab.api import GitLabSettings
 from integrations.gitlab.webhook import (
@@ -213,6 +217,7 @@ class GatewaySettings(BaseSettings):
     and scanners; unset: those endpoints answer 401), ``FIXLOOP_GATEWAY_SCOPE`` (the intake signals go to, default
     ``FIXLOOP_GITLAB_PROJECT``, else ``platform/gitops``: the GitOps project's path), ``FIXLOOP_GATEWAY_MAX_BODY_BYTES``
     (default 32 MiB), ``FIXLOOP_GATEWAY_BATCH_WINDOW_MS`` (micro-batching window, default 5),
+    ``FIXLOOP_GATEWAY_BATCH_MAX_BYTES`` (bytes of signals per signal-with-start, default 1 MiB, at most 1.5 MiB),
     ``FIXLOOP_GATEWAY_TEMPORAL_TIMEOUT`` (seconds a request waits for Temporal before its 503, default 10), the
     limits of "Bounded cost" in the module docstring (``..._CONNECT_TIMEOUT``, ``..._MAX_JSON_DEPTH``,
     ``..._MAX_JSON_VALUES``, ``..._MAX_ELEMENTS``, ``..._HEADER_TIMEOUT``, ``..._BODY_TIMEOUT``,
@@ -240,6 +245,13 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=32 << 20, gt=0, le=1 << 30, description="Largest request body, in bytes.")
     batch_window_ms: float = Field(
         default=5.0, ge=0, le=10_000, description="Milliseconds requests are collected into one batch to Temporal."
+    )
+    batch_max_bytes: int = Field(
+        default=BATCH_MAX_BYTES,
+        ge=4 * SIGNAL_MAX_BYTES,
+        le=PAYLOAD_LIMIT_BYTES * 3 // 4,
+        description="Largest batch of signals in one signal-with-start, in bytes of JSON (Temporal refuses a "
+        "payload over 2 MiB); a larger delivery is split across calls.",
     )
     temporal_timeout: float = Field(
         default=10.0, gt=0, le=300, description="Seconds a request waits for Temporal before its 503."
@@ -316,6 +328,22 @@ class Unavailable(Rejected):
         super().__init__(
             503, "unavailable", f"Temporal is unavailable: {what}; retry later", None, {"Retry-After": "5"}
         )
+
+
+_TOO_LARGE = re.compile(r"size limit|too large|larger than max|exceeds.*(size|limit)", re.IGNORECASE)
+
+
+def _refused(e: BaseException) -> Rejected:
+    """The answer to a failed ``submit_signals``: 413 for a payload Temporal refuses by its size (``SignalTooLarge``;
+    the server's blob size limit is ``INVALID_ARGUMENT``, a request over gRPC's message size ``RESOURCE_EXHAUSTED``
+    naming the size), else ``Unavailable`` (503, retry)."""
+    if isinstance(e, SignalTooLarge) or (
+        isinstance(e, RPCError)
+        and e.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.RESOURCE_EXHAUSTED)
+        and _TOO_LARGE.search(e.message or "")
+    ):
+        return Rejected(413, "too_large", f"Temporal refused the signals as too large: {clean(e, 200)}", "body")
+    return Unavailable()
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -425,10 +453,19 @@ class Metrics:
 
 
 @dataclass
+class _Delivery:
+    """One delivery's signals waiting for Temporal, their JSON bytes, and the future its request awaits."""
+
+    signals: list[Signal]
+    size: int
+    future: asyncio.Future[str]
+
+
+@dataclass
 class _Collector:
     """Deliveries for one scope waiting for the next ``submit_signals`` call, and the task that makes it."""
 
-    waiting: list[tuple[list[Signal], asyncio.Future[str]]] = field(default_factory=list)
+    waiting: deque[_Delivery] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
 
 
@@ -576,56 +613,82 @@ class Gateway:
 
     async def submit(self, scope: str, signals: list[Signal]) -> str:
         """Deliver ``signals`` to the intake of ``scope`` together with the other deliveries of the batch window;
-        the intake's workflow id once Temporal has recorded them, ``Unavailable`` if it did not."""
+        the intake's workflow id once Temporal has recorded all of them, ``Unavailable`` if it did not. A signal that
+        alone is over FIXLOOP_GATEWAY_BATCH_MAX_BYTES (impossible for a validated ``Signal``: it is at most
+        ``SIGNAL_MAX_BYTES``) is a 413 naming the record, before anything is sent."""
+        size = 0
+        for s in signals:
+            n = signal_bytes(s)
+            if n > self.settings.batch_max_bytes - 2:
+                where = s.raw_ref.partition("#")[2] or "body"
+                raise Rejected(413, "too_large", f"a signal of {n} bytes is over the batch budget", where)
+            size += n + 1
         collector = self._collectors.setdefault(scope, _Collector())
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        collector.waiting.append((signals, future))
+        collector.waiting.append(_Delivery(signals, size, future))
         if collector.task is None:
             collector.task = asyncio.create_task(self._flush(scope, collector), name=f"gateway-batch-{scope}")
         return await future
 
+    def _next_batch(self, collector: _Collector) -> list[_Delivery]:
+        """The waiting deliveries that go in the next call: in arrival order, while their signals fit
+        FIXLOOP_GATEWAY_BATCH_MAX_BYTES (at least one; ``submit_signals`` splits a larger delivery across calls)."""
+        budget = self.settings.batch_max_bytes
+        batch = [collector.waiting.popleft()]
+        size = batch[0].size
+        while collector.waiting and size + collector.waiting[0].size <= budget:
+            size += collector.waiting[0].size
+            batch.append(collector.waiting.popleft())
+        return batch
+
     async def _flush(self, scope: str, collector: _Collector) -> None:
-        """Send the collector's deliveries in one call after the batch window; repeat while more gathered during the
-        call (they have waited already: no second window). Each delivery's future gets the call's outcome."""
+        """Send the collector's deliveries after the batch window, in calls of at most FIXLOOP_GATEWAY_BATCH_MAX_BYTES
+        (``_next_batch``); repeat while more gathered during a call (they have waited already: no second window).
+        Each delivery's future gets its call's outcome: Temporal refusing a payload as too large is a 413 (retrying
+        cannot help; the byte budgets make it a bug), any other failure ``Unavailable``."""
         try:
             await asyncio.sleep(self.settings.batch_window_ms / 1000)
             while collector.waiting:
-                batch, collector.waiting = collector.waiting, []
-                signals = [s for delivered, _ in batch for s in delivered]
+                batch = self._next_batch(collector)
+                signals = [s for d in batch for s in d.signals]
                 m = self.metrics
                 m.batch_signals.observe(len(signals))
                 m.batch_deliveries.observe(len(batch))
                 started = time.perf_counter()
+                wid, error = "", None
                 try:
                     wid = await asyncio.wait_for(self._send(scope, signals), self.settings.temporal_timeout)
                 except Exception as e:
-                    m.temporal_seconds.observe(time.perf_counter() - started)
-                    m.temporal_calls.labels("failed").inc()
+                    error = e
                     if not isinstance(e, Unavailable):
                         log.warning(
                             "signal-with-start of %s failed: %s: %s", intake_id(scope), type(e).__name__, clean(e, 300)
                         )
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(Unavailable())
-                else:
-                    m.temporal_seconds.observe(time.perf_counter() - started)
-                    m.temporal_calls.labels("ok").inc()
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(wid)
+                m.temporal_seconds.observe(time.perf_counter() - started)
+                m.temporal_calls.labels("ok" if error is None else "failed").inc()
+                for d in batch:
+                    if not d.future.done():
+                        if error is None:
+                            d.future.set_result(wid)
+                        else:
+                            d.future.set_exception(_refused(error))
         finally:
             collector.task = None
-            if collector.waiting:  # cancelled while deliveries waited (shutdown): they must not hang
-                for _, future in collector.waiting:
-                    if not future.done():
-                        future.set_exception(Unavailable())
-                collector.waiting = []
+            while collector.waiting:  # cancelled while deliveries waited (shutdown): they must not hang
+                d = collector.waiting.popleft()
+                if not d.future.done():
+                    d.future.set_exception(Unavailable())
 
     async def _send(self, scope: str, signals: list[Signal]) -> str:
         client = await self.temporal()
         return await submit_signals(
-            client, scope, signals, task_queue=self.task_queue, intake=self.intake, loop=self.loop
+            client,
+            scope,
+            signals,
+            task_queue=self.task_queue,
+            intake=self.intake,
+            loop=self.loop,
+            max_bytes=self.settings.batch_max_bytes,
         )
 
     # --- GitLab ----------------------------------------------------------------------------------------------------

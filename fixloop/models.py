@@ -13,11 +13,13 @@ so it *refreshes* the signal instead of adding work.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
+from pydantic_core import to_json
 
 
 class Source(StrEnum):
@@ -81,10 +83,19 @@ class Transition(StrEnum):
 
 
 # Bounds on untrusted text carried in a signal. Scanner and alert fields are attacker-reachable:
-# they are kept short, and never interpreted.
+# they are kept short, and never interpreted. ``Signal`` enforces them itself (see its docstring), so no parser
+# can hand Temporal an unbounded signal.
 TITLE_MAX = 300
 SHORT_MAX = 512
+RAW_REF_MAX = 4096
 TAGS_MAX = 64
+TAG_MAX = 200  # characters of one tag: Datadog's own limit (docs.datadoghq.com/getting_started/tagging)
+ALIASES_MAX = 32
+FIXED_VERSIONS_MAX = 32
+# The whole signal, as the Temporal payload converter writes it (pydantic_core.to_json). Temporal refuses a
+# payload over 2 MiB; 16 KiB keeps at least 64 worst-case signals in every payload fixloop sends (gateway batches,
+# triage inputs), and a typical signal is 0.5-1.5 KiB.
+SIGNAL_MAX_BYTES = 16 * 1024
 
 ShortText = Annotated[str, Field(max_length=SHORT_MAX)]
 
@@ -132,6 +143,15 @@ class Signal(BaseModel):
       (``key:value`` strings), scope (the alert's group, e.g. ``host:a,env:prod``), alert_cycle_key
       (Datadog ``$ALERT_CYCLE_KEY``; Alertmanager alert fingerprint + ``startsAt``), group_key
       (Datadog ``$AGGREG_KEY``; Alertmanager ``groupKey``).
+
+    Bounds, enforced by the model itself (every parser, and every payload Temporal deserialises, goes through
+    them): a text is cut to its limit (title 300 characters, raw_ref 4096, every other text 512; a cut text ends
+    with an ellipsis), a list to its count (aliases 32, fixed_versions 32, tags 64 of at most 200 characters each),
+    and then the whole signal, as JSON (``pydantic_core.to_json``, what Temporal's pydantic converter writes), to
+    ``SIGNAL_MAX_BYTES`` (16 KiB): items are dropped from the end of the largest list, then the largest text is
+    shortened. ``truncated`` says what was cut: field -> values cut (list items dropped or shortened, each counted
+    once; 1 for a shortened text); empty when nothing was. Cutting never changes the fingerprint (the parser computes
+    it from the full values).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
@@ -142,17 +162,18 @@ class Signal(BaseModel):
     title: Annotated[str, Field(min_length=1, max_length=TITLE_MAX)]
     severity: Severity
     observed_at: AwareDatetime
-    raw_ref: Annotated[str, Field(min_length=1, max_length=4096)]
+    raw_ref: Annotated[str, Field(min_length=1, max_length=RAW_REF_MAX)]
     url: ShortText | None = None
+    truncated: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
 
     # findings
     category: Category | None = None
     advisory_id: ShortText | None = None
-    aliases: list[ShortText] = Field(default_factory=list)
+    aliases: Annotated[list[ShortText], Field(max_length=ALIASES_MAX)] = Field(default_factory=list)
     package: ShortText | None = None
     installed_version: ShortText | None = None
     fixed_version: ShortText | None = None
-    fixed_versions: list[ShortText] = Field(default_factory=list)
+    fixed_versions: Annotated[list[ShortText], Field(max_length=FIXED_VERSIONS_MAX)] = Field(default_factory=list)
     fix_status: ShortText | None = None
     ecosystem: ShortText | None = None
     artifact: ShortText | None = None
@@ -165,10 +186,24 @@ class Signal(BaseModel):
     transition: Transition | None = None
     service: ShortText | None = None
     env: ShortText | None = None
-    tags: Annotated[list[ShortText], Field(max_length=TAGS_MAX)] = Field(default_factory=list)
+    tags: Annotated[list[Annotated[str, Field(max_length=TAG_MAX)]], Field(max_length=TAGS_MAX)] = Field(
+        default_factory=list
+    )
     scope: ShortText | None = None
     alert_cycle_key: ShortText | None = None
     group_key: ShortText | None = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _bounded(cls, data: Any, handler: ModelWrapValidatorHandler[Signal]) -> Signal:
+        """Cut what is over a bound, count it in ``truncated``, then fit the whole signal in ``SIGNAL_MAX_BYTES``."""
+        if isinstance(data, Signal):
+            return handler(data)
+        measure = True
+        if isinstance(data, dict):
+            data, measure = _bound_fields(data)
+        signal = handler(data)
+        return _fit(signal, handler) if measure else signal
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Signal:
@@ -185,9 +220,145 @@ class Signal(BaseModel):
         return self
 
     def to_json(self) -> str:
-        """The signal as one JSON object (a JSON Lines row): the common fields plus those of its kind."""
+        """The signal as one JSON object (a JSON Lines row): the common fields plus those of its kind
+        (``truncated`` only when something was cut)."""
         other = ALERT_FIELDS if self.kind is Kind.FINDING else FINDING_FIELDS
-        return self.model_dump_json(exclude=set(other))
+        return self.model_dump_json(exclude=set(other) if self.truncated else {"truncated", *other})
+
+
+_LIST_LIMITS = {
+    "aliases": (ALIASES_MAX, SHORT_MAX),
+    "fixed_versions": (FIXED_VERSIONS_MAX, SHORT_MAX),
+    "tags": (TAGS_MAX, TAG_MAX),
+}
+_SHORT_TEXTS = sorted(({"url"} | FINDING_FIELDS | ALERT_FIELDS) - {"category", "transition", *_LIST_LIMITS})
+_TEXT_LIMITS = {"title": TITLE_MAX, "raw_ref": RAW_REF_MAX, **dict.fromkeys(_SHORT_TEXTS, SHORT_MAX)}
+_TEXT_FLOOR = 16  # characters a text keeps when the whole signal must shrink (title and raw_ref are required)
+# JSON bytes of a signal apart from its texts: field names, enums, the time, nulls, ``truncated`` (at most one key
+# per text or list field). A JSON character is at most 6 bytes (``\\u001f``), so a signal of at most
+# ``_CHARS_UNMEASURED`` characters of text fits without being measured: the common case costs no serialisation.
+_OVERHEAD_BYTES = 3 * 1024
+_CHARS_UNMEASURED = (SIGNAL_MAX_BYTES - _OVERHEAD_BYTES) // 6
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the last one an ellipsis (unchanged when it fits)."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "\u2026"
+
+
+def _was_cut(text: object, limit: int) -> bool:
+    return type(text) is str and len(text) == limit and text.endswith("\u2026")
+
+
+def _bound_fields(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``data`` with every text over its limit cut and every list cut to its count and its items to their
+    limit, what was cut added to ``truncated`` (the same dict when nothing is over: the common case), and whether
+    the result may be over ``SIGNAL_MAX_BYTES`` (it must then be measured)."""
+    counts: dict[str, int] = {}
+    out: dict[str, Any] | None = None
+    chars = 0
+    for name, limit in _TEXT_LIMITS.items():
+        value = data.get(name)
+        if type(value) is str:
+            if len(value) > limit:
+                out = out if out is not None else dict(data)
+                value = out[name] = cut(value, limit)
+                counts[name] = 1
+            chars += len(value)
+    for name, (most, limit) in _LIST_LIMITS.items():
+        value = data.get(name)
+        if not isinstance(value, list | tuple):
+            continue
+        if len(value) > most or any(type(v) is str and len(v) > limit for v in value):
+            kept = [cut(v, limit) if type(v) is str else v for v in value[:most]]
+            out = out if out is not None else dict(data)
+            out[name] = kept
+            counts[name] = len(value) - len(kept) + sum(1 for a, b in zip(value, kept, strict=False) if a is not b)
+            value = kept
+        chars += sum(len(v) + 3 for v in value if type(v) is str)  # + quotes and comma, at most 3 bytes each
+    if out is not None:
+        out["truncated"] = _merged(data.get("truncated"), counts)
+    return (data if out is None else out), chars > _CHARS_UNMEASURED
+
+
+def _merged(before: object, counts: dict[str, int]) -> dict[str, Any]:
+    merged: dict[str, Any] = dict(before) if isinstance(before, dict) else {}
+    for name, n in counts.items():
+        if n:
+            merged[name] = (merged.get(name) or 0) + n
+    return merged
+
+
+def _fit(signal: Signal, handler: ModelWrapValidatorHandler[Signal]) -> Signal:
+    """``signal`` shrunk until its JSON fits ``SIGNAL_MAX_BYTES``: items are dropped from the end of the largest
+    list field (by JSON bytes), or when no list is left, the largest text is shortened (down to ``_TEXT_FLOOR``
+    characters), by at least the excess each time; each value cut is counted in ``truncated`` once. Terminates: every
+    step shortens a field, and a signal with empty lists and every text at the floor is at most 20 texts x 16
+    characters x 6 bytes + ``_OVERHEAD_BYTES``."""
+    while (size := len(to_json(signal))) > SIGNAL_MAX_BYTES:
+        excess = size - SIGNAL_MAX_BYTES
+        data = dict(signal)
+        sizes = {name: len(to_json(data[name])) for name in _LIST_LIMITS if data[name]}
+        if not sizes:
+            texts = (n for n in _TEXT_LIMITS if data[n] is not None and len(data[n]) > _TEXT_FLOOR)
+            sizes = {n: len(to_json(data[n])) for n in texts}
+        if not sizes:  # unreachable by the arithmetic above; a named error rather than a loop
+            raise ValueError(f"signal cannot fit {SIGNAL_MAX_BYTES} bytes")
+        name = max(sizes, key=sizes.__getitem__)
+        value = data[name]
+        if isinstance(value, list):
+            most, limit = _LIST_LIMITS[name]
+            keep, freed = len(value), 0
+            while keep and freed < excess:
+                keep -= 1
+                freed += len(to_json(value[keep])) + 1
+            dropped = value[keep:]
+            data[name] = value[:keep]
+            counts = {name: len(dropped) - sum(1 for v in dropped if _was_cut(v, limit))}  # cut ones: counted already
+        else:
+            data[name] = cut(value, max(len(value) - excess - 1, _TEXT_FLOOR))
+            counts = {name: 0 if name in signal.truncated else 1}
+        data["truncated"] = _merged(data["truncated"], counts)
+        signal = handler(data)
+    return signal
+
+
+class SignalTooLarge(ValueError):
+    """A signal alone is over a byte budget (impossible for a validated ``Signal`` under a budget of at least
+    ``SIGNAL_MAX_BYTES``; raised rather than sending Temporal a payload it refuses). ``index``: its position."""
+
+    def __init__(self, index: int, size: int, budget: int) -> None:
+        super().__init__(f"signal {index} is {size} bytes of JSON, over the budget of {budget}")
+        self.index = index
+        self.size = size
+        self.budget = budget
+
+
+def signal_bytes(signal: Signal) -> int:
+    """Bytes of ``signal`` as Temporal's pydantic payload converter writes it (``pydantic_core.to_json``)."""
+    return len(to_json(signal))
+
+
+def batched(signals: Sequence[Signal], *, max_bytes: int, max_count: int) -> list[list[Signal]]:
+    """``signals`` in order as consecutive batches of at most ``max_count`` signals whose JSON array (brackets and
+    commas counted) is at most ``max_bytes`` bytes. Raises ``SignalTooLarge`` for a signal that alone is over."""
+    out: list[list[Signal]] = []
+    batch: list[Signal] = []
+    size = 2
+    for i, s in enumerate(signals):
+        n = signal_bytes(s) + 1
+        if n + 2 > max_bytes:
+            raise SignalTooLarge(i, n - 1, max_bytes)
+        if batch and (size + n > max_bytes or len(batch) >= max_count):
+            out.append(batch)
+            batch, size = [], 2
+        batch.append(s)
+        size += n
+    if batch:
+        out.append(batch)
+    return out
 
 
 def fingerprint(*parts: str | int | None) -> str:
@@ -281,6 +452,6 @@ class RecentDeploy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    work_item_id: str
-    service: str
+    work_item_id: Annotated[str, Field(max_length=64)]
+    service: ShortText
     deployed_at: AwareDatetime

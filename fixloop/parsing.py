@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from fixloop.models import SHORT_MAX, TITLE_MAX, Severity, Signal, utc
+from fixloop.models import SHORT_MAX, Severity, Signal, utc
 
 
 class WireModel(BaseModel):
@@ -82,31 +82,34 @@ def validation_message(err: ValidationError) -> str:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
-def clean(value: object, limit: int = SHORT_MAX) -> str:
+def clean(value: object, limit: int | None = SHORT_MAX) -> str:
     """Untrusted text made safe to carry: control characters folded to a space, trimmed, and cut to
-    ``limit`` characters (a cut ends with an ellipsis)."""
+    ``limit`` characters (a cut ends with an ellipsis; None: not cut)."""
     s = value if isinstance(value, str) else str(value)
-    if len(s) <= limit and s.isprintable():  # the common case: nothing to fold or cut
+    if (limit is None or len(s) <= limit) and s.isprintable():  # the common case: nothing to fold or cut
         return s.strip()
     if _CONTROL.search(s):
         s = _CONTROL.sub(" ", s)
     s = s.strip()
-    if len(s) > limit:
+    if limit is not None and len(s) > limit:
         s = s[: limit - 1].rstrip() + "\u2026"
     return s
 
 
-def opt(value: object, limit: int = SHORT_MAX) -> str | None:
-    """``clean(value)``, or None for None / empty."""
+def opt(value: object, limit: int | None = None) -> str | None:
+    """``clean(value, limit)``, or None for None / empty. Without ``limit`` nothing is cut: a signal's field is cut
+    to its bound by ``Signal`` itself, which counts the cut in ``Signal.truncated``."""
     if value is None:
         return None
-    if type(value) is str and len(value) <= limit and value.isprintable():  # fast path of clean()
+    if type(value) is str and (limit is None or len(value) <= limit) and value.isprintable():  # clean()'s fast path
         return value.strip() or None
     return clean(value, limit) or None
 
 
-def title(value: object) -> str:
-    return clean(value, TITLE_MAX) or "(untitled)"
+def title(value: object, limit: int | None = None) -> str:
+    """``clean(value, limit)``, never empty. A signal's title is not cut here: ``Signal`` cuts it to ``TITLE_MAX``
+    and counts the cut; a work item's title is cut by its caller (``limit=TITLE_MAX``)."""
+    return clean(value, limit) or "(untitled)"
 
 
 # ---------------------------------------------------------------- severity
@@ -265,11 +268,11 @@ _ECOSYSTEMS = {
 
 def ecosystem(kind: object) -> str | None:
     """Our ecosystem name for a scanner's package type / distro family / OSV ecosystem, or None.
-    Unknown names pass through lower-cased (bounded), so nothing is silently relabelled."""
+    Unknown names pass through lower-cased (``Signal`` bounds them), so nothing is silently relabelled."""
     if not kind:
         return None
     key = str(kind).strip().lower()
-    return _ECOSYSTEMS.get(key) or _ECOSYSTEMS.get(key.split(":", 1)[0]) or opt(key, 64)
+    return _ECOSYSTEMS.get(key) or _ECOSYSTEMS.get(key.split(":", 1)[0]) or opt(key)
 
 
 def ecosystem_from_purl(purl: str | None) -> str | None:
@@ -335,7 +338,7 @@ def split_versions(value: str | Iterable[str] | None) -> list[str]:
         for part in str(item).split(","):
             part = _CONSTRAINT_OP.sub("", part.strip())
             if part and part not in out:
-                out.append(clean(part, SHORT_MAX))
+                out.append(clean(part, None))  # Signal bounds fixed_versions (and counts what it cuts)
     return out
 
 

@@ -22,12 +22,14 @@ from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, TLSConfig
 
 from fixloop.config import ConfigError, IntakeSettings, LoopSettings, TemporalSettings
-from fixloop.models import Signal
+from fixloop.models import Signal, batched
 from workflows.intake import IntakeInput, IntakeOptions, IntakeWorkflow, SignalBatch, intake_id
 from workflows.policies import SEARCH_ATTRIBUTES
 from workflows.remediation import LoopOptions
 
 BATCH = 500
+PAYLOAD_LIMIT_BYTES = 2 << 20  # Temporal's default limit per payload (dynamic config limit.blobSize.error: 2 MiB)
+BATCH_MAX_BYTES = 1 << 20  # signals per signal-with-start, as JSON: half the payload limit, a wide margin
 
 
 class BinaryMissing(RuntimeError):
@@ -120,6 +122,7 @@ def intake_options(intake: IntakeSettings, loop: LoopSettings) -> IntakeOptions:
         quiet_period=timedelta(seconds=intake.quiet_period),
         window_max_age=timedelta(seconds=intake.window_max_age),
         window_max_signals=intake.window_max_signals,
+        triage_max_bytes=intake.triage_max_bytes,
         engine=intake.engine,
         loop_options=loop_options(loop),
     )
@@ -134,25 +137,28 @@ async def submit_signals(
     intake: IntakeSettings | None = None,
     loop: LoopSettings | None = None,
     batch: int = BATCH,
+    max_bytes: int = BATCH_MAX_BYTES,
 ) -> str:
-    """Deliver ``signals`` to the intake of ``scope`` by signal-with-start of ``receive`` in batches of ``batch``
-    (the intake is started with ``intake``'s windows and engine and ``loop``'s loop timings, default from the
-    environment, if it is not running). Returns the intake's workflow id. Raises ``ValueError`` for an invalid
-    scope (letters, digits, ``._/-``)."""
+    """Deliver ``signals`` to the intake of ``scope`` by signal-with-start of ``receive``, in order, in batches of
+    at most ``batch`` signals and ``max_bytes`` bytes of JSON (``fixloop.models.batched``; under Temporal's 2 MiB
+    per payload and 4 MiB per request), one call per batch, all recorded when this returns (the intake is started
+    with ``intake``'s windows and engine and ``loop``'s loop timings, default from the environment, if it is not
+    running). Returns the intake's workflow id. Raises ``ValueError`` for an invalid scope (letters, digits,
+    ``._/-``) and ``fixloop.models.SignalTooLarge`` (before any call) for a signal alone over ``max_bytes``."""
     options = intake_options(intake or IntakeSettings(), loop or LoopSettings())
     try:
         start = IntakeInput(scope=scope, options=options)
     except ValidationError as e:
         raise ValueError(f"invalid scope {scope[:80]!r}: {e.errors(include_url=False)[0]['msg']}") from None
     wid = intake_id(scope)
-    for i in range(0, len(signals), batch):
+    for part in batched(signals, max_bytes=max_bytes, max_count=batch):
         await client.start_workflow(
             IntakeWorkflow.run,
             start,
             id=wid,
             task_queue=task_queue,
             start_signal="receive",
-            start_signal_args=[SignalBatch(signals=list(signals[i : i + batch]))],
+            start_signal_args=[SignalBatch(signals=part)],
             static_summary=f"intake of {scope}",
         )
     return wid

@@ -100,7 +100,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
                 transition=transition,
                 service=opt(next((labels[k] for k in _SERVICE_LABELS if labels.get(k)), None)),
                 env=opt(next((labels[k] for k in _ENV_LABELS if labels.get(k)), None)),
-                tags=[t for t in (opt(f"{k}:{v}") for k, v in sorted(labels.items())) if t][:64],
+                tags=[t for t in (opt(f"{k}:{v}") for k, v in sorted(labels.items())) if t],
                 scope=opt(scope),
                 alert_cycle_key=opt(cycle),
                 group_key=group_key,

@@ -5,9 +5,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
+from temporalio.contrib.pydantic import pydantic_data_converter
 
-from fixloop.models import Category, Kind, Severity, Signal, Source, Transition, fingerprint
+from fixloop.models import (
+    _LIST_LIMITS,
+    _TEXT_LIMITS,
+    SIGNAL_MAX_BYTES,
+    Category,
+    Kind,
+    Severity,
+    Signal,
+    Source,
+    Transition,
+    fingerprint,
+)
 from fixloop.parsing import (
     clean,
     cvss_vector_score,
@@ -40,8 +54,6 @@ def test_kind_specific_fields_are_required_and_exclusive() -> None:
 
 
 def test_bounds_and_shapes() -> None:
-    with pytest.raises(ValidationError):
-        Signal(**{**BASE, "title": "x" * 301}, kind=Kind.FINDING, category=Category.SAST)
     with pytest.raises(ValidationError):
         Signal(**{**BASE, "fingerprint": "not-hex"}, kind=Kind.FINDING, category=Category.SAST)
     with pytest.raises(ValidationError):
@@ -111,3 +123,71 @@ def test_vocabularies() -> None:
         "maven",
     ]
     assert split_versions("~> 5.2.4.3, >= 6.0.3.1") == ["5.2.4.3", "6.0.3.1"]
+
+
+# ---------------------------------------------------------------- byte budget (issue 14, finding 2)
+
+
+def _payload_bytes(signal: Signal) -> int:
+    """The bytes of ``signal`` as Temporal carries it (the pydantic data converter fixloop's clients use)."""
+    return len(pydantic_data_converter.payload_converter.to_payloads([signal])[0].data)
+
+
+def test_oversized_fields_are_cut_and_counted_not_refused() -> None:
+    # The attack's shapes: 5,000 vendor ids of 500 characters (one Trivy finding), 70 labels of 500 characters.
+    finding = Signal(
+        **{**BASE, "title": "x" * 301},
+        kind=Kind.FINDING,
+        category=Category.VULNERABILITY,
+        aliases=[f"{i:05d}" + "v" * 495 for i in range(5_000)],
+        package="p" * 10_000,
+    )
+    assert _payload_bytes(finding) <= SIGNAL_MAX_BYTES
+    assert len(finding.title) == 300 and finding.title.endswith("\u2026")
+    assert len(finding.package) == 512 and 0 < len(finding.aliases) <= 32
+    assert finding.aliases[0].startswith("00000")  # the first ones are kept, in order
+    assert finding.truncated == {"title": 1, "package": 1, "aliases": 5_000 - len(finding.aliases)}
+    alert = Signal(
+        **{**BASE, "source": Source.ALERTMANAGER},
+        kind=Kind.ALERT,
+        transition=Transition.TRIGGERED,
+        tags=[f"label{i}:" + "v" * 500 for i in range(70)],
+    )
+    assert _payload_bytes(alert) <= SIGNAL_MAX_BYTES
+    assert alert.truncated == {"tags": 70} and all(len(t) <= 200 for t in alert.tags)  # 6 dropped + 64 cut short
+    # What Temporal hands back is the same signal, nothing cut twice.
+    assert Signal.model_validate_json(finding.model_dump_json()) == finding
+    assert Signal(**BASE, kind=Kind.FINDING, category=Category.SAST).truncated == {}
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=5_000) | st.integers(0, 20_000).map(
+    lambda n: "\x00" * n  # a JSON escape: 6 bytes per character
+)
+_LIST = st.lists(_TEXT, max_size=300) | st.integers(0, 20_000).map(lambda n: ["\U0001f600" * 200] * n)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    kind=st.sampled_from([Kind.FINDING, Kind.ALERT]),
+    texts=st.fixed_dictionaries({}, optional={n: _TEXT for n in _TEXT_LIMITS}),
+    lists=st.fixed_dictionaries({}, optional={n: _LIST for n in _LIST_LIMITS}),
+)
+def test_any_signal_fits_its_byte_budget(kind: Kind, texts: dict[str, str], lists: dict[str, list[str]]) -> None:
+    """Whatever the sizes of its fields, a signal serialises (as Temporal carries it) within SIGNAL_MAX_BYTES, and
+    every value cut is counted: a list keeps its first items and the count of what it lost."""
+    fields = {**BASE, **{k: v for k, v in texts.items() if v or k not in ("title", "raw_ref")}, **lists}
+    extra = {"category": Category.SECRET} if kind is Kind.FINDING else {"transition": Transition.WARN}
+    signal = Signal(**fields, kind=kind, **extra)
+    assert _payload_bytes(signal) <= SIGNAL_MAX_BYTES
+    for name, (most, limit) in _LIST_LIMITS.items():
+        given_items, kept = fields.get(name, []), getattr(signal, name)
+        assert len(kept) <= most and all(len(v) <= limit for v in kept)
+        pairs = list(zip(kept, given_items, strict=False))
+        assert all(k == g or (k.endswith("\u2026") and g.startswith(k[:-1])) for k, g in pairs)
+        lost = len(given_items) - len(kept) + sum(1 for k, g in pairs if k != g)
+        assert signal.truncated.get(name, 0) == lost
+    for name, limit in _TEXT_LIMITS.items():
+        value, given_text = getattr(signal, name), fields.get(name)
+        assert value is None or len(value) <= limit
+        assert signal.truncated.get(name, 0) == (value != given_text)
+    assert Signal.model_validate_json(signal.model_dump_json()) == signal

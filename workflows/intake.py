@@ -24,6 +24,27 @@ micro-batch). The run loop drains what the handler recorded:
   Signals arriving faster than windows close pile up in the run's history (the server ends a run at 50 MB):
   senders of a storm pace themselves on ``status`` (``bench/storm.py`` keeps at most ``--backlog`` untriaged).
 
+Byte budgets (Temporal refuses a payload over 2 MiB and a request over 4 MiB; a workflow task's completion carries
+all its commands' payloads): no payload this workflow sends can exceed them, whatever arrives, so it cannot stall
+on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 KiB (``Signal`` cuts and counts).
+
+* triage input: a closed window is triaged in chunks of at most ``triage_max_bytes`` T (default 512 KiB, at most
+  768 KiB; ``fixloop.models.batched``) and ``window_max_signals``, plus ``recent_deploys`` (the newest 200, each a
+  work item id of <= 64 and a service of <= 512 characters: <= 3.2 KB of JSON): <= 768 KiB + 0.65 MB + the scope
+  < 1.5 MiB;
+* triage result: the activity refuses a result over R = ``RESULT_MAX_BYTES`` = 768 KiB (non-retryable
+  ``TriageResultTooLarge``), and the chunk is then triaged in two halves, down to one signal, whose result is at
+  most one work item or one unassigned entry built from that signal's <= 16 KiB (<< R);
+* child starts and ``add_signals``: a work item (<= R) with its signals (a subset of its chunk, <= T) is <= 1.5
+  MiB + ``START_OVERHEAD_BYTES`` per start (< 2 MiB); the starts of a chunk are sent in groups of at most 1.5 MiB
+  (or a single start) per workflow task (each counted with ``START_OVERHEAD_BYTES`` = 4 KiB for its id, options,
+  summary and search attributes), so a task's completion stays under 4 MiB;
+* ``join_alerts`` and ``refresh`` to a loop: chunks of at most T and 500 signals, one per workflow task;
+* continue-as-new: at most ``CARRY_MAX_BYTES`` (1.8 MB): the open window is closed early while it would not
+  fit; with nothing pending, the oldest half of the alert owners, else of the open fixes, else of the dedup
+  memory, is dropped (counted in ``owners_evicted`` / ``evicted``) until it does;
+* ``receive`` signals are the sender's: ``fixloop.temporal.submit_signals`` sends at most 1 MiB per call.
+
 Every signal received is accounted for: ``received == new + duplicates`` and ``new == assigned + unassigned +
 pending``. Signal ``finish`` ends the workflow once the open window has closed and been triaged (a scope
 retired, or a one-shot run such as ``bench/storm.py``; the window still closes by its own rules); the result is
@@ -39,15 +60,26 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
     from pydantic_core import to_json
 
-    from activities.triage import GROUP_SIGNALS, GroupSignalsInput
+    from activities.triage import GROUP_SIGNALS, RESULT_TOO_LARGE, GroupSignalsInput
     from fixloop.markup import markdown
-    from fixloop.models import Kind, RecentDeploy, Signal, TriageResult, Unassigned, WorkItem, WorkItemKind
+    from fixloop.models import (
+        SIGNAL_MAX_BYTES,
+        Kind,
+        RecentDeploy,
+        Signal,
+        TriageResult,
+        Unassigned,
+        WorkItem,
+        WorkItemKind,
+        batched,
+        signal_bytes,
+    )
     from workflows import policies
     from workflows.remediation import (
         AlertsJoined,
@@ -63,18 +95,26 @@ with workflow.unsafe.imports_passed_through():
 
 WINDOWS_KEPT = 20
 OWNERS_MAX = 10_000
+RECENT_DEPLOYS_MAX = 200  # deploys of the last attach_window remembered: <= 3.2 KB each in a triage input
 CARRY_MAX_BYTES = 1_800_000  # continue-as-new input, JSON; the server rejects payloads over 2 MiB
+TRIAGE_MAX_BYTES = 512 * 1024  # default signals per triage call, bytes of JSON
+SIGNALS_PER_MESSAGE = 500  # signals per join_alerts / refresh signal to a loop (AlertsJoined's own bound)
+STARTS_MAX_BYTES = 1_536 * 1024  # what one workflow task's child starts / add_signals may carry (gRPC: 4 MiB)
+START_OVERHEAD_BYTES = 4 * 1024  # per child start beyond its work item and signals: ids, options, summary, attributes
 _ENTRY = struct.Struct(">8sI")  # fingerprint prefix (first 16 hex chars), minute of last sighting
 
 
 class IntakeOptions(BaseModel):
-    """Windows, dedup memory and run size of an intake (``timedelta`` as ISO 8601 durations or seconds)."""
+    """Windows, triage chunks, dedup memory and run size of an intake (``timedelta`` as ISO 8601 durations or
+    seconds)."""
 
     model_config = ConfigDict(extra="forbid")
 
     quiet_period: timedelta = timedelta(minutes=2)
     window_max_age: timedelta = timedelta(minutes=15)
-    window_max_signals: int = Field(default=500, ge=1, le=1_000)  # ~0.5 MB of triage input at 500; 2 MB limit
+    window_max_signals: int = Field(default=500, ge=1, le=1_000)
+    # bytes of signal JSON per triage activity (and per join_alerts / refresh signal): see the module doc
+    triage_max_bytes: int = Field(default=TRIAGE_MAX_BYTES, ge=2 * SIGNAL_MAX_BYTES, le=768 * 1024)
     engine: str = "rules"
     dedup_ttl: timedelta = timedelta(days=7)
     dedup_capacity: int = Field(default=100_000, ge=0, le=120_000)
@@ -127,7 +167,9 @@ class Counters(BaseModel):
     refreshes_forwarded: int = 0
     alerts_joined: int = 0  # alerts sent into the open fix loop of their service (counted in ``assigned``)
     undeliverable: int = 0  # work items / refreshes for a loop that could not be signalled (recorded, not lost)
-    evicted: int = 0  # fingerprints dropped from the dedup memory (ttl or capacity)
+    evicted: int = 0  # fingerprints dropped from the dedup memory (ttl, capacity, or to fit continue-as-new)
+    owners_evicted: int = 0  # alert -> loop entries dropped (bound, or to fit continue-as-new): refreshes not forwarded
+    triage_calls: int = 0  # triage activities run: a window goes in chunks of at most triage_max_bytes
     runs: int = 1
 
 
@@ -263,6 +305,7 @@ class IntakeWorkflow:
         batches, self._queue = self._queue, []
         if self._deploys:
             self.state.recent_deploys.extend(self._deploys)
+            del self.state.recent_deploys[:-RECENT_DEPLOYS_MAX]
             self._deploys = []
         for fix in self._fixes:
             if fix.open:
@@ -338,8 +381,11 @@ class IntakeWorkflow:
         self.seen = kept
         self.state.counters.evicted += before - len(kept)
         cutoff = workflow.now() - opts.attach_window
-        self.state.recent_deploys = [d for d in self.state.recent_deploys if d.deployed_at >= cutoff]
+        self.state.recent_deploys = [d for d in self.state.recent_deploys if d.deployed_at >= cutoff][
+            -RECENT_DEPLOYS_MAX:
+        ]
         if len(self.state.owners) > OWNERS_MAX:
+            self.state.counters.owners_evicted += len(self.state.owners) - OWNERS_MAX
             self.state.owners = dict(list(self.state.owners.items())[-OWNERS_MAX:])
         if len(self.state.open_fixes) > OWNERS_MAX:
             self.state.open_fixes = dict(list(self.state.open_fixes.items())[-OWNERS_MAX:])
@@ -347,40 +393,65 @@ class IntakeWorkflow:
     # --- triage and loops ----------------------------------------------------------------------------------
 
     async def _close_window(self, closed_by: str) -> None:
-        size = self.inp.options.window_max_signals
-        window, rest = self.state.pending[:size], self.state.pending[size:]
+        opts = self.inp.options
+        window, rest = self.state.pending[: opts.window_max_signals], self.state.pending[opts.window_max_signals :]
         self.state.pending = rest
         if not rest:
             self.state.window_opened_at = None
             self.state.last_new_at = None
         window, joined = await self._join_open_fixes(window)
-        result = await self._triage(window, closed_by) if window else TriageResult()
-        covered = {f for wi in result.work_items for f in wi.signals} | {u.fingerprint for u in result.unassigned}
-        missing = {s.fingerprint for s in window} - covered
         c = self.state.counters
         c.windows += 1
-        c.assigned += joined + sum(len(set(wi.signals)) for wi in result.work_items)
-        c.unassigned += len(result.unassigned) + len(missing)
-        if missing:
-            workflow.logger.warning("triage left %d signal(s) without a group; counted unassigned", len(missing))
+        c.assigned += joined
         started_before, updated_before = c.loops_started, c.loops_updated
-        by_fingerprint = {s.fingerprint: s for s in window}
-        await asyncio.gather(
-            *(self._start_loop(wi, [by_fingerprint[f] for f in wi.signals if f in by_fingerprint])
-              for wi in result.work_items)
-        )  # fmt: skip
+        work_items = unassigned = 0
+        for chunk in batched(window, max_bytes=opts.triage_max_bytes, max_count=opts.window_max_signals):
+            items, left = await self._triage_chunk(chunk, closed_by)
+            work_items += items
+            unassigned += left
         self.state.windows.append(
             WindowRecord(
                 closed_at=workflow.now(),
                 closed_by=closed_by,
                 signals=len(window) + joined,
-                work_items=len(result.work_items),
-                unassigned=len(result.unassigned) + len(missing),
+                work_items=work_items,
+                unassigned=unassigned,
                 loops_started=c.loops_started - started_before,
                 loops_updated=c.loops_updated - updated_before,
             )
         )
         del self.state.windows[:-WINDOWS_KEPT]
+
+    async def _triage_chunk(self, chunk: list[Signal], closed_by: str) -> tuple[int, int]:
+        """Triage one chunk of a window and start (or update) a loop per work item; returns (work items,
+        unassigned). A result too large for one payload is triaged again as two halves."""
+        result = await self._triage(chunk, closed_by)
+        if result is None:
+            half = len(chunk) // 2
+            first, second = await self._triage_chunk(chunk[:half], closed_by), await self._triage_chunk(
+                chunk[half:], closed_by
+            )
+            return first[0] + second[0], first[1] + second[1]
+        covered = {f for wi in result.work_items for f in wi.signals} | {u.fingerprint for u in result.unassigned}
+        missing = {s.fingerprint for s in chunk} - covered
+        c = self.state.counters
+        c.assigned += sum(len(set(wi.signals)) for wi in result.work_items)
+        c.unassigned += len(result.unassigned) + len(missing)
+        if missing:
+            workflow.logger.warning("triage left %d signal(s) without a group; counted unassigned", len(missing))
+        by_fingerprint = {s.fingerprint: s for s in chunk}
+        starts = [(wi, [by_fingerprint[f] for f in wi.signals if f in by_fingerprint]) for wi in result.work_items]
+        group: list[tuple[WorkItem, list[Signal]]] = []
+        size = 0
+        for wi, signals in starts:  # one workflow task per group: its commands' payloads stay under the limits
+            n = len(to_json(wi)) + sum(map(signal_bytes, signals)) + START_OVERHEAD_BYTES
+            if group and size + n > STARTS_MAX_BYTES:
+                await asyncio.gather(*(self._start_loop(w, ss) for w, ss in group))
+                group, size = [], 0
+            group.append((wi, signals))
+            size += n
+        await asyncio.gather(*(self._start_loop(w, ss) for w, ss in group))
+        return len(result.work_items), len(result.unassigned) + len(missing)
 
     async def _join_open_fixes(self, window: list[Signal]) -> tuple[list[Signal], int]:
         """Send the window's alerts on a service with an open fix loop (its merge request open, not deployed: a
@@ -401,9 +472,10 @@ class IntakeWorkflow:
         joined: set[str] = set()
         for wid, alerts in joins.items():
             try:
-                await workflow.get_external_workflow_handle(wid).signal(
-                    RemediationWorkflow.join_alerts, AlertsJoined(signals=alerts)
-                )
+                for part in self._messages(alerts):
+                    await workflow.get_external_workflow_handle(wid).signal(
+                        RemediationWorkflow.join_alerts, AlertsJoined(signals=part)
+                    )
             except FailureError as e:
                 workflow.logger.warning("%d alert(s) could not join %s: %s; triaged instead", len(alerts), wid, e)
                 for service, loop in list(fixes.items()):
@@ -415,12 +487,14 @@ class IntakeWorkflow:
         self.state.counters.alerts_joined += len(joined)
         return [s for s in window if s.fingerprint not in joined], len(joined)
 
-    async def _triage(self, window: list[Signal], closed_by: str) -> TriageResult:
+    async def _triage(self, window: list[Signal], closed_by: str) -> TriageResult | None:
         """Triage with the configured engine; if that activity fails, with ``rules``; if that fails too (a bug),
-        the window's signals are counted unassigned with the error as reason, never dropped."""
+        the window's signals are counted unassigned with the error as reason, never dropped. None when the result
+        of more than one signal is too large for one payload (``TriageResultTooLarge``): the caller splits."""
         engines = list(dict.fromkeys([self.inp.options.engine, "rules"]))
         error: ActivityError | None = None
         for engine in engines:
+            self.state.counters.triage_calls += 1
             try:
                 return await workflow.execute_activity(
                     GROUP_SIGNALS,
@@ -433,6 +507,9 @@ class IntakeWorkflow:
                     summary=f"triage {len(window)} signals with {engine} ({closed_by})",
                 )
             except ActivityError as e:
+                if isinstance(e.cause, ApplicationError) and e.cause.type == RESULT_TOO_LARGE and len(window) > 1:
+                    workflow.logger.warning("triage result of %d signals is too large; split in two", len(window))
+                    return None
                 error = e
                 cause = e.cause.message if isinstance(e.cause, FailureError) else str(e)
                 workflow.logger.warning("triage with %s failed: %s", engine, cause)
@@ -480,13 +557,18 @@ class IntakeWorkflow:
         forwards, self._forwards = self._forwards, []
         for wid, signals in forwards:
             try:
-                await workflow.get_external_workflow_handle(wid).signal(
-                    RemediationWorkflow.refresh, Refresh(signals=signals)
-                )
-                self.state.counters.refreshes_forwarded += len(signals)
+                for part in self._messages(signals):
+                    await workflow.get_external_workflow_handle(wid).signal(
+                        RemediationWorkflow.refresh, Refresh(signals=part)
+                    )
+                    self.state.counters.refreshes_forwarded += len(part)
             except FailureError as e:
                 self.state.counters.undeliverable += 1
                 workflow.logger.warning("refresh of %d signal(s) for %s not delivered: %s", len(signals), wid, e)
+
+    def _messages(self, signals: list[Signal]) -> list[list[Signal]]:
+        """``signals`` in parts for signals to a loop: at most ``triage_max_bytes`` and ``SIGNALS_PER_MESSAGE``."""
+        return batched(signals, max_bytes=self.inp.options.triage_max_bytes, max_count=SIGNALS_PER_MESSAGE)
 
     # --- continue-as-new -----------------------------------------------------------------------------------
 
@@ -507,6 +589,29 @@ class IntakeWorkflow:
             counters = self.state.counters.model_copy(update={"runs": self.state.counters.runs + 1})
             state = self.state.model_copy(update={"seen": zlib.compress(pack_seen(self.seen)), "counters": counters})
             carry = self.inp.model_copy(update={"state": state})
-            if not self.state.pending or len(to_json(carry)) <= CARRY_MAX_BYTES:
+            if len(to_json(carry)) <= CARRY_MAX_BYTES:
                 workflow.continue_as_new(carry)
-            await self._close_window("carry")
+            if self.state.pending:
+                await self._close_window("carry")
+            elif not self._shrink_memory():  # unreachable: what is left is options, counters and 20 windows
+                workflow.continue_as_new(carry)
+
+    def _shrink_memory(self) -> bool:
+        """Make the carry smaller when nothing is pending and it still does not fit one payload (many alert owners
+        or open fixes, a large dedup memory): the oldest half of the alert owners, else of the open fixes, else of
+        the dedup memory, is dropped and counted. False when there was nothing left to drop."""
+        c = self.state.counters
+        owners, fixes = self.state.owners, self.state.open_fixes
+        if owners:
+            keep = len(owners) // 2
+            self.state.owners = dict(list(owners.items())[len(owners) - keep :])
+            c.owners_evicted += len(owners) - keep
+        elif fixes:
+            self.state.open_fixes = dict(list(fixes.items())[len(fixes) - len(fixes) // 2 :])
+        elif self.seen:
+            newest = sorted(self.seen.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[: len(self.seen) // 2]
+            c.evicted += len(self.seen) - len(newest)
+            self.seen = dict(newest)
+        else:
+            return False
+        return True

@@ -155,7 +155,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
             transition=transition,
             service=opt(service),
             env=opt(env),
-            tags=tags[:64],
+            tags=tags,
             scope=opt(scope),
             alert_cycle_key=opt(cycle),
             group_key=opt(aggregate),
@@ -165,7 +165,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
 
 def _tags(value: str | list[str] | None) -> list[str]:
     items = value if isinstance(value, list) else (_val(value) or "").split(",")
-    out = [t for t in (opt(x, 200) for x in items) if t and not _UNSET.match(t)]
+    out = [t for t in (opt(x) for x in items) if t and not _UNSET.match(t)]
     return list(dict.fromkeys(out))
 
 

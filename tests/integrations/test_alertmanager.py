@@ -82,3 +82,14 @@ def test_resolution_of_the_same_firing_refreshes_the_same_signal() -> None:
 
 def test_partial_payload_without_alerts_gives_none() -> None:
     assert signals("alertmanager/promgen_heartbeat_partial-payload.json") == []
+
+
+def test_an_alert_with_too_many_long_labels_is_cut_and_counted() -> None:
+    """70 labels of 500 characters (the attack of issue 14): the signal keeps 64 tags of at most 200 characters and
+    says so in ``truncated`` (before, the labels past 64 were dropped without a word); its JSON fits 16 KiB."""
+    doc = json.loads(fixture("alertmanager/pythonwebhook_k8s_HighPodMemory_firing.json").read_bytes())
+    doc["alerts"][0]["labels"].update({f"label_{k:02d}": "v" * 500 for k in range(70)})
+    s = one(parse_document(doc, ref="delivery:t", received_at=datetime.now(UTC)).signals)
+    assert len(s.tags) <= 64 and all(len(t) <= 200 for t in s.tags)
+    assert s.truncated["tags"] == 72 - len(s.tags) + sum(t.endswith("\u2026") for t in s.tags)  # 72 labels in all
+    assert s.truncated["scope"] == 1 and len(s.scope) == 512 and len(s.model_dump_json()) <= 16 * 1024

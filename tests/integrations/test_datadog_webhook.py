@@ -96,6 +96,16 @@ def test_extended_template_fields_tags_service_env_cycle() -> None:
     assert s.tags == ["env:prod", "service:checkout", "team:payments", "host:web-1"]
 
 
+def test_too_many_and_too_long_tags_are_cut_and_counted() -> None:
+    """Datadog tags are at most 200 characters (its own limit); a payload with 100 tags of 300 characters keeps 64
+    of at most 200 and counts every cut in ``truncated`` (before: over-long tags cut, the rest dropped, silently)."""
+    doc = _doc("relay-integrations_test-notification_service_check_triggered.json")
+    doc.update(alert_transition="Triggered", tags=",".join(f"k{i:03d}:" + "v" * 295 for i in range(100)))
+    s = _signal(doc)
+    assert len(s.tags) == 64 and all(len(t) == 200 and t.endswith("\u2026") for t in s.tags)
+    assert s.tags[0].startswith("k000:") and s.truncated == {"tags": 100}  # 36 dropped + 64 shortened
+
+
 def test_unsubstituted_template_variables_count_as_absent() -> None:
     doc = _doc("servicenow-docs_extended_webhook_payload_template.json")  # the template itself, $VARIABLES and all
     result = parse_document(doc, ref="tpl", received_at=NOW)

@@ -11,16 +11,21 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowContinuedAsNewError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():  # this module is re-imported in the workflow sandbox
-    from activities.triage import TriageActivities, triage_rules
-    from fixloop.models import RecentDeploy, Signal, TriageResult, WorkItemKind
+    from pydantic_core import to_json
+
+    from activities import triage as triage_module
+    from activities.triage import GROUP_SIGNALS, GroupSignalsInput, TriageActivities, triage_rules
+    from fixloop.models import RecentDeploy, Signal, TriageResult, WorkItemKind, batched, fingerprint
     from tests.conftest import signals
     from workflows.intake import (
+        CARRY_MAX_BYTES,
+        OWNERS_MAX,
         Finish,
         IntakeInput,
         IntakeOptions,
@@ -53,14 +58,22 @@ class LoopStandIn:
 
     def __init__(self) -> None:
         self.added: list[str] = []
+        self.added_signals = 0
         self.refreshed = 0
         self.started_with: list[str] = []
+        self.start_bytes = 0
         self.joined: list[str] = []
 
     @workflow.run
     async def run(self, inp: RemediationInput) -> None:
         self.started_with = sorted(s.fingerprint for s in inp.signals)
+        self.start_bytes = len(to_json(inp))
         await workflow.wait_condition(lambda: False)
+
+    @workflow.query
+    def sizes(self) -> tuple[int, int, int]:
+        """(bytes of the start input, signals it carried, fingerprints added since by ``add_signals``)."""
+        return self.start_bytes, len(self.started_with), self.added_signals
 
     @workflow.query
     def signals_at_start(self) -> list[str]:
@@ -69,6 +82,7 @@ class LoopStandIn:
     @workflow.signal
     def add_signals(self, more: MoreSignals) -> None:
         self.added.append(more.work_item.id)
+        self.added_signals += len(more.work_item.signals)
 
     @workflow.signal
     def refresh(self, refresh: Refresh) -> None:
@@ -314,3 +328,126 @@ async def test_an_alert_after_the_fix_deployed_is_a_deploy_regression(
     regression = triage_rules(stamped, recent_deploys=state.recent_deploys).work_items
     assert [w.kind for w in regression] == [WorkItemKind.DEPLOY_REGRESSION]
     assert state.counters.loops_started == 2
+
+
+# ---------------------------------------------------------------- byte budgets (issue 14, finding 2)
+
+TRIAGE_INPUTS: list[tuple[int, int]] = []  # (signals, bytes) of every triage activity input, in this process
+
+
+@activity.defn(name=GROUP_SIGNALS)
+async def recording_group_signals(inp: GroupSignalsInput) -> TriageResult:
+    """The real triage activity, recording the size of each input it gets."""
+    TRIAGE_INPUTS.append((len(inp.signals), len(to_json(inp))))
+    return await TriageActivities().group_signals(inp)
+
+
+def _recording_worker(client: Client, task_queue: str) -> Worker:
+    return Worker(
+        client, task_queue=task_queue, workflows=[IntakeWorkflow, LoopStandIn], activities=[recording_group_signals]
+    )
+
+
+def _storm(n: int) -> list[Signal]:
+    """``n`` findings of one Debian image: the real report's findings repeated under new advisory ids."""
+    base = signals(DEBIAN)
+    out = []
+    for i in range(n):
+        s = base[i % len(base)]
+        ids = {"fingerprint": fingerprint("storm", i, s.fingerprint), "advisory_id": f"{s.advisory_id}-{i}"}
+        out.append(s.model_copy(update=ids))
+    return out
+
+
+async def _deliver(handle: WorkflowHandle[IntakeWorkflow, IntakeState], storm: list[Signal]) -> None:
+    for part in batched(storm, max_bytes=1 << 20, max_count=500):
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=part))
+
+
+async def test_a_10000_signal_work_item_is_triaged_in_byte_bounded_chunks(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """10,000 findings of one image (one rebuild, one digest): windows of 1,000 (~1 MB of signals each) are triaged
+    in chunks of at most ``triage_max_bytes``; each loop starts with one chunk's signals (bounded), the rest reach it
+    by ``add_signals`` and are counted; every signal is accounted for."""
+    storm = _storm(10_000)
+    scope = _scope()
+    budget = 256 * 1024
+    options = _options(window_max_signals=1_000, triage_max_bytes=budget)
+    TRIAGE_INPUTS.clear()
+    async with _recording_worker(env.client, task_queue):
+        handle = await _start(env.client, task_queue, scope, storm[:1], options)
+        await _deliver(handle, storm[1:])
+        await _settle(env, handle, options.quiet_period)
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        state = await handle.result()
+        items = triage_rules(storm[:100]).work_items  # the same grouping keys: the same work item ids
+        loops = {wi.id: await env.client.get_workflow_handle(loop_id(scope, wi.id)).query(LoopStandIn.sizes)
+                 for wi in items}  # fmt: skip
+
+    c = state.counters
+    assert c.received == c.new == c.assigned + c.unassigned == 10_000
+    assert c.windows == 10 and c.triage_calls == len(TRIAGE_INPUTS) >= 10 * 1_000_000 // budget
+    overhead = 1_024  # scope, engine, recent deploys (none here), the object's keys
+    assert max(size for _, size in TRIAGE_INPUTS) <= budget + overhead
+    assert sum(n for n, _ in TRIAGE_INPUTS) == 10_000
+    assert sum(started + added for _, started, added in loops.values()) == c.assigned  # the rest: add_signals
+    assert all(start_bytes <= budget + 64 * 1024 for start_bytes, _, _ in loops.values())
+    assert c.loops_started == len(items) and c.loops_updated == c.triage_calls * len(items) - len(items)
+
+
+async def test_a_triage_result_too_large_for_a_payload_is_triaged_again_in_halves(
+    env: WorkflowEnvironment, task_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The activity refuses a result over RESULT_MAX_BYTES (lowered here to 3 KB, so the real one of 120 Debian
+    findings is over it); the intake triages the chunk again in halves until each result fits, losing nothing."""
+    monkeypatch.setattr(triage_module, "RESULT_MAX_BYTES", 3_000)
+    storm = _storm(120)
+    assert len(triage_rules(storm).model_dump_json()) > 2 * 3_000
+    scope = _scope()
+    options = _options()
+    TRIAGE_INPUTS.clear()
+    async with _recording_worker(env.client, task_queue):
+        handle = await _start(env.client, task_queue, scope, storm, options)
+        await _settle(env, handle, options.quiet_period)
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        state = await handle.result()
+
+    c = state.counters
+    assert c.assigned + c.unassigned == c.new == 120 and c.unassigned == len(triage_rules(storm).unassigned)
+    sizes = [n for n, _ in TRIAGE_INPUTS]
+    assert sizes[0] == 120 and 60 in sizes and c.triage_calls == len(sizes) >= 3  # 120, then halves
+
+
+async def test_continue_as_new_fits_one_payload_with_a_full_owner_memory(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """An intake of a 200-character scope remembering OWNERS_MAX alert owners (~2.8 MB of loop ids) continues as new
+    with a carry under CARRY_MAX_BYTES: the oldest owners are dropped and counted, nothing pending is lost."""
+    scope = "team/" + "g" * 195
+    owners = {fingerprint("alert", i): loop_id(scope, f"wi-{i:024x}") for i in range(OWNERS_MAX)}
+    state = IntakeState(owners=owners)
+    assert len(state.model_dump_json()) > 2_000_000
+    batch = signals(ALPINE)
+    options = _options(max_run_events=1)  # continue as new at the first chance
+    async with _worker(env.client, task_queue):
+        handle = await env.client.start_workflow(
+            IntakeWorkflow.run,
+            IntakeInput(scope=scope, options=options, state=state),
+            id=f"intake/{scope}",
+            task_queue=task_queue,
+            start_signal="receive",
+            start_signal_args=[SignalBatch(signals=batch)],
+        )
+        with pytest.raises(WorkflowContinuedAsNewError):
+            await handle.result(follow_runs=False)
+        latest = env.client.get_workflow_handle_for(IntakeWorkflow.run, f"intake/{scope}")
+        history = await latest.fetch_history()
+        carry = history.events[0].workflow_execution_started_event_attributes.input.payloads[0].data
+        await latest.signal(IntakeWorkflow.finish, Finish())
+        final = await latest.result()
+
+    assert len(carry) <= CARRY_MAX_BYTES
+    c = final.counters
+    assert c.owners_evicted >= OWNERS_MAX // 2 and len(final.owners) <= OWNERS_MAX - c.owners_evicted
+    assert c.new == len(batch) == c.assigned + c.unassigned  # the window closed before the carry ("carry")
