@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,16 @@ from fixloop.ingest import IngestResult, ingest_file
 from fixloop.models import Signal
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def flux_event(data: bytes, at: datetime | None = None) -> bytes:
+    """A recorded Flux event body with its ``timestamp`` set to ``at`` (default now), re-serialized: the gateway
+    refuses events older than FIXLOOP_GATEWAY_FLUX_MAX_AGE."""
+    doc = json.loads(data)
+    doc["timestamp"] = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps(doc).encode()
+
+
 SCANNER_DIRS = ("trivy", "grype", "snyk", "gitlab", "osv-scanner", "pip-audit")
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from integrations.datadog import webhook as datadog_webhook
     from integrations.flux import FluxSettings
     from integrations.gitlab.webhook import WebhookSettings
-    from tests.conftest import fixture, signals
+    from tests.conftest import fixture, flux_event, signals
     from tests.devserver import dev  # noqa: F401 - the fixture
     from tests.workflows.world import HEAD, World, approval
     from workflows import policies
@@ -67,13 +67,6 @@ def body(rel: str) -> bytes:
     events: ``flux_event``)."""
     data = fixture(rel).read_bytes()
     return flux_event(data) if rel.startswith("recorded/flux/") else data
-
-
-def flux_event(data: bytes, at: datetime | None = None) -> bytes:
-    """A Flux event body with its ``timestamp`` set to ``at`` (default now), re-serialized."""
-    doc = json.loads(data)
-    doc["timestamp"] = (at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return json.dumps(doc).encode()
 
 
 def signed(data: bytes, key: str = FLUX_KEY, algo: str = "sha256") -> dict[str, str]:

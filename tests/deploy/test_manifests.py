@@ -53,7 +53,7 @@ from integrations.gitlab.api import GitLabSettings
 from integrations.gitlab.webhook import WebhookSettings
 from integrations.jira import JiraSettings
 from integrations.registry import RegistrySettings
-from tests.conftest import fixture
+from tests.conftest import fixture, flux_event
 from workflows.intake import SignalBatch
 from workflows.policies import SEARCH_ATTRIBUTES
 
@@ -526,7 +526,7 @@ async def test_an_event_signed_as_the_generic_hmac_provider_signs_it_is_accepted
     """The Provider signs the body with its Secret's ``token`` (Flux docs: ``X-Signature: sha256=<hex>``); the
     gateway verifies it with FIXLOOP_FLUX_HMAC_KEY: same value accepted, another refused."""
     path = urlsplit(kinds(flux, "Provider")[0]["spec"]["address"]).path
-    body = fixture("recorded/flux/captured_notification-sink_kustomization_progressing.json").read_bytes()
+    body = flux_event(fixture("recorded/flux/captured_notification-sink_kustomization_progressing.json").read_bytes())
     app = gateway_app()
     headers = {"Content-Type": "application/json", "Gotk-Component": "kustomize-controller"}
     answers = []

@@ -16,7 +16,6 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from activities import gitlab
-    from activities.gitlab import Approval
     from activities.triage import triage_rules
     from fixloop.models import WorkItemKind
     from tests.activities.sandbox_world import World as Sandbox
@@ -25,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from tests.conftest import signals
     from tests.workflows.test_intake import ALERT as INTAKE_ALERT
     from tests.workflows.test_intake import _options, _scope, _settle, _start, _worker
-    from tests.workflows.world import HEAD, World
+    from tests.workflows.world import HEAD, World, approval
     from workflows.remediation import (
         AlertsJoined,
         LoopOptions,
@@ -57,7 +56,7 @@ async def test_joined_alerts_reach_jira_inert_and_the_ui_details_are_escaped(
     item = item.model_copy(update={"title": MD_EVIL})
     world = World(
         merge_after_polls=2,
-        approvals=[Approval(by="alice", sha=HEAD)],
+        approvals=[approval("alice")],
         joins=[AlertsJoined(signals=alerts)],
         service="catalog",
         client=env.client,
