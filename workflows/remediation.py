@@ -11,6 +11,13 @@ The approval gate and ``decide`` trust only GitLab's API (``fixloop.gate``): the
 request (``gitlab.merge_request_state``; a burst of hooks is one read) and decides from what it read; a ``decide``
 counts once ``gitlab.check_user`` shows its ``by`` is a real, active, allowed human, not the bot.
 
+Byte budget of the carry (Temporal refuses a payload over 2 MiB): the intake starts a loop with a work item and its
+signals of at most 1.5 MiB together (``workflows/intake.py``); joined alerts are kept up to ``ALERTS_MAX`` and
+``ALERTS_MAX_BYTES`` (newest first; the others counted in ``alerts_dropped``), evidence up to ``EVIDENCE_MAX`` lines
+of at most 2,000 characters. Before continue-as-new the carry is measured and, while it would pass
+``CARRY_MAX_BYTES``, the oldest joined alerts, then the oldest evidence, then the start signals that are not alerts
+(needed only for planning, which is behind) are dropped and counted, so the carry, and the ``status`` answer, fit.
+
 Query ``status`` -> ``LoopState``. Search attributes (``workflows.policies``): stage, service, severity, Jira key,
 merge request, scope, kind; ``workflow.set_current_details`` carries a Markdown summary for the Temporal UI.
 """
@@ -29,18 +36,21 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+    from pydantic_core import to_json
 
     from activities import change, flux, gitlab, jira, verify
     from fixloop.gate import decider_refusal, observe
     from fixloop.gate import gate as gate_verdict
     from fixloop.markup import markdown
-    from fixloop.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem
+    from fixloop.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem, signal_bytes
     from fixloop.parsing import clean
     from fixloop.verification import VerificationPolicy
     from workflows import policies
 
 EVIDENCE_MAX = 100
 ALERTS_MAX = 50  # joined alerts kept in the state
+ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.models``)
+CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
 DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
 _MONITOR_ID = re.compile(r"[0-9]{1,18}")
 
@@ -140,6 +150,8 @@ class LoopState(BaseModel):
     wakes_read: int = 0  # the wakes the last completed read (and the gate's decision on it) covers
     evidence: list[Evidence] = Field(default_factory=list)
     runs: int = 1
+    alerts_dropped: int = 0  # joined alerts not kept (over ALERTS_MAX / ALERTS_MAX_BYTES), counted
+    carry_dropped: int = 0  # evidence lines and start signals dropped so that the continue-as-new carry fits
 
 
 class RemediationInput(BaseModel):
@@ -856,7 +868,7 @@ class RemediationWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 self._apply_events()
                 self.state.runs += 1
-                workflow.continue_as_new(self.inp.model_copy(update={"state": self.state}))
+                workflow.continue_as_new(self._carry())
             timeout = min(opts.poll_interval, next_escalation - now)
             try:
                 await workflow.wait_condition(lambda: bool(self._events), timeout=timeout)
@@ -877,7 +889,7 @@ class RemediationWorkflow:
                 known = {a.fingerprint for a in self.state.alerts} | set(self.inp.work_item.signals)
                 new = [a for a in e.signals if a.fingerprint not in known]
                 if new and self.state.deployed_at is None:
-                    self.state.alerts = (self.state.alerts + new)[-ALERTS_MAX:]
+                    self.state.alerts = self._kept_alerts(self.state.alerts + new)
                     self._joined_unreported.extend(new)
                     self._note(f"{len(new)} alert(s) joined: {clean(new[0].title or 'alert', 200)}")
                 elif new:
@@ -1018,6 +1030,46 @@ class RemediationWorkflow:
 
     def _jira_key(self) -> str | None:
         return self.state.issue.key if self.state.issue else None
+
+    def _kept_alerts(self, alerts: list[Signal]) -> list[Signal]:
+        """The newest of ``alerts`` within ``ALERTS_MAX`` and ``ALERTS_MAX_BYTES``; the others counted."""
+        kept: list[Signal] = []
+        size = 0
+        for a in reversed(alerts[-ALERTS_MAX:]):
+            size += signal_bytes(a) + 1
+            if size > ALERTS_MAX_BYTES:
+                break
+            kept.append(a)
+        self.state.alerts_dropped += len(alerts) - len(kept)
+        return kept[::-1]
+
+    def _carry(self) -> RemediationInput:
+        """The continue-as-new input, within ``CARRY_MAX_BYTES``: while it is over, drop (and count) the oldest
+        joined alerts, then the oldest evidence, then the start signals that are not alerts (planning is behind:
+        the carry happens while waiting, never before the plan)."""
+        state = self.state
+        carry = self.inp.model_copy(update={"state": state})
+        while len(to_json(carry)) > CARRY_MAX_BYTES:
+            signals = carry.signals
+            if state.alerts:
+                half = max(1, len(state.alerts) // 2)
+                state.alerts_dropped += half
+                state.alerts = state.alerts[half:]
+            elif len(state.evidence) > 1:
+                half = len(state.evidence) // 2
+                state.carry_dropped += half
+                state.evidence = state.evidence[half:]
+            elif any(s.kind is not Kind.ALERT for s in signals):
+                kept = [s for s in signals if s.kind is Kind.ALERT]
+                state.carry_dropped += len(signals) - len(kept)
+                carry = carry.model_copy(update={"signals": kept})
+            elif signals:
+                half = max(1, len(signals) // 2)
+                state.carry_dropped += half
+                carry = carry.model_copy(update={"signals": signals[half:]})
+            else:
+                break  # the work item and plan alone: bounded by the intake and the planner
+        return carry
 
     def _set_attributes(self, *pairs: tuple[SearchAttributeKey[str], str]) -> None:
         if self.inp.options.search_attributes:

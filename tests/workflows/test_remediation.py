@@ -5,8 +5,9 @@ and the status the Temporal UI shows."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from pydantic_core import to_json
 from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -14,11 +15,14 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from activities import gitlab, verify
     from activities.triage import triage_rules
-    from fixloop.models import WorkItem, WorkItemKind
+    from fixloop.models import Signal, WorkItem, WorkItemKind, fingerprint
     from tests.conftest import signals
     from tests.workflows.world import HEAD, MERGE, REVERT_HEAD, World, approval
     from workflows.remediation import (
+        ALERTS_MAX_BYTES,
+        CARRY_MAX_BYTES,
         AlertsJoined,
+        Evidence,
         LoopOptions,
         LoopState,
         MergeRequestEvent,
@@ -452,3 +456,48 @@ async def test_alerts_joined_at_the_gate_must_recover(env: WorkflowEnvironment, 
     assert joined.labels == ["fixloop-alert"] and "monitor(s) 41000005 to have recovered" in joined.body
     texts = [e.text for e in state.evidence]
     assert any("could not be told of the open fix" in t for t in texts)
+
+
+def _wide(alert: Signal, i: int) -> Signal:
+    """A real alert widened to about the 16 KiB a signal may take (64 tags of 200 characters), made distinct."""
+    tags = [f"team:{i}-{n}-" + "x" * 180 for n in range(64)]
+    return alert.model_copy(update={"fingerprint": fingerprint("wide", alert.fingerprint, i), "tags": tags})
+
+
+async def test_joined_alerts_are_kept_within_their_byte_budget(env: WorkflowEnvironment, task_queue: str) -> None:
+    """Alerts joined at the gate (here 3 x 40 widened real Datadog alerts) stay within ``ALERTS_MAX_BYTES`` in the
+    loop's state, newest kept, the rest counted; the loop still continues as new and verifies."""
+    (alert,) = signals(DEMO_ALERTS[0])
+    batches = [[_wide(alert, 40 * b + i) for i in range(40)] for b in range(3)]
+    world = World(
+        merge_after_polls=30,
+        approvals=[HUMAN],
+        joins=[AlertsJoined(signals=batch) for batch in batches],
+        service="catalog",
+        client=env.client,
+    )
+    state = await _run(
+        env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), max_run_events=60,
+        poll_interval=timedelta(hours=1),
+    )  # fmt: skip
+    assert state.outcome is Outcome.VERIFIED and state.runs >= 2
+    assert len(to_json(state.alerts)) <= ALERTS_MAX_BYTES
+    assert state.alerts and state.alerts[-1].fingerprint == batches[-1][-1].fingerprint  # the newest are kept
+    assert len(state.alerts) + state.alerts_dropped == 120
+
+
+def test_the_continue_as_new_carry_fits_whatever_the_loop_holds() -> None:
+    """A loop holding a start larger than the intake sends (~1.7 MiB of signals), 50 joined alerts of 16 KiB and
+    100 evidence lines carries at most ``CARRY_MAX_BYTES`` into its next run; what was dropped is counted."""
+    (alert,) = signals(DEMO_ALERTS[0])
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    start = [_wide(s, i) for i, s in enumerate(signals(ALPINE) * 10)]  # ~1.7 MiB: more than the intake sends
+    loop = RemediationWorkflow(RemediationInput(scope=SCOPE, work_item=item, signals=start))
+    loop.state.alerts = [_wide(alert, i) for i in range(50)]
+    loop.state.evidence = [Evidence(at=datetime.now(UTC), stage=Stage.AWAIT_APPROVAL, text="e" * 2_000)] * 100
+    loop.state.stage = Stage.AWAIT_APPROVAL
+    assert len(to_json(loop.inp.model_copy(update={"state": loop.state}))) > 2 * 1024 * 1024  # would not fit
+    carry = loop._carry()
+    assert len(to_json(carry)) <= CARRY_MAX_BYTES
+    assert carry.state is not None and carry.state.alerts_dropped + carry.state.carry_dropped > 0
+    assert carry.work_item == item and carry.state.stage is Stage.AWAIT_APPROVAL
