@@ -37,7 +37,8 @@ application/json" --data-binary @trivy.json <gateway>/v1/reports/trivy``). A sec
 nothing. Secrets are compared in constant time and never logged or echoed.
 
 Answers
-  * 202 ``{"signals": n, "intake": "intake/<scope>", "delivery": id, "duplicates": d}``: the signals are in the intake
+  * 202 ``{"signals": n, "intake": "intake/<scope>", "delivery": id, "duplicates": d}``, with ``"truncated": t`` when
+    t of them had oversized fields cut (``Signal.truncated`` counts what each lost): the signals are in the intake
     (``delivery`` names the document in each signal's ``raw_ref``: ``delivery:<id>#<JSON pointer>``); 200 with
     ``"signals": 0`` for a valid document without findings (nothing is sent). GitLab and Flux hooks: 200 with what
     was done (``{"workflow": id, "woken": true, "update": "approve"}``, ``{"workflow": id, "woken": true, "signal":
@@ -584,6 +585,9 @@ class Gateway:
         else:
             result = parse_signals(body, f"delivery:{delivery}", source, self.settings)
         answer: dict[str, Any] = {"signals": len(result.signals), "intake": None, "delivery": delivery}
+        truncated = sum(1 for s in result.signals if s.truncated)
+        if truncated:  # signals whose oversized fields were cut (each counts what it lost in its ``truncated``)
+            answer["truncated"] = truncated
         if result.warnings:
             answer["warnings"] = [clean(w, 300) for w in result.warnings[:WARNINGS_SHOWN]]
         if not result.signals:
