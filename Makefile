@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,sandbox]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +25,7 @@ test: install
 fuzz: install
 	FIXLOOP_FUZZ_EXAMPLES=$${FIXLOOP_FUZZ_EXAMPLES:-2000} FIXLOOP_FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -q --timeout 3600
 
-# The whole loop on this machine (fixloop/demo.py); ARGS="--approve-as reviewer --json" for the scripted form.
+# The whole loop on this machine (fixloop/app/demo.py); ARGS="--approve-as reviewer --json" for the scripted form.
 demo: install
 	$(BIN)/fixloop demo $(ARGS)
 

@@ -3,7 +3,8 @@ edit operations (stage 2).
 
 The models and names first (what the workflow uses), then ``ChangeActivities``: ``change.plan`` reads the
 repository through GitLab at the head of the default branch (``GitLabRepo``), the registry's tag lists
-(``RegistryTags``) and runs the pure planner ``fixloop.change.plan``; the MR text comes from ``fixloop.change.mr``.
+(``RegistryTags``) and runs the pure planner ``fixloop.core.change.plan``; the MR text comes from
+``fixloop.core.change.mr``.
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 
+from fixloop.activities.errors import as_application_errors
+from fixloop.integrations.errors import AuthError, IntegrationError
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.integrations.llm import LlmError, structured_completion
+from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from temporalio import activity
 
-from activities.errors import as_application_errors
-from fixloop.change import NotFixable, NotLocated, Plan, RepoView, plan
-from fixloop.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
-from fixloop.change.mr import read_back, render
-from fixloop.change.ops import Operation, PolicyViolation
-from fixloop.change.policy import POLICY_FILE
-from fixloop.config import ConfigError, LlmSettings
-from fixloop.models import Signal, WorkItem
-from fixloop.parsing import clean
-from fixloop.verification import VerificationPolicy, describe_plan
-from integrations.errors import AuthError, IntegrationError
-from integrations.gitlab.api import GitLabClient, GitLabSettings
-from integrations.llm import LlmError, structured_completion
-from integrations.registry import RegistryClient, RegistrySettings
+from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
+from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
+from fixloop.core.change.mr import read_back, render
+from fixloop.core.change.ops import Operation, PolicyViolation
+from fixloop.core.change.policy import POLICY_FILE
+from fixloop.core.config import ConfigError, LlmSettings
+from fixloop.core.models import Signal, WorkItem
+from fixloop.core.parsing import clean
+from fixloop.core.verification import VerificationPolicy, describe_plan
 
 PLAN_CHANGE = "change.plan"
 RULES = "fixloop rules"
@@ -82,7 +83,7 @@ _DOCKER_HUB = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
 
 
 class GitLabRepo:
-    """A ``fixloop.change.RepoView`` of the GitLab project at commit ``sha``: the listing comes from one recursive
+    """A ``fixloop.core.change.RepoView`` of the GitLab project at commit ``sha``: the listing comes from one recursive
     tree call (blobs only), files are read on first use and cached. A file over ``max_bytes`` reads as None (and is
     logged): no fix lives in a megabyte-sized manifest, and a plan must stay bounded."""
 
@@ -164,8 +165,8 @@ class ChangeActivities:
     """``change.plan`` on the GitLab project of ``gitlab`` (the GitOps repository, ``gitlab.project``; the input's
     ``scope`` does not choose it) and the registry of ``registry`` (None: base images are not fixable).
     ``jira_url`` is the Jira site (e.g. ``https://acme.atlassian.net``) the MR description links the issue on
-    (``fixloop.change.mr.render`` links only an ``https`` URL); None: the key alone. ``llm``: the endpoint of a
-    model that drafts the MR text and may leave out validated operations (``fixloop.change.draft``); None: the
+    (``fixloop.core.change.mr.render`` links only an ``https`` URL); None: the key alone. ``llm``: the endpoint of a
+    model that drafts the MR text and may leave out validated operations (``fixloop.core.change.draft``); None: the
     rules write it. Any failure of the model, or a draft fixloop refuses, gives the rules' MR, saying why."""
 
     def __init__(

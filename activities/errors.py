@@ -1,9 +1,10 @@
 """Errors of the activities that call external systems, as Temporal sees them.
 
-``integrations.errors.IntegrationError`` -> ``ApplicationError(type=<class name>, non_retryable=not e.retryable)``;
-``fixloop.change.PolicyViolation`` (a change that fails validation) -> non-retryable ``ApplicationError`` of type
+``fixloop.integrations.errors.IntegrationError`` -> ``ApplicationError(type=<class name>, non_retryable=not
+e.retryable)``;
+``fixloop.core.change.PolicyViolation`` (a change that fails validation) -> non-retryable ``ApplicationError`` of type
 ``PolicyViolation``. Messages are the exceptions' own, which are short and never carry a secret (see
-``integrations.errors``), bounded here once more. Temporal's retry policy is the only retry layer.
+``fixloop.integrations.errors``), bounded here once more. Temporal's retry policy is the only retry layer.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from fixloop.integrations.errors import IntegrationError
 from temporalio.exceptions import ApplicationError
 
-from fixloop.change.ops import PolicyViolation
-from fixloop.parsing import clean
-from integrations.errors import IntegrationError
+from fixloop.core.change.ops import PolicyViolation
+from fixloop.core.parsing import clean
 
 MESSAGE_MAX = 1_000
 

@@ -25,18 +25,18 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from fixloop.activities.errors import as_application_errors
+from fixloop.integrations.errors import NotFound
+from fixloop.integrations.flux import KS_GROUP, FluxEvent, FluxSettings, KubeClient, KustomizationStatus, parse_revision
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import as_application_errors
-from fixloop.parsing import clean, opt
-from integrations.errors import NotFound
-from integrations.flux import KS_GROUP, FluxEvent, FluxSettings, KubeClient, KustomizationStatus, parse_revision
-from integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.core.parsing import clean, opt
 
 if TYPE_CHECKING:
-    from workflows.remediation import DeployEvent
+    from fixloop.workflows.remediation import DeployEvent
 
 DEPLOY_STATE = "flux.deploy_state"
 MESSAGE_MAX = 2_000  # chars of a Flux message kept (``DeployEvent.message``'s bound)
@@ -147,7 +147,7 @@ class FluxActivities:
         """Read the Kustomization and say whether ``inp.merge_sha`` is applied, failed, or neither (one read, no
         waiting: the workflow polls). Errors: a malformed SHA or Kustomization name -> non-retryable ``InvalidInput``;
         a Kustomization that does not exist -> non-retryable ``KustomizationNotFound`` naming it; Kubernetes or GitLab
-        unreachable, 429/5xx -> retryable; 401/403 -> non-retryable ``AuthError`` (``activities.errors``)."""
+        unreachable, 429/5xx -> retryable; 401/403 -> non-retryable ``AuthError`` (``fixloop.activities.errors``)."""
         if not _SHA_RE.match(inp.merge_sha):
             raise _invalid(f"merge_sha {clean(inp.merge_sha, 80)!r} is not a commit sha")
         key = inp.kustomization or self.settings.kustomization
@@ -182,9 +182,10 @@ def deploy_event(event: FluxEvent, kustomization: str | None = None) -> DeployEv
     revision, and with ``kustomization`` (``namespace/name``) events of another Kustomization. The revision is
     rewritten as ``<ref>@sha1:<sha>`` (``sha256`` for 64-hex SHAs; no ref: ``sha1:<sha>``), the message is bounded.
 
-    Pure; lives here rather than in ``integrations.flux`` because it builds the workflow's own signal model (imported
-    when called: ``workflows.remediation`` imports this module)."""
-    from workflows.remediation import DeployEvent
+    Pure; lives here rather than in ``fixloop.integrations.flux`` because it builds the workflow's own signal model
+    (imported
+    when called: ``fixloop.workflows.remediation`` imports this module)."""
+    from fixloop.workflows.remediation import DeployEvent
 
     obj = event.involvedObject
     group = (obj.apiVersion or f"{KS_GROUP}/").split("/")[0]

@@ -2,7 +2,7 @@
 source of the approval gate's facts: a webhook only wakes the loop, which then reads), comment on it, delete the
 branch of a closed one, open the revert merge request of a failed deploy, and check the GitLab user a ``decide``
 names. The models and names first (what the workflow uses), then ``GitLabActivities`` on
-``integrations.gitlab.api.GitLabClient``.
+``fixloop.integrations.gitlab.api.GitLabClient``.
 
 Every write is idempotent: ``gitlab.open_merge_request`` uses the branch ``fixloop/<work-item-id>`` and reuses its
 open MR; ``gitlab.note`` carries a dedup key; ``gitlab.delete_branch`` of a deleted branch is a no-op;
@@ -16,22 +16,22 @@ import asyncio
 import re
 from datetime import datetime
 
+from fixloop.activities.change import PlannedChange
+from fixloop.activities.errors import as_application_errors
+from fixloop.integrations.errors import Conflict
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.change import PlannedChange
-from activities.errors import as_application_errors
-from fixloop.change.edit import apply
-from fixloop.change.mr import code, read_back, text
-from fixloop.change.ops import PolicyViolation
-from fixloop.change.overlap import FileLines, Touched, diff_lines, edit_lines, overlap
-from fixloop.change.policy import POLICY_FILE, load_policy, validate
-from fixloop.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
-from fixloop.models import WorkItem
-from fixloop.parsing import clean
-from integrations.errors import Conflict
-from integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
+from fixloop.core.change.edit import apply
+from fixloop.core.change.mr import code, read_back, text
+from fixloop.core.change.ops import PolicyViolation
+from fixloop.core.change.overlap import FileLines, Touched, diff_lines, edit_lines, overlap
+from fixloop.core.change.policy import POLICY_FILE, load_policy, validate
+from fixloop.core.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
+from fixloop.core.models import WorkItem
+from fixloop.core.parsing import clean
 
 __all__ = ["Approval", "ApproverPolicy", "MergeRequestState", "MrState", "UserFacts"]  # the gate's facts (re-exported)
 
@@ -177,7 +177,7 @@ class GitLabActivities:
         planned base (an older plan's commit), -> non-retryable ``ApplicationError`` (``PolicyViolation``,
         ``Conflict``); integration errors -> ``ApplicationError`` (non-retryable unless retryable).
 
-        One MR per line: two open fixloop MRs never edit the same line (``fixloop.change.overlap``: a common path
+        One MR per line: two open fixloop MRs never edit the same line (``fixloop.core.change.overlap``: a common path
         with a common touched line or removed line text, or a file whose diff GitLab does not show). Rules, which
         the oldest MR always survives:
 
@@ -244,7 +244,7 @@ class GitLabActivities:
         read together with it (see ``GitLabClient.approvals``); ``merge_sha`` once merged (merge commit, else squash
         commit, else the head: fast-forward); the project's ``reset_approvals_on_push`` (None when GitLab does not
         say) and the worker's approver policy, with each approver's ``allowed`` (allow list, group membership).
-        The gate decides from this (``fixloop.gate.gate``). A head that moves while reading is a retryable
+        The gate decides from this (``fixloop.core.gate.gate``). A head that moves while reading is a retryable
         ``ApplicationError`` (``HeadMoved``)."""
         with as_application_errors():
             return await asyncio.to_thread(self._state, inp)
@@ -289,7 +289,7 @@ class GitLabActivities:
         )
 
     def policy(self) -> ApproverPolicy:
-        """The approval policy of this worker's settings (``fixloop.gate``)."""
+        """The approval policy of this worker's settings (``fixloop.core.gate``)."""
         s = self.settings
         return ApproverPolicy(
             bot_username=s.bot_username,
@@ -316,7 +316,7 @@ class GitLabActivities:
     @activity.defn(name=CHECK_USER)
     async def check_user(self, inp: CheckUserInput) -> UserFacts:
         """The GitLab user ``inp.username`` as GitLab knows it (exists, state, bot flag, allowed by the policy), for
-        the gate's check of a ``decide`` update (``fixloop.gate.decider_refusal``)."""
+        the gate's check of a ``decide`` update (``fixloop.core.gate.decider_refusal``)."""
         with as_application_errors():
             return await asyncio.to_thread(self._user, inp.username)
 
@@ -412,7 +412,7 @@ def revert_branch(work_item_id: str, merge_sha: str) -> str:
 
 def revert_description(inp: OpenRevertInput) -> str:
     """The revert MR's description: what is reverted and why, the verification evidence, the Jira key; every
-    external value escaped (``fixloop.change.mr``)."""
+    external value escaped (``fixloop.core.change.mr``)."""
     lines = [
         f"fixloop reverts merge commit {code(inp.merge_sha)} of !{inp.original.iid} "
         f"(work item {code(inp.work_item.id)}): {text(inp.reason)}",

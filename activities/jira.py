@@ -1,15 +1,16 @@
 """Jira activities: open the work item's issue, comment (escalations, evidence), close it.
 
 Every text reaches Jira through this module, and this module escapes all of it: summaries through
-``fixloop.markup.jira_summary`` (plain text, one line, 255 characters), descriptions and comment bodies through
-``fixloop.markup.jira_text`` (inert wiki markup: no link, mention, macro, image, table, heading or list, bare URLs
+``fixloop.core.markup.jira_summary`` (plain text, one line, 255 characters), descriptions and comment bodies through
+``fixloop.core.markup.jira_text`` (inert wiki markup: no link, mention, macro, image, table, heading or list, bare URLs
 defanged). The inputs' texts are therefore plain text, never wiki markup: a caller cannot forget to escape an alert
 title or a scanner field, and cannot format with wiki markup either.
 
 Interfaces (names and input/output models) of stages 1, escalation and 7 of the RemediationWorkflow. Each
 activity is idempotent: ``jira.open_work_item`` looks the issue up by the fixloop work-item id (a label) before
 creating one, so a retry or a worker crash never opens a second issue. The models and names first (what the
-workflow uses), then ``JiraActivities`` on ``integrations.jira.JiraClient`` (registered by the worker when Jira is
+workflow uses), then ``JiraActivities`` on ``fixloop.integrations.jira.JiraClient`` (registered by the worker when
+Jira is
 configured).
 """
 
@@ -18,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import re
 
+from fixloop.activities.errors import as_application_errors
+from fixloop.integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
-from activities.errors import as_application_errors
-from fixloop.markup import jira_summary, jira_text
-from fixloop.models import WorkItem
-from fixloop.parsing import clean
-from integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
+from fixloop.core.markup import jira_summary, jira_text
+from fixloop.core.models import WorkItem
+from fixloop.core.parsing import clean
 
 OPEN_WORK_ITEM = "jira.open_work_item"
 COMMENT = "jira.comment"
@@ -54,7 +55,7 @@ class IssueRef(BaseModel):
 class CommentInput(BaseModel):
     """A comment on ``key``; ``labels`` are added (idempotently) at the same time, e.g. an escalation label.
     ``dedup_key`` makes the comment idempotent: a comment carrying it is posted at most once. ``body`` is plain
-    text (lines kept), escaped by the activity (``fixloop.markup.jira_text``)."""
+    text (lines kept), escaped by the activity (``fixloop.core.markup.jira_text``)."""
 
     model_config = ConfigDict(extra="forbid")
 

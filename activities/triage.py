@@ -32,13 +32,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from fixloop.integrations.llm import LlmError, LlmInvalidAnswer, structured_completion
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from fixloop.config import ConfigError, LlmSettings
-from fixloop.models import (
+from fixloop.core.config import ConfigError, LlmSettings
+from fixloop.core.models import (
     FIX_KINDS,
     TITLE_MAX,
     Category,
@@ -53,8 +54,7 @@ from fixloop.models import (
     WorkItemKind,
     fingerprint,
 )
-from fixloop.parsing import clean, highest_version, title
-from integrations.llm import LlmError, LlmInvalidAnswer, structured_completion
+from fixloop.core.parsing import clean, highest_version, title
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ async def triage(
     """Triage ``signals`` with ``engine`` (``rules`` or ``llm``, see the module doc).
 
     ``llm`` is the endpoint for the ``llm`` engine; None reads it from the environment (``LlmSettings.load``).
-    An ``llm`` engine that is not configured raises ``fixloop.config.ConfigError`` (a setup mistake, reported,
+    An ``llm`` engine that is not configured raises ``fixloop.core.config.ConfigError`` (a setup mistake, reported,
     not hidden by a fallback); every failure of a configured one returns the ``rules`` result instead, each work
     item with ``engine="rules"`` and ``note="llm engine fell back to rules: <reason>"``. An unknown engine raises
     ``ValueError``.
@@ -435,7 +435,7 @@ async def triage_llm(
     """The ``llm`` engine without the fallback: one structured-output call on the digest of ``signals``.
 
     Findings the scanner marks not affected are unassigned by code, as ``rules`` does. Raises ``LlmError`` (from
-    ``integrations.llm``; ``LlmInvalidAnswer`` for an answer that fails the checks, see ``_check``), or
+    ``fixloop.integrations.llm``; ``LlmInvalidAnswer`` for an answer that fails the checks, see ``_check``), or
     ``ConfigError`` for incomplete ``settings``.
     """
     findings, alerts, unassigned = _partition(signals)

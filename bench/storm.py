@@ -13,9 +13,9 @@ them (Temporal ends a run at 50 MB of history: unpaced, this storm gets the inta
 intake's ``status`` does not yet count as dealt with (deduplicated, or triaged); ``--backlog 0`` sends unpaced,
 to see that failure. The default backlog is one window: what is untriaged when the intake continues as new is
 carried in one payload next to the dedup memory (about 1.2 MB at 100,000 fingerprints), and a larger backlog
-makes runs close windows early to fit it (``workflows.intake.CARRY_MAX_BYTES``).
+makes runs close windows early to fit it (``fixloop.workflows.intake.CARRY_MAX_BYTES``).
 
-The worker is the real one (``fixloop.worker.build_worker``, in this process): the intake, the rules triage
+The worker is the real one (``fixloop.app.worker.build_worker``, in this process): the intake, the rules triage
 activity and the real ``RemediationWorkflow`` children. The external-system activities the loops call (Jira,
 change planning, GitLab) are stand-ins that answer at once, so each fix loop opens its "issue" and "merge
 request" and parks in ``await_approval`` (the MR stays opened, unapproved) and each risk digest ends as tracked:
@@ -47,19 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pydantic_core import to_json  # noqa: E402
-from temporalio import activity  # noqa: E402
-from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.service import RPCError  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-
-from activities import change, gitlab, jira  # noqa: E402
-from fixloop.ingest import ingest_file  # noqa: E402
-from fixloop.models import Kind, Signal, fingerprint  # noqa: E402
-from fixloop.temporal import binary  # noqa: E402
-from fixloop.worker import build_worker  # noqa: E402
-from workflows.intake import (  # noqa: E402
+from fixloop.activities import change, gitlab, jira  # noqa: E402
+from fixloop.workflows.intake import (  # noqa: E402
     Counters,
     Finish,
     IntakeInput,
@@ -68,8 +57,19 @@ from workflows.intake import (  # noqa: E402
     SignalBatch,
     intake_id,
 )
-from workflows.policies import SEARCH_ATTRIBUTES  # noqa: E402
-from workflows.remediation import LoopOptions  # noqa: E402
+from fixloop.workflows.policies import SEARCH_ATTRIBUTES  # noqa: E402
+from fixloop.workflows.remediation import LoopOptions  # noqa: E402
+from pydantic_core import to_json  # noqa: E402
+from temporalio import activity  # noqa: E402
+from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.service import RPCError  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from fixloop.app.ingest import ingest_file  # noqa: E402
+from fixloop.app.temporal import binary  # noqa: E402
+from fixloop.app.worker import build_worker  # noqa: E402
+from fixloop.core.models import Kind, Signal, fingerprint  # noqa: E402
 
 SCANNERS = ("trivy", "grype", "snyk", "gitlab", "osv-scanner", "pip-audit")
 GOAL_MAX_EVENTS = 10_000

@@ -1,10 +1,10 @@
 """Verification: false fails on unchanged services and detection of an error-rate regression.
 
 Over ``--series`` seeded services (default 1,000) per scenario, builds the default checks' windows as the sandbox
-world does (``sandbox.world``: the services' daily means, the daily load curve of +-15 % as a slow drift, noise
+world does (``fixloop.sandbox.world``: the services' daily means, the daily load curve of +-15 % as a slow drift, noise
 ``1 + cv * z`` with ``z`` standard normal clipped to +-3 and the world's coefficients of variation at 60 s scaled
 by ``sqrt(60 / 30)`` for 30-second points: error rate ~14 %, p95 ~8.5 %, request rate ~5.7 %), a 10-minute window
-each side of a deploy at a random time of the year, and judges them with ``fixloop.verification`` and the default
+each side of a deploy at a random time of the year, and judges them with ``fixloop.core.verification`` and the default
 policy. A verdict counts as a fail only when it is ``fail`` (``marginal`` goes to a human and is reported apart).
 Printed besides, outside the goals: x1.2 (at the effect floor), x2, and error counts drawn as Poisson counts per
 point (real count metrics of the world's services: 4.5 to 36 errors per 30-second point), unchanged and x1.5.
@@ -30,7 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fixloop.verification import (  # noqa: E402
+from fixloop.sandbox.world import DAILY_AMPLITUDE, NOISE_CV, SERVICES, World  # noqa: E402
+
+from fixloop.core.verification import (  # noqa: E402
     ERROR_RATE,
     LATENCY_P95,
     REQUEST_RATE,
@@ -41,7 +43,6 @@ from fixloop.verification import (  # noqa: E402
     fmt_duration,
     judge,
 )
-from sandbox.world import DAILY_AMPLITUDE, NOISE_CV, SERVICES, World  # noqa: E402
 
 YEAR_S = 365 * 86_400
 START = 1_704_067_200  # 2024-01-01T00:00:00Z

@@ -1,3 +1,3 @@
-from fixloop.cli import main
+from fixloop.app.cli import main
 
 main()

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fixloop.models import Kind, Signal, Source, Transition, fingerprint
-from fixloop.parsing import ParseContext, WireModel, aware, opt, severity, title
+from fixloop.core.models import Kind, Signal, Source, Transition, fingerprint
+from fixloop.core.parsing import ParseContext, WireModel, aware, opt, severity, title
 
 _FNV_OFFSET64 = 14695981039346656037
 _FNV_PRIME64 = 1099511628211

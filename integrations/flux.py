@@ -18,7 +18,7 @@ Formats
     body>`` keyed with the Provider secret's ``token``; the documented hash functions are sha224, sha256 (the
     default), sha384 and sha512.
 
-Errors are those of ``integrations.errors`` with system ``"flux"``; no call is retried here.
+Errors are those of ``fixloop.integrations.errors`` with system ``"flux"``; no call is retried here.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from integrations.errors import IntegrationError, TransportError, status_error
 
 SYSTEM = "flux"
 KS_GROUP = "kustomize.toolkit.fluxcd.io"
@@ -335,7 +334,7 @@ class FluxEventError(ValueError):
 
 def parse_event(doc: object) -> FluxEvent:
     """The ``FluxEvent`` of a generic(-hmac) provider's decoded JSON body (the caller decodes it once, with its
-    size and nesting limits, e.g. ``fixloop.ingest.decode``: this does no JSON parsing); ``FluxEventError`` if it
+    size and nesting limits, e.g. ``fixloop.app.ingest.decode``: this does no JSON parsing); ``FluxEventError`` if it
     is not an event."""
     try:
         return FluxEvent.model_validate(doc)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixloop.models import Category, Kind, Signal, Source, fingerprint
-from fixloop.parsing import (
+from fixloop.core.models import Category, Kind, Signal, Source, fingerprint
+from fixloop.core.parsing import (
     ParseContext,
     WireModel,
     ecosystem,

@@ -13,7 +13,8 @@ work item, and retries come seconds later, which is the case this guards. A comm
 line ``fixloop-ref: <dedup_key>``, looked for among the issue's comments before adding; a remote link uses its URL
 as ``globalId``, which Jira itself treats as "update, don't add".
 
-Errors: ``JIRAError`` -> ``integrations.errors.status_error`` by HTTP status (401/403 ``AuthError``, 404 ``NotFound``,
+Errors: ``JIRAError`` -> ``fixloop.integrations.errors.status_error`` by HTTP status (401/403 ``AuthError``, 404
+``NotFound``,
 400 ``Invalid``, 429/5xx retryable ``HttpStatusError``); requests' connection errors and timeouts -> ``TransportError``.
 The library's own retries are off (``max_retries=0``): Temporal is the only retry layer. Messages carry Jira's error
 text, never a header (``str(JIRAError)`` would print the request headers, Authorization included, so it is not used).
@@ -28,11 +29,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import requests
+from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from jira import JIRA, JIRAError
 from pydantic import BaseModel, Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from integrations.errors import IntegrationError, TransportError, status_error
 
 SYSTEM = "jira"
 LABEL_PREFIX = "fixloop:"
@@ -135,7 +135,7 @@ def _error_text(e: JIRAError) -> str:
 
 @contextmanager
 def _mapped(action: str) -> Iterator[None]:
-    """Turn the library's and requests' exceptions into ``integrations.errors``."""
+    """Turn the library's and requests' exceptions into ``fixloop.integrations.errors``."""
     try:
         yield
     except JIRAError as e:
@@ -195,7 +195,7 @@ class JiraClient:
     ) -> IssueRef:
         """The issue of work item ``fixloop_id``, created (in ``settings.project``) only if none has its label.
         ``summary`` is cut to one line of 255 characters; ``description`` is wiki markup taken as it is (the
-        activities escape it: ``fixloop.markup.jira_text``); ``labels`` are added beside ``fixloop:<id>``.
+        activities escape it: ``fixloop.core.markup.jira_text``); ``labels`` are added beside ``fixloop:<id>``.
         ``created`` tells whether this call created it. Raises ``Invalid`` (400) naming a refused field."""
         existing = self.find_issue(fixloop_id)
         if existing is not None:
@@ -227,7 +227,7 @@ class JiraClient:
         )
 
     def comment(self, key: str, body: str, dedup_key: str | None = None) -> CommentRef:
-        """Add ``body`` (wiki markup, taken as it is: fixloop's activities pass only ``fixloop.markup.jira_text``)
+        """Add ``body`` (wiki markup, taken as it is: fixloop's activities pass only ``fixloop.core.markup.jira_text``)
         to ``key``. With ``dedup_key``, the comment ends with the line ``fixloop-ref: <dedup_key>`` and is not added
         again when a comment with that line exists."""
         if dedup_key is not None:

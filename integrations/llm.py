@@ -21,8 +21,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from fixloop.config import LlmSettings
-from fixloop.parsing import clean, validation_message
+from fixloop.core.config import LlmSettings
+from fixloop.core.parsing import clean, validation_message
 
 T = TypeVar("T", bound=BaseModel)
 

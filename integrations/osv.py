@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fixloop.models import Category, Kind, Severity, Signal, Source, fingerprint
-from fixloop.parsing import (
+from fixloop.core.models import Category, Kind, Severity, Signal, Source, fingerprint
+from fixloop.core.parsing import (
     ParseContext,
     WireModel,
     cvss_vector_score,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pydantic import TypeAdapter
 
-from fixloop.models import Category, Kind, Severity, Signal, Source, fingerprint
-from fixloop.parsing import ParseContext, WireModel, lowest_fix, opt, split_versions, title
+from fixloop.core.models import Category, Kind, Severity, Signal, Source, fingerprint
+from fixloop.core.parsing import ParseContext, WireModel, lowest_fix, opt, split_versions, title
 
 
 class Vuln(WireModel):

@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from integrations.errors import IntegrationError, TransportError, status_error
 
 SYSTEM = "registry"
 PAGE_SIZE = 100

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pydantic import TypeAdapter
 
-from fixloop.models import Category, Kind, Signal, Source, fingerprint
-from fixloop.parsing import ParseContext, WireModel, ecosystem, lowest_fix, opt, severity, split_versions, title
+from fixloop.core.models import Category, Kind, Signal, Source, fingerprint
+from fixloop.core.parsing import ParseContext, WireModel, ecosystem, lowest_fix, opt, severity, split_versions, title
 
 
 class Vulnerability(WireModel):

@@ -19,8 +19,8 @@ from datetime import datetime
 
 from pydantic import Field
 
-from fixloop.models import Category, Kind, Signal, Source, fingerprint
-from fixloop.parsing import (
+from fixloop.core.models import Category, Kind, Signal, Source, fingerprint
+from fixloop.core.parsing import (
     ParseContext,
     WireModel,
     aware,

@@ -24,20 +24,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fastapi import FastAPI
-
-from sandbox.bus import Bus
-from sandbox.config import Credentials, SandboxConfig, utcnow
-from sandbox.store import JsonStore
+from fixloop.sandbox.bus import Bus
+from fixloop.sandbox.config import Credentials, SandboxConfig, utcnow
+from fixloop.sandbox.store import JsonStore
 
 log = logging.getLogger(__name__)
 
 # (prefix, module): each module has ``build(sb: Sandbox) -> FastAPI``.
 SERVICES: tuple[tuple[str, str], ...] = (
-    ("/gitlab", "sandbox.gitlab"),
-    ("/jira", "sandbox.jira"),
-    ("/datadog", "sandbox.datadog"),
-    ("/kube", "sandbox.flux"),
-    ("/registry", "sandbox.registry"),
+    ("/gitlab", "fixloop.sandbox.gitlab"),
+    ("/jira", "fixloop.sandbox.jira"),
+    ("/datadog", "fixloop.sandbox.datadog"),
+    ("/kube", "fixloop.sandbox.flux"),
+    ("/registry", "fixloop.sandbox.registry"),
 )
 
 
@@ -66,17 +65,17 @@ class Sandbox:
         return self._stores[name]
 
     @property
-    def repos(self):  # -> sandbox.repos.RepoStore
+    def repos(self):  # -> fixloop.sandbox.repos.RepoStore
         if self._repos is None:
-            from sandbox.repos import RepoStore
+            from fixloop.sandbox.repos import RepoStore
 
             self._repos = RepoStore(self.config.state_dir / "git")
         return self._repos
 
     @property
-    def world(self):  # -> sandbox.world.World
+    def world(self):  # -> fixloop.sandbox.world.World
         if self._world is None:
-            from sandbox.world import World
+            from fixloop.sandbox.world import World
 
             self._world = World(self)
         return self._world

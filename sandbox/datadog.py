@@ -21,7 +21,7 @@ Endpoints, as ``datadog-api-client`` calls them with ``Configuration(host=f"{bas
 * ``GET /api/v1/monitor`` (``name``, ``tags`` = query scope tags, ``monitor_tags``, ``id_offset``, ``page``,
   ``page_size``), ``GET /api/v1/monitor/{id}``, ``GET /api/v1/monitor/search`` (``query`` with ``status:``,
   ``type:``, ``tag:``, ``service:``, ``id:`` terms and free text on the name; ``page``, ``per_page``): the seeded
-  monitors of ``sandbox.world``, state evaluated at ``sb.clock()``.
+  monitors of ``fixloop.sandbox.world``, state evaluated at ``sb.clock()``.
 * ``POST /api/v1/events`` (API key only) -> 202 ``{"status": "ok", "event": {...}}``; ``GET /api/v2/events``
   (``filter[from|to|query]``, ``sort``, ``page[limit|cursor]``).
 
@@ -43,10 +43,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fixloop.sandbox.world import MONITORS, SERVICES, MonitorDef, iso
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
-
-from sandbox.world import MONITORS, SERVICES, MonitorDef, iso
 
 log = logging.getLogger(__name__)
 ORG_ID = 1_000_001

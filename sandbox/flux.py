@@ -4,7 +4,8 @@ What it models
   * ``GitRepository flux-system/flux-system`` tracks branch ``main`` of the sandbox repository ``platform/gitops``
     (its ``spec`` is read from ``clusters/sandbox/*.yaml`` when declared there; the tracked project/branch are fixed).
   * Every ``Kustomization`` (``kustomize.toolkit.fluxcd.io/v1``) declared in ``clusters/sandbox/*.yaml`` is
-    "applied" at each new head: its ``spec.path`` is rendered with ``sandbox.kustomize`` (a kustomize subset), the
+    "applied" at each new head: its ``spec.path`` is rendered with ``fixloop.sandbox.kustomize`` (a kustomize subset),
+    the
     Deployments' containers are recorded, and the status is set as kustomize-controller v1 sets it: Ready=True
     ``ReconciliationSucceeded`` "Applied revision: main@sha1:<sha>" (+ Healthy=True when ``spec.wait``), or
     Ready=False ``BuildFailed``/``ArtifactFailed`` with Reconciling=True ``ProgressingWithRetry``,
@@ -52,10 +53,9 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fixloop.sandbox import kustomize
+from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from sandbox import kustomize
-from sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
 
 log = logging.getLogger(__name__)
 

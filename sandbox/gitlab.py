@@ -53,11 +53,10 @@ from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fixloop.sandbox.app import Sandbox
+from fixloop.sandbox.repos import Action, CommitInfo, FileDiff, Person, RepoError, as_dict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
-
-from sandbox.app import Sandbox
-from sandbox.repos import Action, CommitInfo, FileDiff, Person, RepoError, as_dict
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +215,7 @@ class GitLab:
             d.setdefault("hook_deliveries", [])
             d.setdefault("webhook_uuid", str(uuid.uuid4()))
             if not self.repos.exists(GITOPS):
-                from sandbox.seed import seed_gitops
+                from fixloop.sandbox.seed import seed_gitops
 
                 try:
                     seed_gitops(self.repos, sb.clock())
@@ -897,7 +896,7 @@ def git_app(root: str) -> WSGIMiddleware:
 
 
 def build(sb: Sandbox) -> FastAPI:
-    """The GitLab stand-in (see the module docstring); mounted at ``/gitlab`` by ``sandbox.app``."""
+    """The GitLab stand-in (see the module docstring); mounted at ``/gitlab`` by ``fixloop.sandbox.app``."""
     gl = GitLab(sb)
     app = FastAPI(title="sandbox GitLab", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gitlab = gl

@@ -57,7 +57,7 @@ class Snapshot:
 
     @classmethod
     def from_repo(cls, repos: Any, project: str, sha: str) -> Snapshot:
-        """The tree of commit ``sha`` in a ``sandbox.repos.RepoStore``; blobs are read on demand."""
+        """The tree of commit ``sha`` in a ``fixloop.sandbox.repos.RepoStore``; blobs are read on demand."""
         files = {e.path for e in repos.tree(project, sha, "", recursive=True) if e.type == "blob"}
 
         def read(path: str) -> bytes:

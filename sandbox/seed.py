@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from sandbox.repos import Action, Person, RepoStore
+from fixloop.sandbox.repos import Action, Person, RepoStore
 
 GITOPS_PROJECT = "platform/gitops"
 DEFAULT_BRANCH = "main"

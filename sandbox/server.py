@@ -41,7 +41,7 @@ def serve_in_thread(app: FastAPI, sock: socket.socket) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def endpoints(sb) -> dict[str, str]:  # sb: sandbox.app.Sandbox
+def endpoints(sb) -> dict[str, str]:  # sb: fixloop.sandbox.app.Sandbox
     """The environment that points fixloop at this sandbox: ``{FIXLOOP_* variable: value}``, credentials included
     (sandbox-only secrets, printed on purpose by ``fixloop sandbox up``)."""
     c = sb.credentials

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fixloop.ingest import IngestResult, ingest_file
-from fixloop.models import Signal
+from fixloop.app.ingest import IngestResult, ingest_file
+from fixloop.core.models import Signal
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -28,18 +28,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
-    from activities.triage import triage_rules
-    from fixloop.config import IntakeSettings
-    from fixloop.gateway import GatewaySettings, create_app
-    from fixloop.ingest import parse_document
-    from fixloop.models import SIGNAL_MAX_BYTES, batched, signal_bytes
-    from fixloop.worker import build_worker
-    from integrations.flux import FluxSettings
-    from integrations.gitlab.webhook import WebhookSettings
+    from fixloop.activities.triage import triage_rules
+    from fixloop.integrations.flux import FluxSettings
+    from fixloop.integrations.gitlab.webhook import WebhookSettings
+    from fixloop.workflows.intake import IntakeStatus, IntakeWorkflow, intake_id
+    from fixloop.workflows.remediation import loop_id
+
+    from fixloop.app.gateway import GatewaySettings, create_app
+    from fixloop.app.ingest import parse_document
+    from fixloop.app.worker import build_worker
+    from fixloop.core.config import IntakeSettings
+    from fixloop.core.models import SIGNAL_MAX_BYTES, batched, signal_bytes
     from tests.conftest import fixture, signals
     from tests.devserver import dev  # noqa: F401 - the fixture
-    from workflows.intake import IntakeStatus, IntakeWorkflow, intake_id
-    from workflows.remediation import loop_id
 
 TOKEN = "gw-token-budgets-31c7"
 AUTH = {"Content-Type": "application/json", "X-Fixloop-Token": TOKEN}

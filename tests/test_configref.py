@@ -10,8 +10,8 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from typer.testing import CliRunner
 
-from fixloop import configref
-from fixloop.cli import app
+from fixloop.app import configref
+from fixloop.app.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("fixloop", "integrations", "activities", "workflows")
@@ -27,14 +27,18 @@ def test_docs_configuration_is_current() -> None:
 
 
 def test_every_settings_class_is_in_the_reference() -> None:
+    def module(path: Path) -> str:  # the installed name: workflows/x.py is fixloop.workflows.x (package-dir)
+        parts = path.relative_to(REPO).with_suffix("").parts
+        return ".".join(parts if parts[0] == "fixloop" else ("fixloop", *parts))
+
     defined = {
-        f"{'.'.join(path.relative_to(REPO).with_suffix('').parts)}:{name}"
+        f"{module(path)}:{name}"
         for package in PACKAGES
         for path in (REPO / package).rglob("*.py")
         for name in re.findall(r"^class (\w+)\(BaseSettings\)", path.read_text(encoding="utf-8"), re.M)
     }
     listed = {group.path for group in configref.GROUPS}
-    assert defined - listed == set(), "add these settings classes to fixloop.configref.GROUPS"
+    assert defined - listed == set(), "add these settings classes to fixloop.app.configref.GROUPS"
     assert listed <= defined
 
 
@@ -73,9 +77,10 @@ def test_every_variable_has_a_type_default_and_description() -> None:
 
 
 def test_real_rows() -> None:
-    from fixloop.config import LlmSettings, TemporalSettings
-    from fixloop.gateway import GatewaySettings
-    from integrations.jira import JiraSettings
+    from fixloop.integrations.jira import JiraSettings
+
+    from fixloop.app.gateway import GatewaySettings
+    from fixloop.core.config import LlmSettings, TemporalSettings
 
     rows = {
         r.variable: r

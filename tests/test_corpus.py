@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fixloop.ingest import detect, parse_document
-from fixloop.models import Category, Kind, Source
+from fixloop.app.ingest import detect, parse_document
+from fixloop.core.models import Category, Kind, Source
 from tests.conftest import FIXTURES, ingest, scanner_reports
 
 ALL_INPUTS = sorted(

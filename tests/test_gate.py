@@ -1,14 +1,15 @@
-"""``fixloop.gate``: the approval gate's decision from facts read from GitLab, fuzzed with hypothesis over every
+"""``fixloop.core.gate``: the approval gate's decision from facts read from GitLab, fuzzed with hypothesis over every
 field (state, heads, approvers, author, bot, allow policy, reset on push, the loop's observations), and the check of
 the human behind a ``decide``; and the policy's settings (``FIXLOOP_GITLAB_APPROVERS``, ...)."""
 
 from __future__ import annotations
 
 import pytest
+from fixloop.integrations.gitlab.api import GitLabSettings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fixloop.gate import (
+from fixloop.core.gate import (
     Approval,
     ApproverPolicy,
     MergeRequestState,
@@ -18,7 +19,6 @@ from fixloop.gate import (
     gate,
     observe,
 )
-from integrations.gitlab.api import GitLabSettings
 
 SHAS = ["a" * 40, "b" * 40, "c" * 40]
 NAMES = ["alice", "bob", "fixloop-bot", "carol"]

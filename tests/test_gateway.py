@@ -1,4 +1,4 @@
-"""The gateway (``fixloop.gateway``): HTTP behaviour with a fake Temporal client, then on the real dev server the
+"""The gateway (``fixloop.app.gateway``): HTTP behaviour with a fake Temporal client, then on the real dev server the
 paths that need Temporal itself: a re-delivered Datadog webhook is one signal in the intake, a delivery refused
 while Temporal is down is accepted once it is back with nothing lost, and GitLab/Flux webhooks reach a parked loop.
 
@@ -28,23 +28,31 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
-    from activities.gitlab import MergeRequestState, MrState
-    from activities.triage import triage_rules
-    from fixloop.config import IntakeSettings, TemporalSettings
-    from fixloop.gateway import GatewaySettings, create_app, json_path
-    from fixloop.ingest import ingest_file
-    from fixloop.models import WorkItem, WorkItemKind
-    from fixloop.temporal import connect as temporal_connect
-    from fixloop.worker import build_worker
-    from integrations.datadog import webhook as datadog_webhook
-    from integrations.flux import FluxSettings
-    from integrations.gitlab.webhook import WebhookSettings
+    from fixloop.activities.gitlab import MergeRequestState, MrState
+    from fixloop.activities.triage import triage_rules
+    from fixloop.integrations.datadog import webhook as datadog_webhook
+    from fixloop.integrations.flux import FluxSettings
+    from fixloop.integrations.gitlab.webhook import WebhookSettings
+    from fixloop.workflows import policies
+    from fixloop.workflows.intake import IntakeWorkflow, SignalBatch, intake_id
+    from fixloop.workflows.remediation import (
+        LoopOptions,
+        Outcome,
+        RemediationInput,
+        RemediationWorkflow,
+        Stage,
+        loop_id,
+    )
+
+    from fixloop.app.gateway import GatewaySettings, create_app, json_path
+    from fixloop.app.ingest import ingest_file
+    from fixloop.app.temporal import connect as temporal_connect
+    from fixloop.app.worker import build_worker
+    from fixloop.core.config import IntakeSettings, TemporalSettings
+    from fixloop.core.models import WorkItem, WorkItemKind
     from tests.conftest import fixture, flux_event, signals
     from tests.devserver import dev  # noqa: F401 - the fixture
     from tests.workflows.world import HEAD, World, approval
-    from workflows import policies
-    from workflows.intake import IntakeWorkflow, SignalBatch, intake_id
-    from workflows.remediation import LoopOptions, Outcome, RemediationInput, RemediationWorkflow, Stage, loop_id
 
 TOKEN = "gw-token-5f1c8e0b"
 GITLAB_TOKEN = "gl-hook-token-9d2a"

@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.testing import WorkflowEnvironment
 
-from fixloop import httpserver, ingest
-from fixloop.config import TemporalSettings
-from fixloop.gateway import GatewaySettings
-from fixloop.ingest import TooDeep, TooMany, check_elements, count_values, decode, value_bound
-from fixloop.models import Source
-from fixloop.temporal import connect as temporal_connect
+from fixloop.app import httpserver, ingest
+from fixloop.app.gateway import GatewaySettings
+from fixloop.app.ingest import TooDeep, TooMany, check_elements, count_values, decode, value_bound
+from fixloop.app.temporal import connect as temporal_connect
+from fixloop.core.config import TemporalSettings
+from fixloop.core.models import Source
 from tests.devserver import dev  # noqa: F401 - the fixture
 from tests.test_gateway import (
     ALERTMANAGER,
@@ -289,7 +289,7 @@ async def test_temporal_down_is_503_with_retry_after_within_2_s(
     dev: WorkflowEnvironment,  # noqa: F811 - the fixture
     task_queue: str,  # noqa: F811 - the fixture
 ) -> None:
-    """The gateway's own connect (``fixloop.temporal.connect`` with FIXLOOP_GATEWAY_CONNECT_TIMEOUT, as ``fixloop
+    """The gateway's own connect (``fixloop.app.temporal.connect`` with FIXLOOP_GATEWAY_CONNECT_TIMEOUT, as ``fixloop
     gateway`` calls it) to a Temporal that answers, then is killed (its port refuses)."""
     proxy = Proxy(dev.client.service_client.config.target_host)
     address = await proxy.up()
@@ -381,7 +381,7 @@ DEADLINE = 5.0  # seconds a test waits for the server to close a connection (the
 
 @asynccontextmanager
 async def served(**limits: Any) -> AsyncIterator[tuple[str, int]]:
-    """The gateway app on a real uvicorn server (``fixloop.httpserver.server``) on 127.0.0.1."""
+    """The gateway app on a real uvicorn server (``fixloop.app.httpserver.server``) on 127.0.0.1."""
     gw = GatewaySettings(token=TOKEN, scope=SCOPE, **limits)
     app = make_app(connecting(FakeClient()), **limits)
     sock = httpserver.listen("127.0.0.1", 0)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from fixloop.models import (
+from fixloop.core.models import (
     _LIST_LIMITS,
     _TEXT_LIMITS,
     SIGNAL_MAX_BYTES,
@@ -22,7 +22,7 @@ from fixloop.models import (
     Transition,
     fingerprint,
 )
-from fixloop.parsing import (
+from fixloop.core.parsing import (
     clean,
     cvss_vector_score,
     ecosystem,

@@ -1,6 +1,6 @@
-"""``fixloop.verification`` on seeded series: per-metric comparison, the verdict, the policy of ``fixloop.yaml``.
+"""``fixloop.core.verification`` on seeded series: per-metric comparison, the verdict, the policy of ``fixloop.yaml``.
 
-Series are made like the sandbox world's (``sandbox.world``): a mean times ``1 + cv * z``, ``z`` standard normal
+Series are made like the sandbox world's (``fixloop.sandbox.world``): a mean times ``1 + cv * z``, ``z`` standard normal
 clipped to +-3, with the world's noise at 30-second points (error rate CV 10 % at 60 s -> ~14 %)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixloop.verification import (
+from fixloop.core.verification import (
     DEFAULT_METRICS,
     ERROR_RATE,
     LATENCY_P95,

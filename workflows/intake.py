@@ -29,7 +29,7 @@ all its commands' payloads): no payload this workflow sends can exceed them, wha
 on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 KiB (``Signal`` cuts and counts).
 
 * triage input: a closed window is triaged in chunks of at most ``triage_max_bytes`` T (default 512 KiB, at most
-  768 KiB; ``fixloop.models.batched``) and ``window_max_signals``, plus ``recent_deploys`` (the newest 200, each a
+  768 KiB; ``fixloop.core.models.batched``) and ``window_max_signals``, plus ``recent_deploys`` (the newest 200, each a
   work item id of <= 64 and a service of <= 512 characters: <= 3.2 KB of JSON): <= 768 KiB + 0.65 MB + the scope
   < 1.5 MiB;
 * triage result: the activity refuses a result over R = ``RESULT_MAX_BYTES`` = 768 KiB (non-retryable
@@ -43,7 +43,7 @@ on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 K
 * continue-as-new: at most ``CARRY_MAX_BYTES`` (1.8 MB): the open window is closed early while it would not
   fit; with nothing pending, the oldest half of the alert owners, else of the open fixes, else of the dedup
   memory, is dropped (counted in ``owners_evicted`` / ``evicted``) until it does;
-* ``receive`` signals are the sender's: ``fixloop.temporal.submit_signals`` sends at most 1 MiB per call.
+* ``receive`` signals are the sender's: ``fixloop.app.temporal.submit_signals`` sends at most 1 MiB per call.
 
 Every signal received is accounted for: ``received == new + duplicates`` and ``new == assigned + unassigned +
 pending``. Signal ``finish`` ends the workflow once the open window has closed and been triaged (a scope
@@ -63,12 +63,24 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from fixloop.activities.triage import GROUP_SIGNALS, RESULT_TOO_LARGE, GroupSignalsInput
+    from fixloop.workflows import policies
+    from fixloop.workflows.remediation import (
+        AlertsJoined,
+        LoopOptions,
+        MoreSignals,
+        OpenFix,
+        Refresh,
+        RemediationInput,
+        RemediationWorkflow,
+        initial_attributes,
+        loop_id,
+    )
     from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
     from pydantic_core import to_json
 
-    from activities.triage import GROUP_SIGNALS, RESULT_TOO_LARGE, GroupSignalsInput
-    from fixloop.markup import markdown
-    from fixloop.models import (
+    from fixloop.core.markup import markdown
+    from fixloop.core.models import (
         SIGNAL_MAX_BYTES,
         Kind,
         RecentDeploy,
@@ -79,18 +91,6 @@ with workflow.unsafe.imports_passed_through():
         WorkItemKind,
         batched,
         signal_bytes,
-    )
-    from workflows import policies
-    from workflows.remediation import (
-        AlertsJoined,
-        LoopOptions,
-        MoreSignals,
-        OpenFix,
-        Refresh,
-        RemediationInput,
-        RemediationWorkflow,
-        initial_attributes,
-        loop_id,
     )
 
 WINDOWS_KEPT = 20

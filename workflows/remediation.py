@@ -6,7 +6,7 @@ signal/update with a poll fallback. Waits escalate (a Jira comment with a label)
 the loop with a recorded outcome after ``max_escalations``, never silently. The whole state is one model handed to
 continue-as-new when the history grows, so a loop may wait for weeks.
 
-The approval gate and ``decide`` trust only GitLab's API (``fixloop.gate``): the ``approve`` update and the
+The approval gate and ``decide`` trust only GitLab's API (``fixloop.core.gate``): the ``approve`` update and the
 ``merge_request_event`` signal (GitLab webhooks via the gateway) only wake the loop, which then reads the merge
 request (``gitlab.merge_request_state``; a burst of hooks is one read) and decides from what it read; a ``decide``
 counts once ``gitlab.check_user`` shows its ``by`` is a real, active, allowed human, not the bot.
@@ -18,7 +18,8 @@ of at most 2,000 characters. Before continue-as-new the carry is measured and, w
 ``CARRY_MAX_BYTES``, the oldest joined alerts, then the oldest evidence, then the start signals that are not alerts
 (needed only for planning, which is behind) are dropped and counted, so the carry, and the ``status`` answer, fit.
 
-Query ``status`` -> ``LoopState``. Search attributes (``workflows.policies``): stage, service, severity, Jira key,
+Query ``status`` -> ``LoopState``. Search attributes (``fixloop.workflows.policies``): stage, service, severity, Jira
+key,
 merge request, scope, kind; ``workflow.set_current_details`` carries a Markdown summary for the Temporal UI.
 """
 
@@ -35,21 +36,21 @@ from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from fixloop.activities import change, flux, gitlab, jira, verify
+    from fixloop.workflows import policies
     from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
     from pydantic_core import to_json
 
-    from activities import change, flux, gitlab, jira, verify
-    from fixloop.gate import decider_refusal, observe
-    from fixloop.gate import gate as gate_verdict
-    from fixloop.markup import markdown
-    from fixloop.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem, signal_bytes
-    from fixloop.parsing import clean
-    from fixloop.verification import VerificationPolicy
-    from workflows import policies
+    from fixloop.core.gate import decider_refusal, observe
+    from fixloop.core.gate import gate as gate_verdict
+    from fixloop.core.markup import markdown
+    from fixloop.core.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem, signal_bytes
+    from fixloop.core.parsing import clean
+    from fixloop.core.verification import VerificationPolicy
 
 EVIDENCE_MAX = 100
 ALERTS_MAX = 50  # joined alerts kept in the state
-ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.models``)
+ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.core.models``)
 CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
 DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
 _MONITOR_ID = re.compile(r"[0-9]{1,18}")
@@ -213,7 +214,8 @@ class ApprovalEvent(BaseModel):
 
 class MergeRequestEvent(BaseModel):
     """Signal ``merge_request_event``: a GitLab merge request webhook for this loop's merge request (via the
-    gateway; ``integrations.gitlab.webhook``) with what it claims: ``state`` (opened / merged / closed / locked),
+    gateway; ``fixloop.integrations.gitlab.webhook``) with what it claims: ``state`` (opened / merged / closed /
+    locked),
     head, and merge commit once merged. A claim: it only wakes the loop (for merge request ``iid``), which reads the
     merge request from the GitLab API. Approvals travel as the ``approve`` update instead."""
 
@@ -453,7 +455,8 @@ class RemediationWorkflow:
 
     async def _await_approval(self) -> None:
         """Proceed when the gate's merge request (the fix's, or later its revert's), as read from the GitLab API, is
-        merged and a human approver approved exactly the head that was merged (``fixloop.gate``: not the bot, not the
+        merged and a human approver approved exactly the head that was merged (``fixloop.core.gate``: not the bot, not
+        the
         author unless the policy says so, allowed by the policy); end when it is closed. Webhooks (``approve``,
         ``merge_request_event``) only wake the loop: it reads the merge request once per burst of hooks; a read
         every ``poll_interval`` is the fallback (a lost webhook costs one poll interval). A push after an approval
@@ -696,7 +699,7 @@ class RemediationWorkflow:
 
     async def _decide(self) -> None:
         """Wait for a ``decide`` update whose ``by`` GitLab shows to be a real, active, allowed human (not the bot;
-        ``gitlab.check_user``, ``fixloop.gate.decider_refusal``); a refused one is noted and the loop keeps
+        ``gitlab.check_user``, ``fixloop.core.gate.decider_refusal``); a refused one is noted and the loop keeps
         waiting."""
         opts = self.inp.options
 
@@ -932,7 +935,8 @@ class RemediationWorkflow:
 
     async def _comment(self, body: str, dedup: str, labels: list[str] | None = None, key: str | None = None) -> None:
         """A Jira comment on this work item's issue (or on ``key``), once per ``dedup``. ``body`` is plain text: the
-        Jira activity escapes all of it (``fixloop.markup.jira_text``), so alert and scanner text in it is inert."""
+        Jira activity escapes all of it (``fixloop.core.markup.jira_text``), so alert and scanner text in it is
+        inert."""
         key = key or (self.state.issue.key if self.state.issue else None)
         if key is None:
             return
@@ -1077,7 +1081,7 @@ class RemediationWorkflow:
 
     def _show(self) -> None:
         """The Temporal UI's current details (Markdown): the title and the last evidence are untrusted (alert and
-        scanner text), escaped with ``fixloop.markup.markdown`` and bounded; the links are Jira's and GitLab's."""
+        scanner text), escaped with ``fixloop.core.markup.markdown`` and bounded; the links are Jira's and GitLab's."""
         wi, s = self.inp.work_item, self.state
         head = f"**{markdown(wi.title, 200)}**"
         lines = [head, "", f"- stage: `{s.stage.value}`" + (f" ({s.outcome.value})" if s.outcome else "")]

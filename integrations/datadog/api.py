@@ -28,10 +28,9 @@ from datadog_api_client.v1.api.events_api import EventsApi
 from datadog_api_client.v1.api.metrics_api import MetricsApi
 from datadog_api_client.v1.api.monitors_api import MonitorsApi
 from datadog_api_client.v1.model.event_create_request import EventCreateRequest
+from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from integrations.errors import IntegrationError, TransportError, status_error
 
 SYSTEM = "datadog"
 T = TypeVar("T")

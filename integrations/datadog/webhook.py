@@ -18,8 +18,8 @@ import re
 
 from pydantic import AliasChoices, Field
 
-from fixloop.models import Kind, Severity, Signal, Source, Transition, fingerprint
-from fixloop.parsing import ParseContext, WireModel, clean, epoch_ms, opt, severity, title
+from fixloop.core.models import Kind, Severity, Signal, Source, Transition, fingerprint
+from fixloop.core.parsing import ParseContext, WireModel, clean, epoch_ms, opt, severity, title
 
 Scalar = str | int | float
 

@@ -20,11 +20,11 @@ approvals on push" (``reset_approvals_on_push``, on by default), GitLab removes 
 to the source branch, so approvals listed together with head ``S`` were given at ``S``. The gate then accepts an
 approval only for the SHA it was recorded with, and merges with ``sha=S`` (GitLab answers 409 if the head moved).
 ``approval_settings`` reads that setting (``GET /projects/:id/approvals``); when it is off or unknown, the workflow
-binds approvals by observation instead (``fixloop.gate.observe``). ``approvals`` gives each approver's user id
+binds approvals by observation instead (``fixloop.core.gate.observe``). ``approvals`` gives each approver's user id
 (``approved_by[].user.id``), so the gate can tell the author and the bot apart; ``is_group_member`` and ``find_user``
 check the approver policy and the human behind a ``decide``.
 
-Errors: ``GitlabError`` -> ``integrations.errors.status_error`` by ``response_code`` (401/403 ``AuthError``,
+Errors: ``GitlabError`` -> ``fixloop.integrations.errors.status_error`` by ``response_code`` (401/403 ``AuthError``,
 404 ``NotFound``, 409 ``Conflict``, 400/422 ``Invalid``, 429/5xx retryable); requests' connection errors and
 timeouts -> ``TransportError``. The library's retries are off (``retry_transient_errors=False``, no sleeping on 429,
 ``max_retries=0``): Temporal is the only retry layer. Messages carry GitLab's error text, never the token.
@@ -38,11 +38,10 @@ from typing import Annotated, Any
 
 import gitlab
 import requests
+from fixloop.integrations.errors import AuthError, IntegrationError, NotFound, TransportError, status_error
 from gitlab.exceptions import GitlabError
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-from integrations.errors import AuthError, IntegrationError, NotFound, TransportError, status_error
 
 SYSTEM = "gitlab"
 DEDUP_MARKER = "<!-- fixloop-ref: {key} -->"
@@ -54,7 +53,7 @@ class GitLabSettings(BaseSettings):
     ``platform/gitops``), ``FIXLOOP_GITLAB_BOT_USERNAME`` (whose approvals never count), ``FIXLOOP_GITLAB_TIMEOUT``
     (seconds per HTTP request); the approval policy: ``FIXLOOP_GITLAB_APPROVERS`` (comma-separated usernames),
     ``FIXLOOP_GITLAB_APPROVER_GROUP`` (a group path or id), ``FIXLOOP_GITLAB_AUTHOR_APPROVALS_COUNT`` (default
-    false; ``fixloop.gate``)."""
+    false; ``fixloop.core.gate``)."""
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_GITLAB_", env_file=".env", extra="ignore")
 
@@ -215,7 +214,7 @@ def _message(e: GitlabError) -> str:
 
 @contextmanager
 def _mapped(action: str) -> Iterator[None]:
-    """Turn python-gitlab's and requests' exceptions into ``integrations.errors``."""
+    """Turn python-gitlab's and requests' exceptions into ``fixloop.integrations.errors``."""
     try:
         yield
     except GitlabError as e:

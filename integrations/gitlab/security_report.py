@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from fixloop.models import Category, Kind, Signal, Source, fingerprint
-from fixloop.parsing import (
+from fixloop.core.models import Category, Kind, Signal, Source, fingerprint
+from fixloop.core.parsing import (
     ParseContext,
     WireModel,
     aware,

@@ -15,7 +15,7 @@ and ``merge``; ``oldrev`` (the previous head) is present only on an ``update`` t
 "Reset approvals on push" (the default) a push removes approvals, so an approval hook's head is the SHA approved.
 
 Everything in a delivery is untrusted: the body is bounded (``MAX_HOOK_BYTES``, checked by the caller while it
-reads the body) and decoded once by the caller (the gateway: ``fixloop.ingest.decode``, orjson with the shared
+reads the body) and decoded once by the caller (the gateway: ``fixloop.app.ingest.decode``, orjson with the shared
 nesting limit), so ``parse_merge_request_hook`` validates the decoded document, never bytes; identifiers are
 validated (a username, a project path, SHAs, the iid) and refused with ``MergeRequestHookError`` naming the field
 when they do not fit; display text (title, URL) is folded and cut. Fields fixloop does not read are ignored. This
@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fixloop.parsing import ParseError, clean
+from fixloop.core.parsing import ParseError, clean
 
 EVENT_HEADER = "X-Gitlab-Event"
 TOKEN_HEADER = "X-Gitlab-Token"
@@ -104,7 +104,7 @@ class MergeRequestAttributes(_Wire):
 
 class HookApproval(BaseModel):
     """An approval from a hook: who (GitLab username), for which head SHA, and whether by fixloop's own bot user.
-    The fields of ``activities.gitlab.Approval`` (``Approval(**hook_approval.model_dump())``)."""
+    The fields of ``fixloop.activities.gitlab.Approval`` (``Approval(**hook_approval.model_dump())``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

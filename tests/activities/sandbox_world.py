@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import gitlab
+from fixloop.activities.change import ChangeActivities
+from fixloop.activities.gitlab import GitLabActivities
+from fixloop.activities.jira import JiraActivities
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.integrations.jira import JiraClient, JiraSettings
+from fixloop.integrations.registry import RegistrySettings
+from fixloop.sandbox.app import SERVICES, Sandbox, create_app
+from fixloop.sandbox.config import SandboxConfig
+from fixloop.sandbox.server import bind, endpoints, serve_in_thread
 from pydantic_settings import BaseSettings
-
-from activities.change import ChangeActivities
-from activities.gitlab import GitLabActivities
-from activities.jira import JiraActivities
-from integrations.gitlab.api import GitLabClient, GitLabSettings
-from integrations.jira import JiraClient, JiraSettings
-from integrations.registry import RegistrySettings
-from sandbox.app import SERVICES, Sandbox, create_app
-from sandbox.config import SandboxConfig
-from sandbox.server import bind, endpoints, serve_in_thread
 
 S = TypeVar("S", bound=BaseSettings)
 PREFIXES = ("/jira", "/gitlab", "/registry")

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from fastapi import Response
+from fixloop.activities import change, gitlab
 
-from activities import change, gitlab
-from fixloop.change.draft import SYSTEM_PROMPT
-from fixloop.change.mr import read_back
-from fixloop.config import LlmSettings
-from fixloop.models import Signal, WorkItem, WorkItemKind
+from fixloop.core.change.draft import SYSTEM_PROMPT
+from fixloop.core.change.mr import read_back
+from fixloop.core.config import LlmSettings
+from fixloop.core.models import Signal, WorkItem, WorkItemKind
 from tests.activities.sandbox_world import World, running_world
 from tests.activities.test_change_mr import SCOPE, mr_diffs, open_all
 from tests.change.helpers import work_item

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fixloop.activities import change, gitlab, jira
+from fixloop.activities.change import RegistryTags
+from fixloop.activities.triage import triage_rules
+from fixloop.integrations.errors import AuthError, HttpStatusError
+from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from temporalio.exceptions import ApplicationError
 
-from activities import change, gitlab, jira
-from activities.change import RegistryTags
-from activities.triage import triage_rules
-from fixloop.change.mr import read_back
-from fixloop.gate import decider_refusal
-from fixloop.models import Signal, WorkItem, WorkItemKind, fingerprint
-from integrations.errors import AuthError, HttpStatusError
-from integrations.registry import RegistryClient, RegistrySettings
+from fixloop.core.change.mr import read_back
+from fixloop.core.gate import decider_refusal
+from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
 from tests.activities.sandbox_world import World, running_world
 from tests.change.helpers import work_item
 from tests.conftest import signals as signals_of

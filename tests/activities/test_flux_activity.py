@@ -11,26 +11,26 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from ruamel.yaml import YAML
-from temporalio.exceptions import ApplicationError
-
-from activities.flux import (
+from fixloop.activities.flux import (
     DeployState,
     DeployStateInput,
     FluxActivities,
     deploy_event,
     deploy_state_of,
 )
-from fixloop.ingest import decode
-from integrations.flux import FluxSettings, KubeClient, kustomization_status, parse_event, verify_signature
-from integrations.gitlab.api import GitLabClient, GitLabSettings
-from sandbox.repos import Action, Person
-from sandbox.server import bind, endpoints
+from fixloop.integrations.flux import FluxSettings, KubeClient, kustomization_status, parse_event, verify_signature
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.sandbox.repos import Action, Person
+from fixloop.sandbox.server import bind, endpoints
+from fixloop.workflows.remediation import DeployEvent
+from ruamel.yaml import YAML
+from temporalio.exceptions import ApplicationError
+
+from fixloop.app.ingest import decode
 from tests.activities.sandbox_world import configured
 from tests.receiver import Receiver
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
 from tests.sandbox.fidelity import RECORDED
-from workflows.remediation import DeployEvent
 
 SCOPE = "platform/gitops"
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

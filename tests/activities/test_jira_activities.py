@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fixloop.activities import jira
 from temporalio.exceptions import ApplicationError
 
-from activities import jira
-from fixloop.models import PackageBump, Severity, WorkItem, WorkItemKind
+from fixloop.core.models import PackageBump, Severity, WorkItem, WorkItemKind
 from tests.activities.sandbox_world import World, running_world
 from tests.change.helpers import work_item
 from tests.change.markup_checks import jira_constructs, jira_reads

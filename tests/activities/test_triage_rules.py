@@ -7,9 +7,10 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from activities.triage import os_level, triage_rules
-from fixloop.ingest import parse_document
-from fixloop.models import FIX_KINDS, Category, RecentDeploy, Signal, WorkItemKind
+from fixloop.activities.triage import os_level, triage_rules
+
+from fixloop.app.ingest import parse_document
+from fixloop.core.models import FIX_KINDS, Category, RecentDeploy, Signal, WorkItemKind
 from tests.conftest import fixture, signals
 from tests.test_corpus import ALL_INPUTS
 

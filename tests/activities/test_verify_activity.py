@@ -1,4 +1,5 @@
-"""``verify.judge`` against the sandbox's Datadog: the world model (``sandbox.world``) reacts to the deploys recorded
+"""``verify.judge`` against the sandbox's Datadog: the world model (``fixloop.sandbox.world``) reacts to the deploys
+recorded
 here, at a fixed clock 10 minutes after the deploy (as the workflow calls it, once the window has passed)."""
 
 from __future__ import annotations
@@ -7,13 +8,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fixloop.activities import verify
+from fixloop.activities.verify import JudgeInput, VerdictResult, VerifyActivities, service_of
+from fixloop.integrations.datadog.api import DatadogSettings
+from fixloop.sandbox.world import MONITORS
 
-from activities import verify
-from activities.verify import JudgeInput, VerdictResult, VerifyActivities, service_of
-from fixloop.models import Severity, WorkItem, WorkItemKind
-from fixloop.verification import MetricStatus, VerificationPolicy
-from integrations.datadog.api import DatadogSettings
-from sandbox.world import MONITORS
+from fixloop.core.models import Severity, WorkItem, WorkItemKind
+from fixloop.core.verification import MetricStatus, VerificationPolicy
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
 
 DEPLOYED = datetime(2024, 6, 1, 11, 50, tzinfo=UTC)

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixloop.activities import change, flux, gitlab, jira, verify
+from fixloop.activities.triage import GROUP_SIGNALS
+from fixloop.integrations.gitlab.api import GitLabSettings
+from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.registry import RegistrySettings
 from temporalio import activity
 
-from activities import change, flux, gitlab, jira, verify
-from activities.triage import GROUP_SIGNALS
-from fixloop.config import ConfigError
-from fixloop.worker import Integrations, activities
-from integrations.gitlab.api import GitLabSettings
-from integrations.jira import JiraSettings
-from integrations.registry import RegistrySettings
+from fixloop.app.worker import Integrations, activities
+from fixloop.core.config import ConfigError
 
 JIRA = {"FIXLOOP_JIRA_URL": "https://acme.atlassian.net", "FIXLOOP_JIRA_EMAIL": "bot@acme.test",
         "FIXLOOP_JIRA_API_TOKEN": "jira-secret"}  # fmt: skip

@@ -1,4 +1,5 @@
-"""A model's draft of the merge request (``fixloop.change.draft``): it may keep a subset of the validated operations
+"""A model's draft of the merge request (``fixloop.core.change.draft``): it may keep a subset of the validated
+operations
 (and then the edits and diff are exactly theirs), never add, alter or repeat one; its text comes out inert and
 bounded; the prompt carries signal text as bounded, quoted data."""
 
@@ -10,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fixloop.change import Plan, plan
-from fixloop.change.draft import (
+from fixloop.core.change import Plan, plan
+from fixloop.core.change.draft import (
     FINDINGS_MAX,
     OPERATIONS_MAX,
     SYSTEM_PROMPT,
@@ -24,10 +25,10 @@ from fixloop.change.draft import (
     keep_operations,
     mr_text,
 )
-from fixloop.change.locate import MappingRepo
-from fixloop.change.mr import read_back, render
-from fixloop.change.ops import BumpPythonPin
-from fixloop.models import Signal, WorkItem, WorkItemKind, fingerprint
+from fixloop.core.change.locate import MappingRepo
+from fixloop.core.change.mr import read_back, render
+from fixloop.core.change.ops import BumpPythonPin
+from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
 from tests.change.helpers import SEED, tags, work_item
 
 REQUIREMENTS = "services/payments/requirements.txt"

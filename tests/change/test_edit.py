@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fixloop.change.edit import apply
-from fixloop.change.ops import (
+from fixloop.core.change.edit import apply
+from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
     BumpNpmPackage,
@@ -17,7 +17,7 @@ from fixloop.change.ops import (
     PolicyViolation,
     SetHelmValue,
 )
-from fixloop.change.policy import unified_diff
+from fixloop.core.change.policy import unified_diff
 from tests.change.helpers import SEED
 
 

@@ -7,22 +7,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from fixloop.activities.triage import triage_rules
 from pydantic import ValidationError
 
-from activities.triage import triage_rules
-from fixloop.change import NotLocated, Plan, plan
-from fixloop.change.edit import apply
-from fixloop.change.mr import render
-from fixloop.change.ops import (
+from fixloop.core.change import NotLocated, Plan, plan
+from fixloop.core.change.edit import apply
+from fixloop.core.change.mr import render
+from fixloop.core.change.ops import (
     BumpMavenDependency,
     BumpPythonPin,
     BumpWorkloadImage,
     PolicyViolation,
     SetHelmValue,
 )
-from fixloop.change.policy import Policy, check_parses, validate
-from fixloop.change.versions import maven_variants, required_version
-from fixloop.models import Signal, WorkItem, WorkItemKind, fingerprint
+from fixloop.core.change.policy import Policy, check_parses, validate
+from fixloop.core.change.versions import maven_variants, required_version
+from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
 from tests.change import repos
 from tests.change.helpers import SEED, work_item
 from tests.conftest import signals

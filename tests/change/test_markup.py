@@ -1,4 +1,4 @@
-"""``fixloop.markup``: whatever an alert or a scanner says, the Jira wiki text and the Markdown fixloop writes
+"""``fixloop.core.markup``: whatever an alert or a scanner says, the Jira wiki text and the Markdown fixloop writes
 carry no link, mention, macro, image, table, heading, list or autolink made from it (a small checker of the
 constructs, ``markup_checks``), and still read as the text."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fixloop.markup import JIRA_SUMMARY_MAX, jira_summary, jira_text, markdown
+from fixloop.core.markup import JIRA_SUMMARY_MAX, jira_summary, jira_text, markdown
 from tests.change.markup_checks import jira_constructs, markdown_constructs
 
 ATTACK = "[evil|http://x] [~admin] {html}<b>x</b>{html} !http://x/a.png! {{mono}} *b* _i_ -s- ??c?? |a|b|"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fixloop.change import Plan, plan
-from fixloop.change.mr import ROLLBACK, read_back, render, text
-from fixloop.models import WorkItemKind
+from fixloop.core.change import Plan, plan
+from fixloop.core.change.mr import ROLLBACK, read_back, render, text
+from fixloop.core.models import WorkItemKind
 from tests.change.helpers import SEED, tags, work_item
 
 JIRA = {"jira_key": "SEC-12", "jira_url": "https://jira.sandbox.local/browse/SEC-12"}

@@ -1,4 +1,5 @@
-"""``fixloop.change.overlap``: the lines a change touches, read from fixloop's own edit and from GitLab's diff of an
+"""``fixloop.core.change.overlap``: the lines a change touches, read from fixloop's own edit and from GitLab's diff of
+an
 open merge request, agree; two plans on the same pin overlap, plans on neighbouring lines do not."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import difflib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fixloop.change.overlap import FileLines, diff_lines, edit_lines, overlap
+from fixloop.core.change.overlap import FileLines, diff_lines, edit_lines, overlap
 
 REQUIREMENTS = "aiohttp==3.7.4\nDjango==3.2.9\nlxml==4.6.4\nTwisted==18.9.0\nWerkzeug==0.11\n"
 # GitLab's diff of the real fix (tests/activities/test_change_mr.py, "python pin")

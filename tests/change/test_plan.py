@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from fixloop.change import NotLocated, Plan, plan
-from fixloop.change.ops import BumpBaseImage, BumpGoModule, BumpNpmPackage, BumpPythonPin, PolicyViolation
-from fixloop.change.plan import check_proposal
-from fixloop.models import WorkItemKind
+from fixloop.core.change import NotLocated, Plan, plan
+from fixloop.core.change.ops import BumpBaseImage, BumpGoModule, BumpNpmPackage, BumpPythonPin, PolicyViolation
+from fixloop.core.change.plan import check_proposal
+from fixloop.core.models import WorkItemKind
 from tests.change.helpers import SEED, tags, work_item
 
 OS, DEP = WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fixloop.change.locate import MappingRepo
-from fixloop.change.ops import PolicyViolation, check_path
-from fixloop.change.plan import policy_of
-from fixloop.change.policy import Policy, load_policy, validate
+from fixloop.core.change.locate import MappingRepo
+from fixloop.core.change.ops import PolicyViolation, check_path
+from fixloop.core.change.plan import policy_of
+from fixloop.core.change.policy import Policy, load_policy, validate
 from tests.change.helpers import SEED
 
 SEEDED = policy_of(MappingRepo(SEED))

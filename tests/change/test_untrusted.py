@@ -8,16 +8,16 @@ import re
 from pathlib import Path
 
 import pytest
+from fixloop.activities.triage import triage_rules
 from pydantic import ValidationError
 
-from activities.triage import triage_rules
-from fixloop.change import NotLocated, Plan, plan
-from fixloop.change.locate import MappingRepo
-from fixloop.change.mr import read_back, render
-from fixloop.change.ops import BumpBaseImage, BumpPythonPin, PolicyViolation
-from fixloop.change.plan import policy_of
-from fixloop.change.policy import validate
-from fixloop.models import Signal, WorkItemKind, fingerprint
+from fixloop.core.change import NotLocated, Plan, plan
+from fixloop.core.change.locate import MappingRepo
+from fixloop.core.change.mr import read_back, render
+from fixloop.core.change.ops import BumpBaseImage, BumpPythonPin, PolicyViolation
+from fixloop.core.change.plan import policy_of
+from fixloop.core.change.policy import validate
+from fixloop.core.models import Signal, WorkItemKind, fingerprint
 from tests.change.helpers import SEED, tags
 from tests.conftest import signals
 
@@ -134,7 +134,7 @@ def test_mr_text_escapes_markup_links_mentions_and_comments() -> None:
 
 
 def test_the_package_runs_nothing() -> None:
-    package = Path(__file__).parents[2] / "fixloop" / "change"
+    package = Path(__file__).parents[2] / "fixloop" / "core" / "change"
     source = "\n".join(p.read_text() for p in sorted(package.glob("*.py")))
     assert "def plan(" in source
     forbidden = r"\b(subprocess|os\.system|os\.popen|pty|shlex|socket|urllib|httpx)\b|\b(eval|exec)\s*\("

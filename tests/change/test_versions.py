@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixloop.change.versions import go_version, lowest_above, newest_tag, required_version, risk
+from fixloop.core.change.versions import go_version, lowest_above, newest_tag, required_version, risk
 
 
 @pytest.mark.parametrize(

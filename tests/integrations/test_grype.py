@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fixloop.models import Severity
+from fixloop.core.models import Severity
 from tests.conftest import ingest, one, signals
 
 

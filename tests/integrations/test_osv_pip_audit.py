@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fixloop.models import Severity, Source
+from fixloop.core.models import Severity, Source
 from tests.conftest import ingest, one, signals
 
 

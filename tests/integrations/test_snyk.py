@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fixloop.models import Severity
+from fixloop.core.models import Severity
 from tests.conftest import one, signals
 
 

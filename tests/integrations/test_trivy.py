@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fixloop.models import Category, Severity, Source
+from fixloop.core.models import Category, Severity, Source
 from tests.conftest import ingest, one, signals
 
 

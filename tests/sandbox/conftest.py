@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from sandbox.app import SERVICES, Sandbox, create_app
-from sandbox.config import SandboxConfig
-from sandbox.server import bind, serve_in_thread
+from fixloop.sandbox.app import SERVICES, Sandbox, create_app
+from fixloop.sandbox.config import SandboxConfig
+from fixloop.sandbox.server import bind, serve_in_thread
 
 
 @dataclass

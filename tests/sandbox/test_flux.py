@@ -13,12 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
-from ruamel.yaml import YAML
-
-from fixloop.ingest import decode
-from integrations.errors import AuthError, NotFound
-from integrations.flux import (
+from fixloop.integrations.errors import AuthError, NotFound
+from fixloop.integrations.flux import (
     FluxEventError,
     FluxSettings,
     KubeClient,
@@ -26,12 +22,16 @@ from integrations.flux import (
     parse_revision,
     verify_signature,
 )
-from sandbox.app import Sandbox, create_app
-from sandbox.config import SandboxConfig
-from sandbox.flux import last_from
-from sandbox.kustomize import BuildError, PathNotFound, Snapshot, build
-from sandbox.repos import Action, Person
-from sandbox.server import bind, serve_in_thread
+from fixloop.sandbox.app import Sandbox, create_app
+from fixloop.sandbox.config import SandboxConfig
+from fixloop.sandbox.flux import last_from
+from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, build
+from fixloop.sandbox.repos import Action, Person
+from fixloop.sandbox.server import bind, serve_in_thread
+from pydantic import SecretStr
+from ruamel.yaml import YAML
+
+from fixloop.app.ingest import decode
 from tests.receiver import Receiver
 from tests.sandbox.fidelity import RECORDED, assert_same_shape
 
@@ -296,7 +296,7 @@ def test_restart_keeps_status_and_does_not_reapply(tmp_path: Path, receiver: Rec
     def serve() -> tuple[Sandbox, Any, Any]:
         sock = bind()
         sb = Sandbox.open(SandboxConfig(public_url=f"http://127.0.0.1:{sock.getsockname()[1]}", **cfg))
-        return sb, serve_in_thread(create_app(sb, (("/kube", "sandbox.flux"),)), sock), sock
+        return sb, serve_in_thread(create_app(sb, (("/kube", "fixloop.sandbox.flux"),)), sock), sock
 
     sb, server, _ = serve()
     with server as url:
@@ -340,7 +340,7 @@ def test_last_from_follows_stages() -> None:
 
 
 def test_seeded_repository_applies(start_sandbox: Any) -> None:
-    from sandbox.seed import seed_files, seed_gitops
+    from fixloop.sandbox.seed import seed_files, seed_gitops
 
     run = start_sandbox("/kube")
     sha = seed_gitops(run.sb.repos, run.sb.clock())

@@ -16,10 +16,10 @@ from typing import Any
 import gitlab
 import httpx
 import pytest
+from fixloop.integrations.errors import AuthError, Conflict, NotFound, TransportError
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 
-from integrations.errors import AuthError, Conflict, NotFound, TransportError
-from integrations.gitlab.api import GitLabClient, GitLabSettings
 from tests.sandbox.fidelity import assert_same_shape, recorded
 
 PROJECT = "platform/gitops"
@@ -529,7 +529,7 @@ def test_merge_base_and_is_ancestor(run: Any) -> None:
     assert not gl.is_ancestor("f" * 40, second), "a commit GitLab does not know"
     with pytest.raises(NotFound):
         client(run, project="nobody/nothing").is_ancestor(first, second)
-    from integrations.errors import IntegrationError
+    from fixloop.integrations.errors import IntegrationError
 
     with pytest.raises(IntegrationError, match="not a commit sha"):
         gl.is_ancestor("main", second)

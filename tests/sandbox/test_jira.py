@@ -10,14 +10,14 @@ from pathlib import Path
 import httpx
 import jira
 import pytest
+from fixloop.integrations.errors import AuthError, IntegrationError, Invalid, NotFound, TransportError
+from fixloop.integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
+from fixloop.sandbox.app import Sandbox, create_app
+from fixloop.sandbox.config import SandboxConfig
+from fixloop.sandbox.jira import adf_to_text, parse_jql, text_to_adf
+from fixloop.sandbox.server import bind, serve_in_thread
 from pydantic import SecretStr
 
-from integrations.errors import AuthError, IntegrationError, Invalid, NotFound, TransportError
-from integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
-from sandbox.app import Sandbox, create_app
-from sandbox.config import SandboxConfig
-from sandbox.jira import adf_to_text, parse_jql, text_to_adf
-from sandbox.server import bind, serve_in_thread
 from tests.sandbox.conftest import Running
 from tests.sandbox.fidelity import assert_same_shape, recorded
 
@@ -225,7 +225,7 @@ def test_state_survives_a_restart(start_sandbox: Callable[..., Running], tmp_pat
     state = tmp_path / "jira-state"
     sock = bind()
     sb = Sandbox.open(SandboxConfig(state_dir=state, public_url=f"http://127.0.0.1:{sock.getsockname()[1]}"))
-    with serve_in_thread(create_app(sb, (("/jira", "sandbox.jira"),)), sock) as url:
+    with serve_in_thread(create_app(sb, (("/jira", "fixloop.sandbox.jira"),)), sock) as url:
         j = official(Running(sb, url))
         issue = new_issue(j, labels=["fixloop:wi-1"])
         j.add_comment(issue.key, "kept")
@@ -354,7 +354,7 @@ def test_adf_round_trip() -> None:
     assert adf_to_text(bullets) == "- one\n- two"
 
 
-# ---- fixloop's client (integrations.jira) -------------------------------------------------------------------------
+# ---- fixloop's client (fixloop.integrations.jira) --------------------------------------------------------------------
 
 
 def test_find_or_create_is_idempotent(sandbox: Running) -> None:

@@ -8,15 +8,15 @@ import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
+from fixloop.integrations.flux import FluxSettings, KubeClient
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.integrations.jira import JiraClient, JiraSettings
+from fixloop.integrations.registry import RegistryClient, RegistrySettings
+from fixloop.sandbox.server import endpoints
+from fixloop.sandbox.world import MONITORS
 from pydantic_settings import BaseSettings
 
-from integrations.datadog.api import DatadogClient, DatadogSettings
-from integrations.flux import FluxSettings, KubeClient
-from integrations.gitlab.api import GitLabClient, GitLabSettings
-from integrations.jira import JiraClient, JiraSettings
-from integrations.registry import RegistryClient, RegistrySettings
-from sandbox.server import endpoints
-from sandbox.world import MONITORS
 from tests.sandbox.conftest import Running
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

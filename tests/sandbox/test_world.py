@@ -6,9 +6,9 @@ import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sandbox.app import Sandbox
-from sandbox.config import SandboxConfig
-from sandbox.world import MONITORS, NOISE_CV, SERVICES, World, watches
+from fixloop.sandbox.app import Sandbox
+from fixloop.sandbox.config import SandboxConfig
+from fixloop.sandbox.world import MONITORS, NOISE_CV, SERVICES, World, watches
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 BUSTER = "FROM debian:10.8\nRUN apt-get update\n"

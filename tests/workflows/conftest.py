@@ -3,7 +3,7 @@
 One test server per test (it starts in well under a second): the Java server's clock stalls for good once a
 child workflow with parent-close policy ABANDON has run under it (temporalio/sdk-java#1540, sdk-typescript#1101),
 so a session-wide server would make later tests wait in real time. Each test also gets its own task queue and
-ids. The binary is resolved from this Python's scripts directory (``fixloop.temporal.binary``): a missing one
+ids. The binary is resolved from this Python's scripts directory (``fixloop.app.temporal.binary``): a missing one
 fails at once instead of the SDK trying to download it.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from fixloop.temporal import binary
+from fixloop.app.temporal import binary
 
 
 @pytest.fixture

@@ -17,19 +17,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from activities import gitlab, verify
-    from activities.gitlab import Approval
-    from activities.triage import triage_rules
-    from fixloop.ingest import ingest_file
-    from fixloop.models import WorkItem, WorkItemKind
-    from fixloop.verification import VerificationPolicy
-    from fixloop.worker import build_worker
-    from tests.conftest import fixture, signals
-    from tests.devserver import dev  # noqa: F401 - the fixture
-    from tests.workflows.world import HEAD, MERGE, World, approval
-    from workflows import policies
-    from workflows.intake import Finish, IntakeWorkflow, intake_id
-    from workflows.remediation import (
+    from fixloop.activities import gitlab, verify
+    from fixloop.activities.gitlab import Approval
+    from fixloop.activities.triage import triage_rules
+    from fixloop.workflows import policies
+    from fixloop.workflows.intake import Finish, IntakeWorkflow, intake_id
+    from fixloop.workflows.remediation import (
         ApprovalEvent,
         Decision,
         LoopOptions,
@@ -39,6 +32,14 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         loop_id,
     )
+
+    from fixloop.app.ingest import ingest_file
+    from fixloop.app.worker import build_worker
+    from fixloop.core.models import WorkItem, WorkItemKind
+    from fixloop.core.verification import VerificationPolicy
+    from tests.conftest import fixture, signals
+    from tests.devserver import dev  # noqa: F401 - the fixture
+    from tests.workflows.world import HEAD, MERGE, World, approval
 
 
 # the dev server waits out the verification window in real time: a short one

@@ -15,17 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from activities import gitlab
-    from activities.triage import triage_rules
-    from fixloop.models import WorkItemKind
-    from tests.activities.sandbox_world import World as Sandbox
-    from tests.activities.sandbox_world import running_world
-    from tests.change.markup_checks import jira_constructs, jira_reads, markdown_constructs
-    from tests.conftest import signals
-    from tests.workflows.test_intake import ALERT as INTAKE_ALERT
-    from tests.workflows.test_intake import _options, _scope, _settle, _start, _worker
-    from tests.workflows.world import HEAD, World, approval
-    from workflows.remediation import (
+    from fixloop.activities import gitlab
+    from fixloop.activities.triage import triage_rules
+    from fixloop.workflows.remediation import (
         AlertsJoined,
         LoopOptions,
         Outcome,
@@ -33,6 +25,15 @@ with workflow.unsafe.imports_passed_through():
         RemediationWorkflow,
         loop_id,
     )
+
+    from fixloop.core.models import WorkItemKind
+    from tests.activities.sandbox_world import World as Sandbox
+    from tests.activities.sandbox_world import running_world
+    from tests.change.markup_checks import jira_constructs, jira_reads, markdown_constructs
+    from tests.conftest import signals
+    from tests.workflows.test_intake import ALERT as INTAKE_ALERT
+    from tests.workflows.test_intake import _options, _scope, _settle, _start, _worker
+    from tests.workflows.world import HEAD, World, approval
 
 SCOPE = "platform/gitops"
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"

@@ -17,13 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():  # this module is re-imported in the workflow sandbox
-    from pydantic_core import to_json
-
-    from activities import triage as triage_module
-    from activities.triage import GROUP_SIGNALS, GroupSignalsInput, TriageActivities, triage_rules
-    from fixloop.models import RecentDeploy, Signal, TriageResult, WorkItemKind, batched, fingerprint
-    from tests.conftest import signals
-    from workflows.intake import (
+    from fixloop.activities import triage as triage_module
+    from fixloop.activities.triage import GROUP_SIGNALS, GroupSignalsInput, TriageActivities, triage_rules
+    from fixloop.workflows.intake import (
         CARRY_MAX_BYTES,
         OWNERS_MAX,
         Finish,
@@ -36,7 +32,7 @@ with workflow.unsafe.imports_passed_through():  # this module is re-imported in 
         pack_seen,
         unpack_seen,
     )
-    from workflows.remediation import (
+    from fixloop.workflows.remediation import (
         AlertsJoined,
         LoopOptions,
         MoreSignals,
@@ -45,6 +41,10 @@ with workflow.unsafe.imports_passed_through():  # this module is re-imported in 
         RemediationInput,
         loop_id,
     )
+    from pydantic_core import to_json
+
+    from fixloop.core.models import RecentDeploy, Signal, TriageResult, WorkItemKind, batched, fingerprint
+    from tests.conftest import signals
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
 DEBIAN = "trivy/dd-trivy_legacy_many_vulns_debian-10.8.json"

@@ -13,12 +13,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from activities import gitlab, verify
-    from activities.triage import triage_rules
-    from fixloop.models import Signal, WorkItem, WorkItemKind, fingerprint
-    from tests.conftest import signals
-    from tests.workflows.world import HEAD, MERGE, REVERT_HEAD, World, approval
-    from workflows.remediation import (
+    from fixloop.activities import gitlab, verify
+    from fixloop.activities.triage import triage_rules
+    from fixloop.workflows.remediation import (
         ALERTS_MAX_BYTES,
         CARRY_MAX_BYTES,
         AlertsJoined,
@@ -31,6 +28,10 @@ with workflow.unsafe.imports_passed_through():
         RemediationWorkflow,
         Stage,
     )
+
+    from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
+    from tests.conftest import signals
+    from tests.workflows.world import HEAD, MERGE, REVERT_HEAD, World, approval
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
 MISCONFIG = "trivy/dd-trivy_fs_misconfig_and_secrets.json"

@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fixloop.activities import change, flux, gitlab, jira, verify
+from fixloop.workflows.remediation import AlertsJoined, DeployEvent, MergeRequestEvent
 from temporalio import activity
-
-from activities import change, flux, gitlab, jira, verify
-from workflows.remediation import AlertsJoined, DeployEvent, MergeRequestEvent
 
 HEAD = "a" * 40
 MERGE = "b" * 40

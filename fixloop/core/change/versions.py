@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from fixloop.parsing import _UNCOMPARABLE, _qualifier, split_versions, version_key
+from fixloop.core.parsing import _UNCOMPARABLE, _qualifier, split_versions, version_key
 
 
 def _key(eco: str | None, version: str) -> object:

@@ -1,11 +1,11 @@
 """``fixloop config check``: validate the configuration, then try each configured endpoint, one line per check.
 
-First every settings group (``fixloop.configref.GROUPS``) is read from the environment (and ``.env``); an invalid
+First every settings group (``fixloop.app.configref.GROUPS``) is read from the environment (and ``.env``); an invalid
 variable is a ``FAIL config`` line naming it with pydantic's reason, never its value. Then each configured system
 gets its cheapest authenticated call on its own typed client, bounded by ``timeout`` seconds per request:
 
 =========  ===============================================================================================
-temporal   connect (``fixloop.temporal.connect``: TLS, API key, mTLS files), ``DescribeNamespace``, and
+temporal   connect (``fixloop.app.temporal.connect``: TLS, API key, mTLS files), ``DescribeNamespace``, and
            ``DescribeTaskQueue`` of the task queue (how many workers poll it: informative, never a failure)
 jira       ``GET /myself`` (URL, email, API token), then a JQL search in the project (Jira refuses an
            unknown project with 400)
@@ -21,7 +21,7 @@ llm        ``GET {base_url}/models`` on the OpenAI-compatible endpoint (``openai
 =========  ===============================================================================================
 
 A system that is not configured is a ``skip`` line saying which variable enables it. Failures are the
-integrations' mapped errors (``integrations.errors``: status, the server's short reason) with the variable to
+integrations' mapped errors (``fixloop.integrations.errors``: status, the server's short reason) with the variable to
 check; no stack trace, and every configured secret is masked in every line in case a server echoes one.
 
 Exit status (``Report.exit_code``): 0 when every configured check passed, 1 when one failed, 2 when the
@@ -43,14 +43,14 @@ from typing import Any, TypeVar
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
-from fixloop.config import ConfigError, LlmSettings, TemporalSettings
-from fixloop.configref import env_names
-from integrations.datadog.api import DatadogSettings
-from integrations.errors import AuthError, IntegrationError, Invalid, NotFound, TransportError
-from integrations.flux import FluxSettings
-from integrations.gitlab.api import GitLabSettings
-from integrations.jira import JiraSettings
-from integrations.registry import RegistrySettings
+from fixloop.app.configref import env_names
+from fixloop.core.config import ConfigError, LlmSettings, TemporalSettings
+from fixloop.integrations.datadog.api import DatadogSettings
+from fixloop.integrations.errors import AuthError, IntegrationError, Invalid, NotFound, TransportError
+from fixloop.integrations.flux import FluxSettings
+from fixloop.integrations.gitlab.api import GitLabSettings
+from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.registry import RegistrySettings
 
 CHECK_TIMEOUT = 5.0  # seconds per request of a check
 DATADOG_PROBE = "avg:datadog.estimated_usage.hosts{*}"  # a metric every Datadog org has; empty is fine
@@ -162,9 +162,9 @@ IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 def load_settings() -> Loaded:
     """Every settings group from the environment, as the commands read them (systems configured as the worker
-    decides: ``fixloop.worker.Integrations.from_env``)."""
-    from fixloop.configref import GROUPS
-    from fixloop.temporal import tls_config
+    decides: ``fixloop.app.worker.Integrations.from_env``)."""
+    from fixloop.app.configref import GROUPS
+    from fixloop.app.temporal import tls_config
 
     loaded = Loaded()
     systems = (TemporalSettings, JiraSettings, GitLabSettings, RegistrySettings, DatadogSettings, FluxSettings)
@@ -260,7 +260,7 @@ async def check_temporal(s: TemporalSettings, timeout: float) -> Line:
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
     from temporalio.service import RPCError, RPCStatusCode
 
-    from fixloop.temporal import connect
+    from fixloop.app.temporal import connect
 
     target = s.address
     auth_vars = "FIXLOOP_TEMPORAL_API_KEY, FIXLOOP_TEMPORAL_TLS_CERT and FIXLOOP_TEMPORAL_TLS_KEY"
@@ -308,7 +308,7 @@ def _bounded(settings: S, timeout: float) -> S:
 
 
 def check_jira(s: JiraSettings, timeout: float) -> Line:
-    from integrations.jira import JiraClient
+    from fixloop.integrations.jira import JiraClient
 
     target = str(s.url).rstrip("/")
     client = JiraClient(_bounded(s, timeout))
@@ -327,7 +327,7 @@ def check_jira(s: JiraSettings, timeout: float) -> Line:
 
 
 def check_gitlab(s: GitLabSettings, timeout: float) -> Line:
-    from integrations.gitlab.api import GitLabClient
+    from fixloop.integrations.gitlab.api import GitLabClient
 
     target = str(s.url).rstrip("/")
     client = GitLabClient(_bounded(s, timeout))
@@ -351,7 +351,7 @@ def check_gitlab(s: GitLabSettings, timeout: float) -> Line:
 
 
 def check_registry(s: RegistrySettings, timeout: float) -> Line:
-    from integrations.registry import RegistryClient
+    from fixloop.integrations.registry import RegistryClient
 
     target = s.url.rstrip("/")
     try:
@@ -363,7 +363,7 @@ def check_registry(s: RegistrySettings, timeout: float) -> Line:
 
 
 def check_flux(s: FluxSettings, timeout: float) -> Line:
-    from integrations.flux import KubeClient
+    from fixloop.integrations.flux import KubeClient
 
     target = s.api_url.rstrip("/")
     namespace, _, name = s.kustomization.partition("/")
@@ -383,7 +383,7 @@ def check_flux(s: FluxSettings, timeout: float) -> Line:
 
 
 def check_datadog(s: DatadogSettings, timeout: float) -> Line:
-    from integrations.datadog.api import DatadogClient
+    from fixloop.integrations.datadog.api import DatadogClient
 
     target = s.base_url
     with DatadogClient(_bounded(s, timeout)) as client:

@@ -1,7 +1,7 @@
 """The gateway: webhooks and scanner reports in over HTTP, signals and loop events out to Temporal.
 
 ``fixloop gateway`` serves ``create_app`` with uvicorn. A 2xx answer means what was sent is durably in Temporal:
-signals are answered once the signal-with-start of the intake (``fixloop.temporal.submit_signals``) has returned;
+signals are answered once the signal-with-start of the intake (``fixloop.app.temporal.submit_signals``) has returned;
 webhook events once the loop's update or signal has. Any Temporal failure is a 503 (with ``Retry-After``), so the
 sender retries; a retried delivery is deduplicated by the intake (by signal fingerprint: ``workflows/intake.py``).
 
@@ -54,13 +54,13 @@ Answers
     ``Retry-After``). A 500 is a bug in fixloop, never the sender's input.
 
 Bounded cost per request (issue 14)
-  * Connections (``fixloop/httpserver.py``, uvicorn's httptools protocol with deadlines): the request line and
+  * Connections (``fixloop/app/httpserver.py``, uvicorn's httptools protocol with deadlines): the request line and
     headers within FIXLOOP_GATEWAY_HEADER_TIMEOUT (10 s) and FIXLOOP_GATEWAY_MAX_HEADER_BYTES (64 KiB), the body
     within FIXLOOP_GATEWAY_BODY_TIMEOUT (30 s) of the headers, idle keep-alive connections closed after
     FIXLOOP_GATEWAY_KEEP_ALIVE_TIMEOUT (5 s); otherwise 408/431 and the connection is closed.
   * Order: the secret is checked before the body is read (for Flux, whose signature is an HMAC of the body, the
     body is read only up to its 1 MiB limit before the check), then the body is read up to its limit, then parsed
-    once (orjson, ``fixloop.ingest.decode``) within limits every endpoint shares: FIXLOOP_GATEWAY_MAX_JSON_VALUES
+    once (orjson, ``fixloop.app.ingest.decode``) within limits every endpoint shares: FIXLOOP_GATEWAY_MAX_JSON_VALUES
     (1,000,000 JSON values, counted on the bytes before the parse: 413 ``body``) and FIXLOOP_GATEWAY_MAX_JSON_DEPTH
     (64 nested containers: 400 ``body``); then, for reports and alerts, FIXLOOP_GATEWAY_MAX_ELEMENTS (20,000
     elements per finding list, e.g. Trivy ``Results`` and ``Results[].Vulnerabilities``, Alertmanager ``alerts``,
@@ -68,7 +68,7 @@ Bounded cost per request (issue 14)
     validate the decoded document (no second JSON parse).
   * Memory: a request holds its body once (a growing buffer, not copied), the value count's copy of it only when
     the cheap bound is over the limit, and the parse at most about 4 x the body + 130 bytes x JSON values
-    (orjson's objects, measured: ``fixloop/ingest.py``). Bodies over 256 KiB are parsed in a worker thread, one at
+    (orjson's objects, measured: ``fixloop/app/ingest.py``). Bodies over 256 KiB are parsed in a worker thread, one at
     a time, so the event loop (``/healthz``) keeps answering and the parse bound holds per process. With the
     defaults the worst document costs about 4 x 32 MiB + 130 MB; ``bench/gateway.py`` reports the process's
     ``peak_rss_mb`` over a run that includes the 8.6 MB report of 3 M empty results (refused before parsing).
@@ -83,7 +83,7 @@ travel in one ``submit_signals`` call, as many as fit FIXLOOP_GATEWAY_BATCH_MAX_
 delivery goes alone, split across signal-with-starts: Temporal refuses a payload over 2 MiB); while that call runs,
 later deliveries gather for the next one (at most one call per scope in flight, so batches grow with the load).
 Every delivery is answered from its call's outcome: 2xx once all its signals are recorded. Every signal is at most
-16 KiB (``fixloop.models.Signal`` cuts oversized fields and counts the cuts in ``truncated``), so a delivery
+16 KiB (``fixloop.core.models.Signal`` cuts oversized fields and counts the cuts in ``truncated``), so a delivery
 within the body limit always fits; a payload Temporal still refuses for its size is a 413, never a 503.
 
 Metrics (``/metrics``, label ``endpoint`` e.g. ``signals/datadog``, ``reports/trivy``, ``hooks/gitlab``; ``source``
@@ -107,7 +107,8 @@ and answered 200 ``ignored``); every other action through the ``merge_request_ev
 
 Flux: a ``Provider`` of type ``generic-hmac`` with ``address: <gateway>/v1/hooks/flux`` and a secret whose ``token`` is
 FIXLOOP_FLUX_HMAC_KEY, and an ``Alert`` on the Kustomization FIXLOOP_FLUX_KUSTOMIZATION; a deploy outcome
-(``activities.flux.deploy_event``) is signalled to every running loop of the scope in stage ``await_deploy`` (Temporal
+(``fixloop.activities.flux.deploy_event``) is signalled to every running loop of the scope in stage ``await_deploy``
+(Temporal
 visibility: ``FixloopStage``/``FixloopScope``); a loop not yet visible there finds the deploy by its poll fallback.
 
 Flux replays: an event whose ``timestamp`` is older than FIXLOOP_GATEWAY_FLUX_MAX_AGE (600 s) or further ahead than
@@ -150,11 +151,10 @@ from starlette.requests import ClientDisconnect
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.flux import deploy_event
-from activities.gitlab import Approval, MrState
 from fixloop import __version__
-from fixloop.config import IntakeSettings, LoopSettings, TemporalSettings, load
-from fixloop.ingest import (
+from fixloop.activities.flux import deploy_event
+from fixloop.activities.gitlab import Approval, MrState
+from fixloop.app.ingest import (
     MAX_DEPTH,
     MAX_ELEMENTS,
     MAX_VALUES,
@@ -165,12 +165,20 @@ from fixloop.ingest import (
     decode,
     parse_document,
 )
-from fixloop.models import SIGNAL_MAX_BYTES, Signal, SignalTooLarge, Source, signal_bytes
-from fixloop.parsing import ParseError, clean
-from fixloop.temporal import BATCH_MAX_BYTES, PAYLOAD_LIMIT_BYTES, submit_signals
-from integrations.flux import MAX_EVENT_BYTES, FluxEvent, FluxEventError, FluxSettings, parse_event, verify_signature
-from integrations.gitlab.api import GitLabSettings
-from integrations.gitlab.webhook import (
+from fixloop.app.temporal import BATCH_MAX_BYTES, PAYLOAD_LIMIT_BYTES, submit_signals
+from fixloop.core.config import IntakeSettings, LoopSettings, TemporalSettings, load
+from fixloop.core.models import SIGNAL_MAX_BYTES, Signal, SignalTooLarge, Source, signal_bytes
+from fixloop.core.parsing import ParseError, clean
+from fixloop.integrations.flux import (
+    MAX_EVENT_BYTES,
+    FluxEvent,
+    FluxEventError,
+    FluxSettings,
+    parse_event,
+    verify_signature,
+)
+from fixloop.integrations.gitlab.api import GitLabSettings
+from fixloop.integrations.gitlab.webhook import (
     APPROVAL_ACTIONS,
     EVENTS,
     MAX_HOOK_BYTES,
@@ -180,11 +188,18 @@ from integrations.gitlab.webhook import (
     parse_merge_request_hook,
     verify_token,
 )
-from workflows import policies
-from workflows.intake import intake_id
-from workflows.remediation import ApprovalEvent, DeployEvent, MergeRequestEvent, RemediationWorkflow, Stage, loop_id
+from fixloop.workflows import policies
+from fixloop.workflows.intake import intake_id
+from fixloop.workflows.remediation import (
+    ApprovalEvent,
+    DeployEvent,
+    MergeRequestEvent,
+    RemediationWorkflow,
+    Stage,
+    loop_id,
+)
 
-log = logging.getLogger("fixloop.gateway")
+log = logging.getLogger("fixloop.app.gateway")
 
 TOKEN_HEADER = "X-Fixloop-Token"
 GITLAB_TOKEN_HEADER = "X-Gitlab-Token"
@@ -930,7 +945,7 @@ async def read_body(request: Request, limit: int) -> bytearray:
 
 
 def decode_body(body: bytes | bytearray, settings: GatewaySettings) -> object:
-    """The body as JSON, parsed once (``fixloop.ingest.decode``: orjson) within the limits every endpoint shares:
+    """The body as JSON, parsed once (``fixloop.app.ingest.decode``: orjson) within the limits every endpoint shares:
     400 naming ``body`` for what is not JSON or is nested deeper than FIXLOOP_GATEWAY_MAX_JSON_DEPTH, 413 naming
     ``body`` for more JSON values than FIXLOOP_GATEWAY_MAX_JSON_VALUES (counted before the parse)."""
     try:
@@ -944,7 +959,7 @@ def decode_body(body: bytes | bytearray, settings: GatewaySettings) -> object:
 
 
 def parse_signals(body: bytes | bytearray, ref: str, source: Source | None, settings: GatewaySettings) -> IngestResult:
-    """The signals of one document, parsed exactly as ``fixloop ingest`` does (``fixloop.ingest.parse_document``),
+    """The signals of one document, parsed exactly as ``fixloop ingest`` does (``fixloop.app.ingest.parse_document``),
     within ``settings``' limits. 400 for malformed or too deeply nested JSON or a body that is not ``source``'s
     format (naming the field that format is recognised by), 413 for too many JSON values (``body``) or elements of
     a finding list (naming the list, e.g. ``Results``), 422 for a document of the format with invalid values
@@ -1065,11 +1080,11 @@ def create_app(
     gitlab_webhook: WebhookSettings | None = None,
 ) -> FastAPI:
     """The gateway's ASGI app. ``connect()`` returns a Temporal client (with pydantic's data converter, e.g.
-    ``fixloop.temporal.connect``); it is called on the first request that needs Temporal and again after each
+    ``fixloop.app.temporal.connect``); it is called on the first request that needs Temporal and again after each
     failure, so a Temporal that is down is a 503 per request, not a failure to start. ``task_queue`` (default
     ``TemporalSettings``'), ``intake`` (the windows of an intake this starts), ``flux`` (HMAC key and
     Kustomization) and ``gitlab_webhook`` (the webhook token) default to the environment; an invalid variable
-    raises ``fixloop.config.ConfigError`` naming it."""
+    raises ``fixloop.core.config.ConfigError`` naming it."""
     gw = Gateway(
         settings,
         connect,

@@ -1,5 +1,5 @@
 """Deploy verification (stage 6): per metric, a baseline window before the deploy against a window after it, and a
-verdict with its numbers. Pure: no I/O, no clock; ``activities.verify`` queries Datadog and calls this.
+verdict with its numbers. Pure: no I/O, no clock; ``fixloop.activities.verify`` queries Datadog and calls this.
 
 The semantics are those proven by canary analysis:
 

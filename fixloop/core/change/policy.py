@@ -24,8 +24,8 @@ from packaging.requirements import Requirement
 from pydantic import BaseModel, ConfigDict, Field
 from ruamel.yaml import YAML
 
-from fixloop.change.edit import from_lines, xml_elements
-from fixloop.change.ops import PolicyViolation, check_path
+from fixloop.core.change.edit import from_lines, xml_elements
+from fixloop.core.change.ops import PolicyViolation, check_path
 
 POLICY_FILE = "fixloop.yaml"
 DEFAULT_ALLOW = (

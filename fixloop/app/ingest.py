@@ -1,5 +1,5 @@
 """Turn one document (a scanner report or a webhook body) into signals: decode, detect the source,
-parse. Used by ``fixloop ingest`` and by the gateway (``fixloop/gateway.py``).
+parse. Used by ``fixloop ingest`` and by the gateway (``fixloop/app/gateway.py``).
 
 Errors are ``IngestError`` with one line that names the document and the reason: unreadable,
 too large, empty, malformed or truncated JSON, nested too deep, too many values or elements, unknown format, a
@@ -32,11 +32,11 @@ from types import ModuleType
 import orjson
 from pydantic import ValidationError
 
-from fixloop.models import Signal, Source
-from fixloop.parsing import ParseContext, ParseError, clean, validation_message
-from integrations import alertmanager, grype, osv, pip_audit, snyk, trivy
-from integrations.datadog import webhook as datadog_webhook
-from integrations.gitlab import security_report as gitlab_report
+from fixloop.core.models import Signal, Source
+from fixloop.core.parsing import ParseContext, ParseError, clean, validation_message
+from fixloop.integrations import alertmanager, grype, osv, pip_audit, snyk, trivy
+from fixloop.integrations.datadog import webhook as datadog_webhook
+from fixloop.integrations.gitlab import security_report as gitlab_report
 
 # Detection order matters only where formats could overlap: the more specific shapes come first.
 PARSERS: dict[Source, ModuleType] = {

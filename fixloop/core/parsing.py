@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from fixloop.models import SHORT_MAX, Severity, Signal, utc
+from fixloop.core.models import SHORT_MAX, Severity, Signal, utc
 
 
 class WireModel(BaseModel):

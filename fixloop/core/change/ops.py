@@ -2,7 +2,8 @@
 
 Each operation names one file (``path``, plus ``lockfile`` for npm), the value the file must hold now
 (``current``) and the value to write (``new``). Operations come from the planner (or are picked by a model from
-the planner's valid ones); ``fixloop.change.edit`` applies them and ``fixloop.change.policy`` validates the result.
+the planner's valid ones); ``fixloop.core.change.edit`` applies them and ``fixloop.core.change.policy`` validates the
+result.
 Values are constrained to the grammar of what they stand for (a version, a tag, a package name), so no value can
 carry a newline, a shell metacharacter or markup into a file.
 """

@@ -21,11 +21,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, TLSConfig
 
-from fixloop.config import ConfigError, IntakeSettings, LoopSettings, TemporalSettings
-from fixloop.models import Signal, batched
-from workflows.intake import IntakeInput, IntakeOptions, IntakeWorkflow, SignalBatch, intake_id
-from workflows.policies import SEARCH_ATTRIBUTES
-from workflows.remediation import LoopOptions
+from fixloop.core.config import ConfigError, IntakeSettings, LoopSettings, TemporalSettings
+from fixloop.core.models import Signal, batched
+from fixloop.workflows.intake import IntakeInput, IntakeOptions, IntakeWorkflow, SignalBatch, intake_id
+from fixloop.workflows.policies import SEARCH_ATTRIBUTES
+from fixloop.workflows.remediation import LoopOptions
 
 BATCH = 500
 PAYLOAD_LIMIT_BYTES = 2 << 20  # Temporal's default limit per payload (dynamic config limit.blobSize.error: 2 MiB)
@@ -52,7 +52,7 @@ async def connect(
     settings: TemporalSettings | None = None, *, runtime: Runtime | None = None, timeout: float | None = None
 ) -> Client:
     """A client for ``settings`` (default: from the environment) with the pydantic data converter; ``runtime``:
-    the Temporal runtime (e.g. ``fixloop.worker.metrics_runtime``; default the SDK's).
+    the Temporal runtime (e.g. ``fixloop.app.worker.metrics_runtime``; default the SDK's).
 
     ``timeout`` (seconds; None: the SDK's bounds) is for a caller whose own clients retry, the gateway: the
     connection attempt raises ``TimeoutError`` after it, and every later call gives up retrying an unreachable
@@ -140,11 +140,11 @@ async def submit_signals(
     max_bytes: int = BATCH_MAX_BYTES,
 ) -> str:
     """Deliver ``signals`` to the intake of ``scope`` by signal-with-start of ``receive``, in order, in batches of
-    at most ``batch`` signals and ``max_bytes`` bytes of JSON (``fixloop.models.batched``; under Temporal's 2 MiB
+    at most ``batch`` signals and ``max_bytes`` bytes of JSON (``fixloop.core.models.batched``; under Temporal's 2 MiB
     per payload and 4 MiB per request), one call per batch, all recorded when this returns (the intake is started
     with ``intake``'s windows and engine and ``loop``'s loop timings, default from the environment, if it is not
     running). Returns the intake's workflow id. Raises ``ValueError`` for an invalid scope (letters, digits,
-    ``._/-``) and ``fixloop.models.SignalTooLarge`` (before any call) for a signal alone over ``max_bytes``."""
+    ``._/-``) and ``fixloop.core.models.SignalTooLarge`` (before any call) for a signal alone over ``max_bytes``."""
     options = intake_options(intake or IntakeSettings(), loop or LoopSettings())
     try:
         start = IntakeInput(scope=scope, options=options)

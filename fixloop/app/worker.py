@@ -23,20 +23,20 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
-from activities.change import ChangeActivities
-from activities.flux import FluxActivities
-from activities.gitlab import GitLabActivities
-from activities.jira import JiraActivities
-from activities.triage import TriageActivities
-from activities.verify import VerifyActivities
-from fixloop.config import ConfigError, LlmSettings, load
-from integrations.datadog.api import DatadogSettings
-from integrations.flux import FluxSettings
-from integrations.gitlab.api import GitLabSettings
-from integrations.jira import JiraSettings
-from integrations.registry import RegistrySettings
-from workflows.intake import IntakeWorkflow
-from workflows.remediation import RemediationWorkflow
+from fixloop.activities.change import ChangeActivities
+from fixloop.activities.flux import FluxActivities
+from fixloop.activities.gitlab import GitLabActivities
+from fixloop.activities.jira import JiraActivities
+from fixloop.activities.triage import TriageActivities
+from fixloop.activities.verify import VerifyActivities
+from fixloop.core.config import ConfigError, LlmSettings, load
+from fixloop.integrations.datadog.api import DatadogSettings
+from fixloop.integrations.flux import FluxSettings
+from fixloop.integrations.gitlab.api import GitLabSettings
+from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.registry import RegistrySettings
+from fixloop.workflows.intake import IntakeWorkflow
+from fixloop.workflows.remediation import RemediationWorkflow
 
 WORKFLOWS = (IntakeWorkflow, RemediationWorkflow)
 S = TypeVar("S", bound=BaseSettings)
@@ -44,7 +44,7 @@ S = TypeVar("S", bound=BaseSettings)
 
 def _optional(cls: type[S], key: str = "url") -> S | None:
     """``cls`` from the environment; None when its ``key`` (e.g. ``url``) is not set at all (the system is not
-    configured). Anything else missing or invalid raises ``fixloop.config.ConfigError`` naming the variable."""
+    configured). Anything else missing or invalid raises ``fixloop.core.config.ConfigError`` naming the variable."""
     try:
         return cls()
     except ValidationError as e:
@@ -117,7 +117,7 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
 def metrics_runtime(address: str) -> Runtime:
     """A Temporal runtime that serves the SDK's metrics in the Prometheus text format at ``http://<address>/metrics``
     (``address``: ``<ip>:<port>``, ``FIXLOOP_WORKER_METRICS_ADDRESS``); the port is bound here, before any client
-    connects. Give it to the worker's client (``fixloop.temporal.connect(..., runtime=)``). Raises ``ValueError``
+    connects. Give it to the worker's client (``fixloop.app.temporal.connect(..., runtime=)``). Raises ``ValueError``
     when the address is not ``<ip>:<port>`` or cannot be bound. A process creates few runtimes: build one."""
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
 

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fixloop.change.edit import apply
-from fixloop.change.locate import PYTHON_LOCKFILES, Located, NotFixable, RepoView, Site, as_repo, locate
-from fixloop.change.ops import (
+from fixloop.core.change.edit import apply
+from fixloop.core.change.locate import PYTHON_LOCKFILES, Located, NotFixable, RepoView, Site, as_repo, locate
+from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
     BumpMavenDependency,
@@ -27,10 +27,10 @@ from fixloop.change.ops import (
     SetHelmValue,
     sort_key,
 )
-from fixloop.change.policy import POLICY_FILE, Policy, load_policy, validate
-from fixloop.change.versions import go_version, maven_variants, newest_tag, required_version, risk
-from fixloop.models import FIX_KINDS, Signal, WorkItem
-from fixloop.parsing import clean
+from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy, validate
+from fixloop.core.change.versions import go_version, maven_variants, newest_tag, required_version, risk
+from fixloop.core.models import FIX_KINDS, Signal, WorkItem
+from fixloop.core.parsing import clean
 
 TagLookup = Callable[[str], Sequence[str]]
 PLAN_VERSION = 1

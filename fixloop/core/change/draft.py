@@ -1,7 +1,7 @@
 """A model drafts the merge request of a planned change: it words the title, a summary and reviewer notes, and may
 leave out some of the validated operations. It never adds, changes or reorders one.
 
-Pure apart from the one completion call it is handed (``ask``'s ``complete``, e.g. ``integrations.llm``'s
+Pure apart from the one completion call it is handed (``ask``'s ``complete``, e.g. ``fixloop.integrations.llm``'s
 ``structured_completion`` bound to its settings): no network, git or clock here.
 
 The prompt is ``SYSTEM_PROMPT`` and a compact JSON document (``digest``): the work item, its validated operations
@@ -9,9 +9,10 @@ numbered from 1, the findings they close, what is not fixable, risks and notes. 
 scanners (or a triage model) and is bounded and JSON-quoted as data; the system prompt says it is untrusted.
 
 The answer (``Draft``) is checked by code: ``apply_draft`` keeps only a non-empty subset of the validated operations
-(``fixloop.change.plan.check_proposal``), applies and validates them again so the plan's edits and diff are exactly
+(``fixloop.core.change.plan.check_proposal``), applies and validates them again so the plan's edits and diff are exactly
 theirs, and raises ``DraftRefused`` naming the reason otherwise. ``mr_text`` renders the MR with the drafted text,
-which ``fixloop.change.mr`` escapes (no links, mentions, HTML, comments, headings or code fences; bounded; the title
+which ``fixloop.core.change.mr`` escapes (no links, mentions, HTML, comments, headings or code fences; bounded; the
+title
 one line).
 """
 
@@ -24,9 +25,9 @@ from typing import Protocol
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field
 
-from fixloop.change.edit import apply
-from fixloop.change.locate import NotFixable, RepoView, as_repo
-from fixloop.change.mr import (
+from fixloop.core.change.edit import apply
+from fixloop.core.change.locate import NotFixable, RepoView, as_repo
+from fixloop.core.change.mr import (
     DRAFT_NOTES_MAX,
     IMAGE_OPS,
     INVISIBLE,
@@ -37,11 +38,11 @@ from fixloop.change.mr import (
     title_for,
     title_line,
 )
-from fixloop.change.ops import BumpBaseImage, BumpNpmPackage, Operation, PolicyViolation, subject
-from fixloop.change.plan import Plan, _follow_ups, check_proposal, policy_of
-from fixloop.change.policy import Policy, validate
-from fixloop.models import Signal, WorkItem
-from fixloop.parsing import clean
+from fixloop.core.change.ops import BumpBaseImage, BumpNpmPackage, Operation, PolicyViolation, subject
+from fixloop.core.change.plan import Plan, _follow_ups, check_proposal, policy_of
+from fixloop.core.change.policy import Policy, validate
+from fixloop.core.models import Signal, WorkItem
+from fixloop.core.parsing import clean
 
 OPERATIONS_MAX = 30  # a plan with more operations is not sent to a model (its MR text stays the rules')
 FINDINGS_MAX = 40  # findings listed in the digest; the rest are counted
@@ -75,7 +76,7 @@ class Draft(BaseModel):
     """The draft of a merge request: its title, summary and reviewer notes, and the operations it keeps."""
 
     # Sent as the structured-output JSON schema (this docstring included). The text is untrusted: ``mr_text``
-    # bounds it and ``fixloop.change.mr.render`` escapes it; ``apply_draft`` checks ``keep``.
+    # bounds it and ``fixloop.core.change.mr.render`` escapes it; ``apply_draft`` checks ``keep``.
 
     model_config = ConfigDict(extra="forbid")
 
@@ -95,7 +96,8 @@ class DraftRefused(ValueError):
 
 class Complete(Protocol):
     """One structured-output call: ``system`` and ``user`` messages in, the answer parsed into ``schema`` out.
-    ``integrations.llm.structured_completion`` bound to its settings is one (raising ``LlmError`` on failure)."""
+    ``fixloop.integrations.llm.structured_completion`` bound to its settings is one (raising ``LlmError`` on
+    failure)."""
 
     def __call__(self, *, system: str, user: str, schema: type[Draft]) -> Awaitable[Draft]: ...
 
@@ -274,7 +276,7 @@ def mr_text(
     """The MR of ``plan`` (as ``apply_draft`` returned it) worded by ``draft`` and naming ``model``: the drafted
     title (at most ``DRAFT_TITLE_MAX`` characters, one line), summary (``SUMMARY_MAX``) and notes
     (``DRAFT_NOTES_MAX`` of ``NOTE_MAX``) are bounded here (and stripped of zero-width and bidi control characters)
-    and escaped by ``fixloop.change.mr.render``."""
+    and escaped by ``fixloop.core.change.mr.render``."""
     return render(
         item,
         plan,

@@ -3,10 +3,10 @@
 - ``markdown``: GitLab Flavored Markdown (merge request descriptions and notes) and the Temporal UI (workflow
   ``static_summary`` / ``static_details``, ``set_current_details``, activity ``summary``), which renders Markdown.
 - ``jira_text``: Jira wiki markup (REST API v2 descriptions and comment bodies), the only way text enters Jira
-  (``activities.jira`` passes every summary, description and comment through ``jira_summary`` / ``jira_text``).
+  (``fixloop.activities.jira`` passes every summary, description and comment through ``jira_summary`` / ``jira_text``).
 - ``jira_summary``: Jira's ``summary`` field, plain text: one line, at most 255 characters.
 
-Every helper bounds the text (``fixloop.parsing.clean``: control characters folded, cut with an ellipsis) and
+Every helper bounds the text (``fixloop.core.parsing.clean``: control characters folded, cut with an ellipsis) and
 defangs bare URLs (a zero-width space after the scheme's colon, so neither GitLab nor Jira autolinks them).
 
 Jira wiki markup (jira.atlassian.com "Text Formatting Notation Help"; the renderer's escapable characters are those
@@ -25,7 +25,7 @@ from __future__ import annotations
 import html
 import re
 
-from fixloop.parsing import clean
+from fixloop.core.parsing import clean
 
 INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")  # zero-width and bidi controls
 ZWSP = "\u200b"

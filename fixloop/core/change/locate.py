@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 from ruamel.yaml import YAML
 
-from fixloop.change.edit import (
+from fixloop.core.change.edit import (
     PROPERTY_REF,
     PomDependency,
     from_lines,
@@ -38,10 +38,10 @@ from fixloop.change.edit import (
     spec_version,
     toml_pins,
 )
-from fixloop.change.ops import PolicyViolation, check_path
-from fixloop.change.policy import Policy
-from fixloop.models import Signal, WorkItem, WorkItemKind
-from fixloop.parsing import clean
+from fixloop.core.change.ops import PolicyViolation, check_path
+from fixloop.core.change.policy import Policy
+from fixloop.core.models import Signal, WorkItem, WorkItemKind
+from fixloop.core.parsing import clean
 
 
 class RepoView(Protocol):
@@ -58,7 +58,7 @@ class RepoView(Protocol):
 
 @dataclass(frozen=True)
 class MappingRepo:
-    """A ``RepoView`` over ``{path: text}`` (e.g. ``sandbox.seed.seed_files()``)."""
+    """A ``RepoView`` over ``{path: text}`` (e.g. ``fixloop.sandbox.seed.seed_files()``)."""
 
     files: Mapping[str, str]
 

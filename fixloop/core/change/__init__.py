@@ -5,10 +5,10 @@ applies typed operations (``ops``, ``edit``) and validates them against the poli
 merge request a reviewer reads.
 """
 
-from fixloop.change.locate import MappingRepo, NotFixable, RepoView
-from fixloop.change.ops import Operation, PolicyViolation
-from fixloop.change.plan import NotLocated, Plan, TagLookup, plan
-from fixloop.change.policy import Policy, load_policy
+from fixloop.core.change.locate import MappingRepo, NotFixable, RepoView
+from fixloop.core.change.ops import Operation, PolicyViolation
+from fixloop.core.change.plan import NotLocated, Plan, TagLookup, plan
+from fixloop.core.change.policy import Policy, load_policy
 
 __all__ = [
     "MappingRepo",

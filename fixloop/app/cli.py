@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from fixloop import __version__
-from fixloop.models import Source
+from fixloop.core.models import Source
 
 if TYPE_CHECKING:
     from temporalio.client import Client
     from temporalio.runtime import Runtime
 
-    from fixloop.config import TemporalSettings
-    from fixloop.ingest import IngestResult
+    from fixloop.app.ingest import IngestResult
+    from fixloop.core.config import TemporalSettings
 
 S = TypeVar("S")
 Paths = Annotated[list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)]
@@ -50,8 +50,8 @@ def _root(
 
 def _results(command: str, paths: list[Path], source: Source | None, failed: list[Path]) -> Iterator[IngestResult]:
     """Ingest each path; a file that cannot be read gets one stderr line and is added to ``failed``."""
-    from fixloop.config import Settings
-    from fixloop.ingest import IngestError, ingest_file
+    from fixloop.app.ingest import IngestError, ingest_file
+    from fixloop.core.config import Settings
 
     max_bytes = Settings().ingest_max_bytes
     for path in paths:
@@ -105,7 +105,7 @@ def triage(
     import asyncio
     import logging
 
-    from fixloop.config import ConfigError, LlmSettings
+    from fixloop.core.config import ConfigError, LlmSettings
 
     llm = None
     if engine is Engine.llm:
@@ -115,8 +115,8 @@ def triage(
             typer.echo(f"fixloop triage: {e}", err=True)
             raise typer.Exit(code=2) from None
 
-    from activities.triage import log as triage_log
-    from activities.triage import triage as run_triage
+    from fixloop.activities.triage import log as triage_log
+    from fixloop.activities.triage import triage as run_triage
 
     failed: list[Path] = []
     signals = [s for result in _results("triage", paths, None, failed) for s in result.signals]
@@ -140,8 +140,8 @@ def worker() -> None:
     metrics at /metrics there (exit status 2 when it cannot be bound)."""
     import asyncio
 
-    from fixloop.config import ConfigError, TemporalSettings, WorkerSettings
-    from fixloop.worker import Integrations, build_worker, metrics_runtime
+    from fixloop.app.worker import Integrations, build_worker, metrics_runtime
+    from fixloop.core.config import ConfigError, TemporalSettings, WorkerSettings
 
     settings = _settings("worker", TemporalSettings)
     metrics_address = _settings("worker", WorkerSettings).metrics_address
@@ -182,7 +182,7 @@ _temporal_connected = False
 async def _connect(command: str, settings: TemporalSettings, runtime: Runtime | None = None) -> Client:
     """A Temporal client (on ``runtime``, default the SDK's); an unreachable server is one stderr line naming the
     address, exit status 2."""
-    from fixloop.temporal import connect
+    from fixloop.app.temporal import connect
 
     global _temporal_connected
     _temporal_connected = True
@@ -195,7 +195,7 @@ async def _connect(command: str, settings: TemporalSettings, runtime: Runtime | 
 
 def _settings(command: str, cls: type[S]) -> S:
     """``cls()`` from the environment; an invalid variable is one stderr line naming it, exit status 2."""
-    from fixloop.config import ConfigError, load
+    from fixloop.core.config import ConfigError, load
 
     try:
         return load(cls)
@@ -218,8 +218,8 @@ def submit(
     takes its windows and engine from FIXLOOP_INTAKE_* (see README)."""
     import asyncio
 
-    from fixloop.config import IntakeSettings, TemporalSettings
-    from fixloop.temporal import submit_signals
+    from fixloop.app.temporal import submit_signals
+    from fixloop.core.config import IntakeSettings, TemporalSettings
 
     settings = _settings("submit", TemporalSettings)
     intake = _settings("submit", IntakeSettings)
@@ -265,8 +265,8 @@ def decide(
 
     from temporalio.client import RPCError, WorkflowUpdateFailedError
 
-    from fixloop.config import TemporalSettings
-    from workflows.remediation import Decision, RemediationWorkflow
+    from fixloop.core.config import TemporalSettings
+    from fixloop.workflows.remediation import Decision, RemediationWorkflow
 
     settings = _settings("decide", TemporalSettings)
 
@@ -290,20 +290,20 @@ def gateway(
     port: Annotated[int, typer.Option(help="HTTP port (0: a free one, printed).")] = 8787,
 ) -> None:
     """Serve the HTTP gateway until interrupted: Datadog and Alertmanager webhooks, scanner reports, GitLab merge
-    request hooks and Flux events into Temporal (endpoints, authentication and answers: ``fixloop/gateway.py``; the
+    request hooks and Flux events into Temporal (endpoints, authentication and answers: ``fixloop/app/gateway.py``; the
     OpenAPI description at /openapi.json). Configuration: FIXLOOP_GATEWAY_* (token, scope, max_body_bytes,
-    batch_window_ms, the JSON and connection limits: ``fixloop/httpserver.py``), FIXLOOP_GITLAB_WEBHOOK_TOKEN,
+    batch_window_ms, the JSON and connection limits: ``fixloop/app/httpserver.py``), FIXLOOP_GITLAB_WEBHOOK_TOKEN,
     FIXLOOP_FLUX_HMAC_KEY, FIXLOOP_TEMPORAL_*, FIXLOOP_INTAKE_*. Temporal is connected on the first request that
     needs it: while it is down, those requests get 503 within FIXLOOP_GATEWAY_CONNECT_TIMEOUT. Exit
     status 2 for an invalid variable or a port that cannot be bound."""
     import logging
 
-    from fixloop import httpserver
-    from fixloop.config import IntakeSettings, TemporalSettings
-    from fixloop.gateway import GatewaySettings, create_app
-    from fixloop.temporal import connect as temporal_connect
-    from integrations.flux import FluxSettings
-    from integrations.gitlab.webhook import WebhookSettings
+    from fixloop.app import httpserver
+    from fixloop.app.gateway import GatewaySettings, create_app
+    from fixloop.app.temporal import connect as temporal_connect
+    from fixloop.core.config import IntakeSettings, TemporalSettings
+    from fixloop.integrations.flux import FluxSettings
+    from fixloop.integrations.gitlab.webhook import WebhookSettings
 
     settings = _settings("gateway", GatewaySettings)
     temporal_settings = _settings("gateway", TemporalSettings)
@@ -337,7 +337,7 @@ def gateway(
         if value is None or not value.get_secret_value()
     ]
     logging.basicConfig(level=logging.WARNING, format="fixloop gateway: %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("fixloop.gateway").setLevel(logging.INFO)  # one line per refused request (never a secret)
+    logging.getLogger("fixloop.app.gateway").setLevel(logging.INFO)  # one line per refused request (never a secret)
     typer.echo(
         f"fixloop gateway: http://{host}:{actual} -> intake/{settings.scope} via Temporal at "
         f"{temporal_settings.address} (task queue {temporal_settings.task_queue})"
@@ -364,7 +364,7 @@ def temporal(
     search attributes registered; runs until interrupted. The UI is at http://localhost:<ui-port>."""
     import subprocess
 
-    from fixloop.temporal import BinaryMissing, dev_server_args
+    from fixloop.app.temporal import BinaryMissing, dev_server_args
 
     try:
         args = dev_server_args(port=port, ui_port=ui_port, db_filename=str(db_filename) if db_filename else None)
@@ -416,9 +416,9 @@ def sandbox_up(
 
     import uvicorn
 
-    from sandbox.app import Sandbox, create_app
-    from sandbox.config import SandboxConfig
-    from sandbox.server import bind, endpoints
+    from fixloop.sandbox.app import Sandbox, create_app
+    from fixloop.sandbox.config import SandboxConfig
+    from fixloop.sandbox.server import bind, endpoints
 
     try:
         sock = bind(host, port)
@@ -478,7 +478,7 @@ def config_check(
     Exit status: 0 when every configured check passes, 1 when one fails, 2 when the configuration is invalid."""
     import asyncio
 
-    from fixloop.check import run_checks
+    from fixloop.app.check import run_checks
 
     global _temporal_connected
     _temporal_connected = True  # the Temporal check opens a client: see main
@@ -495,7 +495,7 @@ def config_reference(
 ) -> None:
     """Print (or write) the Markdown reference of every FIXLOOP_* setting with its type, default and meaning,
     generated from the settings models (``docs/configuration.md`` is this, with ``--output``)."""
-    from fixloop.configref import render, write
+    from fixloop.app.configref import render, write
 
     if output is None:
         typer.echo(render(), nl=False)
@@ -528,7 +528,7 @@ def demo(
 ) -> None:
     """The whole loop on this machine: the embedded Temporal server (with its UI), the sandbox, a worker and the
     gateway as child processes; real scanner reports and alerts from examples/demo posted to the gateway; Jira
-    issues, merge requests that wait for a human, Flux deploys, verification and verdicts (see fixloop/demo.py).
+    issues, merge requests that wait for a human, Flux deploys, verification and verdicts (see fixloop/app/demo.py).
     Exit status 0 when every work item got a Jira issue, a merge request and a verdict (pass, fail with a revert
     merge request, or no_data); 1 otherwise; 2 when the demo could not run (the reason and the log named)."""
     import asyncio
@@ -537,8 +537,8 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from fixloop.demo import DemoError, run_demo
-    from fixloop.temporal import BinaryMissing
+    from fixloop.app.demo import DemoError, run_demo
+    from fixloop.app.temporal import BinaryMissing
 
     global _temporal_connected
     _temporal_connected = True
@@ -602,7 +602,7 @@ def approve(
     no demo runs in STATE_DIR or GitLab refuses."""
     from gitlab.exceptions import GitlabError
 
-    from fixloop.demo import DemoError, approve_and_merge
+    from fixloop.app.demo import DemoError, approve_and_merge
 
     try:
         sha = approve_and_merge(state_dir.resolve(), merge_request, approve_as)

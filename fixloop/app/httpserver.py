@@ -33,7 +33,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("fixloop.gateway")
+log = logging.getLogger("fixloop.app.gateway")
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -119,7 +119,7 @@ def protocol_class(header_timeout: float, body_timeout: float, max_header_bytes:
 
 
 def server(app: Any, settings: Any) -> uvicorn.Server:
-    """A uvicorn server for ``app`` with ``settings``' (a ``fixloop.gateway.GatewaySettings``) connection bounds:
+    """A uvicorn server for ``app`` with ``settings``' (a ``fixloop.app.gateway.GatewaySettings``) connection bounds:
     ``GatewayProtocol`` and ``timeout_keep_alive``; uvicorn's own logs at warning level, no access log. Serve it
     with ``run(sockets=[...])`` or ``await serve(sockets=[...])``."""
     config = uvicorn.Config(

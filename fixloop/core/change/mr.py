@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
-from fixloop.change.ops import (
+from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
     BumpMavenDependency,
@@ -27,10 +27,10 @@ from fixloop.change.ops import (
     SetHelmValue,
     subject,
 )
-from fixloop.change.plan import PLAN_VERSION, Plan
-from fixloop.markup import INVISIBLE, defang_urls, markdown
-from fixloop.models import Severity, Signal, WorkItem
-from fixloop.parsing import clean
+from fixloop.core.change.plan import PLAN_VERSION, Plan
+from fixloop.core.markup import INVISIBLE, defang_urls, markdown
+from fixloop.core.models import Severity, Signal, WorkItem
+from fixloop.core.parsing import clean
 
 IMAGE_OPS = (BumpBaseImage, BumpWorkloadImage, SetHelmValue)  # a new image: closes every OS finding of the old one
 PACKAGE_OPS = (BumpPythonPin, BumpNpmPackage, BumpGoModule, BumpMavenDependency)
@@ -62,7 +62,7 @@ def code(value: object, limit: int = 120, *, cell: bool = False) -> str:
     return f"`{s.replace('|', chr(92) + '|') if cell else s}`"
 
 
-text = markdown  # untrusted free text in the description: ``fixloop.markup.markdown``
+text = markdown  # untrusted free text in the description: ``fixloop.core.markup.markdown``
 
 
 def plain(value: object, limit: int) -> str:
@@ -235,7 +235,8 @@ def render(
 ) -> MergeRequestText:
     """The MR title, description and labels of ``plan`` for ``item`` (``signals`` may be a superset).
 
-    A model's draft (``fixloop.change.draft``): ``drafted_by`` names the model, ``drafted_title`` replaces the rules'
+    A model's draft (``fixloop.core.change.draft``): ``drafted_by`` names the model, ``drafted_title`` replaces the
+    rules'
     title (``title_line``: one line, inert; an empty one keeps the rules' title), ``drafted_summary`` (one escaped
     paragraph, at most ``SUMMARY_MAX`` characters) and ``drafted_notes`` (at most ``DRAFT_NOTES_MAX``, each escaped)
     are shown as the model's. ``draft_refused``: why a model's draft was not used (the text is the rules')."""

@@ -46,77 +46,77 @@ class Group:
 GROUPS: tuple[Group, ...] = (
     Group(
         "Temporal",
-        "fixloop.config:TemporalSettings",
+        "fixloop.core.config:TemporalSettings",
         "Read by every command that talks to Temporal (`worker`, `submit`, `decide`, `gateway`, `config check`). "
         "Scale is Temporal's: run more `fixloop worker` replicas with the same address, namespace and task queue, "
         "against a Temporal cluster or Temporal Cloud (an API key, or mutual TLS with a client certificate).",
     ),
     Group(
         "Intake",
-        "fixloop.config:IntakeSettings",
+        "fixloop.core.config:IntakeSettings",
         "The windows of an intake, used when `fixloop submit` or the gateway starts one; a running intake keeps "
         "the options it was started with.",
     ),
     Group(
         "Remediation loops",
-        "fixloop.config:LoopSettings",
+        "fixloop.core.config:LoopSettings",
         "Timings of the remediation loops an intake starts, used when `fixloop submit` or the gateway starts an "
         "intake; running loops keep the options they were started with.",
     ),
     Group(
         "Ingest",
-        "fixloop.config:Settings",
+        "fixloop.core.config:Settings",
         "Read by `fixloop ingest`, `triage` and `submit`.",
     ),
     Group(
         "Worker",
-        "fixloop.config:WorkerSettings",
+        "fixloop.core.config:WorkerSettings",
         "Read by `fixloop worker` (in addition to the Temporal settings and those of each integration it runs).",
     ),
     Group(
         "LLM",
-        "fixloop.config:LlmSettings",
+        "fixloop.core.config:LlmSettings",
         "Any OpenAI-compatible Chat Completions endpoint with structured outputs, used by the `llm` triage engine "
         "and to draft merge request text. Configured when `FIXLOOP_LLM_BASE_URL` or `FIXLOOP_LLM_MODEL` is set; "
         "then both and `OPENAI_API_KEY` are required.",
     ),
     Group(
         "Gateway",
-        "fixloop.gateway:GatewaySettings",
+        "fixloop.app.gateway:GatewaySettings",
         "Read by `fixloop gateway` (the HTTP endpoints for Datadog, Alertmanager, scanners, GitLab and Flux).",
     ),
     Group(
         "Jira",
-        "integrations.jira:JiraSettings",
+        "fixloop.integrations.jira:JiraSettings",
         "Work items. Configured when `FIXLOOP_JIRA_URL` is set (the worker then registers the `jira.*` "
         "activities); the other required variables must be set too.",
     ),
     Group(
         "GitLab",
-        "integrations.gitlab.api:GitLabSettings",
+        "fixloop.integrations.gitlab.api:GitLabSettings",
         "Merge requests on the GitOps project. Configured when `FIXLOOP_GITLAB_URL` is set (the worker then "
         "registers the `gitlab.*` activities and `change.plan`).",
     ),
     Group(
         "GitLab webhook",
-        "integrations.gitlab.webhook:WebhookSettings",
+        "fixloop.integrations.gitlab.webhook:WebhookSettings",
         "Read by `fixloop gateway` to authenticate GitLab merge request hooks.",
     ),
     Group(
         "Container registry",
-        "integrations.registry:RegistrySettings",
+        "fixloop.integrations.registry:RegistrySettings",
         "Tag lookups when a change bumps an image. Configured when `FIXLOOP_REGISTRY_URL` is set.",
     ),
     Group(
         "Flux (Kubernetes API)",
-        "integrations.flux:FluxSettings",
+        "fixloop.integrations.flux:FluxSettings",
         "Deploy state from the Kustomization's status, and the key Flux events are verified with. Configured when "
         "`FIXLOOP_KUBE_API_URL` or `FIXLOOP_KUBE_TOKEN` is set, or when running in a cluster (the service "
         "account's token).",
     ),
     Group(
         "Datadog",
-        "integrations.datadog.api:DatadogSettings",
+        "fixloop.integrations.datadog.api:DatadogSettings",
         "Verification (metrics before and after, the triggering monitor). Configured when "
         "`FIXLOOP_DATADOG_API_KEY` is set; then the application key is required too.",
     ),
@@ -267,7 +267,7 @@ def cli_options() -> list[CliOption]:
     """Every option of a ``fixloop`` command that falls back to an environment variable (click's ``envvar``)."""
     import typer.main
 
-    from fixloop.cli import app
+    from fixloop.app.cli import app
 
     out: list[CliOption] = []
 

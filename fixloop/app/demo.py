@@ -54,9 +54,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fixloop.temporal import binary, dev_server_args
+from fixloop.app.temporal import binary, dev_server_args
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "demo"
 MARKER = "fixloop-demo-state"
 SCOPE = "platform/gitops"
@@ -321,8 +321,8 @@ class Demo:
         self.console.print(f"  gateway      {self.url('gateway')}  worker on task queue {TASK_QUEUE}")
 
     async def _connect(self) -> Any:
-        from fixloop.config import TemporalSettings
-        from fixloop.temporal import connect
+        from fixloop.app.temporal import connect
+        from fixloop.core.config import TemporalSettings
 
         return await connect(TemporalSettings(address=f"127.0.0.1:{self.ports['temporal']}", namespace="default"))
 
@@ -379,7 +379,7 @@ class Demo:
     # --- following the loops ----------------------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        from workflows.remediation import RemediationWorkflow
+        from fixloop.workflows.remediation import RemediationWorkflow
 
         async for wf in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'"):
             loop = self.loops.setdefault(wf.id, Loop(wf.id))
@@ -477,7 +477,7 @@ class Demo:
 
     async def _all_at_gate(self) -> bool:
         """The reports' window is triaged, every loop it started is listed, and each waits at its gate (or ended)."""
-        from workflows.intake import IntakeWorkflow, intake_id
+        from fixloop.workflows.intake import IntakeWorkflow, intake_id
 
         if not self.loops:
             return False

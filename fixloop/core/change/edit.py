@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 
-from fixloop.change.ops import (
+from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
     BumpMavenDependency,

@@ -100,7 +100,7 @@ class TemporalSettings(BaseSettings):
     ``FIXLOOP_TEMPORAL_TLS_CERT`` and ``FIXLOOP_TEMPORAL_TLS_KEY`` (PEM files of the client certificate and its
     private key, set together or not at all) and ``FIXLOOP_TEMPORAL_TLS_CA`` (PEM file of the CA that signed the
     server's certificate, default the system roots); any of the three implies TLS. The files are read when a
-    client connects (``fixloop.temporal.tls_config``).
+    client connects (``fixloop.app.temporal.tls_config``).
     """
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_TEMPORAL_", env_file=".env", extra="ignore")
@@ -173,7 +173,7 @@ class IntakeSettings(BaseSettings):
 
 
 class LoopSettings(BaseSettings):
-    """Timings of the remediation loops an intake starts (``workflows.remediation.LoopOptions``), used when
+    """Timings of the remediation loops an intake starts (``fixloop.workflows.remediation.LoopOptions``), used when
     ``fixloop submit`` or the gateway starts an intake; running loops keep the options they were started with.
 
     Environment: ``FIXLOOP_LOOP_POLL_INTERVAL`` (seconds between polls of a merge request or Kustomization when no
