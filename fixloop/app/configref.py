@@ -82,7 +82,7 @@ GROUPS: tuple[Group, ...] = (
     ),
     Group(
         "Gateway",
-        "fixloop.app.gateway:GatewaySettings",
+        "fixloop.app.gateway.settings:GatewaySettings",
         "Read by `fixloop gateway` (the HTTP endpoints for Datadog, Alertmanager, scanners, GitLab and Flux).",
     ),
     Group(
