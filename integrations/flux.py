@@ -32,9 +32,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fixloop.integrations.errors import (
+    ExceptionMap,
+    IntegrationError,
+    TransportError,
+    answer_error,
+    map_exceptions,
+    status_error,
+)
 
 SYSTEM = "flux"
 KS_GROUP = "kustomize.toolkit.fluxcd.io"
@@ -188,6 +196,14 @@ def kustomization_status(obj: dict[str, Any]) -> KustomizationStatus:
     )
 
 
+# httpx's exceptions as ``fixloop.integrations.errors`` (``map_exceptions``; ``what`` is resource/namespace/name).
+_TRANSPORT_ERRORS: ExceptionMap = {
+    httpx.TimeoutException: lambda e, what: TransportError(SYSTEM, f"timeout reading {what}"),
+    httpx.HTTPError: lambda e, what: TransportError(SYSTEM, f"{type(e).__name__} reading {what}"),
+}
+_BODY_ERRORS: ExceptionMap = {ValueError: answer_error(SYSTEM, "the answer is not JSON")}
+
+
 class KubeClient:
     """Reads Flux objects from a Kubernetes API server over HTTPS with a bearer token (httpx, TLS verified unless
     ``verify=False`` is asked for; ``verify`` may be a CA bundle path). Use as a context manager or ``close()``."""
@@ -238,20 +254,15 @@ class KubeClient:
         (401/403), ``NotFound`` (404), other ``HttpStatusError``s, ``TransportError``; messages carry the API
         server's ``Status.message`` (bounded), never the token."""
         path = f"/apis/{group}/{version}/namespaces/{namespace}/{resource}/{name}"
-        try:
+        what = f"{resource}/{namespace}/{name}"
+        with map_exceptions(_TRANSPORT_ERRORS, what):
             resp = self._http.get(path)
-        except httpx.TimeoutException:
-            raise TransportError(SYSTEM, f"timeout reading {resource}/{namespace}/{name}") from None
-        except httpx.HTTPError as e:
-            raise TransportError(SYSTEM, f"{type(e).__name__} reading {resource}/{namespace}/{name}") from None
         if not resp.is_success:
             raise status_error(SYSTEM, resp.status_code, _status_message(resp))
-        try:
+        with map_exceptions(_BODY_ERRORS, what):
             body = resp.json()
-        except ValueError:
-            raise IntegrationError(SYSTEM, f"{resource}/{namespace}/{name}: the answer is not JSON") from None
         if not isinstance(body, dict):
-            raise IntegrationError(SYSTEM, f"{resource}/{namespace}/{name}: the answer is not an object")
+            raise IntegrationError(SYSTEM, f"{what}: the answer is not an object")
         return body
 
     def get_kustomization(self, namespace: str, name: str) -> KustomizationStatus:

@@ -14,9 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fixloop.integrations.errors import (
+    ExceptionMap,
+    IntegrationError,
+    map_exceptions,
+    status_error,
+    transport_error,
+)
 
 SYSTEM = "registry"
 PAGE_SIZE = 100
@@ -37,6 +44,10 @@ class RegistrySettings(BaseSettings):
     library_prefix: bool = Field(
         default=True, description="Names without a / get Docker Hub's library/ prefix, as docker pull does."
     )
+
+
+# httpx's exceptions as ``fixloop.integrations.errors`` (``map_exceptions``).
+_ERRORS: ExceptionMap = {httpx.TransportError: transport_error(SYSTEM)}
 
 
 class RegistryClient:
@@ -61,10 +72,8 @@ class RegistryClient:
         self._http.close()
 
     def _get(self, url: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        try:
+        with map_exceptions(_ERRORS, f"GET {url.split('?')[0]}"):
             resp = self._http.get(url, params=params)
-        except httpx.TransportError as e:
-            raise TransportError(SYSTEM, f"GET {url.split('?')[0]}: {type(e).__name__}") from None
         if resp.status_code >= 400:
             raise status_error(SYSTEM, resp.status_code, _reason(resp))
         return resp

@@ -28,9 +28,17 @@ from datadog_api_client.v1.api.events_api import EventsApi
 from datadog_api_client.v1.api.metrics_api import MetricsApi
 from datadog_api_client.v1.api.monitors_api import MonitorsApi
 from datadog_api_client.v1.model.event_create_request import EventCreateRequest
-from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fixloop.integrations.errors import (
+    ExceptionMap,
+    IntegrationError,
+    TransportError,
+    map_exceptions,
+    status_error,
+    transport_error,
+)
 
 SYSTEM = "datadog"
 T = TypeVar("T")
@@ -107,6 +115,21 @@ def _reason(e: ApiException) -> str:
     return str(e.reason or "error")[:300]
 
 
+def _api_error(e: ApiException, what: str) -> IntegrationError:
+    if not e.status:  # the library's wrapper of a TLS error
+        return TransportError(SYSTEM, f"{what}: {str(e.reason).splitlines()[0][:200]}")
+    return status_error(SYSTEM, e.status, f"{what}: {_reason(e)}")
+
+
+# The client library's and urllib3's exceptions as ``fixloop.integrations.errors`` (``map_exceptions``).
+_ERRORS: ExceptionMap = {
+    ApiException: _api_error,
+    urllib3.exceptions.HTTPError: transport_error(SYSTEM),
+    OSError: transport_error(SYSTEM),
+    OpenApiException: lambda e, what: IntegrationError(SYSTEM, f"{what}: unexpected response ({type(e).__name__})"),
+}
+
+
 class DatadogClient:
     """A thin typed client. Use as a context manager, or call ``close()``."""
 
@@ -138,16 +161,8 @@ class DatadogClient:
         self._client.close()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
+        with map_exceptions(_ERRORS, what):
             return fn()
-        except ApiException as e:
-            if not e.status:  # the library's wrapper of a TLS error
-                raise TransportError(SYSTEM, f"{what}: {str(e.reason).splitlines()[0][:200]}") from None
-            raise status_error(SYSTEM, e.status, f"{what}: {_reason(e)}") from None
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise TransportError(SYSTEM, f"{what}: {type(e).__name__}") from None
-        except OpenApiException as e:
-            raise IntegrationError(SYSTEM, f"{what}: unexpected response ({type(e).__name__})") from None
 
     def check(self) -> None:
         """Validate the API key (``GET /api/v1/validate``); raises ``AuthError`` when Datadog refuses it."""
