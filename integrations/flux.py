@@ -35,9 +35,12 @@ import httpx
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import (
+    AuthError,
     ExceptionMap,
     IntegrationError,
+    NotFound,
     TransportError,
     answer_error,
     map_exceptions,
@@ -367,3 +370,24 @@ def verify_signature(body: bytes, header: str | None, key: SecretStr | str | byt
     raw_key = raw.encode() if isinstance(raw, str) else raw
     expected = hmac.new(raw_key, body, digest).hexdigest()
     return hmac.compare_digest(expected.encode(), given.strip().lower().encode())
+
+
+def check(settings: FluxSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s flux line: the Kustomization FIXLOOP_FLUX_KUSTOMIZATION on the Kubernetes API
+    (``kustomize.toolkit.fluxcd.io/v1``), with its Ready condition and last applied revision; bounded by
+    ``timeout`` seconds."""
+    target = settings.api_url.rstrip("/")
+    namespace, _, name = settings.kustomization.partition("/")
+    hints: dict[type[IntegrationError], str] = {
+        AuthError: "FIXLOOP_KUBE_TOKEN, which must read kustomizations.kustomize.toolkit.fluxcd.io",
+        NotFound: "FIXLOOP_FLUX_KUSTOMIZATION",
+        TransportError: "FIXLOOP_KUBE_API_URL, FIXLOOP_KUBE_CA_FILE",
+    }
+    try:
+        with KubeClient.from_settings(bounded(settings, timeout)) as client:
+            status = client.get_kustomization(namespace, name)
+    except IntegrationError as e:
+        return failed("flux", target, e, hint(e, hints, "FIXLOOP_KUBE_API_URL"))
+    ready = {True: "Ready", False: f"not Ready ({status.ready_reason or '?'})", None: "Ready unknown"}[status.ready]
+    applied = status.last_applied_revision or "nothing applied yet"
+    return CheckResult(Status.OK, "flux", f"{target} kustomization {settings.kustomization}: {ready}, {applied}")

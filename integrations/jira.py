@@ -32,9 +32,12 @@ from jira import JIRA, JIRAError
 from pydantic import BaseModel, Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import (
+    AuthError,
     ExceptionMap,
     IntegrationError,
+    Invalid,
     answer_error,
     by_status,
     map_exceptions,
@@ -289,3 +292,22 @@ class JiraClient:
                     return RemoteLinkRef(id=str(raw["id"]), url=url, created=False)
             added = self.jira.add_remote_link(key, {"url": url, "title": title}, globalId=global_id)
         return RemoteLinkRef(id=str(added.id), url=url, created=True)
+
+
+def check(settings: JiraSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s jira line: ``GET /myself`` (URL, email, API token), then a JQL search in the
+    project (Jira refuses an unknown project with 400); each request bounded by ``timeout`` seconds."""
+    target = str(settings.url).rstrip("/")
+    client = JiraClient(bounded(settings, timeout))
+    try:
+        me = client.check()
+    except IntegrationError as e:
+        auth = "FIXLOOP_JIRA_EMAIL and FIXLOOP_JIRA_API_TOKEN"
+        return failed("jira", target, e, hint(e, {AuthError: auth}, "FIXLOOP_JIRA_URL"))
+    try:
+        client.find_issue("config-check")  # JQL on the project: Jira answers 400 for one that does not exist
+    except IntegrationError as e:
+        hints = {AuthError: "the user's permissions in FIXLOOP_JIRA_PROJECT", Invalid: "FIXLOOP_JIRA_PROJECT"}
+        return failed("jira", target, e, hint(e, hints, "FIXLOOP_JIRA_URL"))
+    who = me.display_name or me.email or me.account_id or "?"
+    return CheckResult(Status.OK, "jira", f"{target} as {who}, project {settings.project}")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from fixloop.core.config import LlmSettings
 from fixloop.core.parsing import clean, validation_message
+from fixloop.integrations.checks import CheckResult, Status
 from fixloop.integrations.errors import ExceptionMap, map_exceptions
 
 T = TypeVar("T", bound=BaseModel)
@@ -127,3 +128,36 @@ def _error_code(body: object) -> str:
         return ""
     code = error.get("code") or error.get("type")
     return f" ({clean(code, 60)})" if isinstance(code, str | int) and code != "" else ""
+
+
+def check(settings: LlmSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s llm line: ``GET {base_url}/models`` on the OpenAI-compatible endpoint
+    (``openai``, no retries, bounded by ``timeout`` seconds), and whether the model is listed (informative: some
+    providers list deployments under other names). ``settings`` must be complete (``LlmSettings.require``)."""
+    import openai  # here, not at the top: it takes about a second to import (see structured_completion)
+
+    assert settings.base_url and settings.model and settings.api_key  # the caller checked them (require())
+    target = str(settings.base_url).rstrip("/")
+    try:
+        with openai.OpenAI(
+            base_url=str(settings.base_url),
+            api_key=settings.api_key.get_secret_value(),
+            timeout=min(settings.timeout, timeout),
+            max_retries=0,
+        ) as client:
+            models = [m.id for m in client.models.list().data]
+    except openai.APITimeoutError:
+        return CheckResult(Status.FAIL, "llm", f"{target}: no answer within {min(settings.timeout, timeout):g} s")
+    except openai.APIConnectionError as e:
+        cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
+        return CheckResult(Status.FAIL, "llm", f"{target}: cannot connect ({cause}) (check FIXLOOP_LLM_BASE_URL)")
+    except openai.APIStatusError as e:
+        hints = {401: "OPENAI_API_KEY", 403: "OPENAI_API_KEY", 404: "FIXLOOP_LLM_BASE_URL, up to and including /v1"}
+        found = hints.get(e.status_code, "FIXLOOP_LLM_BASE_URL")
+        return CheckResult(Status.FAIL, "llm", f"{target}: HTTP {e.status_code} (check {found})")
+    except (openai.OpenAIError, TypeError, AttributeError, ValueError) as e:  # a 200 that is no model list
+        return CheckResult(
+            Status.FAIL, "llm", f"{target}: not a model list ({type(e).__name__}) (check FIXLOOP_LLM_BASE_URL)"
+        )
+    listed = "listed" if settings.model in models else f"not among the {len(models)} models it lists"
+    return CheckResult(Status.OK, "llm", f"{target} model {settings.model} ({listed})")

@@ -17,7 +17,9 @@ import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import (
+    AuthError,
     ExceptionMap,
     IntegrationError,
     map_exceptions,
@@ -116,3 +118,15 @@ def _reason(resp: httpx.Response) -> str:
         return f"{first.get('code')}: {first.get('message')}"[:300]
     except (ValueError, AttributeError, IndexError, TypeError):
         return resp.reason_phrase or "error"
+
+
+def check(settings: RegistrySettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s registry line: ``GET /v2/`` (the OCI distribution API answers and takes the
+    token), bounded by ``timeout`` seconds."""
+    target = settings.url.rstrip("/")
+    try:
+        with RegistryClient(bounded(settings, timeout)) as client:
+            client.check()
+    except IntegrationError as e:
+        return failed("registry", target, e, hint(e, {AuthError: "FIXLOOP_REGISTRY_TOKEN"}, "FIXLOOP_REGISTRY_URL"))
+    return CheckResult(Status.OK, "registry", f"{target} (/v2/ answered)")

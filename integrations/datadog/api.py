@@ -15,6 +15,7 @@ Messages carry Datadog's ``errors`` text, never a key.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +32,9 @@ from datadog_api_client.v1.model.event_create_request import EventCreateRequest
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import (
+    AuthError,
     ExceptionMap,
     IntegrationError,
     TransportError,
@@ -214,3 +217,26 @@ def _series(s: dict[str, Any]) -> Series:
         tag_set=list(s.get("tag_set") or []),
         unit=unit,
     )
+
+
+PROBE_QUERY = "avg:datadog.estimated_usage.hosts{*}"  # a metric every Datadog org has; empty is fine
+
+
+def check(settings: DatadogSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s datadog line: ``GET /api/v1/validate`` (API key), then a metric query over the
+    last five minutes (the application key and the metrics-read permission verification needs); each request
+    bounded by ``timeout`` seconds."""
+    target = settings.base_url
+    with DatadogClient(bounded(settings, timeout)) as client:
+        try:
+            client.check()
+        except IntegrationError as e:
+            keys = "FIXLOOP_DATADOG_API_KEY and FIXLOOP_DATADOG_SITE/_HOST"
+            return failed("datadog", target, e, hint(e, {AuthError: keys}, "FIXLOOP_DATADOG_SITE/_HOST"))
+        now = time.time()
+        try:
+            client.query_metrics(PROBE_QUERY, now - 300, now)
+        except IntegrationError as e:
+            keys = "FIXLOOP_DATADOG_APP_KEY, which must read metrics"
+            return failed("datadog", target, e, hint(e, {AuthError: keys}, "FIXLOOP_DATADOG_SITE/_HOST"))
+    return CheckResult(Status.OK, "datadog", f"{target} (API key valid, application key reads metrics)")

@@ -40,6 +40,7 @@ from gitlab.exceptions import GitlabError
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import (
     AuthError,
     ExceptionMap,
@@ -605,3 +606,30 @@ class GitLabClient:
         with map_exceptions(_ERRORS, f"close merge request !{iid}"):
             raw = self.project.mergerequests.update(iid, {"state_event": "close"})
         return _mr_info(raw)
+
+
+def check(settings: GitLabSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s gitlab line: ``GET /user`` (URL, token; the user must be
+    FIXLOOP_GITLAB_BOT_USERNAME, whose approvals never count), then ``GET /projects/:id`` (the project exists and
+    the token sees it); each request bounded by ``timeout`` seconds."""
+    target = str(settings.url).rstrip("/")
+    client = GitLabClient(bounded(settings, timeout))
+    try:
+        user = client.check()
+    except IntegrationError as e:
+        return failed("gitlab", target, e, hint(e, {AuthError: "FIXLOOP_GITLAB_TOKEN"}, "FIXLOOP_GITLAB_URL"))
+    if user.username != settings.bot_username:
+        return CheckResult(
+            Status.FAIL,
+            "gitlab",
+            f"{target}: the token is {user.username}'s but FIXLOOP_GITLAB_BOT_USERNAME is {settings.bot_username}: "
+            "fixloop's own approvals would count as a human's (check FIXLOOP_GITLAB_BOT_USERNAME)",
+        )
+    try:
+        branch = client.default_branch()
+    except IntegrationError as e:
+        hints = {NotFound: "FIXLOOP_GITLAB_PROJECT", AuthError: "the token's access to FIXLOOP_GITLAB_PROJECT"}
+        return failed("gitlab", target, e, hint(e, hints, "FIXLOOP_GITLAB_URL"))
+    return CheckResult(
+        Status.OK, "gitlab", f"{target} as {user.username}, project {settings.project} (default branch {branch})"
+    )
