@@ -498,9 +498,9 @@ def config_reference(
     from fixloop.app.configref import render, write
 
     if output is None:
-        typer.echo(render(), nl=False)
+        typer.echo(render(app), nl=False)
         return
-    changed = write(output)
+    changed = write(output, app)
     typer.echo(f"fixloop config reference: {'wrote' if changed else 'unchanged'} {output}", err=True)
 
 
