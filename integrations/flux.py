@@ -32,9 +32,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
+from fixloop.integrations.errors import (
+    AuthError,
+    ExceptionMap,
+    IntegrationError,
+    NotFound,
+    TransportError,
+    answer_error,
+    map_exceptions,
+    status_error,
+)
 
 SYSTEM = "flux"
 KS_GROUP = "kustomize.toolkit.fluxcd.io"
@@ -188,6 +199,14 @@ def kustomization_status(obj: dict[str, Any]) -> KustomizationStatus:
     )
 
 
+# httpx's exceptions as ``fixloop.integrations.errors`` (``map_exceptions``; ``what`` is resource/namespace/name).
+_TRANSPORT_ERRORS: ExceptionMap = {
+    httpx.TimeoutException: lambda e, what: TransportError(SYSTEM, f"timeout reading {what}"),
+    httpx.HTTPError: lambda e, what: TransportError(SYSTEM, f"{type(e).__name__} reading {what}"),
+}
+_BODY_ERRORS: ExceptionMap = {ValueError: answer_error(SYSTEM, "the answer is not JSON")}
+
+
 class KubeClient:
     """Reads Flux objects from a Kubernetes API server over HTTPS with a bearer token (httpx, TLS verified unless
     ``verify=False`` is asked for; ``verify`` may be a CA bundle path). Use as a context manager or ``close()``."""
@@ -238,20 +257,15 @@ class KubeClient:
         (401/403), ``NotFound`` (404), other ``HttpStatusError``s, ``TransportError``; messages carry the API
         server's ``Status.message`` (bounded), never the token."""
         path = f"/apis/{group}/{version}/namespaces/{namespace}/{resource}/{name}"
-        try:
+        what = f"{resource}/{namespace}/{name}"
+        with map_exceptions(_TRANSPORT_ERRORS, what):
             resp = self._http.get(path)
-        except httpx.TimeoutException:
-            raise TransportError(SYSTEM, f"timeout reading {resource}/{namespace}/{name}") from None
-        except httpx.HTTPError as e:
-            raise TransportError(SYSTEM, f"{type(e).__name__} reading {resource}/{namespace}/{name}") from None
         if not resp.is_success:
             raise status_error(SYSTEM, resp.status_code, _status_message(resp))
-        try:
+        with map_exceptions(_BODY_ERRORS, what):
             body = resp.json()
-        except ValueError:
-            raise IntegrationError(SYSTEM, f"{resource}/{namespace}/{name}: the answer is not JSON") from None
         if not isinstance(body, dict):
-            raise IntegrationError(SYSTEM, f"{resource}/{namespace}/{name}: the answer is not an object")
+            raise IntegrationError(SYSTEM, f"{what}: the answer is not an object")
         return body
 
     def get_kustomization(self, namespace: str, name: str) -> KustomizationStatus:
@@ -356,3 +370,24 @@ def verify_signature(body: bytes, header: str | None, key: SecretStr | str | byt
     raw_key = raw.encode() if isinstance(raw, str) else raw
     expected = hmac.new(raw_key, body, digest).hexdigest()
     return hmac.compare_digest(expected.encode(), given.strip().lower().encode())
+
+
+def check(settings: FluxSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s flux line: the Kustomization FIXLOOP_FLUX_KUSTOMIZATION on the Kubernetes API
+    (``kustomize.toolkit.fluxcd.io/v1``), with its Ready condition and last applied revision; bounded by
+    ``timeout`` seconds."""
+    target = settings.api_url.rstrip("/")
+    namespace, _, name = settings.kustomization.partition("/")
+    hints: dict[type[IntegrationError], str] = {
+        AuthError: "FIXLOOP_KUBE_TOKEN, which must read kustomizations.kustomize.toolkit.fluxcd.io",
+        NotFound: "FIXLOOP_FLUX_KUSTOMIZATION",
+        TransportError: "FIXLOOP_KUBE_API_URL, FIXLOOP_KUBE_CA_FILE",
+    }
+    try:
+        with KubeClient.from_settings(bounded(settings, timeout)) as client:
+            status = client.get_kustomization(namespace, name)
+    except IntegrationError as e:
+        return failed("flux", target, e, hint(e, hints, "FIXLOOP_KUBE_API_URL"))
+    ready = {True: "Ready", False: f"not Ready ({status.ready_reason or '?'})", None: "Ready unknown"}[status.ready]
+    applied = status.last_applied_revision or "nothing applied yet"
+    return CheckResult(Status.OK, "flux", f"{target} kustomization {settings.kustomization}: {ready}, {applied}")

@@ -25,14 +25,24 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import requests
-from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from jira import JIRA, JIRAError
 from pydantic import BaseModel, Field, HttpUrl, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
+from fixloop.integrations.errors import (
+    AuthError,
+    ExceptionMap,
+    IntegrationError,
+    Invalid,
+    answer_error,
+    by_status,
+    map_exceptions,
+    transport_error,
+)
 
 SYSTEM = "jira"
 LABEL_PREFIX = "fixloop:"
@@ -133,20 +143,12 @@ def _error_text(e: JIRAError) -> str:
     return e.text or ""
 
 
-@contextmanager
-def _mapped(action: str) -> Iterator[None]:
-    """Turn the library's and requests' exceptions into ``fixloop.integrations.errors``."""
-    try:
-        yield
-    except JIRAError as e:
-        text = (_error_text(e) or "no error message")[:300]
-        if e.status_code is None:
-            raise IntegrationError(SYSTEM, f"{action}: {text}") from None
-        raise status_error(SYSTEM, e.status_code, f"{action}: {text}") from None
-    except requests.exceptions.JSONDecodeError:
-        raise IntegrationError(SYSTEM, f"{action}: the answer is not JSON (is the URL a Jira site?)") from None
-    except requests.exceptions.RequestException as e:
-        raise TransportError(SYSTEM, f"{action}: {type(e).__name__}") from None
+# The library's and requests' exceptions as ``fixloop.integrations.errors`` (``map_exceptions``).
+_ERRORS: ExceptionMap = {
+    JIRAError: by_status(SYSTEM, lambda e: e.status_code, lambda e: (_error_text(e) or "no error message")[:300]),
+    requests.exceptions.JSONDecodeError: answer_error(SYSTEM, "the answer is not JSON (is the URL a Jira site?)"),
+    requests.exceptions.RequestException: transport_error(SYSTEM),
+}
 
 
 class JiraClient:
@@ -161,7 +163,7 @@ class JiraClient:
     @property
     def jira(self) -> JIRA:
         if self._jira is None:
-            with _mapped("connect"):
+            with map_exceptions(_ERRORS, "connect"):
                 self._jira = JIRA(
                     server=self.server,
                     basic_auth=(self.settings.email, self.settings.api_token.get_secret_value()),
@@ -176,7 +178,7 @@ class JiraClient:
 
     def check(self) -> JiraUser:
         """The API user (``GET /myself``): proves URL and credentials work."""
-        with _mapped("myself"):
+        with map_exceptions(_ERRORS, "myself"):
             me = self.jira.myself()
         return JiraUser(account_id=me.get("accountId"), display_name=me.get("displayName", ""),
                         email=me.get("emailAddress"))
@@ -185,7 +187,7 @@ class JiraClient:
         """The oldest issue of the project labelled ``fixloop:<fixloop_id>``, or None."""
         jql = (f"project = {_jql_quote(self.settings.project)} AND labels = {_jql_quote(fixloop_label(fixloop_id))}"
                " ORDER BY created ASC")
-        with _mapped("search"):
+        with map_exceptions(_ERRORS, "search"):
             found = self.jira.search_issues(jql, maxResults=1, fields="labels")
         return IssueRef(key=found[0].key, id=found[0].id, url=self.browse_url(found[0].key)) if found else None
 
@@ -208,13 +210,13 @@ class JiraClient:
             "description": description,
             "labels": [fixloop_label(fixloop_id), *(labels or [])],
         }
-        with _mapped("create issue"):
+        with map_exceptions(_ERRORS, "create issue"):
             raw = self.jira.create_issue(fields=fields, prefetch=False)
         return IssueRef(key=raw.key, id=raw.id, url=self.browse_url(raw.key), created=True)
 
     def get_issue(self, key: str) -> Issue:
         """The issue ``key``; ``NotFound`` when it does not exist (or is hidden from the API user)."""
-        with _mapped(f"get {key}"):
+        with map_exceptions(_ERRORS, f"get {key}"):
             raw = self.jira.issue(key, fields=_ISSUE_FIELDS).raw
         f = raw["fields"]
         description = f.get("description")
@@ -238,14 +240,14 @@ class JiraClient:
                 if marker in str(existing.get("body", "")).splitlines():
                     return CommentRef(id=str(existing["id"]), created=False)
             body = f"{body.rstrip()}\n\n{marker}"
-        with _mapped(f"comment on {key}"):
+        with map_exceptions(_ERRORS, f"comment on {key}"):
             added = self.jira.add_comment(key, body)
         return CommentRef(id=str(added.id), created=True)
 
     def _comments(self, key: str, page: int = 100) -> Iterator[dict[str, Any]]:
         start = 0
         while True:
-            with _mapped(f"comments of {key}"):
+            with map_exceptions(_ERRORS, f"comments of {key}"):
                 batch = self.jira.comments(key, start_at=start, max_results=page)
             yield from (c.raw for c in batch)
             if len(batch) < page:
@@ -254,7 +256,7 @@ class JiraClient:
 
     def add_labels(self, key: str, labels: list[str]) -> list[str]:
         """Add ``labels`` to ``key`` (existing ones are kept); returns the issue's labels afterwards."""
-        with _mapped(f"labels of {key}"):
+        with map_exceptions(_ERRORS, f"labels of {key}"):
             issue = self.jira.issue(key, fields="labels")
             missing = [label for label in labels if label not in issue.fields.labels]
             if missing:
@@ -264,11 +266,11 @@ class JiraClient:
     def transition(self, key: str, to_status: str) -> TransitionResult:
         """Move ``key`` to the status named ``to_status`` (case-insensitive); a no-op when it is there already.
         Raises ``TransitionUnavailable`` naming the transitions the workflow offers when none leads there."""
-        with _mapped(f"status of {key}"):
+        with map_exceptions(_ERRORS, f"status of {key}"):
             current = self.jira.issue(key, fields="status").fields.status.name
         if current.casefold() == to_status.casefold():
             return TransitionResult(key=key, status=current, changed=False)
-        with _mapped(f"transitions of {key}"):
+        with map_exceptions(_ERRORS, f"transitions of {key}"):
             available = self.jira.transitions(key)
         chosen = next((t for t in available if t["to"]["name"].casefold() == to_status.casefold()), None)
         if chosen is None:
@@ -276,17 +278,36 @@ class JiraClient:
             raise TransitionUnavailable(
                 SYSTEM, f"{key} cannot go from '{current}' to '{to_status}'; available transitions: {offered}"
             )
-        with _mapped(f"transition {key}"):
+        with map_exceptions(_ERRORS, f"transition {key}"):
             self.jira.transition_issue(key, str(chosen["id"]))
         return TransitionResult(key=key, status=chosen["to"]["name"], changed=True)
 
     def add_remote_link(self, key: str, url: str, title: str) -> RemoteLinkRef:
         """Link ``url`` (e.g. the merge request) from ``key`` under ``title``; one link per URL."""
         global_id = url if len(url) <= 255 else "sha256:" + hashlib.sha256(url.encode()).hexdigest()
-        with _mapped(f"remote links of {key}"):
+        with map_exceptions(_ERRORS, f"remote links of {key}"):
             for link in self.jira.remote_links(key):
                 raw = link.raw
                 if raw.get("globalId") == global_id or (raw.get("object") or {}).get("url") == url:
                     return RemoteLinkRef(id=str(raw["id"]), url=url, created=False)
             added = self.jira.add_remote_link(key, {"url": url, "title": title}, globalId=global_id)
         return RemoteLinkRef(id=str(added.id), url=url, created=True)
+
+
+def check(settings: JiraSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s jira line: ``GET /myself`` (URL, email, API token), then a JQL search in the
+    project (Jira refuses an unknown project with 400); each request bounded by ``timeout`` seconds."""
+    target = str(settings.url).rstrip("/")
+    client = JiraClient(bounded(settings, timeout))
+    try:
+        me = client.check()
+    except IntegrationError as e:
+        auth = "FIXLOOP_JIRA_EMAIL and FIXLOOP_JIRA_API_TOKEN"
+        return failed("jira", target, e, hint(e, {AuthError: auth}, "FIXLOOP_JIRA_URL"))
+    try:
+        client.find_issue("config-check")  # JQL on the project: Jira answers 400 for one that does not exist
+    except IntegrationError as e:
+        hints = {AuthError: "the user's permissions in FIXLOOP_JIRA_PROJECT", Invalid: "FIXLOOP_JIRA_PROJECT"}
+        return failed("jira", target, e, hint(e, hints, "FIXLOOP_JIRA_URL"))
+    who = me.display_name or me.email or me.account_id or "?"
+    return CheckResult(Status.OK, "jira", f"{target} as {who}, project {settings.project}")

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ValidationError
 
 from fixloop.core.config import LlmSettings
 from fixloop.core.parsing import clean, validation_message
+from fixloop.integrations.checks import CheckResult, Status
+from fixloop.integrations.errors import ExceptionMap, map_exceptions
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -74,7 +76,24 @@ async def structured_completion(settings: LlmSettings, *, system: str, user: str
     assert settings.base_url and settings.model and settings.api_key  # for type checkers: require() checked them
     attempts = 1 + settings.max_retries
     tries = f"{attempts} attempt" + ("" if attempts == 1 else "s")
-    try:
+    errors: ExceptionMap = {  # the openai library's exceptions (and its parse of a body that is no completion)
+        openai.APITimeoutError: lambda e, _: LlmTimeout(f"no answer within {settings.timeout:g} s ({tries})"),
+        openai.APIConnectionError: lambda e, _: LlmTransportError(
+            f"cannot reach the endpoint ({type(e.__cause__).__name__ if e.__cause__ else 'connection error'}, {tries})"
+        ),
+        openai.RateLimitError: lambda e, _: LlmRateLimited(429, f"rate limited (HTTP 429, {tries})"),
+        openai.APIStatusError: lambda e, _: LlmStatusError(e.status_code, f"HTTP {e.status_code}{_error_code(e.body)}"),
+        openai.LengthFinishReasonError: lambda e, _: LlmInvalidAnswer("the answer was cut off at the token limit"),
+        openai.ContentFilterFinishReasonError: lambda e, _: LlmRefusal(
+            "the endpoint's content filter stopped the answer"
+        ),
+        ValidationError: lambda e, _: LlmInvalidAnswer(
+            f"the answer does not match the schema: {validation_message(e)}"
+        ),
+        openai.OpenAIError: lambda e, _: LlmError(f"unexpected failure ({type(e).__name__})"),  # any other
+        **dict.fromkeys((TypeError, AttributeError, KeyError), _not_a_completion),
+    }
+    with map_exceptions(errors):
         async with openai.AsyncOpenAI(
             base_url=str(settings.base_url),
             api_key=settings.api_key.get_secret_value(),
@@ -86,25 +105,6 @@ async def structured_completion(settings: LlmSettings, *, system: str, user: str
                 messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
                 response_format=schema,
             )
-    except openai.APITimeoutError:
-        raise LlmTimeout(f"no answer within {settings.timeout:g} s ({tries})") from None
-    except openai.APIConnectionError as e:
-        cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
-        raise LlmTransportError(f"cannot reach the endpoint ({cause}, {tries})") from None
-    except openai.RateLimitError:
-        raise LlmRateLimited(429, f"rate limited (HTTP 429, {tries})") from None
-    except openai.APIStatusError as e:
-        raise LlmStatusError(e.status_code, f"HTTP {e.status_code}{_error_code(e.body)}") from None
-    except openai.LengthFinishReasonError:
-        raise LlmInvalidAnswer("the answer was cut off at the token limit") from None
-    except openai.ContentFilterFinishReasonError:
-        raise LlmRefusal("the endpoint's content filter stopped the answer") from None
-    except ValidationError as e:
-        raise LlmInvalidAnswer(f"the answer does not match the schema: {validation_message(e)}") from None
-    except openai.OpenAIError as e:  # any other failure the library reports
-        raise LlmError(f"unexpected failure ({type(e).__name__})") from None
-    except (TypeError, AttributeError, KeyError) as e:  # the library parsing a 200 body that is no chat completion
-        raise LlmInvalidAnswer(f"the answer is not a chat completion ({type(e).__name__})") from None
     if not completion.choices:
         raise LlmInvalidAnswer("the answer has no choices")
     message = completion.choices[0].message
@@ -115,6 +115,11 @@ async def structured_completion(settings: LlmSettings, *, system: str, user: str
     return message.parsed
 
 
+def _not_a_completion(e: Exception, _: str) -> LlmError:
+    """The library parsing a 200 body that is no chat completion (``TypeError``, ``AttributeError``, ``KeyError``)."""
+    return LlmInvalidAnswer(f"the answer is not a chat completion ({type(e).__name__})")
+
+
 def _error_code(body: object) -> str:
     """`` (<code or type>)`` from an OpenAI-style error body ``{"error": {"code", "type", "message"}}``; the
     message itself is left out (providers echo parts of the key or the request in it)."""
@@ -123,3 +128,36 @@ def _error_code(body: object) -> str:
         return ""
     code = error.get("code") or error.get("type")
     return f" ({clean(code, 60)})" if isinstance(code, str | int) and code != "" else ""
+
+
+def check(settings: LlmSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s llm line: ``GET {base_url}/models`` on the OpenAI-compatible endpoint
+    (``openai``, no retries, bounded by ``timeout`` seconds), and whether the model is listed (informative: some
+    providers list deployments under other names). ``settings`` must be complete (``LlmSettings.require``)."""
+    import openai  # here, not at the top: it takes about a second to import (see structured_completion)
+
+    assert settings.base_url and settings.model and settings.api_key  # the caller checked them (require())
+    target = str(settings.base_url).rstrip("/")
+    try:
+        with openai.OpenAI(
+            base_url=str(settings.base_url),
+            api_key=settings.api_key.get_secret_value(),
+            timeout=min(settings.timeout, timeout),
+            max_retries=0,
+        ) as client:
+            models = [m.id for m in client.models.list().data]
+    except openai.APITimeoutError:
+        return CheckResult(Status.FAIL, "llm", f"{target}: no answer within {min(settings.timeout, timeout):g} s")
+    except openai.APIConnectionError as e:
+        cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
+        return CheckResult(Status.FAIL, "llm", f"{target}: cannot connect ({cause}) (check FIXLOOP_LLM_BASE_URL)")
+    except openai.APIStatusError as e:
+        hints = {401: "OPENAI_API_KEY", 403: "OPENAI_API_KEY", 404: "FIXLOOP_LLM_BASE_URL, up to and including /v1"}
+        found = hints.get(e.status_code, "FIXLOOP_LLM_BASE_URL")
+        return CheckResult(Status.FAIL, "llm", f"{target}: HTTP {e.status_code} (check {found})")
+    except (openai.OpenAIError, TypeError, AttributeError, ValueError) as e:  # a 200 that is no model list
+        return CheckResult(
+            Status.FAIL, "llm", f"{target}: not a model list ({type(e).__name__}) (check FIXLOOP_LLM_BASE_URL)"
+        )
+    listed = "listed" if settings.model in models else f"not among the {len(models)} models it lists"
+    return CheckResult(Status.OK, "llm", f"{target} model {settings.model} ({listed})")

@@ -14,9 +14,18 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
+from fixloop.integrations.errors import (
+    AuthError,
+    ExceptionMap,
+    IntegrationError,
+    map_exceptions,
+    status_error,
+    transport_error,
+)
 
 SYSTEM = "registry"
 PAGE_SIZE = 100
@@ -37,6 +46,10 @@ class RegistrySettings(BaseSettings):
     library_prefix: bool = Field(
         default=True, description="Names without a / get Docker Hub's library/ prefix, as docker pull does."
     )
+
+
+# httpx's exceptions as ``fixloop.integrations.errors`` (``map_exceptions``).
+_ERRORS: ExceptionMap = {httpx.TransportError: transport_error(SYSTEM)}
 
 
 class RegistryClient:
@@ -61,10 +74,8 @@ class RegistryClient:
         self._http.close()
 
     def _get(self, url: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        try:
+        with map_exceptions(_ERRORS, f"GET {url.split('?')[0]}"):
             resp = self._http.get(url, params=params)
-        except httpx.TransportError as e:
-            raise TransportError(SYSTEM, f"GET {url.split('?')[0]}: {type(e).__name__}") from None
         if resp.status_code >= 400:
             raise status_error(SYSTEM, resp.status_code, _reason(resp))
         return resp
@@ -107,3 +118,15 @@ def _reason(resp: httpx.Response) -> str:
         return f"{first.get('code')}: {first.get('message')}"[:300]
     except (ValueError, AttributeError, IndexError, TypeError):
         return resp.reason_phrase or "error"
+
+
+def check(settings: RegistrySettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s registry line: ``GET /v2/`` (the OCI distribution API answers and takes the
+    token), bounded by ``timeout`` seconds."""
+    target = settings.url.rstrip("/")
+    try:
+        with RegistryClient(bounded(settings, timeout)) as client:
+            client.check()
+    except IntegrationError as e:
+        return failed("registry", target, e, hint(e, {AuthError: "FIXLOOP_REGISTRY_TOKEN"}, "FIXLOOP_REGISTRY_URL"))
+    return CheckResult(Status.OK, "registry", f"{target} (/v2/ answered)")

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fixloop.sandbox.server import bind, endpoints, serve_in_thread
 from temporalio.service import TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
 from fixloop.app import temporal
-from fixloop.app.check import Report, Status, run_checks
+from fixloop.app.check import Report, run_checks
 from fixloop.core.config import ConfigError, TemporalSettings, load
+from fixloop.integrations.checks import Status
+from fixloop.sandbox.server import bind, endpoints, serve_in_thread
 from tests.devserver import dev  # noqa: F401  (the fixture: one dev server for this module)
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
 

@@ -3,6 +3,7 @@ settings models, every settings class is in it, and every ``FIXLOOP_*`` variable
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ VARIABLE = re.compile(r"\bFIXLOOP_[A-Z0-9_]*[A-Z0-9]\b")  # a name, not a prefix
 def test_docs_configuration_is_current() -> None:
     doc = REPO / "docs" / "configuration.md"
     assert doc.is_file(), f"docs/configuration.md is missing: run `{configref.REGENERATE}`"
-    assert doc.read_text(encoding="utf-8") == configref.render(), (
+    assert doc.read_text(encoding="utf-8") == configref.render(app), (
         f"docs/configuration.md is out of date: run `{configref.REGENERATE}`"
     )
 
@@ -48,7 +49,7 @@ def test_every_fixloop_variable_in_the_code_is_documented() -> None:
         for path in (REPO / package).rglob("*.py"):
             for name in VARIABLE.findall(path.read_text(encoding="utf-8")):
                 mentioned.setdefault(name, set()).add(str(path.relative_to(REPO)))
-    documented = configref.variables()
+    documented = configref.variables(app)
     missing = {name: sorted(paths) for name, paths in mentioned.items() if name not in documented}
     assert missing == {}, "variables named in the code but read by no settings class or command option"
     # and the reference names nothing the code does not read
@@ -58,14 +59,14 @@ def test_every_fixloop_variable_in_the_code_is_documented() -> None:
 
 
 def test_sandbox_variables_are_marked_as_not_operator_settings() -> None:
-    options = {o.variable: o for o in configref.cli_options()}
+    options = {o.variable: o for o in configref.cli_options(app)}
     assert set(options) == {
         "FIXLOOP_SANDBOX_STATE_DIR",
         "FIXLOOP_SANDBOX_GITLAB_WEBHOOK_URL",
         "FIXLOOP_SANDBOX_FLUX_WEBHOOK_URL",
     }
     assert options["FIXLOOP_SANDBOX_STATE_DIR"].default == "`.fixloop/sandbox`"
-    assert "they are not settings of fixloop itself" in configref.render()
+    assert "they are not settings of fixloop itself" in configref.render(app)
 
 
 def test_every_variable_has_a_type_default_and_description() -> None:
@@ -77,10 +78,9 @@ def test_every_variable_has_a_type_default_and_description() -> None:
 
 
 def test_real_rows() -> None:
-    from fixloop.integrations.jira import JiraSettings
-
     from fixloop.app.gateway import GatewaySettings
     from fixloop.core.config import LlmSettings, TemporalSettings
+    from fixloop.integrations.jira import JiraSettings
 
     rows = {
         r.variable: r
@@ -114,7 +114,7 @@ def test_generator_never_shows_a_secret_and_escapes_cells(monkeypatch) -> None:
     assert rows["DEMO_PASSWORD"].default == "—"
     assert rows["DEMO_MODE"].description == "How it runs, default ``fast``"  # from the class docstring
     assert rows["DEMO_OTHER"].also == ("DEMO_LEGACY",) and rows["DEMO_OTHER"].type == "integer, ≥ 1, ≤ 5"
-    text = configref.render()
+    text = configref.render(app)
     assert "hunter2" not in text
     assert "| `DEMO_PASSWORD` | secret | — | A \\| pipe. |" in text
     assert "| `DEMO_MODE` | string | `fast` | How it runs, default `fast` |" in text
@@ -124,10 +124,40 @@ def test_generator_never_shows_a_secret_and_escapes_cells(monkeypatch) -> None:
 def test_cli_reference(tmp_path: Path) -> None:
     runner = CliRunner()
     printed = runner.invoke(app, ["config", "reference"])
-    assert printed.exit_code == 0 and printed.stdout == configref.render()
+    assert printed.exit_code == 0 and printed.stdout == configref.render(app)
     out = tmp_path / "docs" / "configuration.md"
     first = runner.invoke(app, ["config", "reference", "--output", str(out)])
     assert first.exit_code == 0 and f"wrote {out}" in first.stderr
-    assert out.read_text(encoding="utf-8") == configref.render()
+    assert out.read_text(encoding="utf-8") == configref.render(app)
     again = runner.invoke(app, ["config", "reference", "-o", str(out)])
     assert again.exit_code == 0 and f"unchanged {out}" in again.stderr
+
+
+def _imports(module: str) -> set[str]:
+    """The ``fixloop.app`` modules ``module`` imports, at the top or inside a function (``ast`` of its source)."""
+    base = REPO / Path(*module.split("."))
+    path = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    out = set()
+    for name in found:
+        where = REPO.joinpath(*name.split("."))
+        if name.startswith("fixloop.app.") and (where.with_suffix(".py").is_file() or where.is_dir()):
+            out.add(name)
+    return out
+
+
+def test_the_reference_and_the_check_do_not_import_the_cli() -> None:
+    """No cycle check -> configref -> cli -> check: the CLI hands its app to the reference (``render(app)``)."""
+    for start in ("fixloop.app.configref", "fixloop.app.check"):
+        seen, todo = set(), [start]
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += _imports(module)
+        assert "fixloop.app.cli" not in seen, f"{start} imports the CLI (through {sorted(seen)})"

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.testing import WorkflowEnvironment
 
-from fixloop.app import httpserver, ingest
+from fixloop.app import ingest
 from fixloop.app.gateway import GatewaySettings
+from fixloop.app.gateway import server as httpserver
 from fixloop.app.ingest import TooDeep, TooMany, check_elements, count_values, decode, value_bound
 from fixloop.app.temporal import connect as temporal_connect
 from fixloop.core.config import TemporalSettings
@@ -381,7 +382,7 @@ DEADLINE = 5.0  # seconds a test waits for the server to close a connection (the
 
 @asynccontextmanager
 async def served(**limits: Any) -> AsyncIterator[tuple[str, int]]:
-    """The gateway app on a real uvicorn server (``fixloop.app.httpserver.server``) on 127.0.0.1."""
+    """The gateway app on a real uvicorn server (``fixloop.app.gateway.server.server``) on 127.0.0.1."""
     gw = GatewaySettings(token=TOKEN, scope=SCOPE, **limits)
     app = make_app(connecting(FakeClient()), **limits)
     sock = httpserver.listen("127.0.0.1", 0)

@@ -2,7 +2,9 @@
 
 First every settings group (``fixloop.app.configref.GROUPS``) is read from the environment (and ``.env``); an invalid
 variable is a ``FAIL config`` line naming it with pydantic's reason, never its value. Then each configured system
-gets its cheapest authenticated call on its own typed client, bounded by ``timeout`` seconds per request:
+gets its cheapest authenticated call on its own typed client, bounded by ``timeout`` seconds per request (Temporal's
+check is here; each integration's is its module's ``check(settings, timeout)``, answering a
+``fixloop.integrations.checks.CheckResult``):
 
 =========  ===============================================================================================
 temporal   connect (``fixloop.app.temporal.connect``: TLS, API key, mTLS files), ``DescribeNamespace``, and
@@ -32,53 +34,43 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.service import RPCError, RPCStatusCode
 
-from fixloop.app.configref import env_names
+from fixloop.app.configref import GROUPS, env_names
+from fixloop.app.temporal import connect, tls_config
 from fixloop.core.config import ConfigError, LlmSettings, TemporalSettings
+from fixloop.integrations.checks import CheckResult, Status
 from fixloop.integrations.datadog.api import DatadogSettings
-from fixloop.integrations.errors import AuthError, IntegrationError, Invalid, NotFound, TransportError
+from fixloop.integrations.datadog.api import check as check_datadog
 from fixloop.integrations.flux import FluxSettings
+from fixloop.integrations.flux import check as check_flux
 from fixloop.integrations.gitlab.api import GitLabSettings
+from fixloop.integrations.gitlab.api import check as check_gitlab
 from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.jira import check as check_jira
+from fixloop.integrations.llm import check as check_llm
 from fixloop.integrations.registry import RegistrySettings
+from fixloop.integrations.registry import check as check_registry
 
 CHECK_TIMEOUT = 5.0  # seconds per request of a check
-DATADOG_PROBE = "avg:datadog.estimated_usage.hosts{*}"  # a metric every Datadog org has; empty is fine
 SYSTEMS = ("temporal", "jira", "gitlab", "registry", "flux", "datadog", "llm")
 S = TypeVar("S", bound=BaseSettings)
 
 
-class Status(StrEnum):
-    OK = "ok"
-    FAIL = "FAIL"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Line:
-    """One check's result: ``status``, ``name`` (``config`` or a system of ``SYSTEMS``) and what was found."""
-
-    status: Status
-    name: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.status.value:<4} {self.name:<9} {self.text}"
-
-
 @dataclass
 class Report:
-    lines: list[Line]
+    lines: list[CheckResult]
     invalid: bool  # a settings group did not validate
 
     @property
@@ -163,9 +155,6 @@ IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 def load_settings() -> Loaded:
     """Every settings group from the environment, as the commands read them (systems configured as the worker
     decides: ``fixloop.app.worker.Integrations.from_env``)."""
-    from fixloop.app.configref import GROUPS
-    from fixloop.app.temporal import tls_config
-
     loaded = Loaded()
     systems = (TemporalSettings, JiraSettings, GitLabSettings, RegistrySettings, DatadogSettings, FluxSettings)
     for group in GROUPS:  # the groups without an endpoint (intake, gateway, worker, ...): validated only
@@ -209,16 +198,7 @@ def load_settings() -> Loaded:
     return loaded
 
 
-# -- the checks ---------------------------------------------------------------------------------------------------
-def _hint(e: IntegrationError, hints: dict[type[IntegrationError], str], default: str) -> str:
-    """The variables to look at for ``e``: the first of ``hints`` whose class ``e`` is, else ``default``."""
-    return next((v for cls, v in hints.items() if isinstance(e, cls)), default)
-
-
-def _fail(name: str, target: str, e: IntegrationError, check: str) -> Line:
-    return Line(Status.FAIL, name, f"{target}: {e.message} (check {check})")
-
-
+# -- the checks: Temporal's here, each integration's in its module (``check(settings, timeout)``) ----------------
 _CONNECT_FAILURES = (  # (pattern of the SDK core's error, what it means or None to quote it, variables to check)
     (
         r"InvalidContentType|WrongVersion|CorruptMessage",
@@ -253,15 +233,8 @@ def _temporal_failure(e: BaseException) -> tuple[str, str]:
     return quoted or type(e).__name__, "FIXLOOP_TEMPORAL_ADDRESS"
 
 
-async def check_temporal(s: TemporalSettings, timeout: float) -> Line:
+async def check_temporal(s: TemporalSettings, timeout: float) -> CheckResult:
     """Connect, ``DescribeNamespace``, ``DescribeTaskQueue`` (workflow pollers of the task queue)."""
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
-    from temporalio.service import RPCError, RPCStatusCode
-
-    from fixloop.app.temporal import connect
-
     target = s.address
     auth_vars = "FIXLOOP_TEMPORAL_API_KEY, FIXLOOP_TEMPORAL_TLS_CERT and FIXLOOP_TEMPORAL_TLS_KEY"
     rpc_timeout = timedelta(seconds=timeout)
@@ -272,7 +245,7 @@ async def check_temporal(s: TemporalSettings, timeout: float) -> Line:
         )
     except TimeoutError:
         hint = "FIXLOOP_TEMPORAL_ADDRESS and FIXLOOP_TEMPORAL_TLS"
-        return Line(Status.FAIL, "temporal", f"{target}: no answer within {timeout:g} s (check {hint})")
+        return CheckResult(Status.FAIL, "temporal", f"{target}: no answer within {timeout:g} s (check {hint})")
     except RPCError as e:
         if e.status in (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED):
             hint = auth_vars
@@ -281,10 +254,10 @@ async def check_temporal(s: TemporalSettings, timeout: float) -> Line:
         else:
             hint = "FIXLOOP_TEMPORAL_ADDRESS"
         reason = " ".join(e.message.split())[:200]
-        return Line(Status.FAIL, "temporal", f"{target}: {e.status.name}: {reason} (check {hint})")
+        return CheckResult(Status.FAIL, "temporal", f"{target}: {e.status.name}: {reason} (check {hint})")
     except RuntimeError as e:  # the SDK's "Failed client connect: ..." (refused, DNS, TLS handshake, auth)
         reason, hint = _temporal_failure(e)
-        return Line(Status.FAIL, "temporal", f"{target}: cannot connect: {reason} (check {hint})")
+        return CheckResult(Status.FAIL, "temporal", f"{target}: cannot connect: {reason} (check {hint})")
     try:  # informative only: a key allowed to run workflows may not be allowed to describe task queues
         queue = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -299,137 +272,12 @@ async def check_temporal(s: TemporalSettings, timeout: float) -> Line:
     except RPCError as e:
         polling = f"not described ({e.status.name})"
     tls = ", TLS" if s.uses_tls else ""
-    return Line(Status.OK, "temporal", f"{target} namespace {s.namespace}{tls} (task queue {s.task_queue}: {polling})")
+    return CheckResult(
+        Status.OK, "temporal", f"{target} namespace {s.namespace}{tls} (task queue {s.task_queue}: {polling})"
+    )
 
 
-def _bounded(settings: S, timeout: float) -> S:
-    """``settings`` with its per-request ``timeout`` at most ``timeout``."""
-    return settings.model_copy(update={"timeout": min(float(getattr(settings, "timeout", timeout)), timeout)})
-
-
-def check_jira(s: JiraSettings, timeout: float) -> Line:
-    from fixloop.integrations.jira import JiraClient
-
-    target = str(s.url).rstrip("/")
-    client = JiraClient(_bounded(s, timeout))
-    try:
-        me = client.check()
-    except IntegrationError as e:
-        auth = "FIXLOOP_JIRA_EMAIL and FIXLOOP_JIRA_API_TOKEN"
-        return _fail("jira", target, e, _hint(e, {AuthError: auth}, "FIXLOOP_JIRA_URL"))
-    try:
-        client.find_issue("config-check")  # JQL on the project: Jira answers 400 for one that does not exist
-    except IntegrationError as e:
-        hints = {AuthError: "the user's permissions in FIXLOOP_JIRA_PROJECT", Invalid: "FIXLOOP_JIRA_PROJECT"}
-        return _fail("jira", target, e, _hint(e, hints, "FIXLOOP_JIRA_URL"))
-    who = me.display_name or me.email or me.account_id or "?"
-    return Line(Status.OK, "jira", f"{target} as {who}, project {s.project}")
-
-
-def check_gitlab(s: GitLabSettings, timeout: float) -> Line:
-    from fixloop.integrations.gitlab.api import GitLabClient
-
-    target = str(s.url).rstrip("/")
-    client = GitLabClient(_bounded(s, timeout))
-    try:
-        user = client.check()
-    except IntegrationError as e:
-        return _fail("gitlab", target, e, _hint(e, {AuthError: "FIXLOOP_GITLAB_TOKEN"}, "FIXLOOP_GITLAB_URL"))
-    if user.username != s.bot_username:
-        return Line(
-            Status.FAIL,
-            "gitlab",
-            f"{target}: the token is {user.username}'s but FIXLOOP_GITLAB_BOT_USERNAME is {s.bot_username}: "
-            "fixloop's own approvals would count as a human's (check FIXLOOP_GITLAB_BOT_USERNAME)",
-        )
-    try:
-        branch = client.default_branch()
-    except IntegrationError as e:
-        hints = {NotFound: "FIXLOOP_GITLAB_PROJECT", AuthError: "the token's access to FIXLOOP_GITLAB_PROJECT"}
-        return _fail("gitlab", target, e, _hint(e, hints, "FIXLOOP_GITLAB_URL"))
-    return Line(Status.OK, "gitlab", f"{target} as {user.username}, project {s.project} (default branch {branch})")
-
-
-def check_registry(s: RegistrySettings, timeout: float) -> Line:
-    from fixloop.integrations.registry import RegistryClient
-
-    target = s.url.rstrip("/")
-    try:
-        with RegistryClient(_bounded(s, timeout)) as client:
-            client.check()
-    except IntegrationError as e:
-        return _fail("registry", target, e, _hint(e, {AuthError: "FIXLOOP_REGISTRY_TOKEN"}, "FIXLOOP_REGISTRY_URL"))
-    return Line(Status.OK, "registry", f"{target} (/v2/ answered)")
-
-
-def check_flux(s: FluxSettings, timeout: float) -> Line:
-    from fixloop.integrations.flux import KubeClient
-
-    target = s.api_url.rstrip("/")
-    namespace, _, name = s.kustomization.partition("/")
-    hints: dict[type[IntegrationError], str] = {
-        AuthError: "FIXLOOP_KUBE_TOKEN, which must read kustomizations.kustomize.toolkit.fluxcd.io",
-        NotFound: "FIXLOOP_FLUX_KUSTOMIZATION",
-        TransportError: "FIXLOOP_KUBE_API_URL, FIXLOOP_KUBE_CA_FILE",
-    }
-    try:
-        with KubeClient.from_settings(_bounded(s, timeout)) as client:
-            status = client.get_kustomization(namespace, name)
-    except IntegrationError as e:
-        return _fail("flux", target, e, _hint(e, hints, "FIXLOOP_KUBE_API_URL"))
-    ready = {True: "Ready", False: f"not Ready ({status.ready_reason or '?'})", None: "Ready unknown"}[status.ready]
-    applied = status.last_applied_revision or "nothing applied yet"
-    return Line(Status.OK, "flux", f"{target} kustomization {s.kustomization}: {ready}, {applied}")
-
-
-def check_datadog(s: DatadogSettings, timeout: float) -> Line:
-    from fixloop.integrations.datadog.api import DatadogClient
-
-    target = s.base_url
-    with DatadogClient(_bounded(s, timeout)) as client:
-        try:
-            client.check()
-        except IntegrationError as e:
-            keys = "FIXLOOP_DATADOG_API_KEY and FIXLOOP_DATADOG_SITE/_HOST"
-            return _fail("datadog", target, e, _hint(e, {AuthError: keys}, "FIXLOOP_DATADOG_SITE/_HOST"))
-        now = time.time()
-        try:
-            client.query_metrics(DATADOG_PROBE, now - 300, now)
-        except IntegrationError as e:
-            keys = "FIXLOOP_DATADOG_APP_KEY, which must read metrics"
-            return _fail("datadog", target, e, _hint(e, {AuthError: keys}, "FIXLOOP_DATADOG_SITE/_HOST"))
-    return Line(Status.OK, "datadog", f"{target} (API key valid, application key reads metrics)")
-
-
-def check_llm(s: LlmSettings, timeout: float) -> Line:
-    import openai
-
-    assert s.base_url and s.model and s.api_key  # load_settings checked them (LlmSettings.require)
-    target = str(s.base_url).rstrip("/")
-    try:
-        with openai.OpenAI(
-            base_url=str(s.base_url),
-            api_key=s.api_key.get_secret_value(),
-            timeout=min(s.timeout, timeout),
-            max_retries=0,
-        ) as client:
-            models = [m.id for m in client.models.list().data]
-    except openai.APITimeoutError:
-        return Line(Status.FAIL, "llm", f"{target}: no answer within {min(s.timeout, timeout):g} s")
-    except openai.APIConnectionError as e:
-        cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
-        return Line(Status.FAIL, "llm", f"{target}: cannot connect ({cause}) (check FIXLOOP_LLM_BASE_URL)")
-    except openai.APIStatusError as e:
-        hints = {401: "OPENAI_API_KEY", 403: "OPENAI_API_KEY", 404: "FIXLOOP_LLM_BASE_URL, up to and including /v1"}
-        hint = hints.get(e.status_code, "FIXLOOP_LLM_BASE_URL")
-        return Line(Status.FAIL, "llm", f"{target}: HTTP {e.status_code} (check {hint})")
-    except (openai.OpenAIError, TypeError, AttributeError, ValueError) as e:  # a 200 that is no model list
-        return Line(Status.FAIL, "llm", f"{target}: not a model list ({type(e).__name__}) (check FIXLOOP_LLM_BASE_URL)")
-    listed = "listed" if s.model in models else f"not among the {len(models)} models it lists"
-    return Line(Status.OK, "llm", f"{target} model {s.model} ({listed})")
-
-
-_SYNC_CHECKS: dict[str, Callable[[Any, float], Line]] = {
+_SYNC_CHECKS: dict[str, Callable[[Any, float], CheckResult]] = {
     "jira": check_jira,
     "gitlab": check_gitlab,
     "registry": check_registry,
@@ -449,32 +297,33 @@ async def run_checks(timeout: float = CHECK_TIMEOUT) -> Report:
     """Read the configuration and check every configured endpoint (concurrently, blocking clients in threads);
     the report lists ``config`` first, then ``SYSTEMS`` in order."""
     loaded = load_settings()
-    lines = [Line(Status.FAIL, "config", error) for error in loaded.errors]
+    lines = [CheckResult(Status.FAIL, "config", error) for error in loaded.errors]
     if not loaded.errors:
         configured = [name for name in SYSTEMS if getattr(loaded, name) is not None]
         env_file = " and ./.env" if Path(".env").is_file() else ""
         lines.append(
-            Line(
+            CheckResult(
                 Status.OK,
                 "config",
                 f"settings valid (environment{env_file}); configured: {', '.join(configured) or 'none'}",
             )
         )
 
-    async def one(name: str) -> Line:
+    async def one(name: str) -> CheckResult:
         settings = getattr(loaded, name)
         if settings is None:
             why = "invalid configuration (see the config lines)" if name in loaded.invalid else loaded.skipped[name]
-            return Line(Status.SKIP, name, why)
+            return CheckResult(Status.SKIP, name, why)
         try:
             if name == "temporal":
                 return await check_temporal(settings, timeout)
             # the clients bound each request by `timeout`; a check makes two or three requests
             return await asyncio.wait_for(asyncio.to_thread(_SYNC_CHECKS[name], settings, timeout), 4 * timeout)
         except TimeoutError:
-            return Line(Status.FAIL, name, f"no answer within {4 * timeout:g} s")
+            return CheckResult(Status.FAIL, name, f"no answer within {4 * timeout:g} s")
 
     results = await asyncio.gather(*(one(name) for name in SYSTEMS))
     secrets = loaded.secrets()
-    lines += [Line(r.status, r.name, _mask(r.text, secrets)) for r in results]
-    return Report(lines=[Line(x.status, x.name, _mask(x.text, secrets)) for x in lines], invalid=bool(loaded.errors))
+    lines += [CheckResult(r.status, r.name, _mask(r.text, secrets)) for r in results]
+    masked = [CheckResult(x.status, x.name, _mask(x.text, secrets)) for x in lines]
+    return Report(lines=masked, invalid=bool(loaded.errors))

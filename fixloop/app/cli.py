@@ -290,16 +290,16 @@ def gateway(
     port: Annotated[int, typer.Option(help="HTTP port (0: a free one, printed).")] = 8787,
 ) -> None:
     """Serve the HTTP gateway until interrupted: Datadog and Alertmanager webhooks, scanner reports, GitLab merge
-    request hooks and Flux events into Temporal (endpoints, authentication and answers: ``fixloop/app/gateway.py``; the
+    request hooks and Flux events into Temporal (endpoints, authentication and answers: ``fixloop.app.gateway``; the
     OpenAPI description at /openapi.json). Configuration: FIXLOOP_GATEWAY_* (token, scope, max_body_bytes,
-    batch_window_ms, the JSON and connection limits: ``fixloop/app/httpserver.py``), FIXLOOP_GITLAB_WEBHOOK_TOKEN,
+    batch_window_ms, the JSON and connection limits: ``fixloop.app.gateway.server``), FIXLOOP_GITLAB_WEBHOOK_TOKEN,
     FIXLOOP_FLUX_HMAC_KEY, FIXLOOP_TEMPORAL_*, FIXLOOP_INTAKE_*. Temporal is connected on the first request that
     needs it: while it is down, those requests get 503 within FIXLOOP_GATEWAY_CONNECT_TIMEOUT. Exit
     status 2 for an invalid variable or a port that cannot be bound."""
     import logging
 
-    from fixloop.app import httpserver
     from fixloop.app.gateway import GatewaySettings, create_app
+    from fixloop.app.gateway import server as httpserver
     from fixloop.app.temporal import connect as temporal_connect
     from fixloop.core.config import IntakeSettings, TemporalSettings
     from fixloop.integrations.flux import FluxSettings
@@ -498,9 +498,9 @@ def config_reference(
     from fixloop.app.configref import render, write
 
     if output is None:
-        typer.echo(render(), nl=False)
+        typer.echo(render(app), nl=False)
         return
-    changed = write(output)
+    changed = write(output, app)
     typer.echo(f"fixloop config reference: {'wrote' if changed else 'unchanged'} {output}", err=True)
 
 

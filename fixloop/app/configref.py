@@ -5,7 +5,8 @@ subclass under ``fixloop``, ``integrations``, ``activities`` or ``workflows`` is
 table: the environment variable (``env_prefix`` + field name, or the field's ``validation_alias``), its type and
 bounds, its default (secrets: ``—``, never a value) and its description (the ``Field`` description). Options of
 the ``fixloop`` commands that read an environment variable (``fixloop sandbox up``: ``FIXLOOP_SANDBOX_*``) are
-listed after them from the CLI's own definition.
+listed after them from the CLI's own definition, which the caller hands in (``render(cli)``: the CLI's ``config
+reference`` command passes its own app, so this module never imports the CLI).
 
 Regenerate with ``fixloop config reference --output docs/configuration.md``.
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import annotated_types as at
+import typer
+import typer.main
 from pydantic import AliasChoices, AliasPath, HttpUrl, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -82,7 +85,7 @@ GROUPS: tuple[Group, ...] = (
     ),
     Group(
         "Gateway",
-        "fixloop.app.gateway:GatewaySettings",
+        "fixloop.app.gateway.settings:GatewaySettings",
         "Read by `fixloop gateway` (the HTTP endpoints for Datadog, Alertmanager, scanners, GitLab and Flux).",
     ),
     Group(
@@ -263,12 +266,9 @@ class CliOption:
     help: str
 
 
-def cli_options() -> list[CliOption]:
-    """Every option of a ``fixloop`` command that falls back to an environment variable (click's ``envvar``)."""
-    import typer.main
-
-    from fixloop.app.cli import app
-
+def cli_options(cli: typer.Typer) -> list[CliOption]:
+    """Every option of a command of ``cli`` (the ``fixloop`` app) that falls back to an environment variable
+    (click's ``envvar``)."""
     out: list[CliOption] = []
 
     def walk(cmd: Any, path: str) -> None:  # a click command or group (typer's own copy of click)
@@ -285,7 +285,7 @@ def cli_options() -> list[CliOption]:
                 text = " ".join((getattr(param, "help", None) or "").split())
                 out.append(CliOption(path, max(param.opts, key=len), var, shown, text))
 
-    walk(typer.main.get_command(app), "fixloop")
+    walk(typer.main.get_command(cli), "fixloop")
     return out
 
 
@@ -299,8 +299,9 @@ def _markdown(text: str) -> str:
     return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 
-def render() -> str:
-    """The whole reference, as Markdown."""
+def render(cli: typer.Typer) -> str:
+    """The whole reference, as Markdown: every group of ``GROUPS``, then the options of ``cli``'s commands read from
+    the environment."""
     lines = [
         "# fixloop configuration reference",
         "",
@@ -324,7 +325,7 @@ def render() -> str:
             cells = (variable, row.type, row.default, _markdown(row.description))
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines.append("")
-    options = cli_options()
+    options = cli_options(cli)
     if options:
         lines += [
             "## Command options from the environment",
@@ -344,15 +345,16 @@ def render() -> str:
     return "\n".join(lines)
 
 
-def variables() -> set[str]:
-    """Every environment variable the reference names (settings and command options)."""
+def variables(cli: typer.Typer) -> set[str]:
+    """Every environment variable the reference names (settings and the options of ``cli``'s commands)."""
     names = {n for g in GROUPS for r in rows(g.load_class()) for n in (r.variable, *r.also)}
-    return names | {o.variable for o in cli_options()}
+    return names | {o.variable for o in cli_options(cli)}
 
 
-def write(path: Path) -> bool:
-    """Write the reference to ``path`` (parent directories created); False when it already held exactly that."""
-    text = render()
+def write(path: Path, cli: typer.Typer) -> bool:
+    """Write the reference (``render(cli)``) to ``path`` (parent directories created); False when it already held
+    exactly that."""
+    text = render(cli)
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """Turn one document (a scanner report or a webhook body) into signals: decode, detect the source,
-parse. Used by ``fixloop ingest`` and by the gateway (``fixloop/app/gateway.py``).
+parse. Used by ``fixloop ingest`` and by the gateway (``fixloop.app.gateway``).
 
 Errors are ``IngestError`` with one line that names the document and the reason: unreadable,
 too large, empty, malformed or truncated JSON, nested too deep, too many values or elements, unknown format, a

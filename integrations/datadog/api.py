@@ -15,6 +15,7 @@ Messages carry Datadog's ``errors`` text, never a key.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,9 +29,19 @@ from datadog_api_client.v1.api.events_api import EventsApi
 from datadog_api_client.v1.api.metrics_api import MetricsApi
 from datadog_api_client.v1.api.monitors_api import MonitorsApi
 from datadog_api_client.v1.model.event_create_request import EventCreateRequest
-from fixloop.integrations.errors import IntegrationError, TransportError, status_error
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
+from fixloop.integrations.errors import (
+    AuthError,
+    ExceptionMap,
+    IntegrationError,
+    TransportError,
+    map_exceptions,
+    status_error,
+    transport_error,
+)
 
 SYSTEM = "datadog"
 T = TypeVar("T")
@@ -107,6 +118,21 @@ def _reason(e: ApiException) -> str:
     return str(e.reason or "error")[:300]
 
 
+def _api_error(e: ApiException, what: str) -> IntegrationError:
+    if not e.status:  # the library's wrapper of a TLS error
+        return TransportError(SYSTEM, f"{what}: {str(e.reason).splitlines()[0][:200]}")
+    return status_error(SYSTEM, e.status, f"{what}: {_reason(e)}")
+
+
+# The client library's and urllib3's exceptions as ``fixloop.integrations.errors`` (``map_exceptions``).
+_ERRORS: ExceptionMap = {
+    ApiException: _api_error,
+    urllib3.exceptions.HTTPError: transport_error(SYSTEM),
+    OSError: transport_error(SYSTEM),
+    OpenApiException: lambda e, what: IntegrationError(SYSTEM, f"{what}: unexpected response ({type(e).__name__})"),
+}
+
+
 class DatadogClient:
     """A thin typed client. Use as a context manager, or call ``close()``."""
 
@@ -138,16 +164,8 @@ class DatadogClient:
         self._client.close()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
+        with map_exceptions(_ERRORS, what):
             return fn()
-        except ApiException as e:
-            if not e.status:  # the library's wrapper of a TLS error
-                raise TransportError(SYSTEM, f"{what}: {str(e.reason).splitlines()[0][:200]}") from None
-            raise status_error(SYSTEM, e.status, f"{what}: {_reason(e)}") from None
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise TransportError(SYSTEM, f"{what}: {type(e).__name__}") from None
-        except OpenApiException as e:
-            raise IntegrationError(SYSTEM, f"{what}: unexpected response ({type(e).__name__})") from None
 
     def check(self) -> None:
         """Validate the API key (``GET /api/v1/validate``); raises ``AuthError`` when Datadog refuses it."""
@@ -199,3 +217,26 @@ def _series(s: dict[str, Any]) -> Series:
         tag_set=list(s.get("tag_set") or []),
         unit=unit,
     )
+
+
+PROBE_QUERY = "avg:datadog.estimated_usage.hosts{*}"  # a metric every Datadog org has; empty is fine
+
+
+def check(settings: DatadogSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s datadog line: ``GET /api/v1/validate`` (API key), then a metric query over the
+    last five minutes (the application key and the metrics-read permission verification needs); each request
+    bounded by ``timeout`` seconds."""
+    target = settings.base_url
+    with DatadogClient(bounded(settings, timeout)) as client:
+        try:
+            client.check()
+        except IntegrationError as e:
+            keys = "FIXLOOP_DATADOG_API_KEY and FIXLOOP_DATADOG_SITE/_HOST"
+            return failed("datadog", target, e, hint(e, {AuthError: keys}, "FIXLOOP_DATADOG_SITE/_HOST"))
+        now = time.time()
+        try:
+            client.query_metrics(PROBE_QUERY, now - 300, now)
+        except IntegrationError as e:
+            keys = "FIXLOOP_DATADOG_APP_KEY, which must read metrics"
+            return failed("datadog", target, e, hint(e, {AuthError: keys}, "FIXLOOP_DATADOG_SITE/_HOST"))
+    return CheckResult(Status.OK, "datadog", f"{target} (API key valid, application key reads metrics)")

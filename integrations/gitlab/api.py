@@ -32,16 +32,26 @@ timeouts -> ``TransportError``. The library's retries are off (``retry_transient
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import gitlab
 import requests
-from fixloop.integrations.errors import AuthError, IntegrationError, NotFound, TransportError, status_error
 from gitlab.exceptions import GitlabError
 from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
+from fixloop.integrations.errors import (
+    AuthError,
+    ExceptionMap,
+    IntegrationError,
+    NotFound,
+    answer_error,
+    by_status,
+    map_exceptions,
+    status_error,
+    transport_error,
+)
 
 SYSTEM = "gitlab"
 DEDUP_MARKER = "<!-- fixloop-ref: {key} -->"
@@ -212,19 +222,14 @@ def _message(e: GitlabError) -> str:
     return str(msg or "no error message")[:300]
 
 
-@contextmanager
-def _mapped(action: str) -> Iterator[None]:
-    """Turn python-gitlab's and requests' exceptions into ``fixloop.integrations.errors``."""
-    try:
-        yield
-    except GitlabError as e:
-        if e.response_code is None:
-            raise IntegrationError(SYSTEM, f"{action}: {_message(e)}") from None
-        raise status_error(SYSTEM, e.response_code, f"{action}: {_message(e)}") from None
-    except requests.exceptions.JSONDecodeError:
-        raise IntegrationError(SYSTEM, f"{action}: the answer is not JSON (is the URL a GitLab instance?)") from None
-    except requests.exceptions.RequestException as e:
-        raise TransportError(SYSTEM, f"{action}: {type(e).__name__}") from None
+# python-gitlab's and requests' exceptions as ``fixloop.integrations.errors`` (``map_exceptions``).
+_ERRORS: ExceptionMap = {
+    GitlabError: by_status(SYSTEM, lambda e: e.response_code, _message),
+    requests.exceptions.JSONDecodeError: answer_error(
+        SYSTEM, "the answer is not JSON (is the URL a GitLab instance?)"
+    ),
+    requests.exceptions.RequestException: transport_error(SYSTEM),
+}
 
 
 class _Gitlab(gitlab.Gitlab):
@@ -276,7 +281,7 @@ class GitLabClient:
 
     def check(self) -> GitLabUser:
         """The token's user (``GET /user``): proves URL and token work."""
-        with _mapped("current user"):
+        with map_exceptions(_ERRORS, "current user"):
             self.gl.auth()
         user = self.gl.user
         assert user is not None
@@ -286,7 +291,7 @@ class GitLabClient:
     def branch_head(self, name: str) -> str | None:
         """The head sha of branch ``name``, or None when there is no such branch."""
         try:
-            with _mapped(f"get branch {name}"):
+            with map_exceptions(_ERRORS, f"get branch {name}"):
                 return self.project.branches.get(name).commit["id"]
         except NotFound:
             return None
@@ -297,7 +302,7 @@ class GitLabClient:
         if head is not None:
             return BranchRef(name=name, sha=head)
         try:
-            with _mapped(f"create branch {name}"):
+            with map_exceptions(_ERRORS, f"create branch {name}"):
                 branch = self.project.branches.create({"branch": name, "ref": ref})
         except IntegrationError as e:  # 400 "Branch already exists": a concurrent first call won
             head = self.branch_head(name)
@@ -310,7 +315,7 @@ class GitLabClient:
         """Delete branch ``name`` (``DELETE /projects/:id/repository/branches/:branch``); False when it was already
         gone. A protected branch is GitLab's 403 (``AuthError``)."""
         try:
-            with _mapped(f"delete branch {name}"):
+            with map_exceptions(_ERRORS, f"delete branch {name}"):
                 self.project.branches.delete(name)
         except NotFound:
             return False
@@ -319,7 +324,7 @@ class GitLabClient:
     def read_file(self, path: str, ref: str) -> str | None:
         """The text (UTF-8) of ``path`` at ``ref`` (branch or sha), or None when there is no such file there."""
         try:
-            with _mapped(f"read {path}@{ref}"):
+            with map_exceptions(_ERRORS, f"read {path}@{ref}"):
                 raw = self.project.files.raw(file_path=path, ref=ref)
         except NotFound as e:
             if "Project" in e.message:
@@ -334,7 +339,7 @@ class GitLabClient:
         if ref:
             params["ref"] = ref
         try:
-            with _mapped(f"tree {path or '/'}"):
+            with map_exceptions(_ERRORS, f"tree {path or '/'}"):
                 items = self.project.repository_tree(**params)
         except NotFound as e:
             if "Tree" in e.message:
@@ -375,23 +380,23 @@ class GitLabClient:
         data: dict[str, Any] = {"branch": branch, "commit_message": message, "actions": actions}
         if head is None:
             data["start_branch"] = base
-        with _mapped(f"commit to {branch}"):
+        with map_exceptions(_ERRORS, f"commit to {branch}"):
             commit = self.project.commits.create(data)
         return CommitRef(sha=commit.id, created=True)
 
     def default_branch(self) -> str:
-        with _mapped("get project"):
+        with map_exceptions(_ERRORS, "get project"):
             return self.gl.projects.get(self.settings.project).default_branch
 
     def revert_commit(self, sha: str, branch: str) -> CommitRef:
         """Commit the revert of ``sha`` (a merge commit reverts against its first parent) on ``branch``; when one of
         the branch's last 50 commits already says "This reverts commit <sha>", that commit is returned instead."""
-        with _mapped(f"list commits of {branch}"):
+        with map_exceptions(_ERRORS, f"list commits of {branch}"):
             recent = self.project.commits.list(ref_name=branch, per_page=50, get_all=False)
         for c in recent:
             if f"This reverts commit {sha}" in (c.message or ""):
                 return CommitRef(sha=c.id, created=False)
-        with _mapped(f"revert {sha[:12]} on {branch}"):
+        with map_exceptions(_ERRORS, f"revert {sha[:12]} on {branch}"):
             raw = self.project.commits.get(sha, lazy=True).revert(branch=branch)
         assert isinstance(raw, dict)
         return CommitRef(sha=raw["id"], created=True)
@@ -408,7 +413,7 @@ class GitLabClient:
         if a == descendant.strip().lower():
             return True
         try:
-            with _mapped(f"merge base of {a[:12]} and {descendant[:40]}"):
+            with map_exceptions(_ERRORS, f"merge base of {a[:12]} and {descendant[:40]}"):
                 raw = self.project.repository_merge_base([a, descendant.strip()])
         except IntegrationError as e:
             status = getattr(e, "status", None)
@@ -425,7 +430,7 @@ class GitLabClient:
         query: dict[str, Any] = {"state": "opened", "source_branch": source_branch}
         if target_branch:
             query["target_branch"] = target_branch
-        with _mapped(f"find merge request of {source_branch}"):
+        with map_exceptions(_ERRORS, f"find merge request of {source_branch}"):
             found = self.project.mergerequests.list(**query, get_all=False, per_page=20)
         return _mr_info(found[0].asdict()) if found else None
 
@@ -446,7 +451,7 @@ class GitLabClient:
                 "remove_source_branch": True,
             }
             try:
-                with _mapped(f"create merge request from {source_branch}"):
+                with map_exceptions(_ERRORS, f"create merge request from {source_branch}"):
                     mr = self.project.mergerequests.create(data)
                 return _mr_info(mr.asdict(), created=True)
             except IntegrationError as e:  # 409 "Another open merge request already exists": a race was lost
@@ -462,20 +467,20 @@ class GitLabClient:
             changes["labels"] = ",".join(labels)
         if not changes:
             return found
-        with _mapped(f"update merge request !{found.iid}"):
+        with map_exceptions(_ERRORS, f"update merge request !{found.iid}"):
             raw = self.project.mergerequests.update(found.iid, changes)
         return _mr_info(raw)
 
     def get_merge_request(self, iid: int) -> MergeRequestInfo:
         """Merge request ``iid``; ``NotFound`` when there is none."""
-        with _mapped(f"get merge request !{iid}"):
+        with map_exceptions(_ERRORS, f"get merge request !{iid}"):
             return _mr_info(self.project.mergerequests.get(iid).asdict())
 
     def approvals(self, iid: int) -> Approvals:
         """Who approved ``iid`` and at which head (see "Approvals and SHAs" above). ``Conflict`` when the head moved
         while reading."""
         before = self.get_merge_request(iid).sha
-        with _mapped(f"approvals of !{iid}"):
+        with map_exceptions(_ERRORS, f"approvals of !{iid}"):
             raw = self.project.mergerequests.get(iid, lazy=True).approvals.get().asdict()
         after = self.get_merge_request(iid).sha
         if before != after:
@@ -498,7 +503,7 @@ class GitLabClient:
         """The project's approval configuration (``GET /projects/:id/approvals``); ``available=False`` when GitLab
         answers 404 or 403 (CE has no such endpoint): the caller then treats ``reset_approvals_on_push`` as off."""
         try:
-            with _mapped("approval settings"):
+            with map_exceptions(_ERRORS, "approval settings"):
                 raw = self.project.approvals.get().asdict()
         except (NotFound, AuthError):
             return ApprovalSettings(available=False)
@@ -512,7 +517,7 @@ class GitLabClient:
         """Whether user ``user_id`` is an active member of ``group`` (path or id), inherited memberships included
         (``GET /groups/:id/members/all/:user_id``, docs.gitlab.com/api/members/); a 404 (no such member) is False."""
         try:
-            with _mapped(f"member {user_id} of group {group}"):
+            with map_exceptions(_ERRORS, f"member {user_id} of group {group}"):
                 raw = self.gl.groups.get(group, lazy=True).members_all.get(user_id).asdict()
         except NotFound:
             return False
@@ -520,13 +525,13 @@ class GitLabClient:
 
     def find_user(self, username: str) -> UserInfo | None:
         """The user ``username`` (``GET /users?username=`` then ``GET /users/:id`` for ``bot``), or None."""
-        with _mapped(f"find user {username[:60]}"):
+        with map_exceptions(_ERRORS, f"find user {username[:60]}"):
             found = self.gl.users.list(username=username, get_all=False, per_page=20)
         match = next((u for u in found if u.username == username), None)
         if match is None:
             return None
         try:
-            with _mapped(f"get user {match.id}"):
+            with map_exceptions(_ERRORS, f"get user {match.id}"):
                 raw = self.gl.users.get(match.id).asdict()
         except NotFound:
             return None
@@ -542,12 +547,12 @@ class GitLabClient:
             if "-->" in dedup_key or "\n" in dedup_key:
                 raise IntegrationError(SYSTEM, "dedup_key must be one line without '-->'")
             marker = DEDUP_MARKER.format(key=dedup_key)
-            with _mapped(f"notes of !{iid}"):
+            with map_exceptions(_ERRORS, f"notes of !{iid}"):
                 for note in mr.notes.list(iterator=True, per_page=100):
                     if (note.body or "").rstrip().endswith(marker):
                         return NoteRef(id=note.id, created=False)
             body = f"{body.rstrip()}\n\n{marker}"
-        with _mapped(f"comment on !{iid}"):
+        with map_exceptions(_ERRORS, f"comment on !{iid}"):
             note = mr.notes.create({"body": body})
         return NoteRef(id=note.id, created=True)
 
@@ -558,7 +563,7 @@ class GitLabClient:
         (``GET /projects/:id/merge_requests?state=opened&order_by=created_at&sort=asc``, 100 per page; GitLab has
         no branch-prefix filter, so the prefix is matched here)."""
         out: list[MergeRequestInfo] = []
-        with _mapped("list open merge requests"):
+        with map_exceptions(_ERRORS, "list open merge requests"):
             listed = self.project.mergerequests.list(
                 state="opened", order_by="created_at", sort="asc", iterator=True, per_page=100
             )
@@ -578,7 +583,7 @@ class GitLabClient:
         A diff GitLab does not show (``too_large``, ``collapsed``) has ``diff`` empty and ``complete`` False."""
         path = f"/projects/{self.project.encoded_id}/merge_requests/{iid}/diffs"
         out: list[FileDiff] = []
-        with _mapped(f"diffs of !{iid}"):
+        with map_exceptions(_ERRORS, f"diffs of !{iid}"):
             for raw in self.gl.http_list(path, iterator=True, per_page=100):
                 if not isinstance(raw, dict):
                     continue
@@ -598,6 +603,33 @@ class GitLabClient:
     def close_merge_request(self, iid: int) -> MergeRequestInfo:
         """Close MR ``iid`` (``PUT /projects/:id/merge_requests/:iid`` with ``state_event=close``); closing a closed
         one changes nothing."""
-        with _mapped(f"close merge request !{iid}"):
+        with map_exceptions(_ERRORS, f"close merge request !{iid}"):
             raw = self.project.mergerequests.update(iid, {"state_event": "close"})
         return _mr_info(raw)
+
+
+def check(settings: GitLabSettings, timeout: float) -> CheckResult:
+    """``fixloop config check``'s gitlab line: ``GET /user`` (URL, token; the user must be
+    FIXLOOP_GITLAB_BOT_USERNAME, whose approvals never count), then ``GET /projects/:id`` (the project exists and
+    the token sees it); each request bounded by ``timeout`` seconds."""
+    target = str(settings.url).rstrip("/")
+    client = GitLabClient(bounded(settings, timeout))
+    try:
+        user = client.check()
+    except IntegrationError as e:
+        return failed("gitlab", target, e, hint(e, {AuthError: "FIXLOOP_GITLAB_TOKEN"}, "FIXLOOP_GITLAB_URL"))
+    if user.username != settings.bot_username:
+        return CheckResult(
+            Status.FAIL,
+            "gitlab",
+            f"{target}: the token is {user.username}'s but FIXLOOP_GITLAB_BOT_USERNAME is {settings.bot_username}: "
+            "fixloop's own approvals would count as a human's (check FIXLOOP_GITLAB_BOT_USERNAME)",
+        )
+    try:
+        branch = client.default_branch()
+    except IntegrationError as e:
+        hints = {NotFound: "FIXLOOP_GITLAB_PROJECT", AuthError: "the token's access to FIXLOOP_GITLAB_PROJECT"}
+        return failed("gitlab", target, e, hint(e, hints, "FIXLOOP_GITLAB_URL"))
+    return CheckResult(
+        Status.OK, "gitlab", f"{target} as {user.username}, project {settings.project} (default branch {branch})"
+    )

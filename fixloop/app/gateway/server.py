@@ -33,7 +33,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("fixloop.app.gateway")
+log = logging.getLogger(__name__)
 
 
 class GatewayProtocol(HttpToolsProtocol):
