@@ -71,8 +71,9 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 from fixloop.integrations.alertmanager import label_fingerprint  # noqa: E402
-from fixloop.workflows.intake import Counters, IntakeInput, IntakeWorkflow, SignalBatch, intake_id  # noqa: E402
-from fixloop.workflows.policies import SEARCH_ATTRIBUTES  # noqa: E402
+from fixloop.workflows.contracts.intake import Counters, IntakeInput, SignalBatch, intake_id  # noqa: E402
+from fixloop.workflows.intake import IntakeWorkflow  # noqa: E402
+from fixloop.workflows.options import SEARCH_ATTRIBUTES  # noqa: E402
 from temporalio.client import Client, WorkflowQueryFailedError  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402

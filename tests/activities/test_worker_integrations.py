@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fixloop.activities import change, flux, gitlab, jira, verify
+from fixloop.activities import deploy as flux
+from fixloop.activities import merge_request as gitlab
+from fixloop.activities import plan as change
+from fixloop.activities import verify
+from fixloop.activities import work_item as jira
 from fixloop.activities.triage import GROUP_SIGNALS
 from fixloop.integrations.gitlab.api import GitLabSettings
 from fixloop.integrations.jira import JiraSettings

@@ -43,8 +43,8 @@ from fixloop.integrations.gitlab.api import GitLabSettings
 from fixloop.integrations.gitlab.webhook import WebhookSettings
 from fixloop.integrations.jira import JiraSettings
 from fixloop.integrations.registry import RegistrySettings
-from fixloop.workflows.intake import SignalBatch
-from fixloop.workflows.policies import SEARCH_ATTRIBUTES
+from fixloop.workflows.contracts.intake import SignalBatch
+from fixloop.workflows.options import SEARCH_ATTRIBUTES
 from kubernetes_validate.utils import all_versions
 from pydantic import AliasChoices
 from starlette.routing import Match

@@ -39,13 +39,15 @@ from typing import IO, Any, TypeVar
 
 import gitlab as python_gitlab
 import pytest
-from fixloop.activities import gitlab, jira
+from fixloop.activities import merge_request as gitlab
+from fixloop.activities import work_item as jira
 from fixloop.integrations.jira import JiraClient, JiraSettings
 from fixloop.sandbox.app import Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
 from fixloop.sandbox.seed import GITOPS_PROJECT
 from fixloop.sandbox.server import bind, endpoints, serve_in_thread
-from fixloop.workflows.remediation import LoopOptions, LoopState, RemediationInput, RemediationWorkflow, Stage, loop_id
+from fixloop.workflows.contracts.loop import LoopOptions, LoopState, RemediationInput, Stage, loop_id
+from fixloop.workflows.remediation import RemediationWorkflow
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from temporalio.api.activity.v1 import ActivityOptions

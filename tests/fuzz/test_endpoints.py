@@ -40,7 +40,8 @@ from temporalio.testing import WorkflowEnvironment
 with workflow.unsafe.imports_passed_through():
     from fixloop.integrations.flux import FluxSettings
     from fixloop.integrations.gitlab.webhook import WebhookSettings
-    from fixloop.workflows.intake import IntakeWorkflow, intake_id
+    from fixloop.workflows.contracts.intake import intake_id
+    from fixloop.workflows.intake import IntakeWorkflow
 
     from fixloop.app.gateway import GatewaySettings, create_app
     from fixloop.app.worker import build_worker

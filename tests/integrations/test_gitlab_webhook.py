@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fixloop.activities.gitlab import Approval
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.gitlab.webhook import (
     MAX_HOOK_BYTES,
@@ -23,6 +22,7 @@ from fixloop.integrations.gitlab.webhook import (
 from pydantic import SecretStr
 
 from fixloop.app.ingest import decode
+from fixloop.core.gate import Approval
 from tests.receiver import Receiver
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
 from tests.sandbox.fidelity import RECORDED
