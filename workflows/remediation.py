@@ -43,11 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
     from fixloop.workflows.contracts.intake import intake_id
     from fixloop.workflows.contracts.loop import (
-        ALERTS_MAX,
-        ALERTS_MAX_BYTES,
-        CARRY_MAX_BYTES,
         DECISIONS_PENDING_MAX,
-        EVIDENCE_MAX,
         AlertsJoined,
         ApprovalEvent,
         Decision,
@@ -91,6 +87,10 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.core.service import touched_service
     from fixloop.core.verification import VerdictResult, VerificationPolicy
 
+EVIDENCE_MAX = 100
+ALERTS_MAX = 50  # joined alerts kept in the state
+ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.core.models``)
+CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
 _MONITOR_ID = re.compile(r"[0-9]{1,18}")
 
 

@@ -16,8 +16,6 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.activities import merge_request as gitlab
     from fixloop.activities import verify
     from fixloop.workflows.contracts.loop import (
-        ALERTS_MAX_BYTES,
-        CARRY_MAX_BYTES,
         AlertsJoined,
         Evidence,
         LoopOptions,
@@ -28,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
     from fixloop.workflows.contracts.merge_request import MergeRequestStateInput
-    from fixloop.workflows.remediation import RemediationWorkflow
+    from fixloop.workflows.remediation import ALERTS_MAX_BYTES, CARRY_MAX_BYTES, RemediationWorkflow
 
     from fixloop.core.gate import Approval, ApproverPolicy, MergeRequestState, MrState
     from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint

@@ -23,7 +23,7 @@ class IntakeOptions(BaseModel):
     quiet_period: timedelta = timedelta(minutes=2)
     window_max_age: timedelta = timedelta(minutes=15)
     window_max_signals: int = Field(default=500, ge=1, le=1_000)
-    # bytes of signal JSON per triage activity (and per join_alerts / refresh signal): see the module doc
+    # bytes of signal JSON per triage activity (and per join_alerts / refresh signal): see ``fixloop.workflows.intake``
     triage_max_bytes: int = Field(default=TRIAGE_MAX_BYTES, ge=2 * SIGNAL_MAX_BYTES, le=768 * 1024)
     engine: str = "rules"
     dedup_ttl: timedelta = timedelta(days=7)

@@ -19,10 +19,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from fixloop.core.gate import Approval, MergeRequestState, MrState
 from fixloop.core.models import Signal, WorkItem
 
-EVIDENCE_MAX = 100
-ALERTS_MAX = 50  # joined alerts kept in the state
-ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.core.models``)
-CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
 DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
 
 
@@ -121,7 +117,7 @@ class LoopState(BaseModel):
     wakes_read: int = 0  # the wakes the last completed read (and the gate's decision on it) covers
     evidence: list[Evidence] = Field(default_factory=list)
     runs: int = 1
-    alerts_dropped: int = 0  # joined alerts not kept (over ALERTS_MAX / ALERTS_MAX_BYTES), counted
+    alerts_dropped: int = 0  # joined alerts not kept (over the workflow's ALERTS_MAX / _BYTES), counted
     carry_dropped: int = 0  # evidence lines and start signals dropped so that the continue-as-new carry fits
 
 
