@@ -432,8 +432,7 @@ class RemediationWorkflow:
     async def _tell_intake_fixing(self, open_: bool) -> None:
         """Tell the scope's intake that this loop's merge request is open for its service (alerts on it then join
         this loop), or that the loop has ended (best effort: a failure is recorded)."""
-        plan = self.state.plan
-        service = self.state.fixing_service if not open_ else (plan.service if plan is not None else None)
+        service = self.state.fixing_service if not open_ else self._service()
         if not service or (not open_ and self.state.fixing_service is None):
             return
         fix = OpenFix(work_item_id=self.inp.work_item.id, service=service, loop=workflow.info().workflow_id, open=open_)
@@ -827,7 +826,9 @@ class RemediationWorkflow:
         return plan.verification if plan is not None and plan.verification is not None else VerificationPolicy()
 
     def _service(self) -> str | None:
-        """The Datadog service to verify: the work item's (from its alerts), else the one its change is to."""
+        """The service this loop's change touches (``fixloop.core.service.touched_service``): the one the intake is
+        told it is fixing and the one verified. For a fix (findings only: no service of their own) the planned
+        change's."""
         plan = self.state.plan
         return touched_service(self.inp.work_item, self.inp.signals, plan.service if plan is not None else None)
 
