@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fixloop.integrations.errors import IntegrationError
 from temporalio.exceptions import ApplicationError
 
 from fixloop.core.change.ops import PolicyViolation
 from fixloop.core.parsing import clean
+from fixloop.integrations.errors import IntegrationError
 
 MESSAGE_MAX = 1_000
 

@@ -19,23 +19,18 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime
-from typing import Annotated
 
-from fixloop.activities.errors import as_application_errors
-from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings, Series
-from fixloop.integrations.errors import Invalid, NotFound
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from temporalio import activity
 
-from fixloop.core.models import WorkItem
+from fixloop.activities.errors import as_application_errors
 from fixloop.core.parsing import clean
+from fixloop.core.service import service_of
 from fixloop.core.verification import (
     TAG_VALUE,
     MetricCheck,
     MetricResult,
     MetricStatus,
     VerdictResult,
-    VerificationPolicy,
     compare,
     fmt_duration,
     render_query,
@@ -43,110 +38,27 @@ from fixloop.core.verification import (
     split_points,
 )
 from fixloop.core.verification import judge as judge_results
+from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings, Series
+from fixloop.integrations.errors import Invalid, NotFound
+from fixloop.workflows.contracts.verify import JudgeInput, MonitorResult, Verdict, Window
 
+# Temporal activity name: unchanged (running histories and the worker's metrics name it).
 JUDGE = "verify.judge"
 
-__all__ = [
-    "JUDGE",
-    "JudgeInput",
-    "MetricResult",
-    "MonitorResult",
-    "Verdict",
-    "VerdictResult",
-    "VerificationPolicy",
-    "VerifyActivities",
-    "Window",
-]
-
-MONITOR_IDS_MAX = 20
 # Datadog monitor overall_state values (docs.datadoghq.com/api/latest/monitors/#get-a-monitors-details).
 RECOVERED_STATES = frozenset({"OK"})
 ALERTING_STATES = frozenset({"Alert", "Warn"})
 _ORDER = (VerdictResult.PASS, VerdictResult.MARGINAL, VerdictResult.NO_DATA, VerdictResult.FAIL)
 
 
-class JudgeInput(BaseModel):
-    """scope: the GitOps repository; deployed_at: when Flux applied the merge. policy: the repository's
-    ``verification:`` (``VerificationPolicy.from_policy``). service: the Datadog ``service`` tag (default: the work
-    item's service, else the image name of its artifact). monitor_ids: the Datadog monitors that must have
-    recovered (default: the work item's monitor when it is a Datadog monitor id). recovered: the workflow already
-    saw the alert recover on the same cycle (no monitor is read)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str
-    work_item: WorkItem
-    deployed_at: AwareDatetime
-    policy: VerificationPolicy = Field(default_factory=VerificationPolicy)
-    service: str | None = Field(default=None, max_length=100)
-    monitor_ids: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=MONITOR_IDS_MAX)
-    recovered: bool = False
-
-
-class Window(BaseModel):
-    """``[start, end)``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    start: AwareDatetime
-    end: AwareDatetime
-
-
-class MonitorResult(BaseModel):
-    """A monitor's state when the verdict was taken: ``status`` pass (``OK``), fail (``Alert``/``Warn``) or
-    no_data (``No Data``, another state, or not found). ``id`` None: an alert that is no Datadog monitor (e.g. an
-    Alertmanager ``alertname``, then in ``name``), which cannot be looked up."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: int | None
-    name: str | None = None
-    state: str
-    status: MetricStatus
-
-
-class Verdict(BaseModel):
-    """The verdict and its evidence: ``summary`` (one line for a Jira reader), ``evidence`` (text lines: the
-    windows, each monitor, each metric with medians, p-value and effect size, the score) and the same numbers as
-    data: ``metrics`` (``fixloop.core.verification.MetricResult``), ``monitors``, ``baseline`` / ``after`` windows,
-    ``score`` (0-100, None without data), ``service`` and ``env`` queried."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    result: VerdictResult
-    summary: str
-    evidence: list[str] = Field(default_factory=list)
-    service: str | None = None
-    env: str | None = None
-    baseline: Window | None = None
-    after: Window | None = None
-    metrics: list[MetricResult] = Field(default_factory=list)
-    monitors: list[MonitorResult] = Field(default_factory=list)
-    score: float | None = None
-
-
 # --- the implementation ----------------------------------------------------------------------------------------
 
-_TAG_OR_DIGEST = re.compile(r"(@[^/]*|:[^/:]*)$")
 _MARKUP = re.compile(r"[\[\]{}|!\\]")  # what makes links, macros or tables in Jira wiki text: dropped from names
 
 
 def _plain(value: str, limit: int) -> str:
     """A name from Datadog or an alert as plain, bounded, inert text for the evidence."""
     return clean(_MARKUP.sub("", value), limit)
-
-
-def service_of(item: WorkItem, override: str | None = None) -> str | None:
-    """The Datadog ``service`` of ``item``: ``override``, else its ``service``, else the image name of its
-    ``artifact`` (``registry.example.com/shop/payments:1.2@sha256:...`` -> ``payments``); None when none is a
-    plain tag value."""
-    for candidate in (override, item.service):
-        if candidate:
-            return candidate if TAG_VALUE.match(candidate) else None
-    if item.artifact:
-        name = _TAG_OR_DIGEST.sub("", _TAG_OR_DIGEST.sub("", item.artifact)).rsplit("/", 1)[-1]
-        return name if TAG_VALUE.match(name) else None
-    return None
 
 
 def _merge_series(series: list[Series]) -> list[tuple[float, float | None]]:

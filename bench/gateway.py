@@ -70,9 +70,6 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
-from fixloop.integrations.alertmanager import label_fingerprint  # noqa: E402
-from fixloop.workflows.intake import Counters, IntakeInput, IntakeWorkflow, SignalBatch, intake_id  # noqa: E402
-from fixloop.workflows.policies import SEARCH_ATTRIBUTES  # noqa: E402
 from temporalio.client import Client, WorkflowQueryFailedError  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
@@ -84,6 +81,10 @@ from fixloop.app.temporal import binary, intake_options  # noqa: E402
 from fixloop.app.worker import build_worker  # noqa: E402
 from fixloop.core.config import IntakeSettings, LoopSettings, load  # noqa: E402
 from fixloop.core.models import Signal, Source  # noqa: E402
+from fixloop.integrations.alertmanager import label_fingerprint  # noqa: E402
+from fixloop.workflows.contracts.intake import Counters, IntakeInput, SignalBatch, intake_id  # noqa: E402
+from fixloop.workflows.intake import IntakeWorkflow  # noqa: E402
+from fixloop.workflows.options import SEARCH_ATTRIBUTES  # noqa: E402
 
 GOAL_RATIO = 5.0
 REQUEST_TIMEOUT = 60.0  # seconds per request (the gateway answers 503 after FIXLOOP_GATEWAY_TEMPORAL_TIMEOUT)

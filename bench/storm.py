@@ -47,18 +47,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fixloop.activities import change, gitlab, jira  # noqa: E402
-from fixloop.workflows.intake import (  # noqa: E402
-    Counters,
-    Finish,
-    IntakeInput,
-    IntakeOptions,
-    IntakeWorkflow,
-    SignalBatch,
-    intake_id,
-)
-from fixloop.workflows.policies import SEARCH_ATTRIBUTES  # noqa: E402
-from fixloop.workflows.remediation import LoopOptions  # noqa: E402
 from pydantic_core import to_json  # noqa: E402
 from temporalio import activity  # noqa: E402
 from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError  # noqa: E402
@@ -66,10 +54,24 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from fixloop.activities import merge_request as gitlab  # noqa: E402
+from fixloop.activities import plan as change  # noqa: E402
+from fixloop.activities import work_item as jira  # noqa: E402
 from fixloop.app.ingest import ingest_file  # noqa: E402
 from fixloop.app.temporal import binary  # noqa: E402
 from fixloop.app.worker import build_worker  # noqa: E402
 from fixloop.core.models import Kind, Signal, fingerprint  # noqa: E402
+from fixloop.workflows.contracts.intake import (  # noqa: E402
+    Counters,
+    Finish,
+    IntakeInput,
+    IntakeOptions,
+    SignalBatch,
+    intake_id,
+)
+from fixloop.workflows.contracts.loop import LoopOptions  # noqa: E402
+from fixloop.workflows.intake import IntakeWorkflow  # noqa: E402
+from fixloop.workflows.options import SEARCH_ATTRIBUTES  # noqa: E402
 
 SCANNERS = ("trivy", "grype", "snyk", "gitlab", "osv-scanner", "pip-audit")
 GOAL_MAX_EVENTS = 10_000

@@ -30,8 +30,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fixloop.sandbox.world import DAILY_AMPLITUDE, NOISE_CV, SERVICES, World  # noqa: E402
-
 from fixloop.core.verification import (  # noqa: E402
     ERROR_RATE,
     LATENCY_P95,
@@ -43,6 +41,7 @@ from fixloop.core.verification import (  # noqa: E402
     fmt_duration,
     judge,
 )
+from fixloop.sandbox.world import DAILY_AMPLITUDE, NOISE_CV, SERVICES, World  # noqa: E402
 
 YEAR_S = 365 * 86_400
 START = 1_704_067_200  # 2024-01-01T00:00:00Z

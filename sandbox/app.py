@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fastapi import FastAPI
+
 from fixloop.sandbox.bus import Bus
 from fixloop.sandbox.config import Credentials, SandboxConfig, utcnow
 from fixloop.sandbox.store import JsonStore

@@ -53,10 +53,11 @@ from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fixloop.sandbox.app import Sandbox
-from fixloop.sandbox.repos import Action, CommitInfo, FileDiff, Person, RepoError, as_dict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
+
+from fixloop.sandbox.app import Sandbox
+from fixloop.sandbox.repos import Action, CommitInfo, FileDiff, Person, RepoError, as_dict
 
 log = logging.getLogger(__name__)
 

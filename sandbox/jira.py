@@ -34,8 +34,9 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fixloop.sandbox.app import Sandbox
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fixloop.sandbox.app import Sandbox
 
 PREFIX = "/jira"
 API = "/rest/api/{ver}"

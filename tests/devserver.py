@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from fixloop.workflows import policies
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from fixloop.app.temporal import binary
+from fixloop.workflows import options as policies
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,17 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.activities.triage import triage_rules
-    from fixloop.integrations.flux import FluxSettings
-    from fixloop.integrations.gitlab.webhook import WebhookSettings
-    from fixloop.workflows.intake import IntakeStatus, IntakeWorkflow, intake_id
-    from fixloop.workflows.remediation import loop_id
-
     from fixloop.app.gateway import GatewaySettings, create_app
     from fixloop.app.ingest import parse_document
     from fixloop.app.worker import build_worker
     from fixloop.core.config import IntakeSettings
     from fixloop.core.models import SIGNAL_MAX_BYTES, batched, signal_bytes
+    from fixloop.core.triage import triage_rules
+    from fixloop.integrations.flux import FluxSettings
+    from fixloop.integrations.gitlab.webhook import WebhookSettings
+    from fixloop.workflows.contracts.intake import IntakeStatus, intake_id
+    from fixloop.workflows.contracts.loop import loop_id
+    from fixloop.workflows.intake import IntakeWorkflow
     from tests.conftest import fixture, signals
     from tests.devserver import dev  # noqa: F401 - the fixture
 

@@ -5,7 +5,6 @@ the human behind a ``decide``; and the policy's settings (``FIXLOOP_GITLAB_APPRO
 from __future__ import annotations
 
 import pytest
-from fixloop.integrations.gitlab.api import GitLabSettings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +18,7 @@ from fixloop.core.gate import (
     gate,
     observe,
 )
+from fixloop.integrations.gitlab.api import GitLabSettings
 
 SHAS = ["a" * 40, "b" * 40, "c" * 40]
 NAMES = ["alice", "bob", "fixloop-bot", "carol"]

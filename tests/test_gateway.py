@@ -28,28 +28,22 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.activities.gitlab import MergeRequestState, MrState
-    from fixloop.activities.triage import triage_rules
-    from fixloop.integrations.datadog import webhook as datadog_webhook
-    from fixloop.integrations.flux import FluxSettings
-    from fixloop.integrations.gitlab.webhook import WebhookSettings
-    from fixloop.workflows import policies
-    from fixloop.workflows.intake import IntakeWorkflow, SignalBatch, intake_id
-    from fixloop.workflows.remediation import (
-        LoopOptions,
-        Outcome,
-        RemediationInput,
-        RemediationWorkflow,
-        Stage,
-        loop_id,
-    )
-
     from fixloop.app.gateway import GatewaySettings, create_app, json_path
     from fixloop.app.ingest import ingest_file
     from fixloop.app.temporal import connect as temporal_connect
     from fixloop.app.worker import build_worker
     from fixloop.core.config import IntakeSettings, TemporalSettings
+    from fixloop.core.gate import MergeRequestState, MrState
     from fixloop.core.models import WorkItem, WorkItemKind
+    from fixloop.core.triage import triage_rules
+    from fixloop.integrations.datadog import webhook as datadog_webhook
+    from fixloop.integrations.flux import FluxSettings
+    from fixloop.integrations.gitlab.webhook import WebhookSettings
+    from fixloop.workflows import options as policies
+    from fixloop.workflows.contracts.intake import SignalBatch, intake_id
+    from fixloop.workflows.contracts.loop import LoopOptions, Outcome, RemediationInput, Stage, loop_id
+    from fixloop.workflows.intake import IntakeWorkflow
+    from fixloop.workflows.remediation import RemediationWorkflow
     from tests.conftest import fixture, flux_event, signals
     from tests.devserver import dev  # noqa: F401 - the fixture
     from tests.workflows.world import HEAD, World, approval

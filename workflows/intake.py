@@ -63,25 +63,11 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.activities.triage import GROUP_SIGNALS, RESULT_TOO_LARGE, GroupSignalsInput
-    from fixloop.workflows import policies
-    from fixloop.workflows.remediation import (
-        AlertsJoined,
-        LoopOptions,
-        MoreSignals,
-        OpenFix,
-        Refresh,
-        RemediationInput,
-        RemediationWorkflow,
-        initial_attributes,
-        loop_id,
-    )
-    from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
     from pydantic_core import to_json
 
+    from fixloop.activities.triage import TriageActivities
     from fixloop.core.markup import markdown
     from fixloop.core.models import (
-        SIGNAL_MAX_BYTES,
         Kind,
         RecentDeploy,
         Signal,
@@ -92,126 +78,28 @@ with workflow.unsafe.imports_passed_through():
         batched,
         signal_bytes,
     )
+    from fixloop.workflows import options
+    from fixloop.workflows.contracts.intake import (
+        Finish,
+        IntakeInput,
+        IntakeState,
+        IntakeStatus,
+        SignalBatch,
+        WindowRecord,
+    )
+    from fixloop.workflows.contracts.loop import AlertsJoined, MoreSignals, OpenFix, Refresh, RemediationInput, loop_id
+    from fixloop.workflows.contracts.triage import RESULT_TOO_LARGE, GroupSignalsInput
+    from fixloop.workflows.options import Call
+    from fixloop.workflows.remediation import RemediationWorkflow, initial_attributes
 
 WINDOWS_KEPT = 20
 OWNERS_MAX = 10_000
 RECENT_DEPLOYS_MAX = 200  # deploys of the last attach_window remembered: <= 3.2 KB each in a triage input
 CARRY_MAX_BYTES = 1_800_000  # continue-as-new input, JSON; the server rejects payloads over 2 MiB
-TRIAGE_MAX_BYTES = 512 * 1024  # default signals per triage call, bytes of JSON
 SIGNALS_PER_MESSAGE = 500  # signals per join_alerts / refresh signal to a loop (AlertsJoined's own bound)
 STARTS_MAX_BYTES = 1_536 * 1024  # what one workflow task's child starts / add_signals may carry (gRPC: 4 MiB)
 START_OVERHEAD_BYTES = 4 * 1024  # per child start beyond its work item and signals: ids, options, summary, attributes
 _ENTRY = struct.Struct(">8sI")  # fingerprint prefix (first 16 hex chars), minute of last sighting
-
-
-class IntakeOptions(BaseModel):
-    """Windows, triage chunks, dedup memory and run size of an intake (``timedelta`` as ISO 8601 durations or
-    seconds)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    quiet_period: timedelta = timedelta(minutes=2)
-    window_max_age: timedelta = timedelta(minutes=15)
-    window_max_signals: int = Field(default=500, ge=1, le=1_000)
-    # bytes of signal JSON per triage activity (and per join_alerts / refresh signal): see the module doc
-    triage_max_bytes: int = Field(default=TRIAGE_MAX_BYTES, ge=2 * SIGNAL_MAX_BYTES, le=768 * 1024)
-    engine: str = "rules"
-    dedup_ttl: timedelta = timedelta(days=7)
-    dedup_capacity: int = Field(default=100_000, ge=0, le=120_000)
-    max_run_events: int = Field(default=2_000, ge=1)
-    loop_options: LoopOptions = Field(default_factory=LoopOptions)
-    attach_window: timedelta = timedelta(hours=1)  # alerts this soon after a loop's deploy attach to it
-
-
-class SignalBatch(BaseModel):
-    """Signal ``receive``: signals of one delivery (one webhook, one report, or a gateway micro-batch)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    signals: list[Signal] = Field(max_length=5_000)
-
-
-class Finish(BaseModel):
-    """Signal ``finish``: complete once the open window has been triaged."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = "requested"
-
-
-class WindowRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    closed_at: AwareDatetime
-    closed_by: str  # "quiet", "age", "size" or "carry" (closed early so that continue-as-new fits one payload)
-    signals: int
-    work_items: int
-    unassigned: int
-    loops_started: int
-    loops_updated: int
-
-
-class Counters(BaseModel):
-    """``received == new + duplicates``; ``new == assigned + unassigned + pending`` (pending: in the open window)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    received: int = 0
-    new: int = 0
-    duplicates: int = 0
-    assigned: int = 0
-    unassigned: int = 0
-    windows: int = 0
-    loops_started: int = 0
-    loops_updated: int = 0
-    refreshes_forwarded: int = 0
-    alerts_joined: int = 0  # alerts sent into the open fix loop of their service (counted in ``assigned``)
-    undeliverable: int = 0  # work items / refreshes for a loop that could not be signalled (recorded, not lost)
-    evicted: int = 0  # fingerprints dropped from the dedup memory (ttl, capacity, or to fit continue-as-new)
-    owners_evicted: int = 0  # alert -> loop entries dropped (bound, or to fit continue-as-new): refreshes not forwarded
-    triage_calls: int = 0  # triage activities run: a window goes in chunks of at most triage_max_bytes
-    runs: int = 1
-
-
-class IntakeState(BaseModel):
-    """What continue-as-new carries. ``seen`` is the dedup memory, ``pack_seen`` then zlib (see module doc)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seen: Base64Bytes = b""
-    pending: list[Signal] = Field(default_factory=list)
-    window_opened_at: AwareDatetime | None = None
-    last_new_at: AwareDatetime | None = None
-    owners: dict[str, str] = Field(default_factory=dict)  # alert fingerprint -> loop workflow id
-    open_fixes: dict[str, str] = Field(default_factory=dict)  # service -> loop with an open merge request for it
-    recent_deploys: list[RecentDeploy] = Field(default_factory=list)
-    counters: Counters = Field(default_factory=Counters)
-    windows: list[WindowRecord] = Field(default_factory=list)
-    finishing: bool = False
-
-
-class IntakeInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._/-]+$")
-    options: IntakeOptions = Field(default_factory=IntakeOptions)
-    state: IntakeState | None = None
-
-
-class IntakeStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str
-    counters: Counters
-    pending: int
-    remembered: int
-    windows: list[WindowRecord]
-    finishing: bool
-
-
-def intake_id(scope: str) -> str:
-    """The workflow id of a scope's intake: ``intake/<scope>``."""
-    return f"intake/{scope}"
 
 
 def pack_seen(seen: dict[bytes, int]) -> bytes:
@@ -282,7 +170,7 @@ class IntakeWorkflow:
                 continue
             if self.state.finishing and not self.state.pending and not self._queue:
                 break
-            if self._worked and policies.continue_as_new_due(self.inp.options.max_run_events):
+            if self._worked and options.continue_as_new_due(self.inp.options.max_run_events):
                 await self._continue_as_new()
             closed_by = self._window_due()
             if closed_by:
@@ -496,15 +384,12 @@ class IntakeWorkflow:
         for engine in engines:
             self.state.counters.triage_calls += 1
             try:
-                return await workflow.execute_activity(
-                    GROUP_SIGNALS,
+                return await workflow.execute_activity_method(
+                    TriageActivities.group_signals,
                     GroupSignalsInput(
                         scope=self.inp.scope, signals=window, engine=engine, recent_deploys=self.state.recent_deploys
                     ),
-                    result_type=TriageResult,
-                    start_to_close_timeout=policies.TRIAGE_TIMEOUT,
-                    retry_policy=policies.TRIAGE_RETRY,
-                    summary=f"triage {len(window)} signals with {engine} ({closed_by})",
+                    **options.call(Call.TRIAGE, f"triage {len(window)} signals with {engine} ({closed_by})"),
                 )
             except ActivityError as e:
                 if isinstance(e.cause, ApplicationError) and e.cause.type == RESULT_TOO_LARGE and len(window) > 1:

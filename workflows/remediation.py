@@ -18,7 +18,7 @@ of at most 2,000 characters. Before continue-as-new the carry is measured and, w
 ``CARRY_MAX_BYTES``, the oldest joined alerts, then the oldest evidence, then the start signals that are not alerts
 (needed only for planning, which is behind) are dropped and counted, so the carry, and the ``status`` answer, fit.
 
-Query ``status`` -> ``LoopState``. Search attributes (``fixloop.workflows.policies``): stage, service, severity, Jira
+Query ``status`` -> ``LoopState``. Search attributes (``fixloop.workflows.options``): stage, service, severity, Jira
 key,
 merge request, scope, kind; ``workflow.set_current_details`` carries a Markdown summary for the Temporal UI.
 """
@@ -28,213 +28,70 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from enum import StrEnum
-from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.activities import change, flux, gitlab, jira, verify
-    from fixloop.workflows import policies
-    from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
     from pydantic_core import to_json
 
-    from fixloop.core.gate import decider_refusal, observe
+    from fixloop.activities.deploy import DeployActivities
+    from fixloop.activities.merge_request import MergeRequestActivities
+    from fixloop.activities.plan import PlanActivities
+    from fixloop.activities.verify import VerifyActivities
+    from fixloop.activities.work_item import WorkItemActivities
+    from fixloop.core.gate import MrState, decider_refusal, observe
     from fixloop.core.gate import gate as gate_verdict
     from fixloop.core.markup import markdown
     from fixloop.core.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem, signal_bytes
     from fixloop.core.parsing import clean
-    from fixloop.core.verification import VerificationPolicy
+    from fixloop.core.service import touched_service
+    from fixloop.core.verification import VerdictResult, VerificationPolicy
+    from fixloop.workflows import options
+    from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
+    from fixloop.workflows.contracts.intake import intake_id
+    from fixloop.workflows.contracts.loop import (
+        DECISIONS_PENDING_MAX,
+        AlertsJoined,
+        ApprovalEvent,
+        Decision,
+        DeployEvent,
+        Evidence,
+        LoopState,
+        MergeRequestEvent,
+        MoreSignals,
+        OpenFix,
+        Outcome,
+        Refresh,
+        RemediationInput,
+        Stage,
+    )
+    from fixloop.workflows.contracts.merge_request import (
+        CheckUserInput,
+        DeleteBranchInput,
+        MergeRequestRef,
+        MergeRequestStateInput,
+        NoteInput,
+        OpenMergeRequestInput,
+        OpenRevertInput,
+    )
+    from fixloop.workflows.contracts.plan import PlanChangeInput
+    from fixloop.workflows.contracts.verify import JudgeInput
+    from fixloop.workflows.contracts.work_item import (
+        CloseWorkItemInput,
+        CommentInput,
+        LinkInput,
+        OpenWorkItemInput,
+        SetStatusInput,
+    )
+    from fixloop.workflows.options import Call
 
 EVIDENCE_MAX = 100
 ALERTS_MAX = 50  # joined alerts kept in the state
 ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.core.models``)
 CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
-DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
 _MONITOR_ID = re.compile(r"[0-9]{1,18}")
-
-
-class Stage(StrEnum):
-    OPEN_WORK_ITEM = "open_work_item"
-    PLAN_CHANGE = "plan_change"
-    OPEN_MERGE_REQUEST = "open_merge_request"
-    AWAIT_APPROVAL = "await_approval"
-    AWAIT_DEPLOY = "await_deploy"
-    VERIFY = "verify"
-    DECIDE = "decide"  # marginal or no data: a human decides (update ``decide``)
-    CLOSE = "close"
-    DONE = "done"
-
-
-class Outcome(StrEnum):
-    """How a loop ended."""
-
-    TRACKED = "tracked"  # no fix to make (risk digest, investigation): the Jira issue is the deliverable
-    NOT_LOCATED = "not_located"  # the fix could not be located in the repository: explained on Jira
-    VERIFIED = "verified"  # deployed and the verdict passed (or a human decided it passed)
-    REVERTED = "reverted"  # the verdict failed; the revert merge request was approved, merged and applied
-    REVERT_DECLINED = "revert_declined"  # the verdict failed; the revert merge request was closed unmerged
-    UNDECIDED = "undecided"  # marginal / no data and nobody decided in time
-    MR_CLOSED = "mr_closed"
-    APPROVAL_EXPIRED = "approval_expired"
-    DEPLOY_FAILED = "deploy_failed"
-    DEPLOY_EXPIRED = "deploy_expired"
-    JOINED = "joined"  # an open fixloop MR of another work item already changes these lines: recorded, not doubled
-
-
-class LoopOptions(BaseModel):
-    """Timings of the waits (``timedelta``; JSON as ISO 8601 durations or seconds)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    poll_interval: timedelta = timedelta(minutes=10)
-    approval_escalate_after: timedelta = timedelta(days=2)
-    approval_max_escalations: int = Field(default=3, ge=0)
-    deploy_escalate_after: timedelta = timedelta(hours=1)
-    deploy_max_escalations: int = Field(default=2, ge=0)
-    verify_delay: timedelta = timedelta(minutes=2)  # after the window ends, for the metrics to arrive
-    decide_escalate_after: timedelta = timedelta(days=1)
-    decide_max_escalations: int = Field(default=3, ge=0)
-    max_run_events: int = Field(default=5_000, ge=1)  # continue-as-new beyond this (or when the server suggests)
-    search_attributes: bool = True  # off only where the server lacks them (the Java test server)
-
-
-class Evidence(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    at: AwareDatetime
-    stage: Stage
-    text: str = Field(max_length=2_000)
-
-
-class Decision(BaseModel):
-    """Update ``decide``: a human's verdict on a marginal / no-data verification (``pass`` closes the work item,
-    ``fail`` opens the revert merge request). ``by`` is a claim: it counts once GitLab shows a real, active, allowed
-    human of that username (not the bot); a refused one is noted and the loop keeps waiting."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    result: Literal["pass", "fail"]
-    by: str = Field(min_length=1, max_length=100)
-    reason: str = Field(default="", max_length=1_000)
-
-
-class LoopState(BaseModel):
-    """Everything the loop knows; the ``status`` query's answer and the continue-as-new carry."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    stage: Stage = Stage.OPEN_WORK_ITEM
-    outcome: Outcome | None = None
-    issue: jira.IssueRef | None = None
-    plan: change.PlannedChange | None = None
-    merge_request: gitlab.MergeRequestRef | None = None
-    mr_state: gitlab.MergeRequestState | None = None  # the gate's merge request as last read from the GitLab API
-    approvals_seen: dict[str, str | None] = Field(default_factory=dict)  # user id -> head first seen approved at
-    decisions_pending: list[Decision] = Field(default_factory=list, max_length=DECISIONS_PENDING_MAX)  # not checked yet
-    deploy: flux.DeployState | None = None
-    deployed_at: AwareDatetime | None = None
-    verdict: verify.Verdict | None = None
-    decision: Decision | None = None
-    recovered: list[str] = Field(default_factory=list)  # monitors seen recovering after the deploy
-    alerts: list[Signal] = Field(default_factory=list)  # alerts joined while the merge request was open
-    fixing_service: str | None = None  # the service the intake was told this loop is fixing (until it ends)
-    revert: gitlab.MergeRequestRef | None = None  # the revert merge request of a failed verdict (gated again)
-    reverted_sha: str | None = None  # the merge commit it reverts
-    waiting_since: AwareDatetime | None = None
-    escalations: int = 0
-    more_signals: int = 0  # signals added after the start (the same work item triaged again)
-    refreshed: int = 0  # refreshes of its signals (e.g. an alert's later transition)
-    wakes: int = 0  # GitLab hooks that woke the gate (each burst is one read of the merge request)
-    wakes_read: int = 0  # the wakes the last completed read (and the gate's decision on it) covers
-    evidence: list[Evidence] = Field(default_factory=list)
-    runs: int = 1
-    alerts_dropped: int = 0  # joined alerts not kept (over ALERTS_MAX / ALERTS_MAX_BYTES), counted
-    carry_dropped: int = 0  # evidence lines and start signals dropped so that the continue-as-new carry fits
-
-
-class RemediationInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str
-    work_item: WorkItem
-    signals: list[Signal] = Field(default_factory=list)  # the work item's signals at the start (for planning)
-    options: LoopOptions = Field(default_factory=LoopOptions)
-    state: LoopState | None = None  # set by continue-as-new
-
-
-class MoreSignals(BaseModel):
-    """Signal ``add_signals``: the intake triaged new signals into this loop's work item."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    work_item: WorkItem
-
-
-class Refresh(BaseModel):
-    """Signal ``refresh``: signals of this loop seen again (e.g. an alert recovered)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    signals: list[Signal]
-
-
-class AlertsJoined(BaseModel):
-    """Signal ``join_alerts``: alerts on the service this loop is changing, sent by the intake while the loop's
-    merge request is open (before its deploy): they become part of the work item, and its verification requires
-    their Datadog monitors to have recovered."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    signals: list[Signal] = Field(max_length=500)
-
-
-class OpenFix(BaseModel):
-    """Intake signal ``fixing``: loop ``loop`` (work item ``work_item_id``) has a merge request open for
-    ``service`` (``open``), or has ended (``open`` false). Alerts on that service join the loop meanwhile."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    work_item_id: str
-    service: str = Field(min_length=1, max_length=200)
-    loop: str
-    open: bool = True
-
-
-class ApprovalEvent(BaseModel):
-    """Update ``approve``: a GitLab approval hook (via the gateway). A claim: it only wakes the loop, which reads the
-    merge request's approvals from the GitLab API; its validator refuses obvious non-approvals early (a hint)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    approval: gitlab.Approval
-
-
-class MergeRequestEvent(BaseModel):
-    """Signal ``merge_request_event``: a GitLab merge request webhook for this loop's merge request (via the
-    gateway; ``fixloop.integrations.gitlab.webhook``) with what it claims: ``state`` (opened / merged / closed /
-    locked),
-    head, and merge commit once merged. A claim: it only wakes the loop (for merge request ``iid``), which reads the
-    merge request from the GitLab API. Approvals travel as the ``approve`` update instead."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    iid: int
-    state: gitlab.MrState
-    head_sha: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-    merge_sha: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-
-
-class DeployEvent(BaseModel):
-    """Signal ``deploy_event``: a Flux notification for this scope (via the gateway)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    revision: str
-    ready: bool
-    message: str | None = Field(default=None, max_length=2_000)
 
 
 _GATED = (Stage.OPEN_WORK_ITEM, Stage.PLAN_CHANGE, Stage.OPEN_MERGE_REQUEST, Stage.AWAIT_APPROVAL)
@@ -247,18 +104,13 @@ def _inconsistent(what: str) -> ApplicationError:
 def initial_attributes(scope: str, wi: WorkItem) -> list[tuple[SearchAttributeKey[str], str]]:
     """The search attributes a loop has from its start: scope, kind, severity, service (or image / manifest)."""
     pairs = [
-        (policies.SA_SCOPE, scope),
-        (policies.SA_KIND, wi.kind.value),
-        (policies.SA_SEVERITY, wi.severity.value),
-        (policies.SA_SERVICE, wi.service or wi.artifact or wi.target or ""),
-        (policies.SA_STAGE, Stage.OPEN_WORK_ITEM.value),
+        (options.SA_SCOPE, scope),
+        (options.SA_KIND, wi.kind.value),
+        (options.SA_SEVERITY, wi.severity.value),
+        (options.SA_SERVICE, wi.service or wi.artifact or wi.target or ""),
+        (options.SA_STAGE, Stage.OPEN_WORK_ITEM.value),
     ]
     return [(k, v) for k, v in pairs if v]
-
-
-def loop_id(scope: str, work_item_id: str) -> str:
-    """The readable, deterministic workflow id of a loop: ``remediate/<scope>/<work-item-id>``."""
-    return f"remediate/{scope}/{work_item_id}"
 
 
 @workflow.defn
@@ -357,29 +209,23 @@ class RemediationWorkflow:
         return self.state
 
     async def _open_work_item(self) -> None:
-        ref = await workflow.execute_activity(
-            jira.OPEN_WORK_ITEM,
-            jira.OpenWorkItemInput(scope=self.inp.scope, work_item=self.inp.work_item),
-            result_type=jira.IssueRef,
-            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-            retry_policy=policies.EXTERNAL_RETRY,
-            summary="open the Jira issue",
+        ref = await workflow.execute_activity_method(
+            WorkItemActivities.open_work_item,
+            OpenWorkItemInput(scope=self.inp.scope, work_item=self.inp.work_item),
+            **options.call(Call.EXTERNAL, "open the Jira issue"),
         )
         self.state.issue = ref
-        self._set_attributes((policies.SA_JIRA_KEY, ref.key))
+        self._set_attributes((options.SA_JIRA_KEY, ref.key))
         self._note(f"Jira issue {ref.key} {'opened' if ref.created else 'found'}: {ref.url}")
         self._advance(Stage.PLAN_CHANGE if self.inp.work_item.kind in FIX_KINDS else Stage.DONE, Outcome.TRACKED)
 
     async def _plan_change(self) -> None:
-        planned = await workflow.execute_activity(
-            change.PLAN_CHANGE,
-            change.PlanChangeInput(
+        planned = await workflow.execute_activity_method(
+            PlanActivities.plan,
+            PlanChangeInput(
                 scope=self.inp.scope, work_item=self.inp.work_item, jira_key=self._jira_key(), signals=self.inp.signals
             ),
-            result_type=change.PlannedChange,
-            start_to_close_timeout=policies.PLAN_TIMEOUT,
-            retry_policy=policies.EXTERNAL_RETRY,
-            summary="plan the change",
+            **options.call(Call.PLAN, "plan the change"),
         )
         self.state.plan = planned
         if not planned.located:
@@ -394,18 +240,15 @@ class RemediationWorkflow:
     async def _open_merge_request(self) -> None:
         if self.state.plan is None:
             raise _inconsistent("no planned change")
-        ref = await workflow.execute_activity(
-            gitlab.OPEN_MERGE_REQUEST,
-            gitlab.OpenMergeRequestInput(
+        ref = await workflow.execute_activity_method(
+            MergeRequestActivities.open_merge_request,
+            OpenMergeRequestInput(
                 scope=self.inp.scope, work_item=self.inp.work_item, change=self.state.plan, jira_key=self._jira_key()
             ),
-            result_type=gitlab.MergeRequestRef,
-            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-            retry_policy=policies.EXTERNAL_RETRY,
-            summary="open the merge request",
+            **options.call(Call.EXTERNAL, "open the merge request"),
         )
         self.state.merge_request = ref
-        self._set_attributes((policies.SA_MERGE_REQUEST, ref.url))
+        self._set_attributes((options.SA_MERGE_REQUEST, ref.url))
         if ref.joined:
             await self._joined(ref)
             return
@@ -416,7 +259,7 @@ class RemediationWorkflow:
         self._advance(Stage.AWAIT_APPROVAL)
         await self._tell_intake_fixing(open_=True)
 
-    async def _joined(self, mr: gitlab.MergeRequestRef) -> None:
+    async def _joined(self, mr: MergeRequestRef) -> None:
         """This plan changes lines that merge request ``mr`` of another work item already changes (one MR per line,
         ``gitlab.open_merge_request``): record it, say so on the MR, on this work item's Jira issue and on the MR's
         own issue, link it from this issue, and end ``joined`` (the other loop gates, deploys and verifies it)."""
@@ -467,13 +310,10 @@ class RemediationWorkflow:
         opts = self.inp.options
 
         async def read() -> None:
-            polled = await workflow.execute_activity(
-                gitlab.MERGE_REQUEST_STATE,
-                gitlab.MergeRequestStateInput(project=mr.project, iid=mr.iid),
-                result_type=gitlab.MergeRequestState,
-                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-                retry_policy=policies.EXTERNAL_RETRY,
-                summary="read the merge request",
+            polled = await workflow.execute_activity_method(
+                MergeRequestActivities.merge_request_state,
+                MergeRequestStateInput(project=mr.project, iid=mr.iid),
+                **options.call(Call.EXTERNAL, "read the merge request"),
             )
             before = self.state.mr_state
             previous_head = before.head_sha if before is not None else mr.head_sha
@@ -500,7 +340,7 @@ class RemediationWorkflow:
                 self._note(f"approved by {who} at {s.head_sha[:12]}; merged as {(s.merge_sha or '?')[:12]}")
                 self._advance(Stage.AWAIT_DEPLOY)
                 return True
-            if s.state is gitlab.MrState.MERGED and not self._merged_unapproved_noted:
+            if s.state is MrState.MERGED and not self._merged_unapproved_noted:
                 self._merged_unapproved_noted = True
                 self._note(f"merge request !{mr.iid} merged without a human approval of {s.head_sha[:12]}: waiting")
             return False
@@ -518,17 +358,14 @@ class RemediationWorkflow:
         if self._closed_unmerged:
             await self._closed(mr)
 
-    async def _closed(self, mr: gitlab.MergeRequestRef) -> None:
+    async def _closed(self, mr: MergeRequestRef) -> None:
         """The gate's merge request was closed without merging: end cleanly (Jira comment and label, the branch
         deleted so nothing is left behind)."""
         reverting = self.state.revert is not None
-        await workflow.execute_activity(
-            gitlab.DELETE_BRANCH,
-            gitlab.DeleteBranchInput(project=mr.project, branch=mr.branch),
-            result_type=bool,
-            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-            retry_policy=policies.EXTERNAL_RETRY,
-            summary="delete the branch of the closed merge request",
+        await workflow.execute_activity_method(
+            MergeRequestActivities.delete_branch,
+            DeleteBranchInput(project=mr.project, branch=mr.branch),
+            **options.call(Call.EXTERNAL, "delete the branch of the closed merge request"),
         )
         if reverting:
             text = (
@@ -550,15 +387,12 @@ class RemediationWorkflow:
         opts = self.inp.options
 
         async def poll() -> None:
-            self.state.deploy = await workflow.execute_activity(
-                flux.DEPLOY_STATE,
-                flux.DeployStateInput(
+            self.state.deploy = await workflow.execute_activity_method(
+                DeployActivities.deploy_state,
+                DeployStateInput(
                     scope=self.inp.scope, merge_sha=merge_sha, kustomization=self._verification().kustomization
                 ),
-                result_type=flux.DeployState,
-                start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-                retry_policy=policies.EXTERNAL_RETRY,
-                summary="poll the Kustomization",
+                **options.call(Call.EXTERNAL, "poll the Kustomization"),
             )
 
         def passed() -> bool:
@@ -598,8 +432,7 @@ class RemediationWorkflow:
     async def _tell_intake_fixing(self, open_: bool) -> None:
         """Tell the scope's intake that this loop's merge request is open for its service (alerts on it then join
         this loop), or that the loop has ended (best effort: a failure is recorded)."""
-        plan = self.state.plan
-        service = self.state.fixing_service if not open_ else (plan.service if plan is not None else None)
+        service = self.state.fixing_service if not open_ else self._service()
         if not service or (not open_ and self.state.fixing_service is None):
             return
         fix = OpenFix(work_item_id=self.inp.work_item.id, service=service, loop=workflow.info().workflow_id, open=open_)
@@ -609,7 +442,7 @@ class RemediationWorkflow:
     async def _signal_intake(self, name: str, arg: OpenFix | RecentDeploy, what: str) -> bool:
         """Signal ``name`` to the scope's intake; a failure (no intake runs) is recorded, never fatal."""
         try:
-            await workflow.get_external_workflow_handle(f"intake/{self.inp.scope}").signal(name, arg)
+            await workflow.get_external_workflow_handle(intake_id(self.inp.scope)).signal(name, arg)
             return True
         except FailureError as e:
             self._note(f"the intake of {self.inp.scope} could not be told of {what}: {e}")
@@ -662,9 +495,9 @@ class RemediationWorkflow:
             self._show()
             await workflow.sleep(ready_at - workflow.now())
         self._apply_events()
-        verdict = await workflow.execute_activity(
-            verify.JUDGE,
-            verify.JudgeInput(
+        verdict = await workflow.execute_activity_method(
+            VerifyActivities.judge,
+            JudgeInput(
                 scope=self.inp.scope,
                 work_item=self.inp.work_item,
                 deployed_at=self.state.deployed_at,
@@ -673,14 +506,11 @@ class RemediationWorkflow:
                 monitor_ids=self._monitor_ids(),
                 recovered=bool(self.state.recovered),
             ),
-            result_type=verify.Verdict,
-            start_to_close_timeout=policies.VERIFY_TIMEOUT,
-            retry_policy=policies.EXTERNAL_RETRY,
-            summary="judge the deploy",
+            **options.call(Call.VERIFY, "judge the deploy"),
         )
         self.state.verdict = verdict
         self._note(f"verdict {verdict.result.value}: {verdict.summary}")
-        if verdict.result in (verify.VerdictResult.PASS, verify.VerdictResult.FAIL):
+        if verdict.result in (VerdictResult.PASS, VerdictResult.FAIL):
             self._advance(Stage.CLOSE)
             return
         await self._comment(
@@ -706,13 +536,10 @@ class RemediationWorkflow:
         async def check() -> None:
             while self.state.decisions_pending and self.state.decision is None:
                 d, *self.state.decisions_pending = self.state.decisions_pending
-                user = await workflow.execute_activity(
-                    gitlab.CHECK_USER,
-                    gitlab.CheckUserInput(username=d.by),
-                    result_type=gitlab.UserFacts,
-                    start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-                    retry_policy=policies.EXTERNAL_RETRY,
-                    summary="check who decided",
+                user = await workflow.execute_activity_method(
+                    MergeRequestActivities.check_user,
+                    CheckUserInput(username=d.by),
+                    **options.call(Call.EXTERNAL, "check who decided"),
                 )
                 why = decider_refusal(user)
                 if why is not None:
@@ -737,7 +564,7 @@ class RemediationWorkflow:
         d, v = self.state.decision, self.state.verdict
         if d is not None:
             return d.result == "pass"
-        return v is not None and v.result is verify.VerdictResult.PASS
+        return v is not None and v.result is VerdictResult.PASS
 
     async def _close(self) -> None:
         verdict = self.state.verdict
@@ -759,12 +586,10 @@ class RemediationWorkflow:
         mr = self.state.merge_request
         if self._passed_verification():
             if self.state.issue:
-                await workflow.execute_activity(
-                    jira.CLOSE_WORK_ITEM,
-                    jira.CloseWorkItemInput(key=self.state.issue.key, resolution="done", comment=evidence[:32_000]),
-                    start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-                    retry_policy=policies.EXTERNAL_RETRY,
-                    summary="close the Jira issue",
+                await workflow.execute_activity_method(
+                    WorkItemActivities.close_work_item,
+                    CloseWorkItemInput(key=self.state.issue.key, resolution="done", comment=evidence[:32_000]),
+                    **options.call(Call.EXTERNAL, "close the Jira issue"),
                 )
             if mr is not None:
                 shown = "\n\n".join(markdown(line, 500) for line in evidence.splitlines())  # GitLab Markdown
@@ -783,9 +608,9 @@ class RemediationWorkflow:
             labels=["fixloop-verify-failed"],
         )
         await self._set_status("To Do")
-        revert = await workflow.execute_activity(
-            gitlab.OPEN_REVERT_MERGE_REQUEST,
-            gitlab.OpenRevertInput(
+        revert = await workflow.execute_activity_method(
+            MergeRequestActivities.open_revert_merge_request,
+            OpenRevertInput(
                 scope=self.inp.scope,
                 work_item=self.inp.work_item,
                 original=mr,
@@ -794,15 +619,12 @@ class RemediationWorkflow:
                 evidence=[line[:300] for line in verdict.evidence[:50]],
                 jira_key=self._jira_key(),
             ),
-            result_type=gitlab.MergeRequestRef,
-            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-            retry_policy=policies.EXTERNAL_RETRY,
-            summary="open the revert merge request",
+            **options.call(Call.EXTERNAL, "open the revert merge request"),
         )
         self.state.revert, self.state.reverted_sha = revert, merge_sha
         self.state.mr_state, self.state.approvals_seen = None, {}
         self._merged_unapproved_noted = False
-        self._set_attributes((policies.SA_MERGE_REQUEST, revert.url))
+        self._set_attributes((options.SA_MERGE_REQUEST, revert.url))
         self._note(f"revert merge request !{revert.iid} of {merge_sha[:12]}: {revert.url}")
         await self._link(revert.url, f"Revert merge request !{revert.iid}", "link the revert merge request")
         self._advance(Stage.AWAIT_APPROVAL)
@@ -817,7 +639,7 @@ class RemediationWorkflow:
         max_escalations: int,
         what: str,
         expired: Outcome,
-        remind: gitlab.MergeRequestRef | None = None,
+        remind: MergeRequestRef | None = None,
     ) -> None:
         """Wait until ``passed()`` (evaluated after every event or poll); ``poll()`` runs every poll interval and
         once after each drain of events that woke the loop (a burst of webhooks is one read); escalate every
@@ -867,7 +689,7 @@ class RemediationWorkflow:
                     )
                 self._note(f"escalated ({self.state.escalations}): still {what}")
                 continue
-            if policies.continue_as_new_due(self.inp.options.max_run_events):
+            if options.continue_as_new_due(self.inp.options.max_run_events):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 self._apply_events()
                 self.state.runs += 1
@@ -927,7 +749,7 @@ class RemediationWorkflow:
                 s = self.state.mr_state
                 sha = (s.merge_sha or s.head_sha) if s else None
                 if sha and sha in e.revision:
-                    self.state.deploy = flux.DeployState(
+                    self.state.deploy = DeployState(
                         applied=e.ready, failed=not e.ready, revision=e.revision, message=e.message
                     )
                 else:
@@ -940,17 +762,15 @@ class RemediationWorkflow:
         key = key or (self.state.issue.key if self.state.issue else None)
         if key is None:
             return
-        await workflow.execute_activity(
-            jira.COMMENT,
-            jira.CommentInput(
+        await workflow.execute_activity_method(
+            WorkItemActivities.comment,
+            CommentInput(
                 key=key,
                 body=body[:32_000],
                 labels=labels or [],
                 dedup_key=f"{workflow.info().workflow_id}/{dedup}",
             ),
-            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-            retry_policy=policies.ESCALATE_RETRY,
-            summary=f"Jira comment ({dedup})",
+            **options.call(Call.ESCALATE, f"Jira comment ({dedup})"),
         )
 
     # --- state and the UI ------------------------------------------------------------------------------------
@@ -959,9 +779,9 @@ class RemediationWorkflow:
         self.state.stage = stage
         if stage is Stage.DONE:
             self.state.outcome = outcome
-        self._set_attributes((policies.SA_STAGE, stage.value))
+        self._set_attributes((options.SA_STAGE, stage.value))
         if outcome is not None and stage is Stage.DONE:
-            self._set_attributes((policies.SA_OUTCOME, outcome.value))
+            self._set_attributes((options.SA_OUTCOME, outcome.value))
 
     def _note(self, text: str) -> None:
         self.state.evidence.append(Evidence(at=workflow.now(), stage=self.state.stage, text=text[:2_000]))
@@ -971,41 +791,33 @@ class RemediationWorkflow:
         """A remote link from this work item's Jira issue to ``url`` (a merge request), once per URL."""
         if self.state.issue is None:
             return
-        await workflow.execute_activity(
-            jira.LINK,
-            jira.LinkInput(key=self.state.issue.key, url=url, title=title),
-            result_type=jira.LinkRef,
-            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-            retry_policy=policies.EXTERNAL_RETRY,
-            summary=summary,
+        await workflow.execute_activity_method(
+            WorkItemActivities.link,
+            LinkInput(key=self.state.issue.key, url=url, title=title),
+            **options.call(Call.EXTERNAL, summary),
         )
 
-    async def _mr_note(self, mr: gitlab.MergeRequestRef, body: str, dedup: str) -> None:
-        await workflow.execute_activity(
-            gitlab.NOTE,
-            gitlab.NoteInput(
+    async def _mr_note(self, mr: MergeRequestRef, body: str, dedup: str) -> None:
+        await workflow.execute_activity_method(
+            MergeRequestActivities.note,
+            NoteInput(
                 project=mr.project, iid=mr.iid, body=body[:32_000], dedup_key=f"{workflow.info().workflow_id}/{dedup}"
             ),
-            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-            retry_policy=policies.ESCALATE_RETRY,
-            summary=f"merge request note ({dedup})",
+            **options.call(Call.ESCALATE, f"merge request note ({dedup})"),
         )
 
     async def _set_status(self, status: str) -> None:
         if self.state.issue is None:
             return
-        moved = await workflow.execute_activity(
-            jira.SET_STATUS,
-            jira.SetStatusInput(key=self.state.issue.key, status=status),
-            result_type=bool,
-            start_to_close_timeout=policies.EXTERNAL_TIMEOUT,
-            retry_policy=policies.EXTERNAL_RETRY,
-            summary=f"Jira status {status}",
+        moved = await workflow.execute_activity_method(
+            WorkItemActivities.set_status,
+            SetStatusInput(key=self.state.issue.key, status=status),
+            **options.call(Call.EXTERNAL, f"Jira status {status}"),
         )
         if not moved:
             self._note(f"Jira issue {self.state.issue.key} has no transition to {status!r}; left as it is")
 
-    def _gate_mr(self) -> gitlab.MergeRequestRef | None:
+    def _gate_mr(self) -> MergeRequestRef | None:
         """The merge request the approval gate is about: the revert's once one is open, else the fix's."""
         return self.state.revert or self.state.merge_request
 
@@ -1014,13 +826,11 @@ class RemediationWorkflow:
         return plan.verification if plan is not None and plan.verification is not None else VerificationPolicy()
 
     def _service(self) -> str | None:
-        """The Datadog service to verify: the work item's (from its alerts), else the one its change is to."""
-        wi, plan = self.inp.work_item, self.state.plan
-        return (
-            wi.service
-            or next((s.service for s in self.inp.signals if s.service), None)
-            or (plan.service if plan is not None else None)
-        )
+        """The service this loop's change touches (``fixloop.core.service.touched_service``): the one the intake is
+        told it is fixing and the one verified. For a fix (findings only: no service of their own) the planned
+        change's."""
+        plan = self.state.plan
+        return touched_service(self.inp.work_item, self.inp.signals, plan.service if plan is not None else None)
 
     def _monitor_ids(self) -> list[int]:
         """The Datadog monitors whose alerts are in this work item (an alert-driven item must see them recover).

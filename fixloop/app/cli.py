@@ -115,8 +115,8 @@ def triage(
             typer.echo(f"fixloop triage: {e}", err=True)
             raise typer.Exit(code=2) from None
 
-    from fixloop.activities.triage import log as triage_log
     from fixloop.activities.triage import triage as run_triage
+    from fixloop.core.triage import log as triage_log
 
     failed: list[Path] = []
     signals = [s for result in _results("triage", paths, None, failed) for s in result.signals]
@@ -266,7 +266,8 @@ def decide(
     from temporalio.client import RPCError, WorkflowUpdateFailedError
 
     from fixloop.core.config import TemporalSettings
-    from fixloop.workflows.remediation import Decision, RemediationWorkflow
+    from fixloop.workflows.contracts.loop import Decision
+    from fixloop.workflows.remediation import RemediationWorkflow
 
     settings = _settings("decide", TemporalSettings)
 

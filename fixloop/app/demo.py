@@ -477,7 +477,8 @@ class Demo:
 
     async def _all_at_gate(self) -> bool:
         """The reports' window is triaged, every loop it started is listed, and each waits at its gate (or ended)."""
-        from fixloop.workflows.intake import IntakeWorkflow, intake_id
+        from fixloop.workflows.contracts.intake import intake_id
+        from fixloop.workflows.intake import IntakeWorkflow
 
         if not self.loops:
             return False

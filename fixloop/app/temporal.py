@@ -23,9 +23,10 @@ from temporalio.service import RetryConfig, TLSConfig
 
 from fixloop.core.config import ConfigError, IntakeSettings, LoopSettings, TemporalSettings
 from fixloop.core.models import Signal, batched
-from fixloop.workflows.intake import IntakeInput, IntakeOptions, IntakeWorkflow, SignalBatch, intake_id
-from fixloop.workflows.policies import SEARCH_ATTRIBUTES
-from fixloop.workflows.remediation import LoopOptions
+from fixloop.workflows.contracts.intake import IntakeInput, IntakeOptions, SignalBatch, intake_id
+from fixloop.workflows.contracts.loop import LoopOptions
+from fixloop.workflows.intake import IntakeWorkflow
+from fixloop.workflows.options import SEARCH_ATTRIBUTES
 
 BATCH = 500
 PAYLOAD_LIMIT_BYTES = 2 << 20  # Temporal's default limit per payload (dynamic config limit.blobSize.error: 2 MiB)

@@ -23,12 +23,12 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
-from fixloop.activities.change import ChangeActivities
-from fixloop.activities.flux import FluxActivities
-from fixloop.activities.gitlab import GitLabActivities
-from fixloop.activities.jira import JiraActivities
+from fixloop.activities.deploy import DeployActivities
+from fixloop.activities.merge_request import MergeRequestActivities
+from fixloop.activities.plan import PlanActivities
 from fixloop.activities.triage import TriageActivities
 from fixloop.activities.verify import VerifyActivities
+from fixloop.activities.work_item import WorkItemActivities
 from fixloop.core.config import ConfigError, LlmSettings, load
 from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.integrations.flux import FluxSettings
@@ -99,16 +99,16 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
     out: list[Callable[..., Any]] = [triage.group_signals]
     config = integrations or Integrations()
     if config.jira is not None:
-        j = JiraActivities(config.jira)
+        j = WorkItemActivities(config.jira)
         out += [j.open_work_item, j.comment, j.close_work_item, j.link, j.set_status]
     if config.gitlab is not None:
         jira_url = str(config.jira.url).rstrip("/") if config.jira is not None else None
-        change = ChangeActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm)
-        g = GitLabActivities(config.gitlab)
+        change = PlanActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm)
+        g = MergeRequestActivities(config.gitlab)
         out += [change.plan, g.open_merge_request, g.merge_request_state, g.note, g.delete_branch]
         out += [g.open_revert_merge_request, g.check_user]
     if config.flux is not None:
-        out.append(FluxActivities(config.flux, config.gitlab).deploy_state)
+        out.append(DeployActivities(config.flux, config.gitlab).deploy_state)
     if config.datadog is not None:
         out.append(VerifyActivities(config.datadog).judge)
     return out

@@ -173,7 +173,7 @@ class IntakeSettings(BaseSettings):
 
 
 class LoopSettings(BaseSettings):
-    """Timings of the remediation loops an intake starts (``fixloop.workflows.remediation.LoopOptions``), used when
+    """Timings of the remediation loops an intake starts (``fixloop.workflows.contracts.loop.LoopOptions``), used when
     ``fixloop submit`` or the gateway starts an intake; running loops keep the options they were started with.
 
     Environment: ``FIXLOOP_LOOP_POLL_INTERVAL`` (seconds between polls of a merge request or Kustomization when no

@@ -1,6 +1,6 @@
 """The approval gate's decision, from facts read from the GitLab API (never from a webhook's claims). Pure: no I/O.
 
-The facts (``MergeRequestState``) are what ``fixloop.activities.gitlab.merge_request_state`` read from GitLab REST v4:
+The facts (``MergeRequestState``) are what ``gitlab.merge_request_state`` read from GitLab REST v4:
 ``GET /projects/:id/merge_requests/:iid`` (``state``, ``sha`` the source branch head, ``merge_commit_sha`` /
 ``squash_commit_sha``, ``author``), ``GET /projects/:id/merge_requests/:iid/approvals`` (``approved_by[].user.{id,
 username}``; read between two reads of the head, so the list belongs to that head), and ``GET /projects/:id/approvals``

@@ -3,7 +3,8 @@
 - ``markdown``: GitLab Flavored Markdown (merge request descriptions and notes) and the Temporal UI (workflow
   ``static_summary`` / ``static_details``, ``set_current_details``, activity ``summary``), which renders Markdown.
 - ``jira_text``: Jira wiki markup (REST API v2 descriptions and comment bodies), the only way text enters Jira
-  (``fixloop.activities.jira`` passes every summary, description and comment through ``jira_summary`` / ``jira_text``).
+  (``fixloop.activities.work_item`` passes every summary, description and comment through ``jira_summary`` /
+  ``jira_text``).
 - ``jira_summary``: Jira's ``summary`` field, plain text: one line, at most 255 characters.
 
 Every helper bounds the text (``fixloop.core.parsing.clean``: control characters folded, cut with an ellipsis) and

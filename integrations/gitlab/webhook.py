@@ -104,7 +104,7 @@ class MergeRequestAttributes(_Wire):
 
 class HookApproval(BaseModel):
     """An approval from a hook: who (GitLab username), for which head SHA, and whether by fixloop's own bot user.
-    The fields of ``fixloop.activities.gitlab.Approval`` (``Approval(**hook_approval.model_dump())``)."""
+    The fields of ``fixloop.core.gate.Approval`` (``Approval(**hook_approval.model_dump())``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import gitlab
-from fixloop.activities.change import ChangeActivities
-from fixloop.activities.gitlab import GitLabActivities
-from fixloop.activities.jira import JiraActivities
+from pydantic_settings import BaseSettings
+
+from fixloop.activities.merge_request import MergeRequestActivities
+from fixloop.activities.plan import PlanActivities
+from fixloop.activities.work_item import WorkItemActivities
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.jira import JiraClient, JiraSettings
 from fixloop.integrations.registry import RegistrySettings
 from fixloop.sandbox.app import SERVICES, Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
 from fixloop.sandbox.server import bind, endpoints, serve_in_thread
-from pydantic_settings import BaseSettings
 
 S = TypeVar("S", bound=BaseSettings)
 PREFIXES = ("/jira", "/gitlab", "/registry")
@@ -37,9 +38,9 @@ class World:
     sb: Sandbox
     url: str
     env: dict[str, str]
-    jira: JiraActivities
-    change: ChangeActivities
-    gitlab: GitLabActivities
+    jira: WorkItemActivities
+    change: PlanActivities
+    gitlab: MergeRequestActivities
     bot: GitLabClient  # fixloop's own GitLab client, to look at what the activities did
     jira_client: JiraClient
 
@@ -63,7 +64,7 @@ def running_world(state_dir: Path) -> Iterator[World]:
         env = endpoints(sb)
         jira_settings = configured(JiraSettings, env)
         gitlab_settings = configured(GitLabSettings, env)
-        change = ChangeActivities(
+        change = PlanActivities(
             gitlab_settings, configured(RegistrySettings, env), jira_url=str(jira_settings.url).rstrip("/")
         )
         try:
@@ -71,9 +72,9 @@ def running_world(state_dir: Path) -> Iterator[World]:
                 sb=sb,
                 url=url,
                 env=env,
-                jira=JiraActivities(jira_settings),
+                jira=WorkItemActivities(jira_settings),
                 change=change,
-                gitlab=GitLabActivities(gitlab_settings),
+                gitlab=MergeRequestActivities(gitlab_settings),
                 bot=GitLabClient(gitlab_settings),
                 jira_client=JiraClient(jira_settings),
             )

@@ -1,4 +1,4 @@
-"""``change.plan`` with a model drafting the merge request (``ChangeActivities(llm=...)``), against the sandbox's
+"""``change.plan`` with a model drafting the merge request (``PlanActivities(llm=...)``), against the sandbox's
 GitLab and a local OpenAI-compatible endpoint (``tests/llm_server.py``): a valid draft is used and the MR names the
 model; a draft that tries to add an operation, and every failure of the model, give the rules' MR saying why; the
 same work item twice gives the same branch, commit and MR."""
@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from fastapi import Response
-from fixloop.activities import change, gitlab
 
 from fixloop.core.change.draft import SYSTEM_PROMPT
 from fixloop.core.change.mr import read_back
 from fixloop.core.config import LlmSettings
 from fixloop.core.models import Signal, WorkItem, WorkItemKind
+from fixloop.workflows.contracts.merge_request import OpenMergeRequestInput
+from fixloop.workflows.contracts.plan import PlanChangeInput
 from tests.activities.sandbox_world import World, running_world
 from tests.activities.test_change_mr import SCOPE, mr_diffs, open_all
 from tests.change.helpers import work_item
@@ -172,7 +173,7 @@ async def test_a_refused_draft_gives_the_rules_mr_with_the_reason(
 
     world.change.llm = None
     rules = await world.change.plan(
-        change.PlanChangeInput(scope=SCOPE, work_item=item[0], jira_key=issue.key, signals=item[1])
+        PlanChangeInput(scope=SCOPE, work_item=item[0], jira_key=issue.key, signals=item[1])
     )
     assert planned.drafted_by == "fixloop rules" and planned.title == RULES_TITLE
     assert planned.changes == rules.changes and len(planned.changes) == 3
@@ -199,7 +200,7 @@ def unused_port_url() -> Iterator[str]:
 async def test_an_unreachable_or_silent_endpoint_falls_back(
     world: World, llm_server: FakeLlm, item: tuple[WorkItem, list[Signal]], unused_port_url: str
 ) -> None:
-    ask = change.PlanChangeInput(scope=SCOPE, work_item=item[0], signals=item[1])
+    ask = PlanChangeInput(scope=SCOPE, work_item=item[0], signals=item[1])
     for llm, reason in (
         (settings(unused_port_url), "cannot reach the endpoint (ConnectError, 1 attempt)"),
         (settings(llm_server.base_url, timeout=0.3), "no answer within 0.3 s (1 attempt)"),
@@ -231,11 +232,11 @@ async def test_the_same_work_item_twice_gives_the_same_branch_commit_and_mr(
     # conflict with the branch), with the rules' text saying why
     llm_server.reply = keeping(lambda op: True)
     changed_mind = await world.change.plan(
-        change.PlanChangeInput(scope=SCOPE, work_item=item[0], jira_key=issue.key, signals=item[1])
+        PlanChangeInput(scope=SCOPE, work_item=item[0], jira_key=issue.key, signals=item[1])
     )
     world.change.llm = settings(unused_port_url)
     down = await world.change.plan(
-        change.PlanChangeInput(scope=SCOPE, work_item=item[0], jira_key=issue.key, signals=item[1])
+        PlanChangeInput(scope=SCOPE, work_item=item[0], jira_key=issue.key, signals=item[1])
     )
     for planned_again, reason in (
         (changed_mind, "the open merge request makes 2 of the 3 validated operations; a re-run keeps them"),
@@ -244,7 +245,7 @@ async def test_the_same_work_item_twice_gives_the_same_branch_commit_and_mr(
         assert planned_again.changes == planned.changes and planned_again.drafted_by == "fixloop rules"
         assert f"the model's draft was refused: {reason}; validated" in (planned_again.description or "")
         reopened = await world.gitlab.open_merge_request(
-            gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item[0], change=planned_again, jira_key=issue.key)
+            OpenMergeRequestInput(scope=SCOPE, work_item=item[0], change=planned_again, jira_key=issue.key)
         )
         assert (reopened.iid, reopened.branch, reopened.head_sha) == (mr.iid, mr.branch, mr.head_sha)
         assert mr_diffs(world, mr.iid) == WITHOUT_TWISTED

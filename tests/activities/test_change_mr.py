@@ -9,16 +9,25 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixloop.activities import change, gitlab, jira
-from fixloop.activities.change import RegistryTags
-from fixloop.activities.triage import triage_rules
-from fixloop.integrations.errors import AuthError, HttpStatusError
-from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from temporalio.exceptions import ApplicationError
 
+from fixloop.activities import merge_request as gitlab
+from fixloop.activities.plan import RegistryTags
 from fixloop.core.change.mr import read_back
-from fixloop.core.gate import decider_refusal
+from fixloop.core.gate import Approval, ApproverPolicy, MergeRequestState, MrState, decider_refusal
 from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
+from fixloop.core.service import service_of_paths
+from fixloop.core.triage import triage_rules
+from fixloop.integrations.errors import AuthError, HttpStatusError
+from fixloop.integrations.registry import RegistryClient, RegistrySettings
+from fixloop.workflows.contracts.merge_request import (
+    CheckUserInput,
+    MergeRequestRef,
+    MergeRequestStateInput,
+    OpenMergeRequestInput,
+)
+from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange
+from fixloop.workflows.contracts.work_item import IssueRef, OpenWorkItemInput
 from tests.activities.sandbox_world import World, running_world
 from tests.change.helpers import work_item
 from tests.conftest import signals as signals_of
@@ -35,15 +44,15 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 async def open_all(
     w: World, item: WorkItem, signals: list[Signal]
-) -> tuple[jira.IssueRef, change.PlannedChange, gitlab.MergeRequestRef]:
+) -> tuple[IssueRef, PlannedChange, MergeRequestRef]:
     """Stages 1-3 as the workflow runs them."""
-    issue = await w.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    issue = await w.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
     planned = await w.change.plan(
-        change.PlanChangeInput(scope=SCOPE, work_item=item, jira_key=issue.key, signals=signals)
+        PlanChangeInput(scope=SCOPE, work_item=item, jira_key=issue.key, signals=signals)
     )
     assert planned.located, planned.reason
     mr = await w.gitlab.open_merge_request(
-        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
+        OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
     )
     return issue, planned, mr
 
@@ -202,7 +211,7 @@ async def test_a_work_item_whose_fix_is_not_in_the_repository_is_not_located(wor
         ("trivy/trivy-0.22-fulldb_debian-stretch.json", OS, "no Dockerfile fixloop may change has a FROM on debian 9."),
     ):
         item, signals = work_item(report, kind)
-        planned = await world.change.plan(change.PlanChangeInput(scope=SCOPE, work_item=item, signals=signals))
+        planned = await world.change.plan(PlanChangeInput(scope=SCOPE, work_item=item, signals=signals))
         assert not planned.located and planned.branch is None and planned.changes == []
         assert planned.reason is not None and planned.reason.startswith(reason)
         assert planned.base_sha == world.bot.branch_head("main")
@@ -231,7 +240,7 @@ async def test_a_jira_site_with_https_is_linked_from_the_description(world: Worl
     item, signals = work_item("trivy/trivy-0.22-fulldb_pip.json", DEP)
     world.change.jira_url = "https://acme.atlassian.net"
     planned = await world.change.plan(
-        change.PlanChangeInput(scope=SCOPE, work_item=item, jira_key="OPS-7", signals=signals)
+        PlanChangeInput(scope=SCOPE, work_item=item, jira_key="OPS-7", signals=signals)
     )
     assert planned.description is not None
     assert "Jira: [OPS-7](https://acme.atlassian.net/browse/OPS-7)\n" in planned.description
@@ -242,9 +251,9 @@ async def test_main_changing_the_same_line_after_planning_gives_a_conflicting_mr
     """The change applies at the commit it was planned on: what the reviewer sees is exactly what was validated, and
     GitLab reports the conflict with the newer main (the next loop re-plans on the new head)."""
     item, signals = work_item("trivy/trivy-head_alpine-39.json", OS)
-    issue = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    issue = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
     planned = await world.change.plan(
-        change.PlanChangeInput(scope=SCOPE, work_item=item, jira_key=issue.key, signals=signals)
+        PlanChangeInput(scope=SCOPE, work_item=item, jira_key=issue.key, signals=signals)
     )
     path = "services/catalog/Dockerfile"
     old = world.bot.read_file(path, "main")
@@ -253,25 +262,25 @@ async def test_main_changing_the_same_line_after_planning_gives_a_conflicting_mr
     assert world.bot.branch_head("main") != planned.base_sha
 
     mr = await world.gitlab.open_merge_request(
-        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
+        OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
     )
     assert mr_diffs(world, mr.iid) == CASES["alpine base image"][3]
     got = world.bot.get_merge_request(mr.iid)
     assert got.has_conflicts and got.detailed_merge_status == "conflict"
     again = await world.gitlab.open_merge_request(
-        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
+        OpenMergeRequestInput(scope=SCOPE, work_item=item, change=planned, jira_key=issue.key)
     )
     assert again == mr
 
 
 async def test_a_change_that_no_longer_matches_its_base_is_a_non_retryable_policy_violation(world: World) -> None:
     item, signals = work_item("trivy/trivy-0.22-fulldb_pip.json", DEP)
-    planned = await world.change.plan(change.PlanChangeInput(scope=SCOPE, work_item=item, signals=signals))
+    planned = await world.change.plan(PlanChangeInput(scope=SCOPE, work_item=item, signals=signals))
     (op,) = planned.changes
     tampered = planned.model_copy(update={"changes": [op.model_copy(update={"current": "0.10"})]})
     with pytest.raises(ApplicationError) as raised:
         await world.gitlab.open_merge_request(
-            gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=item, change=tampered)
+            OpenMergeRequestInput(scope=SCOPE, work_item=item, change=tampered)
         )
     assert raised.value.non_retryable and raised.value.type == "PolicyViolation"
     assert "services/payments/requirements.txt" in raised.value.message
@@ -281,42 +290,42 @@ async def test_a_change_that_no_longer_matches_its_base_is_a_non_retryable_polic
 async def test_approval_by_the_reviewer_at_the_head_is_one_human_approval_with_that_sha(world: World) -> None:
     item, signals = work_item("trivy/trivy-head_npm.json", DEP)
     _, _, mr = await open_all(world, item, signals)
-    ask = gitlab.MergeRequestStateInput(project=mr.project, iid=mr.iid)
+    ask = MergeRequestStateInput(project=mr.project, iid=mr.iid)
     before = await world.gitlab.merge_request_state(ask)
-    assert before == gitlab.MergeRequestState(
-        state=gitlab.MrState.OPENED,
+    assert before == MergeRequestState(
+        state=MrState.OPENED,
         head_sha=mr.head_sha,
         author_id=2,  # the bot opened it
         author=world.gitlab.settings.bot_username,
         reset_approvals_on_push=True,  # the project's approval configuration, read with it
-        policy=gitlab.ApproverPolicy(bot_username=world.gitlab.settings.bot_username),
+        policy=ApproverPolicy(bot_username=world.gitlab.settings.bot_username),
     )
 
     reviewer = world.project(world.reviewer_token)
     reviewer.mergerequests.get(mr.iid).approve(sha=mr.head_sha)
     state = await world.gitlab.merge_request_state(ask)
-    assert state.state is gitlab.MrState.OPENED and state.head_sha == mr.head_sha
-    assert state.approvals == [gitlab.Approval(by="reviewer", sha=mr.head_sha, bot=False, user_id=3)]
+    assert state.state is MrState.OPENED and state.head_sha == mr.head_sha
+    assert state.approvals == [Approval(by="reviewer", sha=mr.head_sha, bot=False, user_id=3)]
     # an approver policy: an allowed list, else the group (the sandbox's platform/reviewers holds the reviewer)
     for policy, allowed in (({"approvers": ["reviewer"]}, True), ({"approver_group": "platform/reviewers"}, True),
                             ({"approvers": ["alice"]}, False)):  # fmt: skip
-        gated = gitlab.GitLabActivities(world.gitlab.settings.model_copy(update=policy))
+        gated = gitlab.MergeRequestActivities(world.gitlab.settings.model_copy(update=policy))
         assert [a.allowed for a in (await gated.merge_request_state(ask)).approvals] == [allowed]
 
     # GitLab refuses the author's own approval, so the bot flag is shown with a worker whose bot is "reviewer"
-    as_bot = gitlab.GitLabActivities(world.gitlab.settings.model_copy(update={"bot_username": "reviewer"}))
+    as_bot = gitlab.MergeRequestActivities(world.gitlab.settings.model_copy(update={"bot_username": "reviewer"}))
     assert [a.bot for a in (await as_bot.merge_request_state(ask)).approvals] == [True]
 
     reviewer.mergerequests.get(mr.iid).merge(sha=mr.head_sha)
     merged = await world.gitlab.merge_request_state(ask)
-    assert merged.state is gitlab.MrState.MERGED and merged.merged_at is not None
+    assert merged.state is MrState.MERGED and merged.merged_at is not None
     assert merged.merge_sha is not None and merged.merge_sha == world.bot.get_merge_request(mr.iid).merged_commit_sha
     assert world.bot.branch_head("main") == merged.merge_sha
 
 
 async def test_an_unknown_merge_request_is_a_non_retryable_not_found(world: World) -> None:
     with pytest.raises(ApplicationError) as raised:
-        await world.gitlab.merge_request_state(gitlab.MergeRequestStateInput(project=SCOPE, iid=999))
+        await world.gitlab.merge_request_state(MergeRequestStateInput(project=SCOPE, iid=999))
     assert raised.value.non_retryable and raised.value.type == "NotFound"
 
 
@@ -344,7 +353,7 @@ async def test_registry_tags_per_image_and_what_one_image_s_failure_does(world: 
 
 async def test_an_image_the_registry_does_not_know_is_not_fixable_with_the_registry_s_reason(world: World) -> None:
     item, signals = work_item("trivy/trivy-head_alpine-39.json", OS)
-    ask = change.PlanChangeInput(scope=SCOPE, work_item=item, signals=signals)
+    ask = PlanChangeInput(scope=SCOPE, work_item=item, signals=signals)
     world.change.registry = registry_answering(404, "NAME_UNKNOWN")
     planned = await world.change.plan(ask)
     reason = "alpine: the registry could not list its tags (HTTP 404: NAME_UNKNOWN: name unknown)"
@@ -370,7 +379,7 @@ async def test_an_image_the_registry_does_not_know_is_not_fixable_with_the_regis
     ],
 )
 def test_the_service_of_a_change_follows_the_repository_layout(paths: list[str], service: str | None) -> None:
-    assert change.service_of_paths(paths) == service
+    assert service_of_paths(paths) == service
 
 
 async def test_the_merge_request_states_its_verification_plan(world: World) -> None:
@@ -386,12 +395,12 @@ async def test_the_merge_request_states_its_verification_plan(world: World) -> N
 
 async def test_check_user_reads_the_human_a_decision_names(world: World) -> None:
     check = world.gitlab.check_user
-    reviewer = await check(gitlab.CheckUserInput(username="reviewer"))
+    reviewer = await check(CheckUserInput(username="reviewer"))
     assert (reviewer.user_id, reviewer.state, reviewer.bot) == (3, "active", False)
     assert decider_refusal(reviewer) is None
-    bot = await check(gitlab.CheckUserInput(username=world.gitlab.settings.bot_username))
+    bot = await check(CheckUserInput(username=world.gitlab.settings.bot_username))
     assert bot.bot and decider_refusal(bot) == f"{bot.username!r} is a bot"
-    ghost = await check(gitlab.CheckUserInput(username="nobody-here"))
+    ghost = await check(CheckUserInput(username="nobody-here"))
     assert ghost.user_id is None and decider_refusal(ghost) == "GitLab has no user 'nobody-here'"
 
 
@@ -431,13 +440,13 @@ async def test_a_spoofed_target_joins_the_open_mr_for_the_line_instead_of_openin
     issue, _, mr = await open_all(world, real, found)
     assert not mr.joined
 
-    other_issue = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=spoofed))
+    other_issue = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=spoofed))
     planned = await world.change.plan(
-        change.PlanChangeInput(scope=SCOPE, work_item=spoofed, jira_key=other_issue.key, signals=found)
+        PlanChangeInput(scope=SCOPE, work_item=spoofed, jira_key=other_issue.key, signals=found)
     )
     assert planned.operations == ["services/payments/requirements.txt: Werkzeug 0.11 -> 2.2.3"]  # the same line
     joined = await world.gitlab.open_merge_request(
-        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=spoofed, change=planned, jira_key=other_issue.key)
+        OpenMergeRequestInput(scope=SCOPE, work_item=spoofed, change=planned, jira_key=other_issue.key)
     )
     assert joined.joined and (joined.iid, joined.url, joined.branch) == (mr.iid, mr.url, mr.branch)
     assert (joined.work_item_id, joined.jira_key) == (real.id, issue.key)
@@ -448,10 +457,10 @@ async def test_a_spoofed_target_joins_the_open_mr_for_the_line_instead_of_openin
     assert world.bot.branch_head(planned.branch or "") is None  # nothing of the spoofed item was pushed
 
     replanned = await world.change.plan(
-        change.PlanChangeInput(scope=SCOPE, work_item=real, jira_key=issue.key, signals=found)
+        PlanChangeInput(scope=SCOPE, work_item=real, jira_key=issue.key, signals=found)
     )
     again = await world.gitlab.open_merge_request(  # the first loop's retry still has its own MR
-        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=real, change=replanned, jira_key=issue.key)
+        OpenMergeRequestInput(scope=SCOPE, work_item=real, change=replanned, jira_key=issue.key)
     )
     assert not again.joined and again.iid == mr.iid
 
@@ -468,9 +477,9 @@ async def test_of_two_racing_mrs_for_the_same_line_the_younger_closes_itself(wor
         return None if len(calls) == 1 else original(*args, **kwargs)
 
     monkeypatch.setattr(world.gitlab, "_overlapping", raced)
-    planned = await world.change.plan(change.PlanChangeInput(scope=SCOPE, work_item=spoofed, signals=found))
+    planned = await world.change.plan(PlanChangeInput(scope=SCOPE, work_item=spoofed, signals=found))
     second = await world.gitlab.open_merge_request(
-        gitlab.OpenMergeRequestInput(scope=SCOPE, work_item=spoofed, change=planned)
+        OpenMergeRequestInput(scope=SCOPE, work_item=spoofed, change=planned)
     )
     assert second.joined and second.iid == first.iid and calls == [{}, {"below_iid": first.iid + 1}]
     (only,) = open_fixloop_mrs(world)

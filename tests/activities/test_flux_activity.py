@@ -11,22 +11,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fixloop.activities.flux import (
-    DeployState,
-    DeployStateInput,
-    FluxActivities,
-    deploy_event,
-    deploy_state_of,
-)
+from ruamel.yaml import YAML
+from temporalio.exceptions import ApplicationError
+
+from fixloop.activities.deploy import DeployActivities, deploy_event, deploy_state_of
+from fixloop.app.ingest import decode
 from fixloop.integrations.flux import FluxSettings, KubeClient, kustomization_status, parse_event, verify_signature
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.sandbox.repos import Action, Person
 from fixloop.sandbox.server import bind, endpoints
-from fixloop.workflows.remediation import DeployEvent
-from ruamel.yaml import YAML
-from temporalio.exceptions import ApplicationError
-
-from fixloop.app.ingest import decode
+from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
+from fixloop.workflows.contracts.loop import DeployEvent
 from tests.activities.sandbox_world import configured
 from tests.receiver import Receiver
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
@@ -50,7 +45,7 @@ class Clock:
 class World:
     run: Running
     clock: Clock
-    flux: FluxActivities
+    flux: DeployActivities
     flux_settings: FluxSettings
     gitlab_settings: GitLabSettings
     bot: GitLabClient
@@ -88,7 +83,7 @@ def start_world(start_sandbox: Any, **config: Any) -> World:  # noqa: F811
     return World(
         run=run,
         clock=clock,
-        flux=FluxActivities(flux_settings, gitlab_settings),
+        flux=DeployActivities(flux_settings, gitlab_settings),
         flux_settings=flux_settings,
         gitlab_settings=gitlab_settings,
         bot=GitLabClient(gitlab_settings),
@@ -131,7 +126,7 @@ async def test_merge_applied_then_still_applied_under_a_later_commit(world: Worl
     assert DeployState.model_validate_json(state.model_dump_json()) == state
 
     # without GitLab there is no ancestry check: only the exact commit counts
-    exact_only = FluxActivities(world.flux_settings, None)
+    exact_only = DeployActivities(world.flux_settings, None)
     try:
         alone = await exact_only.deploy_state(DeployStateInput(scope=SCOPE, merge_sha=merge))
         assert not alone.applied and not alone.failed and alone.revision == f"main@sha1:{later}"
@@ -194,14 +189,14 @@ async def test_errors_are_clear_and_retryable_only_when_a_retry_can_help(world: 
         assert e.value.type == "InvalidInput" and e.value.non_retryable, (sha, ks)
 
     down = world.flux_settings.model_copy(update={"api_url": closed_port_url()})
-    unreachable = FluxActivities(down, world.gitlab_settings)
+    unreachable = DeployActivities(down, world.gitlab_settings)
     with pytest.raises(ApplicationError) as e:
         await unreachable.deploy_state(DeployStateInput(scope=SCOPE, merge_sha=main))
     assert e.value.type == "TransportError" and not e.value.non_retryable
     unreachable.close()
 
     token = world.run.sb.credentials.kube_token.get_secret_value()
-    wrong = FluxActivities(world.flux_settings, kube=KubeClient(world.flux_settings.api_url, "wrong", timeout=5))
+    wrong = DeployActivities(world.flux_settings, kube=KubeClient(world.flux_settings.api_url, "wrong", timeout=5))
     with pytest.raises(ApplicationError) as e:
         await wrong.deploy_state(DeployStateInput(scope=SCOPE, merge_sha=main))
     assert e.value.type == "AuthError" and e.value.non_retryable and token not in str(e.value)
@@ -211,7 +206,7 @@ async def test_errors_are_clear_and_retryable_only_when_a_retry_can_help(world: 
     later = world.merge("fix/any", world.production('newTag: "0.8.3"', 'newTag: "0.8.4"'))
     assert later != main
     gitlab_down = world.gitlab_settings.model_copy(update={"url": closed_port_url()})
-    no_gitlab = FluxActivities(world.flux_settings, gitlab_down)
+    no_gitlab = DeployActivities(world.flux_settings, gitlab_down)
     with pytest.raises(ApplicationError) as e:
         await no_gitlab.deploy_state(DeployStateInput(scope=SCOPE, merge_sha=main))
     assert e.value.type == "TransportError" and not e.value.non_retryable

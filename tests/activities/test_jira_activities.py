@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixloop.activities import jira
 from temporalio.exceptions import ApplicationError
 
 from fixloop.core.models import PackageBump, Severity, WorkItem, WorkItemKind
+from fixloop.workflows.contracts.work_item import CloseWorkItemInput, CommentInput, LinkInput, OpenWorkItemInput
 from tests.activities.sandbox_world import World, running_world
 from tests.change.helpers import work_item
 from tests.change.markup_checks import jira_constructs, jira_reads
@@ -41,7 +41,7 @@ def read(w: World, key: str) -> list[str]:
 
 async def test_open_work_item_creates_the_issue_once_with_a_plain_text_summary(world: World) -> None:
     item, _ = work_item("trivy/trivy-0.22-fulldb_pip.json", WorkItemKind.DEPENDENCY_BUMP)
-    ref = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    ref = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
     assert ref.created and ref.url == f"{world.env['FIXLOOP_JIRA_URL']}/browse/{ref.key}"
     issue = world.jira_client.get_issue(ref.key)
     assert issue.summary == item.title
@@ -53,7 +53,7 @@ async def test_open_work_item_creates_the_issue_once_with_a_plain_text_summary(w
     assert "Packages (installed -> fixed):\n- Werkzeug 0.11 -> 0.15.3\n" in jira_reads(issue.description)
     assert f"Advisories ({len(item.advisories)}): {item.advisories[0]}, " in jira_reads(issue.description)
 
-    again = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    again = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
     assert (again.key, again.url, again.created) == (ref.key, ref.url, False)
     assert len(world.jira_client.jira.search_issues(f'labels = "fixloop:{item.id}"')) == 1
 
@@ -70,7 +70,7 @@ async def test_untrusted_text_is_bounded_and_inert_in_the_issue(world: World) ->
         advisories=[f"CVE-2024-{n:04d}" for n in range(1000, 1030)],
         packages=[PackageBump(package=evil[:120], installed_version="1.0", fixed_version="1.1", advisories=["X"])],
     )
-    ref = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    ref = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
     issue = world.jira_client.get_issue(ref.key)
     assert "\n" not in issue.summary and len(issue.summary) <= 255
     text = issue.description or ""
@@ -83,8 +83,8 @@ async def test_untrusted_text_is_bounded_and_inert_in_the_issue(world: World) ->
 
 async def test_comment_is_posted_once_per_dedup_key_and_adds_labels(world: World) -> None:
     item, _ = work_item("trivy/trivy-head_alpine-39.json", WorkItemKind.OS_REBUILD)
-    ref = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
-    ask = jira.CommentInput(key=ref.key, body="Approval timed out.", labels=["fixloop-escalated"], dedup_key="esc-1")
+    ref = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
+    ask = CommentInput(key=ref.key, body="Approval timed out.", labels=["fixloop-escalated"], dedup_key="esc-1")
     await world.jira.comment(ask)
     await world.jira.comment(ask)
     assert comments(world, ref.key) == ["Approval timed out.\n\nfixloop-ref: esc-1"]
@@ -93,27 +93,27 @@ async def test_comment_is_posted_once_per_dedup_key_and_adds_labels(world: World
 
 async def test_close_done_transitions_to_done_and_other_resolutions_only_label(world: World) -> None:
     item, _ = work_item("trivy/trivy-head_alpine-39.json", WorkItemKind.OS_REBUILD)
-    done = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
-    close = jira.CloseWorkItemInput(key=done.key, resolution="done", comment="Verified: error rate 0.4% -> 0.1%.")
+    done = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
+    close = CloseWorkItemInput(key=done.key, resolution="done", comment="Verified: error rate 0.4% -> 0.1%.")
     await world.jira.close_work_item(close)
     await world.jira.close_work_item(close)  # a retry changes nothing
     assert world.jira_client.get_issue(done.key).status == "Done"
     assert read(world, done.key) == ["Verified: error rate 0.4% -> 0.1%.\n\nfixloop-ref: close:done"]
 
     other, _ = work_item("trivy/trivy-head_npm.json", WorkItemKind.DEPENDENCY_BUMP)
-    wont = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=other))
+    wont = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=other))
     status = world.jira_client.get_issue(wont.key).status
-    await world.jira.close_work_item(jira.CloseWorkItemInput(key=wont.key, resolution="won't do", comment="Reverted."))
+    await world.jira.close_work_item(CloseWorkItemInput(key=wont.key, resolution="won't do", comment="Reverted."))
     issue = world.jira_client.get_issue(wont.key)
     assert issue.status == status and "fixloop-wont-do" in issue.labels
 
 
 async def test_link_adds_one_remote_link_per_url(world: World) -> None:
     item, _ = work_item("trivy/trivy-head_gomod.json", WorkItemKind.DEPENDENCY_BUMP, target="go.mod")
-    ref = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    ref = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
     url = f"{world.env['FIXLOOP_GITLAB_URL']}/platform/gitops/-/merge_requests/3"
-    first = await world.jira.link(jira.LinkInput(key=ref.key, url=url, title="Merge request !3"))
-    again = await world.jira.link(jira.LinkInput(key=ref.key, url=url, title="Merge request !3"))
+    first = await world.jira.link(LinkInput(key=ref.key, url=url, title="Merge request !3"))
+    again = await world.jira.link(LinkInput(key=ref.key, url=url, title="Merge request !3"))
     assert first.created and (again.id, again.created) == (first.id, False)
     links = [link.raw["object"] for link in world.jira_client.jira.remote_links(ref.key)]
     assert [(o["url"], o["title"]) for o in links] == [(url, "Merge request !3")]
@@ -121,7 +121,7 @@ async def test_link_adds_one_remote_link_per_url(world: World) -> None:
 
 async def test_an_unknown_issue_is_a_non_retryable_not_found(world: World) -> None:
     with pytest.raises(ApplicationError) as raised:
-        await world.jira.comment(jira.CommentInput(key="OPS-999", body="x", dedup_key="k"))
+        await world.jira.comment(CommentInput(key="OPS-999", body="x", dedup_key="k"))
     assert raised.value.non_retryable and raised.value.type == "NotFound"
     assert world.env["FIXLOOP_JIRA_API_TOKEN"] not in raised.value.message
 
@@ -141,7 +141,7 @@ async def test_alert_text_arrives_inert_in_the_summary_description_and_comments(
         service="[~admin]",
         note=EVIL,
     )
-    ref = await world.jira.open_work_item(jira.OpenWorkItemInput(scope=SCOPE, work_item=item))
+    ref = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
     issue = world.jira_client.get_issue(ref.key)
     assert "\n" not in issue.summary and issue.summary.startswith("h1. [evil|http://x] [~admin]")
     description = issue.description or ""
@@ -149,8 +149,8 @@ async def test_alert_text_arrives_inert_in_the_summary_description_and_comments(
     assert "Service: [~admin]\n" in jira_reads(description) and f"Note: {EVIL}" in jira_reads(description)
 
     body = f"1 alert(s) on [~admin] joined this work item:\n- {EVIL} (datadog)\n{EVIL}"
-    await world.jira.comment(jira.CommentInput(key=ref.key, body=body, labels=["fixloop-alert"], dedup_key="joined-1"))
-    await world.jira.close_work_item(jira.CloseWorkItemInput(key=ref.key, resolution="won't do", comment=EVIL))
+    await world.jira.comment(CommentInput(key=ref.key, body=body, labels=["fixloop-alert"], dedup_key="joined-1"))
+    await world.jira.close_work_item(CloseWorkItemInput(key=ref.key, resolution="won't do", comment=EVIL))
     assert read(world, ref.key) == [f"{body}\n\nfixloop-ref: joined-1", f"{EVIL}\n\nfixloop-ref: close:won't do"]
     page = httpx.get(ref.url).text  # the sandbox's human view shows the text, not its escapes
     assert html.escape("- h1. [evil|http") in page and "\\[" not in page

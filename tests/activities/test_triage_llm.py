@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 from fastapi import Response
 from fastapi.responses import JSONResponse
-from fixloop.activities.triage import FALLBACK_NOTE, triage, triage_rules
 
+from fixloop.activities.triage import triage
 from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.models import Signal, TriageResult, WorkItemKind
+from fixloop.core.triage import FALLBACK_NOTE, triage_rules
 from tests.conftest import fixture, signals
 from tests.llm_server import HANG, FakeLlm, answer, completion, error
 

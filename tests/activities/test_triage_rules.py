@@ -7,10 +7,9 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from fixloop.activities.triage import os_level, triage_rules
-
 from fixloop.app.ingest import parse_document
 from fixloop.core.models import FIX_KINDS, Category, RecentDeploy, Signal, WorkItemKind
+from fixloop.core.triage import os_level, triage_rules
 from tests.conftest import fixture, signals
 from tests.test_corpus import ALL_INPUTS
 

@@ -8,13 +8,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from fixloop.activities import verify
-from fixloop.activities.verify import JudgeInput, VerdictResult, VerifyActivities, service_of
+from fixloop.activities.verify import VerifyActivities
+from fixloop.core.models import Severity, WorkItem, WorkItemKind
+from fixloop.core.service import service_of
+from fixloop.core.verification import MetricStatus, VerdictResult, VerificationPolicy
 from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.sandbox.world import MONITORS
-
-from fixloop.core.models import Severity, WorkItem, WorkItemKind
-from fixloop.core.verification import MetricStatus, VerificationPolicy
+from fixloop.workflows.contracts.verify import JudgeInput
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
 
 DEPLOYED = datetime(2024, 6, 1, 11, 50, tzinfo=UTC)
@@ -196,7 +198,7 @@ def test_the_service_comes_from_the_work_item_or_its_image() -> None:
 
 def test_the_activity_keeps_its_interface() -> None:
     assert verify.JUDGE == "verify.judge"
-    assert [v.value for v in verify.VerdictResult] == ["pass", "marginal", "fail", "no_data"]
+    assert [v.value for v in VerdictResult] == ["pass", "marginal", "fail", "no_data"]
     old = JudgeInput(scope=SCOPE, work_item=item("payments"), deployed_at=DEPLOYED)  # as the workflow builds it
     assert old.policy == VerificationPolicy() and old.monitor_ids == [] and not old.recovered
     assert JudgeInput.model_validate_json(old.model_dump_json()) == old

@@ -5,15 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fixloop.activities import change, flux, gitlab, jira, verify
+from temporalio import activity
+
+from fixloop.activities import deploy as flux
+from fixloop.activities import merge_request as gitlab
+from fixloop.activities import plan as change
+from fixloop.activities import verify
+from fixloop.activities import work_item as jira
 from fixloop.activities.triage import GROUP_SIGNALS
+from fixloop.app.worker import Integrations, activities
+from fixloop.core.config import ConfigError
 from fixloop.integrations.gitlab.api import GitLabSettings
 from fixloop.integrations.jira import JiraSettings
 from fixloop.integrations.registry import RegistrySettings
-from temporalio import activity
-
-from fixloop.app.worker import Integrations, activities
-from fixloop.core.config import ConfigError
 
 JIRA = {"FIXLOOP_JIRA_URL": "https://acme.atlassian.net", "FIXLOOP_JIRA_EMAIL": "bot@acme.test",
         "FIXLOOP_JIRA_API_TOKEN": "jira-secret"}  # fmt: skip

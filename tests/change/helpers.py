@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fixloop.activities.triage import triage_rules
-from fixloop.sandbox.seed import seed_files
-
 from fixloop.core.models import Signal, WorkItem, WorkItemKind
+from fixloop.core.triage import triage_rules
+from fixloop.sandbox.seed import seed_files
 from tests.conftest import signals
 
 SEED = seed_files()

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from fixloop.activities.triage import triage_rules
 from pydantic import ValidationError
 
 from fixloop.core.change import NotLocated, Plan, plan
@@ -23,6 +22,7 @@ from fixloop.core.change.ops import (
 from fixloop.core.change.policy import Policy, check_parses, validate
 from fixloop.core.change.versions import maven_variants, required_version
 from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
+from fixloop.core.triage import triage_rules
 from tests.change import repos
 from tests.change.helpers import SEED, work_item
 from tests.conftest import signals

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-from fixloop.activities.triage import triage_rules
 from pydantic import ValidationError
 
 from fixloop.core.change import NotLocated, Plan, plan
@@ -18,6 +17,7 @@ from fixloop.core.change.ops import BumpBaseImage, BumpPythonPin, PolicyViolatio
 from fixloop.core.change.plan import policy_of
 from fixloop.core.change.policy import validate
 from fixloop.core.models import Signal, WorkItemKind, fingerprint
+from fixloop.core.triage import triage_rules
 from tests.change.helpers import SEED, tags
 from tests.conftest import signals
 

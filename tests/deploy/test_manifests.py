@@ -36,15 +36,6 @@ import kubernetes_validate
 import pytest
 import typer.main
 import yaml
-from fixloop.integrations.datadog.api import DatadogSettings
-from fixloop.integrations.datadog.webhook import Webhook
-from fixloop.integrations.flux import FluxSettings
-from fixloop.integrations.gitlab.api import GitLabSettings
-from fixloop.integrations.gitlab.webhook import WebhookSettings
-from fixloop.integrations.jira import JiraSettings
-from fixloop.integrations.registry import RegistrySettings
-from fixloop.workflows.intake import SignalBatch
-from fixloop.workflows.policies import SEARCH_ATTRIBUTES
 from kubernetes_validate.utils import all_versions
 from pydantic import AliasChoices
 from starlette.routing import Match
@@ -55,6 +46,15 @@ from fixloop.app.gateway import REPORT_SOURCES, SIGNATURE_HEADER, TOKEN_HEADER, 
 from fixloop.app.worker import Integrations
 from fixloop.core.config import IntakeSettings, LlmSettings, Settings, TemporalSettings, WorkerSettings, load
 from fixloop.core.models import Severity, Signal, Source, Transition
+from fixloop.integrations.datadog.api import DatadogSettings
+from fixloop.integrations.datadog.webhook import Webhook
+from fixloop.integrations.flux import FluxSettings
+from fixloop.integrations.gitlab.api import GitLabSettings
+from fixloop.integrations.gitlab.webhook import WebhookSettings
+from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.registry import RegistrySettings
+from fixloop.workflows.contracts.intake import SignalBatch
+from fixloop.workflows.options import SEARCH_ATTRIBUTES
 from tests.conftest import fixture, flux_event
 
 ROOT = Path(__file__).resolve().parents[2]

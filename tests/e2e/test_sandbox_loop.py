@@ -27,8 +27,10 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.activities.triage import triage_rules
-    from fixloop.activities.verify import VerdictResult
+    from fixloop.app.worker import Integrations, build_worker
+    from fixloop.core.models import Signal, WorkItem, WorkItemKind
+    from fixloop.core.triage import triage_rules
+    from fixloop.core.verification import VerdictResult
     from fixloop.integrations.datadog.api import DatadogSettings
     from fixloop.integrations.flux import FluxSettings
     from fixloop.integrations.gitlab.api import GitLabSettings
@@ -38,17 +40,8 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.sandbox.config import SandboxConfig
     from fixloop.sandbox.seed import GITOPS_PROJECT
     from fixloop.sandbox.server import bind, endpoints, serve_in_thread
-    from fixloop.workflows.remediation import (
-        LoopOptions,
-        LoopState,
-        Outcome,
-        RemediationInput,
-        RemediationWorkflow,
-        loop_id,
-    )
-
-    from fixloop.app.worker import Integrations, build_worker
-    from fixloop.core.models import Signal, WorkItem, WorkItemKind
+    from fixloop.workflows.contracts.loop import LoopOptions, LoopState, Outcome, RemediationInput, loop_id
+    from fixloop.workflows.remediation import RemediationWorkflow
     from tests.activities.sandbox_world import configured
     from tests.conftest import signals
     from tests.devserver import dev  # noqa: F401 - the fixture

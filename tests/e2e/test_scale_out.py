@@ -39,13 +39,6 @@ from typing import IO, Any, TypeVar
 
 import gitlab as python_gitlab
 import pytest
-from fixloop.activities import gitlab, jira
-from fixloop.integrations.jira import JiraClient, JiraSettings
-from fixloop.sandbox.app import Sandbox, create_app
-from fixloop.sandbox.config import SandboxConfig
-from fixloop.sandbox.seed import GITOPS_PROJECT
-from fixloop.sandbox.server import bind, endpoints, serve_in_thread
-from fixloop.workflows.remediation import LoopOptions, LoopState, RemediationInput, RemediationWorkflow, Stage, loop_id
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from temporalio.api.activity.v1 import ActivityOptions
@@ -57,7 +50,16 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, UpdateAc
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from fixloop.activities import merge_request as gitlab
+from fixloop.activities import work_item as jira
 from fixloop.core.models import Signal, WorkItem, WorkItemKind
+from fixloop.integrations.jira import JiraClient, JiraSettings
+from fixloop.sandbox.app import Sandbox, create_app
+from fixloop.sandbox.config import SandboxConfig
+from fixloop.sandbox.seed import GITOPS_PROJECT
+from fixloop.sandbox.server import bind, endpoints, serve_in_thread
+from fixloop.workflows.contracts.loop import LoopOptions, LoopState, RemediationInput, Stage, loop_id
+from fixloop.workflows.remediation import RemediationWorkflow
 from tests.activities.sandbox_world import configured
 from tests.change.helpers import work_item
 from tests.devserver import dev  # noqa: F401 - the fixture

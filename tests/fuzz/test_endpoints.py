@@ -38,13 +38,13 @@ from temporalio import workflow
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.integrations.flux import FluxSettings
-    from fixloop.integrations.gitlab.webhook import WebhookSettings
-    from fixloop.workflows.intake import IntakeWorkflow, intake_id
-
     from fixloop.app.gateway import GatewaySettings, create_app
     from fixloop.app.worker import build_worker
     from fixloop.core.config import IntakeSettings
+    from fixloop.integrations.flux import FluxSettings
+    from fixloop.integrations.gitlab.webhook import WebhookSettings
+    from fixloop.workflows.contracts.intake import intake_id
+    from fixloop.workflows.intake import IntakeWorkflow
     from tests.conftest import FIXTURES
     from tests.devserver import dev  # noqa: F401 - the fixture
     from tests.fuzz.mutate import Mutant, mutated

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from fixloop.integrations.alertmanager import label_fingerprint
-
 from fixloop.app.ingest import parse_document
 from fixloop.core.models import Severity, Source, Transition
+from fixloop.integrations.alertmanager import label_fingerprint
 from tests.conftest import fixture, one, signals
 
 

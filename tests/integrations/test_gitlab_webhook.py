@@ -9,7 +9,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fixloop.activities.gitlab import Approval
+from pydantic import SecretStr
+
+from fixloop.app.ingest import decode
+from fixloop.core.gate import Approval
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.gitlab.webhook import (
     MAX_HOOK_BYTES,
@@ -20,9 +23,6 @@ from fixloop.integrations.gitlab.webhook import (
     parse_merge_request_hook,
     verify_token,
 )
-from pydantic import SecretStr
-
-from fixloop.app.ingest import decode
 from tests.receiver import Receiver
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
 from tests.sandbox.fidelity import RECORDED

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from fixloop.sandbox.app import SERVICES, Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
 from fixloop.sandbox.server import bind, serve_in_thread

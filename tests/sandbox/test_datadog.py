@@ -16,12 +16,12 @@ from datadog_api_client.v1.api.monitors_api import MonitorsApi
 from datadog_api_client.v1.model.event_create_request import EventCreateRequest
 from datadog_api_client.v2.api.events_api import EventsApi as EventsApiV2
 from fastapi import FastAPI
+from pydantic import SecretStr
+
 from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
 from fixloop.integrations.errors import AuthError, Invalid, NotFound, TransportError
 from fixloop.sandbox.server import bind, serve_in_thread
 from fixloop.sandbox.world import MONITORS
-from pydantic import SecretStr
-
 from tests.sandbox.conftest import Running
 from tests.sandbox.fidelity import assert_same_shape, recorded
 

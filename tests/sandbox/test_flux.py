@@ -13,6 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
+from ruamel.yaml import YAML
+
+from fixloop.app.ingest import decode
 from fixloop.integrations.errors import AuthError, NotFound
 from fixloop.integrations.flux import (
     FluxEventError,
@@ -28,10 +32,6 @@ from fixloop.sandbox.flux import last_from
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, build
 from fixloop.sandbox.repos import Action, Person
 from fixloop.sandbox.server import bind, serve_in_thread
-from pydantic import SecretStr
-from ruamel.yaml import YAML
-
-from fixloop.app.ingest import decode
 from tests.receiver import Receiver
 from tests.sandbox.fidelity import RECORDED, assert_same_shape
 

@@ -16,10 +16,10 @@ from typing import Any
 import gitlab
 import httpx
 import pytest
-from fixloop.integrations.errors import AuthError, Conflict, NotFound, TransportError
-from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from gitlab.exceptions import GitlabAuthenticationError, GitlabError
 
+from fixloop.integrations.errors import AuthError, Conflict, NotFound, TransportError
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from tests.sandbox.fidelity import assert_same_shape, recorded
 
 PROJECT = "platform/gitops"

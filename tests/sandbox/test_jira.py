@@ -10,14 +10,14 @@ from pathlib import Path
 import httpx
 import jira
 import pytest
+from pydantic import SecretStr
+
 from fixloop.integrations.errors import AuthError, IntegrationError, Invalid, NotFound, TransportError
 from fixloop.integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
 from fixloop.sandbox.app import Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
 from fixloop.sandbox.jira import adf_to_text, parse_jql, text_to_adf
 from fixloop.sandbox.server import bind, serve_in_thread
-from pydantic import SecretStr
-
 from tests.sandbox.conftest import Running
 from tests.sandbox.fidelity import assert_same_shape, recorded
 

@@ -8,6 +8,8 @@ import statistics
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic_settings import BaseSettings
+
 from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
 from fixloop.integrations.flux import FluxSettings, KubeClient
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
@@ -15,8 +17,6 @@ from fixloop.integrations.jira import JiraClient, JiraSettings
 from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from fixloop.sandbox.server import endpoints
 from fixloop.sandbox.world import MONITORS
-from pydantic_settings import BaseSettings
-
 from tests.sandbox.conftest import Running
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

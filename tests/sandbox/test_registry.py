@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+
 from fixloop.integrations.errors import Invalid, NotFound
 from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from fixloop.sandbox.registry import TAGS
-
 from tests.sandbox.conftest import Running
 
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fixloop.sandbox.repos import RepoStore
-from fixloop.sandbox.seed import DEFAULT_BRANCH, GITOPS_PROJECT, seed_files, seed_gitops
 from ruamel.yaml import YAML
 
+from fixloop.sandbox.repos import RepoStore
+from fixloop.sandbox.seed import DEFAULT_BRANCH, GITOPS_PROJECT, seed_files, seed_gitops
 from tests.conftest import signals
 
 FILES = seed_files()

@@ -17,26 +17,25 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.activities import gitlab, verify
-    from fixloop.activities.gitlab import Approval
-    from fixloop.activities.triage import triage_rules
-    from fixloop.workflows import policies
-    from fixloop.workflows.intake import Finish, IntakeWorkflow, intake_id
-    from fixloop.workflows.remediation import (
+    from fixloop.app.ingest import ingest_file
+    from fixloop.app.worker import build_worker
+    from fixloop.core.gate import Approval, MrState
+    from fixloop.core.models import WorkItem, WorkItemKind
+    from fixloop.core.triage import triage_rules
+    from fixloop.core.verification import VerdictResult, VerificationPolicy
+    from fixloop.workflows import options as policies
+    from fixloop.workflows.contracts.intake import Finish, intake_id
+    from fixloop.workflows.contracts.loop import (
         ApprovalEvent,
         Decision,
         LoopOptions,
         Outcome,
         RemediationInput,
-        RemediationWorkflow,
         Stage,
         loop_id,
     )
-
-    from fixloop.app.ingest import ingest_file
-    from fixloop.app.worker import build_worker
-    from fixloop.core.models import WorkItem, WorkItemKind
-    from fixloop.core.verification import VerificationPolicy
+    from fixloop.workflows.intake import IntakeWorkflow
+    from fixloop.workflows.remediation import RemediationWorkflow
     from tests.conftest import fixture, signals
     from tests.devserver import dev  # noqa: F401 - the fixture
     from tests.workflows.world import HEAD, MERGE, World, approval
@@ -111,7 +110,7 @@ async def test_a_forged_approval_update_does_not_pass_the_gate(dev: WorkflowEnvi
         await handle.terminate("test done")
 
     assert s.stage is Stage.AWAIT_APPROVAL and world.deploy_polls == 0 and world.judged == []
-    assert s.mr_state is not None and s.mr_state.state is gitlab.MrState.MERGED and s.mr_state.approvals == []
+    assert s.mr_state is not None and s.mr_state.state is MrState.MERGED and s.mr_state.approvals == []
     assert any("merged without a human approval" in e.text for e in s.evidence)
 
 
@@ -162,7 +161,7 @@ async def test_fixloop_submit_feeds_the_intake_and_the_worker_starts_the_loops(
 async def test_inconclusive_verdict_waits_for_a_human_decision(dev: WorkflowEnvironment, task_queue: str) -> None:
     item, scope = alpine_item(), f"team/gitops-{uuid.uuid4().hex[:6]}"
     human = [approval("alice")]
-    world = World(merge_after_polls=1, approvals=human, verdict=verify.VerdictResult.MARGINAL, verification=SHORT)
+    world = World(merge_after_polls=1, approvals=human, verdict=VerdictResult.MARGINAL, verification=SHORT)
     options = LoopOptions(poll_interval=timedelta(milliseconds=200), verify_delay=timedelta(0))
     env = {**os.environ, "FIXLOOP_TEMPORAL_ADDRESS": dev.client.service_client.config.target_host}
     async with Worker(

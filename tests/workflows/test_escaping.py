@@ -15,18 +15,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.activities import gitlab
-    from fixloop.activities.triage import triage_rules
-    from fixloop.workflows.remediation import (
-        AlertsJoined,
-        LoopOptions,
-        Outcome,
-        RemediationInput,
-        RemediationWorkflow,
-        loop_id,
-    )
-
+    from fixloop.activities import merge_request as gitlab
     from fixloop.core.models import WorkItemKind
+    from fixloop.core.triage import triage_rules
+    from fixloop.workflows.contracts.loop import AlertsJoined, LoopOptions, Outcome, RemediationInput, loop_id
+    from fixloop.workflows.contracts.merge_request import MergeRequestRef, OpenMergeRequestInput
+    from fixloop.workflows.remediation import RemediationWorkflow
     from tests.activities.sandbox_world import World as Sandbox
     from tests.activities.sandbox_world import running_world
     from tests.change.markup_checks import jira_constructs, jira_reads, markdown_constructs
@@ -96,9 +90,9 @@ async def test_a_plan_on_lines_an_open_mr_changes_ends_joined_and_says_so(
     world = World()
 
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
-    async def joined(inp: gitlab.OpenMergeRequestInput) -> gitlab.MergeRequestRef:
+    async def joined(inp: OpenMergeRequestInput) -> MergeRequestRef:
         world.calls.append(gitlab.OPEN_MERGE_REQUEST)
-        return gitlab.MergeRequestRef(
+        return MergeRequestRef(
             project=inp.scope, iid=3, url="https://gitlab.example.com/team/gitops/-/merge_requests/3",
             branch="fixloop/wi-older", head_sha=HEAD, joined=True, work_item_id="wi-older", jira_key="OPS-9",
             overlap=["services/payments/requirements.txt"],

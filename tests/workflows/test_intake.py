@@ -17,22 +17,21 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():  # this module is re-imported in the workflow sandbox
+    from pydantic_core import to_json
+
     from fixloop.activities import triage as triage_module
-    from fixloop.activities.triage import GROUP_SIGNALS, GroupSignalsInput, TriageActivities, triage_rules
-    from fixloop.workflows.intake import (
-        CARRY_MAX_BYTES,
-        OWNERS_MAX,
+    from fixloop.activities.triage import GROUP_SIGNALS, TriageActivities
+    from fixloop.core.models import RecentDeploy, Signal, TriageResult, WorkItemKind, batched, fingerprint
+    from fixloop.core.triage import triage_rules
+    from fixloop.workflows.contracts.intake import (
         Finish,
         IntakeInput,
         IntakeOptions,
         IntakeState,
         IntakeStatus,
-        IntakeWorkflow,
         SignalBatch,
-        pack_seen,
-        unpack_seen,
     )
-    from fixloop.workflows.remediation import (
+    from fixloop.workflows.contracts.loop import (
         AlertsJoined,
         LoopOptions,
         MoreSignals,
@@ -41,9 +40,8 @@ with workflow.unsafe.imports_passed_through():  # this module is re-imported in 
         RemediationInput,
         loop_id,
     )
-    from pydantic_core import to_json
-
-    from fixloop.core.models import RecentDeploy, Signal, TriageResult, WorkItemKind, batched, fingerprint
+    from fixloop.workflows.contracts.triage import GroupSignalsInput
+    from fixloop.workflows.intake import CARRY_MAX_BYTES, OWNERS_MAX, IntakeWorkflow, pack_seen, unpack_seen
     from tests.conftest import signals
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"

@@ -13,11 +13,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from fixloop.activities import gitlab, verify
-    from fixloop.activities.triage import triage_rules
-    from fixloop.workflows.remediation import (
-        ALERTS_MAX_BYTES,
-        CARRY_MAX_BYTES,
+    from fixloop.activities import merge_request as gitlab
+    from fixloop.activities import verify
+    from fixloop.core.gate import Approval, ApproverPolicy, MergeRequestState, MrState
+    from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
+    from fixloop.core.triage import triage_rules
+    from fixloop.core.verification import VerdictResult
+    from fixloop.workflows.contracts.loop import (
         AlertsJoined,
         Evidence,
         LoopOptions,
@@ -25,11 +27,10 @@ with workflow.unsafe.imports_passed_through():
         MergeRequestEvent,
         Outcome,
         RemediationInput,
-        RemediationWorkflow,
         Stage,
     )
-
-    from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
+    from fixloop.workflows.contracts.merge_request import MergeRequestStateInput
+    from fixloop.workflows.remediation import ALERTS_MAX_BYTES, CARRY_MAX_BYTES, RemediationWorkflow
     from tests.conftest import signals
     from tests.workflows.world import HEAD, MERGE, REVERT_HEAD, World, approval
 
@@ -132,7 +133,7 @@ async def test_closed_merge_request_ends_the_loop(env: WorkflowEnvironment, task
 
 async def test_a_locked_merge_request_is_being_merged_not_closed(env: WorkflowEnvironment, task_queue: str) -> None:
     # GitLab's "locked" is the transient state of a merge in progress: the gate reads again, it does not end the loop
-    locked = gitlab.MergeRequestState(state=gitlab.MrState.LOCKED, head_sha=HEAD, approvals=[HUMAN])
+    locked = MergeRequestState(state=MrState.LOCKED, head_sha=HEAD, approvals=[HUMAN])
     world = World(mr_script=[locked, _merged(HUMAN)])
     state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
     assert state.outcome is Outcome.VERIFIED and world.mr_polls == 2 and world.deleted == []
@@ -166,13 +167,13 @@ async def test_bot_approval_is_ignored_by_the_gate(env: WorkflowEnvironment, tas
 
 async def test_push_after_approval_re_gates(env: WorkflowEnvironment, task_queue: str) -> None:
     pushed = "c" * 40
-    opened, merged = gitlab.MrState.OPENED, gitlab.MrState.MERGED
+    opened, merged = MrState.OPENED, MrState.MERGED
     world = World(
         mr_script=[
-            gitlab.MergeRequestState(state=opened, head_sha=HEAD, approvals=[HUMAN]),  # alice approves HEAD
-            gitlab.MergeRequestState(state=merged, head_sha=pushed, merge_sha=MERGE),  # a push, then merged
-            gitlab.MergeRequestState(state=merged, head_sha=pushed, merge_sha=MERGE),
-            gitlab.MergeRequestState(
+            MergeRequestState(state=opened, head_sha=HEAD, approvals=[HUMAN]),  # alice approves HEAD
+            MergeRequestState(state=merged, head_sha=pushed, merge_sha=MERGE),  # a push, then merged
+            MergeRequestState(state=merged, head_sha=pushed, merge_sha=MERGE),
+            MergeRequestState(
                 state=merged, head_sha=pushed, merge_sha=MERGE, approvals=[approval("bob", pushed)]
             ),
         ]
@@ -217,8 +218,8 @@ async def test_a_burst_of_webhooks_wakes_one_read_before_the_poll(env: WorkflowE
     # Changed with issue 14: the hooks used to carry the merge itself (GitLab's API answered "opened" throughout and
     # the loop believed the hook). Now a hook only wakes the loop, which reads GitLab: here GitLab says merged and
     # approved, and the read the burst woke (one, not five) moves the gate long before the hour's poll.
-    merged = gitlab.MergeRequestState(state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=[HUMAN])
-    hook = MergeRequestEvent(iid=7, state=gitlab.MrState.OPENED, head_sha=HEAD)
+    merged = MergeRequestState(state=MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=[HUMAN])
+    hook = MergeRequestEvent(iid=7, state=MrState.OPENED, head_sha=HEAD)
     world = World(mr_script=[merged], hooks_at_open=[hook] * 5, client=env.client)
     state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), poll_interval=timedelta(hours=1))
     assert state.outcome is Outcome.VERIFIED and world.mr_polls == 1
@@ -232,12 +233,12 @@ async def test_a_forged_merge_hook_does_not_move_the_gate(env: WorkflowEnvironme
     """GitLab's API says the merge request is open (approved by alice at its head, and then unapproved): hooks
     forging every field (state merged, the head, a merge commit already on main, another head) wake the loop,
     which reads GitLab and stays at the gate until it gives up: no deploy, no verification."""
-    opened = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD, approvals=[HUMAN])
-    unapproved = gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD)
+    opened = MergeRequestState(state=MrState.OPENED, head_sha=HEAD, approvals=[HUMAN])
+    unapproved = MergeRequestState(state=MrState.OPENED, head_sha=HEAD)
     forged = [
-        MergeRequestEvent(iid=7, state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),
-        MergeRequestEvent(iid=7, state=gitlab.MrState.MERGED, head_sha="c" * 40, merge_sha=MERGE),
-        MergeRequestEvent(iid=7, state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),
+        MergeRequestEvent(iid=7, state=MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),
+        MergeRequestEvent(iid=7, state=MrState.MERGED, head_sha="c" * 40, merge_sha=MERGE),
+        MergeRequestEvent(iid=7, state=MrState.MERGED, head_sha=HEAD, merge_sha=MERGE),
     ]
     world = World(mr_script=[opened, opened, unapproved], mr_events=forged, hooks_at_open=forged, client=env.client)
     state = await _run(
@@ -249,7 +250,7 @@ async def test_a_forged_merge_hook_does_not_move_the_gate(env: WorkflowEnvironme
         approval_max_escalations=0,
     )
     assert (state.outcome, world.deploy_polls, world.judged) == (Outcome.APPROVAL_EXPIRED, 0, [])
-    assert state.mr_state is not None and state.mr_state.state is gitlab.MrState.OPENED
+    assert state.mr_state is not None and state.mr_state.state is MrState.OPENED
     assert world.mr_polls >= 3 and state.wakes >= 6  # every hook woke a read of GitLab; none was believed
     assert not any(e.text.startswith("approved by") for e in state.evidence)
 
@@ -265,9 +266,9 @@ async def _gate(env: WorkflowEnvironment, task_queue: str, world: World) -> Loop
     )
 
 
-def _merged(*approvals: gitlab.Approval, **facts: object) -> gitlab.MergeRequestState:
-    return gitlab.MergeRequestState(
-        state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=list(approvals), **facts
+def _merged(*approvals: Approval, **facts: object) -> MergeRequestState:
+    return MergeRequestState(
+        state=MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=list(approvals), **facts
     )
 
 
@@ -277,14 +278,14 @@ async def test_the_authors_approval_does_not_count(env: WorkflowEnvironment, tas
     assert (state.outcome, state.stage) == (Outcome.APPROVAL_EXPIRED, Stage.DONE)
     assert any(e.text == "approval by alice does not count: the merge request's author" for e in state.evidence)
     # unless the policy says authors' approvals count
-    allowed = by_author.model_copy(update={"policy": gitlab.ApproverPolicy(author_approvals_count=True)})
+    allowed = by_author.model_copy(update={"policy": ApproverPolicy(author_approvals_count=True)})
     assert (await _gate(env, task_queue, World(mr_script=[allowed]))).outcome is Outcome.VERIFIED
 
 
 async def test_an_approver_outside_the_allowed_list_or_group_does_not_count(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    policy = gitlab.ApproverPolicy(restricted=True)  # FIXLOOP_GITLAB_APPROVERS / _APPROVER_GROUP set
+    policy = ApproverPolicy(restricted=True)  # FIXLOOP_GITLAB_APPROVERS / _APPROVER_GROUP set
     outsider = _merged(approval("alice", allowed=False), policy=policy)
     unchecked = _merged(approval("alice"), policy=policy)  # allowed unknown: fails closed
     for read in (outsider, unchecked):
@@ -305,9 +306,9 @@ async def test_without_reset_on_push_an_approval_from_before_a_push_does_not_cou
     kept = {"reset_approvals_on_push": False}
     world = World(
         mr_script=[
-            gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD, approvals=[HUMAN], **kept),
-            gitlab.MergeRequestState(
-                state=gitlab.MrState.MERGED, head_sha=pushed, merge_sha=MERGE, approvals=[approval("alice", pushed)],
+            MergeRequestState(state=MrState.OPENED, head_sha=HEAD, approvals=[HUMAN], **kept),
+            MergeRequestState(
+                state=MrState.MERGED, head_sha=pushed, merge_sha=MERGE, approvals=[approval("alice", pushed)],
                 **kept,
             ),
         ]
@@ -337,7 +338,7 @@ async def test_deploy_timeout_escalates_then_ends(env: WorkflowEnvironment, task
 
 
 async def test_failed_verdict_opens_a_gated_revert(env: WorkflowEnvironment, task_queue: str) -> None:
-    world = World(merge_after_polls=1, approvals=[HUMAN], verdict=verify.VerdictResult.FAIL, revert_merge_after_polls=2)
+    world = World(merge_after_polls=1, approvals=[HUMAN], verdict=VerdictResult.FAIL, revert_merge_after_polls=2)
     item = _item(ALPINE, WorkItemKind.OS_REBUILD)
     state = await _run(env, task_queue, world, item)
     assert state.outcome is Outcome.REVERTED
@@ -358,13 +359,13 @@ async def test_the_revert_gate_counts_only_what_gitlab_shows(env: WorkflowEnviro
     world = World(
         merge_after_polls=1,
         approvals=[HUMAN],
-        verdict=verify.VerdictResult.FAIL,
+        verdict=VerdictResult.FAIL,
         revert_approvals=[approval("carol", REVERT_HEAD), approval("fixloop-bot", REVERT_HEAD)],
     )
     carol_opened = {"author_id": 13, "author": "carol"}
     real = world.merge_request_state
 
-    async def revert_by_carol(inp: gitlab.MergeRequestStateInput) -> gitlab.MergeRequestState:
+    async def revert_by_carol(inp: MergeRequestStateInput) -> MergeRequestState:
         s = await real(inp)
         return s.model_copy(update=carol_opened) if inp.iid == 8 else s
 
@@ -385,7 +386,7 @@ async def test_the_revert_gate_counts_only_what_gitlab_shows(env: WorkflowEnviro
 
 
 async def test_closed_revert_ends_declined(env: WorkflowEnvironment, task_queue: str) -> None:
-    world = World(merge_after_polls=1, approvals=[HUMAN], verdict=verify.VerdictResult.FAIL, revert_closes=True)
+    world = World(merge_after_polls=1, approvals=[HUMAN], verdict=VerdictResult.FAIL, revert_closes=True)
     item = _item(ALPINE, WorkItemKind.OS_REBUILD)
     state = await _run(env, task_queue, world, item)
     assert state.outcome is Outcome.REVERT_DECLINED

@@ -11,9 +11,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fixloop.activities import change, flux, gitlab, jira, verify
-from fixloop.workflows.remediation import AlertsJoined, DeployEvent, MergeRequestEvent
 from temporalio import activity
+
+from fixloop.activities import deploy as flux
+from fixloop.activities import merge_request as gitlab
+from fixloop.activities import plan as change
+from fixloop.activities import verify
+from fixloop.activities import work_item as jira
+from fixloop.core.gate import Approval, MergeRequestState, MrState, UserFacts
+from fixloop.core.verification import VerdictResult
+from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
+from fixloop.workflows.contracts.loop import AlertsJoined, DeployEvent, MergeRequestEvent
+from fixloop.workflows.contracts.merge_request import (
+    CheckUserInput,
+    DeleteBranchInput,
+    MergeRequestRef,
+    MergeRequestStateInput,
+    NoteInput,
+    OpenMergeRequestInput,
+    OpenRevertInput,
+)
+from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange
+from fixloop.workflows.contracts.verify import JudgeInput, Verdict
+from fixloop.workflows.contracts.work_item import (
+    CloseWorkItemInput,
+    CommentInput,
+    IssueRef,
+    LinkInput,
+    LinkRef,
+    OpenWorkItemInput,
+    SetStatusInput,
+)
 
 HEAD = "a" * 40
 MERGE = "b" * 40
@@ -21,21 +49,21 @@ REVERT_HEAD = "e" * 40
 REVERT_MERGE = "f" * 40
 USER_IDS = {"fixloop-bot": 2, "alice": 11, "bob": 12, "carol": 13, "dave": 14, "mallory": 66}
 BOT_ID = USER_IDS["fixloop-bot"]
-REVIEWER = gitlab.Approval(by="carol", sha=REVERT_HEAD, user_id=USER_IDS["carol"])
+REVIEWER = Approval(by="carol", sha=REVERT_HEAD, user_id=USER_IDS["carol"])
 
 
-def approval(by: str, sha: str = HEAD, **more: Any) -> gitlab.Approval:
+def approval(by: str, sha: str = HEAD, **more: Any) -> Approval:
     """An approval as the GitLab API lists it (``approved_by[].user.{id,username}``), at head ``sha``."""
-    return gitlab.Approval(by=by, sha=sha, user_id=USER_IDS[by], bot=by == "fixloop-bot", **more)
+    return Approval(by=by, sha=sha, user_id=USER_IDS[by], bot=by == "fixloop-bot", **more)
 
 
-def human_users() -> dict[str, gitlab.UserFacts]:
-    out = {u: gitlab.UserFacts(username=u, user_id=i, state="active") for u, i in USER_IDS.items()}
+def human_users() -> dict[str, UserFacts]:
+    out = {u: UserFacts(username=u, user_id=i, state="active") for u, i in USER_IDS.items()}
     out["fixloop-bot"] = out["fixloop-bot"].model_copy(update={"bot": True})
     return out
 
 
-def as_read(s: gitlab.MergeRequestState) -> gitlab.MergeRequestState:
+def as_read(s: MergeRequestState) -> MergeRequestState:
     """``s`` with what a read of GitLab carries besides: the author (the bot) and ``reset_approvals_on_push``."""
     fill = {"author_id": BOT_ID, "author": "fixloop-bot", "reset_approvals_on_push": True}
     return s.model_copy(update={k: v for k, v in fill.items() if k not in s.model_fields_set})
@@ -45,34 +73,34 @@ def as_read(s: gitlab.MergeRequestState) -> gitlab.MergeRequestState:
 class World:
     located: bool = True
     merge_after_polls: int | None = None  # None: the MR is never merged
-    approvals: list[gitlab.Approval] = field(default_factory=list)
+    approvals: list[Approval] = field(default_factory=list)
     close_after_polls: int | None = None
     deploy_after_polls: int | None = 1
     deploy_fails: bool = False
-    verdict: verify.VerdictResult = verify.VerdictResult.PASS
+    verdict: VerdictResult = VerdictResult.PASS
     verification: Any = None  # the PlannedChange's VerificationPolicy (None: the default)
     calls: list[str] = field(default_factory=list)
-    comments: list[jira.CommentInput] = field(default_factory=list)
-    closed: list[jira.CloseWorkItemInput] = field(default_factory=list)
-    links: list[jira.LinkInput] = field(default_factory=list)
-    mr_script: list[gitlab.MergeRequestState] | None = None  # poll n answers script[n - 1] (the last repeats)
+    comments: list[CommentInput] = field(default_factory=list)
+    closed: list[CloseWorkItemInput] = field(default_factory=list)
+    links: list[LinkInput] = field(default_factory=list)
+    mr_script: list[MergeRequestState] | None = None  # poll n answers script[n - 1] (the last repeats)
     revert_merge_after_polls: int | None = 1  # the revert MR (!8) is merged, approved by REVIEWER, after n polls
     revert_closes: bool = False
     deploy_events: list[tuple[str, bool]] = field(default_factory=list)  # signalled from the first deploy polls
     mr_events: list[MergeRequestEvent] = field(default_factory=list)  # signalled from the first MR polls
     hooks_at_open: list[MergeRequestEvent] = field(default_factory=list)  # signalled once the MR is opened (link)
-    users: dict[str, gitlab.UserFacts] = field(default_factory=human_users)  # gitlab.check_user's GitLab
+    users: dict[str, UserFacts] = field(default_factory=human_users)  # gitlab.check_user's GitLab
     checked_users: list[str] = field(default_factory=list)
     read_at: list[Any] = field(default_factory=list)  # when each merge request read was scheduled (server time)
-    revert_approvals: list[gitlab.Approval] = field(default_factory=lambda: [REVIEWER])
+    revert_approvals: list[Approval] = field(default_factory=lambda: [REVIEWER])
     joins: list[AlertsJoined] = field(default_factory=list)  # the intake's join_alerts, from the first MR polls
     service: str | None = None  # the PlannedChange's service
     client: Any = None  # a Temporal client, for deploy_events
-    notes: list[gitlab.NoteInput] = field(default_factory=list)
+    notes: list[NoteInput] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
-    reverts: list[gitlab.OpenRevertInput] = field(default_factory=list)
+    reverts: list[OpenRevertInput] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
-    judged: list[verify.JudgeInput] = field(default_factory=list)
+    judged: list[JudgeInput] = field(default_factory=list)
     mr_polls: int = 0
     revert_polls: int = 0
     deploy_polls: int = 0
@@ -96,16 +124,16 @@ class World:
         ]
 
     @activity.defn(name=jira.OPEN_WORK_ITEM)
-    async def open_work_item(self, inp: jira.OpenWorkItemInput) -> jira.IssueRef:
+    async def open_work_item(self, inp: OpenWorkItemInput) -> IssueRef:
         self.calls.append(jira.OPEN_WORK_ITEM)
-        return jira.IssueRef(key="OPS-1", url="https://jira.example.com/browse/OPS-1")
+        return IssueRef(key="OPS-1", url="https://jira.example.com/browse/OPS-1")
 
     @activity.defn(name=change.PLAN_CHANGE)
-    async def plan(self, inp: change.PlanChangeInput) -> change.PlannedChange:
+    async def plan(self, inp: PlanChangeInput) -> PlannedChange:
         self.calls.append(change.PLAN_CHANGE)
         if not self.located:
-            return change.PlannedChange(located=False, reason="no Dockerfile or manifest runs this image")
-        return change.PlannedChange(
+            return PlannedChange(located=False, reason="no Dockerfile or manifest runs this image")
+        return PlannedChange(
             located=True,
             branch=f"fixloop/{inp.work_item.id}",
             operations=["bump FROM alpine:3.9.4 -> 3.9.6"],
@@ -114,9 +142,9 @@ class World:
         )
 
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
-    async def open_merge_request(self, inp: gitlab.OpenMergeRequestInput) -> gitlab.MergeRequestRef:
+    async def open_merge_request(self, inp: OpenMergeRequestInput) -> MergeRequestRef:
         self.calls.append(gitlab.OPEN_MERGE_REQUEST)
-        return gitlab.MergeRequestRef(
+        return MergeRequestRef(
             project=inp.scope,
             iid=7,
             url=f"https://gitlab.example.com/{inp.scope}/-/merge_requests/7",
@@ -125,21 +153,21 @@ class World:
         )
 
     @activity.defn(name=gitlab.MERGE_REQUEST_STATE)
-    async def merge_request_state(self, inp: gitlab.MergeRequestStateInput) -> gitlab.MergeRequestState:
+    async def merge_request_state(self, inp: MergeRequestStateInput) -> MergeRequestState:
         self.read_at.append(activity.info().current_attempt_scheduled_time)
         return as_read(await self._merge_request_state(inp))
 
-    async def _merge_request_state(self, inp: gitlab.MergeRequestStateInput) -> gitlab.MergeRequestState:
+    async def _merge_request_state(self, inp: MergeRequestStateInput) -> MergeRequestState:
         if inp.iid == 8:  # the revert merge request
             self.revert_polls += 1
             if self.revert_closes:
-                return gitlab.MergeRequestState(state=gitlab.MrState.CLOSED, head_sha=REVERT_HEAD)
+                return MergeRequestState(state=MrState.CLOSED, head_sha=REVERT_HEAD)
             if self.revert_merge_after_polls is not None and self.revert_polls >= self.revert_merge_after_polls:
-                merged = gitlab.MrState.MERGED
-                return gitlab.MergeRequestState(
+                merged = MrState.MERGED
+                return MergeRequestState(
                     state=merged, head_sha=REVERT_HEAD, merge_sha=REVERT_MERGE, approvals=self.revert_approvals
                 )
-            return gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=REVERT_HEAD)
+            return MergeRequestState(state=MrState.OPENED, head_sha=REVERT_HEAD)
         self.mr_polls += 1
         if self.mr_polls <= len(self.mr_events):  # GitLab's webhook arrives (through the gateway)
             handle = self.client.get_workflow_handle(activity.info().workflow_id)
@@ -150,65 +178,65 @@ class World:
         if self.mr_script:
             return self.mr_script[min(self.mr_polls, len(self.mr_script)) - 1]
         if self.close_after_polls is not None and self.mr_polls >= self.close_after_polls:
-            return gitlab.MergeRequestState(state=gitlab.MrState.CLOSED, head_sha=HEAD)
+            return MergeRequestState(state=MrState.CLOSED, head_sha=HEAD)
         if self.merge_after_polls is not None and self.mr_polls >= self.merge_after_polls:
-            return gitlab.MergeRequestState(
-                state=gitlab.MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=self.approvals
+            return MergeRequestState(
+                state=MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=self.approvals
             )
-        return gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha=HEAD)
+        return MergeRequestState(state=MrState.OPENED, head_sha=HEAD)
 
     @activity.defn(name=flux.DEPLOY_STATE)
-    async def deploy_state(self, inp: flux.DeployStateInput) -> flux.DeployState:
+    async def deploy_state(self, inp: DeployStateInput) -> DeployState:
         self.deploy_polls += 1
         if self.deploy_polls <= len(self.deploy_events):  # Flux's notification arrives (through the gateway)
             revision, ready = self.deploy_events[self.deploy_polls - 1]
             handle = self.client.get_workflow_handle(activity.info().workflow_id)
             await handle.signal("deploy_event", DeployEvent(revision=revision, ready=ready, message="from Flux"))
         if self.deploy_after_polls is None or self.deploy_polls < self.deploy_after_polls:
-            return flux.DeployState(revision="main@sha1:" + "c" * 40)
+            return DeployState(revision="main@sha1:" + "c" * 40)
         revision = f"main@sha1:{inp.merge_sha}"
         if self.deploy_fails:
-            return flux.DeployState(failed=True, revision=revision, message="kustomize build failed")
-        return flux.DeployState(applied=True, revision=revision)
+            return DeployState(failed=True, revision=revision, message="kustomize build failed")
+        return DeployState(applied=True, revision=revision)
 
     @activity.defn(name=verify.JUDGE)
-    async def judge(self, inp: verify.JudgeInput) -> verify.Verdict:
+    async def judge(self, inp: JudgeInput) -> Verdict:
         self.calls.append(verify.JUDGE)
         self.judged.append(inp)
-        return verify.Verdict(result=self.verdict, summary="error rate 0.4% -> 0.1%", evidence=["p=0.001"])
+        return Verdict(result=self.verdict, summary="error rate 0.4% -> 0.1%", evidence=["p=0.001"])
 
     @activity.defn(name=jira.COMMENT)
-    async def comment(self, inp: jira.CommentInput) -> None:
+    async def comment(self, inp: CommentInput) -> None:
         self.comments.append(inp)
 
     @activity.defn(name=jira.CLOSE_WORK_ITEM)
-    async def close_work_item(self, inp: jira.CloseWorkItemInput) -> None:
+    async def close_work_item(self, inp: CloseWorkItemInput) -> None:
         self.closed.append(inp)
 
     @activity.defn(name=jira.LINK)
-    async def link(self, inp: jira.LinkInput) -> jira.LinkRef:
+    async def link(self, inp: LinkInput) -> LinkRef:
         self.calls.append(jira.LINK)
         self.links.append(inp)
         if len(self.links) == 1 and self.hooks_at_open:  # GitLab's webhooks, before the loop's first read
             handle = self.client.get_workflow_handle(activity.info().workflow_id)
             for event in self.hooks_at_open:
                 await handle.signal("merge_request_event", event)
-        return jira.LinkRef(id=str(len(self.links)), created=True)
+        return LinkRef(id=str(len(self.links)), created=True)
 
     @activity.defn(name=gitlab.NOTE)
-    async def note(self, inp: gitlab.NoteInput) -> None:
+    async def note(self, inp: NoteInput) -> None:
         self.notes.append(inp)
 
     @activity.defn(name=gitlab.DELETE_BRANCH)
-    async def delete_branch(self, inp: gitlab.DeleteBranchInput) -> bool:
+    async def delete_branch(self, inp: DeleteBranchInput) -> bool:
         self.deleted.append(inp.branch)
         return True
 
     @activity.defn(name=gitlab.OPEN_REVERT_MERGE_REQUEST)
-    async def open_revert_merge_request(self, inp: gitlab.OpenRevertInput) -> gitlab.MergeRequestRef:
+    async def open_revert_merge_request(self, inp: OpenRevertInput) -> MergeRequestRef:
         self.calls.append(gitlab.OPEN_REVERT_MERGE_REQUEST)
         self.reverts.append(inp)
-        return gitlab.MergeRequestRef(
+        return MergeRequestRef(
             project=inp.original.project,
             iid=8,
             url=inp.original.url.replace("/7", "/8"),
@@ -217,11 +245,11 @@ class World:
         )
 
     @activity.defn(name=gitlab.CHECK_USER)
-    async def check_user(self, inp: gitlab.CheckUserInput) -> gitlab.UserFacts:
+    async def check_user(self, inp: CheckUserInput) -> UserFacts:
         self.checked_users.append(inp.username)
-        return self.users.get(inp.username) or gitlab.UserFacts(username=inp.username)
+        return self.users.get(inp.username) or UserFacts(username=inp.username)
 
     @activity.defn(name=jira.SET_STATUS)
-    async def set_status(self, inp: jira.SetStatusInput) -> bool:
+    async def set_status(self, inp: SetStatusInput) -> bool:
         self.statuses.append(inp.status)
         return True

@@ -113,7 +113,7 @@ and answered 200 ``ignored``); every other action through the ``merge_request_ev
 
 Flux: a ``Provider`` of type ``generic-hmac`` with ``address: <gateway>/v1/hooks/flux`` and a secret whose ``token`` is
 FIXLOOP_FLUX_HMAC_KEY, and an ``Alert`` on the Kustomization FIXLOOP_FLUX_KUSTOMIZATION; a deploy outcome
-(``fixloop.activities.flux.deploy_event``) is signalled to every running loop of the scope in stage ``await_deploy``
+(``fixloop.activities.deploy.deploy_event``) is signalled to every running loop of the scope in stage ``await_deploy``
 (Temporal
 visibility: ``FixloopStage``/``FixloopScope``); a loop not yet visible there finds the deploy by its poll fallback.
 

@@ -41,7 +41,7 @@ from fixloop.core.models import Signal, Source
 from fixloop.core.parsing import clean
 from fixloop.integrations.flux import FluxSettings
 from fixloop.integrations.gitlab.webhook import WebhookSettings
-from fixloop.workflows.intake import intake_id
+from fixloop.workflows.contracts.intake import intake_id
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from fixloop.app.gateway.requests import Rejected, Unavailable
 from fixloop.app.gateway.settings import GatewaySettings
 from fixloop.core.models import Signal, SignalTooLarge, signal_bytes
 from fixloop.core.parsing import clean
-from fixloop.workflows.intake import intake_id
+from fixloop.workflows.contracts.intake import intake_id
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ from fastapi import Request
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from fixloop.activities.flux import deploy_event
-from fixloop.activities.gitlab import Approval, MrState
+from fixloop.activities.deploy import deploy_event
 from fixloop.app.gateway.auth import authorize_flux, authorize_gitlab
 from fixloop.app.gateway.requests import Rejected, Unavailable, check_content_type, decode_body, read_body
 from fixloop.app.gateway.settings import GatewaySettings
+from fixloop.core.gate import Approval, MrState
 from fixloop.core.parsing import clean
 from fixloop.integrations.flux import MAX_EVENT_BYTES, FluxEvent, FluxEventError, FluxSettings, parse_event
 from fixloop.integrations.gitlab.webhook import (
@@ -41,15 +41,9 @@ from fixloop.integrations.gitlab.webhook import (
     WebhookSettings,
     parse_merge_request_hook,
 )
-from fixloop.workflows import policies
-from fixloop.workflows.remediation import (
-    ApprovalEvent,
-    DeployEvent,
-    MergeRequestEvent,
-    RemediationWorkflow,
-    Stage,
-    loop_id,
-)
+from fixloop.workflows import options
+from fixloop.workflows.contracts.loop import ApprovalEvent, DeployEvent, MergeRequestEvent, Stage, loop_id
+from fixloop.workflows.remediation import RemediationWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +260,7 @@ class FluxHook:
     async def _signal_deploy(self, deploy: DeployEvent) -> Answer:
         scope = self.settings.scope
         query = (
-            f'{policies.SA_STAGE.name} = "{Stage.AWAIT_DEPLOY.value}" AND {policies.SA_SCOPE.name} = "{scope}" '
+            f'{options.SA_STAGE.name} = "{Stage.AWAIT_DEPLOY.value}" AND {options.SA_SCOPE.name} = "{scope}" '
             'AND ExecutionStatus = "Running"'
         )
         client = await self.temporal()

@@ -1,4 +1,5 @@
-"""Timeouts, retry policies and search attribute keys of every workflow, in one place.
+"""Activity call options (timeouts, retry policies, summaries), search attribute keys and continue-as-new of every
+workflow, in one place: every activity call of a workflow takes its options from ``call``.
 
 Activities that talk to external systems retry with backoff on Temporal's RetryPolicy (the only retry layer:
 integrations never retry by themselves); validation failures are raised by the activities as non-retryable
@@ -8,6 +9,8 @@ integrations never retry by themselves); validation failures are raised by the a
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import Enum
+from typing import TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -38,6 +41,33 @@ VERIFY_TIMEOUT = timedelta(minutes=5)
 
 # Escalation (a comment and a label) must not be lost: retried for a long time.
 ESCALATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=10), maximum_interval=timedelta(minutes=10))
+
+
+
+class Call(Enum):
+    """The kinds of activity call, each with its timeout and retry policy."""
+
+    TRIAGE = (TRIAGE_TIMEOUT, TRIAGE_RETRY)  # triage.group_signals
+    EXTERNAL = (EXTERNAL_TIMEOUT, EXTERNAL_RETRY)  # one exchange or a few with Jira, GitLab, Flux
+    PLAN = (PLAN_TIMEOUT, EXTERNAL_RETRY)  # change.plan
+    VERIFY = (VERIFY_TIMEOUT, EXTERNAL_RETRY)  # verify.judge
+    ESCALATE = (EXTERNAL_TIMEOUT, ESCALATE_RETRY)  # comments and notes that must not be lost
+
+
+class CallOptions(TypedDict):
+    """The keyword arguments of ``workflow.execute_activity_method`` that ``call`` sets."""
+
+    start_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
+    summary: str
+
+
+def call(kind: Call, summary: str) -> CallOptions:
+    """The options of one activity call of ``kind``; ``summary`` is what the Temporal UI shows for it (plain text,
+    no untrusted text: the UI renders Markdown)."""
+    timeout, retry = kind.value
+    return CallOptions(start_to_close_timeout=timeout, retry_policy=retry, summary=summary)
+
 
 # Search attributes shown and filterable in the Temporal UI. Registered by ``fixloop temporal`` on the dev
 # server and by ``temporal operator search-attribute create`` on a cluster (see README); all Keyword.

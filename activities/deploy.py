@@ -1,5 +1,5 @@
-"""Flux activities: whether a merge commit has been applied by its Kustomization (the poll fallback and source of
-truth of the deploy stage), and ``deploy_event``, which turns a Flux notification into the workflow's signal.
+"""Deploy activities (on Flux): whether a merge commit has been applied by its Kustomization (the poll fallback and
+source of truth of the deploy stage), and ``deploy_event``, which turns a Flux notification into the workflow's signal.
 
 Applied means the Kustomization's ``status.lastAppliedRevision`` holds the merge SHA or a descendant of it (a later
 commit on the branch deploys the merge too), its ``Ready`` condition is ``True`` and the status is current
@@ -23,61 +23,25 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from fixloop.activities.errors import as_application_errors
-from fixloop.integrations.errors import NotFound
-from fixloop.integrations.flux import KS_GROUP, FluxEvent, FluxSettings, KubeClient, KustomizationStatus, parse_revision
-from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
-from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from fixloop.activities.errors import as_application_errors
 from fixloop.core.parsing import clean, opt
+from fixloop.integrations.errors import NotFound
+from fixloop.integrations.flux import KS_GROUP, FluxEvent, FluxSettings, KubeClient, KustomizationStatus, parse_revision
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
+from fixloop.workflows.contracts.loop import DeployEvent
 
-if TYPE_CHECKING:
-    from fixloop.workflows.remediation import DeployEvent
-
+# Temporal activity names, unchanged since activities/flux.py (running histories and the worker's metrics name them):
 DEPLOY_STATE = "flux.deploy_state"
 MESSAGE_MAX = 2_000  # chars of a Flux message kept (``DeployEvent.message``'s bound)
 SUCCEEDED = "ReconciliationSucceeded"  # the reason of kustomize-controller's "applied and healthy" info event
 # ``namespace/name``: a DNS-1123 label (namespace) and a DNS-1123 subdomain (name), as Kubernetes validates them
 KUSTOMIZATION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
-
-
-class DeployStateInput(BaseModel):
-    """``merge_sha``: the commit the target branch got (hex, 7 to 64 characters); ``kustomization``:
-    ``namespace/name``, None for the configured default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str
-    merge_sha: str
-    kustomization: str | None = None
-
-
-class DeployState(BaseModel):
-    """What Flux did with the merge.
-
-    ``revision``: the revision the outcome is about, in Flux's format (``main@sha1:<sha>``): the applied revision
-    when ``applied``, the attempted one when ``failed``, else the last applied revision (what runs now; None before
-    any). ``message``: the Ready condition's message (bounded). ``via_descendant``: applied through a later commit
-    than the merge. The remaining fields are the status as read (``ready`` None when the Ready condition is absent or
-    Unknown; ``reason`` e.g. ``ReconciliationSucceeded``, ``BuildFailed``, ``HealthCheckFailed``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    applied: bool = False
-    failed: bool = False
-    revision: str | None = None  # e.g. "main@sha1:<sha>"
-    message: str | None = None
-    kustomization: str | None = None  # namespace/name
-    ready: bool | None = None
-    reason: str | None = None
-    last_applied_revision: str | None = None
-    last_attempted_revision: str | None = None
-    via_descendant: bool = False
 
 
 def _sha(revision: str | None) -> str | None:
@@ -128,7 +92,7 @@ def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type="InvalidInput", non_retryable=True)
 
 
-class FluxActivities:
+class DeployActivities:
     """The deploy-stage activity on the Kubernetes API of ``flux`` (``KubeClient.from_settings``: raises
     ``IntegrationError`` when there is no token, so a worker without Kubernetes access fails at start) and, for the
     descendant check, the GitLab project of ``gitlab``. ``kube`` replaces the client (tests). Call ``close()`` when
@@ -183,9 +147,7 @@ def deploy_event(event: FluxEvent, kustomization: str | None = None) -> DeployEv
     rewritten as ``<ref>@sha1:<sha>`` (``sha256`` for 64-hex SHAs; no ref: ``sha1:<sha>``), the message is bounded.
 
     Pure; lives here rather than in ``fixloop.integrations.flux`` because it builds the workflow's own signal model
-    (imported
-    when called: ``fixloop.workflows.remediation`` imports this module)."""
-    from fixloop.workflows.remediation import DeployEvent
+    (``fixloop.workflows.contracts.loop.DeployEvent``)."""
 
     obj = event.involvedObject
     group = (obj.apiVersion or f"{KS_GROUP}/").split("/")[0]

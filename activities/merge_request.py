@@ -1,8 +1,8 @@
-"""GitLab activities: open (or update) the merge request of a planned change, read its state (the only
-source of the approval gate's facts: a webhook only wakes the loop, which then reads), comment on it, delete the
-branch of a closed one, open the revert merge request of a failed deploy, and check the GitLab user a ``decide``
-names. The models and names first (what the workflow uses), then ``GitLabActivities`` on
-``fixloop.integrations.gitlab.api.GitLabClient``.
+"""Merge-request activities (on GitLab): open (or update) the merge request of a planned change, read its state
+(the only source of the approval gate's facts: a webhook only wakes the loop, which then reads), comment on it, delete
+the branch of a closed one, open the revert merge request of a failed deploy, and check the GitLab user a ``decide``
+names: ``MergeRequestActivities`` on ``fixloop.integrations.gitlab.api.GitLabClient``; the inputs and outputs are
+``fixloop.workflows.contracts.merge_request``'s.
 
 Every write is idempotent: ``gitlab.open_merge_request`` uses the branch ``fixloop/<work-item-id>`` and reuses its
 open MR; ``gitlab.note`` carries a dedup key; ``gitlab.delete_branch`` of a deleted branch is a no-op;
@@ -16,25 +16,30 @@ import asyncio
 import re
 from datetime import datetime
 
-from fixloop.activities.change import PlannedChange
-from fixloop.activities.errors import as_application_errors
-from fixloop.integrations.errors import Conflict
-from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
-from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from fixloop.activities.errors import as_application_errors
 from fixloop.core.change.edit import apply
 from fixloop.core.change.mr import code, read_back, text
 from fixloop.core.change.ops import PolicyViolation
 from fixloop.core.change.overlap import FileLines, Touched, diff_lines, edit_lines, overlap
 from fixloop.core.change.policy import POLICY_FILE, load_policy, validate
 from fixloop.core.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
-from fixloop.core.models import WorkItem
 from fixloop.core.parsing import clean
+from fixloop.integrations.errors import Conflict
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
+from fixloop.workflows.contracts.merge_request import (
+    CheckUserInput,
+    DeleteBranchInput,
+    MergeRequestRef,
+    MergeRequestStateInput,
+    NoteInput,
+    OpenMergeRequestInput,
+    OpenRevertInput,
+)
 
-__all__ = ["Approval", "ApproverPolicy", "MergeRequestState", "MrState", "UserFacts"]  # the gate's facts (re-exported)
-
+# Temporal activity names, unchanged since activities/gitlab.py (running histories and the worker's metrics name them):
 OPEN_MERGE_REQUEST = "gitlab.open_merge_request"
 MERGE_REQUEST_STATE = "gitlab.merge_request_state"
 NOTE = "gitlab.note"
@@ -45,86 +50,6 @@ BRANCH_PREFIX = "fixloop/"
 REVERT_PREFIX = "fixloop/revert/"
 OPEN_MRS_MAX = 100  # open fixloop MRs compared with a new plan (oldest first)
 _JIRA_LINE = re.compile(r"^Jira: \[?([A-Z][A-Z0-9_]{0,30}-\d{1,9})\b", re.MULTILINE)
-
-
-class OpenMergeRequestInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str
-    work_item: WorkItem
-    change: PlannedChange
-    jira_key: str | None = None
-
-
-class MergeRequestRef(BaseModel):
-    """``project`` (path with namespace), ``iid`` (the MR number in the project), its web URL, source branch and
-    the head commit SHA the MR was opened with.
-
-    ``joined``: no MR was opened for this work item because an open fixloop MR of another work item
-    (``work_item_id``, Jira issue ``jira_key`` when its description names one) already changes lines of
-    ``overlap`` (paths) that this plan changes; the ref is that MR (see ``GitLabActivities.open_merge_request``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    project: str
-    iid: int
-    url: str
-    branch: str
-    head_sha: str
-    joined: bool = False
-    work_item_id: str | None = Field(default=None, max_length=200)
-    jira_key: str | None = Field(default=None, max_length=40)
-    overlap: list[str] = Field(default_factory=list, max_length=20)
-
-
-class MergeRequestStateInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    project: str
-    iid: int
-
-
-class CheckUserInput(BaseModel):
-    """The GitLab user a human decision names (``decide --by NAME``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    username: str = Field(min_length=1, max_length=255)
-
-
-class NoteInput(BaseModel):
-    """A comment on merge request ``iid`` of ``project``, posted at most once per ``dedup_key``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    project: str
-    iid: int
-    body: str = Field(max_length=32_000)
-    dedup_key: str = Field(max_length=300, pattern=r"^[^\n]*$")
-
-
-class DeleteBranchInput(BaseModel):
-    """Delete ``branch`` of ``project``; only fixloop's own branches (``fixloop/...``) are accepted."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    project: str
-    branch: str = Field(pattern=r"^fixloop/[A-Za-z0-9._/-]{1,200}$")
-
-
-class OpenRevertInput(BaseModel):
-    """The revert of ``merge_sha`` (the merge commit of ``original``) as a new merge request into the default
-    branch; ``reason`` and ``evidence`` (one line each) go into its description."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str
-    work_item: WorkItem
-    original: MergeRequestRef
-    merge_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
-    reason: str = Field(max_length=2_000)
-    evidence: list[str] = Field(default_factory=list, max_length=50)
-    jira_key: str | None = None
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -148,7 +73,7 @@ def _merged_at(info: MergeRequestInfo) -> datetime | None:
         return None
 
 
-class GitLabActivities:
+class MergeRequestActivities:
     """The merge request activities on the GitLab project of ``settings`` (the GitOps repository: the project is
     ``settings.project``, the input's ``scope`` does not choose it; ``merge_request_state`` reads the project its
     ``MergeRequestRef`` names); approvals by ``settings.bot_username`` or the token's own user are flagged ``bot`` (the

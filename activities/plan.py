@@ -1,7 +1,7 @@
 """Planning the change of a work item: locate the fix in the GitOps repository and produce typed, validated
 edit operations (stage 2).
 
-The models and names first (what the workflow uses), then ``ChangeActivities``: ``change.plan`` reads the
+``PlanActivities.plan`` (activity ``change.plan``; input and output: ``fixloop.workflows.contracts.plan``) reads the
 repository through GitLab at the head of the default branch (``GitLabRepo``), the registry's tag lists
 (``RegistryTags``) and runs the pure planner ``fixloop.core.change.plan``; the MR text comes from
 ``fixloop.core.change.mr``.
@@ -15,62 +15,27 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 
-from fixloop.activities.errors import as_application_errors
-from fixloop.integrations.errors import AuthError, IntegrationError
-from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
-from fixloop.integrations.llm import LlmError, structured_completion
-from fixloop.integrations.registry import RegistryClient, RegistrySettings
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 
+from fixloop.activities.errors import as_application_errors
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
 from fixloop.core.change.mr import read_back, render
 from fixloop.core.change.ops import Operation, PolicyViolation
 from fixloop.core.change.policy import POLICY_FILE
 from fixloop.core.config import ConfigError, LlmSettings
-from fixloop.core.models import Signal, WorkItem
 from fixloop.core.parsing import clean
+from fixloop.core.service import service_of_paths
 from fixloop.core.verification import VerificationPolicy, describe_plan
+from fixloop.integrations.errors import AuthError, IntegrationError
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.integrations.llm import LlmError, structured_completion
+from fixloop.integrations.registry import RegistryClient, RegistrySettings
+from fixloop.workflows.contracts.plan import RULES, PlanChangeInput, PlannedChange
 
+# Temporal activity names, unchanged since activities/change.py (running histories and the worker's metrics name them):
 PLAN_CHANGE = "change.plan"
-RULES = "fixloop rules"
-
-
-class PlanChangeInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str  # the GitOps repository, e.g. "platform/gitops"
-    work_item: WorkItem
-    jira_key: str | None = None
-    signals: list[Signal] = Field(default_factory=list)  # the work item's signals (scanned OS, severities, links)
-
-
-class PlannedChange(BaseModel):
-    """``located`` False: the fix could not be located (``reason`` says why, for a Jira comment), no MR.
-    Otherwise ``operations`` summarise the validated edits (one line each) on ``branch``; ``changes`` are the typed
-    operations themselves, planned against commit ``base_sha`` of the default branch, which
-    ``gitlab.open_merge_request`` applies again (the edits are not carried: a lockfile can be megabytes). ``title``,
-    ``description`` and ``labels`` are the merge request's; ``not_fixable`` and ``risks`` one line each.
-    ``drafted_by``: the model that drafted the MR text and chose the operations, or ``fixloop rules`` (no model, or
-    its draft was refused: the description says why)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    located: bool
-    reason: str | None = None
-    branch: str | None = None
-    operations: list[str] = Field(default_factory=list)
-    base_sha: str | None = None
-    changes: list[Operation] = Field(default_factory=list)
-    title: str | None = None
-    description: str | None = None
-    labels: list[str] = Field(default_factory=list)
-    not_fixable: list[str] = Field(default_factory=list)
-    risks: list[str] = Field(default_factory=list)
-    drafted_by: str = RULES
-    verification: VerificationPolicy | None = None  # the repository's ``fixloop.yaml`` ``verification:`` at base_sha
-    service: str | None = None  # the one service the edited paths belong to (``service_of_paths``), if any
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -146,22 +111,11 @@ def _explain(items: Sequence[NotFixable], failed: dict[str, str]) -> list[NotFix
     return [n.model_copy(update={"reason": failed[n.package]}) if n.package in failed else n for n in items]
 
 
-_SERVICE_PATH = re.compile(r"^(?:services|apps/base|apps/[^/]+|charts)/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})/")
-
-
-def service_of_paths(paths: Iterable[str]) -> str | None:
-    """The service a change is to, by the GitOps repository's layout: ``services/<svc>/...`` (Dockerfiles,
-    lockfiles), ``apps/base/<svc>/...`` or ``apps/<env>/<svc>/...`` (manifests), ``charts/<svc>/...``; the name is
-    the service's Datadog ``service`` tag. None when the paths name no service or several."""
-    names = {m.group(1) for p in paths if (m := _SERVICE_PATH.match(p))}
-    return names.pop() if len(names) == 1 else None
-
-
 _JIRA_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}")
 _OPERATIONS: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
 
 
-class ChangeActivities:
+class PlanActivities:
     """``change.plan`` on the GitLab project of ``gitlab`` (the GitOps repository, ``gitlab.project``; the input's
     ``scope`` does not choose it) and the registry of ``registry`` (None: base images are not fixable).
     ``jira_url`` is the Jira site (e.g. ``https://acme.atlassian.net``) the MR description links the issue on

@@ -1,4 +1,4 @@
-"""Jira activities: open the work item's issue, comment (escalations, evidence), close it.
+"""Work-item activities (on Jira): open the work item's issue, comment (escalations, evidence), close it.
 
 Every text reaches Jira through this module, and this module escapes all of it: summaries through
 ``fixloop.core.markup.jira_summary`` (plain text, one line, 255 characters), descriptions and comment bodies through
@@ -6,12 +6,10 @@ Every text reaches Jira through this module, and this module escapes all of it: 
 defanged). The inputs' texts are therefore plain text, never wiki markup: a caller cannot forget to escape an alert
 title or a scanner field, and cannot format with wiki markup either.
 
-Interfaces (names and input/output models) of stages 1, escalation and 7 of the RemediationWorkflow. Each
-activity is idempotent: ``jira.open_work_item`` looks the issue up by the fixloop work-item id (a label) before
-creating one, so a retry or a worker crash never opens a second issue. The models and names first (what the
-workflow uses), then ``JiraActivities`` on ``fixloop.integrations.jira.JiraClient`` (registered by the worker when
-Jira is
-configured).
+Stages 1, escalation and 7 of the RemediationWorkflow (inputs and outputs: ``fixloop.workflows.contracts.work_item``).
+Each activity is idempotent: ``jira.open_work_item`` looks the issue up by the fixloop work-item id (a label) before
+creating one, so a retry or a worker crash never opens a second issue. ``WorkItemActivities`` run on
+``fixloop.integrations.jira.JiraClient`` (registered by the worker when Jira is configured).
 """
 
 from __future__ import annotations
@@ -19,90 +17,29 @@ from __future__ import annotations
 import asyncio
 import re
 
-from fixloop.activities.errors import as_application_errors
-from fixloop.integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
-from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 
+from fixloop.activities.errors import as_application_errors
 from fixloop.core.markup import jira_summary, jira_text
 from fixloop.core.models import WorkItem
 from fixloop.core.parsing import clean
+from fixloop.integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
+from fixloop.workflows.contracts.work_item import (
+    CloseWorkItemInput,
+    CommentInput,
+    IssueRef,
+    LinkInput,
+    LinkRef,
+    OpenWorkItemInput,
+    SetStatusInput,
+)
 
+# Temporal activity names, unchanged since activities/jira.py (running histories and the worker's metrics name them):
 OPEN_WORK_ITEM = "jira.open_work_item"
 COMMENT = "jira.comment"
 CLOSE_WORK_ITEM = "jira.close_work_item"
 LINK = "jira.link"
 SET_STATUS = "jira.set_status"
-
-
-class OpenWorkItemInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    scope: str
-    work_item: WorkItem
-
-
-class IssueRef(BaseModel):
-    """A Jira issue: ``key`` (e.g. ``OPS-123``) and its browse URL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key: str
-    url: str
-    created: bool = True  # False when an existing issue for the work item was found
-
-
-class CommentInput(BaseModel):
-    """A comment on ``key``; ``labels`` are added (idempotently) at the same time, e.g. an escalation label.
-    ``dedup_key`` makes the comment idempotent: a comment carrying it is posted at most once. ``body`` is plain
-    text (lines kept), escaped by the activity (``fixloop.core.markup.jira_text``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key: str
-    body: str = Field(max_length=32_000)
-    labels: list[str] = Field(default_factory=list)
-    dedup_key: str
-
-
-class CloseWorkItemInput(BaseModel):
-    """Close ``key`` with ``resolution``; ``comment`` is plain text, escaped by the activity."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key: str
-    resolution: str  # e.g. "done", "won't do"
-    comment: str = Field(max_length=32_000)
-
-
-class LinkInput(BaseModel):
-    """A link on issue ``key`` to ``url`` (e.g. the merge request), idempotent by URL (a Jira remote link whose
-    ``globalId`` is the URL)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key: str
-    url: str = Field(max_length=2_000)
-    title: str = Field(max_length=255)
-
-
-class SetStatusInput(BaseModel):
-    """Move ``key`` to the status named ``status`` (e.g. ``In Progress`` when the merge request opens, ``To Do``
-    when a failed verification reopens the work). ``best_effort``: a workflow without such a transition is
-    answered ``False`` instead of failing (teams' Jira workflows differ)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key: str
-    status: str = Field(max_length=60)
-    best_effort: bool = True
-
-
-class LinkRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    created: bool  # False when the link was already there
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -155,8 +92,8 @@ def resolution_label(resolution: str) -> str:
     return f"fixloop-{slug}"
 
 
-class JiraActivities:
-    """The Jira activities on the project of ``settings``."""
+class WorkItemActivities:
+    """The work-item activities (on Jira) on the project of ``settings``."""
 
     def __init__(self, settings: JiraSettings) -> None:
         self.settings = settings

@@ -1,0 +1,73 @@
+"""Triage: many signals in, few cohesive work items out (one per fix).
+
+Engines behind one interface (``triage(signals, engine=...) -> TriageResult``):
+  * ``rules`` (``fixloop.core.triage.rules``) — deterministic, the embedded default and the safety net;
+  * ``llm`` (``fixloop.core.triage.llm``) — a model behind any OpenAI-compatible endpoint groups a compact digest of
+    the signals; its answer is checked and turned into work items by code. Any failure (unreachable, timeout, rate
+    limit after retries, refusal, invalid answer: ``LlmTriageFailed``) falls back to ``rules``, and each work item
+    says so in ``note``.
+Every input signal (by fingerprint) appears exactly once: in one work item or in ``unassigned``. Work item ids
+depend only on the grouping, so the same storm triaged twice the same way gives the same ids.
+
+Pure apart from the completion call the ``llm`` engine is handed (``fixloop.activities.triage`` hands it
+``fixloop.integrations.llm.structured_completion``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from fixloop.core.config import ConfigError
+from fixloop.core.models import RecentDeploy, Signal, TriageResult
+from fixloop.core.parsing import clean
+from fixloop.core.triage.llm import Complete, LlmTriageFailed, triage_llm
+from fixloop.core.triage.rules import os_level, triage_rules
+
+__all__ = [
+    "ENGINES",
+    "FALLBACK_NOTE",
+    "Complete",
+    "LlmTriageFailed",
+    "os_level",
+    "triage",
+    "triage_llm",
+    "triage_rules",
+]
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("rules", "llm")
+FALLBACK_NOTE = "llm engine fell back to rules: "
+
+
+async def triage(
+    signals: Sequence[Signal],
+    *,
+    engine: str = "rules",
+    recent_deploys: Sequence[RecentDeploy] = (),
+    complete: Complete | None = None,
+    max_entries: int = 0,
+) -> TriageResult:
+    """Triage ``signals`` with ``engine`` (``rules`` or ``llm``, see the module doc).
+
+    ``complete`` is the ``llm`` engine's completion call and ``max_entries`` its bound on digest entries
+    (``FIXLOOP_LLM_MAX_ENTRIES``). An ``llm`` engine without ``complete`` raises ``fixloop.core.config.ConfigError``
+    (a setup mistake, reported, not hidden by a fallback); every ``LlmTriageFailed`` returns the ``rules`` result
+    instead, each work item with ``engine="rules"`` and ``note="llm engine fell back to rules: <reason>"``. An
+    unknown engine raises ``ValueError``.
+    """
+    if engine == "rules":
+        return triage_rules(signals, recent_deploys=recent_deploys)
+    if engine != "llm":
+        raise ValueError(f"unknown triage engine {clean(engine, 40)!r} (one of {', '.join(ENGINES)})")
+    if complete is None:
+        raise ConfigError("the llm triage engine has no completion endpoint")
+    try:
+        return await triage_llm(signals, complete=complete, max_entries=max_entries, recent_deploys=recent_deploys)
+    except LlmTriageFailed as e:
+        note = FALLBACK_NOTE + clean(str(e), 300)
+        log.warning("%s", note)
+        fallback = triage_rules(signals, recent_deploys=recent_deploys)
+        items = [w.model_copy(update={"engine": "rules", "note": note}) for w in fallback.work_items]
+        return TriageResult(work_items=items, unassigned=fallback.unassigned)

@@ -1,0 +1,252 @@
+"""The ``rules`` triage engine: deterministic, the embedded default and the safety net (``fixloop.core.triage``).
+
+  - vulnerability findings with a fix in OS packages (apk, deb, rpm; or of no known ecosystem in a scanned image)
+    -> one ``os_rebuild`` per scanned image (rebuild on a patched base image);
+  - vulnerability findings with a fix in language packages -> one ``dependency_bump`` per manifest/lockfile
+    (artifact + target), each package raised to the lowest version that fixes all its advisories;
+  - vulnerability findings without a fix -> one ``risk_digest`` per image (OS) or manifest (language), no MR;
+  - misconfigurations, secrets, SAST results -> one ``risk_digest`` per scanned artifact and category;
+  - findings the scanner itself marks ``not_affected`` -> unassigned, with that reason;
+  - alerts -> ``alert_investigation`` per (service, monitor) and time window (a new window when an alert comes
+    more than ``alert_window`` after the window's first one); an alert on a service a fixloop loop deployed
+    within ``attach_window`` before it -> ``deploy_regression`` attached to that loop's work item.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from fixloop.core.models import (
+    TITLE_MAX,
+    Category,
+    Kind,
+    PackageBump,
+    RecentDeploy,
+    Severity,
+    Signal,
+    TriageResult,
+    Unassigned,
+    WorkItem,
+    WorkItemKind,
+    fingerprint,
+)
+from fixloop.core.parsing import clean, highest_version, title
+
+OS_ECOSYSTEMS = frozenset({"apk", "deb", "rpm"})
+DEFAULT_ALERT_WINDOW = timedelta(hours=1)
+DEFAULT_ATTACH_WINDOW = timedelta(hours=1)
+_NOT_FINDINGS = frozenset({"not_affected", "not-affected"})
+
+GroupKey = tuple[WorkItemKind, str | None, str | None, str | None]
+
+
+def triage_rules(
+    signals: Iterable[Signal],
+    *,
+    recent_deploys: Sequence[RecentDeploy] = (),
+    alert_window: timedelta = DEFAULT_ALERT_WINDOW,
+    attach_window: timedelta = DEFAULT_ATTACH_WINDOW,
+) -> TriageResult:
+    """The ``rules`` engine (see module doc). A fingerprint given more than once counts once (the latest
+    observation wins), as intake's dedup does."""
+    findings, alerts, unassigned = _partition(signals)
+    groups: dict[GroupKey, list[Signal]] = defaultdict(list)
+    for s in findings:
+        groups[_finding_key(s)].append(s)
+    items = [_finding_item(key, members) for key, members in groups.items()]
+    items += _alert_items(alerts, recent_deploys, alert_window, attach_window)
+    return _result(items, unassigned)
+
+
+def _partition(signals: Iterable[Signal]) -> tuple[list[Signal], list[Signal], list[Unassigned]]:
+    """Deduplicated ``signals`` (a fingerprint given more than once counts once, the latest observation wins)
+    split into findings to triage, alerts, and what needs no work (findings the scanner marks not affected)."""
+    unique: dict[str, Signal] = {}
+    for s in signals:
+        prev = unique.get(s.fingerprint)
+        if prev is None or s.observed_at >= prev.observed_at:
+            unique[s.fingerprint] = s
+    findings: list[Signal] = []
+    alerts: list[Signal] = []
+    unassigned: list[Unassigned] = []
+    for s in unique.values():
+        if s.kind is Kind.ALERT:
+            alerts.append(s)
+        elif (s.fix_status or "").lower() in _NOT_FINDINGS:
+            unassigned.append(Unassigned(fingerprint=s.fingerprint, reason="the scanner reports it not affected"))
+        else:
+            findings.append(s)
+    return findings, alerts, unassigned
+
+
+def _result(items: list[WorkItem], unassigned: list[Unassigned]) -> TriageResult:
+    items.sort(key=lambda w: (w.kind.value, -w.severity.rank, w.title, w.id))
+    return TriageResult(work_items=items, unassigned=sorted(unassigned, key=lambda u: u.fingerprint))
+
+
+def os_level(s: Signal) -> bool:
+    """Whether a vulnerability is fixed by rebuilding the image: an OS package (apk, deb, rpm), or a package of
+    no known ecosystem found in a scanned image (a static binary)."""
+    return s.ecosystem in OS_ECOSYSTEMS or (s.ecosystem in (None, "generic") and s.artifact is not None)
+
+
+def _finding_key(s: Signal) -> GroupKey:
+    if s.category is Category.VULNERABILITY:
+        image = s.artifact or s.target
+        if s.fixed_version:
+            if os_level(s):
+                return (WorkItemKind.OS_REBUILD, image, None, None)
+            return (WorkItemKind.DEPENDENCY_BUMP, s.artifact, s.target, None)
+        if os_level(s):
+            return (WorkItemKind.RISK_DIGEST, image, None, "vulnerability")
+        return (WorkItemKind.RISK_DIGEST, s.artifact, s.target, "vulnerability")
+    category = s.category.value if s.category else "finding"
+    return (WorkItemKind.RISK_DIGEST, s.artifact or s.target, None, category)
+
+
+def _severity(members: Sequence[Signal]) -> Severity:
+    return max((s.severity for s in members), key=lambda sev: sev.rank)
+
+
+def _counts(members: Sequence[Signal]) -> str:
+    c = Counter(s.severity for s in members)
+    order = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO, Severity.UNKNOWN)
+    return ", ".join(f"{c[sev]} {sev.value}" for sev in order if c[sev])
+
+
+def _advisories(members: Sequence[Signal]) -> list[str]:
+    return sorted({s.advisory_id for s in members if s.advisory_id})
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _item_id(*parts: object) -> str:
+    return "wi-" + fingerprint("work-item", *(None if p is None else str(p) for p in parts))[:24]
+
+
+def _finding_item(key: GroupKey, members: list[Signal]) -> WorkItem:
+    kind, where, target, category = key
+    members.sort(key=lambda s: s.fingerprint)
+    advisories = _advisories(members)
+    n = len(advisories) or len(members)
+    packages: list[PackageBump] = []
+    ecosystems = sorted({s.ecosystem for s in members if s.ecosystem})
+    if kind is WorkItemKind.OS_REBUILD:
+        fixes = _plural(n, "advisory", "advisories")
+        text = f"Rebuild {where} on a patched base image (fixes {fixes}: {_counts(members)})"
+    elif kind is WorkItemKind.DEPENDENCY_BUMP:
+        packages = _package_bumps(members)
+        place = target or where or "the project"
+        names = sorted({p.package for p in packages})
+        if len(packages) == 1:
+            p = packages[0]
+            head = f"Bump {p.package} {p.installed_version or '?'} \u2192 {p.fixed_version} in {place}"
+        else:
+            head = f"Bump {_plural(len(names), 'package')} in {place}"
+        text = f"{head} (fixes {_plural(n, 'advisory', 'advisories')}: {_counts(members)})"
+    else:
+        what = {
+            "vulnerability": "unfixed vulnerabilities",
+            "misconfiguration": "misconfigurations",
+            "secret": "exposed secrets",
+            "sast": "code findings (SAST)",
+        }.get(category or "", "findings")
+        place = " / ".join(p for p in (where, target) if p) or "unnamed target"
+        text = f"Risk digest: {len(members)} {what} in {place} ({_counts(members)})"
+    return WorkItem(
+        id=_item_id(kind.value, where, target, category),
+        kind=kind,
+        title=title(text, TITLE_MAX),
+        severity=_severity(members),
+        signals=[s.fingerprint for s in members],
+        artifact=where if kind is not WorkItemKind.DEPENDENCY_BUMP else members[0].artifact,
+        target=target,
+        ecosystem=ecosystems[0] if len(ecosystems) == 1 else None,
+        advisories=advisories,
+        packages=packages,
+    )
+
+
+def _package_bumps(members: list[Signal]) -> list[PackageBump]:
+    by_package: dict[tuple[str, str | None, str | None], list[Signal]] = defaultdict(list)
+    for s in members:
+        by_package[(s.package or "?", s.ecosystem, s.installed_version)].append(s)
+    bumps = []
+    for (package, eco, installed), sigs in sorted(by_package.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        fixed = highest_version(eco, [s.fixed_version for s in sigs if s.fixed_version])
+        bumps.append(
+            PackageBump(
+                package=package,
+                ecosystem=eco,
+                installed_version=installed,
+                fixed_version=fixed or "?",
+                advisories=_advisories(sigs),
+            )
+        )
+    return bumps
+
+
+def _alert_items(
+    alerts: list[Signal],
+    recent_deploys: Sequence[RecentDeploy],
+    alert_window: timedelta,
+    attach_window: timedelta,
+) -> list[WorkItem]:
+    streams: dict[tuple[str | None, str | None, str | None], list[Signal]] = defaultdict(list)
+    for a in alerts:
+        deploy = _deploy_for(a, recent_deploys, attach_window)
+        monitor = a.monitor_id or clean(a.title, 120).lower()
+        streams[(deploy.work_item_id if deploy else None, a.service, monitor)].append(a)
+    items: list[WorkItem] = []
+    for (attached, service, monitor), stream in streams.items():
+        stream.sort(key=lambda s: (s.observed_at, s.fingerprint))
+        window: list[Signal] = []
+        for a in stream:
+            if window and a.observed_at - window[0].observed_at > alert_window:
+                items.append(_alert_item(window, attached, service, monitor))
+                window = []
+            window.append(a)
+        if window:
+            items.append(_alert_item(window, attached, service, monitor))
+    return items
+
+
+def _deploy_for(a: Signal, deploys: Sequence[RecentDeploy], attach_window: timedelta) -> RecentDeploy | None:
+    if not a.service:
+        return None
+    candidates = [
+        d for d in deploys if d.service == a.service and timedelta(0) <= a.observed_at - d.deployed_at <= attach_window
+    ]
+    return max(candidates, key=lambda d: d.deployed_at, default=None)
+
+
+def _alert_item(window: list[Signal], attached: str | None, service: str | None, monitor: str | None) -> WorkItem:
+    start: datetime = window[0].observed_at
+    first = window[0]
+    kind = WorkItemKind.DEPLOY_REGRESSION if attached else WorkItemKind.ALERT_INVESTIGATION
+    subject = first.title
+    where = f" on {service}" if service else ""
+    if attached:
+        text = f"Regression after deploy of {attached}{where}: {subject} ({len(window)} alerts)"
+    else:
+        text = f"Investigate {subject}{where} ({len(window)} alerts)"
+    envs = sorted({a.env for a in window if a.env})
+    return WorkItem(
+        id=_item_id(kind.value, attached, service, monitor, start.isoformat()),
+        kind=kind,
+        title=title(text, TITLE_MAX),
+        severity=_severity(window),
+        signals=[a.fingerprint for a in window],
+        service=service,
+        env=envs[0] if len(envs) == 1 else None,
+        monitor_id=first.monitor_id,
+        window_start=start,
+        window_end=window[-1].observed_at,
+        attached_to=attached,
+    )

@@ -1,0 +1,208 @@
+"""Contracts of the RemediationWorkflow (``fixloop.workflows.remediation``): its input and state (the ``status``
+query's answer and the continue-as-new carry), and the signals and updates it takes (``add_signals``, ``refresh``,
+``join_alerts``, ``deploy_event``, ``merge_request_event``, ``approve``, ``decide``) and sends the intake
+(``fixing``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from fixloop.core.gate import Approval, MergeRequestState, MrState
+from fixloop.core.models import Signal, WorkItem
+from fixloop.workflows.contracts.deploy import DeployState
+from fixloop.workflows.contracts.merge_request import MergeRequestRef
+from fixloop.workflows.contracts.plan import PlannedChange
+from fixloop.workflows.contracts.verify import Verdict
+from fixloop.workflows.contracts.work_item import IssueRef
+
+DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
+
+
+class Stage(StrEnum):
+    OPEN_WORK_ITEM = "open_work_item"
+    PLAN_CHANGE = "plan_change"
+    OPEN_MERGE_REQUEST = "open_merge_request"
+    AWAIT_APPROVAL = "await_approval"
+    AWAIT_DEPLOY = "await_deploy"
+    VERIFY = "verify"
+    DECIDE = "decide"  # marginal or no data: a human decides (update ``decide``)
+    CLOSE = "close"
+    DONE = "done"
+
+
+class Outcome(StrEnum):
+    """How a loop ended."""
+
+    TRACKED = "tracked"  # no fix to make (risk digest, investigation): the Jira issue is the deliverable
+    NOT_LOCATED = "not_located"  # the fix could not be located in the repository: explained on Jira
+    VERIFIED = "verified"  # deployed and the verdict passed (or a human decided it passed)
+    REVERTED = "reverted"  # the verdict failed; the revert merge request was approved, merged and applied
+    REVERT_DECLINED = "revert_declined"  # the verdict failed; the revert merge request was closed unmerged
+    UNDECIDED = "undecided"  # marginal / no data and nobody decided in time
+    MR_CLOSED = "mr_closed"
+    APPROVAL_EXPIRED = "approval_expired"
+    DEPLOY_FAILED = "deploy_failed"
+    DEPLOY_EXPIRED = "deploy_expired"
+    JOINED = "joined"  # an open fixloop MR of another work item already changes these lines: recorded, not doubled
+
+
+class LoopOptions(BaseModel):
+    """Timings of the waits (``timedelta``; JSON as ISO 8601 durations or seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    poll_interval: timedelta = timedelta(minutes=10)
+    approval_escalate_after: timedelta = timedelta(days=2)
+    approval_max_escalations: int = Field(default=3, ge=0)
+    deploy_escalate_after: timedelta = timedelta(hours=1)
+    deploy_max_escalations: int = Field(default=2, ge=0)
+    verify_delay: timedelta = timedelta(minutes=2)  # after the window ends, for the metrics to arrive
+    decide_escalate_after: timedelta = timedelta(days=1)
+    decide_max_escalations: int = Field(default=3, ge=0)
+    max_run_events: int = Field(default=5_000, ge=1)  # continue-as-new beyond this (or when the server suggests)
+    search_attributes: bool = True  # off only where the server lacks them (the Java test server)
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: AwareDatetime
+    stage: Stage
+    text: str = Field(max_length=2_000)
+
+
+class Decision(BaseModel):
+    """Update ``decide``: a human's verdict on a marginal / no-data verification (``pass`` closes the work item,
+    ``fail`` opens the revert merge request). ``by`` is a claim: it counts once GitLab shows a real, active, allowed
+    human of that username (not the bot); a refused one is noted and the loop keeps waiting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: Literal["pass", "fail"]
+    by: str = Field(min_length=1, max_length=100)
+    reason: str = Field(default="", max_length=1_000)
+
+
+class LoopState(BaseModel):
+    """Everything the loop knows; the ``status`` query's answer and the continue-as-new carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Stage = Stage.OPEN_WORK_ITEM
+    outcome: Outcome | None = None
+    issue: IssueRef | None = None
+    plan: PlannedChange | None = None
+    merge_request: MergeRequestRef | None = None
+    mr_state: MergeRequestState | None = None  # the gate's merge request as last read from the GitLab API
+    approvals_seen: dict[str, str | None] = Field(default_factory=dict)  # user id -> head first seen approved at
+    decisions_pending: list[Decision] = Field(default_factory=list, max_length=DECISIONS_PENDING_MAX)  # not checked yet
+    deploy: DeployState | None = None
+    deployed_at: AwareDatetime | None = None
+    verdict: Verdict | None = None
+    decision: Decision | None = None
+    recovered: list[str] = Field(default_factory=list)  # monitors seen recovering after the deploy
+    alerts: list[Signal] = Field(default_factory=list)  # alerts joined while the merge request was open
+    fixing_service: str | None = None  # the service the intake was told this loop is fixing (until it ends)
+    revert: MergeRequestRef | None = None  # the revert merge request of a failed verdict (gated again)
+    reverted_sha: str | None = None  # the merge commit it reverts
+    waiting_since: AwareDatetime | None = None
+    escalations: int = 0
+    more_signals: int = 0  # signals added after the start (the same work item triaged again)
+    refreshed: int = 0  # refreshes of its signals (e.g. an alert's later transition)
+    wakes: int = 0  # GitLab hooks that woke the gate (each burst is one read of the merge request)
+    wakes_read: int = 0  # the wakes the last completed read (and the gate's decision on it) covers
+    evidence: list[Evidence] = Field(default_factory=list)
+    runs: int = 1
+    alerts_dropped: int = 0  # joined alerts not kept (over the workflow's ALERTS_MAX / _BYTES), counted
+    carry_dropped: int = 0  # evidence lines and start signals dropped so that the continue-as-new carry fits
+
+
+class RemediationInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    work_item: WorkItem
+    signals: list[Signal] = Field(default_factory=list)  # the work item's signals at the start (for planning)
+    options: LoopOptions = Field(default_factory=LoopOptions)
+    state: LoopState | None = None  # set by continue-as-new
+
+
+class MoreSignals(BaseModel):
+    """Signal ``add_signals``: the intake triaged new signals into this loop's work item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    work_item: WorkItem
+
+
+class Refresh(BaseModel):
+    """Signal ``refresh``: signals of this loop seen again (e.g. an alert recovered)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signals: list[Signal]
+
+
+class AlertsJoined(BaseModel):
+    """Signal ``join_alerts``: alerts on the service this loop is changing, sent by the intake while the loop's
+    merge request is open (before its deploy): they become part of the work item, and its verification requires
+    their Datadog monitors to have recovered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signals: list[Signal] = Field(max_length=500)
+
+
+class OpenFix(BaseModel):
+    """Intake signal ``fixing``: loop ``loop`` (work item ``work_item_id``) has a merge request open for
+    ``service`` (``open``), or has ended (``open`` false). Alerts on that service join the loop meanwhile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    work_item_id: str
+    service: str = Field(min_length=1, max_length=200)
+    loop: str
+    open: bool = True
+
+
+class ApprovalEvent(BaseModel):
+    """Update ``approve``: a GitLab approval hook (via the gateway). A claim: it only wakes the loop, which reads the
+    merge request's approvals from the GitLab API; its validator refuses obvious non-approvals early (a hint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approval: Approval
+
+
+class MergeRequestEvent(BaseModel):
+    """Signal ``merge_request_event``: a GitLab merge request webhook for this loop's merge request (via the
+    gateway; ``fixloop.integrations.gitlab.webhook``) with what it claims: ``state`` (opened / merged / closed /
+    locked),
+    head, and merge commit once merged. A claim: it only wakes the loop (for merge request ``iid``), which reads the
+    merge request from the GitLab API. Approvals travel as the ``approve`` update instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    iid: int
+    state: MrState
+    head_sha: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    merge_sha: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+class DeployEvent(BaseModel):
+    """Signal ``deploy_event``: a Flux notification for this scope (via the gateway)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: str
+    ready: bool
+    message: str | None = Field(default=None, max_length=2_000)
+
+
+def loop_id(scope: str, work_item_id: str) -> str:
+    """The readable, deterministic workflow id of a loop: ``remediate/<scope>/<work-item-id>``."""
+    return f"remediate/{scope}/{work_item_id}"

@@ -1,0 +1,47 @@
+"""Contracts of the planning stage: the input and output of ``fixloop.activities.plan`` (``change.plan``)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fixloop.core.change.ops import Operation
+from fixloop.core.models import Signal, WorkItem
+from fixloop.core.verification import VerificationPolicy
+
+RULES = "fixloop rules"  # ``PlannedChange.drafted_by`` when no model drafted the merge request text
+
+
+class PlanChangeInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str  # the GitOps repository, e.g. "platform/gitops"
+    work_item: WorkItem
+    jira_key: str | None = None
+    signals: list[Signal] = Field(default_factory=list)  # the work item's signals (scanned OS, severities, links)
+
+
+class PlannedChange(BaseModel):
+    """``located`` False: the fix could not be located (``reason`` says why, for a Jira comment), no MR.
+    Otherwise ``operations`` summarise the validated edits (one line each) on ``branch``; ``changes`` are the typed
+    operations themselves, planned against commit ``base_sha`` of the default branch, which
+    ``gitlab.open_merge_request`` applies again (the edits are not carried: a lockfile can be megabytes). ``title``,
+    ``description`` and ``labels`` are the merge request's; ``not_fixable`` and ``risks`` one line each.
+    ``drafted_by``: the model that drafted the MR text and chose the operations, or ``fixloop rules`` (no model, or
+    its draft was refused: the description says why)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    located: bool
+    reason: str | None = None
+    branch: str | None = None
+    operations: list[str] = Field(default_factory=list)
+    base_sha: str | None = None
+    changes: list[Operation] = Field(default_factory=list)
+    title: str | None = None
+    description: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    not_fixable: list[str] = Field(default_factory=list)
+    risks: list[str] = Field(default_factory=list)
+    drafted_by: str = RULES
+    verification: VerificationPolicy | None = None  # the repository's ``fixloop.yaml`` ``verification:`` at base_sha
+    service: str | None = None  # the one service its edited paths belong to (``service_of_paths``), if any

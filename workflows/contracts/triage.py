@@ -1,0 +1,21 @@
+"""Contracts of the triage stage: the input of ``fixloop.activities.triage`` (``triage.group_signals``; its output
+is ``fixloop.core.models.TriageResult``) and the error type the intake splits a window on."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fixloop.core.models import RecentDeploy, Signal
+
+RESULT_TOO_LARGE = "TriageResultTooLarge"  # the ApplicationError type of a result too large for one payload
+
+
+class GroupSignalsInput(BaseModel):
+    """Input of ``triage.group_signals``: one closed intake window of ``scope``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    signals: list[Signal]
+    engine: str = "rules"
+    recent_deploys: list[RecentDeploy] = Field(default_factory=list)

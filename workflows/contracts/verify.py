@@ -1,0 +1,72 @@
+"""Contracts of the verification stage: the input and output of ``fixloop.activities.verify`` (``verify.judge``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from fixloop.core.models import WorkItem
+from fixloop.core.verification import MetricResult, MetricStatus, VerdictResult, VerificationPolicy
+
+MONITOR_IDS_MAX = 20
+
+
+class JudgeInput(BaseModel):
+    """scope: the GitOps repository; deployed_at: when Flux applied the merge. policy: the repository's
+    ``verification:`` (``VerificationPolicy.from_policy``). service: the Datadog ``service`` tag (default: the work
+    item's service, else the image name of its artifact). monitor_ids: the Datadog monitors that must have
+    recovered (default: the work item's monitor when it is a Datadog monitor id). recovered: the workflow already
+    saw the alert recover on the same cycle (no monitor is read)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    work_item: WorkItem
+    deployed_at: AwareDatetime
+    policy: VerificationPolicy = Field(default_factory=VerificationPolicy)
+    service: str | None = Field(default=None, max_length=100)
+    monitor_ids: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=MONITOR_IDS_MAX)
+    recovered: bool = False
+
+
+class Window(BaseModel):
+    """``[start, end)``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class MonitorResult(BaseModel):
+    """A monitor's state when the verdict was taken: ``status`` pass (``OK``), fail (``Alert``/``Warn``) or
+    no_data (``No Data``, another state, or not found). ``id`` None: an alert that is no Datadog monitor (e.g. an
+    Alertmanager ``alertname``, then in ``name``), which cannot be looked up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int | None
+    name: str | None = None
+    state: str
+    status: MetricStatus
+
+
+class Verdict(BaseModel):
+    """The verdict and its evidence: ``summary`` (one line for a Jira reader), ``evidence`` (text lines: the
+    windows, each monitor, each metric with medians, p-value and effect size, the score) and the same numbers as
+    data: ``metrics`` (``fixloop.core.verification.MetricResult``), ``monitors``, ``baseline`` / ``after`` windows,
+    ``score`` (0-100, None without data), ``service`` and ``env`` queried."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: VerdictResult
+    summary: str
+    evidence: list[str] = Field(default_factory=list)
+    service: str | None = None
+    env: str | None = None
+    baseline: Window | None = None
+    after: Window | None = None
+    metrics: list[MetricResult] = Field(default_factory=list)
+    monitors: list[MonitorResult] = Field(default_factory=list)
+    score: float | None = None
