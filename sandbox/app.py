@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fastapi import FastAPI
+from fixloop.sandbox import require_extra
 from fixloop.sandbox.bus import Bus
 from fixloop.sandbox.config import Credentials, SandboxConfig, utcnow
 from fixloop.sandbox.store import JsonStore
@@ -86,7 +87,9 @@ class Sandbox:
 
 
 def create_app(sb: Sandbox, services: tuple[tuple[str, str], ...] = SERVICES) -> FastAPI:
-    """The sandbox's ASGI app: every stand-in in ``services`` mounted under its prefix, plus ``GET /healthz``."""
+    """The sandbox's ASGI app: every stand-in in ``services`` mounted under its prefix, plus ``GET /healthz``.
+    Raises ``fixloop.sandbox.ExtraMissing`` when the ``sandbox`` extra is not installed."""
+    require_extra()
     app = FastAPI(title="fixloop sandbox", docs_url=None, redoc_url=None)
     for prefix, module in services:
         app.mount(prefix, importlib.import_module(module).build(sb))
