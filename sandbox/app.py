@@ -24,10 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fastapi import FastAPI
+
 from fixloop.sandbox import require_extra
 from fixloop.sandbox.bus import Bus
 from fixloop.sandbox.config import Credentials, SandboxConfig, utcnow
+from fixloop.sandbox.repos import RepoStore
 from fixloop.sandbox.store import JsonStore
+from fixloop.sandbox.world import World
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,8 @@ class Sandbox:
     bus: Bus = field(default_factory=Bus)
     clock: Callable[[], datetime] = utcnow
     _stores: dict[str, JsonStore] = field(default_factory=dict)
-    _repos: object | None = None
-    _world: object | None = None
+    _repos: RepoStore | None = None
+    _world: World | None = None
 
     @classmethod
     def open(cls, config: SandboxConfig) -> Sandbox:
@@ -66,18 +69,16 @@ class Sandbox:
         return self._stores[name]
 
     @property
-    def repos(self):  # -> fixloop.sandbox.repos.RepoStore
+    def repos(self) -> RepoStore:
+        """The git repositories (``<state_dir>/git``), opened on first use."""
         if self._repos is None:
-            from fixloop.sandbox.repos import RepoStore
-
             self._repos = RepoStore(self.config.state_dir / "git")
         return self._repos
 
     @property
-    def world(self):  # -> fixloop.sandbox.world.World
+    def world(self) -> World:
+        """The Datadog world model, created on first use."""
         if self._world is None:
-            from fixloop.sandbox.world import World
-
             self._world = World(self)
         return self._world
 
