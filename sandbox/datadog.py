@@ -43,9 +43,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fixloop.sandbox.world import MONITORS, SERVICES, MonitorDef, iso
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+
+from fixloop.sandbox.world import MONITORS, SERVICES, MonitorDef, iso
 
 log = logging.getLogger(__name__)
 ORG_ID = 1_000_001

@@ -53,9 +53,10 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from fixloop.sandbox import kustomize
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
