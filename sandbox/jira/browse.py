@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from fixloop.sandbox.jira.service import J, Jira
-from fixloop.sandbox.jira.wire import _WIKI_ESCAPE, STATUSES
+from fixloop.sandbox.jira.wire import STATUSES, WIKI_ESCAPE
 
 router = APIRouter()
 
@@ -16,7 +16,7 @@ router = APIRouter()
 def shown(jira: Jira, text: str) -> str:
     """Wiki text as Jira shows it, as far as escapes go (``\\X`` is X): markup is not rendered, so fixloop's
     escaped text reads as the text it escapes, and anything else shows its raw markup."""
-    return html.escape(_WIKI_ESCAPE.sub(r"\1", text))
+    return html.escape(WIKI_ESCAPE.sub(r"\1", text))
 
 
 @router.get("/browse/{key}", response_class=HTMLResponse)

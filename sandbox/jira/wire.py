@@ -34,7 +34,7 @@ LINK_TYPES = {
     "10003": {"name": "Relates", "inward": "relates to", "outward": "relates to"},
 }
 BOT_ACCOUNT = "712020:f1c0a1b0-0000-4000-8000-000000000001"  # the API user (Cloud accountId format)
-_WIKI_ESCAPE = re.compile(r"\\([!\[\]^~+?%{}()*_|@-])")  # atlassian-renderer's escapable characters
+WIKI_ESCAPE = re.compile(r"\\([!\[\]^~+?%{}()*_|@-])")  # atlassian-renderer's escapable characters
 EDITABLE = {"summary", "description", "labels", "priority", "assignee", "environment", "duedate"}
 
 

@@ -24,7 +24,7 @@ from fixloop.integrations.flux import (
 )
 from fixloop.sandbox.app import Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
-from fixloop.sandbox.flux import last_from
+from fixloop.sandbox.flux.reconciler import last_from
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, build
 from fixloop.sandbox.repos import Action, Person
 from fixloop.sandbox.server import bind, serve_in_thread
