@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -21,6 +20,7 @@ import httpx
 
 from fixloop.sandbox import kustomize
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
+from fixloop.sandbox.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ class Flux:
         self.sb = sb
         self.store = sb.store("flux")
         self._reconcile_lock = threading.Lock()
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._sender: threading.Thread | None = None
-        self._sender_lock = threading.Lock()
+        self.outbox = Outbox("flux-notifier", self._send, timeout=DELIVERY_TIMEOUT, idle=2.0)
         self._instance = "kustomize-controller-" + hashlib.sha1(str(sb.config.state_dir).encode()).hexdigest()[:10]
         with self.store.lock:
             for key, default in (("rv", 1000), ("kustomizations", {}), ("history", {}), ("deliveries", [])):
@@ -381,11 +379,7 @@ class Flux:
             del self.store.data["deliveries"][:-DELIVERIES_MAX]
             self.store.save()
         if url:
-            self._queue.put({"url": url, "event": event, "id": record["id"]})
-            with self._sender_lock:
-                if self._sender is None or not self._sender.is_alive():
-                    self._sender = threading.Thread(target=self._send_loop, name="flux-notifier", daemon=True)
-                    self._sender.start()
+            self.outbox.put({"url": url, "event": event, "id": record["id"]})
 
     def signed_request(self, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         """The body and headers notification-controller sends for ``event`` (Go ``json.Marshal``: compact)."""
@@ -400,30 +394,21 @@ class Flux:
             headers["X-Signature"] = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
         return body, headers
 
-    def _send_loop(self) -> None:
-        with httpx.Client(timeout=DELIVERY_TIMEOUT) as client:
-            while True:
-                try:
-                    item = self._queue.get(timeout=2.0)
-                except queue.Empty:
-                    with self._sender_lock:
-                        if self._queue.empty():
-                            self._sender = None
-                            return
-                    continue
-                body, headers = self.signed_request(item["event"])
-                try:
-                    resp = client.post(item["url"], content=body, headers=headers)
-                    outcome = {"state": "delivered" if resp.is_success else "failed", "status": resp.status_code}
-                except httpx.HTTPError as e:
-                    outcome = {"state": "failed", "error": type(e).__name__}
-                if outcome["state"] != "delivered":
-                    log.warning("flux: event delivery to %s failed: %s", item["url"], outcome)
-                with self.store.lock:
-                    for rec in self.store.data["deliveries"]:
-                        if rec["id"] == item["id"]:
-                            rec.update(outcome)
-                    self.store.save()
+    def _send(self, client: httpx.Client, item: dict[str, Any]) -> None:
+        """POST one event (no retry, as notification-controller's generic providers) and record the outcome."""
+        body, headers = self.signed_request(item["event"])
+        try:
+            resp = client.post(item["url"], content=body, headers=headers)
+            outcome = {"state": "delivered" if resp.is_success else "failed", "status": resp.status_code}
+        except httpx.HTTPError as e:
+            outcome = {"state": "failed", "error": type(e).__name__}
+        if outcome["state"] != "delivered":
+            log.warning("flux: event delivery to %s failed: %s", item["url"], outcome)
+        with self.store.lock:
+            for rec in self.store.data["deliveries"]:
+                if rec["id"] == item["id"]:
+                    rec.update(outcome)
+            self.store.save()
 
     # -- reading ----------------------------------------------------------------------------------------------
     def get(self, resource: str, ns: str, name: str) -> dict[str, Any]:

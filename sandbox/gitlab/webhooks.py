@@ -7,26 +7,23 @@ GitLab's headers (``X-Gitlab-Event``, ``X-Gitlab-Token``, ``X-Gitlab-Event-UUID`
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import uuid
 from typing import Any
 
 import httpx
 
 from fixloop.sandbox.gitlab.wire import MAX_DELIVERIES, PREFIX, VERSION, ts
+from fixloop.sandbox.outbox import Outbox
 from fixloop.sandbox.store import JsonStore
 
 
 class MergeRequestHooks:
-    """The queue and its sender thread (started on demand, ending when the queue stays empty for a second)."""
+    """The deliveries of one GitLab instance (5 s per request; the sender ends after a second without hooks)."""
 
     def __init__(self, sb: Any, store: JsonStore) -> None:  # sb: fixloop.sandbox.app.Sandbox
         self.sb = sb
         self.store = store
-        self._hooks: queue.Queue[tuple[dict[str, Any], dict[str, Any]]] = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._worker_lock = threading.Lock()
+        self.outbox = Outbox("gitlab-webhooks", self._deliver, timeout=5.0, idle=1.0)
 
     def send(self, payload: dict[str, Any], iid: int, action: str) -> None:
         """Record the delivery of ``payload`` (merge request ``iid``, ``action``) and queue it when a URL is set."""
@@ -46,41 +43,27 @@ class MergeRequestHooks:
             del deliveries[:-MAX_DELIVERIES]
             self.store.save()
         if url:
-            self._hooks.put((payload, delivery))
-            with self._worker_lock:
-                if self._worker is None or not self._worker.is_alive():
-                    self._worker = threading.Thread(target=self._deliver, name="gitlab-webhooks", daemon=True)
-                    self._worker.start()
+            self.outbox.put((payload, delivery))
 
-    def _deliver(self) -> None:
-        """Deliver queued hooks in order; the thread ends when the queue stays empty for a second."""
-        with httpx.Client(timeout=5.0) as client:
-            while True:
-                try:
-                    payload, delivery = self._hooks.get(timeout=1.0)
-                except queue.Empty:
-                    with self._worker_lock:
-                        if self._hooks.empty():
-                            self._worker = None
-                            return
-                    continue
-                headers = {
-                    "Content-Type": "application/json",
-                    "User-Agent": f"GitLab/{VERSION}",
-                    "X-Gitlab-Event": "Merge Request Hook",
-                    "X-Gitlab-Token": self.sb.credentials.gitlab_webhook_token.get_secret_value(),
-                    "X-Gitlab-Event-UUID": delivery["uuid"],
-                    "X-Gitlab-Webhook-UUID": self.store.data["webhook_uuid"],
-                    "X-Gitlab-Instance": self.sb.url(PREFIX),
-                }
-                status, error = None, None
-                try:
-                    resp = client.post(delivery["url"], content=json.dumps(payload), headers=headers)
-                    status = resp.status_code
-                except httpx.HTTPError as e:
-                    error = type(e).__name__
-                with self.store.lock:
-                    for d in self.store.data["hook_deliveries"]:
-                        if d["uuid"] == delivery["uuid"]:
-                            d["status"], d["error"] = status, error
-                    self.store.save()
+    def _deliver(self, client: httpx.Client, item: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        payload, delivery = item
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"GitLab/{VERSION}",
+            "X-Gitlab-Event": "Merge Request Hook",
+            "X-Gitlab-Token": self.sb.credentials.gitlab_webhook_token.get_secret_value(),
+            "X-Gitlab-Event-UUID": delivery["uuid"],
+            "X-Gitlab-Webhook-UUID": self.store.data["webhook_uuid"],
+            "X-Gitlab-Instance": self.sb.url(PREFIX),
+        }
+        status, error = None, None
+        try:
+            resp = client.post(delivery["url"], content=json.dumps(payload), headers=headers)
+            status = resp.status_code
+        except httpx.HTTPError as e:
+            error = type(e).__name__
+        with self.store.lock:
+            for d in self.store.data["hook_deliveries"]:
+                if d["uuid"] == delivery["uuid"]:
+                    d["status"], d["error"] = status, error
+            self.store.save()

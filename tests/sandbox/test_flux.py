@@ -1,4 +1,4 @@
-"""The Flux stand-in (sandbox/flux.py, sandbox/kustomize.py) against fixloop's Flux client (integrations/flux.py),
+"""The Flux stand-in (sandbox/flux/, sandbox/kustomize.py) against fixloop's Flux client (integrations/flux.py),
 over plain HTTP; fidelity against recorded real Flux objects and notification events (tests/fixtures/recorded/flux)."""
 
 from __future__ import annotations
