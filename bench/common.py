@@ -11,7 +11,7 @@
 * ``fixloop_env(client, task_queue, intake)``: the environment of a ``fixloop`` subprocess (the gateway) pointed at
   that server and task queue with the same intake settings;
 * ``report(figures)``: the figures as one JSON object on the last line of stdout (what ``make bench`` and the
-  README read).
+  README read), and with ``temporal=True`` the end of the process (see ``report``).
 
 A script puts the repository root on ``sys.path`` (``ROOT``, two lines) before importing this module.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -128,6 +129,13 @@ def fixloop_env(client: Client, task_queue: str, intake: IntakeSettings, **extra
     }
 
 
-def report(figures: dict[str, Any]) -> None:
-    """Print ``figures`` as one JSON object, the last line of stdout."""
+def report(figures: dict[str, Any], *, temporal: bool = False) -> None:
+    """Print ``figures`` as one JSON object, the last line of stdout. ``temporal``: the script opened Temporal
+    clients, so end the process here with ``os._exit(0)`` once stdout and stderr are flushed, as ``fixloop``'s
+    ``main`` does: the clients' Rust threads can outlive the event loop and abort interpreter finalization ("Fatal
+    Python error: PyGILState_Release ... finalizing", exit status 134; temporalio/sdk-python#300), seen here after
+    ``bench/gateway.py`` had printed its figures."""
     print(json.dumps(figures), flush=True)
+    if temporal:
+        sys.stderr.flush()
+        os._exit(0)

@@ -665,7 +665,7 @@ def main() -> None:
     if args.serve_worker:
         asyncio.run(serve_worker(args.address, args.namespace, args.task_queue))
         return
-    report(asyncio.run(run(args)))
+    report(asyncio.run(run(args)), temporal=True)
 
 
 if __name__ == "__main__":

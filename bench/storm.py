@@ -322,7 +322,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.backlog is None:
         args.backlog = args.window
-    report(asyncio.run(run(args)))
+    report(asyncio.run(run(args)), temporal=True)
 
 
 if __name__ == "__main__":
