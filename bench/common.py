@@ -28,15 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from fixloop.activities import change, gitlab, jira
-from fixloop.app.temporal import binary
-from fixloop.app.worker import build_worker
-from fixloop.core.config import IntakeSettings
-from fixloop.core.models import fingerprint
 from fixloop.workflows.policies import SEARCH_ATTRIBUTES
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+
+from fixloop.app.temporal import binary
+from fixloop.app.worker import build_worker
+from fixloop.core.config import IntakeSettings
+from fixloop.core.models import fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import report  # noqa: E402
 from fixloop.sandbox.world import DAILY_AMPLITUDE, NOISE_CV, SERVICES, World  # noqa: E402
 
+from bench.common import report  # noqa: E402
 from fixloop.core.verification import (  # noqa: E402
     ERROR_RATE,
     LATENCY_P95,

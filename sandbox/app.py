@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fastapi import FastAPI
-
 from fixloop.sandbox import require_extra
 from fixloop.sandbox.bus import Bus
 from fixloop.sandbox.config import Credentials, SandboxConfig, utcnow

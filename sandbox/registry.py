@@ -21,9 +21,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
-
 from fixloop.sandbox.routes import stand_in
+from starlette.exceptions import HTTPException
 
 HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 _NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")

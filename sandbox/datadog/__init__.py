@@ -35,12 +35,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException
-
 from fixloop.sandbox.datadog import events, metrics, monitors
 from fixloop.sandbox.datadog.service import Datadog
 from fixloop.sandbox.datadog.wire import DatadogError, error
 from fixloop.sandbox.routes import stand_in
+from starlette.exceptions import HTTPException
 
 ROUTERS = (metrics, monitors, events)
 

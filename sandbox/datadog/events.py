@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
-
 from fixloop.sandbox.datadog.service import DD, Datadog
 from fixloop.sandbox.datadog.wire import DatadogError
 from fixloop.sandbox.world import iso
+from pydantic import BaseModel, Field
 
 router = APIRouter()
 

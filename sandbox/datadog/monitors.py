@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Request
-
 from fixloop.sandbox.datadog.service import DD, Datadog
 from fixloop.sandbox.datadog.wire import CREATOR, ORG_ID, DatadogError
 from fixloop.sandbox.world import MONITORS, iso

@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 from fastapi import Depends, Request
-
 from fixloop.sandbox.datadog.wire import CREATOR, ORG_ID, DatadogError
 from fixloop.sandbox.routes import service
 from fixloop.sandbox.world import MonitorDef, iso

@@ -45,11 +45,10 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from fixloop.sandbox.flux import control, discovery, gitrepositories, kustomizations
 from fixloop.sandbox.flux.reconciler import Flux, KubeError
 from fixloop.sandbox.routes import stand_in
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 

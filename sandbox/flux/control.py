@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from fastapi import APIRouter
-
 from fixloop.sandbox.flux.objects import FLUX
 from fixloop.sandbox.flux.reconciler import Flux
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-
 from fixloop.sandbox.flux.reconciler import KS_GROUP, SRC_GROUP, VERSION, KubeError
 
 router = APIRouter()

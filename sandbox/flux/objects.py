@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-
 from fixloop.sandbox.flux.reconciler import RESOURCES, VERSION, Flux
 from fixloop.sandbox.routes import service
 

@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-
 from fixloop.sandbox import kustomize
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
 from fixloop.sandbox.outbox import Outbox

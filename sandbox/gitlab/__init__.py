@@ -38,8 +38,6 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from fixloop.sandbox.app import Sandbox
 from fixloop.sandbox.gitlab import approvals, branches, commits, files, merge_requests, notes, projects, users
 from fixloop.sandbox.gitlab.git import RawPath, git_route
@@ -47,6 +45,7 @@ from fixloop.sandbox.gitlab.service import GitLab
 from fixloop.sandbox.gitlab.wire import ApiError
 from fixloop.sandbox.repos import RepoError
 from fixloop.sandbox.routes import stand_in
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 ROUTERS = (users, projects, files, branches, commits, merge_requests, notes, approvals)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-
 from fixloop.sandbox.gitlab.service import GL, GitLab, P, Params, User
 from fixloop.sandbox.gitlab.wire import ApiError, ts
 

@@ -10,7 +10,6 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-
 from fixloop.sandbox.gitlab.service import GL, GitLab, P, Params, User
 from fixloop.sandbox.gitlab.wire import ApiError, paginate, require, truthy
 from fixloop.sandbox.repos import Action, as_dict

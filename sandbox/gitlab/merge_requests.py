@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-
 from fixloop.sandbox.gitlab.service import GL, GitLab, P, Params, User
 from fixloop.sandbox.gitlab.wire import DRAFT_RE, ApiError, as_int, as_list, hook_ts, paginate, require, truthy, ts
 from fixloop.sandbox.repos import Person, RepoError, as_dict

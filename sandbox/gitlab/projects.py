@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-
 from fixloop.sandbox.gitlab.service import GL, GitLab, P, Params, User
 from fixloop.sandbox.gitlab.wire import API, APPROVALS_REQUIRED, paginate
 

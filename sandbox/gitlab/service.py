@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from fastapi import Depends, Request
-
 from fixloop.sandbox.app import Sandbox
 from fixloop.sandbox.gitlab.webhooks import MergeRequestHooks
 from fixloop.sandbox.gitlab.wire import (

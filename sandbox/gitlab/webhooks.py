@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 import httpx
-
 from fixloop.sandbox.gitlab.wire import MAX_DELIVERIES, PREFIX, VERSION, ts
 from fixloop.sandbox.outbox import Outbox
 from fixloop.sandbox.store import JsonStore

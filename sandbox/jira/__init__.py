@@ -27,12 +27,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from fixloop.sandbox.jira import browse, comments, instance, issues, links, properties, search, transitions
 from fixloop.sandbox.jira.service import Jira
 from fixloop.sandbox.jira.wire import JiraError, error_body
 from fixloop.sandbox.routes import stand_in
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 ROUTERS = (instance, issues, search, comments, transitions, links, properties, browse)
 

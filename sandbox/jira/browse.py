@@ -6,7 +6,6 @@ import html
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-
 from fixloop.sandbox.jira.service import J, Jira
 from fixloop.sandbox.jira.wire import STATUSES, WIKI_ESCAPE
 

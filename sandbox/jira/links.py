@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse, Response
-
 from fixloop.sandbox.jira.service import J, Jira
 from fixloop.sandbox.jira.wire import API, LINK_TYPES, JiraError, jira_time
 

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from fastapi.responses import Response
-
 from fixloop.sandbox.jira.service import J, Jira
 from fixloop.sandbox.jira.wire import API, JiraError
 

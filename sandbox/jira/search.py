@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
-
 from fixloop.sandbox.jira.service import J, Jira
 from fixloop.sandbox.jira.wire import API, JiraError
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, Response
-
 from fixloop.sandbox.jira.adf import rich_text
 from fixloop.sandbox.jira.jql import check_values, matches, parse_jql
 from fixloop.sandbox.jira.wire import (
