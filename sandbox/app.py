@@ -10,7 +10,8 @@ prefix     module      what a client configures
 /registry  registry    an OCI distribution registry (``/registry/v2/<name>/tags/list``)
 =========  ==========  ==========================================================================================
 
-Each sub-application installs its own exception handlers so errors have the real API's shape (GitLab
+Each sub-application is built by ``fixloop.sandbox.routes.stand_in`` from one FastAPI router per resource, with
+exception handlers that give errors the real API's shape (GitLab
 ``{"message": ...}``, Jira ``{"errorMessages": [...], "errors": {...}}``, Datadog ``{"errors": [...]}``, a Kubernetes
 ``Status`` object, OCI ``{"errors": [{"code", "message", "detail"}]}``), never a stack trace.
 """
