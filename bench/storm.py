@@ -17,10 +17,10 @@ makes runs close windows early to fit it (``fixloop.workflows.intake.CARRY_MAX_B
 
 The worker is the real one (``fixloop.app.worker.build_worker``, in this process): the intake, the rules triage
 activity and the real ``RemediationWorkflow`` children. The external-system activities the loops call (Jira,
-change planning, GitLab) are stand-ins that answer at once, so each fix loop opens its "issue" and "merge
-request" and parks in ``await_approval`` (the MR stays opened, unapproved) and each risk digest ends as tracked:
-the loops the intake starts and signals are real work on the same worker and server, as in a storm. So the
-figure is the intake's throughput with its loops on one worker process, not the intake alone.
+change planning, GitLab) are stand-ins that answer at once (``bench.common.STAND_INS``), so each fix loop opens
+its "issue" and "merge request" and parks in ``await_approval`` (the MR stays opened, unapproved) and each risk
+digest ends as tracked: the loops the intake starts and signals are real work on the same worker and server, as in
+a storm. So the figure is the intake's throughput with its loops on one worker process, not the intake alone.
 Intake options for a storm: ``quiet_period`` ``--quiet`` (1 s), ``window_max_signals`` ``--window`` (500),
 the rest at their defaults.
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
 import time
@@ -44,22 +43,14 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pydantic_core import to_json  # noqa: E402
-from temporalio import activity  # noqa: E402
 from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from fixloop.activities import merge_request as gitlab  # noqa: E402
-from fixloop.activities import plan as change  # noqa: E402
-from fixloop.activities import work_item as jira  # noqa: E402
+from bench.common import FIXTURES, dev_server, report, worker  # noqa: E402
 from fixloop.app.ingest import ingest_file  # noqa: E402
-from fixloop.app.temporal import binary  # noqa: E402
-from fixloop.app.worker import build_worker  # noqa: E402
 from fixloop.core.models import Kind, Signal, fingerprint  # noqa: E402
 from fixloop.workflows.contracts.intake import (  # noqa: E402
     Counters,
@@ -71,59 +62,18 @@ from fixloop.workflows.contracts.intake import (  # noqa: E402
 )
 from fixloop.workflows.contracts.loop import LoopOptions  # noqa: E402
 from fixloop.workflows.intake import IntakeWorkflow  # noqa: E402
-from fixloop.workflows.options import SEARCH_ATTRIBUTES  # noqa: E402
 
 SCANNERS = ("trivy", "grype", "snyk", "gitlab", "osv-scanner", "pip-audit")
 GOAL_MAX_EVENTS = 10_000
-
-
-# --- stand-ins for the external systems: answer at once ------------------------------------------------------
-
-
-@activity.defn(name=jira.OPEN_WORK_ITEM)
-async def open_work_item(inp: jira.OpenWorkItemInput) -> jira.IssueRef:
-    key = f"STORM-{int(inp.work_item.id[3:15], 16) % 1_000_000}"
-    return jira.IssueRef(key=key, url=f"https://jira.invalid/browse/{key}")
-
-
-@activity.defn(name=jira.COMMENT)
-async def comment(inp: jira.CommentInput) -> None:
-    return None
-
-
-@activity.defn(name=change.PLAN_CHANGE)
-async def plan_change(inp: change.PlanChangeInput) -> change.PlannedChange:
-    return change.PlannedChange(located=True, branch=f"fixloop/{inp.work_item.id}", operations=["stand-in bump"])
-
-
-@activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
-async def open_merge_request(inp: gitlab.OpenMergeRequestInput) -> gitlab.MergeRequestRef:
-    iid = int(inp.work_item.id[3:11], 16) % 100_000
-    return gitlab.MergeRequestRef(
-        project=inp.scope,
-        iid=iid,
-        url=f"https://gitlab.invalid/{inp.scope}/-/merge_requests/{iid}",
-        branch=f"fixloop/{inp.work_item.id}",
-        head_sha=fingerprint("head", inp.work_item.id) + "00000000",
-    )
-
-
-@activity.defn(name=gitlab.MERGE_REQUEST_STATE)
-async def merge_request_state(inp: gitlab.MergeRequestStateInput) -> gitlab.MergeRequestState:
-    return gitlab.MergeRequestState(state=gitlab.MrState.OPENED, head_sha="0" * 40)
-
-
-STAND_INS = [open_work_item, comment, plan_change, open_merge_request, merge_request_state]
 
 
 # --- the storm -----------------------------------------------------------------------------------------------
 
 
 def real_findings() -> list[Signal]:
-    fixtures = ROOT / "tests" / "fixtures"
     out: list[Signal] = []
     for d in SCANNERS:
-        for p in sorted((fixtures / d).glob("*.json")):
+        for p in sorted((FIXTURES / d).glob("*.json")):
             out += [s for s in ingest_file(p).signals if s.kind is Kind.FINDING]
     return out
 
@@ -298,15 +248,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         loop_options=LoopOptions(search_attributes=True),
     )
     task_queue = f"storm-{tag}"
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary("temporal")),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-    ) as env:
-        client = env.client
+    async with dev_server() as client:
         pacer = Pacer(client, args.backlog)
-        async with build_worker(client, task_queue, extra_activities=STAND_INS):
+        async with worker(client, task_queue):
             t0 = time.perf_counter()
             errors = await deliver(client, task_queue, scopes, options, sends, pacer)
             t_sent = time.perf_counter()
@@ -378,7 +322,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.backlog is None:
         args.backlog = args.window
-    print(json.dumps(asyncio.run(run(args))))
+    report(asyncio.run(run(args)), temporal=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Last line: ``{"false_fail_rate": ..., "detection_rate_1_5x": ...}``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -27,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import report  # noqa: E402
 from fixloop.core.verification import (  # noqa: E402
     ERROR_RATE,
     LATENCY_P95,
@@ -141,7 +140,7 @@ def main() -> None:
     print(f"false-fail rate (unchanged, goal <= 0.01): {false_fail:.4f}")
     print(f"detection rate of error rate x1.5 (goal >= 0.95): {detection:.4f}")
     print(f"{len(scenarios) * n} verdicts in {elapsed:.1f} s")
-    print(json.dumps({"false_fail_rate": false_fail, "detection_rate_1_5x": detection}))
+    report({"false_fail_rate": false_fail, "detection_rate_1_5x": detection})
 
 
 if __name__ == "__main__":

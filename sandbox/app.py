@@ -10,7 +10,8 @@ prefix     module      what a client configures
 /registry  registry    an OCI distribution registry (``/registry/v2/<name>/tags/list``)
 =========  ==========  ==========================================================================================
 
-Each sub-application installs its own exception handlers so errors have the real API's shape (GitLab
+Each sub-application is built by ``fixloop.sandbox.routes.stand_in`` from one FastAPI router per resource, with
+exception handlers that give errors the real API's shape (GitLab
 ``{"message": ...}``, Jira ``{"errorMessages": [...], "errors": {...}}``, Datadog ``{"errors": [...]}``, a Kubernetes
 ``Status`` object, OCI ``{"errors": [{"code", "message", "detail"}]}``), never a stack trace.
 """
@@ -25,9 +26,12 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from fixloop.sandbox import require_extra
 from fixloop.sandbox.bus import Bus
 from fixloop.sandbox.config import Credentials, SandboxConfig, utcnow
+from fixloop.sandbox.repos import RepoStore
 from fixloop.sandbox.store import JsonStore
+from fixloop.sandbox.world import World
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,8 @@ class Sandbox:
     bus: Bus = field(default_factory=Bus)
     clock: Callable[[], datetime] = utcnow
     _stores: dict[str, JsonStore] = field(default_factory=dict)
-    _repos: object | None = None
-    _world: object | None = None
+    _repos: RepoStore | None = None
+    _world: World | None = None
 
     @classmethod
     def open(cls, config: SandboxConfig) -> Sandbox:
@@ -66,18 +70,16 @@ class Sandbox:
         return self._stores[name]
 
     @property
-    def repos(self):  # -> fixloop.sandbox.repos.RepoStore
+    def repos(self) -> RepoStore:
+        """The git repositories (``<state_dir>/git``), opened on first use."""
         if self._repos is None:
-            from fixloop.sandbox.repos import RepoStore
-
             self._repos = RepoStore(self.config.state_dir / "git")
         return self._repos
 
     @property
-    def world(self):  # -> fixloop.sandbox.world.World
+    def world(self) -> World:
+        """The Datadog world model, created on first use."""
         if self._world is None:
-            from fixloop.sandbox.world import World
-
             self._world = World(self)
         return self._world
 
@@ -87,7 +89,9 @@ class Sandbox:
 
 
 def create_app(sb: Sandbox, services: tuple[tuple[str, str], ...] = SERVICES) -> FastAPI:
-    """The sandbox's ASGI app: every stand-in in ``services`` mounted under its prefix, plus ``GET /healthz``."""
+    """The sandbox's ASGI app: every stand-in in ``services`` mounted under its prefix, plus ``GET /healthz``.
+    Raises ``fixloop.sandbox.ExtraMissing`` when the ``sandbox`` extra is not installed."""
+    require_extra()
     app = FastAPI(title="fixloop sandbox", docs_url=None, redoc_url=None)
     for prefix, module in services:
         app.mount(prefix, importlib.import_module(module).build(sb))

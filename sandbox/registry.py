@@ -18,10 +18,12 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+
+from fixloop.sandbox.routes import stand_in
 
 HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 _NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
@@ -85,44 +87,48 @@ def _errors(status: int, code: str, message: str, detail: Any = None) -> JSONRes
     return JSONResponse(body, status_code=status, headers=HEADERS)
 
 
+def _http(exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 405:
+        return _errors(405, "UNSUPPORTED", "The operation is unsupported.")
+    return _errors(exc.status_code, "NOT_FOUND" if exc.status_code == 404 else "UNKNOWN", str(exc.detail))
+
+
+ERRORS = {
+    HTTPException: _http,
+    RequestValidationError: lambda exc: _errors(
+        400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested", str(exc.errors()[0])
+    ),
+    Exception: lambda exc: _errors(500, "UNKNOWN", "unknown error"),
+}
+
+router = APIRouter()  # the one resource: tags (and the API version check)
+
+
+@router.get("/v2/")
+def version() -> JSONResponse:
+    return JSONResponse({}, headers=HEADERS)
+
+
+@router.get("/v2/{name:path}/tags/list")
+def tags_list(request: Request, name: str, n: int | None = None, last: str | None = None) -> JSONResponse:
+    if not _NAME.match(name):
+        return _errors(400, "NAME_INVALID", "invalid repository name", {"name": name})
+    if name not in TAGS:
+        return _errors(404, "NAME_UNKNOWN", "repository name not known to registry", {"name": name})
+    if n is not None and n < 0:
+        return _errors(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested", {"n": n})
+    tags = sorted(set(TAGS[name]))
+    if last is not None:
+        tags = [t for t in tags if t > last]
+    headers = dict(HEADERS)
+    if n is not None and len(tags) > n:
+        tags = tags[:n]
+        if tags:
+            root = request.scope.get("root_path", "")  # the mount prefix, so the path resolves on this host
+            headers["Link"] = f'<{root}/v2/{name}/tags/list?n={n}&last={quote(tags[-1], safe="")}>; rel="next"'
+    return JSONResponse({"name": name, "tags": tags}, headers=headers)
+
+
 def build(sb: Any) -> FastAPI:
-    app = FastAPI(title="registry (sandbox)", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.exception_handler(HTTPException)
-    def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        if exc.status_code == 405:
-            return _errors(405, "UNSUPPORTED", "The operation is unsupported.")
-        return _errors(exc.status_code, "NOT_FOUND" if exc.status_code == 404 else "UNKNOWN", str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _errors(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested", str(exc.errors()[0]))
-
-    @app.exception_handler(Exception)
-    def _crash(_: Request, exc: Exception) -> JSONResponse:
-        return _errors(500, "UNKNOWN", "unknown error")
-
-    @app.get("/v2/")
-    def version() -> JSONResponse:
-        return JSONResponse({}, headers=HEADERS)
-
-    @app.get("/v2/{name:path}/tags/list")
-    def tags_list(request: Request, name: str, n: int | None = None, last: str | None = None) -> JSONResponse:
-        if not _NAME.match(name):
-            return _errors(400, "NAME_INVALID", "invalid repository name", {"name": name})
-        if name not in TAGS:
-            return _errors(404, "NAME_UNKNOWN", "repository name not known to registry", {"name": name})
-        if n is not None and n < 0:
-            return _errors(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested", {"n": n})
-        tags = sorted(set(TAGS[name]))
-        if last is not None:
-            tags = [t for t in tags if t > last]
-        headers = dict(HEADERS)
-        if n is not None and len(tags) > n:
-            tags = tags[:n]
-            if tags:
-                root = request.scope.get("root_path", "")  # the mount prefix, so the path resolves on this host
-                headers["Link"] = f'<{root}/v2/{name}/tags/list?n={n}&last={quote(tags[-1], safe="")}>; rel="next"'
-        return JSONResponse({"name": name, "tags": tags}, headers=headers)
-
-    return app
+    """The registry stand-in (stateless); mounted at ``/registry`` by ``fixloop.sandbox.app``."""
+    return stand_in("registry (sandbox)", None, ERRORS, [router])

@@ -7,19 +7,16 @@ import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
+from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from fixloop import __version__
+from fixloop.app.ingest import IngestResult
+from fixloop.core.config import TemporalSettings
 from fixloop.core.models import Source
-
-if TYPE_CHECKING:
-    from temporalio.client import Client
-    from temporalio.runtime import Runtime
-
-    from fixloop.app.ingest import IngestResult
-    from fixloop.core.config import TemporalSettings
 
 S = TypeVar("S")
 Paths = Annotated[list[Path], typer.Argument(help="Scanner reports or webhook payloads (JSON).", show_default=False)]
@@ -417,6 +414,14 @@ def sandbox_up(
 
     import uvicorn
 
+    from fixloop.sandbox import ExtraMissing, require_extra
+
+    try:
+        require_extra()
+    except ExtraMissing as e:
+        typer.echo(f"fixloop sandbox up: {e}", err=True)
+        raise typer.Exit(code=2) from None
+
     from fixloop.sandbox.app import Sandbox, create_app
     from fixloop.sandbox.config import SandboxConfig
     from fixloop.sandbox.server import bind, endpoints
@@ -540,6 +545,7 @@ def demo(
 
     from fixloop.app.demo import DemoError, run_demo
     from fixloop.app.temporal import BinaryMissing
+    from fixloop.sandbox import ExtraMissing
 
     global _temporal_connected
     _temporal_connected = True
@@ -580,7 +586,7 @@ def demo(
                 on_summary=show,
             )
         )
-    except (DemoError, BinaryMissing) as e:
+    except (DemoError, BinaryMissing, ExtraMissing) as e:
         typer.echo(f"fixloop demo: {e}", err=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:

@@ -55,6 +55,7 @@ from rich.live import Live
 from rich.table import Table
 
 from fixloop.app.temporal import binary, dev_server_args
+from fixloop.sandbox import require_extra
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "demo"
@@ -572,9 +573,10 @@ async def run_demo(
 ) -> dict[str, Any]:
     """Run the demo; ``on_summary`` gets the summary (see ``Demo.summary``), which is also returned. Stops every
     child process before returning; with ``keep``, only after Ctrl-C, so the Temporal UI can be browsed first.
-    Raises DemoError when a child dies or the loops do not finish within ``timeout`` seconds."""
-    if approve_as is not None:
-        binary("temporal")  # fail fast, before any process starts
+    Raises DemoError when a child dies or the loops do not finish within ``timeout`` seconds, and before anything
+    starts ``fixloop.sandbox.ExtraMissing`` / ``fixloop.app.temporal.BinaryMissing`` without the 'sandbox' extra."""
+    require_extra()  # fail fast, before any process starts: the sandbox's modules,
+    binary("temporal")  # and the embedded Temporal server (both from the 'sandbox' extra)
     clean_state(state_dir)
     demo = Demo(state_dir, approve_as, console, timeout=timeout)
     main = asyncio.current_task()

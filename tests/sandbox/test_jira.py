@@ -16,7 +16,8 @@ from fixloop.integrations.errors import AuthError, IntegrationError, Invalid, No
 from fixloop.integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
 from fixloop.sandbox.app import Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
-from fixloop.sandbox.jira import adf_to_text, parse_jql, text_to_adf
+from fixloop.sandbox.jira.adf import adf_to_text, text_to_adf
+from fixloop.sandbox.jira.jql import parse_jql
 from fixloop.sandbox.server import bind, serve_in_thread
 from tests.sandbox.conftest import Running
 from tests.sandbox.fidelity import assert_same_shape, recorded

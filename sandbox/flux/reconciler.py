@@ -1,39 +1,8 @@
-"""The Flux stand-in: a sandbox cluster's Kubernetes API (Flux objects only), its reconciler and its notifications.
+"""The Flux reconciler and the objects it serves: the ``GitRepository`` source, every declared ``Kustomization``
+(rendered with ``fixloop.sandbox.kustomize``, status as kustomize-controller v1 sets it), the applied-revision
+history, the world's deploy record, and notification-controller's events with their deliveries (see the package
+docstring for when it reconciles)."""
 
-What it models
-  * ``GitRepository flux-system/flux-system`` tracks branch ``main`` of the sandbox repository ``platform/gitops``
-    (its ``spec`` is read from ``clusters/sandbox/*.yaml`` when declared there; the tracked project/branch are fixed).
-  * Every ``Kustomization`` (``kustomize.toolkit.fluxcd.io/v1``) declared in ``clusters/sandbox/*.yaml`` is
-    "applied" at each new head: its ``spec.path`` is rendered with ``fixloop.sandbox.kustomize`` (a kustomize subset),
-    the
-    Deployments' containers are recorded, and the status is set as kustomize-controller v1 sets it: Ready=True
-    ``ReconciliationSucceeded`` "Applied revision: main@sha1:<sha>" (+ Healthy=True when ``spec.wait``), or
-    Ready=False ``BuildFailed``/``ArtifactFailed`` with Reconciling=True ``ProgressingWithRetry``,
-    ``lastAttemptedRevision`` = the new revision and ``lastAppliedRevision`` unchanged. A later good revision recovers.
-  * After each applied revision of ``apps-production`` (the Kustomization the seeded ``fixloop.yaml`` verifies),
-    ``sb.world.record_deploy`` gets ``{Deployment: {container: image, "base-image": last FROM of
-    services/<Deployment>/Dockerfile}}`` and the ``services/<Deployment>/`` files; a failing world is logged only.
-  * Events as notification-controller's ``generic`` / ``generic-hmac`` providers post them (notification-controller
-    ``docs/spec/v1beta3/providers.md``, "Generic webhook (with HMAC)"; ``events.md`` "Event structure"): the JSON
-    event, ``Content-Type: application/json``, ``Gotk-Component: kustomize-controller`` and, for generic-hmac,
-    ``X-Signature: sha256=<hex HMAC-SHA256 of the body>`` keyed with ``sb.credentials.flux_hmac_key``. They are
-    delivered in order by one background thread (5 s timeout, no retry) and every delivery is recorded.
-
-When it reconciles (no free-running thread: a mounted sub-application gets no lifespan events to stop one)
-  * on a ``"git.push"`` bus event for ``platform/gitops``/``main``, synchronously in the publisher's thread;
-  * on ``POST /kube/sandbox/reconcile`` (what ``flux reconcile source git flux-system`` triggers), answering the
-    outcome; tests use it to reconcile deterministically;
-  * lazily, at most every ``sb.config.flux_interval`` seconds of ``sb.clock()``: any request to ``/kube`` first
-    checks the branch head when the interval has elapsed (so a poller sees a head that moved without a bus event);
-  * once when built, so a restarted sandbox catches up.
-  An already attempted revision (same ``generation``) is never re-applied, also after a restart: state, the
-  applied-revision history per Kustomization and the deliveries live in ``sb.store("flux")``.
-
-Kubernetes API (``Authorization: Bearer <sb.credentials.kube_token>``): ``GET /kube/api``, ``/kube/apis``,
-``/kube/apis/kustomize.toolkit.fluxcd.io/v1[/namespaces/{ns}]/kustomizations[/{name}]`` and
-``/kube/apis/source.toolkit.fluxcd.io/v1[/namespaces/{ns}]/gitrepositories[/{name}]``. Errors are ``Status``
-objects (401 Unauthorized, 404 NotFound "<resource>.<group> "<name>" not found", 405, 400, 500).
-"""
 
 from __future__ import annotations
 
@@ -41,22 +10,17 @@ import hashlib
 import hmac
 import json
 import logging
-import queue
 import threading
 import time
 import uuid
 from datetime import datetime
 from typing import Any
 
-import anyio.to_thread
 import httpx
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fixloop.sandbox import kustomize
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
+from fixloop.sandbox.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +85,7 @@ class Flux:
         self.sb = sb
         self.store = sb.store("flux")
         self._reconcile_lock = threading.Lock()
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._sender: threading.Thread | None = None
-        self._sender_lock = threading.Lock()
+        self.outbox = Outbox("flux-notifier", self._send, timeout=DELIVERY_TIMEOUT, idle=2.0)
         self._instance = "kustomize-controller-" + hashlib.sha1(str(sb.config.state_dir).encode()).hexdigest()[:10]
         with self.store.lock:
             for key, default in (("rv", 1000), ("kustomizations", {}), ("history", {}), ("deliveries", [])):
@@ -417,11 +379,7 @@ class Flux:
             del self.store.data["deliveries"][:-DELIVERIES_MAX]
             self.store.save()
         if url:
-            self._queue.put({"url": url, "event": event, "id": record["id"]})
-            with self._sender_lock:
-                if self._sender is None or not self._sender.is_alive():
-                    self._sender = threading.Thread(target=self._send_loop, name="flux-notifier", daemon=True)
-                    self._sender.start()
+            self.outbox.put({"url": url, "event": event, "id": record["id"]})
 
     def signed_request(self, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         """The body and headers notification-controller sends for ``event`` (Go ``json.Marshal``: compact)."""
@@ -436,30 +394,21 @@ class Flux:
             headers["X-Signature"] = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
         return body, headers
 
-    def _send_loop(self) -> None:
-        with httpx.Client(timeout=DELIVERY_TIMEOUT) as client:
-            while True:
-                try:
-                    item = self._queue.get(timeout=2.0)
-                except queue.Empty:
-                    with self._sender_lock:
-                        if self._queue.empty():
-                            self._sender = None
-                            return
-                    continue
-                body, headers = self.signed_request(item["event"])
-                try:
-                    resp = client.post(item["url"], content=body, headers=headers)
-                    outcome = {"state": "delivered" if resp.is_success else "failed", "status": resp.status_code}
-                except httpx.HTTPError as e:
-                    outcome = {"state": "failed", "error": type(e).__name__}
-                if outcome["state"] != "delivered":
-                    log.warning("flux: event delivery to %s failed: %s", item["url"], outcome)
-                with self.store.lock:
-                    for rec in self.store.data["deliveries"]:
-                        if rec["id"] == item["id"]:
-                            rec.update(outcome)
-                    self.store.save()
+    def _send(self, client: httpx.Client, item: dict[str, Any]) -> None:
+        """POST one event (no retry, as notification-controller's generic providers) and record the outcome."""
+        body, headers = self.signed_request(item["event"])
+        try:
+            resp = client.post(item["url"], content=body, headers=headers)
+            outcome = {"state": "delivered" if resp.is_success else "failed", "status": resp.status_code}
+        except httpx.HTTPError as e:
+            outcome = {"state": "failed", "error": type(e).__name__}
+        if outcome["state"] != "delivered":
+            log.warning("flux: event delivery to %s failed: %s", item["url"], outcome)
+        with self.store.lock:
+            for rec in self.store.data["deliveries"]:
+                if rec["id"] == item["id"]:
+                    rec.update(outcome)
+            self.store.save()
 
     # -- reading ----------------------------------------------------------------------------------------------
     def get(self, resource: str, ns: str, name: str) -> dict[str, Any]:
@@ -526,115 +475,3 @@ def _version(o: dict[str, Any]) -> str:
 def _change_line(inventory_id: str, action: str) -> str:
     ns, name, _group, kind = inventory_id.split("_", 3)
     return f"{kind}/{ns + '/' if ns else ''}{name} {action}"
-
-
-def build_app(sb: Any, flux: Flux) -> FastAPI:
-    app = FastAPI(title="sandbox Kubernetes API (Flux)", docs_url=None, redoc_url=None, openapi_url=None)
-    token = sb.credentials.kube_token.get_secret_value()
-
-    def kube_error(exc: KubeError) -> JSONResponse:
-        return JSONResponse(exc.body, status_code=exc.code)
-
-    @app.middleware("http")
-    async def auth_and_poll(request: Request, call_next: Any) -> Any:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return kube_error(KubeError(401, "Unauthorized", "Unauthorized"))
-        try:
-            await anyio.to_thread.run_sync(flux.maybe_reconcile)
-        except Exception:
-            log.exception("flux: periodic reconciliation failed")
-        return await call_next(request)
-
-    @app.exception_handler(KubeError)
-    def on_kube_error(_: Request, exc: KubeError) -> JSONResponse:
-        return kube_error(exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 405:
-            return kube_error(
-                KubeError(
-                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {}
-                )
-            )
-        if exc.status_code == 404:
-            return kube_error(KubeError(404, "NotFound", "the server could not find the requested resource", {}))
-        return kube_error(KubeError(exc.status_code, "BadRequest", str(exc.detail)))
-
-    @app.exception_handler(RequestValidationError)
-    def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return kube_error(KubeError(400, "BadRequest", "invalid request"))
-
-    @app.exception_handler(Exception)
-    def on_crash(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("flux: internal error")
-        return kube_error(KubeError(500, "InternalError", "Internal error occurred: the sandbox failed", {}))
-
-    @app.get("/api")
-    def core_versions() -> dict[str, Any]:
-        return {
-            "kind": "APIVersions",
-            "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}],
-        }
-
-    @app.get("/apis")
-    def groups() -> dict[str, Any]:
-        def group(name: str) -> dict[str, Any]:
-            v = {"groupVersion": f"{name}/{VERSION}", "version": VERSION}
-            return {"name": name, "versions": [v], "preferredVersion": v}
-
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group(KS_GROUP), group(SRC_GROUP)]}
-
-    def check(group: str, resource: str) -> None:
-        if RESOURCES.get(resource, ("",))[0] != group:
-            raise KubeError(404, "NotFound", "the server could not find the requested resource", {})
-
-    @app.get("/apis/{group}/v1/namespaces/{ns}/{resource}/{name}")
-    def get_one(group: str, ns: str, resource: str, name: str) -> dict[str, Any]:
-        check(group, resource)
-        return flux.get(resource, ns, name)
-
-    @app.get("/apis/{group}/v1/namespaces/{ns}/{resource}")
-    def list_ns(group: str, ns: str, resource: str) -> dict[str, Any]:
-        check(group, resource)
-        return flux.list(resource, ns)
-
-    @app.get("/apis/{group}/v1/{resource}")
-    def list_all(group: str, resource: str) -> dict[str, Any]:
-        check(group, resource)
-        return flux.list(resource, None)
-
-    @app.post("/sandbox/reconcile")
-    def reconcile() -> dict[str, Any]:
-        return flux.reconcile()
-
-    @app.get("/sandbox/state")
-    def state() -> dict[str, Any]:
-        with flux.store.lock:
-            return json.loads(
-                json.dumps(
-                    {
-                        "history": flux.store.data["history"],
-                        "deliveries": flux.store.data["deliveries"],
-                        "workloads": {k: v["workloads"] for k, v in flux.store.data["kustomizations"].items()},
-                    }
-                )
-            )
-
-    return app
-
-
-def build(sb: Any) -> FastAPI:
-    """The stand-in: reconciles once now, subscribes to ``"git.push"``, serves the Kubernetes API."""
-    flux = Flux(sb)
-    sb.bus.subscribe("git.push", flux.on_push)
-    try:
-        flux.reconcile()
-    except Exception:
-        log.exception("flux: the initial reconciliation failed")
-    app = build_app(sb, flux)
-    app.state.flux = flux
-    return app
