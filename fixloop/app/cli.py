@@ -1,4 +1,8 @@
-"""The ``fixloop`` command."""
+"""The ``fixloop`` command.
+
+Each command imports what it runs inside its own function, so ``fixloop --help`` or ``fixloop ingest`` start without
+loading the worker, the gateway's web stack or the vendors' clients; no cycle is behind it (the floors of
+ARCHITECTURE.md are checked by import-linter, function-level imports included)."""
 
 from __future__ import annotations
 
