@@ -476,7 +476,7 @@ class RemediationWorkflow:
     async def _tell_intake(self) -> None:
         """Let the scope's intake attach alerts on the deployed service to this loop (best effort: recorded)."""
         wi = self.inp.work_item
-        service = wi.service or wi.artifact
+        service = self._service()  # the service the change touches: alerts on it after the deploy are this loop's
         if not service or self.state.deployed_at is None:
             return
         deploy = RecentDeploy(work_item_id=wi.id, service=service, deployed_at=self.state.deployed_at)

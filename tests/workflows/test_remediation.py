@@ -16,15 +16,17 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.activities import merge_request as gitlab
     from fixloop.activities import verify
     from fixloop.core.gate import Approval, ApproverPolicy, MergeRequestState, MrState
-    from fixloop.core.models import Signal, WorkItem, WorkItemKind, fingerprint
+    from fixloop.core.models import RecentDeploy, Signal, WorkItem, WorkItemKind, fingerprint
     from fixloop.core.triage import triage_rules
     from fixloop.core.verification import VerdictResult
+    from fixloop.workflows.contracts.intake import intake_id
     from fixloop.workflows.contracts.loop import (
         AlertsJoined,
         Evidence,
         LoopOptions,
         LoopState,
         MergeRequestEvent,
+        OpenFix,
         Outcome,
         RemediationInput,
         Stage,
@@ -503,3 +505,46 @@ def test_the_continue_as_new_carry_fits_whatever_the_loop_holds() -> None:
     assert len(to_json(carry)) <= CARRY_MAX_BYTES
     assert carry.state is not None and carry.state.alerts_dropped + carry.state.carry_dropped > 0
     assert carry.work_item == item and carry.state.stage is Stage.AWAIT_APPROVAL
+
+
+@workflow.defn(name="IntakeWorkflow")
+class IntakeStandIn:
+    """Records the ``fixing`` and ``deployed`` signals a loop sends its scope's intake."""
+
+    def __init__(self) -> None:
+        self.services: list[tuple[str, str]] = []
+
+    @workflow.run
+    async def run(self, _: object) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal
+    def fixing(self, fix: OpenFix) -> None:
+        self.services.append(("fixing", fix.service))
+
+    @workflow.signal
+    def deployed(self, deploy: RecentDeploy) -> None:
+        self.services.append(("deployed", deploy.service))
+
+    @workflow.query
+    def told(self) -> list[tuple[str, str]]:
+        return self.services
+
+
+async def test_the_intake_is_told_the_deployed_service_the_fix_touched(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """A fix (findings only: no service of its own) tells its intake the service its change touches, for the open
+    MR and for the deploy, so alerts on that service after the deploy become this loop's deploy_regression (not the
+    image reference, which no alert names)."""
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    assert item.service is None and item.artifact
+    world = World(merge_after_polls=1, approvals=[HUMAN], service="catalog")
+    async with Worker(env.client, task_queue=f"{task_queue}-intake", workflows=[IntakeStandIn]):
+        intake = await env.client.start_workflow(
+            IntakeStandIn.run, None, id=intake_id(SCOPE), task_queue=f"{task_queue}-intake"
+        )
+        state = await _run(env, task_queue, world, item)
+        told = await intake.query(IntakeStandIn.told)  # the test server goes with the test: no terminate
+    assert state.outcome is Outcome.VERIFIED
+    assert ("deployed", "catalog") in told and ("fixing", "catalog") in told
