@@ -62,17 +62,18 @@ MAX_OBSERVATIONS = 10000
 EVIDENCE_METRICS = 8  # metric names quoted per evidence line
 NAME_MAX = 253
 
-# family -> (pattern on the lower-cased metric name, is it a symptom). First match wins (latency before network:
-# "network latency" is what a caller feels).
+# family -> (pattern a WORD of the metric name must match in full, is it a symptom); words are the lower-cased name
+# split on anything but letters and digits ("container_fs_reads./dev/vda" -> container, fs, reads, dev, vda). The
+# first family with a matching word wins, in this order: a caller's latency or errors before any resource word.
 FAMILIES: tuple[tuple[str, str, bool], ...] = (
-    ("latency", r"latency|duration|response.?time|(^|[^a-z])(mrt|rt|p50|p9\d|elapsed)($|[^a-z])", True),
-    ("errors", r"error|fail|fault|5xx|4xx|exception|(^|[^a-z])(sr|success)($|[^a-z])|unavailab", True),
-    ("traffic", r"(^|[^a-z])(rr|rps|qps|requests?|hits|count|throughput)($|[^a-z])", True),
-    ("cpu", r"cpu|load", False),
-    ("memory", r"mem|rss|heap|oom|swap", False),
-    ("disk/io", r"disk|(^|[^a-z])fs|io([^a-z]|$)|iops|inode|read|write|volume", False),
-    ("network", r"net|packet|receive|transmit|tcp|udp|eth|bytes_(in|out)|drop|retrans", False),
-    ("threads", r"thread|process|proc|fd|file_desc|restart|goroutine", False),
+    ("latency", r"latenc\w*|durations?|mrt|rt|p50|p9\d+|elapsed|responsetime|slow\w*", True),
+    ("errors", r"errors?|errs?|fail\w*|faults?|[45]xx|exceptions?|sr|success\w*|unavailab\w*|timeouts?", True),
+    ("traffic", r"rr|rps|qps|requests?|hits|count|throughput", True),
+    ("cpu", r"cpus?|load\d*|throttl\w*", False),
+    ("memory", r"mem\w*|rss|heap|oom\w*|swap", False),
+    ("disk/io", r"disks?|fs|io|iops|inodes?|reads?|writes?|volumes?", False),
+    ("network", r"net\w*|packets?|receive\w*|transmit\w*|tcp|udp|eth\d*|rx|tx|drops?|retrans\w*|bytes", False),
+    ("threads", r"threads?|process\w*|procs?|fds?|goroutines?|restarts?", False),
 )
 
 INSTANCE_KEYS = ("pod_name", "pod", "kube_pod_name", "container_name", "container_id")
@@ -136,9 +137,9 @@ class Ranking(BaseModel):
 
 def family(metric: str) -> tuple[str, bool]:
     """The family of a metric name and whether it is a symptom (``FAMILIES``); ``("other", False)`` otherwise."""
-    name = metric.lower()
+    words = [w for w in re.split(r"[^a-z0-9]+", metric.lower()) if w]
     for fam, pattern, symptom in FAMILIES:
-        if re.search(pattern, name):
+        if any(re.fullmatch(pattern, w) for w in words):
             return fam, symptom
     return "other", False
 

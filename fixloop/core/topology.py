@@ -145,6 +145,7 @@ class _Builder:
         self.edges: dict[tuple[str, str, EdgeKind], None] = {}
         self.cut: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
+        self.dropped: set[str] = set()  # entities cut by the bound: their edges are cut too, not "unknown"
         self.max_entities = max_entities
         self.max_edges = max_edges
 
@@ -162,13 +163,18 @@ class _Builder:
                 self.entities[name] = kind
             return name
         if len(self.entities) >= self.max_entities:
-            self.cut["entities"] = self.cut.get("entities", 0) + 1
+            if name not in self.dropped:
+                self.dropped.add(name)
+                self.cut["entities"] = self.cut.get("entities", 0) + 1
             return None
         self.entities[name] = kind
         return name
 
     def edge(self, source: str | None, target: str | None, kind: EdgeKind) -> None:
-        if source is None or target is None or source == target:
+        if source is None or target is None:  # an endpoint was refused (invalid, or over the bound): counted there
+            self.cut["edges"] = self.cut.get("edges", 0) + 1
+            return
+        if source == target:
             return
         key = (source, target, kind)
         if key in self.edges:
@@ -250,6 +256,9 @@ def from_kg(doc: object, *, max_entities: int = MAX_ENTITIES, max_edges: int = M
         source, target = edge.get("source"), edge.get("target")
         if backwards:
             source, target = target, source
+        if source in b.dropped or target in b.dropped:
+            b.cut["edges"] = b.cut.get("edges", 0) + 1
+            continue
         if source not in b.entities or target not in b.entities:
             b.skip("edge to an unknown node")
             continue
