@@ -257,3 +257,26 @@ def test_bench_runs_the_same_ranking_and_prints_the_figures(tmp_path: Path) -> N
     per_fault = [line for line in out.stderr.splitlines() if line.startswith("fault ")]
     assert len(per_fault) == 7 and per_fault[0].startswith("fault 0 pod recommendationservice2-0: HIT")
     assert figures["top1_service"] >= 5 / 7 * 100 - 0.1  # faults 0, 4, 9, 14, 28 at least (each checked above)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=3000), st.text(max_size=600))
+def test_any_datadog_tags_and_scope_map_to_a_bounded_observation(tags: str, hostname: str) -> None:
+    """Whatever tags and host a Datadog webhook carries, the alert becomes an observation (at most 64 labels of
+    bounded keys and values) and an entity, never an error."""
+    doc = json.loads(
+        (FIXTURES / "datadog/relay-integrations_test-notification_service_check_triggered.json").read_text()
+    )
+    doc.update(alert_transition="Triggered", tags=tags, hostname=hostname)
+    for s in parse_document(doc, ref="dd", received_at=datetime.now(UTC)).signals:
+        o = rca.observation_from_signal(s)
+        assert len(o.labels) <= 64 and all(len(k) <= 253 and len(v) <= 253 for k, v in o.labels.items())
+        assert rca.resolve(_kg(), o)
+
+
+def test_evidence_lines_are_bounded() -> None:
+    obs = [Observation(at_ms=i, entity="frontend-0", metric=f"container_memory_{'x' * 200}_{i}") for i in range(40)]
+    top = rca.rank(_kg(), obs).candidates[0]
+    assert top.entity == "frontend-0"
+    assert all(len(line) <= rca.EVIDENCE_LINE_MAX for line in top.evidence)
+    assert any(line.endswith("\u2026") for line in top.evidence)

@@ -49,6 +49,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +61,7 @@ SYMPTOM_WEIGHT = 0.5  # a latency/error/traffic alert, against 1 for a resource 
 MAX_CANDIDATES = 10
 MAX_OBSERVATIONS = 10000
 EVIDENCE_METRICS = 8  # metric names quoted per evidence line
+EVIDENCE_LINE_MAX = 400  # characters of one evidence line (a longer one ends with an ellipsis)
 NAME_MAX = 253
 
 # family -> (pattern a WORD of the metric name must match in full, is it a symptom); words are the lower-cased name
@@ -102,7 +104,9 @@ class Observation(BaseModel):
 
     at_ms: int = Field(ge=0)
     entity: str | None = Field(default=None, max_length=NAME_MAX)
-    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    labels: dict[Annotated[str, Field(max_length=NAME_MAX)], Annotated[str, Field(max_length=NAME_MAX)]] = Field(
+        default_factory=dict, max_length=64
+    )
     host: str | None = Field(default=None, max_length=NAME_MAX)
     metric: str = Field(min_length=1, max_length=NAME_MAX)
     direction: Direction | None = None
@@ -152,7 +156,7 @@ def _tag_pairs(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition(":")
         if sep and key.strip() and value.strip():
-            out.setdefault(key.strip().lower(), value.strip()[:NAME_MAX])
+            out.setdefault(key.strip().lower()[:NAME_MAX], value.strip()[:NAME_MAX])
     return out
 
 
@@ -249,6 +253,10 @@ def background(storms: Iterable[Iterable[tuple[str, str]]]) -> Background:
             key = f"{entity}\x1f{metric}"
             counts[key] = counts.get(key, 0) + 1
     return Background(storms=total, counts=counts)
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= EVIDENCE_LINE_MAX else line[: EVIDENCE_LINE_MAX - 1] + "\u2026"
 
 
 def _weight(at_ms: int, t0: int, decay_s: float) -> float:
@@ -372,7 +380,7 @@ def rank(
                 score=round(score, 6),
                 onset_ms=onset,
                 alerts=alerts,
-                evidence=[f"score {score:.2f}, onset +{(onset - t0) // 1000}s", *evidence],
+                evidence=[_cut(f"score {score:.2f}, onset +{(onset - t0) // 1000}s"), *map(_cut, evidence)],
             )
         )
     out.sort(key=lambda c: (-c.score, c.onset_ms, c.entity))

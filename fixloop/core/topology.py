@@ -45,7 +45,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 MAX_ENTITIES = 5000
 MAX_EDGES = 20000
@@ -94,38 +94,37 @@ class Topology(BaseModel):
     cut: dict[str, int] = Field(default_factory=dict)
     ignored: dict[str, int] = Field(default_factory=dict)
 
+    _out: dict[tuple[EdgeKind, str], list[str]] = PrivateAttr(default_factory=dict)
+    _back: dict[tuple[EdgeKind, str], list[str]] = PrivateAttr(default_factory=dict)
+
     def model_post_init(self, _context: Any) -> None:
-        out: dict[tuple[EdgeKind, str], list[str]] = {}
-        back: dict[tuple[EdgeKind, str], list[str]] = {}
         for e in self.edges:
-            out.setdefault((e.kind, e.source), []).append(e.target)
-            back.setdefault((e.kind, e.target), []).append(e.source)
-        object.__setattr__(self, "_out", out)
-        object.__setattr__(self, "_back", back)
+            self._out.setdefault((e.kind, e.source), []).append(e.target)
+            self._back.setdefault((e.kind, e.target), []).append(e.source)
 
     def kind(self, entity: str) -> EntityKind | None:
         return self.entities.get(entity)
 
     def callees(self, entity: str) -> list[str]:
-        return list(self._out.get((EdgeKind.CALLS, entity), ()))  # type: ignore[attr-defined]
+        return list(self._out.get((EdgeKind.CALLS, entity), ()))
 
     def callers(self, entity: str) -> list[str]:
-        return list(self._back.get((EdgeKind.CALLS, entity), ()))  # type: ignore[attr-defined]
+        return list(self._back.get((EdgeKind.CALLS, entity), ()))
 
     def service_of(self, entity: str) -> str | None:
         """The service (database, cache) ``entity`` is an instance of, else None."""
-        found = self._out.get((EdgeKind.INSTANCE_OF, entity))  # type: ignore[attr-defined]
+        found = self._out.get((EdgeKind.INSTANCE_OF, entity))
         return found[0] if found else None
 
     def instances(self, entity: str) -> list[str]:
-        return list(self._back.get((EdgeKind.INSTANCE_OF, entity), ()))  # type: ignore[attr-defined]
+        return list(self._back.get((EdgeKind.INSTANCE_OF, entity), ()))
 
     def host_of(self, entity: str) -> str | None:
-        found = self._out.get((EdgeKind.RUNS_ON, entity))  # type: ignore[attr-defined]
+        found = self._out.get((EdgeKind.RUNS_ON, entity))
         return found[0] if found else None
 
     def hosted(self, entity: str) -> list[str]:
-        return list(self._back.get((EdgeKind.RUNS_ON, entity), ()))  # type: ignore[attr-defined]
+        return list(self._back.get((EdgeKind.RUNS_ON, entity), ()))
 
     def counts(self) -> dict[str, int]:
         """Entities per kind and edges per kind, for a summary line."""
@@ -310,13 +309,12 @@ def from_policy(section: object, *, max_entities: int = MAX_ENTITIES, max_edges:
             if extra:
                 raise ValueError(f"fixloop.yaml: topology.services.{name}.{extra[0]}: unknown key")
             calls = _names(spec.get("calls"), f"services.{name}.calls")
+            hosts = [b.entity(h, EntityKind.HOST) for h in _names(spec.get("hosts"), f"services.{name}.hosts")]
             for inst in _names(spec.get("instances"), f"services.{name}.instances"):
-                b.edge(b.entity(inst, EntityKind.INSTANCE), sid, EdgeKind.INSTANCE_OF)
-            hosts = _names(spec.get("hosts"), f"services.{name}.hosts")
-            for inst in [*b.entities]:
-                if b.entities[inst] is EntityKind.INSTANCE and (inst, sid, EdgeKind.INSTANCE_OF) in b.edges:
-                    for host in hosts:
-                        b.edge(inst, b.entity(host, EntityKind.HOST), EdgeKind.RUNS_ON)
+                iid = b.entity(inst, EntityKind.INSTANCE)
+                b.edge(iid, sid, EdgeKind.INSTANCE_OF)
+                for host in hosts:  # every instance may run on any of them: each gets a runs_on edge
+                    b.edge(iid, host, EdgeKind.RUNS_ON)
         else:
             calls = _names(spec, f"services.{name}")
         pending += [(sid, callee) for callee in calls]
