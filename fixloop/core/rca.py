@@ -34,9 +34,16 @@ the others later and as symptoms (latency, errors, traffic) of their callers. So
    pod only that pod, so the mean favours the service exactly when its instances fail together;
 4. propagation along ``calls``: a candidate whose callers show symptoms AFTER its own onset gains, per such caller,
    ``SYMPTOM_WEIGHT`` times that caller's earliest symptom weight (the fault explains them); a candidate whose
-   callees' evidence started strictly BEFORE its own loses a tenth per such callee (it is more likely a victim);
-   instances and hosts take their service's callers and callees through ``instance_of`` / ``runs_on``;
+   callees' evidence started strictly BEFORE its own loses ``VICTIM_PENALTY`` per such callee (it is more likely a
+   victim; a fixed constant below one alert's weight, not fitted);
+   an instance takes its service's callers and callees (``instance_of``); ``runs_on`` is reported as evidence (the
+   host of an instance, the alerting instances a host runs), not scored: a busy node runs most pods of a storm;
 5. ties break by the earlier onset, then the id (deterministic, and independent of the input order).
+
+Measured (``bench/rca.py``, Online Boutique cloudbed-2 of the alert-correlation corpus, 78 faults, history
+leave-one-out from the other faults' alerts): top1 / top3 with service mapping 62.8 / 73.1 % (pod 21/29, node
+11/25, service 17/24 first); 43.6 / 61.5 without history. The defaults were set before measuring; over
+``ONSET_DECAY_S`` 60-300 s and ``SYMPTOM_WEIGHT`` 0.25-1 the figures stay within 59.0-64.1 / 66.7-75.6.
 
 Metric families are recognised by patterns of generic words (``FAMILIES``), never by any system's names: cpu,
 memory, disk/io, network, threads/processes (resource); latency, errors, traffic (symptom); anything else counts as
@@ -58,6 +65,7 @@ from fixloop.core.topology import EntityKind, Topology
 
 ONSET_DECAY_S = 120.0  # seconds after the storm's first alert at which an alert's weight has halved
 SYMPTOM_WEIGHT = 0.5  # a latency/error/traffic alert, against 1 for a resource alert of the entity itself
+VICTIM_PENALTY = 0.1  # per callee that alerted first: fixed, below one alert's weight, not fitted
 MAX_CANDIDATES = 10
 MAX_OBSERVATIONS = 10000
 EVIDENCE_METRICS = 8  # metric names quoted per evidence line
@@ -367,7 +375,7 @@ def rank(
         for callee in sorted(set(topology.callees(svc))):
             t = group_onset(callee)
             if t is not None and t < onset:
-                score -= 0.1
+                score -= VICTIM_PENALTY
                 earlier.append(f"{callee} ({(onset - t) // 1000}s earlier)")
         if earlier:
             evidence.append(f"callees alerting before it (it may be a victim): {', '.join(earlier[:8])}")
