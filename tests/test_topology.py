@@ -18,6 +18,12 @@ from tests.conftest import FIXTURES
 KG = FIXTURES / "alert-correlation" / "rca-llm-reasoning_OB-cloudbed-2_KG.json"
 SEED = Path(__file__).resolve().parent.parent / "sandbox" / "gitops_seed"
 
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
 
 def _kg() -> dict:
     return json.loads(KG.read_text())
@@ -116,6 +122,29 @@ def test_the_seeded_policy_has_no_topology_and_malformed_sections_are_named() ->
             topology.from_policy_text(text)
 
 
+_keys_st = st.sampled_from(["a", "b", "db", ""]) | st.text(max_size=5) | st.integers() | st.none()
+_names_st = st.sampled_from(["a", "b", "db", ""]) | _json
+_section = st.fixed_dictionaries(
+    {},
+    optional={
+        "services": _json | st.dictionaries(_keys_st, _json | st.lists(_names_st, max_size=3), max_size=3),
+        "datastores": _json | st.dictionaries(_keys_st, st.sampled_from(["database", "cache", "queue"]) | _json),
+        "calls": _json | st.lists(st.lists(_names_st, max_size=3), max_size=3),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_section | _json)
+def test_any_topology_section_is_a_topology_or_a_named_error(section: object) -> None:
+    try:
+        t = topology.from_policy(section)
+    except ValueError as e:
+        assert str(e).startswith("fixloop.yaml: topology")
+    else:
+        assert all(isinstance(k, str) for k in t.entities)
+
+
 def _seed_texts() -> dict[str, str]:
     return {str(p.relative_to(SEED)): p.read_text() for p in sorted(SEED.rglob("*.yaml"))}
 
@@ -165,15 +194,27 @@ def test_any_manifest_text_is_read_or_counted_never_raised(text: str) -> None:
     assert t.kind("a") is EntityKind.SERVICE
 
 
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
+_node = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": _json | st.text(max_size=5),
+        "type": _json | st.sampled_from(["Service", "Service_Instance", "Host", "Cache_Instance", "Queue"]),
+    },
+)
+_edge = st.fixed_dictionaries(
+    {},
+    optional={
+        "source": _json,
+        "target": _json,
+        "label": _json | st.sampled_from(["control_flow", "hosts", "has_instance", "odd"]),
+    },
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.fixed_dictionaries({"nodes": st.lists(_json, max_size=6), "edges": st.lists(_json, max_size=6)}))
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries({"nodes": st.lists(_json | _node, max_size=6), "edges": st.lists(_json | _edge, max_size=6)})
+)
 def test_any_kg_shaped_document_maps_or_counts(doc: dict) -> None:
     """Every node becomes an entity or is counted (unknown type, invalid id); nothing is lost silently."""
     t = topology.from_kg(doc)
@@ -185,3 +226,24 @@ def test_any_kg_shaped_document_maps_or_counts(doc: dict) -> None:
     counted = sum(v for k, v in t.ignored.items() if k.startswith("type:") or k == "invalid name")
     assert counted == sum(1 for n in doc["nodes"] if not good(n))
     assert all(n["id"] in t.entities for n in doc["nodes"] if good(n))
+
+
+_container = st.fixed_dictionaries({}, optional={k: _json for k in ("env", "args", "command", "envFrom", "name")})
+_pod = st.fixed_dictionaries(
+    {}, optional={"containers": _json | st.lists(_container, max_size=3), "initContainers": _json, "volumes": _json}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pod, _json)
+def test_any_shape_of_workload_spec_or_configmap_data_is_read_never_raised(pod: object, data: object) -> None:
+    """Valid YAML of the wrong shapes (a number for ``containers``, a string for ``env``, ...) inside a Deployment, a
+    Service and a ConfigMap: the workload is still a service, nothing raises."""
+    docs = [
+        {"kind": "Deployment", "metadata": {"name": "a"}, "spec": {"template": {"spec": pod, "metadata": pod}}},
+        {"kind": "Deployment", "metadata": {"name": "b"}, "spec": {"template": {"spec": {"containers": [pod]}}}},
+        {"kind": "Service", "metadata": {"name": "a"}, "spec": pod},
+        {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": data},
+    ]
+    t = topology.from_manifests([json.dumps(d) for d in docs])
+    assert t.kind("a") is EntityKind.SERVICE and t.kind("b") is EntityKind.SERVICE

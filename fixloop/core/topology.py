@@ -255,13 +255,16 @@ def from_kg(doc: object, *, max_entities: int = MAX_ENTITIES, max_edges: int = M
         source, target = edge.get("source"), edge.get("target")
         if backwards:
             source, target = target, source
+        if not isinstance(source, str) or not isinstance(target, str):
+            b.skip("edge without a source or target id")
+            continue
         if source in b.dropped or target in b.dropped:
             b.cut["edges"] = b.cut.get("edges", 0) + 1
             continue
         if source not in b.entities or target not in b.entities:
             b.skip("edge to an unknown node")
             continue
-        b.edge(source, target, kind)  # type: ignore[arg-type]
+        b.edge(source, target, kind)
     return b.build()
 
 
@@ -318,7 +321,10 @@ def from_policy(section: object, *, max_entities: int = MAX_ENTITIES, max_edges:
         else:
             calls = _names(spec, f"services.{name}")
         pending += [(sid, callee) for callee in calls]
-    for i, pair in enumerate(section.get("calls") or []):
+    extra_calls = section.get("calls") or []
+    if not isinstance(extra_calls, list):
+        raise ValueError("fixloop.yaml: topology.calls: expected a list of [caller, callee] pairs")
+    for i, pair in enumerate(extra_calls):
         if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(p, str) for p in pair):
             raise ValueError(f"fixloop.yaml: topology.calls[{i}]: expected [caller, callee]")
         pending.append((pair[0], pair[1]))
@@ -399,15 +405,19 @@ def _pod_spec(doc: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, A
 def _workload_texts(pod: Mapping[str, Any]) -> tuple[list[str], set[str]]:
     """The strings a pod spec's containers read (env values, args, command) and the ConfigMaps it references."""
     texts: list[str] = []
-    for c in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+    for c in [*_list(pod.get("containers")), *_list(pod.get("initContainers"))]:
         if not isinstance(c, Mapping):
             continue
-        for env in c.get("env") or []:
+        for env in _list(c.get("env")):
             if isinstance(env, Mapping) and isinstance(env.get("value"), str):
                 texts.append(env["value"])
         texts += list(_strings(c.get("args"))) + list(_strings(c.get("command")))
     refs = set(_configmap_refs(pod))
     return texts, refs
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _configmap_refs(value: object) -> Iterable[str]:
@@ -427,8 +437,9 @@ def _configmap_refs(value: object) -> Iterable[str]:
 def from_manifests(texts: Iterable[str], *, max_entities: int = MAX_ENTITIES, max_edges: int = MAX_EDGES) -> Topology:
     """The topology of Kubernetes manifests' texts (each a YAML stream of one or more objects; rules in the module
     docstring). Texts that are not YAML are counted in ``ignored`` (``manifest not YAML``), never raised. A
-    ConfigMap referenced by no workload is read by none. Kustomize's name prefixes and patches are not applied:
-    names are those written in the files."""
+    ConfigMap referenced by no workload is read by none. Kustomize's name prefixes, namespaces and patches are not
+    applied: names and namespaces are those written in the objects (``default`` when none is), so a fully qualified
+    DNS name matches only a Service whose namespace is written out; a bare name matches in the caller's namespace."""
     b = _Builder(max_entities, max_edges)
     docs = _docs(texts, b)
     workloads: list[tuple[str, str, Mapping[str, Any], Mapping[str, Any]]] = []
