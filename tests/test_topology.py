@@ -247,3 +247,13 @@ def test_any_shape_of_workload_spec_or_configmap_data_is_read_never_raised(pod: 
     ]
     t = topology.from_manifests([json.dumps(d) for d in docs])
     assert t.kind("a") is EntityKind.SERVICE and t.kind("b") is EntityKind.SERVICE
+
+
+def test_a_topology_survives_json_as_temporal_carries_it() -> None:
+    """Temporal's pydantic converter writes ``to_json`` and validates back: the lookups are rebuilt."""
+    from pydantic_core import to_json
+
+    t = topology.from_kg(_kg())
+    back = topology.Topology.model_validate_json(to_json(t))
+    assert back == t and back.callers("productcatalogservice") == t.callers("productcatalogservice")
+    assert back.host_of("frontend-0") == "node-5" and len(to_json(t)) < 16_000
