@@ -24,6 +24,7 @@ ALL_INPUTS = sorted(
     and "servicenow" not in p.name
     and "datadog-docs_default" not in p.name
     and "recorded" not in p.relative_to(FIXTURES).parts  # recorded API responses (sandbox fidelity), not inputs
+    and "alert-correlation" not in p.relative_to(FIXTURES).parts  # root-cause ranking data (tests/test_rca.py)
 )
 
 
