@@ -24,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 
 from fixloop.activities.deploy import KUSTOMIZATION_RE, read_kustomization
 from fixloop.activities.errors import as_application_errors
-from fixloop.core.culprit import ChangeCommit, FileChange, MergeRequestRef, line_counts, pick_culprit
+from fixloop.core.culprit import ChangeCommit, FileChange, MergeRequestRef, line_counts, pick_culprit, with_details
 from fixloop.core.parsing import clean
 from fixloop.integrations.flux import FluxSettings, KubeClient, applied_revisions
 from fixloop.integrations.gitlab.api import CommitInfo, GitLabClient, GitLabSettings, MergeRequestInfo
@@ -86,36 +86,42 @@ class InvestigateActivities:
             return asked[revision_sha, commit_sha]
 
         lookback = timedelta(seconds=inp.lookback_seconds)
-        seen: dict[str, ChangeCommit] = {}
+        listed: dict[str, CommitInfo] = {}
+        details: dict[str, ChangeCommit] = {}
         out = []
         for candidate in inp.candidates:
-            commits, truncated = self._commits(candidate, inp, lookback, seen)
+            commits, truncated = self._commits(candidate, inp, lookback, listed)
             found = pick_culprit(inp.onset, lookback, commits, applied, contains)
+            if found is not None:  # its merge request and diff are read only now, once per commit
+                sha = found.commit.sha
+                if sha not in details:
+                    details[sha] = self._details(listed[sha])
+                found = with_details(found, details[sha].model_copy(update={"paths": found.commit.paths}), inp.onset)
             out.append(
                 CandidateCulprit(entity=candidate.entity, culprit=found, commits_read=len(commits), truncated=truncated)
             )
         return CulpritOutput(candidates=out, applied=applied)
 
     def _commits(
-        self, candidate: CulpritCandidate, inp: CulpritInput, lookback: timedelta, seen: dict[str, ChangeCommit]
+        self, candidate: CulpritCandidate, inp: CulpritInput, lookback: timedelta, listed: dict[str, CommitInfo]
     ) -> tuple[list[ChangeCommit], bool]:
-        """The distinct commits that touched the candidate's paths in the window, each read once per call."""
+        """The distinct commits that touched the candidate's paths in the window (without their merge requests and
+        diffs), and whether a path had more than ``COMMITS_PER_PATH``; ``listed`` collects what GitLab answered."""
         by_sha: dict[str, ChangeCommit] = {}
         truncated = False
         for path in dict.fromkeys(p.strip("/") for p in candidate.paths):
-            listed = self.gitlab.commits_touching(
+            page = self.gitlab.commits_touching(
                 path, since=inp.onset - lookback, until=inp.onset, limit=COMMITS_PER_PATH
             )
-            truncated = truncated or len(listed) >= COMMITS_PER_PATH
-            for c in listed:
+            truncated = truncated or len(page) >= COMMITS_PER_PATH
+            for c in page:
                 sha = c.id.lower()
-                if sha not in seen:
-                    seen[sha] = self._change(c)
-                commit = by_sha.setdefault(sha, seen[sha].model_copy(update={"paths": []}))
-                commit.paths.append(path)
+                listed.setdefault(sha, c)
+                by_sha.setdefault(sha, _commit(c)).paths.append(path)
         return list(by_sha.values()), truncated
 
-    def _change(self, c: CommitInfo) -> ChangeCommit:
+    def _details(self, c: CommitInfo) -> ChangeCommit:
+        """The commit with its merge request (the merged one), its diff summary and whether fixloop made it."""
         mrs = self.gitlab.commit_merge_requests(c.id)
         mr: MergeRequestInfo | None = next((m for m in mrs if m.state == "merged"), None)
         files = []
@@ -127,27 +133,35 @@ class InvestigateActivities:
         by_fixloop = WORK_ITEM_TRAILER in (c.message or "") or (
             mr is not None and (mr.author_username == bot or mr.source_branch.startswith(BOT_BRANCH_PREFIX))
         )
-        return ChangeCommit(
-            sha=c.id.lower(),
-            title=clean(c.title, 200),
-            author_name=clean(c.author_name, 100),
-            author_email=clean(c.author_email, 200),
-            author_username=clean(mr.author_username, 100) if mr is not None and mr.author_username else None,
-            authored_at=c.authored_date,
-            committed_at=c.committed_date,
-            parent_shas=[p.lower() for p in c.parent_ids[:8]],
-            merge_request=(
-                MergeRequestRef(
-                    iid=mr.iid,
-                    title=clean(mr.title, 200),
-                    web_url=clean(mr.web_url, 300),
-                    author_username=clean(mr.author_username, 100),
-                    source_branch=clean(mr.source_branch, 255),
-                    merged_by_username=mr.merged_by_username,
-                )
-                if mr is not None
-                else None
-            ),
-            by_fixloop=by_fixloop,
-            files=files,
+        ref = None
+        if mr is not None:
+            ref = MergeRequestRef(
+                iid=mr.iid,
+                title=clean(mr.title, 200),
+                web_url=clean(mr.web_url, 300),
+                author_username=clean(mr.author_username, 100),
+                source_branch=clean(mr.source_branch, 255),
+                merged_by_username=mr.merged_by_username,
+            )
+        return _commit(c).model_copy(
+            update={
+                "author_username": ref.author_username or None if ref is not None else None,
+                "merge_request": ref,
+                "by_fixloop": by_fixloop,
+                "files": files,
+            }
         )
+
+
+def _commit(c: CommitInfo) -> ChangeCommit:
+    """GitLab's commit entity as the core's ``ChangeCommit`` (texts cleaned and cut)."""
+    return ChangeCommit(
+        sha=c.id.lower(),
+        title=clean(c.title, 200),
+        author_name=clean(c.author_name, 100),
+        author_email=clean(c.author_email, 200),
+        authored_at=c.authored_date,
+        committed_at=c.committed_date,
+        parent_shas=[p.lower() for p in c.parent_ids[:8]],
+        by_fixloop=WORK_ITEM_TRAILER in (c.message or ""),
+    )

@@ -21,6 +21,7 @@ from fixloop.core.culprit import (
     diff_summary,
     line_counts,
     pick_culprit,
+    with_details,
 )
 from fixloop.integrations.flux import applied_revisions, kustomization_status, parse_event
 from tests.sandbox.fidelity import RECORDED
@@ -210,3 +211,34 @@ def test_applied_revisions_from_a_recorded_kustomization_and_events() -> None:
     assert applied_revisions(status, [ok], kustomization="flux-system/other")[1:] == []
     not_ready = status.model_copy(update={"ready": False})
     assert applied_revisions(not_ready) == []
+
+
+def test_the_first_revision_holding_a_commit_is_found_in_few_questions() -> None:
+    applied = [AppliedRevision(sha=sha(i), at=T0 + timedelta(minutes=i)) for i in range(200)]
+    asked: list[tuple[str, str]] = []
+
+    def contains(revision: str, c: str) -> bool:
+        asked.append((revision, c))
+        return linear(revision, c)
+
+    found = pick_culprit(T0 + timedelta(hours=10), DAY, [commit(150, T0 + timedelta(minutes=149))], applied, contains)
+    assert found is not None and found.applied_at == T0 + timedelta(minutes=150)
+    assert len(asked) <= 9, "bisection over 200 revisions"
+    asked.clear()
+    # of the revisions before the window only the last is asked: an old commit ran before it began
+    assert (
+        pick_culprit(T0 + timedelta(minutes=199, seconds=30), timedelta(minutes=10), [commit(3, T0)], applied, contains)
+        is None
+    )
+    assert all(int(r, 16) >= 189 for r, _ in asked)
+
+
+def test_with_details_says_the_evidence_again() -> None:
+    found = pick_culprit(T0 + timedelta(minutes=5), DAY, [commit(1, T0)], [AppliedRevision(sha=sha(1), at=T0)])
+    assert found is not None and "pushed without a merge request" in found.evidence
+    mr = MergeRequestRef(iid=3, author_username="bob")
+    detailed = with_details(found, commit(1, T0, merge_request=mr, author_username="bob"), T0 + timedelta(minutes=5))
+    assert "merged in !3" in detailed.evidence and "(@bob)" in detailed.evidence
+    assert detailed.applied_at == found.applied_at and detailed.candidates == found.candidates
+    with pytest.raises(ValueError):
+        with_details(found, commit(2, T0), T0)

@@ -19,7 +19,9 @@ Inputs
 
 The rule (deterministic)
   1. A commit is applied at the earliest time of an applied revision that contains it; a commit no applied revision
-     contains was never applied (merged but not deployed) and is never the culprit.
+     contains was never applied (merged but not deployed) and is never the culprit. Flux tracks a branch that moves
+     forward, so once a revision holds a commit every later one does: the first is found by bisection, and of the
+     revisions before the window only the last is asked.
   2. Candidates: commits applied strictly before ``onset`` and at or after ``onset - lookback``, and authored and
      committed no later than ``onset`` (a commit after the onset is never named, whatever the clocks say).
   3. The culprit is the candidate applied last; ties (several commits deployed by one revision) go to the later
@@ -132,12 +134,29 @@ def _exact(revision_sha: str, commit_sha: str) -> bool:
 
 
 def applied_at(
-    commit_sha: str, applied: Iterable[AppliedRevision], contains: Callable[[str, str], bool] | None = None
+    commit_sha: str, applied: Sequence[AppliedRevision], contains: Callable[[str, str], bool] | None = None
 ) -> AppliedRevision | None:
-    """The earliest applied revision that holds ``commit_sha`` (ties: the lower revision sha), or None."""
+    """The earliest applied revision that holds ``commit_sha``, or None when none does. ``applied`` is taken in
+    time order (ties: the lower sha); Flux tracks a branch that moves forward, so once a revision holds a commit
+    every later one does, and the first one is found by bisection (about log2(len(applied)) ``contains`` calls).
+    A force-push that drops the commit from the branch breaks that order; then a revision that holds it is
+    returned, not necessarily the first."""
     holds = contains or _exact
-    found = [a for a in applied if _exact(a.sha, commit_sha) or holds(a.sha, commit_sha)]
-    return min(found, key=lambda a: (_utc(a.at), a.sha)) if found else None
+    history = sorted(applied, key=lambda a: (_utc(a.at), a.sha))
+
+    def held(i: int) -> bool:
+        return _exact(history[i].sha, commit_sha) or holds(history[i].sha, commit_sha)
+
+    if not history or not held(len(history) - 1):
+        return None
+    lo, hi = 0, len(history) - 1  # held(hi) is true
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if held(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return history[lo]
 
 
 def _duration(seconds: float) -> str:
@@ -163,9 +182,10 @@ def diff_summary(files: Sequence[FileChange]) -> str:
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
-def evidence(c: ChangeCommit, applied: AppliedRevision, onset: datetime) -> str:
+def evidence(c: ChangeCommit, applied: datetime, revision: str, onset: datetime) -> str:
     """The culprit's evidence in one paragraph: who, whose change (fixloop's or a person's), its MR, when it was
-    applied and how long before the onset, and the diff summary (plain text, at most ``EVIDENCE_MAX`` chars)."""
+    applied (``applied``, by ``revision``) and how long before the onset, and the diff summary (plain text, at most
+    ``EVIDENCE_MAX`` chars)."""
     who = clean(c.author_name, NAME_MAX) or "unknown author"
     if c.author_username:
         who += f" (@{clean(c.author_username, NAME_MAX)})"
@@ -179,13 +199,13 @@ def evidence(c: ChangeCommit, applied: AppliedRevision, onset: datetime) -> str:
             via += f" ({clean(mr.web_url, 300)})"
     else:
         via = "pushed without a merge request"
-    before = (_utc(onset) - _utc(applied.at)).total_seconds()
+    before = (_utc(onset) - _utc(applied)).total_seconds()
     added = sum(f.added for f in c.files)
     removed = sum(f.removed for f in c.files)
     text = (
         f"Commit {c.sha[:12]} \u201c{clean(c.title, TITLE_MAX)}\u201d by {who}, {kind}, {via}; "
         f"committed {_utc(c.committed_at).isoformat(timespec='seconds')}, applied by Flux "
-        f"{_utc(applied.at).isoformat(timespec='seconds')} ({clean(applied.revision or applied.sha, 120)}), "
+        f"{_utc(applied).isoformat(timespec='seconds')} ({clean(revision, 120)}), "
         f"{_duration(before)} before the onset. Files: {diff_summary(c.files)}; +{added} -{removed} lines."
     )
     return clean(text, EVIDENCE_MAX)
@@ -205,6 +225,10 @@ def pick_culprit(
         raise ValueError("lookback must not be negative")
     t1 = _utc(onset)
     t0 = t1 - lookback
+    # the revisions before the onset; of those before the window only the last matters (what ran when it began)
+    history = sorted((a for a in applied if _utc(a.at) < t1), key=lambda a: (_utc(a.at), a.sha))
+    before_window = sum(1 for a in history if _utc(a.at) < t0)
+    history = history[max(before_window - 1, 0) :]
     unique = {c.sha.lower(): c for c in sorted(commits, key=lambda c: c.sha)}
     picked: list[tuple[ChangeCommit, AppliedRevision]] = []
     not_applied: list[str] = []
@@ -213,7 +237,7 @@ def pick_culprit(
         if _utc(c.committed_at) > t1 or _utc(c.authored_at) > t1:
             after += 1
             continue
-        at = applied_at(sha, [a for a in applied if _utc(a.at) < t1], contains)
+        at = applied_at(sha, history, contains)
         if at is None:
             not_applied.append(sha)
             continue
@@ -228,16 +252,26 @@ def pick_culprit(
 
     best = max(key(i) for i in picked)
     commit, at = min((i for i in picked if key(i) == best), key=lambda i: i[0].sha.lower())
+    revision = at.revision or at.sha
     return Culprit(
         commit=commit,
         applied_at=_utc(at.at),
-        applied_revision=at.revision or at.sha,
+        applied_revision=revision,
         before_onset_seconds=(t1 - _utc(at.at)).total_seconds(),
-        evidence=evidence(commit, at, t1),
+        evidence=evidence(commit, at.at, revision, t1),
         candidates=len(picked),
         not_applied=not_applied,
         after_onset=after,
     )
+
+
+def with_details(culprit: Culprit, commit: ChangeCommit, onset: datetime) -> Culprit:
+    """``culprit`` with its commit replaced by ``commit`` (the same sha, with what was read of it after the pick:
+    its merge request, diff, whether fixloop made it) and the evidence said again. ``ValueError`` for another sha."""
+    if commit.sha.lower() != culprit.commit.sha.lower():
+        raise ValueError("with_details: not the culprit's commit")
+    text = evidence(commit, culprit.applied_at, culprit.applied_revision, onset)
+    return culprit.model_copy(update={"commit": commit, "evidence": text})
 
 
 def line_counts(diff: str) -> tuple[int, int]:
