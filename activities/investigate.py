@@ -1,12 +1,14 @@
 """Investigate activities: the culprit change of an incident's top candidates (``investigate.culprit``).
 
-For each candidate, the commits of the GitOps repository's default branch that touched its paths in the lookback
-window (``GitLabClient.commits_touching``, at most ``COMMITS_PER_PATH`` per path), each with the merge request that
-merged it (``commit_merge_requests``) and its diff summary (``commit_diff``), joined with what Flux applied and when
+For each candidate, the commits of the branch Flux applies (the ref of ``lastAppliedRevision``, else the GitOps
+repository's default branch) that touched its paths, committed in the lookback window
+(``GitLabClient.commits_touching``, at most ``COMMITS_PER_PATH`` per path), joined with what Flux applied and when
 (the Kustomization's ``lastAppliedRevision`` at its Ready condition's ``lastTransitionTime``, read here, plus the
 applied revisions of the Flux events the gateway received, handed in: ``fixloop.integrations.flux.applied_revisions``);
-``fixloop.core.culprit.pick_culprit`` names the commit applied last before the onset. "Applied revision R holds commit
-C" is asked of GitLab (``is_ancestor``, ``GET /repository/merge_base``), once per pair.
+``fixloop.core.culprit.pick_culprit`` names the commit applied last before the onset, and only that commit's merge
+request (``commit_merge_requests``) and diff summary (``commit_diff``) are read. "Applied revision R holds commit
+C" is asked of GitLab (``is_ancestor``, ``GET /repository/merge_base``), once per pair. The window is on the
+committer date (GitLab's ``since``/``until``): a commit committed before it and applied inside it is not read.
 
 Whether fixloop made a commit: the merge request's author is the bot (``FIXLOOP_GITLAB_BOT_USERNAME``), its source
 branch starts with ``fixloop/``, or the commit message carries fixloop's ``Fixloop-Work-Item:`` trailer
@@ -26,7 +28,7 @@ from fixloop.activities.deploy import KUSTOMIZATION_RE, read_kustomization
 from fixloop.activities.errors import as_application_errors
 from fixloop.core.culprit import ChangeCommit, FileChange, MergeRequestRef, line_counts, pick_culprit, with_details
 from fixloop.core.parsing import clean
-from fixloop.integrations.flux import FluxSettings, KubeClient, applied_revisions
+from fixloop.integrations.flux import FluxSettings, KubeClient, applied_revisions, parse_revision
 from fixloop.integrations.gitlab.api import CommitInfo, GitLabClient, GitLabSettings, MergeRequestInfo
 from fixloop.workflows.contracts.investigate import (
     COMMITS_PER_PATH,
@@ -86,11 +88,12 @@ class InvestigateActivities:
             return asked[revision_sha, commit_sha]
 
         lookback = timedelta(seconds=inp.lookback_seconds)
+        ref = _tracked_ref(status.last_applied_revision)
         listed: dict[str, CommitInfo] = {}
         details: dict[str, ChangeCommit] = {}
         out = []
         for candidate in inp.candidates:
-            commits, truncated = self._commits(candidate, inp, lookback, listed)
+            commits, truncated = self._commits(candidate, inp, lookback, ref, listed)
             found = pick_culprit(inp.onset, lookback, commits, applied, contains)
             if found is not None:  # its merge request and diff are read only now, once per commit
                 sha = found.commit.sha
@@ -103,10 +106,16 @@ class InvestigateActivities:
         return CulpritOutput(candidates=out, applied=applied)
 
     def _commits(
-        self, candidate: CulpritCandidate, inp: CulpritInput, lookback: timedelta, listed: dict[str, CommitInfo]
+        self,
+        candidate: CulpritCandidate,
+        inp: CulpritInput,
+        lookback: timedelta,
+        ref: str | None,
+        listed: dict[str, CommitInfo],
     ) -> tuple[list[ChangeCommit], bool]:
-        """The distinct commits that touched the candidate's paths in the window (without their merge requests and
-        diffs), and whether a path had more than ``COMMITS_PER_PATH``; ``listed`` collects what GitLab answered."""
+        """The distinct commits of ``ref`` (None: the default branch) that touched the candidate's paths, committed
+        in the window (without their merge requests and diffs), and whether a path reached ``COMMITS_PER_PATH``
+        (older ones unread); ``listed`` collects what GitLab answered."""
         by_sha: dict[str, ChangeCommit] = {}
         truncated = False
         for path in dict.fromkeys(p.strip("/") for p in candidate.paths):
@@ -151,6 +160,14 @@ class InvestigateActivities:
                 "files": files,
             }
         )
+
+
+def _tracked_ref(revision: str | None) -> str | None:
+    """The branch Flux tracks, from its revision (``main@sha1:<sha>`` -> ``main``); None when unknown."""
+    try:
+        return parse_revision(revision)[0] if revision else None
+    except ValueError:
+        return None
 
 
 def _commit(c: CommitInfo) -> ChangeCommit:
