@@ -121,17 +121,23 @@ class DeployActivities:
             return await asyncio.to_thread(self._read, key, inp.merge_sha.lower())
 
     def _read(self, key: str, merge_sha: str) -> DeployState:
-        namespace, name = key.split("/", 1)
-        try:
-            status = self.kube.get_kustomization(namespace, name)
-        except NotFound as e:
-            raise ApplicationError(
-                f"Kustomization {key} not found ({e.message}); set DeployStateInput.kustomization or "
-                "FIXLOOP_FLUX_KUSTOMIZATION",
-                type="KustomizationNotFound",
-                non_retryable=True,
-            ) from e
+        status = read_kustomization(self.kube, key, "DeployStateInput.kustomization")
         return deploy_state_of(status, merge_sha, self.gitlab.is_ancestor if self.gitlab else None)
+
+
+def read_kustomization(kube: KubeClient, key: str, field: str) -> KustomizationStatus:
+    """The status of Kustomization ``key`` (``namespace/name``, already checked); one that does not exist is a
+    non-retryable ``KustomizationNotFound`` naming it and where to set another (``field`` of the input, or
+    ``FIXLOOP_FLUX_KUSTOMIZATION``); other errors as ``KubeClient.get_kustomization``."""
+    namespace, name = key.split("/", 1)
+    try:
+        return kube.get_kustomization(namespace, name)
+    except NotFound as e:
+        raise ApplicationError(
+            f"Kustomization {key} not found ({e.message}); set {field} or FIXLOOP_FLUX_KUSTOMIZATION",
+            type="KustomizationNotFound",
+            non_retryable=True,
+        ) from e
 
 
 def deploy_event(event: FluxEvent, kustomization: str | None = None) -> DeployEvent | None:

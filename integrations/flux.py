@@ -26,8 +26,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ import httpx
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fixloop.core.culprit import AppliedRevision
 from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import (
     AuthError,
@@ -370,6 +371,44 @@ def verify_signature(body: bytes, header: str | None, key: SecretStr | str | byt
     raw_key = raw.encode() if isinstance(raw, str) else raw
     expected = hmac.new(raw_key, body, digest).hexdigest()
     return hmac.compare_digest(expected.encode(), given.strip().lower().encode())
+
+
+def applied_revisions(
+    status: KustomizationStatus | None, events: Iterable[FluxEvent] = (), kustomization: str | None = None
+) -> list[AppliedRevision]:
+    """What Flux applied and when, from what real Flux offers (no history is kept on the object itself):
+
+    * the Kustomization's status: ``lastAppliedRevision`` at its ``Ready=True`` condition's ``lastTransitionTime``,
+      when the status is current. kustomize-controller marks Ready Unknown at the start of every reconciliation,
+      so that time is when the last reconciliation ended Ready: the revision was applied then or earlier (an upper
+      bound);
+    * notification-controller events of the Kustomization (``kustomization``: ``namespace/name``, None: any) the
+      gateway received: severity ``info``, reason ``ReconciliationSucceeded``, with a revision: applied at the
+      event's ``timestamp``.
+
+    Sorted by time, then sha, duplicates removed; events without a parsable revision are skipped."""
+    out: set[tuple[datetime, str, str, str]] = set()
+    if status is not None and status.ready and status.current and status.last_applied_revision:
+        ready = next((c for c in status.conditions if c.type == "Ready" and c.status == "True"), None)
+        try:
+            _, sha = parse_revision(status.last_applied_revision)
+        except ValueError:
+            sha = None
+        if ready is not None and ready.lastTransitionTime is not None and sha:
+            out.add((_aware(ready.lastTransitionTime), sha, status.last_applied_revision[:300], "status"))
+    for e in events:
+        obj = e.involvedObject
+        if obj.kind != "Kustomization" or e.reason != "ReconciliationSucceeded" or e.severity.lower() != "info":
+            continue
+        if kustomization is not None and f"{obj.namespace or ''}/{obj.name}" != kustomization:
+            continue
+        if e.sha is not None and e.revision:
+            out.add((_aware(e.timestamp), e.sha, e.revision[:300], "event"))
+    return [AppliedRevision(at=at, sha=sha, revision=rev, source=src) for at, sha, rev, src in sorted(out)]
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def check(settings: FluxSettings, timeout: float) -> CheckResult:

@@ -317,11 +317,14 @@ class RepoStore:
                 raise RepoError(404, "404 Commit Not Found")
             return _info(obj)
 
-    def log(self, project: str, ref: str, limit: int = 20) -> list[CommitInfo]:
-        """Commits reachable from ``ref``, newest first."""
+    def log(self, project: str, ref: str, limit: int = 20, path: str | None = None) -> list[CommitInfo]:
+        """Commits reachable from ``ref``, newest first; with ``path`` (a file or a directory) only those that
+        changed it, as ``git log -- <path>``."""
         sha = self._commit_sha(project, ref)
+        paths = [path.strip("/").encode()] if path and path.strip("/") else None
         with self._repo(project) as repo:
-            return [_info(entry.commit) for entry in repo.get_walker(include=[sha.encode()], max_entries=limit)]
+            walker = repo.get_walker(include=[sha.encode()], max_entries=limit, paths=paths)
+            return [_info(entry.commit) for entry in walker]
 
     def is_ancestor(self, project: str, ancestor: str, descendant: str) -> bool:
         """Whether ``ancestor`` is ``descendant`` or one of its ancestors (for "applied a descendant of the merge")."""
@@ -338,11 +341,13 @@ class RepoStore:
             bases = find_merge_base(repo, [sa.encode(), sb.encode()])
         return bases[0].decode() if bases else None
 
-    def diff(self, project: str, from_ref: str, to_ref: str) -> list[FileDiff]:
-        """The file diffs from ``from_ref`` to ``to_ref`` (GitLab's compare/MR changes format)."""
-        a, b = self._commit_sha(project, from_ref), self._commit_sha(project, to_ref)
+    def diff(self, project: str, from_ref: str | None, to_ref: str) -> list[FileDiff]:
+        """The file diffs from ``from_ref`` (None: the empty tree, as for a root commit) to ``to_ref`` (GitLab's
+        compare/MR changes format)."""
+        a = self._commit_sha(project, from_ref) if from_ref is not None else None
+        b = self._commit_sha(project, to_ref)
         with self._repo(project) as repo:
-            return self._diff_trees(repo, repo[a.encode()].tree, repo[b.encode()].tree)
+            return self._diff_trees(repo, repo[a.encode()].tree if a else None, repo[b.encode()].tree)
 
     def _diff_trees(self, repo: Repo, old_tree: bytes | None, new_tree: bytes) -> list[FileDiff]:
         out: list[FileDiff] = []

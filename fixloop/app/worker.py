@@ -3,9 +3,9 @@
 Activities that hold clients are methods of classes built once here. The activities of an external system are
 registered when its settings are given (``Integrations``; ``Integrations.from_env()`` reads them from the
 ``FIXLOOP_*`` variables): Jira (``jira.*``), GitLab (``gitlab.*``, and with it ``change.plan``, which also uses the
-registry when configured), Flux (``flux.deploy_state``, on the Kubernetes API) and Datadog (``verify.judge``).
-Those not configured are not registered: a loop reaching them waits in the Temporal UI on "activity not
-registered" rather than pretending.
+registry when configured), Flux (``flux.deploy_state``, on the Kubernetes API; with GitLab also
+``investigate.culprit``) and Datadog (``verify.judge``). Those not configured are not registered: a loop reaching
+them waits in the Temporal UI on "activity not registered" rather than pretending.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from fixloop.activities.deploy import DeployActivities
+from fixloop.activities.investigate import InvestigateActivities
 from fixloop.activities.merge_request import MergeRequestActivities
 from fixloop.activities.plan import PlanActivities
 from fixloop.activities.triage import TriageActivities
@@ -109,6 +110,8 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
         out += [g.open_revert_merge_request, g.check_user]
     if config.flux is not None:
         out.append(DeployActivities(config.flux, config.gitlab).deploy_state)
+        if config.gitlab is not None:
+            out.append(InvestigateActivities(config.gitlab, config.flux).culprit)
     if config.datadog is not None:
         out.append(VerifyActivities(config.datadog).judge)
     return out

@@ -32,6 +32,7 @@ timeouts -> ``TransportError``. The library's retries are off (``retry_transient
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import gitlab
@@ -203,6 +204,21 @@ class FileDiff(BaseModel):
     complete: bool = True  # False when GitLab did not show the diff (too large, collapsed): its lines are unknown
 
 
+class CommitInfo(BaseModel):
+    """A commit as GitLab's commits API lists it (docs.gitlab.com/api/commits/, the commit entity), reduced; times
+    are ISO 8601 as GitLab gives them (``2022-01-20T14:14:54.000+00:00``)."""
+
+    id: str
+    title: str = ""
+    message: str = ""
+    author_name: str = ""
+    author_email: str = ""
+    authored_date: datetime
+    committed_date: datetime
+    parent_ids: list[str] = []
+    web_url: str = ""
+
+
 class TreeItem(BaseModel):
     path: str
     name: str
@@ -261,6 +277,17 @@ def _mr_info(raw: dict[str, Any], created: bool = False) -> MergeRequestInfo:
         merged_by_username=((raw.get("merge_user") or raw.get("merged_by")) or {}).get("username"),
         merged_at=raw.get("merged_at"),
         created=created,
+    )
+
+
+def _file_diff(raw: dict[str, Any]) -> FileDiff:
+    """GitLab's diff entity (an MR's ``diffs``, a commit's ``diff``) as a ``FileDiff``."""
+    shown = not raw.get("too_large") and not raw.get("collapsed")
+    return FileDiff(
+        old_path=str(raw.get("old_path") or raw.get("new_path") or ""),
+        new_path=str(raw.get("new_path") or raw.get("old_path") or ""),
+        diff=str(raw.get("diff") or "") if shown else "",
+        complete=bool(shown and (raw.get("diff") or raw.get("deleted_file") or raw.get("new_file"))),
     )
 
 
@@ -587,15 +614,7 @@ class GitLabClient:
             for raw in self.gl.http_list(path, iterator=True, per_page=100):
                 if not isinstance(raw, dict):
                     continue
-                shown = not raw.get("too_large") and not raw.get("collapsed")
-                out.append(
-                    FileDiff(
-                        old_path=str(raw.get("old_path") or raw.get("new_path") or ""),
-                        new_path=str(raw.get("new_path") or raw.get("old_path") or ""),
-                        diff=str(raw.get("diff") or "") if shown else "",
-                        complete=bool(shown and (raw.get("diff") or raw.get("deleted_file") or raw.get("new_file"))),
-                    )
-                )
+                out.append(_file_diff(raw))
                 if len(out) >= limit:
                     break
         return out
@@ -606,6 +625,59 @@ class GitLabClient:
         with map_exceptions(_ERRORS, f"close merge request !{iid}"):
             raw = self.project.mergerequests.update(iid, {"state_event": "close"})
         return _mr_info(raw)
+
+    # -- the commits that touched a path (the culprit change of an incident) ------------------------------------
+    def commits_touching(
+        self, path: str, since: datetime, until: datetime | None = None, ref: str | None = None, limit: int = 20
+    ) -> list[CommitInfo]:
+        """The newest ``limit`` (1..100) commits of ``ref`` (default: the project's default branch) that touched
+        ``path`` (a file or a directory) committed between ``since`` and ``until`` (inclusive; aware datetimes,
+        naive ones taken as UTC): ``GET /projects/:id/repository/commits?ref_name=&path=&since=&until=``
+        (docs.gitlab.com/api/commits/#list-repository-commits; GitLab filters on the path as ``git log -- <path>``
+        does, newest first). ``NotFound`` when the ref does not exist."""
+        if not 1 <= limit <= 100:
+            raise IntegrationError(SYSTEM, f"commits_touching: limit {limit} is not within 1..100")
+        # ``path`` goes in ``query_parameters``: python-gitlab's ``list(path=)`` would replace the URL path
+        query: dict[str, Any] = {"path": path, "since": _iso(since)}
+        if until is not None:
+            query["until"] = _iso(until, up=True)
+        if ref:
+            query["ref_name"] = ref
+        with map_exceptions(_ERRORS, f"commits touching {path[:200]}"):
+            listed = self.project.commits.list(query_parameters=query, per_page=limit, get_all=False)
+        return [CommitInfo.model_validate(c.asdict()) for c in listed[:limit]]
+
+    def commit_merge_requests(self, sha: str) -> list[MergeRequestInfo]:
+        """The merge requests that hold commit ``sha`` (``GET /projects/:id/repository/commits/:sha/merge_requests``,
+        docs.gitlab.com/api/commits/#list-merge-requests-associated-with-a-commit), merged ones first, then by iid.
+        ``NotFound`` when there is no such commit."""
+        with map_exceptions(_ERRORS, f"merge requests of {sha[:12]}"):
+            raw = self.project.commits.get(sha, lazy=True).merge_requests()
+        out = [_mr_info(mr) for mr in raw if isinstance(mr, dict)] if isinstance(raw, list) else []
+        return sorted(out, key=lambda m: (m.state != "merged", m.iid))
+
+    def commit_diff(self, sha: str, limit: int = 100) -> list[FileDiff]:
+        """The file diffs of commit ``sha`` against its first parent (``GET /projects/:id/repository/commits/:sha/
+        diff``, docs.gitlab.com/api/commits/#get-the-diff-of-a-commit, paginated), at most ``limit`` files; a diff
+        GitLab does not show (``too_large``, ``collapsed``) has ``complete`` False."""
+        path = f"/projects/{self.project.encoded_id}/repository/commits/{sha}/diff"
+        out: list[FileDiff] = []
+        with map_exceptions(_ERRORS, f"diff of {sha[:12]}"):
+            for raw in self.gl.http_list(path, iterator=True, per_page=min(max(limit, 1), 100)):
+                if isinstance(raw, dict):
+                    out.append(_file_diff(raw))
+                if len(out) >= limit:
+                    break
+        return out
+
+
+def _iso(dt: datetime, up: bool = False) -> str:
+    """ISO 8601 in UTC to the second, as GitLab's ``since``/``until`` take it (``YYYY-MM-DDTHH:MM:SSZ``); a
+    fraction of a second is dropped, or with ``up`` rounded up (an inclusive ``until`` then misses nothing)."""
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if up and dt.microsecond:
+        dt = dt.replace(microsecond=0) + timedelta(seconds=1)
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def check(settings: GitLabSettings, timeout: float) -> CheckResult:

@@ -268,7 +268,10 @@ class Flux:
             if spec.get("prune", False):
                 changes += [_change_line(i, "deleted") for i in previous if i not in inventory]
             message = f"Applied revision: {revision}"
-            conds = [_condition(obj, "Ready", "True", "ReconciliationSucceeded", message, now, gen)]
+            # kustomize-controller marks Ready=Unknown "Reconciliation in progress" at the start of every
+            # reconciliation; the sandbox reconciles only new revisions, so Ready's lastTransitionTime moves then
+            moved = status.get("lastAppliedRevision") != revision
+            conds = [_condition(obj, "Ready", "True", "ReconciliationSucceeded", message, now, gen, moved)]
             if spec.get("wait") or spec.get("healthChecks"):
                 elapsed = f"{(time.perf_counter() - started) * 1000:.4g}ms"
                 conds.append(
@@ -446,11 +449,19 @@ def _ready(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _condition(
-    obj: dict[str, Any], type_: str, status: str, reason: str, message: str, now: datetime, gen: int
+    obj: dict[str, Any],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    now: datetime,
+    gen: int,
+    moved: bool = False,
 ) -> dict[str, Any]:
-    """A metav1.Condition; ``lastTransitionTime`` moves only when the status changes."""
+    """A metav1.Condition; ``lastTransitionTime`` moves only when the status changes (``moved``: it changed and
+    back in between)."""
     old = next((c for c in obj["status"].get("conditions", []) if c["type"] == type_), None)
-    since = old["lastTransitionTime"] if old and old["status"] == status else ts(now)
+    since = old["lastTransitionTime"] if old and old["status"] == status and not moved else ts(now)
     return {
         "lastTransitionTime": since,
         "message": message,

@@ -11,7 +11,8 @@ Served (GitLab REST v4 docs, docs.gitlab.com/api/): ``GET /version``, ``GET /use
 ``namespace%2Fname``), ``GET /projects/:id/approvals`` (the approval configuration: reset on push, no author
 approval);
 repository files (``GET|POST|PUT|DELETE .../repository/files/:file_path``, ``.../raw``), ``.../repository/tree``,
-branches (list/get/create/delete), commits (create with ``actions``, list, get, ``diff``, ``revert``),
+branches (list/get/create/delete), commits (create with ``actions``, list with ``path``/``since``/``until``,
+get, ``diff``, ``merge_requests``, ``revert``),
 ``.../repository/compare``, ``.../repository/merge_base``; merge requests (create/list/get/update, ``changes``,
 ``diffs``, ``commits``, notes, ``approvals``, ``approval_state``, ``approve``, ``unapprove``, ``merge``). Lists
 page as GitLab does (``page``, ``per_page`` up to 100; ``X-Total``, ``X-Total-Pages``, ``X-Page``, ``X-Per-Page``,

@@ -1,8 +1,9 @@
-"""Commits: create with ``actions``, list, get, ``diff``, ``revert``; ``.../repository/compare`` and
-``.../repository/merge_base``."""
+"""Commits: create with ``actions``, list (``path``, ``since``, ``until``), get, ``diff``, ``merge_requests``,
+``revert``; ``.../repository/compare`` and ``.../repository/merge_base``."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -32,14 +33,58 @@ def commit_create(pid: str, params: dict = Params, user: dict = User, gl: GitLab
     return gl.commit_json(p, info, stats=True)
 
 
+def _when(params: dict[str, Any], name: str) -> datetime | None:
+    """``since``/``until``: an ISO 8601 time (Grape's DateTime; a naive one is UTC), else 400 "<name> is invalid"."""
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        dt = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"{name} is invalid", key="error") from None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
 @router.get(P + "/repository/commits")
 def commits(request: Request, pid: str, params: dict = Params, user: dict = User, gl: GitLab = GL) -> JSONResponse:
+    """GitLab's list: ``ref_name`` (default branch), ``path`` (``git log -- <path>``), ``since``/``until``
+    (inclusive, on the committer date, as ``git log --since/--until``), newest first."""
     p = gl.project(pid)
     path = p["path_with_namespace"]
     ref = str(params.get("ref_name") or gl.repos.default_branch(path))
+    since, until = _when(params, "since"), _when(params, "until")
     if gl.repos.resolve(path, ref) is None:
         raise ApiError(404, "404 Commit Not Found")
-    return paginate(request, [gl.commit_json(p, c) for c in gl.repos.log(path, ref, limit=1000)], params)
+    found = [
+        c
+        for c in gl.repos.log(path, ref, limit=1000, path=str(params.get("path") or "") or None)
+        if (since is None or c.committed_date >= since) and (until is None or c.committed_date <= until)
+    ]
+    return paginate(request, [gl.commit_json(p, c) for c in found], params)
+
+
+@router.get(P + "/repository/commits/{sha}/merge_requests")
+def commit_merge_requests(
+    request: Request, pid: str, sha: str, params: dict = Params, user: dict = User, gl: GitLab = GL
+) -> JSONResponse:
+    """The merge requests holding commit ``sha`` (GitLab's ``MergeRequest.by_commit_sha``: one of its commits, its
+    merge commit or its squash commit), as the basic MR entity; 404 "404 Commit Not Found" for an unknown commit."""
+    p = gl.project(pid)
+    path = p["path_with_namespace"]
+    commit = gl.repos.commit_info(path, unquote(sha)).id
+    with gl.store.lock:
+        found = []
+        for mr in gl.mrs(p).values():
+            refs = gl.status(p, mr)["diff_refs"]
+            own = (
+                bool(refs)
+                and gl.repos.is_ancestor(path, commit, refs["head_sha"])
+                and not gl.repos.is_ancestor(path, commit, refs["base_sha"])
+            )
+            if own or commit in (mr.get("merge_commit_sha"), mr.get("squash_commit_sha")):
+                found.append(gl.mr_json(p, mr, user["id"]))
+    found.sort(key=lambda m: m["iid"], reverse=True)
+    return paginate(request, found, params)
 
 
 @router.get(P + "/repository/commits/{sha}")
@@ -54,7 +99,8 @@ def commit_diff(
 ) -> JSONResponse:
     p = gl.project(pid)
     c = gl.repos.commit_info(p["path_with_namespace"], unquote(sha))
-    diffs = gl.repos.diff(p["path_with_namespace"], c.parent_ids[0], c.id) if c.parent_ids else []
+    # against the first parent; a root commit against the empty tree (every file new), as GitLab shows it
+    diffs = gl.repos.diff(p["path_with_namespace"], c.parent_ids[0] if c.parent_ids else None, c.id)
     return paginate(request, [as_dict(d) for d in diffs], params)
 
 

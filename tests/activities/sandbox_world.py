@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,16 @@ def configured(cls: type[S], env: dict[str, str], **override: str) -> S:
     prefix = str(cls.model_config.get("env_prefix", ""))
     values: dict[str, Any] = {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
     return cls(_env_file=None, **(values | override))  # type: ignore[call-arg]
+
+
+class Clock:
+    """A sandbox clock the test moves (``Sandbox.clock``): ``now`` is what it answers."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 @dataclass

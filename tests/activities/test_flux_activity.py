@@ -22,7 +22,7 @@ from fixloop.sandbox.repos import Action, Person
 from fixloop.sandbox.server import bind, endpoints
 from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
 from fixloop.workflows.contracts.loop import DeployEvent
-from tests.activities.sandbox_world import configured
+from tests.activities.sandbox_world import Clock, configured
 from tests.receiver import Receiver
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
 from tests.sandbox.fidelity import RECORDED
@@ -31,14 +31,6 @@ SCOPE = "platform/gitops"
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 PROD = "apps/production/kustomization.yaml"
 FLUX_DIR = RECORDED / "flux"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass

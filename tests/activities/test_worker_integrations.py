@@ -8,9 +8,9 @@ import pytest
 from temporalio import activity
 
 from fixloop.activities import deploy as flux
+from fixloop.activities import investigate, verify
 from fixloop.activities import merge_request as gitlab
 from fixloop.activities import plan as change
-from fixloop.activities import verify
 from fixloop.activities import work_item as jira
 from fixloop.activities.triage import GROUP_SIGNALS
 from fixloop.app.worker import Integrations, activities
@@ -90,6 +90,15 @@ def test_flux_and_datadog_register_the_deploy_and_verify_activities(clean_env: p
     config = Integrations.from_env()
     assert config.flux is not None and config.datadog is not None and config.gitlab is None
     assert names(activities(integrations=config)) == sorted([GROUP_SIGNALS, flux.DEPLOY_STATE, verify.JUDGE])
+
+
+def test_gitlab_and_flux_register_the_culprit_activity(clean_env: pytest.MonkeyPatch) -> None:
+    for k, v in GITLAB.items():
+        clean_env.setenv(k, v)
+    clean_env.setenv("FIXLOOP_KUBE_API_URL", "https://kube.acme.test:6443")
+    clean_env.setenv("FIXLOOP_KUBE_TOKEN", "kube-secret")
+    registered = names(activities(integrations=Integrations.from_env()))
+    assert investigate.CULPRIT in registered and flux.DEPLOY_STATE in registered
 
 
 @pytest.mark.parametrize(

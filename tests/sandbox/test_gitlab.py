@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -578,3 +579,65 @@ def test_the_gates_reads_through_the_client_in_gitlabs_shapes(run: Any) -> None:
     approvals = gl.approvals(mr.iid)
     assert [(a.id, a.username) for a in approvals.approvers] == [(3, reviewer)] and approvals.sha == mr.sha
     assert gl.get_merge_request(mr.iid).author_id == 2  # the bot opened it
+
+
+# -- the commits that touched a path (an incident's culprit change) -------------------------------------------------
+def test_commits_by_path_and_time_their_merge_requests_and_diff(start_sandbox: Any) -> None:
+    """``path``/``since``/``until`` are applied on the real git history (``git log -- <path>``: the merge commit,
+    which changes nothing against its branch parent, is not listed), and a commit's merge requests are those holding
+    it; the answers have the shapes of recorded GitLab responses."""
+    now = [datetime(2026, 11, 21, 9, 0, tzinfo=UTC)]
+    run = start_sandbox("/gitlab", clock=lambda: now[0])
+    bot = api(run).projects.get(PROJECT)  # seeded at 09:00
+    now[0] += timedelta(minutes=5)  # the change at 09:05
+    reviewer = api(run, "reviewer").projects.get(PROJECT, lazy=True)
+    mr = open_mr(bot, "fix/culprit", assignee_ids=[3], reviewer_ids=[3])
+    reviewer.mergerequests.get(mr.iid).approve(sha=mr.sha)
+    merged = bot.mergerequests.get(mr.iid)
+    merged.merge(sha=mr.sha)
+    merge_sha = bot.mergerequests.get(mr.iid).merge_commit_sha
+    other = change(bot, "other", path="apps/production/kustomization.yaml", suffix="# other\n")  # not merged
+    gl = client(run)
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+
+    listed = gl.commits_touching(FILE, since=epoch)
+    shas = [c.id for c in listed]
+    assert shas[0] == mr.sha and merge_sha not in shas and other not in shas
+    assert all(FILE in {d.new_path for d in gl.commit_diff(s)} for s in shas), "each listed commit changed the path"
+    log = subprocess.run(
+        ["git", "--git-dir", str(run.sb.repos.path(PROJECT)), "log", "--format=%H", "main", "--", FILE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert shas == log, "as git log -- <path>"
+    assert [c.id for c in gl.commits_touching("apps/staging/", since=epoch)][0] == mr.sha, "a directory"
+    assert gl.commits_touching("apps/nothing-here", since=epoch) == []
+    assert gl.commits_touching(FILE, since=listed[0].committed_date + timedelta(seconds=1)) == []
+    assert [c.id for c in gl.commits_touching(FILE, since=epoch, until=listed[0].committed_date)] == shas
+    assert mr.sha not in [c.id for c in gl.commits_touching(FILE, since=epoch, until=listed[-1].committed_date)]
+    assert len(gl.commits_touching(FILE, since=epoch, limit=1)) == 1
+
+    assert [m.iid for m in gl.commit_merge_requests(mr.sha)] == [mr.iid]
+    assert [m.iid for m in gl.commit_merge_requests(merge_sha)] == [mr.iid], "its merge commit"
+    assert gl.commit_merge_requests(shas[-1]) == [], "the seed commit came without a merge request"
+    (diff,) = gl.commit_diff(mr.sha)
+    assert diff.new_path == FILE and diff.complete and diff.diff.count("\n+") + diff.diff.startswith("+") == 1
+    with pytest.raises(NotFound):
+        gl.commit_merge_requests("0" * 40)
+
+    base = run.service("/gitlab/api/v4/projects/1")
+    h = {"PRIVATE-TOKEN": run.sb.credentials.gitlab_bot_token.get_secret_value()}
+    assert_same_shape(
+        recorded("gitlab", "renku-ui_list_repository_commits_path-readme.json"),
+        httpx.get(f"{base}/repository/commits", params={"path": FILE, "ref_name": "main"}, headers=h).json(),
+    )
+    reals = recorded("gitlab", "go-gitlab_get_merge_requests.json")
+    ours = httpx.get(f"{base}/repository/commits/{mr.sha}/merge_requests", headers=h).json()
+    assert_same_shape(reals[0], ours[0], only=[k for k in reals[0] if k not in NO_CI])
+    assert_same_shape(
+        recorded("gitlab", "go-gitlab_list_merge_request_diff.json"),
+        httpx.get(f"{base}/repository/commits/{mr.sha}/diff", headers=h).json(),
+    )
+    bad = httpx.get(f"{base}/repository/commits", params={"since": "yesterday"}, headers=h)
+    assert (bad.status_code, bad.json()) == (400, {"error": "since is invalid"})
