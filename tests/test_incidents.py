@@ -209,20 +209,53 @@ def test_a_finding_is_refused_by_name() -> None:
 
 # --- properties ----------------------------------------------------------------------------------------------
 
-NAMES = ["storefront", "catalog", "inventory", "payments", "ledger", "search", "mail"]  # the last two unknown
+PROPERTY_POLICY = {
+    "services": {
+        "storefront": ["catalog"],
+        "catalog": {"calls": ["inventory"], "instances": ["catalog-0", "catalog-1"], "hosts": ["node-1"]},
+        "inventory": {"instances": ["inventory-0"], "hosts": ["node-2"]},
+        "payments": {"calls": ["ledger"], "instances": ["payments-0"], "hosts": ["node-1"]},
+        "ledger": [],
+    }
+}
+SERVICE_OF = {"catalog-0": "catalog", "catalog-1": "catalog", "inventory-0": "inventory", "payments-0": "payments"}
+HOST_OF = {"catalog-0": "node-1", "catalog-1": "node-1", "inventory-0": "node-2", "payments-0": "node-1"}
+CALLS = {("storefront", "catalog"), ("catalog", "inventory"), ("payments", "ledger")}
+SERVICES = ["storefront", "catalog", "inventory", "payments", "ledger"]
+NAMES = [*SERVICES, *SERVICE_OF, "node-1", "node-2", "search", "mail"]  # the last two unknown
 _BASE = am_pod_memory("inventory", "base", 0)
 
 
 def _synthetic(i: int, name: str, seconds: int) -> Signal:
+    if name in SERVICE_OF:
+        tags, service = [f"pod_name:{name}"], None
+    elif name.startswith("node-"):
+        tags, service = [f"host:{name}"], None
+    else:
+        tags, service = [f"service:{name}"], name
     return _BASE.model_copy(
         update={
             "fingerprint": f"{i:032x}",
-            "service": name,
-            "tags": [f"service:{name}", "alertname:HighPodMemory"],
+            "service": service,
+            "tags": [*tags, "alertname:HighPodMemory"],
             "scope": None,
             "observed_at": T0 + timedelta(seconds=seconds),
         }
     )
+
+
+def _entity(s: Signal) -> str:
+    return next(t.split(":", 1)[1] for t in s.tags if t.split(":", 1)[0] in ("pod_name", "host", "service"))
+
+
+def _joined(a: str, b: str) -> bool:
+    """The linking rule written out on PROPERTY_POLICY: the same entity, an instance and its service or host, or
+    two entities whose services (an instance's service; hosts and unknown names have none) are equal or call."""
+    if a == b or SERVICE_OF.get(a) == b or SERVICE_OF.get(b) == a or HOST_OF.get(a) == b or HOST_OF.get(b) == a:
+        return True
+    sa = SERVICE_OF.get(a, a if a in SERVICES else None)
+    sb = SERVICE_OF.get(b, b if b in SERVICES else None)
+    return sa is not None and sb is not None and (sa == sb or (sa, sb) in CALLS or (sb, sa) in CALLS)
 
 
 alert_lists = st.lists(st.tuples(st.sampled_from(NAMES), st.integers(0, 7200)), max_size=30).map(
@@ -230,25 +263,23 @@ alert_lists = st.lists(st.tuples(st.sampled_from(NAMES), st.integers(0, 7200)), 
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(alerts=alert_lists, window_s=st.integers(0, 1800), data=st.data())
 def test_every_alert_in_exactly_one_group_the_groups_are_the_linked_components_and_order_never_matters(
     alerts: list[Signal], window_s: int, data: st.DataObject
 ) -> None:
-    t, window = _topo(), timedelta(seconds=window_s)
+    t, window = topology.from_policy(PROPERTY_POLICY), timedelta(seconds=window_s)
     found = correlate(alerts, t, window=window)
     placed = [fp for i in found for fp in i.fingerprints]
     assert sorted(placed) == sorted(s.fingerprint for s in alerts)  # exactly once
     shuffled = data.draw(st.permutations(alerts))
     assert correlate(shuffled, t, window=window) == found
     group = {fp: n for n, i in enumerate(found) for fp in i.fingerprints}
-    # brute force: two alerts at most ``window`` apart on the same or neighbouring services share a group, and a
-    # group is connected by such pairs (checked by its size against a flood fill)
-    edges = {("storefront", "catalog"), ("catalog", "inventory"), ("payments", "ledger")}
 
+    # brute force: two alerts at most ``window`` apart on joined entities share a group, and a group is connected
+    # by such pairs (a flood fill from its first alert reaches all of it)
     def linked(a: Signal, b: Signal) -> bool:
-        near = abs(a.observed_at - b.observed_at) <= window
-        return near and (a.service == b.service or (a.service, b.service) in edges or (b.service, a.service) in edges)
+        return abs(a.observed_at - b.observed_at) <= window and _joined(_entity(a), _entity(b))
 
     for a in alerts:
         for b in alerts:
@@ -256,6 +287,7 @@ def test_every_alert_in_exactly_one_group_the_groups_are_the_linked_components_a
                 assert group[a.fingerprint] == group[b.fingerprint]
     for inc in found:
         members = [s for s in alerts if s.fingerprint in inc.fingerprints]
+        assert inc.entities == sorted({_entity(s) for s in members})
         reached, todo = {members[0].fingerprint}, [members[0]]
         while todo:
             a = todo.pop()

@@ -141,16 +141,21 @@ def _service(topology: Topology, entity: str) -> str | None:
     return topology.service_of(entity) or entity
 
 
-def _adjacent(topology: Topology, a: str, b: str) -> bool:
-    for x, y in ((a, b), (b, a)):
-        if topology.kind(x) is None:
-            return False
-        if y in topology.callees(x) or topology.service_of(x) == y or topology.host_of(x) == y:
-            return True
-    sa, sb = _service(topology, a), _service(topology, b)
-    if sa is None or sb is None or topology.kind(sa) is None or topology.kind(sb) is None:
-        return False
-    return sa == sb or sb in topology.callees(sa) or sa in topology.callees(sb)
+def _neighbours(topology: Topology, entity: str) -> set[str]:
+    """The entities an alert on ``entity`` links to (besides itself): one edge away (``calls`` either way,
+    ``instance_of``, ``runs_on``), and every entity whose service is its service or joined to it by ``calls`` (an
+    instance stands for its service). Empty for an entity the topology does not know."""
+    if topology.kind(entity) is None:
+        return set()
+    out = {*topology.callees(entity), *topology.callers(entity), *topology.instances(entity), *topology.hosted(entity)}
+    out |= {x for x in (topology.service_of(entity), topology.host_of(entity)) if x}
+    service = _service(topology, entity)
+    if service is not None:
+        for s in {service, *topology.callees(service), *topology.callers(service)}:
+            if topology.kind(s) is not EntityKind.HOST:
+                out |= {s, *topology.instances(s)}
+    out.discard(entity)
+    return out
 
 
 def _link_times(
@@ -177,11 +182,11 @@ def _components(topology: Topology, alerts: list[Signal], entities: list[str], w
         for (t0, i0), (t1, i1) in zip(times, times[1:], strict=False):
             if t1 - t0 <= window:
                 links.union(i0, i1)
-    names = sorted(by_entity)
-    for x, a in enumerate(names):
-        for b in names[x + 1 :]:
-            if _adjacent(topology, a, b):
+    for a in sorted(by_entity):  # each pair of alerting neighbours once: bounded by the topology's edges
+        for b in sorted(_neighbours(topology, a) & by_entity.keys()):
+            if a < b:
                 _link_times(links, by_entity[a], by_entity[b], window)
+                _link_times(links, by_entity[b], by_entity[a], window)
     groups: dict[int, list[int]] = {}
     for i in range(len(alerts)):
         groups.setdefault(links.find(i), []).append(i)
