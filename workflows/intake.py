@@ -68,13 +68,13 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.activities.triage import TriageActivities
     from fixloop.core.markup import markdown
     from fixloop.core.models import (
+        ALERT_KINDS,
         Kind,
         RecentDeploy,
         Signal,
         TriageResult,
         Unassigned,
         WorkItem,
-        WorkItemKind,
         batched,
         signal_bytes,
     )
@@ -409,7 +409,7 @@ class IntakeWorkflow:
     async def _start_loop(self, wi: WorkItem, signals: list[Signal]) -> None:
         wid = loop_id(self.inp.scope, wi.id)
         c = self.state.counters
-        if wi.kind in (WorkItemKind.ALERT_INVESTIGATION, WorkItemKind.DEPLOY_REGRESSION):
+        if wi.kind in ALERT_KINDS:
             self.state.owners.update(dict.fromkeys(wi.signals, wid))
         for attempt in range(2):  # a loop that ends between our start and our signal is started anew, once
             try:

@@ -377,16 +377,21 @@ def utc(dt: datetime) -> datetime:
 class WorkItemKind(StrEnum):
     """What a work item asks for. ``os_rebuild`` and ``dependency_bump`` lead to a merge request; ``risk_digest``
     (findings without a fix, misconfigurations, secrets, SAST) and ``alert_investigation`` to a Jira issue only;
-    ``deploy_regression`` is an alert attached to a loop that recently deployed the alerting service."""
+    ``deploy_regression`` is an alert attached to a loop that recently deployed the alerting service; ``incident``
+    is a storm of alerts correlated on the topology (``fixloop.core.incidents``), for now handled exactly like an
+    ``alert_investigation`` (a Jira issue only, no change: ``ALERT_KINDS``, not in ``FIX_KINDS``)."""
 
     OS_REBUILD = "os_rebuild"
     DEPENDENCY_BUMP = "dependency_bump"
     RISK_DIGEST = "risk_digest"
     ALERT_INVESTIGATION = "alert_investigation"
     DEPLOY_REGRESSION = "deploy_regression"
+    INCIDENT = "incident"
 
 
 FIX_KINDS = frozenset({WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP})
+# the kinds made of alerts (a Jira issue, no merge request; their alerts are owned by their loop)
+ALERT_KINDS = frozenset({WorkItemKind.ALERT_INVESTIGATION, WorkItemKind.DEPLOY_REGRESSION, WorkItemKind.INCIDENT})
 
 
 class PackageBump(BaseModel):

@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 from pydantic import BaseModel, Field
 
 from fixloop.core.models import (
+    ALERT_KINDS,
     FIX_KINDS,
     TITLE_MAX,
     Category,
@@ -303,7 +304,7 @@ def _misfit(kind: WorkItemKind, entries: list[_Entry]) -> str | None:
     windows = [e.window for e in entries if e.window is not None]
     if windows and len(windows) != len(entries):
         return "mixes findings and alerts"
-    if kind in (WorkItemKind.ALERT_INVESTIGATION, WorkItemKind.DEPLOY_REGRESSION):
+    if kind in ALERT_KINDS:
         if not windows:
             return "holds findings"
         deploys = {w.attached_to for w in windows}

@@ -200,7 +200,7 @@ def _alert_items(
 ) -> list[WorkItem]:
     streams: dict[tuple[str | None, str | None, str | None], list[Signal]] = defaultdict(list)
     for a in alerts:
-        deploy = _deploy_for(a, recent_deploys, attach_window)
+        deploy = deploy_for(a, recent_deploys, attach_window)
         monitor = a.monitor_id or clean(a.title, 120).lower()
         streams[(deploy.work_item_id if deploy else None, a.service, monitor)].append(a)
     items: list[WorkItem] = []
@@ -217,7 +217,9 @@ def _alert_items(
     return items
 
 
-def _deploy_for(a: Signal, deploys: Sequence[RecentDeploy], attach_window: timedelta) -> RecentDeploy | None:
+def deploy_for(a: Signal, deploys: Sequence[RecentDeploy], attach_window: timedelta) -> RecentDeploy | None:
+    """The latest fixloop deploy of ``a``'s service at most ``attach_window`` before the alert (at or before its
+    ``observed_at``), else None (also for an alert without a service). Shared with ``fixloop.core.incidents``."""
     if not a.service:
         return None
     candidates = [
