@@ -310,4 +310,4 @@ def test_an_incident_is_handled_like_an_alert_investigation_a_jira_issue_and_no_
     wi = incidents.work_item(inc)
     assert WorkItem.model_validate_json(wi.model_dump_json()) == wi  # what Temporal's converter does
     planned = plan(wi, alerts, {})
-    assert planned.reason == "a incident work item is not fixed by a merge request"  # type: ignore[union-attr]
+    assert planned.reason == "incident work items are not fixed by a merge request"  # type: ignore[union-attr]

@@ -626,4 +626,4 @@ def locate(item: WorkItem, signals: Sequence[Signal], repo: RepoView, policy: Po
         return locate_base_images(item, signals, repo, policy)
     if item.kind is WorkItemKind.DEPENDENCY_BUMP:
         return locate_packages(item, signals, repo, policy)
-    return f"a {item.kind.value} work item is not fixed by a merge request"
+    return f"{item.kind.value} work items are not fixed by a merge request"

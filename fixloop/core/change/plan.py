@@ -89,7 +89,7 @@ def plan(
     view = as_repo(repo)
     policy = policy if policy is not None else policy_of(view)
     if item.kind not in FIX_KINDS:
-        return NotLocated(work_item_id=item.id, reason=f"a {item.kind.value} work item is not fixed by a merge request")
+        return NotLocated(work_item_id=item.id, reason=f"{item.kind.value} work items are not fixed by a merge request")
     wanted = set(item.signals)
     own = sorted((s for s in signals if s.fingerprint in wanted), key=lambda s: s.fingerprint)
     if not own:
