@@ -9,10 +9,11 @@ scanner skipped) so that nothing is dropped without a word.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -417,3 +418,17 @@ def aware(dt: datetime | None) -> datetime | None:
     if dt is None or dt.year <= 1:
         return None
     return utc(dt)
+
+
+def yaml_mapping(text: str, what: str = "fixloop.yaml") -> Mapping[str, Any]:
+    """The YAML mapping of ``text`` (ruamel's safe loader; an empty document is ``{}``). Raises ``ValueError``
+    naming ``what`` for text that is not YAML or whose document is not a mapping."""
+    from ruamel.yaml import YAML  # imported where it is needed: the parsers' start-up does not pay for it
+
+    try:
+        doc = YAML(typ="safe").load(text) or {}
+    except Exception as e:  # ruamel's YAMLError family
+        raise ValueError(f"{what}: not valid YAML ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{what}: not a mapping")
+    return doc

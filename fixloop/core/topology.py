@@ -47,6 +47,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from fixloop.core.parsing import yaml_mapping
+
 MAX_ENTITIES = 5000
 MAX_EDGES = 20000
 NAME_MAX = 253  # a DNS name's length, the longest name Kubernetes gives an object
@@ -338,15 +340,7 @@ def from_policy_text(text: str | None) -> Topology:
     ``ValueError`` for a text that is not a YAML mapping or a malformed section."""
     if text is None:
         return Topology()
-    from ruamel.yaml import YAML  # the change policy's YAML reader
-
-    try:
-        doc = YAML(typ="safe").load(text) or {}
-    except Exception as e:  # ruamel's YAMLError family
-        raise ValueError(f"fixloop.yaml: not valid YAML ({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(doc, Mapping):
-        raise ValueError("fixloop.yaml: not a mapping")
-    return from_policy(doc.get("topology"))
+    return from_policy(yaml_mapping(text).get("topology"))
 
 
 # --- (b) Kubernetes manifests -----------------------------------------------------------------------------------

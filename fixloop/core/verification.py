@@ -61,6 +61,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from scipy.stats import mannwhitneyu
 
+from fixloop.core.parsing import yaml_mapping
+
 
 class VerdictResult(StrEnum):
     PASS = "pass"
@@ -298,15 +300,7 @@ class VerificationPolicy(BaseModel):
         without that key. Raises ``ValueError`` for a file that is not YAML or an invalid ``verification:``."""
         if text is None:
             return cls()
-        from ruamel.yaml import YAML  # the change policy's YAML reader; imported where it is needed
-
-        try:
-            doc = YAML(typ="safe").load(text) or {}
-        except Exception as e:  # ruamel's YAMLError family
-            raise ValueError(f"fixloop.yaml: not valid YAML ({str(e).splitlines()[0][:120]})") from None
-        if not isinstance(doc, Mapping):
-            raise ValueError("fixloop.yaml: not a mapping")
-        return cls.from_policy(doc.get("verification"))
+        return cls.from_policy(yaml_mapping(text).get("verification"))
 
 
 def _first_error(e: ValidationError, prefix: str) -> str:
