@@ -30,8 +30,9 @@ on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 K
 
 * triage input: a closed window is triaged in chunks of at most ``triage_max_bytes`` T (default 512 KiB, at most
   768 KiB; ``fixloop.core.models.batched``) and ``window_max_signals``, plus ``recent_deploys`` (the newest 200, each a
-  work item id of <= 64 and a service of <= 512 characters: <= 3.2 KB of JSON): <= 768 KiB + 0.65 MB + the scope
-  < 1.5 MiB;
+  work item id of <= 64 and a service of <= 512 characters: <= 3.2 KB of JSON), ``incident_window`` (an ISO 8601
+  duration, < 32 bytes) and no topology (the triage activity reads it itself, ``fixloop.activities.triage``):
+  <= 768 KiB + 0.65 MB + the scope < 1.5 MiB;
 * triage result: the activity refuses a result over R = ``RESULT_MAX_BYTES`` = 768 KiB (non-retryable
   ``TriageResultTooLarge``), and the chunk is then triaged in two halves, down to one signal, whose result is at
   most one work item or one unassigned entry built from that signal's <= 16 KiB (<< R);
@@ -387,7 +388,11 @@ class IntakeWorkflow:
                 return await workflow.execute_activity_method(
                     TriageActivities.group_signals,
                     GroupSignalsInput(
-                        scope=self.inp.scope, signals=window, engine=engine, recent_deploys=self.state.recent_deploys
+                        scope=self.inp.scope,
+                        signals=window,
+                        engine=engine,
+                        recent_deploys=self.state.recent_deploys,
+                        incident_window=self.inp.options.incident_window,
                     ),
                     **options.call(Call.TRIAGE, f"triage {len(window)} signals with {engine} ({closed_by})"),
                 )

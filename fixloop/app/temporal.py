@@ -131,6 +131,7 @@ def intake_options(intake: IntakeSettings, loop: LoopSettings) -> IntakeOptions:
         window_max_signals=intake.window_max_signals,
         triage_max_bytes=intake.triage_max_bytes,
         engine=intake.engine,
+        incident_window=timedelta(seconds=intake.incident_window),
         loop_options=loop_options(loop),
     )
 

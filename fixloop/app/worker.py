@@ -96,9 +96,9 @@ class Integrations:
 
 def activities(llm: LlmSettings | None = None, integrations: Integrations | None = None) -> list[Callable[..., Any]]:
     """The activity callables, built once."""
-    triage = TriageActivities(llm)
-    out: list[Callable[..., Any]] = [triage.group_signals]
     config = integrations or Integrations()
+    triage = TriageActivities(llm, gitlab=config.gitlab)
+    out: list[Callable[..., Any]] = [triage.group_signals]
     if config.jira is not None:
         j = WorkItemActivities(config.jira)
         out += [j.open_work_item, j.comment, j.close_work_item, j.link, j.set_status]

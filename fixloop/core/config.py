@@ -152,7 +152,8 @@ class IntakeSettings(BaseSettings):
     Environment: ``FIXLOOP_INTAKE_QUIET_PERIOD`` (seconds without a new signal that close a window, default 120),
     ``FIXLOOP_INTAKE_WINDOW_MAX_AGE`` (seconds, default 900), ``FIXLOOP_INTAKE_WINDOW_MAX_SIGNALS`` (default 500),
     ``FIXLOOP_INTAKE_TRIAGE_MAX_BYTES`` (bytes of signals per triage activity, default 512 KiB, 32-768 KiB),
-    ``FIXLOOP_INTAKE_ENGINE`` (``rules`` or ``llm``, default ``rules``).
+    ``FIXLOOP_INTAKE_ENGINE`` (``rules`` or ``llm``, default ``rules``), ``FIXLOOP_INTAKE_INCIDENT_WINDOW`` (seconds
+    between alerts on connected entities of the repository's topology that make them one incident, default 900).
     """
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_INTAKE_", env_file=".env", extra="ignore")
@@ -169,6 +170,13 @@ class IntakeSettings(BaseSettings):
     )
     engine: str = Field(
         default="rules", pattern="^(rules|llm)$", description="Triage engine of a closed window: rules or llm."
+    )
+    incident_window: float = Field(
+        default=900.0,
+        gt=0,
+        le=86_400,
+        description="Seconds between two alerts on connected entities of the topology (fixloop.yaml's topology: "
+        "section) that make them one incident; without a topology alerts are grouped per service and monitor.",
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -245,15 +246,22 @@ def test_dedup_memory_packs_and_unpacks() -> None:
         unpack_seen(packed[:-1])
 
 
-async def _windows_closed(handle: WorkflowHandle[IntakeWorkflow, IntakeState], n: int) -> IntakeStatus:
-    """The intake's status once it has closed ``n`` windows (the timer that closes one fires in a later workflow
-    task than the skipped time: polled on the query, bounded)."""
+async def status_when(
+    handle: WorkflowHandle[IntakeWorkflow, IntakeState], done: Callable[[IntakeStatus], bool], what: str
+) -> IntakeStatus:
+    """The intake's status once ``done`` holds for it (polled on the query, bounded: 200 polls 50 ms apart)."""
     for _ in range(200):
         status = await handle.query(IntakeWorkflow.status)
-        if status.counters.windows >= n:
+        if done(status):
             return status
         await asyncio.sleep(0.05)
-    raise AssertionError(f"the intake closed {status.counters.windows} window(s), not {n}")
+    raise AssertionError(f"the intake never {what}: {status.counters}")
+
+
+async def _windows_closed(handle: WorkflowHandle[IntakeWorkflow, IntakeState], n: int) -> IntakeStatus:
+    """The intake's status once it has closed ``n`` windows (the timer that closes one fires in a later workflow
+    task than the skipped time)."""
+    return await status_when(handle, lambda s: s.counters.windows >= n, f"closed {n} window(s)")
 
 
 async def _open_catalog_fix(

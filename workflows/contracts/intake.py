@@ -31,6 +31,8 @@ class IntakeOptions(BaseModel):
     max_run_events: int = Field(default=2_000, ge=1)
     loop_options: LoopOptions = Field(default_factory=LoopOptions)
     attach_window: timedelta = timedelta(hours=1)  # alerts this soon after a loop's deploy attach to it
+    # alerts this far apart on connected entities of the topology are one incident (triage with a topology)
+    incident_window: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0), le=timedelta(days=1))
 
 
 class SignalBatch(BaseModel):

@@ -3,6 +3,8 @@ is ``fixloop.core.models.TriageResult``) and the error type the intake splits a 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.core.models import RecentDeploy, Signal
@@ -11,7 +13,9 @@ RESULT_TOO_LARGE = "TriageResultTooLarge"  # the ApplicationError type of a resu
 
 
 class GroupSignalsInput(BaseModel):
-    """Input of ``triage.group_signals``: one closed intake window of ``scope``."""
+    """Input of ``triage.group_signals``: one closed intake window of ``scope``. ``incident_window``: alerts at most
+    this far apart on connected entities are one incident when the activity has a topology (it reads the topology
+    itself, so no topology travels in this payload: the intake's byte budget is unchanged)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -19,3 +23,4 @@ class GroupSignalsInput(BaseModel):
     signals: list[Signal]
     engine: str = "rules"
     recent_deploys: list[RecentDeploy] = Field(default_factory=list)
+    incident_window: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0), le=timedelta(days=1))

@@ -15,14 +15,17 @@ Pure apart from the completion call the ``llm`` engine is handed (``fixloop.acti
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 from fixloop.core.config import ConfigError
 from fixloop.core.models import RecentDeploy, Signal, TriageResult
 from fixloop.core.parsing import clean
+from fixloop.core.topology import Topology
 from fixloop.core.triage.llm import Complete, LlmTriageFailed, triage_llm
-from fixloop.core.triage.rules import os_level, triage_rules
+from fixloop.core.triage.rules import DEFAULT_INCIDENT_WINDOW, os_level, triage_rules
 
 __all__ = [
     "ENGINES",
@@ -48,6 +51,8 @@ async def triage(
     recent_deploys: Sequence[RecentDeploy] = (),
     complete: Complete | None = None,
     max_entries: int = 0,
+    topology: Topology | None = None,
+    incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``rules`` or ``llm``, see the module doc).
 
@@ -55,10 +60,14 @@ async def triage(
     (``FIXLOOP_LLM_MAX_ENTRIES``). An ``llm`` engine without ``complete`` raises ``fixloop.core.config.ConfigError``
     (a setup mistake, reported, not hidden by a fallback); every ``LlmTriageFailed`` returns the ``rules`` result
     instead, each work item with ``engine="rules"`` and ``note="llm engine fell back to rules: <reason>"``. An
-    unknown engine raises ``ValueError``.
+    unknown engine raises ``ValueError``. ``topology`` and ``incident_window``: the ``rules`` engine's incident
+    correlation (``fixloop.core.triage.rules``; also in its fallback); None: none, today's per-monitor items.
     """
+    rules = functools.partial(
+        triage_rules, recent_deploys=recent_deploys, topology=topology, incident_window=incident_window
+    )
     if engine == "rules":
-        return triage_rules(signals, recent_deploys=recent_deploys)
+        return rules(signals)
     if engine != "llm":
         raise ValueError(f"unknown triage engine {clean(engine, 40)!r} (one of {', '.join(ENGINES)})")
     if complete is None:
@@ -68,6 +77,6 @@ async def triage(
     except LlmTriageFailed as e:
         note = FALLBACK_NOTE + clean(str(e), 300)
         log.warning("%s", note)
-        fallback = triage_rules(signals, recent_deploys=recent_deploys)
+        fallback = rules(signals)
         items = [w.model_copy(update={"engine": "rules", "note": note}) for w in fallback.work_items]
         return TriageResult(work_items=items, unassigned=fallback.unassigned)

@@ -9,7 +9,12 @@
   - findings the scanner itself marks ``not_affected`` -> unassigned, with that reason;
   - alerts -> ``alert_investigation`` per (service, monitor) and time window (a new window when an alert comes
     more than ``alert_window`` after the window's first one); an alert on a service a fixloop loop deployed
-    within ``attach_window`` before it -> ``deploy_regression`` attached to that loop's work item.
+    within ``attach_window`` before it -> ``deploy_regression`` attached to that loop's work item;
+  - with a ``topology`` that has entities (``fixloop.core.topology``, e.g. fixloop.yaml's ``topology:`` section),
+    the alerts that are not deploy regressions are correlated instead (``fixloop.core.incidents.correlate`` with
+    ``window=incident_window``): one ``incident`` work item per group (alerts on connected entities within the
+    window; an alert on an entity the topology does not know is its own group, tracked, never dropped). Without a
+    topology (None or no entities) the result is exactly the per-(service, monitor, window) one above.
 
 Pure: no I/O, no clock.
 """
@@ -35,10 +40,12 @@ from fixloop.core.models import (
     fingerprint,
 )
 from fixloop.core.parsing import clean, highest_version, title
+from fixloop.core.topology import Topology
 
 OS_ECOSYSTEMS = frozenset({"apk", "deb", "rpm"})
 DEFAULT_ALERT_WINDOW = timedelta(hours=1)
 DEFAULT_ATTACH_WINDOW = timedelta(hours=1)
+DEFAULT_INCIDENT_WINDOW = timedelta(minutes=15)
 _NOT_FINDINGS = frozenset({"not_affected", "not-affected"})
 
 GroupKey = tuple[WorkItemKind, str | None, str | None, str | None]
@@ -50,15 +57,28 @@ def triage_rules(
     recent_deploys: Sequence[RecentDeploy] = (),
     alert_window: timedelta = DEFAULT_ALERT_WINDOW,
     attach_window: timedelta = DEFAULT_ATTACH_WINDOW,
+    topology: Topology | None = None,
+    incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
 ) -> TriageResult:
     """The ``rules`` engine (see module doc). A fingerprint given more than once counts once (the latest
-    observation wins), as intake's dedup does."""
+    observation wins), as intake's dedup does. Raises ``ValueError`` (from ``incidents.correlate``) for more than
+    ``fixloop.core.incidents.MAX_ALERTS`` alerts to correlate."""
     findings, alerts, unassigned = _partition(signals)
     groups: dict[GroupKey, list[Signal]] = defaultdict(list)
     for s in findings:
         groups[_finding_key(s)].append(s)
     items = [_finding_item(key, members) for key, members in groups.items()]
-    items += _alert_items(alerts, recent_deploys, alert_window, attach_window)
+    if topology is not None and topology.entities:
+        from fixloop.core import incidents  # incidents imports this module (deploy_for)
+
+        regressions: list[Signal] = []
+        others: list[Signal] = []
+        for a in alerts:
+            (regressions if deploy_for(a, recent_deploys, attach_window) else others).append(a)
+        items += _alert_items(regressions, recent_deploys, alert_window, attach_window)
+        items += [incidents.work_item(g) for g in incidents.correlate(others, topology, window=incident_window)]
+    else:
+        items += _alert_items(alerts, recent_deploys, alert_window, attach_window)
     return _result(items, unassigned)
 
 

@@ -1,0 +1,164 @@
+"""The rules triage engine and the triage activity with a topology (issue 16, scope 2): a storm of real Datadog and
+Alertmanager payloads over connected services is one ``incident`` work item instead of one ``alert_investigation``
+per service and monitor; without a topology (none, an empty one, none in fixloop.yaml, or a GitLab read failure)
+the result is today's. The payloads and the ``topology:`` section are tests/test_incidents.py's."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from temporalio.testing import ActivityEnvironment
+
+from fixloop.activities.triage import TriageActivities
+from fixloop.core import incidents, topology
+from fixloop.core.models import RecentDeploy, Signal, TriageResult, WorkItemKind
+from fixloop.core.triage import triage_rules
+from fixloop.integrations.errors import IntegrationError
+from fixloop.workflows.contracts.triage import GroupSignalsInput
+from tests.conftest import signals
+from tests.test_incidents import DD_DEMO, POLICY, T0, WINDOW, _topo, dd, payments_storm, storm
+
+ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
+
+
+def _assigned_once(result: TriageResult, given: list[Signal]) -> None:
+    """The engine's accounting invariant: every distinct input fingerprint in exactly one work item or unassigned."""
+    seen = [fp for w in result.work_items for fp in w.signals] + [u.fingerprint for u in result.unassigned]
+    assert sorted(seen) == sorted({s.fingerprint for s in given})
+
+
+def test_a_storm_over_three_connected_services_is_one_incident_instead_of_five_investigations() -> None:
+    alerts = storm()
+    findings = signals(ALPINE)
+    before = triage_rules([*findings, *alerts])
+    investigations = [w for w in before.work_items if w.kind is WorkItemKind.ALERT_INVESTIGATION]
+    assert len(investigations) == 5  # today: one per (service, monitor)
+
+    result = triage_rules([*findings, *alerts], topology=_topo())
+    (incident,) = [w for w in result.work_items if w.kind is WorkItemKind.INCIDENT]
+    assert not [w for w in result.work_items if w.kind is WorkItemKind.ALERT_INVESTIGATION]
+    assert sorted(incident.signals) == sorted(a.fingerprint for a in alerts)
+    assert incident.title.startswith("Incident: 6 alerts on 3 services; likely root cause inventory")
+    assert incident == incidents.work_item(incidents.correlate(alerts, _topo(), window=WINDOW)[0])
+    # findings are untouched by the topology
+    assert [w for w in result.work_items if w.kind is not WorkItemKind.INCIDENT] == [
+        w for w in before.work_items if w.kind is not WorkItemKind.ALERT_INVESTIGATION
+    ]
+    _assigned_once(result, [*findings, *alerts])
+
+
+def test_an_alert_on_an_entity_missing_from_the_topology_is_its_own_work_item() -> None:
+    stray = dd(DD_DEMO, "search", 30)
+    result = triage_rules([*storm(), stray], topology=_topo())
+    assert [w.kind for w in result.work_items] == [WorkItemKind.INCIDENT, WorkItemKind.INCIDENT]
+    (alone,) = [w for w in result.work_items if stray.fingerprint in w.signals]
+    assert alone.signals == [stray.fingerprint] and "likely root cause search" in alone.title
+
+
+def test_the_incident_window_setting_splits_alerts_further_apart() -> None:
+    alerts = storm()  # 0 s .. 120 s, each within 60 s of the previous one on a connected service
+    assert len(triage_rules(alerts, topology=_topo(), incident_window=timedelta(seconds=60)).work_items) == 1
+    split = triage_rules(alerts, topology=_topo(), incident_window=timedelta(seconds=30)).work_items
+    assert len(split) > 1 and {w.kind for w in split} == {WorkItemKind.INCIDENT}
+
+
+def test_alerts_after_a_fixloop_deploy_stay_todays_deploy_regression_with_a_topology() -> None:
+    deploy = RecentDeploy(work_item_id="wi-" + "c" * 24, service="catalog", deployed_at=T0 - timedelta(minutes=10))
+    alerts = storm()
+    today = triage_rules(alerts, recent_deploys=[deploy])
+    result = triage_rules(alerts, recent_deploys=[deploy], topology=_topo())
+    regressions = [w for w in result.work_items if w.kind is WorkItemKind.DEPLOY_REGRESSION]
+    assert regressions == [w for w in today.work_items if w.kind is WorkItemKind.DEPLOY_REGRESSION]
+    assert regressions and {w.attached_to for w in regressions} == {deploy.work_item_id}
+    # inventory and storefront are not neighbours without catalog's (attached) alerts: two incidents
+    assert [w.kind for w in result.work_items if w not in regressions] == [WorkItemKind.INCIDENT] * 2
+    _assigned_once(result, alerts)
+
+
+def test_without_a_topology_the_result_is_todays_exactly() -> None:
+    given_ = [*signals(ALPINE), *storm(), *payments_storm()]
+    today = triage_rules(given_)
+    assert len(today.work_items) > 5
+    assert triage_rules(given_, topology=None) == today
+    assert triage_rules(given_, topology=topology.Topology()) == today  # a topology with no entities
+    assert triage_rules(given_, topology=topology.from_policy_text("change:\n  max_files: 3\n")) == today
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    picks=st.lists(st.integers(min_value=0, max_value=8), min_size=1, max_size=20),
+    window=st.integers(min_value=1, max_value=3600),
+)
+def test_every_alert_in_exactly_one_work_item_and_ids_independent_of_order(picks: list[int], window: int) -> None:
+    pool = [*storm(), *payments_storm(), dd(DD_DEMO, "search", 30)]
+    given_ = [pool[i] for i in picks]  # repeats are re-deliveries
+    result = triage_rules(given_, topology=_topo(), incident_window=timedelta(seconds=window))
+    _assigned_once(result, given_)
+    again = triage_rules([*reversed(given_), *given_], topology=_topo(), incident_window=timedelta(seconds=window))
+    assert again == result
+
+
+class _GitLab:
+    """A stand-in for the activity's GitLab client: ``fixloop.yaml`` on the default branch, or a read failure."""
+
+    def __init__(self, text: str | None = None, error: Exception | None = None) -> None:
+        self.text, self.error, self.reads = text, error, 0
+
+    def default_branch(self) -> str:
+        return "main"
+
+    def read_file(self, path: str, ref: str) -> str | None:
+        assert (path, ref) == ("fixloop.yaml", "main")
+        self.reads += 1
+        if self.error is not None:
+            raise self.error
+        return self.text
+
+
+async def _activity(acts: TriageActivities, alerts: list[Signal], **kw: object) -> TriageResult:
+    return await ActivityEnvironment().run(acts.group_signals, GroupSignalsInput(scope="s", signals=alerts, **kw))
+
+
+@pytest.mark.parametrize(
+    ("gitlab", "incident"),
+    [
+        (_GitLab(POLICY), True),
+        (_GitLab(None), False),  # no fixloop.yaml
+        (_GitLab("change:\n  max_files: 3\n"), False),  # no topology: section
+        (_GitLab(error=IntegrationError("gitlab", "read fixloop.yaml@main: 503")), False),
+        (_GitLab("topology: [not, a, mapping]\n"), False),  # malformed: a warning, never a failed triage
+    ],
+)
+async def test_the_activity_reads_the_topology_from_fixloop_yaml_and_falls_back_to_todays(
+    gitlab: _GitLab, incident: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    alerts = storm()
+    acts = TriageActivities()
+    acts.gitlab = gitlab  # type: ignore[assignment]
+    with caplog.at_level(logging.WARNING):
+        result = await _activity(acts, alerts)
+    assert gitlab.reads == 1
+    if incident:
+        assert [w.kind for w in result.work_items] == [WorkItemKind.INCIDENT]
+    else:
+        assert result == triage_rules(alerts)
+    warned = [r.getMessage() for r in caplog.records if "no topology for triage" in r.getMessage()]
+    if gitlab.error is not None or (gitlab.text or "").startswith("topology:"):
+        (message,) = warned  # the failure is named, the triage goes on
+        error = "IntegrationError" if gitlab.error else "ValueError"
+        assert f"{error} reading fixloop.yaml" in message
+    else:
+        assert warned == []
+
+
+async def test_the_activity_uses_a_topology_handed_in_and_the_inputs_incident_window() -> None:
+    acts = TriageActivities(topology=_topo())
+    assert acts.gitlab is None
+    assert len((await _activity(acts, storm())).work_items) == 1
+    split = await _activity(acts, storm(), incident_window=timedelta(seconds=30))
+    assert len(split.work_items) > 1
+    assert (await _activity(TriageActivities(), storm())) == triage_rules(storm())

@@ -1,0 +1,66 @@
+"""IntakeWorkflow with a topology on the Java test server (issue 16, scope 2): a storm of real alerts over three
+connected services is one incident work item and one loop; the same storm again starts no second loop; an alert on
+an entity missing from the topology is its own work item and loop. The triage activity is the real one (rules
+engine) handed the ``topology:`` section of tests/test_incidents.py; the loops are test_intake's stand-in."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():  # this module is re-imported in the workflow sandbox
+    from fixloop.activities.triage import TriageActivities
+    from fixloop.core.models import WorkItemKind
+    from fixloop.core.triage import triage_rules
+    from fixloop.workflows.contracts.intake import Finish, SignalBatch
+    from fixloop.workflows.contracts.loop import loop_id
+    from fixloop.workflows.intake import IntakeWorkflow
+    from tests.test_incidents import DD_DEMO, _topo, dd, storm
+    from tests.workflows.test_intake import LoopStandIn, _options, _scope, _settle, _start, status_when
+
+
+def _worker(client: Client, task_queue: str) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[IntakeWorkflow, LoopStandIn],
+        activities=[TriageActivities(topology=_topo()).group_signals],
+    )
+
+
+async def test_a_storm_over_connected_services_is_one_incident_loop_and_again_none(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    alerts = storm()  # inventory's pods and monitor, then catalog, then storefront: 6 alerts, 5 investigations today
+    stray = dd(DD_DEMO, "search", 30)  # within the storm's window, on a service the topology does not know
+    assert len(triage_rules([*alerts, stray]).work_items) == 6
+    expected = triage_rules([*alerts, stray], topology=_topo()).work_items
+    (incident,) = [w for w in expected if stray.fingerprint not in w.signals]
+    (alone,) = [w for w in expected if stray.fingerprint in w.signals]
+    scope = _scope()
+    options = _options()
+    async with _worker(env.client, task_queue):
+        handle = await _start(env.client, task_queue, scope, [*alerts, stray], options)
+        await _settle(env, handle, options.quiet_period)
+        first = await status_when(handle, lambda s: s.counters.loops_started >= 2, "started 2 loops")
+        # the same storm delivered again (a webhook retried, a second replica): duplicates, no second loop
+        second = await _start(env.client, task_queue, scope, alerts, options, wid=f"intake/{scope}/again")
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=alerts))
+        await _settle(env, second, options.quiet_period)
+        for h in (handle, second):
+            await h.signal(IntakeWorkflow.finish, Finish())
+        one, two = await handle.result(), await second.result()
+        started = {
+            w.id: await env.client.get_workflow_handle(loop_id(scope, w.id)).query(LoopStandIn.signals_at_start)
+            for w in (incident, alone)
+        }
+
+    assert incident.kind is WorkItemKind.INCIDENT and alone.kind is WorkItemKind.INCIDENT
+    assert started == {incident.id: sorted(a.fingerprint for a in alerts), alone.id: [stray.fingerprint]}
+    assert first.counters.loops_started == 2 and first.counters.assigned == 7
+    assert (one.counters.new, one.counters.duplicates, one.counters.loops_started) == (7, 6, 2)
+    # the second intake triaged the storm into the same incident id: it updated the running loop, started none
+    assert (two.counters.loops_started, two.counters.loops_updated) == (0, 1)
+    assert one.counters.assigned + one.counters.unassigned == 7
