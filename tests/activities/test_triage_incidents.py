@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from temporalio.testing import ActivityEnvironment
 
 from fixloop.activities.triage import TriageActivities
+from fixloop.app.worker import Integrations, activities
 from fixloop.core import incidents, topology
 from fixloop.core.models import RecentDeploy, Signal, TriageResult, WorkItemKind
 from fixloop.core.triage import triage_rules
 from fixloop.integrations.errors import IntegrationError
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.workflows.contracts.triage import GroupSignalsInput
 from tests.conftest import signals
 from tests.test_incidents import DD_DEMO, POLICY, T0, WINDOW, _topo, dd, payments_storm, storm
@@ -162,3 +164,13 @@ async def test_the_activity_uses_a_topology_handed_in_and_the_inputs_incident_wi
     split = await _activity(acts, storm(), incident_window=timedelta(seconds=30))
     assert len(split.work_items) > 1
     assert (await _activity(TriageActivities(), storm())) == triage_rules(storm())
+
+
+def test_the_worker_hands_the_triage_activity_its_gitlab_to_read_the_topology_from() -> None:
+    def triage_of(config: Integrations) -> TriageActivities:
+        (fn,) = [f for f in activities(integrations=config) if getattr(f, "__name__", "") == "group_signals"]
+        return fn.__self__  # type: ignore[attr-defined]
+
+    assert triage_of(Integrations()).gitlab is None
+    settings = GitLabSettings(_env_file=None, url="https://gitlab.acme.test", token="glpat-secret")  # type: ignore[call-arg]
+    assert isinstance(triage_of(Integrations(gitlab=settings)).gitlab, GitLabClient)
