@@ -335,7 +335,17 @@ async def crash_mid_write(
         return True if gate.finished.is_set() else None
 
     await eventually(arrived, lambda: f"the {activity_type} request of {handle.id} in the sandbox\n{workers.logs()}")
-    pending = await eventually(lambda: in_flight(handle, activity_type), lambda: f"{activity_type} started")
+    seen: list[str] = []  # what the loop had pending at the last probe, for the failure message
+
+    async def started() -> PendingActivityInfo | None:
+        described = await handle.describe()
+        seen[:] = [
+            f"{p.activity_type.name} state={p.state} attempt={p.attempt} failure={p.last_failure.message[:200]!r}"
+            for p in described.raw_description.pending_activities
+        ]
+        return await in_flight(handle, activity_type)
+
+    pending = await eventually(started, lambda: f"{activity_type} started; pending: {seen}\n{workers.logs()}")
     pid = pid_of(pending.last_worker_identity)
     assert pid in workers.procs and workers.alive(pid), pending.last_worker_identity
     workers.kill(pid)
