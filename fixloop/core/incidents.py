@@ -41,9 +41,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from fixloop.core import rca
 from fixloop.core.models import (
+    INCIDENT_NAMES_MAX,
+    INCIDENT_EVIDENCE_MAX,
+    INCIDENT_TEXT_MAX,
+    INCIDENT_TIMELINE_MAX,
     TITLE_MAX,
+    IncidentFacts,
+    IncidentTimelineEntry,
     Kind,
     RecentDeploy,
+    RootCauseCandidate,
     Severity,
     Signal,
     WorkItem,
@@ -57,22 +64,13 @@ from fixloop.core.triage.rules import DEFAULT_ATTACH_WINDOW, deploy_for
 MAX_ALERTS = rca.MAX_OBSERVATIONS  # alerts one call correlates; more is a ValueError, never a silent cut
 MAX_GROUP_ALERTS = 1000  # alerts of one group (a work item's signals); a larger component is split in time order
 TOP_CANDIDATES = 3
-TIMELINE_MAX = 50  # alerts listed in an incident's timeline (the earliest; the rest counted in ``timeline_more``)
-TEXT_MAX = 300  # characters of a timeline entry's text fields
+TIMELINE_MAX = INCIDENT_TIMELINE_MAX  # alerts listed in an incident's timeline (the earliest; the rest counted)
+TEXT_MAX = INCIDENT_TEXT_MAX  # characters of a timeline entry's text fields
 EVIDENCE_SHORT = 80  # characters of the evidence quoted in a title
 DESCRIPTION_MAX = 16_000  # characters of ``description``
 
 
-class TimelineEntry(BaseModel):
-    """One alert of an incident: when (``at``), on what (``entity``), which monitor or metric, its title."""
-
-    model_config = ConfigDict(frozen=True)
-
-    at: AwareDatetime
-    entity: str = Field(max_length=TEXT_MAX)
-    metric: str = Field(max_length=TEXT_MAX)
-    title: str = Field(max_length=TEXT_MAX)
-    fingerprint: str
+TimelineEntry = IncidentTimelineEntry  # one alert of an incident (``fixloop.core.models``)
 
 
 class Incident(BaseModel):
@@ -279,6 +277,43 @@ def _plural(n: int, one: str) -> str:
     return f"{n} {one if n == 1 else one + 's'}"
 
 
+def _names(names: Sequence[str]) -> tuple[list[str], int]:
+    return [clean(n, TEXT_MAX) for n in names[:INCIDENT_NAMES_MAX]], max(0, len(names) - INCIDENT_NAMES_MAX)
+
+
+def candidate_facts(c: rca.Candidate) -> RootCauseCandidate:
+    """A ranked candidate as it travels on the work item (texts bounded)."""
+    return RootCauseCandidate(
+        entity=clean(c.entity, TEXT_MAX),
+        kind=c.kind.value if c.kind else None,
+        score=round(c.score, 4),
+        onset=datetime.fromtimestamp(c.onset_ms / 1000, UTC),
+        alerts=c.alerts,
+        evidence=[clean(e, TEXT_MAX) for e in c.evidence[:INCIDENT_EVIDENCE_MAX]],
+    )
+
+
+def facts(incident: Incident) -> IncidentFacts:
+    """The incident's facts as they travel on its work item (``WorkItem.incident``): bounded names, the top
+    candidates with their evidence, the timeline."""
+    entities, entities_more = _names(incident.entities)
+    services, services_more = _names(incident.services)
+    unknown, unknown_more = _names(incident.unknown)
+    return IncidentFacts(
+        onset=incident.onset,
+        last=incident.last,
+        entities=entities,
+        entities_more=entities_more,
+        services=services,
+        services_more=services_more,
+        unknown=unknown,
+        unknown_more=unknown_more,
+        candidates=[candidate_facts(c) for c in incident.candidates],
+        timeline=incident.timeline,
+        timeline_more=incident.timeline_more,
+    )
+
+
 def work_item(incident: Incident) -> WorkItem:
     """The work item of an incident: kind ``incident`` (``deploy_regression`` when attached to a deploy), its id,
     severity, alerts and window; the title names the top candidate."""
@@ -300,34 +335,43 @@ def work_item(incident: Incident) -> WorkItem:
         window_start=incident.onset,
         window_end=incident.last,
         attached_to=incident.attached_to,
+        incident=facts(incident),
     )
 
 
 def description(incident: Incident) -> str:
-    """The Jira description of an incident as plain text (never markup: the Jira activity escapes it), at most
-    ``DESCRIPTION_MAX`` characters: the summary line, the top candidates with their evidence, the alert timeline
-    (``+<seconds>s <UTC time> <entity> <metric>: <title>``)."""
+    """The Jira description of an incident (``describe`` of its ``facts``)."""
+    return describe(facts(incident), alerts=len(incident.fingerprints), attached_to=incident.attached_to)
+
+
+def _more(names: list[str], more: int) -> str:
+    return ", ".join(names) + (f" and {more} more" if more else "")
+
+
+def describe(f: IncidentFacts, *, alerts: int, attached_to: str | None = None) -> str:
+    """The Jira description of an incident's facts as plain text (never markup: the Jira activity escapes it), at
+    most ``DESCRIPTION_MAX`` characters: the summary line, the top candidates with their evidence, the alert
+    timeline (``+<seconds>s <UTC time> <entity> <metric>: <title>``)."""
     lines = [
-        f"{_plural(len(incident.fingerprints), 'alert')} from {incident.onset.isoformat()} to"
-        f" {incident.last.isoformat()} on {', '.join(incident.entities[:20])}"
-        + (f" and {len(incident.entities) - 20} more" if len(incident.entities) > 20 else ""),
+        f"{_plural(alerts, 'alert')} from {f.onset.isoformat()} to {f.last.isoformat()} on "
+        + _more(f.entities, f.entities_more),
     ]
-    if incident.unknown:
-        lines.append(f"Not in the topology (ranked without neighbours): {', '.join(incident.unknown[:20])}")
-    if incident.attached_to:
-        lines.append(f"These alerts follow the deploy of fixloop work item {incident.attached_to}.")
+    if f.unknown:
+        lines.append(f"Not in the topology (ranked without neighbours): {_more(f.unknown, f.unknown_more)}")
+    if attached_to:
+        lines.append(f"These alerts follow the deploy of fixloop work item {attached_to}.")
     lines += ["", "Likely root cause, best first:"]
-    for i, c in enumerate(incident.candidates, 1):
-        kind = c.kind.value if c.kind else "not in the topology"
+    for i, c in enumerate(f.candidates, 1):
+        kind = c.kind or "not in the topology"
         lines.append(f"{i}. {c.entity} ({kind}), score {c.score:.2f}, {_plural(c.alerts, 'alert')}")
         lines += [f"   - {e}" for e in c.evidence]
-    if not incident.candidates:
+    if not f.candidates:
         lines.append("(none)")
     lines += ["", "Alert timeline:"]
-    for t in incident.timeline:
-        offset = int((t.at - incident.onset).total_seconds())
+    for t in f.timeline:
+        offset = int((t.at - f.onset).total_seconds())
         lines.append(f"+{offset}s {t.at.astimezone(UTC).isoformat()} {t.entity} {t.metric}: {t.title}")
-    if incident.timeline_more:
-        lines.append(f"... and {incident.timeline_more} later alert(s)")
+    if f.timeline_more:
+        lines.append(f"... and {f.timeline_more} later alert(s)")
     text = "\n".join(lines)
     return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "\u2026"

@@ -406,6 +406,65 @@ class PackageBump(BaseModel):
     advisories: list[ShortText]
 
 
+INCIDENT_TEXT_MAX = 300  # characters of one text field of an incident's facts (a name, a metric, an evidence line)
+INCIDENT_CANDIDATES_MAX = 3
+INCIDENT_EVIDENCE_MAX = 12  # evidence lines of one candidate
+INCIDENT_TIMELINE_MAX = 50  # alerts listed in an incident's timeline (the earliest)
+INCIDENT_NAMES_MAX = 50  # entities / services / unknown names listed (the rest counted)
+
+IncidentText = Annotated[str, Field(max_length=INCIDENT_TEXT_MAX)]
+
+
+class RootCauseCandidate(BaseModel):
+    """A ranked root-cause candidate of an incident (``fixloop.core.rca.Candidate`` as it travels): ``entity`` (its
+    topology id), ``kind`` (``service``, ``instance``, ``host``, ``database``, ``cache``; None: not in the topology),
+    ``score`` (higher is likelier), ``onset`` (its first alert), ``alerts`` (alerts it explains directly),
+    ``evidence`` (lines in words and numbers)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity: IncidentText
+    kind: IncidentText | None = None
+    score: float
+    onset: AwareDatetime
+    alerts: int = Field(ge=0)
+    evidence: list[IncidentText] = Field(default_factory=list, max_length=INCIDENT_EVIDENCE_MAX)
+
+
+class IncidentTimelineEntry(BaseModel):
+    """One alert of an incident: when (``at``), on what (``entity``), which monitor or metric, its title."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at: AwareDatetime
+    entity: IncidentText
+    metric: IncidentText
+    title: IncidentText
+    fingerprint: str = Field(max_length=128)
+
+
+class IncidentFacts(BaseModel):
+    """What correlation and ranking found for an ``incident`` work item (``fixloop.core.incidents``): ``onset`` /
+    ``last`` (its first and last alert), ``entities`` / ``services`` / ``unknown`` (not in the topology) with the
+    counts of names over ``INCIDENT_NAMES_MAX`` in ``*_more``, the top ``INCIDENT_CANDIDATES_MAX`` ``candidates``,
+    best first, the ``timeline`` (the earliest ``INCIDENT_TIMELINE_MAX`` alerts; the rest counted in
+    ``timeline_more``). Every text bounded: at most about 60 KB of JSON, by construction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    onset: AwareDatetime
+    last: AwareDatetime
+    entities: list[IncidentText] = Field(default_factory=list, max_length=INCIDENT_NAMES_MAX)
+    entities_more: int = 0
+    services: list[IncidentText] = Field(default_factory=list, max_length=INCIDENT_NAMES_MAX)
+    services_more: int = 0
+    unknown: list[IncidentText] = Field(default_factory=list, max_length=INCIDENT_NAMES_MAX)
+    unknown_more: int = 0
+    candidates: list[RootCauseCandidate] = Field(default_factory=list, max_length=INCIDENT_CANDIDATES_MAX)
+    timeline: list[IncidentTimelineEntry] = Field(default_factory=list, max_length=INCIDENT_TIMELINE_MAX)
+    timeline_more: int = 0
+
+
 class WorkItem(BaseModel):
     """One fix (or one digest / investigation): the unit a Jira issue and a merge request are opened for.
 
@@ -434,6 +493,7 @@ class WorkItem(BaseModel):
     window_start: AwareDatetime | None = None
     window_end: AwareDatetime | None = None
     attached_to: ShortText | None = None  # the work item whose deploy an alert is attached to
+    incident: IncidentFacts | None = None  # an incident's (or an attached regression's) ranked root cause
 
 
 class Unassigned(BaseModel):

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from fixloop.core.gate import Approval, MergeRequestState, MrState
 from fixloop.core.models import Signal, WorkItem
 from fixloop.workflows.contracts.deploy import DeployState
+from fixloop.workflows.contracts.investigate import CulpritOutput
 from fixloop.workflows.contracts.merge_request import MergeRequestRef
 from fixloop.workflows.contracts.plan import PlannedChange
 from fixloop.workflows.contracts.verify import Verdict
@@ -24,6 +25,7 @@ DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against Git
 
 class Stage(StrEnum):
     OPEN_WORK_ITEM = "open_work_item"
+    INVESTIGATE = "investigate"  # an incident: the culprit change of its top candidates (``investigate.culprit``)
     PLAN_CHANGE = "plan_change"
     OPEN_MERGE_REQUEST = "open_merge_request"
     AWAIT_APPROVAL = "await_approval"
@@ -95,6 +97,7 @@ class LoopState(BaseModel):
     stage: Stage = Stage.OPEN_WORK_ITEM
     outcome: Outcome | None = None
     issue: IssueRef | None = None
+    investigation: CulpritOutput | None = None  # an incident's culprit changes, per top candidate (rank order)
     plan: PlannedChange | None = None
     merge_request: MergeRequestRef | None = None
     mr_state: MergeRequestState | None = None  # the gate's merge request as last read from the GitLab API
