@@ -1,5 +1,8 @@
 """Investigate activities: the culprit change of an incident's top candidates (``investigate.culprit``).
 
+A candidate handed in without paths gets the paths of its workload found in the repository (``candidate_paths``:
+named after it, else the manifests declaring it; none found: no commit is read for it).
+
 For each candidate, the commits of the branch Flux applies (the ref of ``lastAppliedRevision``, else the GitOps
 repository's default branch) that touched its paths, committed in the lookback window
 (``GitLabClient.commits_touching``, at most ``COMMITS_PER_PATH`` per path), joined with what Flux applied and when
@@ -26,7 +29,16 @@ from temporalio.exceptions import ApplicationError
 
 from fixloop.activities.deploy import KUSTOMIZATION_RE, read_kustomization
 from fixloop.activities.errors import as_application_errors
-from fixloop.core.culprit import ChangeCommit, FileChange, MergeRequestRef, line_counts, pick_culprit, with_details
+from fixloop.core.culprit import (
+    ChangeCommit,
+    FileChange,
+    MergeRequestRef,
+    declares_workload,
+    line_counts,
+    named_paths,
+    pick_culprit,
+    with_details,
+)
 from fixloop.core.parsing import clean
 from fixloop.integrations.flux import FluxSettings, KubeClient, applied_revisions, parse_revision
 from fixloop.integrations.gitlab.api import CommitInfo, GitLabClient, GitLabSettings, MergeRequestInfo
@@ -34,6 +46,7 @@ from fixloop.workflows.contracts.investigate import (
     COMMITS_PER_PATH,
     FILES_MAX,
     PATH_MAX,
+    PATHS_MAX,
     CandidateCulprit,
     CulpritCandidate,
     CulpritInput,
@@ -41,6 +54,9 @@ from fixloop.workflows.contracts.investigate import (
 )
 
 CULPRIT = "investigate.culprit"
+MANIFESTS_READ_MAX = 200  # YAML files read to find a workload's manifest when no path is named after it
+MANIFEST_BYTES_MAX = 256 * 1024  # a manifest file larger than this is not read for that
+MANIFEST_SUFFIXES = (".yaml", ".yml")
 BOT_BRANCH_PREFIX = "fixloop/"
 WORK_ITEM_TRAILER = "Fixloop-Work-Item:"
 
@@ -91,8 +107,17 @@ class InvestigateActivities:
         ref = _tracked_ref(status.last_applied_revision)
         listed: dict[str, CommitInfo] = {}
         details: dict[str, ChangeCommit] = {}
+        tree: list[tuple[str, str]] | None = None
         out = []
         for candidate in inp.candidates:
+            if not candidate.paths:
+                if tree is None:
+                    tree = [(i.path, i.type) for i in self.gitlab.tree(recursive=True, ref=ref)]
+                paths = self.candidate_paths(candidate.entity, tree, ref)
+                if not paths:
+                    out.append(CandidateCulprit(entity=candidate.entity))
+                    continue
+                candidate = candidate.model_copy(update={"paths": paths})
             commits, truncated = self._commits(candidate, inp, lookback, ref, listed)
             found = pick_culprit(inp.onset, lookback, commits, applied, contains)
             if found is not None:  # its merge request and diff are read only now, once per commit
@@ -101,9 +126,37 @@ class InvestigateActivities:
                     details[sha] = self._details(listed[sha])
                 found = with_details(found, details[sha].model_copy(update={"paths": found.commit.paths}), inp.onset)
             out.append(
-                CandidateCulprit(entity=candidate.entity, culprit=found, commits_read=len(commits), truncated=truncated)
+                CandidateCulprit(
+                    entity=candidate.entity,
+                    paths=candidate.paths,
+                    culprit=found,
+                    commits_read=len(commits),
+                    truncated=truncated,
+                )
             )
         return CulpritOutput(candidates=out, applied=applied)
+
+    def candidate_paths(self, entity: str, tree: list[tuple[str, str]], ref: str | None) -> list[str]:
+        """The repository paths of ``entity``'s workload: the directories and files named after it
+        (``fixloop.core.culprit.named_paths``: ``apps/base/catalog``, ``services/catalog``), else the YAML files
+        that declare a workload of that name (``declares_workload``; at most ``MANIFESTS_READ_MAX`` files of at most
+        ``MANIFEST_BYTES_MAX`` bytes are read, in path order); at most ``PATHS_MAX``, each at most ``PATH_MAX``
+        characters. ``tree``: the repository's ``(path, type)`` entries at ``ref``."""
+        found = [p for p in named_paths(entity, tree, limit=PATHS_MAX) if len(p) <= PATH_MAX]
+        if found:
+            return found
+        read, at = 0, ref
+        for path, kind in sorted(tree):
+            if kind != "blob" or not path.endswith(MANIFEST_SUFFIXES) or len(path) > PATH_MAX:
+                continue
+            if read >= MANIFESTS_READ_MAX or len(found) >= PATHS_MAX:
+                break
+            read += 1
+            at = at or self.gitlab.default_branch()
+            text = self.gitlab.read_file(path, at)
+            if text and len(text) <= MANIFEST_BYTES_MAX and declares_workload(entity, text):
+                found.append(path)
+        return found
 
     def _commits(
         self,

@@ -25,6 +25,7 @@ from fixloop.core.change.policy import POLICY_FILE
 from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.models import RecentDeploy, Signal, TriageResult
 from fixloop.core.parsing import clean
+from fixloop.core.rca import Background
 from fixloop.core.topology import Topology, from_policy_text
 from fixloop.core.triage import LlmTriageFailed
 from fixloop.core.triage import triage as triage_with
@@ -57,14 +58,20 @@ async def triage(
     llm: LlmSettings | None = None,
     topology: Topology | None = None,
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
+    background: Background | None = None,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``fixloop.core.triage.triage``); the ``llm`` engine on the endpoint
     ``llm`` (None: read from the environment, ``LlmSettings.load``). An ``llm`` engine that is not configured
     raises ``ConfigError``; every failure of a configured one falls back to ``rules`` (noted in each work item);
-    an unknown engine raises ``ValueError``. ``topology``/``incident_window``: the ``rules`` engine's incident
-    correlation (None: none)."""
+    an unknown engine raises ``ValueError``. ``topology``/``incident_window``/``background``: the ``rules``
+    engine's incident correlation and the alert history it ranks with (None: none)."""
     run = functools.partial(
-        triage_with, signals, recent_deploys=recent_deploys, topology=topology, incident_window=incident_window
+        triage_with,
+        signals,
+        recent_deploys=recent_deploys,
+        topology=topology,
+        incident_window=incident_window,
+        background=background,
     )
     if engine != "llm":
         return await run(engine=engine)
@@ -116,6 +123,7 @@ class TriageActivities:
                 llm=self.llm,
                 topology=await self._topology(),
                 incident_window=inp.incident_window,
+                background=inp.background,
             )
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e

@@ -20,6 +20,7 @@ import re
 from temporalio import activity
 
 from fixloop.activities.errors import as_application_errors
+from fixloop.core.incidents import describe
 from fixloop.core.markup import jira_summary, jira_text
 from fixloop.core.models import WorkItem
 from fixloop.core.parsing import clean
@@ -54,7 +55,8 @@ DONE_STATUS = "Done"
 def issue_description(scope: str, item: WorkItem) -> str:
     """The issue's description as plain text (the activity escapes it with ``jira_text``): a summary of the work
     item, every value from signals bounded; at most ``ADVISORIES_MAX`` advisories and ``PACKAGES_MAX`` packages,
-    with a count of the rest."""
+    with a count of the rest; for an incident its ranked root-cause candidates with their evidence and the alert
+    timeline (``fixloop.core.incidents.describe``)."""
     lines = [
         f"fixloop work item {item.id} ({item.kind.value}, severity {item.severity.value}) in {clean(scope, 200)}.",
         "",
@@ -80,6 +82,8 @@ def issue_description(scope: str, item: WorkItem) -> str:
         shown = ", ".join(clean(a, 64) for a in item.advisories[:ADVISORIES_MAX])
         more = f" and {len(item.advisories) - ADVISORIES_MAX} more" if len(item.advisories) > ADVISORIES_MAX else ""
         lines += ["", f"Advisories ({len(item.advisories)}): {shown}{more}"]
+    if item.incident is not None:
+        lines += ["", describe(item.incident, alerts=len(item.signals), attached_to=item.attached_to)]
     lines += ["", f"Signals: {len(item.signals)}. Triage engine: {clean(item.engine, 40)}."]
     if item.note:
         lines.append(f"Note: {clean(item.note, 300)}")

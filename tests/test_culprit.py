@@ -18,8 +18,10 @@ from fixloop.core.culprit import (
     ChangeCommit,
     FileChange,
     MergeRequestRef,
+    declares_workload,
     diff_summary,
     line_counts,
+    named_paths,
     pick_culprit,
     with_details,
 )
@@ -242,3 +244,35 @@ def test_with_details_says_the_evidence_again() -> None:
     assert detailed.applied_at == found.applied_at and detailed.candidates == found.candidates
     with pytest.raises(ValueError):
         with_details(found, commit(2, T0), T0)
+
+
+def test_named_paths_are_the_directories_and_files_named_after_the_service() -> None:
+    tree = [
+        ("apps", "tree"),
+        ("apps/base/catalog", "tree"),
+        ("apps/base/catalog/deployment.yaml", "blob"),
+        ("apps/base/catalog/catalog", "tree"),  # below a named directory: covered by it
+        ("apps/production/Catalog.yaml", "blob"),
+        ("services/catalog-db", "tree"),  # another service's
+        ("services/catalog", "tree"),
+    ]
+    assert named_paths("catalog", tree) == ["apps/base/catalog", "apps/production/Catalog.yaml", "services/catalog"]
+    assert named_paths("", tree) == [] and named_paths("inventory", tree) == []
+
+
+@given(
+    st.lists(st.tuples(st.text(max_size=40), st.sampled_from(["tree", "blob", "commit"])), max_size=40),
+    st.text(max_size=20),
+    st.integers(min_value=0, max_value=5),
+)
+def test_named_paths_never_raise_and_stay_within_the_tree_and_the_limit(
+    tree: list[tuple[str, str]], entity: str, limit: int
+) -> None:
+    found = named_paths(entity, tree, limit=limit)
+    assert len(found) <= limit
+    assert set(found) <= {p.strip("/") for p, _ in tree}
+
+
+@given(st.text(max_size=300), st.text(max_size=20))
+def test_declares_workload_never_raises_on_any_text(text: str, entity: str) -> None:
+    assert declares_workload(entity, text) in (True, False)

@@ -311,3 +311,24 @@ def test_an_incident_is_handled_like_an_alert_investigation_a_jira_issue_and_no_
     assert WorkItem.model_validate_json(wi.model_dump_json()) == wi  # what Temporal's converter does
     planned = plan(wi, alerts, {})
     assert planned.reason == "incident work items are not fixed by a merge request"  # type: ignore[union-attr]
+
+
+def test_the_alert_history_counts_storms_and_keeps_the_most_frequent_keys() -> None:
+    h = incidents.remember(None, ["a\x1fm", "b\x1fm", "a\x1fm"])
+    assert (h.storms, h.counts) == (1, {"a\x1fm": 1, "b\x1fm": 1})
+    h = incidents.remember(h, ["a\x1fm", "c\x1fm"], limit=2)
+    assert (h.storms, h.counts) == (2, {"a\x1fm": 2, "b\x1fm": 1})  # c ties b at 1: the smaller key stays
+    assert h.rarity("a", "m") < h.rarity("b", "m") < h.rarity("z", "m") == 1.0
+    keys = incidents.alert_keys(storm(), _topo())
+    assert keys == sorted(set(keys)) and {k.split("\x1f")[0] for k in keys} == {"catalog", "inventory", "storefront"}
+
+
+@given(st.lists(st.lists(st.text(max_size=8), max_size=6), max_size=8), st.integers(min_value=1, max_value=5))
+@settings(max_examples=200, deadline=None)
+def test_remembering_storms_stays_within_its_bound(storms: list[list[str]], limit: int) -> None:
+    h = None
+    for keys in storms:
+        h = incidents.remember(h, keys, limit=limit)
+    if h is not None:
+        assert h.storms == len(storms) and len(h.counts) <= limit
+        assert all(1 <= n <= len(storms) for n in h.counts.values())

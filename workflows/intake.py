@@ -14,8 +14,13 @@ micro-batch). The run loop drains what the handler recorded:
   fix) is sent to that loop as ``add_signals`` instead: one loop per fix, however often the storm comes;
 * alerts on a service whose fix is in flight (a loop told the intake, by signal ``fixing``, that its merge
   request for that service is open) join that loop (``join_alerts``) instead of starting an investigation: the fix
-  then has to make their monitors recover. Alerts arriving before any fix for their service is open are triaged
-  as usual (``alert_investigation``);
+  then has to make their monitors recover. An open incident tells the intake the same for each of its services, so
+  its later alerts join it (one Jira comment per batch) instead of opening a second incident. Alerts arriving
+  before any fix or incident for their service is open are triaged as usual (an ``incident`` on a topology, else
+  ``alert_investigation``);
+* the alert history: the (entity, metric) keys of each triage's correlated alerts are remembered
+  (``fixloop.core.incidents.remember``, the 500 most frequent) and handed to the next triage, which ranks incidents
+  with it (a chronic alert explains little: ``fixloop.core.rca.Background``);
 * continue-as-new when the run's history passes ``max_run_events`` (or the server suggests it), checked before
   every window so that a steady stream of full windows cannot hold it off, carrying only ``IntakeState``: the
   dedup memory (8 bytes of fingerprint + 4 bytes of minute per entry, zlib-compressed: 100,000 fingerprints take
@@ -31,8 +36,9 @@ on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 K
 * triage input: a closed window is triaged in chunks of at most ``triage_max_bytes`` T (default 512 KiB, at most
   768 KiB; ``fixloop.core.models.batched``) and ``window_max_signals``, plus ``recent_deploys`` (the newest 200, each a
   work item id of <= 64 and a service of <= 512 characters: <= 3.2 KB of JSON), ``incident_window`` (an ISO 8601
-  duration, < 32 bytes) and no topology (the triage activity reads it itself, ``fixloop.activities.triage``):
-  <= 768 KiB + 0.65 MB + the scope < 1.5 MiB;
+  duration, < 32 bytes), the alert history (``IntakeState.alert_history``, ``fixloop.core.incidents.remember``:
+  at most 500 keys of at most 300 characters with their counts, < 160 KB) and no topology (the triage activity
+  reads it itself, ``fixloop.activities.triage``): <= 768 KiB + 0.65 MB + 160 KB + the scope < 1.7 MiB;
 * triage result: the activity refuses a result over R = ``RESULT_MAX_BYTES`` = 768 KiB (non-retryable
   ``TriageResultTooLarge``), and the chunk is then triaged in two halves, down to one signal, whose result is at
   most one work item or one unassigned entry built from that signal's <= 16 KiB (<< R);
@@ -67,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import to_json
 
     from fixloop.activities.triage import TriageActivities
+    from fixloop.core.incidents import remember
     from fixloop.core.markup import markdown
     from fixloop.core.models import (
         ALERT_KINDS,
@@ -321,6 +328,8 @@ class IntakeWorkflow:
                 chunk[half:], closed_by
             )
             return first[0] + second[0], first[1] + second[1]
+        if result.alert_keys:  # the alerts ranked on a topology: the history the next incidents are ranked with
+            self.state.alert_history = remember(self.state.alert_history, result.alert_keys)
         covered = {f for wi in result.work_items for f in wi.signals} | {u.fingerprint for u in result.unassigned}
         missing = {s.fingerprint for s in chunk} - covered
         c = self.state.counters
@@ -393,6 +402,7 @@ class IntakeWorkflow:
                         engine=engine,
                         recent_deploys=self.state.recent_deploys,
                         incident_window=self.inp.options.incident_window,
+                        background=self.state.alert_history,
                     ),
                     **options.call(Call.TRIAGE, f"triage {len(window)} signals with {engine} ({closed_by})"),
                 )

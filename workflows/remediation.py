@@ -37,20 +37,33 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import to_json
 
     from fixloop.activities.deploy import DeployActivities
+    from fixloop.activities.investigate import InvestigateActivities
     from fixloop.activities.merge_request import MergeRequestActivities
     from fixloop.activities.plan import PlanActivities
     from fixloop.activities.verify import VerifyActivities
     from fixloop.activities.work_item import WorkItemActivities
+    from fixloop.core.culprit import describe_culprit
     from fixloop.core.gate import MrState, decider_refusal, observe
     from fixloop.core.gate import gate as gate_verdict
     from fixloop.core.markup import markdown
-    from fixloop.core.models import FIX_KINDS, Kind, RecentDeploy, Signal, Source, Transition, WorkItem, signal_bytes
+    from fixloop.core.models import (
+        FIX_KINDS,
+        Kind,
+        RecentDeploy,
+        Signal,
+        Source,
+        Transition,
+        WorkItem,
+        WorkItemKind,
+        signal_bytes,
+    )
     from fixloop.core.parsing import clean
     from fixloop.core.service import touched_service
     from fixloop.core.verification import VerdictResult, VerificationPolicy
     from fixloop.workflows import options
     from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
     from fixloop.workflows.contracts.intake import intake_id
+    from fixloop.workflows.contracts.investigate import CANDIDATES_MAX, CulpritCandidate, CulpritInput
     from fixloop.workflows.contracts.loop import (
         DECISIONS_PENDING_MAX,
         AlertsJoined,
@@ -107,10 +120,26 @@ def initial_attributes(scope: str, wi: WorkItem) -> list[tuple[SearchAttributeKe
         (options.SA_SCOPE, scope),
         (options.SA_KIND, wi.kind.value),
         (options.SA_SEVERITY, wi.severity.value),
-        (options.SA_SERVICE, wi.service or wi.artifact or wi.target or ""),
+        (options.SA_SERVICE, wi.service or _top_service(wi) or wi.artifact or wi.target or ""),
         (options.SA_STAGE, Stage.OPEN_WORK_ITEM.value),
     ]
     return [(k, v) for k, v in pairs if v]
+
+
+def _top_service(wi: WorkItem) -> str | None:
+    """An incident's likely root cause as a service (its top candidate's), None without one."""
+    top = wi.incident.candidates[0] if wi.incident and wi.incident.candidates else None
+    return (top.service or top.entity) if top is not None else None
+
+
+def culprit_candidates(wi: WorkItem) -> list[str]:
+    """The entities whose culprit change an incident looks for: its top candidates as the services they stand for
+    (an instance's service; hosts skipped: a node's change is not in the GitOps repository), in rank order, each
+    once, at most ``CANDIDATES_MAX``."""
+    if wi.incident is None:
+        return []
+    names = [c.service for c in wi.incident.candidates if c.service and c.kind != "host"]
+    return list(dict.fromkeys(names))[:CANDIDATES_MAX]
 
 
 @workflow.defn
@@ -191,6 +220,8 @@ class RemediationWorkflow:
             self._set_attributes(*initial_attributes(inp.scope, wi))
         stages = {
             Stage.OPEN_WORK_ITEM: self._open_work_item,
+            Stage.INVESTIGATE: self._investigate,
+            Stage.AWAIT_RECOVERY: self._await_recovery,
             Stage.PLAN_CHANGE: self._plan_change,
             Stage.OPEN_MERGE_REQUEST: self._open_merge_request,
             Stage.AWAIT_APPROVAL: self._await_approval,
@@ -204,6 +235,7 @@ class RemediationWorkflow:
             await stages[self.state.stage]()
         self._apply_events()
         await self._tell_intake_fixing(open_=False)
+        await self._tell_intake_incident(open_=False)
         self._show()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state
@@ -217,7 +249,136 @@ class RemediationWorkflow:
         self.state.issue = ref
         self._set_attributes((options.SA_JIRA_KEY, ref.key))
         self._note(f"Jira issue {ref.key} {'opened' if ref.created else 'found'}: {ref.url}")
-        self._advance(Stage.PLAN_CHANGE if self.inp.work_item.kind in FIX_KINDS else Stage.DONE, Outcome.TRACKED)
+        kind = self.inp.work_item.kind
+        if kind in FIX_KINDS:
+            self._advance(Stage.PLAN_CHANGE)
+        elif kind is WorkItemKind.INCIDENT:
+            self._advance(Stage.INVESTIGATE)
+        else:
+            self._advance(Stage.DONE, Outcome.TRACKED)
+
+    async def _investigate(self) -> None:
+        """An incident: name the culprit change of its top candidates (``investigate.culprit``: the commit touching
+        each one's workload that Flux applied last before the onset, within ``culprit_lookback``), say it on the
+        Jira issue (one comment: per candidate its commit, author, merge request, when applied, the diff summary),
+        then tell the intake the incident is open (its services' later alerts join it) and wait for recovery. A
+        failed investigation is recorded and said, never fatal: the incident stays tracked."""
+        wi = self.inp.work_item
+        names = culprit_candidates(wi)
+        facts = wi.incident
+        if facts is not None and names:
+            lookback = self.inp.options.culprit_lookback
+            try:
+                found = await workflow.execute_activity_method(
+                    InvestigateActivities.culprit,
+                    CulpritInput(
+                        scope=self.inp.scope,
+                        onset=facts.onset,
+                        lookback_seconds=int(lookback.total_seconds()),
+                        candidates=[CulpritCandidate(entity=n) for n in names],
+                    ),
+                    **options.call(Call.EXTERNAL, f"find the culprit change of {', '.join(names)[:120]}"),
+                )
+            except ActivityError as e:
+                cause = e.cause.message if isinstance(e.cause, FailureError) else str(e)
+                self._note(f"the culprit change could not be looked up: {cause}")
+                await self._comment(
+                    f"fixloop could not look up the change behind this incident: {cause}", "culprit-failed"
+                )
+            else:
+                self.state.investigation = found
+                named = [c for c in found.candidates if c.culprit is not None]
+                if named:
+                    top = named[0]
+                    assert top.culprit is not None
+                    commit = top.culprit.commit
+                    self._note(
+                        f"culprit change of {top.entity}: {commit.sha[:12]} {clean(commit.title, 200)} by "
+                        f"{clean(commit.author_name, 100)}"
+                        + (f" (!{commit.merge_request.iid})" if commit.merge_request else "")
+                    )
+                else:
+                    self._note(f"no change applied before the onset touched {', '.join(names)}")
+                lines = [
+                    "Changes Flux applied before the onset, per likely root cause (best first):",
+                    *(
+                        describe_culprit(c.entity, c.culprit, commits_read=c.commits_read, lookback=lookback)
+                        for c in found.candidates
+                    ),
+                ]
+                await self._comment("\n".join(lines), "culprit", labels=["fixloop-culprit"] if named else None)
+        await self._tell_intake_incident(open_=True)
+        self._advance(Stage.AWAIT_RECOVERY)
+
+    async def _await_recovery(self) -> None:
+        """An incident stays open while its alerts fire: alerts on its services that arrive meanwhile join it (the
+        intake sends them, ``join_alerts``; one Jira comment per batch). It ends ``recovered`` once every alert of
+        it has been seen recovered (their recovery notifications, forwarded by the intake as ``refresh``), or
+        ``tracked`` after ``incident_max_escalations`` escalations of ``incident_escalate_after`` each."""
+        opts = self.inp.options
+
+        async def nothing_to_read() -> None:
+            return None
+
+        await self._wait(
+            nothing_to_read,
+            self._incident_recovered,
+            opts.incident_escalate_after,
+            opts.incident_max_escalations,
+            "waiting for the incident's alerts to recover",
+            Outcome.TRACKED,
+        )
+        if self.state.stage is Stage.AWAIT_RECOVERY:
+            n = len(self._incident_alerts())
+            self._note(f"every alert of the incident recovered ({n})")
+            await self._comment(
+                f"All {n} alert(s) of this incident recovered; fixloop stopped following it.",
+                "recovered",
+                labels=["fixloop-recovered"],
+            )
+            self._advance(Stage.DONE, Outcome.RECOVERED)
+
+    def _track_recovery(self, signals: list[Signal]) -> None:
+        """Record which of an incident's alerts are recovered (their latest transition seen), within the state's
+        bound (the oldest records dropped first)."""
+        recovered = dict.fromkeys(self.state.recovered_alerts)
+        for s in signals:
+            if s.transition is Transition.RECOVERED:
+                recovered.pop(s.fingerprint, None)
+                recovered[s.fingerprint] = None
+            elif s.transition is Transition.TRIGGERED:
+                recovered.pop(s.fingerprint, None)
+        self.state.recovered_alerts = list(recovered)[-1_100:]
+
+    def _incident_alerts(self) -> set[str]:
+        return {s.fingerprint for s in [*self.inp.signals, *self.state.alerts] if s.kind is Kind.ALERT} | set(
+            self.inp.work_item.signals
+        )
+
+    def _incident_recovered(self) -> bool:
+        """Every alert of the incident has been seen recovered (a start signal already recovered counts)."""
+        if not self.state.recovered_alerts and not any(s.transition is Transition.RECOVERED for s in self.inp.signals):
+            return False
+        done = set(self.state.recovered_alerts)
+        done |= {s.fingerprint for s in self.inp.signals if s.transition is Transition.RECOVERED}
+        return self._incident_alerts() <= done
+
+    async def _tell_intake_incident(self, open_: bool) -> None:
+        """Tell the scope's intake that this incident is open for its services (their later alerts join it), or
+        that it has ended (best effort: a failure is recorded)."""
+        wi = self.inp.work_item
+        if open_:
+            facts = wi.incident
+            names = [*(facts.services if facts else []), *culprit_candidates(wi)]
+            services = [n for n in dict.fromkeys(names) if n][:50]
+        else:
+            services = list(self.state.incident_services)
+        told = []
+        for service in services:
+            fix = OpenFix(work_item_id=wi.id, service=service[:200], loop=workflow.info().workflow_id, open=open_)
+            if await self._signal_intake("fixing", fix, f"the open incident on {service[:80]}"):
+                told.append(service)
+        self.state.incident_services = told if open_ else [s for s in services if s not in told]
 
     async def _plan_change(self) -> None:
         planned = await workflow.execute_activity_method(
@@ -466,6 +627,16 @@ class RemediationWorkflow:
             if monitors
             else "They are recorded with the work item."
         )
+        if self.inp.work_item.kind is WorkItemKind.INCIDENT:
+            services = sorted({clean(a.service, 80) for a in joined if a.service}) or ["its services"]
+            await self._comment(
+                f"{len(joined)} later alert(s) on {', '.join(services[:10])} joined this incident:\n"
+                + "\n".join(lines)
+                + ("\n" + f"... and {len(joined) - 20} more" if len(joined) > 20 else ""),
+                f"joined-{joined[0].fingerprint[:16]}",
+                labels=["fixloop-alert"],
+            )
+            return
         await self._comment(
             f"{len(joined)} alert(s) on {self.state.fixing_service or 'the service'} joined this work item while "
             f"its merge request is open:\n" + "\n".join(lines) + "\n" + tail,
@@ -715,6 +886,8 @@ class RemediationWorkflow:
                 new = [a for a in e.signals if a.fingerprint not in known]
                 if new and self.state.deployed_at is None:
                     self.state.alerts = self._kept_alerts(self.state.alerts + new)
+                    if self.inp.work_item.kind is WorkItemKind.INCIDENT:
+                        self._track_recovery(new)
                     self._joined_unreported.extend(new)
                     self._note(f"{len(new)} alert(s) joined: {clean(new[0].title or 'alert', 200)}")
                 elif new:
@@ -728,6 +901,8 @@ class RemediationWorkflow:
                     self._woken += 1
             elif isinstance(e, Refresh):
                 self.state.refreshed += len(e.signals)
+                if self.inp.work_item.kind is WorkItemKind.INCIDENT:
+                    self._track_recovery(e.signals)
                 if self.state.deployed_at is not None:  # a monitor of this loop recovered after the deploy
                     for s in e.signals:
                         if (
@@ -897,6 +1072,17 @@ class RemediationWorkflow:
         lines = [head, "", f"- stage: `{s.stage.value}`" + (f" ({s.outcome.value})" if s.outcome else "")]
         if s.issue:
             lines.append(f"- Jira: [{s.issue.key}]({s.issue.url})")
+        if wi.incident and wi.incident.candidates:
+            top = wi.incident.candidates[0]
+            why = f": {markdown(top.evidence[0], 200)}" if top.evidence else ""
+            lines.append(f"- likely root cause: **{markdown(top.entity, 120)}**{why}")
+        named = [c for c in s.investigation.candidates if c.culprit] if s.investigation else []
+        if named and named[0].culprit is not None:
+            c = named[0].culprit.commit
+            mr = f", !{c.merge_request.iid}" if c.merge_request else ""
+            lines.append(
+                f"- culprit change: `{c.sha[:12]}` {markdown(c.title, 160)} by {markdown(c.author_name, 80)}{mr}"
+            )
         if s.merge_request:
             lines.append(f"- MR: [!{s.merge_request.iid}]({s.merge_request.url})")
         if s.escalations:

@@ -125,7 +125,7 @@ def triage(
     warnings.setFormatter(logging.Formatter("fixloop triage: warning: %(message)s"))
     triage_log.addHandler(warnings)
     result = asyncio.run(run_triage(signals, engine=engine.value, llm=llm))
-    sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+    sys.stdout.write(result.model_dump_json(indent=2, exclude={"alert_keys"}) + "\n")
     if failed:
         raise typer.Exit(code=2)
 

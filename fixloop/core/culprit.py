@@ -284,3 +284,66 @@ def line_counts(diff: str) -> tuple[int, int]:
         elif line.startswith("-"):
             removed += 1
     return added, removed
+
+
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Rollout", "CronJob", "Job", "HelmRelease"})
+PATHS_MAX = 20  # paths of one candidate (``fixloop.workflows.contracts.investigate.PATHS_MAX``)
+
+
+def _segments(path: str) -> list[str]:
+    return [s for s in path.strip("/").split("/") if s]
+
+
+def named_paths(entity: str, tree: Iterable[tuple[str, str]], *, limit: int = PATHS_MAX) -> list[str]:
+    """The repository paths named after ``entity`` (a service or workload name): each directory whose last segment
+    is the name (``apps/base/catalog``, ``services/catalog``) and each file whose name without its extension is the
+    name (``apps/production/catalog.yaml``), not below an already named directory; sorted, at most ``limit``.
+    ``tree``: ``(path, type)`` pairs, ``type`` ``tree`` or ``blob`` (GitLab's repository tree,
+    docs.gitlab.com/api/repositories/#list-repository-tree). The comparison ignores case."""
+    want = entity.strip().lower()
+    if not want:
+        return []
+    found: list[str] = []
+    for path, kind in sorted(tree):
+        parts = _segments(path)
+        if not parts:
+            continue
+        last = parts[-1].lower()
+        named = last == want if kind == "tree" else (kind == "blob" and last.rsplit(".", 1)[0] == want)
+        if named and not any(path.startswith(f.rstrip("/") + "/") for f in found):
+            found.append(path.strip("/"))
+    return found[:limit]
+
+
+def declares_workload(entity: str, text: str) -> bool:
+    """Whether the manifest file ``text`` (YAML, one or more documents) declares a workload named ``entity``
+    (``kind`` in ``WORKLOAD_KINDS``, ``metadata.name`` equal to it, ignoring case). Text that is not YAML (a template)
+    declares nothing."""
+    from ruamel.yaml import YAML  # imported where it is needed
+
+    want = entity.strip().lower()
+    try:
+        docs = list(YAML(typ="safe").load_all(text))
+    except Exception:  # ruamel's YAMLError family
+        return False
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") not in WORKLOAD_KINDS:
+            continue
+        meta = doc.get("metadata")
+        if isinstance(meta, dict) and str(meta.get("name", "")).lower() == want:
+            return True
+    return False
+
+
+def describe_culprit(entity: str, culprit: Culprit | None, *, commits_read: int = 0, lookback: timedelta) -> str:
+    """One candidate's culprit change as plain text (escape it for where it lands): ``<entity>: commit <sha12>
+    "<title>"`` and the culprit's ``evidence`` (who, whose change, its merge request, when Flux applied it, the
+    diff summary); or that no commit touching the candidate's files was applied in the ``lookback`` before the
+    onset."""
+    name = clean(entity, 200)
+    if culprit is None:
+        read = f" ({commits_read} commit(s) touching its files read)" if commits_read else ""
+        span = _duration(lookback.total_seconds())
+        return f"{name}: no commit touching its files was applied in the {span} before the onset{read}."
+    c = culprit.commit
+    return f"{name}: commit {c.sha[:12]} \u201c{clean(c.title, TITLE_MAX)}\u201d. {culprit.evidence}"

@@ -41,8 +41,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from fixloop.core import rca
 from fixloop.core.models import (
-    INCIDENT_NAMES_MAX,
+    ALERT_KEY_MAX,
+    ALERT_KEYS_MAX,
     INCIDENT_EVIDENCE_MAX,
+    INCIDENT_NAMES_MAX,
     INCIDENT_TEXT_MAX,
     INCIDENT_TIMELINE_MAX,
     TITLE_MAX,
@@ -68,6 +70,7 @@ TIMELINE_MAX = INCIDENT_TIMELINE_MAX  # alerts listed in an incident's timeline 
 TEXT_MAX = INCIDENT_TEXT_MAX  # characters of a timeline entry's text fields
 EVIDENCE_SHORT = 80  # characters of the evidence quoted in a title
 DESCRIPTION_MAX = 16_000  # characters of ``description``
+HISTORY_KEYS_MAX = 500  # (entity, metric) keys an alert history keeps (the most frequent; ties by key)
 
 
 TimelineEntry = IncidentTimelineEntry  # one alert of an incident (``fixloop.core.models``)
@@ -93,6 +96,7 @@ class Incident(BaseModel):
     services: list[str] = Field(max_length=MAX_GROUP_ALERTS)
     unknown: list[str] = Field(default_factory=list, max_length=MAX_GROUP_ALERTS)
     candidates: list[rca.Candidate] = Field(default_factory=list, max_length=TOP_CANDIDATES)
+    candidate_services: list[str | None] = Field(default_factory=list, max_length=TOP_CANDIDATES)
     severity: Severity
     attached_to: str | None = None
     part: int = 0
@@ -225,6 +229,7 @@ def _incident(
         services=sorted({sv for e in entities if (sv := _service(topology, e))}),
         unknown=[e for e in entities if topology.kind(e) is None],
         candidates=ranking.candidates[:TOP_CANDIDATES],
+        candidate_services=[_service(topology, c.entity) for c in ranking.candidates[:TOP_CANDIDATES]],
         severity=max((s.severity for s, _e in members), key=lambda sev: sev.rank),
         attached_to=attached,
         part=part,
@@ -281,11 +286,12 @@ def _names(names: Sequence[str]) -> tuple[list[str], int]:
     return [clean(n, TEXT_MAX) for n in names[:INCIDENT_NAMES_MAX]], max(0, len(names) - INCIDENT_NAMES_MAX)
 
 
-def candidate_facts(c: rca.Candidate) -> RootCauseCandidate:
-    """A ranked candidate as it travels on the work item (texts bounded)."""
+def candidate_facts(c: rca.Candidate, service: str | None = None) -> RootCauseCandidate:
+    """A ranked candidate as it travels on the work item (texts bounded); ``service``: the one it stands for."""
     return RootCauseCandidate(
         entity=clean(c.entity, TEXT_MAX),
         kind=c.kind.value if c.kind else None,
+        service=clean(service, TEXT_MAX) if service else None,
         score=round(c.score, 4),
         onset=datetime.fromtimestamp(c.onset_ms / 1000, UTC),
         alerts=c.alerts,
@@ -308,7 +314,10 @@ def facts(incident: Incident) -> IncidentFacts:
         services_more=services_more,
         unknown=unknown,
         unknown_more=unknown_more,
-        candidates=[candidate_facts(c) for c in incident.candidates],
+        candidates=[
+            candidate_facts(c, incident.candidate_services[i] if i < len(incident.candidate_services) else None)
+            for i, c in enumerate(incident.candidates)
+        ],
         timeline=incident.timeline,
         timeline_more=incident.timeline_more,
     )
@@ -375,3 +384,29 @@ def describe(f: IncidentFacts, *, alerts: int, attached_to: str | None = None) -
         lines.append(f"... and {f.timeline_more} later alert(s)")
     text = "\n".join(lines)
     return text if len(text) <= DESCRIPTION_MAX else text[: DESCRIPTION_MAX - 1] + "\u2026"
+
+
+def alert_keys(alerts: Sequence[Signal], topology: Topology) -> list[str]:
+    """The ``<entity>\x1f<metric>`` keys of ``alerts`` on ``topology`` (the entity as ``rca.resolve`` maps it, the
+    metric as ``rca.observation_from_signal`` names it): sorted, each once, keys over ``ALERT_KEY_MAX`` characters
+    left out, at most ``ALERT_KEYS_MAX`` (the first in sort order)."""
+    keys = set()
+    for s in alerts:
+        obs = rca.observation_from_signal(s)
+        key = f"{rca.resolve(topology, obs)}\x1f{obs.metric}"
+        if len(key) <= ALERT_KEY_MAX:
+            keys.add(key)
+    return sorted(keys)[:ALERT_KEYS_MAX]
+
+
+def remember(history: rca.Background | None, keys: Sequence[str], *, limit: int = HISTORY_KEYS_MAX) -> rca.Background:
+    """``history`` with one more storm whose alerts had ``keys`` (each counted once): ``storms`` + 1, each key's count
+    + 1. At most ``limit`` keys are kept: the most frequent (ties: the smaller key); a key dropped counts as never
+    seen again (rarity 1), which is what a rare key is anyway."""
+    base = history or rca.Background()
+    counts = dict(base.counts)
+    for k in set(keys):
+        counts[k] = counts.get(k, 0) + 1
+    if len(counts) > limit:
+        counts = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
+    return rca.Background(storms=base.storms + 1, counts=counts)

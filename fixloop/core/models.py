@@ -418,13 +418,15 @@ IncidentText = Annotated[str, Field(max_length=INCIDENT_TEXT_MAX)]
 class RootCauseCandidate(BaseModel):
     """A ranked root-cause candidate of an incident (``fixloop.core.rca.Candidate`` as it travels): ``entity`` (its
     topology id), ``kind`` (``service``, ``instance``, ``host``, ``database``, ``cache``; None: not in the topology),
-    ``score`` (higher is likelier), ``onset`` (its first alert), ``alerts`` (alerts it explains directly),
+    ``service`` (the service, database or cache it stands for: itself, an instance's; None for a host), ``score``
+    (higher is likelier), ``onset`` (its first alert), ``alerts`` (alerts it explains directly),
     ``evidence`` (lines in words and numbers)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     entity: IncidentText
     kind: IncidentText | None = None
+    service: IncidentText | None = None  # the service it stands for (an instance's service; None for a host)
     score: float
     onset: AwareDatetime
     alerts: int = Field(ge=0)
@@ -503,13 +505,22 @@ class Unassigned(BaseModel):
     reason: ShortText
 
 
+ALERT_KEYS_MAX = 500  # (entity, metric) keys of one triage's alerts kept for the alert history
+ALERT_KEY_MAX = 300  # characters of one key (``<entity>\x1f<metric>``); a longer one is not remembered
+
+
 class TriageResult(BaseModel):
-    """``{"work_items": [...], "unassigned": [{"fingerprint", "reason"}]}``: every input signal exactly once."""
+    """``{"work_items": [...], "unassigned": [{"fingerprint", "reason"}]}``: every input signal exactly once.
+    ``alert_keys``: the ``<entity>\x1f<metric>`` keys of the alerts correlated on a topology (sorted, each once),
+    which the intake adds to its alert history (``fixloop.core.incidents.remember``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     work_items: list[WorkItem] = Field(default_factory=list)
     unassigned: list[Unassigned] = Field(default_factory=list)
+    alert_keys: list[Annotated[str, Field(max_length=ALERT_KEY_MAX)]] = Field(
+        default_factory=list, max_length=ALERT_KEYS_MAX
+    )
 
 
 class RecentDeploy(BaseModel):

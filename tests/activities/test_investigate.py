@@ -199,3 +199,45 @@ async def test_invalid_input_and_missing_kustomization(world: World) -> None:
     assert e.value.type == "InvalidInput"
     with pytest.raises(ValueError):
         CulpritCandidate(entity="x", paths=["../etc"])
+
+
+async def test_a_candidate_without_paths_gets_its_workloads_paths_from_the_repository(world: World) -> None:
+    """The loop hands in the services only: the activity finds ``apps/base/catalog`` and ``services/catalog`` (named
+    after it) and names the person's change; an entity nothing in the repository is named after or declares reads
+    no commit."""
+    catalog, catalog_mr = world.person_changes_catalog(5)
+    world.wait_applied(2)
+    out = await world.investigate.culprit(
+        CulpritInput(
+            scope=SCOPE,
+            onset=T0 + timedelta(minutes=20),
+            lookback_seconds=3_600,
+            candidates=[CulpritCandidate(entity="catalog"), CulpritCandidate(entity="search")],
+            applied=world.events(),
+        )
+    )
+    found, missing = out.candidates
+    assert found.paths == ["apps/base/catalog", "services/catalog"]
+    assert found.culprit is not None and found.culprit.commit.sha == catalog
+    assert found.culprit.commit.merge_request is not None and found.culprit.commit.merge_request.iid == catalog_mr
+    assert (missing.entity, missing.paths, missing.culprit, missing.commits_read) == ("search", [], None, 0)
+
+
+def test_a_workload_is_found_by_its_manifest_when_nothing_is_named_after_it(world: World) -> None:
+    """``candidate_paths`` falls back to the YAML files declaring a workload of that name."""
+    tree = [("deploy/shop.yaml", "blob"), ("deploy/other.yaml", "blob"), ("README.md", "blob"), ("deploy", "tree")]
+    texts = {
+        "deploy/shop.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: Basket}\n---\nkind: Service\n",
+        "deploy/other.yaml": "kind: Deployment\nmetadata: {name: checkout}\n",
+    }
+
+    class Files:
+        def read_file(self, path: str, ref: str) -> str | None:
+            return texts.get(path)
+
+        def default_branch(self) -> str:
+            return "main"
+
+    world.investigate.gitlab = Files()  # type: ignore[assignment]
+    assert world.investigate.candidate_paths("basket", tree, None) == ["deploy/shop.yaml"]
+    assert world.investigate.candidate_paths("payments", tree, None) == []

@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio import activity, workflow
@@ -246,16 +247,21 @@ def test_dedup_memory_packs_and_unpacks() -> None:
         unpack_seen(packed[:-1])
 
 
+async def query_when(handle: WorkflowHandle, query: Any, done: Callable[[Any], bool], what: str) -> Any:
+    """``query``'s answer once ``done`` holds for it (polled, bounded: 200 polls 50 ms apart)."""
+    for _ in range(200):
+        answer = await handle.query(query)
+        if done(answer):
+            return answer
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the workflow never {what}: {answer}")
+
+
 async def status_when(
     handle: WorkflowHandle[IntakeWorkflow, IntakeState], done: Callable[[IntakeStatus], bool], what: str
 ) -> IntakeStatus:
-    """The intake's status once ``done`` holds for it (polled on the query, bounded: 200 polls 50 ms apart)."""
-    for _ in range(200):
-        status = await handle.query(IntakeWorkflow.status)
-        if done(status):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the intake never {what}: {status.counters}")
+    """The intake's status once ``done`` holds for it."""
+    return await query_when(handle, IntakeWorkflow.status, done, what)
 
 
 async def _windows_closed(handle: WorkflowHandle[IntakeWorkflow, IntakeState], n: int) -> IntakeStatus:

@@ -5,19 +5,22 @@ engine) handed the ``topology:`` section of tests/test_incidents.py; the loops a
 
 from __future__ import annotations
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():  # this module is re-imported in the workflow sandbox
-    from fixloop.activities.triage import TriageActivities
-    from fixloop.core.models import WorkItemKind
+    from fixloop.activities.triage import GROUP_SIGNALS, TriageActivities
+    from fixloop.core import incidents
+    from fixloop.core.models import TriageResult, WorkItemKind
+    from fixloop.core.rca import Background
     from fixloop.core.triage import triage_rules
     from fixloop.workflows.contracts.intake import Finish, SignalBatch
     from fixloop.workflows.contracts.loop import loop_id
+    from fixloop.workflows.contracts.triage import GroupSignalsInput
     from fixloop.workflows.intake import IntakeWorkflow
-    from tests.test_incidents import DD_DEMO, _topo, dd, storm
+    from tests.test_incidents import DD_DEMO, DD_INRES, _topo, dd, storm
     from tests.workflows.test_intake import LoopStandIn, _options, _scope, _settle, _start, status_when
 
 
@@ -64,3 +67,47 @@ async def test_a_storm_over_connected_services_is_one_incident_loop_and_again_no
     # the second intake triaged the storm into the same incident id: it updated the running loop, started none
     assert (two.counters.loops_started, two.counters.loops_updated) == (0, 1)
     assert one.counters.assigned + one.counters.unassigned == 7
+
+
+class RecordingTriage:
+    """The real triage activity on the test topology, recording the alert history each call was handed."""
+
+    def __init__(self) -> None:
+        self.inner = TriageActivities(topology=_topo())
+        self.histories: list[Background | None] = []
+
+    @activity.defn(name=GROUP_SIGNALS)
+    async def group_signals(self, inp: GroupSignalsInput) -> TriageResult:
+        self.histories.append(inp.background)
+        return await self.inner.group_signals(inp)
+
+
+async def test_each_triage_ranks_with_the_alert_history_of_the_windows_before_it(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The first storm's (entity, metric) keys are remembered; the second window's triage is handed them (one past
+    storm), so a chronic alert weighs less in the next ranking."""
+    first = storm()
+    second = [dd(DD_DEMO, "catalog", 4000), dd(DD_INRES, "inventory", 4010)]
+    triage = RecordingTriage()
+    scope, options = _scope(), _options()
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[IntakeWorkflow, LoopStandIn], activities=[triage.group_signals]
+    ):
+        handle = await _start(env.client, task_queue, scope, first, options)
+        await _settle(env, handle, options.quiet_period)
+        await status_when(handle, lambda s: s.counters.windows >= 1, "closed the first window")
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=second))
+        await _settle(env, handle, options.quiet_period)
+        await status_when(handle, lambda s: s.counters.windows >= 2, "closed the second window")
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        final = await handle.result()
+
+    none, one = triage.histories
+    assert none is None
+    assert one is not None and one.storms == 1
+    assert sorted(one.counts) == incidents.alert_keys(first, _topo()) and set(one.counts.values()) == {1}
+    assert final.alert_history is not None and final.alert_history.storms == 2
+    again = set(incidents.alert_keys(second, _topo())) & set(one.counts)
+    assert sorted(k.split("\x1f")[0] for k in again) == ["catalog", "inventory"]  # both monitors alerted in both
+    assert {final.alert_history.counts[k] for k in again} == {2}

@@ -14,13 +14,14 @@ from typing import Any
 from temporalio import activity
 
 from fixloop.activities import deploy as flux
+from fixloop.activities import investigate, verify
 from fixloop.activities import merge_request as gitlab
 from fixloop.activities import plan as change
-from fixloop.activities import verify
 from fixloop.activities import work_item as jira
 from fixloop.core.gate import Approval, MergeRequestState, MrState, UserFacts
 from fixloop.core.verification import VerdictResult
 from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
+from fixloop.workflows.contracts.investigate import CandidateCulprit, CulpritInput, CulpritOutput
 from fixloop.workflows.contracts.loop import AlertsJoined, DeployEvent, MergeRequestEvent
 from fixloop.workflows.contracts.merge_request import (
     CheckUserInput,
@@ -104,6 +105,8 @@ class World:
     mr_polls: int = 0
     revert_polls: int = 0
     deploy_polls: int = 0
+    culprits: dict[str, Any] = field(default_factory=dict)  # investigate.culprit: entity -> its Culprit (else none)
+    culprit_asked: list[CulpritInput] = field(default_factory=list)
 
     def activities(self) -> list:
         return [
@@ -121,7 +124,19 @@ class World:
             self.open_revert_merge_request,
             self.set_status,
             self.check_user,
+            self.culprit,
         ]
+
+    @activity.defn(name=investigate.CULPRIT)
+    async def culprit(self, inp: CulpritInput) -> CulpritOutput:
+        self.calls.append(investigate.CULPRIT)
+        self.culprit_asked.append(inp)
+        return CulpritOutput(
+            candidates=[
+                CandidateCulprit(entity=c.entity, culprit=self.culprits.get(c.entity), commits_read=2)
+                for c in inp.candidates
+            ]
+        )
 
     @activity.defn(name=jira.OPEN_WORK_ITEM)
     async def open_work_item(self, inp: OpenWorkItemInput) -> IssueRef:

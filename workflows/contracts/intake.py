@@ -9,6 +9,7 @@ from datetime import timedelta
 from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
 
 from fixloop.core.models import SIGNAL_MAX_BYTES, RecentDeploy, Signal
+from fixloop.core.rca import Background
 from fixloop.workflows.contracts.loop import LoopOptions
 
 TRIAGE_MAX_BYTES = 512 * 1024  # default signals per triage call, bytes of JSON
@@ -97,6 +98,7 @@ class IntakeState(BaseModel):
     owners: dict[str, str] = Field(default_factory=dict)  # alert fingerprint -> loop workflow id
     open_fixes: dict[str, str] = Field(default_factory=dict)  # service -> loop with an open merge request for it
     recent_deploys: list[RecentDeploy] = Field(default_factory=list)
+    alert_history: Background | None = None  # the (entity, metric) keys of past triaged alerts (incidents.remember)
     counters: Counters = Field(default_factory=Counters)
     windows: list[WindowRecord] = Field(default_factory=list)
     finishing: bool = False

@@ -27,12 +27,13 @@ LOOKBACK_MAX = 30 * 86_400  # seconds
 
 class CulpritCandidate(BaseModel):
     """A root-cause candidate (``entity``: its topology id, e.g. a service name) and the repository paths of its
-    workload: manifests, image references, config, Helm values (files or directories, relative to the root)."""
+    workload: manifests, image references, config, Helm values (files or directories, relative to the root). No
+    paths: the activity finds them in the repository (``fixloop.activities.investigate.candidate_paths``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     entity: str = Field(min_length=1, max_length=200)
-    paths: list[str] = Field(min_length=1, max_length=PATHS_MAX)
+    paths: list[str] = Field(default_factory=list, max_length=PATHS_MAX)
 
     @field_validator("paths")
     @classmethod
@@ -60,13 +61,15 @@ class CulpritInput(BaseModel):
 
 
 class CandidateCulprit(BaseModel):
-    """One candidate's answer: ``culprit`` None when no commit touching its paths was applied in the window;
+    """One candidate's answer: ``paths`` the repository paths read for it (handed in or found; none found: no
+    commit is read); ``culprit`` None when no commit touching its paths was applied in the window;
     ``commits_read``: distinct commits read; ``truncated``: a path had more than ``COMMITS_PER_PATH`` commits in the
     window (older ones were not read)."""
 
     model_config = ConfigDict(extra="forbid")
 
     entity: str
+    paths: list[str] = Field(default_factory=list, max_length=PATHS_MAX)
     culprit: Culprit | None = None
     commits_read: int = 0
     truncated: bool = False

@@ -26,6 +26,7 @@ DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against Git
 class Stage(StrEnum):
     OPEN_WORK_ITEM = "open_work_item"
     INVESTIGATE = "investigate"  # an incident: the culprit change of its top candidates (``investigate.culprit``)
+    AWAIT_RECOVERY = "await_recovery"  # an incident is open while its alerts fire; later ones on its services join
     PLAN_CHANGE = "plan_change"
     OPEN_MERGE_REQUEST = "open_merge_request"
     AWAIT_APPROVAL = "await_approval"
@@ -40,6 +41,7 @@ class Outcome(StrEnum):
     """How a loop ended."""
 
     TRACKED = "tracked"  # no fix to make (risk digest, investigation): the Jira issue is the deliverable
+    RECOVERED = "recovered"  # an incident whose every alert recovered (no change made by fixloop)
     NOT_LOCATED = "not_located"  # the fix could not be located in the repository: explained on Jira
     VERIFIED = "verified"  # deployed and the verdict passed (or a human decided it passed)
     REVERTED = "reverted"  # the verdict failed; the revert merge request was approved, merged and applied
@@ -65,6 +67,9 @@ class LoopOptions(BaseModel):
     verify_delay: timedelta = timedelta(minutes=2)  # after the window ends, for the metrics to arrive
     decide_escalate_after: timedelta = timedelta(days=1)
     decide_max_escalations: int = Field(default=3, ge=0)
+    culprit_lookback: timedelta = Field(default=timedelta(days=1), gt=timedelta(0), le=timedelta(days=30))
+    incident_escalate_after: timedelta = timedelta(hours=4)  # an incident's alerts still firing: a Jira comment
+    incident_max_escalations: int = Field(default=2, ge=0)  # then one more period, and the loop ends (tracked)
     max_run_events: int = Field(default=5_000, ge=1)  # continue-as-new beyond this (or when the server suggests)
     search_attributes: bool = True  # off only where the server lacks them (the Java test server)
 
@@ -110,6 +115,8 @@ class LoopState(BaseModel):
     recovered: list[str] = Field(default_factory=list)  # monitors seen recovering after the deploy
     alerts: list[Signal] = Field(default_factory=list)  # alerts joined while the merge request was open
     fixing_service: str | None = None  # the service the intake was told this loop is fixing (until it ends)
+    incident_services: list[str] = Field(default_factory=list, max_length=50)  # an incident's: told to the intake
+    recovered_alerts: list[str] = Field(default_factory=list, max_length=1_100)  # an incident's alerts that recovered
     revert: MergeRequestRef | None = None  # the revert merge request of a failed verdict (gated again)
     reverted_sha: str | None = None  # the merge commit it reverts
     waiting_since: AwareDatetime | None = None

@@ -23,6 +23,7 @@ from datetime import timedelta
 from fixloop.core.config import ConfigError
 from fixloop.core.models import RecentDeploy, Signal, TriageResult
 from fixloop.core.parsing import clean
+from fixloop.core.rca import Background
 from fixloop.core.topology import Topology
 from fixloop.core.triage.llm import Complete, LlmTriageFailed, triage_llm
 from fixloop.core.triage.rules import DEFAULT_INCIDENT_WINDOW, os_level, triage_rules
@@ -53,6 +54,7 @@ async def triage(
     max_entries: int = 0,
     topology: Topology | None = None,
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
+    background: Background | None = None,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``rules`` or ``llm``, see the module doc).
 
@@ -62,9 +64,14 @@ async def triage(
     instead, each work item with ``engine="rules"`` and ``note="llm engine fell back to rules: <reason>"``. An
     unknown engine raises ``ValueError``. ``topology`` and ``incident_window``: the ``rules`` engine's incident
     correlation (``fixloop.core.triage.rules``; also in its fallback); None: none, today's per-monitor items.
+    ``background``: the alert history its incidents are ranked with (``fixloop.core.rca.Background``).
     """
     rules = functools.partial(
-        triage_rules, recent_deploys=recent_deploys, topology=topology, incident_window=incident_window
+        triage_rules,
+        recent_deploys=recent_deploys,
+        topology=topology,
+        incident_window=incident_window,
+        background=background,
     )
     if engine == "rules":
         return rules(signals)

@@ -40,6 +40,7 @@ from fixloop.core.models import (
     fingerprint,
 )
 from fixloop.core.parsing import clean, highest_version, title
+from fixloop.core.rca import Background
 from fixloop.core.topology import Topology
 
 OS_ECOSYSTEMS = frozenset({"apk", "deb", "rpm"})
@@ -59,10 +60,13 @@ def triage_rules(
     attach_window: timedelta = DEFAULT_ATTACH_WINDOW,
     topology: Topology | None = None,
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
+    background: Background | None = None,
 ) -> TriageResult:
-    """The ``rules`` engine (see module doc). A fingerprint given more than once counts once (the latest
-    observation wins), as intake's dedup does. Raises ``ValueError`` (from ``incidents.correlate``) for more than
-    ``fixloop.core.incidents.MAX_ALERTS`` alerts to correlate."""
+    """The ``rules`` engine (see module doc). ``background``: the alert history incidents are ranked with
+    (``fixloop.core.rca.Background``); with a topology the result's ``alert_keys`` are the correlated alerts'. A
+    fingerprint given more than once counts once (the latest observation wins), as intake's dedup does. Raises
+    ``ValueError`` (from ``incidents.correlate``) for more than ``fixloop.core.incidents.MAX_ALERTS`` alerts to
+    correlate."""
     findings, alerts, unassigned = _partition(signals)
     groups: dict[GroupKey, list[Signal]] = defaultdict(list)
     for s in findings:
@@ -76,9 +80,10 @@ def triage_rules(
         for a in alerts:
             (regressions if deploy_for(a, recent_deploys, attach_window) else others).append(a)
         items += _alert_items(regressions, recent_deploys, alert_window, attach_window)
-        items += [incidents.work_item(g) for g in incidents.correlate(others, topology, window=incident_window)]
-    else:
-        items += _alert_items(alerts, recent_deploys, alert_window, attach_window)
+        found = incidents.correlate(others, topology, window=incident_window, background=background)
+        items += [incidents.work_item(g) for g in found]
+        return _result(items, unassigned, incidents.alert_keys(others, topology))
+    items += _alert_items(alerts, recent_deploys, alert_window, attach_window)
     return _result(items, unassigned)
 
 
@@ -103,9 +108,11 @@ def _partition(signals: Iterable[Signal]) -> tuple[list[Signal], list[Signal], l
     return findings, alerts, unassigned
 
 
-def _result(items: list[WorkItem], unassigned: list[Unassigned]) -> TriageResult:
+def _result(items: list[WorkItem], unassigned: list[Unassigned], alert_keys: list[str] | None = None) -> TriageResult:
     items.sort(key=lambda w: (w.kind.value, -w.severity.rank, w.title, w.id))
-    return TriageResult(work_items=items, unassigned=sorted(unassigned, key=lambda u: u.fingerprint))
+    return TriageResult(
+        work_items=items, unassigned=sorted(unassigned, key=lambda u: u.fingerprint), alert_keys=alert_keys or []
+    )
 
 
 def os_level(s: Signal) -> bool:
