@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -63,6 +64,87 @@ def _labels() -> dict[str, dict[str, str]]:
 def test_metric_families_by_generic_words(metric: str, family: str) -> None:
     assert rca.family(metric)[0] == family
     assert rca.family(metric)[1] is (family in ("latency", "errors", "traffic"))
+
+
+# every Alertmanager alertname in tests/fixtures/alertmanager, with the words it splits into and its family
+ALERTNAMES = {
+    "CPUThrottlingHigh": (["cpu", "throttling", "high"], "cpu"),
+    "HighPodMemory": (["high", "pod", "memory"], "memory"),
+    "JustATestAlert_1": (["just", "a", "test", "alert", "1"], "other"),
+    "KubeSchedulerDown": (["kube", "scheduler", "down"], "other"),
+    "PromgenHeartbeat": (["promgen", "heartbeat"], "other"),
+    "high_memory_load": (["high", "memory", "load"], "cpu"),  # "load" is cpu's word, and cpu comes first
+    "node_down": (["node", "down"], "other"),
+    "service_level_alert": (["service", "level", "alert"], "other"),
+}
+
+
+def _alertnames(doc: object) -> set[str]:
+    if isinstance(doc, dict):
+        own = {doc["alertname"]} if isinstance(doc.get("alertname"), str) else set()
+        return own.union(*(_alertnames(v) for v in doc.values()))
+    if isinstance(doc, list):
+        return set().union(*(_alertnames(v) for v in doc))
+    return set()
+
+
+def test_the_alertname_table_covers_every_alertname_of_the_fixtures() -> None:
+    found = set().union(*(_alertnames(json.loads(p.read_text())) for p in (FIXTURES / "alertmanager").glob("*.json")))
+    assert found == set(ALERTNAMES)
+
+
+@pytest.mark.parametrize(
+    ("name", "words", "family"),
+    [
+        *((name, words, fam) for name, (words, fam) in ALERTNAMES.items()),
+        # kube-prometheus (kubernetes-mixin) alert names and Datadog monitor names as production carries them
+        ("KubePodCrashLooping", ["kube", "pod", "crash", "looping"], "threads"),
+        ("KubeContainerOOMKilled", ["kube", "container", "oom", "killed"], "memory"),
+        ("HighErrorRate", ["high", "error", "rate"], "errors"),
+        ("HTTPRequestsErrors", ["http", "requests", "errors"], "errors"),
+        ("KubeAPIErrorBudgetBurn", ["kube", "api", "error", "budget", "burn"], "errors"),
+        ("NodeFilesystemSpaceFillingUp", ["node", "filesystem", "space", "filling", "up"], "other"),
+        ("High error rate on catalog", ["high", "error", "rate", "on", "catalog"], "errors"),
+        (
+            "SLO Monitor: aws_alb_latency_p50 for splunk",
+            ["slo", "monitor", "aws", "alb", "latency", "p50", "for", "splunk"],
+            "latency",
+        ),
+        ("p99Latency", ["p99", "latency"], "latency"),
+        ("checkout-service.http.5xx", ["checkout", "service", "http", "5xx"], "errors"),
+        ("container_network_receive_MB.eth0", ["container", "network", "receive", "mb", "eth0"], "network"),
+    ],
+)
+def test_names_split_into_words_at_case_and_separators(name: str, words: list[str], family: str) -> None:
+    assert rca.words(name) == words
+    assert rca.family(name) == (family, family in ("latency", "errors", "traffic"))
+
+
+@given(st.text(max_size=300), st.text(st.characters(max_codepoint=127), max_size=300))
+def test_words_are_lower_case_ascii_letters_and_digits(name: str, ascii_name: str) -> None:
+    assert all(w and w.isascii() and w.isalnum() and w == w.lower() for w in rca.words(name))
+    # case only adds splits: the lower-cased name gives the words split on separators alone, and the same letters
+    lowered = [w for w in re.split(r"[^a-z0-9]+", ascii_name.lower()) if w]
+    assert rca.words(ascii_name.lower()) == lowered
+    assert "".join(rca.words(ascii_name)) == "".join(lowered)
+
+
+def test_a_datadog_monitor_is_classified_by_its_name_not_its_number() -> None:
+    """Datadog's monitor id is a number: the observation's metric adds the monitor's name (the title without its
+    ``[Triggered on ...]`` bracket), so a monitor "High error rate on catalog" counts as a caller's symptom."""
+    doc = json.loads((FIXTURES / "datadog/inres-docs_query_alert_monitor_triggered_P1.json").read_text())
+    doc["title"] = "[Triggered on {service:catalog}] High error rate on catalog"
+    (signal,) = parse_document(doc, ref="dd", received_at=datetime.now(UTC)).signals
+    assert signal.monitor_id == "221164084"
+    obs = rca.observation_from_signal(signal)
+    assert obs.metric == "221164084 High error rate on catalog"
+    assert rca.family(obs.metric) == ("errors", True)
+    am = parse_document(
+        json.loads((FIXTURES / "alertmanager/harvester_rancher-monitoring_cputhrottlinghigh_firing.json").read_text()),
+        ref="am",
+        received_at=datetime.now(UTC),
+    ).signals
+    assert [rca.observation_from_signal(s).metric for s in am] == ["CPUThrottlingHigh"]
 
 
 @pytest.mark.parametrize(("fault", "expected"), [("0", "recommendationservice2-0"), ("4", "currencyservice-0")])

@@ -45,9 +45,10 @@ leave-one-out from the other faults' alerts): top1 / top3 with service mapping 6
 11/25, service 17/24 first); 43.6 / 61.5 without history. The defaults were set before measuring; over
 ``ONSET_DECAY_S`` 60-300 s and ``SYMPTOM_WEIGHT`` 0.25-1 the figures stay within 59.0-64.1 / 66.7-75.6.
 
-Metric families are recognised by patterns of generic words (``FAMILIES``), never by any system's names: cpu,
-memory, disk/io, network, threads/processes (resource); latency, errors, traffic (symptom); anything else counts as
-resource of the entity itself.
+Metric families are recognised by patterns of generic words (``FAMILIES``) among the name's ``words`` (split at
+snake_case, kebab-case, dots, spaces and CamelCase, so Prometheus metrics, Alertmanager alertnames and Datadog
+monitor names read alike), never by any system's names: cpu, memory, disk/io, network, threads/processes/restarts
+(resource); latency, errors, traffic (symptom); anything else counts as resource of the entity itself.
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ EVIDENCE_METRICS = 8  # metric names quoted per evidence line
 EVIDENCE_LINE_MAX = 400  # characters of one evidence line (a longer one ends with an ellipsis)
 NAME_MAX = 253
 
-# family -> (pattern a WORD of the metric name must match in full, is it a symptom); words are the lower-cased name
-# split on anything but letters and digits ("container_fs_reads./dev/vda" -> container, fs, reads, dev, vda). The
-# first family with a matching word wins, in this order: a caller's latency or errors before any resource word.
+# family -> (pattern a WORD of the metric name must match in full, is it a symptom); words are the name split on
+# anything but letters and digits and at CamelCase boundaries, lower-cased (``words``: "container_fs_reads./dev/vda"
+# -> container, fs, reads, dev, vda; "CPUThrottlingHigh" -> cpu, throttling, high). The first family with a matching
+# word wins, in this order: a caller's latency or errors before any resource word.
 FAMILIES: tuple[tuple[str, str, bool], ...] = (
     ("latency", r"latenc\w*|durations?|mrt|rt|p50|p9\d+|elapsed|responsetime|slow\w*", True),
     ("errors", r"errors?|errs?|fail\w*|faults?|[45]xx|exceptions?|sr|success\w*|unavailab\w*|timeouts?", True),
@@ -83,7 +85,7 @@ FAMILIES: tuple[tuple[str, str, bool], ...] = (
     ("memory", r"mem\w*|rss|heap|oom\w*|swap", False),
     ("disk/io", r"disks?|fs|io|iops|inodes?|reads?|writes?|volumes?", False),
     ("network", r"net\w*|packets?|receive\w*|transmit\w*|tcp|udp|eth\d*|rx|tx|drops?|retrans\w*|bytes", False),
-    ("threads", r"threads?|process\w*|procs?|fds?|goroutines?|restarts?", False),
+    ("threads", r"threads?|process\w*|procs?|fds?|goroutines?|restarts?|crash\w*", False),
 )
 
 INSTANCE_KEYS = ("pod_name", "pod", "kube_pod_name", "container_name", "container_id")
@@ -147,11 +149,26 @@ class Ranking(BaseModel):
     unknown: list[str] = Field(default_factory=list)
 
 
+# a CamelCase boundary: lower case or digit before upper case ("HighPod"), or the last capital of an acronym run
+# before a capitalised word ("CPUThrottling", "OOMKilled"); letters and digits stay together ("p99", "eth0", "5xx")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def words(name: str) -> list[str]:
+    """The lower-cased words of a metric, alert or monitor name: split on anything but ASCII letters and digits
+    (snake_case, kebab-case, dots, slashes, spaces) and at CamelCase boundaries, acronym runs kept whole
+    (Alertmanager ``alertname`` s such as ``CPUThrottlingHigh`` -> ``cpu``, ``throttling``, ``high``;
+    ``KubeContainerOOMKilled`` -> ``kube``, ``container``, ``oom``, ``killed``; Prometheus metric names; Datadog
+    monitor names such as "High error rate on catalog")."""
+    return [w.lower() for part in re.split(r"[^A-Za-z0-9]+", name) for w in _CAMEL.split(part) if w]
+
+
 def family(metric: str) -> tuple[str, bool]:
-    """The family of a metric name and whether it is a symptom (``FAMILIES``); ``("other", False)`` otherwise."""
-    words = [w for w in re.split(r"[^a-z0-9]+", metric.lower()) if w]
+    """The family of a metric name and whether it is a symptom (``FAMILIES``, matched on its ``words``);
+    ``("other", False)`` otherwise."""
+    words_ = words(metric)
     for fam, pattern, symptom in FAMILIES:
-        if any(re.fullmatch(pattern, w) for w in words):
+        if any(re.fullmatch(pattern, w) for w in words_):
             return fam, symptom
     return "other", False
 
@@ -171,7 +188,10 @@ def _tag_pairs(items: Iterable[str]) -> dict[str, str]:
 def observation_from_signal(signal: Signal) -> Observation:
     """The observation of an alert signal: labels from its ``tags`` and ``scope`` (``key:value``; Alertmanager
     labels arrive as tags too), ``service`` added as ``service``; ``metric`` its ``monitor_id`` (Alertmanager's
-    ``alertname``) or ``title``; ``at_ms`` its ``observed_at``; direction unknown (None)."""
+    ``alertname``) or ``title``; a monitor id without letters (Datadog's is a number) is followed by the title
+    without its leading ``[Triggered on ...]`` bracket (the monitor's name, e.g. "221164084 High error rate on
+    catalog"), so that ``family`` reads the monitor's words; ``at_ms`` its ``observed_at``; direction unknown
+    (None)."""
     labels = _tag_pairs(signal.tags)
     for key, value in _tag_pairs((signal.scope or "").split(",")).items():
         labels.setdefault(key, value)
@@ -182,8 +202,17 @@ def observation_from_signal(signal: Signal) -> Observation:
         at_ms=max(0, int(signal.observed_at.timestamp() * 1000)),
         labels=labels,
         host=labels.get("host") or labels.get("node"),
-        metric=(signal.monitor_id or signal.title)[:NAME_MAX],
+        metric=_metric(signal.monitor_id, signal.title)[:NAME_MAX],
     )
+
+
+def _metric(monitor_id: str | None, text: str) -> str:
+    if not monitor_id:
+        return text
+    if re.search(r"[A-Za-z]", monitor_id):
+        return monitor_id
+    name = re.sub(r"^\s*\[[^\]]*\]\s*", "", text).strip()
+    return f"{monitor_id} {name}" if name else monitor_id
 
 
 def _strip_port(value: str) -> str:

@@ -62,9 +62,10 @@ async def triage(
     (``FIXLOOP_LLM_MAX_ENTRIES``). An ``llm`` engine without ``complete`` raises ``fixloop.core.config.ConfigError``
     (a setup mistake, reported, not hidden by a fallback); every ``LlmTriageFailed`` returns the ``rules`` result
     instead, each work item with ``engine="rules"`` and ``note="llm engine fell back to rules: <reason>"``. An
-    unknown engine raises ``ValueError``. ``topology`` and ``incident_window``: the ``rules`` engine's incident
-    correlation (``fixloop.core.triage.rules``; also in its fallback); None: none, today's per-monitor items.
-    ``background``: the alert history its incidents are ranked with (``fixloop.core.rca.Background``).
+    unknown engine raises ``ValueError``. ``topology`` and ``incident_window``: the incident correlation of both
+    engines (``fixloop.core.triage.rules.correlated``: the ``llm`` engine's incidents are the ``rules`` engine's,
+    made by code, and so are its fallback's); None: none, today's per-monitor items. ``background``: the alert
+    history incidents are ranked with (``fixloop.core.rca.Background``).
     """
     rules = functools.partial(
         triage_rules,
@@ -80,7 +81,15 @@ async def triage(
     if complete is None:
         raise ConfigError("the llm triage engine has no completion endpoint")
     try:
-        return await triage_llm(signals, complete=complete, max_entries=max_entries, recent_deploys=recent_deploys)
+        return await triage_llm(
+            signals,
+            complete=complete,
+            max_entries=max_entries,
+            recent_deploys=recent_deploys,
+            topology=topology,
+            incident_window=incident_window,
+            background=background,
+        )
     except LlmTriageFailed as e:
         note = FALLBACK_NOTE + clean(str(e), 300)
         log.warning("%s", note)

@@ -5,6 +5,11 @@ entry exactly once, no invented ids, kinds that fit their entries, no group mixi
 manifests) and turned into work items by code: ids, severities, package bumps and advisories are computed, only the
 grouping and the titles come from the model.
 
+With a topology that has entities, the alerts that are not deploy regressions are correlated by code into
+``incident`` work items exactly as the ``rules`` engine does (``fixloop.core.triage.rules.correlated``, i.e.
+``fixloop.core.incidents.correlate``): they are not in the digest, so the model can neither regroup them nor reorder
+their root-cause candidates; it groups and words the rest (findings, and alerts that follow a fixloop deploy).
+
 Pure apart from the one completion call it is handed (``Complete``, e.g. ``fixloop.integrations.llm``'s
 ``structured_completion`` bound to its settings, as ``fixloop.core.change.draft`` is).
 """
@@ -34,9 +39,12 @@ from fixloop.core.models import (
     fingerprint,
 )
 from fixloop.core.parsing import clean, highest_version, title
+from fixloop.core.rca import Background
+from fixloop.core.topology import Topology
 from fixloop.core.triage.rules import (
     DEFAULT_ALERT_WINDOW,
     DEFAULT_ATTACH_WINDOW,
+    DEFAULT_INCIDENT_WINDOW,
     _advisories,
     _alert_items,
     _item_id,
@@ -45,6 +53,7 @@ from fixloop.core.triage.rules import (
     _plural,
     _result,
     _severity,
+    correlated,
     os_level,
 )
 
@@ -188,27 +197,36 @@ async def triage_llm(
     recent_deploys: Sequence[RecentDeploy] = (),
     alert_window: timedelta = DEFAULT_ALERT_WINDOW,
     attach_window: timedelta = DEFAULT_ATTACH_WINDOW,
+    topology: Topology | None = None,
+    incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
+    background: Background | None = None,
 ) -> TriageResult:
     """The ``llm`` engine without the fallback: one structured-output call on the digest of ``signals``.
 
-    Findings the scanner marks not affected are unassigned by code, as ``rules`` does. At most ``max_entries``
-    digest entries are sent (more: ``LlmTriageFailed`` without a call). Raises ``LlmTriageFailed`` (from
-    ``complete``, or for an answer that fails the checks, see ``_check``).
+    Findings the scanner marks not affected are unassigned by code, as ``rules`` does. With a ``topology`` that has
+    entities, the alerts that are not deploy regressions become the ``rules`` engine's ``incident`` work items
+    (same ids, signals and candidates; see the module doc) and stay out of the digest; without any other entry no
+    call is made. At most ``max_entries`` digest entries are sent (more: ``LlmTriageFailed`` without a call).
+    Raises ``LlmTriageFailed`` (from ``complete``, or for an answer that fails the checks, see ``_check``) and
+    ``ValueError`` (from ``incidents.correlate``, as ``rules`` does) for too many alerts to correlate.
     """
     findings, alerts, unassigned = _partition(signals)
+    alerts, incident_items, keys = correlated(
+        alerts, recent_deploys, attach_window, topology, incident_window, background
+    )
     entries = _entries(findings, alerts, recent_deploys, alert_window, attach_window)
     if not entries:
-        return _result([], unassigned)
+        return _result(incident_items, unassigned, keys)
     if len(entries) > max_entries:
         raise LlmTriageFailed(f"{len(entries)} digest entries, over FIXLOOP_LLM_MAX_ENTRIES={max_entries}")
     answer = await complete(system=SYSTEM_PROMPT, user=digest(entries), schema=LlmAnswer)
     by_id = {e.id: e for e in entries}
     _check(answer, by_id)
-    items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries]) for g in answer.groups]
+    items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries]) for g in answer.groups] + incident_items
     for u in answer.unassigned:
         reason = "llm: " + (clean(u.reason, REASON_MAX) or "no work needed")
         unassigned += [Unassigned(fingerprint=s.fingerprint, reason=reason) for s in by_id[u.entry].members]
-    return _result(items, unassigned)
+    return _result(items, unassigned, keys)
 
 
 def digest(entries: Sequence[_Entry]) -> str:

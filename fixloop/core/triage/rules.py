@@ -72,19 +72,37 @@ def triage_rules(
     for s in findings:
         groups[_finding_key(s)].append(s)
     items = [_finding_item(key, members) for key, members in groups.items()]
-    if topology is not None and topology.entities:
-        from fixloop.core import incidents  # incidents imports this module (deploy_for)
+    alerts, incident_items, keys = correlated(
+        alerts, recent_deploys, attach_window, topology, incident_window, background
+    )
+    items += _alert_items(alerts, recent_deploys, alert_window, attach_window) + incident_items
+    return _result(items, unassigned, keys)
 
-        regressions: list[Signal] = []
-        others: list[Signal] = []
-        for a in alerts:
-            (regressions if deploy_for(a, recent_deploys, attach_window) else others).append(a)
-        items += _alert_items(regressions, recent_deploys, alert_window, attach_window)
-        found = incidents.correlate(others, topology, window=incident_window, background=background)
-        items += [incidents.work_item(g) for g in found]
-        return _result(items, unassigned, incidents.alert_keys(others, topology))
-    items += _alert_items(alerts, recent_deploys, alert_window, attach_window)
-    return _result(items, unassigned)
+
+def correlated(
+    alerts: list[Signal],
+    recent_deploys: Sequence[RecentDeploy],
+    attach_window: timedelta,
+    topology: Topology | None,
+    incident_window: timedelta,
+    background: Background | None = None,
+) -> tuple[list[Signal], list[WorkItem], list[str]]:
+    """The incident correlation both engines share: with a ``topology`` that has entities, the alerts that are not
+    deploy regressions (``deploy_for``) become ``incident`` work items (``fixloop.core.incidents.correlate`` with
+    ``window=incident_window``, ranked with the alert history ``background``, one per group); returns (the alerts
+    left to group per monitor and window, those items, the correlated alerts' history keys,
+    ``incidents.alert_keys``). Without a topology (None or no entities): (every alert, [], []). Raises
+    ``ValueError`` (from ``correlate``) for more than ``fixloop.core.incidents.MAX_ALERTS`` alerts to correlate."""
+    if topology is None or not topology.entities:
+        return alerts, [], []
+    from fixloop.core import incidents  # incidents imports this module (deploy_for)
+
+    regressions: list[Signal] = []
+    others: list[Signal] = []
+    for a in alerts:
+        (regressions if deploy_for(a, recent_deploys, attach_window) else others).append(a)
+    found = incidents.correlate(others, topology, window=incident_window, background=background)
+    return regressions, [incidents.work_item(g) for g in found], incidents.alert_keys(others, topology)
 
 
 def _partition(signals: Iterable[Signal]) -> tuple[list[Signal], list[Signal], list[Unassigned]]:
