@@ -2,17 +2,34 @@
 intake window, handing the ``llm`` engine ``fixloop.integrations.llm.structured_completion`` (its failures become
 ``LlmTriageFailed``, so the engine falls back to ``rules``).
 
-The topology the ``rules`` engine correlates alerts on (``fixloop.core.topology``) is the activity's own: handed in,
-or read from the GitOps repository's ``fixloop.yaml`` (its ``topology:`` section, default branch) through GitLab on
-each call when GitLab is configured. It never travels in a Temporal payload. No GitLab, no section, or a read or
-parse failure (logged as a warning naming the error, never failing triage): no topology, per-monitor work items.
+The topology the ``rules`` engine correlates alerts on (``fixloop.core.topology``) is the activity's own, handed in,
+or built on each call from up to three sources merged in this order (``topology.merge``: the first one's kind wins):
+
+* ``fixloop.yaml``: its ``topology:`` section on the default branch of the GitOps repository (GitLab);
+* ``manifests``: the Kubernetes manifests of that commit (``topology.from_manifests``): the ``*.yaml``/``*.yml``
+  files in or below a folder holding a Kustomization file (every such file when the repository has none), from
+  one tree listing; at most ``MANIFEST_FILES`` files of at most ``MANIFEST_FILE_BYTES`` each and
+  ``MANIFEST_BYTES`` in all (what is left out is counted in the topology's ``cut``);
+* ``datadog``: APM's service map of ``FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV`` over the last hour
+  (``GET /api/v1/service_dependencies``), when that is set.
+
+The two repository sources are read once per default-branch head commit: their topology is cached by the head's sha
+(``CACHE_COMMITS`` commits, least recently used dropped; a commit whose read failed is not cached), so a call on an
+unchanged head costs two requests (the project and its branch); APM is read on each call. The topology never
+travels in a Temporal payload. A source that fails (a GitLab or Datadog error, a malformed ``fixloop.yaml``) is a
+warning naming the source and the error, and the others still count; no source configured, or every one failing:
+no topology, per-monitor work items (never a failed triage).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+import posixpath
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -26,10 +43,11 @@ from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.models import RecentDeploy, Signal, TriageResult
 from fixloop.core.parsing import clean
 from fixloop.core.rca import Background
-from fixloop.core.topology import Topology, from_policy_text
+from fixloop.core.topology import Topology, from_manifests, from_policy_text, from_service_dependencies, merge
 from fixloop.core.triage import LlmTriageFailed
 from fixloop.core.triage import triage as triage_with
 from fixloop.core.triage.rules import DEFAULT_INCIDENT_WINDOW
+from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
 from fixloop.integrations.errors import IntegrationError
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.llm import LlmError, structured_completion
@@ -38,6 +56,13 @@ from fixloop.workflows.contracts.triage import RESULT_TOO_LARGE, GroupSignalsInp
 # Temporal activity name: unchanged (running histories and the worker's metrics name it).
 GROUP_SIGNALS = "triage.group_signals"
 RESULT_MAX_BYTES = 768 * 1024  # a triage result as JSON; Temporal refuses a payload over 2 MiB
+TREE_ENTRIES = 20_000  # entries of the repository tree listed (200 pages of 100)
+MANIFEST_FILES = 300
+MANIFEST_FILE_BYTES = 512 * 1024
+MANIFEST_BYTES = 8 * 1024 * 1024
+CACHE_COMMITS = 8
+KUSTOMIZATION_FILES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
+APM_WINDOW = timedelta(hours=1)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -80,33 +105,154 @@ async def triage(
     return await run(engine=engine, complete=functools.partial(_complete, settings), max_entries=settings.max_entries)
 
 
-def read_topology(gitlab: GitLabClient) -> Topology:
-    """The topology of ``fixloop.yaml`` on the default branch of ``gitlab``'s project (empty without the file or
-    its ``topology:`` section). Raises ``IntegrationError`` (GitLab) or ``ValueError`` (a malformed file)."""
-    return from_policy_text(gitlab.read_file(POLICY_FILE, gitlab.default_branch()))
+def read_topology(gitlab: GitLabClient, ref: str | None = None) -> Topology:
+    """The topology of ``fixloop.yaml`` at ``ref`` (None: the default branch) of ``gitlab``'s project (empty
+    without the file or its ``topology:`` section). Raises ``IntegrationError`` (GitLab) or ``ValueError`` (a
+    malformed file)."""
+    return from_policy_text(gitlab.read_file(POLICY_FILE, ref or gitlab.default_branch()))
+
+
+def manifest_paths(paths: Sequence[str]) -> list[str]:
+    """The manifests among a repository's file ``paths``: the ``*.yaml``/``*.yml`` files (``fixloop.yaml`` and the
+    Kustomization files themselves left out) in or below a folder holding a Kustomization file, or every such file
+    when no folder holds one; sorted."""
+    roots = {posixpath.dirname(p) for p in paths if posixpath.basename(p) in KUSTOMIZATION_FILES}
+
+    def under_a_root(path: str) -> bool:
+        folder = posixpath.dirname(path)
+        return any(r == "" or folder == r or folder.startswith(f"{r}/") for r in roots)
+
+    return sorted(
+        p
+        for p in paths
+        if p.endswith((".yaml", ".yml"))
+        and p != POLICY_FILE
+        and posixpath.basename(p) not in KUSTOMIZATION_FILES
+        and (not roots or under_a_root(p))
+    )
+
+
+def read_manifests(gitlab: GitLabClient, ref: str) -> Topology:
+    """The topology of the Kubernetes manifests at commit ``ref`` (``manifest_paths`` of one recursive tree
+    listing, read under the bounds of the module docstring; a file over ``MANIFEST_FILE_BYTES`` is skipped, what
+    is left out is counted in ``cut`` as ``manifest files``). Raises ``IntegrationError``."""
+    items = gitlab.tree(ref=ref, recursive=True, limit=TREE_ENTRIES + 1)
+    cut: dict[str, int] = {"tree entries": 1} if len(items) > TREE_ENTRIES else {}
+    paths = manifest_paths([i.path for i in items[:TREE_ENTRIES] if i.type == "blob"])
+    texts: list[str] = []
+    total = 0
+    for path in paths:
+        if len(texts) >= MANIFEST_FILES or total >= MANIFEST_BYTES:
+            cut["manifest files"] = cut.get("manifest files", 0) + 1
+            continue
+        data = gitlab.read_file_head(path, ref, min(MANIFEST_FILE_BYTES, MANIFEST_BYTES - total) + 1)
+        if data is None:
+            continue
+        if len(data) > min(MANIFEST_FILE_BYTES, MANIFEST_BYTES - total):
+            cut["manifest files"] = cut.get("manifest files", 0) + 1
+            continue
+        total += len(data)
+        texts.append(data.decode("utf-8", errors="replace"))
+    found = from_manifests(texts)
+    if not cut:
+        return found
+    merged = dict(found.cut)
+    for what, n in cut.items():
+        merged[what] = merged.get(what, 0) + n
+    return found.model_copy(update={"cut": merged})
+
+
+def read_service_dependencies(datadog: DatadogClient, env: str) -> Topology:
+    """APM's service map of ``env`` over the last ``APM_WINDOW`` as a topology. Raises ``IntegrationError`` (Datadog)
+    or ``ValueError`` (an answer that is not an object)."""
+    now = time.time()
+    return from_service_dependencies(datadog.service_dependencies(env, start=now - APM_WINDOW.total_seconds(), end=now))
+
+
+def _warn(source: str, e: Exception) -> None:
+    activity.logger.warning(
+        "topology source failed, the others still count (%s reading %s: %s)",
+        type(e).__name__,
+        source,
+        clean(str(e), 300),
+    )
 
 
 class TriageActivities:
     """The triage activity; built once by the worker with the ``llm`` engine's settings (None: read from the
-    environment when the engine is first asked for), and the topology: ``topology`` as given, else read through
-    ``gitlab`` on each call (``read_topology``), else none."""
+    environment when the engine is first asked for), and the topology: ``topology`` as given, else built on each
+    call from ``gitlab``'s repository (``fixloop.yaml`` and the manifests, cached per head commit) and ``datadog``'s
+    APM service map (when its ``service_dependencies_env`` is set), else none (see the module docstring)."""
 
     def __init__(
-        self, llm: LlmSettings | None = None, *, topology: Topology | None = None, gitlab: GitLabSettings | None = None
+        self,
+        llm: LlmSettings | None = None,
+        *,
+        topology: Topology | None = None,
+        gitlab: GitLabSettings | None = None,
+        datadog: DatadogSettings | None = None,
     ) -> None:
         self.llm = llm
         self.topology = topology
         self.gitlab = GitLabClient(gitlab) if gitlab is not None and topology is None else None
+        apm = topology is None and datadog is not None and datadog.service_dependencies_env is not None
+        self.datadog = DatadogClient(datadog) if apm and datadog is not None else None
+        self.apm_env = datadog.service_dependencies_env if datadog is not None else None
+        self._by_commit: OrderedDict[str, Topology] = OrderedDict()
+        self._lock = threading.Lock()  # calls run in threads (asyncio.to_thread) and may overlap
+
+    def _repository(self) -> list[Topology]:
+        """The repository's sources at the default branch's head (cached by its sha); blocking."""
+        assert self.gitlab is not None
+        gitlab = self.gitlab
+        try:
+            head = gitlab.branch_head(gitlab.default_branch())
+        except IntegrationError as e:
+            _warn("the default branch", e)
+            return []
+        if head is None:
+            return []
+        with self._lock:
+            cached = self._by_commit.get(head)
+            if cached is not None:
+                self._by_commit.move_to_end(head)
+                return [cached]
+        readers: tuple[tuple[str, Callable[[], Topology]], ...] = (
+            (POLICY_FILE, lambda: read_topology(gitlab, head)),
+            ("manifests", lambda: read_manifests(gitlab, head)),
+        )
+        found: list[Topology] = []
+        for source, read in readers:
+            try:
+                found.append(read())
+            except (IntegrationError, ValueError) as e:
+                _warn(source, e)
+        if len(found) == len(readers):
+            with self._lock:
+                self._by_commit[head] = merge(*found)
+                while len(self._by_commit) > CACHE_COMMITS:
+                    self._by_commit.popitem(last=False)
+        return found
+
+    def _apm(self) -> list[Topology]:
+        assert self.datadog is not None and self.apm_env is not None
+        try:
+            return [read_service_dependencies(self.datadog, self.apm_env)]
+        except (IntegrationError, ValueError) as e:
+            _warn("datadog service dependencies", e)
+            return []
 
     async def _topology(self) -> Topology | None:
-        if self.topology is not None or self.gitlab is None:
+        if self.topology is not None:
             return self.topology
-        try:
-            return await asyncio.to_thread(read_topology, self.gitlab)
-        except (IntegrationError, ValueError) as e:
-            reason = f"{type(e).__name__} reading {POLICY_FILE}: {clean(str(e), 300)}"
-            activity.logger.warning("no topology for triage (%s)", reason)
+        sources = [f for f, on in ((self._repository, self.gitlab), (self._apm, self.datadog)) if on is not None]
+        if not sources:
             return None
+        found = [t for part in await asyncio.gather(*(asyncio.to_thread(f) for f in sources)) for t in part]
+        if not found:
+            activity.logger.warning("no topology for triage: every configured source failed")
+            return None
+        return found[0] if len(found) == 1 else merge(*found)
 
     @activity.defn(name=GROUP_SIGNALS)
     async def group_signals(self, inp: GroupSignalsInput) -> TriageResult:

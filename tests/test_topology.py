@@ -257,3 +257,96 @@ def test_a_topology_survives_json_as_temporal_carries_it() -> None:
     back = topology.Topology.model_validate_json(to_json(t))
     assert back == t and back.callers("productcatalogservice") == t.callers("productcatalogservice")
     assert back.host_of("frontend-0") == "node-5" and len(to_json(t)) < 16_000
+
+
+# --- (c) Datadog APM service dependencies, and the merge of sources ---------------------------------------------
+
+APM = FIXTURES / "datadog" / "api" / "datadog-docs_v1_service-dependencies_list_example.json"
+
+
+def test_service_dependencies_adapter_reads_the_api_reference_example() -> None:
+    """The API reference's example answer (its upstream typo ``servica_a`` kept): four services, four calls edges, a
+    leaf service (``calls: []``) still an entity."""
+    t = topology.from_service_dependencies(json.loads(APM.read_text()))
+    assert t.entities == dict.fromkeys(["servica_a", "service_b", "service_c", "service_o"], EntityKind.SERVICE)
+    assert sorted(t.callees("servica_a")) == ["service_b", "service_c"]
+    assert sorted(t.callers("service_o")) == ["service_b", "service_c"]
+    assert t.counts() == {"service": 4, "calls": 4} and t.ignored == {} and t.cut == {}
+
+
+def test_service_dependencies_adapter_counts_what_it_cannot_read_and_keeps_its_bounds() -> None:
+    doc = {"a": {"calls": ["b", 7, ""]}, "odd": {"callers": []}, "x" * 300: {"calls": []}, "c": ["d"]}
+    t = topology.from_service_dependencies(doc)
+    assert t.entities == {"a": EntityKind.SERVICE, "b": EntityKind.SERVICE}
+    assert t.ignored == {"callee not a name": 1, "invalid name": 2, "service without a calls list": 2}
+    wide = {f"s{i}": {"calls": [f"s{i + 1}"]} for i in range(50)}
+    bounded = topology.from_service_dependencies(wide, max_entities=10, max_edges=4)
+    assert len(bounded.entities) == 10 and len(bounded.edges) == 4
+    assert bounded.cut["entities"] > 0 and bounded.cut["edges"] > 0
+    for not_an_object in ([], "a", None, 3):
+        with pytest.raises(ValueError, match="expected an object"):
+            topology.from_service_dependencies(not_an_object)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json | st.dictionaries(st.text(max_size=6), _json | st.fixed_dictionaries({"calls": _json}), max_size=6))
+def test_any_json_is_a_service_map_or_a_value_error_for_a_non_object(doc: object) -> None:
+    try:
+        t = topology.from_service_dependencies(doc, max_entities=5, max_edges=5)
+    except ValueError:
+        assert not isinstance(doc, dict)
+    else:
+        assert isinstance(doc, dict) and len(t.entities) <= 5 and len(t.edges) <= 5
+        assert all(e.kind is EdgeKind.CALLS and e.source in t.entities and e.target in t.entities for e in t.edges)
+
+
+def test_merge_unions_the_sources_and_the_first_kind_wins() -> None:
+    policy = topology.from_policy_text(POLICY)  # catalog-db: a database
+    apm = topology.from_service_dependencies(
+        {"catalog": {"calls": ["catalog-db", "search"]}, "catalog-db": {"calls": []}}
+    )
+    merged = topology.merge(policy, apm)
+    assert merged.kind("catalog-db") is EntityKind.DATABASE  # the policy's kind, APM's "service" counted
+    assert merged.ignored == {"kind conflict": 1}
+    assert sorted(merged.callees("catalog")) == ["catalog-db", "inventory", "search"]  # one edge for the duplicate
+    assert merged.service_of("catalog-0") == "catalog" and merged.host_of("catalog-0") == "node-1"
+    reverse = topology.merge(apm, policy)
+    assert reverse.kind("catalog-db") is EntityKind.SERVICE and set(reverse.entities) == set(merged.entities)
+    assert topology.merge() == topology.Topology()
+
+
+_small = st.builds(
+    lambda doc: topology.from_service_dependencies(doc),
+    st.dictionaries(
+        st.sampled_from("abcdefgh"), st.fixed_dictionaries({"calls": st.lists(st.sampled_from("abcdefgh"))}), max_size=6
+    ),
+)
+_kinded = st.builds(
+    lambda kinds: topology.from_policy({"datastores": kinds}),
+    st.dictionaries(st.sampled_from("abcdefgh"), st.sampled_from(["database", "cache"]), max_size=4),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_small | _kinded, max_size=4), st.integers(1, 8), st.integers(1, 8))
+def test_merge_is_the_bounded_union_with_every_conflict_and_cut_counted(
+    parts: list[topology.Topology], max_entities: int, max_edges: int
+) -> None:
+    full = topology.merge(*parts)
+    ids = {i for p in parts for i in p.entities}
+    edges = {(e.source, e.target, e.kind) for p in parts for e in p.edges}
+    assert set(full.entities) == ids and {(e.source, e.target, e.kind) for e in full.edges} == edges
+    for name, kind in full.entities.items():  # the first source that names an entity gives its kind
+        assert kind is next(p.entities[name] for p in parts if name in p.entities)
+    conflicts = sum(
+        1
+        for i, p in enumerate(parts)
+        for name, kind in p.entities.items()
+        if any(name in q.entities for q in parts[:i]) and kind is not full.entities[name]
+    )
+    assert full.ignored.get("kind conflict", 0) == conflicts
+    assert topology.merge(full) == full  # idempotent
+    small = topology.merge(*parts, max_entities=max_entities, max_edges=max_edges)
+    assert len(small.entities) <= max_entities and len(small.edges) <= max_edges
+    assert len(small.entities) + small.cut.get("entities", 0) == len(ids)
+    assert len(small.edges) + small.cut.get("edges", 0) >= len(edges)

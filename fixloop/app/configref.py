@@ -120,8 +120,9 @@ GROUPS: tuple[Group, ...] = (
     Group(
         "Datadog",
         "fixloop.integrations.datadog.api:DatadogSettings",
-        "Verification (metrics before and after, the triggering monitor). Configured when "
-        "`FIXLOOP_DATADOG_API_KEY` is set; then the application key is required too.",
+        "Verification (metrics before and after, the triggering monitor) and, with "
+        "`FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV`, APM's service map in the topology triage correlates alerts on. "
+        "Configured when `FIXLOOP_DATADOG_API_KEY` is set; then the application key is required too.",
     ),
 )
 

@@ -97,7 +97,7 @@ class Integrations:
 def activities(llm: LlmSettings | None = None, integrations: Integrations | None = None) -> list[Callable[..., Any]]:
     """The activity callables, built once."""
     config = integrations or Integrations()
-    triage = TriageActivities(llm, gitlab=config.gitlab)
+    triage = TriageActivities(llm, gitlab=config.gitlab, datadog=config.datadog)
     out: list[Callable[..., Any]] = [triage.group_signals]
     if config.jira is not None:
         j = WorkItemActivities(config.jira)

@@ -35,7 +35,13 @@ Adapters, each pure (texts and parsed documents in, ``Topology`` out):
   to the workloads its selector matches; a DNS name found in another workload's container ``env`` values, ``args``
   or ``command``, or in a ConfigMap's ``data`` that workload mounts or imports (``envFrom``, ``valueFrom``,
   volumes), makes a ``calls`` edge. Reference: Kubernetes "DNS for Services and Pods"
-  (https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/).
+  (https://kubernetes.io/docs/concepts/services-networking/dns-pod-service/);
+  ``from_service_dependencies``: Datadog APM's service map, the answer of ``GET /api/v1/service_dependencies``
+  (docs.datadoghq.com/api/latest/service-dependencies/, public beta): an object keyed by service name, each
+  ``{"calls": [callee, ...]}``; every name is a service, every listed callee a ``calls`` edge.
+
+``merge(*topologies)``: the union of several sources' entities and edges, under the same bounds; an entity two
+sources give different kinds keeps the first one's kind, and the conflict is counted in ``ignored``.
 """
 
 from __future__ import annotations
@@ -488,3 +494,61 @@ def _hosts_in(text: str) -> set[str]:
         if token and len(token) <= NAME_MAX and _HOSTNAME.fullmatch(token):
             out.add(token)
     return out
+
+
+# --- (c) Datadog APM service dependencies -----------------------------------------------------------------------
+
+
+def from_service_dependencies(doc: object, *, max_entities: int = MAX_ENTITIES, max_edges: int = MAX_EDGES) -> Topology:
+    """The topology of a ``GET /api/v1/service_dependencies`` answer (``json.loads`` of it: ``{service: {"calls":
+    [callee, ...]}}``, Datadog API reference "Get all APM service dependencies"). Raises ``ValueError`` for a
+    document that is not an object; a service whose value has no ``calls`` list is counted in ``ignored``
+    (``service without a calls list``), a callee that is not a string too (``callee not a name``), an invalid
+    name (empty, over ``NAME_MAX``) as everywhere (``invalid name``)."""
+    if not isinstance(doc, Mapping):
+        raise ValueError("service dependencies: expected an object keyed by service name")
+    b = _Builder(max_entities, max_edges)
+    for name, spec in doc.items():
+        calls = spec.get("calls") if isinstance(spec, Mapping) else None
+        if not isinstance(calls, list):
+            b.skip("service without a calls list")
+            continue
+        caller = b.entity(name, EntityKind.SERVICE)
+        if caller is None:
+            continue
+        for callee in calls:
+            if not isinstance(callee, str):
+                b.skip("callee not a name")
+                continue
+            b.edge(caller, b.entity(callee, EntityKind.SERVICE), EdgeKind.CALLS)
+    return b.build()
+
+
+# --- the union of sources -----------------------------------------------------------------------------------------
+
+
+def merge(*topologies: Topology, max_entities: int = MAX_ENTITIES, max_edges: int = MAX_EDGES) -> Topology:
+    """The union of ``topologies``: every entity (an id two of them give different kinds keeps the first kind; each
+    such conflict counts one ``kind conflict`` in ``ignored``) and every edge (a duplicate once), first come first
+    kept under the bounds. ``cut`` and ``ignored`` are the inputs' counts added up, plus what the merge itself cut
+    or ignored (an edge whose endpoint its topology does not declare: ``edge to an unknown entity``)."""
+    b = _Builder(max_entities, max_edges)
+    for t in topologies:
+        for what, n in t.cut.items():
+            b.cut[what] = b.cut.get(what, 0) + n
+        for what, n in t.ignored.items():
+            b.ignored[what] = b.ignored.get(what, 0) + n
+    for t in topologies:
+        for name, kind in t.entities.items():
+            known = b.entities.get(name)
+            if known is not None and known is not kind:
+                b.skip("kind conflict")
+            b.entity(name, kind)
+        for e in t.edges:
+            if e.source in b.dropped or e.target in b.dropped:
+                b.cut["edges"] = b.cut.get("edges", 0) + 1
+            elif e.source not in b.entities or e.target not in b.entities:
+                b.skip("edge to an unknown entity")
+            else:
+                b.edge(e.source, e.target, e.kind)
+    return b.build()

@@ -1,9 +1,13 @@
-"""Datadog REST API: metric queries, monitors and events, on the official ``datadog-api-client`` (v1 endpoints).
+"""Datadog REST API: metric queries, monitors, events and APM service dependencies, on the official
+``datadog-api-client`` (v1 endpoints).
 
 Vendor docs: docs.datadoghq.com/api/latest/metrics/#query-timeseries-points (``GET /api/v1/query``: ``from``/``to``
 epoch seconds, ``series[].pointlist`` of ``[epoch ms, value|null]``; timestamps are floats in older responses, ints
 in newer ones), .../monitors/#get-a-monitors-details (``GET /api/v1/monitor/{id}``), .../events/#post-an-event
-(``POST /api/v1/events``), .../authentication/#validate-api-key (``GET /api/v1/validate``).
+(``POST /api/v1/events``), .../authentication/#validate-api-key (``GET /api/v1/validate``),
+.../service-dependencies/#get-all-apm-service-dependencies (``GET /api/v1/service_dependencies``, public beta: the
+library has no API class for it, so ``service_dependencies`` declares the endpoint with the library's own
+``Endpoint``, on the same client, keys, timeout and errors as the others).
 
 Every call has a timeout (``DatadogSettings.timeout``, seconds, per request); the library's own retries stay off
 (urllib3 retries disabled too), so Temporal's retry policy is the only one. Errors: ``AuthError`` (403 for a wrong
@@ -23,6 +27,7 @@ from typing import Any, TypeVar
 
 import urllib3
 from datadog_api_client import ApiClient, Configuration
+from datadog_api_client.api_client import Endpoint
 from datadog_api_client.exceptions import ApiException, OpenApiException
 from datadog_api_client.v1.api.authentication_api import AuthenticationApi
 from datadog_api_client.v1.api.events_api import EventsApi
@@ -52,7 +57,9 @@ logging.getLogger("datadog_api_client").setLevel(logging.WARNING)
 class DatadogSettings(BaseSettings):
     """``FIXLOOP_DATADOG_SITE`` (``datadoghq.com``, ``datadoghq.eu``, ``us5.datadoghq.com``...) or
     ``FIXLOOP_DATADOG_HOST`` (a full base URL, e.g. the sandbox's ``http://127.0.0.1:8900/datadog``; wins over the
-    site), ``FIXLOOP_DATADOG_API_KEY``, ``FIXLOOP_DATADOG_APP_KEY``, ``FIXLOOP_DATADOG_TIMEOUT`` (seconds)."""
+    site), ``FIXLOOP_DATADOG_API_KEY``, ``FIXLOOP_DATADOG_APP_KEY``, ``FIXLOOP_DATADOG_TIMEOUT`` (seconds),
+    ``FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV`` (the APM ``env`` whose service map adds ``calls`` edges to the
+    triage topology; unset: not read)."""
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_DATADOG_", env_file=".env", extra="ignore")
 
@@ -61,6 +68,13 @@ class DatadogSettings(BaseSettings):
     api_key: SecretStr = Field(description="Datadog API key; setting it enables verification.")
     app_key: SecretStr = Field(description="Datadog application key (reads metrics and monitors).")
     timeout: float = Field(default=15.0, gt=0, le=300, description="Seconds per HTTP request.")
+    service_dependencies_env: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="APM environment (the env tag) whose service dependencies (GET /api/v1/service_dependencies) "
+        "add calls edges to the topology triage correlates alerts on; unset: APM is not read.",
+    )
 
     @property
     def base_url(self) -> str:
@@ -153,6 +167,7 @@ class DatadogClient:
         self._monitors = MonitorsApi(self._client)
         self._events = EventsApi(self._client)
         self._auth = AuthenticationApi(self._client)
+        self._service_dependencies = _service_dependencies_endpoint(self._client)
 
     def __enter__(self) -> DatadogClient:
         return self
@@ -181,6 +196,23 @@ class DatadogClient:
         )
         return [_series(s) for s in (resp.to_dict().get("series") or [])]
 
+    def service_dependencies(
+        self, env: str, start: datetime | float | None = None, end: datetime | float | None = None
+    ) -> dict[str, Any]:
+        """APM's service map for ``env`` (``GET /api/v1/service_dependencies?env=&start=&end=``, epoch seconds;
+        Datadog's defaults: ``end`` now, ``start`` an hour before ``end``): the JSON object as Datadog answers it,
+        ``{service: {"calls": [callee, ...]}}`` (read it with ``fixloop.core.topology.from_service_dependencies``).
+        An answer that is not a JSON object is an ``IntegrationError``; ``AuthError`` when the application key
+        may not read APM."""
+        kwargs: dict[str, Any] = {"env": env}
+        if start is not None:
+            kwargs["start"] = _epoch(start)
+        if end is not None:
+            kwargs["end"] = _epoch(end)
+        return self._call(
+            "service dependencies", lambda: dict(self._service_dependencies.call_with_http_info(**kwargs))
+        )
+
     def get_monitor(self, monitor_id: int) -> Monitor:
         """The monitor ``monitor_id`` with its current ``overall_state``; ``NotFound`` if there is none."""
         m = self._call("get monitor", lambda: self._monitors.get_monitor(monitor_id)).to_dict()
@@ -204,6 +236,31 @@ class DatadogClient:
         return Event(id=int(event.get("id_str") or event.get("id") or 0), url=event.get("url"))
 
 
+def _service_dependencies_endpoint(client: ApiClient) -> Endpoint:
+    """``GET /api/v1/service_dependencies`` declared as the library declares its generated endpoints (operation
+    ``ListServiceDependencies`` of Datadog's v1 API: query ``env`` required, ``primary_tag``, ``start``, ``end``;
+    API and application key; the answer an object)."""
+    query = {"location": "query"}
+    return Endpoint(
+        settings={
+            "response_type": (dict,),
+            "auth": ["apiKeyAuth", "appKeyAuth"],
+            "endpoint_path": "/api/v1/service_dependencies",
+            "operation_id": "list_service_dependencies",
+            "http_method": "GET",
+            "version": "v1",
+        },
+        params_map={
+            "env": {"required": True, "openapi_types": (str,), "attribute": "env", **query},
+            "primary_tag": {"openapi_types": (str,), "attribute": "primary_tag", **query},
+            "start": {"openapi_types": (int,), "attribute": "start", **query},
+            "end": {"openapi_types": (int,), "attribute": "end", **query},
+        },
+        headers_map={"accept": ["application/json"]},
+        api_client=client,
+    )
+
+
 def _series(s: dict[str, Any]) -> Series:
     units = [u for u in (s.get("unit") or []) if u]
     unit = "/".join(str(u.get("name")) for u in units) or None
@@ -224,8 +281,9 @@ PROBE_QUERY = "avg:datadog.estimated_usage.hosts{*}"  # a metric every Datadog o
 
 def check(settings: DatadogSettings, timeout: float) -> CheckResult:
     """``fixloop config check``'s datadog line: ``GET /api/v1/validate`` (API key), then a metric query over the
-    last five minutes (the application key and the metrics-read permission verification needs); each request
-    bounded by ``timeout`` seconds."""
+    last five minutes (the application key and the metrics-read permission verification needs), then, when
+    ``service_dependencies_env`` is set, ``GET /api/v1/service_dependencies`` for it (the APM read triage's
+    topology needs); each request bounded by ``timeout`` seconds."""
     target = settings.base_url
     with DatadogClient(bounded(settings, timeout)) as client:
         try:
@@ -239,4 +297,15 @@ def check(settings: DatadogSettings, timeout: float) -> CheckResult:
         except IntegrationError as e:
             keys = "FIXLOOP_DATADOG_APP_KEY, which must read metrics"
             return failed("datadog", target, e, hint(e, {AuthError: keys}, "FIXLOOP_DATADOG_SITE/_HOST"))
-    return CheckResult(Status.OK, "datadog", f"{target} (API key valid, application key reads metrics)")
+        apm = ""
+        if settings.service_dependencies_env:
+            env = settings.service_dependencies_env
+            try:
+                services = client.service_dependencies(env, now - 3600, now)
+            except IntegrationError as e:
+                keys = "FIXLOOP_DATADOG_APP_KEY, which must read APM"
+                return failed(
+                    "datadog", target, e, hint(e, {AuthError: keys}, "FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV")
+                )
+            apm = f", APM env {env} maps {len(services)} services"
+    return CheckResult(Status.OK, "datadog", f"{target} (API key valid, application key reads metrics{apm})")

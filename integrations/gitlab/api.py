@@ -241,9 +241,7 @@ def _message(e: GitlabError) -> str:
 # python-gitlab's and requests' exceptions as ``fixloop.integrations.errors`` (``map_exceptions``).
 _ERRORS: ExceptionMap = {
     GitlabError: by_status(SYSTEM, lambda e: e.response_code, _message),
-    requests.exceptions.JSONDecodeError: answer_error(
-        SYSTEM, "the answer is not JSON (is the URL a GitLab instance?)"
-    ),
+    requests.exceptions.JSONDecodeError: answer_error(SYSTEM, "the answer is not JSON (is the URL a GitLab instance?)"),
     requests.exceptions.RequestException: transport_error(SYSTEM),
 }
 
@@ -360,19 +358,44 @@ class GitLabClient:
         assert isinstance(raw, bytes)
         return raw.decode("utf-8", errors="replace")
 
-    def tree(self, path: str = "", ref: str | None = None, recursive: bool = False) -> list[TreeItem]:
-        """The entries under directory ``path`` at ``ref`` (default branch when None); [] for a missing directory."""
-        params: dict[str, Any] = {"path": path, "recursive": recursive, "get_all": True, "per_page": 100}
+    def read_file_head(self, path: str, ref: str, max_bytes: int) -> bytes | None:
+        """The first ``max_bytes`` bytes of ``path`` at ``ref`` (the raw file streamed; what follows is not
+        downloaded), or None when there is no such file there. Ask for one byte more than a bound to tell a file
+        over it."""
+        try:
+            with map_exceptions(_ERRORS, f"read {path}@{ref}"):
+                chunks = self.project.files.raw(file_path=path, ref=ref, streamed=True, iterator=True)
+                data = bytearray()
+                for chunk in chunks:
+                    data += chunk
+                    if len(data) >= max_bytes:
+                        break
+        except NotFound as e:
+            if "Project" in e.message:
+                raise
+            return None
+        return bytes(data[:max_bytes])
+
+    def tree(
+        self, path: str = "", ref: str | None = None, recursive: bool = False, limit: int | None = None
+    ) -> list[TreeItem]:
+        """The entries under directory ``path`` at ``ref`` (default branch when None), at most ``limit`` of them
+        in GitLab's order (None: all; 100 per page); [] for a missing directory."""
+        params: dict[str, Any] = {"path": path, "recursive": recursive, "iterator": True, "per_page": 100}
         if ref:
             params["ref"] = ref
+        out: list[TreeItem] = []
         try:
             with map_exceptions(_ERRORS, f"tree {path or '/'}"):
-                items = self.project.repository_tree(**params)
+                for item in self.project.repository_tree(**params):
+                    if limit is not None and len(out) >= limit:
+                        break
+                    out.append(TreeItem.model_validate(item))
         except NotFound as e:
             if "Tree" in e.message:
                 return []
             raise
-        return [TreeItem.model_validate(i) for i in items]
+        return out
 
     def commit_files(
         self,

@@ -25,6 +25,9 @@ Endpoints, as ``datadog-api-client`` calls them with ``Configuration(host=f"{bas
 * ``POST /api/v1/events`` (API key only) -> 202 ``{"status": "ok", "event": {...}}``; ``GET /api/v2/events``
   (``filter[from|to|query]``, ``sort``, ``page[limit|cursor]``).
 
+* ``GET /api/v1/service_dependencies?env=`` (``primary_tag``, ``start``, ``end``): the seeded services and the calls
+  the head's manifests configure (``fixloop.sandbox.datadog.apm``); an env other than ``sandbox`` -> ``{}``.
+
 Auth: ``DD-API-KEY`` (and ``DD-APPLICATION-KEY`` where the real API needs it) must equal the sandbox credentials,
 else 403 ``{"errors": ["Forbidden"]}`` as real Datadog answers. Every error is ``{"errors": ["..."]}``.
 """
@@ -37,12 +40,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from fixloop.sandbox.datadog import events, metrics, monitors
+from fixloop.sandbox.datadog import apm, events, metrics, monitors
 from fixloop.sandbox.datadog.service import Datadog
 from fixloop.sandbox.datadog.wire import DatadogError, error
 from fixloop.sandbox.routes import stand_in
 
-ROUTERS = (metrics, monitors, events)
+ROUTERS = (metrics, monitors, events, apm)
 
 
 def _invalid(exc: RequestValidationError) -> Any:

@@ -6,22 +6,32 @@ the result is today's. The payloads and the ``topology:`` section are tests/test
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from fastapi import Request, Response
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from temporalio.testing import ActivityEnvironment
 
-from fixloop.activities.triage import TriageActivities
+from fixloop.activities.triage import TriageActivities, manifest_paths
 from fixloop.app.worker import Integrations, activities
 from fixloop.core import incidents, topology
 from fixloop.core.models import RecentDeploy, Signal, TriageResult, WorkItemKind
 from fixloop.core.triage import triage_rules
+from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.integrations.errors import IntegrationError
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.sandbox.app import SERVICES, Sandbox, create_app
+from fixloop.sandbox.config import SandboxConfig
+from fixloop.sandbox.server import bind, endpoints, serve_in_thread
 from fixloop.workflows.contracts.triage import GroupSignalsInput
+from tests.activities.sandbox_world import configured
 from tests.conftest import signals
+from tests.sandbox.conftest import with_env
 from tests.test_incidents import DD_DEMO, POLICY, T0, WINDOW, _topo, dd, payments_storm, storm
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
@@ -105,7 +115,8 @@ def test_every_alert_in_exactly_one_work_item_and_ids_independent_of_order(picks
 
 
 class _GitLab:
-    """A stand-in for the activity's GitLab client: ``fixloop.yaml`` on the default branch, or a read failure."""
+    """A stand-in for the activity's GitLab client: ``fixloop.yaml`` at the default branch's head (no manifests),
+    or a read failure of it."""
 
     def __init__(self, text: str | None = None, error: Exception | None = None) -> None:
         self.text, self.error, self.reads = text, error, 0
@@ -113,8 +124,15 @@ class _GitLab:
     def default_branch(self) -> str:
         return "main"
 
+    def branch_head(self, name: str) -> str:
+        assert name == "main"
+        return "0" * 40
+
+    def tree(self, **_: object) -> list[object]:
+        return []
+
     def read_file(self, path: str, ref: str) -> str | None:
-        assert (path, ref) == ("fixloop.yaml", "main")
+        assert (path, ref) == ("fixloop.yaml", "0" * 40)
         self.reads += 1
         if self.error is not None:
             raise self.error
@@ -148,9 +166,9 @@ async def test_the_activity_reads_the_topology_from_fixloop_yaml_and_falls_back_
         assert [w.kind for w in result.work_items] == [WorkItemKind.INCIDENT]
     else:
         assert result == triage_rules(alerts)
-    warned = [r.getMessage() for r in caplog.records if "no topology for triage" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "topology source failed" in r.getMessage()]
     if gitlab.error is not None or (gitlab.text or "").startswith("topology:"):
-        (message,) = warned  # the failure is named, the triage goes on
+        (message,) = warned  # the failure is named, the triage goes on (the manifests, none here, still count)
         error = "IntegrationError" if gitlab.error else "ValueError"
         assert f"{error} reading fixloop.yaml" in message
     else:
@@ -174,3 +192,112 @@ def test_the_worker_hands_the_triage_activity_its_gitlab_to_read_the_topology_fr
     assert triage_of(Integrations()).gitlab is None
     settings = GitLabSettings(_env_file=None, url="https://gitlab.acme.test", token="glpat-secret")  # type: ignore[call-arg]
     assert isinstance(triage_of(Integrations(gitlab=settings)).gitlab, GitLabClient)
+
+
+# --- the topology built from the sandbox's repository (fixloop.yaml, manifests) and its APM service map ----------
+
+
+@dataclass
+class _Sandbox:
+    sb: Sandbox
+    env: dict[str, str]
+    paths: list[str]  # every request's path, in order
+
+    def count(self, fragment: str) -> int:
+        return sum(fragment in p for p in self.paths)
+
+    def gitlab(self, **override: str) -> GitLabSettings:
+        return configured(GitLabSettings, self.env, **override)
+
+    def datadog(self, **override: str) -> DatadogSettings:
+        return configured(DatadogSettings, self.env, **override)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[_Sandbox]:
+    """GitLab (which seeds ``platform/gitops``) and Datadog, counting the requests they get."""
+    sock = bind()
+    sb = Sandbox.open(SandboxConfig(state_dir=tmp_path, public_url=f"http://127.0.0.1:{sock.getsockname()[1]}"))
+    app = create_app(sb, tuple(s for s in SERVICES if s[0] in ("/gitlab", "/datadog")))
+    paths: list[str] = []
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        paths.append(request.url.path)
+        return await call_next(request)
+
+    with serve_in_thread(app, sock):
+        yield _Sandbox(sb, endpoints(sb), paths)
+
+
+def _wire_the_shop(settings: GitLabSettings) -> None:
+    """storefront calls catalog (an env URL), catalog calls inventory (a qualified Service name with a port)."""
+    gl = GitLabClient(settings)
+    deployment = "apps/base/{}/deployment.yaml"
+    texts = {
+        deployment.format("storefront"): {"CATALOG_URL": "http://catalog/api/v1"},
+        deployment.format("catalog"): {"INVENTORY_ADDR": "inventory.default.svc.cluster.local:80"},
+    }
+    files = {path: with_env(gl.read_file(path, "main") or "", env) for path, env in texts.items()}
+    gl.commit_files("main", files, "shop: storefront -> catalog -> inventory")
+
+
+async def test_the_activity_builds_the_topology_from_the_manifests_once_per_head_commit(sandbox: _Sandbox) -> None:
+    """The seeded repository has no ``topology:`` section: the calls come from its manifests' env values, and the
+    storm over storefront, catalog and inventory is one incident. A second call on the same head lists no tree
+    and reads no file again; a new commit is read once more."""
+    _wire_the_shop(sandbox.gitlab())
+    sandbox.paths.clear()
+    acts = TriageActivities(gitlab=sandbox.gitlab())
+    result = await _activity(acts, storm())
+    assert [w.kind for w in result.work_items] == [WorkItemKind.INCIDENT]
+    assert result.work_items[0].incident is not None
+    assert result.work_items[0].incident.candidates[0].entity == "inventory"
+    trees, reads = sandbox.count("/repository/tree"), sandbox.count("/repository/files/")
+    assert trees == 1 and reads == 11  # fixloop.yaml and the five services' deployment.yaml and service.yaml
+    assert (await _activity(acts, storm())) == result
+    assert (sandbox.count("/repository/tree"), sandbox.count("/repository/files/")) == (trees, reads)
+    GitLabClient(sandbox.gitlab()).commit_files("main", {"services/catalog/NOTES": "x\n"}, "a note")
+    sandbox.paths.clear()
+    assert (await _activity(acts, storm())) == result
+    assert (sandbox.count("/repository/tree"), sandbox.count("/repository/files/")) == (trees, reads)
+
+
+def test_the_manifests_read_are_those_kustomize_uses() -> None:
+    paths = [
+        "fixloop.yaml",
+        ".gitlab-ci.yml",
+        "apps/base/a/kustomization.yaml",
+        "apps/base/a/deployment.yaml",
+        "apps/base/a/extra/configmap.yml",
+        "apps/production/kustomization.yaml",
+        "charts/values.yaml",
+        "services/a/Dockerfile",
+    ]
+    assert manifest_paths(paths) == ["apps/base/a/deployment.yaml", "apps/base/a/extra/configmap.yml"]
+    assert manifest_paths(["a.yaml", "b/c.yml", "fixloop.yaml", "d.txt"]) == ["a.yaml", "b/c.yml"]
+
+
+async def test_apm_counts_when_the_repository_fails_and_no_source_is_no_topology(
+    sandbox: _Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitLab refusing the token: a warning naming GitLab's error, and Datadog's service map (the sandbox's, from
+    the same manifests) still makes the incident. Datadog failing too: no topology, today's per-monitor items."""
+    _wire_the_shop(sandbox.gitlab())
+    broken = sandbox.gitlab(token="glpat-wrong")
+    with caplog.at_level(logging.WARNING):
+        result = await _activity(TriageActivities(gitlab=broken, datadog=sandbox.datadog()), storm())
+    assert [w.kind for w in result.work_items] == [WorkItemKind.INCIDENT]
+    (warned,) = [r.getMessage() for r in caplog.records if "topology source failed" in r.getMessage()]
+    assert "AuthError reading the default branch" in warned and "HTTP 401" in warned
+    assert sandbox.count("/api/v1/service_dependencies") == 1
+    caplog.clear()
+    wrong_key = sandbox.datadog(app_key="wrong")
+    with caplog.at_level(logging.WARNING):
+        today = await _activity(TriageActivities(gitlab=broken, datadog=wrong_key), storm())
+    assert today == triage_rules(storm())
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("AuthError reading datadog service dependencies" in m and "HTTP 403" in m for m in messages)
+    assert any("no topology for triage: every configured source failed" in m for m in messages)
+    no_env = {k: v for k, v in sandbox.env.items() if k != "FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV"}
+    assert TriageActivities(datadog=configured(DatadogSettings, no_env)).datadog is None  # APM is not asked then

@@ -49,3 +49,11 @@ def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., Running]]:
 
     with stack:
         yield start
+
+
+def with_env(deployment: str, env: dict[str, str]) -> str:
+    """A seeded ``apps/base/<service>/deployment.yaml`` text with ``env`` (name -> value) on its container."""
+    marker = "          ports:\n"
+    assert marker in deployment, "the seeded Deployment's container has no ports: block"
+    lines = "".join(f"            - name: {k}\n              value: {v}\n" for k, v in env.items())
+    return deployment.replace(marker, f"          env:\n{lines}{marker}", 1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,10 +22,13 @@ from pydantic import SecretStr
 
 from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
 from fixloop.integrations.errors import AuthError, Invalid, NotFound, TransportError
-from fixloop.sandbox.server import bind, serve_in_thread
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
+from fixloop.sandbox.server import bind, endpoints, serve_in_thread
 from fixloop.sandbox.world import MONITORS
-from tests.sandbox.conftest import Running
-from tests.sandbox.fidelity import assert_same_shape, recorded
+from fixloop.sandbox.world import SERVICES as WORLD_SERVICES
+from tests.activities.sandbox_world import configured
+from tests.sandbox.conftest import Running, with_env
+from tests.sandbox.fidelity import assert_same_shape, recorded, shape_mismatches
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PAYMENTS_ERRORS = next(m for m in MONITORS if m.service == "payments" and m.kind == "errors")
@@ -241,3 +246,67 @@ def _replay(body: Any) -> FastAPI:
     app = FastAPI()
     app.get("/api/v1/query")(lambda: body)
     return app
+
+
+APM_EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "datadog" / "api"
+APM_EXAMPLE = APM_EXAMPLE / "datadog-docs_v1_service-dependencies_list_example.json"
+
+
+@pytest.fixture
+def dd_repo(start_sandbox: Callable[..., Running]) -> Running:
+    """Datadog with the GitLab stand-in, which seeds ``platform/gitops``."""
+    return start_sandbox("/datadog", "/gitlab")
+
+
+def _gitlab(run: Running) -> GitLabClient:
+    return GitLabClient(configured(GitLabSettings, endpoints(run.sb)))
+
+
+def test_service_dependencies_answer_the_seeded_services_with_the_calls_the_head_configures(
+    dd_repo: Running,
+) -> None:
+    """The seeded manifests name no other service: every seeded service, no calls. A commit giving storefront a
+    Service URL, a qualified Service name with a port and an external URL makes two calls edges at the next
+    request; another env answers nothing."""
+    settings = configured(DatadogSettings, endpoints(dd_repo.sb))
+    with DatadogClient(settings) as c:
+        assert c.service_dependencies("sandbox") == {s: {"calls": []} for s in WORLD_SERVICES}
+        gl = _gitlab(dd_repo)
+        path = "apps/base/storefront/deployment.yaml"
+        text = with_env(
+            gl.read_file(path, "main") or "",
+            {
+                "CATALOG_URL": "http://catalog/api",
+                "PAYMENTS": "payments.shop-production.svc:8080",
+                "X": "https://stripe.com",
+            },
+        )
+        gl.commit_files("main", {path: text}, "storefront: call catalog and payments")
+        answer = c.service_dependencies("sandbox", start=NOW - timedelta(hours=1), end=NOW)
+        assert answer["storefront"] == {"calls": ["catalog", "payments"]}
+        assert all(answer[s] == {"calls": []} for s in WORLD_SERVICES if s != "storefront")
+        assert c.service_dependencies("production") == {}
+
+
+def test_fidelity_service_dependencies(dd_repo: Running) -> None:
+    """The stand-in's answer has the shape of the API reference's example (an object keyed by service, each
+    ``{"calls": [name, ...]}``): the example is no recording, none being public (tests/fixtures/SOURCES.md)."""
+    real = json.loads(APM_EXAMPLE.read_text())
+    ours = raw(dd_repo, "GET", "/api/v1/service_dependencies", params={"env": "sandbox"}).json()
+    assert isinstance(ours, dict) and ours
+    for name, entry in ours.items():
+        assert isinstance(name, str)
+        assert set(entry) == set(real["service_b"]), entry
+        assert shape_mismatches(real["service_b"], entry) == []
+        assert shape_mismatches({"calls": ["x"]}, {"calls": [*entry["calls"], "y"]}) == []
+
+
+def test_service_dependencies_errors_are_mapped(dd_repo: Running) -> None:
+    creds = dd_repo.sb.credentials
+    wrong = DatadogSettings(
+        host=dd_repo.service("/datadog"), api_key=creds.datadog_api_key, app_key=SecretStr("wrong"), timeout=5
+    )
+    with DatadogClient(wrong) as c, pytest.raises(AuthError, match="HTTP 403: service dependencies: Forbidden"):
+        c.service_dependencies("sandbox")
+    missing = raw(dd_repo, "GET", "/api/v1/service_dependencies")
+    assert missing.status_code == 400 and "env" in missing.json()["errors"][0]
