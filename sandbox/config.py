@@ -23,6 +23,9 @@ class Credentials(BaseModel):
     gitlab_bot_token: SecretStr  # PRIVATE-TOKEN of fixloop's own (bot) user
     gitlab_reviewer_username: str = "reviewer"
     gitlab_reviewer_token: SecretStr  # a human reviewer who approves and merges
+    gitlab_developer_username: str = "dana"
+    # a developer who changes the repository by hand (the demo's incident); generated when an older file lacks it
+    gitlab_developer_token: SecretStr = Field(default_factory=lambda: SecretStr("glpat-" + secrets.token_urlsafe(18)))
     gitlab_webhook_token: SecretStr  # sent as X-Gitlab-Token on webhook deliveries
     jira_email: str = "fixloop-bot@example.com"
     jira_api_token: SecretStr  # basic auth password (Jira Cloud API token)
@@ -49,10 +52,15 @@ class Credentials(BaseModel):
 
     @classmethod
     def load_or_create(cls, path: Path) -> Credentials:
-        """Read ``path`` or create it (mode 0600) with fresh random credentials."""
+        """Read ``path`` or create it (mode 0600) with fresh random credentials; a file without a later-added
+        credential is written again with it generated."""
         if path.is_file():
-            return cls.model_validate_json(path.read_text())
-        creds = cls.generate()
+            text = path.read_text()
+            creds = cls.model_validate_json(text)
+            if set(cls.model_fields) <= set(json.loads(text)):
+                return creds
+        else:
+            creds = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         raw = creds.model_dump(mode="json")
         for key, value in creds:

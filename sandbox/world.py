@@ -13,6 +13,31 @@ legacy-api     debian    15      2.0 %        450       errors x4 while built FR
 inventory      go        60      0.25 %       45        healthy
 =============  ========  ======  ===========  ========  ==================================================
 
+Who calls whom (``CALLS``, as the seeded ``fixloop.yaml``'s ``topology:`` section and the Deployments' ``*_URL`` env
+values say): storefront -> catalog, payments; catalog -> inventory; payments -> legacy-api.
+
+Breakages (``BREAKAGES``; error ratio and p95 multipliers while the rule holds):
+
+============  ========================================================  ======  ========  =========================
+service       rule (image reference, or a watched repo file's text)     errors  p95       spreads to callers
+============  ========================================================  ======  ========  =========================
+legacy-api    debian buster/10 base image (seeded: alerting)            x4      x1.1      no
+catalog       alpine 3.9.0-3.9.4 base image (seeded: errors alerting)   x2.5    x1.1      no
+catalog       alpine edge / 3.2x base image                             x3      x1.6      no
+payments      python 3.12 base image                                    x3      x1.6      no
+payments      urllib3 2.x, Twisted 19+ or Werkzeug 0.15+ pinned         x3      x1.3-1.6  no
+storefront    node 22 base image                                        x3      x1.6      no
+inventory     ``DB_POOL_SIZE`` under 5 in apps/base/inventory/          x8      x4        yes: catalog x4.5 / x2.5,
+              deployment.yaml (a person's change, not fixloop's)                          storefront x2.75 / x1.75
+============  ========================================================  ======  ========  =========================
+
+Spreading (``Effect.spreads``): a direct caller of a service under a spreading effect sees ``SPREAD_SHARE`` (half)
+of the excess (``1 + share * (x - 1)``, errors and p95 each), ``SPREAD_LAG_S`` (2 s) later, and passes on the same
+share of what it sees to its own callers, another 2 s later (requests time out on the callee and fail or slow the
+caller). So an inventory pool exhaustion turns the six monitors of inventory, catalog and storefront to ``Alert``,
+inventory's first; payments and legacy-api stay ``OK``. The other breakages do not spread (their callers degrade
+gracefully), so that verifying a fix or a bump reads the changed service alone.
+
 The value of (service, metric) over the bucket ``[t, t + interval)`` is a pure function of ``config.world_seed``,
 the bucket and the deploy history: mean x daily load curve x the ``BREAKAGES`` effects active in the bucket
 (time-weighted when a deploy falls inside it) x ``1 + cv * z``, where ``z`` is a standard normal drawn from
@@ -26,7 +51,8 @@ A service's images (and the watched files, see ``watches``) are those of the lat
 before the first deploy that names a service, its first recorded state is taken to have run all along (so the
 seeded repo's broken state shows in the history too; with no deploy recorded at all, every service is at its
 baseline). Rules read workload image references and the repo files ``watches`` names (``services/<svc>/Dockerfile``,
-``services/payments/requirements*.txt``). The history is persisted in ``sb.store("world")``.
+``services/payments/requirements*.txt``, ``apps/base/inventory/deployment.yaml``). The history is persisted in
+``sb.store("world")``.
 
 Monitors (``MONITORS``): per service an error-rate and a p95-latency monitor, evaluated over the last 5 minutes at
 ``sb.clock()`` (``SandboxConfig.monitor_window`` shortens that for demos: a monitor then recovers within seconds):
@@ -48,6 +74,8 @@ METRICS = ("hits", "errors", "latency_p95")  # req/s, errors/s, milliseconds
 NOISE_CV = {"hits": 0.04, "errors": 0.10, "latency_p95": 0.06}  # at 60 s buckets
 DAILY_AMPLITUDE = 0.15
 PEAK_HOUR_UTC = 15.0
+SPREAD_SHARE = 0.5  # of a spreading effect's excess (x - 1) that each caller sees, per hop
+SPREAD_LAG_S = 2.0  # seconds a caller's share trails what its callee sees, per hop
 
 
 @dataclass(frozen=True)
@@ -70,12 +98,20 @@ SERVICES: dict[str, Baseline] = {
     )
 }
 
+# caller -> callees: the seeded fixloop.yaml's topology: section (tests check they agree)
+CALLS: dict[str, tuple[str, ...]] = {
+    "storefront": ("catalog", "payments"),
+    "catalog": ("inventory",),
+    "payments": ("legacy-api",),
+}
+
 
 @dataclass(frozen=True)
 class Effect:
     """A rule: while ``service`` runs an image matching ``image`` (regex searched in each container's image
     reference) or a watched ``file`` (fnmatch glob of a repo path) whose text matches ``content`` (regex, multiline),
-    its error rate is multiplied by ``error_rate_x`` and its p95 by ``latency_x``."""
+    its error rate is multiplied by ``error_rate_x`` and its p95 by ``latency_x``. ``spreads``: its callers
+    (``CALLS``) see a share of it too (module docstring, "Spreading")."""
 
     service: str
     note: str
@@ -84,6 +120,7 @@ class Effect:
     content: str | None = None
     error_rate_x: float = 1.0
     latency_x: float = 1.0
+    spreads: bool = False
 
     def active(self, images: list[str], files: dict[str, str]) -> bool:
         if self.image and any(re.search(self.image, ref) for ref in images):
@@ -171,6 +208,17 @@ BREAKAGES: tuple[Effect, ...] = (
         error_rate_x=3.0,
         latency_x=1.6,
     ),
+    # A person's change (the demo's incident): a pool of under 5 database connections per pod for inventory's ~30
+    # concurrent requests per pod; requests queue for a connection and time out, and so do its callers' requests.
+    Effect(
+        "inventory",
+        "DB_POOL_SIZE under 5: requests queue for a database connection and time out (pool exhaustion, simulated)",
+        file="apps/base/inventory/deployment.yaml",
+        content=r"^\s*-\s*name:\s*DB_POOL_SIZE\s*\n\s*value:\s*[\"']?[0-4][\"']?\s*$",
+        error_rate_x=8.0,
+        latency_x=4.0,
+        spreads=True,
+    ),
 )
 
 
@@ -230,6 +278,40 @@ def watches(path: str) -> bool:
     return any(e.file and fnmatch.fnmatch(path, e.file) for e in BREAKAGES)
 
 
+Step = tuple[list[float], list[tuple[float, float]]]  # change times (the first -inf) and (error x, latency x) from each
+
+
+def _step(timeline: Step, at: float, state: tuple[float, float]) -> None:
+    """Append ``state`` from ``at`` on (the first state holds from -inf; an unchanged state adds nothing)."""
+    times, states = timeline
+    if not states:
+        times.append(-math.inf)
+        states.append(state)
+    elif states[-1] != state:
+        times.append(at)
+        states.append(state)
+
+
+def _shift(timeline: Step, lag: float) -> Step:
+    return [t + lag for t in timeline[0]], list(timeline[1])
+
+
+def _map(timeline: Step, fn: Any) -> Step:
+    return list(timeline[0]), [(fn(e), fn(lat)) for e, lat in timeline[1]]
+
+
+def _product(parts: list[Step]) -> Step:
+    """The step function that is the product of ``parts`` (each starting at -inf); ``([], [])`` for none."""
+    out: Step = ([], [])
+    for t in sorted({t for times, _ in parts for t in times}):
+        ex = lx = 1.0
+        for times, states in parts:
+            e, lat = states[bisect.bisect_right(times, t) - 1]
+            ex, lx = ex * e, lx * lat
+        _step(out, t, (ex, lx))
+    return out
+
+
 def _epoch(t: datetime | float) -> float:
     if isinstance(t, datetime):
         if t.tzinfo is None:
@@ -256,7 +338,7 @@ class World:
         self.store = sb.store("world")
         with self.store.lock:
             self.store.data.setdefault("deploys", [])
-        self._timeline: dict[str, tuple[list[float], list[tuple[float, float]]]] | None = None
+        self._timeline: dict[str, Step] | None = None
 
     # -- deploys ------------------------------------------------------------------------------------------------
     def record_deploy(
@@ -290,11 +372,42 @@ class World:
         with self.store.lock:
             return [dict(d) for d in self.store.data["deploys"]]
 
-    def _build_timeline(self) -> dict[str, tuple[list[float], list[tuple[float, float]]]]:
-        """service -> (change times, (error x, latency x) from each change on); the first entry starts at -inf."""
+    def _build_timeline(self) -> dict[str, Step]:
+        """service -> (change times, (error x, latency x) from each change on), its own effects and the shares its
+        callees spread to it; the first entry starts at -inf."""
+        own, spread = self._own_timelines()
+        felt: dict[str, Step] = {}
+
+        def passed(callee: str, depth: int) -> list[Step]:
+            """What ``callee`` passes on to a caller: the share of what it feels, ``SPREAD_LAG_S`` later."""
+            if depth > len(SERVICES):
+                raise ValueError(f"world: CALLS has a cycle through {callee}")
+            f = feels(callee, depth + 1)
+            return [_shift(_map(f, lambda x: 1 + SPREAD_SHARE * (x - 1)), SPREAD_LAG_S)] if f[0] else []
+
+        def feels(svc: str, depth: int) -> Step:
+            if svc not in felt:
+                parts = [spread[svc]] if svc in spread else []
+                for callee in CALLS.get(svc, ()):
+                    parts += passed(callee, depth)
+                felt[svc] = _product(parts)
+            return felt[svc]
+
+        out: dict[str, Step] = {}
+        for svc in SERVICES:
+            parts = [own[svc]] if svc in own else []
+            for callee in CALLS.get(svc, ()):
+                parts += passed(callee, 0)
+            if parts:
+                out[svc] = _product(parts)
+        return out
+
+    def _own_timelines(self) -> tuple[dict[str, Step], dict[str, Step]]:
+        """Per service, the timeline of its own effects, and of its spreading ones only (``_build_timeline``)."""
         images: dict[str, list[str]] = {}
         files: dict[str, str] = {}
-        out: dict[str, tuple[list[float], list[tuple[float, float]]]] = {}
+        own: dict[str, Step] = {}
+        spread: dict[str, Step] = {}
         for d in self.deploys():
             files.update(d["files"])
             for svc, containers in d["workloads"].items():
@@ -302,18 +415,16 @@ class World:
             for svc in SERVICES:
                 if svc not in images and not any(e.service == svc and e.file for e in BREAKAGES):
                     continue
-                ex = lx = 1.0
+                ex = lx = sx = sl = 1.0
                 for e in BREAKAGES:
                     if e.service == svc and e.active(images.get(svc, []), files):
                         ex, lx = ex * e.error_rate_x, lx * e.latency_x
-                times, states = out.setdefault(svc, ([], []))
-                if not states:
-                    times.append(-math.inf)
-                    states.append((ex, lx))
-                elif states[-1] != (ex, lx):
-                    times.append(d["at"])
-                    states.append((ex, lx))
-        return out
+                        if e.spreads:
+                            sx, sl = sx * e.error_rate_x, sl * e.latency_x
+                _step(own.setdefault(svc, ([], [])), d["at"], (ex, lx))
+                if any(e.service == svc and e.spreads for e in BREAKAGES):
+                    _step(spread.setdefault(svc, ([], [])), d["at"], (sx, sl))
+        return own, spread
 
     def _multipliers(self, service: str, a: float, b: float) -> tuple[float, float]:
         """Time-weighted (error x, latency x) of ``service`` over [a, b)."""

@@ -107,8 +107,15 @@ def test_policy_section_schema() -> None:
     assert t.kind("node-1") is EntityKind.HOST
 
 
-def test_the_seeded_policy_has_no_topology_and_malformed_sections_are_named() -> None:
-    assert topology.from_policy_text((SEED / "fixloop.yaml").read_text()).entities == {}
+def _calls(t: topology.Topology) -> list[tuple[str, str]]:
+    return sorted((e.source, e.target) for e in t.edges if e.kind is EdgeKind.CALLS)
+
+
+def test_the_seeded_policy_and_manifests_give_one_topology_and_malformed_sections_are_named() -> None:
+    seeded = topology.from_policy_text((SEED / "fixloop.yaml").read_text())
+    shop = [("catalog", "inventory"), ("payments", "legacy-api"), ("storefront", "catalog"), ("storefront", "payments")]
+    assert _calls(seeded) == shop
+    assert _calls(topology.from_manifests(_seed_texts().values())) == shop  # the Deployments' *_URL env values
     for text, where in [
         ("topology: [a]", "topology: expected a mapping"),
         ("topology: {services: {a: [1]}}", "topology.services.a"),
@@ -162,7 +169,8 @@ def test_service_dns_names_in_env_args_and_configmaps_make_calls_edges() -> None
     texts = _seed_texts()
     dep = texts["apps/base/storefront/deployment.yaml"]
     marker = "          ports:\n"
-    assert marker in dep
+    assert marker in dep and dep.count("          env:\n") == 1
+    dep = dep[: dep.index("          env:\n")]  # the seeded env (its own calls edges) gives way to the test's
     dep = dep.replace(
         marker,
         "          env:\n"
@@ -184,7 +192,10 @@ def test_service_dns_names_in_env_args_and_configmaps_make_calls_edges() -> None
     texts["unused.yaml"] = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: nobody}\ndata: {X: inventory}\n"
     t = topology.from_manifests(texts.values())
     assert sorted(t.callees("storefront")) == ["catalog", "legacy-api", "payments"]
-    assert all(e.kind is EdgeKind.CALLS and e.source == "storefront" for e in t.edges)
+    assert all(e.kind is EdgeKind.CALLS for e in t.edges)
+    assert _calls(t) == [("catalog", "inventory"), ("payments", "legacy-api")] + [
+        ("storefront", x) for x in ("catalog", "legacy-api", "payments")
+    ]  # the other seeded Deployments' edges stay as they are
 
 
 @settings(max_examples=150, deadline=None)

@@ -385,6 +385,11 @@ class IntakeWorkflow:
         self.state.counters.alerts_joined += len(joined)
         return [s for s in window if s.fingerprint not in joined], len(joined)
 
+    def _recent_deploys(self) -> list[RecentDeploy]:
+        """The deploys of the last ``attach_window`` (the engines attach alerts to these only)."""
+        cutoff = workflow.now() - self.inp.options.attach_window
+        return [d for d in self.state.recent_deploys if d.deployed_at >= cutoff]
+
     async def _triage(self, window: list[Signal], closed_by: str) -> TriageResult | None:
         """Triage with the configured engine; if that activity fails, with ``rules``; if that fails too (a bug),
         the window's signals are counted unassigned with the error as reason, never dropped. None when the result
@@ -400,7 +405,7 @@ class IntakeWorkflow:
                         scope=self.inp.scope,
                         signals=window,
                         engine=engine,
-                        recent_deploys=self.state.recent_deploys,
+                        recent_deploys=self._recent_deploys(),
                         incident_window=self.inp.options.incident_window,
                         background=self.state.alert_history,
                     ),

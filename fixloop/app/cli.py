@@ -533,7 +533,7 @@ def demo(
         typer.Option(help="Keep everything running after the summary until Ctrl-C (default: when interactive)."),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds the loops may take (default 170 with --approve-as, else 3600).")
+        float | None, typer.Option(help="Seconds the loops may take (default 240 with --approve-as, else 3600).")
     ] = None,
 ) -> None:
     """The whole loop on this machine: the embedded Temporal server (with its UI), the sandbox, a worker and the
@@ -564,14 +564,19 @@ def demo(
             sys.stdout.flush()
             return
         table = Table(title="fixloop demo: summary")
-        for col in ("work item", "Jira", "merge request", "verdict", "outcome"):
+        for col in ("work item", "Jira", "merge request", "verdict", "outcome", "root cause, culprit"):
             table.add_column(col)
         urls = []
         for row in summary["work_items"]:
             mrs = [u for u in (row["merge_request"], row["revert_merge_request"]) if u]
             urls += mrs
             mr = " revert ".join("!" + u.rsplit("/", 1)[-1] for u in mrs)
-            table.add_row(row["work_item"], row["jira"] or "", mr, row["verdict"] or "", row["outcome"] or "")
+            cause = row["root_cause"] or ""
+            if row["culprit"]:
+                c = row["culprit"]
+                iid = f" (!{c['merge_request_iid']})" if c["merge_request_iid"] else ""
+                cause += f": {c['short_sha']} {c['title']!r} by {c['author_username'] or c['author_name']}{iid}"
+            table.add_row(row["work_item"], row["jira"] or "", mr, row["verdict"] or "", row["outcome"] or "", cause)
         console.print(table)
         for url in urls:
             console.print(f"  {url}")
@@ -586,7 +591,7 @@ def demo(
                 console,
                 live=not as_json and sys.stderr.isatty(),
                 keep=keep if keep is not None else interactive and sys.stdin.isatty(),
-                timeout=timeout or (170.0 if approve_as else 3600.0),
+                timeout=timeout or (240.0 if approve_as else 3600.0),
                 on_summary=show,
             )
         )

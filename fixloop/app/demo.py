@@ -23,6 +23,18 @@ catalog's error rate (the sandbox world ties them to that image) and verifies wh
 lodash bump of ``storefront`` verifies; the Werkzeug 0.11 -> 0.15.3 bump of ``payments`` breaks the service in the
 sandbox world, fails verification and is reverted.
 
+Then the incident: a person, the sandbox GitLab user ``dana``, opens a merge request that
+lowers inventory's ``DB_POOL_SIZE`` from 20 to 2 in ``apps/base/inventory/deployment.yaml``; the reviewer approves
+and merges it (python-gitlab, as people do); Flux applies it and the world breaks inventory, then its callers catalog
+and storefront (``fixloop.sandbox.world``, "Spreading"). The demo acts as Datadog's notifier: it reads the monitors
+from the sandbox's Datadog API before the merge and every second after it, and once no monitor has turned ``Alert``
+for ``STORM_SETTLE_S`` seconds, posts one monitor webhook (the body of ``deploy/datadog/payload.json``, dated when the
+monitor turned) per monitor that turned ``Alert``. The seeded ``fixloop.yaml``'s ``topology:`` makes them ONE
+``incident`` work item; the summary names its likely root cause (the top candidate) and the culprit change (the
+commit Flux applied last before the onset that touched it: sha, title, author, merge request). The gateway's attach
+window is 20 s here (``FIXLOOP_INTAKE_ATTACH_WINDOW``, as the verification windows are short), so catalog's and
+storefront's alerts a minute after fixloop deployed them are not taken for those deploys' regressions.
+
 Every run starts clean: ``<state-dir>`` (default ``.fixloop/demo``) is removed first (only if it is a demo state
 directory). Ctrl-C stops every child process.
 """
@@ -64,6 +76,11 @@ SCOPE = "platform/gitops"
 TASK_QUEUE = "fixloop-demo"
 SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: flux-system/apps-production\n"
 MONITOR_WINDOW_S = 20
+ATTACH_WINDOW_S = 20  # alerts this soon after a fixloop deploy of their service are its regression
+STORM_SETTLE_S = 5.0  # no monitor turned Alert for this long: the storm's notifications go out
+STORM_TIMEOUT_S = 60.0
+PERSON_BRANCH = "dana/inventory-db-pool"
+POOL_RE = r"(- name: DB_POOL_SIZE\n\s*value: )\"20\""
 START_TIMEOUT_S = 60.0
 
 
@@ -102,6 +119,10 @@ class Loop:
     summary: str | None = None
     alerts: int = 0
     approved: set[int] = field(default_factory=set)
+    kind: str | None = None
+    root_cause: str | None = None  # an incident's top candidate
+    candidates: list[str] = field(default_factory=list)
+    culprit: dict[str, Any] | None = None  # the top candidate's culprit change
 
     def gate(self) -> tuple[int, str] | None:
         """The merge request waiting at the human gate now: (iid, url), or None."""
@@ -124,10 +145,28 @@ class Loop:
             "outcome": self.outcome,
             "alerts_joined": self.alerts,
             "summary": self.summary,
+            "kind": self.kind,
+            "root_cause": self.root_cause,
+            "candidates": self.candidates,
+            "culprit": self.culprit,
         }
 
+    def cause(self) -> str:
+        """An incident's root cause and culprit in a few words (empty for other work items)."""
+        if self.kind != "incident":
+            return ""
+        text = self.root_cause or "?"
+        c = self.culprit
+        if c:
+            mr = f" (!{c['merge_request_iid']})" if c.get("merge_request_iid") else ""
+            text += f": {c['short_sha']} {c['title'][:40]!r} by {c['author_username'] or c['author_name']}{mr}"
+        return text
+
     def complete(self) -> bool:
-        """A Jira key, a merge request, and a verdict: pass, fail with a revert merge request, or no_data."""
+        """A Jira key, a merge request, and a verdict: pass, fail with a revert merge request, or no_data; an
+        incident: a Jira key, a root cause and its culprit change, tracked."""
+        if self.kind == "incident":
+            return bool(self.jira and self.root_cause and self.culprit and self.outcome == "tracked")
         if not (self.jira and self.mr and self.verdict):
             return False
         return self.verdict in ("pass", "no_data") or (self.verdict == "fail" and self.revert is not None)
@@ -176,6 +215,7 @@ class Demo:
         self.gateway_token = secrets.token_urlsafe(24)
         self.started = time.monotonic()
         self.posted: list[dict[str, Any]] = []
+        self.person_change: dict[str, Any] | None = None
 
     # --- processes ---------------------------------------------------------------------------------------------
 
@@ -314,6 +354,7 @@ class Demo:
                 "FIXLOOP_GATEWAY_SCOPE": SCOPE,
                 "FIXLOOP_INTAKE_QUIET_PERIOD": "3",
                 "FIXLOOP_INTAKE_ENGINE": "rules",
+                "FIXLOOP_INTAKE_ATTACH_WINDOW": str(ATTACH_WINDOW_S),
                 "FIXLOOP_LOOP_POLL_INTERVAL": "2",
                 "FIXLOOP_LOOP_VERIFY_DELAY": "3",
             },
@@ -345,7 +386,7 @@ class Demo:
 
     # --- the outside world ------------------------------------------------------------------------------------
 
-    def post(self, path: Path, endpoint: str, body: bytes) -> None:
+    def post(self, path: Path, endpoint: str, body: bytes, record: str | None = None) -> None:
         answer = httpx.post(
             self.url("gateway", endpoint),
             content=body,
@@ -355,7 +396,8 @@ class Demo:
         if answer.status_code >= 300:
             raise DemoError(f"the gateway refused {path.name}: {answer.status_code} {answer.text[:300]}")
         data = answer.json()
-        self.posted.append({"file": str(path.relative_to(ROOT)), "endpoint": endpoint, "signals": data.get("signals")})
+        name = record or str(path.relative_to(ROOT))
+        self.posted.append({"file": name, "endpoint": endpoint, "signals": data.get("signals")})
         self.console.print(f"  posted {path.name} to {endpoint}: {data.get('signals')} signal(s)")
 
     def post_reports(self) -> None:
@@ -376,6 +418,109 @@ class Demo:
                 stamp = str(int(now.timestamp() * 1000))
                 payload["date"] = payload["last_updated"] = stamp
                 self.post(path, "/v1/signals/datadog", json.dumps(payload).encode())
+
+    # --- the incident: a person's change breaks inventory ---------------------------------------------------
+
+    def monitors(self) -> list[dict[str, Any]]:
+        """The Datadog monitors as the sandbox's Datadog API lists them (``GET /api/v1/monitor``)."""
+        answer = httpx.get(
+            self.env["FIXLOOP_DATADOG_HOST"] + "/api/v1/monitor",
+            params={"page": 0, "page_size": 100},
+            headers={
+                "DD-API-KEY": self.env["FIXLOOP_DATADOG_API_KEY"],
+                "DD-APPLICATION-KEY": self.env["FIXLOOP_DATADOG_APP_KEY"],
+            },
+            timeout=30,
+        )
+        answer.raise_for_status()
+        return list(answer.json())
+
+    def person_breaks_inventory(self) -> tuple[int, str]:
+        """``dana`` opens a merge request lowering inventory's database pool from 20 to 2 connections; the reviewer
+        approves and merges it. Returns (the MR's iid, the sha of dana's commit)."""
+        import re
+
+        project = developer_project(self.state_dir)
+        path = "apps/base/inventory/deployment.yaml"
+        text = project.files.get(path, ref="main").decode().decode()
+        changed, n = re.subn(POOL_RE, r'\g<1>"2"', text)
+        if n != 1:
+            raise DemoError(f"{path} has no DB_POOL_SIZE of 20 to change")
+        project.branches.create({"branch": PERSON_BRANCH, "ref": "main"})
+        commit = project.commits.create(
+            {
+                "branch": PERSON_BRANCH,
+                "commit_message": "inventory: 2 database connections per pod\n\nThe inventory database is close to its "
+                "connection limit after the last scale-out; fewer connections per pod should do.",
+                "actions": [{"action": "update", "file_path": path, "content": changed}],
+            }
+        )
+        mr = project.mergerequests.create(
+            {
+                "source_branch": PERSON_BRANCH,
+                "target_branch": "main",
+                "title": "inventory: 2 database connections per pod",
+                "description": "Lower DB_POOL_SIZE from 20 to 2: the database is close to its connection limit.",
+            }
+        )
+        approve_and_merge(self.state_dir, int(mr.iid))
+        return int(mr.iid), str(commit.id)
+
+    async def storm(self, before: dict[int, str]) -> list[tuple[dict[str, Any], datetime]]:
+        """The monitors that turn ``Alert`` (from another state in ``before``), each with when it turned, once
+        none has turned for ``STORM_SETTLE_S`` seconds; DemoError if none turns within ``STORM_TIMEOUT_S``."""
+        turned: dict[int, tuple[dict[str, Any], datetime]] = {}
+        deadline = time.monotonic() + STORM_TIMEOUT_S
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            for child in self.children:
+                child.check()
+            for mon in await asyncio.to_thread(self.monitors):
+                if mon["overall_state"] == "Alert" and before.get(mon["id"]) != "Alert" and mon["id"] not in turned:
+                    since = mon.get("overall_state_modified")
+                    at = datetime.fromisoformat(since) if since else datetime.now(UTC)
+                    turned[mon["id"]] = (mon, at)
+                    last = time.monotonic()
+                    self.console.print(f"  Datadog: {mon['name']} turned Alert")
+            if turned and time.monotonic() - last >= STORM_SETTLE_S:
+                return sorted(turned.values(), key=lambda x: (x[1], x[0]["id"]))
+            await asyncio.sleep(1.0)
+        if turned:
+            return sorted(turned.values(), key=lambda x: (x[1], x[0]["id"]))
+        raise DemoError(f"no Datadog monitor turned Alert within {STORM_TIMEOUT_S:.0f} s of the inventory change")
+
+    async def incident(self, live: Live | None) -> None:
+        self.console.print("[bold]4.[/] dana lowers inventory's database pool by hand; the reviewer merges it")
+        before = {m["id"]: m["overall_state"] for m in await asyncio.to_thread(self.monitors)}
+        known = set(self.loops)
+        iid, sha = await asyncio.to_thread(self.person_breaks_inventory)
+        self.person_change = {"merge_request_iid": iid, "sha": sha}
+        self.console.print(f"  !{iid} ({sha[:8]}) merged; Flux applies it")
+        turned = await self.storm(before)
+        self.console.print(f"[bold]5.[/] Datadog notifies the gateway of {len(turned)} monitor(s) in Alert")
+        for mon, at in turned:
+            body = json.dumps(datadog_notification(mon, at)).encode()
+            self.post(
+                Path(f"monitor-{mon['id']}.json"), "/v1/signals/datadog", body, record=f"datadog monitor {mon['id']}"
+            )
+        deadline = self.started + self.timeout
+        if live is not None:
+            live.start()
+        try:
+            while True:
+                await self.tick(live)
+                new = [x for x in self.loops.values() if x.workflow_id not in known]
+                if new and all(x.stage == "done" for x in self.loops.values()):
+                    return
+                if time.monotonic() > deadline:
+                    stuck = ", ".join(f"{x.title[:40]} at {x.stage}" for x in new if x.stage != "done")
+                    raise DemoError(
+                        f"the incident's loop did not finish within {self.timeout:.0f} s: {stuck or 'none started'}"
+                    )
+                await asyncio.sleep(0.5)
+        finally:
+            if live is not None:
+                live.stop()
 
     # --- following the loops ----------------------------------------------------------------------------------
 
@@ -400,10 +545,33 @@ class Demo:
             if state.verdict:
                 loop.verdict, loop.summary = state.verdict.result.value, state.verdict.summary
             loop.alerts = len(state.alerts)
+            if loop.kind is None:
+                await self._read_work_item(loop)
+            investigation = getattr(state, "investigation", None)
+            if investigation is not None and loop.culprit is None:
+                loop.culprit = culprit_row(investigation, loop.root_cause)
+
+    async def _read_work_item(self, loop: Loop) -> None:
+        """The loop's work item (its start input): its kind and, for an incident, the ranked candidates."""
+        from temporalio.api.enums.v1 import EventType
+
+        from fixloop.workflows.contracts.loop import RemediationInput
+
+        handle = self.client.get_workflow_handle(loop.workflow_id)
+        async for event in handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                (inp,) = await self.client.data_converter.decode(payloads, [RemediationInput])
+                item = inp.work_item
+                loop.kind = item.kind.value
+                if item.incident is not None:
+                    loop.candidates = [c.entity for c in item.incident.candidates]
+                    loop.root_cause = loop.candidates[0] if loop.candidates else None
+            break
 
     def table(self) -> Table:
         t = Table(title=f"fixloop demo: loops ({time.monotonic() - self.started:.0f} s)", expand=False)
-        for col in ("work item", "stage", "Jira", "MR", "alerts", "verdict", "outcome"):
+        for col in ("work item", "stage", "Jira", "MR", "alerts", "verdict", "outcome", "root cause"):
             t.add_column(col)
         for loop in sorted(self.loops.values(), key=lambda x: x.title):
             mr = f"!{loop.mr_iid}" if loop.mr_iid else ""
@@ -417,6 +585,7 @@ class Demo:
                 str(loop.alerts or ""),
                 loop.verdict or "",
                 loop.outcome or "",
+                loop.cause(),
             )
         return t
 
@@ -441,15 +610,19 @@ class Demo:
         await asyncio.to_thread(approve_and_merge, self.state_dir, iid, self.approve_as)
         self.console.print(f"  !{iid} approved and merged by {self.approve_as or 'reviewer'}")
 
+    async def tick(self, live: Live | None) -> None:
+        """Check the children, refresh every loop, redraw the live table."""
+        for child in self.children:
+            child.check()
+        await self.refresh()
+        if live is not None:
+            live.update(self.table())
+
     async def follow(self, live: Live | None) -> None:
         deadline = self.started + self.timeout
         alerts_posted = False
         while True:
-            for child in self.children:
-                child.check()
-            await self.refresh()
-            if live is not None:
-                live.update(self.table())
+            await self.tick(live)
             if not alerts_posted and await self._all_at_gate():
                 if live is not None:
                     live.stop()
@@ -504,6 +677,7 @@ class Demo:
             "complete": all(x.complete() for x in self.loops.values()) and bool(self.loops),
             "temporal_ui": self.ui_url(),
             "posted": self.posted,
+            "person_change": self.person_change,
             "seconds": round(time.monotonic() - self.started, 1),
         }
 
@@ -530,16 +704,89 @@ async def ask_in_thread(ask: Callable[[str], str], prompt: str) -> str:
     return await future
 
 
+def culprit_row(investigation: Any, entity: str | None) -> dict[str, Any] | None:
+    """The culprit change of ``entity`` (else the first candidate with one) in an incident's investigation
+    (``fixloop.workflows.contracts.investigate.CulpritOutput``), as the summary shows it; None without one."""
+    found = [c for c in investigation.candidates if c.culprit is not None]
+    pick = next((c for c in found if c.entity == entity), found[0] if found else None)
+    if pick is None:
+        return None
+    commit = pick.culprit.commit
+    mr = commit.merge_request
+    return {
+        "entity": pick.entity,
+        "sha": commit.sha,
+        "short_sha": commit.sha[:8],
+        "title": commit.title,
+        "author_name": commit.author_name,
+        "author_username": commit.author_username,
+        "merge_request_iid": mr.iid if mr else None,
+        "merge_request": mr.web_url if mr else None,
+        "by_fixloop": commit.by_fixloop,
+    }
+
+
+def datadog_notification(monitor: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """The body Datadog's Webhooks integration posts for ``monitor`` (its ``GET /api/v1/monitor`` JSON) turning
+    ``Alert`` at ``at``, with fixloop's payload template (``deploy/datadog/payload.json``; the variables of
+    docs.datadoghq.com/integrations/webhooks, "Usage"): ids as strings, times as epoch milliseconds."""
+    import hashlib
+
+    mid, name = int(monitor["id"]), str(monitor["name"])
+    stamp = str(int(at.timestamp() * 1000))
+    cycle = hashlib.blake2b(f"{mid}|{stamp}".encode(), digest_size=8).hexdigest()
+    tags = [str(t) for t in monitor.get("tags", [])]
+    scope = ",".join(t for t in tags if t.split(":", 1)[0] in ("service", "env"))
+    link = f"https://app.datadoghq.com/monitors/{mid}"
+    critical = monitor.get("options", {}).get("thresholds", {}).get("critical")
+    return {
+        "id": str(int(cycle, 16) % 10**19),
+        "event_type": "query_alert_monitor",
+        "title": f"[Triggered on {{{scope}}}] {name}",
+        "body": f"%%%\n{name}\n@webhook-fixloop\n\n`{monitor.get('query', '')}` (critical above {critical})\n\n"
+        f"[[Monitor Status]({link})]\n%%%",
+        "date": stamp,
+        "last_updated": stamp,
+        "org": {"id": str(monitor.get("org_id", "")), "name": "fixloop sandbox"},
+        "alert_id": str(mid),
+        "alert_title": name,
+        "alert_transition": "Triggered",
+        "alert_cycle_key": cycle,
+        "aggreg_key": hashlib.blake2b(str(mid).encode(), digest_size=16).hexdigest(),
+        "alert_priority": f"P{monitor.get('priority') or 3}",
+        "alert_type": "error",
+        "alert_status": "Alert",
+        "alert_scope": scope,
+        "hostname": "",
+        "tags": ",".join(tags),
+        "link": link,
+    }
+
+
+def developer_project(state_dir: Path) -> Any:
+    """The sandbox GitOps project through python-gitlab as the sandbox's developer ``dana`` (not the reviewer, not
+    fixloop's bot). Raises DemoError when no demo runs in ``state_dir``."""
+    import gitlab
+
+    info, creds = _demo_info(state_dir)
+    gl = gitlab.Gitlab(info["gitlab_url"], private_token=creds["gitlab_developer_token"])
+    return gl.projects.get(info["project"])
+
+
+def _demo_info(state_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    info_path = state_dir / "demo.json"
+    if not info_path.is_file():
+        raise DemoError(f"no demo is running with state in {state_dir} (no demo.json)")
+    info = json.loads(info_path.read_text())
+    return info, json.loads(Path(info["credentials"]).read_text())
+
+
 def reviewer_project(state_dir: Path, username: str | None = None) -> Any:
     """The sandbox GitOps project through python-gitlab as the sandbox's human reviewer (``username`` must be that
     user: the sandbox has one). Raises DemoError when no demo runs in ``state_dir``."""
     import gitlab
 
-    info_path = state_dir / "demo.json"
-    if not info_path.is_file():
-        raise DemoError(f"no demo is running with state in {state_dir} (no demo.json)")
-    info = json.loads(info_path.read_text())
-    creds = json.loads(Path(info["credentials"]).read_text())
+    info, creds = _demo_info(state_dir)
     if username is not None and username != creds["gitlab_reviewer_username"]:
         raise DemoError(
             f"the sandbox GitLab has one human reviewer, {creds['gitlab_reviewer_username']!r}; not {username!r}"
@@ -587,6 +834,9 @@ async def run_demo(
         demo.post_reports()
         with Live(demo.table(), console=console, refresh_per_second=2) if live else contextlib.nullcontext() as lv:
             await demo.follow(lv if live else None)
+            if lv is not None:
+                lv.stop()
+            await demo.incident(lv if live else None)
         result = demo.summary()
         on_summary(result)
         if keep:

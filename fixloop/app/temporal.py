@@ -132,6 +132,7 @@ def intake_options(intake: IntakeSettings, loop: LoopSettings) -> IntakeOptions:
         triage_max_bytes=intake.triage_max_bytes,
         engine=intake.engine,
         incident_window=timedelta(seconds=intake.incident_window),
+        attach_window=timedelta(seconds=intake.attach_window),
         loop_options=loop_options(loop),
     )
 

@@ -153,7 +153,9 @@ class IntakeSettings(BaseSettings):
     ``FIXLOOP_INTAKE_WINDOW_MAX_AGE`` (seconds, default 900), ``FIXLOOP_INTAKE_WINDOW_MAX_SIGNALS`` (default 500),
     ``FIXLOOP_INTAKE_TRIAGE_MAX_BYTES`` (bytes of signals per triage activity, default 512 KiB, 32-768 KiB),
     ``FIXLOOP_INTAKE_ENGINE`` (``rules`` or ``llm``, default ``rules``), ``FIXLOOP_INTAKE_INCIDENT_WINDOW`` (seconds
-    between alerts on connected entities of the repository's topology that make them one incident, default 900).
+    between alerts on connected entities of the repository's topology that make them one incident, default 900),
+    ``FIXLOOP_INTAKE_ATTACH_WINDOW`` (seconds after a fixloop deploy during which an alert on that service is the
+    deploy's regression, default and at most 3600: the triage engines' own bound).
     """
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_INTAKE_", env_file=".env", extra="ignore")
@@ -177,6 +179,13 @@ class IntakeSettings(BaseSettings):
         le=86_400,
         description="Seconds between two alerts on connected entities of the topology (fixloop.yaml's topology: "
         "section) that make them one incident; without a topology alerts are grouped per service and monitor.",
+    )
+    attach_window: float = Field(
+        default=3600.0,
+        gt=0,
+        le=3600,
+        description="Seconds after a fixloop deploy during which an alert on the deployed service is that deploy's "
+        "regression (attached to its loop) rather than a new investigation or incident.",
     )
 
 

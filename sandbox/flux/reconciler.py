@@ -335,7 +335,7 @@ class Flux:
             files: dict[str, str] = {}
             record = {svc: dict(c) for svc, c in workloads.items()}
             for svc in record:
-                for path in snap.listdir(f"services/{svc}"):
+                for path in [*snap.listdir(f"services/{svc}"), *snap.listdir(f"apps/base/{svc}")]:
                     files[path] = snap.read(path).decode("utf-8", errors="replace")
                 dockerfile = files.get(f"services/{svc}/Dockerfile")
                 base = last_from(dockerfile) if dockerfile else None

@@ -57,6 +57,13 @@ class GitLab:
                 "email": f"{creds.gitlab_reviewer_username}@example.com",
                 "token": creds.gitlab_reviewer_token.get_secret_value(),
             },
+            4: {
+                "id": 4,
+                "username": creds.gitlab_developer_username,
+                "name": "Dana Developer",
+                "email": f"{creds.gitlab_developer_username}@example.com",
+                "token": creds.gitlab_developer_token.get_secret_value(),
+            },
         }
         self.hooks = MergeRequestHooks(sb, self.store)
         with self.store.lock:

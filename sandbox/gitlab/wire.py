@@ -24,7 +24,7 @@ DRAFT_RE = re.compile(r"^\s*(\[draft\]|\(draft\)|draft:|draft\s-\s|draft\s|\[wip
 MAX_DELIVERIES = 200
 # groups and their members (user id -> access level; GitLab's 10 guest .. 50 owner)
 GROUPS: dict[str, dict[str, Any]] = {
-    "platform": {"id": 101, "members": {1: 50, 2: 30, 3: 40}},
+    "platform": {"id": 101, "members": {1: 50, 2: 30, 3: 40, 4: 30}},
     "platform/reviewers": {"id": 150, "members": {3: 40}},
 }
 

@@ -1,6 +1,7 @@
 """``fixloop demo --approve-as reviewer --json`` end to end, as a script or CI runs it: the embedded Temporal dev
 server, the sandbox, the worker and the gateway as child processes, the real reports and alerts of
-``examples/demo`` posted over HTTP, every loop to its verdict. About a minute on 2 cores."""
+``examples/demo`` posted over HTTP, every loop to its verdict; then a person's change breaks inventory and its callers,
+and the storm of monitor alerts is one incident with its root cause and culprit commit. About 80 s on 2 cores."""
 
 from __future__ import annotations
 
@@ -28,11 +29,13 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
-    items = {row["work_item"].split(" ")[1]: row for row in summary["work_items"]}
+    incidents = [row for row in summary["work_items"] if row["kind"] == "incident"]
+    items = {row["work_item"].split(" ")[1]: row for row in summary["work_items"] if row["kind"] != "incident"}
     assert set(items) == {"Werkzeug", "lodash", "testdata/fixtures/images/alpine-39.tar.gz"}, list(items)
     assert summary["complete"] is True
     for row in summary["work_items"]:
         assert row["jira"] and row["jira"].startswith("OPS-"), row
+    for row in items.values():
         assert row["merge_request"] and "/-/merge_requests/" in row["merge_request"], row
     # the alert-driven item: catalog's alerts joined its rebuild; the monitor recovered after the deploy
     catalog = items["testdata/fixtures/images/alpine-39.tar.gz"]
@@ -49,7 +52,28 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     assert (werkzeug["verdict"], werkzeug["outcome"]) == ("fail", "reverted"), werkzeug
     assert werkzeug["revert_merge_request"] and "error rate rose" in werkzeug["summary"]
     assert "FixloopScope" in summary["temporal_ui"] and summary["temporal_ui"].startswith("http://127.0.0.1:")
-    assert [p["signals"] for p in summary["posted"]] == [1, 5, 6, 1, 1]
+    # the incident: dana's merged change broke inventory, its callers alerted too; ONE incident, no per-monitor items
+    assert [p["signals"] for p in summary["posted"]] == [1, 5, 6, 1, 1] + [1] * 6
+    storm = {p["file"] for p in summary["posted"][5:]}
+    # the two monitors each of storefront, catalog and inventory (fixloop.sandbox.world.MONITORS)
+    assert storm == {
+        f"datadog monitor {m}" for m in (41_000_001, 41_000_002, 41_000_005, 41_000_006, 41_000_009, 41_000_010)
+    }
+    assert len(incidents) == 1, summary["work_items"]
+    assert not [r for r in summary["work_items"] if r["kind"] in ("alert_investigation", "deploy_regression")]
+    incident = incidents[0]
+    assert incident["root_cause"] == "inventory" and set(incident["candidates"]) == {
+        "inventory",
+        "catalog",
+        "storefront",
+    }
+    person = summary["person_change"]
+    culprit = incident["culprit"]
+    assert culprit and (culprit["entity"], culprit["sha"]) == ("inventory", person["sha"]), incident
+    assert (culprit["author_username"], culprit["by_fixloop"]) == ("dana", False), culprit
+    assert culprit["merge_request_iid"] == person["merge_request_iid"], culprit
+    assert culprit["title"] == "inventory: 2 database connections per pod"
+    assert incident["outcome"] == "tracked" and incident["merge_request"] is None, incident
     # every child process is gone, and the logs stay for a look
     assert {p.name for p in (state / "logs").iterdir()} >= {"temporal.log", "worker.log", "gateway.log"}
     out = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
@@ -66,4 +90,3 @@ def test_approve_names_a_missing_demo(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no demo is running" in done.stderr
-

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fixloop.sandbox.app import Sandbox
 from fixloop.sandbox.config import SandboxConfig
-from fixloop.sandbox.world import MONITORS, NOISE_CV, SERVICES, World, watches
+from fixloop.sandbox.world import CALLS, MONITORS, NOISE_CV, SERVICES, World, watches
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 BUSTER = "FROM debian:10.8\nRUN apt-get update\n"
@@ -115,3 +115,54 @@ def test_every_monitor_is_ok_on_the_baseline_and_unknown_services_are_accepted(t
         assert {world.monitor_state(m, at) for m in MONITORS} == {"OK"}, at
     assert watches("services/legacy-api/Dockerfile") and watches("services/payments/requirements-dev.txt")
     assert not watches("apps/base/payments/deployment.yaml")
+
+
+SEED = Path(__file__).resolve().parents[2] / "sandbox" / "gitops_seed"
+INVENTORY = "apps/base/inventory/deployment.yaml"
+
+
+def test_the_world_calls_the_services_the_seeded_topology_names() -> None:
+    from fixloop.core.topology import from_policy_text
+
+    seeded = from_policy_text((SEED / "fixloop.yaml").read_text())
+    assert {s: sorted(seeded.callees(s)) for s in SERVICES if seeded.callees(s)} == {
+        s: sorted(c) for s, c in CALLS.items()
+    }
+
+
+def test_a_tiny_inventory_pool_breaks_inventory_and_spreads_to_its_callers_later_and_smaller(tmp_path: Path) -> None:
+    """The person's change of the demo's incident: DB_POOL_SIZE 20 -> 2 in the seeded inventory Deployment. Inventory
+    x8 errors / x4 p95 from the deploy on; catalog (calls inventory) half the excess 2 s later, storefront (calls
+    catalog) half of that 4 s later; payments and legacy-api untouched; only inventory's file is watched."""
+    sb = Sandbox.open(SandboxConfig(state_dir=tmp_path, monitor_window=20))
+    sb.clock = lambda: NOW
+    world = sb.world
+    seeded = (SEED / INVENTORY).read_text()
+    assert '- name: DB_POOL_SIZE\n              value: "20"\n' in seeded
+    tiny = seeded.replace('value: "20"', 'value: "2"')
+    assert watches(INVENTORY) and not watches("apps/base/catalog/deployment.yaml")
+    images = {s: {s: f"registry.sandbox.local/shop/{s}:1"} for s in SERVICES}
+    at = NOW - timedelta(seconds=60)
+    world.record_deploy(NOW - timedelta(hours=1), "seed", images, {INVENTORY: seeded})
+    world.record_deploy(NOW - timedelta(minutes=30), "five", images, {INVENTORY: seeded.replace('"20"', '"5"')})
+    world.record_deploy(at, "tiny", images, {INVENTORY: tiny})
+    t0 = at.timestamp()
+
+    def x(service: str, metric: str, t: float) -> float:
+        return world.expected(service, metric, t, 1) / world.expected(service, metric, t - 86400, 1)  # same load
+
+    expect = {  # service -> (seconds after the deploy it starts, errors x, p95 x)
+        "inventory": (0, 8.0, 4.0),
+        "catalog": (2, 4.5, 2.5),
+        "storefront": (4, 2.75, 1.75),
+        "payments": (0, 1.0, 1.0),
+        "legacy-api": (0, 1.0, 1.0),
+    }
+    for svc, (lag, ex, lx) in expect.items():
+        before = t0 + lag - 1
+        assert abs(x(svc, "errors", before) - 1) < 0.01 and abs(x(svc, "latency_p95", before) - 1) < 0.01, svc
+        assert abs(x(svc, "errors", t0 + lag) / ex - 1) < 0.01, svc
+        assert abs(x(svc, "latency_p95", t0 + lag) / lx - 1) < 0.01, svc
+    alerting = {(m.service, m.kind) for m in MONITORS if world.monitor_state(m) == "Alert"}
+    assert alerting == {(s, k) for s in ("inventory", "catalog", "storefront") for k in ("errors", "latency")}
+    assert {world.monitor_state(m, at - timedelta(seconds=1)) for m in MONITORS} == {"OK"}
