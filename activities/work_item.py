@@ -83,7 +83,9 @@ def issue_description(scope: str, item: WorkItem) -> str:
         more = f" and {len(item.advisories) - ADVISORIES_MAX} more" if len(item.advisories) > ADVISORIES_MAX else ""
         lines += ["", f"Advisories ({len(item.advisories)}): {shown}{more}"]
     if item.incident is not None:
-        lines += ["", describe(item.incident, alerts=len(item.signals), attached_to=item.attached_to)]
+        if lines[-1]:
+            lines.append("")
+        lines.append(describe(item.incident, alerts=len(item.signals), attached_to=item.attached_to))
     lines += ["", f"Signals: {len(item.signals)}. Triage engine: {clean(item.engine, 40)}."]
     if item.note:
         lines.append(f"Note: {clean(item.note, 300)}")

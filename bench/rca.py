@@ -9,8 +9,9 @@ CSV with at least ``fault_id``, ``fault_level``, ``fault_entity`` (other columns
 to score.
 
 History: each fault is ranked with a ``fixloop.core.rca.Background`` built from the OTHER faults' alerts of the same
-file (leave-one-out; what the product gets from its alert history), never from the labels; ``nohistory_*`` gives
-the figures without it.
+file (leave-one-out), never from the labels; ``nohistory_*`` gives the figures without it, and ``past_*`` with the
+history the product would have had: only the faults whose first alert came earlier, remembered as the intake does
+(``fixloop.core.incidents.remember``, its 500-key bound).
 
 Output: one line per fault on stderr, and last on stdout one JSON object ``{"faults", "top1", "top3",
 "top1_service", "top3_service", "baseline_top1", ..., "seconds"}``, percentages: ``top1`` / ``top3`` the exact fault
@@ -31,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fixloop.core import rca, topology  # noqa: E402
+from fixloop.core import incidents, rca, topology  # noqa: E402
 
 
 def hits(ranked: list[str], level: str, entity: str, topo: topology.Topology) -> tuple[bool, bool, bool, bool]:
@@ -64,7 +65,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     totals = dict.fromkeys(names, 0)
     base = dict.fromkeys(names, 0)
     bare = dict.fromkeys(names, 0)
+    past = dict.fromkeys(names, 0)
     pairs = {fid: [(rca.resolve(topo, o), o.metric) for o in rca.observations(rows)] for fid, rows in alerts.items()}
+    first = {fid: min((o.at_ms for o in rca.observations(rows)), default=0) for fid, rows in alerts.items()}
+    remembered: dict[str, rca.Background | None] = {}
+    so_far: rca.Background | None = None
+    for fid in sorted(alerts, key=lambda f: (first[f], f)):  # the intake's history as each fault began
+        remembered[fid] = so_far
+        so_far = incidents.remember(so_far, sorted({f"{e}\x1f{m}" for e, m in pairs[fid]}))
     faults = 0
     for row in labels:
         fid, level, entity = row["fault_id"], row["fault_level"], row["fault_entity"]
@@ -78,12 +86,16 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         ranked = [c.entity for c in ranking.candidates]
         got = hits(ranked, level, entity, topo)
         got_bare = hits([c.entity for c in rca.rank(topo, obs).candidates], level, entity, topo)
+        got_past = hits(
+            [c.entity for c in rca.rank(topo, obs, background=remembered[fid]).candidates], level, entity, topo
+        )
         got_base = hits(rca.earliest(topo, obs), level, entity, topo)
         faults += 1
-        for n, h, hb, hn in zip(names, got, got_base, got_bare, strict=True):
+        for n, h, hb, hn, hp in zip(names, got, got_base, got_bare, got_past, strict=True):
             totals[n] += h
             base[n] += hb
             bare[n] += hn
+            past[n] += hp
         print(
             f"fault {fid} {level} {entity}: {'HIT ' if got[2] else 'miss'} ranked {ranked[:3]}"
             f" ({len(obs)} alerts; baseline {'hit' if got_base[2] else 'miss'})",
@@ -93,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     figures: dict[str, object] = {"faults": faults, **pct}
     figures |= {f"baseline_{n}": round(100 * base[n] / faults, 1) if faults else 0.0 for n in names}
     figures |= {f"nohistory_{n}": round(100 * bare[n] / faults, 1) if faults else 0.0 for n in names}
+    figures |= {f"past_{n}": round(100 * past[n] / faults, 1) if faults else 0.0 for n in names}
     figures["seconds"] = round(time.perf_counter() - started, 2)
     return figures
 

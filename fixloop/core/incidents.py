@@ -27,7 +27,7 @@ Every input alert is in exactly one group; the result does not depend on the inp
 (earliest, then smallest fingerprint): the same storm delivered again, in any order, gives the same id.
 
 ``work_item(incident)``: its ``WorkItem`` (kind ``incident``, or ``deploy_regression`` when attached); its title
-"Incident: <n> alerts on <k> services; likely root cause <entity> (<evidence>)". ``description(incident)``: the
+"Incident: <n> alerts on <up to 3 services>[ and <k> more]; likely root cause <entity>". ``description(incident)``: the
 Jira description as PLAIN text (the top candidates with their evidence, the alert timeline), bounded; the Jira
 activity escapes it (``fixloop.core.markup.jira_text``).
 """
@@ -68,7 +68,6 @@ MAX_GROUP_ALERTS = 1000  # alerts of one group (a work item's signals); a larger
 TOP_CANDIDATES = 3
 TIMELINE_MAX = INCIDENT_TIMELINE_MAX  # alerts listed in an incident's timeline (the earliest; the rest counted)
 TEXT_MAX = INCIDENT_TEXT_MAX  # characters of a timeline entry's text fields
-EVIDENCE_SHORT = 80  # characters of the evidence quoted in a title
 DESCRIPTION_MAX = 16_000  # characters of ``description``
 HISTORY_KEYS_MAX = 500  # (entity, metric) keys an alert history keeps (the most frequent; ties by key)
 
@@ -273,11 +272,6 @@ def correlate(
     return sorted(out, key=lambda inc: (inc.onset, inc.id))
 
 
-def _evidence_short(c: rca.Candidate) -> str:
-    line = c.evidence[1] if len(c.evidence) > 1 else (c.evidence[0] if c.evidence else f"score {c.score:.2f}")
-    return clean(line, EVIDENCE_SHORT)
-
-
 def _plural(n: int, one: str) -> str:
     return f"{n} {one if n == 1 else one + 's'}"
 
@@ -326,11 +320,12 @@ def facts(incident: Incident) -> IncidentFacts:
 def work_item(incident: Incident) -> WorkItem:
     """The work item of an incident: kind ``incident`` (``deploy_regression`` when attached to a deploy), its id,
     severity, alerts and window; the title names the top candidate."""
-    n, k = len(incident.fingerprints), len(incident.services) or len(incident.entities)
-    head = f"Incident: {_plural(n, 'alert')} on {_plural(k, 'service')}"
+    n = len(incident.fingerprints)
+    names = incident.services or incident.entities
+    where = ", ".join(clean(x, 60) for x in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    head = f"Incident: {_plural(n, 'alert')} on {where}"
     if incident.candidates:
-        top = incident.candidates[0]
-        head += f"; likely root cause {top.entity} ({_evidence_short(top)})"
+        head += f"; likely root cause {clean(incident.candidates[0].entity, 80)}"
     if incident.attached_to:
         head = f"Regression after deploy of {incident.attached_to}: {head}"
     services = incident.services
@@ -353,6 +348,10 @@ def description(incident: Incident) -> str:
     return describe(facts(incident), alerts=len(incident.fingerprints), attached_to=incident.attached_to)
 
 
+def _at(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _more(names: list[str], more: int) -> str:
     return ", ".join(names) + (f" and {more} more" if more else "")
 
@@ -362,7 +361,7 @@ def describe(f: IncidentFacts, *, alerts: int, attached_to: str | None = None) -
     most ``DESCRIPTION_MAX`` characters: the summary line, the top candidates with their evidence, the alert
     timeline (``+<seconds>s <UTC time> <entity> <metric>: <title>``)."""
     lines = [
-        f"{_plural(alerts, 'alert')} from {f.onset.isoformat()} to {f.last.isoformat()} on "
+        f"{_plural(alerts, 'alert')} from {_at(f.onset)} to {_at(f.last)} on "
         + _more(f.entities, f.entities_more),
     ]
     if f.unknown:
@@ -379,7 +378,7 @@ def describe(f: IncidentFacts, *, alerts: int, attached_to: str | None = None) -
     lines += ["", "Alert timeline:"]
     for t in f.timeline:
         offset = int((t.at - f.onset).total_seconds())
-        lines.append(f"+{offset}s {t.at.astimezone(UTC).isoformat()} {t.entity} {t.metric}: {t.title}")
+        lines.append(f"+{offset}s {_at(t.at)} {t.entity} {t.metric}: {t.title}")
     if f.timeline_more:
         lines.append(f"... and {f.timeline_more} later alert(s)")
     text = "\n".join(lines)

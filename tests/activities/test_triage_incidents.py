@@ -54,7 +54,8 @@ def test_a_storm_over_three_connected_services_is_one_incident_instead_of_five_i
     (incident,) = [w for w in result.work_items if w.kind is WorkItemKind.INCIDENT]
     assert not [w for w in result.work_items if w.kind is WorkItemKind.ALERT_INVESTIGATION]
     assert sorted(incident.signals) == sorted(a.fingerprint for a in alerts)
-    assert incident.title.startswith("Incident: 6 alerts on 3 services; likely root cause inventory")
+    title = "Incident: 6 alerts on catalog, inventory, storefront; likely root cause inventory"
+    assert incident.title.startswith(title)
     assert incident == incidents.work_item(incidents.correlate(alerts, _topo(), window=WINDOW)[0])
     # findings are untouched by the topology
     assert [w for w in result.work_items if w.kind is not WorkItemKind.INCIDENT] == [
@@ -243,8 +244,9 @@ def _wire_the_shop(settings: GitLabSettings) -> None:
 
 
 async def test_the_activity_builds_the_topology_from_the_manifests_once_per_head_commit(sandbox: _Sandbox) -> None:
-    """The seeded repository has no ``topology:`` section: the calls come from its manifests' env values, and the
-    storm over storefront, catalog and inventory is one incident. A second call on the same head lists no tree
+    """The seeded repository's ``topology:`` section and its manifests' env values (the seed's, and the ones this
+    test adds) are merged, and the storm over storefront, catalog and inventory is one incident. A second call on
+    the same head lists no tree
     and reads no file again; a new commit is read once more."""
     _wire_the_shop(sandbox.gitlab())
     sandbox.paths.clear()

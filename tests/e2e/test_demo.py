@@ -73,6 +73,15 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     assert (culprit["author_username"], culprit["by_fixloop"]) == ("dana", False), culprit
     assert culprit["merge_request_iid"] == person["merge_request_iid"], culprit
     assert culprit["title"] == "inventory: 2 database connections per pod"
+    # its Jira issue: the ranked candidates with their evidence, the timeline, and the culprit change said once
+    issue = issues[incident["jira"]]
+    description = jira_reads(issue["description"])
+    assert "Likely root cause, best first:\n1. inventory (service)" in description, description
+    assert "callers with latency/error symptoms after its onset: catalog" in description
+    assert "Alert timeline:" in description and description.count("\n+") == 6
+    (said,) = [jira_reads(c["text"]) for c in issue["comments"] if "Changes Flux applied before the onset" in c["text"]]
+    assert f"inventory: commit {person['sha'][:12]}" in said and "(@dana)" in said, said
+    assert f"merged in !{person['merge_request_iid']}" in said and "a person's change" in said
     # open while its alerts fire: later alerts on its services join it; it ends when they recover
     assert (incident["stage"], incident["outcome"], incident["merge_request"]) == ("await_recovery", None, None)
     # every child process is gone, and the logs stay for a look

@@ -52,8 +52,12 @@ def start_sandbox(tmp_path: Path) -> Iterator[Callable[..., Running]]:
 
 
 def with_env(deployment: str, env: dict[str, str]) -> str:
-    """A seeded ``apps/base/<service>/deployment.yaml`` text with ``env`` (name -> value) on its container."""
+    """A seeded ``apps/base/<service>/deployment.yaml`` text with ``env`` (name -> value) added to its container's
+    ``env:`` list (created before ``ports:`` when the container has none)."""
+    lines = "".join(f"            - name: {k}\n              value: {v}\n" for k, v in env.items())
+    existing = "          env:\n"
+    if existing in deployment:
+        return deployment.replace(existing, existing + lines, 1)
     marker = "          ports:\n"
     assert marker in deployment, "the seeded Deployment's container has no ports: block"
-    lines = "".join(f"            - name: {k}\n              value: {v}\n" for k, v in env.items())
-    return deployment.replace(marker, f"          env:\n{lines}{marker}", 1)
+    return deployment.replace(marker, f"{existing}{lines}{marker}", 1)

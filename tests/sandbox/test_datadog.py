@@ -265,26 +265,23 @@ def _gitlab(run: Running) -> GitLabClient:
 def test_service_dependencies_answer_the_seeded_services_with_the_calls_the_head_configures(
     dd_repo: Running,
 ) -> None:
-    """The seeded manifests name no other service: every seeded service, no calls. A commit giving storefront a
-    Service URL, a qualified Service name with a port and an external URL makes two calls edges at the next
-    request; another env answers nothing."""
+    """The seeded manifests' Service URLs are the seeded calls (storefront -> catalog, payments; catalog ->
+    inventory; payments -> legacy-api). A commit giving inventory a qualified Service name with a port and an
+    external URL makes one more edge at the next request; another env answers nothing."""
     settings = configured(DatadogSettings, endpoints(dd_repo.sb))
+    seeded = {"storefront": ["catalog", "payments"], "catalog": ["inventory"], "payments": ["legacy-api"]}
     with DatadogClient(settings) as c:
-        assert c.service_dependencies("sandbox") == {s: {"calls": []} for s in WORLD_SERVICES}
+        assert c.service_dependencies("sandbox") == {s: {"calls": seeded.get(s, [])} for s in WORLD_SERVICES}
         gl = _gitlab(dd_repo)
-        path = "apps/base/storefront/deployment.yaml"
+        path = "apps/base/inventory/deployment.yaml"
         text = with_env(
             gl.read_file(path, "main") or "",
-            {
-                "CATALOG_URL": "http://catalog/api",
-                "PAYMENTS": "payments.shop-production.svc:8080",
-                "X": "https://stripe.com",
-            },
+            {"LEDGER": "payments.shop-production.svc:8080", "X": "https://stripe.com"},
         )
-        gl.commit_files("main", {path: text}, "storefront: call catalog and payments")
+        gl.commit_files("main", {path: text}, "inventory: call payments")
         answer = c.service_dependencies("sandbox", start=NOW - timedelta(hours=1), end=NOW)
-        assert answer["storefront"] == {"calls": ["catalog", "payments"]}
-        assert all(answer[s] == {"calls": []} for s in WORLD_SERVICES if s != "storefront")
+        assert answer["inventory"] == {"calls": ["payments"]}
+        assert all(answer[s] == {"calls": seeded.get(s, [])} for s in WORLD_SERVICES if s != "inventory")
         assert c.service_dependencies("production") == {}
 
 
