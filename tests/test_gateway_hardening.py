@@ -375,6 +375,29 @@ async def test_a_stale_or_future_flux_event_is_422_and_changes_nothing(age: time
     assert temporal.signals == []
 
 
+def succeeded(at: datetime) -> bytes:
+    """FLUX_FAILED's event as its success: severity info, reason ReconciliationSucceeded, the same revision."""
+    doc = json.loads(flux_event(body(FLUX_FAILED), at))
+    doc.update(severity="info", reason="ReconciliationSucceeded", message="Reconciliation finished")
+    return json.dumps(doc).encode()
+
+
+async def test_a_revision_flux_applied_is_told_to_the_intake_once_for_the_culprit_of_later_incidents() -> None:
+    temporal = FluxTemporal()
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    ev = succeeded(at)
+    async with http(make_app(connecting(temporal))) as c:
+        answers = [await c.post("/v1/hooks/flux", content=ev, headers=signed(ev)) for _ in range(3)]
+        failed = await c.post("/v1/hooks/flux", content=(f := flux_event(body(FLUX_FAILED))), headers=signed(f))
+    assert [r.status_code for r in answers] == [200] * 3 and failed.status_code == 200
+    told = [(wid, arg) for wid, arg in temporal.signals if wid.startswith("intake/")]
+    assert len(told) == 1, temporal.signals  # once, whatever the replays; a failed reconciliation applied nothing
+    wid, arg = told[0]
+    assert wid == f"intake/{SCOPE}"
+    (revision,) = arg.revisions
+    assert (revision.sha, revision.at, revision.source) == ("731f7eaddfb6af01cb2173e18f0f75b0ba780ef1", at, "event")
+
+
 # ---------------------------------------------------------------- connection deadlines (a real uvicorn server)
 
 DEADLINE = 5.0  # seconds a test waits for the server to close a connection (the configured timeouts are < 1 s)

@@ -18,6 +18,9 @@ micro-batch). The run loop drains what the handler recorded:
   its later alerts join it (one Jira comment per batch) instead of opening a second incident. Alerts arriving
   before any fix or incident for their service is open are triaged as usual (an ``incident`` on a topology, else
   ``alert_investigation``);
+* Flux's applied revisions (signal ``flux_applied``, from the gateway's Flux hook) are kept, the newest 200, and
+  handed to each incident loop at its start: its culprit change is the commit applied last before the onset, and a
+  later deploy must not hide when the culprit was applied (the Kustomization's status only has the last one);
 * the alert history: the (entity, metric) keys of each triage's correlated alerts are remembered
   (``fixloop.core.incidents.remember``, the 500 most frequent) and handed to the next triage, which ranks incidents
   with it (a chronic alert explains little: ``fixloop.core.rca.Background``);
@@ -42,10 +45,12 @@ on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 K
 * triage result: the activity refuses a result over R = ``RESULT_MAX_BYTES`` = 768 KiB (non-retryable
   ``TriageResultTooLarge``), and the chunk is then triaged in two halves, down to one signal, whose result is at
   most one work item or one unassigned entry built from that signal's <= 16 KiB (<< R);
-* child starts and ``add_signals``: a work item (<= R) with its signals (a subset of its chunk, <= T) is <= 1.5
-  MiB + ``START_OVERHEAD_BYTES`` per start (< 2 MiB); the starts of a chunk are sent in groups of at most 1.5 MiB
-  (or a single start) per workflow task (each counted with ``START_OVERHEAD_BYTES`` = 4 KiB for its id, options,
-  summary and search attributes), so a task's completion stays under 4 MiB;
+* child starts and ``add_signals``: a work item (<= R) with its signals (a subset of its chunk, <= T) and, for an
+  incident, the revisions Flux applied (``IntakeState.applied``: the newest ``APPLIED_KEPT`` = 200, each a sha, a
+  time and a revision of <= 300 characters: < 90 KB) is <= 1.6 MiB + ``START_OVERHEAD_BYTES`` per start (< 2 MiB);
+  the starts of a chunk are sent in groups of at most 1.5 MiB (or a single start) per workflow task (each counted
+  with ``START_OVERHEAD_BYTES`` = 4 KiB for its id, options, summary and search attributes), so a task's
+  completion stays under 4 MiB;
 * ``join_alerts`` and ``refresh`` to a loop: chunks of at most T and 500 signals, one per workflow task;
 * continue-as-new: at most ``CARRY_MAX_BYTES`` (1.8 MB): the open window is closed early while it would not
   fit; with nothing pending, the oldest half of the alert owners, else of the open fixes, else of the dedup
@@ -73,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import to_json
 
     from fixloop.activities.triage import TriageActivities
+    from fixloop.core.culprit import AppliedRevision
     from fixloop.core.incidents import remember
     from fixloop.core.markup import markdown
     from fixloop.core.models import (
@@ -83,12 +89,15 @@ with workflow.unsafe.imports_passed_through():
         TriageResult,
         Unassigned,
         WorkItem,
+        WorkItemKind,
         batched,
         signal_bytes,
     )
     from fixloop.workflows import options
     from fixloop.workflows.contracts.intake import (
+        APPLIED_KEPT,
         Finish,
+        FluxApplied,
         IntakeInput,
         IntakeState,
         IntakeStatus,
@@ -135,6 +144,7 @@ class IntakeWorkflow:
         self.state.seen = b""
         self._queue: list[SignalBatch] = []
         self._deploys: list[RecentDeploy] = []
+        self._applied: list[AppliedRevision] = []
         self._fixes: list[OpenFix] = []
         self._forwards: list[tuple[str, list[Signal]]] = []
         self._worked = False
@@ -147,6 +157,11 @@ class IntakeWorkflow:
     def deployed(self, deploy: RecentDeploy) -> None:
         """A loop of this scope has deployed ``deploy.service``: alerts on it soon after attach to that loop."""
         self._deploys.append(deploy)
+
+    @workflow.signal
+    def flux_applied(self, applied: FluxApplied) -> None:
+        """Flux applied these revisions (the gateway's ``ReconciliationSucceeded`` events): kept for incidents."""
+        self._applied.extend(applied.revisions)
 
     @workflow.signal
     def fixing(self, fix: OpenFix) -> None:
@@ -203,6 +218,10 @@ class IntakeWorkflow:
             self.state.recent_deploys.extend(self._deploys)
             del self.state.recent_deploys[:-RECENT_DEPLOYS_MAX]
             self._deploys = []
+        if self._applied:
+            known = {(a.at, a.sha): a for a in [*self.state.applied, *self._applied]}
+            self.state.applied = sorted(known.values(), key=lambda a: (a.at, a.sha))[-APPLIED_KEPT:]
+            self._applied = []
         for fix in self._fixes:
             if fix.open:
                 self.state.open_fixes.pop(fix.service, None)  # re-insert: the newest fix of a service is last
@@ -343,6 +362,8 @@ class IntakeWorkflow:
         size = 0
         for wi, signals in starts:  # one workflow task per group: its commands' payloads stay under the limits
             n = len(to_json(wi)) + sum(map(signal_bytes, signals)) + START_OVERHEAD_BYTES
+            if wi.kind is WorkItemKind.INCIDENT:
+                n += len(to_json(self.state.applied))
             if group and size + n > STARTS_MAX_BYTES:
                 await asyncio.gather(*(self._start_loop(w, ss) for w, ss in group))
                 group, size = [], 0
@@ -436,7 +457,11 @@ class IntakeWorkflow:
                 await workflow.start_child_workflow(
                     RemediationWorkflow.run,
                     RemediationInput(
-                        scope=self.inp.scope, work_item=wi, signals=signals, options=self.inp.options.loop_options
+                        scope=self.inp.scope,
+                        work_item=wi,
+                        signals=signals,
+                        options=self.inp.options.loop_options,
+                        applied=self.state.applied if wi.kind is WorkItemKind.INCIDENT else [],
                     ),
                     id=wid,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,

@@ -276,6 +276,7 @@ class RemediationWorkflow:
                         onset=facts.onset,
                         lookback_seconds=int(lookback.total_seconds()),
                         candidates=[CulpritCandidate(entity=n) for n in names],
+                        applied=self.inp.applied,
                     ),
                     **options.call(Call.EXTERNAL, f"find the culprit change of {', '.join(names)[:120]}"),
                 )

@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from fixloop.activities.work_item import issue_description
-    from fixloop.core.culprit import ChangeCommit, Culprit, FileChange, MergeRequestRef
+    from fixloop.core.culprit import AppliedRevision, ChangeCommit, Culprit, FileChange, MergeRequestRef
     from fixloop.core.models import Signal, Transition, WorkItem, WorkItemKind
     from fixloop.core.triage import triage_rules
     from fixloop.workflows.contracts.loop import (
@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
 
 SCOPE = "team/gitops"
 SHA = "3f9a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c"
+APPLIED = AppliedRevision(sha=SHA, at=T0 - timedelta(minutes=12), revision=f"main@sha1:{SHA}", source="event")
 
 
 def _incident(alerts: list[Signal]) -> WorkItem:
@@ -65,11 +66,18 @@ def _culprit() -> Culprit:
     )
 
 
-async def _start(env: WorkflowEnvironment, task_queue: str, wi: WorkItem, alerts: list[Signal], **opts: object):
+async def _start(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    wi: WorkItem,
+    alerts: list[Signal],
+    applied: list[AppliedRevision] | None = None,
+    **opts: object,
+):
     options = LoopOptions(search_attributes=False, **opts)
     return await env.client.start_workflow(
         RemediationWorkflow.run,
-        RemediationInput(scope=SCOPE, work_item=wi, signals=alerts, options=options),
+        RemediationInput(scope=SCOPE, work_item=wi, signals=alerts, options=options, applied=applied or []),
         id=f"remediate/{SCOPE}/{wi.id}/{uuid.uuid4().hex[:6]}",
         task_queue=task_queue,
     )
@@ -105,7 +113,7 @@ async def test_an_incident_names_its_culprit_change_joins_later_alerts_once_per_
     async with Worker(
         env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
     ):
-        handle = await _start(env, task_queue, wi, alerts)
+        handle = await _start(env, task_queue, wi, alerts, applied=[APPLIED])
         state = await _when(handle, lambda s: s.stage is Stage.AWAIT_RECOVERY, "waited for recovery")
         await handle.signal(RemediationWorkflow.join_alerts, AlertsJoined(signals=later))
         await _when(handle, lambda s: len(s.alerts) == 2, "joined the later alerts")
@@ -120,6 +128,7 @@ async def test_an_incident_names_its_culprit_change_joins_later_alerts_once_per_
     assert [c.entity for c in asked.candidates] == ["inventory", "catalog", "storefront"]
     assert all(c.paths == [] for c in asked.candidates)  # the activity finds each workload's paths
     assert asked.onset == T0 and asked.lookback_seconds == 86_400
+    assert asked.applied == [APPLIED]  # what the intake heard from Flux, with the Kustomization's status
     assert state.investigation is not None and state.investigation.candidates[0].culprit.commit.sha == SHA
     culprit, joined, recovered = world.comments
     assert culprit.labels == ["fixloop-culprit"]

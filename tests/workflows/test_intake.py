@@ -63,10 +63,12 @@ class LoopStandIn:
         self.started_with: list[str] = []
         self.start_bytes = 0
         self.joined: list[str] = []
+        self.applied: list[str] = []
 
     @workflow.run
     async def run(self, inp: RemediationInput) -> None:
         self.started_with = sorted(s.fingerprint for s in inp.signals)
+        self.applied = [a.sha for a in inp.applied]
         self.start_bytes = len(to_json(inp))
         await workflow.wait_condition(lambda: False)
 
@@ -78,6 +80,11 @@ class LoopStandIn:
     @workflow.query
     def signals_at_start(self) -> list[str]:
         return self.started_with
+
+    @workflow.query
+    def applied_at_start(self) -> list[str]:
+        """The shas of the revisions Flux applied that the loop was started with (an incident's)."""
+        return self.applied
 
     @workflow.signal
     def add_signals(self, more: MoreSignals) -> None:

@@ -5,6 +5,8 @@ engine) handed the ``topology:`` section of tests/test_incidents.py; the loops a
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -13,14 +15,15 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():  # this module is re-imported in the workflow sandbox
     from fixloop.activities.triage import GROUP_SIGNALS, TriageActivities
     from fixloop.core import incidents
+    from fixloop.core.culprit import AppliedRevision
     from fixloop.core.models import TriageResult, WorkItemKind
     from fixloop.core.rca import Background
     from fixloop.core.triage import triage_rules
-    from fixloop.workflows.contracts.intake import Finish, SignalBatch
+    from fixloop.workflows.contracts.intake import Finish, FluxApplied, SignalBatch
     from fixloop.workflows.contracts.loop import loop_id
     from fixloop.workflows.contracts.triage import GroupSignalsInput
     from fixloop.workflows.intake import IntakeWorkflow
-    from tests.test_incidents import DD_DEMO, DD_INRES, _topo, dd, storm
+    from tests.test_incidents import DD_DEMO, DD_INRES, T0, _topo, dd, storm
     from tests.workflows.test_intake import LoopStandIn, _options, _scope, _settle, _start, status_when
 
 
@@ -111,3 +114,28 @@ async def test_each_triage_ranks_with_the_alert_history_of_the_windows_before_it
     again = set(incidents.alert_keys(second, _topo())) & set(one.counts)
     assert sorted(k.split("\x1f")[0] for k in again) == ["catalog", "inventory"]  # both monitors alerted in both
     assert {final.alert_history.counts[k] for k in again} == {2}
+
+
+async def test_an_incident_loop_starts_with_the_revisions_flux_applied_before_it(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The gateway tells the intake each revision Flux applied (``flux_applied``, replays included); the intake keeps
+    them once each, oldest first, and hands them to the incident loop it starts (not to other loops)."""
+    older = AppliedRevision(sha="a" * 40, at=T0 - timedelta(minutes=30), revision="main@sha1:" + "a" * 40)
+    newer = AppliedRevision(sha="b" * 40, at=T0 - timedelta(minutes=5), revision="main@sha1:" + "b" * 40)
+    scope, options = _scope(), _options()
+    alerts = storm()
+    async with _worker(env.client, task_queue):
+        handle = await _start(env.client, task_queue, scope, [], options)
+        await handle.signal(IntakeWorkflow.flux_applied, FluxApplied(revisions=[newer]))
+        await handle.signal(IntakeWorkflow.flux_applied, FluxApplied(revisions=[older, newer]))
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=alerts))
+        await _settle(env, handle, options.quiet_period)
+        await status_when(handle, lambda s: s.counters.loops_started >= 1, "started the incident loop")
+        (wi,) = triage_rules(alerts, topology=_topo()).work_items
+        loop = env.client.get_workflow_handle(loop_id(scope, wi.id))
+        applied = await loop.query(LoopStandIn.applied_at_start)
+        await handle.signal(IntakeWorkflow.finish, Finish())
+        final = await handle.result()
+    assert applied == ["a" * 40, "b" * 40]
+    assert [a.sha for a in final.applied] == ["a" * 40, "b" * 40]

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from pydantic import AwareDatetime, Base64Bytes, BaseModel, ConfigDict, Field
 
+from fixloop.core.culprit import AppliedRevision
 from fixloop.core.models import SIGNAL_MAX_BYTES, RecentDeploy, Signal
 from fixloop.core.rca import Background
 from fixloop.workflows.contracts.loop import LoopOptions
@@ -86,6 +87,19 @@ class Counters(BaseModel):
     runs: int = 1
 
 
+APPLIED_KEPT = 200  # revisions Flux applied that the intake keeps (the newest): ~90 KB of JSON at most
+
+
+class FluxApplied(BaseModel):
+    """Intake signal ``flux_applied``: revisions Flux reported applied (``ReconciliationSucceeded`` events of the
+    configured Kustomization, via the gateway: ``fixloop.integrations.flux.applied_revisions``). The intake keeps
+    the newest ``APPLIED_KEPT`` and hands them to each incident loop it starts, for its culprit change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revisions: list[AppliedRevision] = Field(max_length=APPLIED_KEPT)
+
+
 class IntakeState(BaseModel):
     """What continue-as-new carries. ``seen`` is the dedup memory, ``pack_seen`` then zlib (see module doc)."""
 
@@ -99,6 +113,7 @@ class IntakeState(BaseModel):
     open_fixes: dict[str, str] = Field(default_factory=dict)  # service -> loop with an open merge request for it
     recent_deploys: list[RecentDeploy] = Field(default_factory=list)
     alert_history: Background | None = None  # the (entity, metric) keys of past triaged alerts (incidents.remember)
+    applied: list[AppliedRevision] = Field(default_factory=list, max_length=APPLIED_KEPT)  # what Flux applied
     counters: Counters = Field(default_factory=Counters)
     windows: list[WindowRecord] = Field(default_factory=list)
     finishing: bool = False

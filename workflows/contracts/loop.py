@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from fixloop.core.culprit import AppliedRevision
 from fixloop.core.gate import Approval, MergeRequestState, MrState
 from fixloop.core.models import Signal, WorkItem
 from fixloop.workflows.contracts.deploy import DeployState
@@ -137,6 +138,7 @@ class RemediationInput(BaseModel):
     scope: str
     work_item: WorkItem
     signals: list[Signal] = Field(default_factory=list)  # the work item's signals at the start (for planning)
+    applied: list[AppliedRevision] = Field(default_factory=list, max_length=200)  # an incident's: what Flux applied
     options: LoopOptions = Field(default_factory=LoopOptions)
     state: LoopState | None = None  # set by continue-as-new
 

@@ -1,4 +1,5 @@
-"""The GitLab and Flux hooks: a delivery wakes a loop (an update or a signal), it is never believed.
+"""The GitLab and Flux hooks: a delivery wakes a loop (an update or a signal), it is never believed. A revision
+Flux reports applied is also told to the scope's intake (``flux_applied``: the culprit change of later incidents).
 
 GitLab (``POST /v1/hooks/gitlab``): a merge request's loop is found from its source branch (``fixloop/<work-item-id>``
 or ``fixloop/revert/<work-item-id>/<sha12>``) and the project's path; ``approval``/``approved`` actions go through
@@ -31,7 +32,14 @@ from fixloop.app.gateway.requests import Rejected, Unavailable, check_content_ty
 from fixloop.app.gateway.settings import GatewaySettings
 from fixloop.core.gate import Approval, MrState
 from fixloop.core.parsing import clean
-from fixloop.integrations.flux import MAX_EVENT_BYTES, FluxEvent, FluxEventError, FluxSettings, parse_event
+from fixloop.integrations.flux import (
+    MAX_EVENT_BYTES,
+    FluxEvent,
+    FluxEventError,
+    FluxSettings,
+    applied_revisions,
+    parse_event,
+)
 from fixloop.integrations.gitlab.webhook import (
     APPROVAL_ACTIONS,
     EVENTS,
@@ -42,7 +50,9 @@ from fixloop.integrations.gitlab.webhook import (
     parse_merge_request_hook,
 )
 from fixloop.workflows import options
+from fixloop.workflows.contracts.intake import FluxApplied, intake_id
 from fixloop.workflows.contracts.loop import ApprovalEvent, DeployEvent, MergeRequestEvent, Stage, loop_id
+from fixloop.workflows.intake import IntakeWorkflow
 from fixloop.workflows.remediation import RemediationWorkflow
 
 log = logging.getLogger(__name__)
@@ -220,7 +230,9 @@ class FluxHook:
             return 200, {"ignored": "this event was already delivered (a replay or a re-delivery)"}
         self._seen[key] = event.timestamp.timestamp()  # claimed now: a concurrent copy is a replay too
         try:
-            return await self._signal_deploy(deploy)
+            answer = await self._signal_deploy(deploy)
+            await self._tell_intake(event)
+            return answer
         except BaseException:
             self._seen.pop(key, None)  # not delivered: Flux's retry must get through
             raise
@@ -256,6 +268,26 @@ class FluxHook:
         horizon = time.time() - self.settings.flux_max_age
         while seen and (len(seen) > FLUX_EVENTS_REMEMBERED or next(iter(seen.values())) < horizon):
             seen.popitem(last=False)
+
+    async def _tell_intake(self, event: FluxEvent) -> None:
+        """A revision Flux applied (``ReconciliationSucceeded``) is told to the scope's intake (``flux_applied``),
+        which keeps it for the culprit change of later incidents. No intake running yet: nothing to tell (it starts
+        with the first signal of the scope); Temporal failing: ``Unavailable`` (503), so Flux retries."""
+        revisions = applied_revisions(None, [event], self.flux.kustomization)
+        if not revisions:
+            return
+        client = await self.temporal()
+        handle = client.get_workflow_handle(intake_id(self.settings.scope))
+        try:
+            await asyncio.wait_for(
+                handle.signal(IntakeWorkflow.flux_applied, FluxApplied(revisions=revisions)),
+                self.settings.temporal_timeout,
+            )
+        except RPCError as e:
+            if e.status is not RPCStatusCode.NOT_FOUND:
+                raise unavailable(e, f"the intake of {self.settings.scope}") from None
+        except Exception as e:
+            raise unavailable(e, f"the intake of {self.settings.scope}") from None
 
     async def _signal_deploy(self, deploy: DeployEvent) -> Answer:
         scope = self.settings.scope
