@@ -19,12 +19,14 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 
 from fixloop.activities.errors import as_application_errors
+from fixloop.core import remedy
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
 from fixloop.core.change.mr import read_back, render
 from fixloop.core.change.ops import Operation, PolicyViolation
 from fixloop.core.change.policy import POLICY_FILE
 from fixloop.core.config import ConfigError, LlmSettings
+from fixloop.core.culprit import Culprit
 from fixloop.core.parsing import clean
 from fixloop.core.service import service_of_paths
 from fixloop.core.verification import VerificationPolicy, describe_plan
@@ -32,10 +34,11 @@ from fixloop.integrations.errors import AuthError, IntegrationError
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.llm import LlmError, structured_completion
 from fixloop.integrations.registry import RegistryClient, RegistrySettings
-from fixloop.workflows.contracts.plan import RULES, PlanChangeInput, PlannedChange
+from fixloop.workflows.contracts.plan import RULES, PlanChangeInput, PlannedChange, PlanRemediationInput
 
 # Temporal activity names, unchanged since activities/change.py (running histories and the worker's metrics name them):
 PLAN_CHANGE = "change.plan"
+PLAN_REMEDIATION = "change.plan_remediation"
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -45,6 +48,15 @@ log = logging.getLogger(__name__)
 
 FILE_MAX_BYTES = 1 << 20  # files larger than this are not read (a view sees them as absent)
 _DOCKER_HUB = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+
+
+def _top_culprit(inp: PlanRemediationInput) -> Culprit | None:
+    """The culprit change of the incident's top candidate's service, if its investigation found one."""
+    facts = inp.work_item.incident
+    if inp.investigation is None or facts is None or not facts.candidates:
+        return None
+    top = facts.candidates[0].service or facts.candidates[0].entity
+    return next((c.culprit for c in inp.investigation.candidates if c.entity == top and c.culprit), None)
 
 
 class GitLabRepo:
@@ -146,6 +158,21 @@ class PlanActivities:
         type ``PolicyViolation``; integration errors -> ``ApplicationError`` (non-retryable unless retryable)."""
         with as_application_errors():
             return await asyncio.to_thread(self._plan, inp)
+
+    @activity.defn(name=PLAN_REMEDIATION)
+    async def plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
+        """Plan an incident's remediation: the action ``fixloop.core.remedy.choose`` picks from its alerts and the
+        culprit change of its top candidate, as a typed operation validated against the repository and its
+        ``incidents:`` policy. No safe action -> ``located=False`` with the reason (said on Jira)."""
+        with as_application_errors():
+            return await asyncio.to_thread(self._plan_remediation, inp)
+
+    def _plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
+        culprit = _top_culprit(inp)
+        choice = remedy.choose(inp.work_item, inp.signals, culprit)
+        if choice.action is None:
+            return PlannedChange(located=False, reason=choice.reason)
+        return PlannedChange(located=False, reason=f"{choice.reason} (the {choice.action.value} change is not built)")
 
     def _plan(self, inp: PlanChangeInput) -> PlannedChange:
         default = self.gitlab.default_branch()

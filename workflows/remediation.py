@@ -89,7 +89,7 @@ with workflow.unsafe.imports_passed_through():
         OpenMergeRequestInput,
         OpenRevertInput,
     )
-    from fixloop.workflows.contracts.plan import PlanChangeInput
+    from fixloop.workflows.contracts.plan import PlanChangeInput, PlanRemediationInput
     from fixloop.workflows.contracts.verify import JudgeInput
     from fixloop.workflows.contracts.work_item import (
         CloseWorkItemInput,
@@ -234,6 +234,12 @@ class RemediationWorkflow:
             self._show()
             await stages[self.state.stage]()
         self._apply_events()
+        if self.inp.work_item.kind is WorkItemKind.INCIDENT and self.state.merge_request is not None:
+            # flap guard: the incident's services stay this loop's a while after its fix, so that their alerts
+            # (the fix settling, or failing again) join it instead of opening another incident and merge request
+            await workflow.sleep(self.inp.options.incident_cooldown)
+            self._apply_events()
+            self._note(f"cool-down of {self.inp.options.incident_cooldown} over: the incident's services are released")
         await self._tell_intake_fixing(open_=False)
         await self._tell_intake_incident(open_=False)
         self._show()
@@ -309,7 +315,35 @@ class RemediationWorkflow:
                 ]
                 await self._comment("\n".join(lines), "culprit", labels=["fixloop-culprit"] if named else None)
         await self._tell_intake_incident(open_=True)
-        self._advance(Stage.AWAIT_RECOVERY)
+        self._advance(Stage.PLAN_CHANGE)
+
+    async def _plan_remediation(self) -> None:
+        """An incident's fix (``change.plan_remediation``: the action chosen by code, ``fixloop.core.remedy``, as a
+        typed operation validated against the repository and its ``incidents:`` policy). A plan: the merge request
+        is opened and gated like every fix. None: the reason is said on the Jira issue and the incident waits for
+        its alerts to recover."""
+        planned = await workflow.execute_activity_method(
+            PlanActivities.plan_remediation,
+            PlanRemediationInput(
+                scope=self.inp.scope,
+                work_item=self.inp.work_item,
+                signals=[*self.inp.signals, *self.state.alerts],
+                investigation=self.state.investigation,
+                jira_key=self._jira_key(),
+            ),
+            **options.call(Call.PLAN, "plan the incident's remediation"),
+        )
+        self.state.plan = planned
+        if not planned.located:
+            reason = planned.reason or "no reason given"
+            self._note(f"no remediation merge request: {reason}")
+            await self._comment(
+                f"fixloop opened no merge request for this incident: {reason}", "no-remediation", ["fixloop-no-action"]
+            )
+            self._advance(Stage.AWAIT_RECOVERY)
+            return
+        self._note(f"planned the remediation ({planned.action}): {'; '.join(planned.operations[:5])}")
+        self._advance(Stage.OPEN_MERGE_REQUEST)
 
     async def _await_recovery(self) -> None:
         """An incident stays open while its alerts fire: alerts on its services that arrive meanwhile join it (the
@@ -382,6 +416,9 @@ class RemediationWorkflow:
         self.state.incident_services = told if open_ else [s for s in services if s not in told]
 
     async def _plan_change(self) -> None:
+        if self.inp.work_item.kind is WorkItemKind.INCIDENT:
+            await self._plan_remediation()
+            return
         planned = await workflow.execute_activity_method(
             PlanActivities.plan,
             PlanChangeInput(

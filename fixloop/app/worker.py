@@ -106,7 +106,8 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
         jira_url = str(config.jira.url).rstrip("/") if config.jira is not None else None
         change = PlanActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm)
         g = MergeRequestActivities(config.gitlab)
-        out += [change.plan, g.open_merge_request, g.merge_request_state, g.note, g.delete_branch]
+        out += [change.plan, change.plan_remediation, g.open_merge_request, g.merge_request_state, g.note]
+        out.append(g.delete_branch)
         out += [g.open_revert_merge_request, g.check_user]
     if config.flux is not None:
         out.append(DeployActivities(config.flux, config.gitlab).deploy_state)

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.core.culprit import AppliedRevision, ChangeCommit, Culprit, FileChange, MergeRequestRef
     from fixloop.core.models import Signal, Transition, WorkItem, WorkItemKind
     from fixloop.core.triage import triage_rules
+    from fixloop.core.verification import VerdictResult
     from fixloop.workflows.contracts.loop import (
         AlertsJoined,
         LoopOptions,
@@ -32,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.remediation import RemediationWorkflow, culprit_candidates
     from tests.test_incidents import DD_DEMO, DD_INRES, T0, _topo, am_errors, dd, storm
     from tests.workflows.test_intake import query_when
-    from tests.workflows.world import World
+    from tests.workflows.world import World, approval
 
 SCOPE = "team/gitops"
 SHA = "3f9a1c2b4d5e6f708192a3b4c5d6e7f8091a2b3c"
@@ -123,14 +124,18 @@ async def test_an_incident_names_its_culprit_change_joins_later_alerts_once_per_
         await handle.signal(RemediationWorkflow.refresh, Refresh(signals=_recovered(later)))
         final = await handle.result()
 
-    assert world.calls[:2] == ["jira.open_work_item", "investigate.culprit"]
+    assert world.calls[:3] == ["jira.open_work_item", "investigate.culprit", "change.plan_remediation"]
+    (planned,) = world.remediations
+    assert planned.investigation == state.investigation and len(planned.signals) == 6
     (asked,) = world.culprit_asked
     assert [c.entity for c in asked.candidates] == ["inventory", "catalog", "storefront"]
     assert all(c.paths == [] for c in asked.candidates)  # the activity finds each workload's paths
     assert asked.onset == T0 and asked.lookback_seconds == 86_400
     assert asked.applied == [APPLIED]  # what the intake heard from Flux, with the Kustomization's status
     assert state.investigation is not None and state.investigation.candidates[0].culprit.commit.sha == SHA
-    culprit, joined, recovered = world.comments
+    culprit, no_action, joined, recovered = world.comments
+    assert no_action.labels == ["fixloop-no-action"]
+    assert no_action.body == "fixloop opened no merge request for this incident: No rule matches inventory's alerts."
     assert culprit.labels == ["fixloop-culprit"]
     assert culprit.body.startswith("Changes Flux applied before the onset, per likely root cause (best first):")
     assert (
@@ -164,8 +169,67 @@ async def test_an_incident_whose_alerts_keep_firing_escalates_then_ends_tracked(
 
     assert (final.stage, final.outcome) == (Stage.DONE, Outcome.TRACKED)
     labels = [c.labels for c in world.comments]
-    assert labels == [[], ["fixloop-stale-await-recovery"], ["fixloop-expired"]]
+    assert labels == [[], ["fixloop-no-action"], ["fixloop-stale-await-recovery"], ["fixloop-expired"]]
     assert world.comments[0].body.startswith("Changes Flux applied before the onset")
     assert "inventory: no commit touching its files was applied" in world.comments[0].body
     # one escalation after 2 h, then one more period
     assert final.evidence[-1].text.startswith("gave up waiting for the incident's alerts to recover after 4:00:00")
+
+
+def _fixing(action: str, **more: object) -> World:
+    """A world whose planner proposes ``action``; a human approves, the MR is merged and applied at once."""
+    return World(
+        culprits={"inventory": _culprit()},
+        remediation=action,
+        merge_after_polls=1,
+        approvals=[approval("alice")],
+        deploy_after_polls=1,
+        **more,
+    )
+
+
+async def _run(env: WorkflowEnvironment, task_queue: str, world: World, wi: WorkItem, alerts: list[Signal]):
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
+    ):
+        return await (await _start(env, task_queue, wi, alerts, applied=[APPLIED])).result()
+
+
+async def test_an_incident_fix_is_gated_deployed_and_verified_by_its_monitors_recovering(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """incident -> remediation MR -> a human's approval of the merged head -> Flux applied -> the incident's Datadog
+    monitors must recover and inventory's metrics not regress -> verified; its services stay the loop's for the
+    cool-down, then the intake is told the incident ended."""
+    alerts = storm()
+    wi = _incident(alerts)
+    world = _fixing("revert")
+    final = await _run(env, task_queue, world, wi, alerts)
+
+    assert (final.stage, final.outcome) == (Stage.DONE, Outcome.VERIFIED)
+    assert world.calls[:4] == [
+        "jira.open_work_item",
+        "investigate.culprit",
+        "change.plan_remediation",
+        "gitlab.open_merge_request",
+    ]
+    (judged,) = world.judged
+    monitors = sorted({int(a.monitor_id) for a in alerts if a.source.value == "datadog"})
+    assert judged.service == "inventory" and judged.monitor_ids == monitors
+    assert [c.resolution for c in world.closed] == ["done"]
+    assert final.plan is not None and final.plan.action == "revert"
+    done = next(e for e in final.evidence if e.text.startswith("verdict pass"))
+    assert final.evidence[-1].at - done.at >= timedelta(minutes=30)  # the cool-down before the loop ends
+
+
+async def test_an_incident_fix_whose_monitors_do_not_recover_is_reverted_through_a_second_gate(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    alerts = storm()
+    world = _fixing("memory", verdict=VerdictResult.FAIL)
+    final = await _run(env, task_queue, world, _incident(alerts), alerts)
+
+    assert (final.stage, final.outcome) == (Stage.DONE, Outcome.REVERTED)
+    (revert,) = world.reverts
+    assert revert.original.iid == final.merge_request.iid  # the remediation's own merge is reverted
+    assert final.revert is not None and final.revert.iid != final.merge_request.iid

@@ -20,11 +20,13 @@ with workflow.unsafe.imports_passed_through():  # this module is re-imported in 
     from fixloop.core.rca import Background
     from fixloop.core.triage import triage_rules
     from fixloop.workflows.contracts.intake import Finish, FluxApplied, SignalBatch
-    from fixloop.workflows.contracts.loop import loop_id
+    from fixloop.workflows.contracts.loop import Stage, loop_id
     from fixloop.workflows.contracts.triage import GroupSignalsInput
     from fixloop.workflows.intake import IntakeWorkflow
-    from tests.test_incidents import DD_DEMO, DD_INRES, T0, _topo, dd, storm
-    from tests.workflows.test_intake import LoopStandIn, _options, _scope, _settle, _start, status_when
+    from fixloop.workflows.remediation import RemediationWorkflow
+    from tests.test_incidents import DD_DEMO, DD_INRES, T0, _topo, am_pod_memory, dd, storm
+    from tests.workflows.test_intake import LoopStandIn, _options, _scope, _settle, _start, query_when, status_when
+    from tests.workflows.world import World
 
 
 def _worker(client: Client, task_queue: str) -> Worker:
@@ -139,3 +141,36 @@ async def test_an_incident_loop_starts_with_the_revisions_flux_applied_before_it
         final = await handle.result()
     assert applied == ["a" * 40, "b" * 40]
     assert [a.sha for a in final.applied] == ["a" * 40, "b" * 40]
+
+
+async def test_flap_guard_a_second_storm_on_the_service_while_its_incident_mr_is_open_joins_it(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The incident's loop (the real one, on world.py's stand-ins) has its remediation MR open and waiting for a
+    review; a second storm on inventory an hour later joins that loop (one Jira comment for the batch): no second
+    incident, no second merge request."""
+    world = World(remediation="revert", merge_after_polls=None)
+    scope, options = _scope(), _options()
+    first, second = storm(), [dd(DD_INRES, "inventory", 3600), am_pod_memory("inventory", "inventory-7d9c-c", 3610)]
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[IntakeWorkflow, RemediationWorkflow],
+        activities=[TriageActivities(topology=_topo()).group_signals, *world.activities()],
+    ):
+        handle = await _start(env.client, task_queue, scope, first, options)
+        await _settle(env, handle, options.quiet_period)
+        (wi,) = triage_rules(first, topology=_topo()).work_items
+        await status_when(handle, lambda s: s.counters.loops_started >= 1, "started the incident loop")
+        loop = env.client.get_workflow_handle(loop_id(scope, wi.id))
+        await query_when(loop, RemediationWorkflow.status, lambda s: s.stage is Stage.AWAIT_APPROVAL, "opened its MR")
+        await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=second))
+        await _settle(env, handle, options.quiet_period)
+        state = await query_when(loop, RemediationWorkflow.status, lambda s: len(s.alerts) == 2, "joined the storm")
+        status = await handle.query(IntakeWorkflow.status)
+
+    assert status.counters.loops_started == 1 and status.counters.alerts_joined == 2
+    assert world.calls.count("gitlab.open_merge_request") == 1
+    assert sorted(a.fingerprint for a in state.alerts) == sorted(a.fingerprint for a in second)
+    joined = [c for c in world.comments if c.labels == ["fixloop-alert"]]
+    assert len(joined) == 1 and joined[0].body.startswith("2 later alert(s) on inventory joined this incident:")

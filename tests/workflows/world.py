@@ -32,7 +32,7 @@ from fixloop.workflows.contracts.merge_request import (
     OpenMergeRequestInput,
     OpenRevertInput,
 )
-from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange
+from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange, PlanRemediationInput
 from fixloop.workflows.contracts.verify import JudgeInput, Verdict
 from fixloop.workflows.contracts.work_item import (
     CloseWorkItemInput,
@@ -107,6 +107,8 @@ class World:
     deploy_polls: int = 0
     culprits: dict[str, Any] = field(default_factory=dict)  # investigate.culprit: entity -> its Culprit (else none)
     culprit_asked: list[CulpritInput] = field(default_factory=list)
+    remediation: str | None = None  # change.plan_remediation's action (None: no safe action)
+    remediations: list[PlanRemediationInput] = field(default_factory=list)
 
     def activities(self) -> list:
         return [
@@ -125,7 +127,25 @@ class World:
             self.set_status,
             self.check_user,
             self.culprit,
+            self.plan_remediation,
         ]
+
+    @activity.defn(name=change.PLAN_REMEDIATION)
+    async def plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
+        self.calls.append(change.PLAN_REMEDIATION)
+        self.remediations.append(inp)
+        if self.remediation is None:
+            return PlannedChange(located=False, reason="No rule matches inventory's alerts.")
+        return PlannedChange(
+            located=True,
+            branch=f"fixloop/{inp.work_item.id}",
+            operations=[f"{self.remediation} inventory"],
+            base_sha="c" * 40,
+            title=f"Incident: {self.remediation} inventory",
+            service="inventory",
+            action=self.remediation,
+            verification=self.verification,
+        )
 
     @activity.defn(name=investigate.CULPRIT)
     async def culprit(self, inp: CulpritInput) -> CulpritOutput:

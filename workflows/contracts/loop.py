@@ -71,6 +71,7 @@ class LoopOptions(BaseModel):
     culprit_lookback: timedelta = Field(default=timedelta(days=1), gt=timedelta(0), le=timedelta(days=30))
     incident_escalate_after: timedelta = timedelta(hours=4)  # an incident's alerts still firing: a Jira comment
     incident_max_escalations: int = Field(default=2, ge=0)  # then one more period, and the loop ends (tracked)
+    incident_cooldown: timedelta = timedelta(minutes=30)  # after an incident's fix: its services' alerts still join it
     max_run_events: int = Field(default=5_000, ge=1)  # continue-as-new beyond this (or when the server suggests)
     search_attributes: bool = True  # off only where the server lacks them (the Java test server)
 

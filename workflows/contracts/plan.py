@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fixloop.core.change.ops import Operation
 from fixloop.core.models import Signal, WorkItem
 from fixloop.core.verification import VerificationPolicy
+from fixloop.workflows.contracts.investigate import CulpritOutput
 
 RULES = "fixloop rules"  # ``PlannedChange.drafted_by`` when no model drafted the merge request text
 
@@ -18,6 +19,20 @@ class PlanChangeInput(BaseModel):
     work_item: WorkItem
     jira_key: str | None = None
     signals: list[Signal] = Field(default_factory=list)  # the work item's signals (scanned OS, severities, links)
+
+
+class PlanRemediationInput(BaseModel):
+    """Input of ``change.plan_remediation``: an incident work item, its alerts (the start ones and those that joined:
+    at most 50 + the start signals, each at most 16 KiB, bounded by the loop's carry), the culprit changes its
+    investigation found (``investigate.culprit``), its Jira issue."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    work_item: WorkItem
+    signals: list[Signal] = Field(default_factory=list)
+    investigation: CulpritOutput | None = None
+    jira_key: str | None = None
 
 
 class PlannedChange(BaseModel):
@@ -45,3 +60,4 @@ class PlannedChange(BaseModel):
     drafted_by: str = RULES
     verification: VerificationPolicy | None = None  # the repository's ``fixloop.yaml`` ``verification:`` at base_sha
     service: str | None = None  # the one service its edited paths belong to (``service_of_paths``), if any
+    action: str | None = None  # an incident's remediation (``fixloop.core.remedy.Action``), None for a fix
