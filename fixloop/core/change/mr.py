@@ -289,3 +289,84 @@ def render(
     out.append(machine_block(item, plan))
     labels = ["fixloop", "security", f"fixloop::{item.kind.value}", f"severity::{item.severity.value}"]
     return MergeRequestText(title=title, description="\n".join(out) + "\n", labels=labels)
+
+
+def render_incident(
+    item: WorkItem,
+    choice_reason: str,
+    action: str,
+    changes: Sequence[str],
+    *,
+    culprits: Sequence[str] = (),
+    figures: Sequence[str] = (),
+    monitors: Sequence[int] = (),
+    service: str | None = None,
+    window: str | None = None,
+    risk: str | None = None,
+    rollback: str = ROLLBACK,
+    jira_key: str | None = None,
+    machine: str = "",
+) -> MergeRequestText:
+    """The merge request of an incident's remediation (``fixloop.core.remedy``): a title naming the action and the
+    service, and a description a reviewer can judge in a minute: the incident (alerts, onset, affected services),
+    the top root-cause candidates with their evidence, why this action (``choice_reason``), the culprit change(s)
+    (``culprits``: plain-text lines from ``fixloop.core.culprit.describe_culprit``) or the figures behind a new value
+    (``figures``), the exact change (``changes``: Markdown lines already built from the typed operations), the risk,
+    the verification plan (the ``monitors`` that must recover, ``service``'s metrics over ``window``) and the
+    rollback. Every untrusted text is escaped (``text``) or a code span; ``machine`` is the read-back block."""
+    facts = item.incident
+    target = service or (facts.candidates[0].service if facts and facts.candidates else None) or "the service"
+    verbs = {
+        "revert": "Revert the culprit change of",
+        "rollback_image": "Roll back the image of",
+        "memory": "Raise the memory limit of",
+        "replicas": "Scale out",
+    }
+    title = title_line(f"{verbs.get(action, action)} {target} (incident: {item.title.removeprefix('Incident: ')})")
+    out = [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]
+    if jira_key and re.fullmatch(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}", jira_key):
+        out += [f"Jira: {jira_key}", ""]
+    if facts is not None:
+        names = ", ".join(code(s, 80) for s in facts.services[:10]) or "(none)"
+        onset = facts.onset.isoformat(timespec="seconds")
+        out += [
+            "### The incident",
+            f"{len(item.signals)} alert(s) from {code(onset)} on {names}.",
+            "",
+            "Likely root cause, best first:",
+        ]
+        for i, c in enumerate(facts.candidates, 1):
+            out.append(f"{i}. {code(c.entity, 80)} ({c.kind or 'not in the topology'}), score {c.score:.2f}")
+            out += [f"   - {text(e, 300)}" for e in c.evidence[:6]]
+        out.append("")
+    out += ["### Why this change", text(choice_reason, 1_000), ""]
+    if culprits:
+        out += ["### Culprit change", *[f"- {text(line, 600)}" for line in culprits[:5]], ""]
+    if figures:
+        out += ["### Figures", *[f"- {text(line, 300)}" for line in figures[:10]], ""]
+    out += ["### Change", *changes, ""]
+    out += ["### Risk", text(risk or "The change restores a state that ran before, or adds capacity.", 600), ""]
+    shown = ", ".join(code(m, 20) for m in monitors) or "none named by the alerts"
+    out += [
+        "### Verification",
+        f"After Flux applies the merge: the incident's monitors ({shown}) must recover, and {code(target, 80)}'s "
+        f"error rate and latency must not regress over {text(window or 'the verification window', 80)} (Mann-Whitney"
+        " against the hour before the incident, `fixloop.yaml` `verification:`).",
+        "",
+        "### Rollback",
+        text(rollback, 600),
+        "",
+        "_Chosen and validated by fixloop's rules (fixloop.core.remedy, fixloop.yaml `incidents:`); a human approves "
+        "the head that is merged._",
+        "",
+    ]
+    if machine:
+        out.append(machine)
+    labels = [
+        "fixloop",
+        "incident",
+        f"fixloop::{item.kind.value}",
+        f"fixloop::{action}",
+        f"severity::{item.severity.value}",
+    ]
+    return MergeRequestText(title=title, description="\n".join(out) + "\n", labels=labels)
