@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 
 from fixloop.activities.errors import as_application_errors
-from fixloop.core import remedy
+from fixloop.core import remediation
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
 from fixloop.core.change.mr import read_back, render
@@ -161,7 +161,7 @@ class PlanActivities:
 
     @activity.defn(name=PLAN_REMEDIATION)
     async def plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
-        """Plan an incident's remediation: the action ``fixloop.core.remedy.choose`` picks from its alerts and the
+        """Plan an incident's remediation: the action ``fixloop.core.remediation.choose`` picks from its alerts and the
         culprit change of its top candidate, as a typed operation validated against the repository and its
         ``incidents:`` policy. No safe action -> ``located=False`` with the reason (said on Jira)."""
         with as_application_errors():
@@ -169,7 +169,7 @@ class PlanActivities:
 
     def _plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
         culprit = _top_culprit(inp)
-        choice = remedy.choose(inp.work_item, inp.signals, culprit)
+        choice = remediation.choose(inp.work_item, inp.signals, culprit)
         if choice.action is None:
             return PlannedChange(located=False, reason=choice.reason)
         return PlannedChange(located=False, reason=f"{choice.reason} (the {choice.action.value} change is not built)")

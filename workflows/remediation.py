@@ -318,7 +318,7 @@ class RemediationWorkflow:
         self._advance(Stage.PLAN_CHANGE)
 
     async def _plan_remediation(self) -> None:
-        """An incident's fix (``change.plan_remediation``: the action chosen by code, ``fixloop.core.remedy``, as a
+        """An incident's fix (``change.plan_remediation``: the action chosen by code, ``fixloop.core.remediation``, as a
         typed operation validated against the repository and its ``incidents:`` policy). A plan: the merge request
         is opened and gated like every fix. None: the reason is said on the Jira issue and the incident waits for
         its alerts to recover."""

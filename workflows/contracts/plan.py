@@ -60,4 +60,4 @@ class PlannedChange(BaseModel):
     drafted_by: str = RULES
     verification: VerificationPolicy | None = None  # the repository's ``fixloop.yaml`` ``verification:`` at base_sha
     service: str | None = None  # the one service its edited paths belong to (``service_of_paths``), if any
-    action: str | None = None  # an incident's remediation (``fixloop.core.remedy.Action``), None for a fix
+    action: str | None = None  # an incident's remediation (``fixloop.core.remediation.Action``), None for a fix

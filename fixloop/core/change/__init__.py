@@ -2,7 +2,8 @@
 
 Pure code (no network, git or Temporal): ``plan()`` locates the fix (``locate``), picks versions (``versions``),
 applies typed operations (``ops``, ``edit``) and validates them against the policy (``policy``); ``mr`` writes the
-merge request a reviewer reads.
+merge request a reviewer reads. An incident's remediation (revert, image rollback, memory, replicas) is checked and
+applied by ``remedy``, its memory figures in Kubernetes quantities (``quantity``).
 """
 
 from fixloop.core.change.locate import MappingRepo, NotFixable, RepoView

@@ -32,9 +32,13 @@ from fixloop.core.change.ops import (
     BumpNpmPackage,
     BumpPythonPin,
     BumpWorkloadImage,
+    FileRemedy,
     Operation,
     PolicyViolation,
+    RollbackImage,
     SetHelmValue,
+    SetMemory,
+    SetReplicas,
 )
 
 
@@ -833,3 +837,267 @@ def edit_pom(text: str, op: BumpMavenDependency) -> str:
     if len(before) != len(after) or len(changed) != len(spans) or any(v != op.new for _, v in changed):
         raise PolicyViolation("the POM edit would change more than the version; refusing it", op.path)
     return out
+
+
+# ---------------------------------------------------------------- YAML values edited in place (incident operations)
+#
+# Real manifests mix sequence indentations (``containers:`` at one offset, ``env:`` at another) that no single
+# ruamel layout reproduces, so the incident operations do not dump the document: ruamel's round-trip loader finds
+# each value's line and column, only that scalar's characters are replaced (its quoting kept), and the result must
+# load (safe loader) to the same documents but for the changed values.
+
+_WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+_KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+@dataclass(frozen=True)
+class YamlChange:
+    """One scalar of a YAML file to change: its ``document`` (0-based) and ``where`` in it (keys and list indices),
+    the value the file must hold (``current``, compared as text), the value to write (``new``) and what it is, for
+    messages (``label``)."""
+
+    document: int
+    where: tuple[str | int, ...]
+    current: str
+    new: str | int
+    label: str
+
+
+def _get(node: Any, where: Sequence[str | int]) -> Any:
+    for k in where:
+        if isinstance(node, dict) and isinstance(k, str) and k in node:
+            node = node[k]
+        elif isinstance(node, list) and isinstance(k, int) and 0 <= k < len(node):
+            node = node[k]
+        else:
+            return None
+    return node
+
+
+def _scalar_end(body: str, col: int, flow: bool, path: str, label: str) -> int:
+    """The end (exclusive) of the scalar starting at ``col`` of the line ``body``."""
+    quote = body[col : col + 1]
+    if quote == '"':
+        i = col + 1
+        while i < len(body):
+            if body[i] == "\\":
+                i += 2
+                continue
+            if body[i] == '"':
+                return i + 1
+            i += 1
+    elif quote == "'":
+        i = col + 1
+        while i < len(body):
+            if body[i] == "'":
+                if body[i + 1 : i + 2] == "'":
+                    i += 2
+                    continue
+                return i + 1
+            i += 1
+    elif quote in ("|", ">", "&", "*", "!"):
+        raise PolicyViolation(f"{label} is a block scalar, anchor, alias or tagged value; refusing to edit it", path)
+    else:
+        stop = re.compile(r"\s#|[,\]}]" if flow else r"\s#").search(body, col)
+        end = stop.start() if stop else len(body)
+        while end > col and body[end - 1] in " \t":
+            end -= 1
+        return end
+    raise PolicyViolation(f"{label} is a multi-line scalar; refusing to edit it", path)
+
+
+def _token(old_token: str, new: str | int) -> str:
+    """``new`` written as ``old_token`` was: in the same quotes, or plain when it reads back as the same type."""
+    text = str(new)
+    if old_token.startswith('"'):
+        return f'"{text}"'
+    if old_token.startswith("'"):
+        return f"'{text}'"
+    loaded = YAML(typ="safe").load(text)
+    if isinstance(new, int) or isinstance(loaded, str):
+        return text
+    return f'"{text}"'
+
+
+def edit_yaml_values(text: str, path: str, find: Callable[[list[Any]], list[YamlChange]]) -> str:
+    """``text`` with the scalars ``find(round-trip documents)`` names replaced in place. Raises ``PolicyViolation``
+    when the file is not YAML, a value is not the expected one (or not a plain, single-line scalar), or the result
+    would load to anything but the same documents with those values changed."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    try:
+        docs = list(yaml.load_all(text))
+        before = list(YAML(typ="safe").load_all(text))
+    except Exception as e:  # ruamel raises many error types on bad input
+        raise PolicyViolation(f"is not valid YAML ({str(e)[:80]})", path) from None
+    changes = find(docs)
+    if not changes:
+        raise PolicyViolation("holds no value to change", path)
+    lines = text.splitlines(keepends=True)
+    spots = []
+    for ch in changes:
+        parent, key = _get(docs[ch.document], ch.where[:-1]), ch.where[-1]
+        old = _get(parent, [key])
+        if old is None or isinstance(old, (dict, list)):
+            raise PolicyViolation(f"{ch.label} is not a value", path)
+        if str(old) != ch.current:
+            raise PolicyViolation(f"{ch.label} is {str(old)[:60]!r}, expected {ch.current!r}", path)
+        line, col = parent.lc.value(key) if isinstance(parent, dict) else parent.lc.item(key)
+        flow = bool(parent.fa.flow_style())
+        spots.append((line, col, flow, ch))
+    expected = before
+    for line, col, flow, ch in sorted(spots, key=lambda s: (s[0], s[1]), reverse=True):
+        body = lines[line].rstrip("\r\n")
+        end = _scalar_end(body, col, flow, path, ch.label)
+        token = _token(body[col:end], ch.new)
+        lines[line] = body[:col] + token + body[end:] + lines[line][len(body) :]
+        target = _get(expected[ch.document], ch.where[:-1])
+        target[ch.where[-1]] = YAML(typ="safe").load(token)
+    out = "".join(lines)
+    try:
+        after = list(YAML(typ="safe").load_all(out))
+    except Exception as e:  # ruamel raises many error types on bad input
+        raise PolicyViolation(f"does not parse after the change ({str(e)[:80]})", path) from None
+    if after != expected:
+        raise PolicyViolation("the YAML edit would change more than the values; refusing it", path)
+    return out
+
+
+def _is_kustomization(doc: Any, path: str) -> bool:
+    return path.rsplit("/", 1)[-1] in _KUSTOMIZATION_FILES or (
+        isinstance(doc, dict) and doc.get("kind") == "Kustomization"
+    )
+
+
+def _workloads(docs: list[Any], op: Any) -> list[int]:
+    found = [
+        i
+        for i, doc in enumerate(docs)
+        if isinstance(doc, dict)
+        and doc.get("kind") in _WORKLOAD_KINDS
+        and str(doc.get("apiVersion", "")).startswith("apps/")
+        and _get(doc, ["metadata", "name"]) == op.workload
+    ]
+    if not found:
+        raise PolicyViolation(f"declares no Deployment or StatefulSet named {op.workload}", op.path)
+    if len(found) > 1:
+        raise PolicyViolation(f"declares {len(found)} workloads named {op.workload}; refusing to guess", op.path)
+    return found
+
+
+def _container_at(docs: list[Any], op: Any) -> tuple[int, tuple[str | int, ...]]:
+    """``(document, path)`` of the ``op.container`` entry of the pod template of ``op.workload``."""
+    (i,) = _workloads(docs, op)
+    containers = _get(docs[i], ["spec", "template", "spec", "containers"])
+    hits = [n for n, c in enumerate(containers or []) if isinstance(c, dict) and c.get("name") == op.container]
+    if len(hits) != 1:
+        raise PolicyViolation(f"{op.workload} has no container {op.container}", op.path)
+    return i, ("spec", "template", "spec", "containers", hits[0])
+
+
+def _values_at(docs: list[Any], op: Any) -> tuple[int, tuple[str, ...]]:
+    if op.document >= len(docs) or not isinstance(docs[op.document], dict):
+        raise PolicyViolation(f"has no document {op.document} holding values", op.path)
+    return op.document, tuple(op.values_key.split("."))
+
+
+def image_site(docs: list[Any], op: Any) -> tuple[YamlChange, str | None]:
+    """Where the image tag of ``op`` (a ``RollbackImage``, or anything with its target fields) is: a change whose
+    ``current`` is the whole scalar as the file holds it (``new`` unset: the scalar again), and the repository
+    prefix (``repo:``) the tag follows in a manifest's ``image:``, None where the scalar is the tag alone."""
+    if op.values_key is not None:
+        doc, where = _values_at(docs, op)
+        value = _get(docs[doc], where)
+        if value is None or isinstance(value, (dict, list)):
+            raise PolicyViolation(f"has no value at {op.values_key}", op.path)
+        return YamlChange(doc, where, str(value), str(value), op.values_key), None
+    if _is_kustomization(docs[0] if docs else None, op.path):
+        if op.image is None:
+            raise PolicyViolation("a Kustomization's images: entry needs the image name", op.path)
+        images = _get(docs[0], ["images"]) if docs else None
+        hits = [n for n, e in enumerate(images or []) if isinstance(e, dict) and e.get("name") == op.image]
+        if len(hits) != 1 or "newTag" not in images[hits[0]]:
+            raise PolicyViolation(f"has no images: entry for {op.image} with a newTag", op.path)
+        tag = str(images[hits[0]]["newTag"])
+        return YamlChange(0, ("images", hits[0], "newTag"), tag, tag, f"newTag of {op.image}"), None
+    doc, at = _container_at(docs, op)
+    image = _get(docs[doc], (*at, "image"))
+    label = f"image of {op.workload}/{op.container}"
+    if not isinstance(image, str) or "@" in image or ":" not in image.rsplit("/", 1)[-1]:
+        raise PolicyViolation(f"{label} is {str(image)[:100]!r}: not a repository:tag reference", op.path)
+    repo = image.rsplit(":", 1)[0]
+    if op.image is not None and repo != op.image:
+        raise PolicyViolation(f"{label} is {image[:100]!r}, not of {op.image}", op.path)
+    return YamlChange(doc, (*at, "image"), image, image, label), repo + ":"
+
+
+def _remedy_changes(docs: list[Any], op: FileRemedy) -> list[YamlChange]:
+    if isinstance(op, RollbackImage):
+        site, prefix = image_site(docs, op)
+        return [
+            YamlChange(site.document, site.where, (prefix or "") + op.from_tag, (prefix or "") + op.to_tag, site.label)
+        ]
+    if isinstance(op, SetMemory):
+        if op.values_key is not None:
+            doc, base = _values_at(docs, op)
+            label = op.values_key
+        else:
+            doc, at = _container_at(docs, op)
+            base, label = (*at, "resources"), f"resources of {op.workload}/{op.container}"
+        limit = _get(docs[doc], (*base, "limits", "memory"))
+        request = _get(docs[doc], (*base, "requests", "memory"))
+        if limit is None:
+            raise PolicyViolation(f"{label} sets no limits.memory", op.path)
+        out = [YamlChange(doc, (*base, "limits", "memory"), op.current_limit, op.limit, f"{label}.limits.memory")]
+        if (request is None) != (op.current_request is None):
+            shown = "none" if request is None else repr(str(request)[:60])
+            want = "none" if op.current_request is None else repr(op.current_request)
+            raise PolicyViolation(f"{label}.requests.memory is {shown}, expected {want}", op.path)
+        if op.current_request is not None and op.request is not None:
+            where = (*base, "requests", "memory")
+            out.append(YamlChange(doc, where, op.current_request, op.request, f"{label}.requests.memory"))
+        return out
+    if op.values_key is not None:
+        doc, where = _values_at(docs, op)
+        label: str = op.values_key
+    elif isinstance(op, SetReplicas):
+        (doc,) = _workloads(docs, op)
+        where, label = ("spec", "replicas"), f"spec.replicas of {op.workload}"
+    else:
+        hpas = [
+            i
+            for i, d in enumerate(docs)
+            if isinstance(d, dict)
+            and d.get("kind") == "HorizontalPodAutoscaler"
+            and _get(d, ["spec", "scaleTargetRef", "name"]) == op.workload
+            and _get(d, ["spec", "scaleTargetRef", "kind"]) in _WORKLOAD_KINDS
+        ]
+        if len(hpas) != 1:
+            raise PolicyViolation(f"declares no HorizontalPodAutoscaler of {op.workload}", op.path)
+        doc, where, label = hpas[0], ("spec", "maxReplicas"), f"spec.maxReplicas of the HPA of {op.workload}"
+    if _get(docs[doc], where) is None:
+        raise PolicyViolation(f"sets no {label}", op.path)
+    new = op.replicas if isinstance(op, SetReplicas) else op.max_replicas
+    return [YamlChange(doc, where, str(op.current), new, label)]
+
+
+def edit_remedy(text: str, op: FileRemedy) -> str:
+    """``text`` (the file ``op.path``) with ``op`` applied in place (see ``edit_yaml_values``). Raises
+    ``PolicyViolation`` naming the file when it does not hold ``op``'s current values or the edit would change
+    anything else."""
+    return edit_yaml_values(text, op.path, lambda docs: _remedy_changes(docs, op))
+
+
+def image_tag(text: str, op: Any) -> str | None:
+    """The tag ``text`` gives the image of ``op`` (a ``RollbackImage``, or any object with its ``path``,
+    ``workload``, ``container``, ``image``, ``values_key`` and ``document``): the container's ``image:``, the
+    Kustomization's ``newTag``, the Helm value; None when the file does not hold it (missing, not YAML, another
+    form)."""
+    try:
+        docs = list(YAML().load_all(text))
+        site, prefix = image_site(docs, op)
+    except Exception:  # PolicyViolation for a missing site, ruamel's errors for a text that is not YAML
+        return None
+    if prefix is None:
+        return site.current
+    return site.current[len(prefix) :] if site.current.startswith(prefix) else None

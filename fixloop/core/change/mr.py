@@ -307,7 +307,7 @@ def render_incident(
     jira_key: str | None = None,
     machine: str = "",
 ) -> MergeRequestText:
-    """The merge request of an incident's remediation (``fixloop.core.remedy``): a title naming the action and the
+    """The merge request of an incident's remediation (``fixloop.core.remediation``): a title naming the action and the
     service, and a description a reviewer can judge in a minute: the incident (alerts, onset, affected services),
     the top root-cause candidates with their evidence, why this action (``choice_reason``), the culprit change(s)
     (``culprits``: plain-text lines from ``fixloop.core.culprit.describe_culprit``) or the figures behind a new value
@@ -356,8 +356,8 @@ def render_incident(
         "### Rollback",
         text(rollback, 600),
         "",
-        "_Chosen and validated by fixloop's rules (fixloop.core.remedy, fixloop.yaml `incidents:`); a human approves "
-        "the head that is merged._",
+        "_Chosen and validated by fixloop's rules (fixloop.core.remediation, fixloop.yaml `incidents:`); a human "
+        "approves the head that is merged._",
         "",
     ]
     if machine:

@@ -10,6 +10,7 @@ carry a newline, a shell metacharacter or markup into a file.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -187,6 +188,151 @@ Operation = Annotated[
     Field(discriminator="op"),
 ]
 PackageOp = BumpPythonPin | BumpNpmPackage | BumpGoModule | BumpMavenDependency
+
+
+# ---------------------------------------------------------------- incident remediations
+#
+# The operations an incident's merge request may carry (fixloop.core.change.remedy validates them against the
+# incident policy, fixloop.core.change.edit applies the file edits). Kept apart from ``Operation``: a vulnerability
+# plan (and the model drafting its MR) can never carry one.
+
+# A Kubernetes object name (DNS-1123 subdomain, kubernetes.io/docs/concepts/overview/working-with-objects/names/)
+# and a container name (DNS-1123 label).
+K8sName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+ContainerName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+# A Kubernetes quantity as written in a manifest (kubernetes.io/docs/reference/kubernetes-api/common-definitions/
+# quantity/): an unsigned decimal, then a binary-SI suffix (Ki..Ei), a decimal-SI one (m, k, M..E) or an exponent.
+Quantity = Annotated[
+    str, Field(min_length=1, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i|[mkMGTPE]|[eE][+-]?[0-9]{1,2})?$")
+]
+# A full git object id (SHA-1 or SHA-256), lower-case hex.
+CommitSha = Annotated[str, Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]
+# A dotted key into a Helm values document (``resources``, ``spec.values.replicaCount``).
+DottedKey = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
+Replicas = Annotated[int, Field(ge=0, le=10_000)]
+
+
+class _Target(_Op):
+    """Where a workload's value lives in ``path``: with ``values_key`` unset, the ``Deployment`` / ``StatefulSet``
+    (``apps/*``) named ``workload`` in the file, a full manifest or a Kustomize strategic-merge patch of one (the
+    patch names its target by kind and ``metadata.name``, kubectl.docs.kubernetes.io ``patchesStrategicMerge``);
+    with ``values_key`` set, a Helm values file (or the ``document``-th document, a Flux ``HelmRelease`` with
+    ``spec.values...``) and the dotted key there."""
+
+    workload: K8sName
+    values_key: DottedKey | None = None
+    document: Annotated[int, Field(ge=0, le=64)] = 0
+
+    def _where(self) -> str:
+        if self.values_key is None:
+            return f"{self.path}: {self.workload}"
+        doc = f" (document {self.document})" if self.document else ""
+        return f"{self.path}: {self.workload} ({self.values_key}{doc})"
+
+
+class RevertCommit(BaseModel):
+    """Revert the culprit commit ``sha`` of the GitOps repository's default branch (GitLab's revert API does it,
+    ``POST /projects/:id/repository/commits/:sha/revert``, docs.gitlab.com/api/commits/#revert-a-commit).
+
+    ``parents``: the commit's parents as git lists them; ``mainline``: for a merge commit, which parent (1-based, as
+    ``git revert -m``) is the branch line the revert goes back to; ``files``: every path the commit touched (its
+    diff, old and new paths); ``applied_at``: when the commit took effect (Flux applied it; else its commit time),
+    checked against the onset and the policy's lookback."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    op: Literal["revert_commit"] = "revert_commit"
+    sha: CommitSha
+    parents: tuple[CommitSha, ...] = Field(max_length=8)
+    mainline: Annotated[int, Field(ge=1, le=8)] | None = None
+    files: tuple[RepoPath, ...] = Field(min_length=1, max_length=100)
+    applied_at: datetime
+
+    @property
+    def path(self) -> str:
+        """The first file (the operations' sort key)."""
+        return self.files[0]
+
+    def paths(self) -> list[str]:
+        return list(self.files)
+
+    def describe(self) -> str:
+        return f"revert {self.sha[:12]} ({len(self.files)} file{'s' if len(self.files) != 1 else ''})"
+
+
+class RollbackImage(_Target):
+    """The image tag of ``container`` of ``workload`` from ``from_tag`` (what the file holds now) back to
+    ``to_tag`` (the tag it ran before the culprit). In a manifest or patch: the container's ``image:``; in a
+    Kustomization (``path`` a ``kustomization.yaml``): the ``images:`` entry named ``image`` (its ``newTag``); in Helm
+    values: the scalar at ``values_key`` (``image.tag``). ``image`` (the repository) is required for a
+    Kustomization and checked against a manifest's ``image:`` when given."""
+
+    op: Literal["rollback_image"] = "rollback_image"
+    container: ContainerName
+    image: ImageName | None = None
+    from_tag: Version
+    to_tag: Version
+
+    def describe(self) -> str:
+        return f"{self._where()}/{self.container} image {self.from_tag} -> {self.to_tag}"
+
+
+class SetMemory(_Target):
+    """The memory of ``container`` of ``workload``: ``resources.limits.memory`` ``current_limit`` -> ``limit`` and,
+    when the file sets one, ``resources.requests.memory`` ``current_request`` -> ``request`` (both None when it
+    sets none). Values are Kubernetes quantities as written (``512Mi``); in Helm values ``values_key`` is the
+    dotted key of the ``resources`` mapping."""
+
+    op: Literal["set_memory"] = "set_memory"
+    container: ContainerName
+    current_limit: Quantity
+    limit: Quantity
+    current_request: Quantity | None = None
+    request: Quantity | None = None
+
+    def describe(self) -> str:
+        req = f", request {self.current_request} -> {self.request}" if self.request is not None else ""
+        return f"{self._where()}/{self.container} memory limit {self.current_limit} -> {self.limit}{req}"
+
+
+class SetReplicas(_Target):
+    """``spec.replicas`` of ``workload`` ``current`` -> ``replicas`` (Helm values: the integer at ``values_key``,
+    e.g. ``replicaCount``)."""
+
+    op: Literal["set_replicas"] = "set_replicas"
+    current: Replicas
+    replicas: Replicas
+
+    def describe(self) -> str:
+        return f"{self._where()} replicas {self.current} -> {self.replicas}"
+
+
+class SetMaxReplicas(_Target):
+    """``spec.maxReplicas`` of the ``HorizontalPodAutoscaler`` whose ``scaleTargetRef`` names ``workload``
+    (autoscaling/v1, v2; Helm values: the integer at ``values_key``, e.g. ``hpa.maxReplicas``) ``current`` ->
+    ``max_replicas``."""
+
+    op: Literal["set_max_replicas"] = "set_max_replicas"
+    current: Replicas
+    max_replicas: Replicas
+
+    def describe(self) -> str:
+        return f"{self._where()} HPA maxReplicas {self.current} -> {self.max_replicas}"
+
+
+IncidentOperation = Annotated[
+    RevertCommit | RollbackImage | SetMemory | SetReplicas | SetMaxReplicas,
+    Field(discriminator="op"),
+]
+FileRemedy = RollbackImage | SetMemory | SetReplicas | SetMaxReplicas
+# The fixloop.yaml ``incidents.actions`` name of each operation.
+ACTION_OF: dict[str, str] = {
+    "revert_commit": "revert",
+    "rollback_image": "rollback_image",
+    "set_memory": "memory",
+    "set_replicas": "replicas",
+    "set_max_replicas": "replicas",
+}
 
 
 def subject(op: Operation) -> str:

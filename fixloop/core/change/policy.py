@@ -5,6 +5,13 @@
     allow: [glob, ...]        # files a merge request may change (default: DEFAULT_ALLOW)
     deny:  [glob, ...]        # never, even if allowed (added to ALWAYS_DENY, which no policy can lift)
     limits: {max_files: 10, max_changed_lines: 200}
+    incidents:                # what an incident's merge request may do (all keys optional; the defaults shown)
+      actions: [revert, rollback_image, memory, replicas]   # the remediations fixloop may propose
+      lookback: 24h           # a culprit applied longer than this before the onset is not reverted or rolled back
+      memory_headroom: 1.3    # new memory limit = observed peak x this (rounded up; fixloop.core.change.remedy)
+      max_memory: 4Gi         # a memory limit above this is refused, never capped silently
+      max_replicas: 10        # replicas and HPA maxReplicas are bounded by this
+      paths: []               # globs an incident change may touch, on top of allow/deny; empty: allow/deny alone
 
 Globs are repository paths: ``*`` and ``?`` stay within one segment, ``**`` spans segments, and a pattern without
 ``/`` matches the file name at any depth (as in .gitignore).
@@ -19,13 +26,17 @@ import re
 import tomllib
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 from packaging.requirements import Requirement
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 
 from fixloop.core.change.edit import from_lines, xml_elements
-from fixloop.core.change.ops import PolicyViolation, check_path
+from fixloop.core.change.ops import PolicyViolation, Quantity, check_path
+from fixloop.core.change.quantity import MEBI, parse_quantity
+from fixloop.core.verification import parse_duration
 
 POLICY_FILE = "fixloop.yaml"
 DEFAULT_ALLOW = (
@@ -86,14 +97,77 @@ class Limits(BaseModel):
     max_changed_lines: int = Field(default=200, ge=1, le=10_000)
 
 
+Action = Literal["revert", "rollback_image", "memory", "replicas"]
+ACTIONS: tuple[Action, ...] = ("revert", "rollback_image", "memory", "replicas")
+Glob = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\\]+$")]
+
+
+class IncidentPolicy(BaseModel):
+    """The ``incidents:`` section: which remediations an incident's merge request may carry and their bounds (see
+    the module docstring for the keys and defaults). ``max_memory`` is a Kubernetes quantity; ``lookback`` a
+    duration (``24h``, ``90m``, ``1h30m`` or seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    actions: tuple[Action, ...] = ACTIONS
+    lookback: timedelta = timedelta(hours=24)
+    memory_headroom: float = Field(default=1.3, ge=1.0, le=4.0)
+    max_memory: Quantity = "4Gi"
+    max_replicas: int = Field(default=10, ge=1, le=1_000)
+    paths: tuple[Glob, ...] = Field(default=(), max_length=100)
+
+    @field_validator("lookback", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value)
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(days=30):
+            raise ValueError("must be between 1m and 30 days (720h)")
+        return value
+
+    @field_validator("max_memory")
+    @classmethod
+    def _max_memory(cls, value: str) -> str:
+        if parse_quantity(value) < 16 * MEBI:
+            raise ValueError("must be at least 16Mi")
+        return value
+
+    @classmethod
+    def from_policy(cls, raw: object) -> IncidentPolicy:
+        """The ``incidents:`` mapping of a loaded ``fixloop.yaml``; the defaults for None. Raises ``ValueError``
+        naming the key (``incidents.max_memory: ...``) for an unknown key or an invalid value."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            raise ValueError("incidents: must be a mapping")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.get("loc", ()))
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            raise ValueError(f"incidents{loc}: {msg}"[:300]) from None
+
+    def allows_action(self, action: str) -> bool:
+        return action in self.actions
+
+    def allows_path(self, path: str) -> bool:
+        """Whether ``paths`` (when set) holds ``path``; the allow/deny lists are checked apart."""
+        return not self.paths or any(_match(p, path) for p in self.paths)
+
+
 class Policy(BaseModel):
-    """Which files a change may touch, and how big it may be."""
+    """Which files a change may touch, how big it may be, and what an incident's change may do."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     allow: tuple[str, ...] = DEFAULT_ALLOW
     deny: tuple[str, ...] = ()
     limits: Limits = Field(default_factory=Limits)
+    incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
 
     def allows(self, path: str) -> bool:
         """Whether ``path`` (a checked repository path) may be changed."""
@@ -104,14 +178,17 @@ class Policy(BaseModel):
 
 def load_policy(text: str | None) -> Policy:
     """The policy of a ``fixloop.yaml`` text; the default policy for None. Unknown keys (``verification``, ...)
-    are ignored; a malformed file raises ``PolicyViolation`` (fixloop does not guess a policy)."""
+    are ignored; a malformed file raises ``PolicyViolation`` (fixloop does not guess a policy), naming the key for
+    the ``incidents:`` section (``fixloop.yaml: is not a valid policy (incidents.max_replicas: ...)``)."""
     if text is None:
         return Policy()
     try:
         doc = YAML(typ="safe").load(text) or {}
         if not isinstance(doc, dict):
             raise ValueError("not a mapping")
-        return Policy.model_validate({k: doc[k] for k in ("allow", "deny", "limits") if doc.get(k) is not None})
+        values: dict[str, Any] = {k: doc[k] for k in ("allow", "deny", "limits") if doc.get(k) is not None}
+        values["incidents"] = IncidentPolicy.from_policy(doc.get("incidents"))
+        return Policy.model_validate(values)
     except Exception as e:  # pydantic, ValueError, and ruamel's own YAMLError family
         raise PolicyViolation(f"is not a valid policy ({str(e).splitlines()[0][:120]})", POLICY_FILE) from None
 
