@@ -15,6 +15,10 @@ reclaim) and is OOMKilled: ``TERMINATED_S`` terminated (reason OOMKilled), then 
 (CrashLoopBackOff), then restarted (``restartCount`` + 1) to fill again. The cycle's period is fixed (the kubelet's
 back-off doubles from 10 s; fixed here so the rates are steady), and the pods of a workload are spread evenly over it
 (pod ``i`` is ``i / replicas`` of a period ahead).
+
+CPU: a service's requests cost ``CPU_MS_PER_REQUEST`` CPU milliseconds each, shared by its running containers; a
+container's utilisation of ``resources.limits.cpu`` past ``THROTTLE_FROM`` throttles a share of its CFS periods
+(``throttled``), and its usage never exceeds the limit.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ BASE_WORKING_SET_MIB = {
     "legacy-api": 150.0,
     "inventory": 80.0,
 }
+CPU_MS_PER_REQUEST = {"storefront": 4.0, "payments": 12.0, "catalog": 5.0, "legacy-api": 30.0, "inventory": 4.0}
+THROTTLE_FROM = 0.6  # CPU utilisation of the limit (averaged) from which CFS throttles a bursty container
+THROTTLE_SLOPE = 2.5  # throttled share of CFS periods = clamp(slope x (utilisation - THROTTLE_FROM), 0, 1)
+CFS_PERIODS_PER_S = 10.0  # 100 ms CFS periods
 CACHE_ENV = "CACHE_SIZE_MB"  # MB of in-memory cache a container keeps once warm (its working set grows by as many MiB)
 FILL_MIB_PER_S = 8.0  # how fast a fresh container's working set grows towards its demand
 STALL_S = 15.0  # seconds at the limit (page reclaim thrashing) before the OOM kill
@@ -111,7 +119,7 @@ def default_spec(service: str) -> dict[str, Any]:
     """The seeded ``apps/base/<service>/deployment.yaml`` as ``spec_of`` reads it (tests check they agree): taken
     for a service whose deploys carry no spec."""
     env = dict(SEEDED_ENV.get(service, {}))
-    resources = {"limits": {"memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}}
+    resources = {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}}
     return {"namespace": NAMESPACE, "replicas": 2, "containers": {service: {"env": env, **resources}}}
 
 
@@ -137,6 +145,8 @@ class Container:
     demand_mib: float
     limit_bytes: float | None
     request_bytes: float | None
+    cpu_limit: float | None = None  # cores
+    cpu_request: float | None = None
 
     @property
     def tags(self) -> dict[str, str]:
@@ -225,6 +235,8 @@ def containers(service: str, epochs: list[tuple[float, dict[str, Any]]], seed: i
                     demand_mib=base + max(0.0, cache),
                     limit_bytes=quantity(c.get("limits", {}).get("memory")),
                     request_bytes=quantity(c.get("requests", {}).get("memory")),
+                    cpu_limit=quantity(c.get("limits", {}).get("cpu")),
+                    cpu_request=quantity(c.get("requests", {}).get("cpu")),
                 )
         for key, c in live.items():
             if wanted.get(key) != c:
@@ -235,3 +247,11 @@ def containers(service: str, epochs: list[tuple[float, dict[str, Any]]], seed: i
 
 def _ended(c: Container, at: float) -> Container:
     return Container(**{**c.__dict__, "end": at})
+
+
+def throttled(demand_cores: float, limit_cores: float | None) -> float:
+    """The share of CFS periods throttled for a container asking ``demand_cores`` under ``limit_cores`` (0 without
+    a limit)."""
+    if not limit_cores:
+        return 0.0
+    return max(0.0, min(1.0, THROTTLE_SLOPE * (demand_cores / limit_cores - THROTTLE_FROM)))

@@ -56,7 +56,8 @@ baseline). Rules read workload image references and the repo files ``watches`` n
 
 Pods (``fixloop.sandbox.containers``): the Flux stand-in also records each rendered Deployment's ``spec.replicas``,
 env values and ``resources`` (``specs``); a service whose deploys carry none runs its seeded spec (2 replicas,
-``limits.memory: 256Mi``). A container asks for a working set of its service's base plus ``CACHE_SIZE_MB`` MiB:
+``limits: {cpu: 500m, memory: 256Mi}``). A container asks for a working set of its service's base plus
+``CACHE_SIZE_MB`` MiB:
 
 ===========  ==========  ==================================================================================
 service      base (MiB)  seeded working set (limit 256 MiB)
@@ -81,13 +82,20 @@ catalog ``CACHE_SIZE_MB`` 64 -> 160: 300 MiB       CrashLoopBackOff), restarted 
 working set (a memory MR: peak 256 MiB x 1.3 ->    hash, restarts 0) fill to the working set and stay there.
 ``333Mi``)
 ``spec.replicas``                                  that many pods; a replicas-only change keeps the pods it keeps
+CPU: requests x ``CPU_MS_PER_REQUEST`` (storefront  utilisation u of ``limits.cpu`` (seeded 500m) past 0.6 throttles
+4, payments 12, catalog 5, legacy-api 30,          ``clamp(2.5 x (u - 0.6), 0, 1)`` of the CFS periods; p95 x (1 + 2
+inventory 4 ms) shared by the running pods         x that share), errors unchanged. 2 pods: <= 55 % at peak load;
+                                                   payments at 1 replica: 96 % at mean load (x2.8 p95); more
+                                                   replicas (``spec.replicas``) lower it
 =================================================  ===============================================================
 
 Kubernetes series (``kube_series``, Datadog's kubelet check names, per container, tagged ``service``, ``env:sandbox``,
 ``kube_cluster_name:sandbox``, ``kube_namespace``, ``kube_deployment``, ``kube_replica_set``, ``kube_container_name``,
 ``pod_name``; the state ones ``reason:oomkilled`` / ``reason:crashloopbackoff``): ``kubernetes.memory.usage`` (bytes,
 while running: the working set, 1 % noise, never above the limit), ``kubernetes.memory.limits`` /
-``kubernetes.memory.requests`` (bytes), ``kubernetes.containers.restarts`` (the restart count),
+``kubernetes.memory.requests`` (bytes), ``kubernetes.cpu.usage.total`` (nanocores, at most the limit),
+``kubernetes.cpu.limits`` / ``kubernetes.cpu.requests`` (cores), ``kubernetes.cpu.cfs.periods`` (10 a second) and
+``kubernetes.cpu.cfs.throttled.periods`` (of those, throttled), ``kubernetes.containers.restarts`` (the restart count),
 ``kubernetes.containers.state.terminated`` (1 while OOMKilled, else 0), ``kubernetes.containers.state.waiting``
 (1 in CrashLoopBackOff, else 0), ``kubernetes.containers.last_state.terminated`` (1 once the container's last
 termination was an OOM kill, else 0). The real agent sends the state metrics only while they are 1; the sandbox
@@ -324,12 +332,18 @@ def _monitors() -> tuple[MonitorDef, ...]:
 MONITORS: tuple[MonitorDef, ...] = _monitors()
 OOM_ERRORS_PER_DOWN = 12.0  # error rate x (1 + this x the share of a service's containers down after an OOM kill)
 OOM_LATENCY_PER_STALL = 2.0  # p95 x (1 + this x the share of its containers stalled at their memory limit)
+THROTTLE_LATENCY = 2.0  # p95 x (1 + this x the share of CFS periods throttled)
 MEMORY_NOISE_CV = 0.01  # of kubernetes.memory.usage, per 5 s sample (never above the limit)
 # the Kubernetes metrics the world serves (Datadog's kubelet check names; unit: bytes, or a count of containers)
 KUBE_METRICS = (
     "kubernetes.memory.usage",
     "kubernetes.memory.limits",
     "kubernetes.memory.requests",
+    "kubernetes.cpu.usage.total",
+    "kubernetes.cpu.limits",
+    "kubernetes.cpu.requests",
+    "kubernetes.cpu.cfs.periods",
+    "kubernetes.cpu.cfs.throttled.periods",
     "kubernetes.containers.restarts",
     "kubernetes.containers.state.terminated",
     "kubernetes.containers.state.waiting",
@@ -592,9 +606,9 @@ class World:
         its containers down (terminated or backing off), ``1 + OOM_LATENCY_PER_STALL x`` the share stalled at their
         limit, averaged over the bucket's samples."""
         alive = [c for c in self.pods(service) if c.start < b and c.end > a]
-        if not any(c.ooms for c in alive):
+        if not any(c.ooms or c.cpu_limit for c in alive):
             return 1.0, 1.0
-        down = stall = 0.0
+        down = stall = throttle = 0.0
         times = kube.samples(a, b)
         for t in times:
             now = [c for c in alive if c.start <= t < c.end]
@@ -602,8 +616,20 @@ class World:
                 state, used, _, _ = c.state(t)
                 down += (state != "running") / len(now)
                 stall += (state == "running" and c.limit_bytes is not None and used >= c.limit_bytes) / len(now)
+                if state == "running":
+                    throttle += kube.throttled(self.cpu_demand(c, t), c.cpu_limit) / len(now)
         n = len(times)
-        return 1 + OOM_ERRORS_PER_DOWN * down / n, 1 + OOM_LATENCY_PER_STALL * stall / n
+        latency = (1 + OOM_LATENCY_PER_STALL * stall / n) * (1 + THROTTLE_LATENCY * throttle / n)
+        return 1 + OOM_ERRORS_PER_DOWN * down / n, latency
+
+    def cpu_demand(self, c: kube.Container, t: float) -> float:
+        """Cores ``c`` is asked for at ``t``: its service's request rate x CPU cost, shared by its running
+        containers (0 when it is not running)."""
+        if c.state(t)[0] != "running":
+            return 0.0
+        running = sum(1 for o in self.pods(c.service) if o.start <= t < o.end and o.state(t)[0] == "running")
+        hits = SERVICES[c.service].hits * self.load(t)
+        return hits * kube.CPU_MS_PER_REQUEST.get(c.service, 5.0) / 1000 / max(1, running)
 
     def kube_series(
         self,
@@ -660,6 +686,19 @@ class World:
             return None if c.limit_bytes is None else (c.limit_bytes,)
         if metric == "kubernetes.memory.requests":
             return None if c.request_bytes is None else (c.request_bytes,)
+        if metric == "kubernetes.cpu.usage.total":  # nanocores
+            demand = self.cpu_demand(c, t)
+            return None if state != "running" else (min(demand, c.cpu_limit or math.inf) * 1e9,)
+        if metric == "kubernetes.cpu.limits":
+            return None if c.cpu_limit is None else (c.cpu_limit,)
+        if metric == "kubernetes.cpu.requests":
+            return None if c.cpu_request is None else (c.cpu_request,)
+        if metric == "kubernetes.cpu.cfs.periods":
+            return None if state != "running" or not c.cpu_limit else (kube.CFS_PERIODS_PER_S,)
+        if metric == "kubernetes.cpu.cfs.throttled.periods":
+            if state != "running" or not c.cpu_limit:
+                return None
+            return (kube.CFS_PERIODS_PER_S * kube.throttled(self.cpu_demand(c, t), c.cpu_limit),)
         if metric == "kubernetes.containers.restarts":
             return (float(restarts),)
         if metric == "kubernetes.containers.state.terminated":

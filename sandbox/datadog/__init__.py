@@ -18,7 +18,9 @@ Endpoints, as ``datadog-api-client`` calls them with ``Configuration(host=f"{bas
   Kubernetes metrics of Datadog's kubelet check, per container (``fixloop.sandbox.world``, "Pods", for their values
   and tags: ``kube_deployment``, ``kube_container_name``, ``pod_name``, ``kube_namespace``, ``reason``, ...; scope
   values may hold ``*`` wildcards; ``.rollup(max|min|sum|avg[, s])`` sets the time aggregation):
-  ``kubernetes.memory.usage|limits|requests`` (bytes), ``kubernetes.containers.restarts``,
+  ``kubernetes.memory.usage|limits|requests`` (bytes), ``kubernetes.cpu.usage.total`` (nanocores),
+  ``kubernetes.cpu.limits|requests`` (cores), ``kubernetes.cpu.cfs.periods|throttled.periods``,
+  ``kubernetes.containers.restarts``,
   ``kubernetes.containers.state.terminated|waiting``, ``kubernetes.containers.last_state.terminated``. The observed
   peak of a container: ``max:kubernetes.memory.usage{kube_deployment:<d>,kube_container_name:<c>}.rollup(max, 60)``.
 

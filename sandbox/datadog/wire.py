@@ -25,6 +25,8 @@ SECOND = _unit("time", "second", "s", "seconds", 11)
 
 
 BYTE = _unit("bytes", "byte", "B", "bytes", 2)
+CORE = _unit("cpu", "core", "core", "cores", 31)
+NANOCORE = {**_unit("cpu", "nanocore", "ncores", "nanocores", 121), "scale_factor": 1e-9}
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,13 @@ METRICS = {
     "kubernetes.memory.usage": Metric("kubernetes.memory.usage", "gauge", BYTE, source="kube"),
     "kubernetes.memory.limits": Metric("kubernetes.memory.limits", "gauge", BYTE, source="kube"),
     "kubernetes.memory.requests": Metric("kubernetes.memory.requests", "gauge", BYTE, source="kube"),
+    "kubernetes.cpu.usage.total": Metric("kubernetes.cpu.usage.total", "gauge", NANOCORE, source="kube"),
+    "kubernetes.cpu.limits": Metric("kubernetes.cpu.limits", "gauge", CORE, source="kube"),
+    "kubernetes.cpu.requests": Metric("kubernetes.cpu.requests", "gauge", CORE, source="kube"),
+    "kubernetes.cpu.cfs.periods": Metric("kubernetes.cpu.cfs.periods", "gauge", None, source="kube"),
+    "kubernetes.cpu.cfs.throttled.periods": Metric(
+        "kubernetes.cpu.cfs.throttled.periods", "gauge", None, source="kube"
+    ),
     "kubernetes.containers.restarts": Metric("kubernetes.containers.restarts", "gauge", None, source="kube"),
     "kubernetes.containers.state.terminated": Metric(
         "kubernetes.containers.state.terminated", "gauge", None, source="kube"

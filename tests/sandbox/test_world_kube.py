@@ -143,7 +143,7 @@ def test_a_cache_past_the_limit_oomkills_catalog_until_a_memory_mr_raises_the_li
     seeded = head_text(sb, CATALOG)
     assert (
         '- name: CACHE_SIZE_MB\n              value: "64"' in seeded
-        and "limits:\n              memory: 256Mi" in seeded
+        and "limits:\n              cpu: 500m\n              memory: 256Mi" in seeded
     )
     clock.now = T0 + timedelta(minutes=10)
     push(sb, CATALOG, seeded.replace('value: "64"', 'value: "160"'), "catalog: cache more products")
@@ -169,9 +169,9 @@ def test_a_cache_past_the_limit_oomkills_catalog_until_a_memory_mr_raises_the_li
     assert restarts["pointlist"][-1][1] == expect_restarts == 26  # 600 s: 13 + 13 cycles
     # errors x (1 + 12 x 15/44.5), p95 x (1 + 2 x 15/44.5) over whole cycles (44.5 s x 4 = 178 s)
     w = sb.world
-    for metric, x in (("errors", 1 + 12 * 15 / 44.5), ("latency_p95", 1 + 2 * 15 / 44.5)):
-        broken = w._oom_multipliers("catalog", t - 178, t)[0 if metric == "errors" else 1]
-        assert broken == pytest.approx(x, rel=0.03), metric
+    # (and more: while a pod is down the other serves all requests, 90 % of its CPU limit, and is throttled)
+    errors_x, p95_x = w._oom_multipliers("catalog", t - 178, t)
+    assert errors_x == pytest.approx(1 + 12 * 15 / 44.5, rel=0.03) and p95_x > 1 + 2 * 15 / 44.5
 
     # what the product reads: the peak and the limit through the metrics API (datadog-api-client, /api/v1/query)
     creds = sb.credentials
@@ -207,7 +207,7 @@ def test_a_cache_past_the_limit_oomkills_catalog_until_a_memory_mr_raises_the_li
     new_limit = math.ceil(max(values) * 1.3 / MIB)
     assert new_limit == 333
     text = head_text(sb, CATALOG).replace(
-        "limits:\n              memory: 256Mi", f"limits:\n              memory: {new_limit}Mi"
+        "cpu: 500m\n              memory: 256Mi", f"cpu: 500m\n              memory: {new_limit}Mi"
     )
     push(sb, CATALOG, text, "catalog: memory limit 333Mi")
     fixed_at = clock.now.timestamp()
@@ -291,3 +291,45 @@ def test_fidelity_kubernetes_series(shop: tuple[Running, Clock]) -> None:
     assert query(run, "avg:kubernetes.memory.usage{env:production}", T0, clock.now) == []
     assert query(run, "avg:kubernetes.memory.usage{kube_deployment:nope}", T0, clock.now) == []
     assert query(run, "avg:kubernetes.memory.usage{*} by {no_such_tag}", T0, clock.now) == []
+
+
+# -- CPU saturation and replicas ------------------------------------------------------------------------------------
+def test_one_replica_saturates_payments_cpu_and_more_replicas_lower_it(shop: tuple[Running, Clock]) -> None:
+    """payments: 40 req/s x 12 ms = 0.48 cores at mean load; limit 500m. Two pods: 0.24 each (48 %, no throttling);
+    one pod: 96 % -> 2.5 x (0.96 - 0.6) = 90 % of CFS periods throttled, p95 x (1 + 2 x 0.9); three pods: 32 %
+    (at 2 AM, load x0.855: one pod 82 %, 55 % throttled)."""
+    run, clock = shop
+    sb = run.sb
+    seeded = head_text(sb, "apps/base/payments/deployment.yaml")
+    assert "replicas: 2\n" in seeded and "cpu: 500m" in seeded
+    t = T0.timestamp() + 60
+    load = sb.world.load(t)
+    (c, _) = [p for p in sb.world.pods("payments") if p.end == math.inf]
+    assert sb.world.cpu_demand(c, t) == pytest.approx(40 * load * 0.012 / 2)
+    assert sb.world._oom_multipliers("payments", t, t + 1) == (1.0, 1.0)
+
+    clock.now = T0 + timedelta(minutes=10)
+    push(sb, "apps/base/payments/deployment.yaml", seeded.replace("replicas: 2", "replicas: 1"), "payments: 1 pod")
+    one_at = clock.now.timestamp()
+    clock.now = T0 + timedelta(minutes=20)
+    assert state(run, "payments", "latency") == "Alert" and state(run, "payments", "errors") == "OK"
+    u = 40 * sb.world.load(one_at + 60.5) * 0.012 / 0.5  # the bucket's one sample, at its midpoint
+    assert sb.world._oom_multipliers("payments", one_at + 60, one_at + 61) == pytest.approx(
+        (1.0, 1 + 2 * min(1.0, 2.5 * (u - 0.6)))
+    )
+    window = (clock.now - timedelta(minutes=5), clock.now)
+    (usage,) = query(run, "sum:kubernetes.cpu.usage.total{kube_deployment:payments}", *window)
+    (limit,) = query(run, "sum:kubernetes.cpu.limits{kube_deployment:payments}", *window)
+    assert {v for _, v in limit["pointlist"]} == {0.5} and usage["unit"][0]["name"] == "nanocore"
+    at_2am = 40 * sb.world.load(clock.now.timestamp()) * 0.012  # 0.41 cores: 2 AM, load x0.855
+    assert statistics.fmean(v for _, v in usage["pointlist"]) == pytest.approx(at_2am * 1e9, rel=0.01)
+    throttled = query(run, "sum:kubernetes.cpu.cfs.throttled.periods{service:payments}", *window)[0]["pointlist"]
+    share = 2.5 * (at_2am / 0.5 - 0.6)  # 0.55 of the 10 CFS periods a second
+    assert statistics.fmean(v for _, v in throttled) == pytest.approx(10 * share, rel=0.02)
+
+    push(sb, "apps/base/payments/deployment.yaml", seeded.replace("replicas: 2", "replicas: 3"), "payments: 3 pods")
+    three_at = clock.now.timestamp()
+    assert len([p for p in sb.world.pods("payments") if p.end == math.inf]) == 3
+    assert sb.world._oom_multipliers("payments", three_at + 1, three_at + 2) == (1.0, 1.0)
+    clock.now = T0 + timedelta(minutes=26)
+    assert state(run, "payments", "latency") == "OK"
