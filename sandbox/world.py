@@ -54,9 +54,60 @@ baseline). Rules read workload image references and the repo files ``watches`` n
 ``services/payments/requirements*.txt``, ``apps/base/inventory/deployment.yaml``). The history is persisted in
 ``sb.store("world")``.
 
+Pods (``fixloop.sandbox.containers``): the Flux stand-in also records each rendered Deployment's ``spec.replicas``,
+env values and ``resources`` (``specs``); a service whose deploys carry none runs its seeded spec (2 replicas,
+``limits: {cpu: 500m, memory: 256Mi}``). A container asks for a working set of its service's base plus
+``CACHE_SIZE_MB`` MiB:
+
+===========  ==========  ==================================================================================
+service      base (MiB)  seeded working set (limit 256 MiB)
+===========  ==========  ==================================================================================
+storefront   160         160 MiB
+payments     180         180 MiB
+catalog      140         204 MiB (``CACHE_SIZE_MB: "64"``)
+legacy-api   150         150 MiB
+inventory    80          80 MiB
+===========  ==========  ==================================================================================
+
+=================================================  ===============================================================
+rule (manifest field -> effect)                    effect
+=================================================  ===============================================================
+working set (base + ``CACHE_SIZE_MB``) above       OOMKilled cycle per container: fills at 8 MiB/s from its base,
+``resources.limits.memory`` (any workload; e.g.    15 s at the limit, OOMKilled (5 s terminated, 10 s
+catalog ``CACHE_SIZE_MB`` 64 -> 160: 300 MiB       CrashLoopBackOff), restarted (``restartCount`` + 1); catalog's
+> 256 MiB)                                         cycle is 44.5 s, its pods half a cycle apart. Error rate
+                                                   x (1 + 12 x share of containers down), p95 x (1 + 2 x share
+                                                   stalled at the limit): catalog x5.04 / x1.67. No spreading.
+``resources.limits.memory`` raised above the       no OOM kill from the deploy on: new pods (new pod-template-
+working set (a memory MR: peak 256 MiB x 1.3 ->    hash, restarts 0) fill to the working set and stay there.
+``333Mi``)
+``spec.replicas``                                  that many pods; a replicas-only change keeps the pods it keeps
+CPU: requests x ``CPU_MS_PER_REQUEST`` (storefront  utilisation u of ``limits.cpu`` (seeded 500m) past 0.6 throttles
+4, payments 12, catalog 5, legacy-api 30,          ``clamp(2.5 x (u - 0.6), 0, 1)`` of the CFS periods; p95 x (1 + 2
+inventory 4 ms) shared by the running pods         x that share), errors unchanged. 2 pods: <= 55 % at peak load;
+                                                   payments at 1 replica: 96 % at mean load (x2.8 p95); more
+                                                   replicas (``spec.replicas``) lower it
+=================================================  ===============================================================
+
+Kubernetes series (``kube_series``, Datadog's kubelet check names, per container, tagged ``service``, ``env:sandbox``,
+``kube_cluster_name:sandbox``, ``kube_namespace``, ``kube_deployment``, ``kube_replica_set``, ``kube_container_name``,
+``pod_name``; the state ones ``reason:oomkilled`` / ``reason:crashloopbackoff``): ``kubernetes.memory.usage`` (bytes,
+while running: the working set, 1 % noise, never above the limit), ``kubernetes.memory.limits`` /
+``kubernetes.memory.requests`` (bytes), ``kubernetes.cpu.usage.total`` (nanocores, at most the limit),
+``kubernetes.cpu.limits`` / ``kubernetes.cpu.requests`` (cores), ``kubernetes.cpu.cfs.periods`` (10 a second) and
+``kubernetes.cpu.cfs.throttled.periods`` (of those, throttled), ``kubernetes.containers.restarts`` (the restart count),
+``kubernetes.containers.state.terminated`` (1 while OOMKilled, else 0), ``kubernetes.containers.state.waiting``
+(1 in CrashLoopBackOff, else 0), ``kubernetes.containers.last_state.terminated`` (1 once the container's last
+termination was an OOM kill, else 0). The real agent sends the state metrics only while they are 1; the sandbox
+sends the 0s too, so that a healed workload's monitor reads ``OK``, not ``No Data``. A bucket's value is the
+rollup (avg, or the query's ``.rollup(max|min|sum)``) of samples at most 5 s apart, none later than ``sb.clock()``.
+
 Monitors (``MONITORS``): per service an error-rate and a p95-latency monitor, evaluated over the last 5 minutes at
 ``sb.clock()`` (``SandboxConfig.monitor_window`` shortens that for demos: a monitor then recovers within seconds):
-above ``critical`` -> ``Alert``, above ``warning`` -> ``Warn``, else ``OK``; no points -> ``No Data``.
+above ``critical`` -> ``Alert``, above ``warning`` -> ``Warn``, else ``OK``; no points -> ``No Data``. And per
+service an OOM monitor (ids 41000101-41000105, "Containers OOMKilled on <service>"):
+``max(last_5m):sum:kubernetes.containers.last_state.terminated{service:<svc>,env:sandbox,reason:oomkilled} > 0``,
+``Alert`` from the first OOM kill until a window after the last OOMKilled container was replaced.
 """
 
 from __future__ import annotations
@@ -69,6 +120,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from fixloop.sandbox import containers as kube
 
 METRICS = ("hits", "errors", "latency_p95")  # req/s, errors/s, milliseconds
 NOISE_CV = {"hits": 0.04, "errors": 0.10, "latency_p95": 0.06}  # at 60 s buckets
@@ -229,18 +282,21 @@ class MonitorDef:
 
     id: int
     service: str
-    kind: str  # "errors" | "latency"
+    kind: str  # "errors" | "latency" | "oom"
     name: str
     query: str
     metric: str
     scale: float
     critical: float
-    warning: float
+    warning: float | None
     priority: int
 
     @property
     def tags(self) -> list[str]:
         return [f"service:{self.service}", "env:sandbox", "team:platform", "managed-by:fixloop-sandbox"]
+
+
+OOM_METRIC = "kubernetes.containers.last_state.terminated"
 
 
 # service -> (error rate critical, warning) in errors/s, (p95 critical, warning) in seconds
@@ -266,10 +322,38 @@ def _monitors() -> tuple[MonitorDef, ...]:
         out.append(
             MonitorDef(mid + 1, svc, "latency", f"High p95 latency on {svc}", latency, "latency_p95", 0.001, lc, lw, 3)
         )
+    for i, svc in enumerate(_THRESHOLDS):
+        oom = f"max(last_5m):sum:{OOM_METRIC}{{service:{svc},env:sandbox,reason:oomkilled}} > 0"
+        name = f"Containers OOMKilled on {svc}"
+        out.append(MonitorDef(41_000_101 + i, svc, "oom", name, oom, OOM_METRIC, 1.0, 0.0, None, 2))
     return tuple(out)
 
 
 MONITORS: tuple[MonitorDef, ...] = _monitors()
+OOM_ERRORS_PER_DOWN = 12.0  # error rate x (1 + this x the share of a service's containers down after an OOM kill)
+OOM_LATENCY_PER_STALL = 2.0  # p95 x (1 + this x the share of its containers stalled at their memory limit)
+THROTTLE_LATENCY = 2.0  # p95 x (1 + this x the share of CFS periods throttled)
+MEMORY_NOISE_CV = 0.01  # of kubernetes.memory.usage, per 5 s sample (never above the limit)
+# the Kubernetes metrics the world serves (Datadog's kubelet check names; unit: bytes, or a count of containers)
+KUBE_METRICS = (
+    "kubernetes.memory.usage",
+    "kubernetes.memory.limits",
+    "kubernetes.memory.requests",
+    "kubernetes.cpu.usage.total",
+    "kubernetes.cpu.limits",
+    "kubernetes.cpu.requests",
+    "kubernetes.cpu.cfs.periods",
+    "kubernetes.cpu.cfs.throttled.periods",
+    "kubernetes.containers.restarts",
+    "kubernetes.containers.state.terminated",
+    "kubernetes.containers.state.waiting",
+    "kubernetes.containers.last_state.terminated",
+)
+KUBE_REASONS = {  # the reason tag of the state metrics (Datadog lowercases tag values)
+    "kubernetes.containers.state.terminated": "oomkilled",
+    "kubernetes.containers.state.waiting": "crashloopbackoff",
+    "kubernetes.containers.last_state.terminated": "oomkilled",
+}
 MONITOR_INTERVAL_S = 60
 
 
@@ -339,6 +423,7 @@ class World:
         with self.store.lock:
             self.store.data.setdefault("deploys", [])
         self._timeline: dict[str, Step] | None = None
+        self._pods: dict[str, list[kube.Container]] | None = None
 
     # -- deploys ------------------------------------------------------------------------------------------------
     def record_deploy(
@@ -347,26 +432,32 @@ class World:
         revision: str,
         workloads: dict[str, dict[str, str]],
         files: dict[str, str] | None = None,
+        specs: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Record that ``revision`` was applied at ``at``: ``workloads`` maps service -> {container: image ref};
-        ``files`` ({repo path: text}) is filtered to the paths ``watches`` accepts. Re-recording the same revision
-        with the same content is a no-op."""
+        ``files`` ({repo path: text}) is filtered to the paths ``watches`` accepts; ``specs`` maps service -> its
+        rendered Deployment as ``fixloop.sandbox.containers.spec_of`` reads it (replicas, env, resources; a service
+        without one keeps its previous spec, or the seeded one). Re-recording the same revision with the same
+        content is a no-op."""
         kept = {p: t for p, t in (files or {}).items() if watches(p)}
         entry = {
             "at": _epoch(at),
             "revision": revision,
             "workloads": {s: dict(c) for s, c in workloads.items()},
             "files": kept,
+            "specs": {s: dict(v) for s, v in (specs or {}).items()},
         }
         with self.store.lock:
             deploys = self.store.data["deploys"]
             same = [d for d in deploys if d["revision"] == revision]
-            if same and same[-1]["workloads"] == entry["workloads"] and same[-1]["files"] == kept:
-                return
+            if same and all(same[-1].get(k) == entry[k] for k in ("workloads", "files")):
+                if same[-1].get("specs", {}) == entry["specs"]:
+                    return
             deploys.append(entry)
             deploys.sort(key=lambda d: d["at"])
             self.store.save()
             self._timeline = None
+            self._pods = None
 
     def deploys(self) -> list[dict[str, Any]]:
         with self.store.lock:
@@ -462,6 +553,9 @@ class World:
         a = _epoch(t)
         mid = a + interval_s / 2
         ex, lx = self._multipliers(service, a, a + interval_s)
+        if metric != "hits":
+            ox, ol = self._oom_multipliers(service, a, a + interval_s)
+            ex, lx = ex * ox, lx * ol
         hits = base.hits * self.load(mid)
         if metric == "hits":
             return hits
@@ -487,6 +581,132 @@ class World:
             out.append((t * 1000, None if mean is None else mean * max(0.05, 1 + cv * z)))
         return out
 
+    # -- pods (Kubernetes) -----------------------------------------------------------------------------------------
+    def pods(self, service: str) -> list[kube.Container]:
+        """The containers ``service`` ran over the deploy history (``fixloop.sandbox.containers.containers``)."""
+        pods = self._pods  # one read: record_deploy may reset it meanwhile
+        if pods is None:
+            with self.store.lock:
+                pods = self._pods = self._build_pods()
+        return pods.get(service, [])
+
+    def _build_pods(self) -> dict[str, list[kube.Container]]:
+        epochs: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        for d in self.deploys():
+            for svc, spec in (d.get("specs") or {}).items():
+                if svc in SERVICES and (not epochs.get(svc) or epochs[svc][-1][1] != spec):
+                    epochs.setdefault(svc, []).append((d["at"], spec))
+        return {
+            svc: kube.containers(svc, epochs.get(svc) or [(-math.inf, kube.default_spec(svc))], self.seed)
+            for svc in SERVICES
+        }
+
+    def _oom_multipliers(self, service: str, a: float, b: float) -> tuple[float, float]:
+        """(error x, p95 x) of ``service``'s OOM kills over ``[a, b)``: ``1 + OOM_ERRORS_PER_DOWN x`` the share of
+        its containers down (terminated or backing off), ``1 + OOM_LATENCY_PER_STALL x`` the share stalled at their
+        limit, averaged over the bucket's samples."""
+        alive = [c for c in self.pods(service) if c.start < b and c.end > a]
+        if not any(c.ooms or c.cpu_limit for c in alive):
+            return 1.0, 1.0
+        down = stall = throttle = 0.0
+        times = kube.samples(a, b)
+        for t in times:
+            now = [c for c in alive if c.start <= t < c.end]
+            for c in now:
+                state, used, _, _ = c.state(t)
+                down += (state != "running") / len(now)
+                stall += (state == "running" and c.limit_bytes is not None and used >= c.limit_bytes) / len(now)
+                if state == "running":
+                    throttle += kube.throttled(self.cpu_demand(c, t), c.cpu_limit) / len(now)
+        n = len(times)
+        latency = (1 + OOM_LATENCY_PER_STALL * stall / n) * (1 + THROTTLE_LATENCY * throttle / n)
+        return 1 + OOM_ERRORS_PER_DOWN * down / n, latency
+
+    def cpu_demand(self, c: kube.Container, t: float) -> float:
+        """Cores ``c`` is asked for at ``t``: its service's request rate x CPU cost, shared by its running
+        containers (0 when it is not running)."""
+        if c.state(t)[0] != "running":
+            return 0.0
+        running = sum(1 for o in self.pods(c.service) if o.start <= t < o.end and o.state(t)[0] == "running")
+        hits = SERVICES[c.service].hits * self.load(t)
+        return hits * kube.CPU_MS_PER_REQUEST.get(c.service, 5.0) / 1000 / max(1, running)
+
+    def kube_series(
+        self,
+        metric: str,
+        start: datetime | float,
+        end: datetime | float,
+        interval_s: int,
+        agg: str = "avg",
+        services: tuple[str, ...] | None = None,
+    ) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
+        """Per container, ``(tags, [(bucket start epoch ms, value)])`` of the Kubernetes metric ``metric`` (a key of
+        ``KUBE_METRICS``) for the buckets of ``series``, each the ``agg`` (avg|max|min|sum) of the bucket's samples
+        while the container existed (``kubernetes.memory.usage``: while it ran), of ``services`` (default all);
+        ``[]`` for an unknown metric."""
+        if metric not in KUBE_METRICS or interval_s <= 0:
+            return []
+        now = self.sb.clock().timestamp()
+        first = math.ceil(_epoch(start) / interval_s) * interval_s
+        last = math.floor(min(_epoch(end), now) / interval_s) * interval_s
+        fold = {"avg": lambda v: sum(v) / len(v), "max": max, "min": min, "sum": sum}[agg]
+        out = []
+        for svc in SERVICES if services is None else [s for s in SERVICES if s in services]:
+            for c in self.pods(svc):
+                lo = max(first, math.floor(c.start / interval_s) * interval_s if c.start > -math.inf else first)
+                points = []
+                for t in range(int(lo), int(last) + 1, interval_s):
+                    if t >= c.end:
+                        break
+                    upto = min(t + interval_s, now)  # no sample from the future
+                    times = kube.samples(t, upto) if upto > t else [float(t)]
+                    vals = [v for s in times if (v := self._kube_value(c, metric, s))]
+                    if vals:
+                        points.append((t * 1000, fold([v[0] for v in vals])))
+                if points:
+                    tags = dict(c.tags)
+                    if metric in KUBE_REASONS:
+                        tags["reason"] = KUBE_REASONS[metric]
+                    out.append((tags, points))
+        return out
+
+    def _kube_value(self, c: kube.Container, metric: str, t: float) -> tuple[float] | None:
+        """``(value,)`` of ``metric`` for container ``c`` at ``t``, or None (no point: not alive, or not running for
+        the usage)."""
+        if not c.start <= t < c.end:
+            return None
+        state, used, restarts, last_oom = c.state(t)
+        if metric == "kubernetes.memory.usage":
+            if state != "running":
+                return None
+            z = _gauss(self.seed, c.pod, c.name, "memory", int(t // kube.SAMPLE_S))
+            noisy = used * (1 + MEMORY_NOISE_CV * z)
+            return (min(noisy, c.limit_bytes) if c.limit_bytes is not None else noisy,)
+        if metric == "kubernetes.memory.limits":
+            return None if c.limit_bytes is None else (c.limit_bytes,)
+        if metric == "kubernetes.memory.requests":
+            return None if c.request_bytes is None else (c.request_bytes,)
+        if metric == "kubernetes.cpu.usage.total":  # nanocores
+            demand = self.cpu_demand(c, t)
+            return None if state != "running" else (min(demand, c.cpu_limit or math.inf) * 1e9,)
+        if metric == "kubernetes.cpu.limits":
+            return None if c.cpu_limit is None else (c.cpu_limit,)
+        if metric == "kubernetes.cpu.requests":
+            return None if c.cpu_request is None else (c.cpu_request,)
+        if metric == "kubernetes.cpu.cfs.periods":
+            return None if state != "running" or not c.cpu_limit else (kube.CFS_PERIODS_PER_S,)
+        if metric == "kubernetes.cpu.cfs.throttled.periods":
+            if state != "running" or not c.cpu_limit:
+                return None
+            return (kube.CFS_PERIODS_PER_S * kube.throttled(self.cpu_demand(c, t), c.cpu_limit),)
+        if metric == "kubernetes.containers.restarts":
+            return (float(restarts),)
+        if metric == "kubernetes.containers.state.terminated":
+            return (float(state == "terminated"),)
+        if metric == "kubernetes.containers.state.waiting":
+            return (float(state == "waiting"),)
+        return (float(last_oom),)  # kubernetes.containers.last_state.terminated
+
     # -- monitors -----------------------------------------------------------------------------------------------
     def monitor(self, monitor_id: int) -> MonitorDef | None:
         return next((m for m in MONITORS if m.id == monitor_id), None)
@@ -497,6 +717,12 @@ class World:
         now = _epoch(at or self.sb.clock())
         window = self.sb.config.monitor_window
         interval = min(MONITOR_INTERVAL_S, max(1, int(window // 6)))
+        if mon.kind == "oom":  # max over the window of the sum over the service's containers
+            summed: dict[int, float] = {}
+            for _, points in self.kube_series(mon.metric, now - window, now, interval, services=(mon.service,)):
+                for ts, v in points:
+                    summed[ts] = summed.get(ts, 0.0) + v
+            return max(summed.values()) if summed else None
         pts = [v for _, v in self.series(mon.service, mon.metric, now - window, now, interval)]
         vals = [v * mon.scale for v in pts if v is not None]
         return sum(vals) / len(vals) if vals else None
@@ -508,7 +734,7 @@ class World:
             return "No Data"
         if value > mon.critical:
             return "Alert"
-        return "Warn" if value > mon.warning else "OK"
+        return "Warn" if mon.warning is not None and value > mon.warning else "OK"
 
 
 def iso(t: float) -> str:

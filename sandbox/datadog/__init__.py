@@ -5,7 +5,7 @@ Endpoints, as ``datadog-api-client`` calls them with ``Configuration(host=f"{bas
 * ``GET /api/v1/validate`` (API key only) -> ``{"valid": true}``
 * ``GET /api/v1/query?from=&to=&query=`` -> ``MetricsQueryResponse``. Query syntax (comma-separated queries allowed):
   ``[avg|sum|min|max:]<metric>{<scope>}[.as_rate()|.as_count()][ by {tag,...}][.rollup(<agg>[, <seconds>])]``;
-  scope is ``*`` or ``tag:value,...`` (tags: ``service``, ``env`` = ``sandbox``). Metrics (APM trace metrics):
+  scope is ``*`` or ``tag:value,...`` (APM tags: ``service``, ``env`` = ``sandbox``). Metrics (APM trace metrics):
 
   ==============================================  ===========  ========================================================
   metric                                          world        value
@@ -14,6 +14,15 @@ Endpoints, as ``datadog-api-client`` calls them with ``Configuration(host=f"{bas
   ``trace.http.request.errors``                   errors       count per interval; ``.as_rate()`` -> per second
   ``trace.http.request.duration.by.service.95p``  latency_p95  gauge, seconds
   ==============================================  ===========  ========================================================
+
+  Kubernetes metrics of Datadog's kubelet check, per container (``fixloop.sandbox.world``, "Pods", for their values
+  and tags: ``kube_deployment``, ``kube_container_name``, ``pod_name``, ``kube_namespace``, ``reason``, ...; scope
+  values may hold ``*`` wildcards; ``.rollup(max|min|sum|avg[, s])`` sets the time aggregation):
+  ``kubernetes.memory.usage|limits|requests`` (bytes), ``kubernetes.cpu.usage.total`` (nanocores),
+  ``kubernetes.cpu.limits|requests`` (cores), ``kubernetes.cpu.cfs.periods|throttled.periods``,
+  ``kubernetes.containers.restarts``,
+  ``kubernetes.containers.state.terminated|waiting``, ``kubernetes.containers.last_state.terminated``. The observed
+  peak of a container: ``max:kubernetes.memory.usage{kube_deployment:<d>,kube_container_name:<c>}.rollup(max, 60)``.
 
   The rollup interval is the smallest of 20 s, 1 m, 5 m, 10 m, 30 m, 1 h, 2 h, 4 h, 1 d giving at most 300 points
   (a day -> 5 m, 288 points, as real Datadog); points are bucket starts from ``ceil(from)`` to ``floor(to)``. An

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Any
 
@@ -55,25 +56,38 @@ def one_query(dd: Datadog, text: str, index: int, start: int, end: int) -> list[
         interval = max(int(roll[2]), 1)
         if span / interval > 1500:
             raise DatadogError(400, f"Rollup interval {interval}s too small for the time range")
-    if metric is None or any(k not in TAG_KEYS or (k == "env" and v != "sandbox") for k, v in filters.items()):
+    if metric is None or any(k == "env" and v != "sandbox" for k, v in filters.items()):
         return []
-    services = [s for s in SERVICES if filters.get("service", s) == s]
-    if any(b not in TAG_KEYS for b in by):
-        return []
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for svc in services:
-        key = tuple(f"{b}:{svc if b == 'service' else 'sandbox'}" for b in by)
-        groups.setdefault(key, []).append(svc)
-    as_rate = metric.kind == "count" and ".as_rate()" in mods
-    factor = metric.scale * (interval if metric.kind == "count" and not as_rate else 1)
+    world = dd.sb.world
+    sources: list[tuple[dict[str, str], list[tuple[int, float]]]] = []
+    if metric.source == "apm":
+        if any(k not in TAG_KEYS for k in [*filters, *by]):
+            return []
+        as_rate = metric.kind == "count" and ".as_rate()" in mods
+        factor = metric.scale * (interval if metric.kind == "count" and not as_rate else 1)
+        for svc in SERVICES:
+            if filters.get("service", svc) == svc:
+                pts = world.series(svc, metric.world, start, end, interval)
+                sources.append(({"service": svc, "env": "sandbox"}, [(t, v * factor) for t, v in pts if v is not None]))
+    else:
+        as_rate = False
+        wanted = tuple(s for s in SERVICES if fnmatch.fnmatchcase(s, filters.get("service", "*")))
+        time_agg = roll[1] if roll and roll[1] in ("avg", "max", "min", "sum") else "avg"
+        for tags, pts in world.kube_series(metric.world, start, end, interval, time_agg, services=wanted):
+            if all(k in tags and fnmatch.fnmatchcase(tags[k], v) for k, v in filters.items()):
+                if any(b not in tags for b in by):
+                    return []
+                sources.append((tags, pts))
+    groups: dict[tuple[str, ...], list[list[tuple[int, float]]]] = {}
+    for tags, pts in sources:
+        groups.setdefault(tuple(f"{b}:{tags[b]}" for b in by), []).append(pts)
     base_scope = [f"{k}:{v}" for k, v in filters.items()]
     out = []
-    for tag_set, svcs in sorted(groups.items()):
+    for tag_set, members in sorted(groups.items()):
         per_ts: dict[int, list[float]] = {}
-        for svc in svcs:
-            for ts, v in dd.sb.world.series(svc, metric.world, start, end, interval):
-                if v is not None:
-                    per_ts.setdefault(ts, []).append(v * factor)
+        for pts in members:
+            for ts, v in pts:
+                per_ts.setdefault(ts, []).append(v)
         if not per_ts:
             continue
         space = agg or "avg"

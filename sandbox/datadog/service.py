@@ -54,7 +54,7 @@ class Datadog:
     def monitor_json(self, mon: MonitorDef, downtimes: bool = True) -> dict[str, Any]:
         state, since, _ = self.state_of(mon)
         created = self.store.data["created"]
-        unit = "errors/s" if mon.kind == "errors" else "s"
+        unit = {"errors": "errors/s", "latency": "s"}.get(mon.kind, "containers")
         body = {
             "id": mon.id,
             "org_id": ORG_ID,
@@ -70,7 +70,8 @@ class Datadog:
                 "notify_audit": False,
                 "locked": False,
                 "include_tags": True,
-                "thresholds": {"critical": mon.critical, "warning": mon.warning},
+                "thresholds": {"critical": mon.critical}
+                | ({"warning": mon.warning} if mon.warning is not None else {}),
                 "new_host_delay": 300,
                 "require_full_window": False,
                 "notify_no_data": False,

@@ -24,20 +24,45 @@ ERROR = _unit("general", "error", "err", "errors", 88)
 SECOND = _unit("time", "second", "s", "seconds", 11)
 
 
+BYTE = _unit("bytes", "byte", "B", "bytes", 2)
+CORE = _unit("cpu", "core", "core", "cores", 31)
+NANOCORE = {**_unit("cpu", "nanocore", "ncores", "nanocores", 121), "scale_factor": 1e-9}
+
+
 @dataclass(frozen=True)
 class Metric:
     world: str
     kind: str  # "count" | "gauge"
-    unit: dict[str, Any]
+    unit: dict[str, Any] | None
     scale: float = 1.0
+    source: str = "apm"  # "apm": World.series per service | "kube": World.kube_series per container
 
 
 METRICS = {
     "trace.http.request.hits": Metric("hits", "count", HIT),
     "trace.http.request.errors": Metric("errors", "count", ERROR),
     "trace.http.request.duration.by.service.95p": Metric("latency_p95", "gauge", SECOND, 0.001),
+    # Datadog's kubelet check (docs.datadoghq.com/containers/kubernetes/data_collected/), per container
+    "kubernetes.memory.usage": Metric("kubernetes.memory.usage", "gauge", BYTE, source="kube"),
+    "kubernetes.memory.limits": Metric("kubernetes.memory.limits", "gauge", BYTE, source="kube"),
+    "kubernetes.memory.requests": Metric("kubernetes.memory.requests", "gauge", BYTE, source="kube"),
+    "kubernetes.cpu.usage.total": Metric("kubernetes.cpu.usage.total", "gauge", NANOCORE, source="kube"),
+    "kubernetes.cpu.limits": Metric("kubernetes.cpu.limits", "gauge", CORE, source="kube"),
+    "kubernetes.cpu.requests": Metric("kubernetes.cpu.requests", "gauge", CORE, source="kube"),
+    "kubernetes.cpu.cfs.periods": Metric("kubernetes.cpu.cfs.periods", "gauge", None, source="kube"),
+    "kubernetes.cpu.cfs.throttled.periods": Metric(
+        "kubernetes.cpu.cfs.throttled.periods", "gauge", None, source="kube"
+    ),
+    "kubernetes.containers.restarts": Metric("kubernetes.containers.restarts", "gauge", None, source="kube"),
+    "kubernetes.containers.state.terminated": Metric(
+        "kubernetes.containers.state.terminated", "gauge", None, source="kube"
+    ),
+    "kubernetes.containers.state.waiting": Metric("kubernetes.containers.state.waiting", "gauge", None, source="kube"),
+    "kubernetes.containers.last_state.terminated": Metric(
+        "kubernetes.containers.last_state.terminated", "gauge", None, source="kube"
+    ),
 }
-TAG_KEYS = ("service", "env")
+TAG_KEYS = ("service", "env")  # of the APM metrics; the kube ones carry their containers' tags (World.kube_series)
 MODIFIERS = r"\.(?:as_rate|as_count)\(\)|\.rollup\(\s*\w+\s*(?:,\s*\d+\s*)?\)"
 QUERY = re.compile(
     rf"^\s*(?:(?P<agg>avg|sum|min|max):)?(?P<metric>[A-Za-z][\w.]*)\{{(?P<scope>[^{{}}]*)\}}"

@@ -12,8 +12,9 @@ What it models
     ``lastAttemptedRevision`` = the new revision and ``lastAppliedRevision`` unchanged. A later good revision recovers.
   * After each applied revision of ``apps-production`` (the Kustomization the seeded ``fixloop.yaml`` verifies),
     ``sb.world.record_deploy`` gets ``{Deployment: {container: image, "base-image": last FROM of
-    services/<Deployment>/Dockerfile}}`` and the ``services/<Deployment>/`` and ``apps/base/<Deployment>/`` files (the
-    world keeps those its rules read); a failing world is logged only.
+    services/<Deployment>/Dockerfile}}``, the ``services/<Deployment>/`` and ``apps/base/<Deployment>/`` files (the
+    world keeps those its rules read) and each rendered Deployment's replicas, env and resources
+    (``fixloop.sandbox.containers.spec_of``: what the world's pods run with); a failing world is logged only.
   * Events as notification-controller's ``generic`` / ``generic-hmac`` providers post them (notification-controller
     ``docs/spec/v1beta3/providers.md``, "Generic webhook (with HMAC)"; ``events.md`` "Event structure"): the JSON
     event, ``Content-Type: application/json``, ``Gotk-Component: kustomize-controller`` and, for generic-hmac,

@@ -3,7 +3,6 @@
 history, the world's deploy record, and notification-controller's events with their deliveries (see the package
 docstring for when it reconciles)."""
 
-
 from __future__ import annotations
 
 import hashlib
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 
 from fixloop.sandbox import kustomize
+from fixloop.sandbox.containers import spec_of
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
 from fixloop.sandbox.outbox import Outbox
 
@@ -258,6 +258,7 @@ class Flux:
             for o in objects
             if o.get("kind") == "Deployment"
         }
+        specs = {o["metadata"]["name"]: spec_of(o) for o in objects if o.get("kind") == "Deployment"}
         with self.store.lock:
             previous = state["applied"]
             changes = [
@@ -304,7 +305,7 @@ class Flux:
             now,
         )
         if key == WORLD_KUSTOMIZATION:
-            self._record_world(now, revision, workloads, snap)
+            self._record_world(now, revision, workloads, snap, specs)
 
     def _fail(self, key: str, revision: str, reason: str, message: str, now: datetime) -> None:
         with self.store.lock:
@@ -330,7 +331,14 @@ class Flux:
             self.store.save()
         self._emit(obj, "error", reason, message, revision, now)
 
-    def _record_world(self, now: datetime, revision: str, workloads: dict[str, dict[str, str]], snap: Snapshot) -> None:
+    def _record_world(
+        self,
+        now: datetime,
+        revision: str,
+        workloads: dict[str, dict[str, str]],
+        snap: Snapshot,
+        specs: dict[str, dict[str, Any]],
+    ) -> None:
         try:
             files: dict[str, str] = {}
             record = {svc: dict(c) for svc, c in workloads.items()}
@@ -341,7 +349,7 @@ class Flux:
                 base = last_from(dockerfile) if dockerfile else None
                 if base:
                     record[svc]["base-image"] = base
-            self.sb.world.record_deploy(now, revision, record, files)
+            self.sb.world.record_deploy(now, revision, record, files, specs)
         except Exception:
             log.exception("flux: recording the deploy of %s in the world failed (reconciliation goes on)", revision)
 

@@ -61,3 +61,13 @@ def with_env(deployment: str, env: dict[str, str]) -> str:
     marker = "          ports:\n"
     assert marker in deployment, "the seeded Deployment's container has no ports: block"
     return deployment.replace(marker, f"{existing}{lines}{marker}", 1)
+
+
+class Clock:
+    """A settable ``sb.clock``: ``clock.now = ...`` moves the sandbox's time."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now

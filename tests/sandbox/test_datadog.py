@@ -135,15 +135,17 @@ def test_monitors_with_the_official_client(dd: Running) -> None:
         assert one.id == PAYMENTS_ERRORS.id and str(one.overall_state) == "OK"
         assert len(monitors.list_monitors()) == len(MONITORS)
         mine = monitors.list_monitors(monitor_tags="service:payments")
-        assert {m.name for m in mine} == {"High error rate on payments", "High p95 latency on payments"}
+        assert {m.name for m in mine} == {
+            "High error rate on payments", "High p95 latency on payments", "Containers OOMKilled on payments"
+        }  # fmt: skip
         assert [m.id for m in monitors.list_monitors(tags="service:legacy-api", name="error")] == [
             m.id for m in MONITORS if m.service == "legacy-api" and m.kind == "errors"
         ]
-        pages = [monitors.list_monitors(page=p, page_size=4) for p in range(3)]
-        assert [len(p) for p in pages] == [4, 4, 2]
+        pages = [monitors.list_monitors(page=p, page_size=4) for p in range(4)]
+        assert [len(p) for p in pages] == [4, 4, 4, 3]
         found = monitors.search_monitors(query="service:inventory status:ok", per_page=1)
-        assert found.metadata.total_count == 2 and len(found.monitors) == 1 and found.metadata.page_count == 2
-        assert found.counts.to_dict()["status"] == [{"count": 2, "name": "OK"}]
+        assert found.metadata.total_count == 3 and len(found.monitors) == 1 and found.metadata.page_count == 3
+        assert found.counts.to_dict()["status"] == [{"count": 3, "name": "OK"}]
 
 
 def test_events_posted_and_listed(dd: Running, client: DatadogClient) -> None:

@@ -17,18 +17,10 @@ from fixloop.integrations.jira import JiraClient, JiraSettings
 from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from fixloop.sandbox.server import endpoints
 from fixloop.sandbox.world import MONITORS
-from tests.sandbox.conftest import Running
+from tests.sandbox.conftest import Clock, Running
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 ERRORS = "sum:trace.http.request.errors{service:legacy-api}.as_rate()"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def settings(cls: type[BaseSettings], run: Running, monkeypatch: pytest.MonkeyPatch, **env: str) -> BaseSettings:
