@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import datetime
 
 from temporalio import activity
@@ -22,9 +23,10 @@ from temporalio.exceptions import ApplicationError
 from fixloop.activities.errors import as_application_errors
 from fixloop.core.change.edit import apply
 from fixloop.core.change.mr import code, read_back, text
-from fixloop.core.change.ops import PolicyViolation
+from fixloop.core.change.ops import PolicyViolation, RevertCommit
 from fixloop.core.change.overlap import FileLines, Touched, diff_lines, edit_lines, overlap
 from fixloop.core.change.policy import POLICY_FILE, load_policy, validate
+from fixloop.core.change.remedy import remedy_change, revert_change
 from fixloop.core.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
 from fixloop.core.parsing import clean
 from fixloop.integrations.errors import Conflict
@@ -118,12 +120,38 @@ class MergeRequestActivities:
 
         Superseding (closing an older MR for a newer plan) is never done: the older MR may already be approved."""
         change = inp.change
-        if not change.located or not change.branch or not change.base_sha or not change.changes:
+        if not change.located or not change.branch or not change.base_sha or not (change.changes or change.remedies):
             raise ApplicationError(
                 "the planned change has no branch, base commit or operations", type="InvalidChange", non_retryable=True
             )
         with as_application_errors():
             return await asyncio.to_thread(self._open, inp)
+
+    def _remedy_edits(self, inp: OpenMergeRequestInput, read: Callable[[str], str | None]) -> dict[str, str]:
+        """An incident's typed operation applied again at the base commit (``fixloop.core.change.remedy``: checked
+        against the policy there, the file values re-read; a revert recomputed from the commit, its parent and the
+        base). A revert that would delete files is refused (not supported)."""
+        (op,) = inp.change.remedies
+        policy = load_policy(read(POLICY_FILE))
+        facts = inp.work_item.incident
+        onset = facts.onset if facts is not None else inp.work_item.window_start
+        if isinstance(op, RevertCommit):
+            if onset is None:
+                raise PolicyViolation("a revert needs the incident's onset")
+            parent = op.parents[(op.mainline or 1) - 1]
+            remedy = revert_change(
+                op,
+                before=lambda p: self.client.read_file(p, parent),
+                after=lambda p: self.client.read_file(p, op.sha),
+                head=read,
+                policy=policy,
+                onset=onset,
+            )
+            if remedy.deleted:
+                raise PolicyViolation(f"the revert deletes {', '.join(remedy.deleted[:5])}: not supported")
+        else:
+            remedy = remedy_change(op, read, policy, onset=onset)
+        return remedy.edits
 
     def _open(self, inp: OpenMergeRequestInput) -> MergeRequestRef:
         change = inp.change
@@ -136,10 +164,13 @@ class MergeRequestActivities:
                 cache[path] = gl.read_file(path, change.base_sha or "")
             return cache[path]
 
-        edits, _ = apply(change.changes, read)
-        if not edits:
-            raise PolicyViolation("the operations change no file at the base commit")
-        validate(edits, read, load_policy(read(POLICY_FILE)))
+        if change.remedies:
+            edits = self._remedy_edits(inp, read)
+        else:
+            edits, _ = apply(change.changes, read)
+            if not edits:
+                raise PolicyViolation("the operations change no file at the base commit")
+            validate(edits, read, load_policy(read(POLICY_FILE)))
         before = {path: read(path) for path in edits}
         touched = {path: edit_lines(before[path], content) for path, content in edits.items()}
         if gl.find_merge_request(change.branch) is None:
@@ -326,6 +357,7 @@ class MergeRequestActivities:
                 overlap=paths[:20],
             )
         return None
+
 
 REVERT_LABELS = ["fixloop", "fixloop::revert"]
 

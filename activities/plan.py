@@ -14,6 +14,7 @@ import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
@@ -22,14 +23,16 @@ from fixloop.activities.errors import as_application_errors
 from fixloop.core import remediation
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
-from fixloop.core.change.mr import read_back, render
-from fixloop.core.change.ops import Operation, PolicyViolation
-from fixloop.core.change.policy import POLICY_FILE
+from fixloop.core.change.mr import code, read_back, render, render_incident
+from fixloop.core.change.ops import Operation, PolicyViolation, RevertCommit, RollbackImage, SetReplicas
+from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
+from fixloop.core.change.remedy import Remedy, memory_sizing, remedy_change, revert_change, rollback_tags
 from fixloop.core.config import ConfigError, LlmSettings
-from fixloop.core.culprit import Culprit
+from fixloop.core.culprit import Culprit, describe_culprit, duration
 from fixloop.core.parsing import clean
 from fixloop.core.service import service_of_paths
 from fixloop.core.verification import VerificationPolicy, describe_plan
+from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
 from fixloop.integrations.errors import AuthError, IntegrationError
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.llm import LlmError, structured_completion
@@ -48,6 +51,61 @@ log = logging.getLogger(__name__)
 
 FILE_MAX_BYTES = 1 << 20  # files larger than this are not read (a view sees them as absent)
 _DOCKER_HUB = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+
+
+_RISKS = {
+    "revert": "Reverting restores the files to what ran before the culprit change; anything that came to depend on "
+    "the change since (a migration, a client of a new API) breaks again.",
+    "rollback_image": "The previous image runs again: whatever the new tag fixed is unfixed again.",
+    "memory": "More memory per pod: the node must have room, or pods stay Pending; a leak only takes longer.",
+    "replicas": "More pods use more of the cluster; a bottleneck behind the service (a database) gets more load.",
+}
+_WORKLOADS = ("Deployment", "StatefulSet")
+
+
+def _fence(diff: str) -> str:
+    """A unified diff inside a fenced block: bounded, no line can close the fence."""
+    lines = [ln.replace("```", "``\u200b`") for ln in diff.splitlines()[:200]]
+    return "\n".join("  " + ln for ln in lines)
+
+
+def _workload_site(repo: GitLabRepo, name: str) -> tuple[str, dict] | None:
+    """The first manifest (path order) declaring a Deployment or StatefulSet named ``name``, with its document."""
+    from ruamel.yaml import YAML
+
+    for path in repo.list():
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        text = repo.read(path)
+        if not text or name not in text:
+            continue
+        try:
+            docs = list(YAML(typ="safe").load_all(text))
+        except Exception:  # ruamel's YAMLError family: not plain YAML
+            continue
+        for doc in docs:
+            meta = doc.get("metadata") if isinstance(doc, dict) else None
+            if isinstance(meta, dict) and doc.get("kind") in _WORKLOADS and meta.get("name") == name:
+                return path, doc
+    return None
+
+
+def _container(doc: dict, service: str) -> dict:
+    """The container of the workload named like it, else its first one."""
+    spec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict) and c.get("name")]
+    if not containers:
+        raise PolicyViolation(f"the workload {service} declares no container")
+    return next((c for c in containers if c["name"] == service), containers[0])
+
+
+def _image_name(container: dict) -> str | None:
+    image = str(container.get("image") or "")
+    return image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else (image or None)
+
+
+def _quantity(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _top_culprit(inp: PlanRemediationInput) -> Culprit | None:
@@ -141,7 +199,9 @@ class PlanActivities:
         registry: RegistrySettings | None = None,
         jira_url: str | None = None,
         llm: LlmSettings | None = None,
+        datadog: DatadogSettings | None = None,
     ) -> None:
+        self.datadog = datadog
         self.gitlab = GitLabClient(gitlab)
         self.registry = RegistryClient(registry) if registry is not None else None
         self.jira_url = jira_url.rstrip("/") if jira_url else None
@@ -168,11 +228,174 @@ class PlanActivities:
             return await asyncio.to_thread(self._plan_remediation, inp)
 
     def _plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
+        default = self.gitlab.default_branch()
+        base_sha = self.gitlab.branch_head(default)
+        if base_sha is None:
+            raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
+        repo = GitLabRepo(self.gitlab, base_sha)
+        policy_text = repo.read(POLICY_FILE)
+        policy = load_policy(policy_text)
+        try:
+            verification = VerificationPolicy.from_policy_text(policy_text)
+        except ValueError as e:
+            raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
         culprit = _top_culprit(inp)
-        choice = remediation.choose(inp.work_item, inp.signals, culprit)
-        if choice.action is None:
-            return PlannedChange(located=False, reason=choice.reason)
-        return PlannedChange(located=False, reason=f"{choice.reason} (the {choice.action.value} change is not built)")
+        choice = remediation.choose(inp.work_item, inp.signals, culprit, allowed=policy.incidents.actions)
+        if choice.action is None or choice.service is None:
+            return PlannedChange(located=False, reason=choice.reason, base_sha=base_sha)
+        facts = inp.work_item.incident
+        onset = facts.onset if facts is not None else inp.work_item.window_start
+        try:
+            built = self._remedy(choice, culprit, repo, policy, onset)
+        except PolicyViolation as e:  # the chosen action cannot be made safely here: said, no MR
+            return PlannedChange(
+                located=False, reason=f"{choice.reason} It was not proposed: {clean(e.reason, 600)}", base_sha=base_sha
+            )
+        remedy, figures = built
+        op = remedy.operation
+        service = choice.service
+        culprits = [
+            describe_culprit(c.entity, c.culprit, commits_read=c.commits_read, lookback=policy.incidents.lookback)
+            for c in (inp.investigation.candidates if inp.investigation else [])
+        ]
+        monitors = sorted(
+            {
+                int(s.monitor_id)
+                for s in inp.signals
+                if s.monitor_id and s.monitor_id.isdigit() and s.source.value == "datadog"
+            }
+        )
+        lines = [f"- {code(op.describe(), 300)}"] + [f"  ```diff\n{_fence(remedy.diff)}\n  ```"]
+        text = render_incident(
+            inp.work_item,
+            choice.reason,
+            choice.action.value,
+            lines,
+            culprits=culprits,
+            figures=figures,
+            monitors=monitors,
+            service=service,
+            window=duration(verification.window.total_seconds()),
+            risk=_RISKS[choice.action.value],
+            jira_key=inp.jira_key,
+        )
+        return PlannedChange(
+            located=True,
+            branch=f"fixloop/{inp.work_item.id}",
+            operations=[op.describe()],
+            base_sha=base_sha,
+            remedies=[op],
+            title=text.title,
+            description=text.description,
+            labels=text.labels,
+            verification=verification,
+            service=service,
+            action=choice.action.value,
+            risks=[_RISKS[choice.action.value]],
+        )
+
+    def _remedy(
+        self,
+        choice: remediation.Choice,
+        culprit: Culprit | None,
+        repo: GitLabRepo,
+        policy: Policy,
+        onset: datetime | None,
+    ) -> tuple[Remedy, list[str]]:
+        """The typed operation of ``choice``, checked and applied at ``repo``'s commit (``fixloop.core.change.remedy``),
+        and the figures behind it (memory). ``PolicyViolation`` when it cannot be made."""
+        action, service = choice.action, choice.service or ""
+        if action is remediation.Action.REVERT:
+            if culprit is None or onset is None:
+                raise PolicyViolation("no culprit commit or onset to revert")
+            c = culprit.commit
+            op = RevertCommit(
+                sha=c.sha,
+                parents=tuple(c.parent_shas) or (self._parent(c.sha),),
+                files=tuple(dict.fromkeys(f.path for f in c.files)) or tuple(c.paths),
+                applied_at=culprit.applied_at,
+            )
+            parent = op.parents[0]
+            before = functools.partial(self._read_at, parent)
+            after = functools.partial(self._read_at, c.sha)
+            return revert_change(op, before=before, after=after, head=repo.read, policy=policy, onset=onset), []
+        site = _workload_site(repo, service)
+        if site is None:
+            raise PolicyViolation(f"no Deployment or StatefulSet named {service} in the repository")
+        path, doc = site
+        container = _container(doc, service)
+        if action is remediation.Action.ROLLBACK_IMAGE:
+            if culprit is None:
+                raise PolicyViolation("no culprit commit to roll back")
+            c = culprit.commit
+            files = [f.path for f in c.files]
+            target = files[0] if files else path
+            parent = tuple(c.parent_shas)[0] if c.parent_shas else self._parent(c.sha)
+            history = [(parent, self._read_at(parent, target)), (c.sha, self._read_at(c.sha, target))]
+            image = _image_name(container)
+            from_tag, to_tag = rollback_tags(
+                history, c.sha, path=target, workload=service, container=container["name"], image=image
+            )
+            op = RollbackImage(
+                path=target,
+                workload=service,
+                container=container["name"],
+                image=image,
+                from_tag=from_tag,
+                to_tag=to_tag,
+            )
+            return remedy_change(op, repo.read, policy, onset=onset, culprit_at=culprit.applied_at), []
+        if action is remediation.Action.MEMORY:
+            limits = (container.get("resources") or {}).get("limits") or {}
+            requests = (container.get("resources") or {}).get("requests") or {}
+            if "memory" not in limits:
+                raise PolicyViolation(f"{service}/{container['name']} sets no memory limit to raise", path)
+            peak = self._memory_peak(service, container["name"], policy.incidents.lookback, onset)
+            sizing = memory_sizing(
+                peak,
+                current_limit=str(limits["memory"]),
+                current_request=_quantity(requests.get("memory")),
+                policy=policy,
+            )
+            op = sizing.operation(path, service, container["name"])
+            return remedy_change(op, repo.read, policy, onset=onset), [sizing.text()]
+        replicas = int(doc.get("spec", {}).get("replicas", 1))
+        wanted = min(policy.incidents.max_replicas, max(replicas + 1, -(-replicas * 3 // 2)))
+        op = SetReplicas(path=path, workload=service, current=replicas, replicas=wanted)
+        figures = [
+            f"{service} runs {replicas} replica(s); {wanted} share the load (at most {policy.incidents.max_replicas})"
+        ]
+        return remedy_change(op, repo.read, policy, onset=onset), figures
+
+    def _read_at(self, sha: str, path: str) -> str | None:
+        return self.gitlab.read_file(path, sha)
+
+    def _parent(self, sha: str) -> str:
+        info = self.gitlab.project.commits.get(sha)
+        parents = list(getattr(info, "parent_ids", []) or [])
+        if not parents:
+            raise PolicyViolation(f"commit {sha[:12]} is a root commit; fixloop does not revert it")
+        return str(parents[0])
+
+    def _memory_peak(self, service: str, container: str, lookback: timedelta, onset: datetime | None) -> float:
+        """The container's peak memory (bytes) from ``lookback`` before the onset to an hour after it (or now),
+        read from Datadog's Kubernetes metrics
+        (``kubernetes.memory.usage``, the agent's ``kube_deployment`` / ``kube_container_name`` tags:
+        docs.datadoghq.com/containers/kubernetes/data_collected/). ``PolicyViolation`` without Datadog or data."""
+        if self.datadog is None:
+            raise PolicyViolation("no Datadog is configured to read the container's memory peak from")
+        query = (
+            f"max:kubernetes.memory.usage{{kube_deployment:{service},kube_container_name:{container}}}.rollup(max, 60)"
+        )
+        now = datetime.now(UTC)
+        at = onset or now
+        end = min(now, at + timedelta(hours=1))
+        with DatadogClient(self.datadog) as dd:
+            series = dd.query_metrics(query, at - lookback, end)
+        values = [v for s in series for v in s.values()]
+        if not values:
+            raise PolicyViolation(f"Datadog has no kubernetes.memory.usage of {service}/{container} in the lookback")
+        return max(values)
 
     def _plan(self, inp: PlanChangeInput) -> PlannedChange:
         default = self.gitlab.default_branch()

@@ -533,7 +533,7 @@ def demo(
         typer.Option(help="Keep everything running after the summary until Ctrl-C (default: when interactive)."),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds the loops may take (default 240 with --approve-as, else 3600).")
+        float | None, typer.Option(help="Seconds the loops may take (default 300 with --approve-as, else 3600).")
     ] = None,
 ) -> None:
     """The whole loop on this machine: the embedded Temporal server (with its UI), the sandbox, a worker and the
@@ -591,7 +591,7 @@ def demo(
                 console,
                 live=not as_json and sys.stderr.isatty(),
                 keep=keep if keep is not None else interactive and sys.stdin.isatty(),
-                timeout=timeout or (240.0 if approve_as else 3600.0),
+                timeout=timeout or (300.0 if approve_as else 3600.0),
                 on_summary=show,
             )
         )

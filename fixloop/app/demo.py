@@ -23,17 +23,27 @@ catalog's error rate (the sandbox world ties them to that image) and verifies wh
 lodash bump of ``storefront`` verifies; the Werkzeug 0.11 -> 0.15.3 bump of ``payments`` breaks the service in the
 sandbox world, fails verification and is reverted.
 
-Then the incident: a person, the sandbox GitLab user ``dana``, opens a merge request that
-lowers inventory's ``DB_POOL_SIZE`` from 20 to 2 in ``apps/base/inventory/deployment.yaml``; the reviewer approves
-and merges it (python-gitlab, as people do); Flux applies it and the world breaks inventory, then its callers catalog
-and storefront (``fixloop.sandbox.world``, "Spreading"). The demo acts as Datadog's notifier: it reads the monitors
-from the sandbox's Datadog API before the merge and every second after it, and once no monitor has turned ``Alert``
-for ``STORM_SETTLE_S`` seconds, posts one monitor webhook (the body of ``deploy/datadog/payload.json``, dated when the
-monitor turned) per monitor that turned ``Alert``. The seeded ``fixloop.yaml``'s ``topology:`` makes them ONE
-``incident`` work item; the summary names its likely root cause (the top candidate) and the culprit change (the
-commit Flux applied last before the onset that touched it: sha, title, author, merge request). The gateway's attach
-window is 20 s here (``FIXLOOP_INTAKE_ATTACH_WINDOW``, as the verification windows are short), so catalog's and
-storefront's alerts a minute after fixloop deployed them are not taken for those deploys' regressions.
+Then two incidents, each a person's change (the sandbox GitLab user ``dana`` opens a merge request, the reviewer
+approves and merges it, with python-gitlab, as people do) that Flux applies and the sandbox world reacts to
+(``fixloop.sandbox.world``):
+
+1. ``DB_POOL_SIZE`` 20 -> 2 in ``apps/base/inventory/deployment.yaml``: inventory fails, then its callers catalog and
+   storefront ("Spreading"); fixloop makes one incident with inventory ranked first, names dana's commit as the
+   culprit and proposes a merge request reverting exactly it;
+2. ``CACHE_SIZE_MB`` 64 -> 160 in ``apps/base/catalog/deployment.yaml``: catalog's pods outgrow their 256Mi limit and
+   are OOMKilled in a cycle; fixloop makes one incident and proposes a memory merge request whose new limit is the
+   peak the sandbox's Datadog observed (``kubernetes.memory.usage``) x the policy's headroom (1.3), 336Mi.
+
+Both merge requests pass the same gate (approved here as reviewer), Flux applies them, and each verifies when the
+incident's monitors recover. The demo acts as Datadog's notifier: it reads the monitors from the sandbox's Datadog
+API before each person's merge and every second after it, and once no monitor has turned ``Alert`` for a few
+seconds (``PersonChange.settle_s``), posts one monitor webhook (the body of ``deploy/datadog/payload.json``, dated
+when the monitor turned) per monitor that turned ``Alert``. The seeded ``fixloop.yaml``'s ``topology:`` makes each
+storm ONE ``incident`` work item; the summary names its likely root cause (the top candidate), the culprit change
+(sha, title, author, merge request), its merge request and verdict. The gateway's attach window is 20 s here
+(``FIXLOOP_INTAKE_ATTACH_WINDOW``, as the verification windows are short), so catalog's and storefront's alerts a
+minute after fixloop deployed them are not taken for those deploys' regressions, and an incident's cool-down is 5 s
+(``FIXLOOP_LOOP_INCIDENT_COOLDOWN``) so that the second storm is its own incident.
 
 Every run starts clean: ``<state-dir>`` (default ``.fixloop/demo``) is removed first (only if it is a demo state
 directory). Ctrl-C stops every child process.
@@ -77,11 +87,48 @@ TASK_QUEUE = "fixloop-demo"
 SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: flux-system/apps-production\n"
 MONITOR_WINDOW_S = 20
 ATTACH_WINDOW_S = 20  # alerts this soon after a fixloop deploy of their service are its regression
-STORM_SETTLE_S = 15.0  # no monitor turned Alert for this long: the storm's notifications go out (a caller's
-# monitor turns up to ~13 s after its callee's over the 20 s monitor window: sandbox/world.py's spreading)
+# A storm settles when no monitor has turned Alert for ``PersonChange.settle_s`` (a caller's monitor turns up to
+# ~13 s after its callee's over the 20 s monitor window: sandbox/world.py's spreading).
 STORM_TIMEOUT_S = 60.0
-PERSON_BRANCH = "dana/inventory-db-pool"
-POOL_RE = r"(- name: DB_POOL_SIZE\n\s*value: )\"20\""
+
+
+@dataclass(frozen=True)
+class PersonChange:
+    """A change ``dana`` makes by hand (a merge request the reviewer approves and merges): ``pattern`` (one match)
+    in ``path`` becomes ``replacement``."""
+
+    story: str
+    path: str
+    pattern: str
+    replacement: str
+    branch: str
+    title: str
+    body: str
+    settle_s: float = 15.0  # no monitor turned Alert for this long: the storm is complete (see ``storm``)
+
+
+PERSON_CHANGES = (
+    PersonChange(
+        "dana lowers inventory's database pool by hand; the reviewer merges it",
+        "apps/base/inventory/deployment.yaml",
+        r"(- name: DB_POOL_SIZE\n\s*value: )\"20\"",
+        r'\g<1>"2"',
+        "dana/inventory-db-pool",
+        "inventory: 2 database connections per pod",
+        "The inventory database is close to its connection limit after the last scale-out; fewer connections per "
+        "pod should do.",
+    ),
+    PersonChange(
+        "dana gives catalog a bigger product cache; the reviewer merges it",
+        "apps/base/catalog/deployment.yaml",
+        r"(- name: CACHE_SIZE_MB\n\s*value: )\"64\"",
+        r'\g<1>"160"',
+        "dana/catalog-cache",
+        "catalog: cache 160 MB of products per pod",
+        "Product pages miss the cache too often; 160 MB holds the whole catalogue.",
+        settle_s=8.0,  # nothing spreads: catalog's own monitors turn within a few seconds of each other
+    ),
+)
 START_TIMEOUT_S = 60.0
 
 
@@ -172,9 +219,9 @@ class Loop:
 
     def complete(self) -> bool:
         """A Jira key, a merge request, and a verdict: pass, fail with a revert merge request, or no_data; an
-        incident: a Jira key, a root cause and its culprit change, open while its alerts fire (or ended)."""
+        incident: a Jira key, a root cause, its culprit change, and its remediation merge request verified."""
         if self.kind == "incident":
-            return bool(self.jira and self.root_cause and self.culprit and self.settled())
+            return bool(self.jira and self.root_cause and self.culprit and self.mr and self.verdict == "pass")
         if not (self.jira and self.mr and self.verdict):
             return False
         return self.verdict in ("pass", "no_data") or (self.verdict == "fail" and self.revert is not None)
@@ -208,7 +255,7 @@ class Demo:
         state_dir: Path,
         approve_as: str | None,
         console: Console,
-        timeout: float = 170.0,
+        timeout: float = 300.0,
         ask: Callable[[str], str] | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
@@ -223,7 +270,7 @@ class Demo:
         self.gateway_token = secrets.token_urlsafe(24)
         self.started = time.monotonic()
         self.posted: list[dict[str, Any]] = []
-        self.person_change: dict[str, Any] | None = None
+        self.person_changes: list[dict[str, Any]] = []
 
     # --- processes ---------------------------------------------------------------------------------------------
 
@@ -365,6 +412,7 @@ class Demo:
                 "FIXLOOP_INTAKE_ATTACH_WINDOW": str(ATTACH_WINDOW_S),
                 "FIXLOOP_LOOP_POLL_INTERVAL": "2",
                 "FIXLOOP_LOOP_VERIFY_DELAY": "3",
+                "FIXLOOP_LOOP_INCIDENT_COOLDOWN": "5",  # the next scenario's alerts must not join the last incident
             },
         )
         await self.until("the gateway", lambda: httpx.get(self.url("gateway", "/healthz")).is_success)
@@ -443,40 +491,33 @@ class Demo:
         answer.raise_for_status()
         return list(answer.json())
 
-    def person_breaks_inventory(self) -> tuple[int, str]:
-        """``dana`` opens a merge request lowering inventory's database pool from 20 to 2 connections; the reviewer
-        approves and merges it. Returns (the MR's iid, the sha of dana's commit)."""
+    def person_commits(self, change: PersonChange) -> tuple[int, str]:
+        """``dana`` opens a merge request with ``change``; the reviewer approves and merges it. Returns (the MR's
+        iid, the sha of dana's commit)."""
         import re
 
         project = developer_project(self.state_dir)
-        path = "apps/base/inventory/deployment.yaml"
-        text = project.files.get(path, ref="main").decode().decode()
-        changed, n = re.subn(POOL_RE, r'\g<1>"2"', text)
+        text = project.files.get(change.path, ref="main").decode().decode()
+        changed, n = re.subn(change.pattern, change.replacement, text)
         if n != 1:
-            raise DemoError(f"{path} has no DB_POOL_SIZE of 20 to change")
-        project.branches.create({"branch": PERSON_BRANCH, "ref": "main"})
+            raise DemoError(f"{change.path} does not hold what {change.branch} changes")
+        project.branches.create({"branch": change.branch, "ref": "main"})
         commit = project.commits.create(
             {
-                "branch": PERSON_BRANCH,
-                "commit_message": "inventory: 2 database connections per pod\n\nThe inventory database is close to its "
-                "connection limit after the last scale-out; fewer connections per pod should do.",
-                "actions": [{"action": "update", "file_path": path, "content": changed}],
+                "branch": change.branch,
+                "commit_message": f"{change.title}\n\n{change.body}",
+                "actions": [{"action": "update", "file_path": change.path, "content": changed}],
             }
         )
         mr = project.mergerequests.create(
-            {
-                "source_branch": PERSON_BRANCH,
-                "target_branch": "main",
-                "title": "inventory: 2 database connections per pod",
-                "description": "Lower DB_POOL_SIZE from 20 to 2: the database is close to its connection limit.",
-            }
+            {"source_branch": change.branch, "target_branch": "main", "title": change.title, "description": change.body}
         )
         approve_and_merge(self.state_dir, int(mr.iid))
         return int(mr.iid), str(commit.id)
 
-    async def storm(self, before: dict[int, str]) -> list[tuple[dict[str, Any], datetime]]:
+    async def storm(self, before: dict[int, str], settle_s: float) -> list[tuple[dict[str, Any], datetime]]:
         """The monitors that turn ``Alert`` (from another state in ``before``), each with when it turned, once
-        none has turned for ``STORM_SETTLE_S`` seconds; DemoError if none turns within ``STORM_TIMEOUT_S``."""
+        none has turned for ``settle_s`` seconds; DemoError if none turns within ``STORM_TIMEOUT_S``."""
         turned: dict[int, tuple[dict[str, Any], datetime]] = {}
         deadline = time.monotonic() + STORM_TIMEOUT_S
         last = time.monotonic()
@@ -490,22 +531,25 @@ class Demo:
                     turned[mon["id"]] = (mon, at)
                     last = time.monotonic()
                     self.console.print(f"  Datadog: {mon['name']} turned Alert")
-            if turned and time.monotonic() - last >= STORM_SETTLE_S:
+            if turned and time.monotonic() - last >= settle_s:
                 return sorted(turned.values(), key=lambda x: (x[1], x[0]["id"]))
             await asyncio.sleep(1.0)
         if turned:
             return sorted(turned.values(), key=lambda x: (x[1], x[0]["id"]))
         raise DemoError(f"no Datadog monitor turned Alert within {STORM_TIMEOUT_S:.0f} s of the inventory change")
 
-    async def incident(self, live: Live | None) -> None:
-        self.console.print("[bold]4.[/] dana lowers inventory's database pool by hand; the reviewer merges it")
+    async def incident(self, live: Live | None, step: int, change: PersonChange) -> None:
+        """A person's ``change`` breaks a service; the storm of its monitors is posted; fixloop makes one incident,
+        names the culprit, proposes its remediation merge request, which is gated (approved here like the others),
+        deployed and verified by the incident's monitors recovering."""
+        self.console.print(f"[bold]{step}.[/] {change.story}")
         before = {m["id"]: m["overall_state"] for m in await asyncio.to_thread(self.monitors)}
         known = set(self.loops)
-        iid, sha = await asyncio.to_thread(self.person_breaks_inventory)
-        self.person_change = {"merge_request_iid": iid, "sha": sha}
+        iid, sha = await asyncio.to_thread(self.person_commits, change)
+        self.person_changes.append({"merge_request_iid": iid, "sha": sha, "title": change.title})
         self.console.print(f"  !{iid} ({sha[:8]}) merged; Flux applies it")
-        turned = await self.storm(before)
-        self.console.print(f"[bold]5.[/] Datadog notifies the gateway of {len(turned)} monitor(s) in Alert")
+        turned = await self.storm(before, change.settle_s)
+        self.console.print(f"[bold]{step + 1}.[/] Datadog notifies the gateway of {len(turned)} monitor(s) in Alert")
         for mon, at in turned:
             body = json.dumps(datadog_notification(mon, at)).encode()
             self.post(
@@ -518,6 +562,7 @@ class Demo:
             while True:
                 await self.tick(live)
                 new = [x for x in self.loops.values() if x.workflow_id not in known]
+                await self.approve_gates(new, live)
                 if new and all(x.settled() for x in self.loops.values()):
                     return
                 if time.monotonic() > deadline:
@@ -626,6 +671,17 @@ class Demo:
         if live is not None:
             live.update(self.table())
 
+    async def approve_gates(self, loops: list[Loop], live: Live | None) -> None:
+        """Ask (or, with ``--approve-as``, approve) each of ``loops`` waiting at a gate not yet approved."""
+        for loop in loops:
+            gate = loop.gate()
+            if gate and gate[0] not in loop.approved:
+                if live is not None:
+                    live.stop()
+                await self.approve(loop, *gate)
+                if live is not None:
+                    live.start()
+
     async def follow(self, live: Live | None) -> None:
         deadline = self.started + self.timeout
         alerts_posted = False
@@ -642,14 +698,7 @@ class Demo:
                     live.start()
                 continue
             if alerts_posted:
-                for loop in self.loops.values():
-                    gate = loop.gate()
-                    if gate and gate[0] not in loop.approved:
-                        if live is not None:
-                            live.stop()
-                        await self.approve(loop, *gate)
-                        if live is not None:
-                            live.start()
+                await self.approve_gates(list(self.loops.values()), live)
             if alerts_posted and self.loops and all(x.stage == "done" for x in self.loops.values()):
                 return
             if time.monotonic() > deadline:
@@ -685,7 +734,7 @@ class Demo:
             "complete": all(x.complete() for x in self.loops.values()) and bool(self.loops),
             "temporal_ui": self.ui_url(),
             "posted": self.posted,
-            "person_change": self.person_change,
+            "person_changes": self.person_changes,
             "seconds": round(time.monotonic() - self.started, 1),
         }
 
@@ -844,7 +893,8 @@ async def run_demo(
             await demo.follow(lv if live else None)
             if lv is not None:
                 lv.stop()
-            await demo.incident(lv if live else None)
+            for i, change in enumerate(PERSON_CHANGES):
+                await demo.incident(lv if live else None, 4 + 2 * i, change)
         result = demo.summary()
         on_summary(result)
         if keep:

@@ -120,6 +120,8 @@ def loop_options(s: LoopSettings) -> LoopOptions:
         approval_escalate_after=timedelta(seconds=s.approval_escalate_after),
         deploy_escalate_after=timedelta(seconds=s.deploy_escalate_after),
         decide_escalate_after=timedelta(seconds=s.decide_escalate_after),
+        incident_escalate_after=timedelta(seconds=s.incident_escalate_after),
+        incident_cooldown=timedelta(seconds=s.incident_cooldown),
     )
 
 

@@ -104,7 +104,7 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
         out += [j.open_work_item, j.comment, j.close_work_item, j.link, j.set_status]
     if config.gitlab is not None:
         jira_url = str(config.jira.url).rstrip("/") if config.jira is not None else None
-        change = PlanActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm)
+        change = PlanActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm, datadog=config.datadog)
         g = MergeRequestActivities(config.gitlab)
         out += [change.plan, change.plan_remediation, g.open_merge_request, g.merge_request_state, g.note]
         out.append(g.delete_branch)

@@ -197,7 +197,9 @@ class LoopSettings(BaseSettings):
     webhook or Flux event came, default 600), ``FIXLOOP_LOOP_VERIFY_DELAY`` (seconds waited after the verification
     window for the metrics to arrive, default 120), ``FIXLOOP_LOOP_APPROVAL_ESCALATE_AFTER`` (seconds an MR may
     wait for its review before a reminder, default 172800), ``FIXLOOP_LOOP_DEPLOY_ESCALATE_AFTER`` (seconds, default
-    3600), ``FIXLOOP_LOOP_DECIDE_ESCALATE_AFTER`` (seconds, default 86400).
+    3600), ``FIXLOOP_LOOP_DECIDE_ESCALATE_AFTER`` (seconds, default 86400), ``FIXLOOP_LOOP_INCIDENT_ESCALATE_AFTER``
+    (seconds an incident's alerts may keep firing before each escalation, default 14400),
+    ``FIXLOOP_LOOP_INCIDENT_COOLDOWN`` (seconds an incident's services stay its loop's after its fix, default 1800).
     """
 
     model_config = SettingsConfigDict(env_prefix="FIXLOOP_LOOP_", env_file=".env", extra="ignore")
@@ -214,6 +216,12 @@ class LoopSettings(BaseSettings):
     )
     decide_escalate_after: float = Field(
         default=86_400.0, gt=0, description="Seconds an inconclusive verdict waits for a decision before each reminder."
+    )
+    incident_escalate_after: float = Field(
+        default=14_400.0, gt=0, description="Seconds an incident's alerts may keep firing before each escalation."
+    )
+    incident_cooldown: float = Field(
+        default=1_800.0, ge=0, description="Seconds an incident's services stay its loop's after its fix (flap guard)."
     )
 
 

@@ -159,6 +159,11 @@ def applied_at(
     return history[lo]
 
 
+def duration(seconds: float) -> str:
+    """``seconds`` in words: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
+    return _duration(seconds)
+
+
 def _duration(seconds: float) -> str:
     s = int(round(seconds))
     if s < 120:
@@ -336,14 +341,12 @@ def declares_workload(entity: str, text: str) -> bool:
 
 
 def describe_culprit(entity: str, culprit: Culprit | None, *, commits_read: int = 0, lookback: timedelta) -> str:
-    """One candidate's culprit change as plain text (escape it for where it lands): ``<entity>: commit <sha12>
-    "<title>"`` and the culprit's ``evidence`` (who, whose change, its merge request, when Flux applied it, the
-    diff summary); or that no commit touching the candidate's files was applied in the ``lookback`` before the
-    onset."""
+    """One candidate's culprit change as plain text (escape it for where it lands): ``<entity>: `` and the
+    culprit's ``evidence`` (the commit, who, whose change, its merge request, when Flux applied it, the diff
+    summary); or that no commit touching the candidate's files was applied in the ``lookback`` before the onset."""
     name = clean(entity, 200)
     if culprit is None:
         read = f" ({commits_read} commit(s) touching its files read)" if commits_read else ""
         span = _duration(lookback.total_seconds())
         return f"{name}: no commit touching its files was applied in the {span} before the onset{read}."
-    c = culprit.commit
-    return f"{name}: commit {c.sha[:12]} \u201c{clean(c.title, TITLE_MAX)}\u201d. {culprit.evidence}"
+    return f"{name}: {culprit.evidence}"

@@ -38,7 +38,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fixloop.core.culprit import Culprit
+from fixloop.core.culprit import Culprit, duration
 from fixloop.core.models import Kind, Signal, WorkItem
 from fixloop.core.parsing import clean
 from fixloop.core.rca import family, words
@@ -206,7 +206,7 @@ def choose(
         )
     if culprit is not None and (found.regression or found.oom):
         sha, title = culprit.commit.sha, clean(culprit.commit.title, 160)
-        when = f"applied {culprit.before_onset_seconds / 60:.0f} min before the onset"
+        when = f"applied {duration(culprit.before_onset_seconds)} before the onset"
         if only_image_tags(culprit) and ok(Action.ROLLBACK_IMAGE):
             return Choice(
                 action=Action.ROLLBACK_IMAGE,

@@ -23,7 +23,7 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
         [sys.executable, "-m", "fixloop", "demo", "--approve-as", "reviewer", "--json", "--state-dir", str(state)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=420,
         cwd=ROOT,
         env=env,
     )
@@ -52,26 +52,25 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     assert (werkzeug["verdict"], werkzeug["outcome"]) == ("fail", "reverted"), werkzeug
     assert werkzeug["revert_merge_request"] and "error rate rose" in werkzeug["summary"]
     assert "FixloopScope" in summary["temporal_ui"] and summary["temporal_ui"].startswith("http://127.0.0.1:")
-    # the incident: dana's merged change broke inventory, its callers alerted too; ONE incident, no per-monitor items
-    assert [p["signals"] for p in summary["posted"]] == [1, 5, 6, 1, 1] + [1] * 6
-    storm = {p["file"] for p in summary["posted"][5:]}
+    # the incidents: dana's merged changes broke inventory (its callers alerted too), then catalog's memory
+    assert [p["signals"] for p in summary["posted"]] == [1, 5, 6, 1, 1] + [1] * 6 + [1] * 3
+    storm = {p["file"] for p in summary["posted"][5:11]}
     # the two monitors each of storefront, catalog and inventory (fixloop.sandbox.world.MONITORS)
     assert storm == {
         f"datadog monitor {m}" for m in (41_000_001, 41_000_002, 41_000_005, 41_000_006, 41_000_009, 41_000_010)
     }
-    assert len(incidents) == 1, summary["work_items"]
+    oom_storm = {p["file"] for p in summary["posted"][11:]}
+    assert oom_storm == {f"datadog monitor {m}" for m in (41_000_005, 41_000_006, 41_000_103)}  # + OOMKilled
+    assert len(incidents) == 2, summary["work_items"]
     assert not [r for r in summary["work_items"] if r["kind"] in ("alert_investigation", "deploy_regression")]
-    incident = incidents[0]
-    assert incident["root_cause"] == "inventory" and set(incident["candidates"]) == {
-        "inventory",
-        "catalog",
-        "storefront",
-    }
-    person = summary["person_change"]
+    by_cause = {row["root_cause"]: row for row in incidents}
+    pool, cache = summary["person_changes"]
+    incident = by_cause["inventory"]
+    assert set(incident["candidates"]) == {"inventory", "catalog", "storefront"}
     culprit = incident["culprit"]
-    assert culprit and (culprit["entity"], culprit["sha"]) == ("inventory", person["sha"]), incident
+    assert culprit and (culprit["entity"], culprit["sha"]) == ("inventory", pool["sha"]), incident
     assert (culprit["author_username"], culprit["by_fixloop"]) == ("dana", False), culprit
-    assert culprit["merge_request_iid"] == person["merge_request_iid"], culprit
+    assert culprit["merge_request_iid"] == pool["merge_request_iid"], culprit
     assert culprit["title"] == "inventory: 2 database connections per pod"
     # its Jira issue: the ranked candidates with their evidence, the timeline, and the culprit change said once
     issue = issues[incident["jira"]]
@@ -80,10 +79,23 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     assert "callers with latency/error symptoms after its onset: catalog" in description
     assert "Alert timeline:" in description and description.count("\n+") == 6
     (said,) = [jira_reads(c["text"]) for c in issue["comments"] if "Changes Flux applied before the onset" in c["text"]]
-    assert f"inventory: commit {person['sha'][:12]}" in said and "(@dana)" in said, said
-    assert f"merged in !{person['merge_request_iid']}" in said and "a person's change" in said
-    # open while its alerts fire: later alerts on its services join it; it ends when they recover
-    assert (incident["stage"], incident["outcome"], incident["merge_request"]) == ("await_recovery", None, None)
+    assert f"inventory: Commit {pool['sha'][:12]}" in said and "(@dana)" in said, said
+    assert f"merged in !{pool['merge_request_iid']}" in said and "a person's change" in said
+    # its fix: a merge request reverting exactly dana's commit, approved, deployed, the storm's monitors recovered
+    gitlab = json.loads((state / "sandbox" / "gitlab.json").read_text())["mrs"]["1"]
+    revert = gitlab[incident["merge_request"].rsplit("/", 1)[1]]
+    assert revert["title"].startswith("Revert the culprit change of inventory"), revert["title"]
+    assert pool["sha"][:12] in revert["description"] and '+              value: "20"' in revert["description"]
+    assert (incident["verdict"], incident["outcome"]) == ("pass", "verified"), incident
+    # the OOMKilled incident: a memory merge request from the peak the sandbox's Datadog observed, verified
+    oom = by_cause["catalog"]
+    assert oom["culprit"] and oom["culprit"]["sha"] == cache["sha"], oom
+    memory = gitlab[oom["merge_request"].rsplit("/", 1)[1]]
+    assert memory["title"].startswith("Raise the memory limit of catalog"), memory["title"]
+    assert "observed peak 256.0 MiB × headroom 1.3 = 332.8 MiB, rounded up to 336Mi" in memory["description"]
+    assert "+              memory: 336Mi" in memory["description"]
+    assert (oom["verdict"], oom["outcome"]) == ("pass", "verified"), oom
+    assert summary["seconds"] < 180, summary["seconds"]
     # every child process is gone, and the logs stay for a look
     assert {p.name for p in (state / "logs").iterdir()} >= {"temporal.log", "worker.log", "gateway.log"}
     out = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)

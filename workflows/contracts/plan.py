@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fixloop.core.change.ops import Operation
+from fixloop.core.change.ops import IncidentOperation, Operation
 from fixloop.core.models import Signal, WorkItem
 from fixloop.core.verification import VerificationPolicy
 from fixloop.workflows.contracts.investigate import CulpritOutput
@@ -61,3 +61,4 @@ class PlannedChange(BaseModel):
     verification: VerificationPolicy | None = None  # the repository's ``fixloop.yaml`` ``verification:`` at base_sha
     service: str | None = None  # the one service its edited paths belong to (``service_of_paths``), if any
     action: str | None = None  # an incident's remediation (``fixloop.core.remediation.Action``), None for a fix
+    remedies: list[IncidentOperation] = Field(default_factory=list, max_length=1)  # an incident's typed operation

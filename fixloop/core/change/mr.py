@@ -350,8 +350,8 @@ def render_incident(
     out += [
         "### Verification",
         f"After Flux applies the merge: the incident's monitors ({shown}) must recover, and {code(target, 80)}'s "
-        f"error rate and latency must not regress over {text(window or 'the verification window', 80)} (Mann-Whitney"
-        " against the hour before the incident, `fixloop.yaml` `verification:`).",
+        f"error rate and latency must not regress over {text(window or 'the verification window', 80)} after it "
+        "against the same window before it (Mann-Whitney, `fixloop.yaml` `verification:`).",
         "",
         "### Rollback",
         text(rollback, 600),
