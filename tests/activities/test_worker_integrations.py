@@ -58,6 +58,7 @@ def test_configured_systems_register_their_activities(clean_env: pytest.MonkeyPa
             jira.LINK,
             jira.SET_STATUS,
             change.PLAN_CHANGE,
+            change.PLAN_REMEDIATION,
             gitlab.OPEN_MERGE_REQUEST,
             gitlab.MERGE_REQUEST_STATE,
             gitlab.NOTE,
