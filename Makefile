@@ -36,6 +36,10 @@ bench: install
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/storm.py $(STORM_ARGS)
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/rca.py --kg ../shared/corpus/alert-correlation/rca-llm-reasoning_OB-cloudbed-2_KG.json \
+	  --alerts ../shared/corpus/alert-correlation/rca-llm-reasoning_OB-cloudbed-2_metric-alerts_all-faults.json \
+	  --labels ../shared/corpus/alert-correlation/rca-llm-reasoning_OB-cloudbed-2_label.csv
+	$(BIN)/python bench/demo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -95,7 +95,6 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     assert "observed peak 256.0 MiB × headroom 1.3 = 332.8 MiB, rounded up to 336Mi" in memory["description"]
     assert "+              memory: 336Mi" in memory["description"]
     assert (oom["verdict"], oom["outcome"]) == ("pass", "verified"), oom
-    assert summary["seconds"] < 180, summary["seconds"]
     # every child process is gone, and the logs stay for a look
     assert {p.name for p in (state / "logs").iterdir()} >= {"temporal.log", "worker.log", "gateway.log"}
     out = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
