@@ -16,6 +16,10 @@ is still in effect.
 
 Which Kustomization: ``DeployStateInput.kustomization`` (``namespace/name``), else ``FluxSettings.kustomization``
 (``FIXLOOP_FLUX_KUSTOMIZATION``, default ``flux-system/apps-production``).
+
+``rollout_state`` (``kubernetes.rollout_state``) reads a Deployment or StatefulSet and the pods it selects
+(``fixloop.integrations.kube``: kubeconfig with any user, exec plugins included, a token, or in-cluster) and returns
+``fixloop.core.rollout``'s verdict: complete, progressing or stuck, with the reasons.
 """
 
 from __future__ import annotations
@@ -29,19 +33,24 @@ from temporalio.exceptions import ApplicationError
 
 from fixloop.activities.errors import as_application_errors
 from fixloop.core.parsing import clean, opt
+from fixloop.core.rollout import rollout
 from fixloop.integrations.errors import NotFound
 from fixloop.integrations.flux import KS_GROUP, FluxEvent, FluxSettings, KubeClient, KustomizationStatus, parse_revision
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
-from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
+from fixloop.integrations.kube import WorkloadClient
+from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput, RolloutState, RolloutStateInput
 from fixloop.workflows.contracts.loop import DeployEvent
 
 # Temporal activity names, unchanged since activities/flux.py (running histories and the worker's metrics name them):
 DEPLOY_STATE = "flux.deploy_state"
+ROLLOUT_STATE = "kubernetes.rollout_state"
 MESSAGE_MAX = 2_000  # chars of a Flux message kept (``DeployEvent.message``'s bound)
 SUCCEEDED = "ReconciliationSucceeded"  # the reason of kustomize-controller's "applied and healthy" info event
 # ``namespace/name``: a DNS-1123 label (namespace) and a DNS-1123 subdomain (name), as Kubernetes validates them
 KUSTOMIZATION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 def _sha(revision: str | None) -> str | None:
@@ -96,15 +105,54 @@ class DeployActivities:
     """The deploy-stage activity on the Kubernetes API of ``flux`` (``KubeClient.from_settings``: raises
     ``IntegrationError`` when there is no token, so a worker without Kubernetes access fails at start) and, for the
     descendant check, the GitLab project of ``gitlab``. ``kube`` replaces the client (tests). Call ``close()`` when
-    the worker stops."""
+    the worker stops. ``workloads`` replaces the workload reader (``WorkloadClient.from_settings(flux)``, built on
+    the first ``rollout_state``)."""
 
-    def __init__(self, flux: FluxSettings, gitlab: GitLabSettings | None = None, *, kube: KubeClient | None = None):
+    def __init__(
+        self,
+        flux: FluxSettings,
+        gitlab: GitLabSettings | None = None,
+        *,
+        kube: KubeClient | None = None,
+        workloads: WorkloadClient | None = None,
+    ):
         self.settings = flux
         self.kube = kube or KubeClient.from_settings(flux)
         self.gitlab = GitLabClient(gitlab) if gitlab is not None else None
+        self.workloads = workloads
 
     def close(self) -> None:
         self.kube.close()
+        if self.workloads is not None:
+            self.workloads.close()
+
+    @activity.defn(name=ROLLOUT_STATE)
+    async def rollout_state(self, inp: RolloutStateInput) -> RolloutState:
+        """Read the workload and its pods once and judge the rollout (``fixloop.core.rollout.rollout``; no waiting:
+        the workflow polls and hands ``restarts`` back as ``previous_restarts``). Errors: a malformed namespace or
+        name -> non-retryable ``InvalidInput``; a workload that does not exist -> non-retryable ``WorkloadNotFound``;
+        no credentials -> non-retryable; API unreachable, 429/5xx -> retryable; 401/403 -> non-retryable
+        ``AuthError`` (``fixloop.activities.errors``)."""
+        if not _DNS_LABEL.match(inp.namespace):
+            raise _invalid(f"namespace {clean(inp.namespace, 80)!r} is not a DNS label")
+        if not _DNS_NAME.match(inp.name):
+            raise _invalid(f"name {clean(inp.name, 80)!r} is not a DNS subdomain")
+        with as_application_errors():
+            return await asyncio.to_thread(self._rollout, inp)
+
+    def _rollout(self, inp: RolloutStateInput) -> RolloutState:
+        if self.workloads is None:
+            self.workloads = WorkloadClient.from_settings(self.settings)
+        what = f"{inp.kind}/{inp.namespace}/{inp.name}"
+        try:
+            obj = self.workloads.get_workload(inp.kind, inp.namespace, inp.name)
+        except NotFound as e:
+            raise ApplicationError(
+                f"{what} not found ({e.message})", type="WorkloadNotFound", non_retryable=True
+            ) from e
+        pods = self.workloads.pods_of(obj)
+        verdict = rollout(obj, pods, inp.expected_image, inp.previous_restarts)
+        return RolloutState(workload=what, verdict=verdict, pods=len(pods))
 
     @activity.defn(name=DEPLOY_STATE)
     async def deploy_state(self, inp: DeployStateInput) -> DeployState:

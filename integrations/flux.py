@@ -66,6 +66,7 @@ class FluxSettings(BaseSettings):
     """``FIXLOOP_KUBE_API_URL`` (default the in-cluster ``https://kubernetes.default.svc``), ``FIXLOOP_KUBE_TOKEN``
     (else the in-cluster service account token file), ``FIXLOOP_KUBE_CA_FILE`` (PEM; in-cluster ``ca.crt`` when
     present), ``FIXLOOP_KUBE_VERIFY_TLS`` (default true), ``FIXLOOP_KUBE_TIMEOUT`` (seconds, default 10),
+    ``FIXLOOP_KUBE_KUBECONFIG`` and ``FIXLOOP_KUBE_CONTEXT`` (the workload reads of ``fixloop.integrations.kube``),
     ``FIXLOOP_FLUX_HMAC_KEY``, the generic-hmac Provider's token that incoming events are verified with, and
     ``FIXLOOP_FLUX_KUSTOMIZATION``, the Kustomization (``namespace/name``, default ``flux-system/apps-production``)
     whose status tells whether a merge is deployed when the deploy stage names none."""
@@ -82,6 +83,12 @@ class FluxSettings(BaseSettings):
         default=None, description="PEM CA bundle of the API server (default: the in-cluster ca.crt when present)."
     )
     verify_tls: bool = Field(default=True, description="Verify the API server's TLS certificate.")
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="kubeconfig file workloads and pods are read with (any user: token, certificates, exec plugin); "
+        "default: FIXLOOP_KUBE_TOKEN, else in-cluster, else $KUBECONFIG or ~/.kube/config.",
+    )
+    context: str | None = Field(default=None, description="kubeconfig context (default: its current-context).")
     timeout: float = Field(default=10.0, gt=0, description="Seconds per HTTP request.")
     hmac_key: SecretStr | None = Field(
         default=None,

@@ -195,6 +195,20 @@ class Container:
             return "running", mib * MIB, k, k > 0
         return ("terminated" if phase < up + TERMINATED_S else "waiting"), 0.0, k, True
 
+    def since(self, t: float) -> float:
+        """When the state ``state(t)`` reports began (epoch s; the container's start for one that never OOMs, which
+        may be -inf: running all along)."""
+        if not self.ooms:
+            return self.start
+        origin = self.start if self.start > -math.inf else 0.0
+        tau = t - origin + self.index * self.period / self.replicas
+        k = math.floor(tau / self.period)
+        begin = t - (tau - k * self.period)
+        up = self.period - TERMINATED_S - BACKOFF_S
+        phase = t - begin
+        at = begin if phase < up else begin + up if phase < up + TERMINATED_S else begin + up + TERMINATED_S
+        return max(at, self.start)
+
 
 def samples(a: float, b: float) -> list[float]:
     """The sample times of the bucket ``[a, b)``: midpoints of equal steps of at most ``SAMPLE_S``."""

@@ -33,7 +33,9 @@ When it reconciles (no free-running thread: a mounted sub-application gets no li
 
 Kubernetes API (``Authorization: Bearer <sb.credentials.kube_token>``): ``GET /kube/api``, ``/kube/apis``,
 ``/kube/apis/kustomize.toolkit.fluxcd.io/v1[/namespaces/{ns}]/kustomizations[/{name}]`` and
-``/kube/apis/source.toolkit.fluxcd.io/v1[/namespaces/{ns}]/gitrepositories[/{name}]``. Errors are ``Status``
+``/kube/apis/source.toolkit.fluxcd.io/v1[/namespaces/{ns}]/gitrepositories[/{name}]``, and the world's
+workloads (``workloads``): ``/kube/apis/apps/v1[/namespaces/{ns}]/deployments[/{name}]`` and
+``/kube/api/v1/namespaces/{ns}/pods``. Errors are ``Status``
 objects (401 Unauthorized, 404 NotFound "<resource>.<group> "<name>" not found", 405, 400, 500).
 """
 
@@ -49,14 +51,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fixloop.sandbox.flux import control, discovery, gitrepositories, kustomizations
+from fixloop.sandbox.flux import control, discovery, gitrepositories, kustomizations, workloads
 from fixloop.sandbox.flux.reconciler import Flux, KubeError
 from fixloop.sandbox.routes import stand_in
 
 log = logging.getLogger(__name__)
 
 # the catch-all for other groups and resources goes last: it answers what the API server answers for them
-ROUTERS = (discovery.router, kustomizations.router, gitrepositories.router, control.router, discovery.fallback)
+ROUTERS = (
+    discovery.router,
+    kustomizations.router,
+    gitrepositories.router,
+    workloads.router,
+    control.router,
+    discovery.fallback,
+)
 
 
 def kube_error(exc: KubeError) -> JSONResponse:

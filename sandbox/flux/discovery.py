@@ -29,7 +29,7 @@ def groups() -> dict[str, Any]:
         v = {"groupVersion": f"{name}/{VERSION}", "version": VERSION}
         return {"name": name, "versions": [v], "preferredVersion": v}
 
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group(KS_GROUP), group(SRC_GROUP)]}
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group("apps"), group(KS_GROUP), group(SRC_GROUP)]}
 
 
 @fallback.get("/apis/{group}/v1/namespaces/{ns}/{resource}/{name}")

@@ -289,6 +289,7 @@ class Flux:
             }
             obj["metadata"]["resourceVersion"] = self._next_rv()
             state["applied"], state["workloads"] = inventory, workloads
+            self._record_deployments(state, objects, now)
             history = self.store.data["history"].setdefault(key, [])
             history.append({"revision": revision, "at": ts(now)})
             del history[:-HISTORY_MAX]
@@ -306,6 +307,24 @@ class Flux:
         )
         if key == WORLD_KUSTOMIZATION:
             self._record_world(now, revision, workloads, snap, specs)
+
+    def _record_deployments(self, state: dict[str, Any], objects: list[dict[str, Any]], now: datetime) -> None:
+        """Keep each rendered Deployment (``state["deployments"]``, name -> ``{manifest, generation, uid, created}``):
+        ``metadata.generation`` + 1 when its spec changed, as the API server counts it (``fixloop.sandbox.flux.
+        workloads`` serves them with a status from the world's pods)."""
+        kept = state.setdefault("deployments", {})
+        rendered = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Deployment"}
+        for name in [n for n in kept if n not in rendered]:
+            del kept[name]
+        for name, manifest in rendered.items():
+            doc = json.loads(json.dumps(manifest, default=str))
+            old = kept.get(name)
+            if old is None:
+                kept[name] = {"manifest": doc, "generation": 1, "uid": str(uuid.uuid4()), "created": ts(now)}
+            elif old["manifest"].get("spec") != doc.get("spec"):
+                old.update(manifest=doc, generation=old["generation"] + 1)
+            else:
+                old["manifest"] = doc
 
     def _fail(self, key: str, revision: str, reason: str, message: str, now: datetime) -> None:
         with self.store.lock:

@@ -1,8 +1,13 @@
-"""Contracts of the deploy stage: the input and output of ``fixloop.activities.deploy`` (``flux.deploy_state``)."""
+"""Contracts of the deploy stage: the inputs and outputs of ``fixloop.activities.deploy`` (``flux.deploy_state``,
+``deploy.rollout_state``)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fixloop.core.rollout import RolloutVerdict
 
 
 class DeployStateInput(BaseModel):
@@ -37,3 +42,29 @@ class DeployState(BaseModel):
     last_applied_revision: str | None = None
     last_attempted_revision: str | None = None
     via_descendant: bool = False
+
+
+class RolloutStateInput(BaseModel):
+    """The workload whose rollout is read: ``kind`` ``namespace/name``; ``expected_image``: the built image (tag
+    reference or digest, ``fixloop.core.rollout``), None: not checked; ``previous_restarts``: the ``restarts`` of the
+    last ``RolloutState`` (``<pod>/<container>`` -> restartCount), so restart growth between two reads is stuck."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    namespace: str
+    name: str
+    kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    expected_image: str | None = Field(default=None, max_length=300)
+    previous_restarts: dict[str, int] = Field(default_factory=dict, max_length=200)
+
+
+class RolloutState(BaseModel):
+    """The workload's rollout verdict (``fixloop.core.rollout.RolloutVerdict``: complete | progressing | stuck, the
+    reasons in words and numbers, the replica figures, the restart counts) and how many pods were read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workload: str  # kind/namespace/name
+    verdict: RolloutVerdict
+    pods: int = 0
