@@ -11,7 +11,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Topics and their payloads:
-#   "git.push"  {"project": "<namespace/path>", "branch": "<name>", "before": "<sha>|None", "after": "<sha>"}
+#   "git.push"       {"project": "<namespace/path>", "branch": "<name>", "before": "<sha>|None", "after": "<sha>",
+#                     "user_id": <GitLab user id>}
+#   "registry.read"  {"name": "<repository>"}: the registry is about to answer (the CI stand-in finishes what is due)
 Handler = Callable[[dict[str, Any]], None]
 
 

@@ -89,6 +89,9 @@ class SandboxConfig(BaseModel):
     flux_webhook_url: str | None = None  # Flux notification-controller Provider address
     flux_provider: Literal["generic", "generic-hmac"] = "generic-hmac"
     flux_interval: float = Field(default=5.0, gt=0, description="Seconds between reconciliations of the branch.")
+    ci_duration: float = Field(
+        default=10.0, ge=0, le=3600, description="Seconds a CI pipeline runs before its build finishes (sandbox clock)."
+    )
     world_seed: int = 7  # the Datadog world model's noise seed
     monitor_window: float = Field(
         default=300.0, ge=10, le=3600, description="Seconds a monitor averages over (its queries say last_5m)."

@@ -9,23 +9,27 @@
 
 The repositories are the Docker Hub official images the seeded GitOps repo builds from (``library/alpine``,
 ``library/debian``, ``library/node``, ``library/python``, ``library/golang``) with realistic tag sets (``TAGS``),
-generated from version ranges: pure data, no state.
+generated from version ranges, plus the tags pushed to it (``push_tag``: the CI stand-in's builds of
+``registry.sandbox.local/<name>``, with their digests, in ``sb.store("registry")``).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from fixloop.sandbox.routes import stand_in
+from fixloop.sandbox.routes import service, stand_in
+from fixloop.sandbox.store import JsonStore
 
 HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+HOST = "registry.sandbox.local"  # the pushed images' host; their repository names are the rest of the reference
 _NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 
@@ -82,6 +86,22 @@ TAGS: dict[str, list[str]] = {
 }
 
 
+def registry_store(sb: Any) -> JsonStore:
+    """The pushed tags: ``{"pushed": {name: {tag: {"digest": "sha256:...", "pushed_at": ISO 8601}}}}``."""
+    store = sb.store("registry")
+    with store.lock:
+        store.data.setdefault("pushed", {})
+    return store
+
+
+def push_tag(store: JsonStore, image: str, tag: str, digest: str, when: datetime) -> None:
+    """Record ``image`` (``registry.sandbox.local/<name>``, no tag) ``tag`` with ``digest``, as ``docker push``."""
+    name = image.removeprefix(HOST + "/")
+    with store.lock:
+        store.data["pushed"].setdefault(name, {})[tag] = {"digest": digest, "pushed_at": when.isoformat()}
+        store.save()
+
+
 def _errors(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
     body = {"errors": [{"code": code, "message": message, "detail": detail if detail is not None else {}}]}
     return JSONResponse(body, status_code=status, headers=HEADERS)
@@ -110,14 +130,20 @@ def version() -> JSONResponse:
 
 
 @router.get("/v2/{name:path}/tags/list")
-def tags_list(request: Request, name: str, n: int | None = None, last: str | None = None) -> JSONResponse:
+def tags_list(
+    request: Request, name: str, n: int | None = None, last: str | None = None, sb: Any = Depends(service)
+) -> JSONResponse:
     if not _NAME.match(name):
         return _errors(400, "NAME_INVALID", "invalid repository name", {"name": name})
-    if name not in TAGS:
+    sb.bus.publish("registry.read", {"name": name})  # the CI stand-in pushes what is due first
+    store = registry_store(sb)
+    with store.lock:
+        pushed = list(store.data["pushed"].get(name, {}))
+    if name not in TAGS and not pushed:
         return _errors(404, "NAME_UNKNOWN", "repository name not known to registry", {"name": name})
     if n is not None and n < 0:
         return _errors(400, "PAGINATION_NUMBER_INVALID", "invalid number of results requested", {"n": n})
-    tags = sorted(set(TAGS[name]))
+    tags = sorted(set(TAGS.get(name, [])) | set(pushed))
     if last is not None:
         tags = [t for t in tags if t > last]
     headers = dict(HEADERS)
@@ -130,5 +156,5 @@ def tags_list(request: Request, name: str, n: int | None = None, last: str | Non
 
 
 def build(sb: Any) -> FastAPI:
-    """The registry stand-in (stateless); mounted at ``/registry`` by ``fixloop.sandbox.app``."""
-    return stand_in("registry (sandbox)", None, ERRORS, [router])
+    """The registry stand-in; mounted at ``/registry`` by ``fixloop.sandbox.app``."""
+    return stand_in("registry (sandbox)", sb, ERRORS, [router])

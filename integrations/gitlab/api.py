@@ -2,8 +2,9 @@
 
 REST API v4 (docs.gitlab.com/api/rest/): branches (``/repository/branches``), commits with actions
 (``POST /repository/commits``), repository files and tree, merge requests, notes and merge request approvals
-(docs.gitlab.com/api/merge_request_approvals/). Auth is a personal, project or group access token with the ``api``
-scope, sent as ``PRIVATE-TOKEN``.
+(docs.gitlab.com/api/merge_request_approvals/), the pipelines of a commit and their jobs (docs.gitlab.com/api/
+pipelines/, docs.gitlab.com/api/jobs/; the models in ``fixloop.integrations.gitlab.pipelines``). Auth is a
+personal, project or group access token with the ``api`` scope, sent as ``PRIVATE-TOKEN``.
 
 Idempotency (every write can be re-run by a Temporal retry and changes nothing the second time):
 ``ensure_branch`` leaves an existing branch alone; ``commit_files`` commits nothing when the branch already holds
@@ -32,6 +33,7 @@ timeouts -> ``TransportError``. The library's retries are off (``retry_transient
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -53,9 +55,11 @@ from fixloop.integrations.errors import (
     status_error,
     transport_error,
 )
+from fixloop.integrations.gitlab.pipelines import MAX_JOBS, Pipeline, PipelineJob
 
 SYSTEM = "gitlab"
 DEDUP_MARKER = "<!-- fixloop-ref: {key} -->"
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a full commit SHA (SHA-1 or SHA-256 repositories)
 
 
 class GitLabSettings(BaseSettings):
@@ -689,6 +693,44 @@ class GitLabClient:
             for raw in self.gl.http_list(path, iterator=True, per_page=min(max(limit, 1), 100)):
                 if isinstance(raw, dict):
                     out.append(_file_diff(raw))
+                if len(out) >= limit:
+                    break
+        return out
+
+    # -- CI pipelines of a commit (the build of a merged source change) ----------------------------------------
+    def pipelines_for(self, sha: str, ref: str | None = None, limit: int = 20) -> list[Pipeline]:
+        """The newest ``limit`` (1..100) pipelines of commit ``sha`` (a full hex SHA), newest first, on ``ref`` when
+        given (``GET /projects/:id/pipelines?sha=&ref=&order_by=id&sort=desc``, docs.gitlab.com/api/pipelines/
+        #list-project-pipelines); empty when CI has not created one (yet, or ever: no job's rules matched).
+        ``IntegrationError`` for a malformed ``sha`` or ``limit``."""
+        if not _SHA.fullmatch(sha):
+            raise IntegrationError(SYSTEM, f"pipelines_for: {sha[:80]!r} is not a commit sha")
+        if not 1 <= limit <= 100:
+            raise IntegrationError(SYSTEM, f"pipelines_for: limit {limit} is not within 1..100")
+        query: dict[str, Any] = {"sha": sha, "order_by": "id", "sort": "desc"}
+        if ref:
+            query["ref"] = ref
+        with map_exceptions(_ERRORS, f"pipelines of {sha[:12]}"):
+            listed = self.project.pipelines.list(query_parameters=query, per_page=limit, get_all=False)
+        return [Pipeline.model_validate(p.asdict()) for p in listed[:limit]]
+
+    def pipeline(self, pipeline_id: int) -> Pipeline:
+        """Pipeline ``pipeline_id`` (``GET /projects/:id/pipelines/:pipeline_id``); ``NotFound`` when the project
+        has no such pipeline."""
+        with map_exceptions(_ERRORS, f"pipeline {pipeline_id}"):
+            return Pipeline.model_validate(self.project.pipelines.get(pipeline_id).asdict())
+
+    def pipeline_jobs(self, pipeline_id: int, limit: int = MAX_JOBS) -> list[PipelineJob]:
+        """The jobs of pipeline ``pipeline_id`` (``GET /projects/:id/pipelines/:pipeline_id/jobs``, retried jobs
+        left out as GitLab does by default; docs.gitlab.com/api/jobs/#list-pipeline-jobs), at most ``limit``
+        (1..``MAX_JOBS``), 100 per page. ``NotFound`` when the project has no such pipeline."""
+        if not 1 <= limit <= MAX_JOBS:
+            raise IntegrationError(SYSTEM, f"pipeline_jobs: limit {limit} is not within 1..{MAX_JOBS}")
+        out: list[PipelineJob] = []
+        with map_exceptions(_ERRORS, f"jobs of pipeline {pipeline_id}"):
+            pipeline = self.project.pipelines.get(pipeline_id, lazy=True)
+            for job in pipeline.jobs.list(iterator=True, per_page=min(limit, 100)):
+                out.append(PipelineJob.model_validate(job.asdict()))
                 if len(out) >= limit:
                     break
         return out

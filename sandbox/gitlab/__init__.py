@@ -14,7 +14,9 @@ repository files (``GET|POST|PUT|DELETE .../repository/files/:file_path``, ``...
 branches (list/get/create/delete), commits (create with ``actions``, list with ``path``/``since``/``until``,
 get, ``diff``, ``merge_requests``, ``revert``),
 ``.../repository/compare``, ``.../repository/merge_base``; merge requests (create/list/get/update, ``changes``,
-``diffs``, ``commits``, notes, ``approvals``, ``approval_state``, ``approve``, ``unapprove``, ``merge``). Lists
+``diffs``, ``commits``, notes, ``approvals``, ``approval_state``, ``approve``, ``unapprove``, ``merge``); CI
+pipelines of pushes to the default branch and their jobs (``fixloop.sandbox.gitlab.ci``: ``GET .../pipelines``
+with ``sha``, ``.../pipelines/:id``, ``.../pipelines/:id/jobs``; a build pushes the next tag to the registry). Lists
 page as GitLab does (``page``, ``per_page`` up to 100; ``X-Total``, ``X-Total-Pages``, ``X-Page``, ``X-Per-Page``,
 ``X-Next-Page``, ``X-Prev-Page`` and a ``Link`` header). Parameters are read from the query string and from a JSON or
 form body.
@@ -42,14 +44,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fixloop.sandbox.app import Sandbox
-from fixloop.sandbox.gitlab import approvals, branches, commits, files, merge_requests, notes, projects, users
+from fixloop.sandbox.gitlab import (
+    approvals,
+    branches,
+    commits,
+    files,
+    merge_requests,
+    notes,
+    pipelines,
+    projects,
+    users,
+)
 from fixloop.sandbox.gitlab.git import RawPath, git_route
 from fixloop.sandbox.gitlab.service import GitLab
 from fixloop.sandbox.gitlab.wire import ApiError
 from fixloop.sandbox.repos import RepoError
 from fixloop.sandbox.routes import stand_in
 
-ROUTERS = (users, projects, files, branches, commits, merge_requests, notes, approvals)
+ROUTERS = (users, projects, files, branches, commits, merge_requests, notes, approvals, pipelines)
 
 
 def error(status: int, message: object, key: str = "message") -> JSONResponse:
@@ -66,7 +78,8 @@ ERRORS = {
     ApiError: lambda exc: error(exc.status, exc.message, exc.key),
     RepoError: lambda exc: error(exc.status, exc.message),
     StarletteHTTPException: lambda exc: error(
-        exc.status_code, {404: "404 Not Found", 405: "405 Method Not Allowed"}.get(exc.status_code, str(exc.detail)),
+        exc.status_code,
+        {404: "404 Not Found", 405: "405 Method Not Allowed"}.get(exc.status_code, str(exc.detail)),
         key="error",
     ),
     RequestValidationError: _invalid,

@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote
 from fastapi import Depends, Request
 
 from fixloop.sandbox.app import Sandbox
+from fixloop.sandbox.gitlab.ci import CI
 from fixloop.sandbox.gitlab.webhooks import MergeRequestHooks
 from fixloop.sandbox.gitlab.wire import (
     API,
@@ -83,6 +84,8 @@ class GitLab:
             if not any(p["path_with_namespace"] == GITOPS for p in d["projects"].values()):
                 self.add_project(GITOPS, "GitOps repository of the sandbox cluster (Flux, Kustomize).")
             self.store.save()
+        self.ci = CI(sb, self)  # the pipelines of pushes to a default branch (fixloop.sandbox.gitlab.ci)
+        self.ci.seed_registry(GITOPS)
 
     # -- users --------------------------------------------------------------------------------------------------
     def authenticate(self, request: Request) -> dict[str, Any]:
@@ -315,7 +318,8 @@ class GitLab:
         ("reset approvals on push"), each with an ``update`` hook carrying ``oldrev``."""
         path = p["path_with_namespace"]
         self.sb.bus.publish(
-            "git.push", {"project": path, "branch": branch, "before": before, "after": after or "0" * 40}
+            "git.push",
+            {"project": path, "branch": branch, "before": before, "after": after or "0" * 40, "user_id": uid},
         )
         if after is None:
             return

@@ -150,7 +150,8 @@ def test_branch_commit_mr_approve_merge_then_clone(run: Any, tmp_path: Path) -> 
     assert rmr.state == "merged" and rmr.merged_by["username"] == "reviewer" and rmr.merged_at
     merge_sha = rmr.merge_commit_sha
     assert "fixloop/bump" not in [b.name for b in project.branches.list(get_all=True)]
-    assert {"project": PROJECT, "branch": "main", "before": branch.commit["id"], "after": merge_sha} in pushes
+    merged = {"project": PROJECT, "branch": "main", "before": branch.commit["id"], "after": merge_sha, "user_id": 3}
+    assert merged in pushes  # pushed by the reviewer, who merged
 
     out = tmp_path / "clone"
     subprocess.run(

@@ -12,6 +12,8 @@
       max_memory: 4Gi         # a memory limit above this is refused, never capped silently
       max_replicas: 10        # replicas and HPA maxReplicas are bounded by this
       paths: []               # globs an incident change may touch, on top of allow/deny; empty: allow/deny alone
+    images: {catalog: {source: services/catalog, image: registry.example/shop/catalog, tag: semver-patch}}
+    environments: [staging, production]   # the image chain: fixloop.core.change.images
 
 Globs are repository paths: ``*`` and ``?`` stay within one segment, ``**`` spans segments, and a pattern without
 ``/`` matches the file name at any depth (as in .gitignore).
@@ -34,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 
 from fixloop.core.change.edit import from_lines, xml_elements
+from fixloop.core.change.images import ImageChain
 from fixloop.core.change.ops import PolicyViolation, Quantity, check_path
 from fixloop.core.change.quantity import MEBI, parse_quantity
 from fixloop.core.verification import parse_duration
@@ -160,7 +163,7 @@ class IncidentPolicy(BaseModel):
 
 
 class Policy(BaseModel):
-    """Which files a change may touch, how big it may be, and what an incident's change may do."""
+    """Which files a change may touch, how big it may be, what an incident's change may do, and the image chain."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -168,6 +171,7 @@ class Policy(BaseModel):
     deny: tuple[str, ...] = ()
     limits: Limits = Field(default_factory=Limits)
     incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
+    chain: ImageChain = Field(default_factory=ImageChain)
 
     def allows(self, path: str) -> bool:
         """Whether ``path`` (a checked repository path) may be changed."""
@@ -179,7 +183,8 @@ class Policy(BaseModel):
 def load_policy(text: str | None) -> Policy:
     """The policy of a ``fixloop.yaml`` text; the default policy for None. Unknown keys (``verification``, ...)
     are ignored; a malformed file raises ``PolicyViolation`` (fixloop does not guess a policy), naming the key for
-    the ``incidents:`` section (``fixloop.yaml: is not a valid policy (incidents.max_replicas: ...)``)."""
+    the ``incidents:``, ``images:`` and ``environments:`` sections (``fixloop.yaml: is not a valid policy
+    (incidents.max_replicas: ...)``)."""
     if text is None:
         return Policy()
     try:
@@ -188,6 +193,7 @@ def load_policy(text: str | None) -> Policy:
             raise ValueError("not a mapping")
         values: dict[str, Any] = {k: doc[k] for k in ("allow", "deny", "limits") if doc.get(k) is not None}
         values["incidents"] = IncidentPolicy.from_policy(doc.get("incidents"))
+        values["chain"] = ImageChain.from_policy(doc.get("images"), doc.get("environments"))
         return Policy.model_validate(values)
     except Exception as e:  # pydantic, ValueError, and ruamel's own YAMLError family
         raise PolicyViolation(f"is not a valid policy ({str(e).splitlines()[0][:120]})", POLICY_FILE) from None

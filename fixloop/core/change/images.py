@@ -1,0 +1,236 @@
+"""The image chain of ``fixloop.yaml``: which source folder builds which image, how the built image's tag is made,
+how that tag reaches the environments, and the environments in promotion order.
+
+``fixloop.yaml`` (both sections optional)::
+
+    images:                     # one entry per image CI builds from this repository (none: no build is followed)
+      catalog:                  # the image's name in fixloop (a DNS label; usually the service)
+        source: services/catalog                    # the folder CI builds it from (a repository path, no glob)
+        image: registry.sandbox.local/shop/catalog  # the repository reference: no tag, no digest
+        tag: semver-patch       # semver-patch (default): the current newTag with its patch + 1; sha: the merge
+                                # commit's short SHA (8 hex digits, GitLab's CI_COMMIT_SHORT_SHA); pipeline: the tag
+                                # the pipeline reports (fixloop does not compute it)
+        delivery: merge-request # merge-request (default): fixloop commits the new tag in a follow-up merge request;
+                                # flux-image-automation: wait for Flux's ImageUpdateAutomation commit that sets it
+    environments:               # in promotion order (default: [production]); a name or a mapping
+      - staging                 # kustomization: apps/staging/kustomization.yaml, flux: flux-system/apps-staging
+      - {name: production, kustomization: apps/production/kustomization.yaml, flux: flux-system/apps-production}
+
+Each environment's Kustomization file holds the tag that runs there (``images: [{name: <image>, newTag: ...}]``,
+kustomize's images transformer); ``set_tag`` edits it in place, keeping the rest of the file. A change to files
+outside every ``source`` (a manifest, a tag bump) builds nothing (``image_for_paths`` answers no image).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fixloop.core.change.edit import YamlChange, edit_yaml_values, image_site, image_tag
+from fixloop.core.change.ops import PolicyViolation, check_path
+
+TagRule = Literal["semver-patch", "sha", "pipeline"]
+Delivery = Literal["merge-request", "flux-image-automation"]
+DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+# A repository reference without tag or digest: ``[host[:port]/]path`` (distribution-spec name grammar, lower case).
+IMAGE_NAME = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)+$"
+# An OCI tag (distribution-spec: ``[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}``).
+TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+SEMVER = re.compile(r"(v?)(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
+SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+SHORT_SHA = 8  # GitLab's CI_COMMIT_SHORT_SHA
+MAX_IMAGES, MAX_ENVIRONMENTS = 100, 10
+
+ImageKey = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+
+
+class ImageChainError(ValueError):
+    """A tag that cannot be made by its rule (a current tag that is not ``MAJOR.MINOR.PATCH``, a commit that is not
+    a full SHA, no or an invalid tag from the pipeline), or an environment's file without the image's ``newTag``."""
+
+
+class ImageSpec(BaseModel):
+    """One entry of ``images:`` (see the module docstring); ``name`` is its key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ImageKey
+    source: str = Field(min_length=1, max_length=512)
+    image: str = Field(min_length=1, max_length=255)
+    tag: TagRule = "semver-patch"
+    delivery: Delivery = "merge-request"
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        try:
+            return check_path(value.rstrip("/"))
+        except PolicyViolation as e:
+            raise ValueError(e.reason) from None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not re.fullmatch(IMAGE_NAME, value):
+            raise ValueError(f"{value[:80]!r} is not a repository reference (host/path, lower case, no tag or digest)")
+        return value
+
+    def builds(self, path: str) -> bool:
+        """Whether a change to ``path`` (a repository path) is in this image's ``source`` folder."""
+        return path.startswith(self.source + "/")
+
+
+class Environment(BaseModel):
+    """One entry of ``environments:``: its ``name``, the Kustomization file that holds its tags (default
+    ``apps/<name>/kustomization.yaml``) and the Flux Kustomization that applies it (``namespace/name``, default
+    ``flux-system/apps-<name>``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ImageKey
+    kustomization: str = ""
+    flux: str = Field(default="", max_length=253, pattern=r"^$|^[a-z0-9-]{1,63}/[a-z0-9.-]{1,253}$")
+
+    @field_validator("kustomization")
+    @classmethod
+    def _kustomization(cls, value: str) -> str:
+        try:
+            return check_path(value) if value else value
+        except PolicyViolation as e:
+            raise ValueError(e.reason) from None
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Environment:
+        object.__setattr__(self, "kustomization", self.kustomization or f"apps/{self.name}/kustomization.yaml")
+        object.__setattr__(self, "flux", self.flux or f"flux-system/apps-{self.name}")
+        return self
+
+
+@dataclass(frozen=True)
+class _TagSite:
+    """What ``fixloop.core.change.edit.image_site`` needs to find a Kustomization's ``newTag``."""
+
+    path: str
+    image: str
+    values_key: None = None
+
+
+class ImageChain(BaseModel):
+    """The ``images:`` and ``environments:`` sections of ``fixloop.yaml`` (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    images: tuple[ImageSpec, ...] = Field(default=(), max_length=MAX_IMAGES)
+    environments: tuple[Environment, ...] = Field(
+        default=(Environment(name="production"),), min_length=1, max_length=MAX_ENVIRONMENTS
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ImageChain:
+        seen: dict[str, str] = {}
+        for spec in self.images:
+            if spec.image in seen:
+                raise ValueError(f"images.{spec.name}.image: {spec.image} is also images.{seen[spec.image]}")
+            seen[spec.image] = spec.name
+            for other in self.images:
+                if other is not spec and (spec.source + "/").startswith(other.source + "/"):
+                    raise ValueError(f"images.{spec.name}.source: {spec.source} is inside images.{other.name}.source")
+        names = [e.name for e in self.environments]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"environments: {name} is listed twice")
+        return self
+
+    @classmethod
+    def from_policy(cls, images: object, environments: object) -> ImageChain:
+        """The chain of a loaded ``fixloop.yaml``'s ``images:`` mapping and ``environments:`` list (None: absent).
+        Raises ``ValueError`` naming the key (``images.catalog.image: ...``, ``environments[1].name: ...``)."""
+        raw: dict[str, Any] = {}
+        if images is not None:
+            if not isinstance(images, dict):
+                raise ValueError("images: must be a mapping of names to {source, image, tag, delivery}")
+            items = []
+            for key, value in images.items():
+                if not isinstance(value, dict):
+                    raise ValueError(f"images.{str(key)[:63]}: must be a mapping with source and image")
+                items.append({**value, "name": key})
+            raw["images"] = items
+        if environments is not None:
+            if not isinstance(environments, list):
+                raise ValueError("environments: must be a list of names or {name, kustomization, flux} mappings")
+            raw["environments"] = [{"name": e} if isinstance(e, str) else e for e in environments]
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            loc = list(err.get("loc", ()))
+            if len(loc) >= 2 and loc[0] == "images" and isinstance(loc[1], int) and loc[1] < len(raw["images"]):
+                loc[1] = str(raw["images"][loc[1]]["name"])[:63]
+                if loc[2:] == ["name"]:  # the key itself
+                    loc, err["msg"] = loc[:2], "the name must be a DNS label (lower case, digits, '-')"
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            raise ValueError(f"{where}: {msg}"[:300] if where else msg[:300]) from None
+
+    def image(self, name: str) -> ImageSpec | None:
+        return next((s for s in self.images if s.name == name), None)
+
+    def environment(self, name: str) -> Environment | None:
+        return next((e for e in self.environments if e.name == name), None)
+
+    def image_for_paths(self, paths: list[str] | tuple[str, ...]) -> tuple[ImageSpec, ...]:
+        """The images a change to ``paths`` builds, in ``images:`` order: those whose ``source`` folder holds one
+        of the paths (sources do not nest, so a path builds at most one). Empty for a change outside every source
+        (manifests, a tag bump): such a change skips the build."""
+        return tuple(s for s in self.images if any(s.builds(p) for p in paths))
+
+
+def next_tag(rule: TagRule, current: str | None = None, sha: str | None = None, pipeline: str | None = None) -> str:
+    """The tag of the image built from commit ``sha``, by ``rule``:
+
+    * ``semver-patch``: ``current`` (the tag that runs now, ``MAJOR.MINOR.PATCH`` with an optional ``v``, no
+      pre-release or build suffix) with its patch + 1 (``1.4.2`` -> ``1.4.3``, ``v2.0.9`` -> ``v2.0.10``);
+    * ``sha``: the first 8 hex digits of ``sha`` (a full 40- or 64-digit commit SHA), as ``CI_COMMIT_SHORT_SHA``;
+    * ``pipeline``: ``pipeline``, the tag the pipeline reports, checked against the OCI tag grammar.
+
+    Raises ``ImageChainError`` naming what is missing or malformed."""
+    if rule == "semver-patch":
+        m = SEMVER.fullmatch(current or "")
+        if m is None:
+            shown = "no current tag" if current is None else f"the current tag {current[:60]!r}"
+            raise ImageChainError(f"semver-patch: {shown} is not MAJOR.MINOR.PATCH")
+        prefix, major, minor, patch = m.groups()
+        return f"{prefix}{major}.{minor}.{int(patch) + 1}"
+    if rule == "sha":
+        if sha is None or not SHA.fullmatch(sha):
+            raise ImageChainError(f"sha: {'no commit' if sha is None else repr(sha[:70])} is not a full commit SHA")
+        return sha[:SHORT_SHA]
+    if pipeline is None or not TAG.fullmatch(pipeline):
+        shown = "no tag" if pipeline is None else f"{pipeline[:60]!r}, not an OCI tag"
+        raise ImageChainError(f"pipeline: the pipeline reported {shown}")
+    return pipeline
+
+
+def current_tag(text: str, env: Environment, image: str) -> str | None:
+    """The ``newTag`` that ``env``'s Kustomization file (``text``) gives ``image``; None when it has no such entry
+    (or is not YAML)."""
+    return image_tag(text, _TagSite(env.kustomization, image))
+
+
+def set_tag(text: str, env: Environment, image: str, current: str, new: str) -> str:
+    """``env``'s Kustomization file (``text``) with ``image``'s ``newTag`` changed from ``current`` to ``new``, in
+    place (quotes, comments and the other entries kept; ``fixloop.core.change.edit.edit_yaml_values``). Raises
+    ``ImageChainError`` for a ``new`` that is not an OCI tag, ``PolicyViolation`` naming the file when it holds no
+    ``images:`` entry for ``image`` with a ``newTag`` or that entry's tag is not ``current``."""
+    if not TAG.fullmatch(new):
+        raise ImageChainError(f"{new[:60]!r} is not an OCI tag")
+    site = _TagSite(env.kustomization, image)
+
+    def find(docs: list[Any]) -> list[YamlChange]:
+        found, _ = image_site(docs, site)
+        return [YamlChange(found.document, found.where, current, new, found.label)]
+
+    return edit_yaml_values(text, env.kustomization, find)
