@@ -33,6 +33,10 @@ class Credentials(BaseModel):
     datadog_app_key: SecretStr  # DD-APPLICATION-KEY
     kube_token: SecretStr  # Authorization: Bearer for the Kubernetes API (Flux objects)
     flux_hmac_key: SecretStr  # the generic-hmac Provider's secret (X-Signature: sha256=<hex>)
+    registry_username: str = "fixloop-puller"  # basic credentials the registry's token service takes
+    registry_password: SecretStr = Field(default_factory=lambda: SecretStr("dckr_pat_" + secrets.token_urlsafe(18)))
+    # an OAuth2 refresh token (docker's identitytoken) the token service takes with grant_type=refresh_token
+    registry_identity_token: SecretStr = Field(default_factory=lambda: SecretStr("rt-" + secrets.token_urlsafe(18)))
 
     @classmethod
     def generate(cls) -> Credentials:
@@ -92,6 +96,7 @@ class SandboxConfig(BaseModel):
     ci_duration: float = Field(
         default=10.0, ge=0, le=3600, description="Seconds a CI pipeline runs before its build finishes (sandbox clock)."
     )
+    registry_anonymous: bool = True  # the registry's token service gives anonymous pull tokens (as Docker Hub does)
     world_seed: int = 7  # the Datadog world model's noise seed
     monitor_window: float = Field(
         default=300.0, ge=10, le=3600, description="Seconds a monitor averages over (its queries say last_5m)."

@@ -1,35 +1,68 @@
-"""The container registry stand-in (``/registry``): the tag listing of the OCI distribution API, anonymous.
+"""The container registry stand-in (``/registry``): the OCI distribution API behind the registry token flow.
 
-* ``GET /v2/`` -> 200 ``{}`` (API version check)
+* every ``/v2/...`` request needs ``Authorization: Bearer <token>`` of this registry's token service, with the
+  ``repository:<name>:pull`` scope for a repository path; without one -> 401 ``UNAUTHORIZED`` and
+  ``WWW-Authenticate: Bearer realm="<base>/registry/token",service="registry.sandbox.local",scope="repository:
+  <name>:pull"`` (no scope for ``/v2/``), as Docker Hub, GHCR and the GitLab registry answer (distribution's
+  token spec, ``docs/content/spec/auth/token.md``);
+* ``GET /token?service=...&scope=...[&scope=...]`` -> ``{"token", "access_token", "expires_in": 300, "issued_at"}``:
+  with ``Authorization: Basic`` it must be the sandbox's ``registry_username``/``registry_password`` (else 401
+  ``{"details": "incorrect username or password"}``, Docker Hub's answer); anonymous when ``registry_anonymous`` (the
+  default) as for Docker Hub's public images, else 401. ``POST /token`` (the OAuth2 spec ``oauth.md``: form
+  ``grant_type=refresh_token&refresh_token=<registry_identity_token>`` or ``grant_type=password&username&password``)
+  answers the same. Pull is granted on every requested repository, push never; tokens expire on
+  ``sb.clock``;
+* ``GET /v2/`` -> 200 ``{}`` (API version check);
 * ``GET /v2/<name>/tags/list[?n=<int>&last=<tag>]`` -> ``{"name": ..., "tags": [...]}``, tags in lexical order; with
   ``n``, at most ``n`` tags after ``last`` and, when more remain, a ``Link: </v2/<name>/tags/list?n=<n>&last=<tag>>;
   rel="next"`` header (distribution-spec "Listing Tags"; the path carries the ``/registry`` mount prefix so it
   resolves against this server). An unknown name -> 404 ``{"errors": [{"code": "NAME_UNKNOWN", "message":
-  "repository name not known to registry", "detail": {"name": ...}}]}``.
+  "repository name not known to registry", "detail": {"name": ...}}]}``;
+* ``HEAD|GET /v2/<name>/manifests/<tag or digest>`` -> the tag's multi-platform manifest (linux/amd64 and
+  linux/arm64): an OCI image index when the ``Accept`` header takes ``application/vnd.oci.image.index.v1+json``, else
+  a Docker manifest list when it takes ``application/vnd.docker.distribution.manifest.list.v2+json``, else 404
+  ``MANIFEST_UNKNOWN``; ``Docker-Content-Digest`` is the sha256 of the body (HEAD: the headers only). An unknown
+  tag or digest -> 404 ``MANIFEST_UNKNOWN``.
 
 The repositories are the Docker Hub official images the seeded GitOps repo builds from (``library/alpine``,
 ``library/debian``, ``library/node``, ``library/python``, ``library/golang``) with realistic tag sets (``TAGS``),
 generated from version ranges, plus the tags pushed to it (``push_tag``: the CI stand-in's builds of
-``registry.sandbox.local/<name>``, with their digests, in ``sb.store("registry")``).
+``registry.sandbox.local/<name>``, with their digests, in ``sb.store("registry")``; listed, their manifests not
+served yet); manifests are derived from the name and tag (deterministic digests). The issued tokens are in memory.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import re
-from datetime import datetime
+import secrets
+import threading
+from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from fixloop.sandbox.routes import service, stand_in
 from fixloop.sandbox.store import JsonStore
 
 HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+SERVICE = "registry.sandbox.local"  # the token service's ``service`` name
 HOST = "registry.sandbox.local"  # the pushed images' host; their repository names are the rest of the reference
+TOKEN_TTL = 300  # seconds, as Docker Hub's tokens
+MAX_TOKENS = 10_000
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+PLATFORMS = ("amd64", "arm64")
 _NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 
 
@@ -86,22 +119,6 @@ TAGS: dict[str, list[str]] = {
 }
 
 
-def registry_store(sb: Any) -> JsonStore:
-    """The pushed tags: ``{"pushed": {name: {tag: {"digest": "sha256:...", "pushed_at": ISO 8601}}}}``."""
-    store = sb.store("registry")
-    with store.lock:
-        store.data.setdefault("pushed", {})
-    return store
-
-
-def push_tag(store: JsonStore, image: str, tag: str, digest: str, when: datetime) -> None:
-    """Record ``image`` (``registry.sandbox.local/<name>``, no tag) ``tag`` with ``digest``, as ``docker push``."""
-    name = image.removeprefix(HOST + "/")
-    with store.lock:
-        store.data["pushed"].setdefault(name, {})[tag] = {"digest": digest, "pushed_at": when.isoformat()}
-        store.save()
-
-
 def _errors(status: int, code: str, message: str, detail: Any = None) -> JSONResponse:
     body = {"errors": [{"code": code, "message": message, "detail": detail if detail is not None else {}}]}
     return JSONResponse(body, status_code=status, headers=HEADERS)
@@ -121,7 +138,152 @@ ERRORS = {
     Exception: lambda exc: _errors(500, "UNKNOWN", "unknown error"),
 }
 
-router = APIRouter()  # the one resource: tags (and the API version check)
+
+def registry_store(sb: Any) -> JsonStore:
+    """The pushed tags: ``{"pushed": {name: {tag: {"digest": "sha256:...", "pushed_at": ISO 8601}}}}``."""
+    store = sb.store("registry")
+    with store.lock:
+        store.data.setdefault("pushed", {})
+    return store
+
+
+def push_tag(store: JsonStore, image: str, tag: str, digest: str, when: datetime) -> None:
+    """Record ``image`` (``registry.sandbox.local/<name>``, no tag) ``tag`` with ``digest``, as ``docker push``."""
+    name = image.removeprefix(HOST + "/")
+    with store.lock:
+        store.data["pushed"].setdefault(name, {})[tag] = {"digest": digest, "pushed_at": when.isoformat()}
+        store.save()
+
+
+class Registry:
+    """The token service's state: issued tokens (token -> granted repositories, expiry on ``sb.clock``)."""
+
+    def __init__(self, sb: Any) -> None:
+        self.sb = sb
+        self.tokens: dict[str, tuple[frozenset[str], datetime]] = {}
+        self.issued = 0  # tokens issued since start (tests count the flow's round trips)
+        self._lock = threading.Lock()
+
+    def issue(self, scopes: list[str]) -> dict[str, Any]:
+        names = frozenset(_pulls(scopes))
+        now = self.sb.clock()
+        token = "sbx." + secrets.token_urlsafe(24)
+        with self._lock:
+            self.tokens = {t: v for t, v in self.tokens.items() if v[1] > now}
+            if len(self.tokens) >= MAX_TOKENS:
+                self.tokens.pop(next(iter(self.tokens)))
+            self.tokens[token] = (names, now + timedelta(seconds=TOKEN_TTL))
+            self.issued += 1
+        issued_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"token": token, "access_token": token, "expires_in": TOKEN_TTL, "issued_at": issued_at}
+
+    def allows(self, header: str, name: str | None) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        with self._lock:
+            found = self.tokens.get(token.strip())
+        if found is None or found[1] <= self.sb.clock():
+            return False
+        return name is None or name in found[0]
+
+    def basic_ok(self, header: str) -> bool | None:
+        """None: no basic credentials; else whether they are the sandbox's."""
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, ValueError):
+            return False
+        c = self.sb.credentials
+        return secrets.compare_digest(user, c.registry_username) and secrets.compare_digest(
+            password, c.registry_password.get_secret_value()
+        )
+
+
+def _pulls(scopes: list[str]) -> list[str]:
+    """The repositories of ``repository:<name>:<actions>`` scopes whose actions include pull."""
+    out = []
+    for scope in (s for value in scopes for s in value.split(" ") if s):
+        kind, _, rest = scope.partition(":")
+        name, _, actions = rest.rpartition(":")
+        if kind == "repository" and name and "pull" in actions.split(","):
+            out.append(name)
+    return out
+
+
+def _repository(path: str) -> str | None:
+    """The repository a ``/v2/...`` path (relative to the mount) names, None for ``/v2/`` itself."""
+    rest = path.split("/v2/", 1)[1] if "/v2/" in path else ""
+    for marker in ("/tags/list", "/manifests/", "/blobs/"):
+        if marker in rest:
+            return rest.split(marker, 1)[0]
+    return None
+
+
+def _guard(reg: Registry) -> Any:
+    def guard(request: Request) -> Response | None:
+        root = request.scope.get("root_path", "")
+        path = request.url.path.removeprefix(root)
+        if not path.startswith("/v2"):
+            return None
+        name = _repository(path)
+        if reg.allows(request.headers.get("authorization", ""), name):
+            return None
+        challenge = f'Bearer realm="{reg.sb.url("/registry", "/token")}",service="{SERVICE}"'
+        detail: Any = {}
+        if name is not None:
+            challenge += f',scope="repository:{name}:pull"'
+            detail = [{"Type": "repository", "Name": name, "Action": "pull"}]
+        resp = _errors(401, "UNAUTHORIZED", "authentication required", detail)
+        resp.headers["WWW-Authenticate"] = challenge
+        return resp
+
+    return guard
+
+
+tokens = APIRouter()  # the token service (not behind the guard: it is outside /v2)
+
+
+def _refused(message: str) -> JSONResponse:
+    return JSONResponse({"details": message}, status_code=401)
+
+
+@tokens.get("/token")
+def get_token(request: Request, reg: Registry = Depends(service)) -> JSONResponse:
+    svc = request.query_params.get("service")
+    if svc is not None and svc != SERVICE:
+        return _errors(400, "DENIED", "unknown service", {"service": svc})
+    ok = reg.basic_ok(request.headers.get("authorization", ""))
+    if ok is False:
+        return _refused("incorrect username or password")
+    if ok is None and not reg.sb.config.registry_anonymous:
+        return _refused("authentication required")
+    return JSONResponse(reg.issue(request.query_params.getlist("scope")))
+
+
+@tokens.post("/token")
+async def post_token(request: Request, reg: Registry = Depends(service)) -> JSONResponse:
+    form = parse_qs((await request.body()).decode("utf-8", "replace")[:8192])
+    one = {k: v[0] for k, v in form.items()}
+    c = reg.sb.credentials
+    grant = one.get("grant_type")
+    if grant == "refresh_token":
+        ok = secrets.compare_digest(one.get("refresh_token", ""), c.registry_identity_token.get_secret_value())
+    elif grant == "password":
+        ok = secrets.compare_digest(one.get("username", ""), c.registry_username) and secrets.compare_digest(
+            one.get("password", ""), c.registry_password.get_secret_value()
+        )
+    else:
+        return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+    if not ok:
+        return _refused("invalid grant")
+    body = reg.issue(form.get("scope", []))
+    return JSONResponse(body | {"scope": " ".join(form.get("scope", []))})
+
+
+router = APIRouter()  # the distribution API: the version check, tags, manifests
 
 
 @router.get("/v2/")
@@ -131,12 +293,12 @@ def version() -> JSONResponse:
 
 @router.get("/v2/{name:path}/tags/list")
 def tags_list(
-    request: Request, name: str, n: int | None = None, last: str | None = None, sb: Any = Depends(service)
+    request: Request, name: str, n: int | None = None, last: str | None = None, reg: Any = Depends(service)
 ) -> JSONResponse:
     if not _NAME.match(name):
         return _errors(400, "NAME_INVALID", "invalid repository name", {"name": name})
-    sb.bus.publish("registry.read", {"name": name})  # the CI stand-in pushes what is due first
-    store = registry_store(sb)
+    reg.sb.bus.publish("registry.read", {"name": name})  # the CI stand-in pushes what is due first
+    store = registry_store(reg.sb)
     with store.lock:
         pushed = list(store.data["pushed"].get(name, {}))
     if name not in TAGS and not pushed:
@@ -155,6 +317,52 @@ def tags_list(
     return JSONResponse({"name": name, "tags": tags}, headers=headers)
 
 
+@lru_cache(maxsize=16)
+def _manifests(name: str) -> dict[str, tuple[bytes, str]]:
+    """Every manifest of ``name`` by tag and by digest: ``{"<tag>|<media type>" or "<digest>": (body, type)}``."""
+    out: dict[str, tuple[bytes, str]] = {}
+    for tag in TAGS.get(name, []):
+        for index_type, child_type in ((OCI_INDEX, OCI_MANIFEST), (DOCKER_LIST, DOCKER_MANIFEST)):
+            children = [
+                {
+                    "mediaType": child_type,
+                    "digest": "sha256:" + hashlib.sha256(f"{name}:{tag}:{arch}:{child_type}".encode()).hexdigest(),
+                    "size": 1000 + len(tag) * 7 + len(arch),
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+                for arch in PLATFORMS
+            ]
+            body = json.dumps({"schemaVersion": 2, "mediaType": index_type, "manifests": children}, indent=3).encode()
+            out[f"{tag}|{index_type}"] = (body, index_type)
+            out["sha256:" + hashlib.sha256(body).hexdigest()] = (body, index_type)
+    return out
+
+
+@router.api_route("/v2/{name:path}/manifests/{reference}", methods=["GET", "HEAD"])
+def manifest(request: Request, name: str, reference: str) -> Response:
+    if not _NAME.match(name):
+        return _errors(400, "NAME_INVALID", "invalid repository name", {"name": name})
+    if name not in TAGS:
+        return _errors(404, "NAME_UNKNOWN", "repository name not known to registry", {"name": name})
+    accept = request.headers.get("accept", "")
+    found = _manifests(name).get(reference)
+    if found is None:
+        wanted = OCI_INDEX if OCI_INDEX in accept else DOCKER_LIST if DOCKER_LIST in accept else None
+        if wanted is None and f"{reference}|{OCI_INDEX}" in _manifests(name):
+            return _errors(404, "MANIFEST_UNKNOWN", "OCI index found, but accept header does not support OCI indexes")
+        found = _manifests(name).get(f"{reference}|{wanted}")
+    if found is None:
+        return _errors(404, "MANIFEST_UNKNOWN", "manifest unknown", {"name": name, "reference": reference})
+    body, media_type = found
+    headers = HEADERS | {
+        "Docker-Content-Digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+        "Content-Type": media_type,
+        "Content-Length": str(len(body)),
+    }
+    return Response(b"" if request.method == "HEAD" else body, headers=headers, media_type=media_type)
+
+
 def build(sb: Any) -> FastAPI:
-    """The registry stand-in; mounted at ``/registry`` by ``fixloop.sandbox.app``."""
-    return stand_in("registry (sandbox)", sb, ERRORS, [router])
+    """The registry stand-in and its token service; mounted at ``/registry`` by ``fixloop.sandbox.app``."""
+    reg = Registry(sb)
+    return stand_in("registry (sandbox)", reg, ERRORS, [tokens, router], guard=_guard(reg))

@@ -61,5 +61,7 @@ def endpoints(sb) -> dict[str, str]:  # sb: fixloop.sandbox.app.Sandbox
         "FIXLOOP_KUBE_API_URL": sb.url("/kube"),
         "FIXLOOP_KUBE_TOKEN": c.kube_token.get_secret_value(),
         "FIXLOOP_FLUX_HMAC_KEY": c.flux_hmac_key.get_secret_value(),
-        "FIXLOOP_REGISTRY_URL": sb.url("/registry"),
+        "FIXLOOP_REGISTRY_USERNAME": c.registry_username,
+        "FIXLOOP_REGISTRY_PASSWORD": c.registry_password.get_secret_value(),
+        "FIXLOOP_REGISTRY_URL": sb.url("/registry"),  # last: ``fixloop sandbox up --env`` readers stop at it
     }

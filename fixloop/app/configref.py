@@ -108,7 +108,11 @@ GROUPS: tuple[Group, ...] = (
     Group(
         "Container registry",
         "fixloop.integrations.registry:RegistrySettings",
-        "Tag lookups when a change bumps an image. Configured when `FIXLOOP_REGISTRY_URL` is set.",
+        "Tag lookups and manifest digests when a change bumps an image, through the registry token flow (a 401 "
+        "`WWW-Authenticate: Bearer` challenge, a token from its realm, cached until `expires_in`; Docker Hub, GHCR, "
+        "the GitLab registry). Credentials for the registry's host: `FIXLOOP_REGISTRY_USERNAME`/`_PASSWORD`, else "
+        "its entry in the docker `config.json` at `FIXLOOP_REGISTRY_DOCKER_CONFIG`, else anonymous pulls. "
+        "Configured when `FIXLOOP_REGISTRY_URL` is set.",
     ),
     Group(
         "Flux (Kubernetes API)",

@@ -14,6 +14,7 @@ from fixloop.sandbox.registry import registry_store
 from fixloop.sandbox.seed import seed_files
 from tests.sandbox.conftest import Clock, Running
 from tests.sandbox.fidelity import assert_same_shape, recorded
+from tests.sandbox.test_registry import pull
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 PROJECT = "platform%2Fgitops"
@@ -54,7 +55,8 @@ def built(start_sandbox: Any, image: str) -> tuple[Running, Api, list[dict[str, 
 
 
 def registry_tags(run: Running, name: str) -> list[str]:
-    r = httpx.get(run.service("/registry") + f"/v2/{name}/tags/list")
+    base = run.service("/registry")
+    r = httpx.get(base + f"/v2/{name}/tags/list", headers=pull(base, name))
     assert r.status_code == 200, r.text
     return r.json()["tags"]
 
@@ -63,7 +65,8 @@ def test_the_registry_has_the_tags_the_environments_run_before_any_pipeline(star
     run = start_sandbox("/gitlab", "/registry", clock=Clock(T0))
     assert registry_tags(run, "shop/catalog") == ["1.4.2"]
     assert registry_tags(run, "shop/inventory") == ["0.8.3"]
-    assert httpx.get(run.service("/registry") + "/v2/shop/search/tags/list").status_code == 404
+    base = run.service("/registry")
+    assert httpx.get(base + "/v2/shop/search/tags/list", headers=pull(base, "shop/search")).status_code == 404
     assert Api(run).get("/pipelines").json() == []  # the seed commit runs no pipeline
 
 

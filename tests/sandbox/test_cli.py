@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from fixloop.integrations.registry import RegistryClient, RegistrySettings
+
 
 @contextmanager
 def sandbox_up(state_dir: Path) -> Iterator[dict[str, str]]:
@@ -55,7 +57,12 @@ def test_up_serves_every_stand_in_and_keeps_credentials_across_restarts(tmp_path
             info = client.get(f"{first['FIXLOOP_JIRA_URL']}/rest/api/2/serverInfo")
             assert info.status_code == 200
             tags = client.get(f"{first['FIXLOOP_REGISTRY_URL']}/v2/library/alpine/tags/list")
-            assert "3.9.6" in tags.json()["tags"]
+            assert tags.status_code == 401 and tags.headers["WWW-Authenticate"].startswith("Bearer realm=")
+            registry = RegistrySettings(_env_file=None, url=first["FIXLOOP_REGISTRY_URL"],  # type: ignore[call-arg]
+                                        username=first["FIXLOOP_REGISTRY_USERNAME"],
+                                        password=first["FIXLOOP_REGISTRY_PASSWORD"])  # fmt: skip
+            with RegistryClient(registry) as reg:
+                assert "3.9.6" in reg.tags("alpine")
             unauth = client.get(f"{first['FIXLOOP_KUBE_API_URL']}/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/"
                                 "flux-system/kustomizations/apps-production")  # fmt: skip
             assert unauth.status_code == 401 and unauth.json()["kind"] == "Status"
