@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.monotonic()
             done = subprocess.run(
-                [sys.executable, "-m", "fixloop", "demo", "--approve-as", "reviewer", "--json", "--state-dir", tmp],
+                [sys.executable, "-m", "fixloop", "demo", "--approve-as", "reviewer", "--json"]
+                + ["--state-dir", f"{tmp}/demo"],
                 capture_output=True,
                 text=True,
                 cwd=ROOT,
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "wall_seconds": wall,
         "max_seconds": top,
         "complete": all(complete) and len(seconds) == args.runs,
-        "under_3_minutes": bool(wall) and max(wall) < 180,
+        "under_3_minutes": all(complete) and bool(wall) and max(wall) < 180,
     }
 
 
