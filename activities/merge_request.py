@@ -28,6 +28,7 @@ from fixloop.core.change.overlap import FileLines, Touched, diff_lines, edit_lin
 from fixloop.core.change.policy import POLICY_FILE, load_policy, validate
 from fixloop.core.change.remedy import remedy_change, revert_change
 from fixloop.core.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
+from fixloop.core.incidents import onset_of
 from fixloop.core.parsing import clean
 from fixloop.integrations.errors import Conflict
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
@@ -133,8 +134,7 @@ class MergeRequestActivities:
         base). A revert that would delete files is refused (not supported)."""
         (op,) = inp.change.remedies
         policy = load_policy(read(POLICY_FILE))
-        facts = inp.work_item.incident
-        onset = facts.onset if facts is not None else inp.work_item.window_start
+        onset = onset_of(inp.work_item)
         if isinstance(op, RevertCommit):
             if onset is None:
                 raise PolicyViolation("a revert needs the incident's onset")

@@ -28,7 +28,9 @@ from fixloop.core.change.ops import Operation, PolicyViolation, RevertCommit, Ro
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
 from fixloop.core.change.remedy import Remedy, memory_sizing, remedy_change, revert_change, rollback_tags
 from fixloop.core.config import ConfigError, LlmSettings
-from fixloop.core.culprit import Culprit, describe_culprit, duration
+from fixloop.core.culprit import Culprit, describe_culprit, duration, workload_doc
+from fixloop.core.incidents import onset_of, top_service
+from fixloop.core.models import datadog_monitor_ids
 from fixloop.core.parsing import clean
 from fixloop.core.service import service_of_paths
 from fixloop.core.verification import VerificationPolicy, describe_plan
@@ -71,22 +73,13 @@ def _fence(diff: str) -> str:
 
 def _workload_site(repo: GitLabRepo, name: str) -> tuple[str, dict] | None:
     """The first manifest (path order) declaring a Deployment or StatefulSet named ``name``, with its document."""
-    from ruamel.yaml import YAML
-
     for path in repo.list():
         if not path.endswith((".yaml", ".yml")):
             continue
         text = repo.read(path)
-        if not text or name not in text:
-            continue
-        try:
-            docs = list(YAML(typ="safe").load_all(text))
-        except Exception:  # ruamel's YAMLError family: not plain YAML
-            continue
-        for doc in docs:
-            meta = doc.get("metadata") if isinstance(doc, dict) else None
-            if isinstance(meta, dict) and doc.get("kind") in _WORKLOADS and meta.get("name") == name:
-                return path, doc
+        doc = workload_doc(name, text, _WORKLOADS) if text and name in text else None
+        if doc is not None:
+            return path, doc
     return None
 
 
@@ -110,10 +103,9 @@ def _quantity(value: object) -> str | None:
 
 def _top_culprit(inp: PlanRemediationInput) -> Culprit | None:
     """The culprit change of the incident's top candidate's service, if its investigation found one."""
-    facts = inp.work_item.incident
-    if inp.investigation is None or facts is None or not facts.candidates:
+    top = top_service(inp.work_item)
+    if inp.investigation is None or top is None:
         return None
-    top = facts.candidates[0].service or facts.candidates[0].entity
     return next((c.culprit for c in inp.investigation.candidates if c.entity == top and c.culprit), None)
 
 
@@ -243,8 +235,7 @@ class PlanActivities:
         choice = remediation.choose(inp.work_item, inp.signals, culprit, allowed=policy.incidents.actions)
         if choice.action is None or choice.service is None:
             return PlannedChange(located=False, reason=choice.reason, base_sha=base_sha)
-        facts = inp.work_item.incident
-        onset = facts.onset if facts is not None else inp.work_item.window_start
+        onset = onset_of(inp.work_item)
         try:
             built = self._remedy(choice, culprit, repo, policy, onset)
         except PolicyViolation as e:  # the chosen action cannot be made safely here: said, no MR
@@ -258,13 +249,7 @@ class PlanActivities:
             describe_culprit(c.entity, c.culprit, commits_read=c.commits_read, lookback=policy.incidents.lookback)
             for c in (inp.investigation.candidates if inp.investigation else [])
         ]
-        monitors = sorted(
-            {
-                int(s.monitor_id)
-                for s in inp.signals
-                if s.monitor_id and s.monitor_id.isdigit() and s.source.value == "datadog"
-            }
-        )
+        monitors = datadog_monitor_ids(inp.signals)
         lines = [f"- {code(op.describe(), 300)}"] + [f"  ```diff\n{_fence(remedy.diff)}\n  ```"]
         text = render_incident(
             inp.work_item,
@@ -309,13 +294,13 @@ class PlanActivities:
             if culprit is None or onset is None:
                 raise PolicyViolation("no culprit commit or onset to revert")
             c = culprit.commit
-            op = RevertCommit(
+            op = RevertCommit(  # no parents (a root commit): refused by check_remedy
                 sha=c.sha,
-                parents=tuple(c.parent_shas) or (self._parent(c.sha),),
+                parents=tuple(c.parent_shas),
                 files=tuple(dict.fromkeys(f.path for f in c.files)) or tuple(c.paths),
                 applied_at=culprit.applied_at,
             )
-            parent = op.parents[0]
+            parent = op.parents[(op.mainline or 1) - 1] if op.parents else c.sha
             before = functools.partial(self._read_at, parent)
             after = functools.partial(self._read_at, c.sha)
             return revert_change(op, before=before, after=after, head=repo.read, policy=policy, onset=onset), []
@@ -330,7 +315,9 @@ class PlanActivities:
             c = culprit.commit
             files = [f.path for f in c.files]
             target = files[0] if files else path
-            parent = tuple(c.parent_shas)[0] if c.parent_shas else self._parent(c.sha)
+            if not c.parent_shas:
+                raise PolicyViolation(f"commit {c.sha[:12]} is a root commit; fixloop does not roll it back")
+            parent = c.parent_shas[0]
             history = [(parent, self._read_at(parent, target)), (c.sha, self._read_at(c.sha, target))]
             image = _image_name(container)
             from_tag, to_tag = rollback_tags(
@@ -369,13 +356,6 @@ class PlanActivities:
 
     def _read_at(self, sha: str, path: str) -> str | None:
         return self.gitlab.read_file(path, sha)
-
-    def _parent(self, sha: str) -> str:
-        info = self.gitlab.project.commits.get(sha)
-        parents = list(getattr(info, "parent_ids", []) or [])
-        if not parents:
-            raise PolicyViolation(f"commit {sha[:12]} is a root commit; fixloop does not revert it")
-        return str(parents[0])
 
     def _memory_peak(self, service: str, container: str, lookback: timedelta, onset: datetime | None) -> float:
         """The container's peak memory (bytes) from ``lookback`` before the onset to an hour after it (or now),

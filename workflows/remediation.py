@@ -25,7 +25,6 @@ merge request, scope, kind; ``workflow.set_current_details`` carries a Markdown 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -45,16 +44,17 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.core.culprit import describe_culprit
     from fixloop.core.gate import MrState, decider_refusal, observe
     from fixloop.core.gate import gate as gate_verdict
+    from fixloop.core.incidents import top_service
     from fixloop.core.markup import markdown
     from fixloop.core.models import (
         FIX_KINDS,
         Kind,
         RecentDeploy,
         Signal,
-        Source,
         Transition,
         WorkItem,
         WorkItemKind,
+        datadog_monitor_ids,
         signal_bytes,
     )
     from fixloop.core.parsing import clean
@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.investigate import CANDIDATES_MAX, CulpritCandidate, CulpritInput
     from fixloop.workflows.contracts.loop import (
         DECISIONS_PENDING_MAX,
+        RECOVERED_ALERTS_MAX,
         AlertsJoined,
         ApprovalEvent,
         Decision,
@@ -104,9 +105,6 @@ EVIDENCE_MAX = 100
 ALERTS_MAX = 50  # joined alerts kept in the state
 ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.core.models``)
 CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
-_MONITOR_ID = re.compile(r"[0-9]{1,18}")
-
-
 _GATED = (Stage.OPEN_WORK_ITEM, Stage.PLAN_CHANGE, Stage.OPEN_MERGE_REQUEST, Stage.AWAIT_APPROVAL)
 
 
@@ -120,16 +118,10 @@ def initial_attributes(scope: str, wi: WorkItem) -> list[tuple[SearchAttributeKe
         (options.SA_SCOPE, scope),
         (options.SA_KIND, wi.kind.value),
         (options.SA_SEVERITY, wi.severity.value),
-        (options.SA_SERVICE, wi.service or _top_service(wi) or wi.artifact or wi.target or ""),
+        (options.SA_SERVICE, wi.service or top_service(wi) or wi.artifact or wi.target or ""),
         (options.SA_STAGE, Stage.OPEN_WORK_ITEM.value),
     ]
     return [(k, v) for k, v in pairs if v]
-
-
-def _top_service(wi: WorkItem) -> str | None:
-    """An incident's likely root cause as a service (its top candidate's), None without one."""
-    top = wi.incident.candidates[0] if wi.incident and wi.incident.candidates else None
-    return (top.service or top.entity) if top is not None else None
 
 
 def culprit_candidates(wi: WorkItem) -> list[str]:
@@ -383,17 +375,14 @@ class RemediationWorkflow:
                 recovered[s.fingerprint] = None
             elif s.transition is Transition.TRIGGERED:
                 recovered.pop(s.fingerprint, None)
-        self.state.recovered_alerts = list(recovered)[-1_100:]
+        self.state.recovered_alerts = list(recovered)[-RECOVERED_ALERTS_MAX:]
 
     def _incident_alerts(self) -> set[str]:
-        return {s.fingerprint for s in [*self.inp.signals, *self.state.alerts] if s.kind is Kind.ALERT} | set(
-            self.inp.work_item.signals
-        )
+        """The incident's alerts: its work item's signals and the alerts that joined it."""
+        return set(self.inp.work_item.signals) | {a.fingerprint for a in self.state.alerts}
 
     def _incident_recovered(self) -> bool:
         """Every alert of the incident has been seen recovered (a start signal already recovered counts)."""
-        if not self.state.recovered_alerts and not any(s.transition is Transition.RECOVERED for s in self.inp.signals):
-            return False
         done = set(self.state.recovered_alerts)
         done |= {s.fingerprint for s in self.inp.signals if s.transition is Transition.RECOVERED}
         return self._incident_alerts() <= done
@@ -1048,12 +1037,7 @@ class RemediationWorkflow:
     def _monitor_ids(self) -> list[int]:
         """The Datadog monitors whose alerts are in this work item (an alert-driven item must see them recover).
         Alertmanager alerts name no monitor to look up: their ``recovered`` signal is the evidence."""
-        ids = {
-            s.monitor_id
-            for s in [*self.inp.signals, *self.state.alerts]
-            if s.kind is Kind.ALERT and s.source is Source.DATADOG
-        }
-        return sorted(int(m) for m in ids if m and _MONITOR_ID.fullmatch(m) and int(m) >= 1)
+        return datadog_monitor_ids([*self.inp.signals, *self.state.alerts])
 
     def _jira_key(self) -> str | None:
         return self.state.issue.key if self.state.issue else None

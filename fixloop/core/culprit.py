@@ -33,8 +33,9 @@ Times are timezone-aware datetimes (naive ones are taken as UTC); ``lookback`` a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -320,24 +321,29 @@ def named_paths(entity: str, tree: Iterable[tuple[str, str]], *, limit: int = PA
     return found[:limit]
 
 
-def declares_workload(entity: str, text: str) -> bool:
-    """Whether the manifest file ``text`` (YAML, one or more documents) declares a workload named ``entity``
-    (``kind`` in ``WORKLOAD_KINDS``, ``metadata.name`` equal to it, ignoring case). Text that is not YAML (a template)
-    declares nothing."""
+def workload_doc(entity: str, text: str, kinds: Collection[str] = WORKLOAD_KINDS) -> dict[str, Any] | None:
+    """The document of the manifest file ``text`` (YAML, one or more documents) that declares a workload named
+    ``entity`` (``kind`` in ``kinds``, ``metadata.name`` equal to it, ignoring case), the first one; None when none
+    does or the text is not YAML (a template)."""
     from ruamel.yaml import YAML  # imported where it is needed
 
     want = entity.strip().lower()
     try:
         docs = list(YAML(typ="safe").load_all(text))
     except Exception:  # ruamel's YAMLError family
-        return False
+        return None
     for doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") not in WORKLOAD_KINDS:
+        if not isinstance(doc, dict) or doc.get("kind") not in kinds:
             continue
         meta = doc.get("metadata")
         if isinstance(meta, dict) and str(meta.get("name", "")).lower() == want:
-            return True
-    return False
+            return doc
+    return None
+
+
+def declares_workload(entity: str, text: str) -> bool:
+    """Whether the manifest file ``text`` declares a workload named ``entity`` (``workload_doc``)."""
+    return workload_doc(entity, text) is not None
 
 
 def describe_culprit(entity: str, culprit: Culprit | None, *, commits_read: int = 0, lookback: timedelta) -> str:

@@ -317,6 +317,18 @@ def facts(incident: Incident) -> IncidentFacts:
     )
 
 
+def top_service(item: WorkItem) -> str | None:
+    """A work item's likely root cause as a service: its top candidate's service (itself when it is not an
+    instance), None without incident facts or candidates."""
+    top = item.incident.candidates[0] if item.incident and item.incident.candidates else None
+    return (top.service or top.entity) if top is not None else None
+
+
+def onset_of(item: WorkItem) -> datetime | None:
+    """When a work item's incident began: its facts' onset, else its window's start; None without either."""
+    return item.incident.onset if item.incident is not None else item.window_start
+
+
 def work_item(incident: Incident) -> WorkItem:
     """The work item of an incident: kind ``incident`` (``deploy_regression`` when attached to a deploy), its id,
     severity, alerts and window; the title names the top candidate."""
@@ -361,8 +373,7 @@ def describe(f: IncidentFacts, *, alerts: int, attached_to: str | None = None) -
     most ``DESCRIPTION_MAX`` characters: the summary line, the top candidates with their evidence, the alert
     timeline (``+<seconds>s <UTC time> <entity> <metric>: <title>``)."""
     lines = [
-        f"{_plural(alerts, 'alert')} from {_at(f.onset)} to {_at(f.last)} on "
-        + _more(f.entities, f.entities_more),
+        f"{_plural(alerts, 'alert')} from {_at(f.onset)} to {_at(f.last)} on " + _more(f.entities, f.entities_more),
     ]
     if f.unknown:
         lines.append(f"Not in the topology (ranked without neighbours): {_more(f.unknown, f.unknown_more)}")

@@ -13,7 +13,8 @@ so it *refreshes* the signal instead of adding work.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -339,6 +340,16 @@ class SignalTooLarge(ValueError):
 def signal_bytes(signal: Signal) -> int:
     """Bytes of ``signal`` as Temporal's pydantic payload converter writes it (``pydantic_core.to_json``)."""
     return len(to_json(signal))
+
+
+_MONITOR_ID = re.compile(r"[0-9]{1,18}")
+
+
+def datadog_monitor_ids(signals: Iterable[Signal]) -> list[int]:
+    """The Datadog monitor ids of the Datadog alerts among ``signals`` (a monitor id is 1-18 digits, at least 1),
+    sorted, each once. Alertmanager alerts name no monitor to look up."""
+    ids = {s.monitor_id for s in signals if s.kind is Kind.ALERT and s.source is Source.DATADOG}
+    return sorted({int(m) for m in ids if m and _MONITOR_ID.fullmatch(m) and int(m) >= 1})
 
 
 def batched(signals: Sequence[Signal], *, max_bytes: int, max_count: int) -> list[list[Signal]]:

@@ -39,6 +39,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.core.culprit import Culprit, duration
+from fixloop.core.incidents import top_service
 from fixloop.core.models import Kind, Signal, WorkItem
 from fixloop.core.parsing import clean
 from fixloop.core.rca import family, words
@@ -176,7 +177,7 @@ def choose(
     top = item.incident.candidates[0] if item.incident and item.incident.candidates else None
     if top is None:
         return Choice(action=None, reason="No root-cause candidate was ranked, so no change can be targeted.")
-    service = top.service or top.entity
+    service = top_service(item) or top.entity
     if top.kind == "host":
         return Choice(
             action=None,

@@ -24,6 +24,9 @@ from fixloop.workflows.contracts.work_item import IssueRef
 DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
 
 
+RECOVERED_ALERTS_MAX = 1_100  # an incident's recovered alerts remembered (its start signals and joined alerts: < 1,050)
+
+
 class Stage(StrEnum):
     OPEN_WORK_ITEM = "open_work_item"
     INVESTIGATE = "investigate"  # an incident: the culprit change of its top candidates (``investigate.culprit``)
@@ -118,7 +121,9 @@ class LoopState(BaseModel):
     alerts: list[Signal] = Field(default_factory=list)  # alerts joined while the merge request was open
     fixing_service: str | None = None  # the service the intake was told this loop is fixing (until it ends)
     incident_services: list[str] = Field(default_factory=list, max_length=50)  # an incident's: told to the intake
-    recovered_alerts: list[str] = Field(default_factory=list, max_length=1_100)  # an incident's alerts that recovered
+    recovered_alerts: list[str] = Field(
+        default_factory=list, max_length=RECOVERED_ALERTS_MAX
+    )  # an incident's alerts that recovered
     revert: MergeRequestRef | None = None  # the revert merge request of a failed verdict (gated again)
     reverted_sha: str | None = None  # the merge commit it reverts
     waiting_since: AwareDatetime | None = None
