@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         Transition,
         WorkItem,
         WorkItemKind,
+        batched,
         datadog_monitor_ids,
         signal_bytes,
     )
@@ -104,6 +105,7 @@ with workflow.unsafe.imports_passed_through():
 EVIDENCE_MAX = 100
 ALERTS_MAX = 50  # joined alerts kept in the state
 ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.core.models``)
+PLAN_SIGNALS_MAX_BYTES = 512 * 1024  # an incident's alerts handed to change.plan_remediation, at most
 CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
 _GATED = (Stage.OPEN_WORK_ITEM, Stage.PLAN_CHANGE, Stage.OPEN_MERGE_REQUEST, Stage.AWAIT_APPROVAL)
 
@@ -319,7 +321,7 @@ class RemediationWorkflow:
             PlanRemediationInput(
                 scope=self.inp.scope,
                 work_item=self.inp.work_item,
-                signals=[*self.inp.signals, *self.state.alerts],
+                signals=self._plan_alerts(),
                 investigation=self.state.investigation,
                 jira_key=self._jira_key(),
             ),
@@ -364,6 +366,13 @@ class RemediationWorkflow:
                 labels=["fixloop-recovered"],
             )
             self._advance(Stage.DONE, Outcome.RECOVERED)
+
+    def _plan_alerts(self) -> list[Signal]:
+        """The incident's alerts for its planner: the start ones then the joined ones, the earliest within
+        ``PLAN_SIGNALS_MAX_BYTES`` (so the planner's input, with the work item, at most 768 KiB, and the
+        investigation, under 350 KB, stays under Temporal's 2 MiB payload limit)."""
+        alerts = [s for s in [*self.inp.signals, *self.state.alerts] if s.kind is Kind.ALERT]
+        return (batched(alerts, max_bytes=PLAN_SIGNALS_MAX_BYTES, max_count=1_000) or [[]])[0]
 
     def _track_recovery(self, signals: list[Signal]) -> None:
         """Record which of an incident's alerts are recovered (their latest transition seen), within the state's

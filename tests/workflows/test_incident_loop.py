@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from fixloop.activities.work_item import issue_description
     from fixloop.core.culprit import AppliedRevision, ChangeCommit, Culprit, FileChange, MergeRequestRef
-    from fixloop.core.models import Signal, Transition, WorkItem, WorkItemKind
+    from fixloop.core.models import Signal, Transition, WorkItem, WorkItemKind, signal_bytes
     from fixloop.core.triage import triage_rules
     from fixloop.core.verification import VerdictResult
     from fixloop.workflows.contracts.loop import (
@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         RemediationInput,
         Stage,
     )
-    from fixloop.workflows.remediation import RemediationWorkflow, culprit_candidates
+    from fixloop.workflows.remediation import PLAN_SIGNALS_MAX_BYTES, RemediationWorkflow, culprit_candidates
     from tests.test_incidents import DD_DEMO, DD_INRES, T0, _topo, am_errors, dd, storm
     from tests.workflows.test_intake import query_when
     from tests.workflows.world import World, approval
@@ -232,3 +232,23 @@ async def test_an_incident_fix_whose_monitors_do_not_recover_is_reverted_through
     (revert,) = world.reverts
     assert revert.original.iid == final.merge_request.iid  # the remediation's own merge is reverted
     assert final.revert is not None and final.revert.iid != final.merge_request.iid
+
+
+async def test_the_planner_is_handed_the_earliest_alerts_within_its_byte_budget(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """A storm of 60 alerts of about 12 KiB each (tags filled to their bound) is over the planner's 512 KiB: the
+    planner gets the earliest that fit, so its input stays under Temporal's payload limit."""
+    tags = ["service:inventory", *(f"team:{'x' * 180}-{i}" for i in range(63))]  # TAGS_MAX of about TAG_MAX
+    alerts = [Signal.model_validate({**dd(DD_INRES, "inventory", i).model_dump(), "tags": tags}) for i in range(60)]
+    assert sum(signal_bytes(a) for a in alerts) > PLAN_SIGNALS_MAX_BYTES
+    world = World()
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
+    ):
+        handle = await _start(env, task_queue, _incident(alerts), alerts, incident_max_escalations=0)
+        await handle.result()
+    (planned,) = world.remediations
+    assert 0 < len(planned.signals) < len(alerts)
+    assert sum(signal_bytes(s) + 1 for s in planned.signals) + 2 <= PLAN_SIGNALS_MAX_BYTES
+    assert [s.fingerprint for s in planned.signals] == [a.fingerprint for a in alerts[: len(planned.signals)]]
