@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,7 +93,11 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     assert oom["culprit"] and oom["culprit"]["sha"] == cache["sha"], oom
     memory = gitlab[oom["merge_request"].rsplit("/", 1)[1]]
     assert memory["title"].startswith("Raise the memory limit of catalog"), memory["title"]
-    assert "observed peak 256.0 MiB × headroom 1.3 = 332.8 MiB, rounded up to 336Mi" in memory["description"]
+    # the peak is the limit less the working set's 1 % noise in the sampled buckets (sandbox/containers.py): a
+    # range, not one figure; every peak in it rounds up to the same limit
+    sized = r"observed peak ([\d.]+) MiB × headroom 1\.3 = [\d.]+ MiB, rounded up to 336Mi"
+    sizing = re.search(sized, memory["description"])
+    assert sizing and 247.0 <= float(sizing[1]) <= 256.0, memory["description"]
     assert "+              memory: 336Mi" in memory["description"]
     assert (oom["verdict"], oom["outcome"]) == ("pass", "verified"), oom
     # every child process is gone, and the logs stay for a look
