@@ -305,7 +305,7 @@ class MergeRequestActivities:
 
     @activity.defn(name=OPEN_REVERT_MERGE_REQUEST)
     async def open_revert_merge_request(self, inp: OpenRevertInput) -> MergeRequestRef:
-        """Commit the revert of exactly ``inp.merge_sha`` (against its first parent) on
+        """Commit the revert of exactly ``inp.merge_sha`` (against its first parent), then of each of ``inp.also``, on
         ``fixloop/revert/<work-item-id>/<sha[:12]>``, branched from the head of the default branch, and open (or
         find) its merge request; it goes through the same approval gate as any fixloop MR. Idempotent: the revert
         commit on the branch and the open MR are found again. A revert GitLab cannot apply (a later commit changed
@@ -319,6 +319,8 @@ class MergeRequestActivities:
         default = gl.default_branch()
         gl.ensure_branch(branch, default)
         commit = gl.revert_commit(inp.merge_sha, branch)
+        for sha in inp.also:  # newest first: each revert applies on top of the previous one
+            commit = gl.revert_commit(sha, branch)
         title = clean(f"Revert !{inp.original.iid}: {inp.reason}", 255)
         mr = gl.find_or_create_merge_request(branch, default, title, revert_description(inp), REVERT_LABELS)
         return MergeRequestRef(
@@ -374,6 +376,11 @@ def revert_description(inp: OpenRevertInput) -> str:
         f"fixloop reverts merge commit {code(inp.merge_sha)} of !{inp.original.iid} "
         f"(work item {code(inp.work_item.id)}): {text(inp.reason)}",
         "",
+        *(
+            [f"It also reverts {', '.join(code(sha) for sha in inp.also)}: the source change behind that tag.", ""]
+            if inp.also
+            else []
+        ),
         "### Evidence",
         *[f"- {text(e)}" for e in inp.evidence[:50]],
         "",

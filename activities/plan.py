@@ -23,8 +23,16 @@ from fixloop.activities.errors import as_application_errors
 from fixloop.core import remediation
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
-from fixloop.core.change.mr import code, read_back, render, render_incident
-from fixloop.core.change.ops import Operation, PolicyViolation, RevertCommit, RollbackImage, SetReplicas
+from fixloop.core.change.images import Environment, ImageChainError, current_tag, delivery_of
+from fixloop.core.change.mr import code, delivery_section, read_back, render, render_incident, render_promotion
+from fixloop.core.change.ops import (
+    BumpWorkloadImage,
+    Operation,
+    PolicyViolation,
+    RevertCommit,
+    RollbackImage,
+    SetReplicas,
+)
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
 from fixloop.core.change.remedy import Remedy, memory_sizing, remedy_change, revert_change, rollback_tags
 from fixloop.core.config import ConfigError, LlmSettings
@@ -39,11 +47,41 @@ from fixloop.integrations.errors import AuthError, IntegrationError
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.llm import LlmError, structured_completion
 from fixloop.integrations.registry import RegistryClient, RegistrySettings
-from fixloop.workflows.contracts.plan import RULES, PlanChangeInput, PlannedChange, PlanRemediationInput
+from fixloop.workflows.contracts.plan import (
+    RULES,
+    PlanChangeInput,
+    PlannedChange,
+    PlanPromotionInput,
+    PlanRemediationInput,
+)
 
 # Temporal activity names, unchanged since activities/change.py (running histories and the worker's metrics name them):
 PLAN_CHANGE = "change.plan"
 PLAN_REMEDIATION = "change.plan_remediation"
+
+
+PLAN_PROMOTION = "change.plan_promotion"
+
+
+def _delivered(planned: PlannedChange, paths: Sequence[str], repo: GitLabRepo, service: str | None) -> PlannedChange:
+    """``planned`` with its ``delivery`` (``fixloop.core.change.images.delivery_of`` under the repository's
+    ``fixloop.yaml``) and the description's ``### Delivery`` section before its read-back block. A change the chain
+    cannot follow (it builds several images, or an environment's file lacks the image) keeps no delivery and says
+    why in its risks: Flux applying the merge is then all the loop waits for."""
+    policy = load_policy(repo.read(POLICY_FILE))
+    try:
+        delivery = delivery_of(policy.chain, list(paths), repo.read, service)
+    except ImageChainError as e:
+        risk = f"fixloop cannot follow this change to what runs: {clean(str(e), 300)}"
+        return planned.model_copy(update={"risks": [*planned.risks, risk]})
+    description = planned.description or ""
+    section = "\n".join(delivery_section(delivery))
+    block = description.rfind("<!-- fixloop:")
+    if block >= 0:
+        description = description[:block] + section + "\n" + description[block:]
+    else:
+        description = description + "\n" + section + "\n"
+    return planned.model_copy(update={"delivery": delivery, "description": description})
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -219,6 +257,71 @@ class PlanActivities:
         with as_application_errors():
             return await asyncio.to_thread(self._plan_remediation, inp)
 
+    @activity.defn(name=PLAN_PROMOTION)
+    async def plan_promotion(self, inp: PlanPromotionInput) -> PlannedChange:
+        """Plan the merge request setting the built ``inp.tag`` in ``inp.delivery.targets[inp.target]``'s
+        Kustomization file at the head of the default branch (a ``BumpWorkloadImage`` of its ``images:`` entry,
+        applied again and validated against the policy by ``gitlab.open_merge_request``). The environment already
+        running the tag -> ``located=False`` saying so; a file without the image's ``newTag`` -> non-retryable
+        ``PolicyViolation``."""
+        with as_application_errors():
+            return await asyncio.to_thread(self._plan_promotion, inp)
+
+    def _plan_promotion(self, inp: PlanPromotionInput) -> PlannedChange:
+        delivery, image = inp.delivery, inp.delivery.image
+        if image is None or inp.target >= len(delivery.targets):
+            raise PolicyViolation("the delivery builds no image, or has no such environment")
+        env = delivery.targets[inp.target]
+        default = self.gitlab.default_branch()
+        base_sha = self.gitlab.branch_head(default)
+        if base_sha is None:
+            raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
+        repo = GitLabRepo(self.gitlab, base_sha)
+        policy_text = repo.read(POLICY_FILE)
+        text = repo.read(env.kustomization)
+        current = (
+            current_tag(text, Environment(name=env.name, kustomization=env.kustomization), image.image)
+            if text
+            else None
+        )
+        if current is None:
+            raise PolicyViolation(f"sets no newTag for {image.image}", env.kustomization)
+        if current == inp.tag:
+            return PlannedChange(
+                located=False, reason=f"{env.name} already runs {image.image}:{inp.tag}", base_sha=base_sha
+            )
+        try:
+            verification = VerificationPolicy.from_policy_text(policy_text)
+        except ValueError as e:
+            raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
+        op = BumpWorkloadImage(path=env.kustomization, image=image.image, current=current, new=inp.tag)
+        mr = render_promotion(
+            inp.work_item,
+            delivery,
+            inp.target,
+            inp.tag,
+            current,
+            digest=inp.digest,
+            source_sha=inp.source_sha,
+            source_iid=inp.source_iid,
+            verdicts=inp.verdicts,
+            window=duration(verification.window.total_seconds()),
+            jira_key=inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None,
+        )
+        return PlannedChange(
+            located=True,
+            branch=f"fixloop/{inp.work_item.id}/{env.name}",
+            operations=[op.describe()],
+            base_sha=base_sha,
+            changes=[op],
+            title=mr.title,
+            description=mr.description,
+            labels=mr.labels,
+            verification=verification,
+            service=delivery.workload,
+            delivery=delivery,
+        )
+
     def _plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
         default = self.gitlab.default_branch()
         base_sha = self.gitlab.branch_head(default)
@@ -264,7 +367,7 @@ class PlanActivities:
             risk=_RISKS[choice.action.value],
             jira_key=inp.jira_key,
         )
-        return PlannedChange(
+        planned = PlannedChange(
             located=True,
             branch=f"fixloop/{inp.work_item.id}",
             operations=[op.describe()],
@@ -278,6 +381,7 @@ class PlanActivities:
             action=choice.action.value,
             risks=[_RISKS[choice.action.value]],
         )
+        return _delivered(planned, op.paths(), repo, service)
 
     def _remedy(
         self,
@@ -403,7 +507,10 @@ class PlanActivities:
         text = describe_plan(verification, service_of_paths(op.path for op in result.operations))
         planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text)
         service = service_of_paths(op.path for op in planned.changes)
-        return planned.model_copy(update={"verification": verification, "service": service})
+        paths = [path for op in planned.changes for path in op.paths()]
+        return _delivered(planned, paths, repo, service).model_copy(
+            update={"verification": verification, "service": service}
+        )
 
     def _planned(
         self,

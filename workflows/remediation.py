@@ -35,12 +35,14 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import to_json
 
+    from fixloop.activities.build import BuildActivities
     from fixloop.activities.deploy import DeployActivities
     from fixloop.activities.investigate import InvestigateActivities
     from fixloop.activities.merge_request import MergeRequestActivities
     from fixloop.activities.plan import PlanActivities
     from fixloop.activities.verify import VerifyActivities
     from fixloop.activities.work_item import WorkItemActivities
+    from fixloop.core.change.images import Delivery, Target
     from fixloop.core.culprit import describe_culprit
     from fixloop.core.gate import MrState, decider_refusal, observe
     from fixloop.core.gate import gate as gate_verdict
@@ -59,10 +61,12 @@ with workflow.unsafe.imports_passed_through():
         signal_bytes,
     )
     from fixloop.core.parsing import clean
+    from fixloop.core.rollout import RolloutState as Rollout
     from fixloop.core.service import touched_service
     from fixloop.core.verification import VerdictResult, VerificationPolicy
     from fixloop.workflows import options
-    from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
+    from fixloop.workflows.contracts.build import BuildStateInput
+    from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput, RolloutStateInput
     from fixloop.workflows.contracts.intake import intake_id
     from fixloop.workflows.contracts.investigate import CANDIDATES_MAX, CulpritCandidate, CulpritInput
     from fixloop.workflows.contracts.loop import (
@@ -72,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalEvent,
         Decision,
         DeployEvent,
+        EnvironmentState,
         Evidence,
         LoopState,
         MergeRequestEvent,
@@ -91,7 +96,7 @@ with workflow.unsafe.imports_passed_through():
         OpenMergeRequestInput,
         OpenRevertInput,
     )
-    from fixloop.workflows.contracts.plan import PlanChangeInput, PlanRemediationInput
+    from fixloop.workflows.contracts.plan import PlanChangeInput, PlanPromotionInput, PlanRemediationInput
     from fixloop.workflows.contracts.verify import JudgeInput
     from fixloop.workflows.contracts.work_item import (
         CloseWorkItemInput,
@@ -107,7 +112,7 @@ ALERTS_MAX = 50  # joined alerts kept in the state
 ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.core.models``)
 PLAN_SIGNALS_MAX_BYTES = 512 * 1024  # an incident's alerts handed to change.plan_remediation, at most
 CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
-_GATED = (Stage.OPEN_WORK_ITEM, Stage.PLAN_CHANGE, Stage.OPEN_MERGE_REQUEST, Stage.AWAIT_APPROVAL)
+_GATED = (Stage.OPEN_WORK_ITEM, Stage.PLAN_CHANGE, Stage.OPEN_MERGE_REQUEST, Stage.PROMOTE, Stage.AWAIT_APPROVAL)
 
 
 def _inconsistent(what: str) -> ApplicationError:
@@ -219,7 +224,10 @@ class RemediationWorkflow:
             Stage.PLAN_CHANGE: self._plan_change,
             Stage.OPEN_MERGE_REQUEST: self._open_merge_request,
             Stage.AWAIT_APPROVAL: self._await_approval,
+            Stage.AWAIT_BUILD: self._await_build,
+            Stage.PROMOTE: self._promote,
             Stage.AWAIT_DEPLOY: self._await_deploy,
+            Stage.AWAIT_ROLLOUT: self._await_rollout,
             Stage.VERIFY: self._verify,
             Stage.DECIDE: self._decide,
             Stage.CLOSE: self._close,
@@ -535,7 +543,7 @@ class RemediationWorkflow:
             if verdict.passed:
                 who = ", ".join(verdict.counted)
                 self._note(f"approved by {who} at {s.head_sha[:12]}; merged as {(s.merge_sha or '?')[:12]}")
-                self._advance(Stage.AWAIT_DEPLOY)
+                self._after_merge(s.merge_sha or s.head_sha)
                 return True
             if s.state is MrState.MERGED and not self._merged_unapproved_noted:
                 self._merged_unapproved_noted = True
@@ -576,19 +584,139 @@ class RemediationWorkflow:
             await self._comment(text, "mr-closed", labels=["fixloop-mr-closed"])
             self._advance(Stage.DONE, Outcome.MR_CLOSED)
 
+    def _after_merge(self, merge_sha: str) -> None:
+        """The gate passed: a source change (``PlannedChange.delivery`` builds an image) goes to its build, the
+        apply of its merge is not a deploy (the tag that runs did not change); anything else to its deploy."""
+        d = self._delivery()
+        if self.state.revert is None and self._env() is None and d is not None and d.image is not None:
+            self.state.source_sha = merge_sha
+            self._advance(Stage.AWAIT_BUILD)
+        else:
+            self._advance(Stage.AWAIT_DEPLOY)
+
+    async def _await_build(self) -> None:
+        """Follow the pipeline of the merged source change until its image is in the registry (``gitlab.
+        build_state``): built -> the tag goes to the first environment (``PROMOTE``); a failed pipeline ends the loop
+        ``build_failed`` with a Jira comment naming the jobs that failed it; no pipeline or no image in time ends it
+        ``build_expired`` (the deploy stage's escalations)."""
+        d, sha = self._delivery(), self.state.source_sha
+        if d is None or d.image is None or sha is None:
+            raise _inconsistent("no image or merge commit to follow")
+        image, opts = d.image, self.inp.options
+        noted: set[str] = set()
+
+        async def poll() -> None:
+            self.state.build = await workflow.execute_activity_method(
+                BuildActivities.build_state,
+                BuildStateInput(scope=self.inp.scope, merge_sha=sha, image=image, current_tag=d.targets[0].current_tag),
+                **options.call(Call.EXTERNAL, f"read the pipeline of {sha[:12]}"),
+            )
+
+        def passed() -> bool:
+            b = self.state.build
+            if b is None:
+                return False
+            if b.state == "failed":
+                self._note(f"the build of {image.name} failed: {b.message}")
+                self._advance(Stage.DONE, Outcome.BUILD_FAILED)
+                return True
+            if b.state == "built":
+                self._note(f"CI built {image.image}:{b.tag} ({b.digest}) in pipeline {b.pipeline_id}")
+                self.state.environments, self.state.target = [], 0
+                self._advance(Stage.PROMOTE)
+                return True
+            if b.state not in noted:
+                noted.add(b.state)
+                self._note(f"build of {image.name}: {b.state} ({b.message})")
+            return False
+
+        self.state.build = None
+        await poll()
+        await self._wait(
+            poll, passed, opts.deploy_escalate_after, opts.deploy_max_escalations, "awaiting the build",
+            Outcome.BUILD_EXPIRED,
+        )  # fmt: skip
+        b = self.state.build
+        if self.state.outcome is Outcome.BUILD_FAILED and b is not None:
+            jobs = ", ".join(b.failed_jobs) or "none named"
+            more = (
+                f" (and {b.failed_jobs_count - len(b.failed_jobs)} more)"
+                if b.failed_jobs_count > len(b.failed_jobs)
+                else ""
+            )
+            await self._comment(
+                f"The pipeline {b.pipeline_id} of the merged change {sha[:12]} {b.status}: failed job(s) {jobs}{more}. "
+                f"{b.pipeline_url}\nNo new image of {image.image} was built, so nothing new runs; the merged source "
+                "change stays on the branch. fixloop stopped: fix the build, or revert the merge.",
+                "build-failed",
+                labels=["fixloop-build-failed"],
+            )
+
+    async def _promote(self) -> None:
+        """Open the merge request that sets the built tag in the current environment (``change.plan_promotion``,
+        then ``gitlab.open_merge_request``), gated like every write; an environment already running the tag goes
+        straight to its rollout check."""
+        d, b, i = self._delivery(), self.state.build, self.state.target
+        fix = self.state.merge_request
+        if d is None or b is None or b.tag is None or fix is None or self.state.source_sha is None:
+            raise _inconsistent("nothing built to promote")
+        target = d.targets[i]
+        env = EnvironmentState(name=target.name, tag=b.tag)
+        self.state.environments = [*self.state.environments[:i], env]
+        planned = await workflow.execute_activity_method(
+            PlanActivities.plan_promotion,
+            PlanPromotionInput(
+                scope=self.inp.scope,
+                work_item=self.inp.work_item,
+                delivery=d,
+                target=i,
+                tag=b.tag,
+                digest=b.digest,
+                source_sha=self.state.source_sha,
+                source_iid=fix.iid,
+                verdicts=[e.line()[:600] for e in self.state.environments[:i]],
+                jira_key=self._jira_key(),
+            ),
+            **options.call(Call.EXTERNAL, f"plan the tag change in {target.name}"),
+        )
+        if not planned.located:
+            self._note(f"{target.name}: {planned.reason}; checking its rollout")
+            self._advance(Stage.AWAIT_ROLLOUT)
+            return
+        ref = await workflow.execute_activity_method(
+            MergeRequestActivities.open_merge_request,
+            OpenMergeRequestInput(
+                scope=self.inp.scope, work_item=self.inp.work_item, change=planned, jira_key=self._jira_key()
+            ),
+            **options.call(Call.EXTERNAL, f"open the merge request for {target.name}"),
+        )
+        if ref.joined:
+            text = f"the tag line of {target.name} is changed by !{ref.iid} of another work item; fixloop stopped here"
+            self._note(text)
+            await self._comment(text, f"promotion-joined-{target.name}", labels=["fixloop-joined"])
+            self._advance(Stage.DONE, Outcome.JOINED)
+            return
+        env.merge_request = ref
+        self.state.mr_state, self.state.approvals_seen = None, {}
+        self._merged_unapproved_noted = False
+        self._set_attributes((options.SA_MERGE_REQUEST, ref.url))
+        verb = "deploys" if i == 0 else "promotes"
+        self._note(f"merge request !{ref.iid} {verb} {b.tag} to {target.name}: {ref.url}")
+        await self._link(ref.url, f"{target.name}: merge request !{ref.iid}", f"link the {target.name} merge request")
+        self._advance(Stage.AWAIT_APPROVAL)
+
     async def _await_deploy(self) -> None:
         s = self.state.mr_state
         if s is None:
             raise _inconsistent("no merge request state")
         merge_sha = s.merge_sha or s.head_sha
         opts = self.inp.options
+        kustomization = self._kustomization()
 
         async def poll() -> None:
             self.state.deploy = await workflow.execute_activity_method(
                 DeployActivities.deploy_state,
-                DeployStateInput(
-                    scope=self.inp.scope, merge_sha=merge_sha, kustomization=self._verification().kustomization
-                ),
+                DeployStateInput(scope=self.inp.scope, merge_sha=merge_sha, kustomization=kustomization),
                 **options.call(Call.EXTERNAL, "poll the Kustomization"),
             )
 
@@ -601,12 +729,19 @@ class RemediationWorkflow:
                 self._advance(Stage.DONE, Outcome.DEPLOY_FAILED)
                 return True
             if d.applied:
-                self._note(f"applied by Flux: {d.revision or merge_sha}")
+                target = self._target()
+                where = f" ({target.name}, {kustomization})" if target is not None and kustomization else ""
+                self._note(f"applied by Flux{where}: {d.revision or merge_sha}")
                 if self.state.revert is not None:
                     self._advance(Stage.CLOSE)
+                    return True
+                env = self._env_here()
+                if env is not None:
+                    env.revision = d.revision
+                if self._rollout_checked():
+                    self._advance(Stage.AWAIT_ROLLOUT)
                 else:
-                    self.state.deployed_at = workflow.now()
-                    self._advance(Stage.VERIFY)
+                    self._deployed()
                 return True
             return False
 
@@ -624,6 +759,84 @@ class RemediationWorkflow:
                 f"Flux could not apply {merge_sha[:12]}: {self.state.deploy.message if self.state.deploy else ''}",
                 "deploy-failed",
                 labels=["fixloop-deploy-failed"],
+            )
+
+    def _deployed(self) -> None:
+        """What runs now is the change: the verification's clock starts (monitors seen recovering before do not
+        count)."""
+        self.state.deployed_at = workflow.now()
+        self.state.recovered = []
+        env = self._env_here()
+        if env is not None:
+            env.deployed_at = self.state.deployed_at
+        self._advance(Stage.VERIFY)
+
+    async def _await_rollout(self) -> None:
+        """Poll the workload's rollout in the environment (``kubernetes.rollout_state``) until it is complete: every
+        replica updated, ready and available, the pod template on the built image, no container crash-looping or
+        restarting between two reads (``fixloop.core.rollout``). Stuck (or still not complete after the deploy
+        stage's escalations) ends the loop ``rollout_stuck`` with a Jira comment: a change that does not run is
+        never verified."""
+        d, target, env = self._delivery(), self._target(), self._env_here()
+        if d is None or target is None or env is None or d.workload is None:
+            raise _inconsistent("no workload to follow")
+        expected = d.reference(env.tag) if d.image is not None and env.tag else None
+        opts = self.inp.options
+        what = f"{d.workload} in {target.namespace} ({target.name})"
+
+        async def poll() -> None:
+            before = env.rollout.verdict.restarts if env.rollout is not None else {}
+            try:
+                env.rollout = await workflow.execute_activity_method(
+                    DeployActivities.rollout_state,
+                    RolloutStateInput(
+                        scope=self.inp.scope,
+                        namespace=target.namespace,
+                        name=d.workload,
+                        expected_image=expected,
+                        previous_restarts=dict(list(before.items())[:200]),
+                    ),
+                    **options.call(Call.EXTERNAL, f"read the rollout of {what}"),
+                )
+            except ActivityError as e:
+                cause = e.cause.message if isinstance(e.cause, ApplicationError) else str(e)
+                self._note(f"the rollout of {what} cannot be read: {clean(cause, 500)}")
+                self._advance(Stage.DONE, Outcome.ROLLOUT_STUCK)
+
+        def passed() -> bool:
+            if self.state.stage is not Stage.AWAIT_ROLLOUT:
+                return True
+            r = env.rollout
+            if r is None:
+                return False
+            v = r.verdict
+            if v.state is Rollout.COMPLETE:
+                images = ", ".join(v.images[:3])
+                self._note(f"rollout of {what} complete: {v.ready}/{v.replicas} ready on {images}")
+                self._deployed()
+                return True
+            if v.state is Rollout.STUCK:
+                self._note(f"rollout of {what} is stuck: {'; '.join(v.reasons[:3])}")
+                self._advance(Stage.DONE, Outcome.ROLLOUT_STUCK)
+                return True
+            return False
+
+        env.rollout = None
+        await poll()
+        await self._wait(
+            poll, passed, opts.deploy_escalate_after, opts.deploy_max_escalations, "awaiting the rollout",
+            Outcome.ROLLOUT_STUCK,
+        )  # fmt: skip
+        if self.state.outcome is Outcome.ROLLOUT_STUCK:
+            v = env.rollout.verdict if env.rollout is not None else None
+            reasons = "\n".join(f"- {r}" for r in (v.reasons if v else [])[:12]) or "- the rollout could not be read"
+            figures = f" ({v.ready}/{v.replicas} ready, {v.updated} updated)" if v else ""
+            await self._comment(
+                f"The rollout of {what}{figures} did not complete, so the change is not running and was not "
+                f"verified:\n{reasons}\nA human decides: fix the workload, or revert the merge "
+                f"{'!' + str(env.merge_request.iid) if env.merge_request else ''}.",
+                f"rollout-stuck-{target.name}",
+                labels=["fixloop-rollout-stuck"],
             )
 
     async def _tell_intake_fixing(self, open_: bool) -> None:
@@ -694,8 +907,10 @@ class RemediationWorkflow:
         durable timer), then judge: baseline window before the deploy against the window after it."""
         if self.state.deployed_at is None:
             raise _inconsistent("no deploy time")
-        await self._tell_intake()
-        policy = self._verification()
+        last = self._last_target()
+        if last:
+            await self._tell_intake()
+        policy = self._verification_here()
         ready_at = self.state.deployed_at + policy.window + self.inp.options.verify_delay
         if workflow.now() < ready_at:
             self._note(f"verifying after {ready_at.isoformat(timespec='seconds')} ({policy.window} window)")
@@ -710,13 +925,17 @@ class RemediationWorkflow:
                 deployed_at=self.state.deployed_at,
                 policy=policy,
                 service=self._service(),
-                monitor_ids=self._monitor_ids(),
+                monitor_ids=self._monitor_ids() if last else [],  # the alerts are the last environment's
                 recovered=bool(self.state.recovered),
             ),
             **options.call(Call.VERIFY, "judge the deploy"),
         )
         self.state.verdict = verdict
-        self._note(f"verdict {verdict.result.value}: {verdict.summary}")
+        env = self._env_here()
+        if env is not None:
+            env.verdict = verdict
+        where = f" in {env.name}" if env is not None else ""
+        self._note(f"verdict{where} {verdict.result.value}: {verdict.summary}")
         if verdict.result in (VerdictResult.PASS, VerdictResult.FAIL):
             self._advance(Stage.CLOSE)
             return
@@ -791,6 +1010,11 @@ class RemediationWorkflow:
             self._advance(Stage.DONE, Outcome.REVERTED)
             return
         mr = self.state.merge_request
+        if self._passed_verification() and self._next_target():
+            await self._promote_next(evidence)
+            return
+        if len(self.state.environments) > 1:
+            evidence += "\nEnvironments:\n" + "\n".join(f"- {e.line()}" for e in self.state.environments)
         if self._passed_verification():
             if self.state.issue:
                 await workflow.execute_activity_method(
@@ -806,7 +1030,10 @@ class RemediationWorkflow:
         # fail: the evidence on Jira, the issue reopened, and a revert of exactly the merge commit, gated again
         s = self.state.mr_state
         merge_sha = (s.merge_sha or s.head_sha) if s else None
-        if mr is None or merge_sha is None:
+        here = self._env_here()
+        gated = here.merge_request if here is not None and here.merge_request is not None else mr
+        also = [self.state.source_sha] if gated is not mr and self.state.source_sha else []
+        if gated is None or merge_sha is None:
             raise _inconsistent("a failed verdict without a merged merge request")
         await self._comment(
             f"Verification failed after the deploy of {merge_sha[:12]}; fixloop opens a revert merge request.\n"
@@ -820,9 +1047,10 @@ class RemediationWorkflow:
             OpenRevertInput(
                 scope=self.inp.scope,
                 work_item=self.inp.work_item,
-                original=mr,
+                original=gated,
                 merge_sha=merge_sha,
-                reason=f"verification failed ({verdict.summary})"[:2_000],
+                also=also,
+                reason=(f"verification failed{' in ' + here.name if here else ''} ({verdict.summary})")[:2_000],
                 evidence=[line[:300] for line in verdict.evidence[:50]],
                 jira_key=self._jira_key(),
             ),
@@ -956,6 +1184,10 @@ class RemediationWorkflow:
                     continue  # past the gate, or another merge request (e.g. the fix's once the revert is gated)
                 self.state.wakes += 1
                 self._woken += 1
+            elif isinstance(e, DeployEvent) and self._delivery() is not None:
+                # a hint: which Kustomization sent it is not said, and several apply the same revision: read ours
+                if self.state.stage is Stage.AWAIT_DEPLOY:
+                    self._woken += 1
             elif isinstance(e, DeployEvent):
                 s = self.state.mr_state
                 sha = (s.merge_sha or s.head_sha) if s else None
@@ -1029,8 +1261,86 @@ class RemediationWorkflow:
             self._note(f"Jira issue {self.state.issue.key} has no transition to {status!r}; left as it is")
 
     def _gate_mr(self) -> MergeRequestRef | None:
-        """The merge request the approval gate is about: the revert's once one is open, else the fix's."""
-        return self.state.revert or self.state.merge_request
+        """The merge request the approval gate is about: the revert's once one is open, else the current
+        environment's tag change once one is open, else the fix's."""
+        env = self._env()
+        return self.state.revert or (env.merge_request if env is not None else None) or self.state.merge_request
+
+    # --- the delivery: which environment, what runs there ----------------------------------------------------
+
+    def _delivery(self) -> Delivery | None:
+        plan = self.state.plan
+        return plan.delivery if plan is not None else None
+
+    def _target(self) -> Target | None:
+        d = self._delivery()
+        return d.targets[min(self.state.target, len(d.targets) - 1)] if d is not None else None
+
+    def _env(self) -> EnvironmentState | None:
+        """The current environment's record once it has one (a source change: from its promotion on)."""
+        envs = self.state.environments
+        return envs[self.state.target] if self.state.target < len(envs) else None
+
+    def _env_here(self) -> EnvironmentState | None:
+        """The current environment's record, made for a change followed in one environment (no build)."""
+        target = self._target()
+        if target is not None and self._env() is None and self.state.target == len(self.state.environments):
+            self.state.environments.append(EnvironmentState(name=target.name))
+        return self._env()
+
+    def _last_target(self) -> bool:
+        d = self._delivery()
+        return d is None or d.image is None or self.state.target >= len(d.targets) - 1
+
+    def _next_target(self) -> bool:
+        d = self._delivery()
+        return d is not None and d.image is not None and self.state.target + 1 < len(d.targets)
+
+    def _kustomization(self) -> str | None:
+        """The Flux Kustomization the deploy is read from: the environment's when ``fixloop.yaml`` declares them,
+        else the verification policy's."""
+        d, target = self._delivery(), self._target()
+        if d is not None and d.declared and target is not None:
+            return target.flux
+        return self._verification().kustomization
+
+    def _rollout_checked(self) -> bool:
+        """The rollout is read where ``fixloop.yaml`` declares the environments (where the workloads run is then
+        known) and the change has a workload."""
+        d = self._delivery()
+        return d is not None and d.declared and d.workload is not None
+
+    def _verification_here(self) -> VerificationPolicy:
+        """The verification policy in the current environment: with declared environments, its name is the Datadog
+        ``env``, its Flux Kustomization the one read, and its own ``window`` (soak time) when it sets one that holds
+        the policy's ``min_points`` intervals."""
+        policy, d, target = self._verification(), self._delivery(), self._target()
+        if d is not None and d.declared and target is not None:
+            update: dict[str, object] = {"env": target.name, "kustomization": target.flux}
+            if target.window is not None and target.window >= policy.interval * policy.min_points:
+                update["window"] = target.window
+            return policy.model_copy(update=update)
+        return policy
+
+    async def _promote_next(self, evidence: str) -> None:
+        """The current environment passed: say so (Jira, its merge request) and go on to the next one."""
+        env, d = self._env(), self._delivery()
+        if env is None or d is None:
+            raise _inconsistent("no environment to promote from")
+        nxt = d.targets[self.state.target + 1].name
+        await self._comment(
+            f"Verified in {env.name}: {env.line()}\n{evidence}\nfixloop promotes {env.tag} to {nxt}."[:32_000],
+            f"verified-{env.name}",
+            labels=[f"fixloop-verified-{env.name}"],
+        )
+        if env.merge_request is not None:
+            shown = "\n\n".join(markdown(line, 500) for line in evidence.splitlines())
+            await self._mr_note(
+                env.merge_request, f"fixloop verified this change in {env.name}.\n\n{shown}", f"verified-{env.name}"
+            )
+        self.state.target += 1
+        self.state.verdict, self.state.decision, self.state.deployed_at = None, None, None
+        self._advance(Stage.PROMOTE)
 
     def _verification(self) -> VerificationPolicy:
         plan = self.state.plan
@@ -1116,6 +1426,12 @@ class RemediationWorkflow:
             )
         if s.merge_request:
             lines.append(f"- MR: [!{s.merge_request.iid}]({s.merge_request.url})")
+        if s.build is not None and s.build.state in ("failed", "built"):
+            built = f"`{markdown(s.build.tag or '', 128)}`" if s.build.tag else markdown(s.build.message, 300)
+            lines.append(f"- build: {s.build.state} {built} ([pipeline {s.build.pipeline_id}]({s.build.pipeline_url}))")
+        for e in s.environments:
+            mr = f" [!{e.merge_request.iid}]({e.merge_request.url})" if e.merge_request else ""
+            lines.append(f"- {markdown(e.name, 63)}: {markdown(e.line().partition(': ')[2], 400)}{mr}")
         if s.escalations:
             lines.append(f"- escalations: {s.escalations}")
         if s.evidence:

@@ -85,6 +85,8 @@ MARKER = "fixloop-demo-state"
 SCOPE = "platform/gitops"
 TASK_QUEUE = "fixloop-demo"
 SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: flux-system/apps-production\n"
+# staging soaks 12 s (its monitors are not the alerts' ones); production verifies over the 24 s window
+STAGING_SOAK = "environments: [{name: staging, window: 12s}, production]"
 MONITOR_WINDOW_S = 20
 ATTACH_WINDOW_S = 20  # alerts this soon after a fixloop deploy of their service are its regression
 # A storm settles when no monitor has turned Alert for ``PersonChange.settle_s`` (a caller's monitor turns up to
@@ -171,16 +173,13 @@ class Loop:
     root_cause: str | None = None  # an incident's top candidate
     candidates: list[str] = field(default_factory=list)
     culprit: dict[str, Any] | None = None  # the top candidate's culprit change
+    gated: tuple[int, str] | None = None  # the merge request the loop's gate is about: (iid, url)
+    build: dict[str, Any] | None = None  # a source change's build: pipeline, status, tag, digest
+    environments: list[dict[str, Any]] = field(default_factory=list)  # per environment: tag, MR, rollout, verdict
 
     def gate(self) -> tuple[int, str] | None:
         """The merge request waiting at the human gate now: (iid, url), or None."""
-        if self.stage != "await_approval":
-            return None
-        if self.revert_iid is not None and self.revert:
-            return self.revert_iid, self.revert
-        if self.mr_iid is not None and self.mr:
-            return self.mr_iid, self.mr
-        return None
+        return self.gated if self.stage == "await_approval" else None
 
     def row(self) -> dict[str, Any]:
         return {
@@ -198,6 +197,8 @@ class Loop:
             "root_cause": self.root_cause,
             "candidates": self.candidates,
             "culprit": self.culprit,
+            "build": self.build,
+            "environments": self.environments,
         }
 
     def settled(self) -> bool:
@@ -428,10 +429,12 @@ class Demo:
         return reviewer_project(self.state_dir)
 
     def set_short_window(self) -> None:
-        """Commit a 24-second verification window to the repository's fixloop.yaml (as the platform team)."""
+        """Commit a 24-second verification window (12 s in staging) to the repository's fixloop.yaml (as the platform
+        team)."""
         project = self.reviewer()
         policy = project.files.get("fixloop.yaml", ref="main").decode().decode()
         head, _, _ = policy.partition("verification:")
+        head = head.replace("environments: [staging, production]", STAGING_SOAK)
         project.commits.create(
             {
                 "branch": "main",
@@ -597,6 +600,16 @@ class Demo:
                 loop.revert, loop.revert_iid = state.revert.url, state.revert.iid
             if state.verdict:
                 loop.verdict, loop.summary = state.verdict.result.value, state.verdict.summary
+            here = state.environments[state.target] if state.target < len(state.environments) else None
+            gated = state.revert or (here.merge_request if here is not None else None) or state.merge_request
+            loop.gated = (gated.iid, gated.url) if gated is not None else None
+            if state.build is not None:
+                b = state.build
+                loop.build = {"pipeline": b.pipeline_id, "status": b.status, "tag": b.tag, "digest": b.digest}
+            loop.environments = [environment_row(e) for e in state.environments]
+            final = [e for e in state.environments if e.verdict is not None]
+            if final and final[-1].verdict is not None and state.verdict is None:
+                loop.verdict, loop.summary = final[-1].verdict.result.value, final[-1].verdict.summary
             loop.alerts = len(state.alerts)
             if loop.kind is None:
                 await self._read_work_item(loop)
@@ -628,6 +641,8 @@ class Demo:
             t.add_column(col)
         for loop in sorted(self.loops.values(), key=lambda x: x.title):
             mr = f"!{loop.mr_iid}" if loop.mr_iid else ""
+            for env in loop.environments:
+                mr += f" {env['name']}" + (f" !{env['merge_request_iid']}" if env.get("merge_request_iid") else "")
             if loop.revert_iid:
                 mr += f" (revert !{loop.revert_iid})"
             t.add_row(
@@ -759,6 +774,22 @@ async def ask_in_thread(ask: Callable[[str], str], prompt: str) -> str:
 
     threading.Thread(target=run, name="demo-prompt", daemon=True).start()
     return await future
+
+
+def environment_row(env: Any) -> dict[str, Any]:
+    """One environment of a loop's delivery (``EnvironmentState``) for the summary."""
+    verdict, rollout = env.verdict, env.rollout
+    return {
+        "name": env.name,
+        "tag": env.tag,
+        "merge_request": env.merge_request.url if env.merge_request else None,
+        "merge_request_iid": env.merge_request.iid if env.merge_request else None,
+        "revision": env.revision,
+        "rollout": rollout.verdict.state.value if rollout else None,
+        "ready": f"{rollout.verdict.ready}/{rollout.verdict.replicas}" if rollout else None,
+        "verdict": verdict.result.value if verdict else None,
+        "summary": verdict.summary if verdict else None,
+    }
 
 
 def culprit_row(investigation: Any, entity: str | None) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from fixloop.activities.build import BuildActivities
 from fixloop.activities.deploy import DeployActivities
 from fixloop.activities.investigate import InvestigateActivities
 from fixloop.activities.merge_request import MergeRequestActivities
@@ -106,11 +107,14 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
         jira_url = str(config.jira.url).rstrip("/") if config.jira is not None else None
         change = PlanActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm, datadog=config.datadog)
         g = MergeRequestActivities(config.gitlab)
-        out += [change.plan, change.plan_remediation, g.open_merge_request, g.merge_request_state, g.note]
+        out += [change.plan, change.plan_remediation, change.plan_promotion]
+        out += [g.open_merge_request, g.merge_request_state, g.note]
+        out.append(BuildActivities(config.gitlab, config.registry).build_state)
         out.append(g.delete_branch)
         out += [g.open_revert_merge_request, g.check_user]
     if config.flux is not None:
-        out.append(DeployActivities(config.flux, config.gitlab).deploy_state)
+        deploy = DeployActivities(config.flux, config.gitlab)
+        out += [deploy.deploy_state, deploy.rollout_state]
         if config.gitlab is not None:
             out.append(InvestigateActivities(config.gitlab, config.flux).culprit)
     if config.datadog is not None:

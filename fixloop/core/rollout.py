@@ -24,9 +24,12 @@ statefulset.md "Rolling Updates"), made stricter where a verification needs it:
   digest matches a template image pinned to that digest, or, for a template that names a tag only, when every
   selected pod's status of that container reports that digest in ``imageID`` (what the kubelet pulled).
 
-Pods being deleted (``metadata.deletionTimestamp`` set) are not read. Anything malformed is read as absent: this never
-raises (fuzzed), and an object that is neither a Deployment nor a StatefulSet is stuck, saying so. Reasons are in
-words and numbers, bounded in count (``MAX_REASONS``) and length; ``restarts`` holds at most ``MAX_CONTAINERS``
+Pods being deleted (``metadata.deletionTimestamp`` set) are not read, nor, for the crash and restart rules while old
+replicas remain (``status.replicas`` above ``updatedReplicas``), pods of an earlier template (a container named as the
+template's whose ``image``, ``env`` or ``resources`` differ: the old ReplicaSet's, which the rollout replaces; an
+OOM-killed pod that a memory change replaces is not the change's fault). Anything malformed is read as absent: this
+never raises (fuzzed), and an object that is neither a Deployment nor a StatefulSet is stuck, saying so. Reasons are
+in words and numbers, bounded in count (``MAX_REASONS``) and length; ``restarts`` holds at most ``MAX_CONTAINERS``
 entries.
 """
 
@@ -148,6 +151,23 @@ def image_matches(expected: str, template_image: str, pulled: list[str | None]) 
     return (want_tag or "latest") == (tag or "latest")
 
 
+_TEMPLATE_FIELDS = ("image", "env", "resources")
+
+
+def _runs_template(pod: dict[str, Any], containers: list[dict[str, Any]]) -> bool:
+    """Whether ``pod`` runs the template's ``containers``: each of its containers named like a template one has the
+    same ``image``, ``env`` and ``resources`` (what a rollout changes; the API server adds defaults elsewhere). A pod
+    that shows no containers is taken to run it."""
+    theirs = {_word(c.get("name"), 63): c for c in _items(_d(pod.get("spec")).get("containers"))}
+    if not theirs:
+        return True
+    for c in containers:
+        other = theirs.get(_word(c.get("name"), 63))
+        if other is not None and any(c.get(f) != other.get(f) for f in _TEMPLATE_FIELDS if f in c or f in other):
+            return False
+    return True
+
+
 def rollout(
     workload: dict[str, Any],
     pods: list[dict[str, Any]],
@@ -226,7 +246,10 @@ def rollout(
     previous = previous_restarts if isinstance(previous_restarts, dict) else {}
     restarts: dict[str, int] = {}
     pulled: dict[str, list[str | None]] = {}
+    old = [p for p in live if not _runs_template(p, containers)] if current > updated else []
     for pod in live:
+        if any(pod is o for o in old):
+            continue  # a pod of an earlier template: its crash loop is what the rollout replaces
         pod_name = _word(_d(pod.get("metadata")).get("name")) or "?"
         pod_status = _d(pod.get("status"))
         for cs in _items(pod_status.get("containerStatuses")):

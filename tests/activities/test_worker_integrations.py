@@ -12,6 +12,7 @@ from fixloop.activities import investigate, verify
 from fixloop.activities import merge_request as gitlab
 from fixloop.activities import plan as change
 from fixloop.activities import work_item as jira
+from fixloop.activities.build import BUILD_STATE
 from fixloop.activities.triage import GROUP_SIGNALS
 from fixloop.app.worker import Integrations, activities
 from fixloop.core.config import ConfigError
@@ -59,6 +60,8 @@ def test_configured_systems_register_their_activities(clean_env: pytest.MonkeyPa
             jira.SET_STATUS,
             change.PLAN_CHANGE,
             change.PLAN_REMEDIATION,
+            change.PLAN_PROMOTION,
+            BUILD_STATE,
             gitlab.OPEN_MERGE_REQUEST,
             gitlab.MERGE_REQUEST_STATE,
             gitlab.NOTE,
@@ -90,7 +93,7 @@ def test_flux_and_datadog_register_the_deploy_and_verify_activities(clean_env: p
     clean_env.setenv("FIXLOOP_DATADOG_APP_KEY", "dd-app-secret")
     config = Integrations.from_env()
     assert config.flux is not None and config.datadog is not None and config.gitlab is None
-    assert names(activities(integrations=config)) == sorted([GROUP_SIGNALS, flux.DEPLOY_STATE, verify.JUDGE])
+    assert names(activities(integrations=config)) == sorted([GROUP_SIGNALS, flux.DEPLOY_STATE, flux.ROLLOUT_STATE, verify.JUDGE])
 
 
 def test_gitlab_and_flux_register_the_culprit_activity(clean_env: pytest.MonkeyPatch) -> None:

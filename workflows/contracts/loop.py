@@ -14,7 +14,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from fixloop.core.culprit import AppliedRevision
 from fixloop.core.gate import Approval, MergeRequestState, MrState
 from fixloop.core.models import Signal, WorkItem
-from fixloop.workflows.contracts.deploy import DeployState
+from fixloop.workflows.contracts.build import BuildState
+from fixloop.workflows.contracts.deploy import DeployState, RolloutState
 from fixloop.workflows.contracts.investigate import CulpritOutput
 from fixloop.workflows.contracts.merge_request import MergeRequestRef
 from fixloop.workflows.contracts.plan import PlannedChange
@@ -34,7 +35,10 @@ class Stage(StrEnum):
     PLAN_CHANGE = "plan_change"
     OPEN_MERGE_REQUEST = "open_merge_request"
     AWAIT_APPROVAL = "await_approval"
+    AWAIT_BUILD = "await_build"  # a source change: its pipeline, then its image in the registry
+    PROMOTE = "promote"  # the built tag into the next environment (a merge request, gated)
     AWAIT_DEPLOY = "await_deploy"
+    AWAIT_ROLLOUT = "await_rollout"  # the workload runs the change: rollout complete, no crash loop
     VERIFY = "verify"
     DECIDE = "decide"  # marginal or no data: a human decides (update ``decide``)
     CLOSE = "close"
@@ -56,6 +60,9 @@ class Outcome(StrEnum):
     DEPLOY_FAILED = "deploy_failed"
     DEPLOY_EXPIRED = "deploy_expired"
     JOINED = "joined"  # an open fixloop MR of another work item already changes these lines: recorded, not doubled
+    BUILD_FAILED = "build_failed"  # the pipeline of the merged source change failed: nothing new runs
+    BUILD_EXPIRED = "build_expired"  # no pipeline, or no image in the registry, in time
+    ROLLOUT_STUCK = "rollout_stuck"  # the rollout stalled (not all replicas ready, a crash loop): never verified
 
 
 class LoopOptions(BaseModel):
@@ -99,6 +106,32 @@ class Decision(BaseModel):
     reason: str = Field(default="", max_length=1_000)
 
 
+class EnvironmentState(BaseModel):
+    """What happened in one environment of the change's delivery (``PlannedChange.delivery.targets``, same order):
+    the tag set there and the merge request that set it (None: the change's own merge request), the revision Flux
+    applied, the rollout's last verdict, the verification's verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=63)
+    tag: str | None = Field(default=None, max_length=128)
+    merge_request: MergeRequestRef | None = None
+    revision: str | None = Field(default=None, max_length=300)
+    rollout: RolloutState | None = None
+    deployed_at: AwareDatetime | None = None
+    verdict: Verdict | None = None
+
+    def line(self) -> str:
+        """One line for Jira, the MR and the UI: ``staging: pass (error rate ...); catalog 1.4.3, rollout complete``."""
+        what = f"{self.verdict.result.value} ({self.verdict.summary})" if self.verdict else "not verified"
+        bits = [f"tag {self.tag}"] if self.tag else []
+        if self.merge_request is not None:
+            bits.append(f"!{self.merge_request.iid}")
+        if self.rollout is not None:
+            bits.append(f"rollout {self.rollout.verdict.state.value}")
+        return f"{self.name}: {what}" + (f"; {', '.join(bits)}" if bits else "")
+
+
 class LoopState(BaseModel):
     """Everything the loop knows; the ``status`` query's answer and the continue-as-new carry."""
 
@@ -125,6 +158,10 @@ class LoopState(BaseModel):
         default_factory=list, max_length=RECOVERED_ALERTS_MAX
     )  # an incident's alerts that recovered
     revert: MergeRequestRef | None = None  # the revert merge request of a failed verdict (gated again)
+    source_sha: str | None = None  # the merge commit of a source change (what CI builds the image from)
+    build: BuildState | None = None  # a source change's build, as last read
+    environments: list[EnvironmentState] = Field(default_factory=list, max_length=10)  # the delivery's, so far
+    target: int = 0  # the index of the environment being delivered to (``PlannedChange.delivery.targets``)
     reverted_sha: str | None = None  # the merge commit it reverts
     waiting_since: AwareDatetime | None = None
     escalations: int = 0

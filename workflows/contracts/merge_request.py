@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.core.models import WorkItem
@@ -89,3 +91,6 @@ class OpenRevertInput(BaseModel):
     reason: str = Field(max_length=2_000)
     evidence: list[str] = Field(default_factory=list, max_length=50)
     jira_key: str | None = None
+    # earlier merge commits reverted in the same merge request after ``merge_sha``, newest first (a promoted
+    # image's: the source change behind the tag change), each against its first parent
+    also: list[Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]] = Field(default_factory=list, max_length=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fixloop.core.change.images import Delivery
 from fixloop.core.change.ops import IncidentOperation, Operation
 from fixloop.core.models import Signal, WorkItem
 from fixloop.core.verification import VerificationPolicy
@@ -62,3 +63,25 @@ class PlannedChange(BaseModel):
     service: str | None = None  # the one service its edited paths belong to (``service_of_paths``), if any
     action: str | None = None  # an incident's remediation (``fixloop.core.remediation.Action``), None for a fix
     remedies: list[IncidentOperation] = Field(default_factory=list, max_length=1)  # an incident's typed operation
+    # how the merged change reaches what runs (fixloop.yaml ``images:``/``environments:``): None for a change the
+    # chain cannot follow (it builds several images): then the apply of the merge is taken as its deploy
+    delivery: Delivery | None = None
+
+
+class PlanPromotionInput(BaseModel):
+    """Input of ``change.plan_promotion``: the merge request that sets the tag CI built (``tag``, its ``digest``)
+    from ``source_sha`` (the merge commit of ``source`` !iid, the fix) in ``delivery.targets[target]``; ``verdicts``:
+    one line per environment verified before (for the description)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    work_item: WorkItem
+    delivery: Delivery
+    target: int = Field(ge=0, le=9)
+    tag: str = Field(min_length=1, max_length=128)
+    digest: str | None = Field(default=None, max_length=80)
+    source_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
+    source_iid: int
+    verdicts: list[str] = Field(default_factory=list, max_length=10)
+    jira_key: str | None = None

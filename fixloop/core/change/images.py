@@ -15,6 +15,7 @@ how that tag reaches the environments, and the environments in promotion order.
     environments:               # in promotion order (default: [production]); a name or a mapping
       - staging                 # kustomization: apps/staging/kustomization.yaml, flux: flux-system/apps-staging
       - {name: production, kustomization: apps/production/kustomization.yaml, flux: flux-system/apps-production}
+                                # window: its own verification window (soak time; default verification.window)
 
 Each environment's Kustomization file holds the tag that runs there (``images: [{name: <image>, newTag: ...}]``,
 kustomize's images transformer); ``set_tag`` edits it in place, keeping the rest of the file. A change to files
@@ -24,16 +25,20 @@ outside every ``source`` (a manifest, a tag bump) builds nothing (``image_for_pa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
 
 from fixloop.core.change.edit import YamlChange, edit_yaml_values, image_site, image_tag
 from fixloop.core.change.ops import PolicyViolation, check_path
+from fixloop.core.verification import parse_duration
 
 TagRule = Literal["semver-patch", "sha", "pipeline"]
-Delivery = Literal["merge-request", "flux-image-automation"]
+DeliveryMode = Literal["merge-request", "flux-image-automation"]
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 # A repository reference without tag or digest: ``[host[:port]/]path`` (distribution-spec name grammar, lower case).
 IMAGE_NAME = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]{1,5})?(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)+$"
@@ -61,7 +66,7 @@ class ImageSpec(BaseModel):
     source: str = Field(min_length=1, max_length=512)
     image: str = Field(min_length=1, max_length=255)
     tag: TagRule = "semver-patch"
-    delivery: Delivery = "merge-request"
+    delivery: DeliveryMode = "merge-request"
 
     @field_validator("source")
     @classmethod
@@ -93,6 +98,12 @@ class Environment(BaseModel):
     name: ImageKey
     kustomization: str = ""
     flux: str = Field(default="", max_length=253, pattern=r"^$|^[a-z0-9-]{1,63}/[a-z0-9.-]{1,253}$")
+    window: timedelta | None = Field(default=None, gt=timedelta(0), le=timedelta(hours=24))  # its soak time
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: object) -> object:
+        return parse_duration(value)
 
     @field_validator("kustomization")
     @classmethod
@@ -127,6 +138,7 @@ class ImageChain(BaseModel):
     environments: tuple[Environment, ...] = Field(
         default=(Environment(name="production"),), min_length=1, max_length=MAX_ENVIRONMENTS
     )
+    declared: bool = False  # ``environments:`` is in the file (its names are then the Datadog ``env`` tags)
 
     @model_validator(mode="after")
     def _distinct(self) -> ImageChain:
@@ -162,6 +174,7 @@ class ImageChain(BaseModel):
             if not isinstance(environments, list):
                 raise ValueError("environments: must be a list of names or {name, kustomization, flux} mappings")
             raw["environments"] = [{"name": e} if isinstance(e, str) else e for e in environments]
+            raw["declared"] = True
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
@@ -234,3 +247,94 @@ def set_tag(text: str, env: Environment, image: str, current: str, new: str) -> 
         return [YamlChange(found.document, found.where, current, new, found.label)]
 
     return edit_yaml_values(text, env.kustomization, find)
+
+
+class Target(BaseModel):
+    """One environment a change is followed into: ``name`` (the Datadog ``env`` tag its verification reads when the
+    environments are declared), ``kustomization`` (the repository file holding its tags), ``flux`` (the Flux
+    Kustomization ``namespace/name`` that applies it), ``namespace`` (where its workloads run: the file's
+    ``namespace:``, ``default`` when it sets none) and ``current_tag`` (the image's ``newTag`` there when the change was
+    planned; None for a change that builds no image)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ImageKey
+    kustomization: str = Field(max_length=512)
+    flux: str = Field(max_length=317)
+    namespace: str = Field(default="default", max_length=63, pattern=DNS_LABEL)
+    current_tag: str | None = Field(default=None, max_length=128)
+    window: timedelta | None = None  # the environment's verification window, when it sets its own
+
+
+class Delivery(BaseModel):
+    """How a merged change reaches what runs, as ``delivery_of`` plans it.
+
+    * ``image`` set (a change to an image's ``source``): CI builds the image from the merge commit, the new tag
+      goes into ``targets`` one after the other (``image.delivery``: a merge request per environment, or Flux's
+      image automation), each rolled out and verified before the next; ``targets`` are all the environments, in
+      promotion order.
+    * ``image`` None (a manifest change, a tag bump): nothing is built; ``targets`` is the one environment the change
+      is followed in: the one whose folder holds the changed files (``apps/<env>/...``), else the last one (a change
+      to shared manifests, ``apps/base``, reaches every environment at once; the last is where the alerts come from).
+
+    ``workload``: the Deployment whose rollout is checked (the image's name or the change's service; None: no rollout
+    check). ``declared``: ``fixloop.yaml`` lists ``environments:`` (then each target's name is its Datadog ``env``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: ImageSpec | None = None
+    workload: str | None = Field(default=None, max_length=253)
+    targets: tuple[Target, ...] = Field(min_length=1, max_length=MAX_ENVIRONMENTS)
+    declared: bool = False
+
+    def reference(self, tag: str) -> str:
+        """``<image>:<tag>``: what the rollout expects the pod template to run."""
+        if self.image is None:
+            raise ImageChainError("a change that builds no image has no image reference")
+        return f"{self.image.image}:{tag}"
+
+
+def _namespace(text: str | None) -> str:
+    try:
+        docs = list(YAML().load_all(text)) if text else []
+    except Exception:  # ruamel's errors: a file that is not YAML sets no namespace
+        return "default"
+    ns = docs[0].get("namespace") if docs and isinstance(docs[0], dict) else None
+    return ns if isinstance(ns, str) and re.fullmatch(DNS_LABEL, ns) else "default"
+
+
+def delivery_of(
+    chain: ImageChain,
+    paths: list[str] | tuple[str, ...],
+    read: Callable[[str], str | None],
+    service: str | None = None,
+) -> Delivery:
+    """The ``Delivery`` of a change to ``paths`` (repository paths) under ``chain``; ``read(path)`` answers a file's
+    text at the planned commit (None: absent); ``service``: the change's service (``fixloop.core.service``), the
+    workload of a manifest change. Raises ``ImageChainError`` when the change builds more than one image (one merge
+    request, one image: split it), or when an environment's file has no ``newTag`` for the built image."""
+    built = chain.image_for_paths(paths)
+    if len(built) > 1:
+        names = ", ".join(s.name for s in built[:5])
+        raise ImageChainError(f"the change builds {len(built)} images ({names}); fixloop follows one per change")
+
+    def target(env: Environment, image: ImageSpec | None) -> Target:
+        text = read(env.kustomization)
+        tag = None
+        if image is not None:
+            tag = current_tag(text, env, image.image) if text is not None else None
+            if tag is None:
+                raise ImageChainError(f"{env.kustomization} sets no newTag for {image.image}")
+        ns = _namespace(text)
+        return Target(
+            name=env.name, kustomization=env.kustomization, flux=env.flux, namespace=ns, current_tag=tag,
+            window=env.window,
+        )  # fmt: skip
+
+    if built:
+        spec = built[0]
+        targets = tuple(target(env, spec) for env in chain.environments)
+        return Delivery(image=spec, workload=spec.name, targets=targets, declared=chain.declared)
+    own = [e for e in chain.environments if any(p.startswith(e.kustomization.rsplit("/", 1)[0] + "/") for p in paths)]
+    env = own[0] if len(own) == 1 else chain.environments[-1]
+    return Delivery(workload=service, targets=(target(env, None),), declared=chain.declared)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
+from fixloop.core.change.images import Delivery
 from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
@@ -369,4 +370,92 @@ def render_incident(
         f"fixloop::{action}",
         f"severity::{item.severity.value}",
     ]
+    return MergeRequestText(title=title, description="\n".join(out) + "\n", labels=labels)
+
+
+def delivery_section(delivery: Delivery) -> list[str]:
+    """The ``### Delivery`` lines of a change's merge request: for a source change, the image CI builds and the
+    environments its tag goes through (in order, each rolled out and verified before the next); for a manifest
+    change, the environment it is followed in. Names are validated (DNS labels, image references) and still shown as
+    code spans."""
+    envs = " \u2192 ".join(code(t.name, 63) for t in delivery.targets)
+    if delivery.image is None:
+        where = delivery.targets[0]
+        return [
+            "### Delivery",
+            f"Nothing is built: Flux ({code(where.flux, 120)}) applies this merge in {code(where.name, 63)}, where "
+            + (f"the rollout of {code(delivery.workload, 80)} must complete" if delivery.workload else "it is verified")
+            + " before verification.",
+            "",
+        ]
+    image = delivery.image
+    how = (
+        "fixloop opens a merge request setting the new tag, gated like this one"
+        if image.delivery == "merge-request"
+        else "Flux's image automation commits the new tag"
+    )
+    return [
+        "### Delivery",
+        f"This merge changes the source of {code(image.image, 255)}: CI builds it (tag rule {code(image.tag, 20)}), "
+        f"then per environment ({envs}) {how}; each must roll out and pass verification before the next. A failure "
+        "reverts there and goes no further.",
+        "",
+    ]
+
+
+def render_promotion(
+    item: WorkItem,
+    delivery: Delivery,
+    target: int,
+    tag: str,
+    current: str,
+    *,
+    digest: str | None,
+    source_sha: str,
+    source_iid: int,
+    verdicts: Sequence[str] = (),
+    window: str | None = None,
+    jira_key: str | None = None,
+) -> MergeRequestText:
+    """The merge request that sets ``tag`` (built by CI from ``source_sha``, the merge of !``source_iid``) for
+    ``delivery.image`` in ``delivery.targets[target]``'s Kustomization: a title naming the service, the tag and the
+    environment (``Deploy catalog 1.4.3 to staging``; ``Promote ...`` after the first), and a description with the
+    build, the environments verified before (``verdicts``, plain text), the verification and the rollback."""
+    image, env = delivery.image, delivery.targets[target]
+    if image is None:
+        raise ValueError("a change that builds no image is not promoted")
+    verb = "Deploy" if target == 0 else "Promote"
+    title = title_line(f"{verb} {image.name} {tag} to {env.name} ({item.title})")
+    out = [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]
+    if jira_key and re.fullmatch(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}", jira_key):
+        out += [f"Jira: {jira_key}", ""]
+    built = f" ({code(digest, 80)})" if digest else ""
+    out += [
+        "### Change",
+        f"- {code(env.kustomization, 200)}: {code(image.image, 255)} {code(current, 128)} \u2192 {code(tag, 128)}",
+        "",
+        "### Build",
+        f"CI built {code(image.image + ':' + tag, 300)}{built} from {code(source_sha[:12])}, the merge of "
+        f"!{source_iid}.",
+        "",
+    ]
+    if verdicts:
+        out += ["### Verified before", *[f"- {text(v, 600)}" for v in verdicts[:10]], ""]
+    nxt = delivery.targets[target + 1].name if target + 1 < len(delivery.targets) else None
+    out += [
+        "### Verification",
+        f"After Flux ({code(env.flux, 120)}) applies the merge, {code(delivery.workload or image.name, 80)} in "
+        f"{code(env.namespace, 63)} must roll out to {code(tag, 128)} (all replicas updated and ready, no crash loop), "
+        f"then its error rate and latency in {code(env.name, 63)} must not regress over "
+        f"{text(window or 'the verification window', 80)} against the same window before it."
+        + (f" A pass opens the promotion to {code(nxt, 63)}." if nxt else ""),
+        "",
+        "### Rollback",
+        text(f"A failed verification opens a merge request reverting this tag change and !{source_iid}.", 600),
+        "",
+        "_Planned by fixloop's image chain (fixloop.core.change.images, fixloop.yaml `images:` and `environments:`); "
+        "a human approves the head that is merged._",
+        "",
+    ]
+    labels = ["fixloop", f"fixloop::{item.kind.value}", "fixloop::promotion", f"environment::{env.name}"]
     return MergeRequestText(title=title, description="\n".join(out) + "\n", labels=labels)

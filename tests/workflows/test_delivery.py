@@ -1,0 +1,333 @@
+"""Deployed means running (RemediationWorkflow on the time-skipping test server): a merged source change is followed
+through its pipeline, the image in the registry, a tag merge request per environment (gated), Flux's apply, the
+workload's rollout (judged by ``fixloop.core.rollout`` on Kubernetes objects) and the verification there, staging
+before production. The stand-ins are ``tests/workflows/world.py``'s, with the build, promotion and rollout
+activities added under their real names."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity, workflow
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    from fixloop.activities import build as ci
+    from fixloop.activities import deploy as flux
+    from fixloop.activities import merge_request as gitlab
+    from fixloop.activities import plan as change
+    from fixloop.activities import verify
+    from fixloop.core.change.images import Delivery, ImageSpec, Target
+    from fixloop.core.change.ops import BumpWorkloadImage
+    from fixloop.core.gate import MergeRequestState, MrState
+    from fixloop.core.models import WorkItemKind
+    from fixloop.core.rollout import rollout
+    from fixloop.core.triage import triage_rules
+    from fixloop.core.verification import VerdictResult
+    from fixloop.workflows.contracts.build import BuildState, BuildStateInput
+    from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput, RolloutState, RolloutStateInput
+    from fixloop.workflows.contracts.loop import DeployEvent, LoopOptions, LoopState, Outcome, RemediationInput, Stage
+    from fixloop.workflows.contracts.merge_request import MergeRequestRef, MergeRequestStateInput, OpenMergeRequestInput
+    from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange, PlanPromotionInput
+    from fixloop.workflows.contracts.verify import JudgeInput, Verdict
+    from fixloop.workflows.remediation import RemediationWorkflow
+    from tests.conftest import signals
+    from tests.workflows.world import MERGE, World, approval
+
+SCOPE = "team/gitops"
+IMAGE = "registry.example/shop/catalog"
+DIGEST = "sha256:" + "4d" * 32
+ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
+STAGING, PRODUCTION = "flux-system/apps-staging", "flux-system/apps-production"
+DELIVERY = Delivery(
+    image=ImageSpec(name="catalog", source="services/catalog", image=IMAGE),
+    workload="catalog",
+    targets=(
+        Target(name="staging", kustomization="apps/staging/kustomization.yaml", flux=STAGING,
+               namespace="shop-staging", current_tag="1.4.2", window=timedelta(minutes=5)),
+        Target(name="production", kustomization="apps/production/kustomization.yaml", flux=PRODUCTION,
+               namespace="shop-production", current_tag="1.4.2"),
+    ),
+    declared=True,
+)  # fmt: skip
+IIDS = {"staging": 20, "production": 21}
+
+
+def deployment(replicas: int, ready: int, image: str, generation: int = 2) -> dict[str, Any]:
+    """An apps/v1 Deployment as the API serves it mid-rollout or after it (kube-controller-manager's counts)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "catalog", "namespace": "shop-staging", "generation": generation},
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "catalog", "image": image}]}},
+        },
+        "status": {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}],
+        },
+    }
+
+
+def pod(name: str, image: str, restarts: int = 0, waiting: str | None = None) -> dict[str, Any]:
+    state: dict[str, Any] = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "catalog", "image": image}]},
+        "status": {"containerStatuses": [{"name": "catalog", "restartCount": restarts, "state": state}]},
+    }
+
+
+@dataclass
+class Delivered(World):
+    """``World`` with a source change: the pipeline (running for ``build_polls`` reads, then ``build_result``), one
+    tag merge request per environment (merged and approved by alice at once), Flux applying every revision at once,
+    the rollout read from ``deployments`` (``environment -> [(Deployment, pods), ...]``, one per read, the last
+    repeating; default: complete at once), and per environment a verdict (``verdicts``)."""
+
+    build_polls: int = 1
+    build_result: str = "built"
+    deployments: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = field(default_factory=dict)
+    verdicts: dict[str, VerdictResult] = field(default_factory=dict)
+    builds: list[BuildStateInput] = field(default_factory=list)
+    promotions: list[PlanPromotionInput] = field(default_factory=list)
+    opened: list[OpenMergeRequestInput] = field(default_factory=list)
+    deploys: list[DeployStateInput] = field(default_factory=list)
+    rollouts: list[RolloutStateInput] = field(default_factory=list)
+
+    def activities(self) -> list:
+        return [*super().activities(), self.build_state, self.plan_promotion, self.rollout_state]
+
+    @activity.defn(name=change.PLAN_CHANGE)
+    async def plan(self, inp: PlanChangeInput) -> PlannedChange:
+        self.calls.append(change.PLAN_CHANGE)
+        return PlannedChange(
+            located=True,
+            branch=f"fixloop/{inp.work_item.id}",
+            operations=["services/catalog/Dockerfile: FROM alpine:3.9.4 -> alpine:3.9.6"],
+            service="catalog",
+            delivery=DELIVERY,
+        )
+
+    @activity.defn(name=ci.BUILD_STATE)
+    async def build_state(self, inp: BuildStateInput) -> BuildState:
+        self.calls.append(ci.BUILD_STATE)
+        self.builds.append(inp)
+        if len(self.builds) == 1 and self.deploy_events:  # Flux's notification of the source merge, via the gateway
+            handle = self.client.get_workflow_handle(activity.info().workflow_id)
+            for revision, ready in self.deploy_events:
+                await handle.signal("deploy_event", DeployEvent(revision=revision, ready=ready, message="from Flux"))
+        if len(self.builds) < self.build_polls:
+            return BuildState(state="running", pipeline_id=5, status="running")
+        if self.build_result == "failed":
+            return BuildState(
+                state="failed", pipeline_id=5, status="failed", failed_jobs=["build-catalog"], failed_jobs_count=1,
+                pipeline_url="https://gitlab.example.com/team/gitops/-/pipelines/5", message="pipeline 5 failed",
+            )  # fmt: skip
+        return BuildState(state="built", pipeline_id=5, status="success", tag="1.4.3", digest=DIGEST)
+
+    @activity.defn(name=change.PLAN_PROMOTION)
+    async def plan_promotion(self, inp: PlanPromotionInput) -> PlannedChange:
+        self.calls.append(change.PLAN_PROMOTION)
+        self.promotions.append(inp)
+        target = inp.delivery.targets[inp.target]
+        op = BumpWorkloadImage(path=target.kustomization, image=IMAGE, current="1.4.2", new=inp.tag)
+        return PlannedChange(
+            located=True,
+            branch=f"fixloop/{inp.work_item.id}/{target.name}",
+            operations=[op.describe()],
+            changes=[op],
+            service="catalog",
+            delivery=inp.delivery,
+        )
+
+    @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
+    async def open_merge_request(self, inp: OpenMergeRequestInput) -> MergeRequestRef:
+        self.calls.append(gitlab.OPEN_MERGE_REQUEST)
+        self.opened.append(inp)
+        env = (inp.change.branch or "").rsplit("/", 1)[-1]
+        iid = IIDS.get(env, 7)
+        return MergeRequestRef(
+            project=inp.scope,
+            iid=iid,
+            url=f"https://gitlab.example.com/{inp.scope}/-/merge_requests/{iid}",
+            branch=inp.change.branch or "?",
+            head_sha=f"{iid:x}".rjust(40, "a"),
+        )
+
+    @activity.defn(name=gitlab.MERGE_REQUEST_STATE)
+    async def merge_request_state(self, inp: MergeRequestStateInput) -> MergeRequestState:
+        if inp.iid in IIDS.values():  # a tag merge request: approved by alice at its head, merged
+            head = f"{inp.iid:x}".rjust(40, "a")
+            merged = f"{inp.iid:x}".rjust(40, "c")
+            return MergeRequestState(
+                state=MrState.MERGED, head_sha=head, merge_sha=merged, approvals=[approval("alice", sha=head)],
+                author="fixloop-bot", author_id=2, reset_approvals_on_push=True,
+            )  # fmt: skip
+        return await super().merge_request_state(inp)
+
+    @activity.defn(name=flux.DEPLOY_STATE)
+    async def deploy_state(self, inp: DeployStateInput) -> DeployState:
+        self.deploys.append(inp)
+        return DeployState(applied=True, revision=f"main@sha1:{inp.merge_sha}", kustomization=inp.kustomization)
+
+    @activity.defn(name=flux.ROLLOUT_STATE)
+    async def rollout_state(self, inp: RolloutStateInput) -> RolloutState:
+        self.rollouts.append(inp)
+        env = inp.namespace.removeprefix("shop-")
+        reads = self.deployments.get(env) or [(deployment(3, 3, inp.expected_image or IMAGE), [])]
+        n = sum(1 for r in self.rollouts if r.namespace == inp.namespace)
+        obj, pods = reads[min(n, len(reads)) - 1]
+        verdict = rollout(copy.deepcopy(obj), pods, inp.expected_image, inp.previous_restarts)
+        return RolloutState(workload=f"Deployment/{inp.namespace}/{inp.name}", verdict=verdict, pods=len(pods))
+
+    @activity.defn(name=verify.JUDGE)
+    async def judge(self, inp: JudgeInput) -> Verdict:
+        self.calls.append(verify.JUDGE)
+        self.judged.append(inp)
+        result = self.verdicts.get(inp.policy.env or "", self.verdict)
+        return Verdict(result=result, summary=f"{inp.policy.env}: error rate 0.4% -> 0.1%", env=inp.policy.env)
+
+
+async def _run(env: WorkflowEnvironment, task_queue: str, world: World, **options: object) -> LoopState:
+    item = next(w for w in triage_rules(signals(ALPINE)).work_items if w.kind is WorkItemKind.OS_REBUILD)
+    opts = LoopOptions(search_attributes=False, **options)
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
+    ):
+        return await env.client.execute_workflow(
+            RemediationWorkflow.run,
+            RemediationInput(scope=SCOPE, work_item=item, options=opts),
+            id=f"remediate/{SCOPE}/{item.id}/{uuid.uuid4().hex[:6]}",
+            task_queue=task_queue,
+        )
+
+
+async def test_staging_then_production_each_rolled_out_and_verified(env: WorkflowEnvironment, task_queue: str) -> None:
+    world = Delivered(merge_after_polls=1, approvals=[approval("alice")], build_polls=3)
+    state = await _run(env, task_queue, world, poll_interval=timedelta(minutes=1))
+
+    assert (state.stage, state.outcome) == (Stage.DONE, Outcome.VERIFIED)
+    # the source merge is built from its merge commit, the tag rule's base is what staging ran
+    assert [(b.merge_sha, b.current_tag) for b in world.builds] == [(MERGE, "1.4.2")] * 3
+    # one tag merge request per environment, in order, each after the previous environment passed
+    assert [(p.target, p.tag, p.digest, p.source_sha, p.source_iid) for p in world.promotions] == [
+        (0, "1.4.3", DIGEST, MERGE, 7), (1, "1.4.3", DIGEST, MERGE, 7),
+    ]  # fmt: skip
+    assert world.promotions[1].verdicts[0].startswith("staging: pass")
+    # Flux is read on each environment's Kustomization for its own merge, never for the source merge
+    assert [(d.kustomization, d.merge_sha[-2:]) for d in world.deploys] == [(STAGING, "14"), (PRODUCTION, "15")]
+    assert {(r.namespace, r.expected_image) for r in world.rollouts} == {
+        ("shop-staging", f"{IMAGE}:1.4.3"), ("shop-production", f"{IMAGE}:1.4.3"),
+    }  # fmt: skip
+    # each verification reads its environment; the alerts' monitors are production's only
+    assert [(j.policy.env, j.policy.kustomization, j.policy.window) for j in world.judged] == [
+        ("staging", STAGING, timedelta(minutes=5)),
+        ("production", PRODUCTION, timedelta(minutes=10)),
+    ]  # fmt: skip  (staging's own soak time, production the policy's window)
+    assert [e.name for e in state.environments] == ["staging", "production"]
+    assert all(e.verdict and e.verdict.result is VerdictResult.PASS for e in state.environments)
+    assert [e.merge_request.iid for e in state.environments if e.merge_request] == [20, 21]
+    assert [c.labels for c in world.comments] == [["fixloop-verified-staging"]]
+    (closed,) = world.closed
+    assert "Environments:\n- staging: pass" in closed.comment and "\n- production: pass" in closed.comment
+    assert [link.title for link in world.links] == [
+        "Merge request !7", "staging: merge request !20", "production: merge request !21",
+    ]  # fmt: skip
+
+
+async def test_a_failed_pipeline_ends_build_failed(env: WorkflowEnvironment, task_queue: str) -> None:
+    world = Delivered(merge_after_polls=1, approvals=[approval("alice")], build_result="failed")
+    state = await _run(env, task_queue, world)
+    assert state.outcome is Outcome.BUILD_FAILED
+    (comment,) = world.comments
+    assert comment.labels == ["fixloop-build-failed"] and "failed job(s) build-catalog" in comment.body
+    assert "pipelines/5" in comment.body
+    assert world.promotions == [] and world.deploys == [] and verify.JUDGE not in world.calls
+
+
+async def test_flux_applying_the_source_merge_alone_is_not_a_deploy(env: WorkflowEnvironment, task_queue: str) -> None:
+    """Flux would answer "applied" for the merged Dockerfile commit at once, and its events say so: the loop does not
+    ask, waits for the build (which never finishes here) and never verifies."""
+    world = Delivered(
+        merge_after_polls=1,
+        approvals=[approval("alice")],
+        build_polls=10**6,
+        deploy_events=[(f"main@sha1:{MERGE}", True)],
+    )
+    world.client = env.client
+    state = await _run(
+        env, task_queue, world, deploy_escalate_after=timedelta(hours=1), deploy_max_escalations=1,
+        poll_interval=timedelta(minutes=10),
+    )  # fmt: skip
+    assert state.outcome is Outcome.BUILD_EXPIRED
+    assert world.deploys == [] and verify.JUDGE not in world.calls and state.deployed_at is None
+    assert state.deploy is None and len(world.builds) > 1  # the event set nothing; the build was polled on
+    assert [c.labels for c in world.comments] == [["fixloop-stale-await-build"], ["fixloop-expired"]]
+
+
+async def test_two_of_three_ready_never_verifies_and_escalates(env: WorkflowEnvironment, task_queue: str) -> None:
+    staging = [(deployment(3, 2, f"{IMAGE}:1.4.3"), [pod(f"catalog-{i}", f"{IMAGE}:1.4.3") for i in range(3)])]
+    world = Delivered(merge_after_polls=1, approvals=[approval("alice")], deployments={"staging": staging})
+    state = await _run(
+        env, task_queue, world, deploy_escalate_after=timedelta(hours=1), deploy_max_escalations=1,
+        poll_interval=timedelta(minutes=10),
+    )  # fmt: skip
+    assert state.outcome is Outcome.ROLLOUT_STUCK
+    assert verify.JUDGE not in world.calls and len(world.promotions) == 1
+    assert [c.labels for c in world.comments] == [
+        ["fixloop-stale-await-rollout"], ["fixloop-expired"], ["fixloop-rollout-stuck"],
+    ]  # fmt: skip
+    assert "(2/3 ready, 3 updated)" in world.comments[-1].body
+    assert "2 of 3 replicas ready" in world.comments[-1].body
+
+
+async def test_a_crash_looping_container_is_stuck_at_once(env: WorkflowEnvironment, task_queue: str) -> None:
+    image = f"{IMAGE}:1.4.3"
+    pods = [pod("catalog-0", image), pod("catalog-1", image, restarts=4, waiting="CrashLoopBackOff")]
+    world = Delivered(
+        merge_after_polls=1, approvals=[approval("alice")], deployments={"staging": [(deployment(2, 2, image), pods)]}
+    )
+    state = await _run(env, task_queue, world)
+    assert state.outcome is Outcome.ROLLOUT_STUCK and verify.JUDGE not in world.calls
+    (comment,) = world.comments
+    assert "container catalog of pod catalog-1 waiting in CrashLoopBackOff after 4 restarts" in comment.body
+    assert state.environments[0].rollout and state.environments[0].rollout.verdict.state.value == "stuck"
+
+
+async def test_restarts_growing_between_two_reads_is_stuck(env: WorkflowEnvironment, task_queue: str) -> None:
+    image = f"{IMAGE}:1.4.3"
+    reads = [(deployment(1, 0, image), [pod("catalog-0", image, restarts=n)]) for n in (1, 2)]
+    world = Delivered(merge_after_polls=1, approvals=[approval("alice")], deployments={"staging": reads})
+    state = await _run(env, task_queue, world, poll_interval=timedelta(minutes=1))
+    assert state.outcome is Outcome.ROLLOUT_STUCK
+    assert world.rollouts[1].previous_restarts == {"catalog-0/catalog": 1}
+    assert "restarted 1 times since the last read (1 -> 2)" in world.comments[0].body
+
+
+async def test_a_staging_failure_reverts_there_and_never_reaches_production(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    world = Delivered(
+        merge_after_polls=1, approvals=[approval("alice")], verdicts={"staging": VerdictResult.FAIL},
+        revert_merge_after_polls=1,
+    )  # fmt: skip
+    state = await _run(env, task_queue, world)
+    assert state.outcome is Outcome.REVERTED
+    (revert,) = world.reverts
+    assert (revert.original.iid, revert.merge_sha[-2:], revert.also) == (20, "14", [MERGE])
+    assert "in staging" in revert.reason
+    assert [p.target for p in world.promotions] == [0]  # production's merge request never opened
+    assert [d.kustomization for d in world.deploys] == [STAGING, STAGING]  # the tag change, then its revert
+    assert [j.policy.env for j in world.judged] == ["staging"]
+    assert [e.name for e in state.environments] == ["staging"]
