@@ -22,6 +22,7 @@ from fixloop.sandbox.containers import spec_of
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
 from fixloop.sandbox.outbox import Outbox
 from fixloop.sandbox.registry import HOST, pushed, registry_store
+from fixloop.sandbox.repos import RepoError
 
 log = logging.getLogger(__name__)
 
@@ -375,12 +376,9 @@ class Flux:
             files: dict[str, str] = {}
             record = {svc: dict(c) for svc, c in workloads.items()}
             for svc in record:
-                commit = sources.get(svc)
-                built = snaps.get(commit) if commit else snap
-                if built is None and commit:
-                    built = snaps[commit] = Snapshot.from_repo(self.sb.repos, PROJECT, commit)
-                for path in (built or snap).listdir(f"services/{svc}"):
-                    files[path] = (built or snap).read(path).decode("utf-8", errors="replace")
+                built = self._built(snaps, sources.get(svc), snap)
+                for path in built.listdir(f"services/{svc}"):
+                    files[path] = built.read(path).decode("utf-8", errors="replace")
                 for path in snap.listdir(f"apps/base/{svc}"):
                     files[path] = snap.read(path).decode("utf-8", errors="replace")
                 dockerfile = files.get(f"services/{svc}/Dockerfile")
@@ -390,6 +388,19 @@ class Flux:
             self.sb.world.record_deploy(now, revision, record, files, specs, env=env, unpulled=unpulled)
         except Exception:
             log.exception("flux: recording the deploy of %s in the world failed (reconciliation goes on)", revision)
+
+    def _built(self, snaps: dict[str, Snapshot], commit: str | None, applied: Snapshot) -> Snapshot:
+        """The tree of ``commit`` (cached in ``snaps``), or ``applied`` when there is none or it is not in the
+        repository (a registry record of another repository's build: logged)."""
+        if not commit:
+            return applied
+        if commit not in snaps:
+            try:
+                snaps[commit] = Snapshot.from_repo(self.sb.repos, PROJECT, commit)
+            except RepoError:
+                log.warning("flux: the build commit %s is not in %s; reading the applied revision", commit, PROJECT)
+                snaps[commit] = applied
+        return snaps[commit]
 
     def _sources(
         self, key: str, workloads: dict[str, dict[str, str]], head: str
