@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from fixloop.integrations.errors import AuthError, Invalid, NotFound
 from fixloop.integrations.registry import (
@@ -251,3 +254,22 @@ def test_a_pushed_tag_serves_its_manifest_with_the_recorded_digest(start_sandbox
     assert headed.content == b"" and headed.headers["Docker-Content-Digest"] == record["digest"]
     index_only = httpx.get(f"{base}/v2/shop/catalog/manifests/1.4.2", headers=auth | {"Accept": OCI_INDEX})
     assert index_only.status_code == 404 and index_only.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+@hsettings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=80))
+def test_pushed_reads_any_reference_without_raising(tmp_path_factory: pytest.TempPathFactory, ref: str) -> None:
+    """``pushed`` (what the Flux stand-in asks for every rendered image): any text is a record or None, never an
+    error; only an exact ``registry.sandbox.local/<name>:<tag>`` (a digest suffix dropped) finds one."""
+    from fixloop.sandbox.registry import push_tag, pushed
+    from fixloop.sandbox.store import JsonStore
+
+    store = JsonStore(tmp_path_factory.mktemp("reg") / "registry.json")
+    with store.lock:
+        store.data.setdefault("pushed", {})
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    digest = push_tag(store, "registry.sandbox.local/shop/catalog", "1.4.3", when, source="a" * 40)
+    assert pushed(store, ref) is None or ref.partition("@")[0] == "registry.sandbox.local/shop/catalog:1.4.3"
+    found = pushed(store, "registry.sandbox.local/shop/catalog:1.4.3@sha256:" + "0" * 64)
+    assert found is not None and found["digest"] == digest and found["source"] == "a" * 40
+    assert pushed(store, "docker.io/shop/catalog:1.4.3") is None and pushed(store, "registry.sandbox.local/x") is None
