@@ -96,6 +96,12 @@ class SandboxConfig(BaseModel):
     ci_duration: float = Field(
         default=10.0, ge=0, le=3600, description="Seconds a CI pipeline runs before its build finishes (sandbox clock)."
     )
+    rollout_ready_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=600,
+        description="Seconds after a rollout's start until its new pods are Ready (sandbox clock).",
+    )
     registry_anonymous: bool = True  # the registry's token service gives anonymous pull tokens (as Docker Hub does)
     world_seed: int = 7  # the Datadog world model's noise seed
     monitor_window: float = Field(

@@ -5,8 +5,19 @@ A workload's **spec** is what the Flux stand-in records from the rendered Deploy
 ``spec.replicas`` and per container the ``env`` values and the ``resources`` quantities (Kubernetes quantity strings,
 ``256Mi``, ``100m``). An **epoch** is a span of time with one spec; its pods are ``<deployment>-<pod-template-hash>-
 <suffix>`` (10 and 5 characters of Kubernetes' safe alphabet, hashed from the pod template and the index), so a
-changed template (an env value, a limit) replaces the pods and resets their restart counts, while a replicas-only
-change keeps the pods it keeps.
+changed template (an image, an env value, a limit) replaces the pods and resets their restart counts, while a
+replicas-only change keeps the pods it keeps. Each environment (``env``: ``production``, ``staging``, the Flux
+Kustomization ``apps-<env>``'s name) has its own pods: the pod-template-hash is the template's (the same in every
+namespace, as Kubernetes hashes it), the pod suffix is hashed with the environment too.
+
+Rollout (a new template): the new ReplicaSet's pods are created at the apply and become Ready ``ready_s`` seconds
+later (``SandboxConfig.rollout_ready_s``, default 2 s: a readiness probe passing; pods of the seeded state were Ready
+all along); the old ReplicaSet's pods are deleted then (the whole new ReplicaSet is surged at once, as with
+``maxSurge: 100%``, whatever the strategy says). A scale-down deletes pods at once. A new template whose image cannot
+be pulled (``spec["pulls"]`` False: the sandbox registry lacks the tag) gets pods whose containers never start
+(``pull_error``: waiting in ErrImagePull / ImagePullBackOff, never Ready, no retry) and the old pods stay; a later
+template replaces both (a rollback to the old template keeps the old pods, as the Deployment scales its old
+ReplicaSet back up).
 
 Per container the working set it asks for is ``demand = BASE_WORKING_SET_MIB[service] + CACHE_SIZE_MB`` (MiB; the
 env value, 0 when unset). A new container starts at its base and fills its cache at ``FILL_MIB_PER_S``; when the
@@ -54,7 +65,9 @@ SEEDED_ENV = {  # the env values of the seeded Deployments (apps/base/<service>/
     "payments": {"LEGACY_API_URL": "http://legacy-api:80"},
     "inventory": {"DB_POOL_SIZE": "20"},
 }
+PRIMARY_ENV = "production"  # the environment the monitors watch and a spec without one belongs to
 NAMESPACE = "shop-production"  # the namespace apps/production deploys to (the default when a spec names none)
+IMAGE_PREFIX = "registry.sandbox.local/shop/"  # the seeded Deployments' images: <prefix><service>:<tag>
 CLUSTER = "sandbox"
 SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString's alphabet
 
@@ -88,8 +101,8 @@ def quantity(text: Any) -> float | None:
 
 def spec_of(deployment: dict[str, Any]) -> dict[str, Any]:
     """The parts of a rendered Deployment (its JSON) the world reads: ``{"namespace", "replicas", "containers":
-    {name: {"env": {name: value}, "limits": {resource: quantity}, "requests": {...}}}}`` (JSON-safe; ``replicas``
-    1 when unset, as the API server defaults it)."""
+    {name: {"image": reference, "env": {name: value}, "limits": {resource: quantity}, "requests": {...}}}}``
+    (JSON-safe; ``replicas`` 1 when unset, as the API server defaults it)."""
     spec = deployment.get("spec") if isinstance(deployment.get("spec"), dict) else {}
     pod = ((spec.get("template") or {}).get("spec") or {}) if isinstance(spec.get("template"), dict) else {}
     containers: dict[str, Any] = {}
@@ -103,6 +116,7 @@ def spec_of(deployment: dict[str, Any]) -> dict[str, Any]:
             if isinstance(e, dict) and e.get("name") and "value" in e
         }
         containers[str(c.get("name", "?"))] = {
+            "image": str(c.get("image", "")),
             "env": env,
             "limits": {str(k): str(v) for k, v in (res.get("limits") or {}).items()},
             "requests": {str(k): str(v) for k, v in (res.get("requests") or {}).items()},
@@ -115,12 +129,21 @@ def spec_of(deployment: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def default_spec(service: str) -> dict[str, Any]:
-    """The seeded ``apps/base/<service>/deployment.yaml`` as ``spec_of`` reads it (tests check they agree): taken
-    for a service whose deploys carry no spec."""
-    env = dict(SEEDED_ENV.get(service, {}))
-    resources = {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}}
-    return {"namespace": NAMESPACE, "replicas": 2, "containers": {service: {"env": env, **resources}}}
+def namespace_of(env: str) -> str:
+    """The namespace ``apps/<env>`` deploys to: ``shop-<env>``."""
+    return f"shop-{env}"
+
+
+def default_spec(service: str, env: str = PRIMARY_ENV) -> dict[str, Any]:
+    """The seeded ``apps/base/<service>/deployment.yaml`` as ``spec_of`` reads it (tests check they agree), in
+    ``env``'s namespace: taken for a service whose deploys carry no spec."""
+    container = {
+        "image": f"{IMAGE_PREFIX}{service}:latest",
+        "env": dict(SEEDED_ENV.get(service, {})),
+        "limits": {"cpu": "500m", "memory": "256Mi"},
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+    }
+    return {"namespace": namespace_of(env), "replicas": 2, "containers": {service: container}}
 
 
 def _safe(*key: object, n: int) -> str:
@@ -147,12 +170,16 @@ class Container:
     request_bytes: float | None
     cpu_limit: float | None = None  # cores
     cpu_request: float | None = None
+    env: str = PRIMARY_ENV
+    image: str = ""  # the pod template's image reference of this container
+    ready_at: float = -math.inf  # when its readiness probe first passes (epoch s)
+    pull_error: bool = False  # its image cannot be pulled: it never starts
 
     @property
     def tags(self) -> dict[str, str]:
         return {
             "service": self.service,
-            "env": "sandbox",
+            "env": self.env,
             "kube_cluster_name": CLUSTER,
             "kube_namespace": self.namespace,
             "kube_deployment": self.service,
@@ -176,7 +203,10 @@ class Container:
 
     def state(self, t: float) -> tuple[str, float, int, bool]:
         """At epoch second ``t`` (within the container's life): (``running``|``terminated``|``waiting``, working
-        set bytes (0 when not running), restart count, whether its last termination was an OOM kill)."""
+        set bytes (0 when not running), restart count, whether its last termination was an OOM kill); a container
+        whose image cannot be pulled is ``waiting`` all its life."""
+        if self.pull_error:
+            return "waiting", 0.0, 0, False
         if not self.ooms:
             if self.start == -math.inf:
                 return "running", self.demand_mib * MIB, 0, False
@@ -194,6 +224,15 @@ class Container:
             mib = min(self.limit_bytes / MIB, self.base_mib + FILL_MIB_PER_S * phase)
             return "running", mib * MIB, k, k > 0
         return ("terminated" if phase < up + TERMINATED_S else "waiting"), 0.0, k, True
+
+    def admitted(self, t: float) -> bool:
+        """Whether it is in its Service's endpoints' rotation at ``t``: its image pulled and its readiness probe
+        passed once (a later crash counts as a container down, not as one never admitted)."""
+        return not self.pull_error and t >= self.ready_at
+
+    def ready(self, t: float) -> bool:
+        """Whether it is Ready at ``t``: admitted and running."""
+        return self.admitted(t) and self.state(t)[0] == "running"
 
     def since(self, t: float) -> float:
         """When the state ``state(t)`` reports began (epoch s; the container's start for one that never OOMs, which
@@ -217,19 +256,28 @@ def samples(a: float, b: float) -> list[float]:
     return [a + (i + 0.5) * step for i in range(n)]
 
 
-def containers(service: str, epochs: list[tuple[float, dict[str, Any]]], seed: int) -> list[Container]:
-    """The containers of ``service`` given its spec epochs ``[(from epoch s, spec)]`` (sorted; the first is taken
-    to have run all along): a pod lives while its template hash and index stay in the spec."""
+def containers(
+    service: str,
+    epochs: list[tuple[float, dict[str, Any]]],
+    seed: int,
+    env: str = PRIMARY_ENV,
+    ready_s: float = 0.0,
+) -> list[Container]:
+    """The containers of ``service`` in ``env`` given its spec epochs ``[(from epoch s, spec)]`` (sorted; the first
+    is taken to have run all along, pulled and Ready): a pod lives while its template hash and index stay in the
+    spec; a replaced template's pods live until the new ones are Ready (``ready_s`` after their start), or on while
+    the new template cannot be pulled (``spec["pulls"]`` False; see the module docstring)."""
     out: list[Container] = []
     live: dict[tuple[str, int, str], Container] = {}
     for n, (at, spec) in enumerate(epochs):
         start = -math.inf if n == 0 else at
+        pulls = n == 0 or spec.get("pulls", True) is not False
         template = json.dumps(spec.get("containers", {}), sort_keys=True)
         rs_hash = _safe(seed, service, template, n=10)
         replicas = max(0, int(spec.get("replicas", 1)))
         wanted: dict[tuple[str, int, str], Container] = {}
         for i in range(replicas):
-            pod = f"{service}-{rs_hash}-{_safe(seed, service, rs_hash, i, n=5)}"
+            pod = f"{service}-{rs_hash}-{_safe(seed, env, service, rs_hash, i, n=5)}"
             for cname, c in spec.get("containers", {}).items():
                 key = (rs_hash, i, cname)
                 cache = quantity(c.get("env", {}).get(CACHE_ENV)) or 0.0
@@ -240,7 +288,7 @@ def containers(service: str, epochs: list[tuple[float, dict[str, Any]]], seed: i
                     name=cname,
                     pod=pod,
                     replica_set=f"{service}-{rs_hash}",
-                    namespace=str(spec.get("namespace") or NAMESPACE),
+                    namespace=str(spec.get("namespace") or namespace_of(env)),
                     index=i,
                     replicas=replicas,
                     start=prev.start if prev else start,
@@ -251,11 +299,22 @@ def containers(service: str, epochs: list[tuple[float, dict[str, Any]]], seed: i
                     request_bytes=quantity(c.get("requests", {}).get("memory")),
                     cpu_limit=quantity(c.get("limits", {}).get("cpu")),
                     cpu_request=quantity(c.get("requests", {}).get("cpu")),
+                    env=env,
+                    image=str(c.get("image", "")),
+                    ready_at=prev.ready_at if prev else (start + ready_s if start > -math.inf else -math.inf),
+                    pull_error=prev.pull_error if prev else not pulls,
                 )
+        carried: dict[tuple[str, int, str], Container] = {}
         for key, c in live.items():
-            if wanted.get(key) != c:
+            if wanted.get(key) == c:
+                continue
+            if key in wanted or c.pull_error or key[0] == rs_hash:  # the same pod re-recorded, never started, scaled
                 out.append(_ended(c, at))
-        live = {k: (live[k] if live.get(k) == c else c) for k, c in wanted.items()}
+            elif pulls:  # the old ReplicaSet's pod: deleted once the new pods are Ready
+                out.append(_ended(c, at + ready_s))
+            else:  # the new template cannot be pulled: the old pod keeps serving
+                carried[key] = c
+        live = {**carried, **{k: (live[k] if live.get(k) == c else c) for k, c in wanted.items()}}
     return out + list(live.values())
 
 

@@ -27,8 +27,13 @@
 The repositories are the Docker Hub official images the seeded GitOps repo builds from (``library/alpine``,
 ``library/debian``, ``library/node``, ``library/python``, ``library/golang``) with realistic tag sets (``TAGS``),
 generated from version ranges, plus the tags pushed to it (``push_tag``: the CI stand-in's builds of
-``registry.sandbox.local/<name>``, with their digests, in ``sb.store("registry")``; listed, their manifests not
-served yet); manifests are derived from the name and tag (deterministic digests). The issued tokens are in memory.
+``registry.sandbox.local/<name>``, each with its OCI image manifest, its digest and the commit it was built from, in
+``sb.store("registry")``). Docker Hub manifests are derived from the name and tag (deterministic digests); a pushed
+tag's manifest is a single-platform OCI image manifest (``application/vnd.oci.image.manifest.v1+json``, linux/amd64,
+one config and one layer descriptor, annotations ``org.opencontainers.image.revision`` = the source commit and
+``org.opencontainers.image.ref.name`` = the tag), served by tag and by digest when the ``Accept`` header takes that
+type (else 404 ``MANIFEST_UNKNOWN``), its ``Docker-Content-Digest`` the one ``push_tag`` recorded (the sha256 of the
+body). The issued tokens are in memory.
 """
 
 from __future__ import annotations
@@ -140,19 +145,60 @@ ERRORS = {
 
 
 def registry_store(sb: Any) -> JsonStore:
-    """The pushed tags: ``{"pushed": {name: {tag: {"digest": "sha256:...", "pushed_at": ISO 8601}}}}``."""
+    """The pushed tags: ``{"pushed": {name: {tag: {"digest": "sha256:...", "pushed_at": ISO 8601, "source": commit
+    sha, "manifest": the manifest's JSON text}}}}`` (an older state may lack ``source`` and ``manifest``)."""
     store = sb.store("registry")
     with store.lock:
         store.data.setdefault("pushed", {})
     return store
 
 
-def push_tag(store: JsonStore, image: str, tag: str, digest: str, when: datetime) -> None:
-    """Record ``image`` (``registry.sandbox.local/<name>``, no tag) ``tag`` with ``digest``, as ``docker push``."""
+def image_manifest(name: str, tag: str, source: str) -> bytes:
+    """The OCI image manifest of ``name:tag`` built from commit ``source`` (module docstring; deterministic)."""
+
+    def blob(kind: str) -> str:
+        return "sha256:" + hashlib.sha256(f"{name}:{tag}@{source}:{kind}".encode()).hexdigest()
+
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob("config"), "size": 1469},
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": blob("layer"),
+                "size": 3_000_000 + int(blob("size")[7:13], 16) % 1_000_000,
+            }
+        ],
+        "annotations": {"org.opencontainers.image.ref.name": tag, "org.opencontainers.image.revision": source},
+    }
+    return json.dumps(doc, indent=3).encode()
+
+
+def push_tag(store: JsonStore, image: str, tag: str, when: datetime, source: str) -> str:
+    """Record ``image`` (``registry.sandbox.local/<name>``, no tag) ``tag``, built from commit ``source``, as
+    ``docker push`` does: its manifest (``image_manifest``) and digest (the manifest's sha256), returned."""
     name = image.removeprefix(HOST + "/")
+    body = image_manifest(name, tag, source)
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    record = {"digest": digest, "pushed_at": when.isoformat(), "source": source, "manifest": body.decode()}
     with store.lock:
-        store.data["pushed"].setdefault(name, {})[tag] = {"digest": digest, "pushed_at": when.isoformat()}
+        store.data["pushed"].setdefault(name, {})[tag] = record
         store.save()
+    return digest
+
+
+def pushed(store: JsonStore, image: str) -> dict[str, Any] | None:
+    """The record of a pushed image reference ``registry.sandbox.local/<name>:<tag>`` (``registry_store``'s
+    shape), or None: another host, no tag, or a tag never pushed."""
+    if not image.startswith(HOST + "/"):
+        return None
+    name, sep, tag = image.removeprefix(HOST + "/").partition("@")[0].rpartition(":")
+    if not sep or "/" in tag:
+        return None
+    with store.lock:
+        found = store.data["pushed"].get(name, {}).get(tag)
+        return dict(found) if found else None
 
 
 class Registry:
@@ -338,13 +384,41 @@ def _manifests(name: str) -> dict[str, tuple[bytes, str]]:
     return out
 
 
+def _pushed_manifest(reg: Any, name: str, reference: str, accept: str) -> Response | None:
+    """The manifest of a pushed tag or its digest (module docstring); None when ``name`` has no pushed tag."""
+    reg.sb.bus.publish("registry.read", {"name": name})  # the CI stand-in pushes what is due first
+    store = registry_store(reg.sb)
+    with store.lock:
+        tags = {t: dict(r) for t, r in store.data["pushed"].get(name, {}).items()}
+    if not tags:
+        return None
+    record = tags.get(reference) or next((r for r in tags.values() if r.get("digest") == reference), None)
+    if record is None:
+        return _errors(404, "MANIFEST_UNKNOWN", "manifest unknown", {"name": name, "reference": reference})
+    if OCI_MANIFEST not in accept and "*/*" not in accept:
+        return _errors(404, "MANIFEST_UNKNOWN", "OCI manifest found, but accept header does not support OCI manifests")
+    tag = next(t for t, r in tags.items() if r is record or r == record)
+    body = (record.get("manifest") or "").encode() or image_manifest(name, tag, str(record.get("source") or ""))
+    headers = HEADERS | {
+        "Docker-Content-Digest": str(record["digest"]),
+        "Content-Type": OCI_MANIFEST,
+        "Content-Length": str(len(body)),
+    }
+    return Response(body, headers=headers, media_type=OCI_MANIFEST)
+
+
 @router.api_route("/v2/{name:path}/manifests/{reference}", methods=["GET", "HEAD"])
-def manifest(request: Request, name: str, reference: str) -> Response:
+def manifest(request: Request, name: str, reference: str, reg: Any = Depends(service)) -> Response:
     if not _NAME.match(name):
         return _errors(400, "NAME_INVALID", "invalid repository name", {"name": name})
-    if name not in TAGS:
-        return _errors(404, "NAME_UNKNOWN", "repository name not known to registry", {"name": name})
     accept = request.headers.get("accept", "")
+    if name not in TAGS:
+        served = _pushed_manifest(reg, name, reference, accept)
+        if served is None:
+            return _errors(404, "NAME_UNKNOWN", "repository name not known to registry", {"name": name})
+        if request.method == "HEAD" and served.status_code == 200:
+            return Response(b"", headers=dict(served.headers), media_type=served.media_type)
+        return served
     found = _manifests(name).get(reference)
     if found is None:
         wanted = OCI_INDEX if OCI_INDEX in accept else DOCKER_LIST if DOCKER_LIST in accept else None

@@ -57,7 +57,7 @@ def endpoints(sb) -> dict[str, str]:  # sb: fixloop.sandbox.app.Sandbox
         "FIXLOOP_DATADOG_HOST": sb.url("/datadog"),
         "FIXLOOP_DATADOG_API_KEY": c.datadog_api_key.get_secret_value(),
         "FIXLOOP_DATADOG_APP_KEY": c.datadog_app_key.get_secret_value(),
-        "FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV": "sandbox",  # the env tag of the seeded services
+        "FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV": "production",  # the env tag of the seeded production services
         "FIXLOOP_KUBE_API_URL": sb.url("/kube"),
         "FIXLOOP_KUBE_TOKEN": c.kube_token.get_secret_value(),
         "FIXLOOP_FLUX_HMAC_KEY": c.flux_hmac_key.get_secret_value(),

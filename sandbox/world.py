@@ -38,20 +38,29 @@ caller). So an inventory pool exhaustion turns the six monitors of inventory, ca
 inventory's first; payments and legacy-api stay ``OK``. The other breakages do not spread (their callers degrade
 gracefully), so that verifying a fix or a bump reads the changed service alone.
 
-The value of (service, metric) over the bucket ``[t, t + interval)`` is a pure function of ``config.world_seed``,
-the bucket and the deploy history: mean x daily load curve x the ``BREAKAGES`` effects active in the bucket
-(time-weighted when a deploy falls inside it) x ``1 + cv * z``, where ``z`` is a standard normal drawn from
-``blake2b(seed, service, metric, interval, bucket)`` and clipped to +-3. Coefficient of variation at 60 s buckets
-(``NOISE_CV``): hits 4 %, errors 10 %, p95 6 %; it shrinks as ``sqrt(60 / interval)`` for coarser buckets. Request
-rate follows a daily sinusoid of +-15 % (peak 15:00 UTC); p95 rises 15 % of that with load. Buckets later than
-``sb.clock()`` have no data; unknown services have no series at all.
+Environments: each environment (``production``, ``staging``: the Flux Kustomization ``apps-<env>``'s name) is a
+world of its own with the same services, traffic model and rules, its own deploy history and pods, and noise of its
+own. ``production`` always exists (the world before any deploy); another environment exists from its first recorded
+deploy (before it: no series, no pods).
 
-Deploys: the Flux stand-in calls ``record_deploy(at, revision, workloads, files)`` after each applied revision.
-A service's images (and the watched files, see ``watches``) are those of the latest deploy at or before ``t``;
-before the first deploy that names a service, its first recorded state is taken to have run all along (so the
-seeded repo's broken state shows in the history too; with no deploy recorded at all, every service is at its
-baseline). Rules read workload image references and the repo files ``watches`` names (``services/<svc>/Dockerfile``,
-``services/payments/requirements*.txt``, ``apps/base/inventory/deployment.yaml``). The history is persisted in
+The value of (service, metric) in an environment over the bucket ``[t, t + interval)`` is a pure function of
+``config.world_seed``, the environment, the bucket and its deploy history: mean x daily load curve x the
+``BREAKAGES`` effects active in the bucket (time-weighted when a deploy falls inside it) x ``1 + cv * z``, where ``z``
+is a standard normal drawn from ``blake2b(seed[, env], service, metric, interval, bucket)`` (the environment's name
+in the key for every environment but production, whose draws stay those of the single-environment world) and
+clipped to +-3. Coefficient of variation at 60 s buckets (``NOISE_CV``): hits 4 %, errors 10 %, p95 6 %; it shrinks
+as ``sqrt(60 / interval)`` for coarser buckets. Request rate follows a daily sinusoid of +-15 % (peak 15:00 UTC); p95
+rises 15 % of that with load. Buckets later than ``sb.clock()`` have no data; unknown services have no series at all.
+
+Deploys: the Flux stand-in calls ``record_deploy(at, revision, workloads, files, specs, env, unpulled)`` after each
+applied revision of each Kustomization that renders Deployments (``fixloop.sandbox.flux``: it passes the files the
+*running image* was built from, not the applied revision's ``services/`` folder). A service's images (and the watched
+files, see ``watches``) in an environment are those of its latest deploy at or before ``t`` (a deploy whose new pod
+template cannot be pulled, ``unpulled``, keeps the previous images); before the first deploy that names a service,
+its first recorded state is taken to have run all along (so the seeded repo's broken state shows in the history too;
+with no deploy recorded at all, every service is at its baseline). Rules read workload image references and the
+repo files ``watches`` names (``services/<svc>/Dockerfile``, ``services/payments/requirements*.txt``: the image's
+source; ``apps/base/inventory/deployment.yaml``: the applied manifests). The history is persisted in
 ``sb.store("world")``.
 
 Pods (``fixloop.sandbox.containers``): the Flux stand-in also records each rendered Deployment's ``spec.replicas``,
@@ -89,10 +98,12 @@ inventory 4 ms) shared by the running pods         x that share), errors unchang
                                                    replicas (``spec.replicas``) lower it
 =================================================  ===============================================================
 
-Kubernetes series (``kube_series``, Datadog's kubelet check names, per container, tagged ``service``, ``env:sandbox``,
-``kube_cluster_name:sandbox``, ``kube_namespace``, ``kube_deployment``, ``kube_replica_set``, ``kube_container_name``,
-``pod_name``; the state ones ``reason:oomkilled`` / ``reason:crashloopbackoff``): ``kubernetes.memory.usage`` (bytes,
-while running: the working set, 1 % noise, never above the limit), ``kubernetes.memory.limits`` /
+Kubernetes series (``kube_series``, Datadog's kubelet check names, per container, tagged ``service``,
+``env:<environment>``, ``kube_cluster_name:sandbox``, ``kube_namespace:shop-<environment>``, ``kube_deployment``,
+``kube_replica_set``, ``kube_container_name``, ``pod_name``; the state ones ``reason:oomkilled`` /
+``reason:crashloopbackoff``, ``reason:imagepullbackoff`` for a container whose image cannot be pulled):
+``kubernetes.memory.usage`` (bytes, while running: the working set, 1 % noise, never above the limit),
+``kubernetes.memory.limits`` /
 ``kubernetes.memory.requests`` (bytes), ``kubernetes.cpu.usage.total`` (nanocores, at most the limit),
 ``kubernetes.cpu.limits`` / ``kubernetes.cpu.requests`` (cores), ``kubernetes.cpu.cfs.periods`` (10 a second) and
 ``kubernetes.cpu.cfs.throttled.periods`` (of those, throttled), ``kubernetes.containers.restarts`` (the restart count),
@@ -102,11 +113,17 @@ termination was an OOM kill, else 0). The real agent sends the state metrics onl
 sends the 0s too, so that a healed workload's monitor reads ``OK``, not ``No Data``. A bucket's value is the
 rollup (avg, or the query's ``.rollup(max|min|sum)``) of samples at most 5 s apart, none later than ``sb.clock()``.
 
-Monitors (``MONITORS``): per service an error-rate and a p95-latency monitor, evaluated over the last 5 minutes at
-``sb.clock()`` (``SandboxConfig.monitor_window`` shortens that for demos: a monitor then recovers within seconds):
-above ``critical`` -> ``Alert``, above ``warning`` -> ``Warn``, else ``OK``; no points -> ``No Data``. And per
-service an OOM monitor (ids 41000101-41000105, "Containers OOMKilled on <service>"):
-``max(last_5m):sum:kubernetes.containers.last_state.terminated{service:<svc>,env:sandbox,reason:oomkilled} > 0``,
+Rollouts (``fixloop.sandbox.containers``, "Rollout"): a new pod template's pods become Ready
+``SandboxConfig.rollout_ready_s`` seconds (default 2) after the apply, the old ones are deleted then; only Ready
+containers serve (``Container.admitted``: the OOM, throttling and CPU shares count those); a template whose image
+cannot be pulled never serves, its old pods do. The error and latency effects of ``BREAKAGES`` switch at the apply.
+
+Monitors (``MONITORS``, production's: their queries say ``env:production``): per service an error-rate and a
+p95-latency monitor, evaluated over the last 5 minutes at ``sb.clock()`` (``SandboxConfig.monitor_window`` shortens
+that for demos: a monitor then recovers within seconds): above ``critical`` -> ``Alert``, above ``warning`` ->
+``Warn``, else ``OK``; no points -> ``No Data``. And per service an OOM monitor (ids 41000101-41000105,
+"Containers OOMKilled on <service>"):
+``max(last_5m):sum:kubernetes.containers.last_state.terminated{service:<svc>,env:production,reason:oomkilled} > 0``,
 ``Alert`` from the first OOM kill until a window after the last OOMKilled container was replaced.
 """
 
@@ -122,6 +139,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fixloop.sandbox import containers as kube
+from fixloop.sandbox.containers import PRIMARY_ENV
 
 METRICS = ("hits", "errors", "latency_p95")  # req/s, errors/s, milliseconds
 NOISE_CV = {"hits": 0.04, "errors": 0.10, "latency_p95": 0.06}  # at 60 s buckets
@@ -290,10 +308,11 @@ class MonitorDef:
     critical: float
     warning: float | None
     priority: int
+    env: str = PRIMARY_ENV  # the environment it watches (its query's env: term)
 
     @property
     def tags(self) -> list[str]:
-        return [f"service:{self.service}", "env:sandbox", "team:platform", "managed-by:fixloop-sandbox"]
+        return [f"service:{self.service}", f"env:{self.env}", "team:platform", "managed-by:fixloop-sandbox"]
 
 
 OOM_METRIC = "kubernetes.containers.last_state.terminated"
@@ -314,7 +333,7 @@ LATENCY_METRIC = "trace.http.request.duration.by.service.95p"
 def _monitors() -> tuple[MonitorDef, ...]:
     out = []
     for i, (svc, ((ec, ew), (lc, lw))) in enumerate(_THRESHOLDS.items()):
-        scope = f"{{service:{svc},env:sandbox}}"
+        scope = f"{{service:{svc},env:{PRIMARY_ENV}}}"
         errors = f"avg(last_5m):sum:{ERRORS_METRIC}{scope}.as_rate() > {ec}"
         latency = f"avg(last_5m):avg:{LATENCY_METRIC}{scope} > {lc}"
         mid = 41_000_001 + 2 * i
@@ -323,7 +342,7 @@ def _monitors() -> tuple[MonitorDef, ...]:
             MonitorDef(mid + 1, svc, "latency", f"High p95 latency on {svc}", latency, "latency_p95", 0.001, lc, lw, 3)
         )
     for i, svc in enumerate(_THRESHOLDS):
-        oom = f"max(last_5m):sum:{OOM_METRIC}{{service:{svc},env:sandbox,reason:oomkilled}} > 0"
+        oom = f"max(last_5m):sum:{OOM_METRIC}{{service:{svc},env:{PRIMARY_ENV},reason:oomkilled}} > 0"
         name = f"Containers OOMKilled on {svc}"
         out.append(MonitorDef(41_000_101 + i, svc, "oom", name, oom, OOM_METRIC, 1.0, 0.0, None, 2))
     return tuple(out)
@@ -414,7 +433,8 @@ def _gauss(*key: object) -> float:
 
 
 class World:
-    """The sandbox's services: metrics as a function of time and deploy history, and the monitors on them."""
+    """The sandbox's services: metrics as a function of time and each environment's deploy history, and the
+    monitors on them (production's)."""
 
     def __init__(self, sb: Any) -> None:
         self.sb = sb
@@ -422,8 +442,8 @@ class World:
         self.store = sb.store("world")
         with self.store.lock:
             self.store.data.setdefault("deploys", [])
-        self._timeline: dict[str, Step] | None = None
-        self._pods: dict[str, list[kube.Container]] | None = None
+        self._timeline: dict[str, dict[str, Step]] | None = None
+        self._pods: dict[str, dict[str, list[kube.Container]]] | None = None
 
     # -- deploys ------------------------------------------------------------------------------------------------
     def record_deploy(
@@ -433,25 +453,31 @@ class World:
         workloads: dict[str, dict[str, str]],
         files: dict[str, str] | None = None,
         specs: dict[str, dict[str, Any]] | None = None,
+        env: str = PRIMARY_ENV,
+        unpulled: dict[str, str] | None = None,
     ) -> None:
-        """Record that ``revision`` was applied at ``at``: ``workloads`` maps service -> {container: image ref};
-        ``files`` ({repo path: text}) is filtered to the paths ``watches`` accepts; ``specs`` maps service -> its
-        rendered Deployment as ``fixloop.sandbox.containers.spec_of`` reads it (replicas, env, resources; a service
-        without one keeps its previous spec, or the seeded one). Re-recording the same revision with the same
-        content is a no-op."""
+        """Record that ``revision`` was applied to environment ``env`` at ``at``: ``workloads`` maps service ->
+        {container: image ref}; ``files`` ({repo path: text}, what the running images were built from and the
+        applied manifests) is filtered to the paths ``watches`` accepts; ``specs`` maps service -> its rendered
+        Deployment as ``fixloop.sandbox.containers.spec_of`` reads it (replicas, env, resources; a service without
+        one keeps its previous spec, or the seeded one); ``unpulled`` maps service -> the image of its new pod
+        template that cannot be pulled (its old pods keep running: the world keeps its previous images). Re-recording
+        the same revision in the same environment with the same content is a no-op."""
         kept = {p: t for p, t in (files or {}).items() if watches(p)}
         entry = {
             "at": _epoch(at),
             "revision": revision,
+            "env": env,
             "workloads": {s: dict(c) for s, c in workloads.items()},
             "files": kept,
             "specs": {s: dict(v) for s, v in (specs or {}).items()},
+            "unpulled": dict(unpulled or {}),
         }
         with self.store.lock:
             deploys = self.store.data["deploys"]
-            same = [d for d in deploys if d["revision"] == revision]
+            same = [d for d in deploys if d["revision"] == revision and _env(d) == env]
             if same and all(same[-1].get(k) == entry[k] for k in ("workloads", "files")):
-                if same[-1].get("specs", {}) == entry["specs"]:
+                if same[-1].get("specs", {}) == entry["specs"] and same[-1].get("unpulled", {}) == entry["unpulled"]:
                     return
             deploys.append(entry)
             deploys.sort(key=lambda d: d["at"])
@@ -459,14 +485,21 @@ class World:
             self._timeline = None
             self._pods = None
 
-    def deploys(self) -> list[dict[str, Any]]:
+    def deploys(self, env: str | None = None) -> list[dict[str, Any]]:
+        """The recorded deploys, oldest first, of ``env`` (None: of every environment; an entry recorded without an
+        environment is production's)."""
         with self.store.lock:
-            return [dict(d) for d in self.store.data["deploys"]]
+            return [dict(d) for d in self.store.data["deploys"] if env is None or _env(d) == env]
 
-    def _build_timeline(self) -> dict[str, Step]:
+    def environments(self) -> list[str]:
+        """The environments with a recorded deploy, and production (the world before any deploy), sorted."""
+        with self.store.lock:
+            return sorted({_env(d) for d in self.store.data["deploys"]} | {PRIMARY_ENV})
+
+    def _build_timeline(self, env: str) -> dict[str, Step]:
         """service -> (change times, (error x, latency x) from each change on), its own effects and the shares its
-        callees spread to it; the first entry starts at -inf."""
-        own, spread = self._own_timelines()
+        callees (in the same environment) spread to it; the first entry starts at -inf."""
+        own, spread = self._own_timelines(env)
         felt: dict[str, Step] = {}
 
         def passed(callee: str, depth: int) -> list[Step]:
@@ -493,16 +526,18 @@ class World:
                 out[svc] = _product(parts)
         return out
 
-    def _own_timelines(self) -> tuple[dict[str, Step], dict[str, Step]]:
+    def _own_timelines(self, env: str) -> tuple[dict[str, Step], dict[str, Step]]:
         """Per service, the timeline of its own effects, and of its spreading ones only (``_build_timeline``)."""
         images: dict[str, list[str]] = {}
         files: dict[str, str] = {}
         own: dict[str, Step] = {}
         spread: dict[str, Step] = {}
-        for d in self.deploys():
+        for d in self.deploys(env):
             files.update(d["files"])
+            unpulled = d.get("unpulled") or {}
             for svc, containers in d["workloads"].items():
-                images[svc] = list(containers.values())
+                if svc not in unpulled or svc not in images:  # a template that cannot be pulled changes nothing
+                    images[svc] = list(containers.values())
             for svc in SERVICES:
                 if svc not in images and not any(e.service == svc and e.file for e in BREAKAGES):
                     continue
@@ -517,12 +552,15 @@ class World:
                     _step(spread.setdefault(svc, ([], [])), d["at"], (sx, sl))
         return own, spread
 
-    def _multipliers(self, service: str, a: float, b: float) -> tuple[float, float]:
-        """Time-weighted (error x, latency x) of ``service`` over [a, b)."""
-        timeline = self._timeline  # one read: record_deploy may reset it meanwhile
+    def _multipliers(self, service: str, a: float, b: float, env: str = PRIMARY_ENV) -> tuple[float, float]:
+        """Time-weighted (error x, latency x) of ``service`` in ``env`` over [a, b)."""
+        timelines = self._timeline  # one read: record_deploy may reset it meanwhile
+        if timelines is None:
+            timelines = self._timeline = {}
+        timeline = timelines.get(env)
         if timeline is None:
             with self.store.lock:
-                timeline = self._timeline = self._build_timeline()
+                timeline = timelines[env] = self._build_timeline(env)
         times, states = timeline.get(service, ([], []))
         if not times:
             return 1.0, 1.0
@@ -545,16 +583,18 @@ class World:
         phase = (t / 86400.0) - (PEAK_HOUR_UTC / 24.0) + 0.25
         return 1.0 + DAILY_AMPLITUDE * math.sin(2 * math.pi * phase)
 
-    def expected(self, service: str, metric: str, t: datetime | float, interval_s: int = 60) -> float | None:
-        """The noise-free value over ``[t, t + interval_s)``; None for an unknown service or metric."""
+    def expected(
+        self, service: str, metric: str, t: datetime | float, interval_s: int = 60, env: str = PRIMARY_ENV
+    ) -> float | None:
+        """The noise-free value in ``env`` over ``[t, t + interval_s)``; None for an unknown service or metric."""
         base = SERVICES.get(service)
         if base is None or metric not in METRICS:
             return None
         a = _epoch(t)
         mid = a + interval_s / 2
-        ex, lx = self._multipliers(service, a, a + interval_s)
+        ex, lx = self._multipliers(service, a, a + interval_s, env)
         if metric != "hits":
-            ox, ol = self._oom_multipliers(service, a, a + interval_s)
+            ox, ol = self._oom_multipliers(service, a, a + interval_s, env)
             ex, lx = ex * ox, lx * ol
         hits = base.hits * self.load(mid)
         if metric == "hits":
@@ -564,11 +604,17 @@ class World:
         return base.latency_p95_ms * (1 + 0.15 * (self.load(mid) - 1)) * lx
 
     def series(
-        self, service: str, metric: str, start: datetime | float, end: datetime | float, interval_s: int = 60
+        self,
+        service: str,
+        metric: str,
+        start: datetime | float,
+        end: datetime | float,
+        interval_s: int = 60,
+        env: str = PRIMARY_ENV,
     ) -> list[tuple[int, float | None]]:
-        """``[(bucket start epoch ms, value)]`` for buckets ``ceil(start)..floor(end)`` aligned to ``interval_s``
-        and not later than ``sb.clock()``; ``[]`` for an unknown service or metric."""
-        if service not in SERVICES or metric not in METRICS or interval_s <= 0:
+        """``[(bucket start epoch ms, value)]`` in ``env`` for buckets ``ceil(start)..floor(end)`` aligned to
+        ``interval_s`` and not later than ``sb.clock()``; ``[]`` for an unknown service, metric or environment."""
+        if service not in SERVICES or metric not in METRICS or interval_s <= 0 or env not in self.environments():
             return []
         now = self.sb.clock().timestamp()
         first = math.ceil(_epoch(start) / interval_s) * interval_s
@@ -576,42 +622,54 @@ class World:
         cv = NOISE_CV[metric] * min(2.0, math.sqrt(60.0 / interval_s))
         out: list[tuple[int, float | None]] = []
         for t in range(int(first), int(last) + 1, interval_s):
-            mean = self.expected(service, metric, t, interval_s)
-            z = _gauss(self.seed, service, metric, interval_s, t // interval_s)
+            mean = self.expected(service, metric, t, interval_s, env)
+            z = _gauss(*self._noise(env), service, metric, interval_s, t // interval_s)
             out.append((t * 1000, None if mean is None else mean * max(0.05, 1 + cv * z)))
         return out
 
+    def _noise(self, env: str) -> tuple[object, ...]:
+        """The noise key of ``env``: the world seed, with the environment's name for every one but production (whose
+        draws are those of the single-environment world, so its recorded figures hold)."""
+        return (self.seed,) if env == PRIMARY_ENV else (self.seed, env)
+
     # -- pods (Kubernetes) -----------------------------------------------------------------------------------------
-    def pods(self, service: str) -> list[kube.Container]:
-        """The containers ``service`` ran over the deploy history (``fixloop.sandbox.containers.containers``)."""
+    def pods(self, service: str, env: str = PRIMARY_ENV) -> list[kube.Container]:
+        """The containers ``service`` ran in ``env`` over its deploy history
+        (``fixloop.sandbox.containers.containers``); ``[]`` for an environment without a deploy but production."""
         pods = self._pods  # one read: record_deploy may reset it meanwhile
         if pods is None:
             with self.store.lock:
-                pods = self._pods = self._build_pods()
-        return pods.get(service, [])
+                pods = self._pods = {e: self._build_pods(e) for e in self.environments()}
+        return pods.get(env, {}).get(service, [])
 
-    def _build_pods(self) -> dict[str, list[kube.Container]]:
+    def _build_pods(self, env: str) -> dict[str, list[kube.Container]]:
         epochs: dict[str, list[tuple[float, dict[str, Any]]]] = {}
-        for d in self.deploys():
+        for d in self.deploys(env):
+            unpulled = d.get("unpulled") or {}
             for svc, spec in (d.get("specs") or {}).items():
+                spec = {**spec, "pulls": False} if svc in unpulled else spec
                 if svc in SERVICES and (not epochs.get(svc) or epochs[svc][-1][1] != spec):
                     epochs.setdefault(svc, []).append((d["at"], spec))
+        ready_s = float(getattr(self.sb.config, "rollout_ready_s", 0.0))
         return {
-            svc: kube.containers(svc, epochs.get(svc) or [(-math.inf, kube.default_spec(svc))], self.seed)
+            svc: kube.containers(
+                svc, epochs.get(svc) or [(-math.inf, kube.default_spec(svc, env))], self.seed, env, ready_s
+            )
             for svc in SERVICES
         }
 
-    def _oom_multipliers(self, service: str, a: float, b: float) -> tuple[float, float]:
-        """(error x, p95 x) of ``service``'s OOM kills over ``[a, b)``: ``1 + OOM_ERRORS_PER_DOWN x`` the share of
-        its containers down (terminated or backing off), ``1 + OOM_LATENCY_PER_STALL x`` the share stalled at their
-        limit, averaged over the bucket's samples."""
-        alive = [c for c in self.pods(service) if c.start < b and c.end > a]
+    def _oom_multipliers(self, service: str, a: float, b: float, env: str = PRIMARY_ENV) -> tuple[float, float]:
+        """(error x, p95 x) of ``service``'s OOM kills and CPU throttling in ``env`` over ``[a, b)``: ``1 +
+        OOM_ERRORS_PER_DOWN x`` the share of its serving containers (``Container.admitted``) down (terminated or
+        backing off), ``1 + OOM_LATENCY_PER_STALL x`` the share stalled at their limit, averaged over the bucket's
+        samples."""
+        alive = [c for c in self.pods(service, env) if c.start < b and c.end > a and not c.pull_error]
         if not any(c.ooms or c.cpu_limit for c in alive):
             return 1.0, 1.0
         down = stall = throttle = 0.0
         times = kube.samples(a, b)
         for t in times:
-            now = [c for c in alive if c.start <= t < c.end]
+            now = [c for c in alive if c.start <= t < c.end and c.admitted(t)]
             for c in now:
                 state, used, _, _ = c.state(t)
                 down += (state != "running") / len(now)
@@ -623,11 +681,11 @@ class World:
         return 1 + OOM_ERRORS_PER_DOWN * down / n, latency
 
     def cpu_demand(self, c: kube.Container, t: float) -> float:
-        """Cores ``c`` is asked for at ``t``: its service's request rate x CPU cost, shared by its running
-        containers (0 when it is not running)."""
-        if c.state(t)[0] != "running":
+        """Cores ``c`` is asked for at ``t``: its service's request rate x CPU cost, shared by the running
+        containers of its environment in rotation (0 when it is not running or not in rotation)."""
+        if not c.ready(t):
             return 0.0
-        running = sum(1 for o in self.pods(c.service) if o.start <= t < o.end and o.state(t)[0] == "running")
+        running = sum(1 for o in self.pods(c.service, c.env) if o.start <= t < o.end and o.ready(t))
         hits = SERVICES[c.service].hits * self.load(t)
         return hits * kube.CPU_MS_PER_REQUEST.get(c.service, 5.0) / 1000 / max(1, running)
 
@@ -639,11 +697,12 @@ class World:
         interval_s: int,
         agg: str = "avg",
         services: tuple[str, ...] | None = None,
+        envs: tuple[str, ...] | None = None,
     ) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
         """Per container, ``(tags, [(bucket start epoch ms, value)])`` of the Kubernetes metric ``metric`` (a key of
         ``KUBE_METRICS``) for the buckets of ``series``, each the ``agg`` (avg|max|min|sum) of the bucket's samples
-        while the container existed (``kubernetes.memory.usage``: while it ran), of ``services`` (default all);
-        ``[]`` for an unknown metric."""
+        while the container existed (``kubernetes.memory.usage``: while it ran), of ``services`` (default all) in
+        ``envs`` (default every environment); ``[]`` for an unknown metric."""
         if metric not in KUBE_METRICS or interval_s <= 0:
             return []
         now = self.sb.clock().timestamp()
@@ -651,8 +710,9 @@ class World:
         last = math.floor(min(_epoch(end), now) / interval_s) * interval_s
         fold = {"avg": lambda v: sum(v) / len(v), "max": max, "min": min, "sum": sum}[agg]
         out = []
-        for svc in SERVICES if services is None else [s for s in SERVICES if s in services]:
-            for c in self.pods(svc):
+        wanted = [(e, s) for e in self.environments() if envs is None or e in envs for s in SERVICES]
+        for env, svc in [(e, s) for e, s in wanted if services is None or s in services]:
+            for c in self.pods(svc, env):
                 lo = max(first, math.floor(c.start / interval_s) * interval_s if c.start > -math.inf else first)
                 points = []
                 for t in range(int(lo), int(last) + 1, interval_s):
@@ -666,7 +726,7 @@ class World:
                 if points:
                     tags = dict(c.tags)
                     if metric in KUBE_REASONS:
-                        tags["reason"] = KUBE_REASONS[metric]
+                        tags["reason"] = "imagepullbackoff" if c.pull_error else KUBE_REASONS[metric]
                     out.append((tags, points))
         return out
 
@@ -719,11 +779,12 @@ class World:
         interval = min(MONITOR_INTERVAL_S, max(1, int(window // 6)))
         if mon.kind == "oom":  # max over the window of the sum over the service's containers
             summed: dict[int, float] = {}
-            for _, points in self.kube_series(mon.metric, now - window, now, interval, services=(mon.service,)):
+            found = self.kube_series(mon.metric, now - window, now, interval, services=(mon.service,), envs=(mon.env,))
+            for _, points in found:
                 for ts, v in points:
                     summed[ts] = summed.get(ts, 0.0) + v
             return max(summed.values()) if summed else None
-        pts = [v for _, v in self.series(mon.service, mon.metric, now - window, now, interval)]
+        pts = [v for _, v in self.series(mon.service, mon.metric, now - window, now, interval, mon.env)]
         vals = [v * mon.scale for v in pts if v is not None]
         return sum(vals) / len(vals) if vals else None
 
@@ -735,6 +796,10 @@ class World:
         if value > mon.critical:
             return "Alert"
         return "Warn" if mon.warning is not None and value > mon.warning else "OK"
+
+
+def _env(deploy: dict[str, Any]) -> str:
+    return str(deploy.get("env") or PRIMARY_ENV)
 
 
 def iso(t: float) -> str:

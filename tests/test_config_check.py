@@ -81,7 +81,7 @@ async def test_sandbox_every_endpoint_healthy(environ: Env, start_sandbox: Calla
     assert "as fixloop bot, project OPS" in lines["jira"].text
     assert lines["gitlab"].text.endswith("/gitlab as fixloop-bot, project platform/gitops (default branch main)")
     assert "kustomization flux-system/apps-production: " in lines["flux"].text
-    assert "application key reads metrics, APM env sandbox maps 5 services)" in lines["datadog"].text
+    assert "application key reads metrics, APM env production maps 5 services)" in lines["datadog"].text
     assert str(lines["llm"]) == "skip llm       not configured (FIXLOOP_LLM_BASE_URL unset)"
 
 

@@ -5,7 +5,11 @@ Endpoints, as ``datadog-api-client`` calls them with ``Configuration(host=f"{bas
 * ``GET /api/v1/validate`` (API key only) -> ``{"valid": true}``
 * ``GET /api/v1/query?from=&to=&query=`` -> ``MetricsQueryResponse``. Query syntax (comma-separated queries allowed):
   ``[avg|sum|min|max:]<metric>{<scope>}[.as_rate()|.as_count()][ by {tag,...}][.rollup(<agg>[, <seconds>])]``;
-  scope is ``*`` or ``tag:value,...`` (APM tags: ``service``, ``env`` = ``sandbox``). Metrics (APM trace metrics):
+  scope is ``*`` or ``tag:value,...`` (APM tags: ``service``, ``env`` = the environment: ``production``,
+  ``staging`` once Flux applied ``apps-staging``; ``fixloop.sandbox.world``, "Environments"). A query with
+  ``env:<environment>`` reads that environment's world; one without an ``env`` term aggregates every environment's
+  series as Datadog's space aggregation does (``sum:`` adds them, ``avg:`` averages them; ``by {env}`` splits them).
+  Metrics (APM trace metrics):
 
   ==============================================  ===========  ========================================================
   metric                                          world        value
@@ -35,7 +39,8 @@ Endpoints, as ``datadog-api-client`` calls them with ``Configuration(host=f"{bas
   (``filter[from|to|query]``, ``sort``, ``page[limit|cursor]``).
 
 * ``GET /api/v1/service_dependencies?env=`` (``primary_tag``, ``start``, ``end``): the seeded services and the calls
-  the head's manifests configure (``fixloop.sandbox.datadog.apm``); an env other than ``sandbox`` -> ``{}``.
+  the head's manifests of ``apps/<env>`` configure (``fixloop.sandbox.datadog.apm``); an env without such a folder
+  -> ``{}``.
 
 Auth: ``DD-API-KEY`` (and ``DD-APPLICATION-KEY`` where the real API needs it) must equal the sandbox credentials,
 else 403 ``{"errors": ["Forbidden"]}`` as real Datadog answers. Every error is ``{"errors": ["..."]}``.

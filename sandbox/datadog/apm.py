@@ -2,13 +2,13 @@
 accepted as Datadog's API reference "Get all APM service dependencies" names them).
 
 The sandbox does not trace requests: the calls are those the seeded repository's manifests configure, read at
-request time from the head of ``platform/gitops``'s default branch. ``apps/production`` (the path of the
-Kustomization ``flux-system/apps-production`` the seeded ``fixloop.yaml`` verifies) is rendered with
-``fixloop.sandbox.kustomize``; a Deployment whose container ``env`` values name a Service of the rendered objects
-(a URL or a host, ``<service>[.<namespace>[.svc[.cluster.local]]][:port]``) calls the service behind it. Every
-service of ``fixloop.sandbox.world.SERVICES`` is a key (``{"calls": []}`` when it calls none, as Datadog lists a
-leaf service); an ``env`` other than ``sandbox`` answers ``{}``; a head that does not build answers every service
-with no calls.
+request time from the head of ``platform/gitops``'s default branch. ``apps/<env>`` (the path of the Kustomization
+``flux-system/apps-<env>``: ``production``, ``staging``) is rendered with ``fixloop.sandbox.kustomize``; a
+Deployment whose container ``env`` values name a Service of the rendered objects (a URL or a host,
+``<service>[.<namespace>[.svc[.cluster.local]]][:port]``) calls the service behind it. Every service of
+``fixloop.sandbox.world.SERVICES`` is a key (``{"calls": []}`` when it calls none, as Datadog lists a leaf service);
+an ``env`` without an ``apps/<env>`` folder (or not a plain name) answers ``{}``; a head that does not build answers
+every service with no calls.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from fixloop.sandbox.seed import GITOPS_PROJECT
 from fixloop.sandbox.world import SERVICES
 
 router = APIRouter()
-ENV = "sandbox"
-PATH = "apps/production"
+_ENV = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 def _hosts(value: str) -> set[str]:
@@ -37,12 +36,18 @@ def _hosts(value: str) -> set[str]:
     return out
 
 
-def service_map(repos: Any) -> dict[str, dict[str, list[str]]]:
-    """``{service: {"calls": [callee, ...]}}`` of the head of ``platform/gitops`` (see the module docstring)."""
+def service_map(repos: Any, env: str = "production") -> dict[str, dict[str, list[str]]]:
+    """``{service: {"calls": [callee, ...]}}`` of ``apps/<env>`` at the head of ``platform/gitops`` (see the module
+    docstring); ``{}`` for an environment without that folder."""
+    if not _ENV.match(env):
+        return {}
     calls: dict[str, set[str]] = {s: set() for s in SERVICES}
     sha = repos.resolve(GITOPS_PROJECT, repos.default_branch(GITOPS_PROJECT)) if repos.exists(GITOPS_PROJECT) else None
     try:
-        objects = kustomize.build(kustomize.Snapshot.from_repo(repos, GITOPS_PROJECT, sha), PATH) if sha else []
+        snap = kustomize.Snapshot.from_repo(repos, GITOPS_PROJECT, sha) if sha else None
+        objects = kustomize.build(snap, f"apps/{env}") if snap else []
+    except kustomize.PathNotFound:
+        return {}
     except kustomize.BuildError:
         objects = []
     names = {o["metadata"]["name"] for o in objects if o.get("kind") == "Service"} & set(SERVICES)
@@ -68,6 +73,4 @@ def service_dependencies(
     dd: Datadog = DD,
 ) -> dict[str, Any]:
     dd.auth(request)
-    if env != ENV:
-        return {}
-    return service_map(dd.sb.repos)
+    return service_map(dd.sb.repos, env)

@@ -56,24 +56,26 @@ def one_query(dd: Datadog, text: str, index: int, start: int, end: int) -> list[
         interval = max(int(roll[2]), 1)
         if span / interval > 1500:
             raise DatadogError(400, f"Rollup interval {interval}s too small for the time range")
-    if metric is None or any(k == "env" and v != "sandbox" for k, v in filters.items()):
-        return []
     world = dd.sb.world
+    envs = tuple(e for e in world.environments() if fnmatch.fnmatchcase(e, filters.get("env", "*")))
+    if metric is None or not envs:
+        return []
     sources: list[tuple[dict[str, str], list[tuple[int, float]]]] = []
     if metric.source == "apm":
         if any(k not in TAG_KEYS for k in [*filters, *by]):
             return []
         as_rate = metric.kind == "count" and ".as_rate()" in mods
         factor = metric.scale * (interval if metric.kind == "count" and not as_rate else 1)
-        for svc in SERVICES:
-            if filters.get("service", svc) == svc:
-                pts = world.series(svc, metric.world, start, end, interval)
-                sources.append(({"service": svc, "env": "sandbox"}, [(t, v * factor) for t, v in pts if v is not None]))
+        for env in envs:
+            for svc in SERVICES:
+                if filters.get("service", svc) == svc:
+                    pts = world.series(svc, metric.world, start, end, interval, env)
+                    sources.append(({"service": svc, "env": env}, [(t, v * factor) for t, v in pts if v is not None]))
     else:
         as_rate = False
         wanted = tuple(s for s in SERVICES if fnmatch.fnmatchcase(s, filters.get("service", "*")))
         time_agg = roll[1] if roll and roll[1] in ("avg", "max", "min", "sum") else "avg"
-        for tags, pts in world.kube_series(metric.world, start, end, interval, time_agg, services=wanted):
+        for tags, pts in world.kube_series(metric.world, start, end, interval, time_agg, services=wanted, envs=envs):
             if all(k in tags and fnmatch.fnmatchcase(tags[k], v) for k, v in filters.items()):
                 if any(b not in tags for b in by):
                     return []

@@ -10,11 +10,17 @@ What it models
     ``ReconciliationSucceeded`` "Applied revision: main@sha1:<sha>" (+ Healthy=True when ``spec.wait``), or
     Ready=False ``BuildFailed``/``ArtifactFailed`` with Reconciling=True ``ProgressingWithRetry``,
     ``lastAttemptedRevision`` = the new revision and ``lastAppliedRevision`` unchanged. A later good revision recovers.
-  * After each applied revision of ``apps-production`` (the Kustomization the seeded ``fixloop.yaml`` verifies),
-    ``sb.world.record_deploy`` gets ``{Deployment: {container: image, "base-image": last FROM of
-    services/<Deployment>/Dockerfile}}``, the ``services/<Deployment>/`` and ``apps/base/<Deployment>/`` files (the
-    world keeps those its rules read) and each rendered Deployment's replicas, env and resources
-    (``fixloop.sandbox.containers.spec_of``: what the world's pods run with); a failing world is logged only.
+  * After each applied revision of every Kustomization whose rendering has Deployments, ``sb.world.record_deploy``
+    gets, as environment ``<env>`` (the Kustomization ``apps-<env>``; another name is its own environment):
+    ``{Deployment: {container: image, "base-image": last FROM of services/<Deployment>/Dockerfile}}``, the
+    ``services/<Deployment>/`` files of the commit that *built the running image* (the sandbox registry's record of
+    the tag, ``source``, pushed by the CI stand-in; for a tag without a record, the revision that first applied it
+    here) and the applied revision's ``apps/base/<Deployment>/`` files (the world keeps those its rules read), each
+    rendered Deployment's replicas, env and resources (``fixloop.sandbox.containers.spec_of``: what the world's pods
+    run with), and ``unpulled``: the Deployments whose image changed to a ``registry.sandbox.local`` tag the
+    registry lacks and this Kustomization never ran (their pods back off pulling; the world keeps what ran). So a
+    merged Dockerfile change alone changes nothing that runs; the new tag in ``apps/<env>`` does, there only. A
+    failing world is logged only.
   * Events as notification-controller's ``generic`` / ``generic-hmac`` providers post them (notification-controller
     ``docs/spec/v1beta3/providers.md``, "Generic webhook (with HMAC)"; ``events.md`` "Event structure"): the JSON
     event, ``Content-Type: application/json``, ``Gotk-Component: kustomize-controller`` and, for generic-hmac,
@@ -34,9 +40,9 @@ When it reconciles (no free-running thread: a mounted sub-application gets no li
 Kubernetes API (``Authorization: Bearer <sb.credentials.kube_token>``): ``GET /kube/api``, ``/kube/apis``,
 ``/kube/apis/kustomize.toolkit.fluxcd.io/v1[/namespaces/{ns}]/kustomizations[/{name}]`` and
 ``/kube/apis/source.toolkit.fluxcd.io/v1[/namespaces/{ns}]/gitrepositories[/{name}]``, and the world's
-workloads (``workloads``): ``/kube/apis/apps/v1[/namespaces/{ns}]/deployments[/{name}]`` and
-``/kube/api/v1/namespaces/{ns}/pods``. Errors are ``Status``
-objects (401 Unauthorized, 404 NotFound "<resource>.<group> "<name>" not found", 405, 400, 500).
+workloads of every environment (``workloads``: ``shop-staging``, ``shop-production``):
+``/kube/apis/apps/v1[/namespaces/{ns}]/deployments[/{name}]`` and ``/kube/api/v1/namespaces/{ns}/pods[/{name}]``.
+Errors are ``Status`` objects (401 Unauthorized, 404 NotFound "<resource>.<group> "<name>" not found", 405, 400, 500).
 """
 
 from __future__ import annotations

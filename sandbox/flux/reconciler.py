@@ -21,6 +21,8 @@ from fixloop.sandbox import kustomize
 from fixloop.sandbox.containers import spec_of
 from fixloop.sandbox.kustomize import BuildError, PathNotFound, Snapshot, containers, load_yaml_documents
 from fixloop.sandbox.outbox import Outbox
+from fixloop.sandbox.registry import HOST, pushed, registry_store
+from fixloop.sandbox.repos import RepoError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,12 @@ def not_found(resource: str, name: str) -> KubeError:
     return KubeError(
         404, "NotFound", f'{resource}.{group} "{name}" not found', {"name": name, "group": group, "kind": resource}
     )
+
+
+def env_name(key: str) -> str:
+    """The environment a Kustomization ``<namespace>/<name>`` deploys: ``apps-<env>`` -> ``<env>``, else its name."""
+    name = key.rpartition("/")[2]
+    return name.removeprefix("apps-") or name
 
 
 def last_from(dockerfile: str) -> str | None:
@@ -305,8 +313,8 @@ class Flux:
             revision,
             now,
         )
-        if key == WORLD_KUSTOMIZATION:
-            self._record_world(now, revision, workloads, snap, specs)
+        if workloads:
+            self._record_world(key, now, revision, workloads, snap, specs)
 
     def _record_deployments(self, state: dict[str, Any], objects: list[dict[str, Any]], now: datetime) -> None:
         """Keep each rendered Deployment (``state["deployments"]``, name -> ``{manifest, generation, uid, created}``):
@@ -352,25 +360,83 @@ class Flux:
 
     def _record_world(
         self,
+        key: str,
         now: datetime,
         revision: str,
         workloads: dict[str, dict[str, str]],
         snap: Snapshot,
         specs: dict[str, dict[str, Any]],
     ) -> None:
+        """Record the apply of ``revision`` by Kustomization ``key`` in the world, as environment ``env_name(key)``
+        (the package docstring says what is recorded; a failing world is logged only)."""
         try:
+            env = env_name(key)
+            sources, unpulled = self._sources(key, workloads, revision.rpartition(":")[2])
+            snaps: dict[str, Snapshot] = {}
             files: dict[str, str] = {}
             record = {svc: dict(c) for svc, c in workloads.items()}
             for svc in record:
-                for path in [*snap.listdir(f"services/{svc}"), *snap.listdir(f"apps/base/{svc}")]:
+                built = self._built(snaps, sources.get(svc), snap)
+                for path in built.listdir(f"services/{svc}"):
+                    files[path] = built.read(path).decode("utf-8", errors="replace")
+                for path in snap.listdir(f"apps/base/{svc}"):
                     files[path] = snap.read(path).decode("utf-8", errors="replace")
                 dockerfile = files.get(f"services/{svc}/Dockerfile")
                 base = last_from(dockerfile) if dockerfile else None
                 if base:
                     record[svc]["base-image"] = base
-            self.sb.world.record_deploy(now, revision, record, files, specs)
+            self.sb.world.record_deploy(now, revision, record, files, specs, env=env, unpulled=unpulled)
         except Exception:
             log.exception("flux: recording the deploy of %s in the world failed (reconciliation goes on)", revision)
+
+    def _built(self, snaps: dict[str, Snapshot], commit: str | None, applied: Snapshot) -> Snapshot:
+        """The tree of ``commit`` (cached in ``snaps``), or ``applied`` when there is none or it is not in the
+        repository (a registry record of another repository's build: logged)."""
+        if not commit:
+            return applied
+        if commit not in snaps:
+            try:
+                snaps[commit] = Snapshot.from_repo(self.sb.repos, PROJECT, commit)
+            except RepoError:
+                log.warning("flux: the build commit %s is not in %s; reading the applied revision", commit, PROJECT)
+                snaps[commit] = applied
+        return snaps[commit]
+
+    def _sources(
+        self, key: str, workloads: dict[str, dict[str, str]], head: str
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Per Deployment of Kustomization ``key``, the commit its running image was built from, and the images of
+        the new pod templates that cannot be pulled (``{service: image}``). The image is the container named as the
+        Deployment (else its first); the commit is the sandbox registry's record of that tag (``source``, set by the
+        CI stand-in), else the revision that first applied the image here. An image of ``registry.sandbox.local``
+        that changed to a tag the registry lacks and this Kustomization never ran (node cache) cannot be pulled: the
+        service keeps its previous source. Kept in ``state["sources"]`` (``{service: {"image", "commit"}}``) and
+        ``state["ran"]`` (``{service: [images]}``)."""
+        registry = registry_store(self.sb)
+        unpulled: dict[str, str] = {}
+        with self.store.lock:
+            state = self.store.data["kustomizations"][key]
+            sources = state.setdefault("sources", {})
+            ran = state.setdefault("ran", {})
+            for svc, containers_ in workloads.items():
+                image = containers_.get(svc) or next(iter(containers_.values()), "")
+                prev = sources.get(svc)
+                if prev is not None and prev["image"] == image:
+                    continue
+                record = pushed(registry, image)
+                if (
+                    prev is not None
+                    and image.startswith(HOST + "/")
+                    and record is None
+                    and image not in ran.get(svc, [])
+                ):
+                    unpulled[svc] = image
+                    continue
+                sources[svc] = {"image": image, "commit": str((record or {}).get("source") or head)}
+                ran.setdefault(svc, []).append(image)
+                del ran[svc][:-HISTORY_MAX]
+            self.store.save()
+            return {svc: s["commit"] for svc, s in sources.items()}, unpulled
 
     # -- events -----------------------------------------------------------------------------------------------
     def _emit(

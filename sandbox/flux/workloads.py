@@ -1,7 +1,8 @@
-"""``apps/v1`` Deployments and ``core/v1`` Pods of the world's Kustomization (``flux-system/apps-production``): the
-rendered Deployments Flux applied, with a status computed from the world's pods at ``sb.clock()``
-(``fixloop.sandbox.containers``), in the shapes of the Kubernetes API reference (compared with recorded objects in
-``tests/sandbox/test_workloads.py``).
+"""``apps/v1`` Deployments and ``core/v1`` Pods of every environment: the rendered Deployments each Kustomization
+applied (``flux-system/apps-staging`` -> namespace ``shop-staging``, ``apps-production`` -> ``shop-production``; the
+first Kustomization wins a namespace/name two render), with a status computed from that environment's world pods at
+``sb.clock()`` (``fixloop.sandbox.containers``), in the shapes of the Kubernetes API reference (compared with recorded
+objects in ``tests/sandbox/test_workloads.py``).
 
 Routes: ``GET /apis/apps/v1/namespaces/{ns}/deployments[/{name}]``, ``GET /apis/apps/v1/deployments``,
 ``GET /api/v1/namespaces/{ns}/pods[/{name}]`` (``labelSelector``: ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``,
@@ -11,15 +12,21 @@ Pods: one per world pod alive at ``sb.clock()`` (``<deployment>-<pod-template-ha
 template's labels and ``pod-template-hash``, owned by ReplicaSet ``<deployment>-<hash>``. A container is ``running``
 (ready), ``terminated`` (reason ``OOMKilled``, exit code 137) or ``waiting`` (``CrashLoopBackOff``, "back-off 10s
 restarting failed container=..."); ``restartCount`` and ``lastState.terminated`` (OOMKilled) as the world says;
-``image`` the template's, ``imageID`` ``<repository>@sha256:<sha256 of the reference>``.
+``image`` its ReplicaSet's template's (an old pod of a rollout keeps the old image), ``imageID``
+``<repository>@sha256:<sha256 of the reference>``. A new container is running but not ready until
+``SandboxConfig.rollout_ready_s`` after its start (readiness probe). A container whose image cannot be pulled (the
+sandbox registry lacks the tag) is ``waiting`` with reason ``ErrImagePull`` for its first ``PULL_RETRY_S`` seconds,
+then ``ImagePullBackOff`` ("Back-off pulling image ..."), never ready, ``imageID`` empty.
 
 Deployment status (the deployment controller's fields; zero counts omitted as the API omits them): ``replicas``
-(pods alive), ``updatedReplicas`` (of the newest pod template), ``readyReplicas`` = ``availableReplicas`` (all
-containers running; minReadySeconds 0), ``unavailableReplicas``, ``observedGeneration`` = ``generation`` (the
-controller is instant here), conditions ``Available`` (``MinimumReplicasAvailable`` when at most 25 % (rounded
-down) of ``spec.replicas`` are unavailable) and ``Progressing``: ``NewReplicaSetAvailable`` from the first second
-all updated pods were available since the template changed, ``ProgressDeadlineExceeded`` when that did not happen
-within ``spec.progressDeadlineSeconds`` (600), else ``ReplicaSetUpdated``.
+(pods alive, old and new during a rollout), ``updatedReplicas`` (of the newest ReplicaSet), ``readyReplicas`` =
+``availableReplicas`` (pods whose containers are all ready, of any ReplicaSet; minReadySeconds 0),
+``unavailableReplicas`` (``spec.replicas`` - available), ``observedGeneration`` = ``generation`` (the controller is
+instant here), conditions ``Available`` (``MinimumReplicasAvailable`` when at most 25 % (rounded down) of
+``spec.replicas`` are unavailable) and ``Progressing``: ``NewReplicaSetAvailable`` from the first moment all updated
+pods were available since the template changed, ``ProgressDeadlineExceeded`` (status False) when that did not happen
+within ``spec.progressDeadlineSeconds`` (600 unless the manifest sets it), else ``ReplicaSetUpdated``. A rollout of a
+pullable image completes ``rollout_ready_s`` after the apply.
 """
 
 from __future__ import annotations
@@ -34,10 +41,11 @@ from fastapi import APIRouter, Query
 
 from fixloop.sandbox.containers import BACKOFF_S, Container
 from fixloop.sandbox.flux.objects import FLUX
-from fixloop.sandbox.flux.reconciler import WORLD_KUSTOMIZATION, Flux, KubeError
+from fixloop.sandbox.flux.reconciler import Flux, KubeError, env_name
 
 router = APIRouter()
 DEADLINE_S = 600  # spec.progressDeadlineSeconds' default
+PULL_RETRY_S = 5.0  # seconds a container that cannot pull shows ErrImagePull before ImagePullBackOff
 NODE = "sandbox-worker-1"
 
 
@@ -59,18 +67,24 @@ def _not_found(resource: str, group: str, name: str) -> KubeError:
     return KubeError(404, "NotFound", f'{full} "{name}" not found', {"name": name, "group": group, "kind": resource})
 
 
-def _deployments(flux: Flux) -> dict[str, dict[str, Any]]:
+def _deployments(flux: Flux) -> dict[tuple[str, str], dict[str, Any]]:
+    """``(namespace, name) -> kept Deployment`` (``Flux._record_deployments``) of every Kustomization, each with the
+    ``env`` its Kustomization deploys."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     with flux.store.lock:
-        state = flux.store.data["kustomizations"].get(WORLD_KUSTOMIZATION) or {}
-        return {n: dict(d) for n, d in (state.get("deployments") or {}).items()}
+        for key, state in sorted(flux.store.data["kustomizations"].items()):
+            for name, kept in (state.get("deployments") or {}).items():
+                ns = (kept["manifest"].get("metadata") or {}).get("namespace") or "default"
+                out.setdefault((ns, name), {**kept, "env": env_name(key)})
+    return out
 
 
-def _alive(flux: Flux, name: str, t: float) -> list[Container]:
-    return [c for c in flux.sb.world.pods(name) if c.start <= t < c.end]
+def _alive(flux: Flux, name: str, env: str, t: float) -> list[Container]:
+    return [c for c in flux.sb.world.pods(name, env) if c.start <= t < c.end]
 
 
 def _ready(pod: list[Container], t: float) -> bool:
-    return all(c.state(t)[0] == "running" for c in pod)
+    return all(c.ready(t) for c in pod)
 
 
 def _by_pod(containers: list[Container]) -> dict[str, list[Container]]:
@@ -81,11 +95,12 @@ def _by_pod(containers: list[Container]) -> dict[str, list[Container]]:
 
 
 def deployment(flux: Flux, name: str, kept: dict[str, Any], now: float) -> dict[str, Any]:
-    """The Deployment ``name`` as the API serves it at ``now`` (epoch s)."""
-    manifest = kept["manifest"]
+    """The Deployment ``name`` (``kept``: its record, with its ``env``) as the API serves it at ``now`` (epoch s)."""
+    manifest, env = kept["manifest"], kept["env"]
     meta, spec = dict(manifest.get("metadata") or {}), dict(manifest.get("spec") or {})
     wanted = spec.get("replicas", 1) if isinstance(spec.get("replicas", 1), int) else 1
     deadline = spec.get("progressDeadlineSeconds", DEADLINE_S)
+    deadline = deadline if isinstance(deadline, int) and not isinstance(deadline, bool) else DEADLINE_S
     spec = {
         "progressDeadlineSeconds": deadline,
         "replicas": wanted,
@@ -93,13 +108,14 @@ def deployment(flux: Flux, name: str, kept: dict[str, Any], now: float) -> dict[
         "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}, "type": "RollingUpdate"},
         **spec,
     }
-    containers = flux.sb.world.pods(name)
+    containers = flux.sb.world.pods(name, env)
     alive = [c for c in containers if c.start <= now < c.end]
-    newest = max((c.start for c in containers if c.end == math.inf), default=-math.inf)
+    current = [c for c in containers if c.end == math.inf]
+    rs = max(current, key=lambda c: c.start).replica_set if current else f"{name}-unknown"
+    newest = min((c.start for c in current if c.replica_set == rs), default=-math.inf)
     pods = _by_pod(alive)
-    updated = {p: cs for p, cs in pods.items() if all(c.start == newest for c in cs)}
-    ready = sum(_ready(cs, now) for cs in updated.values())
-    rs = next((c.replica_set for c in alive if c.start == newest), f"{name}-unknown")
+    updated = {p: cs for p, cs in pods.items() if all(c.replica_set == rs for c in cs)}
+    ready = sum(_ready(cs, now) for cs in pods.values())
     status: dict[str, Any] = {"observedGeneration": kept["generation"]}
     counts = {
         "replicas": len(pods),
@@ -110,7 +126,7 @@ def deployment(flux: Flux, name: str, kept: dict[str, Any], now: float) -> dict[
     }
     status.update({k: v for k, v in counts.items() if v})
     origin = newest if newest > -math.inf else now - 86400
-    since = _first_available(flux, name, newest, wanted, now)
+    since = _first_available(flux, name, env, rs, newest, wanted, min(now, origin + deadline))
     change = _ts(max(origin, 0.0))
     minimum = wanted - wanted // 4
     available = {
@@ -154,14 +170,18 @@ def deployment(flux: Flux, name: str, kept: dict[str, Any], now: float) -> dict[
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec, "status": status}
 
 
-def _first_available(flux: Flux, name: str, newest: float, wanted: int, now: float) -> float | None:
-    """The first second since ``newest`` (the template's change) when ``wanted`` updated pods were all ready, or
-    None; the seeded template (``-inf``) counts as available all along."""
+def _first_available(
+    flux: Flux, name: str, env: str, rs: str, newest: float, wanted: int, until: float
+) -> float | None:
+    """The first moment in ``[newest, until]`` (``newest``: the ReplicaSet ``rs``'s creation) when ``wanted`` of its
+    pods were all ready, or None; the seeded template (``-inf``) counts as available all along. Checked each second
+    and at each container's readiness time."""
     if newest == -math.inf:
-        return now - 86400
-    for s in range(int(min(now, newest + DEADLINE_S) - newest) + 1):
-        t = newest + s
-        pods = _by_pod([c for c in _alive(flux, name, t) if c.start == newest])
+        return until - 86400
+    ours = [c for c in flux.sb.world.pods(name, env) if c.replica_set == rs]
+    times = {newest + s for s in range(int(until - newest) + 1)} | {c.ready_at for c in ours}
+    for t in sorted(x for x in times if newest <= x <= until):
+        pods = _by_pod([c for c in ours if c.start <= t < c.end])
         if len(pods) >= wanted and all(_ready(cs, t) for cs in pods.values()):
             return t
     return None
@@ -176,7 +196,11 @@ def pod(flux: Flux, name: str, kept: dict[str, Any], pod_name: str, cs: list[Con
     rs = cs[0].replica_set
     pod_hash = rs.rsplit("-", 1)[-1]
     uid = _uid("pod", pod_name)
-    images = {str(c.get("name")): str(c.get("image", "")) for c in tspec.get("containers") or []}
+    template_images = {str(c.get("name")): str(c.get("image", "")) for c in tspec.get("containers") or []}
+    images = {c.name: c.image or template_images.get(c.name, "") for c in cs}
+    tspec["containers"] = [
+        {**c, "image": images.get(str(c.get("name")), c.get("image"))} for c in tspec.get("containers") or []
+    ]
     started = min(c.start for c in cs)
     created = _ts(started if started > -math.inf else now - 86400)
     statuses = []
@@ -186,8 +210,11 @@ def pod(flux: Flux, name: str, kept: dict[str, Any], pod_name: str, cs: list[Con
         since = c.since(now)
         since_ts = _ts(since if since > -math.inf else now - 86400)
         cid = "containerd://" + _hex(pod_name, c.name, restarts)
-        if state == "running":
-            current: dict[str, Any] = {"running": {"startedAt": since_ts}}
+        current: dict[str, Any]
+        if c.pull_error:
+            current = {"waiting": _pull_waiting(image, now - c.start)}
+        elif state == "running":
+            current = {"running": {"startedAt": since_ts}}
         elif state == "terminated":
             current = {"terminated": _oom(cid, since_ts, since_ts)}
         else:
@@ -203,15 +230,17 @@ def pod(flux: Flux, name: str, kept: dict[str, Any], pod_name: str, cs: list[Con
             {
                 "containerID": cid,
                 "image": image,
-                "imageID": f"{repo}@sha256:{_hex(image)}",
+                "imageID": "" if c.pull_error else f"{repo}@sha256:{_hex(image)}",
                 "lastState": last,
                 "name": c.name,
-                "ready": state == "running",
+                "ready": c.ready(now),
                 "restartCount": restarts,
                 "started": state == "running",
                 "state": current,
             }
         )
+        if c.pull_error:
+            statuses[-1].pop("containerID")
     unready = [s["name"] for s in statuses if not s["ready"]]
     ready = "False" if unready else "True"
     why = {"message": f"containers with unready status: [{' '.join(unready)}]", "reason": "ContainersNotReady"}
@@ -276,6 +305,17 @@ def pod(flux: Flux, name: str, kept: dict[str, Any], pod_name: str, cs: list[Con
     }
 
 
+def _pull_waiting(image: str, waited: float) -> dict[str, str]:
+    """The ``waiting`` state of a container whose image the registry lacks (containerd's messages)."""
+    if waited < PULL_RETRY_S:
+        return {
+            "message": f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to '
+            f'resolve reference "{image}": {image}: not found',
+            "reason": "ErrImagePull",
+        }
+    return {"message": f'Back-off pulling image "{image}"', "reason": "ImagePullBackOff"}
+
+
 def _oom(cid: str, started: str, finished: str) -> dict[str, Any]:
     return {"containerID": cid, "exitCode": 137, "finishedAt": finished, "reason": "OOMKilled", "startedAt": started}
 
@@ -283,10 +323,10 @@ def _oom(cid: str, started: str, finished: str) -> dict[str, Any]:
 def pods(flux: Flux, namespace: str) -> list[dict[str, Any]]:
     now = flux.sb.clock().timestamp()
     out = []
-    for name, kept in sorted(_deployments(flux).items()):
-        if ((kept["manifest"].get("metadata") or {}).get("namespace") or "default") != namespace:
+    for (ns, name), kept in sorted(_deployments(flux).items()):
+        if ns != namespace:
             continue
-        for pod_name, cs in sorted(_by_pod(_alive(flux, name, now)).items()):
+        for pod_name, cs in sorted(_by_pod(_alive(flux, name, kept["env"], now)).items()):
             out.append(pod(flux, name, kept, pod_name, cs, now))
     return out
 
@@ -332,8 +372,8 @@ def _list(kind: str, api: str, items: list[dict[str, Any]], limit: int | None, c
 
 @router.get("/apis/apps/v1/namespaces/{ns}/deployments/{name}")
 def get_deployment(ns: str, name: str, flux: Flux = FLUX) -> dict[str, Any]:
-    kept = _deployments(flux).get(name)
-    if kept is None or ((kept["manifest"].get("metadata") or {}).get("namespace") or "default") != ns:
+    kept = _deployments(flux).get((ns, name))
+    if kept is None:
         raise _not_found("deployments", "apps", name)
     return deployment(flux, name, kept, flux.sb.clock().timestamp())
 
@@ -348,11 +388,7 @@ def list_deployments(
     cont: str | None = Query(default=None, alias="continue"),
 ) -> dict[str, Any]:
     now = flux.sb.clock().timestamp()
-    items = [
-        deployment(flux, n, k, now)
-        for n, k in sorted(_deployments(flux).items())
-        if ns is None or ((k["manifest"].get("metadata") or {}).get("namespace") or "default") == ns
-    ]
+    items = [deployment(flux, n, k, now) for (d_ns, n), k in sorted(_deployments(flux).items()) if ns in (None, d_ns)]
     items = [d for d in items if matches(labelSelector, d["metadata"].get("labels") or {})]
     return _list("Deployment", "apps/v1", items, limit, cont)
 

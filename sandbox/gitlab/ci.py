@@ -12,18 +12,19 @@ What it models
     and ``scratch`` aside) must be an image the sandbox registry has (``has_image``: Docker
     Hub's official images with their tag sets, and ``registry.sandbox.local`` with what was pushed; images of other
     hosts, ``gcr.io/...``, are not checked), else the job fails (``failure_reason: script_failure``) and so does
-    the pipeline. A job that succeeds pushes the image's next tag to the registry with a digest: ``semver-patch``
+    the pipeline. A job that succeeds pushes the image's next tag to the registry (``push_tag``: its OCI manifest,
+    digest and the pipeline's commit as the tag's source commit): ``semver-patch``
     (and ``pipeline``) the first environment's ``newTag`` at the commit with its patch + 1, past any tag the registry
     already has; ``sha`` the commit's first 8 hex digits.
   * It finishes lazily, on the next read of a pipeline or of a registry tag list after the delay (no thread of its
     own), so a test moves ``sb.clock`` and reads; each finish happens once (state in ``sb.store("ci")``).
   * When built, it pushes the tags the environments run at the head (``newTag`` of each image in each environment's
-    Kustomization), so the registry has the images that run before any pipeline.
+    Kustomization), so the registry has the images that run before any pipeline, recorded as built from the head
+    at that time (the seed commit): the Flux stand-in reads a running image's ``services/<svc>/`` files there.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from datetime import datetime, timedelta
@@ -154,10 +155,6 @@ def has_image(store: JsonStore, image: str, tag: str | None = None) -> bool:
     return True
 
 
-def digest_of(image: str, tag: str, sha: str) -> str:
-    return "sha256:" + hashlib.sha256(f"{image}:{tag}@{sha}".encode()).hexdigest()
-
-
 class CI:
     """The pipelines of the GitLab stand-in ``gl`` (see the module docstring); thread-safe under ``store.lock``."""
 
@@ -185,7 +182,7 @@ class CI:
             for spec in images.values():
                 tag = tags.get(spec["image"])
                 if tag and not has_image(self.registry, spec["image"], tag):
-                    push_tag(self.registry, spec["image"], tag, digest_of(spec["image"], tag, head), self.sb.clock())
+                    push_tag(self.registry, spec["image"], tag, self.sb.clock(), source=head)
 
     def _read(self, path: str, sha: str, file: str) -> str | None:
         raw = self.gl.repos.read(path, sha, file)
@@ -272,8 +269,7 @@ class CI:
                 )
             else:
                 tag = self._tag(job, running.get(job["image"]), pl["sha"])
-                digest = digest_of(job["image"], tag, pl["sha"])
-                push_tag(self.registry, job["image"], tag, digest, now)
+                digest = push_tag(self.registry, job["image"], tag, now, source=pl["sha"])
                 job.update(status="success", pushed_tag=tag, digest=digest, log=f"pushed {job['image']}:{tag}")
             job["finished_at"] = ts(now)
         pl["status"] = "failed" if any(j["status"] == "failed" for j in pl["jobs"]) else "success"

@@ -73,7 +73,7 @@ def alert(service: str, minute: float, monitor: str = "41000009") -> Signal:
     at = T0 + timedelta(minutes=minute)
     ms = str(int(at.timestamp() * 1000))
     doc.update(
-        tags=f"service:{service},env:sandbox",
+        tags=f"service:{service},env:production",
         last_updated=ms,
         date=ms,
         id=monitor,

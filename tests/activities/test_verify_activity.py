@@ -111,13 +111,13 @@ async def test_a_deploy_the_world_breaks_fails_naming_the_metric(dd: Running, ac
 
 async def test_an_unchanged_service_passes_and_the_env_tag_is_used(dd: Running, acts: VerifyActivities) -> None:
     deploy(dd, DEPLOYED, "r1", "inventory", "golang:1.22", "FROM golang:1.22\n")  # nothing the world reacts to
-    policy = VerificationPolicy.from_policy({"env": "sandbox", "window": "10m"})
+    policy = VerificationPolicy.from_policy({"env": "production", "window": "10m"})
 
     v = await acts.judge(JudgeInput(scope=SCOPE, work_item=item("inventory"), deployed_at=DEPLOYED, policy=policy))
 
     assert v.result is VerdictResult.PASS, v.evidence
-    assert v.env == "sandbox"
-    assert all("{service:inventory,env:sandbox}" in (m.query or "") for m in v.metrics)
+    assert v.env == "production"
+    assert all("{service:inventory,env:production}" in (m.query or "") for m in v.metrics)
 
 
 async def test_a_service_without_series_gives_no_data(dd: Running, acts: VerifyActivities) -> None:
@@ -131,7 +131,7 @@ async def test_a_service_without_series_gives_no_data(dd: Running, acts: VerifyA
 
 
 async def test_an_env_datadog_does_not_know_gives_no_data_not_pass(dd: Running, acts: VerifyActivities) -> None:
-    policy = VerificationPolicy.from_policy({"env": "production"})  # the sandbox's env tag is "sandbox"
+    policy = VerificationPolicy.from_policy({"env": "prod"})  # the sandbox's env tags are production and staging
 
     v = await acts.judge(JudgeInput(scope=SCOPE, work_item=item("payments"), deployed_at=DEPLOYED, policy=policy))
 

@@ -94,13 +94,13 @@ def test_counts_groups_and_unknowns(dd: Running, client: DatadogClient) -> None:
     assert day.interval == 300 and len(day.points) == 289  # a day -> 5-minute rollup, as real Datadog
     assert 80 * 300 < statistics.fmean(day.values()) < 100 * 300  # a count per interval
     grouped = client.query_metrics(
-        "avg:trace.http.request.duration.by.service.95p{env:sandbox} by {service}", start, end
+        "avg:trace.http.request.duration.by.service.95p{env:production} by {service}", start, end
     )
     assert sorted(s.tag_set[0] for s in grouped) == [
         "service:catalog", "service:inventory", "service:legacy-api", "service:payments", "service:storefront"
     ]  # fmt: skip
     catalog = next(s for s in grouped if s.tag_set == ["service:catalog"])
-    assert catalog.scope == "env:sandbox,service:catalog" and catalog.unit == "second"
+    assert catalog.scope == "env:production,service:catalog" and catalog.unit == "second"
     assert 0.07 < statistics.fmean(catalog.values()) < 0.11  # p95 in seconds (~90 ms)
     assert client.query_metrics("sum:no.such.metric{*}", start, end) == []
     assert client.query_metrics("sum:trace.http.request.hits{service:nope}", start, end) == []
@@ -273,7 +273,8 @@ def test_service_dependencies_answer_the_seeded_services_with_the_calls_the_head
     settings = configured(DatadogSettings, endpoints(dd_repo.sb))
     seeded = {"storefront": ["catalog", "payments"], "catalog": ["inventory"], "payments": ["legacy-api"]}
     with DatadogClient(settings) as c:
-        assert c.service_dependencies("sandbox") == {s: {"calls": seeded.get(s, [])} for s in WORLD_SERVICES}
+        assert c.service_dependencies("production") == {s: {"calls": seeded.get(s, [])} for s in WORLD_SERVICES}
+        assert c.service_dependencies("staging") == c.service_dependencies("production")
         gl = _gitlab(dd_repo)
         path = "apps/base/inventory/deployment.yaml"
         text = with_env(
@@ -281,17 +282,17 @@ def test_service_dependencies_answer_the_seeded_services_with_the_calls_the_head
             {"LEDGER": "payments.shop-production.svc:8080", "X": "https://stripe.com"},
         )
         gl.commit_files("main", {path: text}, "inventory: call payments")
-        answer = c.service_dependencies("sandbox", start=NOW - timedelta(hours=1), end=NOW)
+        answer = c.service_dependencies("production", start=NOW - timedelta(hours=1), end=NOW)
         assert answer["inventory"] == {"calls": ["payments"]}
         assert all(answer[s] == {"calls": seeded.get(s, [])} for s in WORLD_SERVICES if s != "inventory")
-        assert c.service_dependencies("production") == {}
+        assert c.service_dependencies("sandbox") == {} and c.service_dependencies("../apps") == {}
 
 
 def test_fidelity_service_dependencies(dd_repo: Running) -> None:
     """The stand-in's answer has the shape of the API reference's example (an object keyed by service, each
     ``{"calls": [name, ...]}``): the example is no recording, none being public (tests/fixtures/SOURCES.md)."""
     real = json.loads(APM_EXAMPLE.read_text())
-    ours = raw(dd_repo, "GET", "/api/v1/service_dependencies", params={"env": "sandbox"}).json()
+    ours = raw(dd_repo, "GET", "/api/v1/service_dependencies", params={"env": "production"}).json()
     assert isinstance(ours, dict) and ours
     for name, entry in ours.items():
         assert isinstance(name, str)
@@ -306,6 +307,6 @@ def test_service_dependencies_errors_are_mapped(dd_repo: Running) -> None:
         host=dd_repo.service("/datadog"), api_key=creds.datadog_api_key, app_key=SecretStr("wrong"), timeout=5
     )
     with DatadogClient(wrong) as c, pytest.raises(AuthError, match="HTTP 403: service dependencies: Forbidden"):
-        c.service_dependencies("sandbox")
+        c.service_dependencies("production")
     missing = raw(dd_repo, "GET", "/api/v1/service_dependencies")
     assert missing.status_code == 400 and "env" in missing.json()["errors"][0]

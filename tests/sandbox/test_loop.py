@@ -1,6 +1,7 @@
 """Every stand-in together, driven only through fixloop's integration clients configured from the FIXLOOP_*
-variables ``fixloop sandbox up`` prints: a merge request approved by a human and merged is reconciled by Flux,
-and the Datadog world reacts to what was deployed."""
+variables ``fixloop sandbox up`` prints: a merge request approved by a human and merged is reconciled by Flux (which
+changes nothing that runs: the Dockerfile is source), CI builds the next tag, and the Datadog world reacts once that
+tag is deployed."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from fixloop.sandbox.world import MONITORS
 from tests.sandbox.conftest import Clock, Running
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-ERRORS = "sum:trace.http.request.errors{service:legacy-api}.as_rate()"
+ERRORS = "sum:trace.http.request.errors{service:legacy-api,env:production}.as_rate()"
+OVERLAYS = ("apps/staging/kustomization.yaml", "apps/production/kustomization.yaml")
 
 
 def settings(cls: type[BaseSettings], run: Running, monkeypatch: pytest.MonkeyPatch, **env: str) -> BaseSettings:
@@ -73,14 +75,21 @@ def test_approved_merge_is_deployed_by_flux_and_the_world_reacts(start_sandbox, 
     merged = bot.get_merge_request(mr.iid)
     assert merged.state == "merged" and merged.merged_commit_sha
 
-    # Flux applied exactly the merge commit, and recorded it for the world
+    # Flux applied exactly the merge commit, which changed nothing that runs: legacy-api still runs 2.0.7
     after = kube.get_kustomization("flux-system", "apps-production")
     assert after.last_applied_revision == f"main@sha1:{merged.merged_commit_sha}"
     assert after.applied(merged.merged_commit_sha) and after.ready is True
+    clock.now = T0 + timedelta(minutes=40)
+    assert dd.get_monitor(monitor).overall_state == "Alert"
 
-    # one hour later the error rate after the deploy is well below the one before it
-    clock.now = T0 + timedelta(minutes=90)
-    deploy = T0 + timedelta(minutes=30)
+    # CI built the merge commit into 2.0.8; deploying that tag (both environments) heals legacy-api
+    assert "2.0.8" in registry.tags("shop/legacy-api")
+    for overlay in OVERLAYS:
+        text = bot.read_file(overlay, "main") or ""
+        bot.commit_files("main", {overlay: text.replace('newTag: "2.0.7"', 'newTag: "2.0.8"')}, "legacy-api 2.0.8",
+                         expected={overlay: text})  # fmt: skip
+    deploy = clock.now
+    clock.now = deploy + timedelta(minutes=60)
     errors_before = mean_errors(dd, deploy - timedelta(minutes=30), deploy)
     errors_after = mean_errors(dd, deploy + timedelta(minutes=5), deploy + timedelta(minutes=35))
     assert errors_after < errors_before / 2, (errors_before, errors_after)

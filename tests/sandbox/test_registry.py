@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from fixloop.integrations.errors import AuthError, Invalid, NotFound
 from fixloop.integrations.registry import (
@@ -218,3 +221,55 @@ def test_digests(reg: Running) -> None:
     assert docker.headers["Content-Type"] == DOCKER_MANIFEST_LIST and docker.headers["Docker-Content-Digest"] != digest
     neither = httpx.get(f"{base}/v2/library/alpine/manifests/3.9.6", headers=auth | {"Accept": "application/json"})
     assert neither.status_code == 404 and neither.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def test_a_pushed_tag_serves_its_manifest_with_the_recorded_digest(start_sandbox: Callable[..., Running]) -> None:
+    """A tag the CI stand-in pushed (here the seeded catalog 1.4.2, pushed when the GitLab stand-in starts): HEAD and
+    GET by tag and by digest answer the OCI image manifest whose sha256 is the digest ``push_tag`` recorded, so the
+    registry client's ``digest()`` works for it."""
+    from fixloop.sandbox.registry import OCI_MANIFEST, registry_store
+
+    run = start_sandbox("/gitlab", "/registry", clock=Clock(datetime(2026, 11, 20, 9, 0, tzinfo=UTC)))
+    record = registry_store(run.sb).data["pushed"]["shop/catalog"]["1.4.2"]
+    head = run.sb.repos.branches("platform/gitops")["main"]
+    assert record["source"] == head  # built from the seed commit
+    with RegistryClient(settings(run)) as client:
+        assert client.digest("shop/catalog", "1.4.2") == record["digest"]
+        with pytest.raises(NotFound, match="MANIFEST_UNKNOWN"):
+            client.digest("shop/catalog", "9.9.9")
+    base = run.service("/registry")
+    auth = pull(base, "shop/catalog")
+    got = httpx.get(f"{base}/v2/shop/catalog/manifests/1.4.2", headers=auth | {"Accept": OCI_MANIFEST})
+    assert (
+        got.headers["Docker-Content-Digest"] == record["digest"] == "sha256:" + hashlib.sha256(got.content).hexdigest()
+    )
+    assert got.headers["Content-Type"] == OCI_MANIFEST
+    body = got.json()
+    assert body["mediaType"] == OCI_MANIFEST and body["annotations"]["org.opencontainers.image.revision"] == head
+    by_digest = httpx.get(
+        f"{base}/v2/shop/catalog/manifests/{record['digest']}", headers=auth | {"Accept": OCI_MANIFEST}
+    )
+    assert by_digest.content == got.content
+    headed = httpx.head(f"{base}/v2/shop/catalog/manifests/1.4.2", headers=auth | {"Accept": OCI_MANIFEST})
+    assert headed.content == b"" and headed.headers["Docker-Content-Digest"] == record["digest"]
+    index_only = httpx.get(f"{base}/v2/shop/catalog/manifests/1.4.2", headers=auth | {"Accept": OCI_INDEX})
+    assert index_only.status_code == 404 and index_only.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+@hsettings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=80))
+def test_pushed_reads_any_reference_without_raising(tmp_path_factory: pytest.TempPathFactory, ref: str) -> None:
+    """``pushed`` (what the Flux stand-in asks for every rendered image): any text is a record or None, never an
+    error; only an exact ``registry.sandbox.local/<name>:<tag>`` (a digest suffix dropped) finds one."""
+    from fixloop.sandbox.registry import push_tag, pushed
+    from fixloop.sandbox.store import JsonStore
+
+    store = JsonStore(tmp_path_factory.mktemp("reg") / "registry.json")
+    with store.lock:
+        store.data.setdefault("pushed", {})
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    digest = push_tag(store, "registry.sandbox.local/shop/catalog", "1.4.3", when, source="a" * 40)
+    assert pushed(store, ref) is None or ref.partition("@")[0] == "registry.sandbox.local/shop/catalog:1.4.3"
+    found = pushed(store, "registry.sandbox.local/shop/catalog:1.4.3@sha256:" + "0" * 64)
+    assert found is not None and found["digest"] == digest and found["source"] == "a" * 40
+    assert pushed(store, "docker.io/shop/catalog:1.4.3") is None and pushed(store, "registry.sandbox.local/x") is None

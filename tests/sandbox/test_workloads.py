@@ -225,3 +225,100 @@ async def test_rollout_state_activity(shop: tuple[Running, Clock], tmp_path: Pat
         assert e.value.type == "WorkloadNotFound" and e.value.non_retryable
     finally:
         acts.close()
+
+
+# -- rollouts per environment ------------------------------------------------------------------------------------------
+STAGING_NS = "shop-staging"
+STAGING = "apps/staging/kustomization.yaml"
+
+
+def set_staging_tag(run: Running, tag: str) -> None:
+    text = head_text(run.sb, STAGING)
+    push(run.sb, STAGING, text.replace('newTag: "1.4.2"', f'newTag: "{tag}"', 1), f"staging: catalog {tag}")
+
+
+def verdict(client: WorkloadClient, ns: str, image: str | None) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    deployment = client.get_workload("Deployment", ns, "catalog")
+    pods = client.pods_of(deployment)
+    return rollout(deployment, pods, image), deployment, pods
+
+
+def test_a_new_tag_rolls_out_in_staging_within_the_ready_time(shop: tuple[Running, Clock], tmp_path: Path) -> None:
+    """A tag the registry has (pushed as CI pushes it) set in apps/staging: the new ReplicaSet's pods are created at
+    the apply and Ready ``rollout_ready_s`` (2 s) later; until then the rollout is progressing (old pods still
+    there), then complete with the new image; production is untouched."""
+    from fixloop.sandbox.registry import push_tag, registry_store
+
+    run, clock = shop
+    image = "registry.sandbox.local/shop/catalog:1.4.3"
+    seed = run.sb.repos.branches("platform/gitops")["main"]
+    push_tag(registry_store(run.sb), "registry.sandbox.local/shop/catalog", "1.4.3", clock(), source=seed)
+    ready_s = run.sb.config.rollout_ready_s
+    assert ready_s == 2.0
+    with workloads(run, tmp_path) as client:
+        before, old, _ = verdict(client, STAGING_NS, None)
+        assert before.state is RolloutState.COMPLETE and old["metadata"]["namespace"] == STAGING_NS
+        clock.now = T0 + timedelta(minutes=1)
+        applied = clock.now
+        set_staging_tag(run, "1.4.3")
+        v, deployment, pods = verdict(client, STAGING_NS, image)
+        assert v.state is RolloutState.PROGRESSING, v.reasons
+        assert deployment["metadata"]["generation"] == 2 and deployment["status"]["observedGeneration"] == 2
+        assert deployment["status"]["replicas"] == 4 and deployment["status"]["updatedReplicas"] == 2
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
+        new = [p for p in pods if p["status"]["containerStatuses"][0]["image"] == image]
+        assert len(new) == 2 and not any(p["status"]["containerStatuses"][0]["ready"] for p in new)
+        clock.now = applied + timedelta(seconds=ready_s)
+        v, deployment, pods = verdict(client, STAGING_NS, image)
+        assert v.state is RolloutState.COMPLETE, v.reasons
+        assert {p["status"]["containerStatuses"][0]["image"] for p in pods} == {image} and len(pods) == 2
+        progressing = next(c for c in deployment["status"]["conditions"] if c["type"] == "Progressing")
+        assert (progressing["status"], progressing["reason"]) == ("True", "NewReplicaSetAvailable")
+        prod, production, _ = verdict(client, NS, "registry.sandbox.local/shop/catalog:1.4.2")
+        assert prod.state is RolloutState.COMPLETE and production["metadata"]["generation"] == 1
+
+
+def test_a_tag_the_registry_lacks_backs_off_pulling_and_the_rollout_is_stuck(
+    shop: tuple[Running, Clock], tmp_path: Path
+) -> None:
+    """apps/staging set to a tag nobody pushed: the new pods wait in ErrImagePull, then ImagePullBackOff, never Ready;
+    the old pods keep serving (the world's staging catalog is unchanged); core.rollout says stuck, and after the
+    progress deadline (600 s) the Deployment says ProgressDeadlineExceeded."""
+    run, clock = shop
+    image = "registry.sandbox.local/shop/catalog:9.9.9"
+    clock.now = T0 + timedelta(minutes=1)
+    applied = clock.now
+    set_staging_tag(run, "9.9.9")
+    assert run.sb.world.deploys("staging")[-1]["unpulled"] == {"catalog": image}
+    with workloads(run, tmp_path) as client:
+        clock.now = applied + timedelta(seconds=1)
+        v, deployment, pods = verdict(client, STAGING_NS, image)
+        waiting = [
+            p["status"]["containerStatuses"][0] for p in pods if p["status"]["containerStatuses"][0]["image"] == image
+        ]
+        assert len(waiting) == 2 and {w["state"]["waiting"]["reason"] for w in waiting} == {"ErrImagePull"}
+        assert v.state is RolloutState.STUCK and any("ErrImagePull" in r for r in v.reasons)
+        clock.now = applied + timedelta(seconds=60)
+        v, deployment, pods = verdict(client, STAGING_NS, image)
+        waiting = [
+            p["status"]["containerStatuses"][0] for p in pods if p["status"]["containerStatuses"][0]["image"] == image
+        ]
+        assert {w["state"]["waiting"]["reason"] for w in waiting} == {"ImagePullBackOff"}
+        assert not any(w["ready"] for w in waiting) and all(w["imageID"] == "" for w in waiting)
+        assert v.state is RolloutState.STUCK and any("ImagePullBackOff" in r for r in v.reasons)
+        assert deployment["status"]["readyReplicas"] == 2 and deployment["status"]["updatedReplicas"] == 2
+        progressing = next(c for c in deployment["status"]["conditions"] if c["type"] == "Progressing")
+        assert progressing["reason"] == "ReplicaSetUpdated"
+        clock.now = applied + timedelta(seconds=601)
+        v, deployment, _ = verdict(client, STAGING_NS, image)
+        progressing = next(c for c in deployment["status"]["conditions"] if c["type"] == "Progressing")
+        assert (progressing["status"], progressing["reason"]) == ("False", "ProgressDeadlineExceeded")
+        assert v.state is RolloutState.STUCK and any("progress deadline exceeded" in r for r in v.reasons)
+    world = run.sb.world
+    t = clock.now.timestamp() - 30
+    assert world.expected("catalog", "errors", t, 1, "staging") == pytest.approx(
+        world.expected("catalog", "errors", t - 86400, 1, "staging")
+    )  # the old pods serve: nothing changed
+    assert world.expected("catalog", "errors", t, 1, "staging") == pytest.approx(
+        world.expected("catalog", "errors", t, 1, "production")
+    )

@@ -22,6 +22,7 @@ from ruamel.yaml import YAML
 
 from fixloop.sandbox import containers as kube
 from fixloop.sandbox.app import Sandbox
+from fixloop.sandbox.registry import registry_store
 from fixloop.sandbox.repos import Action, Person
 from fixloop.sandbox.seed import GITOPS_PROJECT, seed_gitops
 from fixloop.sandbox.world import MONITORS, SERVICES
@@ -35,6 +36,7 @@ CATALOG = "apps/base/catalog/deployment.yaml"
 SEED = Path(__file__).resolve().parents[2] / "sandbox" / "gitops_seed"
 MIB = 1024 * 1024
 PEAK_QUERY = "max:kubernetes.memory.usage{kube_deployment:catalog,kube_container_name:catalog}.rollup(max, 60)"
+PROD = "env:production"  # the kubelet series of production only (staging runs the same apps/base changes)
 
 
 def monitor(service: str, kind: str) -> int:
@@ -165,8 +167,11 @@ def test_a_cache_past_the_limit_oomkills_catalog_until_a_memory_mr_raises_the_li
     assert c0.state(broken_at + 44.5 + 1)[2:] == (1, True)  # restarted
     t = clock.now.timestamp()
     expect_restarts = sum(math.floor((t - broken_at + c.index * 44.5 / 2) / 44.5) for c in pods)
-    (restarts,) = query(run, "sum:kubernetes.containers.restarts{kube_deployment:catalog}", clock.now, clock.now)
+    q = f"sum:kubernetes.containers.restarts{{kube_deployment:catalog,{PROD}}}"
+    (restarts,) = query(run, q, clock.now, clock.now)
     assert restarts["pointlist"][-1][1] == expect_restarts == 26  # 600 s: 13 + 13 cycles
+    (both,) = query(run, "sum:kubernetes.containers.restarts{kube_deployment:catalog}", clock.now, clock.now)
+    assert both["pointlist"][-1][1] == 2 * 26  # no env term: staging's (the same base change) added
     # errors x (1 + 12 x 15/44.5), p95 x (1 + 2 x 15/44.5) over whole cycles (44.5 s x 4 = 178 s)
     w = sb.world
     # (and more: while a pod is down the other serves all requests, 90 % of its CPU limit, and is throttled)
@@ -194,9 +199,10 @@ def test_a_cache_past_the_limit_oomkills_catalog_until_a_memory_mr_raises_the_li
     assert min(values) == pytest.approx(204 * MIB, rel=0.05)  # before the change: 140 + 64 MiB, steady
     (limit,) = query(run, "max:kubernetes.memory.limits{kube_deployment:catalog}", *lookback)
     assert {v for _, v in limit["pointlist"]} == {256 * MIB}
-    by_pod = query(run, "max:kubernetes.containers.last_state.terminated{service:catalog} by {pod_name}", *lookback)
+    by_pod = query(run, f"max:kubernetes.containers.last_state.terminated{{service:catalog,{PROD}}} by {{pod_name}}",
+                   *lookback)  # fmt: skip
     assert sorted(s["tag_set"][0] for s in by_pod) == sorted(f"pod_name:{c.pod}" for c in sb.world.pods("catalog"))
-    terminated = "sum:kubernetes.containers.state.terminated{reason:oomkilled,service:catalog}"
+    terminated = f"sum:kubernetes.containers.state.terminated{{reason:oomkilled,service:catalog,{PROD}}}"
     (avg,) = query(run, terminated, *lookback)
     (most,) = query(run, terminated + ".rollup(max)", *lookback)
     assert avg["interval"] == most["interval"] == 20
@@ -220,7 +226,8 @@ def test_a_cache_past_the_limit_oomkills_catalog_until_a_memory_mr_raises_the_li
     assert state(run, "catalog", "latency") == "OK"
     (restarts,) = query(run, "sum:kubernetes.containers.restarts{kube_deployment:catalog}", clock.now, clock.now)
     assert restarts["pointlist"][-1][1] == 0
-    assert w._oom_multipliers("catalog", fixed_at + 1, clock.now.timestamp()) == (1.0, 1.0)
+    ready = sb.config.rollout_ready_s  # the old pods serve until the new ones are Ready
+    assert w._oom_multipliers("catalog", fixed_at + ready + 1, clock.now.timestamp()) == (1.0, 1.0)
 
 
 def test_the_oom_rule_holds_for_any_workload_and_replicas_change_the_pods(tmp_path: Path) -> None:
@@ -280,7 +287,7 @@ def test_fidelity_kubernetes_series(shop: tuple[Running, Clock]) -> None:
     ours = dd_get(
         run,
         "/api/v1/query",
-        query="avg:kubernetes.memory.usage{kube_namespace:shop-production} by {kube_deployment}",
+        query="avg:kubernetes.memory.usage{kube_namespace:shop-production} by {kube_deployment}",  # production
         **{"from": int(T0.timestamp()), "to": int(clock.now.timestamp())},
     )
     assert_same_shape(real, ours, only=[k for k in real if k != "series"])
@@ -288,7 +295,8 @@ def test_fidelity_kubernetes_series(shop: tuple[Running, Clock]) -> None:
     for s in ours["series"]:
         assert_same_shape(real["series"][0], s, only=[k for k in real["series"][0] if k != "unit"])
         assert s["interval"] == 300 and s["length"] == 289
-    assert query(run, "avg:kubernetes.memory.usage{env:production}", T0, clock.now) == []
+    assert len(query(run, "avg:kubernetes.memory.usage{env:production}", T0, clock.now)) == 1
+    assert query(run, "avg:kubernetes.memory.usage{env:sandbox}", T0, clock.now) == []
     assert query(run, "avg:kubernetes.memory.usage{kube_deployment:nope}", T0, clock.now) == []
     assert query(run, "avg:kubernetes.memory.usage{*} by {no_such_tag}", T0, clock.now) == []
 
@@ -318,18 +326,78 @@ def test_one_replica_saturates_payments_cpu_and_more_replicas_lower_it(shop: tup
         (1.0, 1 + 2 * min(1.0, 2.5 * (u - 0.6)))
     )
     window = (clock.now - timedelta(minutes=5), clock.now)
-    (usage,) = query(run, "sum:kubernetes.cpu.usage.total{kube_deployment:payments}", *window)
-    (limit,) = query(run, "sum:kubernetes.cpu.limits{kube_deployment:payments}", *window)
+    (usage,) = query(run, f"sum:kubernetes.cpu.usage.total{{kube_deployment:payments,{PROD}}}", *window)
+    (limit,) = query(run, f"sum:kubernetes.cpu.limits{{kube_deployment:payments,{PROD}}}", *window)
     assert {v for _, v in limit["pointlist"]} == {0.5} and usage["unit"][0]["name"] == "nanocore"
     at_2am = 40 * sb.world.load(clock.now.timestamp()) * 0.012  # 0.41 cores: 2 AM, load x0.855
     assert statistics.fmean(v for _, v in usage["pointlist"]) == pytest.approx(at_2am * 1e9, rel=0.01)
-    throttled = query(run, "sum:kubernetes.cpu.cfs.throttled.periods{service:payments}", *window)[0]["pointlist"]
+    throttled = query(run, f"sum:kubernetes.cpu.cfs.throttled.periods{{service:payments,{PROD}}}", *window)[0][
+        "pointlist"
+    ]
     share = 2.5 * (at_2am / 0.5 - 0.6)  # 0.55 of the 10 CFS periods a second
     assert statistics.fmean(v for _, v in throttled) == pytest.approx(10 * share, rel=0.02)
 
     push(sb, "apps/base/payments/deployment.yaml", seeded.replace("replicas: 2", "replicas: 3"), "payments: 3 pods")
     three_at = clock.now.timestamp()
     assert len([p for p in sb.world.pods("payments") if p.end == math.inf]) == 3
-    assert sb.world._oom_multipliers("payments", three_at + 1, three_at + 2) == (1.0, 1.0)
+    ready = sb.config.rollout_ready_s  # the new pods take their share once Ready
+    assert sb.world._oom_multipliers("payments", three_at + ready + 1, three_at + ready + 2) == (1.0, 1.0)
     clock.now = T0 + timedelta(minutes=26)
     assert state(run, "payments", "latency") == "OK"
+
+
+# -- deployed means running: source changes, CI-built tags, environments ----------------------------------------------
+CATALOG_DOCKERFILE = "services/catalog/Dockerfile"
+STAGING = "apps/staging/kustomization.yaml"
+
+
+def catalog_errors(run: Running, env: str, start: datetime, end: datetime) -> float:
+    (series,) = query(run, f"sum:trace.http.request.errors{{service:catalog,env:{env}}}.as_rate()", start, end)
+    assert series["scope"] == f"service:catalog,env:{env}"
+    return statistics.fmean(v for _, v in series["pointlist"])
+
+
+def test_a_dockerfile_merge_changes_nothing_until_the_ci_built_tag_runs_in_staging(
+    start_sandbox: Callable[..., Running],
+) -> None:
+    """The catalog's alpine 3.9.4 errors (x2.5) in both environments. A merged FROM alpine:3.9.6 is applied by Flux
+    but runs nowhere: both still error. CI builds it into 1.4.3; that tag in apps/staging heals staging only;
+    production errors on (its monitor, production's, stays Alert) until its own tag changes."""
+    clock = Clock(T0)
+    run = start_sandbox(clock=clock, ci_duration=10)  # every stand-in: GitLab (and its CI) seeds repo and registry
+    sb = run.sb
+    assert sb.world.environments() == ["production", "staging"]
+    clock.now = T0 + timedelta(minutes=10)
+    dockerfile = head_text(sb, CATALOG_DOCKERFILE)
+    merged = push(sb, CATALOG_DOCKERFILE, dockerfile.replace("alpine:3.9.4", "alpine:3.9.6"), "catalog: alpine 3.9.6")
+    merged_at = clock.now
+    for env in ("production", "staging"):
+        last = sb.world.deploys(env)[-1]
+        assert last["revision"] == f"main@sha1:{merged}"  # applied...
+        assert "alpine:3.9.4" in last["files"][CATALOG_DOCKERFILE]  # ...but what runs was built from the seed
+        assert last["workloads"]["catalog"]["base-image"] == "alpine:3.9.4"
+    clock.now = merged_at + timedelta(minutes=8)
+    baseline = SERVICES["catalog"].hits * SERVICES["catalog"].error_ratio  # 0.45 errors/s at mean load
+    for env in ("production", "staging"):
+        assert catalog_errors(run, env, merged_at + timedelta(minutes=1), clock.now) > 1.8 * baseline * 0.85, env
+    assert state(run, "catalog", "errors") == "Alert"
+
+    sb.bus.publish("registry.read", {"name": "shop/catalog"})  # CI finishes what is due on a registry read
+    pushed = registry_store(sb).data["pushed"]["shop/catalog"]
+    assert pushed["1.4.3"]["source"] == merged
+    text = head_text(sb, STAGING)
+    push(sb, STAGING, text.replace('newTag: "1.4.2"', 'newTag: "1.4.3"', 1), "staging: catalog 1.4.3")
+    tagged_at = clock.now
+    staging = sb.world.deploys("staging")[-1]
+    assert staging["workloads"]["catalog"]["base-image"] == "alpine:3.9.6" and not staging["unpulled"]
+    assert sb.world.deploys("production")[-1]["workloads"]["catalog"]["base-image"] == "alpine:3.9.4"
+    clock.now = tagged_at + timedelta(minutes=10)
+    window = (tagged_at + timedelta(minutes=1), clock.now)
+    healed, broken = catalog_errors(run, "staging", *window), catalog_errors(run, "production", *window)
+    assert 0.8 < healed / (baseline * 0.85) < 1.2  # 2 AM: load x0.855
+    assert 2.0 < broken / healed < 3.1
+    both = query(run, "sum:trace.http.request.errors{service:catalog}.as_rate()", *window)[0]["pointlist"]
+    assert statistics.fmean(v for _, v in both) == pytest.approx(healed + broken, rel=0.01)  # Datadog's space sum
+    assert state(run, "catalog", "errors") == "Alert"  # the monitors are production's
+    (by_env,) = [query(run, "avg:kubernetes.memory.limits{kube_deployment:catalog} by {env}", *window)]
+    assert sorted(s["tag_set"][0] for s in by_env) == ["env:production", "env:staging"]
