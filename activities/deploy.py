@@ -15,7 +15,31 @@ merge SHA counts. A revert of the merge is a descendant too: "applied" says the 
 is still in effect.
 
 Which Kustomization: ``DeployStateInput.kustomization`` (``namespace/name``), else ``FluxSettings.kustomization``
-(``FIXLOOP_FLUX_KUSTOMIZATION``, default ``flux-system/apps-production``).
+(``FIXLOOP_FLUX_KUSTOMIZATION``, default ``flux-system/apps-production``). ``DeployState.health_checked`` says
+whether it has ``spec.wait`` or ``spec.healthChecks``: only then does its Ready=True include kustomize-controller's
+health check of the applied workloads (Ready=False ``HealthCheckFailed`` when they did not become healthy).
+
+HelmRelease targets (``DeployStateInput.helmrelease``, ``namespace/name``; ``helm.toolkit.fluxcd.io/v2``, judged by
+``fixloop.core.helmrelease``). The rule that can actually be checked on the objects:
+
+* the release must be **deployed**: Ready=True, for the current generation (``observedGeneration`` and
+  ``lastAttemptedGeneration`` >= ``metadata.generation``), the last attempt not failed (history ``failed``,
+  ``Released=False``, ``Remediated``, an ``*Failed`` reason);
+* and it must be a release **after the merge**. When the chart version names a commit (a chart from the GitOps
+  repository's GitRepository with ``reconcileStrategy: Revision``: ``<version>+<first 12 hex of the commit>``), the
+  deployed chart's commit must be the merge or a descendant of it (GitLab's ancestry check, as for Kustomizations);
+  with ``DeployStateInput.kustomization`` set, that Kustomization must also have applied the merge. Otherwise (the
+  default ``ChartVersion`` strategy, a HelmRepository chart) the version names no commit: the Kustomization (the
+  input's, else the configured one) must have applied the merge — it applies the HelmRelease's spec, so the merge
+  reached the spec, and Ready=True for the current generation says helm-controller released that spec. A chart
+  change there without a Chart.yaml version bump is never released by Flux and cannot be told apart: use
+  ``reconcileStrategy: Revision``.
+* failed: the release is failed (any Ready=False included) for the current generation's attempt, and that
+  attempt is about the merge (its chart version's commit holds it; without one: the Kustomization applied or
+  failed the merge).
+
+The HelmRelease's workloads (its ``status.inventory``: Deployments, StatefulSets, DaemonSets) are returned in
+``DeployState.workloads`` for the same rollout check (``rollout_state``) as a Kustomization's.
 
 ``rollout_state`` (``kubernetes.rollout_state``) reads a Deployment or StatefulSet and the pods it selects
 (``fixloop.integrations.kube``: kubeconfig with any user, exec plugins included, a token, or in-cluster) and returns
@@ -27,11 +51,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from fixloop.activities.errors import as_application_errors
+from fixloop.core.helmrelease import HelmReleaseState, HelmReleaseVerdict, holds
 from fixloop.core.parsing import clean, opt
 from fixloop.core.rollout import rollout
 from fixloop.integrations.errors import NotFound
@@ -50,6 +76,7 @@ SUCCEEDED = "ReconciliationSucceeded"  # the reason of kustomize-controller's "a
 KUSTOMIZATION_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+T = TypeVar("T")
 _DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -70,15 +97,7 @@ def deploy_state_of(
 ) -> DeployState:
     """The ``DeployState`` of ``merge_sha`` given a Kustomization's status (see the module docstring);
     ``is_ancestor(ancestor, descendant)`` answers the descendant question (None: only the exact SHA counts)."""
-    asked: dict[tuple[str, str], bool] = {}
-
-    def descends(revision_sha: str, merge: str) -> bool:
-        if is_ancestor is None:
-            return False
-        if (revision_sha, merge) not in asked:
-            asked[revision_sha, merge] = is_ancestor(merge, revision_sha)
-        return asked[revision_sha, merge]
-
+    descends = _memo(is_ancestor)
     applied = status.applied(merge_sha, descends)
     failed = not applied and status.failed(merge_sha, descends)
     revision = status.last_attempted_revision if failed else status.last_applied_revision
@@ -94,6 +113,84 @@ def deploy_state_of(
         last_applied_revision=status.last_applied_revision,
         last_attempted_revision=status.last_attempted_revision,
         via_descendant=applied and applied_sha is not None and not _same(applied_sha, merge_sha),
+        health_checked=status.health_checked,
+    )
+
+
+def _memo(is_ancestor: Callable[[str, str], bool] | None) -> Callable[[str, str], bool] | None:
+    """``descends(revision_sha, merge_sha)`` from ``is_ancestor(ancestor, descendant)``, each pair asked once."""
+    if is_ancestor is None:
+        return None
+    asked: dict[tuple[str, str], bool] = {}
+
+    def descends(revision_sha: str, merge: str) -> bool:
+        if (revision_sha, merge) not in asked:
+            asked[revision_sha, merge] = is_ancestor(merge, revision_sha)
+        return asked[revision_sha, merge]
+
+    return descends
+
+
+def helmrelease_state_of(
+    release: HelmReleaseVerdict,
+    merge_sha: str,
+    kustomization: KustomizationStatus | None = None,
+    is_ancestor: Callable[[str, str], bool] | None = None,
+) -> DeployState:
+    """The ``DeployState`` of ``merge_sha`` for a HelmRelease target (module docstring, "HelmRelease targets"):
+    ``release`` its verdict, ``kustomization`` the status of the Kustomization that must have applied the merge
+    (None: the chart version's commit decides alone; needed when the version names none), ``is_ancestor`` as for
+    ``deploy_state_of``."""
+    descends = _memo(is_ancestor)
+    deployed_sha, attempted_sha = release.deployed_sha(), release.attempted_sha()
+    ks_applied = kustomization is not None and kustomization.applied(merge_sha, descends)
+    ks_failed = kustomization is not None and not ks_applied and kustomization.failed(merge_sha, descends)
+    if deployed_sha is not None or attempted_sha is not None:
+        chart_applied = holds(deployed_sha, merge_sha, descends)
+        chart_attempted = holds(attempted_sha, merge_sha, descends)
+        applied = release.deployed and chart_applied and (kustomization is None or ks_applied)
+        failed = not applied and (
+            ks_failed or (release.state is HelmReleaseState.FAILED and release.attempt_current and chart_attempted)
+        )
+    else:
+        applied = release.deployed and ks_applied
+        failed = not applied and (
+            ks_failed or (release.state is HelmReleaseState.FAILED and release.attempt_current and ks_applied)
+        )
+    latest = release.latest
+    deployed_version = next((e.chart_version for e in release.history if e.status == "deployed"), None)
+    deployed_version = deployed_version or release.last_applied_revision
+    attempted_version = release.last_attempted_revision or (latest.chart_version if latest else None)
+    via = applied and (
+        (deployed_sha is not None and not _same(deployed_sha, merge_sha))
+        or (kustomization is not None and not _same(_sha(kustomization.last_applied_revision) or merge_sha, merge_sha))
+    )
+    if ks_failed and kustomization is not None:
+        message, reason, ready = kustomization.ready_message, kustomization.ready_reason, kustomization.ready
+    else:
+        message, reason, ready = release.ready_message, release.ready_reason, release.ready
+    return DeployState(
+        applied=applied,
+        failed=failed,
+        revision=attempted_version if failed else deployed_version,
+        message=opt(message, MESSAGE_MAX),
+        kustomization=f"{kustomization.namespace}/{kustomization.name}" if kustomization is not None else None,
+        ready=ready,
+        reason=reason,
+        last_applied_revision=deployed_version,
+        last_attempted_revision=attempted_version,
+        via_descendant=bool(via),
+        health_checked=kustomization.health_checked if kustomization is not None else False,
+        helmrelease=f"{release.namespace}/{release.name}",
+        chart_name=(latest.chart_name or None) if latest else None,
+        chart_version=release.chart_version,
+        app_version=(latest.app_version or None) if latest else None,
+        values_digest=release.values_digest,
+        release_version=(latest.version or None) if latest else None,
+        release_status=(latest.status or None) if latest else None,
+        chart_sha=deployed_sha if not failed else (attempted_sha or deployed_sha),
+        kustomization_revision=kustomization.last_applied_revision if kustomization is not None else None,
+        workloads=[f"{w.kind}/{w.namespace}/{w.name}" for w in release.workloads],
     )
 
 
@@ -165,27 +262,53 @@ class DeployActivities:
         key = inp.kustomization or self.settings.kustomization
         if not KUSTOMIZATION_RE.match(key):
             raise _invalid(f"kustomization {clean(key, 80)!r} is not namespace/name")
+        if inp.helmrelease is not None and not KUSTOMIZATION_RE.match(inp.helmrelease):
+            raise _invalid(f"helmrelease {clean(inp.helmrelease, 80)!r} is not namespace/name")
         with as_application_errors():
+            if inp.helmrelease is not None:
+                ks = inp.kustomization
+                return await asyncio.to_thread(self._read_release, inp.helmrelease, ks, key, inp.merge_sha.lower())
             return await asyncio.to_thread(self._read, key, inp.merge_sha.lower())
 
     def _read(self, key: str, merge_sha: str) -> DeployState:
         status = read_kustomization(self.kube, key, "DeployStateInput.kustomization")
         return deploy_state_of(status, merge_sha, self.gitlab.is_ancestor if self.gitlab else None)
 
+    def _read_release(self, release_key: str, given: str | None, default: str, merge_sha: str) -> DeployState:
+        """The Kustomization first (when it is needed: ``given``, or a chart version naming no commit), then the
+        HelmRelease: a Kustomization that applied the merge has already written the HelmRelease's new spec."""
+        ancestry = self.gitlab.is_ancestor if self.gitlab else None
+        ks = read_kustomization(self.kube, given, "DeployStateInput.kustomization") if given else None
+        release = read_helmrelease(self.kube, release_key)
+        if ks is None and release.deployed_sha() is None and release.attempted_sha() is None:
+            ks = read_kustomization(self.kube, default, "DeployStateInput.kustomization")
+            release = read_helmrelease(self.kube, release_key)
+        return helmrelease_state_of(release, merge_sha, ks, ancestry)
+
+
+def _read_object(fetch: Callable[[str, str], T], kind: str, key: str, hint: str) -> T:
+    """``fetch(namespace, name)`` of ``key`` (``namespace/name``, already checked); ``NotFound`` becomes a
+    non-retryable ``<kind>NotFound`` naming it and where to set another (``hint``)."""
+    namespace, name = key.split("/", 1)
+    try:
+        return fetch(namespace, name)
+    except NotFound as e:
+        raise ApplicationError(
+            f"{kind} {key} not found ({e.message}); set {hint}", type=f"{kind}NotFound", non_retryable=True
+        ) from e
+
 
 def read_kustomization(kube: KubeClient, key: str, field: str) -> KustomizationStatus:
     """The status of Kustomization ``key`` (``namespace/name``, already checked); one that does not exist is a
     non-retryable ``KustomizationNotFound`` naming it and where to set another (``field`` of the input, or
     ``FIXLOOP_FLUX_KUSTOMIZATION``); other errors as ``KubeClient.get_kustomization``."""
-    namespace, name = key.split("/", 1)
-    try:
-        return kube.get_kustomization(namespace, name)
-    except NotFound as e:
-        raise ApplicationError(
-            f"Kustomization {key} not found ({e.message}); set {field} or FIXLOOP_FLUX_KUSTOMIZATION",
-            type="KustomizationNotFound",
-            non_retryable=True,
-        ) from e
+    return _read_object(kube.get_kustomization, "Kustomization", key, f"{field} or FIXLOOP_FLUX_KUSTOMIZATION")
+
+
+def read_helmrelease(kube: KubeClient, key: str) -> HelmReleaseVerdict:
+    """The verdict of HelmRelease ``key`` (``namespace/name``, already checked); one that does not exist is a
+    non-retryable ``HelmReleaseNotFound`` naming it; other errors as ``KubeClient.get_helmrelease``."""
+    return _read_object(kube.get_helmrelease, "HelmRelease", key, "DeployStateInput.helmrelease")
 
 
 def deploy_event(event: FluxEvent, kustomization: str | None = None) -> DeployEvent | None:

@@ -7,6 +7,16 @@ Formats
     "True"|"False"|"Unknown", ``reason``, ``message``, ``lastTransitionTime``). Read with
     ``GET {api}/apis/kustomize.toolkit.fluxcd.io/v1/namespaces/{ns}/kustomizations/{name}`` and a bearer token
     (Kubernetes API conventions; errors are ``Status`` objects ``{kind: Status, code, reason, message}``).
+    ``spec.wait`` (bool) and ``spec.healthChecks[]`` (``{apiVersion, kind, name, namespace}``) are read too: with
+    either, kustomize-controller health-checks what it applied (``wait``: every applied object; ``healthChecks``:
+    those listed, e.g. a HelmRelease or a Deployment) within ``spec.timeout`` before it marks the Kustomization
+    Ready=True (with a ``Healthy`` condition), and marks it Ready=False reason ``HealthCheckFailed`` otherwise; without
+    either, Ready=True only means the manifests were applied, not that the workloads run
+    (``kustomizations.md``, "Health checks").
+  * HelmRelease ``helm.toolkit.fluxcd.io/v2`` (fluxcd/helm-controller ``docs/spec/v2/helmreleases.md``,
+    "HelmRelease Status"; v2beta1/v2beta2 objects read the same way): read with
+    ``GET {api}/apis/helm.toolkit.fluxcd.io/v2/namespaces/{ns}/helmreleases/{name}`` and judged by
+    ``fixloop.core.helmrelease.helmrelease`` (Ready, generations, ``history``, ``lastAttemptedRevision``).
   * Revisions (fluxcd/pkg ``apis/meta``, RFC-0005 "Artifact revision format"): ``<ref>@<algo>:<hash>`` since Flux
     2.0 (``main@sha1:<sha>``), ``<branch>/<sha>`` before (``master/<sha>``), or a bare ``sha1:<sha>`` / ``<sha>``.
   * Events (at most ``MAX_EVENT_BYTES``, decoded by the caller; fluxcd/notification-controller
@@ -36,6 +46,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, Vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fixloop.core.culprit import AppliedRevision
+from fixloop.core.helmrelease import GROUP as HELM_GROUP
+from fixloop.core.helmrelease import HelmReleaseVerdict, helmrelease
 from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import (
     AuthError,
@@ -52,6 +64,7 @@ SYSTEM = "flux"
 KS_GROUP = "kustomize.toolkit.fluxcd.io"
 MAX_EVENT_BYTES = 1 << 20  # notification-controller's own example reads at most 1 MiB
 MAX_MESSAGE = 300  # chars of a server message kept in an error
+MAX_HEALTH_CHECKS = 100  # spec.healthChecks entries kept in a KustomizationStatus
 _HASHES: dict[str, Callable[..., Any]] = {
     "sha224": hashlib.sha224,
     "sha256": hashlib.sha256,
@@ -139,8 +152,21 @@ class Condition(BaseModel):
     observedGeneration: int | None = None
 
 
+class HealthCheck(BaseModel):
+    """A ``spec.healthChecks[]`` entry of a Kustomization (meta.NamespacedObjectKindReference)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    apiVersion: str | None = Field(default=None, max_length=300)
+    kind: str = Field(max_length=100)
+    name: str = Field(max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+
+
 class KustomizationStatus(BaseModel):
-    """What fixloop reads of a Kustomization. ``ready``: the Ready condition (``None`` when absent or Unknown)."""
+    """What fixloop reads of a Kustomization. ``ready``: the Ready condition (``None`` when absent or Unknown).
+    ``wait`` / ``health_checks``: its ``spec.wait`` and ``spec.healthChecks`` (at most ``MAX_HEALTH_CHECKS``);
+    ``health_checked`` says Ready=True includes kustomize-controller's health check of the applied workloads."""
 
     name: str
     namespace: str
@@ -153,6 +179,14 @@ class KustomizationStatus(BaseModel):
     last_applied_revision: str | None = None
     last_attempted_revision: str | None = None
     conditions: list[Condition] = []
+    wait: bool = False
+    health_checks: list[HealthCheck] = []
+
+    @property
+    def health_checked(self) -> bool:
+        """``spec.wait`` or ``spec.healthChecks``: Ready=True then means the applied objects (``wait``) or the
+        listed ones were healthy within ``spec.timeout``; Ready=False ``HealthCheckFailed`` when they were not."""
+        return self.wait or bool(self.health_checks)
 
     @property
     def current(self) -> bool:
@@ -190,8 +224,10 @@ class KustomizationStatus(BaseModel):
 def kustomization_status(obj: dict[str, Any]) -> KustomizationStatus:
     """The ``KustomizationStatus`` of a Kustomization object (a dict as the API serves it)."""
     meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
     conditions = [Condition.model_validate(c) for c in status.get("conditions") or []]
     ready = next((c for c in conditions if c.type == "Ready"), None)
+    checks = spec.get("healthChecks") if isinstance(spec.get("healthChecks"), list) else []
     return KustomizationStatus(
         name=meta.get("name", ""),
         namespace=meta.get("namespace", ""),
@@ -204,6 +240,8 @@ def kustomization_status(obj: dict[str, Any]) -> KustomizationStatus:
         last_applied_revision=status.get("lastAppliedRevision"),
         last_attempted_revision=status.get("lastAttemptedRevision"),
         conditions=conditions,
+        wait=spec.get("wait") is True,
+        health_checks=[HealthCheck.model_validate(c) for c in checks[:MAX_HEALTH_CHECKS]],
     )
 
 
@@ -286,6 +324,11 @@ class KubeClient:
             raise IntegrationError(
                 SYSTEM, f"kustomization {namespace}/{name}: bad status ({e.error_count()} errors)"
             ) from None
+
+    def get_helmrelease(self, namespace: str, name: str, version: str = "v2") -> HelmReleaseVerdict:
+        """The verdict of HelmRelease ``namespace/name`` (``helm.toolkit.fluxcd.io/<version>``, ``v2`` by default;
+        ``fixloop.core.helmrelease``, which reads any object without raising); errors as ``get_object``."""
+        return helmrelease(self.get_object(HELM_GROUP, version, "helmreleases", namespace, name))
 
 
 def _status_message(resp: httpx.Response) -> str:

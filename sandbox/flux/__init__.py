@@ -39,7 +39,9 @@ When it reconciles (no free-running thread: a mounted sub-application gets no li
 
 Kubernetes API (``Authorization: Bearer <sb.credentials.kube_token>``): ``GET /kube/api``, ``/kube/apis``,
 ``/kube/apis/kustomize.toolkit.fluxcd.io/v1[/namespaces/{ns}]/kustomizations[/{name}]`` and
-``/kube/apis/source.toolkit.fluxcd.io/v1[/namespaces/{ns}]/gitrepositories[/{name}]``, and the world's
+``/kube/apis/source.toolkit.fluxcd.io/v1[/namespaces/{ns}]/gitrepositories[/{name}]``,
+``/kube/apis/helm.toolkit.fluxcd.io/v2[/namespaces/{ns}]/helmreleases[/{name}]`` (``helmreleases``: the HelmReleases
+declared in ``clusters/sandbox``, their status derived from the chart folder at each reconciliation), and the world's
 workloads of every environment (``workloads``: ``shop-staging``, ``shop-production``):
 ``/kube/apis/apps/v1[/namespaces/{ns}]/deployments[/{name}]`` and ``/kube/api/v1/namespaces/{ns}/pods[/{name}]``.
 Errors are ``Status`` objects (401 Unauthorized, 404 NotFound "<resource>.<group> "<name>" not found", 405, 400, 500).
@@ -57,7 +59,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fixloop.sandbox.flux import control, discovery, gitrepositories, kustomizations, workloads
+from fixloop.sandbox.flux import control, discovery, gitrepositories, helmreleases, kustomizations, workloads
 from fixloop.sandbox.flux.reconciler import Flux, KubeError
 from fixloop.sandbox.routes import stand_in
 
@@ -68,6 +70,7 @@ ROUTERS = (
     discovery.router,
     kustomizations.router,
     gitrepositories.router,
+    helmreleases.router,
     workloads.router,
     control.router,
     discovery.fallback,

@@ -25,11 +25,12 @@ def core_versions() -> dict[str, Any]:
 
 @router.get("/apis")
 def groups() -> dict[str, Any]:
-    def group(name: str) -> dict[str, Any]:
-        v = {"groupVersion": f"{name}/{VERSION}", "version": VERSION}
+    def group(name: str, version: str = VERSION) -> dict[str, Any]:
+        v = {"groupVersion": f"{name}/{version}", "version": version}
         return {"name": name, "versions": [v], "preferredVersion": v}
 
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group("apps"), group(KS_GROUP), group(SRC_GROUP)]}
+    groups = [group("apps"), group(KS_GROUP), group(SRC_GROUP), group("helm.toolkit.fluxcd.io", "v2")]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
 @fallback.get("/apis/{group}/v1/namespaces/{ns}/{resource}/{name}")

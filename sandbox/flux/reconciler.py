@@ -132,6 +132,9 @@ class Flux:
                         del self.store.data["kustomizations"][key]
                 for key, doc in declared.items():
                     self._reconcile_one(key, doc, revision, snap, now)
+                from fixloop.sandbox.flux import helmreleases  # (it imports this module)
+
+                helmreleases.reconcile(self, snap, head, now)
             self.store.save()
             return {
                 "revision": revision,
