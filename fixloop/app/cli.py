@@ -411,6 +411,12 @@ def sandbox_up(
         float, typer.Option(help="Seconds each Datadog monitor averages over (their queries say last_5m).", min=10)
     ] = 300.0,
     flux_interval: Annotated[float, typer.Option(help="Seconds between Flux reconciliations of the branch.")] = 5.0,
+    ci_duration: Annotated[
+        float, typer.Option(help="Seconds a CI pipeline runs before its image is pushed.", min=0, max=3600)
+    ] = 10.0,
+    rollout_ready: Annotated[
+        float, typer.Option(help="Seconds after a rollout starts until its new pods are Ready.", min=0, max=600)
+    ] = 2.0,
 ) -> None:
     """Run the sandbox until interrupted: prints each stand-in's URL and credentials (sandbox-only secrets) as the
     FIXLOOP_* variables that point fixloop at it. State survives a restart; ``fixloop sandbox reset`` clears it."""
@@ -443,6 +449,8 @@ def sandbox_up(
         flux_webhook_url=flux_webhook_url,
         monitor_window=monitor_window,
         flux_interval=flux_interval,
+        ci_duration=ci_duration,
+        rollout_ready_s=rollout_ready,
     )
     sb = Sandbox.open(config)
     application = create_app(sb)

@@ -18,10 +18,16 @@ for scripts and CI). Flux deploys, verification reads the sandbox metrics, faile
 request (gated again). The summary lists every work item with its Jira key, merge request and verdict, and the
 Temporal UI URL filtered to the loops.
 
-The scenario (``examples/demo/SOURCES.md``): the alpine 3.9.4 rebuild of ``catalog`` is joined by the alerts on
-catalog's error rate (the sandbox world ties them to that image) and verifies when its monitor recovers; the
-lodash bump of ``storefront`` verifies; the Werkzeug 0.11 -> 0.15.3 bump of ``payments`` breaks the service in the
-sandbox world, fails verification and is reverted.
+The scenario (``examples/demo/SOURCES.md``): each fix changes an image's source (a Dockerfile, a lockfile), so
+after its merge fixloop follows it to what runs (``fixloop.yaml`` ``images:`` and ``environments: [staging,
+production]``): the sandbox's CI builds the next tag (2 s), fixloop opens the merge request setting it in
+``apps/staging`` (gated: approved here too), Flux applies it, the rollout completes (new pods Ready after 1 s), the
+verification reads staging's metrics (``env:staging``, 16 s), and a pass opens the promotion merge request for
+``apps/production``, deployed, rolled out and verified there (24 s). The alpine 3.9.4 rebuild of ``catalog`` is
+joined by the alerts on catalog's error rate (the sandbox world ties them to the image that runs) and verifies in
+production when its monitor recovers; the lodash bump of ``storefront`` verifies in both; the Werkzeug 0.11 ->
+0.15.3 bump of ``payments`` breaks the service in staging, fails verification there and is reverted (the staging tag
+and the source change, one gated merge request): it never reaches production.
 
 Then two incidents, each a person's change (the sandbox GitLab user ``dana`` opens a merge request, the reviewer
 approves and merges it, with python-gitlab, as people do) that Flux applies and the sandbox world reacts to
@@ -85,8 +91,8 @@ MARKER = "fixloop-demo-state"
 SCOPE = "platform/gitops"
 TASK_QUEUE = "fixloop-demo"
 SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: flux-system/apps-production\n"
-# staging soaks 12 s (its monitors are not the alerts' ones); production verifies over the 24 s window
-STAGING_SOAK = "environments: [{name: staging, window: 12s}, production]"
+# staging soaks 16 s (its monitors are not the alerts' ones); production verifies over the 24 s window
+STAGING_SOAK = "environments: [{name: staging, window: 16s}, production]"
 MONITOR_WINDOW_S = 20
 ATTACH_WINDOW_S = 20  # alerts this soon after a fixloop deploy of their service are its regression
 # A storm settles when no monitor has turned Alert for ``PersonChange.settle_s`` (a caller's monitor turns up to
@@ -362,7 +368,8 @@ class Demo:
             self.fixloop(
                 "sandbox", "up", "--port", str(self.ports["sandbox"]), "--state-dir", str(self.state_dir / "sandbox"),
                 "--gitlab-webhook-url", f"{gateway}/v1/hooks/gitlab", "--flux-webhook-url", f"{gateway}/v1/hooks/flux",
-                "--monitor-window", str(MONITOR_WINDOW_S), "--flux-interval", "2", "--env",
+                "--monitor-window", str(MONITOR_WINDOW_S), "--flux-interval", "2", "--ci-duration", "2",
+                "--rollout-ready", "1", "--env",
             ),
             env={"PYTHONPATH": str(ROOT)},
             stdout=env_file,
@@ -411,8 +418,8 @@ class Demo:
                 "FIXLOOP_INTAKE_QUIET_PERIOD": "3",
                 "FIXLOOP_INTAKE_ENGINE": "rules",
                 "FIXLOOP_INTAKE_ATTACH_WINDOW": str(ATTACH_WINDOW_S),
-                "FIXLOOP_LOOP_POLL_INTERVAL": "2",
-                "FIXLOOP_LOOP_VERIFY_DELAY": "3",
+                "FIXLOOP_LOOP_POLL_INTERVAL": "1",
+                "FIXLOOP_LOOP_VERIFY_DELAY": "1",  # the sandbox's buckets are complete at once
                 "FIXLOOP_LOOP_INCIDENT_COOLDOWN": "5",  # the next scenario's alerts must not join the last incident
             },
         )
@@ -429,7 +436,7 @@ class Demo:
         return reviewer_project(self.state_dir)
 
     def set_short_window(self) -> None:
-        """Commit a 24-second verification window (12 s in staging) to the repository's fixloop.yaml (as the platform
+        """Commit a 24-second verification window (16 s in staging) to the repository's fixloop.yaml (as the platform
         team)."""
         project = self.reviewer()
         policy = project.files.get("fixloop.yaml", ref="main").decode().decode()

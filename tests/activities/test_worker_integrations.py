@@ -93,7 +93,9 @@ def test_flux_and_datadog_register_the_deploy_and_verify_activities(clean_env: p
     clean_env.setenv("FIXLOOP_DATADOG_APP_KEY", "dd-app-secret")
     config = Integrations.from_env()
     assert config.flux is not None and config.datadog is not None and config.gitlab is None
-    assert names(activities(integrations=config)) == sorted([GROUP_SIGNALS, flux.DEPLOY_STATE, flux.ROLLOUT_STATE, verify.JUDGE])
+    assert names(activities(integrations=config)) == sorted(
+        [GROUP_SIGNALS, flux.DEPLOY_STATE, flux.ROLLOUT_STATE, verify.JUDGE]
+    )
 
 
 def test_gitlab_and_flux_register_the_culprit_activity(clean_env: pytest.MonkeyPatch) -> None:

@@ -52,6 +52,22 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     werkzeug = items["Werkzeug"]
     assert (werkzeug["verdict"], werkzeug["outcome"]) == ("fail", "reverted"), werkzeug
     assert werkzeug["revert_merge_request"] and "error rate rose" in werkzeug["summary"]
+    # deployed means running: each fix's merged source change was built, set in staging by a gated merge request,
+    # rolled out and verified there; a pass was promoted to production the same way, a failure never got there
+    for row, envs in ((catalog, ["staging", "production"]), (items["lodash"], ["staging", "production"])):
+        assert row["build"] and row["build"]["status"] == "success" and row["build"]["digest"], row
+        assert [e["name"] for e in row["environments"]] == envs, row["environments"]
+        for e in row["environments"]:
+            assert (e["rollout"], e["verdict"], e["tag"]) == ("complete", "pass", row["build"]["tag"]), e
+            assert e["merge_request"] and e["revision"], e
+    assert catalog["build"]["tag"] == "1.4.3" and catalog["environments"][1]["ready"] == "2/2"
+    assert [(e["name"], e["verdict"]) for e in werkzeug["environments"]] == [("staging", "fail")]
+    gitlab_mrs = json.loads((state / "sandbox" / "gitlab.json").read_text())["mrs"]["1"]
+    titles = sorted(mr["title"].split(" (")[0] for mr in gitlab_mrs.values())
+    assert "Deploy catalog 1.4.3 to staging" in titles and "Promote catalog 1.4.3 to production" in titles
+    assert "Deploy payments 1.9.2 to staging" in titles and not any(t.startswith("Promote payments") for t in titles)
+    revert = gitlab_mrs[werkzeug["revert_merge_request"].rsplit("/", 1)[1]]
+    assert "It also reverts" in revert["description"] and "in staging" in revert["title"]
     assert "FixloopScope" in summary["temporal_ui"] and summary["temporal_ui"].startswith("http://127.0.0.1:")
     # the incidents: dana's merged changes broke inventory (its callers alerted too), then catalog's memory
     assert [p["signals"] for p in summary["posted"]] == [1, 5, 6, 1, 1] + [1] * 6 + [1] * 3
