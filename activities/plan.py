@@ -288,7 +288,10 @@ class PlanActivities:
             raise PolicyViolation(f"sets no newTag for {image.image}", env.kustomization)
         if current == inp.tag:
             return PlannedChange(
-                located=False, reason=f"{env.name} already runs {image.image}:{inp.tag}", base_sha=base_sha
+                located=False,
+                reason=f"{env.name} already runs {image.image}:{inp.tag}",
+                base_sha=base_sha,
+                running=True,
             )
         try:
             verification = VerificationPolicy.from_policy_text(policy_text)

@@ -679,6 +679,9 @@ class RemediationWorkflow:
             ),
             **options.call(Call.EXTERNAL, f"plan the tag change in {target.name}"),
         )
+        if d.image is not None and d.image.delivery == "flux-image-automation" and not planned.running:
+            await self._await_automation(env, target, planned.reason)
+            return
         if not planned.located:
             self._note(f"{target.name}: {planned.reason}; checking its rollout")
             self._advance(Stage.AWAIT_ROLLOUT)
@@ -705,11 +708,50 @@ class RemediationWorkflow:
         await self._link(ref.url, f"{target.name}: merge request !{ref.iid}", f"link the {target.name} merge request")
         self._advance(Stage.AWAIT_APPROVAL)
 
+    async def _await_automation(self, env: EnvironmentState, target: Target, reason: str | None) -> None:
+        """``delivery: flux-image-automation``: Flux's ImageUpdateAutomation commits the new tag, not fixloop. Read
+        the environment's file at the branch head (``change.plan_promotion``, every poll interval) until it sets the
+        tag; that head is then the commit whose apply is awaited. Not in time: ``deploy_expired`` (the deploy
+        stage's escalations). A failed verification then reverts the source change (the gated revert MR); the tag
+        stays until the automation sets the next build's, the rebuild of the reverted source."""
+        d, b, opts = self._delivery(), self.state.build, self.inp.options
+        if d is None or b is None or b.tag is None or self.state.source_sha is None or self.state.merge_request is None:
+            raise _inconsistent("nothing built to wait for")
+        self._note(f"waiting for Flux's image automation to set {b.tag} in {target.name}")
+        found: list[str] = []
+        source_sha, source_iid, tag = self.state.source_sha, self.state.merge_request.iid, b.tag
+
+        async def poll() -> None:
+            planned = await workflow.execute_activity_method(
+                PlanActivities.plan_promotion,
+                PlanPromotionInput(
+                    scope=self.inp.scope, work_item=self.inp.work_item, delivery=d, target=self.state.target,
+                    tag=tag, digest=b.digest, source_sha=source_sha, source_iid=source_iid,
+                ),
+                **options.call(Call.EXTERNAL, f"read the tag of {target.name}"),
+            )  # fmt: skip
+            if planned.running and planned.base_sha:
+                found.append(planned.base_sha)
+
+        def passed() -> bool:
+            if not found:
+                return False
+            env.commit = found[0]
+            self._note(f"Flux's image automation set {tag} in {target.name} by {found[0][:12]}")
+            self._advance(Stage.AWAIT_DEPLOY)
+            return True
+
+        await self._wait(
+            poll, passed, opts.deploy_escalate_after, opts.deploy_max_escalations, "awaiting the image automation",
+            Outcome.DEPLOY_EXPIRED,
+        )  # fmt: skip
+
     async def _await_deploy(self) -> None:
-        s = self.state.mr_state
-        if s is None:
+        s, env = self.state.mr_state, self._env()
+        automated = env.commit if env is not None and env.merge_request is None and self.state.revert is None else None
+        if s is None and automated is None:
             raise _inconsistent("no merge request state")
-        merge_sha = s.merge_sha or s.head_sha
+        merge_sha = automated or (s.merge_sha or s.head_sha if s is not None else "")
         opts = self.inp.options
         kustomization = self._kustomization()
 

@@ -2,10 +2,13 @@
 worker built from the sandbox's ``FIXLOOP_*`` variables): a human approves and merges each merge request in GitLab,
 the sandbox Flux applies it, verification reads the sandbox Datadog, and
 
-- the alpine base image bump (a change the world model leaves healthy) ends ``verified``: Jira Done, an MR note;
+- the alpine base image bump (a change the world model leaves healthy) is built by the sandbox CI, set in staging
+  by a tag merge request, rolled out, verified there, promoted to production the same way and ends ``verified``:
+  Jira Done, an MR note;
 - the payments pin bump (pip-audit's fixes move Twisted 18 -> 20, a major upgrade the world model breaks: errors
-  x3) ends in a revert merge request of exactly the merge commit, approved and merged like any other, applied by
-  Flux: ``reverted``, the Jira issue reopened with the evidence.
+  x3) fails in staging and ends in a revert merge request of exactly its staging tag change and its source change,
+  approved and merged like any other, applied by Flux: ``reverted``, the Jira issue reopened with the evidence;
+  production never runs it.
 
 Verification waits out its window in real time here, so the test first sets a short one in the repository's
 ``fixloop.yaml`` (24 s of 2-second points each side), as a team would for a fast service.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.sandbox.config import SandboxConfig
     from fixloop.sandbox.seed import GITOPS_PROJECT
     from fixloop.sandbox.server import bind, endpoints, serve_in_thread
-    from fixloop.workflows.contracts.loop import LoopOptions, LoopState, Outcome, RemediationInput, loop_id
+    from fixloop.workflows.contracts.loop import LoopOptions, Outcome, RemediationInput, Stage, loop_id
     from fixloop.workflows.remediation import RemediationWorkflow
     from tests.activities.sandbox_world import configured
     from tests.conftest import signals
@@ -54,7 +57,10 @@ DEADLINE = 120.0  # seconds of real time for a loop to reach a state
 def sandbox(tmp_path: Path) -> Iterator[tuple[Sandbox, dict[str, str]]]:
     sock = bind()
     port = sock.getsockname()[1]
-    sb = Sandbox.open(SandboxConfig(state_dir=tmp_path / "sandbox", public_url=f"http://127.0.0.1:{port}"))
+    config = SandboxConfig(
+        state_dir=tmp_path / "sandbox", public_url=f"http://127.0.0.1:{port}", ci_duration=2, rollout_ready_s=1
+    )
+    sb = Sandbox.open(config)
     with serve_in_thread(create_app(sb), sock):
         yield sb, endpoints(sb)
 
@@ -84,15 +90,25 @@ class Reviewer:
         mr.merge(sha=head)
 
 
-async def until(handle: WorkflowHandle[Any, Any], done: Callable[[LoopState], bool]) -> LoopState:
-    """The loop's ``status`` once ``done(status)`` holds (a real server in real time: the query is polled, bounded
-    by ``DEADLINE``)."""
-    deadline = asyncio.get_running_loop().time() + DEADLINE
+async def review_until_done(reviewer: Reviewer, handles: list[WorkflowHandle[Any, Any]]) -> None:
+    """The human at the gate of every loop: each merge request a loop waits for (its fix, a tag change, a revert) is
+    approved and merged once, until every loop is done (bounded by ``DEADLINE`` without progress)."""
+    approved: set[int] = set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
     while True:
-        status = await handle.query(RemediationWorkflow.status)
-        if done(status):
-            return status
-        assert asyncio.get_running_loop().time() < deadline, f"stuck at {status.stage.value}: {status.evidence[-1:]}"
+        states = [await h.query(RemediationWorkflow.status) for h in handles]
+        if all(s.stage is Stage.DONE for s in states):
+            return
+        for s in states:
+            here = s.environments[s.target] if s.target < len(s.environments) else None
+            gated = s.revert or (here.merge_request if here is not None else None) or s.merge_request
+            if s.stage is Stage.AWAIT_APPROVAL and gated is not None and gated.iid not in approved:
+                approved.add(gated.iid)
+                reviewer.approve_and_merge(gated.iid)
+                deadline = loop.time() + DEADLINE
+        stuck = [f"{s.stage.value}: {s.evidence[-1:]}" for s in states if s.stage is not Stage.DONE]
+        assert loop.time() < deadline, stuck
         await asyncio.sleep(0.2)
 
 
@@ -131,32 +147,41 @@ async def test_one_loop_verifies_and_one_is_reverted(
                 task_queue=task_queue,
                 static_summary=item.title,
             )
-        for handle in handles.values():  # the human gate, for both loops
-            status = await until(handle, lambda s: s.merge_request is not None)
-            assert status.merge_request is not None
-            reviewer.approve_and_merge(status.merge_request.iid)
-        status = await until(handles["pins"], lambda s: s.revert is not None)  # the failed verdict's revert
-        assert status.revert is not None
-        reviewer.approve_and_merge(status.revert.iid)
+        await review_until_done(reviewer, list(handles.values()))  # every gated MR: fixes, tag changes, revert
         passed, reverted = [await h.result() for h in (handles["alpine"], handles["pins"])]
 
     jira = JiraClient(configured(JiraSettings, env))
-    # the healthy change: verified, the Jira issue done, the MR told
+    # the healthy change: built, set in staging, rolled out, verified there, promoted, verified in production
     assert passed.outcome is Outcome.VERIFIED, passed.evidence[-3:]
     assert passed.verdict is not None and passed.verdict.result is VerdictResult.PASS
+    assert passed.build is not None and (passed.build.state, passed.build.tag) == ("built", "1.4.3")
+    assert [(e.name, e.tag) for e in passed.environments] == [("staging", "1.4.3"), ("production", "1.4.3")]
+    for e in passed.environments:
+        assert e.rollout and e.rollout.verdict.state.value == "complete" and e.verdict and e.verdict.env == e.name
+    for env_name in ("staging", "production"):
+        kustomization = reviewer.project.files.get(f"apps/{env_name}/kustomization.yaml", ref="main").decode()
+        assert b'newTag: "1.4.3"' in kustomization
     assert passed.issue is not None and jira.get_issue(passed.issue.key).status == "Done"
     assert passed.merge_request is not None
     notes = reviewer.project.mergerequests.get(passed.merge_request.iid).notes.list(get_all=True)
     assert any("fixloop verified this change" in n.body for n in notes)
-    # the broken change: the verdict names the error rate, the revert is exactly the merge commit, Flux applied it
+    # the broken change fails in staging: the revert MR undoes its tag change there and the source change behind
+    # it (exactly those merge commits), Flux applied it, and production never ran it
     assert reverted.outcome is Outcome.REVERTED, reverted.evidence[-3:]
     assert reverted.verdict is not None and reverted.verdict.result is VerdictResult.FAIL
-    assert "error rate" in reverted.verdict.summary
+    assert "error rate" in reverted.verdict.summary and reverted.verdict.env == "staging"
+    assert [e.name for e in reverted.environments] == ["staging"]
     assert reverted.mr_state is not None and reverted.revert is not None and reverted.reverted_sha is not None
-    revert_commit = reviewer.project.commits.get(reverted.revert.head_sha)
-    assert f"This reverts commit {reverted.reverted_sha}" in revert_commit.message
+    history = reviewer.project.commits.list(ref_name="main", per_page=30, get_all=False)  # its branch is gone
+    messages = "\n".join(c.message for c in history)
+    assert f"This reverts commit {reverted.reverted_sha}" in messages
+    assert f"This reverts commit {reverted.source_sha}" in messages
     requirements = reviewer.project.files.get("services/payments/requirements.txt", ref="main").decode().decode()
     assert "Twisted==18.9.0" in requirements and "Twisted==20" not in requirements
+    production = reviewer.project.files.get("apps/production/kustomization.yaml", ref="main").decode().decode()
+    staging = reviewer.project.files.get("apps/staging/kustomization.yaml", ref="main").decode().decode()
+    assert 'newTag: "1.9.1"' in production.split("shop/payments", 1)[1].split("name:", 1)[0]
+    assert 'newTag: "1.9.1"' in staging.split("shop/payments", 1)[1].split("name:", 1)[0]
     assert reverted.issue is not None and jira.get_issue(reverted.issue.key).status == "To Do"  # reopened
     comments = [c.body for c in jira.jira.comments(reverted.issue.key)]
     assert any("Verification failed" in c and "error rate" in c for c in comments)

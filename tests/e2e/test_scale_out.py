@@ -454,7 +454,7 @@ async def test_two_workers_share_the_loops_and_a_loop_survives_a_worker_killed_m
         assert status.stage is Stage.AWAIT_APPROVAL and status.merge_request is not None, status.evidence[-3:]
         assert status.merge_request.iid == mr_crash.answer["iid"]  # the dead attempt's merge request, found again
 
-        # the human gate, then Flux: the loop goes on to its verification wait
+        # the human gate, then the build: a source change's merge is followed to its pipeline, not to Flux
         reviewer = sb.credentials.gitlab_reviewer_token.get_secret_value()
         project = python_gitlab.Gitlab(env["FIXLOOP_GITLAB_URL"], private_token=reviewer).projects.get(scope)
         mr = project.mergerequests.get(status.merge_request.iid)
@@ -462,9 +462,9 @@ async def test_two_workers_share_the_loops_and_a_loop_survives_a_worker_killed_m
         assert head == status.merge_request.head_sha  # the retry committed nothing more
         mr.approve(sha=head)
         mr.merge(sha=head)
-        status = await status_when(handle, lambda s: s.stage not in (Stage.AWAIT_APPROVAL, Stage.AWAIT_DEPLOY), workers)
-        assert status.stage is Stage.VERIFY, status.evidence[-3:]
-        assert status.deploy is not None and status.deploy.applied
+        status = await status_when(handle, lambda s: s.stage is not Stage.AWAIT_APPROVAL, workers)
+        assert status.stage is Stage.AWAIT_BUILD, status.evidence[-3:]
+        assert status.source_sha == mr.merge_commit_sha and status.deploy is None
 
         # each crashed attempt was retried once, on a worker that was alive
         survivors = {pid for pid in workers.procs if workers.alive(pid)}

@@ -99,6 +99,7 @@ class Delivered(World):
     build_result: str = "built"
     deployments: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = field(default_factory=dict)
     verdicts: dict[str, VerdictResult] = field(default_factory=dict)
+    automation_after: int | None = None  # Flux's image automation sets the tag after this many reads (None: no MRs)
     builds: list[BuildStateInput] = field(default_factory=list)
     promotions: list[PlanPromotionInput] = field(default_factory=list)
     opened: list[OpenMergeRequestInput] = field(default_factory=list)
@@ -141,6 +142,10 @@ class Delivered(World):
         self.calls.append(change.PLAN_PROMOTION)
         self.promotions.append(inp)
         target = inp.delivery.targets[inp.target]
+        if self.automation_after is not None:  # no merge request: the automation's commit is awaited
+            reads = sum(1 for p in self.promotions if p.target == inp.target)
+            done = reads > self.automation_after
+            return PlannedChange(located=False, running=done, base_sha=f"{inp.target + 1}".rjust(40, "d"))
         op = BumpWorkloadImage(path=target.kustomization, image=IMAGE, current="1.4.2", new=inp.tag)
         return PlannedChange(
             located=True,
@@ -331,3 +336,36 @@ async def test_a_staging_failure_reverts_there_and_never_reaches_production(
     assert [d.kustomization for d in world.deploys] == [STAGING, STAGING]  # the tag change, then its revert
     assert [j.policy.env for j in world.judged] == ["staging"]
     assert [e.name for e in state.environments] == ["staging"]
+
+
+async def test_flux_image_automation_sets_the_tag_and_its_commit_is_deployed(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    image = DELIVERY.image.model_copy(update={"delivery": "flux-image-automation"})  # type: ignore[union-attr]
+    world = Delivered(merge_after_polls=1, approvals=[approval("alice")], automation_after=2)
+    world.plan = _with_delivery(world, DELIVERY.model_copy(update={"image": image}))  # type: ignore[method-assign]
+    state = await _run(env, task_queue, world, poll_interval=timedelta(minutes=1))
+    assert state.outcome is Outcome.VERIFIED
+    assert [o.change.branch for o in world.opened] == [world.opened[0].change.branch]  # the fix's MR only
+    # each environment: the head that set the tag is what Flux must apply
+    assert [(d.kustomization, d.merge_sha) for d in world.deploys] == [
+        (STAGING, "1".rjust(40, "d")),
+        (PRODUCTION, "2".rjust(40, "d")),
+    ]
+    assert [e.commit for e in state.environments] == ["1".rjust(40, "d"), "2".rjust(40, "d")]
+    assert [j.policy.env for j in world.judged] == ["staging", "production"]
+
+
+def _with_delivery(world: Delivered, delivery: Delivery) -> Any:
+    @activity.defn(name=change.PLAN_CHANGE)
+    async def plan(inp: PlanChangeInput) -> PlannedChange:
+        world.calls.append(change.PLAN_CHANGE)
+        return PlannedChange(
+            located=True,
+            branch=f"fixloop/{inp.work_item.id}",
+            operations=["FROM"],
+            service="catalog",
+            delivery=delivery,
+        )
+
+    return plan

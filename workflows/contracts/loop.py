@@ -116,6 +116,7 @@ class EnvironmentState(BaseModel):
     name: str = Field(max_length=63)
     tag: str | None = Field(default=None, max_length=128)
     merge_request: MergeRequestRef | None = None
+    commit: str | None = Field(default=None, max_length=64)  # Flux image automation's: the head that set the tag
     revision: str | None = Field(default=None, max_length=300)
     rollout: RolloutState | None = None
     deployed_at: AwareDatetime | None = None

@@ -66,6 +66,7 @@ class PlannedChange(BaseModel):
     # how the merged change reaches what runs (fixloop.yaml ``images:``/``environments:``): None for a change the
     # chain cannot follow (it builds several images): then the apply of the merge is taken as its deploy
     delivery: Delivery | None = None
+    running: bool = False  # change.plan_promotion: the environment's file already sets the tag (at ``base_sha``)
 
 
 class PlanPromotionInput(BaseModel):
