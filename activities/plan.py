@@ -63,6 +63,15 @@ PLAN_REMEDIATION = "change.plan_remediation"
 PLAN_PROMOTION = "change.plan_promotion"
 
 
+def _verification_of(policy_text: str | None) -> VerificationPolicy:
+    """The ``verification:`` of a ``fixloop.yaml`` text (defaults when absent); a malformed one is a
+    ``PolicyViolation`` naming the key."""
+    try:
+        return VerificationPolicy.from_policy_text(policy_text)
+    except ValueError as e:
+        raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
+
+
 def _delivered(planned: PlannedChange, paths: Sequence[str], repo: GitLabRepo, service: str | None) -> PlannedChange:
     """``planned`` with its ``delivery`` (``fixloop.core.change.images.delivery_of`` under the repository's
     ``fixloop.yaml``) and the description's ``### Delivery`` section before its read-back block. A change the chain
@@ -257,6 +266,15 @@ class PlanActivities:
         with as_application_errors():
             return await asyncio.to_thread(self._plan_remediation, inp)
 
+    def _head(self) -> tuple[str, GitLabRepo]:
+        """The head of the default branch and the repository at it (what every plan is made against);
+        ``IntegrationError`` when the branch has no head."""
+        default = self.gitlab.default_branch()
+        base_sha = self.gitlab.branch_head(default)
+        if base_sha is None:
+            raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
+        return base_sha, GitLabRepo(self.gitlab, base_sha)
+
     @activity.defn(name=PLAN_PROMOTION)
     async def plan_promotion(self, inp: PlanPromotionInput) -> PlannedChange:
         """Plan the merge request setting the built ``inp.tag`` in ``inp.delivery.targets[inp.target]``'s
@@ -272,12 +290,7 @@ class PlanActivities:
         if image is None or inp.target >= len(delivery.targets):
             raise PolicyViolation("the delivery builds no image, or has no such environment")
         env = delivery.targets[inp.target]
-        default = self.gitlab.default_branch()
-        base_sha = self.gitlab.branch_head(default)
-        if base_sha is None:
-            raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
-        repo = GitLabRepo(self.gitlab, base_sha)
-        policy_text = repo.read(POLICY_FILE)
+        base_sha, repo = self._head()
         text = repo.read(env.kustomization)
         current = (
             current_tag(text, Environment(name=env.name, kustomization=env.kustomization), image.image)
@@ -293,10 +306,7 @@ class PlanActivities:
                 base_sha=base_sha,
                 running=True,
             )
-        try:
-            verification = VerificationPolicy.from_policy_text(policy_text)
-        except ValueError as e:
-            raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
+        verification = _verification_of(repo.read(POLICY_FILE))
         op = BumpWorkloadImage(path=env.kustomization, image=image.image, current=current, new=inp.tag)
         mr = render_promotion(
             inp.work_item,
@@ -326,17 +336,10 @@ class PlanActivities:
         )
 
     def _plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
-        default = self.gitlab.default_branch()
-        base_sha = self.gitlab.branch_head(default)
-        if base_sha is None:
-            raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
-        repo = GitLabRepo(self.gitlab, base_sha)
+        base_sha, repo = self._head()
         policy_text = repo.read(POLICY_FILE)
         policy = load_policy(policy_text)
-        try:
-            verification = VerificationPolicy.from_policy_text(policy_text)
-        except ValueError as e:
-            raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
+        verification = _verification_of(policy_text)
         culprit = _top_culprit(inp)
         choice = remediation.choose(inp.work_item, inp.signals, culprit, allowed=policy.incidents.actions)
         if choice.action is None or choice.service is None:
@@ -485,16 +488,9 @@ class PlanActivities:
         return max(values)
 
     def _plan(self, inp: PlanChangeInput) -> PlannedChange:
-        default = self.gitlab.default_branch()
-        base_sha = self.gitlab.branch_head(default)
-        if base_sha is None:
-            raise IntegrationError("gitlab", f"the default branch {clean(default, 100)} has no head")
+        base_sha, repo = self._head()
         tags = RegistryTags(self.registry)
-        repo = GitLabRepo(self.gitlab, base_sha)
-        try:
-            verification = VerificationPolicy.from_policy_text(repo.read(POLICY_FILE))
-        except ValueError as e:
-            raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
+        verification = _verification_of(repo.read(POLICY_FILE))
         result = plan(inp.work_item, inp.signals, repo, tags=tags)
         if isinstance(result, NotLocated):
             not_fixable = _explain(result.not_fixable, tags.failed)

@@ -89,15 +89,7 @@ def get_one(ns: str, name: str, flux: Flux = FLUX) -> dict[str, Any]:
 
 
 def _list(flux: Flux, ns: str | None) -> dict[str, Any]:
-    with flux.store.lock:
-        items = [json.loads(json.dumps(o)) for k, o in sorted(_objects(flux).items()) if ns in (None, k.split("/")[0])]
-        rv = str(flux.store.data["rv"])
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "items": items,
-        "kind": f"{KIND}List",
-        "metadata": {"continue": "", "resourceVersion": rv},
-    }
+    return flux.object_list(lambda: _objects(flux), f"{GROUP}/{VERSION}", KIND, ns)
 
 
 @router.get(f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{RESOURCE}")

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -519,15 +520,22 @@ class Flux:
 
     def list(self, resource: str, ns: str | None) -> dict[str, Any]:
         group, kind = RESOURCES[resource]
+        return self.object_list(lambda: self._objects(resource), f"{group}/{VERSION}", kind, ns)
+
+    def object_list(
+        self, objects: Callable[[], dict[str, dict[str, Any]]], api_version: str, kind: str, ns: str | None
+    ) -> dict[str, Any]:
+        """A ``<kind>List`` of ``objects()`` (``namespace/name`` -> object, read under the store's lock), in
+        ``ns`` (None: every namespace), copies, with the store's resourceVersion."""
         with self.store.lock:
             items = [
                 json.loads(json.dumps(o))
-                for k, o in sorted(self._objects(resource).items())
+                for k, o in sorted(objects().items())
                 if ns is None or k.split("/", 1)[0] == ns
             ]
             rv = str(self.store.data["rv"])
         return {
-            "apiVersion": f"{group}/{VERSION}",
+            "apiVersion": api_version,
             "items": items,
             "kind": f"{kind}List",
             "metadata": {"continue": "", "resourceVersion": rv},

@@ -7,14 +7,12 @@ activities added under their real names."""
 from __future__ import annotations
 
 import copy
-import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from fixloop.activities import build as ci
@@ -31,12 +29,12 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.core.verification import VerdictResult
     from fixloop.workflows.contracts.build import BuildState, BuildStateInput
     from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput, RolloutState, RolloutStateInput
-    from fixloop.workflows.contracts.loop import DeployEvent, LoopOptions, LoopState, Outcome, RemediationInput, Stage
+    from fixloop.workflows.contracts.loop import DeployEvent, LoopState, Outcome, Stage
     from fixloop.workflows.contracts.merge_request import MergeRequestRef, MergeRequestStateInput, OpenMergeRequestInput
     from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange, PlanPromotionInput
     from fixloop.workflows.contracts.verify import JudgeInput, Verdict
-    from fixloop.workflows.remediation import RemediationWorkflow
     from tests.conftest import signals
+    from tests.workflows.test_remediation import _run as run_loop
     from tests.workflows.world import MERGE, World, approval
 
 SCOPE = "team/gitops"
@@ -206,16 +204,7 @@ class Delivered(World):
 
 async def _run(env: WorkflowEnvironment, task_queue: str, world: World, **options: object) -> LoopState:
     item = next(w for w in triage_rules(signals(ALPINE)).work_items if w.kind is WorkItemKind.OS_REBUILD)
-    opts = LoopOptions(search_attributes=False, **options)
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
-    ):
-        return await env.client.execute_workflow(
-            RemediationWorkflow.run,
-            RemediationInput(scope=SCOPE, work_item=item, options=opts),
-            id=f"remediate/{SCOPE}/{item.id}/{uuid.uuid4().hex[:6]}",
-            task_queue=task_queue,
-        )
+    return await run_loop(env, task_queue, world, item, **options)
 
 
 async def test_staging_then_production_each_rolled_out_and_verified(env: WorkflowEnvironment, task_queue: str) -> None:
