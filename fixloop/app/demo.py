@@ -70,7 +70,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +80,7 @@ from urllib.parse import quote
 import httpx
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from fixloop.app.temporal import binary, dev_server_args
@@ -182,6 +183,9 @@ class Loop:
     gated: tuple[int, str] | None = None  # the merge request the loop's gate is about: (iid, url)
     build: dict[str, Any] | None = None  # a source change's build: pipeline, status, tag, digest
     environments: list[dict[str, Any]] = field(default_factory=list)  # per environment: tag, MR, rollout, verdict
+    jira_url: str | None = None
+    gate_kind: str = "change"  # what the gate is about: "change", "promotion to <env>" or "rollback"
+    announced: set[str] = field(default_factory=set)  # the deploys and verdicts already announced
 
     def gate(self) -> tuple[int, str] | None:
         """The merge request waiting at the human gate now: (iid, url), or None."""
@@ -269,7 +273,7 @@ class Demo:
         self.approve_as = approve_as
         self.console = console
         self.timeout = timeout
-        self.ask = ask or input
+        self.prompt = Prompt(ask or input)
         self.children: list[Child] = []
         self.env: dict[str, str] = {}
         self.loops: dict[str, Loop] = {}
@@ -601,6 +605,7 @@ class Demo:
             loop.stage = state.stage.value
             loop.outcome = state.outcome.value if state.outcome else None
             loop.jira = state.issue.key if state.issue else None
+            loop.jira_url = state.issue.url if state.issue else None
             if state.merge_request:
                 loop.mr, loop.mr_iid = state.merge_request.url, state.merge_request.iid
             if state.revert:
@@ -610,6 +615,9 @@ class Demo:
             here = state.environments[state.target] if state.target < len(state.environments) else None
             gated = state.revert or (here.merge_request if here is not None else None) or state.merge_request
             loop.gated = (gated.iid, gated.url) if gated is not None else None
+            loop.gate_kind = gate_kind(state, here)
+            for line in announcements(loop, state):
+                self.console.print(line)
             if state.build is not None:
                 b = state.build
                 loop.build = {"pipeline": b.pipeline_id, "status": b.status, "tag": b.tag, "digest": b.digest}
@@ -665,25 +673,65 @@ class Demo:
         return t
 
     async def approve(self, loop: Loop, iid: int, url: str) -> None:
-        if self.approve_as is None:
-            self.console.print(
-                f"\n[bold yellow]Human gate[/]: {loop.title}\n  merge request {url}\n"
-                f"  approve it in another terminal: fixloop approve {iid} --state-dir {self.state_dir}\n"
-            )
-            try:
-                answer = await ask_in_thread(self.ask, f"Approve and merge !{iid} as reviewer now? [Y/n] ")
-            except EOFError:
-                raise DemoError(
-                    "standard input is closed, so nobody can be asked: run with --approve-as reviewer, or approve "
-                    f"in another terminal with fixloop approve {iid} --state-dir {self.state_dir}"
-                ) from None
-            if answer.strip().lower() in ("n", "no"):
-                self.console.print(f"  left !{iid} waiting; the demo goes on when it is merged")
-                loop.approved.add(iid)
-                return
+        """The human gate of ``loop`` at merge request ``iid``: with ``--approve-as``, approve and merge it; else
+        show it (what it is about, Jira, the MR, its diff stat, the command that approves it elsewhere) and ask
+        ``[y/N]`` while watching the loop and GitLab: an approval or merge made elsewhere (GitLab's page,
+        ``fixloop approve``) ends the question. Raises DemoError when standard input is closed."""
+        if self.approve_as is not None:
+            loop.approved.add(iid)
+            await asyncio.to_thread(approve_and_merge, self.state_dir, iid, self.approve_as)
+            self.console.print(f"  !{iid} approved and merged by {self.approve_as}", highlight=False)
+            return
+        command = f"{fixloop_command()} approve {iid} --state-dir {shown_path(self.state_dir)}"
+        stat = await asyncio.to_thread(self._diff_stat, iid)
+        label = "Rollback gate" if loop.gate_kind == "rollback" else f"Human gate ({loop.gate_kind})"
+        jira = f"  Jira {loop.jira}: {loop.jira_url}\n" if loop.jira and loop.jira_url else ""
+        self.console.print(
+            f"\n[bold yellow]{label}[/]: {escape(loop.title)}\n{jira}  merge request !{iid}: {url}\n"
+            f"  {escape(stat)}\n  or approve it elsewhere: in GitLab, or {escape(command)}\n",
+            highlight=False,
+        )
+        self.console.print(f"Approve and merge !{iid} as reviewer now? {escape('[y/N]')} ", end="", highlight=False)
+        answer = await self.prompt.ask(self._decided_elsewhere(loop, iid))
         loop.approved.add(iid)
-        await asyncio.to_thread(approve_and_merge, self.state_dir, iid, self.approve_as)
-        self.console.print(f"  !{iid} approved and merged by {self.approve_as or 'reviewer'}")
+        if answer is None:
+            return
+        if answer.strip().lower() not in ("y", "yes"):
+            self.console.print(
+                f"  left !{iid} waiting: the demo goes on when it is approved and merged ({command})", highlight=False
+            )
+            return
+        await asyncio.to_thread(approve_and_merge, self.state_dir, iid, None)
+        self.console.print(f"  !{iid} approved and merged by reviewer", highlight=False)
+
+    async def _decided_elsewhere(self, loop: Loop, iid: int) -> None:
+        """Return once merge request ``iid`` is approved or merged by someone else, or ``loop``'s gate moved on
+        (printing which), polled every second."""
+        while True:
+            await asyncio.sleep(1.0)
+            for child in self.children:
+                child.check()
+            seen = await asyncio.to_thread(self._approved_by, iid)
+            await self.refresh()
+            if seen:
+                self.console.print(f"\n  !{iid} was approved elsewhere by {', '.join(seen)}", highlight=False)
+                return
+            if loop.gate() is None or loop.gated is None or loop.gated[0] != iid:
+                self.console.print(f"\n  !{iid} was decided elsewhere: the loop is at {loop.stage}", highlight=False)
+                return
+
+    def _approved_by(self, iid: int) -> list[str]:
+        """The usernames that approved merge request ``iid`` (GitLab's approvals API), [] while none."""
+        mr = reviewer_project(self.state_dir).mergerequests.get(iid)
+        return [str(a["user"]["username"]) for a in mr.approvals.get().approved_by]
+
+    def _diff_stat(self, iid: int) -> str:
+        """``3 files changed, +12 -4: a/b.yaml, ...`` for merge request ``iid`` (its diffs from GitLab's API)."""
+        try:
+            changes = reviewer_project(self.state_dir).mergerequests.get(iid).changes()["changes"]
+        except Exception as e:  # noqa: BLE001 - the stat is a courtesy; the gate works without it
+            return f"diff stat unavailable: {type(e).__name__}"
+        return diff_stat(changes)
 
     async def tick(self, live: Live | None) -> None:
         """Check the children, refresh every loop, redraw the live table."""
@@ -761,26 +809,134 @@ class Demo:
         }
 
 
-async def ask_in_thread(ask: Callable[[str], str], prompt: str) -> str:
-    """``ask(prompt)`` in a daemon thread: a prompt nobody answers must not keep the process from exiting on
-    Ctrl-C (``asyncio.to_thread`` would: the loop's executor is joined at shutdown)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[str] = loop.create_future()
+class Prompt:
+    """Answers typed on standard input, read by one daemon thread (``ask("")`` per line) so that a question can be
+    abandoned when what it asks is decided elsewhere, and the next question still gets the next line typed."""
 
-    def settle(answer: str | None, error: BaseException | None) -> None:
-        if not future.done():
-            future.set_exception(error) if error is not None else future.set_result(answer or "")
+    def __init__(self, ask: Callable[[str], str]) -> None:
+        self._ask = ask
+        self._lines: asyncio.Queue[str | BaseException] | None = None
 
-    def run() -> None:
+    def _start(self) -> asyncio.Queue[str | BaseException]:
+        if self._lines is None:
+            loop, lines = asyncio.get_running_loop(), asyncio.Queue()
+            self._lines = lines
+
+            def run() -> None:
+                while True:
+                    try:
+                        line: str | BaseException = self._ask("")
+                    except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+                        loop.call_soon_threadsafe(lines.put_nowait, e)
+                        return
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+
+            threading.Thread(target=run, name="demo-prompt", daemon=True).start()
+        return self._lines
+
+    async def ask(self, elsewhere: Coroutine[Any, Any, None]) -> str | None:
+        """The next line typed, or None once ``elsewhere`` returns first (the question no longer matters). Lines
+        typed while nothing was asked are dropped. Raises DemoError when standard input is closed."""
+        lines = self._start()
+        while not lines.empty():
+            stale = lines.get_nowait()
+            if isinstance(stale, BaseException):
+                lines.put_nowait(stale)
+                break
+        answer, other = asyncio.ensure_future(lines.get()), asyncio.ensure_future(elsewhere)
         try:
-            answer = ask(prompt)
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, e)
-            return
-        loop.call_soon_threadsafe(settle, answer, None)
+            await asyncio.wait({answer, other}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (answer, other):
+                if not task.done():
+                    task.cancel()
+        if other.done() and not other.cancelled():
+            other.result()  # a child that died, a GitLab error: raised here
+            if not answer.done() or answer.cancelled():
+                return None
+        got = answer.result()
+        if isinstance(got, EOFError):
+            raise DemoError(
+                "standard input is closed, so nobody can be asked: run with --approve-as reviewer, or approve "
+                f"elsewhere with {fixloop_command()} approve N"
+            )
+        if isinstance(got, BaseException):
+            raise got
+        return got
 
-    threading.Thread(target=run, name="demo-prompt", daemon=True).start()
-    return await future
+
+def gate_kind(state: Any, here: Any) -> str:
+    """What a loop's gate (``LoopState``, its current ``EnvironmentState`` or None) is about: ``rollback`` (the
+    revert merge request), ``promotion to <env>`` (an environment's tag change), else ``change``."""
+    if state.revert is not None:
+        return "rollback"
+    if here is not None and here.merge_request is not None:
+        return f"promotion to {here.name}"
+    return "change"
+
+
+def announcements(loop: Loop, state: Any) -> list[str]:
+    """The deploys, verdicts and revert merge requests of ``state`` (a ``LoopState``) not yet announced for
+    ``loop``, one console line each (Rich markup; loop text escaped)."""
+    title = escape(loop.title[:60])
+    events: list[tuple[str, str]] = []
+    for env in state.environments:
+        if env.deployed_at is not None:
+            rev = f" (revision {escape(env.revision[:60])})" if env.revision else ""
+            events.append((f"deploy/{env.name}", f"deployed to {escape(env.name)}{rev}"))
+        if env.verdict is not None:
+            verdict = env.verdict
+            events.append(
+                (
+                    f"verdict/{env.name}",
+                    f"verified in {escape(env.name)}: {verdict.result.value} ({escape(verdict.summary)})",
+                )
+            )
+    if not state.environments and state.deployed_at is not None:
+        rev = state.deploy.revision if state.deploy is not None and state.deploy.revision else None
+        events.append(("deploy", "deployed" + (f" (revision {escape(rev[:60])})" if rev else "")))
+    if state.verdict is not None and not any(e.verdict is not None for e in state.environments):
+        events.append(("verdict", f"verified: {state.verdict.result.value} ({escape(state.verdict.summary)})"))
+    if state.revert is not None:
+        events.append(("revert", f"verification failed: rollback merge request !{state.revert.iid} opened"))
+    lines = []
+    for key, text in events:
+        if key not in loop.announced:
+            loop.announced.add(key)
+            lines.append(f"  [cyan]{title}[/]: {text}")
+    return lines
+
+
+def diff_stat(changes: list[dict[str, Any]]) -> str:
+    """``2 files changed, +3 -1: apps/x.yaml, Dockerfile`` from GitLab's merge request ``changes`` (each with a
+    unified ``diff``, ``new_path``)."""
+    added = removed = 0
+    for change in changes:
+        for line in str(change.get("diff", "")).splitlines():
+            if line.startswith("+") and not line.startswith("+++"):
+                added += 1
+            elif line.startswith("-") and not line.startswith("---"):
+                removed += 1
+    paths = ", ".join(str(c.get("new_path", "?"))[:80] for c in changes[:5]) + (", ..." if len(changes) > 5 else "")
+    return f"{len(changes)} file{'s' if len(changes) != 1 else ''} changed, +{added} -{removed}: {paths}"
+
+
+def fixloop_command() -> str:
+    """The ``fixloop`` command as it can be typed here: the running environment's script (``.venv/bin/fixloop``
+    relative to the working directory when under it), else ``python -m fixloop``."""
+    script = Path(sys.executable).parent / "fixloop"
+    if not script.is_file():
+        return f"{shown_path(Path(sys.executable))} -m fixloop"
+    return shown_path(script)
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it, else absolute; quoted for a shell."""
+    try:
+        text = str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        text = str(path.absolute())
+    return shlex.quote(text)
 
 
 def environment_row(env: Any) -> dict[str, Any]:
