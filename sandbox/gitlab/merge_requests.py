@@ -195,17 +195,9 @@ def mr_commits(
     request: Request, pid: str, iid: str, params: dict = Params, user: dict = User, gl: GitLab = GL
 ) -> JSONResponse:
     p = gl.project(pid)
-    path = p["path_with_namespace"]
     with gl.store.lock:
         refs = gl.status(p, gl.mr(p, iid))["diff_refs"]
-    found = []
-    if refs:
-        found = [
-            gl.commit_json(p, c)
-            for c in gl.repos.log(path, refs["head_sha"], limit=500)
-            if not gl.repos.is_ancestor(path, c.id, refs["base_sha"])
-        ]
-    return paginate(request, found, params)
+    return paginate(request, [gl.commit_json(p, c) for c in gl.mr_commits(p, refs)], params)
 
 
 @router.put(P + "/merge_requests/{iid}/merge")

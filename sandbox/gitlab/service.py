@@ -429,6 +429,14 @@ class GitLab:
             return []
         return self.repos.diff(p["path_with_namespace"], refs["base_sha"], refs["head_sha"])
 
+    def mr_commits(self, p: dict[str, Any], refs: dict[str, str] | None) -> list[CommitInfo]:
+        """The commits of a merge request with ``diff_refs`` ``refs`` (base..head, newest first; 500 at most)."""
+        if not refs:
+            return []
+        path = p["path_with_namespace"]
+        return [c for c in self.repos.log(path, refs["head_sha"], limit=500)
+                if not self.repos.is_ancestor(path, c.id, refs["base_sha"])]
+
     @staticmethod
     def mr_head(p: dict[str, Any], mr: dict[str, Any]) -> dict[str, Any]:
         """The fields every merge request representation starts with (the MR object, its approvals)."""

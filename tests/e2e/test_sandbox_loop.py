@@ -112,6 +112,17 @@ async def review_until_done(reviewer: Reviewer, handles: list[WorkflowHandle[Any
         await asyncio.sleep(0.2)
 
 
+def sandbox_integrations(env: dict[str, str]) -> Integrations:
+    """Every system the worker talks to, configured from the sandbox's ``FIXLOOP_*`` variables."""
+    return Integrations(
+        jira=configured(JiraSettings, env),
+        gitlab=configured(GitLabSettings, env),
+        registry=configured(RegistrySettings, env),
+        flux=configured(FluxSettings, env),
+        datadog=configured(DatadogSettings, env),
+    )
+
+
 def item_of(report: str, kind: WorkItemKind) -> tuple[WorkItem, list[Signal]]:
     found = signals(report)
     return next(w for w in triage_rules(found).work_items if w.kind is kind), found
@@ -124,13 +135,7 @@ async def test_one_loop_verifies_and_one_is_reverted(
     sb, env = sandbox
     reviewer = Reviewer(sb, env)
     reviewer.set_short_window()
-    integrations = Integrations(
-        jira=configured(JiraSettings, env),
-        gitlab=configured(GitLabSettings, env),
-        registry=configured(RegistrySettings, env),
-        flux=configured(FluxSettings, env),
-        datadog=configured(DatadogSettings, env),
-    )
+    integrations = sandbox_integrations(env)
     alpine, alpine_signals = item_of("trivy/trivy-0.22-fulldb_alpine-39.json", WorkItemKind.OS_REBUILD)
     pins, pin_signals = item_of(
         "pip-audit/dd-pip-audit_legacy-list-format_many_vulns.json", WorkItemKind.DEPENDENCY_BUMP
