@@ -39,6 +39,7 @@ from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.culprit import Culprit, describe_culprit, duration, workload_doc
 from fixloop.core.incidents import onset_of, top_service
 from fixloop.core.models import datadog_monitor_ids
+from fixloop.core.naming import named
 from fixloop.core.parsing import clean
 from fixloop.core.service import service_of_paths
 from fixloop.core.verification import VerificationPolicy, describe_plan
@@ -503,7 +504,10 @@ class PlanActivities:
                 base_sha=base_sha,
                 not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
             )
-        text = describe_plan(verification, service_of_paths(op.path for op in result.operations))
+        touched = service_of_paths(op.path for op in result.operations)
+        text = describe_plan(verification, touched)
+        # the merge request names the service the change touches, as the loop's work item will (``named``)
+        inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
         planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text)
         service = service_of_paths(op.path for op in planned.changes)
         paths = [path for op in planned.changes for path in op.paths()]

@@ -13,6 +13,10 @@ or built on each call from up to three sources merged in this order (``topology.
 * ``datadog``: APM's service map of ``FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV`` over the last hour
   (``GET /api/v1/service_dependencies``), when that is set.
 
+The same ``fixloop.yaml`` names the service of a scanned image (its ``images:`` section: repository -> service,
+``fixloop.core.change.images.ImageChain.services``), which with the topology's services is what triage names a
+finding item's service from (``fixloop.core.service.ServiceNames``).
+
 The two repository sources are read once per default-branch head commit: their topology is cached by the head's sha
 (``CACHE_COMMITS`` commits, least recently used dropped; a commit whose read failed is not cached), so a call on an
 unchanged head costs two requests (the project and its branch); APM is read on each call. The topology never
@@ -38,11 +42,12 @@ from pydantic_core import to_json
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from fixloop.core.change.policy import POLICY_FILE
+from fixloop.core.change.policy import POLICY_FILE, load_policy
 from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.models import RecentDeploy, Signal, TriageResult
 from fixloop.core.parsing import clean
 from fixloop.core.rca import Background
+from fixloop.core.service import ServiceNames
 from fixloop.core.topology import Topology, from_manifests, from_policy_text, from_service_dependencies, merge
 from fixloop.core.triage import LlmTriageFailed
 from fixloop.core.triage import triage as triage_with
@@ -84,12 +89,14 @@ async def triage(
     topology: Topology | None = None,
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
     background: Background | None = None,
+    names: ServiceNames | None = None,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``fixloop.core.triage.triage``); the ``llm`` engine on the endpoint
     ``llm`` (None: read from the environment, ``LlmSettings.load``). An ``llm`` engine that is not configured
     raises ``ConfigError``; every failure of a configured one falls back to ``rules`` (noted in each work item);
     an unknown engine raises ``ValueError``. ``topology``/``incident_window``/``background``: the ``rules``
-    engine's incident correlation and the alert history it ranks with (None: none)."""
+    engine's incident correlation and the alert history it ranks with (None: none); ``names``: what names a finding
+    item's service (None: the topology's services)."""
     run = functools.partial(
         triage_with,
         signals,
@@ -97,6 +104,7 @@ async def triage(
         topology=topology,
         incident_window=incident_window,
         background=background,
+        names=names,
     )
     if engine != "llm":
         return await run(engine=engine)
@@ -109,7 +117,21 @@ def read_topology(gitlab: GitLabClient, ref: str | None = None) -> Topology:
     """The topology of ``fixloop.yaml`` at ``ref`` (None: the default branch) of ``gitlab``'s project (empty
     without the file or its ``topology:`` section). Raises ``IntegrationError`` (GitLab) or ``ValueError`` (a
     malformed file)."""
-    return from_policy_text(gitlab.read_file(POLICY_FILE, ref or gitlab.default_branch()))
+    return read_policy(gitlab, ref)[0]
+
+
+def read_policy(gitlab: GitLabClient, ref: str | None = None) -> tuple[Topology, dict[str, str]]:
+    """``fixloop.yaml`` at ``ref`` (None: the default branch), read once: its topology (``read_topology``) and its
+    images' services (repository -> service, ``ImageChain.services``; empty without ``images:``, or when the rest of
+    the policy is malformed: the topology still counts). Raises ``IntegrationError`` (GitLab) or ``ValueError`` (a
+    malformed ``topology:``, or a text that is no YAML mapping)."""
+    text = gitlab.read_file(POLICY_FILE, ref or gitlab.default_branch())
+    topology = from_policy_text(text)
+    try:
+        images = load_policy(text).chain.services()
+    except ValueError:  # the planner reports a malformed policy; triage names no image's service then
+        images = {}
+    return topology, images
 
 
 def manifest_paths(paths: Sequence[str]) -> list[str]:
@@ -198,27 +220,35 @@ class TriageActivities:
         apm = topology is None and datadog is not None and datadog.service_dependencies_env is not None
         self.datadog = DatadogClient(datadog) if apm and datadog is not None else None
         self.apm_env = datadog.service_dependencies_env if datadog is not None else None
-        self._by_commit: OrderedDict[str, Topology] = OrderedDict()
+        self._by_commit: OrderedDict[str, tuple[Topology, dict[str, str]]] = OrderedDict()
         self._lock = threading.Lock()  # calls run in threads (asyncio.to_thread) and may overlap
 
-    def _repository(self) -> list[Topology]:
-        """The repository's sources at the default branch's head (cached by its sha); blocking."""
+    def _repository(self) -> tuple[list[Topology], dict[str, str]]:
+        """The repository's sources at the default branch's head (cached by its sha) and its images' services
+        (``read_policy``); blocking."""
         assert self.gitlab is not None
         gitlab = self.gitlab
         try:
             head = gitlab.branch_head(gitlab.default_branch())
         except IntegrationError as e:
             _warn("the default branch", e)
-            return []
+            return [], {}
         if head is None:
-            return []
+            return [], {}
         with self._lock:
             cached = self._by_commit.get(head)
             if cached is not None:
                 self._by_commit.move_to_end(head)
-                return [cached]
+                return [cached[0]], cached[1]
+        images: dict[str, str] = {}
+
+        def policy() -> Topology:
+            topology, found = read_policy(gitlab, head)
+            images.update(found)
+            return topology
+
         readers: tuple[tuple[str, Callable[[], Topology]], ...] = (
-            (POLICY_FILE, lambda: read_topology(gitlab, head)),
+            (POLICY_FILE, policy),
             ("manifests", lambda: read_manifests(gitlab, head)),
         )
         found: list[Topology] = []
@@ -229,30 +259,33 @@ class TriageActivities:
                 _warn(source, e)
         if len(found) == len(readers):
             with self._lock:
-                self._by_commit[head] = merge(*found)
+                self._by_commit[head] = (merge(*found), images)
                 while len(self._by_commit) > CACHE_COMMITS:
                     self._by_commit.popitem(last=False)
-        return found
+        return found, images
 
-    def _apm(self) -> list[Topology]:
+    def _apm(self) -> tuple[list[Topology], dict[str, str]]:
         assert self.datadog is not None and self.apm_env is not None
         try:
-            return [read_service_dependencies(self.datadog, self.apm_env)]
+            return [read_service_dependencies(self.datadog, self.apm_env)], {}
         except (IntegrationError, ValueError) as e:
             _warn("datadog service dependencies", e)
-            return []
+            return [], {}
 
-    async def _topology(self) -> Topology | None:
+    async def _topology(self) -> tuple[Topology | None, dict[str, str]]:
+        """The topology (None: none) and the images' services (repository -> service) triage names with."""
         if self.topology is not None:
-            return self.topology
+            return self.topology, {}
         sources = [f for f, on in ((self._repository, self.gitlab), (self._apm, self.datadog)) if on is not None]
         if not sources:
-            return None
-        found = [t for part in await asyncio.gather(*(asyncio.to_thread(f) for f in sources)) for t in part]
+            return None, {}
+        parts = await asyncio.gather(*(asyncio.to_thread(f) for f in sources))
+        found = [t for topologies, _ in parts for t in topologies]
+        images = {k: v for _, found_images in parts for k, v in found_images.items()}
         if not found:
             activity.logger.warning("no topology for triage: every configured source failed")
-            return None
-        return found[0] if len(found) == 1 else merge(*found)
+            return None, images
+        return (found[0] if len(found) == 1 else merge(*found)), images
 
     @activity.defn(name=GROUP_SIGNALS)
     async def group_signals(self, inp: GroupSignalsInput) -> TriageResult:
@@ -261,15 +294,17 @@ class TriageActivities:
         then triages the window with ``rules``. A result over ``RESULT_MAX_BYTES`` of JSON (it would not fit one
         Temporal payload with the child starts it leads to) is a non-retryable ``ApplicationError`` of type
         ``TriageResultTooLarge``: the intake triages the signals again in two halves."""
+        topology, images = await self._topology()
         try:
             result = await triage(
                 inp.signals,
                 engine=inp.engine,
                 recent_deploys=inp.recent_deploys,
                 llm=self.llm,
-                topology=await self._topology(),
+                topology=topology,
                 incident_window=inp.incident_window,
                 background=inp.background,
+                names=ServiceNames.of(topology, images),
             )
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e

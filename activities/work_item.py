@@ -22,7 +22,7 @@ from temporalio import activity
 from fixloop.activities.errors import as_application_errors
 from fixloop.core.incidents import describe
 from fixloop.core.markup import jira_summary, jira_text
-from fixloop.core.models import WorkItem
+from fixloop.core.models import FIX_KINDS, WorkItem
 from fixloop.core.parsing import clean
 from fixloop.integrations.jira import JiraClient, JiraSettings, TransitionUnavailable
 from fixloop.workflows.contracts.work_item import (
@@ -32,6 +32,7 @@ from fixloop.workflows.contracts.work_item import (
     LinkInput,
     LinkRef,
     OpenWorkItemInput,
+    RenameInput,
     SetStatusInput,
 )
 
@@ -41,6 +42,7 @@ COMMENT = "jira.comment"
 CLOSE_WORK_ITEM = "jira.close_work_item"
 LINK = "jira.link"
 SET_STATUS = "jira.set_status"
+RENAME = "jira.rename"
 
 
 # --- the implementation ----------------------------------------------------------------------------------------
@@ -54,9 +56,10 @@ DONE_STATUS = "Done"
 
 def issue_description(scope: str, item: WorkItem) -> str:
     """The issue's description as plain text (the activity escapes it with ``jira_text``): a summary of the work
-    item, every value from signals bounded; at most ``ADVISORIES_MAX`` advisories and ``PACKAGES_MAX`` packages,
-    with a count of the rest; for an incident its ranked root-cause candidates with their evidence and the alert
-    timeline (``fixloop.core.incidents.describe``)."""
+    item, every value from signals bounded; its advisories by severity (``item.counts``, the title's and the merge
+    request's rule); at most ``ADVISORIES_MAX`` advisories and ``PACKAGES_MAX`` packages, with a count of the rest;
+    for an incident its ranked root-cause candidates with their evidence and the alert timeline
+    (``fixloop.core.incidents.describe``)."""
     lines = [
         f"fixloop work item {item.id} ({item.kind.value}, severity {item.severity.value}) in {clean(scope, 200)}.",
         "",
@@ -78,6 +81,9 @@ def issue_description(scope: str, item: WorkItem) -> str:
             lines.append(f"- {clean(p.package, 120)} {installed} -> {fixed}")
         if len(item.packages) > PACKAGES_MAX:
             lines.append(f"- ... and {len(item.packages) - PACKAGES_MAX} more")
+    if item.counts is not None:  # the counting rule of the title and the merge request (``advisory_counts``)
+        verb = "Fixes" if item.kind in FIX_KINDS else "Holds"
+        lines += ["", f"{verb} {item.counts.text()} (each advisory once, at its highest severity)."]
     if item.advisories:
         shown = ", ".join(clean(a, 64) for a in item.advisories[:ADVISORIES_MAX])
         more = f" and {len(item.advisories) - ADVISORIES_MAX} more" if len(item.advisories) > ADVISORIES_MAX else ""
@@ -120,6 +126,19 @@ class WorkItemActivities:
                 ["fixloop", f"fixloop-{item.kind.value}"],
             )
         return IssueRef(key=ref.key, url=ref.url, created=ref.created)
+
+    @activity.defn(name=RENAME)
+    async def rename(self, inp: RenameInput) -> bool:
+        """Give the issue the summary ``inp.summary`` (``jira_summary``) if its summary is still ``inp.was`` (as
+        ``jira_summary`` made it): the work item's title once planning named its service. True when the issue has
+        the new summary (a retry finds it there); False when a person changed the summary (it is kept)."""
+        with as_application_errors():
+            return await asyncio.to_thread(
+                self.client.set_summary,
+                inp.key,
+                jira_summary(inp.summary, SUMMARY_MAX),
+                jira_summary(inp.was, SUMMARY_MAX),
+            )
 
     @activity.defn(name=COMMENT)
     async def comment(self, inp: CommentInput) -> None:

@@ -70,7 +70,7 @@ async def connect(address: str, namespace: str) -> Client:
 
 @activity.defn(name=jira.OPEN_WORK_ITEM)
 async def open_work_item(inp: work_item.OpenWorkItemInput) -> work_item.IssueRef:
-    key = f"STORM-{int(inp.work_item.id[3:15], 16) % 1_000_000}"
+    key = f"STORM-{int(fingerprint('jira', inp.work_item.id)[:12], 16) % 1_000_000}"
     return work_item.IssueRef(key=key, url=f"https://jira.invalid/browse/{key}")
 
 
@@ -96,7 +96,7 @@ async def plan_change(inp: plan.PlanChangeInput) -> plan.PlannedChange:
 
 @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
 async def open_merge_request(inp: mr.OpenMergeRequestInput) -> mr.MergeRequestRef:
-    iid = int(inp.work_item.id[3:11], 16) % 100_000
+    iid = int(fingerprint("mr", inp.work_item.id)[:8], 16) % 100_000
     return mr.MergeRequestRef(
         project=inp.scope,
         iid=iid,

@@ -228,6 +228,22 @@ class JiraClient:
             created_at=f.get("created", ""), updated_at=f.get("updated", ""),
         )
 
+    def set_summary(self, key: str, summary: str, was: str | None = None) -> bool:
+        """Set ``key``'s summary (``PUT /issue/{key}`` with ``fields.summary``; cut to one line of 255 characters)
+        when it is ``was`` (None: whatever it is). True when the issue has ``summary`` afterwards (now or already),
+        False when its summary is another one than ``was`` (a person edited it: kept). ``Invalid`` (400) when Jira
+        refuses the summary."""
+        one_line = " ".join(summary.split())[:255]
+        with map_exceptions(_ERRORS, f"summary of {key}"):
+            issue = self.jira.issue(key, fields="summary")
+            current = issue.fields.summary or ""
+            if current == one_line:
+                return True
+            if was is not None and current != " ".join(was.split())[:255]:
+                return False
+            issue.update(fields={"summary": one_line})
+        return True
+
     def comment(self, key: str, body: str, dedup_key: str | None = None) -> CommentRef:
         """Add ``body`` (wiki markup, taken as it is: fixloop's activities pass only ``fixloop.core.markup.jira_text``)
         to ``key``. With ``dedup_key``, the comment ends with the line ``fixloop-ref: <dedup_key>`` and is not added

@@ -9,7 +9,8 @@ micro-batch). The run loop drains what the handler recorded:
 * windows: new signals collect in the open window, which closes ``quiet_period`` after the last new signal,
   ``window_max_age`` after its first, or at ``window_max_signals``;
 * a closed window goes to the activity ``triage.group_signals``; each work item starts a child
-  ``RemediationWorkflow`` with id ``remediate/<scope>/<work-item-id>`` (parent-close policy ABANDON: loops outlive
+  ``RemediationWorkflow`` with id ``remediate/<scope>/<work-item-id>`` (``<service>-<kind>-<hash>``, deterministic
+  from the grouping: ``fixloop.core.models.work_item_id``; parent-close policy ABANDON: loops outlive
   intake runs). A work item whose loop already runs (the same storm re-delivered, or new findings for the same
   fix) is sent to that loop as ``add_signals`` instead: one loop per fix, however often the storm comes;
 * alerts on a service whose fix is in flight (a loop told the intake, by signal ``fixing``, that its merge

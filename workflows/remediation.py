@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         datadog_monitor_ids,
         signal_bytes,
     )
+    from fixloop.core.naming import named
     from fixloop.core.parsing import clean
     from fixloop.core.rollout import RolloutState as Rollout
     from fixloop.core.service import touched_service
@@ -103,6 +104,7 @@ with workflow.unsafe.imports_passed_through():
         CommentInput,
         LinkInput,
         OpenWorkItemInput,
+        RenameInput,
         SetStatusInput,
     )
     from fixloop.workflows.options import Call
@@ -120,12 +122,13 @@ def _inconsistent(what: str) -> ApplicationError:
 
 
 def initial_attributes(scope: str, wi: WorkItem) -> list[tuple[SearchAttributeKey[str], str]]:
-    """The search attributes a loop has from its start: scope, kind, severity, service (or image / manifest)."""
+    """The search attributes a loop has from its start: scope, kind, severity, service (the work item's, an
+    incident's likely root cause; none for findings triage named no service for: planning sets it, ``_named``)."""
     pairs = [
         (options.SA_SCOPE, scope),
         (options.SA_KIND, wi.kind.value),
         (options.SA_SEVERITY, wi.severity.value),
-        (options.SA_SERVICE, wi.service or top_service(wi) or wi.artifact or wi.target or ""),
+        (options.SA_SERVICE, wi.service or top_service(wi) or ""),
         (options.SA_STAGE, Stage.OPEN_WORK_ITEM.value),
     ]
     return [(k, v) for k, v in pairs if v]
@@ -440,7 +443,34 @@ class RemediationWorkflow:
             self._advance(Stage.DONE, Outcome.NOT_LOCATED)
             return
         self._note(f"planned {len(planned.operations)} operation(s) on {planned.branch}")
+        if workflow.patched("name-the-planned-service"):
+            await self._named(planned.service)
         self._advance(Stage.OPEN_MERGE_REQUEST)
+
+    async def _named(self, service: str | None) -> None:
+        """A fix whose service triage could not name takes the one its planned change touches
+        (``fixloop.core.naming.named``): the loop's work item and its title name it (``LoopState.title``, the later
+        merge requests, the Temporal UI), ``FixloopService`` is set, and the Jira summary follows when it is still
+        the one fixloop gave it (``jira.rename``; a failure is recorded, never fatal)."""
+        wi = self.inp.work_item
+        renamed = named(wi, service)
+        if renamed is wi or not renamed.service:
+            return
+        self.inp = self.inp.model_copy(update={"work_item": renamed})
+        self.state.title = renamed.title
+        self._set_attributes((options.SA_SERVICE, renamed.service))
+        self._note(f"the change is to {renamed.service}: {renamed.title}")
+        if self.state.issue is None or renamed.title == wi.title:
+            return
+        try:
+            await workflow.execute_activity_method(
+                WorkItemActivities.rename,
+                RenameInput(key=self.state.issue.key, summary=renamed.title, was=wi.title),
+                **options.call(Call.EXTERNAL, "name the service in the Jira summary"),
+            )
+        except ActivityError as e:
+            cause = e.cause.message if isinstance(e.cause, FailureError) else str(e)
+            self._note(f"the Jira summary could not be renamed: {cause}")
 
     async def _open_merge_request(self) -> None:
         if self.state.plan is None:

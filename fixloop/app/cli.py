@@ -250,7 +250,10 @@ class Verdict(StrEnum):
 @app.command()
 def decide(
     workflow_id: Annotated[
-        str, typer.Argument(help="The loop's workflow id, e.g. remediate/platform/gitops/wi-...", show_default=False)
+        str,
+        typer.Argument(
+            help="The loop's workflow id, e.g. remediate/platform/gitops/catalog-os-rebuild-...", show_default=False
+        ),
     ],
     verdict: Annotated[Verdict, typer.Argument(help="pass closes the work item; fail opens a revert merge request.")],
     by: Annotated[str, typer.Option("--by", help="Who decides (recorded in the loop and on Jira).")] = os.environ.get(

@@ -603,6 +603,7 @@ class Demo:
             handle = self.client.get_workflow_handle_for(RemediationWorkflow.run, loop.workflow_id)
             state = await handle.query(RemediationWorkflow.status)
             loop.stage = state.stage.value
+            loop.title = state.title or loop.title  # named after the service once planning found it
             loop.outcome = state.outcome.value if state.outcome else None
             loop.jira = state.issue.key if state.issue else None
             loop.jira_url = state.issue.url if state.issue else None

@@ -102,7 +102,7 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
     out: list[Callable[..., Any]] = [triage.group_signals]
     if config.jira is not None:
         j = WorkItemActivities(config.jira)
-        out += [j.open_work_item, j.comment, j.close_work_item, j.link, j.set_status]
+        out += [j.open_work_item, j.comment, j.close_work_item, j.link, j.set_status, j.rename]
     if config.gitlab is not None:
         jira_url = str(config.jira.url).rstrip("/") if config.jira is not None else None
         change = PlanActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm, datadog=config.datadog)

@@ -23,8 +23,9 @@ required: the intake's setting, when it is wired) -> a list of
    are the top ``TOP_CANDIDATES`` with their evidence.
 
 Every input alert is in exactly one group; the result does not depend on the input order. An incident's ``id`` is
-``wi-`` + 24 hex characters of a hash of its kind, its deploy (if attached) and its first alert's fingerprint
-(earliest, then smallest fingerprint): the same storm delivered again, in any order, gives the same id.
+``<service>-<kind>-<hash>`` (``fixloop.core.models.work_item_id``): the service of its top root-cause candidate and a
+hash of its kind, its deploy (if attached) and its first alert's fingerprint (earliest, then smallest fingerprint):
+the same storm delivered again, in any order, gives the same id.
 
 ``work_item(incident)``: its ``WorkItem`` (kind ``incident``, or ``deploy_regression`` when attached); its title
 "Incident: <n> alerts on <up to 3 services>[ and <k> more]; likely root cause <entity>". ``description(incident)``: the
@@ -48,6 +49,8 @@ from fixloop.core.models import (
     INCIDENT_TEXT_MAX,
     INCIDENT_TIMELINE_MAX,
     TITLE_MAX,
+    WORK_ITEM_ID,
+    WORK_ITEM_ID_MAX,
     IncidentFacts,
     IncidentTimelineEntry,
     Kind,
@@ -57,7 +60,7 @@ from fixloop.core.models import (
     Signal,
     WorkItem,
     WorkItemKind,
-    fingerprint,
+    work_item_id,
 )
 from fixloop.core.parsing import clean, title
 from fixloop.core.topology import EntityKind, Topology
@@ -87,7 +90,7 @@ class Incident(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: str = Field(pattern=r"^wi-[0-9a-f]{24}$")
+    id: str = Field(max_length=WORK_ITEM_ID_MAX, pattern=WORK_ITEM_ID)
     fingerprints: list[str] = Field(min_length=1, max_length=MAX_GROUP_ALERTS)
     onset: AwareDatetime
     last: AwareDatetime
@@ -194,8 +197,8 @@ def _components(topology: Topology, alerts: list[Signal], entities: list[str], w
     return list(groups.values())
 
 
-def _item_id(kind: WorkItemKind, attached: str | None, first: str) -> str:
-    return "wi-" + fingerprint("work-item", kind.value, attached, "incident", first)[:24]
+def _item_id(kind: WorkItemKind, service: str | None, attached: str | None, first: str) -> str:
+    return work_item_id(kind, service, kind.value, attached, "incident", first)
 
 
 def _incident(
@@ -219,8 +222,9 @@ def _incident(
         )
         for s, e in members[:TIMELINE_MAX]
     ]
+    top = ranking.candidates[0] if ranking.candidates else None
     return Incident(
-        id=_item_id(kind, attached, members[0][0].fingerprint),
+        id=_item_id(kind, top and (_service(topology, top.entity) or top.entity), attached, members[0][0].fingerprint),
         fingerprints=[s.fingerprint for s, _e in members],
         onset=members[0][0].observed_at,
         last=members[-1][0].observed_at,

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, model_validator
 from pydantic_core import to_json
@@ -478,17 +479,106 @@ class IncidentFacts(BaseModel):
     timeline_more: int = 0
 
 
+SEVERITY_ORDER = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO, Severity.UNKNOWN)
+
+
+class AdvisoryCounts(BaseModel):
+    """How many advisories a set of findings holds, by severity: THE counting rule of fixloop, shared by the work
+    item's title, its Jira description and its merge request (``advisory_counts``). ``noun`` names what is counted
+    (``CVE`` when every one is a CVE id, ``advisory`` for other vulnerabilities, ``finding`` for misconfigurations,
+    secrets and SAST results); ``by_severity`` maps a severity to its count (no zero counts)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    noun: Literal["CVE", "advisory", "finding"] = "advisory"
+    by_severity: dict[Severity, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_severity.values())
+
+    def severities(self) -> str:
+        """``1 critical, 2 medium``: the counts, most severe first (``none`` when empty)."""
+        c = self.by_severity
+        return ", ".join(f"{c[sev]} {sev.value}" for sev in SEVERITY_ORDER if c.get(sev)) or "none"
+
+    def text(self) -> str:
+        """``3 CVEs: 1 critical, 2 medium``."""
+        n = self.total
+        nouns = {"CVE": "CVEs", "advisory": "advisories", "finding": "findings"}
+        return f"{n} {self.noun if n == 1 else nouns[self.noun]}: {self.severities()}"
+
+
+def advisory_counts(signals: Iterable[Signal]) -> AdvisoryCounts:
+    """The advisories of finding ``signals``, each counted once at its highest severity: a vulnerability is its
+    ``advisory_id`` (the same advisory on two packages, or reported twice, counts once; one without an id is its
+    own), a misconfiguration, secret or SAST result is itself (its rule firing in two places is two findings).
+    Alerts are not counted. The noun: ``CVE`` when every vulnerability counted has a ``CVE-`` id, ``finding`` when
+    none is a vulnerability, else ``advisory``."""
+    worst: dict[str, Severity] = {}
+    vulnerabilities = True
+    for s in signals:
+        if s.kind is not Kind.FINDING:
+            continue
+        vulnerability = s.category is Category.VULNERABILITY
+        vulnerabilities = vulnerabilities and vulnerability
+        key = f"a:{s.advisory_id}" if vulnerability and s.advisory_id else f"f:{s.fingerprint}"
+        if key not in worst or s.severity.rank > worst[key].rank:
+            worst[key] = s.severity
+    by_severity: dict[Severity, int] = {}
+    for sev in worst.values():
+        by_severity[sev] = by_severity.get(sev, 0) + 1
+    if not worst or not vulnerabilities:
+        noun = "finding" if worst else "advisory"
+    else:
+        noun = "CVE" if all(k.startswith("a:CVE-") for k in worst) else "advisory"
+    ordered = {sev: by_severity[sev] for sev in SEVERITY_ORDER if sev in by_severity}
+    return AdvisoryCounts(noun=noun, by_severity=ordered)
+
+
+# Work item ids: ``<service>-<kind>-<hash>`` (``work_item_id``), or the form of earlier releases, ``wi-`` + 24 hex
+# characters, which running loops, their branches and Jira labels still carry.
+WORK_ITEM_ID_MAX = 64
+ID_HASH_CHARS = 16  # 64 bits of the grouping's SHA-256: loops of one scope, service and kind never collide in practice
+_KIND_SLUG_MAX = max(len(k.value) for k in WorkItemKind)  # "alert_investigation"
+SERVICE_SLUG_MAX = WORK_ITEM_ID_MAX - ID_HASH_CHARS - _KIND_SLUG_MAX - 2
+WORK_ITEM_ID = r"^(wi-[0-9a-f]{24}|[a-z0-9]+(-[a-z0-9]+)*-[0-9a-f]{16})$"
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def service_slug(service: str | None) -> str:
+    """``service`` as it appears in ids: folded to ASCII (NFKD, what has no ASCII form dropped), lower case, every
+    run of other characters one ``-``, no ``-`` at either end, at most ``SERVICE_SLUG_MAX`` characters; "" for None
+    or when nothing is left."""
+    if not service:
+        return ""
+    ascii_ = unicodedata.normalize("NFKD", service).encode("ascii", "ignore").decode()
+    return _NOT_SLUG.sub("-", ascii_.lower()).strip("-")[:SERVICE_SLUG_MAX].rstrip("-")
+
+
+def work_item_id(kind: WorkItemKind, service: str | None, *grouping: str | int | None) -> str:
+    """A work item's id, readable and deterministic: ``<service>-<kind>-<hash>`` (``catalog-os-rebuild-3f9a...``),
+    ``<kind>-<hash>`` when no service is known (``service_slug`` gives nothing). ``hash``: the first
+    ``ID_HASH_CHARS`` hex characters of ``fingerprint("work-item", *grouping)``, so the same grouping gives the same
+    id (and the same loop). At most ``WORK_ITEM_ID_MAX`` characters of ``[a-z0-9-]``: a workflow id's, a git
+    branch's and a Jira label's charset."""
+    digest = fingerprint("work-item", *grouping)[:ID_HASH_CHARS]
+    return "-".join(p for p in (service_slug(service), kind.value.replace("_", "-"), digest) if p)
+
+
 class WorkItem(BaseModel):
     """One fix (or one digest / investigation): the unit a Jira issue and a merge request are opened for.
 
-    id: ``wi-`` + 24 hex chars, derived from the grouping key only (kind, artifact, target, service, monitor,
-      window start), so the same storm delivered twice gives the same ids (and the same child workflow ids).
+    id: ``work_item_id``: ``<service>-<kind>-<hash>``, the hash derived from the grouping key only (kind, artifact,
+      target, service, monitor, window start), so the same storm delivered twice gives the same ids (and the same
+      child workflow ids); ``wi-`` + 24 hex characters in earlier releases (still accepted).
     signals: the fingerprints of the signals it covers (each input signal is in exactly one item or unassigned).
+    counts: a finding item's advisories by severity (``advisory_counts``), None for alerts.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: Annotated[str, Field(pattern=r"^wi-[0-9a-f]{24}$")]
+    id: Annotated[str, Field(max_length=WORK_ITEM_ID_MAX, pattern=WORK_ITEM_ID)]
     kind: WorkItemKind
     title: Annotated[str, Field(min_length=1, max_length=TITLE_MAX)]
     severity: Severity
@@ -507,6 +597,7 @@ class WorkItem(BaseModel):
     window_end: AwareDatetime | None = None
     attached_to: ShortText | None = None  # the work item whose deploy an alert is attached to
     incident: IncidentFacts | None = None  # an incident's (or an attached regression's) ranked root cause
+    counts: AdvisoryCounts | None = None  # a finding item's advisories by severity (``advisory_counts``)
 
 
 class Unassigned(BaseModel):

@@ -226,6 +226,11 @@ async def test_description_has_the_findings_table_the_jira_key_and_the_machine_b
         got.title == planned.title == "Bump alpine base image 3.9.4 \u2192 3.9.6 (fixes 3 CVEs: 1 critical, 2 medium)"
     )
     assert got.description == planned.description and got.description is not None
+    # the change is to services/catalog: the description names the work item after its service, not the tarball
+    assert item.service is None and planned.service == "catalog"
+    assert got.description.startswith(
+        f"fixloop work item `{item.id}`: Rebuild catalog on a patched base image (fixes 3 CVEs: 1 critical, 2 medium)\n"
+    )
     assert f"Jira: {issue.key}\n" in got.description  # the sandbox's Jira is http: the key, not a link
     assert "| Advisory | Package | Installed \u2192 fixed | Severity |\n|---|---|---|---|\n" in got.description
     assert "| [CVE-2019-14697](https://nvd.nist.gov/vuln/detail/CVE-2019-14697) | `musl` |" in got.description

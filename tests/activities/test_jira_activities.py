@@ -12,7 +12,14 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from fixloop.core.models import PackageBump, Severity, WorkItem, WorkItemKind
-from fixloop.workflows.contracts.work_item import CloseWorkItemInput, CommentInput, LinkInput, OpenWorkItemInput
+from fixloop.core.naming import named
+from fixloop.workflows.contracts.work_item import (
+    CloseWorkItemInput,
+    CommentInput,
+    LinkInput,
+    OpenWorkItemInput,
+    RenameInput,
+)
 from tests.activities.sandbox_world import World, running_world
 from tests.change.helpers import work_item
 from tests.change.markup_checks import jira_constructs, jira_reads
@@ -56,6 +63,37 @@ async def test_open_work_item_creates_the_issue_once_with_a_plain_text_summary(w
     again = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
     assert (again.key, again.url, again.created) == (ref.key, ref.url, False)
     assert len(world.jira_client.jira.search_issues(f'labels = "fixloop:{item.id}"')) == 1
+
+
+async def test_rename_names_the_service_in_the_summary_once_and_keeps_a_persons_summary(world: World) -> None:
+    """Planning found the service: the summary fixloop gave the issue (naming the scanned artifact) becomes the
+    renamed title, on the sandbox's Jira (``PUT /issue/{key}`` with ``fields.summary``); a retry changes nothing; a
+    summary a person edited meanwhile is kept."""
+    item, _ = work_item("trivy/trivy-head_alpine-39.json", WorkItemKind.OS_REBUILD)
+    ref = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=item))
+    assert world.jira_client.get_issue(ref.key).summary.startswith("Rebuild testdata/fixtures/images/alpine-39")
+    renamed = named(item, "catalog")
+    rename = RenameInput(key=ref.key, summary=renamed.title, was=item.title)
+    assert await world.jira.rename(rename)
+    assert world.jira_client.get_issue(ref.key).summary == (
+        "Rebuild catalog on a patched base image (fixes 3 CVEs: 1 critical, 2 medium)"
+    )
+    updated = world.jira_client.get_issue(ref.key).updated_at
+    assert await world.jira.rename(rename)  # a retry: already there, not written again
+    assert world.jira_client.get_issue(ref.key).updated_at == updated
+    again = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=renamed))
+    assert (again.key, again.created) == (ref.key, False)  # the same issue: its label is the id, which stays
+
+    bump, _ = work_item("trivy/trivy-0.22-fulldb_pip.json", WorkItemKind.DEPENDENCY_BUMP)
+    other = await world.jira.open_work_item(OpenWorkItemInput(scope=SCOPE, work_item=bump))
+    world.jira_client.jira.issue(other.key).update(fields={"summary": "Werkzeug upgrade (payments team)"})
+    gone = RenameInput(key=other.key, summary=named(bump, "payments").title, was=bump.title)
+    assert not await world.jira.rename(gone)
+    assert world.jira_client.get_issue(other.key).summary == "Werkzeug upgrade (payments team)"
+    long = RenameInput(key=ref.key, summary="Rebuild\ncatalog " + "x" * 400, was=renamed.title)
+    assert await world.jira.rename(long)
+    summary = world.jira_client.get_issue(ref.key).summary
+    assert summary.startswith("Rebuild catalog xxx") and len(summary) <= 255 and "\n" not in summary
 
 
 async def test_untrusted_text_is_bounded_and_inert_in_the_issue(world: World) -> None:

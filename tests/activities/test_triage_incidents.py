@@ -5,6 +5,7 @@ the result is today's. The payloads and the ``topology:`` section are tests/test
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from temporalio.testing import ActivityEnvironment
 
 from fixloop.activities.triage import TriageActivities, manifest_paths
+from fixloop.app.ingest import parse_document
 from fixloop.app.worker import Integrations, activities
 from fixloop.core import incidents, topology
 from fixloop.core.models import RecentDeploy, Signal, TriageResult, WorkItemKind
@@ -27,10 +29,11 @@ from fixloop.integrations.errors import IntegrationError
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.sandbox.app import SERVICES, Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
+from fixloop.sandbox.seed import seed_files
 from fixloop.sandbox.server import bind, endpoints, serve_in_thread
 from fixloop.workflows.contracts.triage import GroupSignalsInput
 from tests.activities.sandbox_world import configured
-from tests.conftest import signals
+from tests.conftest import fixture, signals
 from tests.sandbox.conftest import with_env
 from tests.test_incidents import DD_DEMO, POLICY, T0, WINDOW, _topo, dd, payments_storm, storm
 
@@ -174,6 +177,28 @@ async def test_the_activity_reads_the_topology_from_fixloop_yaml_and_falls_back_
         assert f"{error} reading fixloop.yaml" in message
     else:
         assert warned == []
+
+
+async def test_the_activity_names_a_scanned_images_service_from_fixloop_yaml_images() -> None:
+    """The seeded ``fixloop.yaml`` maps registry.sandbox.local/shop/catalog to catalog (``images:``): the real Trivy
+    report, as CI scanning that image reports it, is a ``catalog-os-rebuild-...`` item named after catalog, read with
+    the same one read of ``fixloop.yaml`` as the topology. With a malformed ``images:`` the topology still counts,
+    and its service catalog is still the image's name."""
+    doc = json.loads(fixture("trivy/trivy-head_alpine-39.json").read_text())
+    doc["ArtifactName"] = "registry.sandbox.local/shop/catalog:1.4.2"
+    found = parse_document(doc, ref="ci", received_at=T0).signals
+    policy = seed_files()["fixloop.yaml"]
+    acts = TriageActivities()
+    acts.gitlab = gitlab = _GitLab(policy)  # type: ignore[assignment]
+    (item,) = (await _activity(acts, found)).work_items
+    assert gitlab.reads == 1 and item.service == "catalog" and item.id.startswith("catalog-os-rebuild-")
+    assert item.title.startswith("Rebuild catalog on a patched base image (fixes 3 CVEs")
+    assert (await _activity(TriageActivities(), found)).work_items[0].id.startswith("os-rebuild-")  # no repository
+    broken = TriageActivities()
+    broken.gitlab = _GitLab(policy.replace("images:", "images: [not, a, mapping]\nold_images:"))  # type: ignore[assignment]
+    (named,) = (await _activity(broken, found)).work_items
+    assert named.id == item.id and named.title == item.title
+    assert [w.kind for w in (await _activity(broken, storm())).work_items] == [WorkItemKind.INCIDENT]
 
 
 async def test_the_activity_uses_a_topology_handed_in_and_the_inputs_incident_window() -> None:

@@ -58,6 +58,7 @@ def test_configured_systems_register_their_activities(clean_env: pytest.MonkeyPa
             jira.CLOSE_WORK_ITEM,
             jira.LINK,
             jira.SET_STATUS,
+            jira.RENAME,
             change.PLAN_CHANGE,
             change.PLAN_REMEDIATION,
             change.PLAN_PROMOTION,

@@ -32,17 +32,41 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     summary = json.loads(done.stdout)
     incidents = [row for row in summary["work_items"] if row["kind"] == "incident"]
     items = {row["work_item"].split(" ")[1]: row for row in summary["work_items"] if row["kind"] != "incident"}
-    assert set(items) == {"Werkzeug", "lodash", "testdata/fixtures/images/alpine-39.tar.gz"}, list(items)
+    assert set(items) == {"Werkzeug", "lodash", "catalog"}, list(items)
     assert summary["complete"] is True
     for row in summary["work_items"]:
         assert row["jira"] and row["jira"].startswith("OPS-"), row
     for row in items.values():
         assert row["merge_request"] and "/-/merge_requests/" in row["merge_request"], row
+    # names that say what they are: the reports name a tarball, a directory and a Snyk project, so triage knows no
+    # service (the ids say the kind); planning found the service each change is to, and the titles, the Jira
+    # summaries and the merge requests name it, with one count of advisories
+    titles = {
+        "catalog": "Rebuild catalog on a patched base image (fixes 3 CVEs: 1 critical, 2 medium)",
+        "Werkzeug": "Bump Werkzeug 0.11 → 0.15.3 in requirements.txt of payments (fixes 5 advisories: 1 high, "
+        "1 medium, 3 unknown)",
+        "lodash": "Bump lodash 4.17.13 → 4.17.20 in package-lock.json of storefront (fixes 1 advisory: 1 critical)",
+    }
+    kinds = {"catalog": "os-rebuild", "Werkzeug": "dependency-bump", "lodash": "dependency-bump"}
+    gitlab_mrs = json.loads((state / "sandbox" / "gitlab.json").read_text())["mrs"]["1"]
+    jira_issues = {i["key"]: i for i in json.loads((state / "sandbox" / "jira.json").read_text())["issues"].values()}
+    for name, row in items.items():
+        assert row["work_item"] == titles[name], row["work_item"]
+        assert re.fullmatch(rf"remediate/platform/gitops/{kinds[name]}-[0-9a-f]{{16}}", row["workflow_id"]), row
+        assert jira_issues[row["jira"]]["summary"] == titles[name]
+        mr = gitlab_mrs[row["merge_request"].rsplit("/", 1)[1]]
+        assert mr["title"].endswith(titles[name][titles[name].index(" (fixes "):]), mr["title"]
+        work_item_id = row["workflow_id"].rsplit("/", 1)[1]
+        assert mr["description"].startswith(f"fixloop work item `{work_item_id}`: {titles[name]}\n"), mr["description"]
+        assert mr["source_branch"] == f"fixloop/{work_item_id}"
+    for row in incidents:
+        cause = row["root_cause"]
+        assert re.fullmatch(rf"remediate/platform/gitops/{cause}-incident-[0-9a-f]{{16}}", row["workflow_id"]), row
     # the alert-driven item: catalog's alerts joined its rebuild; the monitor recovered after the deploy
-    catalog = items["testdata/fixtures/images/alpine-39.tar.gz"]
+    catalog = items["catalog"]
     assert (catalog["alerts_joined"], catalog["verdict"], catalog["outcome"]) == (2, "pass", "verified"), catalog
     assert "monitor 41000005 (High error rate on catalog) recovered" in catalog["summary"]
-    issues = {i["key"]: i for i in json.loads((state / "sandbox" / "jira.json").read_text())["issues"].values()}
+    issues = jira_issues
     joined = issues[catalog["jira"]]
     assert "fixloop-alert" in joined["labels"]
     texts = [jira_reads(c["text"]) for c in joined["comments"]]  # the comments are escaped wiki text
@@ -62,7 +86,6 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
             assert e["merge_request"] and e["revision"], e
     assert catalog["build"]["tag"] == "1.4.3" and catalog["environments"][1]["ready"] == "2/2"
     assert [(e["name"], e["verdict"]) for e in werkzeug["environments"]] == [("staging", "fail")]
-    gitlab_mrs = json.loads((state / "sandbox" / "gitlab.json").read_text())["mrs"]["1"]
     titles = sorted(mr["title"].split(" (")[0] for mr in gitlab_mrs.values())
     assert "Deploy catalog 1.4.3 to staging" in titles and "Promote catalog 1.4.3 to production" in titles
     assert "Deploy payments 1.9.2 to staging" in titles and not any(t.startswith("Promote payments") for t in titles)

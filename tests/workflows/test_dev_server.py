@@ -54,7 +54,7 @@ async def test_approval_update_and_search_attributes(dev: WorkflowEnvironment, t
     item, scope = alpine_item(), f"team/gitops-{uuid.uuid4().hex[:6]}"
     # Changed with issue 14: GitLab's own approval list (read after the update woke the loop) carries it through,
     # where this test used to have GitLab list nobody and the update's claim count.
-    world = World(merge_after_polls=2, approvals=[approval("alice")], verification=SHORT)
+    world = World(merge_after_polls=2, approvals=[approval("alice")], verification=SHORT, service="catalog")
     options = LoopOptions(poll_interval=timedelta(milliseconds=200), verify_delay=timedelta(0))
     async with Worker(
         dev.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
@@ -83,6 +83,9 @@ async def test_approval_update_and_search_attributes(dev: WorkflowEnvironment, t
     assert attrs.get(policies.SA_JIRA_KEY) == "OPS-1" and attrs.get(policies.SA_SCOPE) == scope
     assert attrs.get(policies.SA_MERGE_REQUEST) == f"https://gitlab.example.com/{scope}/-/merge_requests/7"
     assert attrs.get(policies.SA_SEVERITY) == item.severity.value and attrs.get(policies.SA_KIND) == "os_rebuild"
+    # the scanned artifact is no service: FixloopService is the one the planned change touches
+    assert item.service is None and attrs.get(policies.SA_SERVICE) == "catalog"
+    assert status.title == "Rebuild catalog on a patched base image (fixes 5 CVEs: 1 critical, 3 medium, 1 low)"
     # the update that was refused left nothing in the history
     history = await handle.fetch_history()
     assert sum(1 for e in history.events if e.HasField("workflow_execution_update_accepted_event_attributes")) == 1

@@ -83,6 +83,34 @@ async def test_loop_runs_to_a_verified_close(env: WorkflowEnvironment, task_queu
     assert "approval by fixloop-bot does not count: fixloop's own user" in texts
 
 
+async def test_a_fix_takes_the_name_of_the_service_its_change_touches(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Triage named no service (the scanned artifact is a tarball's path); the plan's change is to catalog: the
+    loop's work item names catalog (its title, the status, the merge request's input) and the Jira summary follows,
+    once, from the summary fixloop gave it."""
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    assert item.service is None and item.title.startswith("Rebuild testdata/fixtures/images/alpine-39.tar.gz on")
+    world = World(merge_after_polls=1, approvals=[HUMAN], service="catalog")
+    state = await _run(env, task_queue, world, item)
+
+    assert state.outcome is Outcome.VERIFIED
+    title = "Rebuild catalog on a patched base image (fixes 5 CVEs: 1 critical, 3 medium, 1 low)"
+    assert state.title == title
+    assert world.calls[:4] == ["jira.open_work_item", "change.plan", "jira.rename", "gitlab.open_merge_request"]
+    assert [(r.key, r.summary, r.was) for r in world.renames] == [("OPS-1", title, item.title)]
+    assert [(w.id, w.service, w.title) for w in world.opened] == [(item.id, "catalog", title)]
+    assert f"the change is to catalog: {title}" in [e.text for e in state.evidence]
+
+
+async def test_a_fix_whose_plan_names_no_service_keeps_its_name(env: WorkflowEnvironment, task_queue: str) -> None:
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    world = World(merge_after_polls=1, approvals=[HUMAN])  # the change's paths name no one service
+    state = await _run(env, task_queue, world, item)
+    assert state.outcome is Outcome.VERIFIED and state.title is None and world.renames == []
+    assert [w.title for w in world.opened] == [item.title]
+
+
 async def test_stalled_approval_escalates_then_ends(env: WorkflowEnvironment, task_queue: str) -> None:
     world = World(merge_after_polls=None)
     escalate_after = timedelta(hours=4)

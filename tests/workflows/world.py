@@ -41,6 +41,7 @@ from fixloop.workflows.contracts.work_item import (
     LinkInput,
     LinkRef,
     OpenWorkItemInput,
+    RenameInput,
     SetStatusInput,
 )
 
@@ -109,6 +110,8 @@ class World:
     culprit_asked: list[CulpritInput] = field(default_factory=list)
     remediation: str | None = None  # change.plan_remediation's action (None: no safe action)
     remediations: list[PlanRemediationInput] = field(default_factory=list)
+    renames: list[RenameInput] = field(default_factory=list)  # jira.rename: the summaries given
+    opened: list[Any] = field(default_factory=list)  # the work item of each gitlab.open_merge_request
 
     def activities(self) -> list:
         return [
@@ -128,6 +131,7 @@ class World:
             self.check_user,
             self.culprit,
             self.plan_remediation,
+            self.rename,
         ]
 
     @activity.defn(name=change.PLAN_REMEDIATION)
@@ -179,6 +183,7 @@ class World:
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
     async def open_merge_request(self, inp: OpenMergeRequestInput) -> MergeRequestRef:
         self.calls.append(gitlab.OPEN_MERGE_REQUEST)
+        self.opened.append(inp.work_item)
         return MergeRequestRef(
             project=inp.scope,
             iid=7,
@@ -287,4 +292,10 @@ class World:
     @activity.defn(name=jira.SET_STATUS)
     async def set_status(self, inp: SetStatusInput) -> bool:
         self.statuses.append(inp.status)
+        return True
+
+    @activity.defn(name=jira.RENAME)
+    async def rename(self, inp: RenameInput) -> bool:
+        self.calls.append(jira.RENAME)
+        self.renames.append(inp)
         return True

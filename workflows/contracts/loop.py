@@ -141,6 +141,7 @@ class LoopState(BaseModel):
     stage: Stage = Stage.OPEN_WORK_ITEM
     outcome: Outcome | None = None
     issue: IssueRef | None = None
+    title: str | None = Field(default=None, max_length=300)  # the work item's title once planning named its service
     investigation: CulpritOutput | None = None  # an incident's culprit changes, per top candidate (rank order)
     plan: PlannedChange | None = None
     merge_request: MergeRequestRef | None = None
@@ -260,5 +261,6 @@ class DeployEvent(BaseModel):
 
 
 def loop_id(scope: str, work_item_id: str) -> str:
-    """The readable, deterministic workflow id of a loop: ``remediate/<scope>/<work-item-id>``."""
+    """The readable, deterministic workflow id of a loop: ``remediate/<scope>/<work-item-id>``, e.g.
+    ``remediate/platform/gitops/catalog-os-rebuild-3f9a1c2b7d4e5f60`` (the id: ``fixloop.core.models.work_item_id``)."""
     return f"remediate/{scope}/{work_item_id}"

@@ -72,6 +72,17 @@ class SetStatusInput(BaseModel):
     best_effort: bool = True
 
 
+class RenameInput(BaseModel):
+    """Set the summary of ``key`` to ``summary`` when it is still ``was`` (the one fixloop gave it): a summary a
+    person edited is kept. Both plain text, made a Jira summary by the activity (``jira_summary``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    summary: str = Field(min_length=1, max_length=2_000)
+    was: str = Field(max_length=2_000)
+
+
 class LinkRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

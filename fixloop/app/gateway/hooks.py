@@ -31,6 +31,7 @@ from fixloop.app.gateway.auth import authorize_flux, authorize_gitlab
 from fixloop.app.gateway.requests import Rejected, Unavailable, check_content_type, decode_body, read_body
 from fixloop.app.gateway.settings import GatewaySettings
 from fixloop.core.gate import Approval, MrState
+from fixloop.core.models import WORK_ITEM_ID, WORK_ITEM_ID_MAX
 from fixloop.core.parsing import clean
 from fixloop.integrations.flux import (
     MAX_EVENT_BYTES,
@@ -64,14 +65,19 @@ FLUX_EVENTS_REMEMBERED = 10_000  # Flux event keys kept for the replay check (pe
 Temporal = Callable[[], Awaitable[Client]]  # the gateway's lazily connected client (``Unavailable`` while down)
 Answer = tuple[int, dict]
 
-_BRANCH = re.compile(r"^fixloop/(wi-[0-9a-f]{24})$")
-_REVERT_BRANCH = re.compile(r"^fixloop/revert/(wi-[0-9a-f]{24})/[0-9a-f]{12}$")
+_ID = WORK_ITEM_ID.removeprefix("^").removesuffix("$")  # one group: the id (either form)
+_BRANCH = re.compile(rf"^fixloop/{_ID}$")
+_REVERT_BRANCH = re.compile(rf"^fixloop/revert/{_ID}/[0-9a-f]{{12}}$")
 
 
 def fixloop_work_item(branch: str) -> str | None:
-    """The work item id of a fixloop branch (``fixloop/<id>``, ``fixloop/revert/<id>/<sha12>``), else None."""
+    """The work item id of a fixloop branch (``fixloop/<id>``, ``fixloop/revert/<id>/<sha12>``; the id
+    ``<service>-<kind>-<hash>`` or an earlier release's ``wi-<hash>``, ``fixloop.core.models.WORK_ITEM_ID``), else
+    None."""
+    if len(branch) > 200:
+        return None
     m = _BRANCH.match(branch) or _REVERT_BRANCH.match(branch)
-    return m.group(1) if m else None
+    return m.group(1) if m and len(m.group(1)) <= WORK_ITEM_ID_MAX else None
 
 
 def hook_field(message: str) -> str:

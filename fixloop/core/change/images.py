@@ -35,6 +35,7 @@ from ruamel.yaml import YAML
 
 from fixloop.core.change.edit import YamlChange, edit_yaml_values, image_site, image_tag
 from fixloop.core.change.ops import PolicyViolation, check_path
+from fixloop.core.service import service_of_paths
 from fixloop.core.verification import parse_duration
 
 TagRule = Literal["semver-patch", "sha", "pipeline"]
@@ -139,6 +140,11 @@ class ImageChain(BaseModel):
         default=(Environment(name="production"),), min_length=1, max_length=MAX_ENVIRONMENTS
     )
     declared: bool = False  # ``environments:`` is in the file (its names are then the Datadog ``env`` tags)
+
+    def services(self) -> dict[str, str]:
+        """Each image's repository -> the service it is: the service of its ``source`` folder (``services/<svc>``:
+        ``fixloop.core.service.service_of_paths``), else its name."""
+        return {spec.image: service_of_paths([f"{spec.source}/"]) or spec.name for spec in self.images}
 
     @model_validator(mode="after")
     def _distinct(self) -> ImageChain:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections import Counter
 from collections.abc import Sequence
 
 from packaging.utils import canonicalize_name
@@ -30,7 +29,7 @@ from fixloop.core.change.ops import (
 )
 from fixloop.core.change.plan import PLAN_VERSION, Plan
 from fixloop.core.markup import INVISIBLE, defang_urls, markdown
-from fixloop.core.models import Severity, Signal, WorkItem
+from fixloop.core.models import Signal, WorkItem, advisory_counts
 from fixloop.core.parsing import clean
 
 IMAGE_OPS = (BumpBaseImage, BumpWorkloadImage, SetHelmValue)  # a new image: closes every OS finding of the old one
@@ -41,7 +40,6 @@ TABLE_ROWS_MAX = 100
 SUMMARY_MAX = 1200  # characters of a drafted summary
 DRAFT_NOTES_MAX = 5
 ROLLBACK = "Revert the merge commit; fixloop opens the revert MR if verification fails."
-_ORDER = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO, Severity.UNKNOWN)
 _ECO_WORD = {"pypi": "Python", "npm": "npm", "go": "Go"}
 _BLOCK = re.compile(r"<!-- fixloop:(\{[^\n]*\}) -->\s*\Z")
 
@@ -99,23 +97,9 @@ def advisory(value: str) -> str:
 # ---------------------------------------------------------------- findings
 
 
-def _severity_by_advisory(signals: Sequence[Signal]) -> dict[str, Severity]:
-    out: dict[str, Severity] = {}
-    for s in signals:
-        key = s.advisory_id or s.fingerprint
-        if key not in out or s.severity.rank > out[key].rank:
-            out[key] = s.severity
-    return out
-
-
 def _fixes(signals: Sequence[Signal]) -> str:
-    by_advisory = _severity_by_advisory(signals)
-    n = len(by_advisory)
-    all_cves = n > 0 and all(a.startswith("CVE-") for a in by_advisory)
-    noun = ("CVE" if n == 1 else "CVEs") if all_cves else ("advisory" if n == 1 else "advisories")
-    counts = Counter(by_advisory.values())
-    parts = ", ".join(f"{counts[sev]} {sev.value}" for sev in _ORDER if counts[sev])
-    return f"fixes {n} {noun}: {parts}"
+    """``fixes 3 CVEs: 1 critical, 2 medium``: the work item's and Jira's counting rule (``advisory_counts``)."""
+    return f"fixes {advisory_counts(signals).text()}"
 
 
 def _covered(plan: Plan, signals: Sequence[Signal]) -> list[tuple[Signal, str]]:

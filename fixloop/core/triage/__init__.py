@@ -24,6 +24,7 @@ from fixloop.core.config import ConfigError
 from fixloop.core.models import RecentDeploy, Signal, TriageResult
 from fixloop.core.parsing import clean
 from fixloop.core.rca import Background
+from fixloop.core.service import ServiceNames
 from fixloop.core.topology import Topology
 from fixloop.core.triage.llm import Complete, LlmTriageFailed, triage_llm
 from fixloop.core.triage.rules import DEFAULT_INCIDENT_WINDOW, os_level, triage_rules
@@ -55,6 +56,7 @@ async def triage(
     topology: Topology | None = None,
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
     background: Background | None = None,
+    names: ServiceNames | None = None,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``rules`` or ``llm``, see the module doc).
 
@@ -65,7 +67,8 @@ async def triage(
     unknown engine raises ``ValueError``. ``topology`` and ``incident_window``: the incident correlation of both
     engines (``fixloop.core.triage.rules.correlated``: the ``llm`` engine's incidents are the ``rules`` engine's,
     made by code, and so are its fallback's); None: none, today's per-monitor items. ``background``: the alert
-    history incidents are ranked with (``fixloop.core.rca.Background``).
+    history incidents are ranked with (``fixloop.core.rca.Background``). ``names``: what names a finding item's
+    service from its scanned artifact (``fixloop.core.service.ServiceNames``; None: the topology's services).
     """
     rules = functools.partial(
         triage_rules,
@@ -73,6 +76,7 @@ async def triage(
         topology=topology,
         incident_window=incident_window,
         background=background,
+        names=names,
     )
     if engine == "rules":
         return rules(signals)
@@ -89,6 +93,7 @@ async def triage(
             topology=topology,
             incident_window=incident_window,
             background=background,
+            names=names,
         )
     except LlmTriageFailed as e:
         note = FALLBACK_NOTE + clean(str(e), 300)

@@ -36,10 +36,13 @@ from fixloop.core.models import (
     Unassigned,
     WorkItem,
     WorkItemKind,
+    advisory_counts,
     fingerprint,
+    work_item_id,
 )
 from fixloop.core.parsing import clean, highest_version, title
 from fixloop.core.rca import Background
+from fixloop.core.service import ServiceNames
 from fixloop.core.topology import Topology
 from fixloop.core.triage.rules import (
     DEFAULT_ALERT_WINDOW,
@@ -47,10 +50,8 @@ from fixloop.core.triage.rules import (
     DEFAULT_INCIDENT_WINDOW,
     _advisories,
     _alert_items,
-    _item_id,
     _package_bumps,
     _partition,
-    _plural,
     _result,
     _severity,
     correlated,
@@ -200,8 +201,10 @@ async def triage_llm(
     topology: Topology | None = None,
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
     background: Background | None = None,
+    names: ServiceNames | None = None,
 ) -> TriageResult:
     """The ``llm`` engine without the fallback: one structured-output call on the digest of ``signals``.
+    ``names``: as the ``rules`` engine's (a finding item's service from its one scanned artifact).
 
     Findings the scanner marks not affected are unassigned by code, as ``rules`` does. With a ``topology`` that has
     entities, the alerts that are not deploy regressions become the ``rules`` engine's ``incident`` work items
@@ -222,7 +225,9 @@ async def triage_llm(
     answer = await complete(system=SYSTEM_PROMPT, user=digest(entries), schema=LlmAnswer)
     by_id = {e.id: e for e in entries}
     _check(answer, by_id)
-    items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries]) for g in answer.groups] + incident_items
+    known = names if names is not None else ServiceNames.of(topology)
+    items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries], known) for g in answer.groups]
+    items += incident_items
     for u in answer.unassigned:
         reason = "llm: " + (clean(u.reason, REASON_MAX) or "no work needed")
         unassigned += [Unassigned(fingerprint=s.fingerprint, reason=reason) for s in by_id[u.entry].members]
@@ -314,7 +319,8 @@ def _check(answer: LlmAnswer, entries: dict[str, _Entry]) -> None:
     missing = [i for i in entries if i not in placed]
     if missing:
         more = ", ..." if len(missing) > 5 else ""
-        raise LlmTriageFailed(f"{_plural(len(missing), 'entry', 'entries')} left out ({', '.join(missing[:5])}{more})")
+        noun = "entry" if len(missing) == 1 else "entries"
+        raise LlmTriageFailed(f"{len(missing)} {noun} left out ({', '.join(missing[:5])}{more})")
 
 
 def _misfit(kind: WorkItemKind, entries: list[_Entry]) -> str | None:
@@ -352,27 +358,32 @@ def _only(values: Iterable[str | None]) -> str | None:
     return distinct.pop() if len(distinct) == 1 else None
 
 
-def _llm_item(kind: WorkItemKind, text: str, entries: list[_Entry]) -> WorkItem:
-    """The work item of one checked group: everything but the grouping and the title is computed here."""
+def _llm_item(kind: WorkItemKind, text: str, entries: list[_Entry], names: ServiceNames) -> WorkItem:
+    """The work item of one checked group: everything but the grouping and the title is computed here (its service
+    is its alerts' one service, or the service ``names`` gives its one scanned artifact)."""
     members = sorted((s for e in entries for s in e.members), key=lambda s: s.fingerprint)
     windows = [e.window for e in entries if e.window is not None]
     bump = kind is WorkItemKind.DEPENDENCY_BUMP
+    artifact = None if windows else _only(s.artifact if bump else (s.artifact or s.target) for s in members)
+    target = None if windows else _only(s.target for s in members)
+    service = _only(w.service for w in windows) if windows else names.of_artifact(artifact, target)
     return WorkItem(
-        id=_item_id("llm", kind.value, *sorted(e.key for e in entries)),
+        id=work_item_id(kind, service, "llm", kind.value, *sorted(e.key for e in entries)),
         kind=kind,
         title=title(text, TITLE_MAX),
         severity=_severity(members),
         signals=[s.fingerprint for s in members],
         engine="llm",
-        artifact=None if windows else _only(s.artifact if bump else (s.artifact or s.target) for s in members),
-        target=None if windows else _only(s.target for s in members),
+        artifact=artifact,
+        target=target,
         ecosystem=_only(s.ecosystem for s in members if s.ecosystem),
         advisories=_advisories(members),
         packages=_package_bumps(members) if bump else [],
-        service=_only(w.service for w in windows),
+        service=service,
         env=_only(w.env for w in windows),
         monitor_id=_only(w.monitor_id for w in windows),
         window_start=min((w.window_start for w in windows if w.window_start), default=None),
         window_end=max((w.window_end for w in windows if w.window_end), default=None),
         attached_to=_only(w.attached_to for w in windows) if kind is WorkItemKind.DEPLOY_REGRESSION else None,
+        counts=None if windows else advisory_counts(members),
     )

@@ -21,7 +21,7 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
@@ -37,10 +37,13 @@ from fixloop.core.models import (
     Unassigned,
     WorkItem,
     WorkItemKind,
-    fingerprint,
+    advisory_counts,
+    work_item_id,
 )
+from fixloop.core.naming import finding_title
 from fixloop.core.parsing import clean, highest_version, title
 from fixloop.core.rca import Background
+from fixloop.core.service import ServiceNames
 from fixloop.core.topology import Topology
 
 OS_ECOSYSTEMS = frozenset({"apk", "deb", "rpm"})
@@ -61,9 +64,12 @@ def triage_rules(
     topology: Topology | None = None,
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
     background: Background | None = None,
+    names: ServiceNames | None = None,
 ) -> TriageResult:
     """The ``rules`` engine (see module doc). ``background``: the alert history incidents are ranked with
-    (``fixloop.core.rca.Background``); with a topology the result's ``alert_keys`` are the correlated alerts'. A
+    (``fixloop.core.rca.Background``); with a topology the result's ``alert_keys`` are the correlated alerts'.
+    ``names``: what names a finding item's service from its scanned artifact (``ServiceNames``; None: the
+    topology's services only); the service is in the item's id and title, else the artifact is. A
     fingerprint given more than once counts once (the latest observation wins), as intake's dedup does. Raises
     ``ValueError`` (from ``incidents.correlate``) for more than ``fixloop.core.incidents.MAX_ALERTS`` alerts to
     correlate."""
@@ -71,7 +77,9 @@ def triage_rules(
     groups: dict[GroupKey, list[Signal]] = defaultdict(list)
     for s in findings:
         groups[_finding_key(s)].append(s)
-    items = [_finding_item(key, members) for key, members in groups.items()]
+    if names is None:
+        names = ServiceNames.of(topology)
+    items = [_finding_item(key, members, names) for key, members in groups.items()]
     alerts, incident_items, keys = correlated(
         alerts, recent_deploys, attach_window, topology, incident_window, background
     )
@@ -157,64 +165,33 @@ def _severity(members: Sequence[Signal]) -> Severity:
     return max((s.severity for s in members), key=lambda sev: sev.rank)
 
 
-def _counts(members: Sequence[Signal]) -> str:
-    c = Counter(s.severity for s in members)
-    order = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO, Severity.UNKNOWN)
-    return ", ".join(f"{c[sev]} {sev.value}" for sev in order if c[sev])
-
-
 def _advisories(members: Sequence[Signal]) -> list[str]:
     return sorted({s.advisory_id for s in members if s.advisory_id})
 
 
-def _plural(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else (many or one + 's')}"
-
-
-def _item_id(*parts: object) -> str:
-    return "wi-" + fingerprint("work-item", *(None if p is None else str(p) for p in parts))[:24]
-
-
-def _finding_item(key: GroupKey, members: list[Signal]) -> WorkItem:
+def _finding_item(key: GroupKey, members: list[Signal], names: ServiceNames | None = None) -> WorkItem:
     kind, where, target, category = key
     members.sort(key=lambda s: s.fingerprint)
-    advisories = _advisories(members)
-    n = len(advisories) or len(members)
-    packages: list[PackageBump] = []
+    packages = _package_bumps(members) if kind is WorkItemKind.DEPENDENCY_BUMP else []
     ecosystems = sorted({s.ecosystem for s in members if s.ecosystem})
-    if kind is WorkItemKind.OS_REBUILD:
-        fixes = _plural(n, "advisory", "advisories")
-        text = f"Rebuild {where} on a patched base image (fixes {fixes}: {_counts(members)})"
-    elif kind is WorkItemKind.DEPENDENCY_BUMP:
-        packages = _package_bumps(members)
-        place = target or where or "the project"
-        names = sorted({p.package for p in packages})
-        if len(packages) == 1:
-            p = packages[0]
-            head = f"Bump {p.package} {p.installed_version or '?'} \u2192 {p.fixed_version} in {place}"
-        else:
-            head = f"Bump {_plural(len(names), 'package')} in {place}"
-        text = f"{head} (fixes {_plural(n, 'advisory', 'advisories')}: {_counts(members)})"
-    else:
-        what = {
-            "vulnerability": "unfixed vulnerabilities",
-            "misconfiguration": "misconfigurations",
-            "secret": "exposed secrets",
-            "sast": "code findings (SAST)",
-        }.get(category or "", "findings")
-        place = " / ".join(p for p in (where, target) if p) or "unnamed target"
-        text = f"Risk digest: {len(members)} {what} in {place} ({_counts(members)})"
+    counts = advisory_counts(members)
+    service = names.of_artifact(where, target) if names is not None else None
+    text = finding_title(
+        kind, counts, service=service, artifact=where, target=target, packages=packages, category=category
+    )
     return WorkItem(
-        id=_item_id(kind.value, where, target, category),
+        id=work_item_id(kind, service, kind.value, where, target, category),
         kind=kind,
-        title=title(text, TITLE_MAX),
+        title=text,
         severity=_severity(members),
         signals=[s.fingerprint for s in members],
         artifact=where if kind is not WorkItemKind.DEPENDENCY_BUMP else members[0].artifact,
         target=target,
         ecosystem=ecosystems[0] if len(ecosystems) == 1 else None,
-        advisories=advisories,
+        advisories=_advisories(members),
         packages=packages,
+        service=service,
+        counts=counts,
     )
 
 
@@ -285,7 +262,7 @@ def _alert_item(window: list[Signal], attached: str | None, service: str | None,
         text = f"Investigate {subject}{where} ({len(window)} alerts)"
     envs = sorted({a.env for a in window if a.env})
     return WorkItem(
-        id=_item_id(kind.value, attached, service, monitor, start.isoformat()),
+        id=work_item_id(kind, service, kind.value, attached, service, monitor, start.isoformat()),
         kind=kind,
         title=title(text, TITLE_MAX),
         severity=_severity(window),

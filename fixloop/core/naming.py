@@ -1,0 +1,92 @@
+"""What a finding work item is called: its title (``finding_title``: the service when triage knows it, the scanned
+artifact otherwise) and, once planning has found the service its change touches, that service and a title naming it
+(``named``). Which service a scanned artifact is: ``fixloop.core.service.ServiceNames``. Pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fixloop.core.models import (
+    FIX_KINDS,
+    TITLE_MAX,
+    AdvisoryCounts,
+    PackageBump,
+    WorkItem,
+    WorkItemKind,
+)
+from fixloop.core.parsing import title
+
+_DIGEST_WORDS = {
+    "vulnerability": "unfixed vulnerabilities",
+    "misconfiguration": "misconfigurations",
+    "secret": "exposed secrets",
+    "sast": "code findings (SAST)",
+}
+
+
+def _place(service: str | None, target: str | None, fallback: str) -> str:
+    """Where a change goes in a title: ``<target> of <service>``, ``<service>``, else ``fallback``."""
+    if service:
+        return f"{target} of {service}" if target else service
+    return fallback
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def finding_title(
+    kind: WorkItemKind,
+    counts: AdvisoryCounts,
+    *,
+    service: str | None = None,
+    artifact: str | None = None,
+    target: str | None = None,
+    packages: Sequence[PackageBump] = (),
+    category: str | None = None,
+) -> str:
+    """The rules' title of a finding work item, at most ``TITLE_MAX`` characters, naming ``service`` when it is
+    known and the scanned ``artifact`` (and ``target``) otherwise; its counts are ``counts.text()``:
+
+    * ``os_rebuild``: ``Rebuild <service or image> on a patched base image (fixes 3 CVEs: 1 critical, 2 medium)``;
+    * ``dependency_bump``: ``Bump <package> <installed> → <fixed> in <target> of <service> (fixes ...)`` (one
+      package), ``Bump <n> packages in ...`` (several); without a service ``in <target or artifact>``;
+    * ``risk_digest``: ``Risk digest: <n> <what> in <service or artifact / target> (<severities>)``, ``what`` from
+      the ``category`` (``unfixed vulnerabilities``, ``misconfigurations``, ...)."""
+    if kind is WorkItemKind.OS_REBUILD:
+        text = f"Rebuild {service or artifact or target or 'the image'} on a patched base image (fixes {counts.text()})"
+    elif kind is WorkItemKind.DEPENDENCY_BUMP:
+        place = _place(service, target, target or artifact or "the project")
+        if len(packages) == 1:
+            p = packages[0]
+            head = f"Bump {p.package} {p.installed_version or '?'} \u2192 {p.fixed_version} in {place}"
+        else:
+            head = f"Bump {_plural(len({p.package for p in packages}), 'package')} in {place}"
+        text = f"{head} (fixes {counts.text()})"
+    else:
+        what = _DIGEST_WORDS.get(category or "", "findings")
+        place = " / ".join(p for p in (artifact, target) if p) or "unnamed target"
+        text = f"Risk digest: {counts.total} {what} in {_place(service, target, place)} ({counts.severities()})"
+    return title(text, TITLE_MAX)
+
+
+def named(item: WorkItem, service: str | None) -> WorkItem:
+    """``item`` once planning found the ``service`` its change touches: a fix (``os_rebuild``,
+    ``dependency_bump``) that triage could not name a service for takes it, and its title names it instead of the
+    scanned artifact: the rules' title is made again (``finding_title``); a model's title has the artifact's name
+    replaced by the service's (left as it is when it does not contain it). The id stays (branches, labels and the
+    loop's workflow id are made from it). ``item`` itself when there is nothing to name: no ``service``, the item
+    already has one, or it is no fix."""
+    if not service or item.service or item.kind not in FIX_KINDS:
+        return item
+    if item.engine != "llm" and item.counts is not None:
+        text = finding_title(
+            item.kind, item.counts, service=service, artifact=item.artifact, target=item.target, packages=item.packages
+        )
+    elif item.artifact and item.artifact in item.title:
+        text = title(item.title.replace(item.artifact, service), TITLE_MAX)
+    else:
+        text = item.title
+    return item.model_copy(update={"service": service, "title": text})
+
