@@ -1239,13 +1239,14 @@ class RemediationWorkflow:
         self._advance(Stage.AWAIT_APPROVAL)
 
     def _revert_why(self, verdict: Verdict, here: EnvironmentState | None) -> str:
-        """Why the change is reverted, one short line (the revert's title ends with it): ``verification failed in
-        staging: error rate +200 %``; after a human's ``decide``: ``marginal in staging, decided fail by alice``."""
+        """Why the change is reverted, one short line (the revert's title ends with it): the first failed metric
+        (critical first), ``verification failed in staging: error rate +200 %`` (every number is in the revert's
+        description); after a human's ``decide``: ``marginal in staging, decided fail by alice``."""
         where = f" in {here.name}" if here is not None else ""
         d = self.state.decision
         if d is not None:
             return clean(f"{verdict.result.value.replace('_', ' ')}{where}, decided fail by {d.by}", 120)
-        return clean(f"verification failed{where}: {verdict.headline()}", 120)
+        return clean(f"verification failed{where}: {verdict.headline(1, more=False)}", 120)
 
     def _verdict_text(self, verdict: Verdict, where: str) -> str:
         """The verdict for Jira (plain text: the Jira activity escapes it): result and summary, the numbers with their

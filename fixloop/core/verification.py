@@ -421,9 +421,9 @@ def _alternative(direction: Direction) -> str:
 
 
 def _num(x: float) -> str:
-    if abs(x) >= 10_000:
+    if abs(x) >= 1_000:
         return f"{x:,.0f}"
-    return f"{x:.4g}"
+    return f"{x:.3g}"
 
 
 _SCALED = {"s": ((1.0, "s"), (1e-3, "ms"), (1e-6, "\u00b5s")), "ms": ((1e3, "s"), (1.0, "ms"), (1e-3, "\u00b5s"))}
@@ -567,10 +567,10 @@ def change_line(r: MetricResult) -> str:
     return f"{r.name} {value(r.median_baseline, r.unit)} \u2192 {value(r.median_after, r.unit)} ({_pct(r.effect)})"
 
 
-def headline(results: Sequence[MetricResult], limit: int = 3) -> str:
-    """What failed, in a few words for a title: the failed metrics (critical first, at most ``limit``) with their
-    relative change, ``error rate +200 %, latency p95 +45 %`` (a rise from 0: ``error rate from 0 to 1.2
-    errors/s``); empty when none failed."""
+def headline(results: Sequence[MetricResult], limit: int = 3, more: bool = True) -> str:
+    """What failed, in a few words for a title: the failed metrics (critical first, at most ``limit``; with ``more``
+    the others counted, ``and 2 more``) with their relative change, ``error rate +200 %, latency p95 +45 %`` (a rise
+    from 0: ``error rate from 0 to 1.2 errors/s``); empty when none failed."""
     failed = sorted((r for r in results if r.status is MetricStatus.FAIL), key=lambda r: not r.critical)
     words = [
         f"{r.name} {_pct(r.effect)}"
@@ -578,8 +578,8 @@ def headline(results: Sequence[MetricResult], limit: int = 3) -> str:
         else f"{r.name} from 0 to {value(r.median_after or 0.0, r.unit)}"
         for r in failed[:limit]
     ]
-    more = f" and {len(failed) - limit} more" if len(failed) > limit else ""
-    return ", ".join(words) + more
+    rest = f" and {len(failed) - limit} more" if more and len(failed) > limit else ""
+    return ", ".join(words) + rest
 
 
 def _names(results: Sequence[MetricResult]) -> str:

@@ -97,11 +97,11 @@ class Verdict(BaseModel):
             lines.append(f"score {self.score:.0f}/100")
         return lines
 
-    def headline(self) -> str:
-        """What decided it, in a few words (for a title): the failed metrics with their change
-        (``error rate +200 %``), else the monitors still alerting (``monitor 41000005 still Alert``), else the
-        summary's start (at most 60 characters)."""
-        metrics = headline(self.metrics)
+    def headline(self, limit: int = 3, more: bool = True) -> str:
+        """What decided it, in a few words (for a title): the failed metrics with their change, critical first, at
+        most ``limit`` (``error rate +200 %``; with ``more`` the others counted: ``and 2 more``), else the monitors
+        still alerting (``monitor 41000005 still Alert``), else the summary's start (at most 60 characters)."""
+        metrics = headline(self.metrics, limit, more)
         alerting = [m for m in self.monitors if m.status is MetricStatus.FAIL]
         monitors = ", ".join(f"monitor {m.id if m.id is not None else m.name} still {m.state}" for m in alerting[:2])
         return "; ".join(p for p in (metrics, monitors) if p) or clean(self.summary, 60)
