@@ -22,13 +22,15 @@ from temporalio.exceptions import ApplicationError
 
 from fixloop.activities.errors import as_application_errors
 from fixloop.core.change.edit import apply
-from fixloop.core.change.mr import code, read_back, text
+from fixloop.core.change.mr import advisory, code, read_back, text, title_line
 from fixloop.core.change.ops import PolicyViolation, RevertCommit
 from fixloop.core.change.overlap import FileLines, Touched, diff_lines, edit_lines, overlap
 from fixloop.core.change.policy import POLICY_FILE, load_policy, validate
 from fixloop.core.change.remedy import remedy_change, revert_change
 from fixloop.core.gate import MAX_APPROVALS, Approval, ApproverPolicy, MergeRequestState, MrState, UserFacts
 from fixloop.core.incidents import onset_of
+from fixloop.core.markup import markdown_link
+from fixloop.core.models import WorkItem, WorkItemKind
 from fixloop.core.parsing import clean
 from fixloop.integrations.errors import Conflict
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
@@ -191,7 +193,12 @@ class MergeRequestActivities:
             gl.delete_branch(change.branch)
             return older
         return MergeRequestRef(
-            project=self.settings.project, iid=mr.iid, url=mr.web_url, branch=change.branch, head_sha=commit.sha
+            project=self.settings.project,
+            iid=mr.iid,
+            url=mr.web_url,
+            branch=change.branch,
+            head_sha=commit.sha,
+            title=clean(mr.title, 255),
         )
 
     @activity.defn(name=MERGE_REQUEST_STATE)
@@ -307,9 +314,11 @@ class MergeRequestActivities:
     async def open_revert_merge_request(self, inp: OpenRevertInput) -> MergeRequestRef:
         """Commit the revert of exactly ``inp.merge_sha`` (against its first parent), then of each of ``inp.also``, on
         ``fixloop/revert/<work-item-id>/<sha[:12]>``, branched from the head of the default branch, and open (or
-        find) its merge request; it goes through the same approval gate as any fixloop MR. Idempotent: the revert
-        commit on the branch and the open MR are found again. A revert GitLab cannot apply (a later commit changed
-        the same lines) is a non-retryable ``ApplicationError`` naming the commit."""
+        find) its merge request, titled as a rollback (``revert_title``: ``Revert "<original title>" — <why>``, the
+        original's title read from GitLab when ``inp.original`` has none) with ``revert_description``; it goes
+        through the same approval gate as any fixloop MR. Idempotent: the revert commit on the branch and the open MR
+        are found again. A revert GitLab cannot apply (a later commit changed the same lines) is a non-retryable
+        ``ApplicationError`` naming the commit."""
         with as_application_errors():
             return await asyncio.to_thread(self._revert, inp)
 
@@ -321,10 +330,16 @@ class MergeRequestActivities:
         commit = gl.revert_commit(inp.merge_sha, branch)
         for sha in inp.also:  # newest first: each revert applies on top of the previous one
             commit = gl.revert_commit(sha, branch)
-        title = clean(f"Revert !{inp.original.iid}: {inp.reason}", 255)
+        original = inp.original.title or gl.get_merge_request(inp.original.iid).title
+        title = revert_title(original, inp.original.iid, inp.why)
         mr = gl.find_or_create_merge_request(branch, default, title, revert_description(inp), REVERT_LABELS)
         return MergeRequestRef(
-            project=inp.original.project, iid=mr.iid, url=mr.web_url, branch=branch, head_sha=mr.sha or commit.sha
+            project=inp.original.project,
+            iid=mr.iid,
+            url=mr.web_url,
+            branch=branch,
+            head_sha=mr.sha or commit.sha,
+            title=clean(mr.title, 255),
         )
 
     def _overlapping(self, touched: Touched, own_branch: str, below_iid: int | None = None) -> MergeRequestRef | None:
@@ -369,22 +384,76 @@ def revert_branch(work_item_id: str, merge_sha: str) -> str:
     return f"{BRANCH_PREFIX}revert/{work_item_id}/{merge_sha[:12]}"
 
 
-def revert_description(inp: OpenRevertInput) -> str:
-    """The revert MR's description: what is reverted and why, the verification evidence, the Jira key; every
-    external value escaped (``fixloop.core.change.mr``)."""
+REVERT_TITLE_MAX = 120  # characters of a revert's title (GitLab allows 255: this one stays readable in a list)
+REVERT_WHY_MAX = 70  # characters of the why at its end
+
+
+def revert_title(original: str | None, iid: int, why: str) -> str:
+    """The revert MR's title, a rollback as GitLab's own revert names it: ``Revert "<original title>" — <why>``
+    (``why`` one short line, at most ``REVERT_WHY_MAX`` characters), at most ``REVERT_TITLE_MAX`` characters: the
+    original title is cut (with an ellipsis) to fit; ``Revert !<iid> — <why>`` without one. Both parts escaped as
+    an MR title (``fixloop.core.change.mr.title_line``)."""
+    tail = f" \u2014 {title_line(why, REVERT_WHY_MAX)}" if why.strip() else ""
+    if not original or not original.strip():
+        return f"Revert !{iid}{tail}"
+    room = REVERT_TITLE_MAX - len('Revert ""') - len(tail) - 1
+    name = title_line(original, room)
+    if name[-1:] in ("@", "#", "!", "~", "%", "$", "&"):  # before the closing quote it would start a reference
+        name += "\u200b"
+    return f'Revert "{name}"{tail}'
+
+
+def _reopens(item: WorkItem) -> list[str]:
+    """What a revert of the work item's fix re-opens: its advisories (linked when well-formed) and package bumps."""
     lines = [
-        f"fixloop reverts merge commit {code(inp.merge_sha)} of !{inp.original.iid} "
-        f"(work item {code(inp.work_item.id)}): {text(inp.reason)}",
+        f"- {code(p.package, 100)} back from {code(p.fixed_version, 64)} to {code(p.installed_version or '?', 64)}"
+        + (f" ({', '.join(advisory(a) for a in p.advisories[:10])})" if p.advisories else "")
+        for p in item.packages[:30]
+    ]
+    shown = {a for p in item.packages[:30] for a in p.advisories[:10]}
+    rest = [a for a in item.advisories if a not in shown]
+    if rest:
+        more = f" and {len(rest) - 40} more" if len(rest) > 40 else ""
+        lines.append(f"- advisories: {', '.join(advisory(a) for a in rest[:40])}{more}")
+    return lines
+
+
+def revert_description(inp: OpenRevertInput) -> str:
+    """The revert MR's description: a rollback of the original (linked) and why, the failed verdict (each metric
+    before -> after with its unit, the evidence), what the revert re-opens (the work item's advisories and package
+    bumps come back; an incident: the remediation is undone), what it undoes, the Jira key; every external value
+    escaped (``fixloop.core.change.mr``)."""
+    original = markdown_link(f"!{inp.original.iid}", inp.original.url)
+    item = inp.work_item
+    lines = [
+        f"**Rollback** of {original}: {text(inp.why, 200)}.",
+        "",
+        f"fixloop reverts merge commit {code(inp.merge_sha)} of {original} (work item {code(item.id)}, "
+        f"{text(item.title, 200)}): {text(inp.reason)}",
         "",
         *(
             [f"It also reverts {', '.join(code(sha) for sha in inp.also)}: the source change behind that tag.", ""]
             if inp.also
             else []
         ),
-        "### Evidence",
+        "### Failed verdict",
+        *[f"- {text(m, 300)}" for m in inp.metrics[:20]],
+        *([""] if inp.metrics else []),
+        "#### Evidence",
         *[f"- {text(e)}" for e in inp.evidence[:50]],
         "",
+        "### What the revert re-opens",
     ]
+    reopened = _reopens(item)
+    if reopened:
+        lines += [f"Merging this brings back what {original} fixed:", *reopened]
+    elif item.kind is WorkItemKind.INCIDENT:
+        lines.append(f"The remediation of the incident ({text(item.title, 200)}) is undone: its alerts may fire again.")
+    else:
+        lines.append(f"The change {original} made for {text(item.title, 200)} is undone.")
+    lines.append("")
+    if inp.undoes:
+        lines += ["### What it undoes", *[f"- {text(op, 300)}" for op in inp.undoes[:20]], ""]
     if inp.jira_key:
         lines += [f"Jira: {code(inp.jira_key, 40)}", ""]
     lines.append("_Approve and merge to roll back; fixloop then waits for Flux to apply the revert._")

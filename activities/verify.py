@@ -11,6 +11,9 @@ alert's ``recovered`` transition on the same cycle) is enough; otherwise each of
 item's ``monitor_id`` when it is a Datadog monitor id) is read: ``overall_state`` ``OK`` passes, ``Alert`` or
 ``Warn`` fails the verdict, ``No Data`` (or any other state, or a deleted monitor) gives ``no_data`` at best.
 
+Units: a metric's values are in its check's ``unit``, else in the unit Datadog reports for the series (the
+``unit`` list of the query response: the unit and per-unit names, e.g. ``error/second``), else none.
+
 Verdict order: fail (a metric verdict of fail, or a monitor still alerting) > no_data > marginal > pass.
 """
 
@@ -59,6 +62,13 @@ _MARKUP = re.compile(r"[\[\]{}|!\\]")  # what makes links, macros or tables in J
 def _plain(value: str, limit: int) -> str:
     """A name from Datadog or an alert as plain, bounded, inert text for the evidence."""
     return clean(_MARKUP.sub("", value), limit)
+
+
+def unit_of(reported: str | None) -> str | None:
+    """Datadog's unit of a series (``Series.unit``: the unit and per-unit names, ``error/second``) as a display unit
+    (``fixloop.core.verification.UNIT``: other characters dropped, at most 20), None when it names none."""
+    shown = re.sub(r"[^A-Za-z0-9%/._ -]", "", reported or "").strip()[:20].strip()
+    return shown or None
 
 
 def _merge_series(series: list[Series]) -> list[tuple[float, float | None]]:
@@ -171,6 +181,9 @@ class VerifyActivities:
             return result.model_copy(update={"reason": f"Datadog refused the query: {e.message}", "query": query})
         interval = next((s.interval for s in series if s.interval > 0), policy.interval_s)
         before, after = split_points(_merge_series(series) if series else [], d, policy.window, interval)
+        reported = next((unit_of(s.unit) for s in series if unit_of(s.unit)), None)
+        if check.unit is None and reported:  # the check names none: Datadog's unit of the series
+            check = check.model_copy(update={"unit": reported})
         return compare(before, after, check, policy).model_copy(update={"query": query})
 
     def _monitors(self, inp: JudgeInput, evidence: list[str]) -> list[MonitorResult]:

@@ -23,10 +23,14 @@ from fixloop.core.verification import (
     MetricStatus,
     VerdictResult,
     VerificationPolicy,
+    change_line,
     compare,
+    headline,
     judge,
+    percent,
     render_query,
     split_points,
+    value,
 )
 
 POLICY = VerificationPolicy()
@@ -309,3 +313,38 @@ def test_a_policy_file_that_is_not_yaml_is_refused() -> None:
         VerificationPolicy.from_policy_text("verification: [unclosed\n")
     with pytest.raises(ValueError, match="verification.window"):
         VerificationPolicy.from_policy_text("verification:\n  window: soon\n")
+
+
+def test_numbers_are_shown_with_their_units() -> None:
+    shown = [
+        value(0.4, "errors/s"), value(0.12, "s"), value(1.5, "s"), value(0.00012, "s"), value(0, "s"),
+        value(850, "ms"), value(1500, "ms"), value(12345.6, "req/s"), value(1.25, "%"), value(3.0, None),
+    ]  # fmt: skip
+    assert shown == [
+        "0.4 errors/s", "120 ms", "1.5 s", "120 \u00b5s", "0 s", "850 ms", "1.5 s", "12,346 req/s", "1.25 %", "3",
+    ]  # fmt: skip
+    assert [percent(e) for e in (2.0, -0.75, 0.083, 0.0, None)] == ["+200 %", "-75 %", "+8.3 %", "+0.0 %", "from 0"]
+
+
+def test_a_metric_line_and_the_headline_of_what_failed() -> None:
+    rs = results(1, error_x=3.0, latency_x=1.6)
+    errors, latency, hits = rs
+    assert (errors.unit, latency.unit, hits.unit) == ("errors/s", "s", "req/s")
+    assert change_line(latency).startswith("latency p95 ") and " ms \u2192 " in change_line(latency)
+    assert change_line(errors).endswith(f"({percent(errors.effect)})")
+    assert headline(rs) == f"error rate {percent(errors.effect)}, latency p95 {percent(latency.effect)}"
+    assert headline(rs, 1) == f"error rate {percent(errors.effect)} and 1 more"
+    assert headline(rs, 1, more=False) == f"error rate {percent(errors.effect)}"
+    assert headline(results(1)) == ""
+    new = compare([0.0] * 20, [1.2] * 20, ERROR_RATE, POLICY)  # a rise from nothing
+    assert headline([new]) == "error rate from 0 to 1.2 errors/s"
+    assert change_line(compare([], [], ERROR_RATE.model_copy(update={"missing_as_zero": False}), POLICY)).startswith(
+        "error rate: no data (0 points before"
+    )
+
+
+def test_a_policy_names_a_metric_s_unit_and_refuses_markup_in_it() -> None:
+    policy = VerificationPolicy.from_policy({"metrics": [{"name": "latency p95", "unit": "ms"}]})
+    assert {c.name: c.unit for c in policy.metrics}["latency p95"] == "ms"
+    with pytest.raises(ValueError, match=r"verification\.metrics\[0\]\.unit"):
+        VerificationPolicy.from_policy({"metrics": [{"name": "error rate", "unit": "<b>x</b>"}]})

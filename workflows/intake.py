@@ -50,8 +50,8 @@ on ``PayloadsTooLarge``. Every signal is at most S = ``SIGNAL_MAX_BYTES`` = 16 K
   incident, the revisions Flux applied (``IntakeState.applied``: the newest ``APPLIED_KEPT`` = 200, each a sha, a
   time and a revision of <= 300 characters: < 90 KB) is <= 1.6 MiB + ``START_OVERHEAD_BYTES`` per start (< 2 MiB);
   the starts of a chunk are sent in groups of at most 1.5 MiB (or a single start) per workflow task (each counted
-  with ``START_OVERHEAD_BYTES`` = 4 KiB for its id, options, summary and search attributes), so a task's
-  completion stays under 4 MiB;
+  with ``START_OVERHEAD_BYTES`` = 4 KiB for its id, options, summary, static details (at most 1.5 KiB) and search
+  attributes), so a task's completion stays under 4 MiB;
 * ``join_alerts`` and ``refresh`` to a loop: chunks of at most T and 500 signals, one per workflow task;
 * continue-as-new: at most ``CARRY_MAX_BYTES`` (1.8 MB): the open window is closed early while it would not
   fit; with nothing pending, the oldest half of the alert owners, else of the open fixes, else of the dedup
@@ -108,7 +108,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.loop import AlertsJoined, MoreSignals, OpenFix, Refresh, RemediationInput, loop_id
     from fixloop.workflows.contracts.triage import RESULT_TOO_LARGE, GroupSignalsInput
     from fixloop.workflows.options import Call
-    from fixloop.workflows.remediation import RemediationWorkflow, initial_attributes
+    from fixloop.workflows.remediation import RemediationWorkflow, initial_attributes, static_details
 
 WINDOWS_KEPT = 20
 OWNERS_MAX = 10_000
@@ -467,6 +467,7 @@ class IntakeWorkflow:
                     id=wid,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     static_summary=markdown(wi.title, 200),  # the Temporal UI renders Markdown: escaped
+                    static_details=static_details(wi, signals),  # the signals summary, escaped, <= 1.5 KiB
                     search_attributes=self._loop_attributes(wi),
                 )
                 c.loops_started += 1

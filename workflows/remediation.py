@@ -18,15 +18,25 @@ of at most 2,000 characters. Before continue-as-new the carry is measured and, w
 ``CARRY_MAX_BYTES``, the oldest joined alerts, then the oldest evidence, then the start signals that are not alerts
 (needed only for planning, which is behind) are dropped and counted, so the carry, and the ``status`` answer, fit.
 
+Audit trail where people look (besides this history): every event is a Jira comment and a note on its merge request,
+each once per merge request and event (the activities' dedup keys): the approval (who, at which head SHA, whose
+approvals did not count, as the gate read them back from GitLab), the merge (merge commit, when), the deploy (the
+revision Flux applied, environment, Kustomization, when seen Ready) and the verdict (every metric before -> after
+with its unit). A failed verdict's revert is titled as a rollback (``Revert "<title>" — <why>``), the original merge
+request is told ``Reverted by !N: <why>``, and ``LoopState.gate`` presents the merge request waiting at the human
+gate (change, promotion or rollback).
+
 Query ``status`` -> ``LoopState``. Search attributes (``fixloop.workflows.options``): stage, service, severity, Jira
-key,
-merge request, scope, kind; ``workflow.set_current_details`` carries a Markdown summary for the Temporal UI.
+key, merge request, scope, kind, outcome. The Temporal UI's static details (``static_details``: the work item's
+signals summary) are set by the intake's start; ``workflow.set_current_details`` carries the stage, the gate, the
+Jira issue, every merge request and the latest verdict (``_show``), Markdown, escaped and bounded.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
@@ -43,11 +53,12 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.activities.verify import VerifyActivities
     from fixloop.activities.work_item import WorkItemActivities
     from fixloop.core.change.images import Delivery, Target
+    from fixloop.core.change.mr import code
     from fixloop.core.culprit import describe_culprit
-    from fixloop.core.gate import MrState, decider_refusal, observe
+    from fixloop.core.gate import GateVerdict, MergeRequestState, MrState, decider_refusal, observe
     from fixloop.core.gate import gate as gate_verdict
     from fixloop.core.incidents import top_service
-    from fixloop.core.markup import markdown
+    from fixloop.core.markup import markdown, markdown_link
     from fixloop.core.models import (
         FIX_KINDS,
         Kind,
@@ -79,6 +90,8 @@ with workflow.unsafe.imports_passed_through():
         DeployEvent,
         EnvironmentState,
         Evidence,
+        Gate,
+        GateKind,
         LoopState,
         MergeRequestEvent,
         MoreSignals,
@@ -98,7 +111,7 @@ with workflow.unsafe.imports_passed_through():
         OpenRevertInput,
     )
     from fixloop.workflows.contracts.plan import PlanChangeInput, PlanPromotionInput, PlanRemediationInput
-    from fixloop.workflows.contracts.verify import JudgeInput
+    from fixloop.workflows.contracts.verify import JudgeInput, Verdict
     from fixloop.workflows.contracts.work_item import (
         CloseWorkItemInput,
         CommentInput,
@@ -114,7 +127,14 @@ ALERTS_MAX = 50  # joined alerts kept in the state
 ALERTS_MAX_BYTES = 256 * 1024  # and their JSON at most (a signal is at most 16 KiB: ``fixloop.core.models``)
 PLAN_SIGNALS_MAX_BYTES = 512 * 1024  # an incident's alerts handed to change.plan_remediation, at most
 CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
+STATIC_DETAILS_MAX_BYTES = 1_536  # a loop's static details (UTF-8), within the intake's per-start overhead
+CURRENT_DETAILS_MAX = 8_000  # characters of the current details the Temporal UI shows
 _GATED = (Stage.OPEN_WORK_ITEM, Stage.PLAN_CHANGE, Stage.OPEN_MERGE_REQUEST, Stage.PROMOTE, Stage.AWAIT_APPROVAL)
+
+
+def _utc(t: datetime) -> str:
+    """``2024-06-01 12:00:00 UTC``."""
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _inconsistent(what: str) -> ApplicationError:
@@ -142,6 +162,73 @@ def culprit_candidates(wi: WorkItem) -> list[str]:
         return []
     names = [c.service for c in wi.incident.candidates if c.service and c.kind != "host"]
     return list(dict.fromkeys(names))[:CANDIDATES_MAX]
+
+
+def _within(lines: list[str], max_bytes: int, max_chars: int | None = None) -> str:
+    """``lines`` joined, whole lines only, within ``max_bytes`` of UTF-8 (and ``max_chars``); a last line counts
+    what was left out."""
+    kept: list[str] = []
+    size = chars = 0
+    for i, line in enumerate(lines):
+        n, c = len(line.encode()) + 1, len(line) + 1
+        if size + n > max_bytes - 40 or (max_chars is not None and chars + c > max_chars - 40):
+            kept.append(f"\u2026 {len(lines) - i} more line(s)")
+            break
+        kept.append(line)
+        size, chars = size + n, chars + c
+    return "\n".join(kept)
+
+
+def _listed(values: list[str], shown: int, limit: int = 60) -> str:
+    more = f" and {len(values) - shown} more" if len(values) > shown else ""
+    return ", ".join(markdown(v, limit) for v in values[:shown]) + more
+
+
+def static_details(wi: WorkItem, signals: list[Signal]) -> str:
+    """The Temporal UI's static details of a loop, set when it is started (``start_child_workflow(...,
+    static_details=...)``): the work item's signals summary in Markdown: kind, severity, how many signals from
+    which sources, what it is about (service, env, artifact, target, monitor, window), its package bumps and
+    advisories, an incident's services and top candidates, the first signals' titles. Every value is escaped
+    (``fixloop.core.markup.markdown``) and bounded; the whole is at most ``STATIC_DETAILS_MAX_BYTES`` of UTF-8."""
+    by_source = Counter(f"{s.source.value} {s.kind.value}" for s in signals)
+    lines = [
+        f"**{wi.kind.value.replace('_', ' ')}**, severity {wi.severity.value}, {len(wi.signals)} signal(s)"
+        + (f", triaged by {markdown(wi.engine, 20)}" if wi.engine else ""),
+        "",
+    ]
+    if by_source:
+        lines.append("- signals: " + ", ".join(f"{n} {markdown(k, 40)}" for k, n in by_source.most_common(6)))
+    for label, v in (
+        ("service", wi.service),
+        ("env", wi.env),
+        ("artifact", wi.artifact),
+        ("target", wi.target),
+        ("monitor", wi.monitor_id),
+        ("attached to", wi.attached_to),
+    ):
+        if v:
+            lines.append(f"- {label}: {markdown(v, 160)}")
+    if wi.window_start is not None:
+        end = f" to {wi.window_end.isoformat(timespec='seconds')}" if wi.window_end else ""
+        lines.append(f"- window: {wi.window_start.isoformat(timespec='seconds')}{end}")
+    if wi.packages:
+        bumps = [f"{p.package} {p.installed_version or '?'} \u2192 {p.fixed_version}" for p in wi.packages]
+        lines.append(f"- packages ({len(bumps)}): {_listed(bumps, 8, 100)}")
+    if wi.advisories:
+        lines.append(f"- advisories ({len(wi.advisories)}): {_listed(wi.advisories, 12, 40)}")
+    facts = wi.incident
+    if facts is not None:
+        if facts.services:
+            lines.append(f"- services: {_listed(facts.services, 10)}")
+        for c in facts.candidates[:3]:
+            lines.append(f"- candidate {markdown(c.entity, 80)}: score {c.score:.2f}, {c.alerts} alert(s)")
+    titles = list(dict.fromkeys(s.title for s in signals))
+    lines += [f"- {markdown(t, 160)}" for t in titles[:5]]
+    if len(titles) > 5:
+        lines.append(f"- \u2026 and {len(titles) - 5} more signal title(s)")
+    if wi.note:
+        lines.append(f"- note: {markdown(wi.note, 200)}")
+    return _within(lines, STATIC_DETAILS_MAX_BYTES)
 
 
 @workflow.defn
@@ -491,6 +578,7 @@ class RemediationWorkflow:
         if self.state.issue is not None:  # the Jira issue links back to the merge request
             await self._link(ref.url, f"Merge request !{ref.iid}", "link the merge request")
             await self._set_status("In Progress")
+        self._gate_on(ref, GateKind.CHANGE, self.state.plan.title)
         self._advance(Stage.AWAIT_APPROVAL)
         await self._tell_intake_fixing(open_=True)
 
@@ -573,6 +661,7 @@ class RemediationWorkflow:
             if verdict.passed:
                 who = ", ".join(verdict.counted)
                 self._note(f"approved by {who} at {s.head_sha[:12]}; merged as {(s.merge_sha or '?')[:12]}")
+                gate_passed.append((s, verdict))
                 self._after_merge(s.merge_sha or s.head_sha)
                 return True
             if s.state is MrState.MERGED and not self._merged_unapproved_noted:
@@ -581,6 +670,7 @@ class RemediationWorkflow:
             return False
 
         self._closed_unmerged = False
+        gate_passed: list[tuple[MergeRequestState, GateVerdict]] = []
         await self._wait(
             read,
             passed,
@@ -590,6 +680,9 @@ class RemediationWorkflow:
             Outcome.APPROVAL_EXPIRED,
             remind=mr,
         )
+        self.state.gate = None
+        if gate_passed:
+            await self._audit_gate(mr, *gate_passed[0])
         if self._closed_unmerged:
             await self._closed(mr)
 
@@ -736,6 +829,7 @@ class RemediationWorkflow:
         verb = "deploys" if i == 0 else "promotes"
         self._note(f"merge request !{ref.iid} {verb} {b.tag} to {target.name}: {ref.url}")
         await self._link(ref.url, f"{target.name}: merge request !{ref.iid}", f"link the {target.name} merge request")
+        self._gate_on(ref, GateKind.PROMOTION, planned.title, environment=target.name)
         self._advance(Stage.AWAIT_APPROVAL)
 
     async def _await_automation(self, env: EnvironmentState, target: Target, reason: str | None) -> None:
@@ -804,6 +898,7 @@ class RemediationWorkflow:
                 target = self._target()
                 where = f" ({target.name}, {kustomization})" if target is not None and kustomization else ""
                 self._note(f"applied by Flux{where}: {d.revision or merge_sha}")
+                applied.append(d)
                 if self.state.revert is not None:
                     self._advance(Stage.CLOSE)
                     return True
@@ -818,6 +913,8 @@ class RemediationWorkflow:
             return False
 
         self.state.deploy = None
+        applied: list[DeployState] = []
+        gated = self._gate_mr()  # the merge request whose merge is applied: the revert's, the environment's, the fix's
         await self._wait(
             poll,
             passed,
@@ -826,6 +923,8 @@ class RemediationWorkflow:
             "awaiting deploy",
             Outcome.DEPLOY_EXPIRED,
         )
+        if applied:
+            await self._audit_deploy(gated, applied[0], merge_sha, kustomization)
         if self.state.outcome is Outcome.DEPLOY_FAILED:
             await self._comment(
                 f"Flux could not apply {merge_sha[:12]}: {self.state.deploy.message if self.state.deploy else ''}",
@@ -1014,7 +1113,8 @@ class RemediationWorkflow:
         await self._comment(
             "\n".join(
                 [
-                    f"Verification was inconclusive ({verdict.result.value}): {verdict.summary}",
+                    f"Verification was inconclusive{where} ({verdict.result.value}): {verdict.summary}",
+                    *(f"- {f}" for f in verdict.figures()),
                     *verdict.evidence,
                     "A human decides: `fixloop decide <workflow-id> pass|fail` (or the `decide` update in the "
                     "Temporal UI). pass closes this issue; fail opens a revert merge request.",
@@ -1023,6 +1123,14 @@ class RemediationWorkflow:
             "decide",
             labels=["fixloop-decide"],
         )
+        gated = self._gate_mr()
+        if gated is not None:
+            shown = f" in {markdown(env.name, 63)}" if env is not None else ""
+            heading = (
+                f"fixloop's verification of this change{shown} is **{verdict.result.value.replace('_', ' ')}**: "
+                "a human decides (`fixloop decide <workflow-id> pass|fail`); fail opens a revert merge request."
+            )
+            await self._mr_note(gated, self._verdict_markdown(verdict, heading), f"decide-{gated.iid}")
         self._advance(Stage.DECIDE)
 
     async def _decide(self) -> None:
@@ -1068,10 +1176,10 @@ class RemediationWorkflow:
         verdict = self.state.verdict
         if verdict is None:
             raise _inconsistent("no verdict")
-        evidence = "\n".join([f"Verdict: {verdict.result.value}. {verdict.summary}", *verdict.evidence])
-        if self.state.decision is not None:
-            d = self.state.decision
-            evidence += f"\nDecided {d.result} by {d.by}" + (f": {d.reason}" if d.reason else "")
+        env = self._env()
+        where = f" in {env.name}" if env is not None else ""
+        where_md = f" in {markdown(env.name, 63)}" if env is not None else ""
+        evidence = self._verdict_text(verdict, where)
         if self.state.revert is not None:  # the revert is merged and applied
             await self._comment(
                 f"The revert merge request !{self.state.revert.iid} was merged and applied by Flux: "
@@ -1094,12 +1202,16 @@ class RemediationWorkflow:
                     CloseWorkItemInput(key=self.state.issue.key, resolution="done", comment=evidence[:32_000]),
                     **options.call(Call.EXTERNAL, "close the Jira issue"),
                 )
+            if env is not None and env.merge_request is not None:  # the environment's own merge request
+                heading = f"fixloop verified this change in {markdown(env.name, 63)}: **pass**."
+                await self._mr_note(env.merge_request, self._verdict_markdown(verdict, heading), f"verified-{env.name}")
             if mr is not None:
-                shown = "\n\n".join(markdown(line, 500) for line in evidence.splitlines())  # GitLab Markdown
-                await self._mr_note(mr, f"fixloop verified this change after its deploy.\n\n{shown}", "verified")
+                heading = f"fixloop verified this change after its deploy{where_md}: **pass**."
+                body = self._verdict_markdown(verdict, heading, [e.line() for e in self.state.environments[:-1]])
+                await self._mr_note(mr, body, "verified")
             self._advance(Stage.DONE, Outcome.VERIFIED)
             return
-        # fail: the evidence on Jira, the issue reopened, and a revert of exactly the merge commit, gated again
+        # fail: the evidence on Jira and the MR, the issue reopened, and a revert of exactly the merge commit, gated
         s = self.state.mr_state
         merge_sha = (s.merge_sha or s.head_sha) if s else None
         here = self._env_here()
@@ -1107,13 +1219,21 @@ class RemediationWorkflow:
         also = [self.state.source_sha] if gated is not mr and self.state.source_sha else []
         if gated is None or merge_sha is None:
             raise _inconsistent("a failed verdict without a merged merge request")
+        why = self._revert_why(verdict, here)
         await self._comment(
             f"Verification failed after the deploy of {merge_sha[:12]}; fixloop opens a revert merge request.\n"
             f"{evidence}"[:32_000],
             "verify-failed",
             labels=["fixloop-verify-failed"],
         )
+        what = verdict.headline() if self.state.decision is None else why
+        heading = (
+            f"fixloop's verification of this change{where_md} **failed**: {markdown(what, 120)}. "
+            "fixloop opens a merge request reverting it (gated like this one)."
+        )
+        await self._mr_note(gated, self._verdict_markdown(verdict, heading), f"verify-failed-{gated.iid}")
         await self._set_status("To Do")
+        plan = self.state.plan
         revert = await workflow.execute_activity_method(
             MergeRequestActivities.open_revert_merge_request,
             OpenRevertInput(
@@ -1123,18 +1243,71 @@ class RemediationWorkflow:
                 merge_sha=merge_sha,
                 also=also,
                 reason=(f"verification failed{' in ' + here.name if here else ''} ({verdict.summary})")[:2_000],
+                why=why,
                 evidence=[line[:300] for line in verdict.evidence[:50]],
+                metrics=[line[:300] for line in verdict.figures()[:20]],
+                undoes=[op[:300] for op in (plan.operations if plan is not None else [])[:20]],
                 jira_key=self._jira_key(),
             ),
             **options.call(Call.EXTERNAL, "open the revert merge request"),
         )
-        self.state.revert, self.state.reverted_sha = revert, merge_sha
+        self.state.revert, self.state.reverted_sha, self.state.revert_why = revert, merge_sha, why
         self.state.mr_state, self.state.approvals_seen = None, {}
         self._merged_unapproved_noted = False
         self._set_attributes((options.SA_MERGE_REQUEST, revert.url))
         self._note(f"revert merge request !{revert.iid} of {merge_sha[:12]}: {revert.url}")
         await self._link(revert.url, f"Revert merge request !{revert.iid}", "link the revert merge request")
+        link = markdown_link(f"!{revert.iid}", revert.url)
+        for original in [gated, *([mr] if mr is not None and mr is not gated else [])]:
+            await self._mr_note(
+                original,
+                f"Reverted by {link}: {markdown(why, 120)}.\n\nfixloop opened the revert (gated like this merge "
+                "request); once it is approved, merged and applied, this change is rolled back.",
+                f"reverted-by-{revert.iid}",
+            )
+        self._gate_on(revert, GateKind.ROLLBACK, None, environment=here.name if here else None, why=why)
         self._advance(Stage.AWAIT_APPROVAL)
+
+    def _revert_why(self, verdict: Verdict, here: EnvironmentState | None) -> str:
+        """Why the change is reverted, one short line (the revert's title ends with it): the first failed metric
+        (critical first), ``verification failed in staging: error rate +200 %`` (every number is in the revert's
+        description); after a human's ``decide``: ``marginal in staging, decided fail by alice``."""
+        where = f" in {here.name}" if here is not None else ""
+        d = self.state.decision
+        if d is not None:
+            return clean(f"{verdict.result.value.replace('_', ' ')}{where}, decided fail by {d.by}", 120)
+        return clean(f"verification failed{where}: {verdict.headline(1, more=False)}", 120)
+
+    def _verdict_text(self, verdict: Verdict, where: str) -> str:
+        """The verdict for Jira (plain text: the Jira activity escapes it): result and summary, the numbers with their
+        units, the evidence, a human's decision."""
+        lines = [
+            f"Verdict{where}: {verdict.result.value}. {verdict.summary}",
+            *(f"- {f}" for f in verdict.figures()),
+            *verdict.evidence,
+        ]
+        d = self.state.decision
+        if d is not None:
+            lines.append(f"Decided {d.result} by {d.by}" + (f": {d.reason}" if d.reason else ""))
+        return "\n".join(lines)
+
+    def _verdict_markdown(self, verdict: Verdict, heading: str, before: list[str] | None = None) -> str:
+        """A merge request note of the verdict (GitLab Markdown): ``heading`` (Markdown), every metric before ->
+        after with its unit, the summary, a human's decision, the environments verified ``before``, the evidence
+        folded; untrusted text escaped and bounded."""
+        lines = [heading, "", *(f"- {markdown(f, 300)}" for f in verdict.figures()[:30])]
+        lines += ["", markdown(verdict.summary, 600)]
+        d = self.state.decision
+        if d is not None:
+            why = f": {markdown(d.reason, 500)}" if d.reason else ""
+            lines += ["", f"Decided {d.result} by {markdown(d.by, 100)}{why}"]
+        if before:
+            lines += ["", "Verified before:", *(f"- {markdown(b, 500)}" for b in before[:10])]
+        if verdict.evidence:
+            lines += ["", "<details><summary>Evidence</summary>", ""]
+            lines += [f"- {markdown(e, 500)}" for e in verdict.evidence[:50]]
+            lines += ["", "</details>"]
+        return "\n".join(lines)
 
     # --- waiting, escalation, continue-as-new ----------------------------------------------------------------
 
@@ -1321,6 +1494,100 @@ class RemediationWorkflow:
             **options.call(Call.ESCALATE, f"merge request note ({dedup})"),
         )
 
+    async def _audit(self, mr: MergeRequestRef, event: str, jira: str, note: str) -> None:
+        """One audit record where people look: a Jira comment (``jira``, plain text) and a note on ``mr`` (``note``,
+        Markdown), each once per merge request and ``event`` (the dedup key ``<event>-<iid>``)."""
+        dedup = f"{event}-{mr.iid}"
+        await self._comment(jira, dedup)
+        await self._mr_note(mr, note, dedup)
+
+    def _gate_on(
+        self,
+        mr: MergeRequestRef,
+        kind: GateKind,
+        title: str | None,
+        environment: str | None = None,
+        why: str | None = None,
+    ) -> None:
+        """Record the merge request now waiting at the human gate (``LoopState.gate``: what the status query, the
+        current details and the demo show): its kind and title (the MR's as opened, else the planned one)."""
+        shown = clean(mr.title or title or f"merge request !{mr.iid}", 255)
+        self.state.gate = Gate(kind=kind, iid=mr.iid, url=mr.url[:1_000], title=shown, environment=environment, why=why)
+
+    def _gate_words(self, mr: MergeRequestRef) -> str:
+        """``merge request !7``, ``revert merge request !8``, ``staging merge request !9``."""
+        if self.state.revert is not None and mr.iid == self.state.revert.iid:
+            return f"revert merge request !{mr.iid}"
+        env = self._env()
+        if env is not None and env.merge_request is not None and env.merge_request.iid == mr.iid:
+            return f"{env.name} merge request !{mr.iid}"
+        return f"merge request !{mr.iid}"
+
+    async def _audit_gate(self, mr: MergeRequestRef, s: MergeRequestState, verdict: GateVerdict) -> None:
+        """The gate passed: who approved which head, and the merge commit, as read back from GitLab, on Jira and on
+        the merge request (``approved-<iid>``, ``merged-<iid>``)."""
+        what = self._gate_words(mr)
+        who = ", ".join(verdict.counted)
+        at = {a.by: a.at for a in s.approvals if a.by in verdict.counted and a.at is not None}
+        when = "; ".join(f"{by} at {t.isoformat(timespec='seconds')}" for by, t in at.items())
+        refused = "; ".join(f"{by}: {why}" for by, why in verdict.refused[:5])
+        await self._audit(
+            mr,
+            "approved",
+            f"Approved: {what} was approved by {who} at head {s.head_sha}"
+            + (f" ({when})" if when else "")
+            + ", as read back from GitLab's approvals."
+            + (f" Not counted: {refused}." if refused else ""),
+            f"fixloop read the approvals back from GitLab: approved by {markdown(who, 300)} at head "
+            f"{code(s.head_sha, 64)}"
+            + (f" ({markdown(when, 300)})" if when else "")
+            + "."
+            + (f"\n\nNot counted: {markdown(refused, 600)}." if refused else ""),
+        )
+        merged_at = f" at {s.merged_at.isoformat(timespec='seconds')}" if s.merged_at is not None else ""
+        nxt = "its build" if self.state.stage is Stage.AWAIT_BUILD else "Flux's apply"
+        target = self._target()
+        if target is not None and self.state.stage is Stage.AWAIT_DEPLOY:
+            nxt += f" in {target.name}"
+        sha = s.merge_sha or s.head_sha
+        await self._audit(
+            mr,
+            "merged",
+            f"Merged: {what} was merged as {sha}{merged_at}; fixloop now awaits {nxt}.",
+            f"fixloop read the merge back from GitLab: merged as {code(sha, 64)}{merged_at}; it now awaits "
+            f"{markdown(nxt, 120)}.",
+        )
+
+    async def _audit_deploy(
+        self, mr: MergeRequestRef | None, d: DeployState, merge_sha: str, kustomization: str | None
+    ) -> None:
+        """Flux applied the merge: the revision, where (environment, Kustomization or HelmRelease) and when fixloop
+        saw it Ready, on Jira and on ``mr`` (``deployed-<environment>-<iid>``)."""
+        if mr is None:
+            return
+        target = self._target()
+        env = target.name if target is not None else None
+        revision = d.revision or merge_sha
+        if d.helmrelease:
+            via = f"HelmRelease {d.helmrelease}"
+        elif d.kustomization or kustomization:
+            via = f"Kustomization {d.kustomization or kustomization}"
+        else:
+            via = "the configured Kustomization"
+        seen = _utc(workflow.now())
+        where = f" in {env}" if env else ""
+        await self._audit(
+            mr,
+            f"deployed-{env}" if env else "deployed",
+            f"Deployed: Flux applied {revision}{where} ({via}), the merge of {self._gate_words(mr)}; seen Ready at "
+            f"{seen}" + (" (through a later commit)" if d.via_descendant else "") + ".",
+            f"fixloop read the deploy back from Flux: {code(revision, 300)} applied"
+            + (f" in {markdown(env, 63)}" if env else "")
+            + f" ({markdown(via, 400)}), seen Ready at {seen}"
+            + (" (through a later commit)" if d.via_descendant else "")
+            + ".",
+        )
+
     async def _set_status(self, status: str) -> None:
         if self.state.issue is None:
             return
@@ -1396,8 +1663,8 @@ class RemediationWorkflow:
 
     async def _promote_next(self, evidence: str) -> None:
         """The current environment passed: say so (Jira, its merge request) and go on to the next one."""
-        env, d = self._env(), self._delivery()
-        if env is None or d is None:
+        env, d, verdict = self._env(), self._delivery(), self.state.verdict
+        if env is None or d is None or verdict is None:
             raise _inconsistent("no environment to promote from")
         nxt = d.targets[self.state.target + 1].name
         await self._comment(
@@ -1406,10 +1673,11 @@ class RemediationWorkflow:
             labels=[f"fixloop-verified-{env.name}"],
         )
         if env.merge_request is not None:
-            shown = "\n\n".join(markdown(line, 500) for line in evidence.splitlines())
-            await self._mr_note(
-                env.merge_request, f"fixloop verified this change in {env.name}.\n\n{shown}", f"verified-{env.name}"
+            heading = (
+                f"fixloop verified this change in {markdown(env.name, 63)}: **pass**. It promotes "
+                f"{code(env.tag or '?', 128)} to {markdown(nxt, 63)}."
             )
+            await self._mr_note(env.merge_request, self._verdict_markdown(verdict, heading), f"verified-{env.name}")
         self.state.target += 1
         self.state.verdict, self.state.decision, self.state.deployed_at = None, None, None
         self._advance(Stage.PROMOTE)
@@ -1477,14 +1745,32 @@ class RemediationWorkflow:
         if self.inp.options.search_attributes:
             workflow.upsert_search_attributes([key.value_set(value) for key, value in pairs if value])
 
+    def _latest_verdict(self) -> tuple[str | None, Verdict] | None:
+        """The latest verdict and its environment: the current one's, else the last environment's verified."""
+        env = self._env()
+        if self.state.verdict is not None:
+            return (env.name if env is not None else None), self.state.verdict
+        done = [e for e in self.state.environments if e.verdict is not None]
+        return (done[-1].name, done[-1].verdict) if done and done[-1].verdict is not None else None
+
     def _show(self) -> None:
-        """The Temporal UI's current details (Markdown): the title and the last evidence are untrusted (alert and
-        scanner text), escaped with ``fixloop.core.markup.markdown`` and bounded; the links are Jira's and GitLab's."""
+        """The Temporal UI's current details (Markdown): the stage and the gate waiting (a rollback's labelled as
+        such), the Jira issue, every merge request (the fix's, each environment's, the revert's) as a link, the
+        build, each environment, the latest verdict with its numbers and units, the last evidence. The title, the
+        evidence and every text from outside (alerts, scanners, GitLab, Datadog) are escaped with
+        ``fixloop.core.markup.markdown`` and bounded; links only to plain http(s) URLs (``markdown_link``); the
+        whole at most ``CURRENT_DETAILS_MAX`` characters."""
         wi, s = self.inp.work_item, self.state
         head = f"**{markdown(wi.title, 200)}**"
         lines = [head, "", f"- stage: `{s.stage.value}`" + (f" ({s.outcome.value})" if s.outcome else "")]
+        if s.gate is not None and s.stage is Stage.AWAIT_APPROVAL:
+            g = s.gate
+            lines.append(
+                f"- **{g.kind.value} gate**: {markdown(g.title, 255)} ({markdown_link(f'!{g.iid}', g.url)})"
+                + (f", {markdown(g.environment, 63)}" if g.environment else "")
+            )
         if s.issue:
-            lines.append(f"- Jira: [{s.issue.key}]({s.issue.url})")
+            lines.append(f"- Jira: {markdown_link(markdown(s.issue.key, 40), s.issue.url)}")
         if wi.incident and wi.incident.candidates:
             top = wi.incident.candidates[0]
             why = f": {markdown(top.evidence[0], 200)}" if top.evidence else ""
@@ -1497,15 +1783,30 @@ class RemediationWorkflow:
                 f"- culprit change: `{c.sha[:12]}` {markdown(c.title, 160)} by {markdown(c.author_name, 80)}{mr}"
             )
         if s.merge_request:
-            lines.append(f"- MR: [!{s.merge_request.iid}]({s.merge_request.url})")
+            m = s.merge_request
+            title = f": {markdown(m.title, 160)}" if m.title else ""
+            lines.append(f"- merge request: {markdown_link(f'!{m.iid}', m.url)}{title}")
         if s.build is not None and s.build.state in ("failed", "built"):
             built = f"`{markdown(s.build.tag or '', 128)}`" if s.build.tag else markdown(s.build.message, 300)
-            lines.append(f"- build: {s.build.state} {built} ([pipeline {s.build.pipeline_id}]({s.build.pipeline_url}))")
+            pipeline = markdown_link(f"pipeline {s.build.pipeline_id}", s.build.pipeline_url or "")
+            lines.append(f"- build: {s.build.state} {built} ({pipeline})")
         for e in s.environments:
-            mr = f" [!{e.merge_request.iid}]({e.merge_request.url})" if e.merge_request else ""
+            mr = f" {markdown_link(f'!{e.merge_request.iid}', e.merge_request.url)}" if e.merge_request else ""
             lines.append(f"- {markdown(e.name, 63)}: {markdown(e.line().partition(': ')[2], 400)}{mr}")
+        if s.revert is not None:
+            why = f": {markdown(s.revert_why, 120)}" if s.revert_why else ""
+            lines.append(f"- revert: {markdown_link(f'!{s.revert.iid}', s.revert.url)}{why}")
+        latest = self._latest_verdict()
+        if latest is not None:
+            where, v = latest
+            shown = f" ({markdown(where, 63)})" if where else ""
+            figures = "; ".join(v.figures()[:8])
+            lines.append(
+                f"- verdict{shown}: **{v.result.value.replace('_', ' ')}**"
+                + (f": {markdown(figures, 900)}" if figures else f": {markdown(v.summary, 400)}")
+            )
         if s.escalations:
             lines.append(f"- escalations: {s.escalations}")
         if s.evidence:
             lines.append(f"- last: {markdown(s.evidence[-1].text, 500)}")
-        workflow.set_current_details("\n".join(lines))
+        workflow.set_current_details(_within(lines, 4 * CURRENT_DETAILS_MAX, CURRENT_DETAILS_MAX))

@@ -1,7 +1,8 @@
 """Untrusted text made inert for where it lands: one helper per target.
 
 - ``markdown``: GitLab Flavored Markdown (merge request descriptions and notes) and the Temporal UI (workflow
-  ``static_summary`` / ``static_details``, ``set_current_details``, activity ``summary``), which renders Markdown.
+  ``static_summary`` / ``static_details``, ``set_current_details``, activity ``summary``), which renders Markdown;
+  ``markdown_link`` a link there to a URL fixloop read from GitLab or Jira (only a plain http(s) URL links).
 - ``jira_text``: Jira wiki markup (REST API v2 descriptions and comment bodies), the only way text enters Jira
   (``fixloop.activities.work_item`` passes every summary, description and comment through ``jira_summary`` /
   ``jira_text``).
@@ -60,6 +61,21 @@ def markdown(value: object, limit: int = 300) -> str:
     s = _MD_LEADING.sub(r"\1\\\2", s)  # a list item, rule or setext underline if the text starts a line
     s = re.sub(r"(?i)\bwww\.", "www" + ZWSP + ".", s)  # GitLab autolinks www. too
     return defang_urls(re.sub(r"([@#!])", "\\1" + ZWSP, s))
+
+
+_LINKABLE = re.compile(r"^https?://[^\s<>()\[\]`\"'\\]{1,2000}$")
+
+
+def markdown_link(shown: str, url: str) -> str:
+    """A Markdown link ``[shown](url)``: ``shown`` is Markdown already (escape untrusted text with ``markdown``
+    first); ``url`` links only when it is an http(s) URL of at most 2,000 characters without whitespace, brackets,
+    parentheses, quotes, backticks, backslashes or angle brackets (nothing can close the link or add a title),
+    else it is shown as escaped text after ``shown`` (nothing for an empty URL)."""
+    if not url:
+        return shown
+    if _LINKABLE.match(url):
+        return f"[{shown}]({url})"
+    return f"{shown} ({markdown(url, 300)})"
 
 
 # ---------------------------------------------------------------- Jira wiki markup

@@ -37,11 +37,17 @@ or seconds)::
           critical: false
           must_have_data: false
           missing_as_zero: false  # absent points count as 0 (sparse counts; Kayenta nanStrategy "replace")
+          unit: messages      # what the values are in (default: the unit Datadog reports for the series)
           enabled: true
       services:                   # per service, merged by name on top of the metrics above
         payments:
           metrics:
             - {name: latency p95, effect_floor: 0.1, critical: true}
+
+Every number shown (the evidence, the Jira comments and merge request notes, the Temporal UI) carries its unit:
+the check's ``unit`` (the defaults: error rate ``errors/s`` and request rate ``req/s``, both ``.as_rate()`` of
+APM counts; latency p95 ``s``, shown in ms below a second), else the unit Datadog reports for the series
+(``fixloop.activities.verify``); a value in ``s`` is shown in ms or µs when smaller than a second.
 
 Query templates are Datadog metric queries (docs.datadoghq.com/metrics/#query-timeseries-points) with the
 placeholders ``{service}`` and ``{env}``; ``.rollup(avg, <interval>)`` is appended unless the query has a rollup
@@ -90,6 +96,7 @@ TAG_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,99}$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _KUSTOMIZATION = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NO_ENV = re.compile(r",\s*env:\{env\}|env:\{env\}\s*,?")
+UNIT = r"^[A-Za-z0-9%/._ \-]{1,20}$"  # a display unit: errors/s, req/s, s, ms, %, byte, messages
 
 Name = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.%/()\-]*$")]
 
@@ -122,7 +129,8 @@ class MetricCheck(BaseModel):
     that is bad. critical: failing it fails the verdict whatever the score. must_have_data: no data on either side
     makes the verdict ``no_data``. effect_floor: the smallest relative change of medians that can fail
     (0.2 = 20 %). missing_as_zero: a side with fewer points than the window holds is padded with zeros (a sparse
-    count such as errors reports nothing when nothing happened). enabled: False drops a default metric.
+    count such as errors reports nothing when nothing happened). unit: what the values are in (``errors/s``, ``s``,
+    ``%``; None: the unit Datadog reports for the series). enabled: False drops a default metric.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -134,6 +142,7 @@ class MetricCheck(BaseModel):
     must_have_data: bool = False
     effect_floor: float = Field(default=0.2, ge=0.0, le=100.0)
     missing_as_zero: bool = False
+    unit: str | None = Field(default=None, pattern=UNIT)
     enabled: bool = True
 
 
@@ -143,17 +152,20 @@ ERROR_RATE = MetricCheck(
     direction=Direction.INCREASE,
     critical=True,
     missing_as_zero=True,
+    unit="errors/s",
 )
 LATENCY_P95 = MetricCheck(
     name="latency p95",
     query="avg:trace.http.request.duration.by.service.95p{service:{service},env:{env}}",
     direction=Direction.INCREASE,
+    unit="s",
 )
 REQUEST_RATE = MetricCheck(
     name="request rate",
     query="sum:trace.http.request.hits{service:{service},env:{env}}.as_rate()",
     direction=Direction.DECREASE,
     must_have_data=True,
+    unit="req/s",
 )
 DEFAULT_METRICS: tuple[MetricCheck, ...] = (ERROR_RATE, LATENCY_P95, REQUEST_RATE)
 
@@ -381,7 +393,8 @@ class MetricResult(BaseModel):
     """A metric's comparison. ``effect``: ``(median_after - median_baseline) / median_baseline`` (0.25 = +25 %);
     None when there is no data or the baseline median is 0 and the after median is not (an unbounded change).
     ``p_value``: the one-sided Mann-Whitney U p-value in the bad direction (two-sided for ``either``); None
-    without a test (no data, or every value the same). ``query``: the Datadog query run, when one was."""
+    without a test (no data, or every value the same). ``query``: the Datadog query run, when one was. ``unit``: what
+    the medians are in (the check's, else Datadog's; None: neither says)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -399,6 +412,7 @@ class MetricResult(BaseModel):
     effect: float | None = None
     reason: str
     query: str | None = None
+    unit: str | None = Field(default=None, pattern=UNIT)
 
 
 def _alternative(direction: Direction) -> str:
@@ -407,11 +421,34 @@ def _alternative(direction: Direction) -> str:
 
 
 def _num(x: float) -> str:
-    return f"{x:.4g}"
+    if abs(x) >= 1_000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
 
 
-def _pct(effect: float | None) -> str:
-    return "from 0" if effect is None else f"{effect * 100:+.1f} %"
+_SCALED = {"s": ((1.0, "s"), (1e-3, "ms"), (1e-6, "\u00b5s")), "ms": ((1e3, "s"), (1.0, "ms"), (1e-3, "\u00b5s"))}
+
+
+def value(x: float, unit: str | None) -> str:
+    """``x`` in ``unit`` for a reader: ``0.4 errors/s``, ``120 ms`` (a time below a second in ms or µs), ``1.25 %``;
+    the bare number without a unit."""
+    scales = _SCALED.get(unit or "")
+    if scales and x != 0:
+        factor, shown = next(((f, u) for f, u in scales if abs(x) >= f), scales[-1])
+        return f"{_num(x / factor)} {shown}"
+    return f"{_num(x)} {unit}" if unit else _num(x)
+
+
+def percent(effect: float | None) -> str:
+    """A relative change for a reader: ``+200 %``, ``-75 %``, ``+8.3 %`` (one decimal below 10 %); ``from 0``
+    when the baseline is 0 (``MetricResult.effect`` None)."""
+    if effect is None:
+        return "from 0"
+    pct = effect * 100
+    return f"{pct:+.0f} %" if abs(pct) >= 10 else f"{pct:+.1f} %"
+
+
+_pct = percent
 
 
 def _p(p: float | None) -> str:
@@ -434,6 +471,7 @@ def compare(
         a += [0.0] * max(0, policy.points - len(a))
     common = {
         "name": check.name,
+        "unit": check.unit,
         "direction": check.direction,
         "critical": check.critical,
         "must_have_data": check.must_have_data,
@@ -471,9 +509,10 @@ def compare(
     failed = significant and bad_size
     moved = "rose" if ma > mb else ("fell" if ma < mb else "held")
     better = {Direction.INCREASE: ma < mb, Direction.DECREASE: ma > mb, Direction.EITHER: False}[check.direction]
-    stats = f"median {_num(mb)} -> {_num(ma)} ({_pct(effect)}), p = {_p(p)}"
+    medians = f"median {value(mb, check.unit)} \u2192 {value(ma, check.unit)}"
+    stats = f"{medians} ({_pct(effect)}), p = {_p(p)}"
     if failed:
-        reason = f"{moved} {_pct(effect)} (median {_num(mb)} -> {_num(ma)}, p = {_p(p)})"
+        reason = f"{moved} {_pct(effect)} ({medians}, p = {_p(p)})"
     elif bad_size:
         reason = f"{moved} but not significantly (p >= {policy.alpha:g}): {stats}"
     elif better and (effect is None or abs(effect) > floor):
@@ -512,11 +551,35 @@ def evidence_line(r: MetricResult) -> str:
         return f"{head}: {r.reason}"
     test = "two-sided" if r.direction is Direction.EITHER else "one-sided"
     bad = {Direction.INCREASE: "an increase", Direction.DECREASE: "a decrease"}.get(r.direction, "a change either way")
+    before, after = value(r.median_baseline or 0.0, r.unit), value(r.median_after or 0.0, r.unit)
     return (
-        f"{head}: median {_num(r.median_baseline or 0.0)} -> {_num(r.median_after or 0.0)} ({_pct(r.effect)}), "
+        f"{head}: median {before} \u2192 {after} ({_pct(r.effect)}), "
         f"{test} Mann-Whitney U p = {_p(r.p_value)}; bad: {bad} beyond {r.effect_floor * 100:g} %; "
         f"n = {r.n_baseline} before / {r.n_after} after"
     )
+
+
+def change_line(r: MetricResult) -> str:
+    """A metric's medians before and after with their unit and the relative change, plain text:
+    ``error rate 0.4 errors/s \u2192 1.2 errors/s (+200 %)``; ``latency p95: no data (3 points before, ...)``."""
+    if r.median_baseline is None or r.median_after is None or r.status is MetricStatus.NO_DATA:
+        return f"{r.name}: no data ({r.reason})"
+    return f"{r.name} {value(r.median_baseline, r.unit)} \u2192 {value(r.median_after, r.unit)} ({_pct(r.effect)})"
+
+
+def headline(results: Sequence[MetricResult], limit: int = 3, more: bool = True) -> str:
+    """What failed, in a few words for a title: the failed metrics (critical first, at most ``limit``; with ``more``
+    the others counted, ``and 2 more``) with their relative change, ``error rate +200 %, latency p95 +45 %`` (a rise
+    from 0: ``error rate from 0 to 1.2 errors/s``); empty when none failed."""
+    failed = sorted((r for r in results if r.status is MetricStatus.FAIL), key=lambda r: not r.critical)
+    words = [
+        f"{r.name} {_pct(r.effect)}"
+        if r.effect is not None
+        else f"{r.name} from 0 to {value(r.median_after or 0.0, r.unit)}"
+        for r in failed[:limit]
+    ]
+    rest = f" and {len(failed) - limit} more" if more and len(failed) > limit else ""
+    return ", ".join(words) + rest
 
 
 def _names(results: Sequence[MetricResult]) -> str:

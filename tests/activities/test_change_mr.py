@@ -4,11 +4,14 @@ read back through GitLab, and re-running the same work item changing nothing."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from temporalio.exceptions import ApplicationError
 
 from fixloop.activities import merge_request as gitlab
@@ -25,6 +28,7 @@ from fixloop.workflows.contracts.merge_request import (
     MergeRequestRef,
     MergeRequestStateInput,
     OpenMergeRequestInput,
+    OpenRevertInput,
 )
 from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange
 from fixloop.workflows.contracts.work_item import IssueRef, OpenWorkItemInput
@@ -326,6 +330,64 @@ async def test_approval_by_the_reviewer_at_the_head_is_one_human_approval_with_t
     assert merged.state is MrState.MERGED and merged.merged_at is not None
     assert merged.merge_sha is not None and merged.merge_sha == world.bot.get_merge_request(mr.iid).merged_commit_sha
     assert world.bot.branch_head("main") == merged.merge_sha
+
+
+async def test_the_revert_of_a_failed_change_is_titled_as_a_rollback_and_says_what_comes_back(world: World) -> None:
+    """The revert merge request of a merged fix (on the sandbox's GitLab): ``Revert "<title>" — <why>`` within
+    ``REVERT_TITLE_MAX``, its description the failed numbers with units, a link to the original, and the findings the
+    original fixed, which come back; opening it again (the title read back from GitLab) changes nothing."""
+    item, signals = work_item("trivy/trivy-head_npm.json", DEP)
+    _, planned, mr = await open_all(world, item, signals)
+    assert mr.title == world.bot.get_merge_request(mr.iid).title == planned.title
+    reviewer = world.project(world.reviewer_token)
+    reviewer.mergerequests.get(mr.iid).approve(sha=mr.head_sha)
+    reviewer.mergerequests.get(mr.iid).merge(sha=mr.head_sha)
+    merged = await world.gitlab.merge_request_state(MergeRequestStateInput(project=mr.project, iid=mr.iid))
+    assert merged.merge_sha is not None
+    why = "verification failed: error rate +200 %"
+    ask = OpenRevertInput(
+        scope=SCOPE, work_item=item, original=mr, merge_sha=merged.merge_sha, why=why,
+        reason="verification failed (web regressed after the deploy: error rate rose +200 %)",
+        metrics=["error rate 0.4 errors/s \u2192 1.2 errors/s (+200 %): fail, critical", "score 67/100"],
+        evidence=["error rate (critical): FAIL: median 0.4 errors/s \u2192 1.2 errors/s (+200 %)"],
+        undoes=planned.operations, jira_key="OPS-1",
+    )  # fmt: skip
+    revert = await world.gitlab.open_revert_merge_request(ask)
+    shown = world.bot.get_merge_request(revert.iid)
+    assert shown.title == revert.title == gitlab.revert_title(mr.title, mr.iid, why)
+    assert shown.title.startswith('Revert "') and shown.title.endswith(f'" \u2014 {why}') and len(shown.title) <= 120
+    description = shown.description
+    assert description.startswith(f"**Rollback** of [!{mr.iid}]({mr.url}): {why}.")
+    assert "- error rate 0.4 errors/s \u2192 1.2 errors/s (+200 %): fail, critical" in description.splitlines()
+    assert "### What the revert re-opens" in description
+    for bump in item.packages:
+        assert f"- `{bump.package}` back from `{bump.fixed_version}` to `{bump.installed_version}`" in description
+    assert all(a in description for a in item.advisories)
+    # again, the original's title unknown to the loop: read back from GitLab, the same merge request
+    again = await world.gitlab.open_revert_merge_request(
+        ask.model_copy(update={"original": mr.model_copy(update={"title": None})})
+    )
+    assert again == revert
+
+
+def test_a_revert_title_stays_one_readable_line_whatever_the_original() -> None:
+    long = "Bump werkzeug 2.0.0 to 3.0.6 in services/payments (fixes CVE-2023-25577, CVE-2023-46136 and 12 more)"
+    why = "verification failed in staging: error rate +200 %"
+    title = gitlab.revert_title(long, 20, why)
+    assert len(title) <= gitlab.REVERT_TITLE_MAX and title.endswith(f'\u2026" \u2014 {why}')
+    assert title.startswith('Revert "Bump werkzeug 2.0.0 to 3.0.6 in services/payments')
+    assert gitlab.revert_title(None, 20, why) == f"Revert !20 \u2014 {why}"
+    evil = gitlab.revert_title("Fix @all #12 !3 https://evil.example", 3, why)
+    assert "@\u200ball" in evil and "#\u200b12" in evil and "!\u200b3" in evil and "https:\u200b//" in evil
+
+
+@settings(max_examples=200, deadline=None)
+@given(original=st.one_of(st.none(), st.text(max_size=300)), why=st.text(max_size=120), iid=st.integers(1, 10**9))
+def test_a_revert_title_is_bounded_one_line_and_references_nothing(original: str | None, why: str, iid: int) -> None:
+    title = gitlab.revert_title(original, iid, why)
+    assert title.startswith("Revert ") and len(title) <= gitlab.REVERT_TITLE_MAX and "\n" not in title
+    assert not re.search(r"[@#~%$&][^\s\u200b]", title.replace(f"!{iid}", "")), title  # no mention or reference
+    assert not re.search(r"![^\s\u200b]", title.replace(f"Revert !{iid}", "")), title
 
 
 async def test_an_unknown_merge_request_is_a_non_retryable_not_found(world: World) -> None:

@@ -109,6 +109,35 @@ async def test_a_deploy_the_world_breaks_fails_naming_the_metric(dd: Running, ac
     assert v.evidence[0].startswith("windows: baseline 2024-06-01T11:40:00Z to 2024-06-01T11:50:00Z, after ")
 
 
+async def test_every_metric_has_a_unit_its_own_or_the_one_datadog_reports(dd: Running, acts: VerifyActivities) -> None:
+    """The default checks carry theirs (errors/s, s shown in ms, req/s); a metric of ``fixloop.yaml`` without one
+    gets the unit Datadog's answer names for the series (``unit`` of ``GET /api/v1/query``)."""
+    deploy(dd, DEPLOYED - timedelta(days=2), "r1", "payments", "python:3.11-slim", "FROM python:3.11-slim\n")
+    deploy(dd, DEPLOYED, "r2", "payments", "python:3.12-slim", "FROM python:3.12-slim\n")
+    raw = {"name": "hits", "query": "sum:trace.http.request.hits{service:{service}}", "direction": "decrease"}
+    per_second = {**raw, "name": "hits per second", "query": raw["query"] + ".as_rate()"}
+    policy = VerificationPolicy.from_policy({"metrics": [raw, per_second]})
+
+    v = await acts.judge(JudgeInput(scope=SCOPE, work_item=item("payments"), deployed_at=DEPLOYED, policy=policy))
+
+    units = {m.name: m.unit for m in v.metrics}
+    assert units == {
+        "error rate": "errors/s", "latency p95": "s", "request rate": "req/s",
+        "hits": "hit", "hits per second": "hit/second",
+    }  # fmt: skip
+    latency = next(line for line in v.evidence if line.startswith("latency p95"))
+    assert " ms \u2192 " in latency and latency.split(" \u2192 ")[1].split(" (")[0].endswith(" ms")
+    assert any(line.startswith("hits: PASS: median ") and " hit \u2192 " in line for line in v.evidence)
+    assert "errors/s \u2192 " in v.summary
+
+
+def test_datadog_units_are_shown_as_display_units() -> None:
+    assert verify.unit_of("error/second") == "error/second"
+    assert verify.unit_of("<b>byte</b>") == "bbyte/b"  # no markup survives; at most 20 characters
+    assert verify.unit_of(None) is None and verify.unit_of("[]") is None
+    assert len(verify.unit_of("x" * 50) or "") == 20
+
+
 async def test_an_unchanged_service_passes_and_the_env_tag_is_used(dd: Running, acts: VerifyActivities) -> None:
     deploy(dd, DEPLOYED, "r1", "inventory", "golang:1.22", "FROM golang:1.22\n")  # nothing the world reacts to
     policy = VerificationPolicy.from_policy({"env": "production", "window": "10m"})

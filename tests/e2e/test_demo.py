@@ -91,6 +91,16 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     assert "Deploy payments 1.9.2 to staging" in titles and not any(t.startswith("Promote payments") for t in titles)
     revert = gitlab_mrs[werkzeug["revert_merge_request"].rsplit("/", 1)[1]]
     assert "It also reverts" in revert["description"] and "in staging" in revert["title"]
+    # a rollback: titled as one, the staging merge request (and the source change's) told it is reverted, and why
+    assert revert["title"].startswith('Revert "Deploy payments 1.9.2 to staging (Bump Werkzeug'), revert["title"]
+    assert " \u2014 verification failed in staging: error rate +" in revert["title"] and len(revert["title"]) <= 120
+    assert "### What the revert re-opens" in revert["description"] and "CVE-2019-14806" in revert["description"]
+    notes = json.loads((state / "sandbox" / "gitlab.json").read_text())["notes"]
+    staging_iid = next(e["merge_request_iid"] for e in werkzeug["environments"] if e["name"] == "staging")
+    said = [n["body"] for n in notes[f"1/{staging_iid}"]]
+    assert any(b.startswith(f"Reverted by [!{revert['iid']}](") for b in said), said
+    approved = "fixloop read the approvals back from GitLab: approved by reviewer at head `"
+    assert any(b.startswith(approved) for b in said), said
     assert "FixloopScope" in summary["temporal_ui"] and summary["temporal_ui"].startswith("http://127.0.0.1:")
     # the incidents: dana's merged changes broke inventory (its callers alerted too), then catalog's memory
     assert [p["signals"] for p in summary["posted"]] == [1, 5, 6, 1, 1] + [1] * 6 + [1] * 3

@@ -34,8 +34,9 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange, PlanPromotionInput
     from fixloop.workflows.contracts.verify import JudgeInput, Verdict
     from tests.conftest import signals
+    from tests.workflows.test_remediation import _events
     from tests.workflows.test_remediation import _run as run_loop
-    from tests.workflows.world import MERGE, World, approval
+    from tests.workflows.world import MERGE, World, approval, measured
 
 SCOPE = "team/gitops"
 IMAGE = "registry.example/shop/catalog"
@@ -116,6 +117,7 @@ class Delivered(World):
             operations=["services/catalog/Dockerfile: FROM alpine:3.9.4 -> alpine:3.9.6"],
             service="catalog",
             delivery=DELIVERY,
+            title="Rebuild catalog on alpine 3.9.6",
         )
 
     @activity.defn(name=ci.BUILD_STATE)
@@ -152,6 +154,7 @@ class Delivered(World):
             changes=[op],
             service="catalog",
             delivery=inp.delivery,
+            title=f"{'Promote' if inp.target else 'Deploy'} catalog {inp.tag} to {target.name} ({inp.work_item.title})",
         )
 
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
@@ -166,6 +169,7 @@ class Delivered(World):
             url=f"https://gitlab.example.com/{inp.scope}/-/merge_requests/{iid}",
             branch=inp.change.branch or "?",
             head_sha=f"{iid:x}".rjust(40, "a"),
+            title=inp.change.title,
         )
 
     @activity.defn(name=gitlab.MERGE_REQUEST_STATE)
@@ -199,6 +203,8 @@ class Delivered(World):
         self.calls.append(verify.JUDGE)
         self.judged.append(inp)
         result = self.verdicts.get(inp.policy.env or "", self.verdict)
+        if result is VerdictResult.FAIL and self.metrics:  # the failing environment measures ``metrics``
+            return self.measured_verdict(inp)
         return Verdict(result=result, summary=f"{inp.policy.env}: error rate 0.4% -> 0.1%", env=inp.policy.env)
 
 
@@ -232,7 +238,22 @@ async def test_staging_then_production_each_rolled_out_and_verified(env: Workflo
     assert [e.name for e in state.environments] == ["staging", "production"]
     assert all(e.verdict and e.verdict.result is VerdictResult.PASS for e in state.environments)
     assert [e.merge_request.iid for e in state.environments if e.merge_request] == [20, 21]
-    assert [c.labels for c in world.comments] == [["fixloop-verified-staging"]]
+    # the audit trail: each merge request's approval, merge and deploy, each environment's verdict on its own MR
+    assert _events(world.comments) == [
+        "approved-7", "merged-7",
+        "approved-20", "merged-20", "deployed-staging-20", "verified-staging",
+        "approved-21", "merged-21", "deployed-production-21",
+    ]  # fmt: skip
+    assert [c.labels for c in world.comments if c.labels] == [["fixloop-verified-staging"]]
+    assert [(n.iid, e) for n, e in zip(world.notes, _events(world.notes), strict=True)] == [
+        (7, "approved-7"), (7, "merged-7"),
+        (20, "approved-20"), (20, "merged-20"), (20, "deployed-staging-20"), (20, "verified-staging"),
+        (21, "approved-21"), (21, "merged-21"), (21, "deployed-production-21"), (21, "verified-production"),
+        (7, "verified"),
+    ]  # fmt: skip
+    deployed = next(n.body for n in world.notes if n.dedup_key.endswith("/deployed-staging-20"))
+    assert f"`main@sha1:{'14'.rjust(40, 'c')}` applied in staging (Kustomization {STAGING})" in deployed
+    assert "merged-7" in world.comments[1].dedup_key and "now awaits its build" in world.comments[1].body
     (closed,) = world.closed
     assert "Environments:\n- staging: pass" in closed.comment and "\n- production: pass" in closed.comment
     assert [link.title for link in world.links] == [
@@ -244,7 +265,8 @@ async def test_a_failed_pipeline_ends_build_failed(env: WorkflowEnvironment, tas
     world = Delivered(merge_after_polls=1, approvals=[approval("alice")], build_result="failed")
     state = await _run(env, task_queue, world)
     assert state.outcome is Outcome.BUILD_FAILED
-    (comment,) = world.comments
+    assert _events(world.comments) == ["approved-7", "merged-7", "build-failed"]
+    comment = world.comments[-1]
     assert comment.labels == ["fixloop-build-failed"] and "failed job(s) build-catalog" in comment.body
     assert "pipelines/5" in comment.body
     assert world.promotions == [] and world.deploys == [] and verify.JUDGE not in world.calls
@@ -267,7 +289,8 @@ async def test_flux_applying_the_source_merge_alone_is_not_a_deploy(env: Workflo
     assert state.outcome is Outcome.BUILD_EXPIRED
     assert world.deploys == [] and verify.JUDGE not in world.calls and state.deployed_at is None
     assert state.deploy is None and len(world.builds) > 1  # the event set nothing; the build was polled on
-    assert [c.labels for c in world.comments] == [["fixloop-stale-await-build"], ["fixloop-expired"]]
+    assert _events(world.comments)[:2] == ["approved-7", "merged-7"]
+    assert [c.labels for c in world.comments[2:]] == [["fixloop-stale-await-build"], ["fixloop-expired"]]
 
 
 async def test_two_of_three_ready_never_verifies_and_escalates(env: WorkflowEnvironment, task_queue: str) -> None:
@@ -279,7 +302,8 @@ async def test_two_of_three_ready_never_verifies_and_escalates(env: WorkflowEnvi
     )  # fmt: skip
     assert state.outcome is Outcome.ROLLOUT_STUCK
     assert verify.JUDGE not in world.calls and len(world.promotions) == 1
-    assert [c.labels for c in world.comments] == [
+    assert _events(world.comments)[:5] == ["approved-7", "merged-7", "approved-20", "merged-20", "deployed-staging-20"]
+    assert [c.labels for c in world.comments[5:]] == [
         ["fixloop-stale-await-rollout"], ["fixloop-expired"], ["fixloop-rollout-stuck"],
     ]  # fmt: skip
     assert "(2/3 ready, 3 updated)" in world.comments[-1].body
@@ -294,7 +318,8 @@ async def test_a_crash_looping_container_is_stuck_at_once(env: WorkflowEnvironme
     )
     state = await _run(env, task_queue, world)
     assert state.outcome is Outcome.ROLLOUT_STUCK and verify.JUDGE not in world.calls
-    (comment,) = world.comments
+    assert _events(world.comments)[-1] == "rollout-stuck-staging" and len(world.comments) == 6
+    comment = world.comments[-1]
     assert "container catalog of pod catalog-1 waiting in CrashLoopBackOff after 4 restarts" in comment.body
     assert state.environments[0].rollout and state.environments[0].rollout.verdict.state.value == "stuck"
 
@@ -306,7 +331,8 @@ async def test_restarts_growing_between_two_reads_is_stuck(env: WorkflowEnvironm
     state = await _run(env, task_queue, world, poll_interval=timedelta(minutes=1))
     assert state.outcome is Outcome.ROLLOUT_STUCK
     assert world.rollouts[1].previous_restarts == {"catalog-0/catalog": 1}
-    assert "restarted 1 times since the last read (1 -> 2)" in world.comments[0].body
+    assert _events(world.comments)[-1] == "rollout-stuck-staging"
+    assert "restarted 1 times since the last read (1 -> 2)" in world.comments[-1].body
 
 
 async def test_a_staging_failure_reverts_there_and_never_reaches_production(
@@ -314,13 +340,22 @@ async def test_a_staging_failure_reverts_there_and_never_reaches_production(
 ) -> None:
     world = Delivered(
         merge_after_polls=1, approvals=[approval("alice")], verdicts={"staging": VerdictResult.FAIL},
-        revert_merge_after_polls=1,
+        revert_merge_after_polls=1, metrics=measured(error_after=1.2),
     )  # fmt: skip
     state = await _run(env, task_queue, world)
     assert state.outcome is Outcome.REVERTED
     (revert,) = world.reverts
     assert (revert.original.iid, revert.merge_sha[-2:], revert.also) == (20, "14", [MERGE])
-    assert "in staging" in revert.reason
+    assert "in staging" in revert.reason and revert.why == "verification failed in staging: error rate +200 %"
+    # the revert is a rollback of the staging merge request, and both merge requests it reverts are told so
+    staging_title = world.opened[1].change.title or ""
+    assert state.revert is not None and state.revert.title == gitlab.revert_title(staging_title, 20, revert.why)
+    assert state.revert.title.startswith('Revert "Deploy catalog 1.4.3 to staging (') and len(state.revert.title) <= 120
+    assert state.revert.title.endswith('\u2026" \u2014 verification failed in staging: error rate +200 %')
+    reverted_by = [(n.iid, n.body.split(":", 1)[0]) for n in world.notes if n.dedup_key.endswith("/reverted-by-8")]
+    assert [iid for iid, _ in reverted_by] == [20, 7]
+    assert all(what.startswith("Reverted by [!8](") for _, what in reverted_by)
+    assert "deployed-staging-8" in _events(world.notes)  # the revert's own deploy, in staging
     assert [p.target for p in world.promotions] == [0]  # production's merge request never opened
     assert [d.kustomization for d in world.deploys] == [STAGING, STAGING]  # the tag change, then its revert
     assert [j.policy.env for j in world.judged] == ["staging"]

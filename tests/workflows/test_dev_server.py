@@ -199,4 +199,11 @@ async def test_inconclusive_verdict_waits_for_a_human_decision(dev: WorkflowEnvi
     texts = [e.text for e in state.evidence]
     assert "decision pass by fixloop-bot refused: 'fixloop-bot' is a bot" in texts
     assert "decision pass by nobody-at-gitlab refused: GitLab has no user 'nobody-at-gitlab'" in texts
-    assert [c.labels for c in world.comments][:2] == [["fixloop-decide"], ["fixloop-verify-failed"]]
+    events = [c.dedup_key.rsplit("/", 1)[1] for c in world.comments]
+    assert events[:5] == ["approved-7", "merged-7", "deployed-7", "decide", "verify-failed"]
+    assert [c.labels for c in world.comments][3:5] == [["fixloop-decide"], ["fixloop-verify-failed"]]
+    # the human's decision is the revert's why, and the inconclusive verdict was said on the merge request too
+    assert world.reverts[0].why == "marginal, decided fail by dave"
+    assert [n.dedup_key.rsplit("/", 1)[1] for n in world.notes if n.iid == 7][3:] == [
+        "decide-7", "verify-failed-7", "reverted-by-8",
+    ]  # fmt: skip

@@ -5,11 +5,14 @@ an open MR already changes ends ``joined``."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from temporalio import activity, workflow
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -17,10 +20,11 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from fixloop.activities import merge_request as gitlab
     from fixloop.core.models import WorkItemKind
+    from fixloop.core.parsing import clean
     from fixloop.core.triage import triage_rules
     from fixloop.workflows.contracts.loop import AlertsJoined, LoopOptions, Outcome, RemediationInput, loop_id
     from fixloop.workflows.contracts.merge_request import MergeRequestRef, OpenMergeRequestInput
-    from fixloop.workflows.remediation import RemediationWorkflow
+    from fixloop.workflows.remediation import STATIC_DETAILS_MAX_BYTES, RemediationWorkflow, static_details
     from tests.activities.sandbox_world import World as Sandbox
     from tests.activities.sandbox_world import running_world
     from tests.change.markup_checks import jira_constructs, jira_reads, markdown_constructs
@@ -129,5 +133,46 @@ async def test_a_loop_started_by_the_intake_has_an_inert_ui_summary(env: Workflo
         (item,) = triage_rules([alert]).work_items
         described = await env.client.get_workflow_handle(loop_id(scope, item.id)).describe()
         summary = await described.static_summary()
+        details = await described.static_details()
     assert summary is not None and MD_EVIL[:4] in summary
     assert markdown_constructs(summary) == [], summary
+    # its static details: the signals summary, set at the start, every value escaped
+    assert details == static_details(item, [alert]), details
+    head, blank, *lines = details.splitlines()
+    kind = item.kind.value.replace("_", " ")
+    assert head == f"**{kind}**, severity {item.severity.value}, 1 signal(s), triaged by rules"
+    assert blank == "" and "- signals: 1 datadog alert" in lines
+    assert f"- monitor: {item.monitor_id}" in lines and any(line.startswith("- Bump \\[x\\]") for line in lines)
+    _inert(details)
+
+
+def _inert(details: str) -> None:
+    """Every line of static details renders no Markdown construct but its own bold head and list markers."""
+    head, *lines = details.splitlines()
+    assert head.startswith("**") and markdown_constructs(head.replace("**", "", 2)) == [], head
+    for line in lines:
+        assert markdown_constructs(line.removeprefix("- ")) == [], line
+        assert not re.search(r"(?<!\\)\]\(", line) and "<img" not in line
+
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=300)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(title=_TEXT, advisories=st.lists(_TEXT, max_size=200), service=_TEXT, titles=st.lists(_TEXT, max_size=20))
+def test_static_details_are_inert_and_bounded_whatever_the_work_item(
+    title: str, advisories: list[str], service: str, titles: list[str]
+) -> None:
+    """Whatever a scanner or an alert put into a work item (Markdown, HTML, mentions, 4-byte characters, hundreds of
+    advisories), its static details stay inert Markdown within ``STATIC_DETAILS_MAX_BYTES``."""
+    base = signals(DATADOG)[0]
+    alerts = [base.model_copy(update={"title": clean(t, 300) or "x"}) for t in titles] or [base]
+    (item,) = [w for w in triage_rules(alerts).work_items][:1] or triage_rules([base]).work_items
+    item = item.model_copy(
+        update={"title": clean(title, 300) or "x", "service": clean(service, 512), "advisories": [
+            clean(a, 512) or "x" for a in advisories
+        ]}
+    )  # fmt: skip
+    details = static_details(item, alerts)
+    assert len(details.encode()) <= STATIC_DETAILS_MAX_BYTES
+    _inert(details)

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.loop import (
         AlertsJoined,
         Evidence,
+        GateKind,
         LoopOptions,
         LoopState,
         MergeRequestEvent,
@@ -34,7 +35,17 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.merge_request import MergeRequestStateInput
     from fixloop.workflows.remediation import ALERTS_MAX_BYTES, CARRY_MAX_BYTES, RemediationWorkflow
     from tests.conftest import signals
-    from tests.workflows.world import HEAD, MERGE, REVERT_HEAD, World, approval
+    from tests.workflows.world import (
+        FIX_TITLE,
+        HEAD,
+        MERGE,
+        MERGED_AT,
+        REVERT_HEAD,
+        REVERT_MERGE,
+        World,
+        approval,
+        measured,
+    )
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
 MISCONFIG = "trivy/dd-trivy_fs_misconfig_and_secrets.json"
@@ -45,6 +56,14 @@ DEMO_ALERTS = (
 SCOPE = "team/gitops"
 HUMAN = approval("alice")
 BOT = approval("fixloop-bot")
+
+
+def _events(records: list) -> list[str]:
+    """The events of Jira comments or MR notes: their dedup keys without the workflow id."""
+    return [r.dedup_key.rsplit("/", 1)[1] for r in records]
+
+
+AUDIT_7 = ["approved-7", "merged-7", "deployed-7"]  # the gate read back, then Flux's apply: on Jira and on !7
 
 
 def _item(rel: str, kind: WorkItemKind) -> WorkItem:
@@ -75,7 +94,7 @@ async def test_loop_runs_to_a_verified_close(env: WorkflowEnvironment, task_queu
     assert [(link.key, link.url) for link in world.links] == [("OPS-1", state.merge_request.url)]
     assert (world.mr_polls, world.deploy_polls) == (3, 2)
     assert [c.resolution for c in world.closed] == ["done"] and "error rate" in world.closed[0].comment
-    assert world.comments == []
+    assert _events(world.comments) == AUDIT_7 and _events(world.notes) == [*AUDIT_7, "verified"]
     assert state.mr_state and state.mr_state.merge_sha == MERGE
     texts = [e.text for e in state.evidence]
     assert any(t.startswith("approved by alice at") for t in texts)
@@ -173,8 +192,9 @@ async def test_failed_reconciliation_ends_the_loop(env: WorkflowEnvironment, tas
     world = World(merge_after_polls=1, approvals=[HUMAN], deploy_after_polls=1, deploy_fails=True)
     state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
     assert state.outcome is Outcome.DEPLOY_FAILED and "judge" not in " ".join(world.calls)
-    assert [c.labels for c in world.comments] == [["fixloop-deploy-failed"]]
-    assert "kustomize build failed" in world.comments[0].body
+    assert _events(world.comments) == ["approved-7", "merged-7", "deploy-failed"]  # no deploy record
+    assert world.comments[-1].labels == ["fixloop-deploy-failed"]
+    assert "kustomize build failed" in world.comments[-1].body
 
 
 async def test_bot_approval_is_ignored_by_the_gate(env: WorkflowEnvironment, task_queue: str) -> None:
@@ -363,7 +383,8 @@ async def test_deploy_timeout_escalates_then_ends(env: WorkflowEnvironment, task
         deploy_max_escalations=1,
     )
     assert (state.outcome, state.escalations) == (Outcome.DEPLOY_EXPIRED, 1)
-    assert [c.labels for c in world.comments] == [["fixloop-stale-await-deploy"], ["fixloop-expired"]]
+    assert _events(world.comments)[:2] == ["approved-7", "merged-7"]
+    assert [c.labels for c in world.comments[2:]] == [["fixloop-stale-await-deploy"], ["fixloop-expired"]]
     assert verify.JUDGE not in world.calls
 
 
@@ -377,10 +398,125 @@ async def test_failed_verdict_opens_a_gated_revert(env: WorkflowEnvironment, tas
     assert state.revert and state.revert.iid == 8 and state.reverted_sha == MERGE
     assert world.revert_polls == 2 and world.deploy_polls == 2  # the revert went through the gate and Flux
     assert world.statuses == ["In Progress", "To Do"]  # reopened
-    assert [c.labels for c in world.comments] == [["fixloop-verify-failed"], ["fixloop-reverted"]]
-    assert "error rate" in world.comments[0].body and world.closed == []
+    assert _events(world.comments) == [*AUDIT_7, "verify-failed", "approved-8", "merged-8", "deployed-8", "reverted"]
+    labels = {c.dedup_key.rsplit("/", 1)[1]: c.labels for c in world.comments}
+    assert (labels["verify-failed"], labels["reverted"]) == (["fixloop-verify-failed"], ["fixloop-reverted"])
+    assert "error rate" in world.comments[3].body and world.closed == []
     assert [link.title for link in world.links] == ["Merge request !7", "Revert merge request !8"]
     assert any("approved by carol" in e.text for e in state.evidence)
+
+
+async def test_the_audit_trail_is_on_jira_and_the_merge_request(env: WorkflowEnvironment, task_queue: str) -> None:
+    """Each event once on Jira and once on the merge request, as read back from GitLab and Flux: who approved which
+    head (the bot's approval named as not counted), the merge commit and when, the revision Flux applied, where and
+    when it was seen, and the verdict with every metric's numbers and units."""
+    world = World(merge_after_polls=1, approvals=[BOT, HUMAN], metrics=measured(error_after=0.1))
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+    assert state.outcome is Outcome.VERIFIED
+    comments = dict(zip(_events(world.comments), (c.body for c in world.comments), strict=True))
+    notes = dict(zip(_events(world.notes), (n.body for n in world.notes), strict=True))
+    assert list(comments) == AUDIT_7 and list(notes) == [*AUDIT_7, "verified"]  # each once
+    assert {n.iid for n in world.notes} == {7}
+
+    assert comments["approved-7"] == (
+        f"Approved: merge request !7 was approved by alice at head {HEAD}, as read back from GitLab's approvals. "
+        "Not counted: fixloop-bot: fixloop's own user."
+    )
+    assert f"approved by alice at head `{HEAD}`." in notes["approved-7"]
+    assert comments["merged-7"] == (
+        f"Merged: merge request !7 was merged as {MERGE} at {MERGED_AT.isoformat()}; fixloop now awaits Flux's apply."
+    )
+    assert f"merged as `{MERGE}` at {MERGED_AT.isoformat()}" in notes["merged-7"]
+    applied = next(e.at for e in state.evidence if e.text.startswith("applied by Flux"))
+    seen = applied.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert comments["deployed-7"] == (
+        f"Deployed: Flux applied main@sha1:{MERGE} (Kustomization flux-system/apps-production), the merge of merge "
+        f"request !7; seen Ready at {seen}."
+    )
+    deployed = notes["deployed-7"]
+    assert f"`main@sha1:{MERGE}` applied (Kustomization flux-system/apps-production), seen Ready at {seen}" in deployed
+    verified = notes["verified"]
+    assert verified.startswith("fixloop verified this change after its deploy: **pass**.")
+    for line in (
+        "- error rate 0.4 errors/s \u2192 0.1 errors/s (-75 %): pass, critical",
+        "- latency p95 120 ms \u2192 120 ms (+0.0 %): pass",
+        "- request rate 40 req/s \u2192 40 req/s (+0.0 %): pass",
+        "- score 100/100",
+    ):
+        assert line in verified.splitlines() and line in world.closed[0].comment.splitlines(), line
+
+
+async def test_a_failed_verification_is_rolled_back_by_a_revert_titled_as_one(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The error rate triples: the revert's title says it is a rollback and why in one line, its input carries the
+    failed numbers with units and what it undoes, the original merge request is told ``Reverted by !8``, and while
+    the revert waits at its gate the status query and the Temporal UI's details present a rollback gate."""
+    world = World(merge_after_polls=1, approvals=[HUMAN], metrics=measured(error_after=1.2, latency_after=0.13))
+    at_gate: list[tuple[LoopState, str]] = []
+    real = world.merge_request_state
+
+    async def revert_read(inp: MergeRequestStateInput) -> MergeRequestState:
+        if inp.iid == 8 and not at_gate:  # the revert waits at its gate: what the query and the UI show now
+            handle = env.client.get_workflow_handle(activity.info().workflow_id)
+            status = await handle.query(RemediationWorkflow.status)
+            metadata = await handle.query("__temporal_workflow_metadata")
+            at_gate.append((status, metadata.current_details))
+        return await real(inp)
+
+    world.merge_request_state = activity.defn(name=gitlab.MERGE_REQUEST_STATE)(revert_read)  # type: ignore[method-assign]
+    wid = f"remediate/{SCOPE}/{uuid.uuid4().hex[:6]}"
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    acts = world.activities()
+    async with Worker(env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=acts):
+        state = await env.client.execute_workflow(
+            RemediationWorkflow.run,
+            RemediationInput(scope=SCOPE, work_item=item, options=LoopOptions(search_attributes=False)),
+            id=wid,
+            task_queue=task_queue,
+        )
+        details = (await env.client.get_workflow_handle(wid).query("__temporal_workflow_metadata")).current_details
+    assert state.outcome is Outcome.REVERTED
+    why = "verification failed: error rate +200 %"
+    title = f'Revert "{FIX_TITLE}" \u2014 {why}'
+    (revert,) = world.reverts
+    assert revert.why == why and state.revert_why == why
+    assert state.revert is not None and state.revert.title == title and len(title) <= gitlab.REVERT_TITLE_MAX
+    assert revert.metrics == [
+        "error rate 0.4 errors/s \u2192 1.2 errors/s (+200 %): fail, critical",
+        "latency p95 120 ms \u2192 130 ms (+8.3 %): pass",
+        "request rate 40 req/s \u2192 40 req/s (+0.0 %): pass",
+        "score 67/100",
+    ]
+    assert revert.undoes == ["bump FROM alpine:3.9.4 -> 3.9.6"] and revert.original.title == FIX_TITLE
+    # the original is told it is being rolled back, and why; the revert gets its own approval, merge and deploy
+    on_7 = [n for n in world.notes if n.iid == 7]
+    assert _events(on_7) == [*AUDIT_7, "verify-failed-7", "reverted-by-8"]
+    url_8 = "https://gitlab.example.com/team/gitops/-/merge_requests/8"
+    assert on_7[-1].body.startswith(f"Reverted by [!8]({url_8}): {why}.")
+    assert "- error rate 0.4 errors/s \u2192 1.2 errors/s (+200 %): fail, critical" in on_7[-2].body.splitlines()
+    assert _events([n for n in world.notes if n.iid == 8]) == ["approved-8", "merged-8", "deployed-8"]
+    approved_8 = next(c.body for c in world.comments if c.dedup_key.endswith("/approved-8"))
+    assert approved_8.startswith(f"Approved: revert merge request !8 was approved by carol at head {REVERT_HEAD}")
+    assert f"merged as {REVERT_MERGE}" in next(c.body for c in world.comments if c.dedup_key.endswith("/merged-8"))
+    # at the revert's gate: a rollback gate, in the query and in the UI
+    ((waiting, shown),) = at_gate
+    assert waiting.stage is Stage.AWAIT_APPROVAL and waiting.gate is not None
+    assert (waiting.gate.kind, waiting.gate.iid, waiting.gate.url, waiting.gate.title) == (
+        GateKind.ROLLBACK, 8, url_8, title
+    )  # fmt: skip
+    assert waiting.gate.label() == f"rollback gate: {title}"
+    (gate_line,) = [line for line in shown.splitlines() if "gate**" in line]
+    assert gate_line.startswith('- **rollback gate**: Revert "Rebuild catalog on alpine 3.9.6') and url_8 in gate_line
+    # when it is over: no gate, and the details keep the verdict's numbers and the revert
+    assert state.gate is None
+    lines = details.splitlines()
+    assert f"- revert: [!8]({url_8}): {why}" in lines
+    url_7 = "https://gitlab.example.com/team/gitops/-/merge_requests/7"
+    assert f"- merge request: [!7]({url_7}): {FIX_TITLE}" in lines
+    (verdict_line,) = [line for line in lines if line.startswith("- verdict")]
+    assert verdict_line.startswith("- verdict: **fail**: error rate 0.4 errors/s \u2192 1.2 errors/s (+200 %)")
+    assert "latency p95 120 ms \u2192 130 ms (+8.3 %)" in verdict_line
 
 
 async def test_the_revert_gate_counts_only_what_gitlab_shows(env: WorkflowEnvironment, task_queue: str) -> None:
@@ -433,7 +569,7 @@ async def test_verification_waits_for_its_window(env: WorkflowEnvironment, task_
     assert state.deployed_at == judged.deployed_at and judged.policy.window == timedelta(minutes=10)
     verdict_at = next(e.at for e in state.evidence if e.text.startswith("verdict"))
     assert verdict_at - state.deployed_at >= timedelta(minutes=13)
-    assert [n.dedup_key.rsplit("/", 1)[1] for n in world.notes] == ["verified"]
+    assert _events(world.notes) == [*AUDIT_7, "verified"]
 
 
 async def test_unlocated_fix_is_explained_on_jira(env: WorkflowEnvironment, task_queue: str) -> None:

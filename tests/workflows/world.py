@@ -1,6 +1,7 @@
 """Stand-ins for Jira, GitLab, Flux and the metrics judge, registered under the real activity names.
 
-Each records what the loop asked of it; the merge request and the deploy advance after a scripted number of
+Each records what the loop asked of it (``verify.judge`` judges ``metrics`` with ``fixloop.core.verification`` when
+a test sets them, see ``measured``); the merge request and the deploy advance after a scripted number of
 polls (reads), so a test drives a loop through its stages on the time-skipping server. The merge request reads
 answer as GitLab's API would (approvals with user ids; authored by the bot; approvals reset on push) unless a test
 says otherwise; ``users`` are the GitLab users ``gitlab.check_user`` knows.
@@ -9,6 +10,7 @@ says otherwise; ``users`` are the GitLab users ``gitlab.check_user`` knows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
@@ -19,7 +21,17 @@ from fixloop.activities import merge_request as gitlab
 from fixloop.activities import plan as change
 from fixloop.activities import work_item as jira
 from fixloop.core.gate import Approval, MergeRequestState, MrState, UserFacts
-from fixloop.core.verification import VerdictResult
+from fixloop.core.verification import (
+    ERROR_RATE,
+    LATENCY_P95,
+    REQUEST_RATE,
+    MetricResult,
+    VerdictResult,
+    VerificationPolicy,
+    compare,
+    judge,
+    score,
+)
 from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput
 from fixloop.workflows.contracts.investigate import CandidateCulprit, CulpritInput, CulpritOutput
 from fixloop.workflows.contracts.loop import AlertsJoined, DeployEvent, MergeRequestEvent
@@ -52,6 +64,25 @@ REVERT_MERGE = "f" * 40
 USER_IDS = {"fixloop-bot": 2, "alice": 11, "bob": 12, "carol": 13, "dave": 14, "mallory": 66}
 BOT_ID = USER_IDS["fixloop-bot"]
 REVIEWER = Approval(by="carol", sha=REVERT_HEAD, user_id=USER_IDS["carol"])
+MERGED_AT = datetime(2024, 6, 1, 12, 0, 5, tzinfo=UTC)
+FIX_TITLE = "Rebuild catalog on alpine 3.9.6 (fixes CVE-2019-14697 and 3 more)"
+
+
+def measured(error_after: float = 0.4, latency_after: float = 0.12) -> list[MetricResult]:
+    """The default checks (``fixloop.core.verification``) compared on 20 points a side, as ``verify.judge`` would
+    from Datadog: error rate 0.4 errors/s, latency p95 120 ms and request rate 40 req/s before (each point within
+    4 % of it), ``error_after`` and ``latency_after`` (in s) after, the request rate unchanged."""
+    policy = VerificationPolicy()
+    jitter = [(-1) ** i * 0.01 * (i % 5) for i in range(policy.points)]
+
+    def points(mean: float) -> list[float]:
+        return [mean * (1 + j) for j in jitter]
+
+    return [
+        compare(points(0.4), points(error_after), ERROR_RATE, policy),
+        compare(points(0.12), points(latency_after), LATENCY_P95, policy),
+        compare(points(40.0), points(40.0), REQUEST_RATE, policy),
+    ]
 
 
 def approval(by: str, sha: str = HEAD, **more: Any) -> Approval:
@@ -112,6 +143,7 @@ class World:
     remediations: list[PlanRemediationInput] = field(default_factory=list)
     renames: list[RenameInput] = field(default_factory=list)  # jira.rename: the summaries given
     opened: list[Any] = field(default_factory=list)  # the work item of each gitlab.open_merge_request
+    metrics: list[MetricResult] = field(default_factory=list)  # set: verify.judge judges them (else ``verdict``)
 
     def activities(self) -> list:
         return [
@@ -178,6 +210,7 @@ class World:
             operations=["bump FROM alpine:3.9.4 -> 3.9.6"],
             verification=self.verification,
             service=self.service,
+            title=FIX_TITLE,
         )
 
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
@@ -190,6 +223,7 @@ class World:
             url=f"https://gitlab.example.com/{inp.scope}/-/merge_requests/7",
             branch=inp.change.branch or "?",
             head_sha=HEAD,
+            title=inp.change.title,
         )
 
     @activity.defn(name=gitlab.MERGE_REQUEST_STATE)
@@ -205,8 +239,9 @@ class World:
             if self.revert_merge_after_polls is not None and self.revert_polls >= self.revert_merge_after_polls:
                 merged = MrState.MERGED
                 return MergeRequestState(
-                    state=merged, head_sha=REVERT_HEAD, merge_sha=REVERT_MERGE, approvals=self.revert_approvals
-                )
+                    state=merged, head_sha=REVERT_HEAD, merge_sha=REVERT_MERGE, approvals=self.revert_approvals,
+                    merged_at=MERGED_AT,
+                )  # fmt: skip
             return MergeRequestState(state=MrState.OPENED, head_sha=REVERT_HEAD)
         self.mr_polls += 1
         if self.mr_polls <= len(self.mr_events):  # GitLab's webhook arrives (through the gateway)
@@ -221,7 +256,7 @@ class World:
             return MergeRequestState(state=MrState.CLOSED, head_sha=HEAD)
         if self.merge_after_polls is not None and self.mr_polls >= self.merge_after_polls:
             return MergeRequestState(
-                state=MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=self.approvals
+                state=MrState.MERGED, head_sha=HEAD, merge_sha=MERGE, approvals=self.approvals, merged_at=MERGED_AT
             )
         return MergeRequestState(state=MrState.OPENED, head_sha=HEAD)
 
@@ -243,7 +278,17 @@ class World:
     async def judge(self, inp: JudgeInput) -> Verdict:
         self.calls.append(verify.JUDGE)
         self.judged.append(inp)
+        if self.metrics:
+            return self.measured_verdict(inp)
         return Verdict(result=self.verdict, summary="error rate 0.4% -> 0.1%", evidence=["p=0.001"])
+
+    def measured_verdict(self, inp: JudgeInput) -> Verdict:
+        """The verdict of ``metrics`` as ``verify.judge`` gives it (``fixloop.core.verification.judge``)."""
+        result, summary, evidence = judge(self.metrics, inp.policy, subject=inp.service or "catalog")
+        return Verdict(
+            result=result, summary=summary, evidence=evidence, metrics=self.metrics, score=score(self.metrics),
+            env=inp.policy.env,
+        )  # fmt: skip
 
     @activity.defn(name=jira.COMMENT)
     async def comment(self, inp: CommentInput) -> None:
@@ -279,9 +324,10 @@ class World:
         return MergeRequestRef(
             project=inp.original.project,
             iid=8,
-            url=inp.original.url.replace("/7", "/8"),
+            url=inp.original.url.rsplit("/", 1)[0] + "/8",
             branch=gitlab.revert_branch(inp.work_item.id, inp.merge_sha),
             head_sha=REVERT_HEAD,
+            title=gitlab.revert_title(inp.original.title, inp.original.iid, inp.why),
         )
 
     @activity.defn(name=gitlab.CHECK_USER)

@@ -133,6 +133,34 @@ class EnvironmentState(BaseModel):
         return f"{self.name}: {what}" + (f"; {', '.join(bits)}" if bits else "")
 
 
+class GateKind(StrEnum):
+    """What a merge request at the approval gate is: the fix itself, a built tag into an environment, or the
+    revert of a change whose verification failed."""
+
+    CHANGE = "change"
+    PROMOTION = "promotion"
+    ROLLBACK = "rollback"
+
+
+class Gate(BaseModel):
+    """The merge request waiting at the human gate (``LoopState.gate``; None while nothing waits there): its
+    ``kind``, number, web URL and title (as opened; for a rollback ``Revert "<title>" — <why>``), the environment of
+    a promotion or of the rollback's failed verdict, and for a rollback the short ``why``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: GateKind
+    iid: int
+    url: str = Field(max_length=1_000)
+    title: str = Field(max_length=255)
+    environment: str | None = Field(default=None, max_length=63)
+    why: str | None = Field(default=None, max_length=120)
+
+    def label(self) -> str:
+        """``rollback gate: Revert "..." — verification failed: error rate +200 %`` (plain text)."""
+        return f"{self.kind.value} gate: {self.title}"
+
+
 class LoopState(BaseModel):
     """Everything the loop knows; the ``status`` query's answer and the continue-as-new carry."""
 
@@ -160,6 +188,8 @@ class LoopState(BaseModel):
         default_factory=list, max_length=RECOVERED_ALERTS_MAX
     )  # an incident's alerts that recovered
     revert: MergeRequestRef | None = None  # the revert merge request of a failed verdict (gated again)
+    revert_why: str | None = Field(default=None, max_length=120)  # why, in one short line (its title's tail)
+    gate: Gate | None = None  # the merge request waiting at the human gate now (change, promotion or rollback)
     source_sha: str | None = None  # the merge commit of a source change (what CI builds the image from)
     build: BuildState | None = None  # a source change's build, as last read
     environments: list[EnvironmentState] = Field(default_factory=list, max_length=10)  # the delivery's, so far

@@ -7,7 +7,15 @@ from typing import Annotated
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from fixloop.core.models import WorkItem
-from fixloop.core.verification import MetricResult, MetricStatus, VerdictResult, VerificationPolicy
+from fixloop.core.parsing import clean
+from fixloop.core.verification import (
+    MetricResult,
+    MetricStatus,
+    VerdictResult,
+    VerificationPolicy,
+    change_line,
+    headline,
+)
 
 MONITOR_IDS_MAX = 20
 
@@ -70,3 +78,30 @@ class Verdict(BaseModel):
     metrics: list[MetricResult] = Field(default_factory=list)
     monitors: list[MonitorResult] = Field(default_factory=list)
     score: float | None = None
+
+    def figures(self) -> list[str]:
+        """The verdict's numbers, one plain-text line each: every metric before -> after with its unit and its
+        status (``error rate 0.4 errors/s \u2192 1.2 errors/s (+200 %): fail, critical``), every monitor's state,
+        the score."""
+        lines = [
+            f"{change_line(m)}: {m.status.value.replace('_', ' ')}" + (", critical" if m.critical else "")
+            for m in self.metrics
+        ]
+        lines += [
+            f"monitor {m.id if m.id is not None else m.name}"
+            + (f" ({m.name})" if m.id is not None and m.name else "")
+            + f": {m.state} ({m.status.value.replace('_', ' ')})"
+            for m in self.monitors
+        ]
+        if self.score is not None:
+            lines.append(f"score {self.score:.0f}/100")
+        return lines
+
+    def headline(self, limit: int = 3, more: bool = True) -> str:
+        """What decided it, in a few words (for a title): the failed metrics with their change, critical first, at
+        most ``limit`` (``error rate +200 %``; with ``more`` the others counted: ``and 2 more``), else the monitors
+        still alerting (``monitor 41000005 still Alert``), else the summary's start (at most 60 characters)."""
+        metrics = headline(self.metrics, limit, more)
+        alerting = [m for m in self.monitors if m.status is MetricStatus.FAIL]
+        monitors = ", ".join(f"monitor {m.id if m.id is not None else m.name} still {m.state}" for m in alerting[:2])
+        return "; ".join(p for p in (metrics, monitors) if p) or clean(self.summary, 60)
