@@ -34,7 +34,9 @@ def test_a_gate_is_a_change_a_promotion_or_a_rollback() -> None:
 
 
 def test_the_diff_stat_counts_added_and_removed_lines_not_the_file_headers() -> None:
-    diff = "--- a/requirements.txt\n+++ b/requirements.txt\n@@ -1,2 +1,2 @@\n-Werkzeug==0.11\n+Werkzeug==0.15.3\n flask\n"
+    diff = (
+        "--- a/requirements.txt\n+++ b/requirements.txt\n@@ -1,2 +1,2 @@\n-Werkzeug==0.11\n+Werkzeug==0.15.3\n flask\n"
+    )
     assert diff_stat([{"new_path": "services/payments/requirements.txt", "diff": diff}]) == (
         "1 file changed, +1 -1: services/payments/requirements.txt"
     )

@@ -185,6 +185,7 @@ class Loop:
     environments: list[dict[str, Any]] = field(default_factory=list)  # per environment: tag, MR, rollout, verdict
     jira_url: str | None = None
     gate_kind: str = "change"  # what the gate is about: "change", "promotion to <env>" or "rollback"
+    gate_title: str | None = None  # the gated merge request's title (a rollback's says why)
     announced: set[str] = field(default_factory=set)  # the deploys and verdicts already announced
 
     def gate(self) -> tuple[int, str] | None:
@@ -617,6 +618,7 @@ class Demo:
             gated = state.revert or (here.merge_request if here is not None else None) or state.merge_request
             loop.gated = (gated.iid, gated.url) if gated is not None else None
             loop.gate_kind = gate_kind(state, here)
+            loop.gate_title = state.gate.title if getattr(state, "gate", None) is not None else None
             for line in announcements(loop, state):
                 self.console.print(line)
             if state.build is not None:
@@ -687,8 +689,9 @@ class Demo:
         stat = await asyncio.to_thread(self._diff_stat, iid)
         label = "Rollback gate" if loop.gate_kind == "rollback" else f"Human gate ({loop.gate_kind})"
         jira = f"  Jira {loop.jira}: {loop.jira_url}\n" if loop.jira and loop.jira_url else ""
+        what = f"  {escape(loop.gate_title)}\n" if loop.gate_title and loop.gate_title != loop.title else ""
         self.console.print(
-            f"\n[bold yellow]{label}[/]: {escape(loop.title)}\n{jira}  merge request !{iid}: {url}\n"
+            f"\n[bold yellow]{label}[/]: {escape(loop.title)}\n{what}{jira}  merge request !{iid}: {url}\n"
             f"  {escape(stat)}\n  or approve it elsewhere: in GitLab, or {escape(command)}\n",
             highlight=False,
         )
@@ -868,7 +871,12 @@ class Prompt:
 
 def gate_kind(state: Any, here: Any) -> str:
     """What a loop's gate (``LoopState``, its current ``EnvironmentState`` or None) is about: ``rollback`` (the
-    revert merge request), ``promotion to <env>`` (an environment's tag change), else ``change``."""
+    revert merge request), ``promotion to <env>`` (an environment's tag change), else ``change``; from
+    ``LoopState.gate`` while one waits."""
+    gate = getattr(state, "gate", None)
+    if gate is not None:
+        kind = gate.kind.value
+        return f"promotion to {gate.environment}" if kind == "promotion" and gate.environment else kind
     if state.revert is not None:
         return "rollback"
     if here is not None and here.merge_request is not None:
