@@ -70,6 +70,6 @@ def test_multi_package_mr_and_not_fixable_section() -> None:
 
 
 def test_text_escaping() -> None:
-    assert text("a <b> [x](https://e.example) @all #12 *y*") == (
-        "a &lt;b&gt; \\[x\\](https:\u200b//e.example) @\u200ball \\#\u200b12 \\*y\\*"
+    assert text("a <b> [x](https://e.example) @all #12 *y* -> z") == (
+        "a \\<b> \\[x\\](https:\u200b//e.example) @\u200ball \\#\u200b12 \\*y\\* -> z"
     )
