@@ -24,8 +24,11 @@ from fixloop.core.verification import (
     VerdictResult,
     VerificationPolicy,
     compare,
+    describe_plan,
+    fmt_metric,
     judge,
     render_query,
+    shown_unit,
     split_points,
 )
 
@@ -243,7 +246,12 @@ def test_policy_values_and_overrides() -> None:
             "failure_limit": 0,
             "metrics": [
                 {"name": "error rate", "effect_floor": 0.5},
-                {"name": "queue depth", "query": "avg:app.queue.depth{service:{service}}", "direction": "either"},
+                {
+                    "name": "queue depth",
+                    "query": "avg:app.queue.depth{service:{service}}",
+                    "direction": "either",
+                    "unit": "jobs",
+                },
             ],
             "services": {
                 "batch-worker": {"metrics": [{"name": "request rate", "enabled": False}]},
@@ -263,6 +271,18 @@ def test_policy_values_and_overrides() -> None:
     assert payments_p95.critical and payments_p95.effect_floor == 0.1
     assert policy.checks_for("payments")[0].effect_floor == 0.5  # the repository-wide override still applies
     assert VerificationPolicy.model_validate_json(policy.model_dump_json()) == policy  # as Temporal carries it
+    assert [c.unit for c in policy.checks_for("storefront")] == ["errors/s", "s", "req/s", "jobs"]
+
+
+def test_every_metric_value_is_shown_with_its_unit() -> None:
+    assert fmt_metric(0.1234, "s") == "123.4 ms" and fmt_metric(2.5, "s") == "2500 ms"
+    assert fmt_metric(2.5, "req/s") == "2.5 req/s" and fmt_metric(0.004, "errors/s") == "0.004 errors/s"
+    assert fmt_metric(3, None) == "3" and fmt_metric(None, "s") == fmt_metric(float("nan"), "s") == "n/a"
+    assert [shown_unit(c.unit) for c in DEFAULT_METRICS] == ["errors/s", "ms", "req/s"]
+    assert shown_unit(None) == "no unit given"
+    custom = VerificationPolicy.from_policy({"metrics": [{"name": "queue depth", "query": "avg:q{*}"}]})
+    assert "queue depth in no unit given" not in describe_plan(custom, "payments")
+    assert "queue depth (no unit given, an increase of the median beyond 20%)" in describe_plan(custom, "payments")
 
 
 @pytest.mark.parametrize(
@@ -289,6 +309,7 @@ def test_policy_values_and_overrides() -> None:
         ),
         ({"metrics": [{"name": "error rate", "effect_floor": -1}]}, "verification.metrics[0].effect_floor: Input"),
         ({"metrics": [{"name": "error rate", "colour": "red"}]}, "verification.metrics[0].colour: Extra inputs"),
+        ({"metrics": [{"name": "error rate", "unit": "<b>"}]}, "verification.metrics[0].unit: String should match"),
         ({"services": {"pay ments": {}}}, "verification.services.pay ments: not a service name"),
         ({"services": {"payments": {"window": "5m"}}}, "verification.services.payments: must be a mapping with a"),
         (

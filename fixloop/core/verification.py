@@ -33,6 +33,7 @@ or seconds)::
           effect_floor: 0.5
         - name: queue depth       # a new name needs a query
           query: "avg:app.queue.depth{service:{service},env:{env}}"
+          unit: jobs              # of the query's values, shown with every number (default: none given)
           direction: increase     # increase | decrease | either: the change that is bad
           critical: false
           must_have_data: false
@@ -122,7 +123,9 @@ class MetricCheck(BaseModel):
     that is bad. critical: failing it fails the verdict whatever the score. must_have_data: no data on either side
     makes the verdict ``no_data``. effect_floor: the smallest relative change of medians that can fail
     (0.2 = 20 %). missing_as_zero: a side with fewer points than the window holds is padded with zeros (a sparse
-    count such as errors reports nothing when nothing happened). enabled: False drops a default metric.
+    count such as errors reports nothing when nothing happened). enabled: False drops a default metric. unit: the
+    unit of the query's values (``s`` for a duration, shown in ms; ``errors/s``, ``req/s``, ``%``, ...; None: not
+    given, the numbers are shown bare and say so); ``fmt_metric`` writes a value with it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -135,26 +138,53 @@ class MetricCheck(BaseModel):
     effect_floor: float = Field(default=0.2, ge=0.0, le=100.0)
     missing_as_zero: bool = False
     enabled: bool = True
+    unit: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z%][A-Za-z0-9%/ ]*$")
 
 
+# The APM trace metrics (docs.datadoghq.com/tracing/metrics/metrics_namespace/): ``trace.<span>.errors`` and
+# ``.hits`` are counts, per second with ``.as_rate()``; ``trace.<span>.duration.by.service.95p`` is in seconds.
 ERROR_RATE = MetricCheck(
     name="error rate",
     query="sum:trace.http.request.errors{service:{service},env:{env}}.as_rate()",
     direction=Direction.INCREASE,
     critical=True,
     missing_as_zero=True,
+    unit="errors/s",
 )
 LATENCY_P95 = MetricCheck(
     name="latency p95",
     query="avg:trace.http.request.duration.by.service.95p{service:{service},env:{env}}",
     direction=Direction.INCREASE,
+    unit="s",
 )
 REQUEST_RATE = MetricCheck(
     name="request rate",
     query="sum:trace.http.request.hits{service:{service},env:{env}}.as_rate()",
     direction=Direction.DECREASE,
     must_have_data=True,
+    unit="req/s",
 )
+
+
+def shown_unit(unit: str | None) -> str:
+    """The unit a value of ``unit`` is shown in: ``ms`` for seconds (``s``), else ``unit``; ``no unit given`` for
+    None."""
+    if unit is None:
+        return "no unit given"
+    return "ms" if unit == "s" else unit
+
+
+def fmt_metric(value: float | None, unit: str | None) -> str:
+    """One metric value with its unit, 4 significant digits: ``fmt_metric(0.1234, "s")`` -> ``123.4 ms``,
+    ``fmt_metric(2.5, "req/s")`` -> ``2.5 req/s``, ``fmt_metric(3, None)`` -> ``3`` (no unit known); ``n/a`` for
+    None, NaN or an infinity."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if unit == "s":
+        return f"{value * 1000:.4g} ms"
+    return f"{value:.4g}" + (f" {unit}" if unit else "")
+
+
 DEFAULT_METRICS: tuple[MetricCheck, ...] = (ERROR_RATE, LATENCY_P95, REQUEST_RATE)
 
 _POLICY_KEYS = (
@@ -585,12 +615,14 @@ def judge(
 
 
 def describe_plan(policy: VerificationPolicy, service: str | None) -> str:
-    """The verification plan in one paragraph for the merge request: which metrics of which service, which
-    windows, what fails it, what happens then."""
+    """The verification plan in one paragraph for the merge request: which metrics of which service, each with the
+    unit its numbers are given in (``shown_unit``), which windows, what fails it, what happens then."""
     checks = policy.checks_for(service)
     bad = {Direction.INCREASE: "an increase", Direction.DECREASE: "a decrease", Direction.EITHER: "a change"}
     metrics = "; ".join(
-        f"{c.name} ({bad[c.direction]} beyond {c.effect_floor:.0%}{', critical' if c.critical else ''})" for c in checks
+        (f"{c.name} in {shown_unit(c.unit)} (" if c.unit else f"{c.name} ({shown_unit(None)}, ")
+        + f"{bad[c.direction]} of the median beyond {c.effect_floor:.0%}{', critical' if c.critical else ''})"
+        for c in checks
     )
     who = f"service {service}" if service else "the service (none could be named from the change: a human decides)"
     return (
