@@ -14,7 +14,8 @@ import functools
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
 
 from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
@@ -23,15 +24,32 @@ from fixloop.activities.errors import as_application_errors
 from fixloop.core import remediation
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
+from fixloop.core.change.facts import (
+    LIFECYCLES_MAX,
+    RELEASES_MAX,
+    ChangeFacts,
+    Cycle,
+    Lifecycle,
+    PackageRelease,
+    bumped_images,
+    dependency_roles,
+    image_products,
+    lifecycle,
+)
 from fixloop.core.change.images import Environment, ImageChainError, current_tag, delivery_of
 from fixloop.core.change.mr import code, delivery_section, read_back, render, render_incident, render_promotion
 from fixloop.core.change.ops import (
+    BumpGoModule,
+    BumpMavenDependency,
+    BumpNpmPackage,
+    BumpPythonPin,
     BumpWorkloadImage,
     Operation,
     PolicyViolation,
     RevertCommit,
     RollbackImage,
     SetReplicas,
+    subject,
 )
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
 from fixloop.core.change.remedy import Remedy, memory_sizing, remedy_change, revert_change, rollback_tags
@@ -44,9 +62,11 @@ from fixloop.core.parsing import clean
 from fixloop.core.service import service_of_paths
 from fixloop.core.verification import VerificationPolicy, describe_plan
 from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
-from fixloop.integrations.errors import AuthError, IntegrationError
+from fixloop.integrations.endoflife import EndOfLifeClient, EndOfLifeSettings
+from fixloop.integrations.errors import AuthError, HttpStatusError, IntegrationError, NotFound, TransportError
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.llm import LlmError, structured_completion
+from fixloop.integrations.pypi import PypiClient, PypiSettings
 from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from fixloop.workflows.contracts.plan import (
     RULES,
@@ -217,6 +237,96 @@ class RegistryTags:
             return []
 
 
+def _not_looked_up(e: IntegrationError, who: str) -> str:
+    """Why a registry's answer is missing, as the MR says it (never the error's detail: it may name hosts)."""
+    if isinstance(e, TransportError):
+        return f"not looked up: {who} unreachable"
+    if isinstance(e, HttpStatusError):
+        return f"not looked up: {who} answered HTTP {e.status}"
+    return f"not looked up: {who} gave no usable answer"
+
+
+_ECOSYSTEM: dict[type, Literal["npm", "go", "maven"]] = {
+    BumpNpmPackage: "npm",
+    BumpGoModule: "go",
+    BumpMavenDependency: "maven",
+}
+
+
+class FactLookups:
+    """The facts of a change's merge request (``fixloop.core.change.facts``): the role of each bumped package read
+    from the repository, its target release from PyPI (``pypi``; None: lookups off), and the end of life of each
+    bumped image's release line from endoflife.date (``endoflife``). No answer never fails the plan: the MR says
+    what was not looked up and why; after a registry's first transport error or 429/5xx the rest of the change's
+    lookups on it are skipped with the same reason, so a dead registry costs one timeout per change. At most
+    ``RELEASES_MAX`` packages and ``LIFECYCLES_MAX`` release lines per change."""
+
+    def __init__(self, pypi: PypiClient | None, endoflife: EndOfLifeClient | None) -> None:
+        self.pypi = pypi
+        self.endoflife = endoflife
+
+    def __call__(self, operations: Sequence[Operation], repo: RepoView, today: date) -> ChangeFacts:
+        return ChangeFacts(
+            looked_up_on=today,
+            roles=dependency_roles(operations, repo),
+            releases=self._releases(operations),
+            lifecycles=self._lifecycles(operations),
+        )
+
+    def _releases(self, operations: Sequence[Operation]) -> list[PackageRelease]:
+        out: list[PackageRelease] = []
+        down: str | None = None if self.pypi is not None else "not looked up: PyPI lookups are off"
+        for op in operations:
+            if len(out) >= RELEASES_MAX:
+                break
+            if isinstance(op, BumpNpmPackage | BumpGoModule | BumpMavenDependency):
+                eco = _ECOSYSTEM[type(op)]
+                why = f"not looked up: fixloop reads release notes from PyPI only, not for {eco} packages"
+                out.append(PackageRelease(ecosystem=eco, package=subject(op), version=op.new, missing=why))
+                continue
+            if not isinstance(op, BumpPythonPin):
+                continue
+            if down is not None or self.pypi is None:
+                out.append(PackageRelease(ecosystem="pypi", package=op.package, version=op.new, missing=down))
+                continue
+            try:
+                out.append(self.pypi.release(op.package, op.new))
+            except NotFound:
+                why = f"PyPI lists no release {op.new} of {op.package}"
+                out.append(PackageRelease(ecosystem="pypi", package=op.package, version=op.new, missing=why))
+            except IntegrationError as e:
+                why = _not_looked_up(e, "PyPI")
+                if e.retryable:
+                    down = why
+                log.warning("PyPI lookup of %s %s: %s", op.package, op.new, clean(e.message, 200))
+                out.append(PackageRelease(ecosystem="pypi", package=op.package, version=op.new, missing=why))
+        return out
+
+    def _lifecycles(self, operations: Sequence[Operation]) -> list[Lifecycle]:
+        wanted = list(dict.fromkeys((image, *p) for image in bumped_images(operations) for p in image_products(image)))
+        down: str | None = None if self.endoflife is not None else "not looked up: endoflife.date lookups are off"
+        cycles: dict[str, list[Cycle] | str] = {}  # product -> its lines, or why there are none
+        out: list[Lifecycle] = []
+        for image, product, label, hint in wanted[:LIFECYCLES_MAX]:
+            if product not in cycles and down is None and self.endoflife is not None:
+                try:
+                    cycles[product] = self.endoflife.cycles(product)
+                except NotFound:
+                    cycles[product] = f"endoflife.date has no product {product}"
+                except IntegrationError as e:
+                    why = _not_looked_up(e, "endoflife.date")
+                    if e.retryable:
+                        down = why
+                    cycles[product] = why
+                    log.warning("endoflife.date lookup of %s: %s", product, clean(e.message, 200))
+            found = cycles.get(product, down)
+            if isinstance(found, list):
+                out.append(lifecycle(image, product, label, hint, found))
+            else:
+                out.append(Lifecycle(image=image, product=product, label=label, missing=found))
+        return out
+
+
 def _explain(items: Sequence[NotFixable], failed: dict[str, str]) -> list[NotFixable]:
     return [n.model_copy(update={"reason": failed[n.package]}) if n.package in failed else n for n in items]
 
@@ -231,7 +341,9 @@ class PlanActivities:
     ``jira_url`` is the Jira site (e.g. ``https://acme.atlassian.net``) the MR description links the issue on
     (``fixloop.core.change.mr.render`` links only an ``https`` URL); None: the key alone. ``llm``: the endpoint of a
     model that drafts the MR text and may leave out validated operations (``fixloop.core.change.draft``); None: the
-    rules write it. Any failure of the model, or a draft fixloop refuses, gives the rules' MR, saying why."""
+    rules write it. Any failure of the model, or a draft fixloop refuses, gives the rules' MR, saying why.
+    ``pypi`` / ``endoflife``: where the MR's package releases and image end-of-life dates are looked up
+    (``FactLookups``); None or not ``enabled``: the MR says they were not looked up."""
 
     def __init__(
         self,
@@ -240,16 +352,25 @@ class PlanActivities:
         jira_url: str | None = None,
         llm: LlmSettings | None = None,
         datadog: DatadogSettings | None = None,
+        pypi: PypiSettings | None = None,
+        endoflife: EndOfLifeSettings | None = None,
     ) -> None:
         self.datadog = datadog
         self.gitlab = GitLabClient(gitlab)
         self.registry = RegistryClient(registry) if registry is not None else None
         self.jira_url = jira_url.rstrip("/") if jira_url else None
         self.llm = llm
+        self.facts = FactLookups(
+            PypiClient(pypi) if pypi is not None and pypi.enabled else None,
+            EndOfLifeClient(endoflife) if endoflife is not None and endoflife.enabled else None,
+        )
 
     def close(self) -> None:
         if self.registry is not None:
             self.registry.close()
+        for client in (self.facts.pypi, self.facts.endoflife):
+            if client is not None:
+                client.close()
 
     @activity.defn(name=PLAN_CHANGE)
     async def plan(self, inp: PlanChangeInput) -> PlannedChange:
@@ -508,7 +629,8 @@ class PlanActivities:
         text = describe_plan(verification, touched)
         # the merge request names the service the change touches, as the loop's work item will (``named``)
         inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
-        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text)
+        facts = self.facts(result.operations, repo, datetime.now(UTC).date())
+        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text, facts)
         service = service_of_paths(op.path for op in planned.changes)
         paths = [path for op in planned.changes for path in op.paths()]
         return _delivered(planned, paths, repo, service).model_copy(
@@ -523,6 +645,7 @@ class PlanActivities:
         not_fixable: list[NotFixable],
         repo: RepoView,
         verification: str | None = None,
+        facts: ChangeFacts | None = None,
     ) -> PlannedChange:
         result = result.model_copy(update={"not_fixable": not_fixable})
         key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
@@ -552,6 +675,7 @@ class PlanActivities:
                     jira_key=key,
                     jira_url=url,
                     verification=verification,
+                    facts=facts,
                 )
         if text is None:
             text = render(
@@ -562,6 +686,7 @@ class PlanActivities:
                 jira_url=url,
                 verification=verification,
                 draft_refused=refused,
+                facts=facts,
             )
         return PlannedChange(
             located=True,
@@ -575,6 +700,7 @@ class PlanActivities:
             not_fixable=[f"{n.package}: {n.reason}" for n in result.not_fixable],
             risks=list(result.risks),
             drafted_by=drafted_by,
+            facts=facts.of(result.operations) if facts is not None else None,
         )
 
     def _draft(self, inp: PlanChangeInput, result: Plan, repo: RepoView) -> tuple[Plan, Draft]:

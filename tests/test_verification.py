@@ -25,10 +25,12 @@ from fixloop.core.verification import (
     VerificationPolicy,
     change_line,
     compare,
+    describe_plan,
     headline,
     judge,
     percent,
     render_query,
+    shown_unit,
     split_points,
     value,
 )
@@ -247,7 +249,12 @@ def test_policy_values_and_overrides() -> None:
             "failure_limit": 0,
             "metrics": [
                 {"name": "error rate", "effect_floor": 0.5},
-                {"name": "queue depth", "query": "avg:app.queue.depth{service:{service}}", "direction": "either"},
+                {
+                    "name": "queue depth",
+                    "query": "avg:app.queue.depth{service:{service}}",
+                    "direction": "either",
+                    "unit": "jobs",
+                },
             ],
             "services": {
                 "batch-worker": {"metrics": [{"name": "request rate", "enabled": False}]},
@@ -267,6 +274,15 @@ def test_policy_values_and_overrides() -> None:
     assert payments_p95.critical and payments_p95.effect_floor == 0.1
     assert policy.checks_for("payments")[0].effect_floor == 0.5  # the repository-wide override still applies
     assert VerificationPolicy.model_validate_json(policy.model_dump_json()) == policy  # as Temporal carries it
+    assert [c.unit for c in policy.checks_for("storefront")] == ["errors/s", "s", "req/s", "jobs"]
+
+
+def test_every_metric_value_is_shown_with_its_unit() -> None:
+    assert [shown_unit(c.unit) for c in DEFAULT_METRICS] == ["errors/s", "ms", "req/s"]
+    assert shown_unit(None) == "no unit given"
+    custom = VerificationPolicy.from_policy({"metrics": [{"name": "queue depth", "query": "avg:q{*}"}]})
+    assert "queue depth in no unit given" not in describe_plan(custom, "payments")
+    assert "queue depth (no unit given, an increase of the median beyond 20%)" in describe_plan(custom, "payments")
 
 
 @pytest.mark.parametrize(
@@ -293,6 +309,7 @@ def test_policy_values_and_overrides() -> None:
         ),
         ({"metrics": [{"name": "error rate", "effect_floor": -1}]}, "verification.metrics[0].effect_floor: Input"),
         ({"metrics": [{"name": "error rate", "colour": "red"}]}, "verification.metrics[0].colour: Extra inputs"),
+        ({"metrics": [{"name": "error rate", "unit": "<b>"}]}, "verification.metrics[0].unit: String should match"),
         ({"services": {"pay ments": {}}}, "verification.services.pay ments: not a service name"),
         ({"services": {"payments": {"window": "5m"}}}, "verification.services.payments: must be a mapping with a"),
         (

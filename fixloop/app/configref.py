@@ -115,6 +115,20 @@ GROUPS: tuple[Group, ...] = (
         "Configured when `FIXLOOP_REGISTRY_URL` is set.",
     ),
     Group(
+        "PyPI",
+        "fixloop.integrations.pypi:PypiSettings",
+        "What a merge request says of a bumped Python package's target release: its upload date and age, whether it "
+        "is yanked, its changelog, source and PyPI links (the JSON API, `GET /pypi/<project>/<version>/json`). On "
+        "by default against pypi.org; unreachable or off, the MR says release notes were not looked up and why.",
+    ),
+    Group(
+        "endoflife.date",
+        "fixloop.integrations.endoflife:EndOfLifeSettings",
+        "The end of life of the release line a bumped image runs (`GET /api/<product>.json`: Alpine, Debian, "
+        "Ubuntu, Python, Node.js, ...), said in the merge request. On by default; unreachable or off, the MR says "
+        "it was not looked up.",
+    ),
+    Group(
         "Flux (Kubernetes API)",
         "fixloop.integrations.flux:FluxSettings",
         "Deploy state from the Kustomization's status, and the key Flux events are verified with. Configured when "

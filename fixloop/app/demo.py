@@ -407,7 +407,8 @@ class Demo:
         self.client = client
         self.console.print(f"  Temporal     127.0.0.1:{self.ports['temporal']}  UI {self.url('ui')}")
         self.set_short_window()
-        shared = {**self.env, **self.base_env()}
+        # the sandbox serves no PyPI or endoflife.date: the MRs say release notes and end of life were not looked up
+        shared = {**self.env, **self.base_env(), "FIXLOOP_PYPI_ENABLED": "false", "FIXLOOP_ENDOFLIFE_ENABLED": "false"}
         self.spawn(
             "worker",
             self.fixloop("worker"),

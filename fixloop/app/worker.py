@@ -33,9 +33,11 @@ from fixloop.activities.verify import VerifyActivities
 from fixloop.activities.work_item import WorkItemActivities
 from fixloop.core.config import ConfigError, LlmSettings, load
 from fixloop.integrations.datadog.api import DatadogSettings
+from fixloop.integrations.endoflife import EndOfLifeSettings
 from fixloop.integrations.flux import FluxSettings
 from fixloop.integrations.gitlab.api import GitLabSettings
 from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.pypi import PypiSettings
 from fixloop.integrations.registry import RegistrySettings
 from fixloop.workflows.intake import IntakeWorkflow
 from fixloop.workflows.remediation import RemediationWorkflow
@@ -81,17 +83,22 @@ class Integrations:
     registry: RegistrySettings | None = None
     flux: FluxSettings | None = None
     datadog: DatadogSettings | None = None
+    pypi: PypiSettings | None = None  # release dates and changelog links in MRs; None: not looked up
+    endoflife: EndOfLifeSettings | None = None  # end of life of bumped images in MRs; None: not looked up
 
     @classmethod
     def from_env(cls) -> Integrations:
         """Each system configured by its ``FIXLOOP_<SYSTEM>_URL`` (and the rest of its variables); a system whose
-        URL is set but another variable is missing or invalid raises ``ConfigError``."""
+        URL is set but another variable is missing or invalid raises ``ConfigError``. PyPI and endoflife.date have
+        public defaults: they are looked up unless ``FIXLOOP_PYPI_ENABLED`` / ``FIXLOOP_ENDOFLIFE_ENABLED`` is false."""
         return cls(
             jira=_optional(JiraSettings),
             gitlab=_optional(GitLabSettings),
             registry=_optional(RegistrySettings),
             flux=_flux(),
             datadog=_optional(DatadogSettings, "api_key"),
+            pypi=load(PypiSettings),
+            endoflife=load(EndOfLifeSettings),
         )
 
 
@@ -105,7 +112,15 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
         out += [j.open_work_item, j.comment, j.close_work_item, j.link, j.set_status, j.rename]
     if config.gitlab is not None:
         jira_url = str(config.jira.url).rstrip("/") if config.jira is not None else None
-        change = PlanActivities(config.gitlab, config.registry, jira_url=jira_url, llm=llm, datadog=config.datadog)
+        change = PlanActivities(
+            config.gitlab,
+            config.registry,
+            jira_url=jira_url,
+            llm=llm,
+            datadog=config.datadog,
+            pypi=config.pypi,
+            endoflife=config.endoflife,
+        )
         g = MergeRequestActivities(config.gitlab)
         out += [change.plan, change.plan_remediation, change.plan_promotion]
         out += [g.open_merge_request, g.merge_request_state, g.note]

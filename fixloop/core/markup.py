@@ -24,7 +24,6 @@ and breaks ``#``, ``hN.`` and ``bq.`` at a line start with a zero-width space.
 
 from __future__ import annotations
 
-import html
 import re
 
 from fixloop.core.parsing import clean
@@ -47,17 +46,24 @@ def defang_urls(s: str) -> str:
 
 # ---------------------------------------------------------------- Markdown (GitLab, the Temporal UI)
 
-_MD_PUNCT = re.compile(r"([\\`*_\[\]|~#])")  # inline markup; <, > and & are HTML-escaped first
-_MD_LEADING = re.compile(r"^(\d*)([-+=.)])")  # "- x", "+ x", "===", "1. x", "1) x" at the start
+_MD_PUNCT = re.compile(r"([\\`*_\[\]|~#])")  # inline markup: emphasis, code, links, images, tables, headings
+# What makes HTML, an autolink or an entity (CommonMark 0.31 sections 6.5 autolinks, 6.6 raw HTML, 2.5 entity and
+# numeric character references): a ``<`` followed by anything but a space, ``-`` or ``=`` (``a -> b``, ``p < 0.01``,
+# ``<=`` and ``<-`` open nothing and stay as written), and an ``&`` starting a reference (``&lt;``, ``&#60;``).
+_MD_HTML = re.compile(r"<(?![\s=-]|$)|&(?=#|[A-Za-z][A-Za-z0-9]{0,31};)")
+_MD_LEADING = re.compile(r"^(\d*)([-+=.)>])")  # "- x", "+ x", "===", "1. x", "1) x", "> x" at the start
 
 
 def markdown(value: object, limit: int = 300) -> str:
-    """Untrusted free text as inert Markdown: one line, at most ``limit`` characters before escaping, HTML-escaped,
-    inline Markdown punctuation (emphasis, code, links, images, tables) backslash-escaped, URLs defanged, and
-    @mentions and #/! references (GitLab's issues and merge requests) broken with a zero-width space, and a list,
-    rule or setext marker at its start escaped (so the text may start a line, as a Temporal UI summary does)."""
-    s = html.escape(clean(value, limit), quote=False)
+    """Untrusted free text as inert Markdown: one line, at most ``limit`` characters before escaping, inline
+    Markdown punctuation (emphasis, code, links, images, tables) and every ``<`` or ``&`` that could open HTML, an
+    autolink or a character reference backslash-escaped (CommonMark's escapes: the raw text reads as written, with
+    no ``&lt;`` entities; ``a -> b`` stays ``a -> b``), URLs defanged, @mentions and #/! references (GitLab's issues
+    and merge requests) broken with a zero-width space, and a list, quote, rule or setext marker at its start
+    escaped (so the text may start a line, as a Temporal UI summary does)."""
+    s = clean(value, limit)
     s = _MD_PUNCT.sub(r"\\\1", s)
+    s = _MD_HTML.sub(lambda m: "\\" + m.group(0), s)
     s = _MD_LEADING.sub(r"\1\\\2", s)  # a list item, rule or setext underline if the text starts a line
     s = re.sub(r"(?i)\bwww\.", "www" + ZWSP + ".", s)  # GitLab autolinks www. too
     return defang_urls(re.sub(r"([@#!])", "\\1" + ZWSP, s))

@@ -33,6 +33,7 @@ or seconds)::
           effect_floor: 0.5
         - name: queue depth       # a new name needs a query
           query: "avg:app.queue.depth{service:{service},env:{env}}"
+          unit: jobs              # of the query's values, shown with every number (default: none given)
           direction: increase     # increase | decrease | either: the change that is bad
           critical: false
           must_have_data: false
@@ -146,6 +147,8 @@ class MetricCheck(BaseModel):
     enabled: bool = True
 
 
+# The APM trace metrics (docs.datadoghq.com/tracing/metrics/metrics_namespace/): ``trace.<span>.errors`` and
+# ``.hits`` are counts, per second with ``.as_rate()``; ``trace.<span>.duration.by.service.95p`` is in seconds.
 ERROR_RATE = MetricCheck(
     name="error rate",
     query="sum:trace.http.request.errors{service:{service},env:{env}}.as_rate()",
@@ -167,6 +170,16 @@ REQUEST_RATE = MetricCheck(
     must_have_data=True,
     unit="req/s",
 )
+
+
+def shown_unit(unit: str | None) -> str:
+    """The unit a value of ``unit`` is shown in: ``ms`` for seconds (``s``), else ``unit``; ``no unit given`` for
+    None."""
+    if unit is None:
+        return "no unit given"
+    return "ms" if unit == "s" else unit
+
+
 DEFAULT_METRICS: tuple[MetricCheck, ...] = (ERROR_RATE, LATENCY_P95, REQUEST_RATE)
 
 _POLICY_KEYS = (
@@ -648,12 +661,14 @@ def judge(
 
 
 def describe_plan(policy: VerificationPolicy, service: str | None) -> str:
-    """The verification plan in one paragraph for the merge request: which metrics of which service, which
-    windows, what fails it, what happens then."""
+    """The verification plan in one paragraph for the merge request: which metrics of which service, each with the
+    unit its numbers are given in (``shown_unit``), which windows, what fails it, what happens then."""
     checks = policy.checks_for(service)
     bad = {Direction.INCREASE: "an increase", Direction.DECREASE: "a decrease", Direction.EITHER: "a change"}
     metrics = "; ".join(
-        f"{c.name} ({bad[c.direction]} beyond {c.effect_floor:.0%}{', critical' if c.critical else ''})" for c in checks
+        (f"{c.name} in {shown_unit(c.unit)} (" if c.unit else f"{c.name} ({shown_unit(None)}, ")
+        + f"{bad[c.direction]} of the median beyond {c.effect_floor:.0%}{', critical' if c.critical else ''})"
+        for c in checks
     )
     who = f"service {service}" if service else "the service (none could be named from the change: a human decides)"
     return (

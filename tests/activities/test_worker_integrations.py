@@ -16,8 +16,10 @@ from fixloop.activities.build import BUILD_STATE
 from fixloop.activities.triage import GROUP_SIGNALS
 from fixloop.app.worker import Integrations, activities
 from fixloop.core.config import ConfigError
+from fixloop.integrations.endoflife import EndOfLifeSettings
 from fixloop.integrations.gitlab.api import GitLabSettings
 from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.pypi import PypiSettings
 from fixloop.integrations.registry import RegistrySettings
 
 JIRA = {"FIXLOOP_JIRA_URL": "https://acme.atlassian.net", "FIXLOOP_JIRA_EMAIL": "bot@acme.test",
@@ -41,7 +43,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 
 
 def test_nothing_configured_registers_triage_only(clean_env: pytest.MonkeyPatch) -> None:
-    assert Integrations.from_env() == Integrations()
+    public = Integrations(pypi=PypiSettings(), endoflife=EndOfLifeSettings())  # public defaults, no credentials
+    assert Integrations.from_env() == public
+    assert public.pypi is not None and public.pypi.url == "https://pypi.org" and public.pypi.enabled
+    clean_env.setenv("FIXLOOP_PYPI_ENABLED", "false")
+    assert Integrations.from_env().pypi == PypiSettings(enabled=False)
     assert names(activities()) == names(activities(integrations=Integrations.from_env())) == [GROUP_SIGNALS]
 
 

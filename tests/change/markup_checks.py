@@ -67,13 +67,20 @@ def jira_constructs(text: str) -> list[str]:
     return found
 
 
-_MD_SPECIAL = set("\\`*_[]|~#<>")
+_MD_SPECIAL = set("\\`*_[]|~#")
 _MD_MENTION = re.compile(r"[@#!][A-Za-z0-9_\[]")
+# CommonMark 0.31: raw HTML (6.6) and autolinks (6.5) start with ``<`` and a letter, ``/``, ``!`` or ``?`` (a tag,
+# a closing tag, a comment or declaration, a processing instruction, a scheme) or an email's local part; checked
+# stricter: any ``<`` not followed by a space, ``-``, ``=`` or the end. A character reference (2.5): ``&`` + ``#``
+# or a name and ``;``.
+_MD_HTML_START = re.compile(r"<(?![\s=-]|$)")
+_MD_REFERENCE = re.compile(r"&(#|[A-Za-z][A-Za-z0-9]*;)")
 
 
 def markdown_constructs(text: str) -> list[str]:
     """The inline constructs ``text`` would produce as (GitLab Flavored) Markdown in one line: unescaped emphasis,
-    code, link or image brackets, table pipes, HTML, autolinks, @mentions and #/! references."""
+    code, link or image brackets, table pipes, HTML, autolinks, character references, @mentions and #/!
+    references, and a list, quote, rule or heading at its start."""
     found: list[str] = []
     i = 0
     while i < len(text):
@@ -83,9 +90,13 @@ def markdown_constructs(text: str) -> list[str]:
             continue
         if ch in _MD_SPECIAL:
             found.append(f"markup {ch!r} at {i + 1}")
+        elif ch == "<" and _MD_HTML_START.match(text, i):
+            found.append(f"HTML or autolink {text[i : i + 4]!r} at {i + 1}")
+        elif ch == "&" and _MD_REFERENCE.match(text, i):
+            found.append(f"character reference {text[i : i + 6]!r} at {i + 1}")
         i += 1
-    if re.match(r"^\s*(\d*[-+=*.)])", text):
-        found.append(f"list, rule or heading at the start {text[:4]!r}")
+    if re.match(r"^\s*(\d*[-+=*.)>])", text):
+        found.append(f"list, quote, rule or heading at the start {text[:4]!r}")
     found += [f"autolink {m.group(0)!r}" for m in _URL.finditer(text)]
     found += [f"autolink {m.group(0)!r}" for m in re.finditer(r"(?i)\bwww\.", text)]
     found += [f"reference {m.group(0)!r}" for m in _MD_MENTION.finditer(text)]

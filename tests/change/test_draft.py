@@ -220,20 +220,22 @@ def test_injected_text_in_the_draft_comes_out_inert_and_bounded() -> None:
     assert read_back(description)["operations"] == [  # type: ignore[index]
         op.model_dump(mode="json") for op in kept.operations
     ]
-    assert description.count("<!--") == 1 and description.count("-->") == 1  # the machine block only
-    assert not re.search(r"<(img|details|summary|b)\b|\]\(https?://evil|```|@all|://evil|\u202e", description)
+    # the machine block is the only comment opened (a bare "-->" before it closes nothing)
+    assert [m.start() for m in re.finditer(r"(?<!\\)<!--", description)] == [description.rindex("<!-- fixloop:")]
+    unsafe = r"(?<!\\)<(img|details|summary|b)\b|&lt;|&gt;|\]\(https?://evil|```|@all|://evil|\u202e"
+    assert not re.search(unsafe, description)
     headings = [line for line in description.splitlines() if line.startswith("#")]
     assert headings == [
         "### Changes",
         "### Findings closed",
         "### Not fixed by this MR",
         "### Risk notes",
-        "### Reviewer notes (drafted by &lt;b&gt;gpt&lt;/b&gt; @\u200ball)",
+        "### Reviewer notes (drafted by \\<b>gpt\\</b> @\u200ball)",
         "### Verification",
         "### Rollback",
     ]
     summary = next(line for line in description.splitlines() if line.startswith("**Summary**"))
-    assert summary.startswith("**Summary** (drafted by &lt;b&gt;gpt&lt;/b&gt; @\u200ball): \\[click\\](https:\u200b//")
+    assert summary.startswith("**Summary** (drafted by \\<b>gpt\\</b> @\u200ball): \\[click\\](https:\u200b//")
     assert len(summary) < 1_600
     notes = description.split("### Reviewer notes")[1].split("### Verification")[0].strip().splitlines()[1:]
     assert len(notes) == 5 and all(n.startswith("- \\[click\\]") and len(n) < 500 for n in notes)

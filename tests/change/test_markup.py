@@ -25,6 +25,9 @@ def test_the_checker_sees_what_jira_would_render() -> None:
     assert jira_constructs("a\\\\b")  # a forced line break
     assert markdown_constructs("[x](http://y)") and markdown_constructs("![](http://y/i.png)")
     assert markdown_constructs("- item") and markdown_constructs("1. item") and markdown_constructs("see www.x.io")
+    for html in ("<b>x</b>", "a <img src=x>", "</p>", "<!-- c -->", "<?php", "<https://x.example>", "<a@b.c>"):
+        assert markdown_constructs(html), html
+    assert markdown_constructs("&lt;b&gt;") and markdown_constructs("&#60;") and markdown_constructs("> quote")
 
 
 def test_the_attack_arrives_inert_and_readable() -> None:
@@ -62,8 +65,20 @@ def test_a_jira_summary_is_one_bounded_line(s: str) -> None:
     assert "\n" not in out and "\r" not in out and 0 < len(out) <= JIRA_SUMMARY_MAX
 
 
+def test_markdown_reads_as_written_without_entities() -> None:
+    """Arrows, comparisons and ampersands stay as written in the raw text (GitLab shows the raw Markdown in the
+    editor, the API and notifications): no ``&gt;`` entity anywhere, and hostile HTML still opens nothing."""
+    assert markdown("Werkzeug 0.11 -> 0.15.3, p < 0.01, a <= b, x >= y, R&D") == (
+        "Werkzeug 0.11 -> 0.15.3, p < 0.01, a <= b, x >= y, R&D"
+    )
+    assert markdown("<script>alert(1)</script> &lt;b&gt;") == "\\<script>alert(1)\\</script> \\&lt;b\\&gt;"
+    assert markdown("> quoted") == "\\> quoted"
+    for hostile in ("<img src=x onerror=alert(1)>", "<a href='javascript:alert(1)'>x</a>", "&#60;b>", "> q"):
+        assert markdown_constructs(markdown(hostile)) == [], hostile
+
+
 @settings(max_examples=300)
-@given(st.one_of(st.text(), st.lists(st.sampled_from(list("[]()!<>`*_~|#@\\:/-+=.1 ") + ["http://", "www."]),
+@given(st.one_of(st.text(), st.lists(st.sampled_from(list("[]()!<>`*_~|#@&;\\:/-+=.1 ") + ["http://", "www."]),
                                         max_size=40).map("".join)))
 @example("[x](http://y)")
 @example("![](http://y/i.png)")

@@ -48,10 +48,12 @@ from fixloop.core.config import IntakeSettings, LlmSettings, Settings, TemporalS
 from fixloop.core.models import Severity, Signal, Source, Transition
 from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.integrations.datadog.webhook import Webhook
+from fixloop.integrations.endoflife import EndOfLifeSettings
 from fixloop.integrations.flux import FluxSettings
 from fixloop.integrations.gitlab.api import GitLabSettings
 from fixloop.integrations.gitlab.webhook import WebhookSettings
 from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.pypi import PypiSettings
 from fixloop.integrations.registry import RegistrySettings
 from fixloop.workflows.contracts.intake import SignalBatch
 from fixloop.workflows.options import SEARCH_ATTRIBUTES
@@ -455,7 +457,8 @@ def test_configuration_is_settings_fixloop_knows_and_accepts(
         monkeypatch.setenv(key, value)
     for cls in (Settings, TemporalSettings, IntakeSettings, WorkerSettings, GatewaySettings, FluxSettings):
         load(cls)  # raises ConfigError naming the variable
-    assert Integrations.from_env() == Integrations()  # no integration half-configured (their URLs are for you to set)
+    # no integration half-configured (their URLs are for you to set); PyPI and endoflife.date have public defaults
+    assert Integrations.from_env() == Integrations(pypi=PypiSettings(), endoflife=EndOfLifeSettings())
     assert load(GatewaySettings).scope == env["FIXLOOP_GITLAB_PROJECT"]  # the intake of the GitOps project
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fixloop.core.change.facts import ChangeFacts
 from fixloop.core.change.images import Delivery
 from fixloop.core.change.ops import IncidentOperation, Operation
 from fixloop.core.models import Signal, WorkItem
@@ -43,7 +44,10 @@ class PlannedChange(BaseModel):
     ``gitlab.open_merge_request`` applies again (the edits are not carried: a lockfile can be megabytes). ``title``,
     ``description`` and ``labels`` are the merge request's; ``not_fixable`` and ``risks`` one line each.
     ``drafted_by``: the model that drafted the MR text and chose the operations, or ``fixloop rules`` (no model, or
-    its draft was refused: the description says why)."""
+    its draft was refused: the description says why). ``facts``: what the registries and the repository said of
+    the bumped packages and images when it was planned (roles, release dates and links, end of life; at most
+    ``fixloop.core.change.facts.FACTS_MAX_BYTES`` of JSON), None for a change that bumps none or was not looked up.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +71,7 @@ class PlannedChange(BaseModel):
     # chain cannot follow (it builds several images): then the apply of the merge is taken as its deploy
     delivery: Delivery | None = None
     running: bool = False  # change.plan_promotion: the environment's file already sets the tag (at ``base_sha``)
+    facts: ChangeFacts | None = None
 
 
 class PlanPromotionInput(BaseModel):

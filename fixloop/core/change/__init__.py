@@ -2,7 +2,8 @@
 
 Pure code (no network, git or Temporal): ``plan()`` locates the fix (``locate``), picks versions (``versions``),
 applies typed operations (``ops``, ``edit``) and validates them against the policy (``policy``); ``mr`` writes the
-merge request a reviewer reads. An incident's remediation (revert, image rollback, memory, replicas) is checked and
+merge request a reviewer reads, with ``facts`` (a bumped package's role, release date and links, an image's end of
+life). An incident's remediation (revert, image rollback, memory, replicas) is checked and
 applied by ``remedy``, its memory figures in Kubernetes quantities (``quantity``).
 """
 

@@ -26,6 +26,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.core.change.edit import apply
+from fixloop.core.change.facts import ChangeFacts
 from fixloop.core.change.locate import NotFixable, RepoView, as_repo
 from fixloop.core.change.mr import (
     DRAFT_NOTES_MAX,
@@ -272,11 +273,12 @@ def mr_text(
     jira_key: str | None = None,
     jira_url: str | None = None,
     verification: str | None = None,
+    facts: ChangeFacts | None = None,
 ) -> MergeRequestText:
     """The MR of ``plan`` (as ``apply_draft`` returned it) worded by ``draft`` and naming ``model``: the drafted
     title (at most ``DRAFT_TITLE_MAX`` characters, one line), summary (``SUMMARY_MAX``) and notes
     (``DRAFT_NOTES_MAX`` of ``NOTE_MAX``) are bounded here (and stripped of zero-width and bidi control characters)
-    and escaped by ``fixloop.core.change.mr.render``."""
+    and escaped by ``fixloop.core.change.mr.render``; ``facts`` as ``render`` shows them."""
     return render(
         item,
         plan,
@@ -284,6 +286,7 @@ def mr_text(
         jira_key=jira_key,
         jira_url=jira_url,
         verification=verification,
+        facts=facts,
         drafted_by=_bounded(model, 80),
         drafted_title=_bounded(draft.title, DRAFT_TITLE_MAX),
         drafted_summary=_bounded(draft.summary, SUMMARY_MAX),

@@ -750,13 +750,16 @@ def _xml_text(text: str, el: XmlElement) -> tuple[str, int, int]:
 @dataclass(frozen=True)
 class PomDependency:
     """A ``<dependency>`` of a POM: ``coordinate`` (``groupId:artifactId``), ``version`` as written (None when it
-    has none) and its span, ``managed`` (in ``<dependencyManagement>``)."""
+    has none) and its span, ``managed`` (in ``<dependencyManagement>``), its ``scope`` (None: Maven's ``compile``)
+    and ``optional``."""
 
     coordinate: str
     version: str | None
     start: int
     end: int
     managed: bool
+    scope: str | None = None
+    optional: bool = False
 
 
 def pom_dependencies(text: str, path: str) -> list[PomDependency]:
@@ -775,7 +778,10 @@ def pom_dependencies(text: str, path: str) -> list[PomDependency]:
             continue
         group, artifact = _xml_text(text, kids["groupId"])[0], _xml_text(text, kids["artifactId"])[0]
         version, start, end = _xml_text(text, kids["version"]) if "version" in kids else (None, 0, 0)
-        out.append(PomDependency(f"{group}:{artifact}", version, start, end, "dependencyManagement" in el.path))
+        scope = _xml_text(text, kids["scope"])[0].strip() or None if "scope" in kids else None
+        optional = "optional" in kids and _xml_text(text, kids["optional"])[0].strip() == "true"
+        managed = "dependencyManagement" in el.path
+        out.append(PomDependency(f"{group}:{artifact}", version, start, end, managed, scope, optional))
     return out
 
 

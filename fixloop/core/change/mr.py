@@ -11,10 +11,12 @@ import json
 import posixpath
 import re
 from collections.abc import Sequence
+from datetime import UTC, date
 
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
+from fixloop.core.change.facts import ChangeFacts, DependencyRole, Lifecycle, PackageRelease, ago, bumped_images
 from fixloop.core.change.images import Delivery
 from fixloop.core.change.ops import (
     BumpBaseImage,
@@ -205,6 +207,112 @@ def read_back(description: str) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
+# ---------------------------------------------------------------- what the change is (fixloop.core.change.facts)
+
+
+def _role_text(role: DependencyRole) -> str:
+    via = ", ".join(code(v, 100) for v in role.via) + (f" and {role.via_more} more" if role.via_more else "")
+    how = "a direct" if role.direct else "a transitive"
+    where = f" ({code(role.group, 60)})" if role.group else ""
+    if role.scope == "dev":
+        kind = f"{how} dev-only dependency{where}"
+    elif role.scope == "optional":
+        kind = f"{how} optional dependency{where}"
+    else:
+        kind = f"{how} runtime dependency"
+    return kind + (f" (via {via})" if via else "")
+
+
+def _release_text(release: PackageRelease, today: date) -> str:
+    parts = []
+    if release.released_at is not None:
+        day = release.released_at.astimezone(UTC).date()
+        parts.append(f"released {day.isoformat()}, {ago(day, today)}")
+    if release.yanked:
+        why = f": {text(release.yanked_reason, 200)}" if release.yanked_reason else ""
+        parts.append(f"**yanked** from {_REGISTRY[release.ecosystem]}{why}")
+    if release.links:
+        parts.append(", ".join(f"[{link.label}]({link.url})" for link in release.links))
+    if release.missing:
+        parts.append(f"release notes: {text(release.missing, 200)}")
+    return "; ".join(parts)
+
+
+_REGISTRY = {"pypi": "PyPI", "npm": "npm", "go": "the Go module proxy", "maven": "Maven Central"}
+
+
+def packages_section(facts: ChangeFacts, operations: Sequence[Operation]) -> list[str]:
+    """The ``### Packages`` lines: per bumped package its change, its role (direct or transitive and via which
+    packages, runtime, dev-only or optional), its target release's date and age (relative to
+    ``facts.looked_up_on``), yank state and links (fixloop's labels, URLs checked by ``facts.safe_url``), or why
+    they were not looked up; a transitive or dev-only package says what that means for the verification. Empty
+    without a package operation."""
+    out = []
+    for op in operations:
+        if not isinstance(op, PACKAGE_OPS):
+            continue
+        name = subject(op)
+        role = facts.role_of(name, op.paths())
+        release = facts.release_of(name, op.new)
+        about = [_role_text(role)] if role else []
+        if release is not None and (shown := _release_text(release, facts.looked_up_on)):
+            about.append(shown)
+        line = f"- {code(name, 120)} {code(op.current, 60)} \u2192 {code(op.new, 60)}"
+        out.append(line + (": " + "; ".join(about) if about else ""))
+        if role is not None and not role.direct:
+            parents = ", ".join(code(v, 100) for v in role.via) or "other packages"
+            verb = "supports" if len(role.via) == 1 and not role.via_more else "support"
+            out.append(
+                f"  - {code(name, 120)} is a transitive dependency (via {parents}): the service does not use it "
+                f"directly; check that {parents} {verb} {code(op.new, 60)}."
+            )
+        if role is not None and role.scope == "dev":
+            out.append(
+                f"  - {code(name, 120)} is a dev-only dependency: it does not run in the deployed service, so runtime "
+                "metrics after the deploy prove little about this change; the CI pipeline is its test."
+            )
+    return ["### Packages", *out, ""] if out else []
+
+
+DEV_ONLY_VERIFICATION = (
+    "_Every package this change bumps is dev-only: the deployed service does not run it, so the runtime metrics "
+    "above prove little about this change; its CI pipeline is the test that counts._"
+)
+
+
+def dev_only(facts: ChangeFacts, operations: Sequence[Operation]) -> bool:
+    """Whether every operation bumps a package whose role (``facts``) is dev-only."""
+    roles = [facts.role_of(subject(op), op.paths()) if isinstance(op, PACKAGE_OPS) else None for op in operations]
+    return bool(roles) and all(r is not None and r.scope == "dev" for r in roles)
+
+
+def _lifecycle_text(life: Lifecycle, today: date) -> str:
+    what = f"{life.label} {life.cycle}" if life.cycle else life.label  # both validated: no markup
+    if life.missing:
+        return f"{what}: end of life: {text(life.missing, 200)}"
+    newest = f"; the newest release line is {life.newest}" if life.newest else ""
+    if isinstance(life.eol, date):
+        day = life.eol.isoformat()
+        if life.eol <= today:
+            return f"**{what} reached end of life on {day}** ({ago(life.eol, today)}): no more security fixes{newest}"
+        return f"{what} is supported until {day} ({ago(life.eol, today)}){newest}"
+    if life.eol is True:
+        return f"**{what} has reached end of life**: no more security fixes{newest}"
+    return f"{what} has no announced end of life{newest}"
+
+
+def lifecycle_section(facts: ChangeFacts, operations: Sequence[Operation]) -> list[str]:
+    """The ``### Lifecycle`` lines: per image ``operations`` leave running, the release line it is on and its end
+    of life (past: said in bold, with the newest line), or why it was not looked up. Empty without one."""
+    images = bumped_images(operations)
+    lines = [
+        f"- {code(life.image, 255)}: {_lifecycle_text(life, facts.looked_up_on)}"
+        for life in facts.lifecycles
+        if life.image in images
+    ]
+    return ["### Lifecycle", *lines, ""] if lines else []
+
+
 def render(
     item: WorkItem,
     plan: Plan,
@@ -218,8 +326,13 @@ def render(
     drafted_summary: str | None = None,
     drafted_notes: Sequence[str] = (),
     draft_refused: str | None = None,
+    facts: ChangeFacts | None = None,
 ) -> MergeRequestText:
     """The MR title, description and labels of ``plan`` for ``item`` (``signals`` may be a superset).
+
+    ``facts``: what the registries and the repository say of the bumped packages and images
+    (``fixloop.core.change.facts``), shown as ``### Packages`` and ``### Lifecycle`` after the changes; None: not
+    shown.
 
     A model's draft (``fixloop.core.change.draft``): ``drafted_by`` names the model, ``drafted_title`` replaces the
     rules'
@@ -239,6 +352,8 @@ def render(
         else:
             out += [f"Jira: {jira_key}", ""]
     out += ["### Changes", *[_change_line(op) for op in plan.operations], ""]
+    if facts is not None:
+        out += packages_section(facts, plan.operations) + lifecycle_section(facts, plan.operations)
     out += [
         "### Findings closed",
         "",
@@ -269,6 +384,8 @@ def render(
         "the service's monitors and error rate over the verification window; a triggered monitor fails it._",
         "",
     ]
+    if facts is not None and dev_only(facts, plan.operations):
+        out += [DEV_ONLY_VERIFICATION, ""]
     drafted = f"{text(drafted_by, 80)}: the model's draft was refused: {text(draft_refused)}" if draft_refused else ""
     drafted = f"_Drafted by {drafted or text(drafted_by, 80)}; validated by fixloop's policy._"
     out += ["### Rollback", ROLLBACK, "", drafted, ""]
