@@ -42,12 +42,15 @@ from pydantic_core import to_json
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from fixloop.activities.plan import GitLabRepo
+from fixloop.core.change.locate import Located, locate
 from fixloop.core.change.policy import POLICY_FILE, load_policy
 from fixloop.core.config import ConfigError, LlmSettings
-from fixloop.core.models import RecentDeploy, Signal, TriageResult
+from fixloop.core.models import FIX_KINDS, RecentDeploy, Signal, TriageResult
+from fixloop.core.naming import located
 from fixloop.core.parsing import clean
 from fixloop.core.rca import Background
-from fixloop.core.service import ServiceNames
+from fixloop.core.service import ServiceNames, service_of_paths
 from fixloop.core.topology import Topology, from_manifests, from_policy_text, from_service_dependencies, merge
 from fixloop.core.triage import LlmTriageFailed
 from fixloop.core.triage import triage as triage_with
@@ -287,6 +290,37 @@ class TriageActivities:
             return None, images
         return (found[0] if len(found) == 1 else merge(*found)), images
 
+    def _locate(self, result: TriageResult, signals: Sequence[Signal]) -> TriageResult:
+        """``result`` with each fix that triage named no service for named after the service its fix is located in
+        (the planner's ``fixloop.core.change.locate`` on the repository at the default branch's head; read only),
+        so that its id, title and ``FixloopService`` say which service from the start (``naming.located``). A fix
+        not located, in several services' files, or a repository that cannot be read keeps its name (planning
+        names it later); blocking."""
+        unnamed = [i for i in result.work_items if i.kind in FIX_KINDS and not i.service]
+        if not unnamed or self.gitlab is None:
+            return result
+        try:
+            head = self.gitlab.branch_head(self.gitlab.default_branch())
+            if head is None:
+                return result
+            repo = GitLabRepo(self.gitlab, head)
+            policy = load_policy(repo.read(POLICY_FILE))
+        except (IntegrationError, ValueError) as e:
+            _warn("the repository (locating fixes)", e)
+            return result
+        by_fingerprint = {s.fingerprint: s for s in signals}
+        renamed = {}
+        for item in unnamed:
+            own = sorted((by_fingerprint[f] for f in item.signals if f in by_fingerprint), key=lambda s: s.fingerprint)
+            try:
+                where = locate(item, own, repo, policy) if own else None
+            except (IntegrationError, ValueError) as e:
+                _warn(f"locating {item.id}", e)
+                continue
+            if isinstance(where, Located):
+                renamed[item.id] = located(item, service_of_paths(site.path for site in where.sites))
+        return result.model_copy(update={"work_items": [renamed.get(i.id, i) for i in result.work_items]})
+
     @activity.defn(name=GROUP_SIGNALS)
     async def group_signals(self, inp: GroupSignalsInput) -> TriageResult:
         """Group one window's signals into work items (``triage``). A setup mistake (an unknown engine, an
@@ -308,6 +342,7 @@ class TriageActivities:
             )
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e
+        result = await asyncio.to_thread(self._locate, result, inp.signals)
         size = len(to_json(result))
         if size > RESULT_MAX_BYTES:
             raise ApplicationError(

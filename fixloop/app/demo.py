@@ -184,6 +184,7 @@ class Loop:
     build: dict[str, Any] | None = None  # a source change's build: pipeline, status, tag, digest
     environments: list[dict[str, Any]] = field(default_factory=list)  # per environment: tag, MR, rollout, verdict
     jira_url: str | None = None
+    service: str | None = None  # the FixloopService search attribute, as the Temporal UI lists it
     gate_kind: str = "change"  # what the gate is about: "change", "promotion to <env>" or "rollback"
     gate_title: str | None = None  # the gated merge request's title (a rollback's says why)
     announced: set[str] = field(default_factory=set)  # the deploys and verdicts already announced
@@ -197,6 +198,7 @@ class Loop:
             "workflow_id": self.workflow_id,
             "stage": self.stage,
             "work_item": self.title,
+            "service": self.service,
             "jira": self.jira,
             "merge_request": self.mr,
             "revert_merge_request": self.revert,
@@ -594,10 +596,12 @@ class Demo:
     # --- following the loops ----------------------------------------------------------------------------------
 
     async def refresh(self) -> None:
+        from fixloop.workflows.options import SA_SERVICE
         from fixloop.workflows.remediation import RemediationWorkflow
 
         async for wf in self.client.list_workflows("WorkflowType = 'RemediationWorkflow'"):
             loop = self.loops.setdefault(wf.id, Loop(wf.id))
+            loop.service = wf.typed_search_attributes.get(SA_SERVICE) or loop.service  # FixloopService, as the UI
             if not loop.title:
                 desc = await self.client.get_workflow_handle(wf.id).describe()
                 loop.title = (await desc.static_summary()) or wf.id

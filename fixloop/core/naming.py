@@ -1,6 +1,7 @@
 """What a finding work item is called: its title (``finding_title``: the service when triage knows it, the scanned
-artifact otherwise) and, once planning has found the service its change touches, that service and a title naming it
-(``named``). Which service a scanned artifact is: ``fixloop.core.service.ServiceNames``. Pure.
+artifact otherwise) and, once its fix is located in a service's files (at triage: ``located``, which names its id
+too; or at planning: ``named``), that service and a title naming it. Which service a scanned artifact is:
+``fixloop.core.service.ServiceNames``. Pure.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fixloop.core.models import (
     PackageBump,
     WorkItem,
     WorkItemKind,
+    service_slug,
 )
 from fixloop.core.parsing import title
 
@@ -90,3 +92,14 @@ def named(item: WorkItem, service: str | None) -> WorkItem:
         text = item.title
     return item.model_copy(update={"service": service, "title": text})
 
+
+def located(item: WorkItem, service: str | None) -> WorkItem:
+    """``item`` (a fix triage named no service for) once its fix was located in ``service``'s files at triage: named
+    (``named``) and its id ``<service>-<kind>-<hash>`` (the same hash: the same grouping, the same loop, for as
+    long as the repository keeps that package or image in that service). ``item`` itself when ``named`` changes
+    nothing, or for an id of the earlier ``wi-`` form."""
+    renamed = named(item, service)
+    slug = service_slug(service)
+    if renamed is item or not slug or item.id.startswith("wi-"):
+        return item
+    return renamed.model_copy(update={"id": f"{slug}-{item.id}"})

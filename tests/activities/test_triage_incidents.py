@@ -328,3 +328,26 @@ async def test_apm_counts_when_the_repository_fails_and_no_source_is_no_topology
     assert any("no topology for triage: every configured source failed" in m for m in messages)
     no_env = {k: v for k, v in sandbox.env.items() if k != "FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV"}
     assert TriageActivities(datadog=configured(DatadogSettings, no_env)).datadog is None  # APM is not asked then
+
+
+async def test_the_activity_names_each_demo_fix_after_the_service_its_fix_is_located_in(sandbox: _Sandbox) -> None:
+    """The demo's three real reports name a tarball, a scanned directory and a Snyk project, which nothing maps to
+    a service; the planner's locator on the seeded repository finds each fix in one service's files, so triage
+    names the items ``catalog``, ``payments`` and ``storefront`` in their ids and titles, with the hash of the
+    grouping (the id without the service, as before). Without a repository they keep the artifact's name."""
+    reports = Path(__file__).resolve().parents[2] / "examples" / "demo" / "reports"
+    found = [
+        s
+        for path in sorted(reports.glob("*.json"))
+        for s in parse_document(json.loads(path.read_text()), ref="ci", received_at=T0).signals
+    ]
+    unnamed = (await _activity(TriageActivities(), found)).work_items
+    named = (await _activity(TriageActivities(gitlab=sandbox.gitlab()), found)).work_items
+    assert [w.signals for w in named] == [w.signals for w in unnamed]  # the same grouping
+    by_service = {w.service: w for w in named}
+    assert set(by_service) == {"catalog", "payments", "storefront"}, [w.id for w in named]
+    for before, after in zip(unnamed, named, strict=True):
+        assert before.service is None and after.id == f"{after.service}-{before.id}", (before.id, after.id)
+        assert after.service in after.title and (before.artifact or "") not in after.title, after.title
+    assert by_service["catalog"].title.startswith("Rebuild catalog on a patched base image")
+    assert by_service["payments"].id.startswith("payments-dependency-bump-")

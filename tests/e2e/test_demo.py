@@ -38,24 +38,29 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
         assert row["jira"] and row["jira"].startswith("OPS-"), row
     for row in items.values():
         assert row["merge_request"] and "/-/merge_requests/" in row["merge_request"], row
-    # names that say what they are: the reports name a tarball, a directory and a Snyk project, so triage knows no
-    # service (the ids say the kind); planning found the service each change is to, and the titles, the Jira
-    # summaries and the merge requests name it, with one count of advisories
+    # names that say what they are: the reports name a tarball, a directory and a Snyk project, but triage locates
+    # each fix in one service's files (the planner's locator), so the ids, the titles, the Jira summaries and the
+    # merge requests name the service, with one count of advisories
     titles = {
         "catalog": "Rebuild catalog on a patched base image (fixes 3 CVEs: 1 critical, 2 medium)",
         "Werkzeug": "Bump Werkzeug 0.11 → 0.15.3 in requirements.txt of payments (fixes 5 advisories: 1 high, "
         "1 medium, 3 unknown)",
         "lodash": "Bump lodash 4.17.13 → 4.17.20 in package-lock.json of storefront (fixes 1 advisory: 1 critical)",
     }
-    kinds = {"catalog": "os-rebuild", "Werkzeug": "dependency-bump", "lodash": "dependency-bump"}
+    kinds = {
+        "catalog": "catalog-os-rebuild",
+        "Werkzeug": "payments-dependency-bump",
+        "lodash": "storefront-dependency-bump",
+    }
     gitlab_mrs = json.loads((state / "sandbox" / "gitlab.json").read_text())["mrs"]["1"]
     jira_issues = {i["key"]: i for i in json.loads((state / "sandbox" / "jira.json").read_text())["issues"].values()}
     for name, row in items.items():
         assert row["work_item"] == titles[name], row["work_item"]
         assert re.fullmatch(rf"remediate/platform/gitops/{kinds[name]}-[0-9a-f]{{16}}", row["workflow_id"]), row
         assert jira_issues[row["jira"]]["summary"] == titles[name]
+        assert row["service"] == kinds[name].split("-")[0], row  # FixloopService, the UI's column
         mr = gitlab_mrs[row["merge_request"].rsplit("/", 1)[1]]
-        assert mr["title"].endswith(titles[name][titles[name].index(" (fixes "):]), mr["title"]
+        assert mr["title"].endswith(titles[name][titles[name].index(" (fixes ") :]), mr["title"]
         work_item_id = row["workflow_id"].rsplit("/", 1)[1]
         assert mr["description"].startswith(f"fixloop work item `{work_item_id}`: {titles[name]}\n"), mr["description"]
         assert mr["source_branch"] == f"fixloop/{work_item_id}"
