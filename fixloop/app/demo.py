@@ -20,7 +20,7 @@ Temporal UI URL filtered to the loops.
 
 The scenario (``examples/demo/SOURCES.md``): each fix changes an image's source (a Dockerfile, a lockfile), so
 after its merge fixloop follows it to what runs (``fixloop.yaml`` ``images:`` and ``environments: [staging,
-production]``): the sandbox's CI builds the next tag (2 s), fixloop opens the merge request setting it in
+production]``): the sandbox's CI builds the next tag (1 s), fixloop opens the merge request setting it in
 ``apps/staging`` (gated: approved here too), Flux applies it, the rollout completes (new pods Ready after 1 s), the
 verification reads staging's metrics (``env:staging``, 16 s), and a pass opens the promotion merge request for
 ``apps/production``, deployed, rolled out and verified there (24 s). The alpine 3.9.4 rebuild of ``catalog`` is
@@ -96,8 +96,9 @@ SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: f
 STAGING_SOAK = "environments: [{name: staging, window: 16s}, production]"
 MONITOR_WINDOW_S = 20
 ATTACH_WINDOW_S = 20  # alerts this soon after a fixloop deploy of their service are its regression
-# A storm settles when no monitor has turned Alert for ``PersonChange.settle_s`` (a caller's monitor turns up to
-# ~13 s after its callee's over the 20 s monitor window: sandbox/world.py's spreading).
+# A storm settles when no monitor has turned Alert for ``PersonChange.settle_s`` (a caller's monitor turns about 5 s
+# after its callee's over the 20 s monitor window, measured: sandbox/world.py's spreading, 2 s per hop, half the
+# excess; the settle time is twice that).
 STORM_TIMEOUT_S = 60.0
 
 
@@ -113,7 +114,7 @@ class PersonChange:
     branch: str
     title: str
     body: str
-    settle_s: float = 15.0  # no monitor turned Alert for this long: the storm is complete (see ``storm``)
+    settle_s: float = 10.0  # no monitor turned Alert for this long: the storm is complete (see ``storm``)
 
 
 PERSON_CHANGES = (
@@ -135,7 +136,7 @@ PERSON_CHANGES = (
         "dana/catalog-cache",
         "catalog: cache 160 MB of products per pod",
         "Product pages miss the cache too often; 160 MB holds the whole catalogue.",
-        settle_s=8.0,  # nothing spreads: catalog's own monitors turn within a few seconds of each other
+        settle_s=6.0,  # nothing spreads: catalog's own monitors turn within about 2 s of each other
     ),
 )
 START_TIMEOUT_S = 60.0
@@ -375,7 +376,7 @@ class Demo:
             self.fixloop(
                 "sandbox", "up", "--port", str(self.ports["sandbox"]), "--state-dir", str(self.state_dir / "sandbox"),
                 "--gitlab-webhook-url", f"{gateway}/v1/hooks/gitlab", "--flux-webhook-url", f"{gateway}/v1/hooks/flux",
-                "--monitor-window", str(MONITOR_WINDOW_S), "--flux-interval", "2", "--ci-duration", "2",
+                "--monitor-window", str(MONITOR_WINDOW_S), "--flux-interval", "1", "--ci-duration", "1",
                 "--rollout-ready", "1", "--env",
             ),
             env={"PYTHONPATH": str(ROOT)},
@@ -423,7 +424,7 @@ class Demo:
                 **shared,
                 "FIXLOOP_GATEWAY_TOKEN": self.gateway_token,
                 "FIXLOOP_GATEWAY_SCOPE": SCOPE,
-                "FIXLOOP_INTAKE_QUIET_PERIOD": "3",
+                "FIXLOOP_INTAKE_QUIET_PERIOD": "2",
                 "FIXLOOP_INTAKE_ENGINE": "rules",
                 "FIXLOOP_INTAKE_ATTACH_WINDOW": str(ATTACH_WINDOW_S),
                 "FIXLOOP_LOOP_POLL_INTERVAL": "1",
