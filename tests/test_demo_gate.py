@@ -12,7 +12,7 @@ import pytest
 
 from fixloop.app.demo import DemoError, Loop, Prompt, announcements, diff_stat, fixloop_command, gate_kind
 from fixloop.core.verification import VerdictResult
-from fixloop.workflows.contracts.loop import EnvironmentState, LoopState
+from fixloop.workflows.contracts.loop import EnvironmentState, Gate, GateKind, LoopState
 from fixloop.workflows.contracts.merge_request import MergeRequestRef
 from fixloop.workflows.contracts.verify import Verdict
 
@@ -25,12 +25,13 @@ def _mr(iid: int) -> MergeRequestRef:
 
 
 def test_a_gate_is_a_change_a_promotion_or_a_rollback() -> None:
-    state = LoopState(merge_request=_mr(1))
-    assert gate_kind(state, None) == "change"
-    staging = EnvironmentState(name="staging", tag="1.4.3", merge_request=_mr(2))
-    assert gate_kind(state, staging) == "promotion to staging"
-    state.revert = _mr(3)
-    assert gate_kind(state, staging) == "rollback"
+    def gate(kind: GateKind, environment: str | None = None) -> Gate:
+        mr = _mr(1)
+        return Gate(kind=kind, iid=mr.iid, url=mr.url, title="t", environment=environment)
+
+    assert gate_kind(gate(GateKind.CHANGE)) == "change"
+    assert gate_kind(gate(GateKind.PROMOTION, "staging")) == "promotion to staging"
+    assert gate_kind(gate(GateKind.ROLLBACK, "staging")) == "rollback"
 
 
 def test_the_diff_stat_counts_added_and_removed_lines_not_the_file_headers() -> None:

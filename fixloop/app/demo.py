@@ -620,11 +620,10 @@ class Demo:
                 loop.revert, loop.revert_iid = state.revert.url, state.revert.iid
             if state.verdict:
                 loop.verdict, loop.summary = state.verdict.result.value, state.verdict.summary
-            here = state.environments[state.target] if state.target < len(state.environments) else None
-            gated = state.revert or (here.merge_request if here is not None else None) or state.merge_request
-            loop.gated = (gated.iid, gated.url) if gated is not None else None
-            loop.gate_kind = gate_kind(state, here)
-            loop.gate_title = state.gate.title if getattr(state, "gate", None) is not None else None
+            gate = state.gate  # the merge request waiting at the human gate, as the loop presents it
+            loop.gated = (gate.iid, gate.url) if gate is not None else None
+            loop.gate_kind = gate_kind(gate)
+            loop.gate_title = gate.title if gate is not None else None
             for line in announcements(loop, state):
                 self.console.print(line)
             if state.build is not None:
@@ -875,19 +874,13 @@ class Prompt:
         return got
 
 
-def gate_kind(state: Any, here: Any) -> str:
-    """What a loop's gate (``LoopState``, its current ``EnvironmentState`` or None) is about: ``rollback`` (the
-    revert merge request), ``promotion to <env>`` (an environment's tag change), else ``change``; from
-    ``LoopState.gate`` while one waits."""
-    gate = getattr(state, "gate", None)
-    if gate is not None:
-        kind = gate.kind.value
-        return f"promotion to {gate.environment}" if kind == "promotion" and gate.environment else kind
-    if state.revert is not None:
-        return "rollback"
-    if here is not None and here.merge_request is not None:
-        return f"promotion to {here.name}"
-    return "change"
+def gate_kind(gate: Any) -> str:
+    """What a loop's gate (``LoopState.gate``, None while nothing waits there) is about: ``change``, ``promotion to
+    <env>`` (an environment's tag change) or ``rollback`` (the revert merge request)."""
+    if gate is None:
+        return "change"
+    kind = gate.kind.value
+    return f"promotion to {gate.environment}" if kind == "promotion" and gate.environment else kind
 
 
 def announcements(loop: Loop, state: Any) -> list[str]:
