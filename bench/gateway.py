@@ -76,7 +76,7 @@ from fixloop.app.ingest import parse_document  # noqa: E402
 from fixloop.app.temporal import intake_options  # noqa: E402
 from fixloop.core.config import IntakeSettings, LoopSettings, load  # noqa: E402
 from fixloop.core.models import Signal, Source  # noqa: E402
-from fixloop.integrations.alertmanager import label_fingerprint  # noqa: E402
+from fixloop.integrations.alertmanager.webhook import label_fingerprint  # noqa: E402
 from fixloop.workflows.contracts.intake import Counters, IntakeInput, SignalBatch, intake_id  # noqa: E402
 from fixloop.workflows.intake import IntakeWorkflow  # noqa: E402
 

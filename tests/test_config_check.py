@@ -58,7 +58,17 @@ def world(start: Callable[..., Running], env: WorkflowEnvironment, **override: s
 
 def by_name(report: Report) -> dict[str, Any]:
     lines = {line.name: line for line in report.lines if line.name != "config"}
-    assert list(lines) == ["temporal", "jira", "gitlab", "registry", "flux", "datadog", "llm"]
+    assert list(lines) == [
+        "temporal",
+        "jira",
+        "gitlab",
+        "registry",
+        "flux",
+        "datadog",
+        "prometheus",
+        "alertmanager",
+        "llm",
+    ]
     return lines
 
 
@@ -73,7 +83,7 @@ async def test_sandbox_every_endpoint_healthy(environ: Env, start_sandbox: Calla
     report = await run_checks(timeout=5)
     lines = by_name(report)
     assert report.exit_code == 0, str(report)
-    assert [line.status for line in report.lines] == [Status.OK] * 7 + [Status.SKIP], str(report)
+    assert [line.status for line in report.lines] == [Status.OK] * 7 + [Status.SKIP] * 3, str(report)
     assert str(report.lines[0]).startswith("ok   config    settings valid (environment); configured: temporal, jira")
     assert str(lines["temporal"]) == (
         f"ok   temporal  {address(dev)} namespace default (task queue fixloop: no worker polling)"
@@ -173,9 +183,11 @@ async def test_temporal_unreachable(environ: Env) -> None:
     assert str(lines["temporal"]) == (
         f"FAIL temporal  127.0.0.1:{port}: cannot connect: Connection refused (check FIXLOOP_TEMPORAL_ADDRESS)"
     )
-    assert [line.status for line in lines.values()][1:] == [Status.SKIP] * 6
+    assert [line.status for line in lines.values()][1:] == [Status.SKIP] * 8
     assert str(lines["jira"]) == "skip jira      not configured (FIXLOOP_JIRA_URL unset)"
     assert str(lines["datadog"]) == "skip datadog   not configured (FIXLOOP_DATADOG_API_KEY unset)"
+    assert str(lines["prometheus"]) == "skip prometheus not configured (FIXLOOP_PROMETHEUS_URL unset)"
+    assert str(lines["alertmanager"]) == "skip alertmanager not configured (FIXLOOP_ALERTMANAGER_URL unset)"
 
 
 async def test_invalid_configuration_names_variables_exit_2(environ: Env, tmp_path: Path) -> None:
@@ -188,6 +200,11 @@ async def test_invalid_configuration_names_variables_exit_2(environ: Env, tmp_pa
             "FIXLOOP_INTAKE_ENGINE": WRONG,  # an invalid value is named, never shown
             "FIXLOOP_DATADOG_API_KEY": WRONG,  # without FIXLOOP_DATADOG_APP_KEY
             "FIXLOOP_LLM_MODEL": "gpt-4o-mini",  # without FIXLOOP_LLM_BASE_URL and OPENAI_API_KEY
+            "FIXLOOP_PROMETHEUS_URL": "http://prometheus:9090",
+            "FIXLOOP_PROMETHEUS_TOKEN": WRONG,  # and basic authentication too
+            "FIXLOOP_PROMETHEUS_USERNAME": "bot",
+            "FIXLOOP_PROMETHEUS_PASSWORD": WRONG,
+            "FIXLOOP_ALERTMANAGER_URL": "alertmanager:9093",  # no scheme
         }
     )
     report = await run_checks(timeout=2)
@@ -199,8 +216,13 @@ async def test_invalid_configuration_names_variables_exit_2(environ: Env, tmp_pa
     assert any(t.startswith("FIXLOOP_JIRA_PROJECT: String should match pattern") for t in config), config
     assert "FIXLOOP_DATADOG_APP_KEY: Field required" in config
     assert any("FIXLOOP_LLM_BASE_URL, OPENAI_API_KEY" in t for t in config), config
+    assert any(
+        "FIXLOOP_PROMETHEUS_TOKEN and FIXLOOP_PROMETHEUS_USERNAME/FIXLOOP_PROMETHEUS_PASSWORD are exclusive" in t
+        for t in config
+    ), config
+    assert "FIXLOOP_ALERTMANAGER_URL: must be an http:// or https:// URL" in config, config
     lines = by_name(report)
-    for name in ("jira", "datadog", "llm"):
+    for name in ("jira", "datadog", "llm", "prometheus", "alertmanager"):
         assert str(lines[name]) == f"skip {name:<9} invalid configuration (see the config lines)"
     assert lines["temporal"].status is Status.FAIL  # the valid groups are still checked
     assert WRONG not in str(report)

@@ -18,6 +18,9 @@ flux       the Kustomization ``FIXLOOP_FLUX_KUSTOMIZATION`` on the Kubernetes AP
            .fluxcd.io/v1``), with its Ready condition and last applied revision
 datadog    ``GET /api/v1/validate`` (API key), then a metric query over the last five minutes (the
            application key and the metrics-read permission verification needs)
+prometheus ``GET /api/v1/status/buildinfo`` (the version), then the instant query ``vector(1)``
+alertmanager ``GET /api/v2/status`` (version, cluster), then ``GET /api/v2/alerts`` with an ``alertname``
+           filter (the filters alert recovery sends are taken)
 llm        ``GET {base_url}/models`` on the OpenAI-compatible endpoint (``openai``), and whether the model
            is listed (informative: some providers list deployments under other names)
 =========  ===============================================================================================
@@ -50,6 +53,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from fixloop.app.configref import GROUPS, env_names
 from fixloop.app.temporal import connect, tls_config
 from fixloop.core.config import ConfigError, LlmSettings, TemporalSettings
+from fixloop.integrations.alertmanager.api import AlertmanagerSettings
+from fixloop.integrations.alertmanager.api import check as check_alertmanager
 from fixloop.integrations.checks import CheckResult, Status
 from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.integrations.datadog.api import check as check_datadog
@@ -60,11 +65,13 @@ from fixloop.integrations.gitlab.api import check as check_gitlab
 from fixloop.integrations.jira import JiraSettings
 from fixloop.integrations.jira import check as check_jira
 from fixloop.integrations.llm import check as check_llm
+from fixloop.integrations.prometheus import PrometheusSettings
+from fixloop.integrations.prometheus import check as check_prometheus
 from fixloop.integrations.registry import RegistrySettings
 from fixloop.integrations.registry import check as check_registry
 
 CHECK_TIMEOUT = 5.0  # seconds per request of a check
-SYSTEMS = ("temporal", "jira", "gitlab", "registry", "flux", "datadog", "llm")
+SYSTEMS = ("temporal", "jira", "gitlab", "registry", "flux", "datadog", "prometheus", "alertmanager", "llm")
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -100,6 +107,8 @@ class Loaded:
     registry: RegistrySettings | None = None
     flux: FluxSettings | None = None
     datadog: DatadogSettings | None = None
+    prometheus: PrometheusSettings | None = None
+    alertmanager: AlertmanagerSettings | None = None
     llm: LlmSettings | None = None
     errors: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -156,7 +165,16 @@ def load_settings() -> Loaded:
     """Every settings group from the environment, as the commands read them (systems configured as the worker
     decides: ``fixloop.app.worker.Integrations.from_env``)."""
     loaded = Loaded()
-    systems = (TemporalSettings, JiraSettings, GitLabSettings, RegistrySettings, DatadogSettings, FluxSettings)
+    systems = (
+        TemporalSettings,
+        JiraSettings,
+        GitLabSettings,
+        RegistrySettings,
+        DatadogSettings,
+        PrometheusSettings,
+        AlertmanagerSettings,
+        FluxSettings,
+    )
     for group in GROUPS:  # the groups without an endpoint (intake, gateway, worker, ...): validated only
         cls = group.load_class()
         if cls not in (*systems, LlmSettings):
@@ -173,6 +191,8 @@ def load_settings() -> Loaded:
     loaded.gitlab = _read(loaded, GitLabSettings, "gitlab", "url")
     loaded.registry = _read(loaded, RegistrySettings, "registry", "url")
     loaded.datadog = _read(loaded, DatadogSettings, "datadog", "api_key")
+    loaded.prometheus = _read(loaded, PrometheusSettings, "prometheus", "url")
+    loaded.alertmanager = _read(loaded, AlertmanagerSettings, "alertmanager", "url")
     flux = _read(loaded, FluxSettings, "flux")
     if flux is not None:
         if not ({"api_url", "token"} & flux.model_fields_set or IN_CLUSTER_TOKEN.exists()):
@@ -283,6 +303,8 @@ _SYNC_CHECKS: dict[str, Callable[[Any, float], CheckResult]] = {
     "registry": check_registry,
     "flux": check_flux,
     "datadog": check_datadog,
+    "prometheus": check_prometheus,
+    "alertmanager": check_alertmanager,
     "llm": check_llm,
 }
 

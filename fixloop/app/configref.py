@@ -142,6 +142,20 @@ GROUPS: tuple[Group, ...] = (
         "`FIXLOOP_DATADOG_SERVICE_DEPENDENCIES_ENV`, APM's service map in the topology triage correlates alerts on. "
         "Configured when `FIXLOOP_DATADOG_API_KEY` is set; then the application key is required too.",
     ),
+    Group(
+        "Prometheus",
+        "fixloop.integrations.prometheus:PrometheusSettings",
+        "Verification from Prometheus (the HTTP API: `GET /api/v1/query_range` and `/api/v1/query`, metrics before "
+        "and after a change). Configured when `FIXLOOP_PROMETHEUS_URL` is set; authentication by a bearer token or "
+        "a username and password (not both), TLS always verified (`FIXLOOP_PROMETHEUS_CA_FILE` adds a CA).",
+    ),
+    Group(
+        "Alertmanager API",
+        "fixloop.integrations.alertmanager.api:AlertmanagerSettings",
+        "Whether the alerts that triggered a work item recovered, read back from Alertmanager's API v2 "
+        "(`GET /api/v2/alerts` with label filters). Configured when `FIXLOOP_ALERTMANAGER_URL` is set; "
+        "authentication and TLS as for Prometheus.",
+    ),
 )
 
 

@@ -34,7 +34,8 @@ from pydantic import ValidationError
 
 from fixloop.core.models import Signal, Source
 from fixloop.core.parsing import ParseContext, ParseError, clean, validation_message
-from fixloop.integrations import alertmanager, grype, osv, pip_audit, snyk, trivy
+from fixloop.integrations import grype, osv, pip_audit, snyk, trivy
+from fixloop.integrations.alertmanager import webhook as alertmanager_webhook
 from fixloop.integrations.datadog import webhook as datadog_webhook
 from fixloop.integrations.gitlab import security_report as gitlab_report
 
@@ -46,7 +47,7 @@ PARSERS: dict[Source, ModuleType] = {
     Source.GITLAB: gitlab_report,
     Source.OSV: osv,
     Source.PIP_AUDIT: pip_audit,
-    Source.ALERTMANAGER: alertmanager,
+    Source.ALERTMANAGER: alertmanager_webhook,
     Source.DATADOG: datadog_webhook,
 }
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from fixloop.app.ingest import parse_document
 from fixloop.core.models import Severity, Source, Transition
-from fixloop.integrations.alertmanager import label_fingerprint
+from fixloop.integrations.alertmanager.webhook import label_fingerprint
 from tests.conftest import fixture, one, signals
 
 

@@ -20,7 +20,7 @@ Endpoint                              Body (format: where it is documented)     
                                       (docs.datadoghq.com/integrations/webhooks;
                                       ``integrations/datadog/webhook.py``)
 ``POST /v1/signals/alertmanager``     Alertmanager ``webhook_config`` payload      ``X-Fixloop-Token`` or
-                                      (``integrations/alertmanager.py``)           ``Authorization: Bearer <token>``
+                                      (``integrations/alertmanager/webhook.py``)   ``Authorization: Bearer <token>``
 ``POST /v1/reports/{source}``         a scanner's JSON report; ``source`` is one   same
                                       of trivy, gitlab, grype, snyk, osv,
                                       pip-audit (``integrations/<source>``)

@@ -1,0 +1,1 @@
+"""Prometheus Alertmanager: webhook payload parsing (``webhook``) and the API v2 client (``api``)."""
