@@ -3,9 +3,9 @@ monitoring APIs (``prometheus``, ``alertmanager.api``): short timeouts, TLS veri
 httpx drops ``Authorization`` on a redirect to another origin), and every body streamed and refused past a byte
 cap, so an answer cannot exhaust the worker's memory.
 
-The monitoring APIs share their access settings (``ServerAccess``: a base URL, a bearer token or a username and
-password, an extra CA bundle, a timeout and a byte cap) as the field types below, so each system's settings class
-lists them under its own ``FIXLOOP_<SYSTEM>_`` prefix.
+The monitoring APIs share their access settings (``ApiAccess``: a base URL, a bearer token or a username and
+password, an extra CA bundle, a timeout and a byte cap), mixed into each system's settings class, which reads them
+under its own ``FIXLOOP_<SYSTEM>_`` prefix.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import json
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Protocol, Self
+from typing import Annotated, Any, Self
 
 import httpx
-from pydantic import AfterValidator, Field, SecretStr, ValidationInfo
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationInfo, field_validator
 
 from fixloop.core.parsing import clean
 from fixloop.integrations.errors import IntegrationError, map_exceptions, status_error, transport_error
@@ -135,62 +135,53 @@ def _http_url(url: str) -> str:
     return url.rstrip("/")
 
 
-BaseUrl = Annotated[str, AfterValidator(_http_url), Field(max_length=2000)]
-Token = Annotated[
-    SecretStr | None, Field(description="Bearer token (sent as Authorization: Bearer); exclusive with the username.")
-]
-Username = Annotated[
-    str | None, Field(min_length=1, max_length=200, description="Username of HTTP basic authentication.")
-]
+BaseUrl = Annotated[str, AfterValidator(_http_url), Field(max_length=2000)]  # a subclass's ``url`` keeps this type
 
 
-def one_credential(password: SecretStr | None, info: ValidationInfo, prefix: str) -> SecretStr | None:
-    """A settings class's password validator (``Password`` validates its default, so it runs when unset too): the
-    password checked against the token and username validated before it (the fields' order): a token or basic
-    authentication, and a username and password together. ``ValueError`` names the variables (``prefix`` + the
-    field names)."""
-    basic = info.data.get("username") is not None or password is not None
-    if info.data.get("token") is not None and basic:
-        raise ValueError(f"{prefix}TOKEN and {prefix}USERNAME/{prefix}PASSWORD are exclusive: set one of them")
-    if basic and (info.data.get("username") is None or password is None):
-        raise ValueError(f"{prefix}USERNAME and {prefix}PASSWORD go together: set both")
-    return password
+class ApiAccess(BaseModel):
+    """The access settings of a monitoring API, mixed into each system's ``BaseSettings`` class (which sets its
+    ``env_prefix`` and says in its ``url`` description what setting it enables): a base URL, a bearer token or a
+    username and password (not both; ``ValueError`` naming the variables), a per-request timeout (seconds), an
+    extra CA bundle (TLS is always verified) and a cap on an answer's bytes."""
 
-
-Password = Annotated[
-    SecretStr | None,
-    Field(
-        validate_default=True,
+    url: BaseUrl = Field(description="Base URL of the API.")
+    token: SecretStr | None = Field(
+        default=None, description="Bearer token (sent as Authorization: Bearer); exclusive with the username."
+    )
+    username: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Username of HTTP basic authentication."
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        validate_default=True,  # checked when unset too: a username without a password
         description="Password of HTTP basic authentication (with the username; not with a token).",
-    ),
-]
-Timeout = Annotated[float, Field(gt=0, le=300, description="Seconds per HTTP request.")]
-CaFile = Annotated[
-    Path | None,
-    Field(description="PEM CA bundle trusted in addition to the system's (TLS is always verified)."),
-]
-MaxBytes = Annotated[
-    int, Field(ge=1024, le=1 << 30, description="Bytes of one answer at most; a larger answer is an error.")
-]
+    )
+    timeout: float = Field(default=15.0, gt=0, le=300, description="Seconds per HTTP request.")
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle trusted in addition to the system's (TLS is always verified)."
+    )
+    max_bytes: int = Field(
+        default=32 << 20, ge=1024, le=1 << 30, description="Bytes of one answer at most; a larger one is an error."
+    )
+
+    @field_validator("password")
+    @classmethod
+    def _one_credential(cls, password: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A token or basic authentication, and a username and password together (the token and username are
+        validated before the password: the fields' order)."""
+        prefix = str(cls.model_config.get("env_prefix", "")).upper()
+        basic = info.data.get("username") is not None or password is not None
+        if info.data.get("token") is not None and basic:
+            raise ValueError(f"{prefix}TOKEN and {prefix}USERNAME/{prefix}PASSWORD are exclusive: set one of them")
+        if basic and (info.data.get("username") is None or password is None):
+            raise ValueError(f"{prefix}USERNAME and {prefix}PASSWORD go together: set both")
+        return password
 
 
-class ServerAccess(Protocol):
-    """What a monitoring API's settings give (the fields above, in this order: ``Password`` checks the token and
-    username before it)."""
-
-    url: str
-    token: SecretStr | None
-    username: str | None
-    password: SecretStr | None
-    timeout: float
-    ca_file: Path | None
-    max_bytes: int
-
-
-def access_options(settings: ServerAccess, system: str) -> dict[str, Any]:
-    """``JsonApi``'s ``headers``, ``auth``, ``verify`` and ``secrets`` for ``settings``: the bearer token or basic
-    authentication, the system's CAs plus ``ca_file``, and the credentials to mask in messages; ``IntegrationError``
-    when ``ca_file`` is not a readable PEM bundle."""
+def access_options(settings: ApiAccess, system: str, reason: Reason | None = None) -> dict[str, Any]:
+    """``JsonApi``'s keyword arguments for ``settings`` (all but ``system`` and ``transport``): its base URL,
+    timeout and byte cap, ``reason``, the bearer token or basic authentication, the system's CAs plus ``ca_file``,
+    and the credentials to mask in messages; ``IntegrationError`` when ``ca_file`` is not a readable PEM bundle."""
     headers = {"Authorization": f"Bearer {settings.token.get_secret_value()}"} if settings.token else {}
     auth = None
     if settings.username is not None and settings.password is not None:
@@ -206,4 +197,13 @@ def access_options(settings: ServerAccess, system: str) -> dict[str, Any]:
     if settings.username is not None and settings.password is not None:  # the header's own form too
         pair = f"{settings.username}:{settings.password.get_secret_value()}".encode()
         secrets.append(base64.b64encode(pair).decode())
-    return {"headers": headers, "auth": auth, "verify": verify, "secrets": secrets}
+    return {
+        "base_url": settings.url,
+        "timeout": settings.timeout,
+        "max_bytes": settings.max_bytes,
+        "reason": reason,
+        "headers": headers,
+        "auth": auth,
+        "verify": verify,
+        "secrets": secrets,
+    }

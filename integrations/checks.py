@@ -1,10 +1,10 @@
 """The result of one ``fixloop config check`` line, shared by each integration's ``check(settings, timeout)``.
 
-Every integration that has an endpoint (``jira``, ``gitlab.api``, ``registry``, ``flux``, ``datadog.api``, ``llm``)
-checks it with its cheapest authenticated call on its own client and answers one ``CheckResult``: ``ok`` with what
-it found, or ``FAIL`` with the integration's mapped error (``fixloop.integrations.errors``: status and the server's
-short reason) and the variables to check. ``fixloop.app.check`` runs them and masks every configured secret in what
-they say.
+Every integration that has an endpoint (``jira``, ``gitlab.api``, ``registry``, ``flux``, ``datadog.api``,
+``prometheus``, ``alertmanager.api``, ``llm``) checks it with its cheapest authenticated call on its own client and
+answers one ``CheckResult``: ``ok`` with what it found, or ``FAIL`` with the integration's mapped error
+(``fixloop.integrations.errors``: status and the server's short reason) and the variables to check.
+``fixloop.app.check`` runs them and masks every configured secret in what they say.
 """
 
 from __future__ import annotations

@@ -180,19 +180,26 @@ class JiraClient:
         """The API user (``GET /myself``): proves URL and credentials work."""
         with map_exceptions(_ERRORS, "myself"):
             me = self.jira.myself()
-        return JiraUser(account_id=me.get("accountId"), display_name=me.get("displayName", ""),
-                        email=me.get("emailAddress"))
+        return JiraUser(
+            account_id=me.get("accountId"), display_name=me.get("displayName", ""), email=me.get("emailAddress")
+        )
 
     def find_issue(self, fixloop_id: str) -> IssueRef | None:
         """The oldest issue of the project labelled ``fixloop:<fixloop_id>``, or None."""
-        jql = (f"project = {_jql_quote(self.settings.project)} AND labels = {_jql_quote(fixloop_label(fixloop_id))}"
-               " ORDER BY created ASC")
+        jql = (
+            f"project = {_jql_quote(self.settings.project)} AND labels = {_jql_quote(fixloop_label(fixloop_id))}"
+            " ORDER BY created ASC"
+        )
         with map_exceptions(_ERRORS, "search"):
             found = self.jira.search_issues(jql, maxResults=1, fields="labels")
         return IssueRef(key=found[0].key, id=found[0].id, url=self.browse_url(found[0].key)) if found else None
 
     def find_or_create_issue(
-        self, fixloop_id: str, summary: str, description: str, labels: list[str] | None = None,
+        self,
+        fixloop_id: str,
+        summary: str,
+        description: str,
+        labels: list[str] | None = None,
         issue_type: str = "Task",
     ) -> IssueRef:
         """The issue of work item ``fixloop_id``, created (in ``settings.project``) only if none has its label.
@@ -221,11 +228,18 @@ class JiraClient:
         f = raw["fields"]
         description = f.get("description")
         return Issue(
-            key=raw["key"], id=raw["id"], url=self.browse_url(raw["key"]), summary=f.get("summary") or "",
-            status=f["status"]["name"], status_category=f["status"].get("statusCategory", {}).get("key", ""),
-            labels=list(f.get("labels") or []), description=description if isinstance(description, str) else None,
-            resolution=(f.get("resolution") or {}).get("name"), issue_type=(f.get("issuetype") or {}).get("name", ""),
-            created_at=f.get("created", ""), updated_at=f.get("updated", ""),
+            key=raw["key"],
+            id=raw["id"],
+            url=self.browse_url(raw["key"]),
+            summary=f.get("summary") or "",
+            status=f["status"]["name"],
+            status_category=f["status"].get("statusCategory", {}).get("key", ""),
+            labels=list(f.get("labels") or []),
+            description=description if isinstance(description, str) else None,
+            resolution=(f.get("resolution") or {}).get("name"),
+            issue_type=(f.get("issuetype") or {}).get("name", ""),
+            created_at=f.get("created", ""),
+            updated_at=f.get("updated", ""),
         )
 
     def set_summary(self, key: str, summary: str, was: str | None = None) -> bool:

@@ -27,24 +27,11 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fixloop.core.parsing import clean
-from fixloop.integrations.bounded import (
-    REASON_MAX,
-    BaseUrl,
-    CaFile,
-    JsonApi,
-    MaxBytes,
-    Password,
-    Timeout,
-    Token,
-    Username,
-    access_options,
-    json_pointer,
-    one_credential,
-)
+from fixloop.integrations.bounded import REASON_MAX, ApiAccess, BaseUrl, JsonApi, access_options, json_pointer
 from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import AuthError, IntegrationError
 
@@ -56,28 +43,18 @@ _VALUE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN
 _VALUE_MAX = 400  # characters of a sample value ('f' formatting of 1e308 takes 309)
 
 
-class PrometheusSettings(BaseSettings):
+class PrometheusSettings(BaseSettings, ApiAccess):
     """``FIXLOOP_PROMETHEUS_URL`` (the server's base URL, e.g. ``http://prometheus:9090``, or a path prefix behind a
     proxy; setting it enables the Prometheus verification provider), ``FIXLOOP_PROMETHEUS_TOKEN`` or
-    ``FIXLOOP_PROMETHEUS_USERNAME`` + ``_PASSWORD`` (exclusive), ``FIXLOOP_PROMETHEUS_TIMEOUT`` (seconds per request),
-    ``FIXLOOP_PROMETHEUS_CA_FILE`` (extra CA bundle), ``FIXLOOP_PROMETHEUS_MAX_BYTES`` (answer cap)."""
+    ``FIXLOOP_PROMETHEUS_USERNAME`` + ``FIXLOOP_PROMETHEUS_PASSWORD`` (exclusive), ``FIXLOOP_PROMETHEUS_TIMEOUT``
+    (seconds per request), ``FIXLOOP_PROMETHEUS_CA_FILE`` (extra CA bundle), ``FIXLOOP_PROMETHEUS_MAX_BYTES``
+    (answer cap)."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
 
     url: BaseUrl = Field(
         description="Prometheus base URL (e.g. http://prometheus:9090); setting it enables Prometheus verification."
     )
-    token: Token = None
-    username: Username = None
-    password: Password = None
-    timeout: Timeout = 15.0
-    ca_file: CaFile = None
-    max_bytes: MaxBytes = 32 << 20
-
-    @field_validator("password")
-    @classmethod
-    def _one_credential(cls, password: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        return one_credential(password, info, PREFIX)
 
 
 @dataclass(frozen=True)
@@ -225,15 +202,7 @@ class PrometheusClient(JsonApi):
     """The query API at ``settings.url``. Use as a context manager, or call ``close()``."""
 
     def __init__(self, settings: PrometheusSettings, transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(
-            SYSTEM,
-            settings.url,
-            settings.timeout,
-            settings.max_bytes,
-            transport,
-            reason=error_reason,
-            **access_options(settings, SYSTEM),
-        )
+        super().__init__(SYSTEM, transport=transport, **access_options(settings, SYSTEM, error_reason))
         self.settings = settings
 
     def query_range(self, query: str, start: datetime | float, end: datetime | float, step_s: int) -> list[PromSeries]:

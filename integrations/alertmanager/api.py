@@ -27,23 +27,11 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fixloop.core.parsing import clean
-from fixloop.integrations.bounded import (
-    BaseUrl,
-    CaFile,
-    JsonApi,
-    MaxBytes,
-    Password,
-    Timeout,
-    Token,
-    Username,
-    access_options,
-    json_pointer,
-    one_credential,
-)
+from fixloop.integrations.bounded import ApiAccess, BaseUrl, JsonApi, access_options, json_pointer
 from fixloop.integrations.checks import CheckResult, Status, bounded, failed, hint
 from fixloop.integrations.errors import AuthError, IntegrationError
 
@@ -54,11 +42,11 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _UNSET = datetime.fromisoformat("0001-01-01T00:00:00+00:00")  # Go's zero time: no time
 
 
-class AlertmanagerSettings(BaseSettings):
+class AlertmanagerSettings(BaseSettings, ApiAccess):
     """``FIXLOOP_ALERTMANAGER_URL`` (the base URL, e.g. ``http://alertmanager:9093``; setting it enables the alert
-    recovery checks), ``FIXLOOP_ALERTMANAGER_TOKEN`` or ``FIXLOOP_ALERTMANAGER_USERNAME`` + ``_PASSWORD``
-    (exclusive), ``FIXLOOP_ALERTMANAGER_TIMEOUT`` (seconds per request), ``FIXLOOP_ALERTMANAGER_CA_FILE`` (extra
-    CA bundle), ``FIXLOOP_ALERTMANAGER_MAX_BYTES`` (answer cap)."""
+    recovery checks), ``FIXLOOP_ALERTMANAGER_TOKEN`` or ``FIXLOOP_ALERTMANAGER_USERNAME`` +
+    ``FIXLOOP_ALERTMANAGER_PASSWORD`` (exclusive), ``FIXLOOP_ALERTMANAGER_TIMEOUT`` (seconds per request),
+    ``FIXLOOP_ALERTMANAGER_CA_FILE`` (extra CA bundle), ``FIXLOOP_ALERTMANAGER_MAX_BYTES`` (answer cap)."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore")
 
@@ -66,17 +54,6 @@ class AlertmanagerSettings(BaseSettings):
         description="Alertmanager base URL (e.g. http://alertmanager:9093); setting it enables reading alerts "
         "back from its API v2 (whether the triggering alerts recovered)."
     )
-    token: Token = None
-    username: Username = None
-    password: Password = None
-    timeout: Timeout = 15.0
-    ca_file: CaFile = None
-    max_bytes: MaxBytes = 32 << 20
-
-    @field_validator("password")
-    @classmethod
-    def _one_credential(cls, password: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        return one_credential(password, info, PREFIX)
 
 
 @dataclass(frozen=True)
@@ -191,15 +168,7 @@ class AlertmanagerClient(JsonApi):
     """The API v2 at ``settings.url``. Use as a context manager, or call ``close()``."""
 
     def __init__(self, settings: AlertmanagerSettings, transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(
-            SYSTEM,
-            settings.url,
-            settings.timeout,
-            settings.max_bytes,
-            transport,
-            reason=error_reason,
-            **access_options(settings, SYSTEM),
-        )
+        super().__init__(SYSTEM, transport=transport, **access_options(settings, SYSTEM, error_reason))
         self.settings = settings
 
     def alerts(
