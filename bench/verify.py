@@ -9,9 +9,19 @@ policy. A verdict counts as a fail only when it is ``fail`` (``marginal`` goes t
 Printed besides, outside the goals: x1.2 (at the effect floor), x2, and error counts drawn as Poisson counts per
 point (real count metrics of the world's services: 4.5 to 36 errors per 30-second point), unchanged and x1.5.
 
-Goals (issue 6): ``false_fail_rate`` (unchanged services judged fail) at most 0.01; ``detection_rate_1_5x`` (error
-rate x1.5 at the deploy judged fail) at least 0.95.
-Last line: ``{"false_fail_rate": ..., "detection_rate_1_5x": ...}``.
+Each window goes through a provider's code path as the verification activity reads it (``fixloop.activities.verify``):
+for Datadog, a ``GET /api/v1/query`` answer (``pointlist`` of bucket starts in epoch ms) parsed by
+``fixloop.integrations.datadog.api.parse_series`` and merged; for Prometheus, a ``GET /api/v1/query_range`` answer
+(``matrix``: values as strings at each step's evaluation time, the end of its bucket) parsed by
+``fixloop.integrations.prometheus.parse_matrix`` and bucketed by ``prometheus_points`` over the range
+``prometheus_window`` gives; then ``split_points`` and the judge. The Prometheus defaults judge the error rate as the
+share of failed requests (``100 * errors / requests``, so the noise of both), the Datadog ones as errors/s.
+
+Goals (issue 6, through Datadog's path; issue 20: the same through Prometheus's): ``false_fail_rate`` (unchanged
+services judged fail) at most 0.01; ``detection_rate_1_5x`` (error rate x1.5 at the deploy judged fail) at least
+0.95.
+Last line: ``{"false_fail_rate": ..., "detection_rate_1_5x": ..., "prometheus_false_fail_rate": ...,
+"prometheus_detection_rate_1_5x": ...}``.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -29,17 +40,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import report  # noqa: E402
+from fixloop.activities.verify import _merge_series, prometheus_points, prometheus_window  # noqa: E402
 from fixloop.core.verification import (  # noqa: E402
     ERROR_RATE,
     LATENCY_P95,
     REQUEST_RATE,
     MetricStatus,
+    Provider,
     VerdictResult,
     VerificationPolicy,
     compare,
     fmt_duration,
     judge,
+    split_points,
 )
+from fixloop.integrations.datadog.api import parse_series  # noqa: E402
+from fixloop.integrations.prometheus import parse_matrix  # noqa: E402
 from fixloop.sandbox.world import DAILY_AMPLITUDE, NOISE_CV, SERVICES, World  # noqa: E402
 
 YEAR_S = 365 * 86_400
@@ -55,8 +71,9 @@ class Scenario:
 
 def windows(
     rng: np.random.Generator, service: str, deployed: float, policy: VerificationPolicy, scenario: Scenario
-) -> dict[str, tuple[list[float], list[float]]]:
-    """metric -> (baseline values, after values) at ``policy.interval`` points around ``deployed``."""
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The bucket starts (epoch seconds, both windows: ``policy.points`` before ``deployed``, as many from it) and
+    metric -> its values there: ``errors`` (errors/s), ``hits`` (req/s), ``latency`` (s)."""
     base = SERVICES[service]
     step = policy.interval_s
     n = policy.points
@@ -75,30 +92,69 @@ def windows(
         errors = rng.poisson(errors_mean * step) / step  # as_rate() of a count per bucket
     else:
         errors = noisy(errors_mean, "errors")
-    values = {
-        ERROR_RATE.name: errors,
-        LATENCY_P95.name: noisy(base.latency_p95_ms / 1000 * (1 + DAILY_AMPLITUDE * (load - 1)), "latency_p95"),
-        REQUEST_RATE.name: noisy(hits_mean, "hits"),
-    }
-    return {k: (list(v[:n]), list(v[n:])) for k, v in values.items()}
+    latency = noisy(base.latency_p95_ms / 1000 * (1 + DAILY_AMPLITUDE * (load - 1)), "latency_p95")
+    return t, {"errors": errors, "hits": noisy(hits_mean, "hits"), "latency": latency}
 
 
-def run(scenario: Scenario, count: int, seed: int, policy: VerificationPolicy) -> tuple[Counter[str], Counter[str]]:
-    """(verdicts, failed metrics) over ``count`` seeded services."""
+def datadog_answer(t: np.ndarray, values: np.ndarray, step: int) -> dict[str, object]:
+    """A ``GET /api/v1/query`` answer of one series: bucket starts in epoch ms."""
+    points = [[int(x * 1000), float(v)] for x, v in zip(t, values, strict=True)]
+    return {"status": "ok", "series": [{"metric": "m", "scope": "*", "interval": step, "pointlist": points}]}
+
+
+def prometheus_answer(t: np.ndarray, values: np.ndarray, step: int) -> dict[str, object]:
+    """A ``GET /api/v1/query_range`` answer of one series: each value at its evaluation time (the end of its
+    bucket), as the string Prometheus writes."""
+    points = [[float(x + step), repr(float(v))] for x, v in zip(t, values, strict=True)]
+    return {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": points}]}}
+
+
+def read(provider: Provider, t: np.ndarray, values: np.ndarray, deployed: float, policy: VerificationPolicy):  # noqa: ANN201
+    """(baseline, after) of one metric through ``provider``'s answer, parser and bucketing."""
+    step = policy.interval_s
+    at = datetime.fromtimestamp(deployed, UTC)
+    if provider is Provider.PROMETHEUS:
+        start, end = prometheus_window(at, policy.window.total_seconds(), step)
+        assert abs(start - (t[0] + step)) < 1e-6 and abs(end - (t[-1] + step)) < 1e-6  # the range the activity asks
+        points = prometheus_points(parse_matrix(prometheus_answer(t, values, step)), step)
+    else:
+        points = _merge_series([s.points for s in parse_series(datadog_answer(t, values, step))])
+    return split_points(points, at, policy.window, step)
+
+
+def run(
+    scenario: Scenario, count: int, seed: int, policy: VerificationPolicy
+) -> dict[Provider, tuple[Counter[str], Counter[str]]]:
+    """Per provider, (verdicts, failed metrics) over ``count`` seeded services (the same draws for both)."""
     rng = np.random.default_rng([seed, int(scenario.error_x * 1000), scenario.poisson])
     services = list(SERVICES)
-    checks = policy.checks_for(None)
-    verdicts: Counter[str] = Counter()
-    failed: Counter[str] = Counter()
+    out: dict[Provider, tuple[Counter[str], Counter[str]]] = {p: (Counter(), Counter()) for p in Provider}
+    policies = {p: VerificationPolicy(provider=p) for p in Provider}
     for i in range(count):
         service = services[i % len(services)]
         deployed = START + float(rng.integers(0, YEAR_S))
-        data = windows(rng, service, deployed, policy, scenario)
-        results = [compare(*data[c.name], c, policy) for c in checks]
-        verdict, _, _ = judge(results, policy, subject=service)
-        verdicts[verdict.value] += 1
-        failed.update(r.name for r in results if r.status is MetricStatus.FAIL)
-    return verdicts, failed
+        t, data = windows(rng, service, deployed, policy, scenario)
+        values = {
+            Provider.DATADOG: {
+                ERROR_RATE.name: data["errors"],
+                LATENCY_P95.name: data["latency"],
+                REQUEST_RATE.name: data["hits"],
+            },
+            Provider.PROMETHEUS: {
+                ERROR_RATE.name: 100 * data["errors"] / data["hits"],
+                LATENCY_P95.name: data["latency"],
+                REQUEST_RATE.name: data["hits"],
+            },
+        }
+        for provider, (verdicts, failed) in out.items():
+            checks = policies[provider].checks_for(None)
+            results = [
+                compare(*read(provider, t, values[provider][c.name], deployed, policy), c, policy) for c in checks
+            ]
+            verdict, _, _ = judge(results, policy, subject=service)
+            verdicts[verdict.value] += 1
+            failed.update(r.name for r in results if r.status is MetricStatus.FAIL)
+    return out
 
 
 def main() -> None:
@@ -118,7 +174,7 @@ def main() -> None:
         f"{policy.failure_limit}; {n} services per scenario, seed {args.seed}"
     )
     t0 = time.perf_counter()
-    figures: dict[str, tuple[Counter[str], Counter[str]]] = {}
+    figures: dict[str, dict[Provider, tuple[Counter[str], Counter[str]]]] = {}
     scenarios = (
         Scenario("unchanged"),
         Scenario("error rate x1.5", 1.5),
@@ -132,15 +188,20 @@ def main() -> None:
         return ", ".join(f"{k} {v / n:.4f}" for k, v in sorted(c.items()))
 
     for sc in scenarios:
-        verdicts, failed = figures[sc.name] = run(sc, n, args.seed, policy)
-        print(f"{sc.name:58s} verdicts: {show(verdicts)}; failed metrics: {show(failed) or 'none'}")
+        figures[sc.name] = run(sc, n, args.seed, policy)
+        for provider, (verdicts, failed) in figures[sc.name].items():
+            name = f"{sc.name} ({provider.value})"
+            print(f"{name:70s} verdicts: {show(verdicts)}; failed metrics: {show(failed) or 'none'}")
     elapsed = time.perf_counter() - t0
-    false_fail = rate(figures["unchanged"][0])
-    detection = rate(figures["error rate x1.5"][0])
-    print(f"false-fail rate (unchanged, goal <= 0.01): {false_fail:.4f}")
-    print(f"detection rate of error rate x1.5 (goal >= 0.95): {detection:.4f}")
-    print(f"{len(scenarios) * n} verdicts in {elapsed:.1f} s")
-    report({"false_fail_rate": false_fail, "detection_rate_1_5x": detection})
+    out: dict[str, float] = {}
+    for provider in Provider:
+        prefix = "" if provider is Provider.DATADOG else f"{provider.value}_"
+        false_fail = out[f"{prefix}false_fail_rate"] = rate(figures["unchanged"][provider][0])
+        detection = out[f"{prefix}detection_rate_1_5x"] = rate(figures["error rate x1.5"][provider][0])
+        print(f"{provider.value}: false-fail rate (unchanged, goal <= 0.01): {false_fail:.4f}")
+        print(f"{provider.value}: detection rate of error rate x1.5 (goal >= 0.95): {detection:.4f}")
+    print(f"{len(scenarios) * n * len(Provider)} verdicts in {elapsed:.1f} s")
+    report(out)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         Transition,
         WorkItem,
         WorkItemKind,
+        alertmanager_alerts,
         batched,
         datadog_monitor_ids,
         signal_bytes,
@@ -1098,6 +1099,7 @@ class RemediationWorkflow:
                 service=self._service(),
                 monitor_ids=self._monitor_ids() if last else [],  # the alerts are the last environment's
                 recovered=bool(self.state.recovered),
+                alerts=alertmanager_alerts([*self.inp.signals, *self.state.alerts]) if last else [],
             ),
             **options.call(Call.VERIFY, "judge the deploy"),
         )

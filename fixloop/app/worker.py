@@ -4,8 +4,9 @@ Activities that hold clients are methods of classes built once here. The activit
 registered when its settings are given (``Integrations``; ``Integrations.from_env()`` reads them from the
 ``FIXLOOP_*`` variables): Jira (``jira.*``), GitLab (``gitlab.*``, and with it ``change.plan``, which also uses the
 registry when configured), Flux (``flux.deploy_state``, on the Kubernetes API; with GitLab also
-``investigate.culprit``) and Datadog (``verify.judge``). Those not configured are not registered: a loop reaching
-them waits in the Temporal UI on "activity not registered" rather than pretending.
+``investigate.culprit``) and Datadog or Prometheus (``verify.judge``, with Alertmanager for alert recovery).
+Those not configured are not registered: a loop reaching them waits in the Temporal UI on "activity not
+registered" rather than pretending.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from fixloop.activities.triage import TriageActivities
 from fixloop.activities.verify import VerifyActivities
 from fixloop.activities.work_item import WorkItemActivities
 from fixloop.core.config import ConfigError, LlmSettings, load
+from fixloop.integrations.alertmanager.api import AlertmanagerSettings
 from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.integrations.endoflife import EndOfLifeSettings
 from fixloop.integrations.flux import FluxSettings
 from fixloop.integrations.gitlab.api import GitLabSettings
 from fixloop.integrations.jira import JiraSettings
+from fixloop.integrations.prometheus import PrometheusSettings
 from fixloop.integrations.pypi import PypiSettings
 from fixloop.integrations.registry import RegistrySettings
 from fixloop.workflows.intake import IntakeWorkflow
@@ -83,6 +86,8 @@ class Integrations:
     registry: RegistrySettings | None = None
     flux: FluxSettings | None = None
     datadog: DatadogSettings | None = None
+    prometheus: PrometheusSettings | None = None  # a verification provider (FIXLOOP_PROMETHEUS_URL)
+    alertmanager: AlertmanagerSettings | None = None  # alert recovery of Alertmanager alerts (FIXLOOP_ALERTMANAGER_URL)
     pypi: PypiSettings | None = None  # release dates and changelog links in MRs; None: not looked up
     endoflife: EndOfLifeSettings | None = None  # end of life of bumped images in MRs; None: not looked up
 
@@ -97,6 +102,8 @@ class Integrations:
             registry=_optional(RegistrySettings),
             flux=_flux(),
             datadog=_optional(DatadogSettings, "api_key"),
+            prometheus=_optional(PrometheusSettings),
+            alertmanager=_optional(AlertmanagerSettings),
             pypi=load(PypiSettings),
             endoflife=load(EndOfLifeSettings),
         )
@@ -132,8 +139,8 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
         out += [deploy.deploy_state, deploy.rollout_state]
         if config.gitlab is not None:
             out.append(InvestigateActivities(config.gitlab, config.flux).culprit)
-    if config.datadog is not None:
-        out.append(VerifyActivities(config.datadog).judge)
+    if config.datadog is not None or config.prometheus is not None:
+        out.append(VerifyActivities(config.datadog, config.prometheus, config.alertmanager).judge)
     return out
 
 

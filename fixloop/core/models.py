@@ -353,6 +353,37 @@ def datadog_monitor_ids(signals: Iterable[Signal]) -> list[int]:
     return sorted({int(m) for m in ids if m and _MONITOR_ID.fullmatch(m) and int(m) >= 1})
 
 
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+ALERT_LABELS_MAX = 24  # labels of one alert matched on (its identity; the rest are left out)
+ALERTS_LOOKED_UP_MAX = 20  # alerts a verification looks up
+
+
+def alertmanager_alerts(signals: Iterable[Signal]) -> list[dict[str, str]]:
+    """The label sets of the Alertmanager alerts among ``signals`` (their ``tags``, ``name:value`` as the webhook
+    parser writes every label), to be looked up in Alertmanager's API: each once, in order of appearance, at most
+    ``ALERTS_LOOKED_UP_MAX`` sets of at most ``ALERT_LABELS_MAX`` labels, ``alertname`` first. A label whose value
+    was cut at parse time (it ends with the ellipsis) or whose name is not a Prometheus label name is left out, so
+    the set matches the alert as a subset of its labels; an alert without ``alertname`` is skipped."""
+    out: list[dict[str, str]] = []
+    for s in signals:
+        if s.kind is not Kind.ALERT or s.source is not Source.ALERTMANAGER:
+            continue
+        labels: dict[str, str] = {}
+        for tag in s.tags:
+            name, sep, value = tag.partition(":")
+            if sep and _LABEL_NAME.fullmatch(name) and not value.endswith("\u2026"):
+                labels.setdefault(name, value)
+        name = labels.pop("alertname", None) or None
+        if name is None:
+            continue
+        ordered = {"alertname": name, **dict(list(labels.items())[: ALERT_LABELS_MAX - 1])}
+        if ordered not in out:
+            out.append(ordered)
+        if len(out) >= ALERTS_LOOKED_UP_MAX:
+            break
+    return out
+
+
 def batched(signals: Sequence[Signal], *, max_bytes: int, max_count: int) -> list[list[Signal]]:
     """``signals`` in order as consecutive batches of at most ``max_count`` signals whose JSON array (brackets and
     commas counted) is at most ``max_bytes`` bytes. Raises ``SignalTooLarge`` for a signal that alone is over."""

@@ -20,6 +20,7 @@ significant shift (a busy service makes everything significant) does not fail a 
 or seconds)::
 
     verification:
+      provider: datadog           # datadog | prometheus: where the metrics are read, and whose defaults apply
       window: 10m                 # each side: [deploy - window, deploy) against [deploy, deploy + window)
       interval: 30s               # one point per interval (the query's rollup)
       env: production             # the Datadog env tag; default: none (the query's env term is dropped)
@@ -33,6 +34,7 @@ or seconds)::
           effect_floor: 0.5
         - name: queue depth       # a new name needs a query
           query: "avg:app.queue.depth{service:{service},env:{env}}"
+          provider: datadog       # default: the policy's provider (a known metric moved to another needs a query)
           unit: jobs              # of the query's values, shown with every number (default: none given)
           direction: increase     # increase | decrease | either: the change that is bad
           critical: false
@@ -50,9 +52,16 @@ the check's ``unit`` (the defaults: error rate ``errors/s`` and request rate ``r
 APM counts; latency p95 ``s``, shown in ms below a second), else the unit Datadog reports for the series
 (``fixloop.activities.verify``); a value in ``s`` is shown in ms or µs when smaller than a second.
 
-Query templates are Datadog metric queries (docs.datadoghq.com/metrics/#query-timeseries-points) with the
-placeholders ``{service}`` and ``{env}``; ``.rollup(avg, <interval>)`` is appended unless the query has a rollup
-(docs.datadoghq.com/dashboards/functions/rollup/: ``avg`` is Datadog's enforced default aggregator).
+Query templates of provider ``datadog`` are Datadog metric queries (docs.datadoghq.com/metrics/#query-timeseries-points)
+with the placeholders ``{service}`` and ``{env}`` (or ``{{service}}``, ``{{env}}``); ``.rollup(avg, <interval>)`` is
+appended unless the query has a rollup (docs.datadoghq.com/dashboards/functions/rollup/: ``avg`` is Datadog's enforced
+default aggregator). Templates of provider ``prometheus`` are PromQL (prometheus.io/docs/prometheus/latest/querying/),
+read with ``/api/v1/query_range`` at a step of the policy's interval, with ``{{service}}`` and ``{{env}}`` inside quoted
+label values (escaped by code for the string, and for RE2 after ``=~``/``!~``: a value can never widen the selector)
+and ``{{interval}}``, the interval as a duration for range selectors (``rate(x[{{interval}}])``: choose an interval of
+at least four scrape intervals). Their defaults (``PROMETHEUS_METRICS``) read the Prometheus client libraries'
+``http_requests_total`` (error rate: the share of ``code=~"5.."`` in %, request rate in req/s) and the histogram
+``http_request_duration_seconds`` (p95 by ``histogram_quantile``, in s), the service and env as labels.
 """
 
 from __future__ import annotations
@@ -86,6 +95,15 @@ class Direction(StrEnum):
     EITHER = "either"
 
 
+class Provider(StrEnum):
+    """Where a metric's points come from (Flagger's MetricTemplate / Argo Rollouts' AnalysisTemplate ``provider``):
+    ``datadog`` (a Datadog metric query, ``GET /api/v1/query``) or ``prometheus`` (PromQL, ``GET
+    /api/v1/query_range``)."""
+
+    DATADOG = "datadog"
+    PROMETHEUS = "prometheus"
+
+
 class MetricStatus(StrEnum):
     PASS = "pass"
     FAIL = "fail"
@@ -97,6 +115,10 @@ TAG_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,99}$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _KUSTOMIZATION = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _NO_ENV = re.compile(r",\s*env:\{env\}|env:\{env\}\s*,?")
+# a PromQL label matcher on {{env}} with its commas (``,env="{{env}}"``): dropped when no env is set
+_NO_ENV_PROMQL = re.compile(r"""(\s*,\s*)?[A-Za-z_]\w*\s*(?:=~|!~|!=|=)\s*(["'])\{\{\s*env\s*\}\}\2(\s*,\s*)?""")
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+PROMQL_PLACEHOLDERS = ("service", "env", "interval")
 UNIT = r"^[A-Za-z0-9%/._ \-]{1,20}$"  # a display unit: errors/s, req/s, s, ms, %, byte, messages
 
 Name = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.%/()\-]*$")]
@@ -123,6 +145,68 @@ def fmt_duration(d: timedelta) -> str:
     return " ".join(p for p in (f"{h} h" if h else "", f"{m} min" if m else "") if p) or "0 s"
 
 
+_RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")  # Go's regexp.QuoteMeta
+_STRING_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _strings(template: str) -> list[tuple[int, int, str]]:
+    """The string literals of a PromQL expression: ``(start, end, quote)`` of each (``"..."``, ``'...'`` with
+    backslash escapes, or a raw ````...````), end exclusive. Raises ``ValueError`` for an unterminated one."""
+    out = []
+    i = 0
+    while i < len(template):
+        c = template[i]
+        if c in "\"'`":
+            j = i + 1
+            while j < len(template) and template[j] != c:
+                j += 2 if c != "`" and template[j] == "\\" else 1
+            if j >= len(template):
+                raise ValueError(f"unterminated string literal at character {i + 1}")
+            out.append((i, j + 1, c))
+            i = j + 1
+        else:
+            i += 1
+    return out
+
+
+def promql_template(template: str) -> list[tuple[str, str | None, bool]]:
+    """The placeholders of a PromQL template, in order: ``(name, quote, in_regex)``: ``quote`` the string literal's
+    quote character it stands in (None outside one), ``in_regex`` whether that string is the operand of ``=~`` or
+    ``!~``. Raises ``ValueError`` for an unknown placeholder (known: ``PROMQL_PLACEHOLDERS``), a ``{{service}}`` or
+    ``{{env}}`` outside a double- or single-quoted string (a label value fixloop fills must be a string it escapes),
+    ``{{interval}}`` inside one, or an unterminated string."""
+    strings = _strings(template)
+    out: list[tuple[str, str | None, bool]] = []
+    for m in _PLACEHOLDER.finditer(template):
+        name = m[1]
+        if name not in PROMQL_PLACEHOLDERS:
+            raise ValueError(f"{{{{{name[:30]}}}}} is not a placeholder (known: {', '.join(PROMQL_PLACEHOLDERS)})")
+        inside = next(((a, q) for a, b, q in strings if a < m.start() and m.end() < b), None)
+        if name == "interval":
+            if inside:
+                raise ValueError("{{interval}} is a duration: put it in a range selector, e.g. [{{interval}}]")
+            out.append((name, None, False))
+            continue
+        if inside is None or inside[1] == "`":
+            raise ValueError(f'{{{{{name}}}}} must be inside a quoted label value, e.g. {name}="{{{{{name}}}}}"')
+        before = template[: inside[0]].rstrip()
+        out.append((name, inside[1], before.endswith(("=~", "!~"))))
+    return out
+
+
+def promql_string(value: str, quote: str = '"', regex: bool = False) -> str:
+    """``value`` as the content of a PromQL string literal quoted with ``quote`` (PromQL strings follow Go's
+    escaping: backslash, the quote, newline, carriage return, tab escaped), regex metacharacters escaped first as
+    Go's ``regexp.QuoteMeta`` does when the string is a regex matcher's (``=~``, ``!~``), so the value matches
+    itself only. Raises ``ValueError`` for another control character."""
+    if any(ord(c) < 0x20 and c not in "\n\r\t" for c in value) or "\x7f" in value:
+        raise ValueError(f"{value[:60]!r} has a control character")
+    if regex:
+        value = _RE2_SPECIAL.sub(r"\\\1", value)
+    out = "".join(_STRING_ESCAPES.get(c, c) for c in value)
+    return out.replace(quote, "\\" + quote)
+
+
 class MetricCheck(BaseModel):
     """One metric compared before and after a deploy.
 
@@ -138,6 +222,7 @@ class MetricCheck(BaseModel):
 
     name: Name
     query: str = Field(min_length=1, max_length=1_000, pattern=r"^[^\n\r]+$")
+    provider: Provider = Provider.DATADOG
     direction: Direction = Direction.INCREASE
     critical: bool = False
     must_have_data: bool = False
@@ -145,6 +230,12 @@ class MetricCheck(BaseModel):
     missing_as_zero: bool = False
     unit: str | None = Field(default=None, pattern=UNIT)
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _template(self) -> MetricCheck:
+        if self.provider is Provider.PROMETHEUS:
+            promql_template(self.query)  # raises ValueError naming the placeholder
+        return self
 
 
 # The APM trace metrics (docs.datadoghq.com/tracing/metrics/metrics_namespace/): ``trace.<span>.errors`` and
@@ -172,6 +263,30 @@ REQUEST_RATE = MetricCheck(
 )
 
 
+# Prometheus: the conventional HTTP server metrics of the Prometheus client libraries (a counter
+# ``http_requests_total`` with a ``code`` label, a histogram ``http_request_duration_seconds``), the service and env
+# as target labels; ``{{interval}}`` is the policy's interval as a PromQL duration (choose it >= 4 scrape intervals).
+_PROM_SCOPE = 'service="{{service}}",env="{{env}}"'
+
+def _on_prometheus(check: MetricCheck, query: str, **update: Any) -> MetricCheck:
+    """``check`` (a Datadog default) read from Prometheus with ``query``: the same name, direction and rules."""
+    return MetricCheck.model_validate({**check.model_dump(), "provider": Provider.PROMETHEUS, "query": query, **update})
+
+
+_RATE = "[{{interval}}]))"
+PROM_ERROR_RATE = _on_prometheus(
+    ERROR_RATE,
+    f'100 * sum(rate(http_requests_total{{{_PROM_SCOPE},code=~"5.."}}{_RATE} '
+    f"/ sum(rate(http_requests_total{{{_PROM_SCOPE}}}{_RATE}",
+    unit="%",
+)
+PROM_LATENCY_P95 = _on_prometheus(
+    LATENCY_P95,
+    f"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{{_PROM_SCOPE}}}{_RATE})",
+)
+PROM_REQUEST_RATE = _on_prometheus(REQUEST_RATE, f"sum(rate(http_requests_total{{{_PROM_SCOPE}}}{_RATE}")
+
+
 def shown_unit(unit: str | None) -> str:
     """The unit a value of ``unit`` is shown in: ``ms`` for seconds (``s``), else ``unit``; ``no unit given`` for
     None."""
@@ -181,8 +296,14 @@ def shown_unit(unit: str | None) -> str:
 
 
 DEFAULT_METRICS: tuple[MetricCheck, ...] = (ERROR_RATE, LATENCY_P95, REQUEST_RATE)
+PROMETHEUS_METRICS: tuple[MetricCheck, ...] = (PROM_ERROR_RATE, PROM_LATENCY_P95, PROM_REQUEST_RATE)
+DEFAULTS: dict[Provider, tuple[MetricCheck, ...]] = {
+    Provider.DATADOG: DEFAULT_METRICS,
+    Provider.PROMETHEUS: PROMETHEUS_METRICS,
+}
 
 _POLICY_KEYS = (
+    "provider",
     "window",
     "interval",
     "env",
@@ -208,6 +329,7 @@ class VerificationPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    provider: Provider = Provider.DATADOG
     window: timedelta = timedelta(minutes=10)
     interval: timedelta = timedelta(seconds=30)
     env: str | None = None
@@ -221,6 +343,14 @@ class VerificationPolicy(BaseModel):
     marginal_score: float = Field(default=50.0, ge=0.0, le=100.0)
     failure_limit: int = Field(default=1, ge=0, le=100)
     min_points: int = Field(default=5, ge=2, le=1_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_defaults(cls, values: object) -> object:
+        """Without ``metrics`` given, the provider's defaults (``DEFAULTS``)."""
+        if isinstance(values, dict) and "metrics" not in values and values.get("provider") is not None:
+            return {**values, "metrics": DEFAULTS[Provider(values["provider"])]}
+        return values
 
     @field_validator("window", "interval", mode="before")
     @classmethod
@@ -292,6 +422,11 @@ class VerificationPolicy(BaseModel):
         for key in ("window", "interval", "env", "kustomization", "alpha", "failure_limit", "min_points"):
             if raw.get(key) is not None:
                 values[key] = raw[key]
+        provider = raw.get("provider") or Provider.DATADOG
+        if provider not in tuple(Provider):
+            known = " or ".join(p.value for p in Provider)
+            raise ValueError(f"verification.provider: {str(provider)[:40]!r} is not a provider ({known})")
+        provider = values["provider"] = Provider(provider)
         thresholds = raw.get("thresholds")
         if thresholds is not None:
             if not isinstance(thresholds, Mapping) or set(thresholds) - {"pass", "marginal"}:
@@ -299,7 +434,7 @@ class VerificationPolicy(BaseModel):
             for key, field in (("pass", "pass_score"), ("marginal", "marginal_score")):
                 if thresholds.get(key) is not None:
                     values[field] = thresholds[key]
-        metrics = _merge_checks(DEFAULT_METRICS, raw.get("metrics"), "verification.metrics")
+        metrics = _merge_checks(DEFAULTS[provider], raw.get("metrics"), "verification.metrics", provider)
         values["metrics"] = metrics
         services = raw.get("services")
         if services is not None:
@@ -312,7 +447,7 @@ class VerificationPolicy(BaseModel):
                     raise ValueError(f"{where}: not a service name (letters, digits, _ . - /)")
                 if not isinstance(override, Mapping) or set(override) - {"metrics"}:
                     raise ValueError(f"{where}: must be a mapping with a metrics list")
-                merged[svc] = _merge_checks(metrics, override.get("metrics"), f"{where}.metrics")
+                merged[svc] = _merge_checks(metrics, override.get("metrics"), f"{where}.metrics", provider)
             values["services"] = merged
         try:
             return cls.model_validate(values)
@@ -338,9 +473,12 @@ def _first_error(e: ValidationError, prefix: str) -> str:
     return f"{prefix}{loc}: {msg}"
 
 
-def _merge_checks(base: Sequence[MetricCheck], raw: object, where: str) -> tuple[MetricCheck, ...]:
+def _merge_checks(
+    base: Sequence[MetricCheck], raw: object, where: str, provider: Provider = Provider.DATADOG
+) -> tuple[MetricCheck, ...]:
     """``base`` with the entries of ``raw`` merged by name: a known name overrides the keys given, a new name is
-    appended (and needs a query)."""
+    appended (and needs a query); an entry without ``provider`` is the known metric's, else ``provider``'s. An entry
+    moving a known metric to another provider needs its own query (the known one is the other provider's)."""
     if raw is None:
         return tuple(base)
     if not isinstance(raw, list):
@@ -350,7 +488,13 @@ def _merge_checks(base: Sequence[MetricCheck], raw: object, where: str) -> tuple
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
             raise ValueError(f"{where}[{i}]: must be a mapping with a name")
         known = out.get(entry["name"])
-        merged = {**known.model_dump(), **entry} if known else dict(entry)
+        moved = known is not None and entry.get("provider") not in (None, known.provider.value)
+        if moved and not entry.get("query"):
+            raise ValueError(
+                f"{where}[{i}].query: required when the provider changes to {str(entry['provider'])[:20]} "
+                f"(the default query is {known.provider.value}'s)"  # type: ignore[union-attr]
+            )
+        merged = {**known.model_dump(), **entry} if known else {"provider": provider, **entry}
         try:
             out[entry["name"]] = MetricCheck.model_validate(merged)
         except ValidationError as e:
@@ -368,7 +512,7 @@ def render_query(template: str, service: str, env: str | None, interval_s: int) 
     for what, value in (("service", service), ("env", env)):
         if value is not None and not TAG_VALUE.match(value):
             raise ValueError(f"{what} {value[:60]!r} is not a Datadog tag value (letters, digits, _ . - /)")
-    q = template
+    q = template.replace("{{service}}", "{service}").replace("{{env}}", "{env}")  # the PromQL spelling too
     if env is None:
         q = _NO_ENV.sub("", q).replace("{}", "{*}")
         if "{env}" in q:
@@ -377,6 +521,41 @@ def render_query(template: str, service: str, env: str | None, interval_s: int) 
     if ".rollup(" not in q:
         q += f".rollup(avg, {interval_s})"
     return q
+
+
+def render_promql(template: str, service: str, env: str | None, interval_s: int) -> str:
+    """The PromQL of ``template`` for ``service`` in ``env``: ``{{service}}`` and ``{{env}}`` (inside quoted label
+    values) escaped for their string (``promql_string``), ``{{interval}}`` as a duration (``30s``); with ``env``
+    None every label matcher on ``{{env}}`` is dropped with its comma. Values come from code (the work item's
+    service, the policy's env), never from signal text, and still cannot leave their string. Raises
+    ``ValueError`` for a bad template (``promql_template``), an empty service or a value with a control
+    character."""
+    if not service:
+        raise ValueError("no service to put in the query")
+    if env is None:
+        template = _NO_ENV_PROMQL.sub(lambda m: "," if m[1] and m[3] else "", template)
+    places = promql_template(template)
+    values = {"service": service, "env": env}
+    parts: list[str] = []
+    pos = 0
+    for m, (name, quote, regex) in zip(_PLACEHOLDER.finditer(template), places, strict=True):
+        parts.append(template[pos : m.start()])
+        if name == "interval":
+            parts.append(f"{interval_s}s")
+        else:
+            value = values[name]
+            if value is None:
+                raise ValueError("the query uses {{env}} outside a label matcher and no env is set")
+            parts.append(promql_string(value, quote or '"', regex))
+        pos = m.end()
+    return "".join(parts) + template[pos:]
+
+
+def render(check: MetricCheck, service: str, env: str | None, interval_s: int) -> str:
+    """The query of ``check`` for its provider (``render_query`` for Datadog, ``render_promql`` for Prometheus)."""
+    if check.provider is Provider.PROMETHEUS:
+        return render_promql(check.query, service, env, interval_s)
+    return render_query(check.query, service, env, interval_s)
 
 
 def split_points(
@@ -671,9 +850,11 @@ def describe_plan(policy: VerificationPolicy, service: str | None) -> str:
         for c in checks
     )
     who = f"service {service}" if service else "the service (none could be named from the change: a human decides)"
+    sources = sorted({c.provider.value.capitalize() for c in checks}) or [policy.provider.value.capitalize()]
     return (
         f"After Flux applies the merge, fixloop compares the {fmt_duration(policy.window)} before the deploy with "
-        f"the {fmt_duration(policy.window)} after it ({fmt_duration(policy.interval)} points) for {who}: "
+        f"the {fmt_duration(policy.window)} after it ({fmt_duration(policy.interval)} points, from "
+        f"{' and '.join(sources)}) for {who}: "
         f"{metrics or 'no metrics'}. A metric fails on that change with a one-sided Mann-Whitney U p < "
         f"{policy.alpha:g}; a critical metric failing, or more than {policy.failure_limit} failing, fails the change "
         "and opens a revert merge request (approved like this one). Marginal results or missing data go to a human; "

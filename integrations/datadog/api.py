@@ -194,7 +194,7 @@ class DatadogClient:
             "query metrics",
             lambda: self._metrics.query_metrics(_from=_epoch(start), to=_epoch(end), query=query),
         )
-        return [_series(s) for s in (resp.to_dict().get("series") or [])]
+        return parse_series(resp.to_dict())
 
     def service_dependencies(
         self, env: str, start: datetime | float | None = None, end: datetime | float | None = None
@@ -259,6 +259,12 @@ def _service_dependencies_endpoint(client: ApiClient) -> Endpoint:
         headers_map={"accept": ["application/json"]},
         api_client=client,
     )
+
+
+def parse_series(doc: dict[str, Any]) -> list[Series]:
+    """The series of a ``GET /api/v1/query`` answer (its JSON object: ``series[]`` with ``pointlist`` of ``[epoch
+    ms, value|null]``, ``interval`` seconds, ``unit``), as ``query_metrics`` returns them; ``[]`` without any."""
+    return [_series(s) for s in (doc.get("series") or [])]
 
 
 def _series(s: dict[str, Any]) -> Series:

@@ -455,7 +455,10 @@ async def test_the_merge_request_states_its_verification_plan(world: World) -> N
     assert planned.service == "catalog" and planned.verification is not None
     assert planned.verification.kustomization == "flux-system/apps-production"  # the seeded fixloop.yaml
     text = " ".join((planned.description or "").split())
-    assert "compares the 10 min before the deploy with the 10 min after it (30 s points) for service catalog" in text
+    assert (
+        "compares the 10 min before the deploy with the 10 min after it (30 s points, from Datadog) for service catalog"
+        in text
+    )
     assert "error rate in errors/s (an increase of the median beyond 20%, critical)" in text
     assert "latency p95 in ms (an increase of the median beyond 20%)" in text
     assert "request rate in req/s (a decrease of the median beyond 20%)" in text

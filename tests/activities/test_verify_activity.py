@@ -243,6 +243,6 @@ async def test_an_alert_fixloop_cannot_look_up_needs_its_recovery(dd: Running, a
     assert [(m.id, m.name, m.status) for m in v.monitors] == [
         (None, "KubePodCrashLoopinghttps://evil", MetricStatus.NO_DATA)
     ]
-    assert v.summary.startswith("Cannot tell whether the triggering monitor recovered (monitor KubePodCrash")
+    assert v.summary.startswith("Cannot tell whether the triggering alert KubePodCrashLoopinghttps://evil recovered")
     seen = await acts.judge(JudgeInput(scope=SCOPE, work_item=alert, deployed_at=DEPLOYED, recovered=True))
     assert seen.result is VerdictResult.PASS

@@ -620,6 +620,9 @@ async def test_alerts_joined_at_the_gate_must_recover(env: WorkflowEnvironment, 
     assert [a.fingerprint for a in state.alerts] == [a.fingerprint for a in alerts]
     (judged,) = world.judged
     assert judged.monitor_ids == [41000005] and judged.service == "catalog"
+    # the Alertmanager alert is looked up by its labels (the recorded webhook's), once however often it came
+    labels = {"env": "production", "job": "catalog", "monitor": "master", "service": "catalog", "severity": "critical"}
+    assert judged.alerts == [{"alertname": "CatalogHighErrorRate", **labels}]
     (joined,) = [c for c in world.comments if "joined this work item" in c.body]
     assert joined.labels == ["fixloop-alert"] and "monitor(s) 41000005 to have recovered" in joined.body
     texts = [e.text for e in state.evidence]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from fixloop.core.models import WorkItem
+from fixloop.core.models import ALERT_LABELS_MAX, ALERTS_LOOKED_UP_MAX, WorkItem
 from fixloop.core.parsing import clean
 from fixloop.core.verification import (
     MetricResult,
@@ -18,6 +18,14 @@ from fixloop.core.verification import (
 )
 
 MONITOR_IDS_MAX = 20
+# an Alertmanager alert's labels, as matched on in its API (``fixloop.core.models.alertmanager_alerts``)
+AlertLabels = Annotated[
+    dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")],
+        Annotated[str, Field(max_length=200)],
+    ],
+    Field(min_length=1, max_length=ALERT_LABELS_MAX),
+]
 
 
 class JudgeInput(BaseModel):
@@ -25,7 +33,9 @@ class JudgeInput(BaseModel):
     ``verification:`` (``VerificationPolicy.from_policy``). service: the Datadog ``service`` tag (default: the work
     item's service, else the image name of its artifact). monitor_ids: the Datadog monitors that must have
     recovered (default: the work item's monitor when it is a Datadog monitor id). recovered: the workflow already
-    saw the alert recover on the same cycle (no monitor is read)."""
+    saw the alert recover on the same cycle (no Datadog monitor is read). alerts: the label sets of the
+    Alertmanager alerts that must have resolved (``fixloop.core.models.alertmanager_alerts``): looked up in
+    Alertmanager's API, else in Prometheus's ``ALERTS``, else their recovery notification is the evidence."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +46,7 @@ class JudgeInput(BaseModel):
     service: str | None = Field(default=None, max_length=100)
     monitor_ids: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=MONITOR_IDS_MAX)
     recovered: bool = False
+    alerts: list[AlertLabels] = Field(default_factory=list, max_length=ALERTS_LOOKED_UP_MAX)
 
 
 class Window(BaseModel):
@@ -49,8 +60,9 @@ class Window(BaseModel):
 
 class MonitorResult(BaseModel):
     """A monitor's state when the verdict was taken: ``status`` pass (``OK``), fail (``Alert``/``Warn``) or
-    no_data (``No Data``, another state, or not found). ``id`` None: an alert that is no Datadog monitor (e.g. an
-    Alertmanager ``alertname``, then in ``name``), which cannot be looked up."""
+    no_data (``No Data``, another state, or not found). ``id`` None: an alert that is no Datadog monitor (an
+    Alertmanager alert: ``name`` is its ``alertname`` and labels, ``state`` ``resolved``, ``active``,
+    ``suppressed`` (silenced or inhibited: still firing) or ``unknown``)."""
 
     model_config = ConfigDict(extra="forbid")
 
