@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install chromium test fuzz demo bench clean
+.PHONY: install chromium prometheus test fuzz demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || echo "make: apt-get could not install chromium" >&2; \
 	else echo "make: the browser tests need $(CHROMIUM): sudo apt-get install -y chromium" >&2; fi
 
+# Verification on a real Prometheus and Alertmanager (tests/e2e/test_prometheus.py, `fixloop demo --metrics
+# prometheus`): Debian's packages, installed here when missing and root, else the command is named.
+prometheus:
+	@if command -v prometheus >/dev/null && { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus prometheus-alertmanager || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus prometheus-alertmanager; } || echo "make: apt-get could not install prometheus" >&2; \
+	else echo "make: the Prometheus tests need it: sudo apt-get install -y prometheus prometheus-alertmanager" >&2; fi
+
 # pytest exits 5 when it collected no test: that is a broken suite, said plainly rather than passed.
-test: install chromium
+test: install chromium prometheus
 	$(BIN)/ruff check fixloop integrations activities workflows sandbox tests bench
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; exit 1; fi; exit $$rc
@@ -37,7 +46,7 @@ fuzz: install
 	FIXLOOP_FUZZ_EXAMPLES=$${FIXLOOP_FUZZ_EXAMPLES:-2000} FIXLOOP_FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz -q --timeout 3600
 
 # The whole loop on this machine (fixloop/app/demo.py); ARGS="--approve-as reviewer --json" for the scripted form.
-demo: install
+demo: install prometheus
 	$(BIN)/fixloop demo $(ARGS)
 
 # bench/storm.py sends 100,000 signals through the intake on the dev server: about 6 minutes on 2 cores

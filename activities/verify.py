@@ -124,9 +124,10 @@ def prometheus_window(deployed_at: datetime, window_s: float, step_s: int) -> tu
 
 
 def alert_name(labels: dict[str, str]) -> str:
-    """An alert's label set for a reader: ``HighErrorRatio{env="production", service="catalog"}``."""
+    """An alert's label set for a reader (no brace, which Jira would read as a macro):
+    ``HighErrorRatio (env="production", service="catalog")``."""
     rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "alertname")
-    return f"{labels.get('alertname', 'alert')}{{{rest}}}" if rest else labels.get("alertname", "alert")
+    return f"{labels.get('alertname', 'alert')} ({rest})" if rest else labels.get("alertname", "alert")
 
 
 def _iso(t: datetime) -> str:

@@ -8,6 +8,7 @@ prefix     module      what a client configures
 /datadog   datadog     ``Configuration(host=f"{base}/datadog")`` with ``apiKeyAuth``/``appKeyAuth``
 /kube      flux        the Kubernetes API server (``/kube/apis/kustomize.toolkit.fluxcd.io/v1/...``), bearer token
 /registry  registry    an OCI distribution registry (``/registry/v2/<name>/tags/list``)
+/world     prometheus  Prometheus scrape targets: ``/world/<env>/<service>/metrics`` (``sandbox.prometheus``)
 =========  ==========  ==========================================================================================
 
 Each sub-application is built by ``fixloop.sandbox.routes.stand_in`` from one FastAPI router per resource, with
@@ -42,6 +43,7 @@ SERVICES: tuple[tuple[str, str], ...] = (
     ("/datadog", "fixloop.sandbox.datadog"),
     ("/kube", "fixloop.sandbox.flux"),
     ("/registry", "fixloop.sandbox.registry"),
+    ("/world", "fixloop.sandbox.prometheus"),
 )
 
 
