@@ -528,6 +528,11 @@ def config_reference(
 DemoStateDir = Annotated[Path, typer.Option("--state-dir", help="Where the demo keeps its state and logs.")]
 
 
+class DemoMetrics(StrEnum):
+    datadog = "datadog"
+    prometheus = "prometheus"
+
+
 @app.command()
 def demo(
     approve_as: Annotated[
@@ -546,6 +551,13 @@ def demo(
     timeout: Annotated[
         float | None, typer.Option(help="Seconds the loops may take (default 300 with --approve-as, else 3600).")
     ] = None,
+    metrics: Annotated[
+        DemoMetrics,
+        typer.Option(
+            help="Where verification reads metrics: the sandbox's Datadog (fastest to start), or a real Prometheus "
+            "and Alertmanager (Debian's prometheus, prometheus-alertmanager) scraping the sandbox world."
+        ),
+    ] = DemoMetrics.datadog,
 ) -> None:
     """The whole loop on this machine: the embedded Temporal server (with its UI), the sandbox, a worker and the
     gateway as child processes; real scanner reports and alerts from examples/demo posted to the gateway; Jira
@@ -559,6 +571,7 @@ def demo(
     from rich.table import Table
 
     from fixloop.app.demo import DemoError, run_demo
+    from fixloop.app.promstack import StackFailed, StackMissing
     from fixloop.app.temporal import BinaryMissing
     from fixloop.sandbox import ExtraMissing
 
@@ -604,9 +617,10 @@ def demo(
                 keep=keep if keep is not None else interactive and sys.stdin.isatty(),
                 timeout=timeout or (300.0 if approve_as else 3600.0),
                 on_summary=show,
+                metrics=metrics.value,
             )
         )
-    except (DemoError, BinaryMissing, ExtraMissing) as e:
+    except (DemoError, BinaryMissing, ExtraMissing, StackMissing, StackFailed) as e:
         typer.echo(f"fixloop demo: {e}", err=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:

@@ -92,6 +92,8 @@ MARKER = "fixloop-demo-state"
 SCOPE = "platform/gitops"
 TASK_QUEUE = "fixloop-demo"
 SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: flux-system/apps-production\n"
+PROMETHEUS_SCRAPE = "500ms"  # four scrapes per 2-second point: rate(x[2s]) always has samples
+CATALOG_ROUTE = ['service="catalog"']  # the alerts Alertmanager routes to fixloop in step 3 (--metrics prometheus)
 # staging soaks 16 s (its monitors are not the alerts' ones); production verifies over the 24 s window
 STAGING_SOAK = "environments: [{name: staging, window: 16s}, production]"
 MONITOR_WINDOW_S = 20
@@ -272,8 +274,11 @@ class Demo:
         console: Console,
         timeout: float = 300.0,
         ask: Callable[[str], str] | None = None,
+        metrics: str = "datadog",
     ) -> None:
         self.state_dir = state_dir.resolve()
+        self.metrics = metrics
+        self.stack: Any = None  # fixloop.app.promstack.PromStack with --metrics prometheus
         self.approve_as = approve_as
         self.console = console
         self.timeout = timeout
@@ -390,6 +395,8 @@ class Demo:
             pairs = (shlex.split(line)[1].split("=", 1) for line in text.splitlines() if line.startswith("export "))
             return {k: v for k, v in pairs}
 
+        if self.metrics == "prometheus":
+            await asyncio.to_thread(self.start_prometheus)
         self.env = await self.until("the sandbox", sandbox_env)
         server_info = self.env["FIXLOOP_JIRA_URL"] + "/rest/api/2/serverInfo"
         await self.until("the sandbox's HTTP API", lambda: httpx.get(server_info).status_code < 500)
@@ -412,6 +419,9 @@ class Demo:
         self.set_short_window()
         # the sandbox serves no PyPI or endoflife.date: the MRs say release notes and end of life were not looked up
         shared = {**self.env, **self.base_env(), "FIXLOOP_PYPI_ENABLED": "false", "FIXLOOP_ENDOFLIFE_ENABLED": "false"}
+        if self.stack is not None:
+            shared["FIXLOOP_PROMETHEUS_URL"] = self.stack.prometheus_url
+            shared["FIXLOOP_ALERTMANAGER_URL"] = self.stack.alertmanager_url
         self.spawn(
             "worker",
             self.fixloop("worker"),
@@ -435,6 +445,24 @@ class Demo:
         await self.until("the gateway", lambda: httpx.get(self.url("gateway", "/healthz")).is_success)
         self.console.print(f"  gateway      {self.url('gateway')}  worker on task queue {TASK_QUEUE}")
 
+    def start_prometheus(self) -> None:
+        """The real Prometheus (scraping the sandbox world's endpoints every 500 ms, its ``HighErrorRatio`` rules
+        over the 20 s monitor window) and Alertmanager (routing to no one until step 3), watched as children."""
+        from fixloop.app.promstack import PromStack
+        from fixloop.sandbox.prometheus import alert_rules, scrape_targets
+
+        self.stack = PromStack.start(
+            self.state_dir / "prometheus",
+            targets=scrape_targets(self.url("sandbox")),
+            rules=alert_rules(MONITOR_WINDOW_S),
+            scrape_interval=PROMETHEUS_SCRAPE,
+            log_dir=self.state_dir / "logs",
+        )
+        self.children += [Child(s.name, s.proc, s.log) for s in self.stack.servers]
+        self.console.print(
+            f"  Prometheus   {self.stack.prometheus_url}  Alertmanager {self.stack.alertmanager_url}", highlight=False
+        )
+
     async def _connect(self) -> Any:
         from fixloop.app.temporal import connect
         from fixloop.core.config import TemporalSettings
@@ -455,9 +483,15 @@ class Demo:
             {
                 "branch": "main",
                 "commit_message": "fixloop: verify deploys over 24 s windows (demo)",
-                "actions": [{"action": "update", "file_path": "fixloop.yaml", "content": head + SHORT_WINDOW}],
+                "actions": [{"action": "update", "file_path": "fixloop.yaml", "content": head + self.short_window()}],
             }
         )
+
+    def short_window(self) -> str:
+        """The demo's ``verification:``: 24 s of 2-second points, read from Prometheus with ``--metrics prometheus``."""
+        if self.stack is None:
+            return SHORT_WINDOW
+        return SHORT_WINDOW.replace("verification:\n", "verification:\n  provider: prometheus\n", 1)
 
     # --- the outside world ------------------------------------------------------------------------------------
 
@@ -480,7 +514,30 @@ class Demo:
         for path in sorted((EXAMPLES / "reports").glob("*.json")):
             self.post(path, "/v1/reports", path.read_bytes())
 
+    def route_alerts(self) -> None:
+        """Step 3 with ``--metrics prometheus``: catalog's ``HighErrorRatio`` has been firing in the real Prometheus
+        since the start (the seeded alpine 3.9.4 breaks it); Alertmanager now routes catalog's alerts to the gateway
+        (its configuration reloaded), and posts them itself."""
+        self.console.print(
+            "[bold]3.[/] Alertmanager notifies the gateway of catalog's error rate "
+            "(HighErrorRatio, firing in Prometheus)"
+        )
+        self.stack.route(self.url("gateway", "/v1/signals/alertmanager"), self.gateway_token, CATALOG_ROUTE)
+        self.posted.append(
+            {"file": "Alertmanager (real)", "endpoint": "/v1/signals/alertmanager", "route": CATALOG_ROUTE}
+        )
+        self.console.print(f"  Alertmanager routes {CATALOG_ROUTE[0]} to {self.url('gateway')}", highlight=False)
+
+    def unroute_alerts(self) -> None:
+        """Before the incidents: Alertmanager routes to no one again (the incidents are notified as Datadog does)."""
+        if self.stack is not None:
+            self.stack.route(None)
+            self.console.print("  Alertmanager's route to fixloop removed: the incidents are notified as Datadog does")
+
     def post_alerts(self) -> None:
+        if self.stack is not None:
+            self.route_alerts()
+            return
         self.console.print("[bold]3.[/] Datadog and Alertmanager notify the gateway of catalog's error rate")
         now = datetime.now(UTC)
         for path in sorted((EXAMPLES / "alerts").glob("*.json")):
@@ -815,6 +872,7 @@ class Demo:
             "posted": self.posted,
             "person_changes": self.person_changes,
             "seconds": round(time.monotonic() - self.started, 1),
+            "metrics": self.metrics,
         }
 
 
@@ -1076,6 +1134,7 @@ async def run_demo(
     keep: bool,
     timeout: float,
     on_summary: Callable[[dict[str, Any]], None],
+    metrics: str = "datadog",
 ) -> dict[str, Any]:
     """Run the demo; ``on_summary`` gets the summary (see ``Demo.summary``), which is also returned. Stops every
     child process before returning; with ``keep``, only after Ctrl-C, so the Temporal UI can be browsed first.
@@ -1083,8 +1142,12 @@ async def run_demo(
     starts ``fixloop.sandbox.ExtraMissing`` / ``fixloop.app.temporal.BinaryMissing`` without the 'sandbox' extra."""
     require_extra()  # fail fast, before any process starts: the sandbox's modules,
     binary("temporal")  # and the embedded Temporal server (both from the 'sandbox' extra)
+    if metrics == "prometheus":
+        from fixloop.app.promstack import binaries
+
+        binaries()  # StackMissing naming the install command, before anything starts
     clean_state(state_dir)
-    demo = Demo(state_dir, approve_as, console, timeout=timeout)
+    demo = Demo(state_dir, approve_as, console, timeout=timeout, metrics=metrics)
     main = asyncio.current_task()
     if main is not None:  # SIGTERM (a CI timeout, a supervisor) stops the children as Ctrl-C does
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
@@ -1095,6 +1158,7 @@ async def run_demo(
             await demo.follow(lv if live else None)
             if lv is not None:
                 lv.stop()
+            demo.unroute_alerts()
             for i, change in enumerate(PERSON_CHANGES):
                 await demo.incident(lv if live else None, 4 + 2 * i, change)
         result = demo.summary()
