@@ -1,9 +1,10 @@
 """The whole demo's wall time: ``fixloop demo --approve-as reviewer --json`` (fixloop/app/demo.py) run ``--runs``
 times (default 1) as a user runs it, on this machine.
 
-    python bench/demo.py [--runs N]
+    python bench/demo.py [--runs N] [--metrics datadog|prometheus]
 
-The goal (issue 17): every item complete, the whole demo under 3 minutes on 2 cores. Output: per run a line on
+The goal (issue 17; issue 20 for ``--metrics prometheus``, the real Prometheus and Alertmanager): every item
+complete, the whole demo under 3 minutes on 2 cores. Output: per run a line on
 stderr, and last on stdout one JSON object ``{"runs", "seconds": [per run, as the demo's summary reports it from
 its start to the summary], "wall_seconds": [per run, the process from exec to exit], "max_seconds", "complete":
 all runs complete, "under_3_minutes"}``.
@@ -27,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 def main(argv: list[str] | None = None) -> dict[str, object]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--metrics", choices=("datadog", "prometheus"), default="datadog")
     args = ap.parse_args(argv)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIXLOOP_")}
     seconds, wall, complete = [], [], []
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             started = time.monotonic()
             done = subprocess.run(
                 [sys.executable, "-m", "fixloop", "demo", "--approve-as", "reviewer", "--json"]
-                + ["--state-dir", f"{tmp}/demo"],
+                + ["--metrics", args.metrics, "--state-dir", f"{tmp}/demo"],
                 capture_output=True,
                 text=True,
                 cwd=ROOT,
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     top = max([*seconds, *wall], default=0.0)
     return {
         "runs": args.runs,
+        "metrics": args.metrics,
         "seconds": seconds,
         "wall_seconds": wall,
         "max_seconds": top,

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.change.markup_checks import jira_reads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,3 +172,34 @@ def test_approve_names_a_missing_demo(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no demo is running" in done.stderr
+
+
+@pytest.mark.timeout(450)  # the demo is bounded by its own 420 s; about 180 s here
+def test_the_demo_on_prometheus_and_alertmanager(tmp_path: Path) -> None:
+    """``--metrics prometheus``: the same scenario with verification on a real Prometheus scraping the sandbox world
+    and catalog's alert from the real Alertmanager, verified by its resolution there."""
+    from tests.e2e.test_prometheus import require_binaries
+
+    require_binaries()
+    state = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIXLOOP_")}
+    args = ["demo", "--metrics", "prometheus", "--approve-as", "reviewer", "--json", "--state-dir", str(state)]
+    done = subprocess.run(
+        [sys.executable, "-m", "fixloop", *args], capture_output=True, text=True, timeout=420, cwd=ROOT, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["complete"] is True and summary["metrics"] == "prometheus"
+    items = {row["work_item"].split(" ")[1]: row for row in summary["work_items"] if row["kind"] != "incident"}
+    for row in summary["work_items"]:
+        assert row["jira"] and row["merge_request"] and row["verdict"], row
+    catalog, payments = items["catalog"], items["Werkzeug"]
+    assert (catalog["verdict"], catalog["outcome"], catalog["alerts_joined"]) == ("pass", "verified", 1), catalog
+    assert catalog["summary"].startswith('The triggering alert HighErrorRatio (env="production", service="catalog"')
+    assert (payments["verdict"], payments["outcome"]) == ("fail", "reverted"), payments
+    assert re.search(r"error rate rose \+\d+ % \(median [\d.]+ % → [\d.]+ %", payments["summary"]), payments
+    assert (items["lodash"]["verdict"], items["lodash"]["outcome"]) == ("pass", "verified")
+    real = [p for p in summary["posted"] if p["file"] == "Alertmanager (real)"]
+    assert [p["endpoint"] for p in real] == ["/v1/signals/alertmanager"]
+    assert not [p for p in summary["posted"] if p["file"].startswith("examples/demo/alerts")]  # no recorded alert
+    assert "HighErrorRatio" in (state / "prometheus" / "rules.yml").read_text()
