@@ -4,12 +4,15 @@ reason when there is nothing to change."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fixloop.core.change import NotLocated, Plan, plan
+from fixloop.core.change.locate import purl_distro, scanned_os
 from fixloop.core.change.ops import BumpBaseImage, BumpGoModule, BumpNpmPackage, BumpPythonPin, PolicyViolation
 from fixloop.core.change.plan import check_proposal
 from fixloop.core.models import WorkItemKind
-from tests.change.helpers import SEED, tags, work_item
+from tests.change.helpers import SEED, signals, tags, work_item
 
 OS, DEP = WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP
 
@@ -251,3 +254,51 @@ def test_a_drafter_can_pick_planned_operations_but_not_add_one() -> None:
     forged = result.operations[0].model_copy(update={"new": "99.0"})
     with pytest.raises(PolicyViolation, match="not a validated one"):
         check_proposal([forged], result)
+
+
+@pytest.mark.parametrize(
+    ("report", "os"),
+    [
+        ("grype/dd-grype-0.28_vulnerable-image.json", ("debian", "10")),  # Grype's target: "debian 10"
+        ("grype/grype-0.66_keycloak-21.0.2.json", ("redhat", "9.1")),  # purl distro=rhel-9.1
+        ("grype/dd-grype-0.96_xjoin-kafka-connect-strimzi.json", ("redhat", "8.7")),
+        ("grype/grype-0.61.1_chainguard-ruby-3.0.json", ("wolfi", "20221118")),  # distro=wolfi-20221118
+        ("trivy/trivy-head_alpine-39.json", ("alpine", "3.9.4")),  # Trivy's "(alpine 3.9.4)" target, as before
+    ],
+)
+def test_the_scanned_os_is_read_from_every_scanner_s_report(report: str, os: tuple[str, str]) -> None:
+    assert scanned_os(signals(report)) == os
+
+
+def test_purl_distro_qualifiers() -> None:
+    assert purl_distro("pkg:rpm/rhel/nspr@4.34.0-17.el9_1?arch=x86_64&distro=rhel-9.1") == ("redhat", "9.1")
+    assert purl_distro("pkg:deb/debian/libc6@2.28-10?arch=amd64&distro=debian-10") == ("debian", "10")
+    assert purl_distro("pkg:apk/alpine/musl@1.1.20-r4?arch=x86_64&distro=3.9.4") == ("alpine", "3.9.4")
+    assert purl_distro("pkg:npm/lodash@4.17.13?distro=debian-10") is None  # not an OS package
+    assert purl_distro("pkg:deb/debian/libc6@2.28") is None
+
+
+@given(st.text(max_size=200))
+def test_purl_distro_never_raises(text: str) -> None:
+    for purl in (text, f"pkg:rpm/{text}", f"pkg:deb/debian/x@1?distro={text}"):
+        found = purl_distro(purl)
+        assert found is None or (found[0] and found[1])
+
+
+def test_a_grype_rhel_scan_bumps_the_ubi_base_image() -> None:
+    """Grype names the OS of a RHEL-based image only in its packages' purls (``distro=rhel-8.7``): the UBI FROM line
+    on that release moves to the newest tag of its line."""
+    item, found = work_item("grype/dd-grype-0.96_xjoin-kafka-connect-strimzi.json", OS)
+    dockerfile = "FROM registry.access.redhat.com/ubi8/ubi-minimal:8.7\nRUN microdnf update -y\n"
+    repo = {**SEED, "services/kafka-connect/Dockerfile": dockerfile}
+    ubi = {"registry.access.redhat.com/ubi8/ubi-minimal": ["8.6", "8.7", "8.7-1107", "8.8", "8.8-860", "latest"]}
+    result = plan(item, found, repo, tags=lambda name: ubi.get(name, []))
+    assert isinstance(result, Plan), result
+    assert result.operations == [
+        BumpBaseImage(
+            path="services/kafka-connect/Dockerfile",
+            stage=0,
+            current="registry.access.redhat.com/ubi8/ubi-minimal:8.7",
+            new="registry.access.redhat.com/ubi8/ubi-minimal:8.8",
+        )
+    ]

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
+from packageurl import PackageURL
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 from ruamel.yaml import YAML
@@ -176,18 +177,51 @@ OS_IMAGES = {  # scanner OS family -> the official image repositories of that OS
     "photon": ("photon",),
     "fedora": ("fedora",),
     "wolfi": ("wolfi-base",),
+    "redhat": ("ubi", "ubi-minimal", "ubi-micro", "ubi-init", "ubi8", "ubi9"),  # registry.access.redhat.com/ubi9/...
 }
 
 
+_OS_TARGET = re.compile(r"([a-z][a-z0-9._-]*) ([0-9][A-Za-z0-9._+~-]*)")  # Grype's target: ``debian 10``
+_DISTRO = re.compile(r"([a-z][a-z0-9._]*?)-([0-9][\w.+~]*)")  # a purl's ``distro=rhel-9.1``, ``wolfi-20221118``
+_OS_FAMILIES = {"rhel": "redhat", "ubi": "redhat", "amzn": "amazon", "ol": "oracle", "sles": "suse"}
+
+
+def _family(name: str) -> str:
+    return _OS_FAMILIES.get(name.lower(), name.lower())
+
+
+def purl_distro(purl: str | None) -> tuple[str, str] | None:
+    """The ``(family, version)`` of an OS package's purl-spec ``distro`` qualifier (parsed with
+    ``packageurl-python``): ``pkg:rpm/rhel/nspr@4.34?distro=rhel-9.1`` -> ``("redhat", "9.1")``,
+    ``pkg:deb/debian/libc6@2.28?distro=debian-10`` -> ``("debian", "10")``, Trivy's ``pkg:apk/alpine/musl@1.1
+    ?distro=3.9.4`` (a version only: the namespace is the family) -> ``("alpine", "3.9.4")``; None for another purl,
+    one without the qualifier or one that does not parse."""
+    if not purl or not purl.startswith(("pkg:deb/", "pkg:rpm/", "pkg:apk/")):
+        return None
+    try:
+        parsed = PackageURL.from_string(purl)
+    except ValueError:
+        return None
+    qualifiers = parsed.qualifiers if isinstance(parsed.qualifiers, dict) else {}
+    distro = str(qualifiers.get("distro") or "")
+    if m := _DISTRO.fullmatch(distro):
+        return _family(m.group(1)), m.group(2)
+    if re.fullmatch(r"[0-9][\w.+~]*", distro) and parsed.namespace:
+        return _family(parsed.namespace), distro
+    return None
+
+
 def scanned_os(signals: Sequence[Signal]) -> tuple[str, str] | None:
-    """The ``(family, version)`` of the scanned OS: Trivy's ``<image> (alpine 3.9.4)`` target, else the purl's
-    ``distro=`` qualifier of an apk package; the most common one across ``signals``."""
+    """The ``(family, version)`` of the scanned OS, the most common one across ``signals``: Trivy's ``<image>
+    (alpine 3.9.4)`` target, Grype's ``debian 10`` target, else the ``distro`` qualifier of an OS package's purl
+    (``purl_distro``: Grype's deb, rpm and apk packages, wolfi and RHEL included; Trivy's apk). RHEL (``rhel``,
+    ``redhat``) is ``redhat``."""
     found: Counter[tuple[str, str]] = Counter()
     for s in signals:
-        if s.target and (m := _OS_IN_TARGET.search(s.target)):
-            found[(m.group(1).lower(), m.group(2))] += 1
-        elif s.purl and s.purl.startswith("pkg:apk/alpine/") and (m := re.search(r"distro=([0-9][\w.]*)", s.purl)):
-            found[("alpine", m.group(1))] += 1
+        if s.target and (m := _OS_IN_TARGET.search(s.target) or _OS_TARGET.fullmatch(s.target.strip())):
+            found[(_family(m.group(1)), m.group(2))] += 1
+        elif distro := purl_distro(s.purl):
+            found[distro] += 1
     return min(found, key=lambda k: (-found[k], k)) if found else None
 
 
@@ -195,7 +229,9 @@ def _image_matches(image: str, family: str, version: str) -> bool:
     name, _, tag = image.rpartition(":")
     if not name or "/" in tag or "@" in image:
         return False
-    return name.split("/")[-1] in OS_IMAGES.get(family, (family,)) and (tag == version or tag.startswith(version + "-"))
+    # a scanner naming the release line only (Grype's ``debian 10``) matches its point releases (``debian:10.2``)
+    on_release = tag == version or tag.startswith((version + "-", version + "."))
+    return name.split("/")[-1] in OS_IMAGES.get(family, (family,)) and on_release
 
 
 def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView, policy: Policy) -> Located | str:

@@ -74,9 +74,10 @@ def plain(value: object, limit: int) -> str:
 def title_line(value: object, limit: int = TITLE_MAX) -> str:
     """Untrusted free text as an MR title (a model's draft): ``plain`` without zero-width or bidi control
     characters, and, since GitLab renders references, mentions and autolinks in titles, every @mention and
-    #, !, ~, %, $, & reference (such a character before a space, ``,.;:)`` or the end starts none, as in
-    ``+200 %``: it is left alone) and every ``://`` broken with a zero-width space; at most ``limit`` characters."""
-    s = re.sub(r"([@#!~%$&])(?![\s,.;:)]|$)", "\\1\u200b", INVISIBLE.sub("", plain(value, limit)))
+    #, !, ~, %, $, & reference (such a character before a space, ``,;:)`` or the end starts none, as in
+    ``+200 %``: it is left alone; before a period it is broken too, as GitLab's label names may start with one:
+    ``~.x``) and every ``://`` broken with a zero-width space; at most ``limit`` characters."""
+    s = re.sub(r"([@#!~%$&])(?![\s,;:)]|$)", "\\1\u200b", INVISIBLE.sub("", plain(value, limit)))
     return clean(defang_urls(s), limit)
 
 
