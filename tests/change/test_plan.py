@@ -264,6 +264,7 @@ def test_a_drafter_can_pick_planned_operations_but_not_add_one() -> None:
         ("grype/dd-grype-0.96_xjoin-kafka-connect-strimzi.json", ("redhat", "8.7")),
         ("grype/grype-0.61.1_chainguard-ruby-3.0.json", ("wolfi", "20221118")),  # distro=wolfi-20221118
         ("trivy/trivy-head_alpine-39.json", ("alpine", "3.9.4")),  # Trivy's "(alpine 3.9.4)" target, as before
+        ("gitlab/dd-gl-container-scanning_5vulns.json", ("debian", "10.9")),  # location.operating_system
     ],
 )
 def test_the_scanned_os_is_read_from_every_scanner_s_report(report: str, os: tuple[str, str]) -> None:
