@@ -19,6 +19,7 @@ from tests.change.markup_checks import jira_reads
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(450)  # the demo is bounded by its own 420 s; about 180 s on an idle machine
 def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_and_a_verdict(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIXLOOP_")}
