@@ -63,7 +63,7 @@ from fixloop.core.verification import (
 )
 from fixloop.core.verification import judge as judge_results
 from fixloop.integrations.alertmanager.api import AlertmanagerClient, AlertmanagerSettings
-from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
+from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings, Series
 from fixloop.integrations.errors import IntegrationError, Invalid, NotFound
 from fixloop.integrations.prometheus import PrometheusClient, PrometheusSettings, PromSeries
 from fixloop.workflows.contracts.verify import JudgeInput, MonitorResult, Verdict, Window
@@ -97,7 +97,7 @@ def unit_of(reported: str | None) -> str | None:
 Points = list[tuple[float, float | None]]
 
 
-def _merge_series(series: list[Points]) -> Points:
+def merge_series(series: list[Points]) -> Points:
     """One point list: a query should give one series; several (a ``by`` clause) are averaged per timestamp."""
     if len(series) == 1:
         return series[0]
@@ -113,7 +113,13 @@ def prometheus_points(series: list[PromSeries], step_s: int) -> Points:
     """The points of a ``query_range`` answer (``fixloop.integrations.prometheus.parse_matrix``) as buckets: each
     series' value at ``t`` stands for ``[t - step_s, t)`` (the expression looks back from its evaluation time), the
     series averaged per timestamp."""
-    return _merge_series([[(t - step_s, v) for t, v in s.points] for s in series]) if series else []
+    return merge_series([[(t - step_s, v) for t, v in s.points] for s in series]) if series else []
+
+
+def datadog_points(series: list[Series]) -> Points:
+    """The points of a Datadog query's series (``fixloop.integrations.datadog.api.parse_series``): their
+    timestamps are already bucket starts; several series averaged per timestamp."""
+    return merge_series([s.points for s in series]) if series else []
 
 
 def prometheus_window(deployed_at: datetime, window_s: float, step_s: int) -> tuple[float, float]:
@@ -247,7 +253,7 @@ class VerifyActivities:
                 assert self.client is not None
                 series = self.client.query_metrics(query, d - policy.window, d + policy.window)
                 interval = next((s.interval for s in series if s.interval > 0), policy.interval_s)
-                points = _merge_series([s.points for s in series]) if series else []
+                points = datadog_points(series)
                 reported = next((unit_of(s.unit) for s in series if unit_of(s.unit)), None)
         except Invalid as e:
             result = compare([], [], check, policy)

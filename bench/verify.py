@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import report  # noqa: E402
-from fixloop.activities.verify import _merge_series, prometheus_points, prometheus_window  # noqa: E402
+from fixloop.activities.verify import datadog_points, prometheus_points, prometheus_window  # noqa: E402
 from fixloop.core.verification import (  # noqa: E402
     ERROR_RATE,
     LATENCY_P95,
@@ -118,7 +118,7 @@ def read(provider: Provider, t: np.ndarray, values: np.ndarray, deployed: float,
         assert abs(start - (t[0] + step)) < 1e-6 and abs(end - (t[-1] + step)) < 1e-6  # the range the activity asks
         points = prometheus_points(parse_matrix(prometheus_answer(t, values, step)), step)
     else:
-        points = _merge_series([s.points for s in parse_series(datadog_answer(t, values, step))])
+        points = datadog_points(parse_series(datadog_answer(t, values, step)))
     return split_points(points, at, policy.window, step)
 
 

@@ -65,7 +65,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -83,6 +82,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from fixloop.app.promstack import free_port
 from fixloop.app.temporal import binary, dev_server_args
 from fixloop.sandbox import require_extra
 
@@ -248,12 +248,6 @@ def child_environ() -> dict[str, str]:
     """This process's environment without any fixloop or OpenAI configuration: the demo's children are pointed at
     the sandbox only, whatever the shell has set for a real deployment."""
     return {k: v for k, v in os.environ.items() if not k.startswith("FIXLOOP_") and k != "OPENAI_API_KEY"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_state(state_dir: Path) -> None:

@@ -353,7 +353,8 @@ def datadog_monitor_ids(signals: Iterable[Signal]) -> list[int]:
     return sorted({int(m) for m in ids if m and _MONITOR_ID.fullmatch(m) and int(m) >= 1})
 
 
-_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+LABEL_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"  # a Prometheus label name fixloop matches on (at most 100 characters)
+_LABEL_NAME = re.compile(LABEL_NAME)
 ALERT_LABELS_MAX = 24  # labels of one alert matched on (its identity; the rest are left out)
 ALERTS_LOOKED_UP_MAX = 20  # alerts a verification looks up
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from fixloop.core.models import ALERT_LABELS_MAX, ALERTS_LOOKED_UP_MAX, WorkItem
+from fixloop.core.models import ALERT_LABELS_MAX, ALERTS_LOOKED_UP_MAX, LABEL_NAME, WorkItem
 from fixloop.core.parsing import clean
 from fixloop.core.verification import (
     MetricResult,
@@ -21,7 +21,7 @@ MONITOR_IDS_MAX = 20
 # an Alertmanager alert's labels, as matched on in its API (``fixloop.core.models.alertmanager_alerts``)
 AlertLabels = Annotated[
     dict[
-        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")],
+        Annotated[str, Field(pattern=LABEL_NAME)],
         Annotated[str, Field(max_length=200)],
     ],
     Field(min_length=1, max_length=ALERT_LABELS_MAX),
