@@ -58,7 +58,7 @@ from temporalio.exceptions import ApplicationError
 
 from fixloop.activities.errors import as_application_errors
 from fixloop.core.helmrelease import HelmReleaseState, HelmReleaseVerdict, holds
-from fixloop.core.parsing import clean, opt
+from fixloop.core.parsing import clean, opt, timestamp
 from fixloop.core.rollout import rollout
 from fixloop.integrations.errors import NotFound
 from fixloop.integrations.flux import KS_GROUP, FluxEvent, FluxSettings, KubeClient, KustomizationStatus, parse_revision
@@ -106,6 +106,7 @@ def deploy_state_of(
         applied=applied,
         failed=failed,
         revision=revision,
+        applied_at=status.ready_since if applied else None,
         message=opt(status.ready_message, MESSAGE_MAX),
         kustomization=f"{status.namespace}/{status.name}",
         ready=status.ready,
@@ -169,10 +170,12 @@ def helmrelease_state_of(
         message, reason, ready = kustomization.ready_message, kustomization.ready_reason, kustomization.ready
     else:
         message, reason, ready = release.ready_message, release.ready_reason, release.ready
+    deployed = next((e for e in release.history if e.status == "deployed"), None)
     return DeployState(
         applied=applied,
         failed=failed,
         revision=attempted_version if failed else deployed_version,
+        applied_at=timestamp(deployed.last_deployed) if applied and deployed is not None else None,
         message=opt(message, MESSAGE_MAX),
         kustomization=f"{kustomization.namespace}/{kustomization.name}" if kustomization is not None else None,
         ready=ready,

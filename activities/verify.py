@@ -2,16 +2,19 @@
 (stage 6).
 
 ``verify.judge`` reads each metric of the policy from its provider (``MetricCheck.provider``) over
-``[deployed_at - window, deployed_at + window)`` (the baseline is ``[deployed_at - window, deployed_at)``, the after
-window ``[deployed_at, deployed_at + window)``; the workflow waits the window before calling) and judges them with
-``fixloop.core.verification`` (Kayenta / Argo Rollouts semantics, see there):
+``[changed_at - window, deployed_at + window)`` (the baseline is ``[changed_at - window, changed_at)``, before Flux
+applied the change; the after window ``[deployed_at, deployed_at + window)``, once its rollout is complete; the
+buckets between, when old and new pods both serve, are left out; ``changed_at`` defaults to ``deployed_at``; the
+workflow waits the window before calling) and judges them with ``fixloop.core.verification`` (Kayenta / Argo
+Rollouts semantics, see there):
 
 * Datadog (``fixloop.integrations.datadog.api``, ``GET /api/v1/query``): one query over both windows; a point's
   timestamp is the start of its bucket.
-* Prometheus (``fixloop.integrations.prometheus``, ``GET /api/v1/query_range``, step = the policy's interval, from
-  ``deployed_at - window + step`` to ``deployed_at + window``): a point at ``t`` is the expression at ``t`` (a
+* Prometheus (``fixloop.integrations.prometheus``, ``GET /api/v1/query_range``, step = the policy's interval, on
+  the grid of ``deployed_at`` from the first step whose bucket starts at or after ``changed_at - window`` to
+  ``deployed_at + window``, ``prometheus_window``): a point at ``t`` is the expression at ``t`` (a
   ``rate(x[interval])`` is over ``(t - interval, t]``), so it stands for the bucket ``[t - step, t)``
-  (``prometheus_points``): the buckets then start exactly at the deploy, none straddles it.
+  (``prometheus_points``): the after window's buckets then start exactly at the deploy, none straddles it.
 
 Several series of one query (no aggregation) are averaged per timestamp. A provider that is not configured, or a
 query it refuses (400/422), makes that metric ``no_data`` with the reason in its evidence.
@@ -39,6 +42,7 @@ Verdict order: fail (a metric verdict of fail, or a monitor still alerting) > no
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from datetime import datetime
 
@@ -122,11 +126,16 @@ def datadog_points(series: list[Series]) -> Points:
     return merge_series([s.points for s in series]) if series else []
 
 
-def prometheus_window(deployed_at: datetime, window_s: float, step_s: int) -> tuple[float, float]:
-    """``(start, end)`` epoch seconds of the ``query_range`` whose buckets (``prometheus_points``) tile the baseline
-    and the after window exactly: from ``deployed_at - window + step`` to ``deployed_at + window``."""
+def prometheus_window(
+    deployed_at: datetime, window_s: float, step_s: int, changed_at: datetime | None = None
+) -> tuple[float, float]:
+    """``(start, end)`` epoch seconds of the ``query_range`` whose buckets (``prometheus_points``) tile the after
+    window exactly and cover the baseline: on the grid of ``deployed_at`` (step ``step_s``), from the first point
+    whose bucket starts at or after ``changed_at - window`` (default ``deployed_at``) to ``deployed_at + window``."""
     d = deployed_at.timestamp()
-    return d - window_s + step_s, d + window_s
+    c = min(d, changed_at.timestamp()) if changed_at is not None else d
+    steps_back = math.floor((d - (c - window_s)) / step_s)  # whole buckets from the baseline's start to the deploy
+    return d - steps_back * step_s + step_s, d + window_s
 
 
 def alert_name(labels: dict[str, str]) -> str:
@@ -185,14 +194,16 @@ class VerifyActivities:
 
     # blocking: runs in a thread
     def _judge(self, inp: JudgeInput) -> Verdict:
-        policy, item, d = inp.policy, inp.work_item, inp.deployed_at
+        policy, item, d, c = inp.policy, inp.work_item, inp.deployed_at, inp.baseline_end
         service = service_of(item, inp.service)
         env = item.env if item.env and TAG_VALUE.match(item.env) else policy.env
-        baseline = Window(start=d - policy.window, end=d)
+        baseline = Window(start=c - policy.window, end=c)
         after = Window(start=d, end=d + policy.window)
+        gap = (d - c).total_seconds()
+        between = f"; the {gap:.0f} s between (the rollout) left out" if gap >= 0.5 else ""
         evidence = [
             f"windows: baseline {_iso(baseline.start)} to {_iso(baseline.end)}, after {_iso(after.start)} to "
-            f"{_iso(after.end)} ({fmt_duration(policy.window)} each, {policy.interval_s} s points); "
+            f"{_iso(after.end)} ({fmt_duration(policy.window)} each, {policy.interval_s} s points{between}); "
             f"service {service or 'unknown'}{f', env {env}' if env else ''}"
         ]
         monitors = self._monitors(inp, evidence)
@@ -233,7 +244,7 @@ class VerifyActivities:
         )
 
     def _metric(self, check: MetricCheck, service: str, env: str | None, inp: JudgeInput) -> MetricResult:
-        policy, d = inp.policy, inp.deployed_at
+        policy, d, c = inp.policy, inp.deployed_at, inp.baseline_end
         try:
             query = render(check, service, env, policy.interval_s)
         except ValueError as e:
@@ -245,13 +256,13 @@ class VerifyActivities:
         try:
             if check.provider is Provider.PROMETHEUS:
                 assert self.prometheus is not None
-                start, end = prometheus_window(d, policy.window.total_seconds(), policy.interval_s)
+                start, end = prometheus_window(d, policy.window.total_seconds(), policy.interval_s, c)
                 found = self.prometheus.query_range(query, start, end, policy.interval_s)
                 points = prometheus_points(found, policy.interval_s)
                 interval, reported = policy.interval_s, None
             else:
                 assert self.client is not None
-                series = self.client.query_metrics(query, d - policy.window, d + policy.window)
+                series = self.client.query_metrics(query, c - policy.window, d + policy.window)
                 interval = next((s.interval for s in series if s.interval > 0), policy.interval_s)
                 points = datadog_points(series)
                 reported = next((unit_of(s.unit) for s in series if unit_of(s.unit)), None)
@@ -259,7 +270,7 @@ class VerifyActivities:
             result = compare([], [], check, policy)
             who = check.provider.value.capitalize()
             return result.model_copy(update={"reason": f"{who} refused the query: {e.message}", "query": query})
-        before, after = split_points(points, d, policy.window, interval)
+        before, after = split_points(points, d, policy.window, interval, c)
         if check.unit is None and reported:  # the check names none: Datadog's unit of the series
             check = check.model_copy(update={"unit": reported})
         return compare(before, after, check, policy).model_copy(update={"query": query})
@@ -335,9 +346,7 @@ class VerifyActivities:
         query = f'ALERTS{{alertname="{promql_string(labels["alertname"])}",alertstate="firing"}}'
         series = self.prometheus.query(query)
         ignored = ("__name__", "alertstate")
-        firing = [
-            s for s in series if all(labels.get(k, v) == v for k, v in s.labels.items() if k not in ignored)
-        ]
+        firing = [s for s in series if all(labels.get(k, v) == v for k, v in s.labels.items() if k not in ignored)]
         if firing:
             evidence.append(f"alert {name}: FAIL: still firing in Prometheus ({len(firing)} ALERTS series match)")
             return MonitorResult(id=None, name=name, state="firing", status=MetricStatus.FAIL)

@@ -164,7 +164,9 @@ class HealthCheck(BaseModel):
 
 
 class KustomizationStatus(BaseModel):
-    """What fixloop reads of a Kustomization. ``ready``: the Ready condition (``None`` when absent or Unknown).
+    """What fixloop reads of a Kustomization. ``ready``: the Ready condition (``None`` when absent or Unknown);
+    ``ready_since`` its ``lastTransitionTime`` (kustomize-controller moves Ready to Unknown at the start of each
+    reconciliation, so after an apply it is when that reconciliation ended).
     ``wait`` / ``health_checks``: its ``spec.wait`` and ``spec.healthChecks`` (at most ``MAX_HEALTH_CHECKS``);
     ``health_checked`` says Ready=True includes kustomize-controller's health check of the applied workloads."""
 
@@ -175,6 +177,7 @@ class KustomizationStatus(BaseModel):
     ready: bool | None = None
     ready_reason: str | None = None
     ready_message: str | None = None
+    ready_since: datetime | None = None  # the Ready condition's lastTransitionTime (timezone-aware)
     reconciling: bool = False
     last_applied_revision: str | None = None
     last_attempted_revision: str | None = None
@@ -236,6 +239,7 @@ def kustomization_status(obj: dict[str, Any]) -> KustomizationStatus:
         ready=None if ready is None or ready.status == "Unknown" else ready.status == "True",
         ready_reason=ready.reason if ready else None,
         ready_message=ready.message if ready else None,
+        ready_since=_aware(ready.lastTransitionTime) if ready and ready.lastTransitionTime else None,
         reconciling=any(c.type == "Reconciling" and c.status == "True" for c in conditions),
         last_applied_revision=status.get("lastAppliedRevision"),
         last_attempted_revision=status.get("lastAttemptedRevision"),

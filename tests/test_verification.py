@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fixloop.core.verification import (
     DEFAULT_METRICS,
@@ -24,6 +26,7 @@ from fixloop.core.verification import (
     VerdictResult,
     VerificationPolicy,
     change_line,
+    change_start,
     compare,
     describe_plan,
     headline,
@@ -224,6 +227,51 @@ def test_points_are_split_at_the_deploy_by_whole_buckets() -> None:
     before, after = split_points(pts, deployed, timedelta(minutes=10), 30)
     assert 9.0 not in before + after  # the bucket holding the deploy is on neither side
     assert before == [1.0] * 19 and after == [2.0] * 19  # the first bucket starting before the window is cut too
+
+
+def test_the_baseline_ends_where_flux_applied_and_the_after_window_starts_where_it_runs() -> None:
+    applied = datetime(2024, 6, 1, 11, 44, 10, tzinfo=UTC)  # Flux applied the change; its rollout took 6 min
+    deployed = applied + timedelta(minutes=6)
+    a, d = applied.timestamp(), deployed.timestamp()
+    old = [(a - 10 - 30 * k, 1.0) for k in range(1, 30)]  # every bucket that ends before the apply
+    mixed = [(a - 10 + 30 * k, 5.0) for k in range(13)]  # from the bucket holding the apply to the one holding d
+    new = [(d + 20 + 30 * k, 9.0) for k in range(25)]
+    before, after = split_points(old + mixed + new, deployed, timedelta(minutes=10), 30, changed_at=applied)
+    assert before == [1.0] * 19 and after == [9.0] * 19  # 10 min a side, the rollout on neither
+    # without the apply time the baseline would be the rollout's: the old and the new version both served then
+    contaminated, _ = split_points(old + mixed + new, deployed, timedelta(minutes=10), 30)
+    assert contaminated.count(5.0) == 12
+    # a change time after the deploy is read as the deploy (never an overlap of the two windows)
+    assert split_points(old + new, deployed, timedelta(minutes=10), 30, changed_at=deployed + timedelta(hours=1)) == (
+        split_points(old + new, deployed, timedelta(minutes=10), 30)
+    )
+
+
+SEEN = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_the_change_starts_at_flux_s_time_bounded_by_the_merge_and_by_when_it_was_seen() -> None:
+    merged = SEEN - timedelta(minutes=5)
+    assert change_start(SEEN - timedelta(minutes=2), SEEN, merged) == SEEN - timedelta(minutes=2)
+    assert change_start(None, SEEN, merged) == SEEN, "Flux says nothing: when fixloop saw it applied"
+    assert change_start(SEEN + timedelta(seconds=3), SEEN, merged) == SEEN, "a cluster clock ahead"
+    assert change_start(SEEN - timedelta(days=3), SEEN, merged) == merged, "an older Ready transition: the merge"
+    assert change_start(SEEN - timedelta(days=3), SEEN) == SEEN - timedelta(days=3), "no merge time: Flux's"
+
+
+@given(
+    applied=st.none() | st.timedeltas(min_value=timedelta(days=-30), max_value=timedelta(days=30)),
+    merged=st.none() | st.timedeltas(min_value=timedelta(days=-30), max_value=timedelta(days=30)),
+)
+def test_the_change_start_never_follows_its_sighting_nor_precedes_its_merge(
+    applied: timedelta | None, merged: timedelta | None
+) -> None:
+    at = change_start(None if applied is None else SEEN + applied, SEEN, None if merged is None else SEEN + merged)
+    assert at <= SEEN
+    if merged is not None:
+        assert at >= min(SEEN, SEEN + merged)
+    if applied is not None and applied <= timedelta(0) and (merged is None or applied >= merged):
+        assert at == SEEN + applied, "a plausible time of Flux's is taken as it is"
 
 
 # --- the policy ----------------------------------------------------------------------------------------------------

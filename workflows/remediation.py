@@ -76,7 +76,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.core.parsing import clean
     from fixloop.core.rollout import RolloutState as Rollout
     from fixloop.core.service import touched_service
-    from fixloop.core.verification import VerdictResult, VerificationPolicy
+    from fixloop.core.verification import VerdictResult, VerificationPolicy, change_start
     from fixloop.workflows import options
     from fixloop.workflows.contracts.build import BuildStateInput
     from fixloop.workflows.contracts.deploy import DeployState, DeployStateInput, RolloutStateInput
@@ -900,12 +900,14 @@ class RemediationWorkflow:
                 where = f" ({target.name}, {kustomization})" if target is not None and kustomization else ""
                 self._note(f"applied by Flux{where}: {d.revision or merge_sha}")
                 applied.append(d)
+                merged_at = s.merged_at if s is not None else None
+                self.state.changed_at = change_start(d.applied_at, workflow.now(), merged_at)
                 if self.state.revert is not None:
                     self._advance(Stage.CLOSE)
                     return True
                 env = self._env_here()
                 if env is not None:
-                    env.revision = d.revision
+                    env.revision, env.changed_at = d.revision, self.state.changed_at
                 if self._rollout_checked():
                     self._advance(Stage.AWAIT_ROLLOUT)
                 else:
@@ -1076,7 +1078,8 @@ class RemediationWorkflow:
 
     async def _verify(self) -> None:
         """Wait out the verification window after the deploy (plus ``verify_delay`` for the metrics to arrive; a
-        durable timer), then judge: baseline window before the deploy against the window after it."""
+        durable timer), then judge: the baseline window before Flux applied the change (``changed_at``) against the
+        window after it runs (``deployed_at``: its rollout complete); the rollout between is left out."""
         if self.state.deployed_at is None:
             raise _inconsistent("no deploy time")
         last = self._last_target()
@@ -1095,6 +1098,7 @@ class RemediationWorkflow:
                 scope=self.inp.scope,
                 work_item=self.inp.work_item,
                 deployed_at=self.state.deployed_at,
+                changed_at=self.state.changed_at,
                 policy=policy,
                 service=self._service(),
                 monitor_ids=self._monitor_ids() if last else [],  # the alerts are the last environment's
@@ -1682,6 +1686,7 @@ class RemediationWorkflow:
             await self._mr_note(env.merge_request, self._verdict_markdown(verdict, heading), f"verified-{env.name}")
         self.state.target += 1
         self.state.verdict, self.state.decision, self.state.deployed_at = None, None, None
+        self.state.changed_at = None
         self._advance(Stage.PROMOTE)
 
     def _verification(self) -> VerificationPolicy:

@@ -268,6 +268,7 @@ REQUEST_RATE = MetricCheck(
 # as target labels; ``{{interval}}`` is the policy's interval as a PromQL duration (choose it >= 4 scrape intervals).
 _PROM_SCOPE = 'service="{{service}}",env="{{env}}"'
 
+
 def _on_prometheus(check: MetricCheck, query: str, **update: Any) -> MetricCheck:
     """``check`` (a Datadog default) read from Prometheus with ``query``: the same name, direction and rules."""
     return MetricCheck.model_validate({**check.model_dump(), "provider": Provider.PROMETHEUS, "query": query, **update})
@@ -559,23 +560,43 @@ def render(check: MetricCheck, service: str, env: str | None, interval_s: int) -
 
 
 def split_points(
-    points: Iterable[tuple[float, float | None]], deployed_at: datetime, window: timedelta, interval_s: int
+    points: Iterable[tuple[float, float | None]],
+    deployed_at: datetime,
+    window: timedelta,
+    interval_s: int,
+    changed_at: datetime | None = None,
 ) -> tuple[list[float], list[float]]:
     """The values of ``points`` (``(epoch seconds of the bucket start, value or None)``) whose whole bucket
-    ``[t, t + interval_s)`` lies in the baseline ``[deployed_at - window, deployed_at)`` or the after window
-    ``[deployed_at, deployed_at + window)``; the bucket holding the deploy belongs to neither. None, NaN and
-    infinite values are dropped."""
+    ``[t, t + interval_s)`` lies in the baseline ``[changed_at - window, changed_at)`` or the after window
+    ``[deployed_at, deployed_at + window)``. ``changed_at`` (default ``deployed_at``) is when the change began to
+    take effect (Flux applied it), ``deployed_at`` when it runs (its rollout complete): a bucket holding either, or
+    between them, belongs to neither (the old and the new version both served then). None, NaN and infinite
+    values are dropped."""
     d, w = deployed_at.timestamp(), window.total_seconds()
+    c = min(d, changed_at.timestamp()) if changed_at is not None else d
     baseline: list[float] = []
     after: list[float] = []
     for t, v in points:
         if v is None or not math.isfinite(v):
             continue
-        if d - w <= t and t + interval_s <= d:
+        if c - w <= t and t + interval_s <= c:
             baseline.append(float(v))
         elif d <= t and t + interval_s <= d + w:
             after.append(float(v))
     return baseline, after
+
+
+def change_start(applied_at: datetime | None, seen_at: datetime, merged_at: datetime | None = None) -> datetime:
+    """When a change began to take effect, for the end of its verification baseline: ``applied_at`` (when Flux
+    says it applied it, ``DeployState.applied_at``) bounded by ``seen_at`` (when fixloop saw it applied: it cannot
+    be later; a cluster clock ahead of the worker's) and ``merged_at`` (the merge's time: it cannot be earlier; an
+    older Ready transition of the same Kustomization); ``seen_at`` when Flux says nothing. An early end only widens
+    the gap the comparison leaves out; a late one would put the new version's buckets in the baseline."""
+    if applied_at is None or applied_at > seen_at:
+        return seen_at
+    if merged_at is not None and applied_at < merged_at:
+        return min(merged_at, seen_at)
+    return applied_at
 
 
 # --- one metric ----------------------------------------------------------------------------------------------------

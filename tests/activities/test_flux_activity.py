@@ -106,6 +106,9 @@ async def test_merge_applied_then_still_applied_under_a_later_commit(world: Worl
     assert (state.ready, state.reason) == (True, "ReconciliationSucceeded")
     assert state.kustomization == "flux-system/apps-production"
     assert state.message == f"Applied revision: main@sha1:{merge}"
+    # when Flux applied it (Ready's transition): the moment the sandbox's services started to change
+    (recorded,) = [d for d in world.run.sb.world.deploys("production") if d["revision"] == f"main@sha1:{merge}"]
+    assert state.applied_at is not None and state.applied_at.timestamp() == pytest.approx(recorded["at"], abs=1e-3)
 
     later = world.merge("fix/catalog-tag", world.production('newTag: "1.4.2"', 'newTag: "1.4.3"'))
     state = await world.state(merge)
@@ -213,8 +216,9 @@ def test_deploy_state_of_a_recorded_kustomization() -> None:
     assert deploy_state_of(status, applied) == DeployState(
         applied=True, revision=f"main@sha1:{applied}", message=f"Applied revision: main@sha1:{applied}",
         kustomization="flux-system/podinfo", ready=True, reason="ReconciliationSucceeded",
-        last_applied_revision=f"main@sha1:{applied}",
-    )  # fmt: skip
+        last_applied_revision=f"main@sha1:{applied}", applied_at=datetime(2021, 8, 1, 4, 52, 56, tzinfo=UTC),
+    )  # fmt: skip  (applied_at: the Ready condition's lastTransitionTime)
+    assert deploy_state_of(status, "2" * 40).applied_at is None, "not applied: no time"
     asked: list[tuple[str, str]] = []
 
     def is_ancestor(ancestor: str, descendant: str) -> bool:

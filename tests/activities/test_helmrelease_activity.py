@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -107,8 +108,10 @@ def test_helmrelease_state_of_recorded_objects() -> None:
     ok = helmrelease_state_of(helmrelease(v2_ready()), merge, ks)
     assert ok.applied and ok.chart_version == "6.6.1+0cc9a8446c95" and ok.chart_sha is None
     assert ok.workloads == ["Deployment/podinfo/podinfo"] and ok.release_version == 2 and not ok.health_checked
+    assert ok.applied_at == datetime(2024, 5, 7, 4, 54, 55, tzinfo=UTC), "Helm's lastDeployed of the deployed release"
 
     failed = helmrelease_state_of(helmrelease(UPGRADE_FAILED), merge, ks)
     assert failed.failed and not failed.applied and failed.reason == "UpgradeFailed"
+    assert failed.applied_at is None
     other = helmrelease_state_of(helmrelease(UPGRADE_FAILED), "ab" * 20, ks)
     assert not other.failed and not other.applied, "the Kustomization did not apply that merge"

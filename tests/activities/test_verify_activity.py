@@ -8,13 +8,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fixloop.activities import verify
 from fixloop.activities.verify import VerifyActivities
 from fixloop.core.models import Severity, WorkItem, WorkItemKind
 from fixloop.core.service import service_of
-from fixloop.core.verification import MetricStatus, VerdictResult, VerificationPolicy
+from fixloop.core.verification import MetricStatus, VerdictResult, VerificationPolicy, split_points
 from fixloop.integrations.datadog.api import DatadogSettings
+from fixloop.integrations.prometheus import PromSeries
 from fixloop.sandbox.world import MONITORS
 from fixloop.workflows.contracts.verify import JudgeInput
 from tests.sandbox.conftest import Running, start_sandbox  # noqa: F401  (the fixture)
@@ -107,6 +110,30 @@ async def test_a_deploy_the_world_breaks_fails_naming_the_metric(dd: Running, ac
     assert next(m for m in v.metrics if m.name == "request rate").status is MetricStatus.PASS
     assert any(line.startswith("error rate (critical): FAIL: median ") for line in v.evidence)
     assert v.evidence[0].startswith("windows: baseline 2024-06-01T11:40:00Z to 2024-06-01T11:50:00Z, after ")
+
+
+async def test_a_regression_during_a_long_rollout_is_not_taken_for_the_baseline(
+    dd: Running, acts: VerifyActivities
+) -> None:
+    applied = DEPLOYED - timedelta(minutes=6)  # Flux applied it; the new pods took 6 minutes to be all ready
+    deploy(dd, DEPLOYED - timedelta(days=2), "r1", "payments", "python:3.11-slim", "FROM python:3.11-slim\n")
+    deploy(dd, applied, "r2", "payments", "python:3.12-slim", "FROM python:3.12-slim\n")  # errors x3 from the apply
+    wi = item("payments")
+
+    v = await acts.judge(JudgeInput(scope=SCOPE, work_item=wi, deployed_at=DEPLOYED, changed_at=applied))
+
+    assert v.result is VerdictResult.FAIL, v.summary
+    assert v.baseline and v.after and (v.baseline.start, v.baseline.end) == (applied - timedelta(minutes=10), applied)
+    assert (v.after.start, v.after.end) == (DEPLOYED, NOW)
+    errors = next(m for m in v.metrics if m.name == "error rate")
+    assert (errors.n_baseline, errors.n_after) == (20, 20) and errors.effect == pytest.approx(2.0, abs=0.3)
+    assert "360 s between (the rollout) left out" in v.evidence[0]
+    # measured from the rollout's end alone, the baseline would hold the new version's errors: x3 would read +24 %
+    hidden = await acts.judge(JudgeInput(scope=SCOPE, work_item=wi, deployed_at=DEPLOYED))
+    shrunk = next(m for m in hidden.metrics if m.name == "error rate").effect
+    assert shrunk is not None and shrunk < 0.5, hidden.summary
+    with pytest.raises(ValueError, match="changed_at is after deployed_at"):
+        JudgeInput(scope=SCOPE, work_item=wi, deployed_at=DEPLOYED, changed_at=DEPLOYED + timedelta(seconds=1))
 
 
 async def test_every_metric_has_a_unit_its_own_or_the_one_datadog_reports(dd: Running, acts: VerifyActivities) -> None:
@@ -246,3 +273,28 @@ async def test_an_alert_fixloop_cannot_look_up_needs_its_recovery(dd: Running, a
     assert v.summary.startswith("Cannot tell whether the triggering alert KubePodCrashLoopinghttps://evil recovered")
     seen = await acts.judge(JudgeInput(scope=SCOPE, work_item=alert, deployed_at=DEPLOYED, recovered=True))
     assert seen.result is VerdictResult.PASS
+
+
+@given(
+    window_steps=st.integers(min_value=1, max_value=40),
+    step=st.sampled_from([1, 2, 15, 30, 60]),
+    rollout_s=st.floats(min_value=0, max_value=900, allow_nan=False),
+    offset_s=st.floats(min_value=0, max_value=59.999, allow_nan=False),
+)
+def test_the_prometheus_range_tiles_the_after_window_and_covers_the_baseline(
+    window_steps: int, step: int, rollout_s: float, offset_s: float
+) -> None:
+    deployed = DEPLOYED + timedelta(seconds=offset_s)
+    changed = deployed - timedelta(seconds=rollout_s)
+    w = window_steps * step
+    start, end = verify.prometheus_window(deployed, w, step, changed)
+    stamps = [start + k * step for k in range(round((end - start) / step) + 1)]  # the points query_range returns
+    found = [PromSeries(labels={}, points=[(t, 1.0) for t in stamps])]
+    buckets = [t for t, _ in verify.prometheus_points(found, step)]
+    c = changed.timestamp()
+    assert all(t >= c - w - 1e-6 for t in buckets), "no bucket from before the baseline"
+    before, after = split_points(verify.prometheus_points(found, step), deployed, timedelta(seconds=w), step, changed)
+    assert len(after) == window_steps, "the after window: whole buckets from the deploy on"
+    assert len(before) >= window_steps - 1, "the baseline: at most one bucket lost to the grid"
+    if rollout_s == 0:
+        assert len(before) == window_steps, "no rollout between: both windows tile exactly"

@@ -55,6 +55,7 @@ DELIVERY = Delivery(
     declared=True,
 )  # fmt: skip
 IIDS = {"staging": 20, "production": 21}
+FLUX_APPLIED_BEFORE = timedelta(seconds=40)  # Flux's Ready transition, before the read that sees it applied
 
 
 def deployment(replicas: int, ready: int, image: str, generation: int = 2) -> dict[str, Any]:
@@ -186,7 +187,10 @@ class Delivered(World):
     @activity.defn(name=flux.DEPLOY_STATE)
     async def deploy_state(self, inp: DeployStateInput) -> DeployState:
         self.deploys.append(inp)
-        return DeployState(applied=True, revision=f"main@sha1:{inp.merge_sha}", kustomization=inp.kustomization)
+        applied_at = activity.info().current_attempt_scheduled_time - FLUX_APPLIED_BEFORE  # Ready's transition
+        return DeployState(
+            applied=True, revision=f"main@sha1:{inp.merge_sha}", kustomization=inp.kustomization, applied_at=applied_at
+        )
 
     @activity.defn(name=flux.ROLLOUT_STATE)
     async def rollout_state(self, inp: RolloutStateInput) -> RolloutState:
@@ -238,6 +242,10 @@ async def test_staging_then_production_each_rolled_out_and_verified(env: Workflo
     assert [e.name for e in state.environments] == ["staging", "production"]
     assert all(e.verdict and e.verdict.result is VerdictResult.PASS for e in state.environments)
     assert [e.merge_request.iid for e in state.environments if e.merge_request] == [20, 21]
+    # each baseline ends when Flux says it applied the tag; the after window starts once the rollout is complete
+    for j, e in zip(world.judged, state.environments, strict=True):
+        assert j.changed_at is not None and j.changed_at == e.changed_at and j.deployed_at == e.deployed_at
+        assert j.deployed_at - j.changed_at >= FLUX_APPLIED_BEFORE, "the rollout between them is left out"
     # the audit trail: each merge request's approval, merge and deploy, each environment's verdict on its own MR
     assert _events(world.comments) == [
         "approved-7", "merged-7",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from fixloop.core.rollout import RolloutVerdict
 
@@ -29,9 +29,12 @@ class DeployState(BaseModel):
 
     ``revision``: the revision the outcome is about, in Flux's format (``main@sha1:<sha>``): the applied revision
     when ``applied``, the attempted one when ``failed``, else the last applied revision (what runs now; None before
-    any). ``message``: the Ready condition's message (bounded). ``via_descendant``: applied through a later commit
-    than the merge. The remaining fields are the status as read (``ready`` None when the Ready condition is absent or
-    Unknown; ``reason`` e.g. ``ReconciliationSucceeded``, ``BuildFailed``, ``HealthCheckFailed``).
+    any). ``applied_at`` (only when ``applied``): when Flux says it applied it, the Ready condition's
+    ``lastTransitionTime`` (a HelmRelease: Helm's ``lastDeployed`` of the deployed release), in the cluster's clock;
+    None when Flux does not say. ``message``: the Ready condition's message (bounded). ``via_descendant``: applied
+    through a later commit than the merge. The remaining fields are the status as read (``ready`` None when the
+    Ready condition is absent or Unknown; ``reason`` e.g. ``ReconciliationSucceeded``, ``BuildFailed``,
+    ``HealthCheckFailed``).
 
     For a HelmRelease target (``helmrelease`` set): ``ready``/``reason``/``message`` are the HelmRelease's Ready
     condition (``UpgradeSucceeded``, ``UpgradeFailed``, ...), ``revision``/``last_applied_revision``/
@@ -46,6 +49,7 @@ class DeployState(BaseModel):
     applied: bool = False
     failed: bool = False
     revision: str | None = None  # e.g. "main@sha1:<sha>"
+    applied_at: AwareDatetime | None = None  # when applied: by Flux's account (see the class docstring)
     message: str | None = None
     kustomization: str | None = None  # namespace/name
     ready: bool | None = None

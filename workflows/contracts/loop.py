@@ -119,7 +119,8 @@ class EnvironmentState(BaseModel):
     commit: str | None = Field(default=None, max_length=64)  # Flux image automation's: the head that set the tag
     revision: str | None = Field(default=None, max_length=300)
     rollout: RolloutState | None = None
-    deployed_at: AwareDatetime | None = None
+    changed_at: AwareDatetime | None = None  # when Flux applied it (the baseline's end, ``change_start``)
+    deployed_at: AwareDatetime | None = None  # when it ran (rollout complete; the after window's start)
     verdict: Verdict | None = None
 
     def line(self) -> str:
@@ -177,7 +178,8 @@ class LoopState(BaseModel):
     approvals_seen: dict[str, str | None] = Field(default_factory=dict)  # user id -> head first seen approved at
     decisions_pending: list[Decision] = Field(default_factory=list, max_length=DECISIONS_PENDING_MAX)  # not checked yet
     deploy: DeployState | None = None
-    deployed_at: AwareDatetime | None = None
+    changed_at: AwareDatetime | None = None  # when Flux applied the change (``fixloop.core.verification.change_start``)
+    deployed_at: AwareDatetime | None = None  # when it runs: applied, and its rollout complete when one is checked
     verdict: Verdict | None = None
     decision: Decision | None = None
     recovered: list[str] = Field(default_factory=list)  # monitors seen recovering after the deploy

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from fixloop.core.models import ALERT_LABELS_MAX, ALERTS_LOOKED_UP_MAX, LABEL_NAME, WorkItem
 from fixloop.core.parsing import clean
@@ -29,7 +30,9 @@ AlertLabels = Annotated[
 
 
 class JudgeInput(BaseModel):
-    """scope: the GitOps repository; deployed_at: when Flux applied the merge. policy: the repository's
+    """scope: the GitOps repository; deployed_at: when the change runs (its rollout complete; the after window
+    starts there); changed_at: when it began to take effect (Flux applied it; the baseline ends there; None: at
+    deployed_at, never later). policy: the repository's
     ``verification:`` (``VerificationPolicy.from_policy``). service: the Datadog ``service`` tag (default: the work
     item's service, else the image name of its artifact). monitor_ids: the Datadog monitors that must have
     recovered (default: the work item's monitor when it is a Datadog monitor id). recovered: the workflow already
@@ -42,11 +45,23 @@ class JudgeInput(BaseModel):
     scope: str
     work_item: WorkItem
     deployed_at: AwareDatetime
+    changed_at: AwareDatetime | None = None
     policy: VerificationPolicy = Field(default_factory=VerificationPolicy)
     service: str | None = Field(default=None, max_length=100)
     monitor_ids: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list, max_length=MONITOR_IDS_MAX)
     recovered: bool = False
     alerts: list[AlertLabels] = Field(default_factory=list, max_length=ALERTS_LOOKED_UP_MAX)
+
+    @model_validator(mode="after")
+    def _change_before_deploy(self) -> JudgeInput:
+        if self.changed_at is not None and self.changed_at > self.deployed_at:
+            raise ValueError("changed_at is after deployed_at: a change runs only after it was applied")
+        return self
+
+    @property
+    def baseline_end(self) -> datetime:
+        """Where the baseline ends: ``changed_at``, else ``deployed_at``."""
+        return self.changed_at or self.deployed_at
 
 
 class Window(BaseModel):
