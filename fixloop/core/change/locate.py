@@ -211,10 +211,26 @@ def purl_distro(purl: str | None) -> tuple[str, str] | None:
     return None
 
 
+_IMAGE_OS = {image: family for family, images in OS_IMAGES.items() for image in images}
+
+
+def os_of_image(ref: str | None) -> tuple[str, str] | None:
+    """The ``(family, release)`` an official OS image reference names: ``debian:10`` -> ``("debian", "10")``,
+    ``debian:10.13-slim`` -> ``("debian", "10.13")``, ``registry.access.redhat.com/ubi8/ubi-minimal:8.7`` ->
+    ``("redhat", "8.7")``; None for another image, a codename (``debian:buster``) or a reference without a tag."""
+    image = split_image(ref)
+    if image is None:
+        return None
+    family = _IMAGE_OS.get(image[0].rsplit("/", 1)[-1])
+    m = re.match(r"[0-9]+(?:\.[0-9]+)*", image[1])
+    return (family, m.group()) if family and m else None
+
+
 def scanned_os(signals: Sequence[Signal]) -> tuple[str, str] | None:
     """The ``(family, version)`` of the scanned OS, the most common one across ``signals``: Trivy's ``<image>
     (alpine 3.9.4)`` target, Grype's ``debian 10`` target, else the ``distro`` qualifier of an OS package's purl
-    (``purl_distro``: Grype's deb, rpm and apk packages, wolfi and RHEL included; Trivy's apk). RHEL (``rhel``,
+    (``purl_distro``: Grype's deb, rpm and apk packages, wolfi and RHEL included; Trivy's apk; the purl the Snyk
+    parser builds from a container vulnerability's ``packageManager``, ``debian:11``). RHEL (``rhel``,
     ``redhat``) is ``redhat``."""
     found: Counter[tuple[str, str]] = Counter()
     for s in signals:
