@@ -1,7 +1,8 @@
 """Applying operations to file texts: deterministic, formatting-preserving, and checked.
 
 Every edit first checks that the file holds the operation's ``current`` value, and raises ``PolicyViolation``
-naming the file otherwise. Line-oriented formats (Dockerfile, requirements, go.mod) change only the version token;
+naming the file otherwise. Line-oriented formats (requirements, go.mod) change only the version token; a Dockerfile
+only the characters of the image that differ, where they are written (the FROM line or an ARG default);
 JSON files (package.json, package-lock.json) are re-serialised the way npm writes them and refused if that would
 change anything else; YAML goes through a ``ruamel.yaml`` round-trip that must reproduce the untouched file exactly
 (comments, quotes and indentation kept). TOML (pyproject.toml, Pipfile) and pom.xml are edited in place, only the
@@ -25,6 +26,7 @@ from packaging.utils import canonicalize_name
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 
+from fixloop.core.change.dockerfile import edit_image
 from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
@@ -57,7 +59,8 @@ def apply(ops: Sequence[Operation], read: Callable[[str], str | None]) -> tuple[
                     raise PolicyViolation("no such file", path)
                 texts[path] = originals[path] = text
         if isinstance(op, BumpBaseImage):
-            texts[op.path] = edit_dockerfile(texts[op.path], op)
+            texts[op.path], image_notes = edit_dockerfile(texts[op.path], op)
+            notes += image_notes
         elif isinstance(op, BumpPythonPin):
             name = op.path.rsplit("/", 1)[-1]
             if name == "pyproject.toml":
@@ -101,26 +104,19 @@ def _replace_lines(text: str, changes: dict[int, str]) -> str:
 
 # ---------------------------------------------------------------- Dockerfile
 
-_FROM = re.compile(r"^(?P<lead>\s*FROM\s+)(?P<flags>(?:--\S+\s+)*)(?P<image>[^\s-]\S*)(?P<rest>.*)$", re.I)
 
-
-def from_lines(text: str) -> list[tuple[int, str]]:
-    """``(line index, image)`` of each ``FROM`` of a Dockerfile, in stage order."""
-    return [(i, m["image"]) for i, body, _ in _lines(text) if (m := _FROM.match(body))]
-
-
-def edit_dockerfile(text: str, op: BumpBaseImage) -> str:
-    """The ``op.stage``-th FROM's image replaced (``--platform=...`` and ``AS name`` kept)."""
-    stages = from_lines(text)
-    if op.stage >= len(stages):
-        raise PolicyViolation(f"has {len(stages)} FROM lines, no stage {op.stage}", op.path)
-    index, image = stages[op.stage]
-    if image != op.current:
-        raise PolicyViolation(f"stage {op.stage} is FROM {image[:100]!r}, expected {op.current!r}", op.path)
-    body = next(b for i, b, _ in _lines(text) if i == index)
-    m = _FROM.match(body)
-    assert m is not None
-    return _replace_lines(text, {index: m["lead"] + m["flags"] + op.new + m["rest"]})
+def edit_dockerfile(text: str, op: BumpBaseImage) -> tuple[str, list[str]]:
+    """The ``op.stage``-th FROM's image replaced where it is written (``fixloop.core.change.dockerfile``): on the
+    FROM line (``--platform=...``, ``AS name`` and line continuations kept), or in the default of the ``ARG`` it
+    comes from, with a note that a ``--build-arg`` overrides that default."""
+    out, arg = edit_image(text, op.path, op.stage, op.current, op.new)
+    if arg is None:
+        return out, []
+    note = (
+        f"{op.path}: the image of stage {op.stage} is the default of ARG {arg}, which is what changed; a build "
+        f"that passes --build-arg {arg}=... overrides it and needs the same change"
+    )
+    return out, [note]
 
 
 # ---------------------------------------------------------------- requirements*.txt

@@ -26,10 +26,10 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 from ruamel.yaml import YAML
 
+from fixloop.core.change.dockerfile import stages
 from fixloop.core.change.edit import (
     PROPERTY_REF,
     PomDependency,
-    from_lines,
     go_requires,
     pom_dependencies,
     pom_parent,
@@ -259,10 +259,15 @@ def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView
     if os is not None:
         family, version = os
         for path in dockerfiles:
-            for stage, (_, image) in enumerate(from_lines(repo.read(path) or "")):
-                if _image_matches(image, family, version):
-                    name = image.rpartition(":")[0]
-                    sites.append(Site("image", path, name, image, stage=stage, signals=tuple(signals)))
+            through: set[tuple[tuple[str, ...], str]] = set()  # (ARGs, image) a site already changes
+            for stage in stages(repo.read(path) or ""):
+                if stage.image is None or not _image_matches(stage.image, family, version):
+                    continue
+                if stage.args and (stage.args, stage.image) in through:
+                    continue  # a stage FROM the same ARG default: the edit of the first changes it too
+                through.add((stage.args, stage.image))
+                name = stage.image.rpartition(":")[0]
+                sites.append(Site("image", path, name, stage.image, stage=stage.index, signals=tuple(signals)))
     if not sites:
         # An image this repository builds (a Dockerfile in a directory named after it) is fixed by rebuilding it,
         # never by deploying whichever newer tag of it the registry lists.
