@@ -32,7 +32,7 @@ def images(text: str) -> list[str | None]:
 
 def test_an_arg_default_is_the_image_and_the_edit_goes_there_with_a_note() -> None:
     assert images(ARG_BASE) == ["python:3.11.4-slim", "python:3.11.4-slim"]
-    assert [s.args for s in stages(ARG_BASE)] == [("BASE",), ("BASE",)]
+    assert [s.tag_arg for s in stages(ARG_BASE)] == ["BASE", "BASE"]
     op = BumpBaseImage(path="Dockerfile", stage=0, current="python:3.11.4-slim", new="python:3.11.9-slim")
     edits, notes = apply([op], {"Dockerfile": ARG_BASE}.get)
     assert unified_diff({"Dockerfile": ARG_BASE}.get, edits) == (
@@ -52,6 +52,9 @@ def test_a_tag_arg_a_quoted_default_and_an_arg_of_args_are_edited_where_the_char
         "FROM debian:${DEBIAN}\nFROM ${IMAGE}\nFROM ${UNSET:-alpine:3.9.4}\n"
     )
     assert images(text) == ["debian:10.2", "docker.io/library/debian:10.2", "alpine:3.9.4"]
+    assert [s.tag_arg for s in stages(text)] == ["DEBIAN", "DEBIAN", None]
+    split = "ARG R=reg.example/ubi9\nARG T=9\nFROM ${R}:9.1\nFROM ${R}:${T}.1\nFROM ${R}:${T}\n"
+    assert [s.tag_arg for s in stages(split)] == [None, None, "T"]  # the tag on the FROM line, in two places, in T
     out, arg = edit_image(text, "Dockerfile", 0, "debian:10.2", "debian:10.13")
     assert (arg, out.splitlines()[0]) == ("DEBIAN", 'ARG DEBIAN="10.13"')
     assert images(out)[:2] == ["debian:10.13", "docker.io/library/debian:10.13"]

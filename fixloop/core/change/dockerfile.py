@@ -56,9 +56,17 @@ class Stage:
     parts: tuple[Part, ...] = ()
 
     @property
-    def args(self) -> tuple[str, ...]:
-        """The ARGs whose defaults make up the image (none for an image written on the FROM line)."""
-        return tuple(dict.fromkeys(p.arg for p in self.parts if p.arg))
+    def tag_arg(self) -> str | None:
+        """The ARG whose default holds the whole tag (the characters after the last ``:``) of the image, so that
+        a new tag changes every stage using it; None when the tag is written on the FROM line, or in no one place."""
+        if self.image is None or ":" not in self.image:
+            return None
+        tag, at = len(self.image) - self.image.rindex(":") - 1, 0
+        for part in self.parts:
+            at += len(part.text)
+            if at > len(self.image) - tag:
+                return part.arg if at == len(self.image) and len(part.text) >= tag else None
+        return None
 
 
 @dataclass

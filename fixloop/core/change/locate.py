@@ -259,13 +259,14 @@ def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView
     if os is not None:
         family, version = os
         for path in dockerfiles:
-            through: set[tuple[tuple[str, ...], str]] = set()  # (ARGs, image) a site already changes
+            through: set[tuple[str, str]] = set()  # (ARG, image) whose tag a site already changes
             for stage in stages(repo.read(path) or ""):
                 if stage.image is None or not _image_matches(stage.image, family, version):
                     continue
-                if stage.args and (stage.args, stage.image) in through:
-                    continue  # a stage FROM the same ARG default: the edit of the first changes it too
-                through.add((stage.args, stage.image))
+                if stage.tag_arg and (stage.tag_arg, stage.image) in through:
+                    continue  # its tag is the same ARG default: the edit of the first stage changes it too
+                if stage.tag_arg:
+                    through.add((stage.tag_arg, stage.image))
                 name = stage.image.rpartition(":")[0]
                 sites.append(Site("image", path, name, stage.image, stage=stage.index, signals=tuple(signals)))
     if not sites:
