@@ -3,7 +3,8 @@
 Paths always come from the repository's own listing, never from signal text: a target such as
 ``../../.gitlab-ci.yml`` can only narrow a choice among files that exist, are allowed, and hold the pin.
 
-What is located: for an ``os_rebuild``, the Dockerfile ``FROM`` on the scanned OS release, else the workload
+What is located: for an ``os_rebuild``, the Dockerfile ``FROM`` on the scanned OS release (its image resolved
+through the ARG defaults, ``fixloop.core.change.dockerfile``; a stage name is not an image), else the workload
 manifests that run the scanned image (a manifest's ``image:``, a Kustomization's ``images:`` entry, the
 ``repository``/``tag`` of a Helm values file or a Flux HelmRelease's ``spec.values``); for a ``dependency_bump``,
 the pin in requirements*.txt, pyproject.toml (PEP 621, Poetry), Pipfile, package.json + package-lock.json, go.mod
