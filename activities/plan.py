@@ -4,7 +4,8 @@ edit operations (stage 2).
 ``PlanActivities.plan`` (activity ``change.plan``; input and output: ``fixloop.workflows.contracts.plan``) reads the
 repository through GitLab at the head of the default branch (``GitLabRepo``), the registry's tag lists
 (``RegistryTags``) and runs the pure planner ``fixloop.core.change.plan``; the MR text comes from
-``fixloop.core.change.mr``.
+``fixloop.core.change.mr``. The planning itself (``ChangePlanner.plan_at``) takes any ``RepoView`` and tag lookup:
+``fixloop plan`` runs it on a local checkout (``fixloop.app.dryrun``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
@@ -93,7 +94,7 @@ def _verification_of(policy_text: str | None) -> VerificationPolicy:
         raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
 
 
-def _delivered(planned: PlannedChange, paths: Sequence[str], repo: GitLabRepo, service: str | None) -> PlannedChange:
+def _delivered(planned: PlannedChange, paths: Sequence[str], repo: RepoView, service: str | None) -> PlannedChange:
     """``planned`` with its ``delivery`` (``fixloop.core.change.images.delivery_of`` under the repository's
     ``fixloop.yaml``) and the description's ``### Delivery`` section before its read-back block. A change the chain
     cannot follow (it builds several images, or an environment's file lacks the image) keeps no delivery and says
@@ -335,7 +336,154 @@ _JIRA_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}")
 _OPERATIONS: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
 
 
-class PlanActivities:
+class TagSource(Protocol):
+    """``plan()``'s tag lookup (``fixloop.core.change.TagLookup``) that also says why an image got no tags
+    (``failed``: image -> the sentence for the MR), as ``RegistryTags`` does."""
+
+    failed: dict[str, str]
+
+    def __call__(self, image: str) -> Sequence[str]: ...
+
+
+class ChangePlanner:
+    """A fix planned on any ``RepoView`` at one commit: what ``change.plan`` runs on the GitLab project's default
+    branch (``PlanActivities``) and ``fixloop plan`` on a local checkout (``fixloop.app.dryrun``). ``jira_url``,
+    ``llm`` and ``facts``: as ``PlanActivities`` has them (``facts`` None: no registry is asked, the MR says the
+    releases and end of life were not looked up)."""
+
+    def __init__(
+        self, jira_url: str | None = None, llm: LlmSettings | None = None, facts: FactLookups | None = None
+    ) -> None:
+        self.jira_url = jira_url.rstrip("/") if jira_url else None
+        self.llm = llm
+        self.facts = facts if facts is not None else FactLookups(None, None)
+
+    def open_description(self, branch: str) -> str | None:
+        """The description of the open merge request of ``branch`` (None: none is known): what a re-run with a
+        model keeps its earlier pick of operations from (``_kept_before``)."""
+        return None
+
+    def plan_at(self, inp: PlanChangeInput, repo: RepoView, base_sha: str | None, tags: TagSource) -> PlannedChange:
+        """``change.plan``'s answer for ``inp`` on ``repo`` (at commit ``base_sha``, recorded; None: a working tree),
+        base images' tags from ``tags``: not located -> ``located=False`` with the reason; raises ``PolicyViolation``
+        when the change fails validation (and, from ``tags``, what it raises)."""
+        verification = _verification_of(repo.read(POLICY_FILE))
+        result = plan(inp.work_item, inp.signals, repo, tags=tags)
+        if isinstance(result, NotLocated):
+            not_fixable = _explain(result.not_fixable, tags.failed)
+            reason = result.reason
+            if tags.failed and not_fixable != result.not_fixable:
+                reason = clean("; ".join(f"{n.package}: {n.reason}" for n in not_fixable), 2000)
+            return PlannedChange(
+                located=False,
+                reason=reason,
+                base_sha=base_sha,
+                not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
+            )
+        touched = service_of_paths(op.path for op in result.operations)
+        text = describe_plan(verification, touched)
+        # the merge request names the service the change touches, as the loop's work item will (``named``)
+        inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
+        facts = self.facts(result.operations, repo, datetime.now(UTC).date())
+        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text, facts)
+        service = service_of_paths(op.path for op in planned.changes)
+        paths = [path for op in planned.changes for path in op.paths()]
+        return _delivered(planned, paths, repo, service).model_copy(
+            update={"verification": verification, "service": service}
+        )
+
+    def _planned(
+        self,
+        inp: PlanChangeInput,
+        result: Plan,
+        base_sha: str | None,
+        not_fixable: list[NotFixable],
+        repo: RepoView,
+        verification: str | None = None,
+        facts: ChangeFacts | None = None,
+    ) -> PlannedChange:
+        result = result.model_copy(update={"not_fixable": not_fixable})
+        key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
+        url = f"{self.jira_url}/browse/{key}" if key and self.jira_url else None
+        drafted_by, refused, text = RULES, None, None
+        if self.llm is not None:
+            before = self._kept_before(result, repo)
+            try:
+                drafted, draft = self._draft(inp, result, repo)
+                if before is not None and drafted.operations != before.operations:
+                    raise DraftRefused(
+                        f"the open merge request makes {len(before.operations)} of the {len(result.operations)} "
+                        "validated operations; a re-run keeps them"
+                    )
+            except (LlmError, DraftRefused, ConfigError) as e:  # the loop goes on with the rules' text
+                refused = clean(str(e), 300)
+                log.warning("%s: the model's draft was refused: %s", inp.work_item.id, refused)
+                result = before or result
+            else:
+                result, drafted_by = drafted, clean(self.llm.model or "a model", 80)
+                text = mr_text(
+                    inp.work_item,
+                    result,
+                    inp.signals,
+                    draft,
+                    drafted_by,
+                    jira_key=key,
+                    jira_url=url,
+                    verification=verification,
+                    facts=facts,
+                )
+        if text is None:
+            text = render(
+                inp.work_item,
+                result,
+                inp.signals,
+                jira_key=key,
+                jira_url=url,
+                verification=verification,
+                draft_refused=refused,
+                facts=facts,
+            )
+        return PlannedChange(
+            located=True,
+            branch=result.branch,
+            operations=[op.describe() for op in result.operations],
+            base_sha=base_sha,
+            changes=list(result.operations),
+            title=text.title,
+            description=text.description,
+            labels=text.labels,
+            not_fixable=[f"{n.package}: {n.reason}" for n in result.not_fixable],
+            risks=list(result.risks),
+            drafted_by=drafted_by,
+            facts=facts.of(result.operations) if facts is not None else None,
+        )
+
+    def _draft(self, inp: PlanChangeInput, result: Plan, repo: RepoView) -> tuple[Plan, Draft]:
+        """The model's draft of ``result``'s MR and the plan it keeps (``apply_draft``). Runs in the activity's
+        worker thread: the one async completion call gets its own event loop there. Raises ``LlmError`` or
+        ``DraftRefused``."""
+        assert self.llm is not None
+        complete = functools.partial(structured_completion, self.llm)
+        draft = asyncio.run(ask(inp.work_item, result, inp.signals, complete))
+        return apply_draft(result, draft, repo), draft
+
+    def _kept_before(self, result: Plan, repo: RepoView) -> Plan | None:
+        """``result`` reduced to the operations the open MR of its branch makes, when fixloop's block in the MR's
+        description lists a strict subset of ``result``'s validated operations (a model left some out on an earlier
+        run): a re-run then commits the same contents whatever the model answers now (a different pick would
+        conflict with the branch). None otherwise."""
+        description = self.open_description(result.branch)
+        block = read_back(description) if description else None
+        if block is None or block.get("work_item") != result.work_item_id:
+            return None
+        try:
+            kept = keep_operations(result, _OPERATIONS.validate_python(block.get("operations")), repo)
+        except (ValidationError, DraftRefused):
+            return None
+        return None if kept is result else kept
+
+
+class PlanActivities(ChangePlanner):
     """``change.plan`` on the GitLab project of ``gitlab`` (the GitOps repository, ``gitlab.project``; the input's
     ``scope`` does not choose it) and the registry of ``registry`` (None: base images are not fixable).
     ``jira_url`` is the Jira site (e.g. ``https://acme.atlassian.net``) the MR description links the issue on
@@ -355,15 +503,17 @@ class PlanActivities:
         pypi: PypiSettings | None = None,
         endoflife: EndOfLifeSettings | None = None,
     ) -> None:
+        super().__init__(
+            jira_url,
+            llm,
+            FactLookups(
+                PypiClient(pypi) if pypi is not None and pypi.enabled else None,
+                EndOfLifeClient(endoflife) if endoflife is not None and endoflife.enabled else None,
+            ),
+        )
         self.datadog = datadog
         self.gitlab = GitLabClient(gitlab)
         self.registry = RegistryClient(registry) if registry is not None else None
-        self.jira_url = jira_url.rstrip("/") if jira_url else None
-        self.llm = llm
-        self.facts = FactLookups(
-            PypiClient(pypi) if pypi is not None and pypi.enabled else None,
-            EndOfLifeClient(endoflife) if endoflife is not None and endoflife.enabled else None,
-        )
 
     def close(self) -> None:
         if self.registry is not None:
@@ -387,6 +537,14 @@ class PlanActivities:
         ``incidents:`` policy. No safe action -> ``located=False`` with the reason (said on Jira)."""
         with as_application_errors():
             return await asyncio.to_thread(self._plan_remediation, inp)
+
+    def open_description(self, branch: str) -> str | None:
+        mr = self.gitlab.find_merge_request(branch)
+        return mr.description if mr is not None else None
+
+    def _plan(self, inp: PlanChangeInput) -> PlannedChange:
+        base_sha, repo = self._head()
+        return self.plan_at(inp, repo, base_sha, RegistryTags(self.registry))
 
     def _head(self) -> tuple[str, GitLabRepo]:
         """The head of the default branch and the repository at it (what every plan is made against);
@@ -608,121 +766,3 @@ class PlanActivities:
         if not values:
             raise PolicyViolation(f"Datadog has no kubernetes.memory.usage of {service}/{container} in the lookback")
         return max(values)
-
-    def _plan(self, inp: PlanChangeInput) -> PlannedChange:
-        base_sha, repo = self._head()
-        tags = RegistryTags(self.registry)
-        verification = _verification_of(repo.read(POLICY_FILE))
-        result = plan(inp.work_item, inp.signals, repo, tags=tags)
-        if isinstance(result, NotLocated):
-            not_fixable = _explain(result.not_fixable, tags.failed)
-            reason = result.reason
-            if tags.failed and not_fixable != result.not_fixable:
-                reason = clean("; ".join(f"{n.package}: {n.reason}" for n in not_fixable), 2000)
-            return PlannedChange(
-                located=False,
-                reason=reason,
-                base_sha=base_sha,
-                not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
-            )
-        touched = service_of_paths(op.path for op in result.operations)
-        text = describe_plan(verification, touched)
-        # the merge request names the service the change touches, as the loop's work item will (``named``)
-        inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
-        facts = self.facts(result.operations, repo, datetime.now(UTC).date())
-        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text, facts)
-        service = service_of_paths(op.path for op in planned.changes)
-        paths = [path for op in planned.changes for path in op.paths()]
-        return _delivered(planned, paths, repo, service).model_copy(
-            update={"verification": verification, "service": service}
-        )
-
-    def _planned(
-        self,
-        inp: PlanChangeInput,
-        result: Plan,
-        base_sha: str,
-        not_fixable: list[NotFixable],
-        repo: RepoView,
-        verification: str | None = None,
-        facts: ChangeFacts | None = None,
-    ) -> PlannedChange:
-        result = result.model_copy(update={"not_fixable": not_fixable})
-        key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
-        url = f"{self.jira_url}/browse/{key}" if key and self.jira_url else None
-        drafted_by, refused, text = RULES, None, None
-        if self.llm is not None:
-            before = self._kept_before(result, repo)
-            try:
-                drafted, draft = self._draft(inp, result, repo)
-                if before is not None and drafted.operations != before.operations:
-                    raise DraftRefused(
-                        f"the open merge request makes {len(before.operations)} of the {len(result.operations)} "
-                        "validated operations; a re-run keeps them"
-                    )
-            except (LlmError, DraftRefused, ConfigError) as e:  # the loop goes on with the rules' text
-                refused = clean(str(e), 300)
-                log.warning("%s: the model's draft was refused: %s", inp.work_item.id, refused)
-                result = before or result
-            else:
-                result, drafted_by = drafted, clean(self.llm.model or "a model", 80)
-                text = mr_text(
-                    inp.work_item,
-                    result,
-                    inp.signals,
-                    draft,
-                    drafted_by,
-                    jira_key=key,
-                    jira_url=url,
-                    verification=verification,
-                    facts=facts,
-                )
-        if text is None:
-            text = render(
-                inp.work_item,
-                result,
-                inp.signals,
-                jira_key=key,
-                jira_url=url,
-                verification=verification,
-                draft_refused=refused,
-                facts=facts,
-            )
-        return PlannedChange(
-            located=True,
-            branch=result.branch,
-            operations=[op.describe() for op in result.operations],
-            base_sha=base_sha,
-            changes=list(result.operations),
-            title=text.title,
-            description=text.description,
-            labels=text.labels,
-            not_fixable=[f"{n.package}: {n.reason}" for n in result.not_fixable],
-            risks=list(result.risks),
-            drafted_by=drafted_by,
-            facts=facts.of(result.operations) if facts is not None else None,
-        )
-
-    def _draft(self, inp: PlanChangeInput, result: Plan, repo: RepoView) -> tuple[Plan, Draft]:
-        """The model's draft of ``result``'s MR and the plan it keeps (``apply_draft``). Runs in the activity's
-        worker thread: the one async completion call gets its own event loop there. Raises ``LlmError`` or
-        ``DraftRefused``."""
-        assert self.llm is not None
-        complete = functools.partial(structured_completion, self.llm)
-        draft = asyncio.run(ask(inp.work_item, result, inp.signals, complete))
-        return apply_draft(result, draft, repo), draft
-
-    def _kept_before(self, result: Plan, repo: RepoView) -> Plan | None:
-        """``result`` reduced to the operations the open MR of its branch makes, when fixloop's block in the MR's
-        description lists a strict subset of ``result``'s validated operations (a model left some out on an earlier
-        run): a re-run then commits the same contents whatever the model answers now (a different pick would
-        conflict with the branch). None otherwise."""
-        mr = self.gitlab.find_merge_request(result.branch)
-        block = read_back(mr.description) if mr is not None and mr.description else None
-        if block is None or block.get("work_item") != result.work_item_id:
-            return None
-        try:
-            kept = keep_operations(result, _OPERATIONS.validate_python(block.get("operations")), repo)
-        except (ValidationError, DraftRefused):
-            return None
-        return None if kept is result else kept

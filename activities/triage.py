@@ -43,8 +43,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from fixloop.activities.plan import GitLabRepo
-from fixloop.core.change.locate import Located, locate
-from fixloop.core.change.policy import POLICY_FILE, load_policy
+from fixloop.core.change.locate import Located, RepoView, locate
+from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
 from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.models import FIX_KINDS, RecentDeploy, Signal, TriageResult
 from fixloop.core.naming import located
@@ -128,7 +128,12 @@ def read_policy(gitlab: GitLabClient, ref: str | None = None) -> tuple[Topology,
     images' services (repository -> service, ``ImageChain.services``; empty without ``images:``, or when the rest of
     the policy is malformed: the topology still counts). Raises ``IntegrationError`` (GitLab) or ``ValueError`` (a
     malformed ``topology:``, or a text that is no YAML mapping)."""
-    text = gitlab.read_file(POLICY_FILE, ref or gitlab.default_branch())
+    return policy_parts(gitlab.read_file(POLICY_FILE, ref or gitlab.default_branch()))
+
+
+def policy_parts(text: str | None) -> tuple[Topology, dict[str, str]]:
+    """A ``fixloop.yaml`` text's (None: no file) topology and images' services, as ``read_policy`` reads them at a
+    commit. Raises ``ValueError`` (a malformed ``topology:``, or a text that is no YAML mapping)."""
     topology = from_policy_text(text)
     try:
         images = load_policy(text).chain.services()
@@ -163,14 +168,26 @@ def read_manifests(gitlab: GitLabClient, ref: str) -> Topology:
     is left out is counted in ``cut`` as ``manifest files``). Raises ``IntegrationError``."""
     items = gitlab.tree(ref=ref, recursive=True, limit=TREE_ENTRIES + 1)
     cut: dict[str, int] = {"tree entries": 1} if len(items) > TREE_ENTRIES else {}
-    paths = manifest_paths([i.path for i in items[:TREE_ENTRIES] if i.type == "blob"])
+    paths = [i.path for i in items[:TREE_ENTRIES] if i.type == "blob"]
+    return manifest_topology(paths, lambda path, n: gitlab.read_file_head(path, ref, n), cut)
+
+
+def manifest_topology(
+    paths: Sequence[str], read_head: Callable[[str, int], bytes | None], cut: dict[str, int] | None = None
+) -> Topology:
+    """The topology of the manifests among a repository's file ``paths`` (``manifest_paths``), each read by
+    ``read_head(path, n)`` (its first ``n`` bytes, None: no such file) under the bounds of the module docstring;
+    ``cut`` counts what the caller already left out (e.g. ``tree entries``), what is left out here is added as
+    ``manifest files``. Raises what ``read_head`` raises."""
+    cut = dict(cut or {})
+    paths = manifest_paths(paths)
     texts: list[str] = []
     total = 0
     for path in paths:
         if len(texts) >= MANIFEST_FILES or total >= MANIFEST_BYTES:
             cut["manifest files"] = cut.get("manifest files", 0) + 1
             continue
-        data = gitlab.read_file_head(path, ref, min(MANIFEST_FILE_BYTES, MANIFEST_BYTES - total) + 1)
+        data = read_head(path, min(MANIFEST_FILE_BYTES, MANIFEST_BYTES - total) + 1)
         if data is None:
             continue
         if len(data) > min(MANIFEST_FILE_BYTES, MANIFEST_BYTES - total):
@@ -192,6 +209,33 @@ def read_service_dependencies(datadog: DatadogClient, env: str) -> Topology:
     or ``ValueError`` (an answer that is not an object)."""
     now = time.time()
     return from_service_dependencies(datadog.service_dependencies(env, start=now - APM_WINDOW.total_seconds(), end=now))
+
+
+def locate_services(
+    result: TriageResult,
+    signals: Sequence[Signal],
+    repo: RepoView,
+    policy: Policy,
+    warn: Callable[[str, Exception], None],
+) -> TriageResult:
+    """``result`` with each fix that triage named no service for named after the service its fix is located in
+    (``fixloop.core.change.locate`` on ``repo`` under ``policy``; read only; ``naming.located``). A fix not located,
+    in several services' files, or whose files cannot be read (``warn(what, error)`` is told) keeps its name."""
+    unnamed = [i for i in result.work_items if i.kind in FIX_KINDS and not i.service]
+    by_fingerprint = {s.fingerprint: s for s in signals}
+    renamed = {}
+    for item in unnamed:
+        own = sorted((by_fingerprint[f] for f in item.signals if f in by_fingerprint), key=lambda s: s.fingerprint)
+        try:
+            where = locate(item, own, repo, policy) if own else None
+        except (IntegrationError, ValueError) as e:
+            warn(f"locating {item.id}", e)
+            continue
+        if isinstance(where, Located):
+            renamed[item.id] = located(item, service_of_paths(site.path for site in where.sites))
+    if not renamed:
+        return result
+    return result.model_copy(update={"work_items": [renamed.get(i.id, i) for i in result.work_items]})
 
 
 def _warn(source: str, e: Exception) -> None:
@@ -308,18 +352,7 @@ class TriageActivities:
         except (IntegrationError, ValueError) as e:
             _warn("the repository (locating fixes)", e)
             return result
-        by_fingerprint = {s.fingerprint: s for s in signals}
-        renamed = {}
-        for item in unnamed:
-            own = sorted((by_fingerprint[f] for f in item.signals if f in by_fingerprint), key=lambda s: s.fingerprint)
-            try:
-                where = locate(item, own, repo, policy) if own else None
-            except (IntegrationError, ValueError) as e:
-                _warn(f"locating {item.id}", e)
-                continue
-            if isinstance(where, Located):
-                renamed[item.id] = located(item, service_of_paths(site.path for site in where.sites))
-        return result.model_copy(update={"work_items": [renamed.get(i.id, i) for i in result.work_items]})
+        return locate_services(result, signals, repo, policy, _warn)
 
     @activity.defn(name=GROUP_SIGNALS)
     async def group_signals(self, inp: GroupSignalsInput) -> TriageResult:
