@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.merge_request import MergeRequestStateInput
     from fixloop.workflows.remediation import ALERTS_MAX_BYTES, CARRY_MAX_BYTES, RemediationWorkflow
     from tests.conftest import signals
+    from tests.workflows.histories import record
     from tests.workflows.world import (
         FIX_TITLE,
         HEAD,
@@ -70,22 +71,39 @@ def _item(rel: str, kind: WorkItemKind) -> WorkItem:
     return next(w for w in triage_rules(signals(rel)).work_items if w.kind is kind)
 
 
-async def _run(env: WorkflowEnvironment, task_queue: str, world: World, item: WorkItem, **options: object) -> LoopState:
+async def _run(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    world: World,
+    item: WorkItem,
+    *,
+    history: str | None = None,
+    first_history: str | None = None,
+    **options: object,
+) -> LoopState:
+    """The loop's final state; its last run's history recorded as ``history`` and its first run's as
+    ``first_history`` (``tests.workflows.histories.record``) when given."""
     opts = LoopOptions(search_attributes=False, **options)  # the Java test server has no custom search attributes
     async with Worker(
         env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
     ):
-        return await env.client.execute_workflow(
+        handle = await env.client.start_workflow(
             RemediationWorkflow.run,
             RemediationInput(scope=SCOPE, work_item=item, options=opts),
             id=f"remediate/{SCOPE}/{item.id}/{uuid.uuid4().hex[:6]}",
             task_queue=task_queue,
         )
+        state = await handle.result()
+        if history:
+            await record(env.client, handle.id, history)
+        if first_history:
+            await record(env.client, handle.id, first_history, run_id=handle.first_execution_run_id)
+        return state
 
 
 async def test_loop_runs_to_a_verified_close(env: WorkflowEnvironment, task_queue: str) -> None:
     world = World(merge_after_polls=3, approvals=[BOT, HUMAN], deploy_after_polls=2)
-    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), history="remediation-verified")
 
     assert (state.stage, state.outcome) == (Stage.DONE, Outcome.VERIFIED)
     assert world.calls == [
@@ -391,7 +409,7 @@ async def test_deploy_timeout_escalates_then_ends(env: WorkflowEnvironment, task
 async def test_failed_verdict_opens_a_gated_revert(env: WorkflowEnvironment, task_queue: str) -> None:
     world = World(merge_after_polls=1, approvals=[HUMAN], verdict=VerdictResult.FAIL, revert_merge_after_polls=2)
     item = _item(ALPINE, WorkItemKind.OS_REBUILD)
-    state = await _run(env, task_queue, world, item)
+    state = await _run(env, task_queue, world, item, history="remediation-reverted")
     assert state.outcome is Outcome.REVERTED
     (revert,) = world.reverts
     assert (revert.merge_sha, revert.original.iid) == (MERGE, 7)  # exactly the merge commit
@@ -596,6 +614,8 @@ async def test_long_wait_continues_as_new_with_its_state(env: WorkflowEnvironmen
         _item(ALPINE, WorkItemKind.OS_REBUILD),
         max_run_events=60,
         poll_interval=timedelta(hours=1),
+        history="remediation-continued-as-new-last-run",
+        first_history="remediation-continued-as-new-first-run",
     )
     assert state.outcome is Outcome.VERIFIED
     assert state.runs >= 3
