@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
     from fixloop.workflows.contracts.merge_request import MergeRequestStateInput
+    from fixloop.workflows.options import PLAN_HEARTBEAT, VERIFY_HEARTBEAT
     from fixloop.workflows.remediation import ALERTS_MAX_BYTES, CARRY_MAX_BYTES, RemediationWorkflow
     from tests.conftest import signals
     from tests.workflows.histories import record
@@ -118,6 +119,35 @@ async def test_loop_runs_to_a_verified_close(env: WorkflowEnvironment, task_queu
     assert any(t.startswith("approved by alice at") for t in texts)
     assert not any(t.startswith("approved by") and "fixloop-bot" in t for t in texts)
     assert "approval by fixloop-bot does not count: fixloop's own user" in texts
+
+
+async def test_the_long_activities_are_scheduled_with_their_heartbeat_timeouts(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """What the server holds for each activity the loop scheduled: planning and verification heartbeat (a dead
+    worker is noticed within their heartbeat timeout), the short external calls do not."""
+    world = World(merge_after_polls=1, approvals=[HUMAN])
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
+    ):
+        handle = await env.client.start_workflow(
+            RemediationWorkflow.run,
+            RemediationInput(scope=SCOPE, work_item=item, options=LoopOptions(search_attributes=False)),
+            id=f"remediate/{SCOPE}/{item.id}/{uuid.uuid4().hex[:6]}",
+            task_queue=task_queue,
+        )
+        assert (await handle.result()).outcome is Outcome.VERIFIED
+        history = await handle.fetch_history()
+    scheduled = {
+        a.activity_type.name: a.heartbeat_timeout.ToTimedelta()  # 0: none
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        for a in [e.activity_task_scheduled_event_attributes]
+    }
+    assert scheduled["change.plan"] == PLAN_HEARTBEAT == timedelta(minutes=4)
+    assert scheduled["verify.judge"] == VERIFY_HEARTBEAT == timedelta(minutes=2)
+    assert {scheduled["jira.open_work_item"], scheduled["gitlab.open_merge_request"]} == {timedelta(0)}
 
 
 async def test_a_fix_takes_the_name_of_the_service_its_change_touches(
