@@ -143,10 +143,18 @@ class IntakeStatus(BaseModel):
 
     scope: str
     counters: Counters
-    pending: int
+    pending: int  # signals in the open window
     remembered: int
     windows: list[WindowRecord]
     finishing: bool
+    queued: int = 0  # signals delivered by ``receive`` that the run has not taken in yet (it is triaging a window)
+    window_max_signals: int | None = None  # the intake's own option (None: a worker from before it was said)
+
+    def untriaged(self) -> int:
+        """Signals the intake holds that are not triaged yet: ``queued``, in the open window, or in the window
+        being triaged (``counters.new - assigned - unassigned``). What ``fixloop submit`` paces itself on."""
+        c = self.counters
+        return self.queued + max(c.new - c.assigned - c.unassigned, self.pending)
 
 
 def intake_id(scope: str) -> str:
