@@ -22,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 
 from fixloop.activities.errors import as_application_errors
+from fixloop.activities.heartbeat import heartbeat, in_thread
 from fixloop.core import remediation
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
@@ -192,11 +193,13 @@ class GitLabRepo:
 
     def list(self) -> Iterable[str]:
         if self._paths is None:
+            heartbeat(f"list the repository at {self.sha[:12]}")
             self._paths = sorted(i.path for i in self.client.tree(ref=self.sha, recursive=True) if i.type == "blob")
         return self._paths
 
     def read(self, path: str) -> str | None:
         if path not in self._texts:
+            heartbeat(f"read {path}")
             text = self.client.read_file(path, self.sha)
             if text is not None and len(text.encode()) > self.max_bytes:
                 log.warning("%s@%s is over %d bytes: not read", clean(path, 200), self.sha[:12], self.max_bytes)
@@ -228,6 +231,7 @@ class RegistryTags:
             self.failed[image] = "no registry configured (FIXLOOP_REGISTRY_URL)"
             return []
         try:
+            heartbeat(f"list the tags of {name}")
             return self.client.tags(name)
         except AuthError:
             raise
@@ -291,6 +295,7 @@ class FactLookups:
                 out.append(PackageRelease(ecosystem="pypi", package=op.package, version=op.new, missing=down))
                 continue
             try:
+                heartbeat(f"look up {op.package} {op.new} on PyPI")
                 out.append(self.pypi.release(op.package, op.new))
             except NotFound:
                 why = f"PyPI lists no release {op.new} of {op.package}"
@@ -311,6 +316,7 @@ class FactLookups:
         for image, product, label, hint in wanted[:LIFECYCLES_MAX]:
             if product not in cycles and down is None and self.endoflife is not None:
                 try:
+                    heartbeat(f"look up {product} on endoflife.date")
                     cycles[product] = self.endoflife.cycles(product)
                 except NotFound:
                     cycles[product] = f"endoflife.date has no product {product}"
@@ -369,6 +375,7 @@ class ChangePlanner:
         when the change fails validation (and, from ``tags``, what it raises)."""
         verification = _verification_of(repo.read(POLICY_FILE))
         result = plan(inp.work_item, inp.signals, repo, tags=tags)
+        heartbeat("located" if not isinstance(result, NotLocated) else "not located")
         if isinstance(result, NotLocated):
             not_fixable = _explain(result.not_fixable, tags.failed)
             reason = result.reason
@@ -385,6 +392,7 @@ class ChangePlanner:
         # the merge request names the service the change touches, as the loop's work item will (``named``)
         inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
         facts = self.facts(result.operations, repo, datetime.now(UTC).date())
+        heartbeat("write the merge request")
         planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text, facts)
         service = service_of_paths(op.path for op in planned.changes)
         paths = [path for op in planned.changes for path in op.paths()]
@@ -463,6 +471,7 @@ class ChangePlanner:
         worker thread: the one async completion call gets its own event loop there. Raises ``LlmError`` or
         ``DraftRefused``."""
         assert self.llm is not None
+        heartbeat(f"ask {clean(self.llm.model or 'the model', 80)} to draft the merge request")
         complete = functools.partial(structured_completion, self.llm)
         draft = asyncio.run(ask(inp.work_item, result, inp.signals, complete))
         return apply_draft(result, draft, repo), draft
@@ -528,7 +537,7 @@ class PlanActivities(ChangePlanner):
         -> ``located=False`` with the reason; a change failing validation -> non-retryable ``ApplicationError`` of
         type ``PolicyViolation``; integration errors -> ``ApplicationError`` (non-retryable unless retryable)."""
         with as_application_errors():
-            return await asyncio.to_thread(self._plan, inp)
+            return await in_thread(self._plan, inp)
 
     @activity.defn(name=PLAN_REMEDIATION)
     async def plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
@@ -536,7 +545,7 @@ class PlanActivities(ChangePlanner):
         culprit change of its top candidate, as a typed operation validated against the repository and its
         ``incidents:`` policy. No safe action -> ``located=False`` with the reason (said on Jira)."""
         with as_application_errors():
-            return await asyncio.to_thread(self._plan_remediation, inp)
+            return await in_thread(self._plan_remediation, inp)
 
     def open_description(self, branch: str) -> str | None:
         mr = self.gitlab.find_merge_request(branch)
@@ -549,6 +558,7 @@ class PlanActivities(ChangePlanner):
     def _head(self) -> tuple[str, GitLabRepo]:
         """The head of the default branch and the repository at it (what every plan is made against);
         ``IntegrationError`` when the branch has no head."""
+        heartbeat("read the head of the default branch")
         default = self.gitlab.default_branch()
         base_sha = self.gitlab.branch_head(default)
         if base_sha is None:
@@ -563,7 +573,7 @@ class PlanActivities(ChangePlanner):
         running the tag -> ``located=False`` saying so; a file without the image's ``newTag`` -> non-retryable
         ``PolicyViolation``."""
         with as_application_errors():
-            return await asyncio.to_thread(self._plan_promotion, inp)
+            return await in_thread(self._plan_promotion, inp)
 
     def _plan_promotion(self, inp: PlanPromotionInput) -> PlannedChange:
         delivery, image = inp.delivery, inp.delivery.image
@@ -754,6 +764,7 @@ class PlanActivities(ChangePlanner):
         docs.datadoghq.com/containers/kubernetes/data_collected/). ``PolicyViolation`` without Datadog or data."""
         if self.datadog is None:
             raise PolicyViolation("no Datadog is configured to read the container's memory peak from")
+        heartbeat(f"read the memory peak of {service}/{container} from Datadog")
         query = (
             f"max:kubernetes.memory.usage{{kube_deployment:{service},kube_container_name:{container}}}.rollup(max, 60)"
         )

@@ -42,6 +42,7 @@ from pydantic_core import to_json
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from fixloop.activities.heartbeat import heartbeat, in_thread
 from fixloop.activities.plan import GitLabRepo
 from fixloop.core.change.locate import Located, RepoView, locate
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
@@ -268,7 +269,7 @@ class TriageActivities:
         self.datadog = DatadogClient(datadog) if apm and datadog is not None else None
         self.apm_env = datadog.service_dependencies_env if datadog is not None else None
         self._by_commit: OrderedDict[str, tuple[Topology, dict[str, str]]] = OrderedDict()
-        self._lock = threading.Lock()  # calls run in threads (asyncio.to_thread) and may overlap
+        self._lock = threading.Lock()  # calls run in threads (in_thread: asyncio.to_thread) and may overlap
 
     def _repository(self) -> tuple[list[Topology], dict[str, str]]:
         """The repository's sources at the default branch's head (cached by its sha) and its images' services
@@ -326,7 +327,7 @@ class TriageActivities:
         sources = [f for f, on in ((self._repository, self.gitlab), (self._apm, self.datadog)) if on is not None]
         if not sources:
             return None, {}
-        parts = await asyncio.gather(*(asyncio.to_thread(f) for f in sources))
+        parts = await asyncio.gather(*(in_thread(f) for f in sources))
         found = [t for topologies, _ in parts for t in topologies]
         images = {k: v for _, found_images in parts for k, v in found_images.items()}
         if not found:
@@ -361,7 +362,9 @@ class TriageActivities:
         then triages the window with ``rules``. A result over ``RESULT_MAX_BYTES`` of JSON (it would not fit one
         Temporal payload with the child starts it leads to) is a non-retryable ``ApplicationError`` of type
         ``TriageResultTooLarge``: the intake triages the signals again in two halves."""
+        heartbeat("read the topology")
         topology, images = await self._topology()
+        heartbeat(f"triage {len(inp.signals)} signals with {clean(inp.engine, 40)}")
         try:
             result = await triage(
                 inp.signals,
@@ -375,7 +378,8 @@ class TriageActivities:
             )
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e
-        result = await asyncio.to_thread(self._locate, result, inp.signals)
+        heartbeat(f"locate the fixes of {len(result.work_items)} work item(s)")
+        result = await in_thread(self._locate, result, inp.signals)
         size = len(to_json(result))
         if size > RESULT_MAX_BYTES:
             raise ApplicationError(

@@ -283,14 +283,26 @@ def submit(
         str, typer.Option("--scope", help="The intake to feed, e.g. the GitOps repository path.", show_default=False)
     ],
     source: SourceOption = None,
+    backlog: Annotated[
+        int | None,
+        typer.Option(
+            "--backlog",
+            min=1,
+            help="Signals the intake may hold untriaged when the next batch is sent (default: its window size).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send the signals of the given files to the intake of SCOPE (workflow ``intake/<scope>``, started if it is
-    not running), in batches. Prints one line per file: how many signals were sent. Unreadable files are reported
-    as by ``ingest`` (exit status 2); exit status 2 as well when Temporal cannot be reached. An intake this starts
+    not running), in batches, paced: before each batch after the first, it waits (polling the intake's ``status``)
+    until the intake holds no more than ``--backlog`` untriaged signals with it, so a large file cannot push the
+    intake's history past Temporal's limit. Prints one line per file: how many signals were sent. Unreadable files
+    are reported as by ``ingest`` (exit status 2); exit status 2 as well when Temporal cannot be reached, or when the
+    intake made no room for 5 minutes (no worker, or triage failing: what was sent is said). An intake this starts
     takes its windows and engine from FIXLOOP_INTAKE_* (see README)."""
     import asyncio
 
-    from fixloop.app.temporal import submit_signals
+    from fixloop.app.temporal import IntakeBusy, submit_signals
     from fixloop.core.config import IntakeSettings, TemporalSettings
 
     settings = _settings("submit", TemporalSettings)
@@ -300,13 +312,16 @@ def submit(
 
     async def run() -> None:
         client = await _connect("submit", settings)
-        for result in results:
-            wid = await submit_signals(client, scope, result.signals, task_queue=settings.task_queue, intake=intake)
+        for i, result in enumerate(results):
+            wid = await submit_signals(
+                client, scope, result.signals, task_queue=settings.task_queue, intake=intake, backlog=backlog,
+                wait_first=i > 0,
+            )  # fmt: skip
             typer.echo(f"{result.ref}: {len(result.signals)} signals sent to {wid}")
 
     try:
         asyncio.run(run())
-    except ValueError as e:
+    except (ValueError, IntakeBusy) as e:
         typer.echo(f"fixloop submit: {e}", err=True)
         raise typer.Exit(code=2) from None
     if failed:
