@@ -92,6 +92,7 @@ MARKER = "fixloop-demo-state"
 SCOPE = "platform/gitops"
 TASK_QUEUE = "fixloop-demo"
 SHORT_WINDOW = "verification:\n  window: 24s\n  interval: 2s\n  kustomization: flux-system/apps-production\n"
+PROMETHEUS_HISTORY_S = 120  # of the world's past backfilled into Prometheus: a few windows before the first scrape
 PROMETHEUS_SCRAPE = "500ms"  # four scrapes per 2-second point: rate(x[2s]) always has samples
 CATALOG_ROUTE = ['service="catalog"']  # the alerts Alertmanager routes to fixloop in step 3 (--metrics prometheus)
 # staging soaks 16 s (its monitors are not the alerts' ones); production verifies over the 24 s window
@@ -273,6 +274,7 @@ class Demo:
         self.state_dir = state_dir.resolve()
         self.metrics = metrics
         self.stack: Any = None  # fixloop.app.promstack.PromStack with --metrics prometheus
+        self.history_end = 0  # the epoch second the world's history given to Prometheus ends
         self.approve_as = approve_as
         self.console = console
         self.timeout = timeout
@@ -389,11 +391,11 @@ class Demo:
             pairs = (shlex.split(line)[1].split("=", 1) for line in text.splitlines() if line.startswith("export "))
             return {k: v for k, v in pairs}
 
-        if self.metrics == "prometheus":
-            await asyncio.to_thread(self.start_prometheus)
         self.env = await self.until("the sandbox", sandbox_env)
         server_info = self.env["FIXLOOP_JIRA_URL"] + "/rest/api/2/serverInfo"
         await self.until("the sandbox's HTTP API", lambda: httpx.get(server_info).status_code < 500)
+        if self.metrics == "prometheus":
+            await asyncio.to_thread(self.start_prometheus)
         self.console.print(
             f"  sandbox      {self.url('sandbox')}  (git clone {self.url('sandbox', '/gitlab/')}{SCOPE}.git)"
         )
@@ -438,24 +440,56 @@ class Demo:
         )
         await self.until("the gateway", lambda: httpx.get(self.url("gateway", "/healthz")).is_success)
         self.console.print(f"  gateway      {self.url('gateway')}  worker on task queue {TASK_QUEUE}")
+        if self.stack is not None:
+            await asyncio.to_thread(self.fill_prometheus)
 
     def start_prometheus(self) -> None:
         """The real Prometheus (scraping the sandbox world's endpoints every 500 ms, its ``HighErrorRatio`` rules
-        over the 20 s monitor window) and Alertmanager (routing to no one until step 3), watched as children."""
+        over the 20 s monitor window) and Alertmanager (routing to no one until step 3), watched as children.
+        Prometheus starts on the world's last ``PROMETHEUS_HISTORY_S`` (``/world/history``, backfilled by promtool;
+        ``fill_prometheus`` adds the seconds up to its first scrape), as one that has been running would: the first
+        verification's baseline is before its first scrape."""
         from fixloop.app.promstack import PromStack
-        from fixloop.sandbox.prometheus import alert_rules, scrape_targets
+        from fixloop.sandbox.prometheus import HISTORY_END, alert_rules, scrape_targets
 
+        history = httpx.get(
+            self.url("sandbox", "/world/history"),
+            params={"seconds": PROMETHEUS_HISTORY_S, "base_url": self.url("sandbox")},
+            timeout=START_TIMEOUT_S,
+        )
+        history.raise_for_status()
+        self.history_end = int(history.headers[HISTORY_END])
         self.stack = PromStack.start(
             self.state_dir / "prometheus",
             targets=scrape_targets(self.url("sandbox")),
             rules=alert_rules(MONITOR_WINDOW_S),
             scrape_interval=PROMETHEUS_SCRAPE,
             log_dir=self.state_dir / "logs",
+            history=history.text,
         )
         self.children += [Child(s.name, s.proc, s.log) for s in self.stack.servers]
         self.console.print(
             f"  Prometheus   {self.stack.prometheus_url}  Alertmanager {self.stack.alertmanager_url}", highlight=False
         )
+
+    def fill_prometheus(self) -> None:
+        """Once Prometheus scrapes the world, the seconds between its backfilled history and its first scrape (it
+        applies its targets on its scrape manager's first 5-second tick), remote-written: its series then have no
+        gap for a verification's baseline to fall in."""
+        assert self.stack is not None
+        query = f"{self.stack.prometheus_url}/api/v1/query"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not httpx.get(query, params={"query": 'up{job="world"} == 1'}, timeout=10).json()["data"]["result"]:
+            if time.monotonic() > deadline:
+                raise DemoError(f"Prometheus did not scrape the world within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.2)  # polling a starting server, bounded by the deadline
+        params = {
+            "seconds": PROMETHEUS_HISTORY_S, "base_url": self.url("sandbox"), "since": self.history_end,
+            "format": "json",
+        }  # fmt: skip
+        gap = httpx.get(self.url("sandbox", "/world/history"), params=params, timeout=START_TIMEOUT_S)
+        gap.raise_for_status()
+        self.stack.remote_write(gap.json())
 
     async def _connect(self) -> Any:
         from fixloop.app.temporal import connect

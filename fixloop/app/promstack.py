@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ import httpx
 
 INSTALL = "sudo apt-get install -y prometheus prometheus-alertmanager"
 READY_TIMEOUT_S = 30.0
+OUT_OF_ORDER = "10m"  # prometheus.yml storage.tsdb.out_of_order_time_window (Prometheus >= 2.39)
 
 
 class StackMissing(RuntimeError):
@@ -67,6 +69,63 @@ def binaries() -> tuple[str, str]:
     return prometheus, alertmanager
 
 
+def backfill(text: str, path: Path, tsdb: Path, log: Path) -> None:
+    """Write ``text`` (OpenMetrics with timestamps) to ``path`` and turn it into blocks of the TSDB at ``tsdb`` with
+    ``promtool tsdb create-blocks-from openmetrics`` (prometheus.io/docs/prometheus/latest/storage/#backfilling-from-
+    openmetrics-format; the Debian package's ``promtool``), before Prometheus opens it. ``StackMissing`` without
+    promtool, ``StackFailed`` when it refuses the text (its output in ``log``)."""
+    promtool = _find("promtool")
+    if promtool is None:
+        raise StackMissing(f"promtool not installed: {INSTALL}")
+    path.write_text(text)
+    tsdb.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(  # list args, no shell
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(path), str(tsdb)],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=READY_TIMEOUT_S,
+    )  # fmt: skip
+    log.write_bytes(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise StackFailed(f"promtool refused the history ({done.returncode}): see {log}")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _timeseries(labels: tuple[tuple[str, str], ...], samples: list[tuple[int, float]]) -> bytes:
+    """prometheus.TimeSeries: ``labels`` (1: Label{name 1, value 2}, sorted), ``samples`` (2: Sample{value 1
+    double, timestamp 2 int64 ms}) in time order."""
+    out = b"".join(_field(1, _field(1, k.encode()) + _field(2, v.encode())) for k, v in labels)
+    for ms, value in sorted(samples):
+        out += _field(2, b"\x09" + struct.pack("<d", value) + b"\x10" + _varint(ms & 0xFFFFFFFFFFFFFFFF))
+    return out
+
+
+def _snappy(data: bytes) -> bytes:
+    """``data`` as a snappy block (github.com/google/snappy format_description.txt) of literals only: valid snappy,
+    uncompressed (the writes are small and local)."""
+    out = bytearray(_varint(len(data)))
+    for i in range(0, len(data), 1 << 16):
+        chunk = data[i : i + (1 << 16)]
+        n = len(chunk) - 1
+        if n < 60:
+            out.append(n << 2)
+        else:
+            out += bytes([61 << 2]) + n.to_bytes(2, "little")  # 61: the length follows in 2 bytes
+        out += chunk
+    return bytes(out)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,8 +136,10 @@ def prometheus_config(
     targets: list[dict[str, Any]], rule_files: list[str], alertmanager: str, scrape_interval: str, evaluation: str
 ) -> dict[str, Any]:
     """``prometheus.yml`` as a mapping: the scrape job ``world``, the rule files, alerting to ``alertmanager``
-    (``host:port``)."""
+    (``host:port``); out-of-order samples up to ``OUT_OF_ORDER`` old are taken (``remote_write``: the past of a
+    series already scraped)."""
     return {
+        "storage": {"tsdb": {"out_of_order_time_window": OUT_OF_ORDER}},
         "global": {
             "scrape_interval": scrape_interval,
             "evaluation_interval": evaluation,
@@ -145,10 +206,13 @@ class PromStack:
         scrape_interval: str = "1s",
         evaluation_interval: str = "1s",
         log_dir: Path | None = None,
+        history: str | None = None,
     ) -> PromStack:
         """Write the configuration, start Alertmanager then Prometheus, and wait until both are ready (at most
-        ``READY_TIMEOUT_S`` each). Raises ``StackMissing`` without the binaries, ``StackFailed`` when one does not
-        come up (both are stopped then)."""
+        ``READY_TIMEOUT_S`` each). ``history``: OpenMetrics text with timestamps (the targets' past) written into
+        Prometheus's TSDB first by ``promtool tsdb create-blocks-from openmetrics``, so that a query over the
+        minutes before the start has data, as on a Prometheus that has been running. Raises ``StackMissing`` without
+        the binaries, ``StackFailed`` when one does not come up or the history is refused (both are stopped then)."""
         prometheus, alertmanager = binaries()
         state_dir.mkdir(parents=True, exist_ok=True)
         logs = log_dir or state_dir / "logs"
@@ -164,6 +228,8 @@ class PromStack:
             rule_files.append(str(state_dir / "rules.yml"))
         config = prometheus_config(targets, rule_files, f"127.0.0.1:{am_port}", scrape_interval, evaluation_interval)
         (state_dir / "prometheus.yml").write_text(json.dumps(config, indent=2))
+        if history is not None:
+            backfill(history, state_dir / "history.om", state_dir / "prometheus-data", logs / "promtool.log")
         try:
             stack._spawn(
                 "alertmanager",
@@ -186,6 +252,7 @@ class PromStack:
                     f"--storage.tsdb.path={state_dir / 'prometheus-data'}",
                     f"--web.listen-address=127.0.0.1:{prom_port}",
                     "--web.enable-lifecycle",
+                    "--web.enable-remote-write-receiver",
                     "--rules.alert.resend-delay=1s",
                     "--log.level=warn",
                 ],
@@ -198,6 +265,31 @@ class PromStack:
             stack.stop()
             raise
         return stack
+
+    def remote_write(self, series: list[dict[str, Any]]) -> int:
+        """Write ``series`` (``[{"labels": {"__name__": ..., ...}, "samples": [[epoch seconds, value], ...]}]``) into
+        the running Prometheus through its remote-write receiver (``POST /api/v1/write``, Remote-Write 1.0: a
+        snappy-compressed protobuf ``WriteRequest``, prometheus.io/docs/specs/remote_write_spec/), samples older
+        than a series' last scrape included (``OUT_OF_ORDER``). Returns the number of samples written;
+        ``StackFailed`` when Prometheus refuses them."""
+        body = b"".join(
+            _field(1, _timeseries(tuple(sorted(one["labels"].items())), [(round(t * 1000), float(v)) for t, v in
+                                                                          one["samples"]]))
+            for one in series
+        )  # fmt: skip
+        answer = httpx.post(
+            f"{self.prometheus_url}/api/v1/write",
+            content=_snappy(body),
+            headers={
+                "Content-Encoding": "snappy",
+                "Content-Type": "application/x-protobuf",
+                "X-Prometheus-Remote-Write-Version": "0.1.0",
+            },
+            timeout=READY_TIMEOUT_S,
+        )
+        if answer.status_code >= 300:
+            raise StackFailed(f"prometheus refused the remote write ({answer.status_code}): {answer.text[:300]}")
+        return sum(len(one["samples"]) for one in series)
 
     def _write_alertmanager(
         self, webhook_url: str | None, webhook_token: str | None, matchers: list[str] | None = None

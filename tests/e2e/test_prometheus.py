@@ -31,7 +31,7 @@ from fixloop.integrations.alertmanager.api import AlertmanagerSettings
 from fixloop.integrations.prometheus import PrometheusClient, PrometheusSettings
 from fixloop.sandbox.app import Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
-from fixloop.sandbox.prometheus import ALERT, alert_rules, scrape_targets
+from fixloop.sandbox.prometheus import ALERT, HISTORY_END, alert_rules, scrape_targets
 from fixloop.sandbox.server import bind, serve_in_thread
 from fixloop.workflows.contracts.verify import JudgeInput
 from tests.activities.test_verify_activity import item
@@ -225,3 +225,50 @@ async def test_a_silenced_alert_is_still_firing(stack: Stack) -> None:
         assert alert.state == ("suppressed" if source == "Alertmanager" else "firing")
         assert f"still {alert.state} in {source}" in "\n".join(v.evidence)
     assert POLICY.provider is Provider.PROMETHEUS
+
+
+def test_a_prometheus_started_with_the_worlds_history_has_a_baseline_at_once(tmp_path: Path) -> None:
+    """``/world/history`` backfilled by promtool: a minute of every endpoint's past is in Prometheus before its first
+    scrape; the seconds between the backfill and the first scrape (Prometheus applies its targets at its scrape
+    manager's first 5-second tick) are then remote-written; the scraped samples go on from the backfilled counters
+    (no reset, the same rate on both sides of the seam), and a deploy at the first scrape is judged on a whole
+    baseline (``fixloop demo --metrics prometheus`` starts Prometheus so)."""
+    require_binaries()
+    sock = bind()
+    port = sock.getsockname()[1]
+    sb = Sandbox.open(SandboxConfig(state_dir=tmp_path / "sandbox", public_url=f"http://127.0.0.1:{port}"))
+    with serve_in_thread(create_app(sb), sock) as url:
+        history = httpx.get(f"{url}/world/history", params={"seconds": 60, "base_url": url}, timeout=30)
+        assert history.status_code == 200 and history.text.endswith("# EOF\n")
+        assert history.headers["content-type"].startswith("application/openmetrics-text")
+        again = httpx.get(f"{url}/world/history", params={"seconds": 60, "base_url": url}, timeout=30)
+        assert again.status_code == 409  # its counters started with the first answer
+        with PromStack.start(
+            tmp_path / "prom", targets=scrape_targets(url), scrape_interval="500ms", history=history.text
+        ) as prom:
+            s = Stack(sb, prom, FakeClient())
+            past = s.query('count_over_time(http_requests_total{service="storefront",env="staging",code="200"}[1m])')
+            assert past and float(past[0]["value"][1]) >= 55, past  # one sample a second before the start
+            first = s.until("a scrape", lambda: s.query('min(timestamp(up{job="world"}))'))
+            scraped = float(first[0]["value"][1])
+            end = float(history.headers[HISTORY_END])
+            assert scraped - end > 2  # the gap: no sample of any series between the backfill and the first scrape
+            since = {"seconds": 60, "base_url": url, "since": end, "format": "json"}
+            gap = httpx.get(f"{url}/world/history", params=since, timeout=30)
+            assert gap.status_code == 200
+            assert prom.remote_write(gap.json()) > 0
+            deployed = datetime.fromtimestamp(math.ceil(scraped), UTC)  # the world unchanged
+            ready = deployed + POLICY.window + timedelta(seconds=1.5)
+            s.until("the after window", lambda: datetime.now(UTC) >= ready, timeout=60)
+            seam = s.query('resets(http_requests_total{service="storefront",env="production"}[90s])')
+            assert seam and all(float(r["value"][1]) == 0 for r in seam), seam
+            inp = JudgeInput(
+                scope="platform/gitops", work_item=item("storefront", WorkItemKind.DEPENDENCY_BUMP),
+                deployed_at=deployed, policy=POLICY,
+            )  # fmt: skip
+            verdict = asyncio.run(s.activities(alertmanager=False).judge(inp))
+            assert verdict.result is VerdictResult.PASS, "\n".join(verdict.evidence)
+            rate = verdict.metrics[2]
+            assert rate.name == "request rate" and rate.n_baseline == rate.n_after == 6, rate  # no point lost
+            # the scrapes read the backfill's rate (6-point medians vary by ~10 %; a whole-second staircase read -36 %)
+            assert rate.effect is not None and abs(rate.effect) < 0.2, rate
