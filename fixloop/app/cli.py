@@ -42,11 +42,17 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)] = False,
 ) -> None:
     if version:
         typer.echo(__version__)
         raise typer.Exit()
+    from fixloop.app.logs import configure
+    from fixloop.core.config import LogSettings
+
+    command = ctx.invoked_subcommand or "fixloop"
+    configure(_settings(command, LogSettings), command)  # the worker and the gateway again, with their secrets
 
 
 def _results(command: str, paths: list[Path], source: Source | None, failed: list[Path]) -> Iterator[IngestResult]:
@@ -124,6 +130,7 @@ def triage(
     warnings = logging.StreamHandler(sys.stderr)  # e.g. the llm engine's fallback to rules, and why
     warnings.setFormatter(logging.Formatter("fixloop triage: warning: %(message)s"))
     triage_log.addHandler(warnings)
+    triage_log.propagate = False  # this line is its warning (not the process log's too)
     result = asyncio.run(run_triage(signals, engine=engine.value, llm=llm))
     sys.stdout.write(result.model_dump_json(indent=2, exclude={"alert_keys"}) + "\n")
     if failed:
@@ -141,8 +148,9 @@ def worker() -> None:
     metrics at /metrics there (exit status 2 when it cannot be bound)."""
     import asyncio
 
+    from fixloop.app.logs import configure, secret_values
     from fixloop.app.worker import Integrations, build_worker, metrics_runtime
-    from fixloop.core.config import ConfigError, TemporalSettings, WorkerSettings
+    from fixloop.core.config import ConfigError, LlmSettings, LogSettings, TemporalSettings, WorkerSettings
 
     settings = _settings("worker", TemporalSettings)
     metrics_address = _settings("worker", WorkerSettings).metrics_address
@@ -151,6 +159,8 @@ def worker() -> None:
     except ConfigError as e:
         typer.echo(f"fixloop worker: {e}", err=True)
         raise typer.Exit(code=2) from None
+    secrets = secret_values(settings, _settings("worker", LlmSettings), *integrations.settings())
+    configure(_settings("worker", LogSettings), "worker", secrets=secrets)
     configured = [n for n in ("jira", "gitlab", "registry", "flux", "datadog") if getattr(integrations, n) is not None]
     runtime = None
     if metrics_address:
@@ -301,12 +311,11 @@ def gateway(
     FIXLOOP_FLUX_HMAC_KEY, FIXLOOP_TEMPORAL_*, FIXLOOP_INTAKE_*. Temporal is connected on the first request that
     needs it: while it is down, those requests get 503 within FIXLOOP_GATEWAY_CONNECT_TIMEOUT. Exit
     status 2 for an invalid variable or a port that cannot be bound."""
-    import logging
-
     from fixloop.app.gateway import GatewaySettings, create_app
     from fixloop.app.gateway import server as httpserver
+    from fixloop.app.logs import configure, secret_values
     from fixloop.app.temporal import connect as temporal_connect
-    from fixloop.core.config import IntakeSettings, TemporalSettings
+    from fixloop.core.config import IntakeSettings, LogSettings, TemporalSettings
     from fixloop.integrations.flux import FluxSettings
     from fixloop.integrations.gitlab.webhook import WebhookSettings
 
@@ -341,8 +350,9 @@ def gateway(
         )
         if value is None or not value.get_secret_value()
     ]
-    logging.basicConfig(level=logging.WARNING, format="fixloop gateway: %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("fixloop.app.gateway").setLevel(logging.INFO)  # one line per refused request (never a secret)
+    gateway_state = application.state.gateway
+    secrets = secret_values(settings, temporal_settings, gateway_state.gitlab_webhook, gateway_state.flux)
+    configure(_settings("gateway", LogSettings), "gateway", secrets=secrets)  # INFO: one line per refused request
     typer.echo(
         f"fixloop gateway: http://{host}:{actual} -> intake/{settings.scope} via Temporal at "
         f"{temporal_settings.address} (task queue {temporal_settings.task_queue})"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from fixloop.activities.plan import PlanActivities
 from fixloop.activities.triage import TriageActivities
 from fixloop.activities.verify import VerifyActivities
 from fixloop.activities.work_item import WorkItemActivities
+from fixloop.app.logs import LogContext
 from fixloop.core.config import ConfigError, LlmSettings, load
 from fixloop.integrations.alertmanager.api import AlertmanagerSettings
 from fixloop.integrations.datadog.api import DatadogSettings
@@ -90,6 +91,10 @@ class Integrations:
     alertmanager: AlertmanagerSettings | None = None  # alert recovery of Alertmanager alerts (FIXLOOP_ALERTMANAGER_URL)
     pypi: PypiSettings | None = None  # release dates and changelog links in MRs; None: not looked up
     endoflife: EndOfLifeSettings | None = None  # end of life of bumped images in MRs; None: not looked up
+
+    def settings(self) -> list[BaseSettings]:
+        """The settings of every configured system (to mask their secrets in the logs)."""
+        return [s for s in (getattr(self, f.name) for f in fields(self)) if isinstance(s, BaseSettings)]
 
     @classmethod
     def from_env(cls) -> Integrations:
@@ -175,4 +180,5 @@ def build_worker(
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
         activities=[*built, *extra_activities],
+        interceptors=[LogContext()],  # the work item and Jira key of each activity, for the logs
     )
