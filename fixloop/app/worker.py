@@ -34,6 +34,7 @@ from fixloop.activities.verify import VerifyActivities
 from fixloop.activities.work_item import WorkItemActivities
 from fixloop.app.logs import LogContext
 from fixloop.core.config import ConfigError, LlmSettings, load
+from fixloop.core.metrics import bucket_overrides
 from fixloop.integrations.alertmanager.api import AlertmanagerSettings
 from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.integrations.endoflife import EndOfLifeSettings
@@ -150,11 +151,13 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
 
 
 def metrics_runtime(address: str) -> Runtime:
-    """A Temporal runtime that serves the SDK's metrics in the Prometheus text format at ``http://<address>/metrics``
+    """A Temporal runtime that serves the SDK's metrics and fixloop's business metrics (``fixloop.core.metrics``,
+    its histograms with their own buckets) in the Prometheus text format at ``http://<address>/metrics``
     (``address``: ``<ip>:<port>``, ``FIXLOOP_WORKER_METRICS_ADDRESS``); the port is bound here, before any client
     connects. Give it to the worker's client (``fixloop.app.temporal.connect(..., runtime=)``). Raises ``ValueError``
     when the address is not ``<ip>:<port>`` or cannot be bound. A process creates few runtimes: build one."""
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    prometheus = PrometheusConfig(bind_address=address, histogram_bucket_overrides=bucket_overrides())
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 
 
 def _name(fn: Callable[..., Any]) -> str | None:
