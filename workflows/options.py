@@ -74,7 +74,8 @@ def call(kind: Call, summary: str) -> CallOptions:
 
 
 # Search attributes shown and filterable in the Temporal UI. Registered by ``fixloop temporal`` on the dev
-# server and by ``temporal operator search-attribute create`` on a cluster (see README); all Keyword.
+# server and by ``fixloop temporal setup`` on a cluster (``fixloop.app.temporal.register_search_attributes``); all
+# Keyword.
 SA_STAGE = SearchAttributeKey.for_keyword("FixloopStage")
 SA_SERVICE = SearchAttributeKey.for_keyword("FixloopService")
 SA_SEVERITY = SearchAttributeKey.for_keyword("FixloopSeverity")

