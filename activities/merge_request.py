@@ -5,7 +5,11 @@ names: ``MergeRequestActivities`` on ``fixloop.integrations.gitlab.api.GitLabCli
 ``fixloop.workflows.contracts.merge_request``'s.
 
 Every write is idempotent: ``gitlab.open_merge_request`` uses the branch ``fixloop/<work-item-id>`` and reuses its
-open MR; ``gitlab.note`` carries a dedup key; ``gitlab.delete_branch`` of a deleted branch is a no-op;
+open MR, or the MR it opened itself whatever its state: the description begins with the loop's hidden marker
+``<!-- fixloop:loop=<workflow id> run=<run id> -->`` (``fixloop.integrations.gitlab.api.loop_marker``), so a retry
+after the worker died with the MR opened, and a person merged or closed it meanwhile, returns that MR instead of
+opening a second one (GitLab removed the merged branch: the retry must not make it again); ``gitlab.note`` carries a
+dedup key; ``gitlab.delete_branch`` of a deleted branch is a no-op;
 ``gitlab.open_revert_merge_request`` uses the branch ``fixloop/revert/<work-item-id>/<merge-sha[:12]>`` and finds
 its own revert commit there. ``gitlab.merge_request_state`` and ``gitlab.check_user`` only read.
 """
@@ -33,7 +37,7 @@ from fixloop.core.markup import markdown_link
 from fixloop.core.models import WorkItem, WorkItemKind
 from fixloop.core.parsing import clean
 from fixloop.integrations.errors import Conflict
-from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo
+from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings, MergeRequestInfo, loop_marker
 from fixloop.workflows.contracts.merge_request import (
     CheckUserInput,
     DeleteBranchInput,
@@ -101,11 +105,14 @@ class MergeRequestActivities:
         commit it on the change's branch (created at ``base_sha``) and open or update the MR into the default branch.
 
         Idempotent: a second run finds the branch holding the contents (no commit) and the open MR (updated only
-        where title, description or labels differ). The change always applies at ``base_sha``: when the default
-        branch changed the same lines since, the MR shows the conflict to the reviewer (GitLab's merge status), it is
-        not rebased silently. Errors: a change that no longer validates, or a branch holding other contents than the
-        planned base (an older plan's commit), -> non-retryable ``ApplicationError`` (``PolicyViolation``,
-        ``Conflict``); integration errors -> ``ApplicationError`` (non-retryable unless retryable).
+        where title, description or labels differ); a retry of the same loop (same workflow run) whose MR was merged
+        or closed meanwhile returns that MR as it is, before touching the branch (the MR is found by its source
+        branch in any state and the loop's marker at the start of its description). The change always applies at
+        ``base_sha``: when the default branch changed the same lines since, the MR shows the conflict to the
+        reviewer (GitLab's merge status), it is not rebased silently. Errors: a change that no longer validates, or
+        a branch holding other contents than the planned base (an older plan's commit), -> non-retryable
+        ``ApplicationError`` (``PolicyViolation``, ``Conflict``); integration errors -> ``ApplicationError``
+        (non-retryable unless retryable).
 
         One MR per line: two open fixloop MRs never edit the same line (``fixloop.core.change.overlap``: a common path
         with a common touched line or removed line text, or a file whose diff GitLab does not show). Rules, which
@@ -128,7 +135,7 @@ class MergeRequestActivities:
                 "the planned change has no branch, base commit or operations", type="InvalidChange", non_retryable=True
             )
         with as_application_errors():
-            return await asyncio.to_thread(self._open, inp)
+            return await asyncio.to_thread(self._open, inp, _marker())
 
     def _remedy_edits(self, inp: OpenMergeRequestInput, read: Callable[[str], str | None]) -> dict[str, str]:
         """An incident's typed operation applied again at the base commit (``fixloop.core.change.remedy``: checked
@@ -155,10 +162,13 @@ class MergeRequestActivities:
             remedy = remedy_change(op, read, policy, onset=onset)
         return remedy.edits
 
-    def _open(self, inp: OpenMergeRequestInput) -> MergeRequestRef:
+    def _open(self, inp: OpenMergeRequestInput, marker: str | None = None) -> MergeRequestRef:
         change = inp.change
         assert change.branch and change.base_sha
         gl = self.client
+        mine = gl.find_marked_merge_request(change.branch, marker) if marker else None
+        if mine is not None and mine.state != MrState.OPENED.value:  # this loop's, merged or closed since: kept
+            return self._ref(mine, self.settings.project)
         cache: dict[str, str | None] = {}
 
         def read(path: str) -> str | None:
@@ -185,8 +195,11 @@ class MergeRequestActivities:
         default = gl.default_branch()
         title = clean(change.title or f"fixloop: fix {inp.work_item.id}", 255)
         mr = gl.find_or_create_merge_request(
-            change.branch, default, title, change.description or "", change.labels or ["fixloop"]
+            change.branch, default, title, change.description or "", change.labels or ["fixloop"], marker=marker
         )
+        if mr.state != MrState.OPENED.value:  # merged or closed between the two reads above: kept as it is
+            gl.delete_branch(change.branch)  # the branch ensured again above is not the merge request's any more
+            return self._ref(mr, self.settings.project)
         older = self._overlapping(touched, change.branch, below_iid=mr.iid)
         if older is not None:  # yields: a racing loop opened an MR for the same lines first
             gl.close_merge_request(mr.iid)
@@ -317,14 +330,18 @@ class MergeRequestActivities:
         find) its merge request, titled as a rollback (``revert_title``: ``Revert "<original title>" — <why>``, the
         original's title read from GitLab when ``inp.original`` has none) with ``revert_description``; it goes
         through the same approval gate as any fixloop MR. Idempotent: the revert commit on the branch and the open MR
-        are found again. A revert GitLab cannot apply (a later commit changed the same lines) is a non-retryable
-        ``ApplicationError`` naming the commit."""
+        are found again, and the loop's own revert MR (its marker) merged or closed meanwhile is returned as it is.
+        A revert GitLab cannot apply (a later commit changed the same lines) is a non-retryable ``ApplicationError``
+        naming the commit."""
         with as_application_errors():
-            return await asyncio.to_thread(self._revert, inp)
+            return await asyncio.to_thread(self._revert, inp, _marker())
 
-    def _revert(self, inp: OpenRevertInput) -> MergeRequestRef:
+    def _revert(self, inp: OpenRevertInput, marker: str | None = None) -> MergeRequestRef:
         gl = self._client(inp.original.project)
         branch = revert_branch(inp.work_item.id, inp.merge_sha)
+        mine = gl.find_marked_merge_request(branch, marker) if marker else None
+        if mine is not None and mine.state != MrState.OPENED.value:  # this loop's revert, merged or closed since
+            return self._ref(mine, inp.original.project)
         default = gl.default_branch()
         gl.ensure_branch(branch, default)
         commit = gl.revert_commit(inp.merge_sha, branch)
@@ -332,13 +349,27 @@ class MergeRequestActivities:
             commit = gl.revert_commit(sha, branch)
         original = inp.original.title or gl.get_merge_request(inp.original.iid).title
         title = revert_title(original, inp.original.iid, inp.why)
-        mr = gl.find_or_create_merge_request(branch, default, title, revert_description(inp), REVERT_LABELS)
+        mr = gl.find_or_create_merge_request(
+            branch, default, title, revert_description(inp), REVERT_LABELS, marker=marker
+        )
         return MergeRequestRef(
             project=inp.original.project,
             iid=mr.iid,
             url=mr.web_url,
             branch=branch,
             head_sha=mr.sha or commit.sha,
+            title=clean(mr.title, 255),
+        )
+
+    @staticmethod
+    def _ref(mr: MergeRequestInfo, project: str) -> MergeRequestRef:
+        """The ref of an MR found as it is (its head as GitLab last had it: at the merge, for a merged one)."""
+        return MergeRequestRef(
+            project=project,
+            iid=mr.iid,
+            url=mr.web_url,
+            branch=mr.source_branch,
+            head_sha=mr.sha or "",
             title=clean(mr.title, 255),
         )
 
@@ -377,6 +408,15 @@ class MergeRequestActivities:
 
 
 REVERT_LABELS = ["fixloop", "fixloop::revert"]
+
+
+def _marker() -> str | None:
+    """The marker of the loop this activity runs for (``loop_marker`` of its workflow id and run), which the MR's
+    description begins with; None outside an activity (no marker: only open MRs are found again)."""
+    if not activity.in_activity():
+        return None
+    info = activity.info()
+    return loop_marker(info.workflow_id, info.workflow_run_id)
 
 
 def revert_branch(work_item_id: str, merge_sha: str) -> str:

@@ -4,7 +4,8 @@ edit operations (stage 2).
 ``PlanActivities.plan`` (activity ``change.plan``; input and output: ``fixloop.workflows.contracts.plan``) reads the
 repository through GitLab at the head of the default branch (``GitLabRepo``), the registry's tag lists
 (``RegistryTags``) and runs the pure planner ``fixloop.core.change.plan``; the MR text comes from
-``fixloop.core.change.mr``.
+``fixloop.core.change.mr``. The planning itself (``ChangePlanner.plan_at``) takes any ``RepoView`` and tag lookup:
+``fixloop plan`` runs it on a local checkout (``fixloop.app.dryrun``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 
 from fixloop.activities.errors import as_application_errors
+from fixloop.activities.heartbeat import heartbeat, in_thread
 from fixloop.core import remediation
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
@@ -93,7 +95,7 @@ def _verification_of(policy_text: str | None) -> VerificationPolicy:
         raise PolicyViolation(f"verification: {clean(str(e), 300)}", POLICY_FILE) from None
 
 
-def _delivered(planned: PlannedChange, paths: Sequence[str], repo: GitLabRepo, service: str | None) -> PlannedChange:
+def _delivered(planned: PlannedChange, paths: Sequence[str], repo: RepoView, service: str | None) -> PlannedChange:
     """``planned`` with its ``delivery`` (``fixloop.core.change.images.delivery_of`` under the repository's
     ``fixloop.yaml``) and the description's ``### Delivery`` section before its read-back block. A change the chain
     cannot follow (it builds several images, or an environment's file lacks the image) keeps no delivery and says
@@ -191,11 +193,13 @@ class GitLabRepo:
 
     def list(self) -> Iterable[str]:
         if self._paths is None:
+            heartbeat(f"list the repository at {self.sha[:12]}")
             self._paths = sorted(i.path for i in self.client.tree(ref=self.sha, recursive=True) if i.type == "blob")
         return self._paths
 
     def read(self, path: str) -> str | None:
         if path not in self._texts:
+            heartbeat(f"read {path}")
             text = self.client.read_file(path, self.sha)
             if text is not None and len(text.encode()) > self.max_bytes:
                 log.warning("%s@%s is over %d bytes: not read", clean(path, 200), self.sha[:12], self.max_bytes)
@@ -227,6 +231,7 @@ class RegistryTags:
             self.failed[image] = "no registry configured (FIXLOOP_REGISTRY_URL)"
             return []
         try:
+            heartbeat(f"list the tags of {name}")
             return self.client.tags(name)
         except AuthError:
             raise
@@ -290,6 +295,7 @@ class FactLookups:
                 out.append(PackageRelease(ecosystem="pypi", package=op.package, version=op.new, missing=down))
                 continue
             try:
+                heartbeat(f"look up {op.package} {op.new} on PyPI")
                 out.append(self.pypi.release(op.package, op.new))
             except NotFound:
                 why = f"PyPI lists no release {op.new} of {op.package}"
@@ -310,6 +316,7 @@ class FactLookups:
         for image, product, label, hint in wanted[:LIFECYCLES_MAX]:
             if product not in cycles and down is None and self.endoflife is not None:
                 try:
+                    heartbeat(f"look up {product} on endoflife.date")
                     cycles[product] = self.endoflife.cycles(product)
                 except NotFound:
                     cycles[product] = f"endoflife.date has no product {product}"
@@ -335,7 +342,157 @@ _JIRA_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}")
 _OPERATIONS: TypeAdapter[list[Operation]] = TypeAdapter(list[Operation])
 
 
-class PlanActivities:
+class TagSource(Protocol):
+    """``plan()``'s tag lookup (``fixloop.core.change.TagLookup``) that also says why an image got no tags
+    (``failed``: image -> the sentence for the MR), as ``RegistryTags`` does."""
+
+    failed: dict[str, str]
+
+    def __call__(self, image: str) -> Sequence[str]: ...
+
+
+class ChangePlanner:
+    """A fix planned on any ``RepoView`` at one commit: what ``change.plan`` runs on the GitLab project's default
+    branch (``PlanActivities``) and ``fixloop plan`` on a local checkout (``fixloop.app.dryrun``). ``jira_url``,
+    ``llm`` and ``facts``: as ``PlanActivities`` has them (``facts`` None: no registry is asked, the MR says the
+    releases and end of life were not looked up)."""
+
+    def __init__(
+        self, jira_url: str | None = None, llm: LlmSettings | None = None, facts: FactLookups | None = None
+    ) -> None:
+        self.jira_url = jira_url.rstrip("/") if jira_url else None
+        self.llm = llm
+        self.facts = facts if facts is not None else FactLookups(None, None)
+
+    def open_description(self, branch: str) -> str | None:
+        """The description of the open merge request of ``branch`` (None: none is known): what a re-run with a
+        model keeps its earlier pick of operations from (``_kept_before``)."""
+        return None
+
+    def plan_at(self, inp: PlanChangeInput, repo: RepoView, base_sha: str | None, tags: TagSource) -> PlannedChange:
+        """``change.plan``'s answer for ``inp`` on ``repo`` (at commit ``base_sha``, recorded; None: a working tree),
+        base images' tags from ``tags``: not located -> ``located=False`` with the reason; raises ``PolicyViolation``
+        when the change fails validation (and, from ``tags``, what it raises)."""
+        verification = _verification_of(repo.read(POLICY_FILE))
+        result = plan(inp.work_item, inp.signals, repo, tags=tags)
+        heartbeat("located" if not isinstance(result, NotLocated) else "not located")
+        if isinstance(result, NotLocated):
+            not_fixable = _explain(result.not_fixable, tags.failed)
+            reason = result.reason
+            if tags.failed and not_fixable != result.not_fixable:
+                reason = clean("; ".join(f"{n.package}: {n.reason}" for n in not_fixable), 2000)
+            return PlannedChange(
+                located=False,
+                reason=reason,
+                base_sha=base_sha,
+                not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
+            )
+        touched = service_of_paths(op.path for op in result.operations)
+        text = describe_plan(verification, touched)
+        # the merge request names the service the change touches, as the loop's work item will (``named``)
+        inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
+        facts = self.facts(result.operations, repo, datetime.now(UTC).date())
+        heartbeat("write the merge request")
+        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text, facts)
+        service = service_of_paths(op.path for op in planned.changes)
+        paths = [path for op in planned.changes for path in op.paths()]
+        return _delivered(planned, paths, repo, service).model_copy(
+            update={"verification": verification, "service": service}
+        )
+
+    def _planned(
+        self,
+        inp: PlanChangeInput,
+        result: Plan,
+        base_sha: str | None,
+        not_fixable: list[NotFixable],
+        repo: RepoView,
+        verification: str | None = None,
+        facts: ChangeFacts | None = None,
+    ) -> PlannedChange:
+        result = result.model_copy(update={"not_fixable": not_fixable})
+        key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
+        url = f"{self.jira_url}/browse/{key}" if key and self.jira_url else None
+        drafted_by, refused, text = RULES, None, None
+        if self.llm is not None:
+            before = self._kept_before(result, repo)
+            try:
+                drafted, draft = self._draft(inp, result, repo)
+                if before is not None and drafted.operations != before.operations:
+                    raise DraftRefused(
+                        f"the open merge request makes {len(before.operations)} of the {len(result.operations)} "
+                        "validated operations; a re-run keeps them"
+                    )
+            except (LlmError, DraftRefused, ConfigError) as e:  # the loop goes on with the rules' text
+                refused = clean(str(e), 300)
+                log.warning("%s: the model's draft was refused: %s", inp.work_item.id, refused)
+                result = before or result
+            else:
+                result, drafted_by = drafted, clean(self.llm.model or "a model", 80)
+                text = mr_text(
+                    inp.work_item,
+                    result,
+                    inp.signals,
+                    draft,
+                    drafted_by,
+                    jira_key=key,
+                    jira_url=url,
+                    verification=verification,
+                    facts=facts,
+                )
+        if text is None:
+            text = render(
+                inp.work_item,
+                result,
+                inp.signals,
+                jira_key=key,
+                jira_url=url,
+                verification=verification,
+                draft_refused=refused,
+                facts=facts,
+            )
+        return PlannedChange(
+            located=True,
+            branch=result.branch,
+            operations=[op.describe() for op in result.operations],
+            base_sha=base_sha,
+            changes=list(result.operations),
+            title=text.title,
+            description=text.description,
+            labels=text.labels,
+            not_fixable=[f"{n.package}: {n.reason}" for n in result.not_fixable],
+            risks=list(result.risks),
+            drafted_by=drafted_by,
+            facts=facts.of(result.operations) if facts is not None else None,
+        )
+
+    def _draft(self, inp: PlanChangeInput, result: Plan, repo: RepoView) -> tuple[Plan, Draft]:
+        """The model's draft of ``result``'s MR and the plan it keeps (``apply_draft``). Runs in the activity's
+        worker thread: the one async completion call gets its own event loop there. Raises ``LlmError`` or
+        ``DraftRefused``."""
+        assert self.llm is not None
+        heartbeat(f"ask {clean(self.llm.model or 'the model', 80)} to draft the merge request")
+        complete = functools.partial(structured_completion, self.llm)
+        draft = asyncio.run(ask(inp.work_item, result, inp.signals, complete))
+        return apply_draft(result, draft, repo), draft
+
+    def _kept_before(self, result: Plan, repo: RepoView) -> Plan | None:
+        """``result`` reduced to the operations the open MR of its branch makes, when fixloop's block in the MR's
+        description lists a strict subset of ``result``'s validated operations (a model left some out on an earlier
+        run): a re-run then commits the same contents whatever the model answers now (a different pick would
+        conflict with the branch). None otherwise."""
+        description = self.open_description(result.branch)
+        block = read_back(description) if description else None
+        if block is None or block.get("work_item") != result.work_item_id:
+            return None
+        try:
+            kept = keep_operations(result, _OPERATIONS.validate_python(block.get("operations")), repo)
+        except (ValidationError, DraftRefused):
+            return None
+        return None if kept is result else kept
+
+
+class PlanActivities(ChangePlanner):
     """``change.plan`` on the GitLab project of ``gitlab`` (the GitOps repository, ``gitlab.project``; the input's
     ``scope`` does not choose it) and the registry of ``registry`` (None: base images are not fixable).
     ``jira_url`` is the Jira site (e.g. ``https://acme.atlassian.net``) the MR description links the issue on
@@ -355,15 +512,17 @@ class PlanActivities:
         pypi: PypiSettings | None = None,
         endoflife: EndOfLifeSettings | None = None,
     ) -> None:
+        super().__init__(
+            jira_url,
+            llm,
+            FactLookups(
+                PypiClient(pypi) if pypi is not None and pypi.enabled else None,
+                EndOfLifeClient(endoflife) if endoflife is not None and endoflife.enabled else None,
+            ),
+        )
         self.datadog = datadog
         self.gitlab = GitLabClient(gitlab)
         self.registry = RegistryClient(registry) if registry is not None else None
-        self.jira_url = jira_url.rstrip("/") if jira_url else None
-        self.llm = llm
-        self.facts = FactLookups(
-            PypiClient(pypi) if pypi is not None and pypi.enabled else None,
-            EndOfLifeClient(endoflife) if endoflife is not None and endoflife.enabled else None,
-        )
 
     def close(self) -> None:
         if self.registry is not None:
@@ -378,7 +537,7 @@ class PlanActivities:
         -> ``located=False`` with the reason; a change failing validation -> non-retryable ``ApplicationError`` of
         type ``PolicyViolation``; integration errors -> ``ApplicationError`` (non-retryable unless retryable)."""
         with as_application_errors():
-            return await asyncio.to_thread(self._plan, inp)
+            return await in_thread(self._plan, inp)
 
     @activity.defn(name=PLAN_REMEDIATION)
     async def plan_remediation(self, inp: PlanRemediationInput) -> PlannedChange:
@@ -386,11 +545,20 @@ class PlanActivities:
         culprit change of its top candidate, as a typed operation validated against the repository and its
         ``incidents:`` policy. No safe action -> ``located=False`` with the reason (said on Jira)."""
         with as_application_errors():
-            return await asyncio.to_thread(self._plan_remediation, inp)
+            return await in_thread(self._plan_remediation, inp)
+
+    def open_description(self, branch: str) -> str | None:
+        mr = self.gitlab.find_merge_request(branch)
+        return mr.description if mr is not None else None
+
+    def _plan(self, inp: PlanChangeInput) -> PlannedChange:
+        base_sha, repo = self._head()
+        return self.plan_at(inp, repo, base_sha, RegistryTags(self.registry))
 
     def _head(self) -> tuple[str, GitLabRepo]:
         """The head of the default branch and the repository at it (what every plan is made against);
         ``IntegrationError`` when the branch has no head."""
+        heartbeat("read the head of the default branch")
         default = self.gitlab.default_branch()
         base_sha = self.gitlab.branch_head(default)
         if base_sha is None:
@@ -405,7 +573,7 @@ class PlanActivities:
         running the tag -> ``located=False`` saying so; a file without the image's ``newTag`` -> non-retryable
         ``PolicyViolation``."""
         with as_application_errors():
-            return await asyncio.to_thread(self._plan_promotion, inp)
+            return await in_thread(self._plan_promotion, inp)
 
     def _plan_promotion(self, inp: PlanPromotionInput) -> PlannedChange:
         delivery, image = inp.delivery, inp.delivery.image
@@ -596,6 +764,7 @@ class PlanActivities:
         docs.datadoghq.com/containers/kubernetes/data_collected/). ``PolicyViolation`` without Datadog or data."""
         if self.datadog is None:
             raise PolicyViolation("no Datadog is configured to read the container's memory peak from")
+        heartbeat(f"read the memory peak of {service}/{container} from Datadog")
         query = (
             f"max:kubernetes.memory.usage{{kube_deployment:{service},kube_container_name:{container}}}.rollup(max, 60)"
         )
@@ -608,121 +777,3 @@ class PlanActivities:
         if not values:
             raise PolicyViolation(f"Datadog has no kubernetes.memory.usage of {service}/{container} in the lookback")
         return max(values)
-
-    def _plan(self, inp: PlanChangeInput) -> PlannedChange:
-        base_sha, repo = self._head()
-        tags = RegistryTags(self.registry)
-        verification = _verification_of(repo.read(POLICY_FILE))
-        result = plan(inp.work_item, inp.signals, repo, tags=tags)
-        if isinstance(result, NotLocated):
-            not_fixable = _explain(result.not_fixable, tags.failed)
-            reason = result.reason
-            if tags.failed and not_fixable != result.not_fixable:
-                reason = clean("; ".join(f"{n.package}: {n.reason}" for n in not_fixable), 2000)
-            return PlannedChange(
-                located=False,
-                reason=reason,
-                base_sha=base_sha,
-                not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
-            )
-        touched = service_of_paths(op.path for op in result.operations)
-        text = describe_plan(verification, touched)
-        # the merge request names the service the change touches, as the loop's work item will (``named``)
-        inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
-        facts = self.facts(result.operations, repo, datetime.now(UTC).date())
-        planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text, facts)
-        service = service_of_paths(op.path for op in planned.changes)
-        paths = [path for op in planned.changes for path in op.paths()]
-        return _delivered(planned, paths, repo, service).model_copy(
-            update={"verification": verification, "service": service}
-        )
-
-    def _planned(
-        self,
-        inp: PlanChangeInput,
-        result: Plan,
-        base_sha: str,
-        not_fixable: list[NotFixable],
-        repo: RepoView,
-        verification: str | None = None,
-        facts: ChangeFacts | None = None,
-    ) -> PlannedChange:
-        result = result.model_copy(update={"not_fixable": not_fixable})
-        key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
-        url = f"{self.jira_url}/browse/{key}" if key and self.jira_url else None
-        drafted_by, refused, text = RULES, None, None
-        if self.llm is not None:
-            before = self._kept_before(result, repo)
-            try:
-                drafted, draft = self._draft(inp, result, repo)
-                if before is not None and drafted.operations != before.operations:
-                    raise DraftRefused(
-                        f"the open merge request makes {len(before.operations)} of the {len(result.operations)} "
-                        "validated operations; a re-run keeps them"
-                    )
-            except (LlmError, DraftRefused, ConfigError) as e:  # the loop goes on with the rules' text
-                refused = clean(str(e), 300)
-                log.warning("%s: the model's draft was refused: %s", inp.work_item.id, refused)
-                result = before or result
-            else:
-                result, drafted_by = drafted, clean(self.llm.model or "a model", 80)
-                text = mr_text(
-                    inp.work_item,
-                    result,
-                    inp.signals,
-                    draft,
-                    drafted_by,
-                    jira_key=key,
-                    jira_url=url,
-                    verification=verification,
-                    facts=facts,
-                )
-        if text is None:
-            text = render(
-                inp.work_item,
-                result,
-                inp.signals,
-                jira_key=key,
-                jira_url=url,
-                verification=verification,
-                draft_refused=refused,
-                facts=facts,
-            )
-        return PlannedChange(
-            located=True,
-            branch=result.branch,
-            operations=[op.describe() for op in result.operations],
-            base_sha=base_sha,
-            changes=list(result.operations),
-            title=text.title,
-            description=text.description,
-            labels=text.labels,
-            not_fixable=[f"{n.package}: {n.reason}" for n in result.not_fixable],
-            risks=list(result.risks),
-            drafted_by=drafted_by,
-            facts=facts.of(result.operations) if facts is not None else None,
-        )
-
-    def _draft(self, inp: PlanChangeInput, result: Plan, repo: RepoView) -> tuple[Plan, Draft]:
-        """The model's draft of ``result``'s MR and the plan it keeps (``apply_draft``). Runs in the activity's
-        worker thread: the one async completion call gets its own event loop there. Raises ``LlmError`` or
-        ``DraftRefused``."""
-        assert self.llm is not None
-        complete = functools.partial(structured_completion, self.llm)
-        draft = asyncio.run(ask(inp.work_item, result, inp.signals, complete))
-        return apply_draft(result, draft, repo), draft
-
-    def _kept_before(self, result: Plan, repo: RepoView) -> Plan | None:
-        """``result`` reduced to the operations the open MR of its branch makes, when fixloop's block in the MR's
-        description lists a strict subset of ``result``'s validated operations (a model left some out on an earlier
-        run): a re-run then commits the same contents whatever the model answers now (a different pick would
-        conflict with the branch). None otherwise."""
-        mr = self.gitlab.find_merge_request(result.branch)
-        block = read_back(mr.description) if mr is not None and mr.description else None
-        if block is None or block.get("work_item") != result.work_item_id:
-            return None
-        try:
-            kept = keep_operations(result, _OPERATIONS.validate_python(block.get("operations")), repo)
-        except (ValidationError, DraftRefused):
-            return None
-        return None if kept is result else kept

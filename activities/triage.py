@@ -42,9 +42,10 @@ from pydantic_core import to_json
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from fixloop.activities.heartbeat import heartbeat, in_thread
 from fixloop.activities.plan import GitLabRepo
-from fixloop.core.change.locate import Located, locate
-from fixloop.core.change.policy import POLICY_FILE, load_policy
+from fixloop.core.change.locate import Located, RepoView, locate
+from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
 from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.metrics import TRIAGE_FALLBACKS
 from fixloop.core.models import FIX_KINDS, RecentDeploy, Signal, TriageResult
@@ -141,7 +142,12 @@ def read_policy(gitlab: GitLabClient, ref: str | None = None) -> tuple[Topology,
     images' services (repository -> service, ``ImageChain.services``; empty without ``images:``, or when the rest of
     the policy is malformed: the topology still counts). Raises ``IntegrationError`` (GitLab) or ``ValueError`` (a
     malformed ``topology:``, or a text that is no YAML mapping)."""
-    text = gitlab.read_file(POLICY_FILE, ref or gitlab.default_branch())
+    return policy_parts(gitlab.read_file(POLICY_FILE, ref or gitlab.default_branch()))
+
+
+def policy_parts(text: str | None) -> tuple[Topology, dict[str, str]]:
+    """A ``fixloop.yaml`` text's (None: no file) topology and images' services, as ``read_policy`` reads them at a
+    commit. Raises ``ValueError`` (a malformed ``topology:``, or a text that is no YAML mapping)."""
     topology = from_policy_text(text)
     try:
         images = load_policy(text).chain.services()
@@ -176,14 +182,26 @@ def read_manifests(gitlab: GitLabClient, ref: str) -> Topology:
     is left out is counted in ``cut`` as ``manifest files``). Raises ``IntegrationError``."""
     items = gitlab.tree(ref=ref, recursive=True, limit=TREE_ENTRIES + 1)
     cut: dict[str, int] = {"tree entries": 1} if len(items) > TREE_ENTRIES else {}
-    paths = manifest_paths([i.path for i in items[:TREE_ENTRIES] if i.type == "blob"])
+    paths = [i.path for i in items[:TREE_ENTRIES] if i.type == "blob"]
+    return manifest_topology(paths, lambda path, n: gitlab.read_file_head(path, ref, n), cut)
+
+
+def manifest_topology(
+    paths: Sequence[str], read_head: Callable[[str, int], bytes | None], cut: dict[str, int] | None = None
+) -> Topology:
+    """The topology of the manifests among a repository's file ``paths`` (``manifest_paths``), each read by
+    ``read_head(path, n)`` (its first ``n`` bytes, None: no such file) under the bounds of the module docstring;
+    ``cut`` counts what the caller already left out (e.g. ``tree entries``), what is left out here is added as
+    ``manifest files``. Raises what ``read_head`` raises."""
+    cut = dict(cut or {})
+    paths = manifest_paths(paths)
     texts: list[str] = []
     total = 0
     for path in paths:
         if len(texts) >= MANIFEST_FILES or total >= MANIFEST_BYTES:
             cut["manifest files"] = cut.get("manifest files", 0) + 1
             continue
-        data = gitlab.read_file_head(path, ref, min(MANIFEST_FILE_BYTES, MANIFEST_BYTES - total) + 1)
+        data = read_head(path, min(MANIFEST_FILE_BYTES, MANIFEST_BYTES - total) + 1)
         if data is None:
             continue
         if len(data) > min(MANIFEST_FILE_BYTES, MANIFEST_BYTES - total):
@@ -205,6 +223,33 @@ def read_service_dependencies(datadog: DatadogClient, env: str) -> Topology:
     or ``ValueError`` (an answer that is not an object)."""
     now = time.time()
     return from_service_dependencies(datadog.service_dependencies(env, start=now - APM_WINDOW.total_seconds(), end=now))
+
+
+def locate_services(
+    result: TriageResult,
+    signals: Sequence[Signal],
+    repo: RepoView,
+    policy: Policy,
+    warn: Callable[[str, Exception], None],
+) -> TriageResult:
+    """``result`` with each fix that triage named no service for named after the service its fix is located in
+    (``fixloop.core.change.locate`` on ``repo`` under ``policy``; read only; ``naming.located``). A fix not located,
+    in several services' files, or whose files cannot be read (``warn(what, error)`` is told) keeps its name."""
+    unnamed = [i for i in result.work_items if i.kind in FIX_KINDS and not i.service]
+    by_fingerprint = {s.fingerprint: s for s in signals}
+    renamed = {}
+    for item in unnamed:
+        own = sorted((by_fingerprint[f] for f in item.signals if f in by_fingerprint), key=lambda s: s.fingerprint)
+        try:
+            where = locate(item, own, repo, policy) if own else None
+        except (IntegrationError, ValueError) as e:
+            warn(f"locating {item.id}", e)
+            continue
+        if isinstance(where, Located):
+            renamed[item.id] = located(item, service_of_paths(site.path for site in where.sites))
+    if not renamed:
+        return result
+    return result.model_copy(update={"work_items": [renamed.get(i.id, i) for i in result.work_items]})
 
 
 def _warn(source: str, e: Exception) -> None:
@@ -237,7 +282,7 @@ class TriageActivities:
         self.datadog = DatadogClient(datadog) if apm and datadog is not None else None
         self.apm_env = datadog.service_dependencies_env if datadog is not None else None
         self._by_commit: OrderedDict[str, tuple[Topology, dict[str, str]]] = OrderedDict()
-        self._lock = threading.Lock()  # calls run in threads (asyncio.to_thread) and may overlap
+        self._lock = threading.Lock()  # calls run in threads (in_thread: asyncio.to_thread) and may overlap
 
     def _repository(self) -> tuple[list[Topology], dict[str, str]]:
         """The repository's sources at the default branch's head (cached by its sha) and its images' services
@@ -295,7 +340,7 @@ class TriageActivities:
         sources = [f for f, on in ((self._repository, self.gitlab), (self._apm, self.datadog)) if on is not None]
         if not sources:
             return None, {}
-        parts = await asyncio.gather(*(asyncio.to_thread(f) for f in sources))
+        parts = await asyncio.gather(*(in_thread(f) for f in sources))
         found = [t for topologies, _ in parts for t in topologies]
         images = {k: v for _, found_images in parts for k, v in found_images.items()}
         if not found:
@@ -321,18 +366,7 @@ class TriageActivities:
         except (IntegrationError, ValueError) as e:
             _warn("the repository (locating fixes)", e)
             return result
-        by_fingerprint = {s.fingerprint: s for s in signals}
-        renamed = {}
-        for item in unnamed:
-            own = sorted((by_fingerprint[f] for f in item.signals if f in by_fingerprint), key=lambda s: s.fingerprint)
-            try:
-                where = locate(item, own, repo, policy) if own else None
-            except (IntegrationError, ValueError) as e:
-                _warn(f"locating {item.id}", e)
-                continue
-            if isinstance(where, Located):
-                renamed[item.id] = located(item, service_of_paths(site.path for site in where.sites))
-        return result.model_copy(update={"work_items": [renamed.get(i.id, i) for i in result.work_items]})
+        return locate_services(result, signals, repo, policy, _warn)
 
     @activity.defn(name=GROUP_SIGNALS)
     async def group_signals(self, inp: GroupSignalsInput) -> TriageResult:
@@ -341,7 +375,9 @@ class TriageActivities:
         then triages the window with ``rules``. A result over ``RESULT_MAX_BYTES`` of JSON (it would not fit one
         Temporal payload with the child starts it leads to) is a non-retryable ``ApplicationError`` of type
         ``TriageResultTooLarge``: the intake triages the signals again in two halves."""
+        heartbeat("read the topology")
         topology, images = await self._topology()
+        heartbeat(f"triage {len(inp.signals)} signals with {clean(inp.engine, 40)}")
         try:
             result = await triage(
                 inp.signals,
@@ -356,7 +392,8 @@ class TriageActivities:
             )
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e
-        result = await asyncio.to_thread(self._locate, result, inp.signals)
+        heartbeat(f"locate the fixes of {len(result.work_items)} work item(s)")
+        result = await in_thread(self._locate, result, inp.signals)
         size = len(to_json(result))
         if size > RESULT_MAX_BYTES:
             raise ApplicationError(

@@ -41,7 +41,6 @@ Verdict order: fail (a metric verdict of fail, or a monitor still alerting) > no
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from datetime import datetime
@@ -49,6 +48,7 @@ from datetime import datetime
 from temporalio import activity
 
 from fixloop.activities.errors import as_application_errors
+from fixloop.activities.heartbeat import heartbeat, in_thread
 from fixloop.core.parsing import clean
 from fixloop.core.service import service_of
 from fixloop.core.verification import (
@@ -190,7 +190,7 @@ class VerifyActivities:
         as ``ApplicationError`` (retryable for transport and 429/5xx); a query a provider refuses (400/422) makes that
         metric ``no_data`` with the reason in its evidence, a deleted monitor makes it ``no_data`` too."""
         with as_application_errors():
-            return await asyncio.to_thread(self._judge, inp)
+            return await in_thread(self._judge, inp)
 
     # blocking: runs in a thread
     def _judge(self, inp: JudgeInput) -> Verdict:
@@ -253,6 +253,7 @@ class VerifyActivities:
         if unconfigured:
             result = compare([], [], check, policy)
             return result.model_copy(update={"reason": f"not queried: {_UNCONFIGURED[check.provider]}", "query": query})
+        heartbeat(f"query {check.name} of {service} on {check.provider.value}")
         try:
             if check.provider is Provider.PROMETHEUS:
                 assert self.prometheus is not None
@@ -302,6 +303,7 @@ class VerifyActivities:
                 evidence.append(f"monitor {mid}: NO DATA: {_UNCONFIGURED[Provider.DATADOG]}")
             return out
         for mid in ids:
+            heartbeat(f"read Datadog monitor {mid}")
             try:
                 mon = self.client.get_monitor(mid)
             except NotFound:
@@ -325,6 +327,7 @@ class VerifyActivities:
         """Whether the Alertmanager alert of ``labels`` still fires, asked of Alertmanager, else of Prometheus's
         ``ALERTS`` (module docstring)."""
         name = _plain(alert_name(labels), 200)
+        heartbeat(f"ask whether alert {name} still fires")
         if self.alertmanager is not None:
             try:
                 found = self.alertmanager.alerts(labels)

@@ -5,12 +5,25 @@ Format (Snyk CLI docs, "snyk test" JSON output): one project object, or with ``-
 ``vulnerabilities`` is one vulnerable *dependency path* (``from[]``), so the same issue repeats; fixloop emits one
 signal per distinct (issue id, package, version) of a project. Severity is lower-case; ``fixedIn`` lists versions;
 ``identifiers`` maps ``CVE``/``GHSA``/``CWE``/... to lists.
+
+A container project (``snyk container test``; ``projectName`` ``docker-image|<image>``, ``packageManager`` ``deb``,
+``apk``, ``rpm`` or ``linux``) names its OS release in each vulnerability's ``packageManager`` (``debian:11``,
+``alpine:3.17``, ``rhel:8``) and, with ``--file=Dockerfile``, its base image in ``docker.baseImage`` (``debian:10``;
+snyk/cli ``src/lib/snyk-test/legacy.ts``, ``LegacyVulnApiResult.docker``). Snyk's JSON has no package URL, so an OS
+package's signal gets the purl-spec one those name, of its ``packageName`` (the signal's package: the source
+package, ``pkg:deb/debian/gcc-10@10.2.1-6?distro=debian-11``): the ``distro`` qualifier is how the planner reads
+the scanned OS (``fixloop.core.change.locate.scanned_os``). ``platform`` (``linux/amd64``) is the OS and
+architecture, not a release.
 """
 
 from __future__ import annotations
 
+import re
+
+from packageurl import PackageURL
 from pydantic import TypeAdapter
 
+from fixloop.core.change.locate import os_of_image
 from fixloop.core.models import Category, Kind, Signal, Source, fingerprint
 from fixloop.core.parsing import ParseContext, WireModel, ecosystem, lowest_fix, opt, severity, split_versions, title
 
@@ -19,14 +32,20 @@ class Vulnerability(WireModel):
     id: str
     title: str | None = None
     packageName: str
+    packageManager: str | None = None  # container scans: the OS release, "debian:11"
     version: str
     severity: str | None = None
     fixedIn: list[str] | None = None
     identifiers: dict[str, list[str | int] | None] | None = None  # NSP ids are numbers
 
 
+class Docker(WireModel):
+    baseImage: str | None = None  # with --file=Dockerfile: the Dockerfile's base image, "debian:10"
+
+
 class Project(WireModel):
     vulnerabilities: list[Vulnerability] | None = None
+    docker: Docker | None = None
     packageManager: str | None = None
     projectName: str | None = None
     displayTargetFile: str | None = None
@@ -35,6 +54,24 @@ class Project(WireModel):
 
 
 _PROJECTS = TypeAdapter(list[Project])
+_OS_RELEASE = re.compile(r"([a-z][a-z0-9._-]{0,39}):([0-9][A-Za-z0-9.+~-]{0,39})")  # "debian:11", "sles:15.4"
+_OS_PACKAGES = ("deb", "apk", "rpm")
+
+
+def _os_purl(eco: str | None, v: Vulnerability, base: tuple[str, str] | None) -> str | None:
+    """The purl of an OS package finding of a container project, with the OS release as its ``distro`` qualifier:
+    the vulnerability's ``packageManager`` (``debian:11``), else the project's ``docker.baseImage`` when that is an
+    OS image (``debian:10``); None for another package, or when neither names a release."""
+    m = _OS_RELEASE.fullmatch(v.packageManager or "")
+    release = (m.group(1), m.group(2)) if m else base
+    eco = eco if eco in _OS_PACKAGES else ecosystem(release[0]) if release else None
+    if release is None or eco not in _OS_PACKAGES:
+        return None
+    try:
+        purl = PackageURL(eco, release[0], v.packageName, v.version, {"distro": f"{release[0]}-{release[1]}"})
+    except ValueError:  # a name or version packageurl-python refuses: no purl rather than a wrong one
+        return None
+    return opt(purl.to_string())
 
 
 def _is_project(d: object) -> bool:
@@ -60,6 +97,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
         artifact = name.split("|", 1)[1] if is_image else (project.projectName or project.path)
         target = project.displayTargetFile or project.targetFile or project.projectName
         eco = ecosystem(project.packageManager)
+        base = os_of_image(project.docker.baseImage) if is_image and project.docker else None
         for i, v in enumerate(project.vulnerabilities or []):
             ids = v.identifiers or {}
             aliases = [
@@ -92,5 +130,6 @@ def parse(doc: object, ctx: ParseContext) -> None:
                     ecosystem=eco,
                     artifact=opt(artifact),
                     target=opt(target),
+                    purl=_os_purl(eco, v, base) if is_image else None,
                 )
             )

@@ -25,6 +25,7 @@ ALL_INPUTS = sorted(
     and "datadog-docs_default" not in p.name
     and "recorded" not in p.relative_to(FIXTURES).parts  # recorded API responses (sandbox fidelity), not inputs
     and "alert-correlation" not in p.relative_to(FIXTURES).parts  # root-cause ranking data (tests/test_rca.py)
+    and "histories" not in p.relative_to(FIXTURES).parts  # Temporal workflow histories (tests/workflows/test_replay.py)
     and p.relative_to(FIXTURES).parts[:2] != ("datadog", "api")  # API answers (tests/test_topology.py), not inputs
 )
 

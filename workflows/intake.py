@@ -31,7 +31,8 @@ micro-batch). The run loop drains what the handler recorded:
   about 1.2 MB of base64), the open window, counters. The carry must fit in one payload (Temporal's limit is
   2 MB): while it would pass ``CARRY_MAX_BYTES``, the open window is closed early (``closed_by="carry"``).
   Signals arriving faster than windows close pile up in the run's history (the server ends a run at 50 MB):
-  senders of a storm pace themselves on ``status`` (``bench/storm.py`` keeps at most ``--backlog`` untriaged).
+  senders of a storm pace themselves on ``status`` (``IntakeStatus.untriaged``: ``fixloop submit`` keeps at most
+  one window untriaged before each further batch, ``bench/storm.py`` at most ``--backlog``).
 
 Byte budgets (Temporal refuses a payload over 2 MiB and a request over 4 MiB; a workflow task's completion carries
 all its commands' payloads): no payload this workflow sends can exceed them, whatever arrives, so it cannot stall
@@ -184,6 +185,8 @@ class IntakeWorkflow:
             remembered=len(self.seen),
             windows=self.state.windows,
             finishing=self.state.finishing,
+            queued=sum(len(b.signals) for b in self._queue),
+            window_max_signals=self.inp.options.window_max_signals,
         )
 
     @workflow.run

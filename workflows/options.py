@@ -5,13 +5,20 @@ business metrics of every workflow, in one place: every activity call of a workf
 Activities that talk to external systems retry with backoff on Temporal's RetryPolicy (the only retry layer:
 integrations never retry by themselves); validation failures are raised by the activities as non-retryable
 ``ApplicationError``\\ s, so they are not retried. Values are ``timedelta``\\ s.
+
+The long calls (planning, triage, verification) also have a heartbeat timeout: their activities heartbeat at each
+step (``fixloop.activities.heartbeat``: a file read, a lookup, a metric query, the model's draft), so a worker that
+dies is noticed, and the call retried elsewhere, within that timeout instead of the whole start-to-close one. A
+step must fit in it: a model call (``FIXLOOP_LLM_TIMEOUT`` x (1 + ``FIXLOOP_LLM_MAX_RETRIES``), 60 s x 3 by
+default) within ``PLAN_HEARTBEAT`` and ``TRIAGE_HEARTBEAT``, one metrics query within ``VERIFY_HEARTBEAT``.
+Heartbeat timeouts are activity options, not commands: changing them needs no ``workflow.patched``.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from enum import Enum
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -27,6 +34,7 @@ TRIAGE_TIMEOUT = timedelta(minutes=5)
 TRIAGE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1), maximum_attempts=5
 )
+TRIAGE_HEARTBEAT = timedelta(minutes=4)  # a step: reading the topology, the model's one call, locating the fixes
 
 # Calls to Jira, GitLab, Flux, the metrics API: one HTTP exchange or a few, each with its own timeout.
 EXTERNAL_TIMEOUT = timedelta(minutes=2)
@@ -39,9 +47,11 @@ EXTERNAL_RETRY = RetryPolicy(
 
 # Planning clones/reads the GitOps repository and may ask the model to draft: longer.
 PLAN_TIMEOUT = timedelta(minutes=10)
+PLAN_HEARTBEAT = timedelta(minutes=4)  # a step: one file read or lookup (seconds), or the model's draft
 
 # Verification queries two metric windows per metric.
 VERIFY_TIMEOUT = timedelta(minutes=5)
+VERIFY_HEARTBEAT = timedelta(minutes=2)  # a step: one metrics query, one monitor or alert read
 
 # Escalation (a comment and a label) must not be lost: retried for a long time.
 ESCALATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=10), maximum_interval=timedelta(minutes=10))
@@ -49,13 +59,14 @@ ESCALATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=10), maximum_int
 
 
 class Call(Enum):
-    """The kinds of activity call, each with its timeout and retry policy."""
+    """The kinds of activity call, each with its timeout, retry policy and heartbeat timeout (None: the activity
+    does not heartbeat)."""
 
-    TRIAGE = (TRIAGE_TIMEOUT, TRIAGE_RETRY)  # triage.group_signals
-    EXTERNAL = (EXTERNAL_TIMEOUT, EXTERNAL_RETRY)  # one exchange or a few with Jira, GitLab, Flux
-    PLAN = (PLAN_TIMEOUT, EXTERNAL_RETRY)  # change.plan
-    VERIFY = (VERIFY_TIMEOUT, EXTERNAL_RETRY)  # verify.judge
-    ESCALATE = (EXTERNAL_TIMEOUT, ESCALATE_RETRY)  # comments and notes that must not be lost
+    TRIAGE = (TRIAGE_TIMEOUT, TRIAGE_RETRY, TRIAGE_HEARTBEAT)  # triage.group_signals
+    EXTERNAL = (EXTERNAL_TIMEOUT, EXTERNAL_RETRY, None)  # one exchange or a few with Jira, GitLab, Flux
+    PLAN = (PLAN_TIMEOUT, EXTERNAL_RETRY, PLAN_HEARTBEAT)  # change.plan, change.plan_remediation
+    VERIFY = (VERIFY_TIMEOUT, EXTERNAL_RETRY, VERIFY_HEARTBEAT)  # verify.judge
+    ESCALATE = (EXTERNAL_TIMEOUT, ESCALATE_RETRY, None)  # comments and notes that must not be lost
 
 
 class CallOptions(TypedDict):
@@ -64,13 +75,17 @@ class CallOptions(TypedDict):
     start_to_close_timeout: timedelta
     retry_policy: RetryPolicy
     summary: str
+    heartbeat_timeout: NotRequired[timedelta]
 
 
 def call(kind: Call, summary: str) -> CallOptions:
     """The options of one activity call of ``kind``; ``summary`` is what the Temporal UI shows for it (plain text,
     no untrusted text: the UI renders Markdown)."""
-    timeout, retry = kind.value
-    return CallOptions(start_to_close_timeout=timeout, retry_policy=retry, summary=summary)
+    timeout, retry, heartbeat = kind.value
+    options = CallOptions(start_to_close_timeout=timeout, retry_policy=retry, summary=summary)
+    if heartbeat is not None:
+        options["heartbeat_timeout"] = heartbeat
+    return options
 
 
 # Search attributes shown and filterable in the Temporal UI. Registered by ``fixloop temporal`` on the dev

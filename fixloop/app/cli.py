@@ -138,6 +138,77 @@ def triage(
 
 
 @app.command()
+def plan(
+    paths: Paths,
+    repo: Annotated[
+        Path,
+        typer.Option(
+            "--repo",
+            help="The GitOps repository: a git working tree or a plain folder, read from disk.",
+            exists=True,
+            file_okay=False,
+            show_default=False,
+        ),
+    ],
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="A fixloop.yaml to plan under instead of the repository's own.", exists=True, dir_okay=False),
+    ] = None,
+    tags: Annotated[
+        Path | None,
+        typer.Option(
+            help='Base images\' tags, {"<image>": ["<tag>", ...]} (JSON); without it no base image is bumped.',
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
+) -> None:
+    """Show the merge requests fixloop would open for the given reports on a local checkout, offline.
+
+    Triage (rules) and change planning as the loop runs them, on the files of ``--repo``: per work item its MR title,
+    branch, description and the unified diff of every file it would change, or why no change is planned. No
+    Temporal, GitLab, Jira, registry, PyPI or endoflife.date is asked (the MR says what was not looked up).
+    ``--json``: ``{"repository", "items": [{"id", "kind", "service", "planned", "title", "branch", "description",
+    "diff", "files", "reason", "not_fixable", "risks"}], "unassigned": [{"fingerprint", "reason"}]}``.
+    Exit status: 0 when every work item got a planned change; 1 when some did not (each says why: a fix not
+    located in the repository, a change the policy refuses, a work item no merge request fixes); 2 when a report
+    could not be read (reported on stderr as by ``ingest``; the others are still planned), or ``--repo``,
+    ``--policy`` or ``--tags`` is missing, unreadable or malformed (nothing planned).
+    """
+    import asyncio
+    import logging
+
+    from fixloop.app.dryrun import DryRunError, LocalRepo, TagFile, dry_run, render_text
+
+    try:
+        local = LocalRepo.open(repo, policy)
+        lookup = TagFile.load(tags) if tags is not None else TagFile(None)
+    except DryRunError as e:
+        typer.echo(f"fixloop plan: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    failed: list[Path] = []
+    signals = [s for result in _results("plan", paths, None, failed) for s in result.signals]
+    warnings = logging.StreamHandler(sys.stderr)  # a file not read, a topology source that failed
+    warnings.setFormatter(logging.Formatter("fixloop plan: warning: %(message)s"))
+    warnings.setLevel(logging.WARNING)
+    logger = logging.getLogger("fixloop")
+    logger.addHandler(warnings)
+    try:
+        run = asyncio.run(dry_run(signals, local, lookup))
+    except DryRunError as e:
+        typer.echo(f"fixloop plan: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    finally:
+        logger.removeHandler(warnings)
+    sys.stdout.write(run.model_dump_json(indent=2) + "\n" if as_json else render_text(run))
+    if failed:
+        raise typer.Exit(code=2)
+    if not run.all_planned:
+        raise typer.Exit(code=1)
+
+
+@app.command()
 def worker() -> None:
     """Run the fixloop worker: every workflow and activity, on FIXLOOP_TEMPORAL_TASK_QUEUE (default ``fixloop``)
     of the Temporal server at FIXLOOP_TEMPORAL_ADDRESS (default ``localhost:7233``, see ``fixloop temporal``) in
@@ -222,14 +293,26 @@ def submit(
         str, typer.Option("--scope", help="The intake to feed, e.g. the GitOps repository path.", show_default=False)
     ],
     source: SourceOption = None,
+    backlog: Annotated[
+        int | None,
+        typer.Option(
+            "--backlog",
+            min=1,
+            help="Signals the intake may hold untriaged when the next batch is sent (default: its window size).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send the signals of the given files to the intake of SCOPE (workflow ``intake/<scope>``, started if it is
-    not running), in batches. Prints one line per file: how many signals were sent. Unreadable files are reported
-    as by ``ingest`` (exit status 2); exit status 2 as well when Temporal cannot be reached. An intake this starts
+    not running), in batches, paced: before each batch after the first, it waits (polling the intake's ``status``)
+    until the intake holds no more than ``--backlog`` untriaged signals with it, so a large file cannot push the
+    intake's history past Temporal's limit. Prints one line per file: how many signals were sent. Unreadable files
+    are reported as by ``ingest`` (exit status 2); exit status 2 as well when Temporal cannot be reached, or when the
+    intake made no room for 5 minutes (no worker, or triage failing: what was sent is said). An intake this starts
     takes its windows and engine from FIXLOOP_INTAKE_* (see README)."""
     import asyncio
 
-    from fixloop.app.temporal import submit_signals
+    from fixloop.app.temporal import IntakeBusy, submit_signals
     from fixloop.core.config import IntakeSettings, TemporalSettings
 
     settings = _settings("submit", TemporalSettings)
@@ -239,13 +322,16 @@ def submit(
 
     async def run() -> None:
         client = await _connect("submit", settings)
-        for result in results:
-            wid = await submit_signals(client, scope, result.signals, task_queue=settings.task_queue, intake=intake)
+        for i, result in enumerate(results):
+            wid = await submit_signals(
+                client, scope, result.signals, task_queue=settings.task_queue, intake=intake, backlog=backlog,
+                wait_first=i > 0,
+            )  # fmt: skip
             typer.echo(f"{result.ref}: {len(result.signals)} signals sent to {wid}")
 
     try:
         asyncio.run(run())
-    except ValueError as e:
+    except (ValueError, IntakeBusy) as e:
         typer.echo(f"fixloop submit: {e}", err=True)
         raise typer.Exit(code=2) from None
     if failed:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,14 +22,14 @@ from pathlib import Path
 from pydantic import ValidationError
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode, TLSConfig
 
 from fixloop.core.config import ConfigError, IntakeSettings, LoopSettings, TemporalSettings
 from fixloop.core.models import Signal, batched
-from fixloop.workflows.contracts.intake import IntakeInput, IntakeOptions, SignalBatch, intake_id
+from fixloop.workflows.contracts.intake import IntakeInput, IntakeOptions, IntakeStatus, SignalBatch, intake_id
 from fixloop.workflows.contracts.loop import LoopOptions
 from fixloop.workflows.intake import IntakeWorkflow
 from fixloop.workflows.options import SEARCH_ATTRIBUTES
@@ -209,6 +209,19 @@ def intake_options(intake: IntakeSettings, loop: LoopSettings) -> IntakeOptions:
     )
 
 
+class IntakeBusy(RuntimeError):
+    """``submit_signals`` waited ``stall`` seconds for the intake to make room and it did not: what was sent is
+    recorded (``sent`` of ``total`` signals), the rest was not sent."""
+
+    def __init__(self, workflow_id: str, sent: int, total: int, why: str) -> None:
+        super().__init__(f"{workflow_id}: {why}; {sent} of {total} signals sent, the rest not")
+        self.workflow_id, self.sent, self.total = workflow_id, sent, total
+
+
+PACE_POLL_S = 0.2  # seconds between two status queries while waiting for room
+PACE_STALL_S = 300.0  # seconds without progress of the intake (or without an answer) before giving up
+
+
 async def submit_signals(
     client: Client,
     scope: str,
@@ -217,22 +230,48 @@ async def submit_signals(
     task_queue: str,
     intake: IntakeSettings | None = None,
     loop: LoopSettings | None = None,
+    options: IntakeOptions | None = None,
     batch: int = BATCH,
     max_bytes: int = BATCH_MAX_BYTES,
+    paced: bool = True,
+    backlog: int | None = None,
+    wait_first: bool = False,
+    poll: float = PACE_POLL_S,
+    stall: float = PACE_STALL_S,
+    on_wait: Callable[[IntakeStatus], None] | None = None,
 ) -> str:
     """Deliver ``signals`` to the intake of ``scope`` by signal-with-start of ``receive``, in order, in batches of
     at most ``batch`` signals and ``max_bytes`` bytes of JSON (``fixloop.core.models.batched``; under Temporal's 2 MiB
     per payload and 4 MiB per request), one call per batch, all recorded when this returns (the intake is started
-    with ``intake``'s windows and engine and ``loop``'s loop timings, default from the environment, if it is not
-    running). Returns the intake's workflow id. Raises ``ValueError`` for an invalid scope (letters, digits,
-    ``._/-``) and ``fixloop.core.models.SignalTooLarge`` (before any call) for a signal alone over ``max_bytes``."""
-    options = intake_options(intake or IntakeSettings(), loop or LoopSettings())
+    with ``options``, default ``intake``'s windows and engine and ``loop``'s loop timings from the environment, if
+    it is not running). Returns the intake's workflow id.
+
+    Paced (unless not ``paced``: the gateway, whose answer to a webhook must not wait for a triage; its deliveries
+    are bounded by ``FIXLOOP_GATEWAY_MAX_BODY_BYTES``): signal-with-start cannot push back, and what an intake has
+    not taken in yet waits in its run's history (Temporal ends a run at 50 MB of it). So before each batch after the
+    first (and before the first too with ``wait_first``: a caller sending several files) the intake's ``status``
+    query is polled every ``poll`` seconds until it has room: nothing untriaged (``IntakeStatus.untriaged``:
+    received and not taken in, in the open window, or being triaged), or the next batch fits with what is there
+    within ``backlog`` signals (default: the intake's own ``window_max_signals``, else that of ``options``).
+    ``on_wait`` is called with each status that made it wait.
+
+    Raises ``ValueError`` for an invalid scope (letters, digits, ``._/-``), ``fixloop.core.models.SignalTooLarge``
+    (before any call) for a signal alone over ``max_bytes``, and ``IntakeBusy`` when the intake made no progress
+    (or its status got no answer: no worker runs it) for ``stall`` seconds; an intake that is not running has
+    room."""
+    options = options or intake_options(intake or IntakeSettings(), loop or LoopSettings())
     try:
         start = IntakeInput(scope=scope, options=options)
     except ValidationError as e:
         raise ValueError(f"invalid scope {scope[:80]!r}: {e.errors(include_url=False)[0]['msg']}") from None
     wid = intake_id(scope)
-    for part in batched(signals, max_bytes=max_bytes, max_count=batch):
+    parts = batched(signals, max_bytes=max_bytes, max_count=batch)
+    sent = 0
+    for i, part in enumerate(parts):
+        if paced and (i > 0 or wait_first):
+            why = await _room(client, wid, len(part), backlog, options.window_max_signals, poll, stall, on_wait)
+            if why is not None:
+                raise IntakeBusy(wid, sent, len(signals), why)
         await client.start_workflow(
             IntakeWorkflow.run,
             start,
@@ -242,4 +281,45 @@ async def submit_signals(
             start_signal_args=[SignalBatch(signals=part)],
             static_summary=f"intake of {scope}",
         )
+        sent += len(part)
     return wid
+
+
+async def _room(
+    client: Client,
+    wid: str,
+    n: int,
+    backlog: int | None,
+    window: int,
+    poll: float,
+    stall: float,
+    on_wait: Callable[[IntakeStatus], None] | None,
+) -> str | None:
+    """Wait until intake ``wid`` has room for ``n`` more signals within ``backlog`` (None: the intake's own
+    ``window_max_signals``, else ``window``; see ``submit_signals``). None once it has; else why not, after
+    ``stall`` seconds without progress."""
+    handle = client.get_workflow_handle_for(IntakeWorkflow.run, wid)
+    loop = asyncio.get_running_loop()
+    since, last, why = loop.time(), None, "no status"
+    while loop.time() - since <= stall:
+        try:
+            status = await handle.query(IntakeWorkflow.status, rpc_timeout=timedelta(seconds=max(1.0, min(stall, 30))))
+        except RPCError as e:
+            if e.status is RPCStatusCode.NOT_FOUND:
+                return None  # no intake: the next signal-with-start starts one
+            why = f"its status query got no answer (is a worker polling its task queue?): {e.message[:200]}"
+        except WorkflowQueryFailedError as e:
+            why = f"its status query failed: {str(e)[:200]}"
+        else:
+            untriaged = status.untriaged()
+            bound = backlog or status.window_max_signals or window
+            if untriaged == 0 or untriaged + n <= bound:
+                return None
+            progress = (status.counters.received, untriaged)
+            if progress != last:
+                since, last = loop.time(), progress
+            why = f"{untriaged} signals not triaged for {stall:g} s"
+            if on_wait is not None:
+                on_wait(status)
+        await asyncio.sleep(poll)
+    return why

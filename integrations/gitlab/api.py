@@ -8,8 +8,11 @@ personal, project or group access token with the ``api`` scope, sent as ``PRIVAT
 
 Idempotency (every write can be re-run by a Temporal retry and changes nothing the second time):
 ``ensure_branch`` leaves an existing branch alone; ``commit_files`` commits nothing when the branch already holds
-exactly the wanted contents; ``find_or_create_merge_request`` finds the open MR of the source branch before it
-creates one (and a 409 "Another open merge request already exists" from a race is answered by finding it again);
+exactly the wanted contents; ``find_or_create_merge_request`` finds the MR of the source branch before it creates
+one: with a ``loop`` marker, the MR of that branch in any state (opened, merged, closed) whose description begins
+with the loop's hidden ``<!-- fixloop:loop=<workflow id> run=<run id> -->`` (``loop_marker``), so a retry after a
+person merged or closed it returns that MR instead of opening a second one; else the open MR of the branch (a 409
+"Another open merge request already exists" from a race is answered by finding it again);
 ``add_note`` with a ``dedup_key`` ends the note with an HTML comment ``<!-- fixloop-ref: <key> -->`` (invisible in
 GitLab's rendering) and looks for it among the MR's notes before adding; ``revert_commit`` looks for a commit on the
 branch whose message says "This reverts commit <sha>".
@@ -59,6 +62,9 @@ from fixloop.integrations.gitlab.pipelines import MAX_JOBS, Pipeline, PipelineJo
 
 SYSTEM = "gitlab"
 DEDUP_MARKER = "<!-- fixloop-ref: {key} -->"
+LOOP_MARKER_MAX = 400  # characters of a loop's marker
+BRANCH_MRS_MAX = 20  # merge requests of one source branch looked through for a loop's marker (newest first)
+_MARKER_UNSAFE = re.compile(r"[^A-Za-z0-9._/:@=+-]")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # a full commit SHA (SHA-1 or SHA-256 repositories)
 
 
@@ -256,6 +262,24 @@ class _Gitlab(gitlab.Gitlab):
     def http_request(self, verb: str, path: str, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.update(obey_rate_limit=False, retry_transient_errors=False, max_retries=0)
         return super().http_request(verb, path, *args, **kwargs)
+
+
+def loop_marker(workflow_id: str, run_id: str) -> str:
+    """The hidden line a loop's merge request description begins with: ``<!-- fixloop:loop=<workflow id>
+    run=<run id> -->`` (an HTML comment: GitLab's rendering hides it). Characters outside ``A-Za-z0-9._/:@=+-``
+    become ``_`` (nothing can end the comment early); the workflow id is cut so that the marker stays within
+    ``LOOP_MARKER_MAX`` characters with the whole run id (at most 64 characters; Temporal's are UUIDs)."""
+    run = _MARKER_UNSAFE.sub("_", run_id)[:64]
+    room = LOOP_MARKER_MAX - len("<!-- fixloop:loop= run= -->") - len(run)
+    return f"<!-- fixloop:loop={_MARKER_UNSAFE.sub('_', workflow_id)[:room]} run={run} -->"
+
+
+def with_marker(description: str, marker: str | None) -> str:
+    """``description`` beginning with ``marker`` on its own line (once); as it is without one."""
+    if marker is None:
+        return description
+    rest = description.removeprefix(marker).lstrip("\n")
+    return f"{marker}\n{rest}"
 
 
 def _mr_info(raw: dict[str, Any], created: bool = False) -> MergeRequestInfo:
@@ -488,13 +512,43 @@ class GitLabClient:
             found = self.project.mergerequests.list(**query, get_all=False, per_page=20)
         return _mr_info(found[0].asdict()) if found else None
 
+    def merge_requests_of_branch(self, source_branch: str, limit: int = BRANCH_MRS_MAX) -> list[MergeRequestInfo]:
+        """The MRs from ``source_branch`` in any state, newest first, at most ``limit``
+        (``GET /projects/:id/merge_requests?state=all&source_branch=<branch>&order_by=created_at&sort=desc``)."""
+        with map_exceptions(_ERRORS, f"merge requests of {source_branch}"):
+            found = self.project.mergerequests.list(
+                state="all", source_branch=source_branch, order_by="created_at", sort="desc", get_all=False,
+                per_page=limit,
+            )  # fmt: skip
+        return [_mr_info(mr.asdict()) for mr in found[:limit]]
+
+    def find_marked_merge_request(self, source_branch: str, marker: str) -> MergeRequestInfo | None:
+        """The newest MR from ``source_branch``, in any state (opened, merged, closed, locked), whose description
+        begins with ``marker`` (``loop_marker``: the loop that opened it), or None."""
+        mine = (mr for mr in self.merge_requests_of_branch(source_branch) if mr.description.startswith(marker))
+        return next(mine, None)
+
     def find_or_create_merge_request(
-        self, source_branch: str, target_branch: str, title: str, description: str, labels: list[str] | None = None
+        self,
+        source_branch: str,
+        target_branch: str,
+        title: str,
+        description: str,
+        labels: list[str] | None = None,
+        marker: str | None = None,
     ) -> MergeRequestInfo:
-        """The open MR of ``source_branch``; created when there is none, else its title, description and labels
-        updated only where they differ. There is never a second MR for the branch."""
+        """The MR of ``source_branch`` for the caller. With ``marker`` (``loop_marker``) the description begins with
+        it, and an MR of the branch in any state carrying it is the caller's own: returned as it is when it is no
+        longer open (merged, closed or being merged: a person acted on it; never opened a second time). Else the
+        open MR of the branch (whoever opened it); created when there is none, else its title, description and
+        labels updated only where they differ. There is never a second open MR for the branch."""
         labels = sorted(set(labels or []))
-        found = self.find_merge_request(source_branch, target_branch)
+        description = with_marker(description, marker)
+        found = self.find_marked_merge_request(source_branch, marker) if marker else None
+        if found is not None and found.state != "opened":
+            return found
+        if found is None or found.target_branch != target_branch:
+            found = self.find_merge_request(source_branch, target_branch)
         if found is None:
             data = {
                 "source_branch": source_branch,

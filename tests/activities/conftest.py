@@ -1,12 +1,22 @@
-"""Fixtures of the triage tests: the local OpenAI-compatible endpoint (``tests/llm_server.py``)."""
+"""Fixtures of the activity tests: the local OpenAI-compatible endpoint (``tests/llm_server.py``) of the triage
+tests, and ``world``, a running sandbox with the activity classes on it (``tests/activities/sandbox_world.py``;
+some modules still define their own)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.activities.sandbox_world import World, running_world
 from tests.llm_server import FakeLlm, serve
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with running_world(tmp_path / "sandbox") as w:
+        yield w
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from fixloop.activities import merge_request as gitlab
 from fixloop.activities.plan import RegistryTags
@@ -203,6 +204,24 @@ async def test_merge_request_diff_is_exactly_the_fix_and_a_rerun_changes_nothing
     assert [c.id for c in project.mergerequests.get(mr.iid).commits()] == [mr.head_sha]  # one fixloop commit
     assert [c["id"] for c in project.repository_compare(main_before, mr.branch)["commits"]] == [mr.head_sha]
     assert mr_diffs(world, mr.iid) == expected
+
+
+async def test_planning_heartbeats_at_each_step(world: World) -> None:
+    """Under Temporal (an activity context) ``change.plan`` heartbeats from its worker thread at each step: the
+    head, the policy, the listing, every file read, the registry lookup, the outcome, the merge request's text and
+    the delivery's files, in that order (the UI shows the last; a dead worker is noticed within ``PLAN_HEARTBEAT``)."""
+    item, signals = work_item("trivy/trivy-head_alpine-39.json", OS, None)
+    env = ActivityEnvironment()
+    beats: list[str] = []
+    env.on_heartbeat = lambda *details: beats.extend(details)
+    planned = await env.run(world.change.plan, PlanChangeInput(scope=SCOPE, work_item=item, signals=signals))
+    assert planned.located and planned.base_sha
+    base = planned.base_sha[:12]
+    assert beats[:3] == ["read the head of the default branch", "read fixloop.yaml", f"list the repository at {base}"]
+    located = beats.index("located")
+    assert beats.index("read services/catalog/Dockerfile") < beats.index("list the tags of alpine") < located
+    assert beats[located + 1] == "write the merge request"
+    assert "read apps/production/kustomization.yaml" in beats[located:]  # its delivery: the environments' files
 
 
 async def test_a_work_item_whose_fix_is_not_in_the_repository_is_not_located(world: World) -> None:

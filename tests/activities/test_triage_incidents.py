@@ -147,6 +147,20 @@ async def _activity(acts: TriageActivities, alerts: list[Signal], **kw: object) 
     return await ActivityEnvironment().run(acts.group_signals, GroupSignalsInput(scope="s", signals=alerts, **kw))
 
 
+async def test_the_activity_heartbeats_at_its_steps() -> None:
+    """Under Temporal ``triage.group_signals`` heartbeats before reading the topology, before the engine and before
+    locating the fixes (a dead worker is noticed within ``TRIAGE_HEARTBEAT``)."""
+    alerts = storm()
+    acts = TriageActivities()
+    acts.gitlab = _GitLab(POLICY)  # type: ignore[assignment]
+    env = ActivityEnvironment()
+    beats: list[str] = []
+    env.on_heartbeat = lambda *details: beats.extend(details)
+    result = await env.run(acts.group_signals, GroupSignalsInput(scope="s", signals=alerts))
+    assert [w.kind for w in result.work_items] == [WorkItemKind.INCIDENT]
+    assert beats == ["read the topology", "triage 6 signals with rules", "locate the fixes of 1 work item(s)"]
+
+
 @pytest.mark.parametrize(
     ("gitlab", "incident"),
     [

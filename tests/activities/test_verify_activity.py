@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from temporalio.testing import ActivityEnvironment
 
 from fixloop.activities import verify
 from fixloop.activities.verify import VerifyActivities
@@ -225,6 +226,26 @@ async def test_a_recovered_monitor_passes_an_alert_driven_item(dd: Running, acts
 
     assert v.result is VerdictResult.PASS, v.summary
     assert [(m.id, m.state, m.status) for m in v.monitors] == [(LEGACY_ERRORS.id, "OK", MetricStatus.PASS)]
+
+
+async def test_judging_heartbeats_at_each_monitor_and_metric_query(dd: Running, acts: VerifyActivities) -> None:
+    """Under Temporal ``verify.judge`` heartbeats from its worker thread before each monitor read and each metric
+    query (a dead worker is noticed within ``VERIFY_HEARTBEAT``)."""
+    deploy(dd, DEPLOYED - timedelta(days=2), "r1", "legacy-api", "debian:10.8", BUSTER)
+    deploy(dd, DEPLOYED, "r2", "legacy-api", "debian:12.8-slim", BOOKWORM)
+    env = ActivityEnvironment()
+    beats: list[str] = []
+    env.on_heartbeat = lambda *details: beats.extend(details)
+    alert = item("legacy-api", WorkItemKind.ALERT_INVESTIGATION)
+    inp = JudgeInput(scope=SCOPE, work_item=alert, deployed_at=DEPLOYED, monitor_ids=[LEGACY_ERRORS.id])
+    v = await env.run(acts.judge, inp)
+    assert v.result is VerdictResult.PASS, v.summary
+    assert beats == [
+        f"read Datadog monitor {LEGACY_ERRORS.id}",
+        "query error rate of legacy-api on datadog",
+        "query latency p95 of legacy-api on datadog",
+        "query request rate of legacy-api on datadog",
+    ]
 
 
 async def test_a_missing_monitor_or_a_refused_query_is_no_data(dd: Running, acts: VerifyActivities) -> None:

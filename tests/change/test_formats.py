@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from fixloop.core.change import NotLocated, Plan, plan
-from fixloop.core.change.edit import apply
+from fixloop.core.change.edit import apply, toml_pins
 from fixloop.core.change.mr import render
 from fixloop.core.change.ops import (
     BumpMavenDependency,
@@ -28,6 +30,12 @@ from tests.change.helpers import SEED, work_item
 from tests.conftest import signals
 
 OS, DEP = WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP
+TOML_LINES = [
+    "[project]", "dependencies = [", '"aiohttp==3.8.6",', "'lxml>=4.6.4'", "]", "[tool.poetry.dependencies]",
+    'kopf = "1.36.2"', 'yarl = {version = "^1.9.2"}', 'aiohttp.version = "==3.8.6"', "[[package]]", "# comment", "",
+    "[packages]", 'requests = "*"', 'django = "==3.2.9"', '"""', "[tool.poetry.group.dev.dependencies]",
+    'pytest = ["7.0.0"]', "[dependency-groups]", 'test = [{include-group = "dev"}, "pytest==7.0.0"]',
+]
 OSV = "osv-scanner/dd-osv-scanner_many_findings.json"
 POETRY_TARGET = "/tmptrivy-dojo-report-operator/poetry.lock"
 PIP_AUDIT = "pip-audit/dd-pip-audit_legacy-list-format_many_vulns.json"
@@ -184,6 +192,55 @@ def test_toml_edit_touches_only_dependency_entries() -> None:
             [BumpPythonPin(path="pyproject.toml", package="aiohttp", current="3.8.5", new="3.9.2")],
             {"pyproject.toml": text}.get,
         )
+
+
+def bumped(path: str, text: str, package: str, current: str, new: str) -> str:
+    """``text`` (the file ``path``) with the pin of ``package`` moved from ``current`` to ``new``."""
+    edits, _ = apply([BumpPythonPin(path=path, package=package, current=current, new=new)], {path: text}.get)
+    return edits[path]
+
+
+def test_toml_edits_keep_inline_tables_dotted_keys_literal_strings_crlf_and_split_tables() -> None:
+    """tomlkit writes back everything but the pins' strings: an inline table's other keys and spacing, a dotted
+    key, single quotes, CRLF line ends, a table defined after its sub-tables, comments and blank lines."""
+    text = (
+        "[tool.poetry.group.dev.dependencies]\r\n"
+        "aiohttp.version = '==3.8.6'   # dotted key, literal string\r\n"
+        "\r\n"
+        "[tool.poetry]\r\n"
+        'name = "op"\r\n'
+        "[tool.poetry.dependencies]\r\n"
+        'python = "^3.11"\r\n'
+        'aiohttp = { version = "^3.8.6", extras = ["speedups"] }  # inline table\r\n'
+        'kopf = "^1.36.2"\r\n'
+    )
+    assert bumped("pyproject.toml", text, "aiohttp", "3.8.6", "3.9.2") == text.replace("3.8.6", "3.9.2")
+    pipfile = '[packages]\nrequests = {version = "==2.25.1", extras = ["socks"]}\n"Django" = "==3.2.9"\n'
+    assert bumped("Pipfile", pipfile, "django", "3.2.9", "3.2.10") == pipfile.replace("3.2.9", "3.2.10")
+
+
+def test_toml_pin_written_with_escapes_is_not_edited() -> None:
+    text = '[project]\ndependencies = ["aiohttp\\u003d=3.8.6", "lxml==4.6.4"]\n'  # "aiohttp==3.8.6", escaped
+    assert [p.name for p in toml_pins(text, "pyproject.toml")] == ["lxml"]
+    with pytest.raises(PolicyViolation, match="does not pin aiohttp"):
+        bumped("pyproject.toml", text, "aiohttp", "3.8.6", "3.9.2")
+
+
+@given(st.lists(st.sampled_from(TOML_LINES), max_size=14), st.text(max_size=20), st.booleans())
+def test_toml_pins_read_any_text_or_refuse_it(lines: list[str], noise: str, pipfile: bool) -> None:
+    text = "\n".join(lines) + "\n" + noise
+    path = "Pipfile" if pipfile else "pyproject.toml"
+    try:
+        pins = toml_pins(text, path)
+    except PolicyViolation:
+        return
+    for pin in pins:
+        if pin.version is not None:
+            try:
+                out = bumped(path, text, pin.name, pin.version, pin.version + "1")
+            except (PolicyViolation, ValidationError):
+                continue  # another entry pins it at another version; or a name the operation does not accept
+            assert len(out) > len(text)
 
 
 # ---------------------------------------------------------------- Pipfile + Pipfile.lock

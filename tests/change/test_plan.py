@@ -265,6 +265,8 @@ def test_a_drafter_can_pick_planned_operations_but_not_add_one() -> None:
         ("grype/grype-0.61.1_chainguard-ruby-3.0.json", ("wolfi", "20221118")),  # distro=wolfi-20221118
         ("trivy/trivy-head_alpine-39.json", ("alpine", "3.9.4")),  # Trivy's "(alpine 3.9.4)" target, as before
         ("gitlab/dd-gl-container-scanning_5vulns.json", ("debian", "10.9")),  # location.operating_system
+        ("snyk/dd-snyk-container_juiceshop_deb_25vulns.json", ("debian", "11")),  # packageManager "debian:11"
+        ("snyk/synthetic_snyk-container_debian-10_file-dockerfile.json", ("debian", "10")),
     ],
 )
 def test_the_scanned_os_is_read_from_every_scanner_s_report(report: str, os: tuple[str, str]) -> None:

@@ -55,10 +55,14 @@ def test_go_version_form() -> None:
         ("latest", None),
         ("buster", None),
         ("3.9.6", None),  # already the newest
+        ("20221118", "20230201"),  # a date tag (a rolling release's snapshot): the newest later date
+        ("20230201", None),
+        ("20221118-dev", None),  # the same variant only
     ],
 )
 def test_newest_tag(current: str, expected: str | None) -> None:
     tags = ["3", "3.9", "3.9.4", "3.9.5", "3.9.6", "3.10.0", "10", "10.2", "10.9", "10.13", "10.13-slim", "11.5"]
+    tags += ["20221118", "20230201", "20221399", "2023020100"]  # not dates: month 13, ten digits
     tags += ["14.17-alpine", "14.21-alpine", "14.21.3-alpine", "16.20-alpine", "latest", "3.9.7;rm -rf /"]
     assert newest_tag(current, tags) == expected
 

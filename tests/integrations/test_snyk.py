@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
+from fixloop.app.ingest import parse_document
 from fixloop.core.models import Severity
-from tests.conftest import one, signals
+from tests.conftest import FIXTURES, one, signals
+
+RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_one_signal_per_distinct_issue_package_version_not_per_path() -> None:
@@ -46,3 +52,28 @@ def test_critical_lodash_and_no_vulns() -> None:
     s = one(signals("snyk/dd-snyk_npm_1critical.json"), package="lodash")
     assert (s.advisory_id, s.severity, s.fixed_version) == ("SNYK-JS-LODASH-590103", Severity.CRITICAL, "4.17.20")
     assert signals("snyk/dd-snyk_maven_no_vulns.json") == []
+
+
+def test_a_container_scan_s_os_packages_carry_the_release_snyk_names() -> None:
+    """Each vulnerability's ``packageManager`` (``debian:11``) is the OS release: an OS package's signal gets the
+    purl of its package with that release as the ``distro`` qualifier, which is how the planner reads the OS."""
+    items = signals("snyk/dd-snyk-container_juiceshop_deb_25vulns.json")
+    gcc = one(items, advisory_id="SNYK-DEBIAN11-GCC10-5901313")
+    assert gcc.purl == "pkg:deb/debian/gcc-10@10.2.1-6?distro=debian-11"
+    assert {s.purl.split("?")[1] for s in items if s.purl} == {"distro=debian-11"}
+    assert all(s.purl for s in items)
+
+
+def test_docker_base_image_names_the_release_when_the_vulnerabilities_do_not() -> None:
+    doc = json.loads((FIXTURES / "snyk/synthetic_snyk-container_debian-10_file-dockerfile.json").read_text())
+    for v in doc["vulnerabilities"]:
+        v["packageManager"] = "deb"  # no release: docker.baseImage (debian:10.2, --file=Dockerfile) names it
+    items = parse_document(doc, ref="snyk.json", received_at=RECEIVED).signals
+    assert {s.purl for s in items if s.package == "bash"} == {"pkg:deb/debian/bash@5.0-4?distro=debian-10.2"}
+    doc["docker"]["baseImage"] = "node:14-alpine"  # not an OS image: no release
+    assert {s.purl for s in parse_document(doc, ref="snyk.json", received_at=RECEIVED).signals} == {None}
+
+
+def test_application_projects_get_no_os_purl() -> None:
+    items = signals("snyk/dd-snyk_npm_1critical.json")
+    assert {s.purl for s in items} == {None}

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from fixloop.workflows.remediation import PLAN_SIGNALS_MAX_BYTES, RemediationWorkflow, culprit_candidates
     from tests.test_incidents import DD_DEMO, DD_INRES, T0, _topo, am_errors, dd, storm
+    from tests.workflows.histories import record
     from tests.workflows.test_intake import query_when
     from tests.workflows.world import World, approval
 
@@ -123,6 +124,7 @@ async def test_an_incident_names_its_culprit_change_joins_later_alerts_once_per_
         assert mid.stage is Stage.AWAIT_RECOVERY  # the later alerts still fire
         await handle.signal(RemediationWorkflow.refresh, Refresh(signals=_recovered(later)))
         final = await handle.result()
+        await record(env.client, handle.id, "incident-recovered")
 
     assert world.calls[:3] == ["jira.open_work_item", "investigate.culprit", "change.plan_remediation"]
     (planned,) = world.remediations
@@ -187,11 +189,23 @@ def _fixing(action: str, **more: object) -> World:
     )
 
 
-async def _run(env: WorkflowEnvironment, task_queue: str, world: World, wi: WorkItem, alerts: list[Signal]):
+async def _run(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    world: World,
+    wi: WorkItem,
+    alerts: list[Signal],
+    history: str | None = None,
+) -> LoopState:
+    """The loop's final state; its history recorded as ``history`` (``tests.workflows.histories.record``)."""
     async with Worker(
         env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
     ):
-        return await (await _start(env, task_queue, wi, alerts, applied=[APPLIED])).result()
+        handle = await _start(env, task_queue, wi, alerts, applied=[APPLIED])
+        final = await handle.result()
+        if history:
+            await record(env.client, handle.id, history)
+        return final
 
 
 async def test_an_incident_fix_is_gated_deployed_and_verified_by_its_monitors_recovering(
@@ -203,7 +217,7 @@ async def test_an_incident_fix_is_gated_deployed_and_verified_by_its_monitors_re
     alerts = storm()
     wi = _incident(alerts)
     world = _fixing("revert")
-    final = await _run(env, task_queue, world, wi, alerts)
+    final = await _run(env, task_queue, world, wi, alerts, history="incident-fix-verified")
 
     assert (final.stage, final.outcome) == (Stage.DONE, Outcome.VERIFIED)
     assert world.calls[:4] == [

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():  # this module is re-imported in 
     from fixloop.workflows.contracts.triage import GroupSignalsInput
     from fixloop.workflows.intake import CARRY_MAX_BYTES, OWNERS_MAX, IntakeWorkflow, pack_seen, unpack_seen
     from tests.conftest import signals
+    from tests.workflows.histories import record
 
 ALPINE = "trivy/trivy-0.22-fulldb_alpine-39.json"
 DEBIAN = "trivy/dd-trivy_legacy_many_vulns_debian-10.8.json"
@@ -168,6 +169,7 @@ async def test_redelivered_batch_is_deduplicated(env: WorkflowEnvironment, task_
         await handle.signal(IntakeWorkflow.finish, Finish())
         state = await handle.result()
         children = await _children(env.client, scope, expected)
+        await record(env.client, handle.id, "intake-deduplicated")
 
     c = state.counters
     assert (c.received, c.new, c.duplicates) == (2 * len(batch), len(batch), len(batch))
@@ -205,6 +207,7 @@ async def test_continue_as_new_keeps_dedup_state(env: WorkflowEnvironment, task_
         handle = await _start(env.client, task_queue, scope, batch, options)
         with pytest.raises(WorkflowContinuedAsNewError):
             await handle.result(follow_runs=False)
+        await record(env.client, handle.id, "intake-continued-as-new-first-run", run_id=handle.result_run_id)
         # the next run holds the dedup memory and the open window: the same batch again is all duplicates
         await handle.signal(IntakeWorkflow.receive, SignalBatch(signals=batch))
         await handle.signal(IntakeWorkflow.finish, Finish())

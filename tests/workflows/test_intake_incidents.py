@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():  # this module is re-imported in 
     from fixloop.workflows.intake import IntakeWorkflow
     from fixloop.workflows.remediation import RemediationWorkflow
     from tests.test_incidents import DD_DEMO, DD_INRES, T0, _topo, am_pod_memory, dd, storm
+    from tests.workflows.histories import record
     from tests.workflows.test_intake import LoopStandIn, _options, _scope, _settle, _start, query_when, status_when
     from tests.workflows.world import World
 
@@ -139,6 +140,7 @@ async def test_an_incident_loop_starts_with_the_revisions_flux_applied_before_it
         applied = await loop.query(LoopStandIn.applied_at_start)
         await handle.signal(IntakeWorkflow.finish, Finish())
         final = await handle.result()
+        await record(env.client, handle.id, "intake-incident-with-flux-applied")
     assert applied == ["a" * 40, "b" * 40]
     assert [a.sha for a in final.applied] == ["a" * 40, "b" * 40]
 

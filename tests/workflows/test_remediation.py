@@ -33,8 +33,10 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
     from fixloop.workflows.contracts.merge_request import MergeRequestStateInput
+    from fixloop.workflows.options import PLAN_HEARTBEAT, VERIFY_HEARTBEAT
     from fixloop.workflows.remediation import ALERTS_MAX_BYTES, CARRY_MAX_BYTES, RemediationWorkflow
     from tests.conftest import signals
+    from tests.workflows.histories import record
     from tests.workflows.world import (
         FIX_TITLE,
         HEAD,
@@ -70,22 +72,39 @@ def _item(rel: str, kind: WorkItemKind) -> WorkItem:
     return next(w for w in triage_rules(signals(rel)).work_items if w.kind is kind)
 
 
-async def _run(env: WorkflowEnvironment, task_queue: str, world: World, item: WorkItem, **options: object) -> LoopState:
+async def _run(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    world: World,
+    item: WorkItem,
+    *,
+    history: str | None = None,
+    first_history: str | None = None,
+    **options: object,
+) -> LoopState:
+    """The loop's final state; its last run's history recorded as ``history`` and its first run's as
+    ``first_history`` (``tests.workflows.histories.record``) when given."""
     opts = LoopOptions(search_attributes=False, **options)  # the Java test server has no custom search attributes
     async with Worker(
         env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
     ):
-        return await env.client.execute_workflow(
+        handle = await env.client.start_workflow(
             RemediationWorkflow.run,
             RemediationInput(scope=SCOPE, work_item=item, options=opts),
             id=f"remediate/{SCOPE}/{item.id}/{uuid.uuid4().hex[:6]}",
             task_queue=task_queue,
         )
+        state = await handle.result()
+        if history:
+            await record(env.client, handle.id, history)
+        if first_history:
+            await record(env.client, handle.id, first_history, run_id=handle.first_execution_run_id)
+        return state
 
 
 async def test_loop_runs_to_a_verified_close(env: WorkflowEnvironment, task_queue: str) -> None:
     world = World(merge_after_polls=3, approvals=[BOT, HUMAN], deploy_after_polls=2)
-    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD))
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), history="remediation-verified")
 
     assert (state.stage, state.outcome) == (Stage.DONE, Outcome.VERIFIED)
     assert world.calls == [
@@ -100,6 +119,35 @@ async def test_loop_runs_to_a_verified_close(env: WorkflowEnvironment, task_queu
     assert any(t.startswith("approved by alice at") for t in texts)
     assert not any(t.startswith("approved by") and "fixloop-bot" in t for t in texts)
     assert "approval by fixloop-bot does not count: fixloop's own user" in texts
+
+
+async def test_the_long_activities_are_scheduled_with_their_heartbeat_timeouts(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """What the server holds for each activity the loop scheduled: planning and verification heartbeat (a dead
+    worker is noticed within their heartbeat timeout), the short external calls do not."""
+    world = World(merge_after_polls=1, approvals=[HUMAN])
+    item = _item(ALPINE, WorkItemKind.OS_REBUILD)
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[RemediationWorkflow], activities=world.activities()
+    ):
+        handle = await env.client.start_workflow(
+            RemediationWorkflow.run,
+            RemediationInput(scope=SCOPE, work_item=item, options=LoopOptions(search_attributes=False)),
+            id=f"remediate/{SCOPE}/{item.id}/{uuid.uuid4().hex[:6]}",
+            task_queue=task_queue,
+        )
+        assert (await handle.result()).outcome is Outcome.VERIFIED
+        history = await handle.fetch_history()
+    scheduled = {
+        a.activity_type.name: a.heartbeat_timeout.ToTimedelta()  # 0: none
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        for a in [e.activity_task_scheduled_event_attributes]
+    }
+    assert scheduled["change.plan"] == PLAN_HEARTBEAT == timedelta(minutes=4)
+    assert scheduled["verify.judge"] == VERIFY_HEARTBEAT == timedelta(minutes=2)
+    assert {scheduled["jira.open_work_item"], scheduled["gitlab.open_merge_request"]} == {timedelta(0)}
 
 
 async def test_a_fix_takes_the_name_of_the_service_its_change_touches(
@@ -391,7 +439,7 @@ async def test_deploy_timeout_escalates_then_ends(env: WorkflowEnvironment, task
 async def test_failed_verdict_opens_a_gated_revert(env: WorkflowEnvironment, task_queue: str) -> None:
     world = World(merge_after_polls=1, approvals=[HUMAN], verdict=VerdictResult.FAIL, revert_merge_after_polls=2)
     item = _item(ALPINE, WorkItemKind.OS_REBUILD)
-    state = await _run(env, task_queue, world, item)
+    state = await _run(env, task_queue, world, item, history="remediation-reverted")
     assert state.outcome is Outcome.REVERTED
     (revert,) = world.reverts
     assert (revert.merge_sha, revert.original.iid) == (MERGE, 7)  # exactly the merge commit
@@ -596,6 +644,8 @@ async def test_long_wait_continues_as_new_with_its_state(env: WorkflowEnvironmen
         _item(ALPINE, WorkItemKind.OS_REBUILD),
         max_run_events=60,
         poll_interval=timedelta(hours=1),
+        history="remediation-continued-as-new-last-run",
+        first_history="remediation-continued-as-new-first-run",
     )
     assert state.outcome is Outcome.VERIFIED
     assert state.runs >= 3

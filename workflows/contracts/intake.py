@@ -1,6 +1,10 @@
 """Contracts of the IntakeWorkflow (``fixloop.workflows.intake``): its input, options, state (the continue-as-new
 carry), ``status`` answer and the signals it takes (``receive``, ``finish``; ``fixing`` and ``deployed`` are
-``fixloop.workflows.contracts.loop.OpenFix`` and ``fixloop.core.models.RecentDeploy``)."""
+``fixloop.workflows.contracts.loop.OpenFix`` and ``fixloop.core.models.RecentDeploy``).
+
+``IntakeStatus`` and the records in it (``Counters``, ``WindowRecord``) ignore fields they do not know, so an older
+reader (``fixloop submit``'s pacing, the demo, the bench) reads a newer intake's status; the input, options, signals
+and the continue-as-new carry ``IntakeState`` stay strict (``extra="forbid"``)."""
 
 from __future__ import annotations
 
@@ -54,7 +58,9 @@ class Finish(BaseModel):
 
 
 class WindowRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One closed window. Written by the workflow only (in the status and the carry): unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
 
     closed_at: AwareDatetime
     closed_by: str  # "quiet", "age", "size" or "carry" (closed early so that continue-as-new fits one payload)
@@ -66,9 +72,11 @@ class WindowRecord(BaseModel):
 
 
 class Counters(BaseModel):
-    """``received == new + duplicates``; ``new == assigned + unassigned + pending`` (pending: in the open window)."""
+    """``received == new + duplicates``; ``new == assigned + unassigned + pending`` (pending: in the open window, or
+    in the window being triaged). Written by the workflow only (in the status and the carry): unknown fields are
+    ignored, a newer worker's counters read by an older reader."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     received: int = 0
     new: int = 0
@@ -128,14 +136,25 @@ class IntakeInput(BaseModel):
 
 
 class IntakeStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The ``status`` query's answer. Read by ``fixloop submit`` (pacing), the demo and the bench, possibly older than
+    the worker: unknown fields are ignored (``extra="ignore"``), and fields added later have defaults."""
+
+    model_config = ConfigDict(extra="ignore")
 
     scope: str
     counters: Counters
-    pending: int
+    pending: int  # signals in the open window
     remembered: int
     windows: list[WindowRecord]
     finishing: bool
+    queued: int = 0  # signals delivered by ``receive`` that the run has not taken in yet (it is triaging a window)
+    window_max_signals: int | None = None  # the intake's own option (None: a worker from before it was said)
+
+    def untriaged(self) -> int:
+        """Signals the intake holds that are not triaged yet: ``queued``, in the open window, or in the window
+        being triaged (``counters.new - assigned - unassigned``). What ``fixloop submit`` paces itself on."""
+        c = self.counters
+        return self.queued + max(c.new - c.assigned - c.unassigned, self.pending)
 
 
 def intake_id(scope: str) -> str:

@@ -1,7 +1,15 @@
 """Contracts of the RemediationWorkflow (``fixloop.workflows.remediation``): its input and state (the ``status``
 query's answer and the continue-as-new carry), and the signals and updates it takes (``add_signals``, ``refresh``,
 ``join_alerts``, ``deploy_event``, ``merge_request_event``, ``approve``, ``decide``) and sends the intake
-(``fixing``)."""
+(``fixing``).
+
+Unknown fields: the models a reader of the ``status`` query parses (``LoopState`` and the records the workflow itself
+writes into it: ``Evidence``, ``Gate``, ``EnvironmentState``) ignore fields they do not know (``extra="ignore"``), so
+an older CLI, demo or bench reads the status of a newer worker. Everything the workflow validates as input stays
+``extra="forbid"``: its start input and options, signals and updates (``Decision``, ``MergeRequestEvent``, ...), and
+the activity results nested in the state: an unknown field there may be a fact (an approval, a policy, a verdict)
+the code would otherwise decide without. A field added to one of those reaches an older reader of the status as an
+unknown field too: release the readers first (CONTRIBUTING.md, "Changing a contract")."""
 
 from __future__ import annotations
 
@@ -87,7 +95,10 @@ class LoopOptions(BaseModel):
 
 
 class Evidence(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One line of the loop's audit trail. Written by the workflow only: unknown fields are ignored (a newer
+    worker's, read by an older reader of the status)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     at: AwareDatetime
     stage: Stage
@@ -109,9 +120,10 @@ class Decision(BaseModel):
 class EnvironmentState(BaseModel):
     """What happened in one environment of the change's delivery (``PlannedChange.delivery.targets``, same order):
     the tag set there and the merge request that set it (None: the change's own merge request), the revision Flux
-    applied, the rollout's last verdict, the verification's verdict."""
+    applied, the rollout's last verdict, the verification's verdict. Written by the workflow only: unknown fields
+    are ignored (its nested activity results, ``MergeRequestRef``, ``RolloutState``, ``Verdict``, stay strict)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     name: str = Field(max_length=63)
     tag: str | None = Field(default=None, max_length=128)
@@ -146,9 +158,10 @@ class GateKind(StrEnum):
 class Gate(BaseModel):
     """The merge request waiting at the human gate (``LoopState.gate``; None while nothing waits there): its
     ``kind``, number, web URL and title (as opened; for a rollback ``Revert "<title>" — <why>``), the environment of
-    a promotion or of the rollback's failed verdict, and for a rollback the short ``why``."""
+    a promotion or of the rollback's failed verdict, and for a rollback the short ``why``. Written by the workflow
+    only: unknown fields are ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     kind: GateKind
     iid: int
@@ -163,9 +176,15 @@ class Gate(BaseModel):
 
 
 class LoopState(BaseModel):
-    """Everything the loop knows; the ``status`` query's answer and the continue-as-new carry."""
+    """Everything the loop knows; the ``status`` query's answer and the continue-as-new carry.
 
-    model_config = ConfigDict(extra="forbid")
+    Unknown fields are ignored, not refused (``extra="ignore"``): the CLI, the demo and the bench read this model,
+    and one older than the worker must still read its status. As the carry it is written by the workflow itself: an
+    older worker taking over a newer one's carry (a rollback) goes on without the fields its code does not know,
+    as that code would have anyway. The facts the loop decides on sit in strict models inside it (the merge request
+    as read from GitLab, the verdict, the decisions pending), which refuse an unknown field."""
+
+    model_config = ConfigDict(extra="ignore")
 
     stage: Stage = Stage.OPEN_WORK_ITEM
     outcome: Outcome | None = None
@@ -211,6 +230,9 @@ class LoopState(BaseModel):
 
 
 class RemediationInput(BaseModel):
+    """The loop's start input (from the intake, or its own continue-as-new). Strict (``extra="forbid"``): a field
+    this code does not know (a newer intake's, a misspelled option) is refused, not silently dropped."""
+
     model_config = ConfigDict(extra="forbid")
 
     scope: str

@@ -186,6 +186,7 @@ class Gateway:
             intake=self.intake,
             loop=self.loop,
             max_bytes=self.settings.batch_max_bytes,
+            paced=False,  # a webhook's answer does not wait for a triage (FIXLOOP_GATEWAY_MAX_BODY_BYTES bounds one)
         )
 
 

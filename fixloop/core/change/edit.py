@@ -1,12 +1,14 @@
 """Applying operations to file texts: deterministic, formatting-preserving, and checked.
 
 Every edit first checks that the file holds the operation's ``current`` value, and raises ``PolicyViolation``
-naming the file otherwise. Line-oriented formats (Dockerfile, requirements, go.mod) change only the version token;
+naming the file otherwise. Line-oriented formats (requirements, go.mod) change only the version token; a Dockerfile
+only the characters of the image that differ, where they are written (the FROM line or an ARG default);
 JSON files (package.json, package-lock.json) are re-serialised the way npm writes them and refused if that would
 change anything else; YAML goes through a ``ruamel.yaml`` round-trip that must reproduce the untouched file exactly
-(comments, quotes and indentation kept). TOML (pyproject.toml, Pipfile) and pom.xml are edited in place, only the
-version's characters: the TOML result must parse (``tomllib``) to the same document but for the changed pins, the
-POM must stay well-formed with only the edited element's text changed.
+(comments, quotes and indentation kept). TOML (pyproject.toml, Pipfile) goes through ``tomlkit``, which must write
+the untouched file back exactly, and only the pins' strings change: the result must parse (``tomllib``) to the same
+document but for them. pom.xml is edited in place, only the version's characters: the POM must stay well-formed with
+only the edited element's text changed.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import tomlkit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import String, StringType
+from tomlkit.toml_document import TOMLDocument
 
+from fixloop.core.change.dockerfile import edit_image
 from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
@@ -57,7 +64,8 @@ def apply(ops: Sequence[Operation], read: Callable[[str], str | None]) -> tuple[
                     raise PolicyViolation("no such file", path)
                 texts[path] = originals[path] = text
         if isinstance(op, BumpBaseImage):
-            texts[op.path] = edit_dockerfile(texts[op.path], op)
+            texts[op.path], image_notes = edit_dockerfile(texts[op.path], op)
+            notes += image_notes
         elif isinstance(op, BumpPythonPin):
             name = op.path.rsplit("/", 1)[-1]
             if name == "pyproject.toml":
@@ -101,26 +109,19 @@ def _replace_lines(text: str, changes: dict[int, str]) -> str:
 
 # ---------------------------------------------------------------- Dockerfile
 
-_FROM = re.compile(r"^(?P<lead>\s*FROM\s+)(?P<flags>(?:--\S+\s+)*)(?P<image>[^\s-]\S*)(?P<rest>.*)$", re.I)
 
-
-def from_lines(text: str) -> list[tuple[int, str]]:
-    """``(line index, image)`` of each ``FROM`` of a Dockerfile, in stage order."""
-    return [(i, m["image"]) for i, body, _ in _lines(text) if (m := _FROM.match(body))]
-
-
-def edit_dockerfile(text: str, op: BumpBaseImage) -> str:
-    """The ``op.stage``-th FROM's image replaced (``--platform=...`` and ``AS name`` kept)."""
-    stages = from_lines(text)
-    if op.stage >= len(stages):
-        raise PolicyViolation(f"has {len(stages)} FROM lines, no stage {op.stage}", op.path)
-    index, image = stages[op.stage]
-    if image != op.current:
-        raise PolicyViolation(f"stage {op.stage} is FROM {image[:100]!r}, expected {op.current!r}", op.path)
-    body = next(b for i, b, _ in _lines(text) if i == index)
-    m = _FROM.match(body)
-    assert m is not None
-    return _replace_lines(text, {index: m["lead"] + m["flags"] + op.new + m["rest"]})
+def edit_dockerfile(text: str, op: BumpBaseImage) -> tuple[str, list[str]]:
+    """The ``op.stage``-th FROM's image replaced where it is written (``fixloop.core.change.dockerfile``): on the
+    FROM line (``--platform=...``, ``AS name`` and line continuations kept), or in the default of the ``ARG`` it
+    comes from, with a note that a ``--build-arg`` overrides that default."""
+    out, arg = edit_image(text, op.path, op.stage, op.current, op.new)
+    if arg is None:
+        return out, []
+    note = (
+        f"{op.path}: the image of stage {op.stage} is the default of ARG {arg}, which is what changed; a build "
+        f"that passes --build-arg {arg}=... overrides it and needs the same change"
+    )
+    return out, [note]
 
 
 # ---------------------------------------------------------------- requirements*.txt
@@ -422,173 +423,116 @@ def _helm_value(docs: list[Any], op: SetHelmValue) -> int:
 # ``[tool.poetry.dev-dependencies]`` and ``[tool.poetry.group.<name>.dependencies]`` map a name to a constraint
 # string (``"3.8.6"``, ``"^3.8.6"``, ``"~3.8.6"``, ``">=3.8.6"``, ``"==3.8.6"``) or an inline table / sub-table with
 # ``version``. Pipfile (github.com/pypa/pipfile): ``[packages]``, ``[dev-packages]`` and other category tables map a
-# name to a PEP 440 specifier (``"==3.2.9"``, ``"*"``) or a table with ``version``.
+# name to a PEP 440 specifier (``"==3.2.9"``, ``"*"``) or a table with ``version``. The files are read and written
+# with ``tomlkit``, which keeps comments, quoting, inline tables, dotted keys and ordering as they are.
 
-_TOML_TABLE = re.compile(r"^\s*\[\[?(?P<name>[^\[\]#]+)\]\]?\s*(?:#.*)?$")
-_TOML_KEY = r"(?:\"[^\"\\\n]*\"|'[^'\n]*'|[A-Za-z0-9_-]+)"
-_TOML_ASSIGN = re.compile(rf"^\s*(?P<key>{_TOML_KEY}(?:\s*\.\s*{_TOML_KEY})*)\s*=\s*")
-_TOML_STRING = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'")
-_TOML_KEY_PART = re.compile(r"\s*(?:\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+))\s*(?:\.|$)")
 _PIPFILE_NOT_PACKAGES = frozenset({"source", "requires", "pipenv", "scripts"})
 # One clause naming one version: Poetry's bare/caret/tilde forms and PEP 440's ==, ===, >= and ~=.
 _TOML_SPEC = re.compile(r"^\s*(?P<op>===|==|>=|~=|\^|~|=)?\s*(?P<version>[0-9][A-Za-z0-9.+!_-]*)\s*$")
-
-
-def _toml_keys(dotted: str) -> tuple[str, ...]:
-    return tuple(m.group(1) or m.group(2) or m.group(3) or "" for m in _TOML_KEY_PART.finditer(dotted) if m.group())
+_ONE_LINE = (StringType.SLB, StringType.SLL)
 
 
 @dataclass(frozen=True)
 class TomlPin:
     """One dependency entry of a pyproject.toml or Pipfile: ``name`` as written, ``version`` when its spec names
-    one version (a pin or a floor), else None (``*``, a range), ``spec`` as written; where the version's characters
-    are: ``line``, ``start``/``end`` within the line, ``offset`` within the string, ``key`` (its path in the parsed
-    document)."""
+    one version (a pin or a floor), else None (``*``, a range), ``spec`` as written, ``key`` (its path in the
+    document: keys and array indices) and ``offset``, where the version starts in the string."""
 
-    line: int
-    start: int
-    end: int
-    offset: int
     name: str
     version: str | None
     spec: str
-    key: tuple[object, ...]
+    key: tuple[str | int, ...]
+    offset: int = 0
 
 
-def _toml_strings(text: str) -> Iterator[tuple[int, tuple[object, ...], int, str]]:
-    """``(line index, key path, column of the content, content)`` of each one-line string value of ``text``:
-    ``key = "..."``, the strings of an inline table ``key = {k = "..."}`` (path + k) and of an array
-    ``key = ["...", ...]`` over one or more lines (path + index). Strings with escapes are skipped (never edited)."""
-    table: tuple[str, ...] = ()
-    array: list[Any] | None = None  # [path, next index, depth] inside an array
-    multiline: str | None = None
-    for i, body, _ in _lines(text):
-        if multiline is not None:
-            if multiline in body:
-                multiline = None
-            continue
-        col = 0
-        if array is None:
-            if m := _TOML_TABLE.match(body):
-                table = _toml_keys(m["name"])
-                continue
-            m = _TOML_ASSIGN.match(body)
-            if not m:
-                continue
-            path: tuple[object, ...] = table + _toml_keys(m["key"])
-            col = m.end()
-            rest = body[col:]
-            if rest.startswith(('"""', "'''")):
-                if rest.count(rest[:3]) == 1:
-                    multiline = rest[:3]
-                continue
-            if rest.startswith(('"', "'")):
-                if (s := _TOML_STRING.match(rest)) and "\\" not in s.group():
-                    yield i, path, col + 1, s.group()[1:-1]
-                continue
-            if rest.startswith("{"):
-                for kv in re.finditer(rf"({_TOML_KEY})\s*=\s*({_TOML_STRING.pattern})", rest):
-                    if "\\" not in kv.group(2):
-                        yield i, path + _toml_keys(kv.group(1)), col + kv.start(2) + 1, kv.group(2)[1:-1]
-                continue
-            if not rest.startswith("["):
-                continue
-            array, col = [path, 0, 1], col + 1
-        while col < len(body):  # inside an array: strings, nested brackets, comments
-            ch = body[col]
-            if ch == "#":
-                break
-            if ch in "\"'":
-                s = _TOML_STRING.match(body, col)
-                if s is None:
-                    break
-                if array[2] == 1:
-                    if "\\" not in s.group():
-                        yield i, (*array[0], array[1]), col + 1, s.group()[1:-1]
-                    array[1] += 1
-                col = s.end()
-                continue
-            if ch in "[{":
-                array[2] += 1
-                if ch == "{" and array[2] == 2:
-                    array[1] += 1  # an inline table item (PEP 735 include-group) counts as an item
-            elif ch in "]}":
-                array[2] -= 1
-                if array[2] == 0:
-                    array = None
-                    break
-            col += 1
+def _toml_document(text: str, path: str) -> TOMLDocument:
+    """``text`` parsed with ``tomlkit``; ``PolicyViolation`` when it is not valid TOML (checked with ``tomllib``
+    too: the stricter reader decides) or ``tomlkit`` would not write it back unchanged."""
+    try:
+        tomllib.loads(text)
+        doc = tomlkit.parse(text)
+    except (tomllib.TOMLDecodeError, TOMLKitError) as e:
+        raise PolicyViolation(f"is not valid TOML ({str(e)[:80]})", path) from None
+    if tomlkit.dumps(doc) != text:
+        raise PolicyViolation("tomlkit cannot write it back unchanged; refusing to reformat it", path)
+    return doc
 
 
-def _poetry_entry(key: tuple[object, ...]) -> tuple[str, bool] | None:
-    """``(package, via version key)`` when ``key`` is a Poetry dependency constraint's path."""
-    if key[:2] != ("tool", "poetry") or len(key) < 4:
-        return None
-    rest = key[2:]
-    if rest[0] == "group" and len(rest) >= 4 and rest[2] == "dependencies":
-        rest = rest[3:]
-    elif rest[0] in ("dependencies", "dev-dependencies"):
-        rest = rest[1:]
+def _table(node: object, *keys: str) -> dict[str, Any] | None:
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+def _plain(item: object) -> String | None:
+    """``item`` when it is a one-line string written without escapes (the only strings fixloop edits)."""
+    if isinstance(item, String) and item.type in _ONE_LINE and item.as_string()[1:-1] == str(item):
+        return item
+    return None
+
+
+def _toml_strings(doc: TOMLDocument, pipfile: bool) -> Iterator[tuple[tuple[str | int, ...], String, str | None]]:
+    """``(key path, string, package name or None)`` of each dependency string of the document: a PEP 621 / PEP 735
+    requirement (no name: it is in the string), a Poetry constraint or a Pipfile specifier (the name is the key),
+    directly or as the ``version`` of a table."""
+    arrays: list[tuple[tuple[str, ...], object]] = []
+    named: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+    if pipfile:
+        named = [((k,), v) for k, v in doc.items() if k not in _PIPFILE_NOT_PACKAGES and isinstance(v, dict)]
     else:
-        return None
-    if len(rest) == 1 and rest[0] != "python":
-        return str(rest[0]), False
-    if len(rest) == 2 and rest[1] == "version" and rest[0] != "python":
-        return str(rest[0]), True
-    return None
+        arrays.append((("project", "dependencies"), (_table(doc, "project") or {}).get("dependencies")))
+        for section in (("project", "optional-dependencies"), ("dependency-groups",)):
+            arrays += [((*section, k), v) for k, v in (_table(doc, *section) or {}).items()]
+        poetry = _table(doc, "tool", "poetry") or {}
+        for section in ("dependencies", "dev-dependencies"):
+            named.append((("tool", "poetry", section), _table(poetry, section) or {}))
+        for group, body in (_table(poetry, "group") or {}).items():
+            named.append((("tool", "poetry", "group", group, "dependencies"), _table(body, "dependencies") or {}))
+    for key, array in arrays:
+        for i, item in enumerate(array if isinstance(array, list) else []):
+            if (s := _plain(item)) is not None:
+                yield (*key, i), s, None
+    for key, table in named:
+        for name, value in table.items():
+            if name == "python" and not pipfile:
+                continue
+            if (s := _plain(value)) is not None:
+                yield (*key, name), s, name
+            elif isinstance(value, dict) and (s := _plain(value.get("version"))) is not None:
+                yield (*key, name, "version"), s, name
 
 
-def _pipfile_entry(key: tuple[object, ...]) -> tuple[str, bool] | None:
-    if not key or key[0] in _PIPFILE_NOT_PACKAGES or not isinstance(key[0], str):
-        return None
-    if len(key) == 2:
-        return str(key[1]), False
-    if len(key) == 3 and key[2] == "version":
-        return str(key[1]), True
-    return None
+def _pin(key: tuple[str | int, ...], spec: str, name: str | None, pipfile: bool) -> TomlPin | None:
+    if name is None:  # a PEP 508 requirement
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement:
+            return None
+        specs = list(req.specifier)
+        if len(specs) == 1 and specs[0].operator in ("==", "===", ">=", "~=") and "*" not in specs[0].version:
+            m = re.search(rf"(?:==|>=|~=)=?\s*({re.escape(specs[0].version)})(?=\s*(?:;|,|$|\)))", spec)
+            if m:
+                return TomlPin(req.name, specs[0].version, spec, key, m.start(1))
+        return TomlPin(req.name, None, spec, key)
+    m = _TOML_SPEC.match(spec)
+    if m is not None and (not pipfile or m["op"] in ("==", "===", ">=", "~=")):
+        return TomlPin(name, m["version"], spec, key, m.start("version"))
+    return TomlPin(name, None, spec, key)
 
 
-def _pep621_item(key: tuple[object, ...]) -> bool:
-    if key[:2] == ("project", "dependencies") and len(key) == 3:
-        return True
-    if key[:2] == ("project", "optional-dependencies") and len(key) == 4:
-        return True
-    return key[:1] == ("dependency-groups",) and len(key) == 3
+def _pins(doc: TOMLDocument, path: str) -> list[tuple[TomlPin, String]]:
+    pipfile = path.rsplit("/", 1)[-1] == "Pipfile"
+    out = []
+    for key, string, name in _toml_strings(doc, pipfile):
+        if (pin := _pin(key, str(string), name, pipfile)) is not None:
+            out.append((pin, string))
+    return out
 
 
 def toml_pins(text: str, path: str) -> list[TomlPin]:
     """The dependency entries of a ``pyproject.toml`` (PEP 621, PEP 735, Poetry) or a ``Pipfile`` (by ``path``'s
-    name), in file order. Raises ``PolicyViolation`` when the file is not valid TOML."""
-    try:
-        tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyViolation(f"is not valid TOML ({str(e)[:80]})", path) from None
-    pipfile = path.rsplit("/", 1)[-1] == "Pipfile"
-    pins = []
-    for i, key, col, content in _toml_strings(text):
-        if not pipfile and _pep621_item(key):
-            try:
-                req = Requirement(content)
-            except InvalidRequirement:
-                continue
-            specs = list(req.specifier)
-            version, offset, size = None, 0, 0
-            if len(specs) == 1 and specs[0].operator in ("==", "===", ">=", "~=") and "*" not in specs[0].version:
-                m = re.search(rf"(?:==|>=|~=)=?\s*({re.escape(specs[0].version)})(?=\s*(?:;|,|$|\)))", content)
-                if m:
-                    version, offset, size = specs[0].version, m.start(1), len(specs[0].version)
-            pins.append(TomlPin(i, col + offset, col + offset + size, offset, req.name, version, content, key))
-            continue
-        entry = _pipfile_entry(key) if pipfile else _poetry_entry(key)
-        if entry is None:
-            continue
-        m = _TOML_SPEC.match(content)
-        if m is not None and (not pipfile or m["op"] in ("==", "===", ">=", "~=")):
-            offset = m.start("version")
-            pins.append(TomlPin(i, col + offset, col + m.end("version"), offset, entry[0], m["version"], content, key))
-        else:
-            pins.append(TomlPin(i, col, col, 0, entry[0], None, content, key))
-    return pins
+    name), section by section, each in file order. Raises ``PolicyViolation`` when the file is not valid TOML."""
+    return [pin for pin, _ in _pins(_toml_document(text, path), path)]
 
 
 def _flatten(node: object, prefix: tuple[object, ...] = ()) -> dict[tuple[object, ...], object]:
@@ -605,36 +549,38 @@ def _flatten(node: object, prefix: tuple[object, ...] = ()) -> dict[tuple[object
     return {prefix: node}
 
 
+def _set(doc: TOMLDocument, key: tuple[str | int, ...], value: String) -> None:
+    node: Any = doc
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = value
+
+
 def _edit_toml_pins(text: str, path: str, package: str, current: str, new: str, what: str) -> str:
+    doc = _toml_document(text, path)
     want = canonicalize_name(package)
-    changes: dict[int, list[TomlPin]] = {}
-    for pin in toml_pins(text, path):
+    expected = _flatten(tomllib.loads(text))
+    changed = 0
+    for pin, string in _pins(doc, path):
         if canonicalize_name(pin.name) != want or pin.version is None:
             continue
         if pin.version != current:
             raise PolicyViolation(f"{what} {package} at {pin.version[:60]!r}, expected {current!r}", path)
-        changes.setdefault(pin.line, []).append(pin)
-    if not changes:
+        value = str(string)
+        if value[pin.offset : pin.offset + len(current)] != current:  # pragma: no cover - _pin found it there
+            raise PolicyViolation("the TOML edit does not match the parsed document; refusing it", path)
+        value = value[: pin.offset] + new + value[pin.offset + len(current) :]
+        _set(doc, pin.key, String(string.type, value, value, string.trivia))
+        expected[pin.key] = value
+        changed += 1
+    if not changed:
         raise PolicyViolation(f"does not pin {package}", path)
-    bodies = {i: b for i, b, _ in _lines(text)}
-    new_bodies = {}
-    for i, pins in changes.items():
-        body = bodies[i]
-        for pin in sorted(pins, key=lambda p: -p.start):
-            body = body[: pin.start] + new + body[pin.end :]
-        new_bodies[i] = body
-    out = _replace_lines(text, new_bodies)
+    out = tomlkit.dumps(doc)
     # The result must be the same document but for the pins' values (a scanner mistake is refused, never written).
-    before, after = _flatten(tomllib.loads(text)), _flatten(tomllib.loads(out))
-    expected = dict(before)
-    for pins in changes.values():
-        for pin in pins:
-            old = before.get(pin.key)
-            if not isinstance(old, str):
-                raise PolicyViolation("the TOML edit does not match the parsed document; refusing it", path)
-            if old[pin.offset : pin.offset + len(current)] != current:
-                raise PolicyViolation("the TOML edit does not match the parsed document; refusing it", path)
-            expected[pin.key] = old[: pin.offset] + new + old[pin.offset + len(current) :]
+    try:
+        after = _flatten(tomllib.loads(out))
+    except tomllib.TOMLDecodeError:
+        after = {}
     if after != expected:
         raise PolicyViolation("the TOML edit would change more than the pin; refusing it", path)
     return out

@@ -71,7 +71,7 @@ def safe_url(value: object) -> str | None:
     (``javascript:``, ``data:``, relative or spaced URLs, parentheses, quotes...)."""
     if not isinstance(value, str) or len(value) > URL_MAX:
         return None
-    return value if _URL.match(value) else None
+    return value if _URL.fullmatch(value) else None
 
 
 def _url(value: str) -> str:

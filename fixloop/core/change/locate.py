@@ -3,7 +3,8 @@
 Paths always come from the repository's own listing, never from signal text: a target such as
 ``../../.gitlab-ci.yml`` can only narrow a choice among files that exist, are allowed, and hold the pin.
 
-What is located: for an ``os_rebuild``, the Dockerfile ``FROM`` on the scanned OS release, else the workload
+What is located: for an ``os_rebuild``, the Dockerfile ``FROM`` on the scanned OS release (its image resolved
+through the ARG defaults, ``fixloop.core.change.dockerfile``; a stage name is not an image), else the workload
 manifests that run the scanned image (a manifest's ``image:``, a Kustomization's ``images:`` entry, the
 ``repository``/``tag`` of a Helm values file or a Flux HelmRelease's ``spec.values``); for a ``dependency_bump``,
 the pin in requirements*.txt, pyproject.toml (PEP 621, Poetry), Pipfile, package.json + package-lock.json, go.mod
@@ -26,10 +27,10 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 from ruamel.yaml import YAML
 
+from fixloop.core.change.dockerfile import stages
 from fixloop.core.change.edit import (
     PROPERTY_REF,
     PomDependency,
-    from_lines,
     go_requires,
     pom_dependencies,
     pom_parent,
@@ -211,10 +212,26 @@ def purl_distro(purl: str | None) -> tuple[str, str] | None:
     return None
 
 
+_IMAGE_OS = {image: family for family, images in OS_IMAGES.items() for image in images}
+
+
+def os_of_image(ref: str | None) -> tuple[str, str] | None:
+    """The ``(family, release)`` an official OS image reference names: ``debian:10`` -> ``("debian", "10")``,
+    ``debian:10.13-slim`` -> ``("debian", "10.13")``, ``registry.access.redhat.com/ubi8/ubi-minimal:8.7`` ->
+    ``("redhat", "8.7")``; None for another image, a codename (``debian:buster``) or a reference without a tag."""
+    image = split_image(ref)
+    if image is None:
+        return None
+    family = _IMAGE_OS.get(image[0].rsplit("/", 1)[-1])
+    m = re.match(r"[0-9]+(?:\.[0-9]+)*", image[1])
+    return (family, m.group()) if family and m else None
+
+
 def scanned_os(signals: Sequence[Signal]) -> tuple[str, str] | None:
     """The ``(family, version)`` of the scanned OS, the most common one across ``signals``: Trivy's ``<image>
     (alpine 3.9.4)`` target, Grype's ``debian 10`` target, else the ``distro`` qualifier of an OS package's purl
-    (``purl_distro``: Grype's deb, rpm and apk packages, wolfi and RHEL included; Trivy's apk). RHEL (``rhel``,
+    (``purl_distro``: Grype's deb, rpm and apk packages, wolfi and RHEL included; Trivy's apk; the purl the Snyk
+    parser builds from a container vulnerability's ``packageManager``, ``debian:11``). RHEL (``rhel``,
     ``redhat``) is ``redhat``."""
     found: Counter[tuple[str, str]] = Counter()
     for s in signals:
@@ -243,10 +260,16 @@ def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView
     if os is not None:
         family, version = os
         for path in dockerfiles:
-            for stage, (_, image) in enumerate(from_lines(repo.read(path) or "")):
-                if _image_matches(image, family, version):
-                    name = image.rpartition(":")[0]
-                    sites.append(Site("image", path, name, image, stage=stage, signals=tuple(signals)))
+            through: set[tuple[str, str]] = set()  # (ARG, image) whose tag a site already changes
+            for stage in stages(repo.read(path) or ""):
+                if stage.image is None or not _image_matches(stage.image, family, version):
+                    continue
+                if stage.tag_arg and (stage.tag_arg, stage.image) in through:
+                    continue  # its tag is the same ARG default: the edit of the first stage changes it too
+                if stage.tag_arg:
+                    through.add((stage.tag_arg, stage.image))
+                name = stage.image.rpartition(":")[0]
+                sites.append(Site("image", path, name, stage.image, stage=stage.index, signals=tuple(signals)))
     if not sites:
         # An image this repository builds (a Dockerfile in a directory named after it) is fixed by rebuilding it,
         # never by deploying whichever newer tag of it the registry lists.

@@ -35,7 +35,8 @@ from packaging.requirements import Requirement
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 
-from fixloop.core.change.edit import from_lines, xml_elements
+from fixloop.core.change.dockerfile import stages
+from fixloop.core.change.edit import xml_elements
 from fixloop.core.change.images import ImageChain
 from fixloop.core.change.ops import PolicyViolation, Quantity, check_path
 from fixloop.core.change.quantity import MEBI, parse_quantity
@@ -279,7 +280,7 @@ def check_parses(path: str, text: str) -> None:
             xml_elements(text, path)  # refuses DOCTYPE / entities before the parser sees them
             ElementTree.fromstring(text)
         elif name == "Dockerfile" or name.startswith("Dockerfile.") or name.endswith(".Dockerfile"):
-            if not from_lines(text):
+            if not stages(text):
                 raise ValueError("no FROM instruction")
         elif name.startswith("requirements") and name.endswith(".txt"):
             for line in text.splitlines():

@@ -111,18 +111,29 @@ def risk(eco: str | None, current: str, new: str) -> str | None:
 
 
 _TAG = re.compile(r"^(?P<v>v?)(?P<nums>\d+(?:\.\d+)*)(?P<suffix>(?:[-_][A-Za-z0-9._-]*)?)$")
+_DATE = re.compile(r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")  # YYYYMMDD
+
+
+def _line(nums: tuple[int, ...], digits: str) -> tuple[int, ...] | None:
+    """The components a tag's line shares: all but the last; a date tag (``20221118``, a rolling release's
+    snapshot: wolfi's version, Docker Hub's ``alpine:20230329``) is a line of its own; None for one number."""
+    if len(nums) >= 2:
+        return nums[:-1]
+    return () if _DATE.fullmatch(digits) else None
 
 
 def newest_tag(current: str, tags: Iterable[str]) -> str | None:
     """The newest tag of ``current``'s line and variant: same number of numeric components, same leading
     components (all but the last), same suffix (``-alpine``, ``-slim``). ``3.9.4`` -> ``3.9.6`` (not ``3.10.0``),
-    ``10.2`` -> ``10.13``, ``14.17-alpine`` -> ``14.21-alpine``. None when ``current`` has no line (a single number,
-    ``latest``, a codename) or nothing newer is listed."""
+    ``10.2`` -> ``10.13``, ``14.17-alpine`` -> ``14.21-alpine``; a date tag to the newest later date
+    (``20221118`` -> ``20230201``). None when ``current`` has no line (a single number that is not a date, ``latest``,
+    a codename) or nothing newer is listed."""
     m = _TAG.match(current)
     if not m:
         return None
     nums = tuple(int(x) for x in m["nums"].split("."))
-    if len(nums) < 2:
+    line = _line(nums, m["nums"])
+    if line is None:
         return None
     best: tuple[tuple[int, ...], str] | None = None
     for tag in tags:
@@ -130,6 +141,8 @@ def newest_tag(current: str, tags: Iterable[str]) -> str | None:
         if not t or t["v"] != m["v"] or t["suffix"] != m["suffix"]:
             continue
         n = tuple(int(x) for x in t["nums"].split("."))
-        if len(n) == len(nums) and n[:-1] == nums[:-1] and n > nums and (best is None or (n, tag) > best):
+        if len(n) != len(nums) or _line(n, t["nums"]) != line:
+            continue
+        if n > nums and (best is None or (n, tag) > best):
             best = (n, tag)
     return best[1] if best else None
