@@ -26,7 +26,8 @@ chromium:
 	else echo "make: the browser tests need $(CHROMIUM): sudo apt-get install -y chromium" >&2; fi
 
 # Verification on a real Prometheus and Alertmanager (tests/e2e/test_prometheus.py, `fixloop demo --metrics
-# prometheus`): Debian's packages, installed here when missing and root, else the command is named.
+# prometheus`) and its promtool (tests/deploy/test_monitoring.py checks deploy/prometheus and deploy/grafana):
+# Debian's packages, installed here when missing and root, else the command is named.
 prometheus:
 	@if command -v prometheus >/dev/null && { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

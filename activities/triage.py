@@ -47,6 +47,7 @@ from fixloop.activities.plan import GitLabRepo
 from fixloop.core.change.locate import Located, RepoView, locate
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
 from fixloop.core.config import ConfigError, LlmSettings
+from fixloop.core.metrics import TRIAGE_FALLBACKS
 from fixloop.core.models import FIX_KINDS, RecentDeploy, Signal, TriageResult
 from fixloop.core.naming import located
 from fixloop.core.parsing import clean
@@ -94,13 +95,14 @@ async def triage(
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
     background: Background | None = None,
     names: ServiceNames | None = None,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``fixloop.core.triage.triage``); the ``llm`` engine on the endpoint
     ``llm`` (None: read from the environment, ``LlmSettings.load``). An ``llm`` engine that is not configured
     raises ``ConfigError``; every failure of a configured one falls back to ``rules`` (noted in each work item);
     an unknown engine raises ``ValueError``. ``topology``/``incident_window``/``background``: the ``rules``
     engine's incident correlation and the alert history it ranks with (None: none); ``names``: what names a finding
-    item's service (None: the topology's services)."""
+    item's service (None: the topology's services); ``on_fallback``: called with the note of an ``llm`` fallback."""
     run = functools.partial(
         triage_with,
         signals,
@@ -114,7 +116,18 @@ async def triage(
         return await run(engine=engine)
     settings = llm if llm is not None else LlmSettings.load()
     settings.require()
-    return await run(engine=engine, complete=functools.partial(_complete, settings), max_entries=settings.max_entries)
+    return await run(
+        engine=engine,
+        complete=functools.partial(_complete, settings),
+        max_entries=settings.max_entries,
+        on_fallback=on_fallback,
+    )
+
+
+def _count_fallback(note: str) -> None:
+    """In the activity: one more ``fixloop_triage_fallbacks{reason="llm_error"}`` (``fixloop.core.metrics``)."""
+    meter = activity.metric_meter()
+    meter.create_counter(TRIAGE_FALLBACKS.name, TRIAGE_FALLBACKS.description).add(1, {"reason": "llm_error"})
 
 
 def read_topology(gitlab: GitLabClient, ref: str | None = None) -> Topology:
@@ -375,6 +388,7 @@ class TriageActivities:
                 incident_window=inp.incident_window,
                 background=inp.background,
                 names=ServiceNames.of(topology, images),
+                on_fallback=_count_fallback,
             )
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e

@@ -60,6 +60,7 @@ def by_name(report: Report) -> dict[str, Any]:
     lines = {line.name: line for line in report.lines if line.name != "config"}
     assert list(lines) == [
         "temporal",
+        "search",
         "jira",
         "gitlab",
         "registry",
@@ -83,11 +84,12 @@ async def test_sandbox_every_endpoint_healthy(environ: Env, start_sandbox: Calla
     report = await run_checks(timeout=5)
     lines = by_name(report)
     assert report.exit_code == 0, str(report)
-    assert [line.status for line in report.lines] == [Status.OK] * 7 + [Status.SKIP] * 3, str(report)
+    assert [line.status for line in report.lines] == [Status.OK] * 8 + [Status.SKIP] * 3, str(report)
     assert str(report.lines[0]).startswith("ok   config    settings valid (environment); configured: temporal, jira")
     assert str(lines["temporal"]) == (
         f"ok   temporal  {address(dev)} namespace default (task queue fixloop: no worker polling)"
     )
+    assert str(lines["search"]) == "ok   search    namespace default: fixloop's 8 search attributes registered"
     assert "as fixloop bot, project OPS" in lines["jira"].text
     assert lines["gitlab"].text.endswith("/gitlab as fixloop-bot, project platform/gitops (default branch main)")
     assert "kustomization flux-system/apps-production: " in lines["flux"].text
@@ -183,7 +185,8 @@ async def test_temporal_unreachable(environ: Env) -> None:
     assert str(lines["temporal"]) == (
         f"FAIL temporal  127.0.0.1:{port}: cannot connect: Connection refused (check FIXLOOP_TEMPORAL_ADDRESS)"
     )
-    assert [line.status for line in lines.values()][1:] == [Status.SKIP] * 8
+    assert [line.status for line in lines.values()][1:] == [Status.SKIP] * 9
+    assert str(lines["search"]) == "skip search    not checked (see the temporal line)"
     assert str(lines["jira"]) == "skip jira      not configured (FIXLOOP_JIRA_URL unset)"
     assert str(lines["datadog"]) == "skip datadog   not configured (FIXLOOP_DATADOG_API_KEY unset)"
     assert str(lines["prometheus"]) == "skip prometheus not configured (FIXLOOP_PROMETHEUS_URL unset)"

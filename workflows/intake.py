@@ -83,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.core.culprit import AppliedRevision
     from fixloop.core.incidents import remember
     from fixloop.core.markup import markdown
+    from fixloop.core.metrics import INTAKE_SIGNALS, INTAKE_WINDOWS, TRIAGE_FALLBACKS
     from fixloop.core.models import (
         ALERT_KINDS,
         Kind,
@@ -239,6 +240,7 @@ class IntakeWorkflow:
         now = workflow.now()
         minute = _minute(now)
         c = self.state.counters
+        new_before, duplicates_before = c.new, c.duplicates
         pending_index = {s.fingerprint: i for i, s in enumerate(self.state.pending)}
         refreshes: dict[str, list[Signal]] = {}
         added = False
@@ -261,6 +263,8 @@ class IntakeWorkflow:
                         self.state.pending[i] = s
                 elif s.kind is Kind.ALERT and s.fingerprint in self.state.owners:
                     refreshes.setdefault(self.state.owners[s.fingerprint], []).append(s)
+        options.count(INTAKE_SIGNALS, c.new - new_before, result="new")
+        options.count(INTAKE_SIGNALS, c.duplicates - duplicates_before, result="duplicate")
         if added:
             if self.state.window_opened_at is None:
                 self.state.window_opened_at = now
@@ -340,6 +344,7 @@ class IntakeWorkflow:
             )
         )
         del self.state.windows[:-WINDOWS_KEPT]
+        options.count(INTAKE_WINDOWS, closed_by=closed_by)
 
     async def _triage_chunk(self, chunk: list[Signal], closed_by: str) -> tuple[int, int]:
         """Triage one chunk of a window and start (or update) a loop per work item; returns (work items,
@@ -443,6 +448,8 @@ class IntakeWorkflow:
                 error = e
                 cause = e.cause.message if isinstance(e.cause, FailureError) else str(e)
                 workflow.logger.warning("triage with %s failed: %s", engine, cause)
+                if engine == "llm":
+                    options.count(TRIAGE_FALLBACKS, reason="activity_failed")
         reason = f"triage failed: {error.cause.message if error and isinstance(error.cause, FailureError) else error}"
         return TriageResult(unassigned=[Unassigned(fingerprint=s.fingerprint, reason=reason[:500]) for s in window])
 

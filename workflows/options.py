@@ -1,5 +1,6 @@
-"""Activity call options (timeouts, retry policies, summaries), search attribute keys and continue-as-new of every
-workflow, in one place: every activity call of a workflow takes its options from ``call``.
+"""Activity call options (timeouts, retry policies, summaries), search attribute keys, continue-as-new and the
+business metrics of every workflow, in one place: every activity call of a workflow takes its options from
+``call``, and every metric a workflow records goes through ``count`` or ``observe`` (``fixloop.core.metrics``).
 
 Activities that talk to external systems retry with backoff on Temporal's RetryPolicy (the only retry layer:
 integrations never retry by themselves); validation failures are raised by the activities as non-retryable
@@ -21,6 +22,9 @@ from typing import NotRequired, TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
+
+with workflow.unsafe.imports_passed_through():
+    from fixloop.core.metrics import Metric
 
 TASK_QUEUE = "fixloop"
 
@@ -85,7 +89,8 @@ def call(kind: Call, summary: str) -> CallOptions:
 
 
 # Search attributes shown and filterable in the Temporal UI. Registered by ``fixloop temporal`` on the dev
-# server and by ``temporal operator search-attribute create`` on a cluster (see README); all Keyword.
+# server and by ``fixloop temporal setup`` on a cluster (``fixloop.app.temporal.register_search_attributes``); all
+# Keyword.
 SA_STAGE = SearchAttributeKey.for_keyword("FixloopStage")
 SA_SERVICE = SearchAttributeKey.for_keyword("FixloopService")
 SA_SEVERITY = SearchAttributeKey.for_keyword("FixloopSeverity")
@@ -102,3 +107,17 @@ def continue_as_new_due(max_run_events: int) -> bool:
     the server suggests it)."""
     info = workflow.info()
     return info.is_continue_as_new_suggested() or info.get_current_history_length() >= max_run_events
+
+
+def count(metric: Metric, value: int = 1, **labels: str) -> None:
+    """In a workflow: add ``value`` to the counter ``metric`` with ``labels`` (its ``labels``, each given). The
+    workflow meter records nothing while a worker replays a history, so a count is made once per event."""
+    if value > 0:
+        workflow.metric_meter().create_counter(metric.name, metric.description, metric.unit).add(value, labels)
+
+
+def observe(metric: Metric, value: float, **labels: str) -> None:
+    """In a workflow: record ``value`` (in ``metric.unit``; a negative one, from clocks that disagree, as 0) in the
+    histogram ``metric`` with ``labels``; replay-safe as ``count``."""
+    histogram = workflow.metric_meter().create_histogram_float(metric.name, metric.description, metric.unit)
+    histogram.record(max(0.0, value), labels)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
@@ -59,6 +59,14 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.core.gate import gate as gate_verdict
     from fixloop.core.incidents import top_service
     from fixloop.core.markup import markdown, markdown_link
+    from fixloop.core.metrics import (
+        LOOPS_FINISHED,
+        LOOPS_STARTED,
+        STAGE_ENTERED,
+        TIME_TO_MERGE,
+        TIME_TO_VERIFY,
+        VERDICTS,
+    )
     from fixloop.core.models import (
         FIX_KINDS,
         Kind,
@@ -305,9 +313,12 @@ class RemediationWorkflow:
     @workflow.run
     async def run(self, inp: RemediationInput) -> LoopState:
         wi = inp.work_item
-        if not self.state.evidence:
+        if not self.state.evidence:  # the loop's first run (a continued one carries its evidence)
+            self.state.started_at = workflow.now()
             self._note(f"started for {wi.kind.value} {wi.id}: {wi.title} ({len(wi.signals)} signals)")
             self._set_attributes(*initial_attributes(inp.scope, wi))
+            options.count(LOOPS_STARTED, kind=wi.kind.value)
+            options.count(STAGE_ENTERED, stage=self.state.stage.value)
         stages = {
             Stage.OPEN_WORK_ITEM: self._open_work_item,
             Stage.INVESTIGATE: self._investigate,
@@ -663,6 +674,10 @@ class RemediationWorkflow:
                 who = ", ".join(verdict.counted)
                 self._note(f"approved by {who} at {s.head_sha[:12]}; merged as {(s.merge_sha or '?')[:12]}")
                 gate_passed.append((s, verdict))
+                if self.state.started_at is not None and self.state.gate is not None:
+                    at = s.merged_at or workflow.now()
+                    merged = (at if at.tzinfo else at.replace(tzinfo=UTC)) - self.state.started_at
+                    options.observe(TIME_TO_MERGE, merged.total_seconds(), gate=self.state.gate.kind.value)
                 self._after_merge(s.merge_sha or s.head_sha)
                 return True
             if s.state is MrState.MERGED and not self._merged_unapproved_noted:
@@ -1108,6 +1123,7 @@ class RemediationWorkflow:
             **options.call(Call.VERIFY, "judge the deploy"),
         )
         self.state.verdict = verdict
+        options.count(VERDICTS, result=verdict.result.value)
         env = self._env_here()
         if env is not None:
             env.verdict = verdict
@@ -1474,8 +1490,12 @@ class RemediationWorkflow:
         if stage is Stage.DONE:
             self.state.outcome = outcome
         self._set_attributes((options.SA_STAGE, stage.value))
+        options.count(STAGE_ENTERED, stage=stage.value)
         if outcome is not None and stage is Stage.DONE:
             self._set_attributes((options.SA_OUTCOME, outcome.value))
+            options.count(LOOPS_FINISHED, outcome=outcome.value, kind=self.inp.work_item.kind.value)
+            if outcome is Outcome.VERIFIED and self.state.started_at is not None:
+                options.observe(TIME_TO_VERIFY, (workflow.now() - self.state.started_at).total_seconds())
 
     def _note(self, text: str) -> None:
         self.state.evidence.append(Evidence(at=workflow.now(), stage=self.state.stage, text=text[:2_000]))

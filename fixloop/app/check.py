@@ -9,6 +9,8 @@ check is here; each integration's is its module's ``check(settings, timeout)``, 
 =========  ===============================================================================================
 temporal   connect (``fixloop.app.temporal.connect``: TLS, API key, mTLS files), ``DescribeNamespace``, and
            ``DescribeTaskQueue`` of the task queue (how many workers poll it: informative, never a failure)
+search     fixloop's search attributes in that namespace (``ListSearchAttributes``; missing ones fail the check:
+           a loop that sets one stalls), naming the missing and the command that registers them
 jira       ``GET /myself`` (URL, email, API token), then a JQL search in the project (Jira refuses an
            unknown project with 400)
 gitlab     ``GET /user`` (URL, token; the user must be ``FIXLOOP_GITLAB_BOT_USERNAME``, whose approvals
@@ -48,10 +50,11 @@ from pydantic_settings import BaseSettings
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from fixloop.app.configref import GROUPS, env_names
-from fixloop.app.temporal import connect, tls_config
+from fixloop.app.temporal import connect, search_attributes, tls_config
 from fixloop.core.config import ConfigError, LlmSettings, TemporalSettings
 from fixloop.integrations.alertmanager.api import AlertmanagerSettings
 from fixloop.integrations.alertmanager.api import check as check_alertmanager
@@ -69,9 +72,11 @@ from fixloop.integrations.prometheus import PrometheusSettings
 from fixloop.integrations.prometheus import check as check_prometheus
 from fixloop.integrations.registry import RegistrySettings
 from fixloop.integrations.registry import check as check_registry
+from fixloop.workflows.options import SEARCH_ATTRIBUTES
 
 CHECK_TIMEOUT = 5.0  # seconds per request of a check
 SYSTEMS = ("temporal", "jira", "gitlab", "registry", "flux", "datadog", "prometheus", "alertmanager", "llm")
+SETUP = "fixloop temporal setup"
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -255,6 +260,38 @@ def _temporal_failure(e: BaseException) -> tuple[str, str]:
 
 async def check_temporal(s: TemporalSettings, timeout: float) -> CheckResult:
     """Connect, ``DescribeNamespace``, ``DescribeTaskQueue`` (workflow pollers of the task queue)."""
+    return (await _check_temporal(s, timeout))[0]
+
+
+async def check_temporal_and_search_attributes(s: TemporalSettings, timeout: float) -> list[CheckResult]:
+    """The ``temporal`` line, then the ``search`` line (skipped when Temporal could not be checked)."""
+    line, client = await _check_temporal(s, timeout)
+    if client is None:
+        return [line, CheckResult(Status.SKIP, "search", "not checked (see the temporal line)")]
+    return [line, await check_search_attributes(client, s, timeout)]
+
+
+async def check_search_attributes(client: Client, s: TemporalSettings, timeout: float) -> CheckResult:
+    """Whether every ``Fixloop*`` search attribute is registered in ``s.namespace`` as Keyword."""
+    where = f"namespace {s.namespace}"
+    try:
+        found = await asyncio.wait_for(search_attributes(client, s.namespace, timeout), timeout)
+    except TimeoutError:
+        return CheckResult(Status.FAIL, "search", f"{where}: no answer to ListSearchAttributes within {timeout:g} s")
+    except RPCError as e:
+        reason = " ".join(e.message.split())[:200]
+        return CheckResult(Status.FAIL, "search", f"{where}: cannot list search attributes: {e.status.name}: {reason}")
+    if found.conflicting:
+        types = ", ".join(f"{name} is {kind}" for name, kind in found.conflicting.items())
+        return CheckResult(Status.FAIL, "search", f"{where}: not Keyword: {types} (remove them, then run {SETUP})")
+    if found.missing:
+        listed = ", ".join(found.missing)
+        return CheckResult(Status.FAIL, "search", f"{where}: search attributes not registered: {listed} (run {SETUP})")
+    return CheckResult(Status.OK, "search", f"{where}: fixloop's {len(SEARCH_ATTRIBUTES)} search attributes registered")
+
+
+async def _check_temporal(s: TemporalSettings, timeout: float) -> tuple[CheckResult, Client | None]:
+    """``check_temporal``'s line, and the client when the namespace answered (None: the line is a failure)."""
     target = s.address
     auth_vars = "FIXLOOP_TEMPORAL_API_KEY, FIXLOOP_TEMPORAL_TLS_CERT and FIXLOOP_TEMPORAL_TLS_KEY"
     rpc_timeout = timedelta(seconds=timeout)
@@ -265,7 +302,7 @@ async def check_temporal(s: TemporalSettings, timeout: float) -> CheckResult:
         )
     except TimeoutError:
         hint = "FIXLOOP_TEMPORAL_ADDRESS and FIXLOOP_TEMPORAL_TLS"
-        return CheckResult(Status.FAIL, "temporal", f"{target}: no answer within {timeout:g} s (check {hint})")
+        return CheckResult(Status.FAIL, "temporal", f"{target}: no answer within {timeout:g} s (check {hint})"), None
     except RPCError as e:
         if e.status in (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED):
             hint = auth_vars
@@ -274,10 +311,10 @@ async def check_temporal(s: TemporalSettings, timeout: float) -> CheckResult:
         else:
             hint = "FIXLOOP_TEMPORAL_ADDRESS"
         reason = " ".join(e.message.split())[:200]
-        return CheckResult(Status.FAIL, "temporal", f"{target}: {e.status.name}: {reason} (check {hint})")
+        return CheckResult(Status.FAIL, "temporal", f"{target}: {e.status.name}: {reason} (check {hint})"), None
     except RuntimeError as e:  # the SDK's "Failed client connect: ..." (refused, DNS, TLS handshake, auth)
         reason, hint = _temporal_failure(e)
-        return CheckResult(Status.FAIL, "temporal", f"{target}: cannot connect: {reason} (check {hint})")
+        return CheckResult(Status.FAIL, "temporal", f"{target}: cannot connect: {reason} (check {hint})"), None
     try:  # informative only: a key allowed to run workflows may not be allowed to describe task queues
         queue = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -292,9 +329,8 @@ async def check_temporal(s: TemporalSettings, timeout: float) -> CheckResult:
     except RPCError as e:
         polling = f"not described ({e.status.name})"
     tls = ", TLS" if s.uses_tls else ""
-    return CheckResult(
-        Status.OK, "temporal", f"{target} namespace {s.namespace}{tls} (task queue {s.task_queue}: {polling})"
-    )
+    text = f"{target} namespace {s.namespace}{tls} (task queue {s.task_queue}: {polling})"
+    return CheckResult(Status.OK, "temporal", text), client
 
 
 _SYNC_CHECKS: dict[str, Callable[[Any, float], CheckResult]] = {
@@ -331,20 +367,22 @@ async def run_checks(timeout: float = CHECK_TIMEOUT) -> Report:
             )
         )
 
-    async def one(name: str) -> CheckResult:
+    async def one(name: str) -> list[CheckResult]:
         settings = getattr(loaded, name)
         if settings is None:
             why = "invalid configuration (see the config lines)" if name in loaded.invalid else loaded.skipped[name]
-            return CheckResult(Status.SKIP, name, why)
-        try:
+            skipped = [CheckResult(Status.SKIP, name, why)]
             if name == "temporal":
-                return await check_temporal(settings, timeout)
-            # the clients bound each request by `timeout`; a check makes two or three requests
-            return await asyncio.wait_for(asyncio.to_thread(_SYNC_CHECKS[name], settings, timeout), 4 * timeout)
+                skipped.append(CheckResult(Status.SKIP, "search", "not checked (see the temporal line)"))
+            return skipped
+        if name == "temporal":
+            return await check_temporal_and_search_attributes(settings, timeout)
+        try:  # the clients bound each request by `timeout`; a check makes two or three requests
+            return [await asyncio.wait_for(asyncio.to_thread(_SYNC_CHECKS[name], settings, timeout), 4 * timeout)]
         except TimeoutError:
-            return CheckResult(Status.FAIL, name, f"no answer within {4 * timeout:g} s")
+            return [CheckResult(Status.FAIL, name, f"no answer within {4 * timeout:g} s")]
 
-    results = await asyncio.gather(*(one(name) for name in SYSTEMS))
+    results = [r for found in await asyncio.gather(*(one(name) for name in SYSTEMS)) for r in found]
     secrets = loaded.secrets()
     lines += [CheckResult(r.status, r.name, _mask(r.text, secrets)) for r in results]
     masked = [CheckResult(x.status, x.name, _mask(x.text, secrets)) for x in lines]

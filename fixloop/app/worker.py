@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,9 @@ from fixloop.activities.plan import PlanActivities
 from fixloop.activities.triage import TriageActivities
 from fixloop.activities.verify import VerifyActivities
 from fixloop.activities.work_item import WorkItemActivities
+from fixloop.app.logs import LogContext
 from fixloop.core.config import ConfigError, LlmSettings, load
+from fixloop.core.metrics import bucket_overrides
 from fixloop.integrations.alertmanager.api import AlertmanagerSettings
 from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.integrations.endoflife import EndOfLifeSettings
@@ -91,6 +93,10 @@ class Integrations:
     pypi: PypiSettings | None = None  # release dates and changelog links in MRs; None: not looked up
     endoflife: EndOfLifeSettings | None = None  # end of life of bumped images in MRs; None: not looked up
 
+    def settings(self) -> list[BaseSettings]:
+        """The settings of every configured system (to mask their secrets in the logs)."""
+        return [s for s in (getattr(self, f.name) for f in fields(self)) if isinstance(s, BaseSettings)]
+
     @classmethod
     def from_env(cls) -> Integrations:
         """Each system configured by its ``FIXLOOP_<SYSTEM>_URL`` (and the rest of its variables); a system whose
@@ -145,11 +151,13 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
 
 
 def metrics_runtime(address: str) -> Runtime:
-    """A Temporal runtime that serves the SDK's metrics in the Prometheus text format at ``http://<address>/metrics``
+    """A Temporal runtime that serves the SDK's metrics and fixloop's business metrics (``fixloop.core.metrics``,
+    its histograms with their own buckets) in the Prometheus text format at ``http://<address>/metrics``
     (``address``: ``<ip>:<port>``, ``FIXLOOP_WORKER_METRICS_ADDRESS``); the port is bound here, before any client
     connects. Give it to the worker's client (``fixloop.app.temporal.connect(..., runtime=)``). Raises ``ValueError``
     when the address is not ``<ip>:<port>`` or cannot be bound. A process creates few runtimes: build one."""
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    prometheus = PrometheusConfig(bind_address=address, histogram_bucket_overrides=bucket_overrides())
+    return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
 
 
 def _name(fn: Callable[..., Any]) -> str | None:
@@ -175,4 +183,5 @@ def build_worker(
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
         activities=[*built, *extra_activities],
+        interceptors=[LogContext()],  # the work item and Jira key of each activity, for the logs
     )

@@ -225,6 +225,42 @@ class LoopSettings(BaseSettings):
     )
 
 
+class LogSettings(BaseSettings):
+    """How ``fixloop worker``, ``fixloop gateway`` and the other commands log, on stderr
+    (``fixloop.app.logs``).
+
+    Environment: ``FIXLOOP_LOG_FORMAT`` (``text``, default, or ``json``: JSON Lines with ``ts``, ``level``,
+    ``logger``, ``message`` and, where known, ``workflow_id``, ``run_id``, ``activity``, ``work_item``,
+    ``jira_key``), ``FIXLOOP_LOG_LEVEL`` (``DEBUG``, ``INFO``, default, ``WARNING``, ``ERROR``, ``CRITICAL``).
+    Either case is accepted.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FIXLOOP_LOG_", env_file=".env", extra="ignore")
+
+    format: str = Field(
+        default="text",
+        pattern=r"^(?i:text|json)$",
+        description="text (one line per record: command, level, logger, message) or json (JSON Lines with the "
+        "workflow id, run id, activity, work item and Jira key where known).",
+    )
+    level: str = Field(
+        default="INFO",
+        pattern=r"^(?i:debug|info|warning|error|critical)$",
+        description="The least severe level fixloop and the Temporal SDK log; other libraries (the HTTP clients) log "
+        "WARNING and above only.",
+    )
+
+    @field_validator("format")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    @field_validator("level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+
 class WorkerSettings(BaseSettings):
     """The ``fixloop worker`` process.
 

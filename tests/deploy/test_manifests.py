@@ -44,7 +44,15 @@ from fixloop import __version__
 from fixloop.app.cli import app as cli_app
 from fixloop.app.gateway import REPORT_SOURCES, SIGNATURE_HEADER, TOKEN_HEADER, GatewaySettings, create_app
 from fixloop.app.worker import Integrations
-from fixloop.core.config import IntakeSettings, LlmSettings, Settings, TemporalSettings, WorkerSettings, load
+from fixloop.core.config import (
+    IntakeSettings,
+    LlmSettings,
+    LogSettings,
+    Settings,
+    TemporalSettings,
+    WorkerSettings,
+    load,
+)
 from fixloop.core.models import Severity, Signal, Source, Transition
 from fixloop.integrations.datadog.api import DatadogSettings
 from fixloop.integrations.datadog.webhook import Webhook
@@ -73,6 +81,7 @@ SETTINGS = (
     TemporalSettings,
     IntakeSettings,
     WorkerSettings,
+    LogSettings,
     LlmSettings,
     GatewaySettings,
     FluxSettings,

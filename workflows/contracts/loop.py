@@ -188,6 +188,7 @@ class LoopState(BaseModel):
 
     stage: Stage = Stage.OPEN_WORK_ITEM
     outcome: Outcome | None = None
+    started_at: AwareDatetime | None = None  # the first run's start (None: a loop started before this was kept)
     issue: IssueRef | None = None
     title: str | None = Field(default=None, max_length=300)  # the work item's title once planning named its service
     investigation: CulpritOutput | None = None  # an incident's culprit changes, per top candidate (rank order)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from fixloop.core.config import ConfigError
@@ -57,6 +57,7 @@ async def triage(
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
     background: Background | None = None,
     names: ServiceNames | None = None,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``rules`` or ``llm``, see the module doc).
 
@@ -69,6 +70,7 @@ async def triage(
     made by code, and so are its fallback's); None: none, today's per-monitor items. ``background``: the alert
     history incidents are ranked with (``fixloop.core.rca.Background``). ``names``: what names a finding item's
     service from its scanned artifact (``fixloop.core.service.ServiceNames``; None: the topology's services).
+    ``on_fallback`` is called with the note when the ``llm`` engine falls back (e.g. to count it).
     """
     rules = functools.partial(
         triage_rules,
@@ -98,6 +100,8 @@ async def triage(
     except LlmTriageFailed as e:
         note = FALLBACK_NOTE + clean(str(e), 300)
         log.warning("%s", note)
+        if on_fallback is not None:
+            on_fallback(note)
         fallback = rules(signals)
         items = [w.model_copy(update={"engine": "rules", "note": note}) for w in fallback.work_items]
         return TriageResult(work_items=items, unassigned=fallback.unassigned)
