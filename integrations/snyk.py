@@ -7,13 +7,14 @@ signal per distinct (issue id, package, version) of a project. Severity is lower
 ``identifiers`` maps ``CVE``/``GHSA``/``CWE``/... to lists.
 
 A container project (``snyk container test``; ``projectName`` ``docker-image|<image>``, ``packageManager`` ``deb``,
-``apk``, ``rpm`` or ``linux``) names its OS release in each vulnerability's ``packageManager`` (``debian:11``,
-``alpine:3.17``, ``rhel:8``) and, with ``--file=Dockerfile``, its base image in ``docker.baseImage`` (``debian:10``;
-snyk/cli ``src/lib/snyk-test/legacy.ts``, ``LegacyVulnApiResult.docker``). Snyk's JSON has no package URL, so an OS
-package's signal gets the purl-spec one those name, of its ``packageName`` (the signal's package: the source
-package, ``pkg:deb/debian/gcc-10@10.2.1-6?distro=debian-11``): the ``distro`` qualifier is how the planner reads
-the scanned OS (``fixloop.core.change.locate.scanned_os``). ``platform`` (``linux/amd64``) is the OS and
-architecture, not a release.
+``apk``, ``rpm`` or ``linux``; its ``applications[]``, the image's application dependencies with ``--app-vulns``, are
+projects of the same image, each signal's target their file) names its OS release in each vulnerability's
+``packageManager`` (``debian:11``, ``alpine:3.17``, ``rhel:8``) and, with ``--file=Dockerfile``, its base image in
+``docker.baseImage`` (``debian:10``; snyk/cli ``src/lib/snyk-test/legacy.ts``, ``LegacyVulnApiResult.docker``). Snyk's
+JSON has no package URL, so an OS package's signal gets the purl-spec one those name, of its ``packageName`` (the
+signal's package: the source package, ``pkg:deb/debian/gcc-10@10.2.1-6?distro=debian-11``): the ``distro`` qualifier
+is how the planner reads the scanned OS (``fixloop.core.change.locate.scanned_os``). ``platform`` (``linux/amd64``) is
+the OS and architecture, not a release.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Project(WireModel):
     displayTargetFile: str | None = None
     targetFile: str | None = None
     path: str | None = None
+    applications: list[Project] | None = None  # a container scan's application dependencies (npm, pip, ...)
 
 
 _PROJECTS = TypeAdapter(list[Project])
@@ -96,40 +98,57 @@ def parse(doc: object, ctx: ParseContext) -> None:
         is_image = name.startswith("docker-image|")
         artifact = name.split("|", 1)[1] if is_image else (project.projectName or project.path)
         target = project.displayTargetFile or project.targetFile or project.projectName
-        eco = ecosystem(project.packageManager)
         base = os_of_image(project.docker.baseImage) if is_image and project.docker else None
-        for i, v in enumerate(project.vulnerabilities or []):
-            ids = v.identifiers or {}
-            aliases = [
-                a
-                for key, values in ids.items()
-                if key.upper() != "CWE"  # CVE, GHSA, ALTERNATIVE ids name the same issue; CWEs are classes
-                for a in (opt(x) for x in values or [])
-                if a and a != v.id
-            ]
-            fixed = split_versions(v.fixedIn)
-            path = ((p_index,) if many else ()) + ("vulnerabilities", i)
-            ctx.emit(
-                Signal(
-                    fingerprint=fingerprint("snyk", "vulnerability", artifact, target, v.id, v.packageName, v.version),
-                    source=Source.SNYK,
-                    kind=Kind.FINDING,
-                    title=title(f"{v.id} in {v.packageName} {v.version}" + (f": {v.title}" if v.title else "")),
-                    severity=severity(v.severity),
-                    observed_at=ctx.received_at,
-                    raw_ref=ctx.pointer(*path),
-                    url=opt(f"https://security.snyk.io/vuln/{v.id}"),
-                    category=Category.VULNERABILITY,
-                    advisory_id=opt(v.id),
-                    aliases=list(dict.fromkeys(aliases)),
-                    package=opt(v.packageName),
-                    installed_version=opt(v.version),
-                    fixed_version=lowest_fix(eco, v.version, fixed),
-                    fixed_versions=fixed,
-                    fix_status="fixed" if fixed else "not-fixed",
-                    ecosystem=eco,
-                    artifact=opt(artifact),
-                    target=opt(target),
-                    purl=_os_purl(eco, v, base) if is_image else None,
-                )
+        at = (p_index,) if many else ()
+        _emit(project, artifact, target, base if is_image else None, is_image, at, ctx)
+        for a_index, app in enumerate(project.applications or []):  # the image's application dependencies
+            app_target = app.displayTargetFile or app.targetFile or app.projectName
+            _emit(app, artifact, app_target, None, False, (*at, "applications", a_index), ctx)
+
+
+def _emit(
+    project: Project,
+    artifact: str | None,
+    target: str | None,
+    base: tuple[str, str] | None,
+    os_packages: bool,
+    at: tuple[str | int, ...],
+    ctx: ParseContext,
+) -> None:
+    """One signal per vulnerability of ``project`` (``at``: its JSON pointer), of ``artifact`` in ``target``;
+    ``os_packages``: a container's OS packages (their purl names the release)."""
+    eco = ecosystem(project.packageManager)
+    for i, v in enumerate(project.vulnerabilities or []):
+        ids = v.identifiers or {}
+        aliases = [
+            a
+            for key, values in ids.items()
+            if key.upper() != "CWE"  # CVE, GHSA, ALTERNATIVE ids name the same issue; CWEs are classes
+            for a in (opt(x) for x in values or [])
+            if a and a != v.id
+        ]
+        fixed = split_versions(v.fixedIn)
+        ctx.emit(
+            Signal(
+                fingerprint=fingerprint("snyk", "vulnerability", artifact, target, v.id, v.packageName, v.version),
+                source=Source.SNYK,
+                kind=Kind.FINDING,
+                title=title(f"{v.id} in {v.packageName} {v.version}" + (f": {v.title}" if v.title else "")),
+                severity=severity(v.severity),
+                observed_at=ctx.received_at,
+                raw_ref=ctx.pointer(*at, "vulnerabilities", i),
+                url=opt(f"https://security.snyk.io/vuln/{v.id}"),
+                category=Category.VULNERABILITY,
+                advisory_id=opt(v.id),
+                aliases=list(dict.fromkeys(aliases)),
+                package=opt(v.packageName),
+                installed_version=opt(v.version),
+                fixed_version=lowest_fix(eco, v.version, fixed),
+                fixed_versions=fixed,
+                fix_status="fixed" if fixed else "not-fixed",
+                ecosystem=eco,
+                artifact=opt(artifact),
+                target=opt(target),
+                purl=_os_purl(eco, v, base) if os_packages else None,
             )
+        )

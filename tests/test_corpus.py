@@ -62,6 +62,7 @@ def _grype(d: dict) -> set[tuple]:
 
 def _snyk(d: object) -> set[tuple]:
     projects = d if isinstance(d, list) else [d]
+    projects = [q for p in projects for q in (p, *(p.get("applications") or []))]  # a container's app projects
     return {
         (v["id"], v["packageName"], v["version"], p.get("displayTargetFile") or p.get("projectName"))
         for p in projects

@@ -13,10 +13,10 @@ RECEIVED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_one_signal_per_distinct_issue_package_version_not_per_path() -> None:
-    items = signals("snyk/dd-snyk-container_juiceshop_deb_25vulns.json")
+    found = signals("snyk/dd-snyk-container_juiceshop_deb_25vulns.json")
+    items = [s for s in found if s.ecosystem == "deb"]
     assert len(items) == 13  # 25 dependency paths, 13 distinct issues (Snyk's own uniqueCount)
-    assert {s.artifact for s in items} == {"sarim04/juiceshop"}
-    assert {s.ecosystem for s in items} == {"deb"}
+    assert {s.artifact for s in found} == {"sarim04/juiceshop"}
     s = one(items, advisory_id="SNYK-DEBIAN11-GCC10-5901313")
     assert (s.package, s.installed_version, s.fixed_version, s.aliases) == (
         "gcc-10",
@@ -24,6 +24,19 @@ def test_one_signal_per_distinct_issue_package_version_not_per_path() -> None:
         None,
         ["CVE-2023-4039"],
     )
+
+
+def test_a_container_scan_s_application_dependencies_are_signals_too() -> None:
+    """``applications[]`` of ``snyk container test`` (its app vulnerabilities: juice-shop's package.json in the
+    image) are projects of their own: 12 distinct npm issues (their ``uniqueCount``), of the same image, in their
+    target file, with no OS purl; none is lost."""
+    found = signals("snyk/dd-snyk-container_juiceshop_deb_25vulns.json")
+    apps = [s for s in found if s.ecosystem == "npm"]
+    assert len(apps) == 12 and len(found) == 25
+    assert {(s.artifact, s.target) for s in apps} == {("sarim04/juiceshop", "/juice-shop/package.json")}
+    assert all(s.purl is None and s.raw_ref and "/applications/0/vulnerabilities/" in s.raw_ref for s in apps)
+    jwt = [s for s in apps if s.package == "express-jwt"]
+    assert jwt and jwt[0].fixed_version == "6.0.0"
 
 
 def test_all_projects_array_keeps_each_project_apart() -> None:
@@ -57,7 +70,7 @@ def test_critical_lodash_and_no_vulns() -> None:
 def test_a_container_scan_s_os_packages_carry_the_release_snyk_names() -> None:
     """Each vulnerability's ``packageManager`` (``debian:11``) is the OS release: an OS package's signal gets the
     purl of its package with that release as the ``distro`` qualifier, which is how the planner reads the OS."""
-    items = signals("snyk/dd-snyk-container_juiceshop_deb_25vulns.json")
+    items = [s for s in signals("snyk/dd-snyk-container_juiceshop_deb_25vulns.json") if s.ecosystem == "deb"]
     gcc = one(items, advisory_id="SNYK-DEBIAN11-GCC10-5901313")
     assert gcc.purl == "pkg:deb/debian/gcc-10@10.2.1-6?distro=debian-11"
     assert {s.purl.split("?")[1] for s in items if s.purl} == {"distro=debian-11"}
