@@ -282,7 +282,7 @@ class Demo:
         self.children: list[Child] = []
         self.env: dict[str, str] = {}
         self.loops: dict[str, Loop] = {}
-        self.ports = {name: free_port() for name in ("temporal", "ui", "sandbox", "gateway")}
+        self.ports = {name: free_port() for name in ("temporal", "ui", "sandbox", "gateway", "worker_metrics")}
         self.gateway_token = secrets.token_urlsafe(24)
         self.started = time.monotonic()
         self.posted: list[dict[str, Any]] = []
@@ -421,7 +421,7 @@ class Demo:
         self.spawn(
             "worker",
             self.fixloop("worker"),
-            env=shared,
+            env={**shared, "FIXLOOP_WORKER_METRICS_ADDRESS": f"127.0.0.1:{self.ports['worker_metrics']}"},
         )
         self.spawn(
             "gateway",
@@ -901,7 +901,27 @@ class Demo:
             "person_changes": self.person_changes,
             "seconds": round(time.monotonic() - self.started, 1),
             "metrics": self.metrics,
+            "worker_metrics": self.worker_metrics(),
         }
+
+    def worker_metrics(self) -> dict[str, float] | str:
+        """fixloop's business metrics as the worker's ``/metrics`` serves them now (README, "Metrics"):
+        ``{'fixloop_verdicts{result="pass"}': 4.0, ...}``, histograms by their ``_count`` and ``_sum``; what went
+        wrong, as text, when the worker does not answer."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            answer = httpx.get(self.url("worker_metrics", "/metrics"), timeout=10)
+            answer.raise_for_status()
+        except httpx.HTTPError as e:
+            return f"the worker's /metrics did not answer: {type(e).__name__}"
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(answer.text):
+            for sample in family.samples:
+                if sample.name.startswith("fixloop_") and not sample.name.endswith("_bucket"):
+                    labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()) if k != "service_name")
+                    found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return found
 
 
 class Prompt:

@@ -329,7 +329,7 @@ def workload_doc(entity: str, text: str, kinds: Collection[str] = WORKLOAD_KINDS
 
     want = entity.strip().lower()
     try:
-        docs = list(YAML(typ="safe").load_all(text))
+        docs = list(YAML(typ="safe", pure=True).load_all(text))
     except Exception:  # ruamel's YAMLError family
         return None
     for doc in docs:

@@ -426,7 +426,7 @@ def yaml_mapping(text: str, what: str = "fixloop.yaml") -> Mapping[str, Any]:
     from ruamel.yaml import YAML  # imported where it is needed: the parsers' start-up does not pay for it
 
     try:
-        doc = YAML(typ="safe").load(text) or {}
+        doc = YAML(typ="safe", pure=True).load(text) or {}
     except Exception as e:  # ruamel's YAMLError family
         raise ValueError(f"{what}: not valid YAML ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(doc, Mapping):

@@ -361,7 +361,7 @@ def _docs(texts: Iterable[str], b: _Builder) -> list[Mapping[str, Any]]:
     out: list[Mapping[str, Any]] = []
     for text in texts:
         try:
-            docs = list(YAML(typ="safe").load_all(text))
+            docs = list(YAML(typ="safe", pure=True).load_all(text))
         except Exception:  # ruamel's YAMLError family: a template or a patch that is not plain YAML
             b.skip("manifest not YAML")
             continue

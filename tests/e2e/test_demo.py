@@ -37,6 +37,7 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     items = {row["work_item"].split(" ")[1]: row for row in summary["work_items"] if row["kind"] != "incident"}
     assert set(items) == {"Werkzeug", "lodash", "catalog"}, list(items)
     assert summary["complete"] is True
+    assert_business_metrics(summary["worker_metrics"])
     for row in summary["work_items"]:
         assert row["jira"] and row["jira"].startswith("OPS-"), row
     for row in items.values():
@@ -65,7 +66,9 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
         mr = gitlab_mrs[row["merge_request"].rsplit("/", 1)[1]]
         assert mr["title"].endswith(titles[name][titles[name].index(" (fixes ") :]), mr["title"]
         work_item_id = row["workflow_id"].rsplit("/", 1)[1]
-        assert mr["description"].startswith(f"fixloop work item `{work_item_id}`: {titles[name]}\n"), mr["description"]
+        marker, _, body = mr["description"].partition("\n")  # the loop's marker, hidden on the page, then the text
+        assert re.fullmatch(rf"<!-- fixloop:loop={re.escape(row['workflow_id'])} run=[0-9a-f-]+ -->", marker), marker
+        assert body.startswith(f"fixloop work item `{work_item_id}`: {titles[name]}\n"), mr["description"]
         assert mr["source_branch"] == f"fixloop/{work_item_id}"
     for row in incidents:
         cause = row["root_cause"]
@@ -161,6 +164,28 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
     assert {p.name for p in (state / "logs").iterdir()} >= {"temporal.log", "worker.log", "gateway.log"}
     out = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True)
     assert out.stdout.strip() == "", out.stdout
+
+
+def _family(key: str) -> str:
+    """A sample's metric name without the ``_total`` prometheus-client's parser gives counter samples."""
+    return key.split("{")[0].removesuffix("_total")
+
+
+def assert_business_metrics(found: dict[str, float] | str) -> None:
+    """The worker's /metrics after the demo (README, "Metrics"): the loops it ran, their verdicts and times."""
+    assert isinstance(found, dict), found
+
+    def total(name: str, *labels: str) -> float:
+        return sum(v for k, v in found.items() if _family(k) == name and all(x in k for x in labels))
+
+    assert total("fixloop_loops_started") >= 5, found  # three findings, two incidents
+    assert total("fixloop_verdicts", 'result="fail"') >= 1  # payments in staging
+    assert total("fixloop_verdicts", 'result="pass"') >= 4
+    assert total("fixloop_loops_finished", 'outcome="verified"') >= 4
+    assert total("fixloop_loops_finished", 'outcome="reverted"') >= 1
+    assert total("fixloop_stage_entered", 'stage="await_approval"') >= 5
+    assert total("fixloop_time_to_merge_seconds_count") >= 5 and total("fixloop_time_to_verify_seconds_count") >= 4
+    assert total("fixloop_intake_signals", 'result="new"') >= 12
 
 
 def test_approve_names_a_missing_demo(tmp_path: Path) -> None:

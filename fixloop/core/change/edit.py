@@ -365,7 +365,7 @@ def _like(old: object, new: str) -> str:
     """``new`` with ``old``'s quoting; quoted when a plain scalar would not read back as a string (``1.10``)."""
     if isinstance(old, ScalarString):
         return type(old)(new)
-    if not isinstance(YAML(typ="safe").load(new), str):
+    if not isinstance(YAML(typ="safe", pure=True).load(new), str):
         return DoubleQuotedScalarString(new)
     return new
 
@@ -865,7 +865,7 @@ def _token(old_token: str, new: str | int) -> str:
         return f'"{text}"'
     if old_token.startswith("'"):
         return f"'{text}'"
-    loaded = YAML(typ="safe").load(text)
+    loaded = YAML(typ="safe", pure=True).load(text)
     if isinstance(new, int) or isinstance(loaded, str):
         return text
     return f'"{text}"'
@@ -879,7 +879,7 @@ def edit_yaml_values(text: str, path: str, find: Callable[[list[Any]], list[Yaml
     yaml.preserve_quotes = True
     try:
         docs = list(yaml.load_all(text))
-        before = list(YAML(typ="safe").load_all(text))
+        before = list(YAML(typ="safe", pure=True).load_all(text))
     except Exception as e:  # ruamel raises many error types on bad input
         raise PolicyViolation(f"is not valid YAML ({str(e)[:80]})", path) from None
     changes = find(docs)
@@ -904,10 +904,10 @@ def edit_yaml_values(text: str, path: str, find: Callable[[list[Any]], list[Yaml
         token = _token(body[col:end], ch.new)
         lines[line] = body[:col] + token + body[end:] + lines[line][len(body) :]
         target = _get(expected[ch.document], ch.where[:-1])
-        target[ch.where[-1]] = YAML(typ="safe").load(token)
+        target[ch.where[-1]] = YAML(typ="safe", pure=True).load(token)
     out = "".join(lines)
     try:
-        after = list(YAML(typ="safe").load_all(out))
+        after = list(YAML(typ="safe", pure=True).load_all(out))
     except Exception as e:  # ruamel raises many error types on bad input
         raise PolicyViolation(f"does not parse after the change ({str(e)[:80]})", path) from None
     if after != expected:

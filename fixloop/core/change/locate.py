@@ -339,7 +339,7 @@ def scanned_image(item: WorkItem, signals: Sequence[Signal]) -> tuple[str, str] 
 
 def _yaml_documents(text: str) -> list[object]:
     try:
-        return list(YAML(typ="safe").load_all(text))
+        return list(YAML(typ="safe", pure=True).load_all(text))
     except Exception:  # ruamel raises many error types on bad input; such a file is not a manifest we edit
         return []
 

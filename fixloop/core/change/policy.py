@@ -189,7 +189,7 @@ def load_policy(text: str | None) -> Policy:
     if text is None:
         return Policy()
     try:
-        doc = YAML(typ="safe").load(text) or {}
+        doc = YAML(typ="safe", pure=True).load(text) or {}
         if not isinstance(doc, dict):
             raise ValueError("not a mapping")
         values: dict[str, Any] = {k: doc[k] for k in ("allow", "deny", "limits") if doc.get(k) is not None}
@@ -271,7 +271,7 @@ def check_parses(path: str, text: str) -> None:
     name = path.rsplit("/", 1)[-1]
     try:
         if name.endswith((".yaml", ".yml")):
-            list(YAML(typ="safe").load_all(text))
+            list(YAML(typ="safe", pure=True).load_all(text))
         elif name.endswith(".json") or name == "Pipfile.lock":
             json.loads(text)
         elif name.endswith(".toml") or name in ("poetry.lock", "uv.lock", "Pipfile"):
