@@ -154,3 +154,10 @@ def test_worker_with_a_half_configured_integration_names_the_missing_variable() 
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("fixloop worker: FIXLOOP_JIRA_") and "Traceback" not in proc.stderr
+
+
+def test_version_answers_without_a_command() -> None:
+    from fixloop import __version__
+
+    done = subprocess.run([sys.executable, "-m", "fixloop", "--version"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, __version__), done.stderr

@@ -40,14 +40,20 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    """``--version``: an eager option's callback, so it answers before any command is asked for."""
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     ctx: typer.Context,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_version)
+    ] = False,
 ) -> None:
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit()
     from fixloop.app.logs import configure
     from fixloop.core.config import LogSettings
 
