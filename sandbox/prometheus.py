@@ -102,19 +102,25 @@ class Exporter:
         now = math.floor(clock)
         with self.lock:
             t = self.totals.setdefault((env, svc), _Totals(upto=now))
-            self._integrate(t, env, svc, now)
+            series = self._series(env, svc, t.upto, now)  # the current second too: its share is shown
+            self._integrate(t, series, now)
             shown = _Totals(t.upto, t.ok, t.errors, t.total_seconds, list(t.buckets))
         if clock > now:
-            self._integrate(shown, env, svc, now + 1, share=clock - now)
+            self._integrate(shown, series, now + 1, share=clock - now)
         return shown
 
-    def _integrate(self, t: _Totals, env: str, svc: str, until: int, each: Any = None, share: float = 1.0) -> None:
-        """Add the world's seconds ``t.upto .. until - 1`` to ``t`` (each times ``share``); ``each(second, t)``
-        after each second."""
+    def _series(self, env: str, svc: str, first: int, last: int) -> dict[str, dict[int, float | None]]:
+        """The world's 1-second buckets ``first .. last`` of ``svc`` in ``env``: metric -> bucket start ms -> value."""
+        return {m: dict(self.sb.world.series(svc, m, first, last, 1, env)) for m in _WORLD_METRICS}
+
+    @staticmethod
+    def _integrate(
+        t: _Totals, series: dict[str, dict[int, float | None]], until: int, each: Any = None, share: float = 1.0
+    ) -> None:
+        """Add the seconds ``t.upto .. until - 1`` of ``series`` (``_series``) to ``t`` (each times ``share``);
+        ``each(second, t)`` after each second."""
         if until <= t.upto:
             return
-        world = self.sb.world
-        series = {m: dict(world.series(svc, m, t.upto, until - 1, 1, env)) for m in _WORLD_METRICS}
         for second in range(t.upto, until):
             ms = second * 1000
             hits = (series["hits"].get(ms) or 0.0) * share
@@ -173,12 +179,12 @@ class Exporter:
                 if since is None:
                     t = _Totals(upto=now - seconds)
                     self.origins[(env, svc)] = _Totals(upto=t.upto)
-                    self._integrate(t, env, svc, now, sample)
+                    self._integrate(t, self._series(env, svc, t.upto, now - 1), now, sample)
                     self.totals[(env, svc)] = t
                 else:  # the same integration again from the history's start, the live totals untouched
                     o = self.origins[(env, svc)]
                     again = _Totals(o.upto, o.ok, o.errors, o.total_seconds, list(o.buckets))
-                    self._integrate(again, env, svc, now, sample)
+                    self._integrate(again, self._series(env, svc, o.upto, now - 1), now, sample)
                 out += series
         return out
 
