@@ -222,3 +222,29 @@ def test_any_path_reads_a_file_of_the_folder_or_nothing(
         (repo / "linked").symlink_to(base)
     text = LocalRepo(repo.resolve()).read("/".join(parts))
     assert text in (None, "inside\n")
+
+
+def test_the_repositorys_version_drift_is_reported_after_the_work_items(tmp_path: Path) -> None:
+    """A copy of the seeded repository with a second Python service on newer Werkzeug and Django pins: the text
+    output lists both packages with the newest version as the target, ``--json`` gives the same under ``drift``;
+    the seeded repository alone pins each package once (no drift section)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(SEED_DIR, repo)
+    (repo / "services" / "checkout").mkdir()
+    (repo / "services" / "checkout" / "requirements.txt").write_text(
+        "Werkzeug==2.3.8\nDjango==3.2.9\ndjango-extensions==3.2.3\n", encoding="utf-8"
+    )
+    code, out, err = plan("--repo", repo, fixture(PIP))
+    assert code == 0, err
+    assert "=== Version drift: 1 package pinned at several versions\n" in out
+    assert (
+        "werkzeug (pypi): 2.3.8 in services/checkout/requirements.txt; 0.11 in services/payments/requirements.txt"
+        " (consolidate on 2.3.8)\n" in out
+    )
+    code, out, err = plan("--repo", repo, "--json", fixture(PIP))
+    drift = json.loads(out)["drift"]
+    assert [(d["package"], d["target"], [v["services"] for v in d["versions"]]) for d in drift] == [
+        ("werkzeug", "2.3.8", [["checkout"], ["payments"]])
+    ]
+    code, out, err = plan("--repo", SEED_DIR, "--json", fixture(PIP))
+    assert json.loads(out)["drift"] == [] and "Version drift" not in plan("--repo", SEED_DIR, fixture(PIP))[1]

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from fixloop.activities.plan import FILE_MAX_BYTES, ChangePlanner
 from fixloop.activities.triage import TREE_ENTRIES, locate_services, manifest_topology, policy_parts, triage
+from fixloop.core.change.drift import repository_drift
 from fixloop.core.change.edit import apply
 from fixloop.core.change.ops import PolicyViolation
 from fixloop.core.change.policy import POLICY_FILE, load_policy, unified_diff
@@ -261,14 +262,39 @@ class PlanItem(BaseModel):
     risks: list[str] = Field(default_factory=list)
 
 
+class DriftVersion(BaseModel):
+    """One pinned version of a drifting package and the files and services that pin it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    paths: list[str]
+    services: list[str] = Field(default_factory=list)
+
+
+class DriftItem(BaseModel):
+    """A package the repository pins at several versions (``fixloop.core.change.drift``), ``versions`` newest
+    first; ``target`` is the newest, the version a consolidation raises the others to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ecosystem: str
+    package: str
+    target: str
+    versions: list[DriftVersion]
+
+
 class DryRun(BaseModel):
-    """``fixloop plan --json``: every work item, and each signal triage placed in none with its reason."""
+    """``fixloop plan --json``: every work item, each signal triage placed in none with its reason, and the
+    repository's version drift (``drift``; ``drift_more``: drifting packages past the report's bound)."""
 
     model_config = ConfigDict(extra="forbid")
 
     repository: str
     items: list[PlanItem]
     unassigned: list[Unassigned] = Field(default_factory=list)
+    drift: list[DriftItem] = Field(default_factory=list)
+    drift_more: int = 0
 
     @property
     def all_planned(self) -> bool:
@@ -344,12 +370,32 @@ async def dry_run(
         _item(planner, item, [by_fingerprint[f] for f in item.signals if f in by_fingerprint], repo, tags)
         for item in result.work_items
     ]
-    return DryRun(repository=str(repo.root), items=items, unassigned=result.unassigned)
+    drift = repository_drift(repo.list(), repo.read)
+    for path, why in drift.skipped:
+        warn(f"{path}: not read for version drift: {why}")
+    return DryRun(
+        repository=str(repo.root),
+        items=items,
+        unassigned=result.unassigned,
+        drift=[
+            DriftItem(
+                ecosystem=d.ecosystem,
+                package=d.package,
+                target=d.target,
+                versions=[
+                    DriftVersion(version=v.version, paths=list(v.paths), services=list(v.services))
+                    for v in d.versions
+                ],
+            )
+            for d in drift.drifts
+        ],
+        drift_more=drift.more,
+    )
 
 
 def render_text(run: DryRun) -> str:
     """The terminal form: per work item a heading (id, kind, planned or not), then the MR title, branch,
-    description and diff, or the reason; the unassigned signals last."""
+    description and diff, or the reason; the unassigned signals, then the version drift, last."""
     out: list[str] = []
     for item in run.items:
         out.append(f"=== {item.id} ({item.kind.value}): {'planned' if item.planned else 'not planned'}")
@@ -361,6 +407,15 @@ def render_text(run: DryRun) -> str:
     if run.unassigned:
         out.append(f"=== {len(run.unassigned)} signals in no work item")
         out += [f"{u.fingerprint}: {u.reason}" for u in run.unassigned]
+        out.append("")
+    if run.drift:
+        n = len(run.drift) + run.drift_more
+        out.append(f"=== Version drift: {n} package{'s' if n != 1 else ''} pinned at several versions")
+        for d in run.drift:
+            pinned = "; ".join(f"{v.version} in {', '.join(v.paths)}" for v in d.versions)
+            out.append(f"{d.package} ({d.ecosystem}): {pinned} (consolidate on {d.target})")
+        if run.drift_more:
+            out.append(f"... and {run.drift_more} more")
         out.append("")
     n = sum(i.planned for i in run.items)
     out.append(f"{n} of {len(run.items)} work items planned on {run.repository}")
