@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 
 from temporalio import activity
 
@@ -54,12 +55,12 @@ DONE = "done"
 DONE_STATUS = "Done"
 
 
-def issue_description(scope: str, item: WorkItem) -> str:
+def issue_description(scope: str, item: WorkItem, findings: Sequence[str] = (), findings_total: int = 0) -> str:
     """The issue's description as plain text (the activity escapes it with ``jira_text``): a summary of the work
     item, every value from signals bounded; its advisories by severity (``item.counts``, the title's and the merge
     request's rule); at most ``ADVISORIES_MAX`` advisories and ``PACKAGES_MAX`` packages, with a count of the rest;
     for an incident its ranked root-cause candidates with their evidence and the alert timeline
-    (``fixloop.core.incidents.describe``)."""
+    (``fixloop.core.incidents.describe``); for a digest the ``findings`` it holds (titles, of ``findings_total``)."""
     lines = [
         f"fixloop work item {item.id} ({item.kind.value}, severity {item.severity.value}) in {clean(scope, 200)}.",
         "",
@@ -88,6 +89,11 @@ def issue_description(scope: str, item: WorkItem) -> str:
         shown = ", ".join(clean(a, 64) for a in item.advisories[:ADVISORIES_MAX])
         more = f" and {len(item.advisories) - ADVISORIES_MAX} more" if len(item.advisories) > ADVISORIES_MAX else ""
         lines += ["", f"Advisories ({len(item.advisories)}): {shown}{more}"]
+    if findings:
+        lines += ["", f"Findings ({max(findings_total, len(findings))}):"]
+        lines += [f"- {clean(f, 300)}" for f in findings]
+        if findings_total > len(findings):
+            lines.append(f"- ... and {findings_total - len(findings)} more (in the Temporal UI's loop input)")
     if item.incident is not None:
         if lines[-1]:
             lines.append("")
@@ -122,7 +128,7 @@ class WorkItemActivities:
                 self.client.find_or_create_issue,
                 item.id,
                 jira_summary(item.title, SUMMARY_MAX),
-                jira_text(issue_description(inp.scope, item)),
+                jira_text(issue_description(inp.scope, item, inp.findings, inp.findings_total)),
                 ["fixloop", f"fixloop-{item.kind.value}"],
             )
         return IssueRef(key=ref.key, url=ref.url, created=ref.created)

@@ -172,6 +172,7 @@ async def test_alertmanager_and_bearer_token() -> None:
         "gitlab/dd-gl-dependency-scanning_gemnasium_gosum_6vulns.json",
         "osv-scanner/dd-osv-scanner_many_findings.json",
         "pip-audit/dd-pip-audit_legacy-list-format_many_vulns.json",
+        "fixloop/inspection_drift.json",
     ],
 )
 async def test_scanner_reports_give_the_signals_of_fixloop_ingest(rel: str) -> None:

@@ -122,6 +122,8 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.plan import PlanChangeInput, PlanPromotionInput, PlanRemediationInput
     from fixloop.workflows.contracts.verify import JudgeInput, Verdict
     from fixloop.workflows.contracts.work_item import (
+        FINDING_MAX,
+        FINDINGS_MAX,
         CloseWorkItemInput,
         CommentInput,
         LinkInput,
@@ -353,7 +355,9 @@ class RemediationWorkflow:
     async def _open_work_item(self) -> None:
         ref = await workflow.execute_activity_method(
             WorkItemActivities.open_work_item,
-            OpenWorkItemInput(scope=self.inp.scope, work_item=self.inp.work_item),
+            OpenWorkItemInput(
+                scope=self.inp.scope, work_item=self.inp.work_item, **self._digest_findings()
+            ),
             **options.call(Call.EXTERNAL, "open the Jira issue"),
         )
         self.state.issue = ref
@@ -366,6 +370,20 @@ class RemediationWorkflow:
             self._advance(Stage.INVESTIGATE)
         else:
             self._advance(Stage.DONE, Outcome.TRACKED)
+
+    def _digest_findings(self) -> dict[str, object]:
+        """A risk digest's findings for its issue: the titles of its signals, most severe first (then by title),
+        the first ``FINDINGS_MAX``, each cut to ``FINDING_MAX`` characters; nothing for any other kind."""
+        if self.inp.work_item.kind is not WorkItemKind.RISK_DIGEST:
+            return {}
+        own = set(self.inp.work_item.signals)
+        found = sorted(
+            (s for s in self.inp.signals if s.fingerprint in own), key=lambda s: (-s.severity.rank, s.title)
+        )
+        return {
+            "findings": [s.title[:FINDING_MAX] for s in found[:FINDINGS_MAX]],
+            "findings_total": len(self.inp.work_item.signals),
+        }
 
     async def _investigate(self) -> None:
         """An incident: name the culprit change of its top candidates (``investigate.culprit``: the commit touching

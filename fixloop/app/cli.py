@@ -143,19 +143,22 @@ def triage(
         raise typer.Exit(code=2)
 
 
+RepoOption = Annotated[
+    Path,
+    typer.Option(
+        "--repo",
+        help="The GitOps repository: a git working tree or a plain folder, read from disk.",
+        exists=True,
+        file_okay=False,
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def plan(
     paths: Paths,
-    repo: Annotated[
-        Path,
-        typer.Option(
-            "--repo",
-            help="The GitOps repository: a git working tree or a plain folder, read from disk.",
-            exists=True,
-            file_okay=False,
-            show_default=False,
-        ),
-    ],
+    repo: RepoOption,
     policy: Annotated[
         Path | None,
         typer.Option(help="A fixloop.yaml to plan under instead of the repository's own.", exists=True, dir_okay=False),
@@ -212,6 +215,47 @@ def plan(
         raise typer.Exit(code=2)
     if not run.all_planned:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def inspect(
+    repo: RepoOption,
+    name: Annotated[
+        str | None,
+        typer.Option(help="The repository's name in the report (default: the folder's name).", show_default=False),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Inspect a repository for what no scanner reports: every package its manifests pin at several versions
+    (version drift: requirements*.txt, pyproject.toml, Pipfile, package.json, go.mod, pom.xml; lockfiles are not
+    read). Prints fixloop's inspection report (JSON); give it to ``fixloop submit`` or POST it to the gateway's
+    ``/v1/reports/fixloop`` like a scanner report, and triage makes one risk digest of the repository's drift: a
+    consolidation proposal, no merge request. A manifest that cannot be read is named on stderr and in the report's
+    ``skipped``. Exit status: 0 (with or without drift), 2 when ``--repo`` cannot be read.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from fixloop.app.dryrun import DryRunError, LocalRepo
+    from fixloop.core.change.drift import inspection_document, repository_drift
+
+    try:
+        local = LocalRepo.open(repo, None)
+        report = repository_drift(local.list(), local.read)
+    except DryRunError as e:
+        typer.echo(f"fixloop inspect: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    for path, why in report.skipped:
+        typer.echo(f"fixloop inspect: {path}: not read: {why}", err=True)
+    when = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    doc = inspection_document(name or repo.resolve().name, report, when)
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
 
 
 @app.command()

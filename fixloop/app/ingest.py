@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from fixloop.core.models import Signal, Source
 from fixloop.core.parsing import ParseContext, ParseError, clean, validation_message
-from fixloop.integrations import grype, osv, pip_audit, snyk, trivy
+from fixloop.integrations import grype, inspection, osv, pip_audit, snyk, trivy
 from fixloop.integrations.alertmanager import webhook as alertmanager_webhook
 from fixloop.integrations.datadog import webhook as datadog_webhook
 from fixloop.integrations.gitlab import security_report as gitlab_report
@@ -49,6 +49,7 @@ PARSERS: dict[Source, ModuleType] = {
     Source.PIP_AUDIT: pip_audit,
     Source.ALERTMANAGER: alertmanager_webhook,
     Source.DATADOG: datadog_webhook,
+    Source.FIXLOOP: inspection,
 }
 
 DEFAULT_MAX_BYTES = 128 * 1024 * 1024
@@ -92,6 +93,7 @@ ELEMENT_LISTS: dict[Source, tuple[str, ...]] = {
     Source.PIP_AUDIT: ("[]", "[].vulns", "dependencies", "dependencies[].vulns"),
     Source.ALERTMANAGER: ("alerts",),
     Source.DATADOG: (),
+    Source.FIXLOOP: ("drift", "drift[].versions", "skipped"),
 }
 
 

@@ -35,6 +35,7 @@ class Source(StrEnum):
     PIP_AUDIT = "pip-audit"
     DATADOG = "datadog"
     ALERTMANAGER = "alertmanager"
+    FIXLOOP = "fixloop"  # fixloop's own inspection of a repository (``fixloop inspect``: version drift)
 
 
 class Kind(StrEnum):
@@ -72,6 +73,7 @@ class Category(StrEnum):
     MISCONFIGURATION = "misconfiguration"
     SECRET = "secret"
     SAST = "sast"
+    DRIFT = "drift"  # a package pinned at several versions across a repository (``fixloop.core.change.drift``)
 
 
 class Transition(StrEnum):

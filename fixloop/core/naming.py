@@ -24,6 +24,7 @@ _DIGEST_WORDS = {
     "misconfiguration": "misconfigurations",
     "secret": "exposed secrets",
     "sast": "code findings (SAST)",
+    "drift": "packages pinned at several versions",
 }
 
 

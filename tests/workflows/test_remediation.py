@@ -80,6 +80,7 @@ async def _run(
     *,
     history: str | None = None,
     first_history: str | None = None,
+    signals: list[Signal] | None = None,
     **options: object,
 ) -> LoopState:
     """The loop's final state; its last run's history recorded as ``history`` and its first run's as
@@ -90,7 +91,7 @@ async def _run(
     ):
         handle = await env.client.start_workflow(
             RemediationWorkflow.run,
-            RemediationInput(scope=SCOPE, work_item=item, options=opts),
+            RemediationInput(scope=SCOPE, work_item=item, options=opts, signals=signals or []),
             id=f"remediate/{SCOPE}/{item.id}/{uuid.uuid4().hex[:6]}",
             task_queue=task_queue,
         )
@@ -629,10 +630,18 @@ async def test_unlocated_fix_is_explained_on_jira(env: WorkflowEnvironment, task
 
 
 async def test_risk_digest_gets_a_jira_issue_only(env: WorkflowEnvironment, task_queue: str) -> None:
+    """The digest's issue lists its findings, most severe first: all a person gets for a digest."""
     world = World()
-    state = await _run(env, task_queue, world, _item(MISCONFIG, WorkItemKind.RISK_DIGEST))
+    item = _item(MISCONFIG, WorkItemKind.RISK_DIGEST)
+    state = await _run(env, task_queue, world, item, signals=signals(MISCONFIG))
     assert (state.outcome, world.calls) == (Outcome.TRACKED, ["jira.open_work_item"])
     assert state.issue and state.issue.key == "OPS-1"
+    (opened,) = world.opened
+    own = sorted((s for s in signals(MISCONFIG) if s.fingerprint in item.signals), key=lambda s: -s.severity.rank)
+    assert opened.findings_total == len(item.signals) == len(opened.findings) > 1
+    assert set(opened.findings) == {s.title for s in own} and opened.findings[0] in {
+        s.title for s in own if s.severity is own[0].severity
+    }
 
 
 async def test_long_wait_continues_as_new_with_its_state(env: WorkflowEnvironment, task_queue: str) -> None:

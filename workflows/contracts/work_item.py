@@ -4,16 +4,27 @@ escape all of them (``fixloop.core.markup.jira_text`` / ``jira_summary``)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.core.models import WorkItem
 
+FINDINGS_MAX = 50  # findings a digest's issue lists (the rest counted)
+FINDING_MAX = 300  # characters of one
+
 
 class OpenWorkItemInput(BaseModel):
+    """``findings``: for a digest (a work item no merge request fixes), the titles of its first ``FINDINGS_MAX``
+    signals, most severe first, each at most ``FINDING_MAX`` characters (a digest's issue is all a person gets);
+    ``findings_total`` counts them all."""
+
     model_config = ConfigDict(extra="forbid")
 
     scope: str
     work_item: WorkItem
+    findings: list[Annotated[str, Field(max_length=FINDING_MAX)]] = Field(default_factory=list, max_length=FINDINGS_MAX)
+    findings_total: int = 0
 
 
 class IssueRef(BaseModel):

@@ -45,7 +45,9 @@ from fixloop.workflows.contracts.intake import intake_id
 
 log = logging.getLogger(__name__)
 
-REPORT_SOURCES = (Source.TRIVY, Source.GITLAB, Source.GRYPE, Source.SNYK, Source.OSV, Source.PIP_AUDIT)
+REPORT_SOURCES = (
+    Source.TRIVY, Source.GITLAB, Source.GRYPE, Source.SNYK, Source.OSV, Source.PIP_AUDIT, Source.FIXLOOP,
+)  # fmt: skip
 THREAD_PARSE_BYTES = 256 << 10  # larger bodies are parsed in a thread, so the event loop keeps answering
 WARNINGS_SHOWN = 10
 DELIVERED_REMEMBERED = 100_000  # fingerprints this process delivered, for the duplicates metric
@@ -343,7 +345,7 @@ def create_app(
     @app.post(
         "/v1/reports/{source}",
         status_code=202,
-        summary="A scanner report: source is trivy, gitlab, grype, snyk, osv or pip-audit.",
+        summary="A scanner report: source is trivy, gitlab, grype, snyk, osv, pip-audit or fixloop (fixloop inspect).",
         responses={202: _SIGNALS_ANSWER, 404: {"description": "Unknown source.", **_ERROR}, **_ERRORS},
         openapi_extra=_body("The scanner's JSON output (e.g. `trivy image --format json`).", "fixloopToken"),
     )

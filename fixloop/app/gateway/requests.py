@@ -26,6 +26,7 @@ FORMAT_FIELDS = {
     Source.SNYK: "vulnerabilities",
     Source.OSV: "results",
     Source.PIP_AUDIT: "dependencies",
+    Source.FIXLOOP: "fixloop_inspection",
 }
 
 

@@ -192,7 +192,7 @@ def repository_pins(
             found = _read(path, text)
         except PolicyViolation as e:
             if skipped is not None:
-                skipped.append((path, e.reason))
+                skipped.append((path, e.reason.removeprefix(f"{path}: ")))
             continue
         service = service_of_paths([path])
         out += [Pin(eco, package, version, path, service) for eco, package, version in found]
@@ -259,3 +259,35 @@ def drift_table(drifts: Sequence[Drift], limit: int = 50) -> str:
     if len(drifts) > limit:
         rows.append(f"\n{len(drifts) - limit} more packages drift; not shown.")
     return "\n".join(rows)
+
+
+INSPECTION_FORMAT = 1  # ``fixloop_inspection`` of the document ``inspection_document`` writes
+
+
+def inspection_document(repository: str, report: DriftReport, generated_at: str) -> dict[str, object]:
+    """``fixloop inspect``'s report: a JSON document any fixloop intake ingests like a scanner report
+    (``fixloop.integrations.inspection``)::
+
+        {"fixloop_inspection": 1, "repository": "platform/gitops", "generated_at": "2026-12-03T09:00:00Z",
+         "drift": [{"ecosystem": "pypi", "package": "werkzeug", "target": "2.3.8",
+                    "versions": [{"version": "2.3.8", "paths": [...], "services": ["checkout"]}, ...]}],
+         "drift_more": 0, "skipped": [{"path": "...", "reason": "..."}]}
+    """
+    return {
+        "fixloop_inspection": INSPECTION_FORMAT,
+        "repository": repository,
+        "generated_at": generated_at,
+        "drift": [
+            {
+                "ecosystem": d.ecosystem,
+                "package": d.package,
+                "target": d.target,
+                "versions": [
+                    {"version": v.version, "paths": list(v.paths), "services": list(v.services)} for v in d.versions
+                ],
+            }
+            for d in report.drifts
+        ],
+        "drift_more": report.more,
+        "skipped": [{"path": path, "reason": reason} for path, reason in report.skipped],
+    }
