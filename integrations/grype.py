@@ -4,7 +4,13 @@ Format: Anchore Grype's JSON presenter (``grype/presenter/models/document.go``),
 ``{matches[], source{type, target}, distro{name, version}, descriptor{name, version, timestamp}}``; a match is
 ``{vulnerability{id, severity, fix{versions[], state}, dataSource, urls}, relatedVulnerabilities[], artifact{name,
 version, type, purl, locations[{path}]}}``. ``source.target`` is an object with ``userInput`` for images (a string
-for directories); ``fix`` is absent in 0.7; ``severity`` may be missing.
+for directories); ``severity`` may be missing.
+
+Fixes: the current schema's ``fix.state`` is ``fixed``, ``not-fixed``, ``wont-fix`` or ``unknown``
+(``grype/vulnerability/fix.go``); its ``fix.versions`` are fixed versions only when the state is ``fixed`` (a
+``wont-fix`` match may still list placeholders: ``["fix_1", "fix_2"]``). The legacy schema of 0.7
+(``grype/presenter/formats/models/vulnerability.go``, before ``fix``) writes one string,
+``vulnerability.fixedInVersion``, and no state.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from fixloop.core.parsing import (
     WireModel,
     ecosystem,
     ecosystem_from_purl,
-    lowest_fix,
     opt,
+    resolve_fix,
     severity,
     split_versions,
     timestamp,
@@ -38,6 +44,7 @@ class Vulnerability(WireModel):
     severity: str | None = None
     dataSource: str | None = None
     fix: Fix | None = None
+    fixedInVersion: str | None = None  # the legacy schema (0.7): the one fixed version, no state
 
 
 class Related(WireModel):
@@ -102,7 +109,8 @@ def parse(doc: object, ctx: ParseContext) -> None:
         is_os = (a.type or "").lower() in _OS_TYPES
         target = os_target if is_os and os_target else (paths[0] if paths else None)
         eco = ecosystem(a.type) if a.type and a.type != "binary" else ecosystem_from_purl(a.purl) or ecosystem(a.type)
-        fixed = split_versions(v.fix.versions if v.fix else None)
+        fixed, state = _fix(v)
+        fixed_version, fix_status = resolve_fix(eco, a.version, fixed, state)
         related = [r for r in m.relatedVulnerabilities or [] if r.id != v.id]
         sev = v.severity or next((r.severity for r in related if r.severity), None)
         ctx.emit(
@@ -121,15 +129,27 @@ def parse(doc: object, ctx: ParseContext) -> None:
                 aliases=list(dict.fromkeys(x for x in (opt(r.id) for r in related) if x)),
                 package=opt(a.name),
                 installed_version=opt(a.version),
-                fixed_version=lowest_fix(eco, a.version, fixed),
+                fixed_version=fixed_version,
                 fixed_versions=fixed,
-                fix_status=opt(v.fix.state) if v.fix else None,
+                fix_status=fix_status,
                 ecosystem=eco,
                 artifact=opt(artifact),
                 target=opt(target),
                 purl=opt(a.purl),
             )
         )
+
+
+def _fix(v: Vulnerability) -> tuple[list[str], str | None]:
+    """(fixed versions, state) of a match: ``fix.versions`` when ``fix.state`` is ``fixed`` or absent (none for
+    ``not-fixed``, ``wont-fix``, ``unknown``: the state says why), else the legacy ``fixedInVersion`` (state
+    ``fixed`` when it is there, None when not)."""
+    if v.fix is not None:
+        state = opt(v.fix.state)
+        fixed = split_versions(v.fix.versions) if state is None or state.lower() == "fixed" else []
+        return fixed, state
+    fixed = split_versions(v.fixedInVersion)
+    return fixed, "fixed" if fixed else None
 
 
 def _artifact(source: ScanSource | None) -> str | None:

@@ -18,8 +18,8 @@ from fixloop.core.parsing import (
     WireModel,
     cvss_vector_score,
     ecosystem,
-    lowest_fix,
     opt,
+    resolve_fix,
     severity,
     severity_from_score,
     title,
@@ -142,6 +142,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
                         if ev.fixed
                     )
                 )
+                fixed_version, fix_status = resolve_fix(eco, pkg.version, fixed, "fixed" if fixed else "affected")
                 ctx.emit(
                     Signal(
                         fingerprint=fingerprint("osv", "vulnerability", target, advisory, pkg.name, pkg.version),
@@ -160,9 +161,9 @@ def parse(doc: object, ctx: ParseContext) -> None:
                         aliases=[x for x in (opt(a) for a in aliases) if x],
                         package=opt(pkg.name),
                         installed_version=opt(pkg.version),
-                        fixed_version=lowest_fix(eco, pkg.version, fixed),
+                        fixed_version=fixed_version,
                         fixed_versions=[x for x in (opt(f) for f in fixed) if x],
-                        fix_status="fixed" if fixed else "affected",
+                        fix_status=fix_status,
                         ecosystem=eco,
                         target=opt(target),
                     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import TypeAdapter
 
 from fixloop.core.models import Category, Kind, Severity, Signal, Source, fingerprint
-from fixloop.core.parsing import ParseContext, WireModel, lowest_fix, opt, split_versions, title
+from fixloop.core.parsing import ParseContext, WireModel, opt, resolve_fix, split_versions, title
 
 
 class Vuln(WireModel):
@@ -55,6 +55,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
             continue
         for k, v in enumerate(dep.vulns or []):
             fixed = split_versions(v.fix_versions)
+            fixed_version, fix_status = resolve_fix("pypi", dep.version, fixed, "fixed" if fixed else "affected")
             ctx.emit(
                 Signal(
                     fingerprint=fingerprint("pip-audit", "vulnerability", v.id, dep.name.lower(), dep.version),
@@ -70,9 +71,9 @@ def parse(doc: object, ctx: ParseContext) -> None:
                     aliases=[a for a in (opt(x) for x in v.aliases or []) if a and a != v.id],
                     package=opt(dep.name),
                     installed_version=opt(dep.version),
-                    fixed_version=lowest_fix("pypi", dep.version, fixed),
+                    fixed_version=fixed_version,
                     fixed_versions=fixed,
-                    fix_status="fixed" if fixed else "affected",
+                    fix_status=fix_status,
                     ecosystem="pypi",
                 )
             )

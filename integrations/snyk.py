@@ -26,7 +26,7 @@ from pydantic import TypeAdapter
 
 from fixloop.core.change.locate import os_of_image
 from fixloop.core.models import Category, Kind, Signal, Source, fingerprint
-from fixloop.core.parsing import ParseContext, WireModel, ecosystem, lowest_fix, opt, severity, split_versions, title
+from fixloop.core.parsing import ParseContext, WireModel, ecosystem, opt, resolve_fix, severity, split_versions, title
 
 
 class Vulnerability(WireModel):
@@ -128,6 +128,7 @@ def _emit(
             if a and a != v.id
         ]
         fixed = split_versions(v.fixedIn)
+        fixed_version, fix_status = resolve_fix(eco, v.version, fixed, "fixed" if fixed else "not-fixed")
         ctx.emit(
             Signal(
                 fingerprint=fingerprint("snyk", "vulnerability", artifact, target, v.id, v.packageName, v.version),
@@ -143,9 +144,9 @@ def _emit(
                 aliases=list(dict.fromkeys(aliases)),
                 package=opt(v.packageName),
                 installed_version=opt(v.version),
-                fixed_version=lowest_fix(eco, v.version, fixed),
+                fixed_version=fixed_version,
                 fixed_versions=fixed,
-                fix_status="fixed" if fixed else "not-fixed",
+                fix_status=fix_status,
                 ecosystem=eco,
                 artifact=opt(artifact),
                 target=opt(target),

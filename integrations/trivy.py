@@ -26,8 +26,8 @@ from fixloop.core.parsing import (
     aware,
     ecosystem,
     ecosystem_from_purl,
-    lowest_fix,
     opt,
+    resolve_fix,
     severity,
     split_versions,
     title,
@@ -203,6 +203,8 @@ def _result(
         purl = v.PkgIdentifier.PURL if v.PkgIdentifier else None
         eco = eco_default or ecosystem_from_purl(purl)
         fixed = split_versions(v.FixedVersion)
+        status = opt(v.Status) or ("fixed" if fixed else None)
+        fixed_version, fix_status = resolve_fix(eco, v.InstalledVersion, fixed, status)
         ctx.emit(
             Signal(
                 fingerprint=fingerprint(
@@ -220,9 +222,9 @@ def _result(
                 aliases=[a for a in (opt(x) for x in v.VendorIDs or []) if a],
                 package=opt(v.PkgName),
                 installed_version=opt(v.InstalledVersion),
-                fixed_version=lowest_fix(eco, v.InstalledVersion, fixed),
+                fixed_version=fixed_version,
                 fixed_versions=fixed,
-                fix_status=opt(v.Status) or ("fixed" if fixed else None),
+                fix_status=fix_status,
                 ecosystem=eco,
                 artifact=artifact_text,
                 target=target_text,

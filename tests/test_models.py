@@ -23,13 +23,18 @@ from fixloop.core.models import (
     fingerprint,
 )
 from fixloop.core.parsing import (
+    _VERSION_TOKEN,
+    INVALID_FIX,
+    NO_FIX_ABOVE,
     clean,
     cvss_vector_score,
     ecosystem,
     lowest_fix,
+    resolve_fix,
     severity,
     severity_from_score,
     split_versions,
+    valid_version,
 )
 
 BASE = dict(
@@ -86,12 +91,38 @@ def test_clean_folds_controls_and_cuts() -> None:
         ("npm", "6.6.2", ["6.12.3", "7.0.0"], "6.12.3"),
         ("gem", "6.0.2.1", ["5.2.4.3", "6.0.3.1"], "6.0.3.1"),
         ("pypi", "9.9", ["1.0", "2.0"], None),  # nothing above the installed version
-        ("weird", "1", ["b", "a"], "b"),  # cannot compare: the scanner's first
+        ("weird", "1", ["2.b", "2.a"], "2.b"),  # cannot compare: the scanner's first
         ("pypi", "1.0", [], None),
+        ("pypi", "4.0.2", ["fix_1", "fix_2"], None),  # Grype's placeholders are no versions
+        ("pypi", "4.0.2", ["fix_1"], None),
+        ("deb", "2.28-10", ["wont-fix", "2.28-10+deb10u1"], "2.28-10+deb10u1"),
+        ("maven", "1.0", ["see advisory", "1.1"], "1.1"),  # univers takes any text as Maven: the token check
+        ("rpm", "0.7-20.el8", ["0:0.7-21.el8_9.1"], "0:0.7-21.el8_9.1"),
+        ("apk", "6.3_p20211120-r0", ["6.3_p20211120-r1"], "6.3_p20211120-r1"),
+        ("pypi", "3.2.9", ["023a0d52f106321838ab1c0997e76693f4dcbdf6", "3.2.10"], "3.2.10"),  # OSV's git fix
     ],
 )
 def test_lowest_fix(eco: str, installed: str, candidates: list[str], expected: str | None) -> None:
     assert lowest_fix(eco, installed, candidates) == expected
+
+
+@given(
+    st.sampled_from([None, "pypi", "npm", "go", "maven", "nuget", "gem", "composer", "deb", "rpm", "apk", "conda"]),
+    st.one_of(st.none(), st.text(max_size=20)),
+    st.lists(st.one_of(st.text(max_size=20), st.from_regex(r"v?[0-9][0-9a-z.+~:_-]{0,12}", fullmatch=True))),
+    st.one_of(st.none(), st.text(max_size=10)),
+)
+def test_a_fix_is_a_listed_valid_version_or_none_with_the_reason(
+    eco: str | None, installed: str | None, listed: list[str], status: str | None
+) -> None:
+    fixed, why = resolve_fix(eco, installed, listed, status)
+    if fixed is not None:
+        assert fixed in listed and valid_version(eco, fixed) and why == status
+        assert _VERSION_TOKEN.fullmatch(fixed)  # one token: nothing a file edit could misread
+    elif listed:
+        assert why == (NO_FIX_ABOVE if any(valid_version(eco, v) for v in listed) else INVALID_FIX)
+    else:
+        assert why == status
 
 
 def test_vocabularies() -> None:

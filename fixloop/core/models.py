@@ -136,9 +136,12 @@ class Signal(BaseModel):
 
     Finding fields (``kind == "finding"``; ``category`` required):
       category, advisory_id (CVE/GHSA/vendor id, or the rule id for misconfigurations, secrets and SAST),
-      aliases, package, installed_version, fixed_version (the lowest fixed version above the installed one;
-      null when no fix), fixed_versions (every fixed version the scanner listed), fix_status (the scanner's
-      own word: fixed, affected, will_not_fix, not-fixed, ...), ecosystem (apk, deb, rpm, npm, pypi, go, maven,
+      aliases, package, installed_version, fixed_version (the lowest fixed version above the installed one, a
+      valid version of the ecosystem: ``fixloop.core.parsing.valid_version``; null when no fix), fixed_versions
+      (every fixed version the scanner listed; none when it says the finding is not fixed, as Grype's ``wont-fix``
+      does with placeholders listed), fix_status (the scanner's own word: fixed, affected, will_not_fix,
+      not-fixed, wont-fix, ...; or fixloop's ``invalid-fix-version`` / ``no-fix-above-installed`` when versions were
+      listed and none taken: ``fixloop.core.parsing.resolve_fix``), ecosystem (apk, deb, rpm, npm, pypi, go, maven,
       nuget, ...), artifact (the image or repository scanned), target (the OS or manifest/lockfile inside it),
       purl, location (file:line for misconfigurations, secrets and SAST).
 

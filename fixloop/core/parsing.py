@@ -343,12 +343,34 @@ def split_versions(value: str | Iterable[str] | None) -> list[str]:
     return out
 
 
+# One token of version characters starting with a digit (a leading ``v``: Go, Composer): PEP 440's ``!`` and ``+``,
+# Debian's ``:`` and ``~``, Alpine's ``_p``, RPM's ``^``. Not a state word, a placeholder or a constraint.
+_VERSION_TOKEN = re.compile(r"[vV]?[0-9][0-9A-Za-z.+~:_!^-]*")
+INVALID_FIX = "invalid-fix-version"  # fix_status: versions listed, none a version of the ecosystem
+NO_FIX_ABOVE = "no-fix-above-installed"  # fix_status: valid versions listed, none above the installed one
+
+
+def valid_version(eco: str | None, version: str) -> bool:
+    """Whether ``version`` can be a fixed version under ``eco``: one token of version characters starting with a
+    digit (``v1.2`` too), and, for an ecosystem whose grammar fixloop knows (PyPI's PEP 440 with ``packaging``;
+    univers' npm, Go, Maven, NuGet, RubyGems, Composer, Cargo, Debian, RPM and Alpine), one that grammar parses.
+    Grype's placeholder ``fix_1``, a state word (``wont-fix``), a text (``1.0 or later``) are not; univers alone
+    takes any string as a Maven or RPM version, hence the token check first."""
+    if len(version) > SHORT_MAX or not _VERSION_TOKEN.fullmatch(version):
+        return False
+    if eco == "pypi" or _univers_class(eco) is not None:
+        return version_key(eco, version) is not _UNCOMPARABLE
+    return True
+
+
 def lowest_fix(eco: str | None, installed: str | None, candidates: list[str]) -> str | None:
-    """The lowest candidate version above ``installed``, compared by the ecosystem's own rules
-    (univers: PEP 440, semver, Maven, Debian, RPM, APK, ...). Where the installed version carries a
-    Maven-style qualifier (``29.0-jre``), candidates of the same line are preferred (``30.0-jre``, not
-    ``30.0-android``). Falls back to the first candidate when versions cannot be compared; None when
-    there is no candidate."""
+    """The lowest valid candidate version above ``installed``, compared by the ecosystem's own rules
+    (univers: PEP 440, semver, Maven, Debian, RPM, APK, ...). A candidate that is not a valid version of the
+    ecosystem (``valid_version``) is never the answer. Where the installed version carries a Maven-style qualifier
+    (``29.0-jre``), candidates of the same line are preferred (``30.0-jre``, not ``30.0-android``). Falls back to
+    the first valid candidate when versions cannot be compared, and takes a single valid candidate as the scanner
+    gives it; None when there is no valid candidate, or none of several is above ``installed``."""
+    candidates = [c for c in candidates if valid_version(eco, c)]
     if not candidates:
         return None
     if len(candidates) == 1:
@@ -367,6 +389,20 @@ def lowest_fix(eco: str | None, installed: str | None, candidates: list[str]) ->
     if not above:
         return None
     return min(above, key=lambda kc: kc[0])[1]
+
+
+def resolve_fix(
+    eco: str | None, installed: str | None, listed: list[str], status: str | None
+) -> tuple[str | None, str | None]:
+    """``(fixed_version, fix_status)`` of a finding whose scanner lists the fixed versions ``listed`` and says
+    ``status`` (its own word, or None): ``lowest_fix`` and ``status``. When versions are listed but none is taken,
+    the status names why: ``invalid-fix-version`` (none is a valid version of ``eco``: Grype's placeholder
+    ``fix_1``) or ``no-fix-above-installed``; the finding stays a finding without a fix (a risk digest, never a bump
+    to a non-version) and says so."""
+    fixed = lowest_fix(eco, installed, listed)
+    if fixed is None and listed:
+        return None, NO_FIX_ABOVE if any(valid_version(eco, v) for v in listed) else INVALID_FIX
+    return fixed, status
 
 
 def highest_version(eco: str | None, versions: list[str]) -> str | None:

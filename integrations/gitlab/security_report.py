@@ -8,6 +8,14 @@ Info/Unknown``, may be missing in SAST), ``solution``, ``identifiers[{type, name
 ``location``: ``{dependency{package{name}, version}, operating_system, image}`` (container scanning),
 ``{file, dependency}`` (dependency scanning) or ``{file, start_line, end_line}`` (SAST, secrets).
 The report kind comes from ``scan.type`` (2.x: the per-vulnerability ``category``), else from the location.
+
+Trivy's GitLab template (``contrib/gitlab.tpl``, report version 14.0.6) writes the first word of each Trivy result's
+``Target`` as ``location.image`` and ``"Unknown"`` as ``operating_system``: for OS packages the scanned image (the
+``(alpine 3.15.0)`` that named the OS is cut off: the OS is unknown), for language packages Trivy's name of those it
+gathers across the image (``Node.js``, ``Python``, ``Java``, ``Ruby``, ``Conda``: ``pkg/scanner/langpkg``'s
+``PkgTargets``) or the path of a lockfile in it (``var/www/composer.lock``). Those are language-package findings: the
+ecosystem comes from the name, the target is the name, and the artifact is the scanned image when the report's other
+entries name exactly one (else none: what the report says is kept, nothing is guessed).
 """
 
 from __future__ import annotations
@@ -21,8 +29,8 @@ from fixloop.core.parsing import (
     WireModel,
     aware,
     ecosystem,
-    lowest_fix,
     opt,
+    resolve_fix,
     severity,
     split_versions,
     title,
@@ -109,7 +117,23 @@ _LOCKFILES = {
     "composer.lock": "composer",
     "cargo.lock": "cargo",
     "packages.lock.json": "nuget",
+    "packages.config": "nuget",
     "conan.lock": "conan",
+    "gradle.lockfile": "maven",
+    "mix.lock": "hex",
+    "pubspec.lock": "pub",
+    "podfile.lock": "cocoapods",
+    "package.resolved": "swift",
+}
+# Trivy's names of the language packages it gathers across an image (pkg/scanner/langpkg PkgTargets); matched as
+# written (capitalised: an image reference is lower case).
+_TRIVY_TARGETS = {
+    "Node.js": "npm",
+    "Python": "pypi",
+    "Java": "maven",
+    "Ruby": "gem",
+    "Conda": "conda",
+    "Kubernetes": "kubernetes",
 }
 
 
@@ -123,6 +147,8 @@ def parse(doc: object, ctx: ParseContext) -> None:
     report = Report.model_validate(doc)
     scan = report.scan or Scan()
     observed = aware(scan.end_time or scan.start_time) or ctx.received_at
+    images = {image for v in report.vulnerabilities if (image := _os_image(v.location))}
+    scanned = next(iter(images)) if len(images) == 1 else None
     for i, v in enumerate(report.vulnerabilities):
         loc = v.location or Location()
         dep = loc.dependency or Dependency()
@@ -130,7 +156,7 @@ def parse(doc: object, ctx: ParseContext) -> None:
         ids = v.identifiers or []
         kind = (scan.type or v.category or "").lower()
         if kind in _VULN_SCANS or (not kind and pkg and (loc.image or loc.operating_system or loc.file)):
-            _vulnerability(v, loc, pkg, dep.version, ids, ctx, observed, i)
+            _vulnerability(v, loc, pkg, dep.version, ids, ctx, observed, i, scanned)
         else:
             secret = kind == "secret_detection" or any(_SECRET_IDS.search(x.type or "") for x in ids)
             _code_finding(v, loc, ids, Category.SECRET if secret else Category.SAST, ctx, observed, i)
@@ -177,26 +203,29 @@ def _vulnerability(
     ctx: ParseContext,
     observed: datetime,
     i: int,
+    scanned: str | None = None,
 ) -> None:
+    """One vulnerability finding; ``scanned``: the one image the report's OS entries name, if exactly one."""
     advisory, aliases, url = _advisory(ids, v.cve or v.id)
+    in_image: tuple[str, ...] = ()  # identity beyond (artifact, target): the image a language target is in
     if loc.image or loc.operating_system:  # container scanning
-        image, os_name = loc.image, loc.operating_system
-        m = _OS_SUFFIX.match(image or "")
-        if m:  # Trivy's 2.x template puts the OS in the image name: "img.tar.gz (alpine 3.10.2)"
-            image = m.group("image")
-            if not os_name or os_name.lower() == "unknown":
-                os_name = m.group("os")
-        artifact = image
-        target = os_name if os_name and os_name.lower() != "unknown" else None
+        artifact, target = _image_and_os(loc)
         eco = ecosystem(target.split()[0]) if target else None
+        where = (artifact, target)
+        if target is None and (lang := _language(artifact)):  # Trivy's template: language packages in the image
+            artifact, target, eco = scanned, artifact, lang
+            # The fingerprint as before, plus the scanned image ("Node.js" is the same name in every image's report)
+            in_image = (scanned,) if scanned else ()
     else:  # dependency scanning: the manifest or lockfile
         artifact = None
         target = loc.file
         eco = _LOCKFILES.get((loc.file or "").rsplit("/", 1)[-1].lower())
+        where = (artifact, target)
     fixed = _solution_versions(v.solution)
+    fixed_version, fix_status = resolve_fix(eco, version, fixed, "fixed" if fixed else None)
     ctx.emit(
         Signal(
-            fingerprint=fingerprint("gitlab", "vulnerability", artifact, target, advisory, pkg, version),
+            fingerprint=fingerprint("gitlab", "vulnerability", *where, advisory, pkg, version, *in_image),
             source=Source.GITLAB,
             kind=Kind.FINDING,
             title=title(
@@ -212,14 +241,43 @@ def _vulnerability(
             aliases=aliases,
             package=opt(pkg),
             installed_version=opt(version),
-            fixed_version=lowest_fix(eco, version, fixed),
+            fixed_version=fixed_version,
             fixed_versions=fixed,
-            fix_status="fixed" if fixed else None,
+            fix_status=fix_status,
             ecosystem=eco,
             artifact=opt(artifact),
             target=opt(target),
         )
     )
+
+
+def _image_and_os(loc: Location) -> tuple[str | None, str | None]:
+    """(image, OS) of a container scanning location; the OS None when unknown. Trivy's 2.x template puts the OS in
+    the image name: ``img.tar.gz (alpine 3.10.2)``."""
+    image, os_name = loc.image, loc.operating_system
+    m = _OS_SUFFIX.match(image or "")
+    if m:
+        image = m.group("image")
+        if not os_name or os_name.lower() == "unknown":
+            os_name = m.group("os")
+    return image, os_name if os_name and os_name.lower() != "unknown" else None
+
+
+def _language(image: str | None) -> str | None:
+    """The ecosystem of a container scanning ``location.image`` that names language packages, not an image:
+    Trivy's ``Node.js``, ``Python``, ... or a lockfile's path (``var/www/composer.lock``); else None."""
+    if not image:
+        return None
+    name = image.strip()
+    return _TRIVY_TARGETS.get(name) or _LOCKFILES.get(name.rsplit("/", 1)[-1].lower())
+
+
+def _os_image(loc: Location | None) -> str | None:
+    """The image a container scanning location names for its OS packages (not a language target), else None."""
+    if loc is None or not (loc.image or loc.operating_system):
+        return None
+    image, os_name = _image_and_os(loc)
+    return opt(image) if os_name is not None or not _language(image) else None
 
 
 def _code_finding(

@@ -13,7 +13,9 @@ SEED = seed_files()
 # Tags as Docker Hub lists them (a subset): other lines, variants and floating tags must not be picked.
 TAGS = {
     "alpine": ["3", "3.9", "3.9.4", "3.9.5", "3.9.6", "3.10", "3.10.0", "3.10.9", "latest", "edge"],
-    "debian": ["10", "10.2", "10.3", "10.9", "10.10", "10.13", "10.13-slim", "11", "11.5", "buster", "buster-slim"],
+    "debian": [
+        "10", "10.2", "10.3", "10.8-slim", "10.9", "10.10", "10.13", "10.13-slim", "11", "11.5", "buster", "buster-slim"
+    ],
     "node": ["14", "14.17-alpine", "14.18-alpine", "14.21-alpine", "14.21.3-alpine", "16.20-alpine", "14.21"],
 }
 

@@ -1,16 +1,24 @@
 """Each scanner's real container report plans a base-image change against a repository whose Dockerfile is on the
-scanned OS release: Grype (debian 10, wolfi, RHEL), GitLab container scanning (debian, alpine) and Snyk container.
+scanned OS release: Grype (debian 10, wolfi, RHEL 8 and 9), GitLab container scanning (alpine, debian) and Snyk
+container (debian 10 and 11).
 
-Several of these reports hold no fixed OS package (the triage makes a risk digest of them, no merge request):
-``rebuild`` hands the planner their OS findings as an ``os_rebuild`` work item, as the locator and the tag choice do
-not depend on the fixes; the others go through the rules engine's own ``os_rebuild`` item.
+Where a real report has fixed OS packages, the test goes through the rules engine's own ``os_rebuild`` item: Grype
+debian 10 (defectdojo-django, grype 0.7's ``fixedInVersion``), wolfi and RHEL 8 (xjoin-kafka-connect-strimzi), GitLab
+alpine (Trivy's template), Snyk debian 10 (a synthetic report: the only real Snyk container report has no fixed OS
+package).
+
+``rebuild`` hands the planner a report's OS findings, none fixed, as an ``os_rebuild`` (the triage makes a risk digest
+of them: the locator and the tag choice do not depend on the fixes) only where no real report of that OS has a fix:
+RHEL 9 named through the packages' purls (keycloak), GitLab's debian 10.9 and Snyk's debian 11 (juice-shop). GitLab's
+other real container report (ecr-admintools, Trivy's 14.0.6 template) has fixed OS packages but no OS: the template
+cuts the ``(<os> <release>)`` off Trivy's target, so the planner says the base image is unknown.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from fixloop.core.change import Plan, plan
+from fixloop.core.change import NotLocated, Plan, plan
 from fixloop.core.change.ops import BumpBaseImage
 from fixloop.core.models import Signal, WorkItem, WorkItemKind
 from fixloop.core.triage import triage_rules
@@ -19,19 +27,29 @@ from tests.change.helpers import SEED, TAGS, signals, work_item
 
 OS = WorkItemKind.OS_REBUILD
 WOLFI = "cgr.dev/chainguard/wolfi-base"
+UBI8_MINIMAL = "registry.access.redhat.com/ubi8/ubi-minimal"
 UBI9 = "registry.access.redhat.com/ubi9"
 
 
 def rebuild(report: str) -> tuple[WorkItem, list[Signal]]:
     """The rules engine's risk digest of the report's OS findings (none has a fix), as an ``os_rebuild``."""
     found = signals(report)
+    items = triage_rules(found).work_items
+    assert not [w for w in items if w.kind is OS]  # else: test through that item
     digests = [
         w
-        for w in triage_rules(found).work_items
+        for w in items
         if w.kind is WorkItemKind.RISK_DIGEST and all(os_level(s) for s in found if s.fingerprint in w.signals)
     ]
     assert len(digests) == 1, [w.title for w in digests]
     return digests[0].model_copy(update={"kind": OS}), found
+
+
+def rules_rebuild(report: str, artifact: str, fixed: int) -> tuple[WorkItem, list[Signal]]:
+    """The rules engine's own ``os_rebuild`` of a real report: of the scanned ``artifact``, ``fixed`` OS findings."""
+    item, found = work_item(report, OS)
+    assert (item.artifact, len(item.signals)) == (artifact, fixed)
+    return item, found
 
 
 def planned(
@@ -49,24 +67,28 @@ def bumps(result: Plan) -> list[tuple[str, int, str, str]]:
 
 
 def test_grype_debian_10_bumps_the_arg_default_of_the_dockerfile_of_the_scanned_image() -> None:
-    """Grype names the release line (``debian 10``); the seeded repository has two Dockerfiles on it
-    (services/legacy-api too): the one in the directory named after the scanned image is changed, in its ARG."""
-    item, found = rebuild("grype/dd-grype-0.28_vulnerable-image.json")
+    """Grype 0.7 names the release line (``debian 10``) and 28 fixed deb packages (``fixedInVersion``): the rules
+    engine's rebuild of defectdojo-django. The seeded repository has two Dockerfiles on debian 10 (services/legacy-api
+    too): the one in the directory named after the scanned image is changed, in its ARG, keeping the slim variant."""
+    image = "defectdojo/defectdojo-django:1.13.1"
+    item, found = rules_rebuild("grype/dd-grype-0.7_defectdojo-django-1.13.1.json", image, 28)
     dockerfile = (
-        "ARG DEBIAN=debian:10.2\n"
-        "FROM ${DEBIAN}\n"
-        "RUN apt-get update && apt-get install -y --no-install-recommends python3.8 \\\n"
-        "    && rm -rf /var/lib/apt/lists/*\n"
+        "ARG DEBIAN=debian:10.8-slim\n"
+        "FROM ${DEBIAN} AS base\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends python3 libopenjp2-7 xmlsec1 \\\n"
+        "    default-mysql-client postgresql-client git curl && rm -rf /var/lib/apt/lists/*\n"
+        "FROM base AS django\n"
+        "COPY dojo/ /app/dojo/\n"
     )
-    result = planned(item, found, {"services/vulnerable-image/Dockerfile": dockerfile}, TAGS)
+    result = planned(item, found, {"services/defectdojo-django/Dockerfile": dockerfile}, TAGS)
     assert bumps(result) == [
-        ("services/vulnerable-image/Dockerfile", 0, "debian:10.2", "debian:10.13"),
+        ("services/defectdojo-django/Dockerfile", 0, "debian:10.8-slim", "debian:10.13-slim"),
     ]
     assert result.diff == (
-        "--- a/services/vulnerable-image/Dockerfile\n+++ b/services/vulnerable-image/Dockerfile\n"
-        "@@ -1,4 +1,4 @@\n-ARG DEBIAN=debian:10.2\n+ARG DEBIAN=debian:10.13\n FROM ${DEBIAN}\n"
-        " RUN apt-get update && apt-get install -y --no-install-recommends python3.8 \\\n"
-        "     && rm -rf /var/lib/apt/lists/*\n"
+        "--- a/services/defectdojo-django/Dockerfile\n+++ b/services/defectdojo-django/Dockerfile\n"
+        "@@ -1,4 +1,4 @@\n-ARG DEBIAN=debian:10.8-slim\n+ARG DEBIAN=debian:10.13-slim\n FROM ${DEBIAN} AS base\n"
+        " RUN apt-get update && apt-get install -y --no-install-recommends python3 libopenjp2-7 xmlsec1 \\\n"
+        "     default-mysql-client postgresql-client git curl && rm -rf /var/lib/apt/lists/*\n"
     )
     assert any("default of ARG DEBIAN" in n and "--build-arg DEBIAN" in n for n in result.notes)
 
@@ -85,10 +107,37 @@ def test_grype_wolfi_bumps_the_date_tag_of_wolfi_base_behind_a_platform_flag() -
     assert result.edits["services/ruby/Dockerfile"] == dockerfile.replace("20221118", "20230201")
 
 
+def test_grype_rhel_8_bumps_the_ubi_minimal_tag_in_its_arg() -> None:
+    """xjoin-kafka-connect-strimzi on RHEL 8.7 (``redhat 8.7``): 20 fixed rpm packages, the rules engine's rebuild;
+    the Dockerfile is on UBI 8 minimal, its tag in an ARG. ``8.7-1085`` is another variant (a build), not newer."""
+    image = "quay.io/cloudservices/xjoin-kafka-connect-strimzi:latest"
+    item, found = rules_rebuild("grype/dd-grype-0.96_xjoin-kafka-connect-strimzi.json", image, 20)
+    dockerfile = (
+        "ARG UBI_TAG=8.7\n"
+        "FROM registry.access.redhat.com/ubi8/ubi-minimal:${UBI_TAG}\n"
+        "RUN microdnf install -y java-17-openjdk-headless shadow-utils && microdnf clean all\n"
+        "COPY plugins/ /opt/kafka/plugins/\n"
+        "USER 1001\n"
+    )
+    tags = {UBI8_MINIMAL: ["8.6", "8.7", "8.7-1085", "8.8", "8.9", "8.10", "latest"]}
+    result = planned(item, found, {"services/kafka-connect/Dockerfile": dockerfile}, tags)
+    assert bumps(result) == [
+        ("services/kafka-connect/Dockerfile", 0, f"{UBI8_MINIMAL}:8.7", f"{UBI8_MINIMAL}:8.10"),
+    ]
+    assert result.diff == (
+        "--- a/services/kafka-connect/Dockerfile\n+++ b/services/kafka-connect/Dockerfile\n"
+        "@@ -1,4 +1,4 @@\n-ARG UBI_TAG=8.7\n+ARG UBI_TAG=8.10\n"
+        " FROM registry.access.redhat.com/ubi8/ubi-minimal:${UBI_TAG}\n"
+        " RUN microdnf install -y java-17-openjdk-headless shadow-utils && microdnf clean all\n"
+        " COPY plugins/ /opt/kafka/plugins/\n"
+    )
+    assert any("default of ARG UBI_TAG" in n for n in result.notes)
+
+
 def test_grype_rhel_9_bumps_both_ubi_stages_and_skips_the_stage_named_after_one() -> None:
-    """Keycloak's image is on RHEL 9.1 (its packages' ``distro=rhel-9.1``), built from UBI 9 in two stages behind
-    an ARG that names the registry path only: the tags are on the FROM lines, which change; ``FROM ubi-micro-build
-    AS chown`` names a stage, not an image."""
+    """Keycloak's image is on RHEL 9.1 (its packages' ``distro=rhel-9.1``: no OS target), built from UBI 9 in two
+    stages behind an ARG that names the registry path only: the tags are on the FROM lines, which change; ``FROM
+    ubi-micro-build AS chown`` names a stage, not an image. None of its OS packages has a fix: ``rebuild``."""
     item, found = rebuild("grype/grype-0.66_keycloak-21.0.2.json")
     dockerfile = (
         "ARG UBI=registry.access.redhat.com/ubi9\n"
@@ -115,7 +164,8 @@ def test_grype_rhel_9_bumps_both_ubi_stages_and_skips_the_stage_named_after_one(
 
 
 def test_gitlab_container_scanning_debian_keeps_the_slim_variant() -> None:
-    item, found = rebuild("gitlab/dd-gl-container-scanning_5vulns.json")  # location.operating_system "debian 10.9"
+    """``location.operating_system`` ``debian 10.9``; every solution is "No solution provided": ``rebuild``."""
+    item, found = rebuild("gitlab/dd-gl-container-scanning_5vulns.json")
     dockerfile = "FROM debian:10.9-slim AS runtime\nCOPY app /usr/local/bin/app\n"
     result = planned(item, found, {"services/vulnerable-project/Dockerfile": dockerfile}, TAGS)
     assert bumps(result) == [
@@ -133,6 +183,20 @@ def test_gitlab_container_scanning_alpine_fixes_go_through_the_rules_engine() ->
         ("services/edge/Dockerfile", 0, "alpine:3.10.2", "alpine:3.10.9"),
     ]
     assert result.edits["services/edge/Dockerfile"].splitlines()[0] == "ARG ALPINE_VERSION=3.10.9"
+
+
+def test_gitlab_container_scanning_without_its_os_names_no_base_image() -> None:
+    """ecr-admintools (Trivy's 14.0.6 template): the rules engine rebuilds the image for its 76 fixed OS packages
+    (its ``Node.js`` and ``composer.lock`` findings are dependency bumps), but ``operating_system`` is "Unknown" and
+    the OS was cut off the target: no Dockerfile is guessed, even one on alpine."""
+    image = "XXXXXX.dkr.ecr.eu-west-3.amazonaws.com/XXX/admintools/tools:pipeline-ci"
+    item, found = rules_rebuild("gitlab/dd-gl-container-scanning_ecr-admintools_98vulns.json", image, 76)
+    files = {"services/tools/Dockerfile": "FROM alpine:3.15.0\nRUN apk add --no-cache curl git\n"}
+    result = plan(item, found, {**SEED, **files}, tags=lambda name: TAGS.get(name, []))
+    assert isinstance(result, NotLocated)
+    assert result.reason == (
+        "the scan does not name the operating system release of the image, so its base image is unknown"
+    )
 
 
 def test_snyk_container_with_its_dockerfile_bumps_the_arg_the_base_image_comes_from() -> None:
@@ -154,7 +218,9 @@ def test_snyk_container_with_its_dockerfile_bumps_the_arg_the_base_image_comes_f
 
 
 def test_snyk_container_juiceshop_on_debian_11() -> None:
-    """The real Snyk container report: ``packageManager`` ``debian:11`` on every OS finding, none fixed."""
+    """The real Snyk container report: ``packageManager`` ``debian:11`` on its 25 OS findings, and none of them has a
+    fix (every ``fixedIn`` is empty; only its application's npm findings have one, a dependency bump), so no triage
+    item rebuilds the image: ``rebuild`` relabels its OS risk digest."""
     item, found = rebuild("snyk/dd-snyk-container_juiceshop_deb_25vulns.json")
     dockerfile = (
         "FROM node:18.19-bullseye AS build\nRUN npm ci\nFROM debian:11.7\nCOPY --from=build /juice-shop /juice-shop\n"

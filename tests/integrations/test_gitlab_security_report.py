@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from fixloop.core.models import Category, Severity, Source
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fixloop.core.models import Category, Severity, Signal, Source, WorkItemKind
+from fixloop.core.parsing import ParseContext, valid_version
+from fixloop.core.triage import triage_rules
+from fixloop.core.triage.rules import os_level
+from fixloop.integrations.gitlab import security_report
 from tests.conftest import one, signals
 
 
@@ -31,6 +38,89 @@ def test_container_scanning_without_scan_object_reads_fix_from_solution() -> Non
         Severity.MEDIUM: 26,
         Severity.CRITICAL: 12,
         Severity.LOW: 2,
+    }
+
+
+ECR = "XXXXXX.dkr.ecr.eu-west-3.amazonaws.com/XXX/admintools/tools:pipeline-ci"
+ADMINTOOLS = "gitlab/dd-gl-container-scanning_ecr-admintools_98vulns.json"
+
+
+def test_trivy_template_language_targets_are_language_packages_of_the_scanned_image() -> None:
+    """Trivy's 14.0.6 template writes its target names as ``location.image``: 76 OS entries name the ECR image, 15
+    ``Node.js`` (the npm packages Trivy gathers across the image) and 7 ``var/www/composer.lock``."""
+    items = signals(ADMINTOOLS)
+    forge = one(items, advisory_id="CVE-2022-24771", package="node-forge")
+    assert (forge.artifact, forge.target, forge.ecosystem) == (ECR, "Node.js", "npm")
+    assert (forge.installed_version, forge.fixed_version, forge.fix_status) == ("0.10.0", "1.3.0", "fixed")
+    psr7 = one(items, advisory_id="CVE-2022-24775", package="guzzlehttp/psr7")
+    assert (psr7.artifact, psr7.target, psr7.ecosystem) == (ECR, "var/www/composer.lock", "composer")
+    assert (psr7.fixed_versions, psr7.fixed_version) == (["2.1.1", "1.8.4"], "2.1.1")  # 1.8.4 is below 2.1.0
+    assert Counter((s.target, s.ecosystem) for s in items) == {
+        (None, None): 76,  # operating_system "Unknown", and the template cut the "(<os> <release>)" off
+        ("Node.js", "npm"): 15,
+        ("var/www/composer.lock", "composer"): 7,
+    }
+    assert {s.artifact for s in items} == {ECR}
+    # An OS finding's fingerprint is the one earlier releases gave (re-deliveries dedupe); a language finding's
+    # names the scanned image too ("Node.js" is the same name in every image's report).
+    assert one(items, advisory_id="CVE-2022-28391", package="busybox").fingerprint == "bc3fec54090c7751a0961edfa48e50c2"
+    assert forge.fingerprint == "63933d091dcb549b698ba1d6b1a40b3d"
+
+
+def test_trivy_template_language_targets_are_bumps_not_rebuilds() -> None:
+    items = triage_rules(signals(ADMINTOOLS)).work_items
+    assert sorted((w.kind.value, w.artifact, w.target) for w in items) == [
+        ("dependency_bump", ECR, "Node.js"),
+        ("dependency_bump", ECR, "var/www/composer.lock"),
+        ("os_rebuild", ECR, None),
+    ]
+
+
+def _container(image: str, os_name: str = "Unknown", solution: str = "Upgrade p to 1.2.4") -> dict[str, object]:
+    return {
+        "id": "CVE-2024-0001",
+        "severity": "High",
+        "solution": solution,
+        "location": {
+            "dependency": {"package": {"name": "p"}, "version": "1.2.3"},
+            "operating_system": os_name,
+            "image": image,
+        },
+        "identifiers": [{"type": "cve", "name": "CVE-2024-0001", "value": "CVE-2024-0001"}],
+    }
+
+
+def _parse(vulnerabilities: list[dict[str, object]]) -> list[Signal]:
+    ctx = ParseContext(ref="t.json", received_at=datetime(2024, 1, 1, tzinfo=UTC))
+    security_report.parse({"version": "14.0.6", "vulnerabilities": vulnerabilities, "remediations": []}, ctx)
+    return ctx.signals
+
+
+_LANGUAGE_TARGETS = st.one_of(
+    st.sampled_from(["Node.js", "Python", "Java", "Ruby", "Conda"]),
+    st.builds(
+        lambda d, f: f"{d}/{f}" if d else f,
+        st.from_regex(r"([a-z0-9_-]{1,8}/){0,3}[a-z0-9_-]{0,8}", fullmatch=True).map(lambda p: p.strip("/")),
+        st.sampled_from(["composer.lock", "package-lock.json", "yarn.lock", "Gemfile.lock", "poetry.lock", "go.sum"]),
+    ),
+)
+_IMAGES = st.from_regex(r"[a-z0-9]{1,8}(\.[a-z]{2,4})?(/[a-z0-9-]{1,8}){0,2}:[a-z0-9.-]{1,8}", fullmatch=True)
+
+
+@given(_LANGUAGE_TARGETS, st.lists(_IMAGES, max_size=3, unique=True), st.text(max_size=40))
+def test_a_language_target_is_never_an_os_rebuild(target: str, images: list[str], version_text: str) -> None:
+    """Whatever Trivy target or lockfile path, next to 0 to 3 scanned images and whatever fix text: a language
+    finding, on the scanned image when the report names exactly one, with a valid fix or none."""
+    found = _parse([_container(target, solution=f"Upgrade p to {version_text}")] + [_container(i) for i in images])
+    lang = found[0]
+    assert lang.target == target and lang.ecosystem not in (None, "apk", "deb", "rpm") and not os_level(lang)
+    assert lang.artifact == (images[0] if len(images) == 1 else None)
+    assert lang.fixed_version is None or valid_version(lang.ecosystem, lang.fixed_version)
+    alone = _parse([_container(target, solution=f"Upgrade p to {version_text}")])[0]
+    assert (alone.fingerprint == lang.fingerprint) is (len(images) != 1)  # the image is in it once it is known
+    assert {s.kind for s in triage_rules(found).work_items if lang.fingerprint in s.signals} <= {
+        WorkItemKind.DEPENDENCY_BUMP,
+        WorkItemKind.RISK_DIGEST,
     }
 
 

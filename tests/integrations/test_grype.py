@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 
-from fixloop.core.models import Severity
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fixloop.core.models import Severity, WorkItemKind
+from fixloop.core.parsing import INVALID_FIX, NO_FIX_ABOVE, ParseContext, clean, valid_version
+from fixloop.core.triage import triage_rules
+from fixloop.integrations import grype
 from tests.conftest import ingest, one, signals
+
+_KINDS = ["deb", "rpm", "apk", "python", "npm", "java-archive", "go-module", "gem", "binary", "conda"]
 
 
 def test_grype_0_28_python_package_with_fix_and_related_cve() -> None:
@@ -19,14 +28,72 @@ def test_grype_0_28_python_package_with_fix_and_related_cve() -> None:
     assert s.target == "/usr/local/lib/python3.8/site-packages/Django-3.2.9.dist-info/METADATA"
 
 
-def test_grype_0_7_without_fix_objects_maps_negligible_to_info() -> None:
+def test_grype_0_7_legacy_fixed_in_version_is_the_fix() -> None:
+    """Grype 0.7 writes no ``fix`` object: 28 of its 219 deb matches carry ``fixedInVersion``, the 0.7 field."""
     items = signals("grype/dd-grype-0.7_defectdojo-django-1.13.1.json")
     assert len(items) == 327
     assert Counter(s.severity for s in items)[Severity.INFO] == 106  # "Negligible"
-    assert all(s.fixed_version is None for s in items)
     assert {s.artifact for s in items} == {"defectdojo/defectdojo-django:1.13.1"}
-    deb = one(items, advisory_id="CVE-2019-18276", package="bash")
-    assert (deb.ecosystem, deb.target) == ("deb", "debian 10")
+    deb = one(items, advisory_id="CVE-2019-18276", package="bash")  # no fixedInVersion: no fix, no state
+    assert (deb.ecosystem, deb.target, deb.fixed_version, deb.fix_status) == ("deb", "debian 10", None, None)
+    fixed = [s for s in items if s.fixed_version]
+    assert len(fixed) == 28 and {(s.ecosystem, s.fix_status) for s in fixed} == {("deb", "fixed")}
+    ssl = one(items, advisory_id="CVE-2020-1971", package="openssl")
+    assert (ssl.installed_version, ssl.fixed_version, ssl.fixed_versions) == (
+        "1.1.1d-0+deb10u3",
+        "1.1.1d-0+deb10u4",
+        ["1.1.1d-0+deb10u4"],
+    )
+    # The rules engine's own rebuild: every fixed deb package, on the scanned image.
+    (rebuild,) = [w for w in triage_rules(items).work_items if w.kind is WorkItemKind.OS_REBUILD]
+    assert rebuild.artifact == "defectdojo/defectdojo-django:1.13.1"
+    assert sorted(rebuild.signals) == sorted(s.fingerprint for s in fixed)
+
+
+def test_grype_wont_fix_versions_are_not_fixes() -> None:
+    """Grype 0.28 lists placeholder versions on a ``wont-fix`` match: no bump to ``fix_1``, a risk digest saying
+    why (the state), the finding kept."""
+    items = signals("grype/dd-grype-0.28_vulnerable-image.json")
+    redis = one(items, package="redis")
+    assert (redis.fixed_version, redis.fixed_versions, redis.fix_status) == (None, [], "wont-fix")
+    result = triage_rules(items)
+    assert not [w for w in result.work_items if "fix_1" in w.title]
+    (digest,) = [w for w in result.work_items if redis.fingerprint in w.signals]
+    assert digest.kind is WorkItemKind.RISK_DIGEST
+
+
+def _match(state: str | None, versions: list[str], installed: str, kind: str) -> dict[str, object]:
+    fix: dict[str, object] = {"versions": versions}
+    if state is not None:
+        fix["state"] = state
+    return {
+        "vulnerability": {"id": "CVE-2024-0001", "severity": "High", "fix": fix},
+        "artifact": {"name": "pkg", "version": installed, "type": kind},
+    }
+
+
+_STATES = st.one_of(st.none(), st.sampled_from(["fixed", "not-fixed", "wont-fix", "unknown", "Fixed", ""]), st.text())
+_VERSIONS = st.lists(
+    st.one_of(st.from_regex(r"v?[0-9]{1,3}(\.[0-9]{1,3}){0,3}([-+~._][a-z0-9]{1,6})?", fullmatch=True), st.text()),
+    max_size=4,
+)
+
+
+@given(_STATES, _VERSIONS, st.sampled_from(["1.0", "2.28-10", "0.0.1", "junk"]), st.sampled_from(_KINDS))
+def test_any_fix_state_and_versions_never_give_an_invalid_bump_target(
+    state: str | None, versions: list[str], installed: str, kind: str
+) -> None:
+    ctx = ParseContext(ref="t.json", received_at=datetime(2024, 1, 1, tzinfo=UTC))
+    grype.parse({"matches": [_match(state, versions, installed, kind)], "source": {"type": "image"}}, ctx)
+    (s,) = ctx.signals
+    says_fixed = clean(state or "").lower() in ("", "fixed")  # "fixed", or no state (a blank one is none)
+    if s.fixed_version is not None:
+        assert says_fixed and s.fixed_version in s.fixed_versions and valid_version(s.ecosystem, s.fixed_version)
+    elif s.fixed_versions:  # listed, none taken: the reason is named
+        valid = any(valid_version(s.ecosystem, v) for v in s.fixed_versions)
+        assert s.fix_status == (NO_FIX_ABOVE if valid else INVALID_FIX)
+    if not says_fixed:
+        assert (s.fixed_versions, s.fixed_version, s.fix_status) == ([], None, clean(state or ""))
 
 
 def test_grype_0_96_rpm_fix_and_missing_severity() -> None:

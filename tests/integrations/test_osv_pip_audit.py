@@ -28,6 +28,17 @@ def test_osv_one_signal_per_alias_group() -> None:
     assert s.severity is Severity.HIGH  # CVSS:3.1/AV:N/AC:L/PR:L/UI:N/S:C/C:H/I:N/A:N = 7.7
 
 
+def test_osv_git_commit_fixes_are_no_versions() -> None:
+    """OSV lists the GIT range's fixing commit beside the PyPI versions: the lowest version above 1.26.17, not the
+    scanner's first listed (``2.0.7``, a major version), and never the commit."""
+    items = signals("osv-scanner/dd-osv-scanner_many_findings.json")
+    urllib3 = one(items, advisory_id="GHSA-g4mx-q9vg-27p4")
+    assert urllib3.fixed_versions == ["2.0.7", "1.26.18", "4e98d57809dacab1cbe625fddeec1a290c478ea9"]
+    assert (urllib3.installed_version, urllib3.fixed_version, urllib3.fix_status) == ("1.26.17", "1.26.18", "fixed")
+    selenium = one(items, advisory_id="PYSEC-2023-206")  # the commit listed first
+    assert (selenium.fixed_version, selenium.fix_status) == ("4.14.0", "fixed")
+
+
 def test_osv_group_carries_every_id_as_alias() -> None:
     items = signals("osv-scanner/dd-osv-scanner_many_findings.json")
     grouped = [s for s in items if any(a.startswith("PYSEC-") for a in s.aliases) and s.advisory_id.startswith("GHSA-")]
