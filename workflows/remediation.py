@@ -28,10 +28,11 @@ gate (change, promotion or rollback).
 
 Base-image chains: a merged change to a base image's source (``Delivery.dependents``: other images are built FROM
 it) is built like any source change, then, instead of its promotion, ``AWAIT_DEPENDENTS`` plans each dependent's
-rebuild FROM the new tag (``change.plan_dependent``) and starts one child RemediationWorkflow per dependent (id
-``<this loop's id>/<image>``, parent-close policy TERMINATE) at its merge request, with the chain's Jira issue in
-its start state (``RemediationInput.chain``: no second issue); each follows the normal path (gate, merge, its own
-build, promotion, verification) and the base's loop ends with their outcomes, one Jira line per image.
+rebuild FROM the new tag (``change.plan_dependent``) and starts one child RemediationWorkflow per dependent (the
+loop id of its work item, ``fixloop.core.naming.rebuilt_on``; parent-close policy TERMINATE) at its merge request,
+with the chain's Jira issue in its start state (``RemediationInput.chain``: no second issue); each follows the
+normal path (gate, merge, its own build, promotion, verification) and the base's loop ends with their outcomes,
+one Jira line per image.
 
 Query ``status`` -> ``LoopState``. Search attributes (``fixloop.workflows.options``): stage, service, severity, Jira
 key, merge request, scope, kind, outcome. The Temporal UI's static details (``static_details``: the work item's
@@ -121,6 +122,7 @@ with workflow.unsafe.imports_passed_through():
         Refresh,
         RemediationInput,
         Stage,
+        loop_id,
     )
     from fixloop.workflows.contracts.merge_request import (
         CheckUserInput,
@@ -837,8 +839,9 @@ class RemediationWorkflow:
     async def _await_dependents(self) -> None:
         """The base image is built (its tag is in the registry): plan each dependent's rebuild FROM the tag
         (``change.plan_dependent``, at the default branch's head) and start its loop, a child RemediationWorkflow
-        ``<this id>/<image>`` at its merge request with the chain's Jira issue (``RemediationInput.chain``); what
-        cannot be planned is recorded and said. Then wait for every one of them (this stage never continues as
+        (``remediate/<scope>/<image>-os-rebuild-<hash>``: its work item's, derived from this one's) at its merge
+        request with the chain's Jira issue (``RemediationInput.chain``); what cannot be planned is recorded and
+        said. Then wait for every one of them (this stage never continues as
         new: its history grows by a few events per dependent, at most ``DEPENDENTS_MAX``) and end with their
         outcomes: ``verified`` when each dependent verified (the Jira issue closed with one line per image),
         ``dependents_failed`` otherwise (the lines as a comment, the issue left open). Parent-close policy
@@ -859,13 +862,13 @@ class RemediationWorkflow:
         records: list[ChainRecord] = []
         children = []
         for dep in d.dependents:
-            child = f"{workflow.info().workflow_id}/{dep.name}"
+            item = rebuilt_on(self.inp.work_item, dep.name, base.name, tag)
+            child = loop_id(self.inp.scope, item.id)
             record = ChainRecord(name=dep.name, base=base.name, dockerfile=dep.dockerfile, from_tag=dep.tag, loop=child)
             records.append(record)
             if depth > CHAIN_DEPTH_MAX:
                 record.note = f"not followed: the chain is deeper than {CHAIN_DEPTH_MAX} base images"
                 continue
-            item = rebuilt_on(self.inp.work_item, dep.name, base.name, tag)
             try:
                 planned = await workflow.execute_activity_method(
                     PlanActivities.plan_dependent,
