@@ -246,3 +246,17 @@ def test_any_dockerfiles_give_a_graph_or_a_named_cycle(texts: dict[str, str]) ->
     order = graph.order()
     assert sorted(order) == sorted(NAMES)
     assert all(order.index(b) < order.index(n) for n in NAMES for b in graph.bases_of[n])
+
+
+@given(st.text(max_size=140))
+def test_a_rebuild_is_to_an_oci_tag_or_refused(tag: str) -> None:
+    """Whatever tag the build reports, the FROM written is ``<base>:<tag>`` with an OCI tag, else nothing is."""
+    base = CHAIN.image("base-python")
+    assert base is not None
+    dep = CHAIN.graph(MappingRepo(REPO).read).dependents("base-python")[0]
+    try:
+        ops = rebuild_ops(REPO[dep.dockerfile], dep, base, tag)
+    except (ImageChainError, ValueError):  # not an OCI tag, or not one a FROM line may hold (ImageRef)
+        return
+    assert [op.new for op in ops] == ([f"{BASE}:{tag}"] if tag != "1.3.0" else [])
+    assert "\n" not in tag and " " not in tag
