@@ -5,7 +5,9 @@ edit operations (stage 2).
 repository through GitLab at the head of the default branch (``GitLabRepo``), the registry's tag lists
 (``RegistryTags``) and runs the pure planner ``fixloop.core.change.plan``; the MR text comes from
 ``fixloop.core.change.mr``. The planning itself (``ChangePlanner.plan_at``) takes any ``RepoView`` and tag lookup:
-``fixloop plan`` runs it on a local checkout (``fixloop.app.dryrun``).
+``fixloop plan`` runs it on a local checkout (``fixloop.app.dryrun``). ``change.plan_dependent`` plans the rebuild
+of an image FROM its base image's new tag (a base-image chain, ``ChangePlanner.plan_dependent_at``);
+``change.plan_promotion`` the tag change of an environment.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fixloop.activities.heartbeat import heartbeat, in_thread
 from fixloop.core import remediation
 from fixloop.core.change import NotFixable, NotLocated, Plan, RepoView, plan
 from fixloop.core.change.draft import Draft, DraftRefused, apply_draft, ask, keep_operations, mr_text
+from fixloop.core.change.edit import apply
 from fixloop.core.change.facts import (
     LIFECYCLES_MAX,
     RELEASES_MAX,
@@ -38,8 +41,16 @@ from fixloop.core.change.facts import (
     image_products,
     lifecycle,
 )
-from fixloop.core.change.images import Environment, ImageChainError, current_tag, delivery_of
-from fixloop.core.change.mr import code, delivery_section, read_back, render, render_incident, render_promotion
+from fixloop.core.change.images import Environment, ImageChainError, current_tag, delivery_of, rebuild_ops
+from fixloop.core.change.mr import (
+    code,
+    delivery_section,
+    read_back,
+    render,
+    render_incident,
+    render_promotion,
+    render_rebuild,
+)
 from fixloop.core.change.ops import (
     BumpGoModule,
     BumpMavenDependency,
@@ -53,7 +64,7 @@ from fixloop.core.change.ops import (
     SetReplicas,
     subject,
 )
-from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
+from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy, validate
 from fixloop.core.change.remedy import Remedy, memory_sizing, remedy_change, revert_change, rollback_tags
 from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.culprit import Culprit, describe_culprit, duration, workload_doc
@@ -73,6 +84,7 @@ from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from fixloop.workflows.contracts.plan import (
     RULES,
     PlanChangeInput,
+    PlanDependentInput,
     PlannedChange,
     PlanPromotionInput,
     PlanRemediationInput,
@@ -84,6 +96,7 @@ PLAN_REMEDIATION = "change.plan_remediation"
 
 
 PLAN_PROMOTION = "change.plan_promotion"
+PLAN_DEPENDENT = "change.plan_dependent"
 
 
 def _verification_of(policy_text: str | None) -> VerificationPolicy:
@@ -400,6 +413,43 @@ class ChangePlanner:
             update={"verification": verification, "service": service}
         )
 
+    def plan_dependent_at(self, inp: PlanDependentInput, repo: RepoView, base_sha: str | None) -> PlannedChange:
+        """``change.plan_dependent``'s answer on ``repo`` (at commit ``base_sha``): the dependent's Dockerfile with
+        every FROM of the base at another tag set to ``inp.tag`` (``fixloop.core.change.images.rebuild_ops``),
+        validated against the policy, its merge request text and its own delivery (its image built, then its
+        environments, or its own dependents). ``located=False`` with the reason when the Dockerfile no longer FROMs
+        the base at a tag, the policy refuses the edit, or it is already FROM the tag (``running``)."""
+        dep, base = inp.dependent, inp.base
+        policy = load_policy(repo.read(POLICY_FILE))
+        try:
+            ops = rebuild_ops(repo.read(dep.dockerfile) or "", dep, base, inp.tag)
+            if not ops:
+                reason = f"{dep.dockerfile} is already FROM {base.image}:{inp.tag}"
+                return PlannedChange(located=False, reason=reason, base_sha=base_sha, running=True)
+            edits, _ = apply(ops, repo.read)
+            validate(edits, repo.read, policy)
+        except (PolicyViolation, ImageChainError) as e:
+            return PlannedChange(located=False, reason=clean(str(e), 600), base_sha=base_sha)
+        key = inp.jira_key if inp.jira_key and _JIRA_KEY.fullmatch(inp.jira_key) else None
+        mr = render_rebuild(
+            inp.work_item, base, dep, inp.tag, ops, digest=inp.digest, source_sha=inp.source_sha,
+            source_iid=inp.source_iid, jira_key=key,
+        )  # fmt: skip
+        service = service_of_paths(op.path for op in ops)
+        planned = PlannedChange(
+            located=True,
+            branch=f"fixloop/{inp.work_item.id}",
+            operations=[op.describe() for op in ops],
+            base_sha=base_sha,
+            changes=list(ops),
+            title=mr.title,
+            description=mr.description,
+            labels=mr.labels,
+            verification=_verification_of(repo.read(POLICY_FILE)),
+            service=service,
+        )
+        return _delivered(planned, [op.path for op in ops], repo, service)
+
     def _planned(
         self,
         inp: PlanChangeInput,
@@ -574,6 +624,19 @@ class PlanActivities(ChangePlanner):
         ``PolicyViolation``."""
         with as_application_errors():
             return await in_thread(self._plan_promotion, inp)
+
+    @activity.defn(name=PLAN_DEPENDENT)
+    async def plan_dependent(self, inp: PlanDependentInput) -> PlannedChange:
+        """Plan the merge request rebuilding ``inp.dependent`` FROM ``inp.base``'s built ``inp.tag`` at the head of
+        the default branch (``ChangePlanner.plan_dependent_at``; applied again and validated by
+        ``gitlab.open_merge_request``). What cannot be planned is ``located=False`` with the reason, for the base's
+        loop to record; integration errors -> ``ApplicationError`` (non-retryable unless retryable)."""
+        with as_application_errors():
+            return await in_thread(self._plan_dependent, inp)
+
+    def _plan_dependent(self, inp: PlanDependentInput) -> PlannedChange:
+        base_sha, repo = self._head()
+        return self.plan_dependent_at(inp, repo, base_sha)
 
     def _plan_promotion(self, inp: PlanPromotionInput) -> PlannedChange:
         delivery, image = inp.delivery, inp.delivery.image

@@ -26,6 +26,14 @@ with its unit). A failed verdict's revert is titled as a rollback (``Revert "<ti
 request is told ``Reverted by !N: <why>``, and ``LoopState.gate`` presents the merge request waiting at the human
 gate (change, promotion or rollback).
 
+Base-image chains: a merged change to a base image's source (``Delivery.dependents``: other images are built FROM
+it) is built like any source change, then, instead of its promotion, ``AWAIT_DEPENDENTS`` plans each dependent's
+rebuild FROM the new tag (``change.plan_dependent``) and starts one child RemediationWorkflow per dependent (the
+loop id of its work item, ``fixloop.core.naming.rebuilt_on``; parent-close policy TERMINATE) at its merge request,
+with the chain's Jira issue in its start state (``RemediationInput.chain``: no second issue); each follows the
+normal path (gate, merge, its own build, promotion, verification) and the base's loop ends with their outcomes,
+one Jira line per image.
+
 Query ``status`` -> ``LoopState``. Search attributes (``fixloop.workflows.options``): stage, service, severity, Jira
 key, merge request, scope, kind, outcome. The Temporal UI's static details (``static_details``: the work item's
 signals summary) are set by the intake's start; ``workflow.set_current_details`` carries the stage, the gate, the
@@ -34,12 +42,13 @@ Jira issue, every merge request and the latest verdict (``_show``), Markdown, es
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -80,7 +89,7 @@ with workflow.unsafe.imports_passed_through():
         datadog_monitor_ids,
         signal_bytes,
     )
-    from fixloop.core.naming import named
+    from fixloop.core.naming import named, rebuilt_on
     from fixloop.core.parsing import clean
     from fixloop.core.rollout import RolloutState as Rollout
     from fixloop.core.service import touched_service
@@ -91,10 +100,14 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.workflows.contracts.intake import intake_id
     from fixloop.workflows.contracts.investigate import CANDIDATES_MAX, CulpritCandidate, CulpritInput
     from fixloop.workflows.contracts.loop import (
+        CHAIN_DEPTH_MAX,
+        CHAIN_RECORDS_MAX,
         DECISIONS_PENDING_MAX,
         RECOVERED_ALERTS_MAX,
         AlertsJoined,
         ApprovalEvent,
+        ChainLink,
+        ChainRecord,
         Decision,
         DeployEvent,
         EnvironmentState,
@@ -109,6 +122,7 @@ with workflow.unsafe.imports_passed_through():
         Refresh,
         RemediationInput,
         Stage,
+        loop_id,
     )
     from fixloop.workflows.contracts.merge_request import (
         CheckUserInput,
@@ -119,7 +133,12 @@ with workflow.unsafe.imports_passed_through():
         OpenMergeRequestInput,
         OpenRevertInput,
     )
-    from fixloop.workflows.contracts.plan import PlanChangeInput, PlanPromotionInput, PlanRemediationInput
+    from fixloop.workflows.contracts.plan import (
+        PlanChangeInput,
+        PlanDependentInput,
+        PlanPromotionInput,
+        PlanRemediationInput,
+    )
     from fixloop.workflows.contracts.verify import JudgeInput, Verdict
     from fixloop.workflows.contracts.work_item import (
         FINDING_MAX,
@@ -140,6 +159,7 @@ PLAN_SIGNALS_MAX_BYTES = 512 * 1024  # an incident's alerts handed to change.pla
 CARRY_MAX_BYTES = 1_800_000  # the continue-as-new input at most (Temporal's payload limit is 2 MiB)
 STATIC_DETAILS_MAX_BYTES = 1_536  # a loop's static details (UTF-8), within the intake's per-start overhead
 CURRENT_DETAILS_MAX = 8_000  # characters of the current details the Temporal UI shows
+CHAIN_PATCH = "base-image-chain"  # a built base image goes to its dependents' loops, not to the environments
 _GATED = (Stage.OPEN_WORK_ITEM, Stage.PLAN_CHANGE, Stage.OPEN_MERGE_REQUEST, Stage.PROMOTE, Stage.AWAIT_APPROVAL)
 
 
@@ -330,6 +350,7 @@ class RemediationWorkflow:
             Stage.AWAIT_APPROVAL: self._await_approval,
             Stage.AWAIT_BUILD: self._await_build,
             Stage.PROMOTE: self._promote,
+            Stage.AWAIT_DEPENDENTS: self._await_dependents,
             Stage.AWAIT_DEPLOY: self._await_deploy,
             Stage.AWAIT_ROLLOUT: self._await_rollout,
             Stage.VERIFY: self._verify,
@@ -350,7 +371,7 @@ class RemediationWorkflow:
         await self._tell_intake_incident(open_=False)
         self._show()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self.state
+        return self._result()
 
     async def _open_work_item(self) -> None:
         ref = await workflow.execute_activity_method(
@@ -765,7 +786,7 @@ class RemediationWorkflow:
         async def poll() -> None:
             self.state.build = await workflow.execute_activity_method(
                 BuildActivities.build_state,
-                BuildStateInput(scope=self.inp.scope, merge_sha=sha, image=image, current_tag=d.targets[0].current_tag),
+                BuildStateInput(scope=self.inp.scope, merge_sha=sha, image=image, current_tag=d.tag_before()),
                 **options.call(Call.EXTERNAL, f"read the pipeline of {sha[:12]}"),
             )
 
@@ -780,7 +801,7 @@ class RemediationWorkflow:
             if b.state == "built":
                 self._note(f"CI built {image.image}:{b.tag} ({b.digest}) in pipeline {b.pipeline_id}")
                 self.state.environments, self.state.target = [], 0
-                self._advance(Stage.PROMOTE)
+                self._advance(Stage.AWAIT_DEPENDENTS if self._chained_base() else Stage.PROMOTE)
                 return True
             if b.state not in noted:
                 noted.add(b.state)
@@ -808,6 +829,147 @@ class RemediationWorkflow:
                 "build-failed",
                 labels=["fixloop-build-failed"],
             )
+
+    # --- a base-image chain ------------------------------------------------------------------------------------
+
+    def _chained_base(self) -> bool:
+        """The built image is a base of other images (``Delivery.dependents``): its dependents' loops come next."""
+        d = self._delivery()
+        return d is not None and bool(d.dependents) and workflow.patched(CHAIN_PATCH)
+
+    def _in_chain(self) -> bool:
+        """This loop rebuilds a dependent of a base image (its Jira issue is the chain's)."""
+        return self.inp.chain is not None and workflow.patched(CHAIN_PATCH)
+
+    def _result(self) -> LoopState:
+        """What the loop returns: its state; a chain's dependent returns what its base's loop records of it (its merge
+        request, build, environments without their rollouts, verdict, outcome, its own chain), so that the base's
+        history holds at most ``DEPENDENTS_MAX`` small results."""
+        s = self.state
+        if self.inp.chain is None:
+            return s
+        return LoopState(
+            stage=s.stage, outcome=s.outcome, started_at=s.started_at, issue=s.issue, title=s.title,
+            merge_request=s.merge_request, build=s.build, revert=s.revert, verdict=s.verdict, runs=s.runs,
+            environments=[e.model_copy(update={"rollout": None}) for e in s.environments], chain=s.chain,
+        )  # fmt: skip
+
+    async def _await_dependents(self) -> None:
+        """The base image is built (its tag is in the registry): plan each dependent's rebuild FROM the tag
+        (``change.plan_dependent``, at the default branch's head) and start its loop, a child RemediationWorkflow
+        (``remediate/<scope>/<image>-os-rebuild-<hash>``: its work item's, derived from this one's) at its merge
+        request with the chain's Jira issue (``RemediationInput.chain``); what cannot be planned is recorded and
+        said. Then wait for every one of them (this stage never continues as
+        new: its history grows by a few events per dependent, at most ``DEPENDENTS_MAX``) and end with their
+        outcomes: ``verified`` when each dependent verified (the Jira issue closed with one line per image),
+        ``dependents_failed`` otherwise (the lines as a comment, the issue left open). Parent-close policy
+        TERMINATE: the dependents' loops are this loop's work (it holds their issue and their summary), so a loop
+        stopped by hand or failing takes them with it rather than leaving loops nobody reports on; and it never
+        closes while they run (it awaits them, and does not continue as new meanwhile). A dependent that is itself
+        a base runs this stage in its own loop; beyond ``CHAIN_DEPTH_MAX`` levels its dependents are named only."""
+        d, b, fix, sha = self._delivery(), self.state.build, self.state.merge_request, self.state.source_sha
+        if d is None or d.image is None or b is None or b.tag is None or fix is None or sha is None:
+            raise _inconsistent("no built base image to rebuild its dependents on")
+        base, tag, link = d.image, b.tag, self.inp.chain
+        depth = link.depth + 1 if link is not None else 1
+        me = ChainRecord(name=base.name, loop=workflow.info().workflow_id, merge_request=fix, tag=tag, started=True)
+        if link is not None:  # a dependent that is a base itself
+            me.base, me.dockerfile, me.from_tag = link.base.name, link.dependent.dockerfile, link.dependent.tag
+        me.note = "a base image: it runs through the images built FROM it"
+        self._note(f"{base.image}:{tag} is built; rebuilding its dependents: {', '.join(x.name for x in d.dependents)}")
+        records: list[ChainRecord] = []
+        children = []
+        for dep in d.dependents:
+            item = rebuilt_on(self.inp.work_item, dep.name, base.name, tag)
+            child = loop_id(self.inp.scope, item.id)
+            record = ChainRecord(name=dep.name, base=base.name, dockerfile=dep.dockerfile, from_tag=dep.tag, loop=child)
+            records.append(record)
+            if depth > CHAIN_DEPTH_MAX:
+                record.note = f"not followed: the chain is deeper than {CHAIN_DEPTH_MAX} base images"
+                continue
+            try:
+                planned = await workflow.execute_activity_method(
+                    PlanActivities.plan_dependent,
+                    PlanDependentInput(
+                        scope=self.inp.scope, work_item=item, base=base, dependent=dep, tag=tag, digest=b.digest,
+                        source_sha=sha, source_iid=fix.iid, jira_key=self._jira_key(),
+                    ),
+                    **options.call(Call.PLAN, f"plan the rebuild of {dep.name} on {base.name} {tag}"),
+                )  # fmt: skip
+            except ActivityError as e:
+                cause = e.cause.message if isinstance(e.cause, FailureError) else str(e)
+                record.note = clean(f"its rebuild could not be planned: {cause}", 600)
+                continue
+            if not planned.located:
+                record.note = clean(planned.reason or "its rebuild could not be planned", 600)
+                continue
+            start = LoopState(stage=Stage.OPEN_MERGE_REQUEST, issue=self.state.issue, plan=planned, title=item.title)
+            chain = ChainLink(
+                parent=workflow.info().workflow_id, base=base, tag=tag, digest=b.digest, source_sha=sha,
+                source_iid=fix.iid, dependent=dep, depth=depth,
+            )  # fmt: skip
+            attributes = [*initial_attributes(self.inp.scope, item), (options.SA_JIRA_KEY, self._jira_key() or "")]
+            handle = await workflow.start_child_workflow(
+                RemediationWorkflow.run,
+                RemediationInput(
+                    scope=self.inp.scope, work_item=item, options=self.inp.options, chain=chain, state=start
+                ),
+                id=child,
+                parent_close_policy=workflow.ParentClosePolicy.TERMINATE,
+                static_summary=markdown(item.title, 200),
+                static_details=static_details(item, []),
+                search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in attributes if v])
+                if self.inp.options.search_attributes
+                else None,
+            )
+            record.started = True
+            children.append((record, handle))
+        records += [
+            ChainRecord(name=n, base=base.name, note=f"not followed: over the {len(d.dependents)} dependents followed")
+            for n in d.dependents_cut
+        ]
+        self.state.chain = [me, *records][:CHAIN_RECORDS_MAX]
+        started = [r for r, _ in children]
+        await self._comment(
+            f"CI built {base.image}:{tag} from {sha[:12]} (the merge of !{fix.iid}). It is a base image: fixloop "
+            f"rebuilds the {len(d.dependents) + len(d.dependents_cut)} image(s) built FROM it, one merge request each "
+            "(gated like every change), before any of them reaches an environment:\n"
+            + "\n".join(f"- {r.line()}" for r in records),
+            "chain-started",
+            labels=["fixloop-base-image"],
+        )
+        self._show()
+        results = await asyncio.gather(*(h for _, h in children), return_exceptions=True)
+        nested: list[ChainRecord] = []
+        for record, result in zip(started, results, strict=True):
+            if isinstance(result, BaseException):
+                inner = getattr(result, "cause", None)
+                cause = inner.message if isinstance(inner, FailureError) else str(result)
+                record.note = clean(f"its loop failed: {cause}", 600)
+                continue
+            record.merge_request, record.outcome = result.merge_request, result.outcome
+            record.tag = result.build.tag if result.build is not None else None
+            record.note = clean("; ".join(e.line() for e in result.environments), 600) or None
+            nested += result.chain[1:]  # a dependent that is a base itself: the images built FROM it
+        self.state.chain = [me, *records, *nested][:CHAIN_RECORDS_MAX]
+        self._apply_events()
+        passed = all(r.outcome is Outcome.VERIFIED for r in [*records, *nested])
+        me.outcome = Outcome.VERIFIED if passed else Outcome.DEPENDENTS_FAILED
+        head = f"Base-image chain of {base.name} ({'every image verified' if passed else 'not every image verified'}):"
+        text = "\n".join([head, *(f"- {r.line()}" for r in self.state.chain)])[:32_000]
+        self._note(f"the chain of {base.name} ended: {'verified' if passed else 'not every dependent verified'}")
+        note = [f"fixloop rebuilt the images built FROM {code(base.image + ':' + tag, 300)}:", ""]
+        note += [f"- {markdown(r.line(), 700)}" for r in self.state.chain]
+        await self._mr_note(fix, "\n".join(note), "chain")
+        if passed and self.state.issue is not None and not self._in_chain():
+            await workflow.execute_activity_method(
+                WorkItemActivities.close_work_item,
+                CloseWorkItemInput(key=self.state.issue.key, resolution="done", comment=text),
+                **options.call(Call.EXTERNAL, "close the Jira issue"),
+            )
+        elif not self._in_chain():
+            await self._comment(text, "chain-done", labels=["fixloop-chain-failed"])
+        self._advance(Stage.DONE, Outcome.VERIFIED if passed else Outcome.DEPENDENTS_FAILED)
 
     async def _promote(self) -> None:
         """Open the merge request that sets the built tag in the current environment (``change.plan_promotion``,
@@ -1236,7 +1398,7 @@ class RemediationWorkflow:
         if len(self.state.environments) > 1:
             evidence += "\nEnvironments:\n" + "\n".join(f"- {e.line()}" for e in self.state.environments)
         if self._passed_verification():
-            if self.state.issue:
+            if self.state.issue and not self._in_chain():  # a chain's issue is closed by its base's loop
                 await workflow.execute_activity_method(
                     WorkItemActivities.close_work_item,
                     CloseWorkItemInput(key=self.state.issue.key, resolution="done", comment=evidence[:32_000]),
@@ -1838,6 +2000,10 @@ class RemediationWorkflow:
         for e in s.environments:
             mr = f" {markdown_link(f'!{e.merge_request.iid}', e.merge_request.url)}" if e.merge_request else ""
             lines.append(f"- {markdown(e.name, 63)}: {markdown(e.line().partition(': ')[2], 400)}{mr}")
+        for r in s.chain[:12]:
+            lines.append(f"- image {markdown(r.line(), 400)}")
+        if len(s.chain) > 12:
+            lines.append(f"- \u2026 and {len(s.chain) - 12} more image(s) of the chain")
         if s.revert is not None:
             why = f": {markdown(s.revert_why, 120)}" if s.revert_why else ""
             lines.append(f"- revert: {markdown_link(f'!{s.revert.iid}', s.revert.url)}{why}")

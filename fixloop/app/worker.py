@@ -135,7 +135,7 @@ def activities(llm: LlmSettings | None = None, integrations: Integrations | None
             endoflife=config.endoflife,
         )
         g = MergeRequestActivities(config.gitlab)
-        out += [change.plan, change.plan_remediation, change.plan_promotion]
+        out += [change.plan, change.plan_remediation, change.plan_promotion, change.plan_dependent]
         out += [g.open_merge_request, g.merge_request_state, g.note]
         out.append(BuildActivities(config.gitlab, config.registry).build_state)
         out.append(g.delete_branch)

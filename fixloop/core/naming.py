@@ -1,6 +1,7 @@
 """What a finding work item is called: its title (``finding_title``: the service when triage knows it, the scanned
 artifact otherwise) and, once its fix is located in a service's files (at triage: ``located``, which names its id
-too; or at planning: ``named``), that service and a title naming it. Which service a scanned artifact is:
+too; or at planning: ``named``), that service and a title naming it; the work item of an image rebuilt on its
+base image's new tag (``rebuilt_on``, a base-image chain). Which service a scanned artifact is:
 ``fixloop.core.service.ServiceNames``. Pure.
 """
 
@@ -16,6 +17,7 @@ from fixloop.core.models import (
     WorkItem,
     WorkItemKind,
     service_slug,
+    work_item_id,
 )
 from fixloop.core.parsing import title
 
@@ -104,3 +106,22 @@ def located(item: WorkItem, service: str | None) -> WorkItem:
     if renamed is item or not slug or item.id.startswith("wi-"):
         return item
     return renamed.model_copy(update={"id": f"{slug}-{item.id}"})
+
+
+def rebuilt_on(item: WorkItem, image: str, base: str, tag: str) -> WorkItem:
+    """The work item of ``image`` (an ``images:`` name) rebuilt FROM ``base``'s new ``tag``, one link of the
+    base-image chain that ``item`` (the base's fix) started: an ``os_rebuild`` of service ``image``, titled
+    ``Rebuild <image> on <base> <tag> (<item's title>)``, with ``item``'s signals, severity and advisories (what the
+    rebuild fixes in that image); its id ``<image>-os-rebuild-<hash>`` is derived from ``item``'s id and ``image``,
+    so the same chain gives the same ids."""
+    return WorkItem(
+        id=work_item_id(WorkItemKind.OS_REBUILD, image, "base-image-chain", item.id, image),
+        kind=WorkItemKind.OS_REBUILD,
+        title=title(f"Rebuild {image} on {base} {tag} ({item.title})", TITLE_MAX),
+        severity=item.severity,
+        signals=item.signals,
+        engine=item.engine,
+        advisories=item.advisories,
+        service=image,
+        counts=item.counts,
+    )

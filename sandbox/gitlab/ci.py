@@ -15,12 +15,14 @@ What it models
     the pipeline. A job that succeeds pushes the image's next tag to the registry (``push_tag``: its OCI manifest,
     digest and the pipeline's commit as the tag's source commit): ``semver-patch``
     (and ``pipeline``) the first environment's ``newTag`` at the commit with its patch + 1, past any tag the registry
-    already has; ``sha`` the commit's first 8 hex digits.
+    already has (a base image, in no environment: the highest ``MAJOR.MINOR.PATCH`` tag the commit's image
+    Dockerfiles FROM it at, ``from_tags``); ``sha`` the commit's first 8 hex digits.
   * It finishes lazily, on the next read of a pipeline or of a registry tag list after the delay (no thread of its
     own), so a test moves ``sb.clock`` and reads; each finish happens once (state in ``sb.store("ci")``).
   * When built, it pushes the tags the environments run at the head (``newTag`` of each image in each environment's
     Kustomization), so the registry has the images that run before any pipeline, recorded as built from the head
-    at that time (the seed commit): the Flux stand-in reads a running image's ``services/<svc>/`` files there.
+    at that time (the seed commit): the Flux stand-in reads a running image's ``services/<svc>/`` files there. So
+    are the tags of the ``images:`` entries (the base images built here) that the head's image Dockerfiles FROM.
 """
 
 from __future__ import annotations
@@ -172,17 +174,35 @@ class CI:
 
     # -- the registry before any pipeline ---------------------------------------------------------------------
     def seed_registry(self, path: str) -> None:
-        """Push the tags the environments of ``path``'s default branch run (see the module docstring)."""
+        """Push the tags the environments of ``path``'s default branch run, and those of its base images that its
+        Dockerfiles FROM (see the module docstring)."""
         head = self.gl.repos.branches(path).get(self.gl.repos.default_branch(path))
         if head is None:
             return
         images, envs = parse_chain(self._read(path, head, POLICY_FILE))
+        wanted = []
         for env in envs:
             tags = new_tags(self._read(path, head, env["kustomization"]))
-            for spec in images.values():
-                tag = tags.get(spec["image"])
-                if tag and not has_image(self.registry, spec["image"], tag):
-                    push_tag(self.registry, spec["image"], tag, self.sb.clock(), source=head)
+            wanted += [(spec["image"], tags.get(spec["image"])) for spec in images.values()]
+        based = self.from_tags(path, head)
+        wanted += [(spec["image"], tag) for spec in images.values() for tag in based.get(spec["image"], [])]
+        for image, tag in wanted:
+            if tag and not has_image(self.registry, image, tag):
+                push_tag(self.registry, image, tag, self.sb.clock(), source=head)
+
+    def from_tags(self, path: str, sha: str) -> dict[str, list[str]]:
+        """``{image: [tag, ...]}``: the tags at which the Dockerfiles of the ``images:`` of ``path`` at ``sha`` FROM
+        another ``images:`` entry (a base image built here), each once, in file order."""
+        images, _ = parse_chain(self._read(path, sha, POLICY_FILE))
+        by_name = {split_reference(spec["image"])[:2]: spec["image"] for spec in images.values()}
+        out: dict[str, list[str]] = {}
+        for spec in images.values():
+            for ref in from_images(self._read(path, sha, f"{spec['source']}/Dockerfile") or ""):
+                host, name, tag = split_reference(ref)
+                base = by_name.get((host, name))
+                if base is not None and not tag.startswith("sha256:") and tag not in out.setdefault(base, []):
+                    out[base].append(tag)
+        return out
 
     def _read(self, path: str, sha: str, file: str) -> str | None:
         raw = self.gl.repos.read(path, sha, file)
@@ -268,7 +288,9 @@ class CI:
                     else f"ERROR: failed to resolve source metadata for {missing[0]}: not found"
                 )
             else:
-                tag = self._tag(job, running.get(job["image"]), pl["sha"])
+                based = self.from_tags(project, pl["sha"]).get(job["image"], [])
+                current = running.get(job["image"]) or _highest(based)
+                tag = self._tag(job, current, pl["sha"])
                 digest = push_tag(self.registry, job["image"], tag, now, source=pl["sha"])
                 job.update(status="success", pushed_tag=tag, digest=digest, log=f"pushed {job['image']}:{tag}")
             job["finished_at"] = ts(now)
@@ -393,6 +415,12 @@ class CI:
                 entry["failure_reason"] = job.get("failure_reason", "script_failure")
             out.append(entry)
         return out
+
+
+def _highest(tags: list[str]) -> str | None:
+    """The highest ``MAJOR.MINOR.PATCH`` of ``tags`` (None: none is)."""
+    semver = [(tuple(int(g) for g in m.groups()[1:]), t) for t in tags if (m := _SEMVER.fullmatch(t))]
+    return max(semver)[1] if semver else None
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

@@ -68,6 +68,7 @@ def test_configured_systems_register_their_activities(clean_env: pytest.MonkeyPa
             change.PLAN_CHANGE,
             change.PLAN_REMEDIATION,
             change.PLAN_PROMOTION,
+            change.PLAN_DEPENDENT,
             BUILD_STATE,
             gitlab.OPEN_MERGE_REQUEST,
             gitlab.MERGE_REQUEST_STATE,

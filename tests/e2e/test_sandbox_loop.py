@@ -26,7 +26,7 @@ from typing import Any
 import gitlab as python_gitlab
 import pytest
 from temporalio import workflow
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 with workflow.unsafe.imports_passed_through():
@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from fixloop.sandbox.config import SandboxConfig
     from fixloop.sandbox.seed import GITOPS_PROJECT
     from fixloop.sandbox.server import bind, endpoints, serve_in_thread
-    from fixloop.workflows.contracts.loop import LoopOptions, Outcome, RemediationInput, Stage, loop_id
+    from fixloop.workflows.contracts.loop import LoopOptions, LoopState, Outcome, RemediationInput, Stage, loop_id
     from fixloop.workflows.remediation import RemediationWorkflow
     from tests.activities.sandbox_world import configured
     from tests.conftest import signals
@@ -72,6 +72,13 @@ class Reviewer:
         token = sb.credentials.gitlab_reviewer_token.get_secret_value()
         self.project = python_gitlab.Gitlab(env["FIXLOOP_GITLAB_URL"], private_token=token).projects.get(GITOPS_PROJECT)
 
+    @classmethod
+    def with_short_window(cls, sb: Sandbox, env: dict[str, str]) -> Reviewer:
+        """The reviewer of the sandbox's repository, once it verifies over short windows (``set_short_window``)."""
+        reviewer = cls(sb, env)
+        reviewer.set_short_window()
+        return reviewer
+
     def set_short_window(self) -> None:
         policy = self.project.files.get("fixloop.yaml", ref="main").decode().decode()
         head, _, _ = policy.partition("verification:")
@@ -90,6 +97,30 @@ class Reviewer:
         mr.merge(sha=head)
 
 
+OPTIONS = LoopOptions(poll_interval=timedelta(milliseconds=300), verify_delay=timedelta(seconds=3))
+
+
+def gated(s: LoopState) -> int | None:
+    """The merge request a loop waits at the gate for (its revert, its environment's tag change, its fix), if any."""
+    here = s.environments[s.target] if s.target < len(s.environments) else None
+    mr = s.revert or (here.merge_request if here is not None else None) or s.merge_request
+    return mr.iid if s.stage is Stage.AWAIT_APPROVAL and mr is not None else None
+
+
+async def start_loop(
+    client: Client, task_queue: str, item: WorkItem, found: list[Signal], options: LoopOptions = OPTIONS,
+    run: str | None = None,
+) -> WorkflowHandle[Any, LoopState]:
+    """A loop of ``item`` on the platform/gitops scope, its id suffixed with ``run`` (default: a fresh one)."""
+    return await client.start_workflow(
+        RemediationWorkflow.run,
+        RemediationInput(scope=GITOPS_PROJECT, work_item=item, signals=found, options=options),
+        id=f"{loop_id(GITOPS_PROJECT, item.id)}/{run or uuid.uuid4().hex[:6]}",
+        task_queue=task_queue,
+        static_summary=item.title,
+    )  # fmt: skip
+
+
 async def review_until_done(reviewer: Reviewer, handles: list[WorkflowHandle[Any, Any]]) -> None:
     """The human at the gate of every loop: each merge request a loop waits for (its fix, a tag change, a revert) is
     approved and merged once, until every loop is done (bounded by ``DEADLINE`` without progress)."""
@@ -101,11 +132,10 @@ async def review_until_done(reviewer: Reviewer, handles: list[WorkflowHandle[Any
         if all(s.stage is Stage.DONE for s in states):
             return
         for s in states:
-            here = s.environments[s.target] if s.target < len(s.environments) else None
-            gated = s.revert or (here.merge_request if here is not None else None) or s.merge_request
-            if s.stage is Stage.AWAIT_APPROVAL and gated is not None and gated.iid not in approved:
-                approved.add(gated.iid)
-                reviewer.approve_and_merge(gated.iid)
+            iid = gated(s)
+            if iid is not None and iid not in approved:
+                approved.add(iid)
+                reviewer.approve_and_merge(iid)
                 deadline = loop.time() + DEADLINE
         stuck = [f"{s.stage.value}: {s.evidence[-1:]}" for s in states if s.stage is not Stage.DONE]
         assert loop.time() < deadline, stuck
@@ -133,25 +163,17 @@ async def test_one_loop_verifies_and_one_is_reverted(
     sandbox: tuple[Sandbox, dict[str, str]],
 ) -> None:
     sb, env = sandbox
-    reviewer = Reviewer(sb, env)
-    reviewer.set_short_window()
+    reviewer = Reviewer.with_short_window(sb, env)
     integrations = sandbox_integrations(env)
     alpine, alpine_signals = item_of("trivy/trivy-0.22-fulldb_alpine-39.json", WorkItemKind.OS_REBUILD)
     pins, pin_signals = item_of(
         "pip-audit/dd-pip-audit_legacy-list-format_many_vulns.json", WorkItemKind.DEPENDENCY_BUMP
     )
-    options = LoopOptions(poll_interval=timedelta(milliseconds=300), verify_delay=timedelta(seconds=3))
-    scope, task_queue = GITOPS_PROJECT, f"tq-{uuid.uuid4().hex[:12]}"
+    task_queue = f"tq-{uuid.uuid4().hex[:12]}"
     handles = {}
     async with build_worker(dev.client, task_queue, integrations=integrations):
         for name, item, found in (("alpine", alpine, alpine_signals), ("pins", pins, pin_signals)):
-            handles[name] = await dev.client.start_workflow(
-                RemediationWorkflow.run,
-                RemediationInput(scope=scope, work_item=item, signals=found, options=options),
-                id=f"{loop_id(scope, item.id)}/{uuid.uuid4().hex[:6]}",
-                task_queue=task_queue,
-                static_summary=item.title,
-            )
+            handles[name] = await start_loop(dev.client, task_queue, item, found)
         await review_until_done(reviewer, list(handles.values()))  # every gated MR: fixes, tag changes, revert
         passed, reverted = [await h.result() for h in (handles["alpine"], handles["pins"])]
 

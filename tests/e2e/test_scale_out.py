@@ -58,11 +58,12 @@ from fixloop.sandbox.app import Sandbox, create_app
 from fixloop.sandbox.config import SandboxConfig
 from fixloop.sandbox.seed import GITOPS_PROJECT
 from fixloop.sandbox.server import bind, endpoints, serve_in_thread
-from fixloop.workflows.contracts.loop import LoopOptions, LoopState, RemediationInput, Stage, loop_id
+from fixloop.workflows.contracts.loop import LoopOptions, LoopState, Stage
 from fixloop.workflows.remediation import RemediationWorkflow
 from tests.activities.sandbox_world import configured
 from tests.change.helpers import work_item
 from tests.devserver import dev  # noqa: F401 - the fixture
+from tests.e2e.test_sandbox_loop import start_loop
 
 T = TypeVar("T")
 DEADLINE = 90.0  # seconds of real time for one awaited condition (a loaded CI runner)
@@ -412,13 +413,7 @@ async def test_two_workers_share_the_loops_and_a_loop_survives_a_worker_killed_m
     run = uuid.uuid4().hex[:6]
 
     async def start(item: WorkItem, found: list[Signal], options: LoopOptions) -> WorkflowHandle[Any, LoopState]:
-        return await client.start_workflow(
-            RemediationWorkflow.run,
-            RemediationInput(scope=scope, work_item=item, signals=found, options=options),
-            id=f"{loop_id(scope, item.id)}/{run}",
-            task_queue=task_queue,
-            static_summary=item.title,
-        )
+        return await start_loop(client, task_queue, item, found, options, run)
 
     try:
         first, second = workers.start(), workers.start()

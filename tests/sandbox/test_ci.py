@@ -12,6 +12,7 @@ import httpx
 from fixloop.sandbox.gitlab.ci import from_images, has_image, parse_chain
 from fixloop.sandbox.registry import registry_store
 from fixloop.sandbox.seed import seed_files
+from tests.sandbox.chain import BASE_DOCKERFILE, chain_files, seed_chain
 from tests.sandbox.conftest import Clock, Running
 from tests.sandbox.fidelity import assert_same_shape, recorded
 from tests.sandbox.test_registry import pull
@@ -112,6 +113,30 @@ def test_a_from_the_registry_does_not_have_fails_the_build_job(start_sandbox) ->
     assert api.get(f"/pipelines/{pipeline['id']}/jobs", scope="failed").json()[0]["id"] == job["id"]
     assert api.get(f"/pipelines/{pipeline['id']}/jobs", scope="success").json() == []
     assert registry_tags(run, "shop/catalog") == ["1.4.2"]  # nothing pushed
+
+
+def test_a_base_image_is_built_on_the_tag_its_dependents_from(start_sandbox, tmp_path) -> None:
+    """A base image runs in no environment: the registry has the tag its dependents FROM before any pipeline, its
+    build pushes that tag's patch + 1, and a dependent then builds FROM the new tag (not FROM one never built)."""
+    seed_chain(tmp_path / "sandbox", T0)
+    clock = Clock(T0)
+    run = start_sandbox("/gitlab", "/registry", state_dir=tmp_path / "sandbox", clock=clock, ci_duration=5)
+    api = Api(run)
+    assert registry_tags(run, "shop/base-python") == ["1.3.0"]  # what legacy-api and payments FROM
+    assert api.get("/pipelines").json() == []  # the seeded chain runs no pipeline
+    base = api.commit({BASE_DOCKERFILE: chain_files()[BASE_DOCKERFILE].replace("debian:10.2", "debian:10.13")})
+    clock.now += timedelta(seconds=5)
+    (pipeline,) = api.get("/pipelines", sha=base).json()
+    assert pipeline["status"] == "success"
+    assert registry_tags(run, "shop/base-python") == ["1.3.0", "1.3.1"]
+    legacy = chain_files()["services/legacy-api/Dockerfile"]
+    rebuilt = api.commit({"services/legacy-api/Dockerfile": legacy.replace(":1.3.0", ":1.3.1")})
+    unbuilt = api.commit({"services/payments/Dockerfile": legacy.replace(":1.3.0", ":1.3.9")})
+    clock.now += timedelta(seconds=5)
+    assert [api.get("/pipelines", sha=sha).json()[0]["status"] for sha in (rebuilt, unbuilt)] == ["success", "failed"]
+    assert registry_tags(run, "shop/legacy-api") == ["2.0.7", "2.0.8"] and registry_tags(run, "shop/payments") == [
+        "1.9.1"
+    ]  # fmt: skip
 
 
 def test_only_source_changes_on_main_run_pipelines(start_sandbox) -> None:

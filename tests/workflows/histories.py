@@ -31,6 +31,10 @@ RECORDED: dict[str, tuple[str, ...]] = {
     ),
     "tests/workflows/test_incident_loop.py::"
     "test_an_incident_fix_is_gated_deployed_and_verified_by_its_monitors_recovering": ("incident-fix-verified",),
+    "tests/workflows/test_base_image_chain.py::test_the_base_is_built_then_each_dependent_loop_rebuilds_on_its_tag": (
+        "remediation-base-image-chain",
+        "remediation-base-image-dependent",
+    ),
     "tests/workflows/test_intake.py::test_redelivered_batch_is_deduplicated": ("intake-deduplicated",),
     "tests/workflows/test_intake.py::test_continue_as_new_keeps_dedup_state": (
         "intake-continued-as-new-first-run",

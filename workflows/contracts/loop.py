@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from fixloop.core.change.images import Dependent, ImageSpec
 from fixloop.core.culprit import AppliedRevision
 from fixloop.core.gate import Approval, MergeRequestState, MrState
 from fixloop.core.models import Signal, WorkItem
@@ -33,6 +34,10 @@ from fixloop.workflows.contracts.work_item import IssueRef
 DECISIONS_PENDING_MAX = 10  # decide updates waiting for their check against GitLab
 
 
+CHAIN_RECORDS_MAX = 50  # a base image's chain: one record per image rebuilt on it (depth > 1 included)
+CHAIN_DEPTH_MAX = 4  # a base of a base of ...: dependents beyond this depth are named, not followed
+
+
 RECOVERED_ALERTS_MAX = 1_100  # an incident's recovered alerts remembered (its start signals and joined alerts: < 1,050)
 
 
@@ -45,6 +50,7 @@ class Stage(StrEnum):
     AWAIT_APPROVAL = "await_approval"
     AWAIT_BUILD = "await_build"  # a source change: its pipeline, then its image in the registry
     PROMOTE = "promote"  # the built tag into the next environment (a merge request, gated)
+    AWAIT_DEPENDENTS = "await_dependents"  # a base image built: its dependents' loops rebuild them on the new tag
     AWAIT_DEPLOY = "await_deploy"
     AWAIT_ROLLOUT = "await_rollout"  # the workload runs the change: rollout complete, no crash loop
     VERIFY = "verify"
@@ -71,6 +77,7 @@ class Outcome(StrEnum):
     BUILD_FAILED = "build_failed"  # the pipeline of the merged source change failed: nothing new runs
     BUILD_EXPIRED = "build_expired"  # no pipeline, or no image in the registry, in time
     ROLLOUT_STUCK = "rollout_stuck"  # the rollout stalled (not all replicas ready, a crash loop): never verified
+    DEPENDENTS_FAILED = "dependents_failed"  # a base image built, but not every dependent rebuilt on it verified
 
 
 class LoopOptions(BaseModel):
@@ -175,6 +182,37 @@ class Gate(BaseModel):
         return f"{self.kind.value} gate: {self.title}"
 
 
+class ChainRecord(BaseModel):
+    """One image of a base-image chain as the base's loop saw it: ``name`` (``images:``), the ``dockerfile`` that
+    FROMs ``base`` at ``from_tag`` (None for the base itself), its loop (the child workflow id), its merge request,
+    the tag CI built of it, how its loop ended and a short ``note`` (why it was not started, its environments).
+    Written by the workflow only: unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(max_length=63)
+    base: str | None = Field(default=None, max_length=63)
+    dockerfile: str | None = Field(default=None, max_length=512)
+    from_tag: str | None = Field(default=None, max_length=128)
+    loop: str | None = Field(default=None, max_length=1_000)
+    merge_request: MergeRequestRef | None = None
+    tag: str | None = Field(default=None, max_length=128)
+    started: bool = False  # its loop was started (outcome None: still running)
+    outcome: Outcome | None = None
+    note: str | None = Field(default=None, max_length=600)
+
+    def line(self) -> str:
+        """``payments: !14, FROM base-python 1.3.0, built 1.9.2; verified (staging: pass ...)``."""
+        bits = [f"!{self.merge_request.iid}"] if self.merge_request is not None else []
+        if self.base and self.from_tag:
+            bits.append(f"FROM {self.base} {self.from_tag}")
+        if self.tag:
+            bits.append(f"built {self.tag}")
+        what = self.outcome.value if self.outcome is not None else "running" if self.started else "not started"
+        head = f"{self.name}: " + (", ".join(bits) + "; " if bits else "")
+        return head + what + (f" ({self.note})" if self.note else "")
+
+
 class LoopState(BaseModel):
     """Everything the loop knows; the ``status`` query's answer and the continue-as-new carry.
 
@@ -224,14 +262,34 @@ class LoopState(BaseModel):
     wakes: int = 0  # GitLab hooks that woke the gate (each burst is one read of the merge request)
     wakes_read: int = 0  # the wakes the last completed read (and the gate's decision on it) covers
     evidence: list[Evidence] = Field(default_factory=list)
+    chain: list[ChainRecord] = Field(default_factory=list, max_length=CHAIN_RECORDS_MAX)  # a base image's dependents
     runs: int = 1
     alerts_dropped: int = 0  # joined alerts not kept (over the workflow's ALERTS_MAX / _BYTES), counted
     carry_dropped: int = 0  # evidence lines and start signals dropped so that the continue-as-new carry fits
 
 
+class ChainLink(BaseModel):
+    """A loop that rebuilds ``dependent`` FROM ``base``'s new ``tag`` (``digest``), started by the base's loop
+    (``parent``, its workflow id; ``source_iid`` and ``source_sha``: the base's merge request and merge commit) at
+    ``depth`` (1: a dependent of the first base). Its Jira issue is the chain's: the loop starts with it in its
+    state, opens none and leaves it open (the base's loop closes it with one line per image)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parent: str = Field(max_length=1_000)
+    base: ImageSpec
+    tag: str = Field(min_length=1, max_length=128)
+    digest: str | None = Field(default=None, max_length=80)
+    source_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
+    source_iid: int
+    dependent: Dependent
+    depth: int = Field(default=1, ge=1, le=CHAIN_DEPTH_MAX)
+
+
 class RemediationInput(BaseModel):
-    """The loop's start input (from the intake, or its own continue-as-new). Strict (``extra="forbid"``): a field
-    this code does not know (a newer intake's, a misspelled option) is refused, not silently dropped."""
+    """The loop's start input (from the intake, a base image's loop (``chain``), or its own continue-as-new).
+    Strict (``extra="forbid"``): a field this code does not know (a newer intake's, a misspelled option) is
+    refused, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -240,7 +298,8 @@ class RemediationInput(BaseModel):
     signals: list[Signal] = Field(default_factory=list)  # the work item's signals at the start (for planning)
     applied: list[AppliedRevision] = Field(default_factory=list, max_length=200)  # an incident's: what Flux applied
     options: LoopOptions = Field(default_factory=LoopOptions)
-    state: LoopState | None = None  # set by continue-as-new
+    state: LoopState | None = None  # set by continue-as-new (and by a base image's loop: its dependent's start)
+    chain: ChainLink | None = None  # a dependent of a base image, rebuilt on its new tag
 
 
 class MoreSignals(BaseModel):

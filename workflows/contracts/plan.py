@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.core.change.facts import ChangeFacts
-from fixloop.core.change.images import Delivery
+from fixloop.core.change.images import Delivery, Dependent, ImageSpec
 from fixloop.core.change.ops import IncidentOperation, Operation
 from fixloop.core.models import Signal, WorkItem
 from fixloop.core.verification import VerificationPolicy
@@ -90,4 +90,22 @@ class PlanPromotionInput(BaseModel):
     source_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
     source_iid: int
     verdicts: list[str] = Field(default_factory=list, max_length=10)
+    jira_key: str | None = None
+
+
+class PlanDependentInput(BaseModel):
+    """Input of ``change.plan_dependent``: the merge request that rebuilds ``dependent`` FROM ``base``'s ``tag``
+    (``digest``), which CI built from ``source_sha`` (the merge commit of the base's merge request !``source_iid``),
+    for ``work_item`` (the dependent's, ``fixloop.core.naming.rebuilt_on``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: str
+    work_item: WorkItem
+    base: ImageSpec
+    dependent: Dependent
+    tag: str = Field(min_length=1, max_length=128)
+    digest: str | None = Field(default=None, max_length=80)
+    source_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
+    source_iid: int
     jira_key: str | None = None

@@ -20,6 +20,14 @@ how that tag reaches the environments, and the environments in promotion order.
 Each environment's Kustomization file holds the tag that runs there (``images: [{name: <image>, newTag: ...}]``,
 kustomize's images transformer); ``set_tag`` edits it in place, keeping the rest of the file. A change to files
 outside every ``source`` (a manifest, a tag bump) builds nothing (``image_for_paths`` answers no image).
+
+Base-image chains: an image whose ``<source>/Dockerfile`` FROMs another entry's ``image`` (any stage, its reference
+resolved through the ARG defaults: ``fixloop.core.change.dockerfile``) is that base's dependent (``ImageChain.graph``;
+images that FROM each other are refused, ``ImageCycleError``). A change to a base's source is delivered through its
+dependents, not promoted itself (a base runs nowhere): ``Delivery.dependents`` lists them (at most
+``DEPENDENTS_MAX``, the others named in ``dependents_cut``), each to be rebuilt FROM the base's new tag
+(``rebuild_ops``), and the ``semver-patch`` rule builds on the tag they FROM now (``Delivery.base_tag``). A dependent
+that is itself a base has its own dependents in its own delivery, so chains of any depth unfold one level at a time.
 """
 
 from __future__ import annotations
@@ -33,9 +41,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 
+from fixloop.core.change.dockerfile import Stage, stages
 from fixloop.core.change.edit import YamlChange, edit_yaml_values, image_site, image_tag
-from fixloop.core.change.ops import PolicyViolation, check_path
-from fixloop.core.service import service_of_paths
+from fixloop.core.change.ops import BumpBaseImage, PolicyViolation, check_path
+from fixloop.core.service import image_repository, service_of_paths
 from fixloop.core.verification import parse_duration
 
 TagRule = Literal["semver-patch", "sha", "pipeline"]
@@ -49,6 +58,7 @@ SEMVER = re.compile(r"(v?)(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9
 SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 SHORT_SHA = 8  # GitLab's CI_COMMIT_SHORT_SHA
 MAX_IMAGES, MAX_ENVIRONMENTS = 100, 10
+DEPENDENTS_MAX = 10  # a base image's dependents followed by its loop (one child loop each); the others are named
 
 ImageKey = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 
@@ -56,6 +66,11 @@ ImageKey = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 class ImageChainError(ValueError):
     """A tag that cannot be made by its rule (a current tag that is not ``MAJOR.MINOR.PATCH``, a commit that is not
     a full SHA, no or an invalid tag from the pipeline), or an environment's file without the image's ``newTag``."""
+
+
+class ImageCycleError(ImageChainError):
+    """Images of ``images:`` built FROM each other (``base-a`` FROM ``base-b`` FROM ``base-a``, or an image FROM
+    itself): no build order exists. The message names the cycle and the Dockerfiles."""
 
 
 class ImageSpec(BaseModel):
@@ -87,6 +102,11 @@ class ImageSpec(BaseModel):
     def builds(self, path: str) -> bool:
         """Whether a change to ``path`` (a repository path) is in this image's ``source`` folder."""
         return path.startswith(self.source + "/")
+
+    @property
+    def dockerfile(self) -> str:
+        """``<source>/Dockerfile``: the file CI builds the image from, whose FROMs make it a dependent."""
+        return f"{self.source}/Dockerfile"
 
 
 class Environment(BaseModel):
@@ -206,6 +226,190 @@ class ImageChain(BaseModel):
         (manifests, a tag bump): such a change skips the build."""
         return tuple(s for s in self.images if any(s.builds(p) for p in paths))
 
+    def graph(self, read: Callable[[str], str | None]) -> ImageGraph:
+        """Which images are built FROM which, read from each image's ``<source>/Dockerfile`` (``read(path)``: its
+        text, None when absent): every stage whose image (ARG defaults substituted) is another entry's ``image``, at
+        a tag, a digest or neither. A FROM of an image this repository does not build is no edge. Cycles are not
+        refused here but where the graph is walked (``ImageGraph.check``, ``ImageGraph.order``)."""
+        by_image = {s.image: s for s in self.images}
+        dependents: dict[str, list[Dependent]] = {s.name: [] for s in self.images}
+        bases: dict[str, tuple[str, ...]] = {}
+        runtime: dict[str, str | None] = {}
+        for spec in self.images:
+            text = read(spec.dockerfile)
+            found = stages(text) if text else []
+            first: dict[str, Dependent] = {}
+            for stage in found:
+                repository, tag = _reference(stage.image)
+                base = by_image.get(repository) if repository else None
+                if base is not None and base.name not in first:
+                    first[base.name] = Dependent(
+                        name=spec.name, image=spec.image, dockerfile=spec.dockerfile, stage=stage.index,
+                        current=str(stage.image), tag=tag,
+                    )  # fmt: skip
+            for name, dependent in first.items():
+                dependents[name].append(dependent)
+            bases[spec.name] = tuple(first)
+            last = _runtime_stage(found)
+            repository = _reference(last.image)[0] if last is not None else None
+            runtime[spec.name] = by_image[repository].name if repository in by_image else None
+        return ImageGraph(
+            names=tuple(s.name for s in self.images),
+            dependents_of={k: tuple(v) for k, v in dependents.items()},
+            bases_of=bases,
+            runtime=runtime,
+            dockerfiles={s.name: s.dockerfile for s in self.images},
+        )
+
+
+def _reference(image: str | None) -> tuple[str | None, str | None]:
+    """``(repository, tag)`` of a resolved FROM image: the tag None when it has none or is pinned by digest (a
+    digest is not bumped by tag); ``(None, None)`` for no image (a stage name, an unresolved reference)."""
+    if not image:
+        return None, None
+    repository = image_repository(image).lower()
+    if "@" in image:
+        return repository, None
+    last = image.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2] if ":" in last else None
+    return repository, tag if tag and TAG.fullmatch(tag) else None
+
+
+def _runtime_stage(found: list[Stage]) -> Stage | None:
+    """The stage the image runs on: the last one, followed through ``FROM <earlier stage>`` to the stage that names
+    an image (None: no FROM, or an unresolved one)."""
+    stage = found[-1] if found else None
+    for _ in range(len(found)):
+        if stage is None or stage.earlier is None:
+            break
+        wanted = stage.earlier.lower()
+        stage = next((s for s in reversed(found[: stage.index]) if (s.name or "").lower() == wanted), None)
+    return stage if stage is not None and stage.image is not None else None
+
+
+class Dependent(BaseModel):
+    """An image of ``images:`` built FROM another one (its base): ``name`` and repository ``image``, the
+    ``dockerfile`` that FROMs the base, the first ``stage`` (0-based) that does and its reference there
+    (``current``, ARG defaults substituted) with its ``tag`` (None: untagged or pinned by digest, which fixloop does
+    not rebuild by tag)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ImageKey
+    image: str = Field(max_length=255)
+    dockerfile: str = Field(max_length=512)
+    stage: int = Field(ge=0, le=64)
+    current: str = Field(max_length=512)
+    tag: str | None = Field(default=None, max_length=128)
+
+
+@dataclass(frozen=True)
+class ImageGraph:
+    """What the repository's Dockerfiles say of ``images:`` (``ImageChain.graph``): ``dependents_of[name]``, the
+    images built FROM ``name`` (in ``images:`` order), ``bases_of[name]``, the images ``name`` is built FROM,
+    ``runtime[name]``, the image of ``images:`` its last stage runs on (None: a public or external image), and each
+    image's Dockerfile."""
+
+    names: tuple[str, ...]
+    dependents_of: dict[str, tuple[Dependent, ...]]
+    bases_of: dict[str, tuple[str, ...]]
+    runtime: dict[str, str | None]
+    dockerfiles: dict[str, str]
+
+    def dependents(self, name: str) -> tuple[Dependent, ...]:
+        """The images built FROM ``name`` (in ``images:`` order); ``ImageCycleError`` when ``name`` is part of, or
+        connected to, images that FROM each other."""
+        self.check(name)
+        return self.dependents_of.get(name, ())
+
+    def check(self, name: str) -> None:
+        """Raise ``ImageCycleError`` when a cycle of FROMs is among the images connected to ``name`` (its bases and
+        dependents, transitively)."""
+        component, todo = {name}, [name]
+        while todo:
+            here = todo.pop()
+            for there in (*self.bases_of.get(here, ()), *(d.name for d in self.dependents_of.get(here, ()))):
+                if there not in component:
+                    component.add(there)
+                    todo.append(there)
+        self._refuse_cycle(component)
+
+    def order(self) -> tuple[str, ...]:
+        """Every image, each after the images it is built FROM (a base of a base first), else in ``images:``
+        order; ``ImageCycleError`` on any cycle."""
+        self._refuse_cycle(set(self.names))
+        out: list[str] = []
+        placed: set[str] = set()
+        while len(out) < len(self.names):
+            for name in self.names:
+                if name not in placed and all(b in placed for b in self.bases_of.get(name, ())):
+                    out.append(name)
+                    placed.add(name)
+        return tuple(out)
+
+    def runtime_chain(self, name: str) -> tuple[str, ...]:
+        """``name``, the image of ``images:`` it runs on, the one that runs on, ...: the last is the image whose
+        Dockerfile holds the operating system ``name`` runs (stops before a repeat)."""
+        out = [name]
+        while (nxt := self.runtime.get(out[-1])) is not None and nxt not in out:
+            out.append(nxt)
+        return tuple(out)
+
+    def _refuse_cycle(self, nodes: set[str]) -> None:
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for start in (n for n in self.names if n in nodes):
+            if state.get(start):
+                continue
+            path: list[str] = [start]
+            stack = [iter(self.bases_of.get(start, ()))]
+            state[start] = 1
+            while stack:
+                nxt = next(stack[-1], None)
+                if nxt is None:
+                    state[path.pop()] = 2
+                    stack.pop()
+                elif state.get(nxt) == 1:
+                    cycle = [*path[path.index(nxt) :], nxt]
+                    files = ", ".join(self.dockerfiles[n] for n in cycle[:-1][:5])
+                    raise ImageCycleError(
+                        f"images: {' -> '.join(cycle[:6])}: each is built FROM the next ({files}); no build order "
+                        "exists"
+                    )
+                elif not state.get(nxt):
+                    state[nxt] = 1
+                    path.append(nxt)
+                    stack.append(iter(self.bases_of.get(nxt, ())))
+
+
+def rebuild_ops(text: str, dependent: Dependent, base: ImageSpec, tag: str) -> list[BumpBaseImage]:
+    """The operations that rebuild ``dependent`` FROM ``base``'s new ``tag``: every stage of its Dockerfile
+    (``text``) FROM ``base.image`` at another tag, each ARG default that holds such a tag once (its edit changes
+    every stage using it). Empty when every such stage is already at ``tag``. Raises ``PolicyViolation`` naming the
+    Dockerfile when no stage FROMs the base any more, or one FROMs it by digest or untagged (fixloop does not guess
+    what to pin it to)."""
+    if not TAG.fullmatch(tag):
+        raise ImageChainError(f"{tag[:60]!r} is not an OCI tag")
+    new = f"{base.image}:{tag}"
+    ops: list[BumpBaseImage] = []
+    through: set[str] = set()
+    seen = False
+    for stage in stages(text):
+        repository, current = _reference(stage.image)
+        if repository != base.image or stage.image is None:
+            continue
+        seen = True
+        if current is None:
+            why = f"stage {stage.index} is FROM {stage.image[:120]} without a tag or by digest"
+            raise PolicyViolation(why, dependent.dockerfile)
+        if current == tag or (stage.tag_arg is not None and stage.tag_arg in through):
+            continue
+        if stage.tag_arg is not None:
+            through.add(stage.tag_arg)
+        ops.append(BumpBaseImage(path=dependent.dockerfile, stage=stage.index, current=stage.image, new=new))
+    if not seen:
+        raise PolicyViolation(f"no stage is FROM {base.image} any more", dependent.dockerfile)
+    return ops
+
 
 def next_tag(rule: TagRule, current: str | None = None, sha: str | None = None, pipeline: str | None = None) -> str:
     """The tag of the image built from commit ``sha``, by ``rule``:
@@ -283,6 +487,12 @@ class Delivery(BaseModel):
       is followed in: the one whose folder holds the changed files (``apps/<env>/...``), else the last one (a change
       to shared manifests, ``apps/base``, reaches every environment at once; the last is where the alerts come from).
 
+    * ``dependents`` set (a change to a base image's source: other images are built FROM it): CI builds it, and
+      instead of going into the environments (a base runs nowhere) its new tag goes into each dependent's FROM, one
+      merge request per dependent, each then delivered as its own source change; ``targets`` are all the
+      environments (``current_tag`` the base's ``newTag`` there, usually None); ``base_tag`` the tag the dependents
+      FROM now (the ``semver-patch`` rule's base); ``dependents_cut`` names those over ``DEPENDENTS_MAX``.
+
     ``workload``: the Deployment whose rollout is checked (the image's name or the change's service; None: no rollout
     check). ``declared``: ``fixloop.yaml`` lists ``environments:`` (then each target's name is its Datadog ``env``)."""
 
@@ -292,6 +502,14 @@ class Delivery(BaseModel):
     workload: str | None = Field(default=None, max_length=253)
     targets: tuple[Target, ...] = Field(min_length=1, max_length=MAX_ENVIRONMENTS)
     declared: bool = False
+    dependents: tuple[Dependent, ...] = Field(default=(), max_length=DEPENDENTS_MAX)
+    dependents_cut: tuple[Annotated[str, Field(max_length=63)], ...] = Field(default=(), max_length=MAX_IMAGES)
+    base_tag: str | None = Field(default=None, max_length=128)
+
+    def tag_before(self) -> str | None:
+        """The tag the ``semver-patch`` rule builds on: a base image's ``base_tag`` (the one its dependents FROM),
+        else the one the first environment runs."""
+        return self.base_tag if self.dependents else self.targets[0].current_tag
 
     def reference(self, tag: str) -> str:
         """``<image>:<tag>``: what the rollout expects the pod template to run."""
@@ -318,18 +536,21 @@ def delivery_of(
     """The ``Delivery`` of a change to ``paths`` (repository paths) under ``chain``; ``read(path)`` answers a file's
     text at the planned commit (None: absent); ``service``: the change's service (``fixloop.core.service``), the
     workload of a manifest change. Raises ``ImageChainError`` when the change builds more than one image (one merge
-    request, one image: split it), or when an environment's file has no ``newTag`` for the built image."""
+    request, one image: split it), or when an environment's file has no ``newTag`` for the built image. A base
+    image (other images are built FROM it: ``ImageChain.graph``) is delivered through its dependents (see
+    ``Delivery``); ``ImageCycleError`` when the images connected to it FROM each other, ``ImageChainError`` when its
+    rule is ``semver-patch`` and no dependent FROMs it at a ``MAJOR.MINOR.PATCH`` tag."""
     built = chain.image_for_paths(paths)
     if len(built) > 1:
         names = ", ".join(s.name for s in built[:5])
         raise ImageChainError(f"the change builds {len(built)} images ({names}); fixloop follows one per change")
 
-    def target(env: Environment, image: ImageSpec | None) -> Target:
+    def target(env: Environment, image: ImageSpec | None, required: bool = True) -> Target:
         text = read(env.kustomization)
         tag = None
         if image is not None:
             tag = current_tag(text, env, image.image) if text is not None else None
-            if tag is None:
+            if tag is None and required:
                 raise ImageChainError(f"{env.kustomization} sets no newTag for {image.image}")
         ns = _namespace(text)
         return Target(
@@ -339,8 +560,31 @@ def delivery_of(
 
     if built:
         spec = built[0]
+        dependents = chain.graph(read).dependents(spec.name)
+        if dependents:
+            return Delivery(
+                image=spec, targets=tuple(target(env, spec, required=False) for env in chain.environments),
+                declared=chain.declared, dependents=dependents[:DEPENDENTS_MAX],
+                dependents_cut=tuple(d.name for d in dependents[DEPENDENTS_MAX:]), base_tag=_base_tag(spec, dependents),
+            )  # fmt: skip
         targets = tuple(target(env, spec) for env in chain.environments)
         return Delivery(image=spec, workload=spec.name, targets=targets, declared=chain.declared)
     own = [e for e in chain.environments if any(p.startswith(e.kustomization.rsplit("/", 1)[0] + "/") for p in paths)]
     env = own[0] if len(own) == 1 else chain.environments[-1]
     return Delivery(workload=service, targets=(target(env, None),), declared=chain.declared)
+
+
+def _base_tag(base: ImageSpec, dependents: tuple[Dependent, ...]) -> str | None:
+    """The tag a base image's dependents FROM now: the highest ``MAJOR.MINOR.PATCH`` one (the ``semver-patch``
+    rule's base), else the first one. ``ImageChainError`` for ``semver-patch`` when none is ``MAJOR.MINOR.PATCH``."""
+    tags = [d.tag for d in dependents if d.tag]
+    semver = [(tuple(int(g) for g in m.groups()[1:]), t) for t in tags if (m := SEMVER.fullmatch(t))]
+    if semver:
+        return max(semver)[1]
+    if base.tag == "semver-patch":
+        shown = ", ".join(dict.fromkeys(t[:40] for t in tags[:5])) or "no tag"
+        raise ImageChainError(
+            f"semver-patch: the dependents of {base.name} FROM it at {shown}, not MAJOR.MINOR.PATCH: its next tag "
+            "cannot be made (pin them at one, or give it tag: sha)"
+        )
+    return tags[0] if tags else None

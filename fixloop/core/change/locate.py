@@ -4,7 +4,9 @@ Paths always come from the repository's own listing, never from signal text: a t
 ``../../.gitlab-ci.yml`` can only narrow a choice among files that exist, are allowed, and hold the pin.
 
 What is located: for an ``os_rebuild``, the Dockerfile ``FROM`` on the scanned OS release (its image resolved
-through the ARG defaults, ``fixloop.core.change.dockerfile``; a stage name is not an image), else the workload
+through the ARG defaults, ``fixloop.core.change.dockerfile``; a stage name is not an image; for an image of
+``fixloop.yaml`` ``images:`` that runs on another one, an internal base, the FROM of the base's Dockerfile its
+operating system comes from: ``runtime_dockerfile``), else the workload
 manifests that run the scanned image (a manifest's ``image:``, a Kustomization's ``images:`` entry, the
 ``repository``/``tag`` of a Helm values file or a Flux HelmRelease's ``spec.values``); for a ``dependency_bump``,
 the pin in requirements*.txt, pyproject.toml (PEP 621, Poetry), Pipfile, package.json + package-lock.json, go.mod
@@ -40,10 +42,12 @@ from fixloop.core.change.edit import (
     spec_version,
     toml_pins,
 )
+from fixloop.core.change.images import ImageSpec
 from fixloop.core.change.ops import PolicyViolation, check_path
 from fixloop.core.change.policy import Policy
 from fixloop.core.models import Signal, WorkItem, WorkItemKind
 from fixloop.core.parsing import clean
+from fixloop.core.service import image_repository
 
 
 class RepoView(Protocol):
@@ -287,11 +291,43 @@ def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView
                 "another base image (rebuild it on a patched one) or its Dockerfile is not in this repository"
             )
         return f"{reason}; {found}" if found else reason
+    runtime = runtime_dockerfile(item, signals, repo, policy)
+    if runtime is not None and any(s.path == runtime for s in sites):
+        return Located([s for s in sites if s.path == runtime])
     paths = sorted({s.path for s in sites})
     chosen = _choose(paths, item)
     if chosen is None:
         return f"several Dockerfiles are FROM {family} {version} ({_listing(paths)}); the scan does not say which"
     return Located([s for s in sites if s.path in chosen])
+
+
+def _scanned_spec(item: WorkItem, signals: Sequence[Signal], policy: Policy) -> ImageSpec | None:
+    """The ``images:`` entry the scanned artifact is: its repository (the artifact without tag or digest, as Docker
+    Hub resolves it), else the work item's service."""
+    images = policy.chain.images
+    found = Counter(s.artifact for s in signals if s.artifact)
+    artifact = item.artifact or next(iter(sorted(found, key=lambda a: (-found[a], a))), None)
+    if artifact:
+        repository = canonical_image(image_repository(artifact))
+        spec = next((s for s in images if s.image == repository), None)
+        if spec is not None:
+            return spec
+    names = policy.chain.services()
+    return next((s for s in images if item.service and names.get(s.image) == item.service), None)
+
+
+def runtime_dockerfile(item: WorkItem, signals: Sequence[Signal], repo: RepoView, policy: Policy) -> str | None:
+    """The Dockerfile the scanned image's operating system comes from when that image is an ``images:`` entry of
+    ``fixloop.yaml`` built on another one (an internal base, ``fixloop.core.change.images.ImageChain.graph``): its
+    last stage's image followed through the bases' Dockerfiles to the last internal one (``runtime_chain``); the
+    fix of its ``os_rebuild`` goes there, and the base's rebuild then reaches it. None when the scanned image is no
+    ``images:`` entry or runs on a public base image itself."""
+    spec = _scanned_spec(item, signals, policy)
+    if spec is None:
+        return None
+    names = policy.chain.graph(repo.read).runtime_chain(spec.name)
+    base = policy.chain.image(names[-1]) if len(names) > 1 else None
+    return base.dockerfile if base is not None else None
 
 
 # ---------------------------------------------------------------- os_rebuild: the workloads running the image

@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
 from fixloop.core.change.facts import ChangeFacts, DependencyRole, Lifecycle, PackageRelease, ago, bumped_images
-from fixloop.core.change.images import Delivery
+from fixloop.core.change.images import Delivery, Dependent, ImageSpec
 from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
@@ -482,6 +482,8 @@ def delivery_section(delivery: Delivery) -> list[str]:
     change, the environment it is followed in. Names are validated (DNS labels, image references) and still shown as
     code spans."""
     envs = " \u2192 ".join(code(t.name, 63) for t in delivery.targets)
+    if delivery.image is not None and delivery.dependents:
+        return _base_delivery(delivery)
     if delivery.image is None:
         where = delivery.targets[0]
         return [
@@ -504,6 +506,80 @@ def delivery_section(delivery: Delivery) -> list[str]:
         "reverts there and goes no further.",
         "",
     ]
+
+
+def _base_delivery(delivery: Delivery) -> list[str]:
+    """The ``### Delivery`` lines of a base image's change: built, then each dependent rebuilt on the new tag."""
+    image = delivery.image
+    assert image is not None
+    lines = [
+        "### Delivery",
+        f"This merge changes the source of the base image {code(image.image, 255)}: CI builds it (tag rule "
+        f"{code(image.tag, 20)}); it runs in no environment itself. Once its new tag is in the registry, fixloop opens "
+        "one merge request per image built FROM it, setting that FROM to the new tag (gated like this one); each is "
+        "then built, set in the environments, rolled out and verified as its own change:",
+        "",
+        *(
+            f"- {code(d.name, 63)}: {code(d.dockerfile, 200)} FROM {code(d.current, 300)}"
+            for d in delivery.dependents
+        ),
+    ]
+    if delivery.dependents_cut:
+        cut = ", ".join(code(n, 63) for n in delivery.dependents_cut[:20])
+        more = len(delivery.dependents_cut) - 20
+        more_text = f" and {more} more" if more > 0 else ""
+        lines.append(f"- not followed (over {len(delivery.dependents)} dependents): {cut}{more_text}")
+    return [*lines, ""]
+
+
+def _heading(item: WorkItem, jira_key: str | None, about: str = "") -> list[str]:
+    """The first lines of a follow-up merge request: its work item, and its Jira key when it is one."""
+    out = [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]
+    if jira_key and re.fullmatch(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}", jira_key):
+        out += [f"Jira: {jira_key}{about}", ""]
+    return out
+
+
+def render_rebuild(
+    item: WorkItem,
+    base: ImageSpec,
+    dependent: Dependent,
+    tag: str,
+    operations: Sequence[BumpBaseImage],
+    *,
+    digest: str | None,
+    source_sha: str,
+    source_iid: int,
+    jira_key: str | None = None,
+) -> MergeRequestText:
+    """The merge request that rebuilds ``dependent`` FROM ``base``'s ``tag`` (built by CI from ``source_sha``, the
+    merge of !``source_iid``): the title of ``item`` (``fixloop.core.naming.rebuilt_on``), the FROM lines changed,
+    the base's build and the rollback (this change only: the base and its other dependents stay). Its delivery
+    section is added by the planner."""
+    out = _heading(item, jira_key, " (the base-image chain's issue)")
+    built = f" ({code(digest, 80)})" if digest else ""
+    out += [
+        "### Change",
+        *(_change_line(op) for op in operations),
+        "",
+        "### Base image",
+        f"CI built {code(base.image + ':' + tag, 300)}{built} from {code(source_sha[:12])}, the merge of !{source_iid} "
+        f"(the fix of the base image {code(base.name, 63)}). {code(dependent.name, 63)} is built FROM it: this merge "
+        "rebuilds it on the new tag.",
+        "",
+        "### Rollback",
+        text(
+            "A failed verification opens a merge request reverting this change (and its tag changes); the base image "
+            "and its other dependents are not touched.",
+            600,
+        ),
+        "",
+        "_Planned by fixloop's base-image chain (fixloop.core.change.images, fixloop.yaml `images:`); a human "
+        "approves the head that is merged._",
+        "",
+    ]
+    labels = ["fixloop", f"fixloop::{item.kind.value}", "fixloop::base-image-chain"]
+    return MergeRequestText(title=title_line(item.title), description="\n".join(out) + "\n", labels=labels)
 
 
 def render_promotion(
@@ -529,9 +605,7 @@ def render_promotion(
         raise ValueError("a change that builds no image is not promoted")
     verb = "Deploy" if target == 0 else "Promote"
     title = title_line(f"{verb} {image.name} {tag} to {env.name} ({item.title})")
-    out = [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]
-    if jira_key and re.fullmatch(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}", jira_key):
-        out += [f"Jira: {jira_key}", ""]
+    out = _heading(item, jira_key)
     built = f" ({code(digest, 80)})" if digest else ""
     out += [
         "### Change",
