@@ -49,8 +49,9 @@ def defang_urls(s: str) -> str:
 _MD_PUNCT = re.compile(r"([\\`*_\[\]|~#])")  # inline markup: emphasis, code, links, images, tables, headings
 # What makes HTML, an autolink or an entity (CommonMark 0.31 sections 6.5 autolinks, 6.6 raw HTML, 2.5 entity and
 # numeric character references): a ``<`` followed by anything but a space, ``-`` or ``=`` (``a -> b``, ``p < 0.01``,
-# ``<=`` and ``<-`` open nothing and stay as written), and an ``&`` starting a reference (``&lt;``, ``&#60;``).
-_MD_HTML = re.compile(r"<(?![\s=-]|$)|&(?=#|[A-Za-z][A-Za-z0-9]{0,31};)")
+# ``<=`` and ``<-`` open nothing and stay as written; a ``<`` ending the text is escaped, as a caller may join
+# values), and an ``&`` starting a reference (``&lt;``, ``&#60;``).
+_MD_HTML = re.compile(r"<(?![\s=-])|&(?=#|[A-Za-z][A-Za-z0-9]{0,31};)")
 _MD_LEADING = re.compile(r"^(\d*)([-+=.)>])")  # "- x", "+ x", "===", "1. x", "1) x", "> x" at the start
 
 
