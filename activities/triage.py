@@ -17,6 +17,14 @@ The same ``fixloop.yaml`` names the service of a scanned image (its ``images:`` 
 ``fixloop.core.change.images.ImageChain.services``), which with the topology's services is what triage names a
 finding item's service from (``fixloop.core.service.ServiceNames``).
 
+The end of life of each scanned OS release line (``fixloop.core.lifecycle``) is looked up on endoflife.date
+(``fixloop.integrations.endoflife``) before the engines run, each product once per call (at most
+``LIFECYCLE_PRODUCTS_MAX``), its answer kept for the UTC day (``LIFECYCLE_CACHE`` products, least recently used
+dropped; a failed lookup is not kept), each lookup a heartbeat: an image on an ended line becomes one
+``eol_migration`` work item (``fixloop.core.triage.eol``). endoflife.date down (a transport error, 429 or 5xx: the
+rest of the call's products are skipped with the same reason, so a dead site costs one timeout per window), or its
+lookups off, never fails triage: the OS items keep their kind and say why their end of life was not checked.
+
 The two repository sources are read once per default-branch head commit: their topology is cached by the head's sha
 (``CACHE_COMMITS`` commits, least recently used dropped; a commit whose read failed is not cached), so a call on an
 unchanged head costs two requests (the project and its branch); APM is read on each call. The topology never
@@ -34,7 +42,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -43,10 +51,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from fixloop.activities.heartbeat import heartbeat, in_thread
-from fixloop.activities.plan import GitLabRepo
+from fixloop.activities.plan import GitLabRepo, _not_looked_up
+from fixloop.core.change.facts import Cycle
 from fixloop.core.change.locate import Located, RepoView, locate
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
 from fixloop.core.config import ConfigError, LlmSettings
+from fixloop.core.lifecycle import Lifecycles, products
 from fixloop.core.metrics import TRIAGE_FALLBACKS
 from fixloop.core.models import FIX_KINDS, RecentDeploy, Signal, TriageResult
 from fixloop.core.naming import located
@@ -56,9 +66,11 @@ from fixloop.core.service import ServiceNames, service_of_paths
 from fixloop.core.topology import Topology, from_manifests, from_policy_text, from_service_dependencies, merge
 from fixloop.core.triage import LlmTriageFailed
 from fixloop.core.triage import triage as triage_with
+from fixloop.core.triage.eol import scanned_lines
 from fixloop.core.triage.rules import DEFAULT_INCIDENT_WINDOW
 from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
-from fixloop.integrations.errors import IntegrationError
+from fixloop.integrations.endoflife import EndOfLifeClient, EndOfLifeSettings
+from fixloop.integrations.errors import IntegrationError, NotFound
 from fixloop.integrations.gitlab.api import GitLabClient, GitLabSettings
 from fixloop.integrations.llm import LlmError, structured_completion
 from fixloop.workflows.contracts.triage import RESULT_TOO_LARGE, GroupSignalsInput
@@ -73,6 +85,9 @@ MANIFEST_BYTES = 8 * 1024 * 1024
 CACHE_COMMITS = 8
 KUSTOMIZATION_FILES = frozenset({"kustomization.yaml", "kustomization.yml", "Kustomization"})
 APM_WINDOW = timedelta(hours=1)
+LIFECYCLE_PRODUCTS_MAX = 12  # endoflife.date products looked up per triage call
+LIFECYCLE_CACHE = 64  # (product, UTC day) answers kept across calls
+LOOKUPS_OFF = "not looked up: endoflife.date lookups are off (FIXLOOP_ENDOFLIFE_ENABLED)"
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -96,13 +111,15 @@ async def triage(
     background: Background | None = None,
     names: ServiceNames | None = None,
     on_fallback: Callable[[str], None] | None = None,
+    lifecycles: Lifecycles | None = None,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``fixloop.core.triage.triage``); the ``llm`` engine on the endpoint
     ``llm`` (None: read from the environment, ``LlmSettings.load``). An ``llm`` engine that is not configured
     raises ``ConfigError``; every failure of a configured one falls back to ``rules`` (noted in each work item);
     an unknown engine raises ``ValueError``. ``topology``/``incident_window``/``background``: the ``rules``
     engine's incident correlation and the alert history it ranks with (None: none); ``names``: what names a finding
-    item's service (None: the topology's services); ``on_fallback``: called with the note of an ``llm`` fallback."""
+    item's service (None: the topology's services); ``on_fallback``: called with the note of an ``llm`` fallback;
+    ``lifecycles``: endoflife.date's answers for the scanned OS lines (``LifecycleLookups``; None: not checked)."""
     run = functools.partial(
         triage_with,
         signals,
@@ -111,6 +128,7 @@ async def triage(
         incident_window=incident_window,
         background=background,
         names=names,
+        lifecycles=lifecycles,
     )
     if engine != "llm":
         return await run(engine=engine)
@@ -252,6 +270,59 @@ def locate_services(
     return result.model_copy(update={"work_items": [renamed.get(i.id, i) for i in result.work_items]})
 
 
+class LifecycleLookups:
+    """endoflife.date's release lines of the products a triage call's scanned OS lines are on
+    (``fixloop.core.lifecycle.products``), for the engines (``Lifecycles``). ``client`` None: every product is
+    ``LOOKUPS_OFF``. Each product is asked once per call and its answer (or its ``NotFound``) kept for the UTC day
+    (``LIFECYCLE_CACHE`` entries); after a transport error, 429 or 5xx the call's other products are skipped with the
+    same reason; at most ``LIFECYCLE_PRODUCTS_MAX`` products per call (the rest: not looked up, and why). Never
+    raises an ``IntegrationError``: a product without an answer carries the reason. Thread-safe; blocking."""
+
+    def __init__(self, client: EndOfLifeClient | None) -> None:
+        self.client = client
+        self._cache: OrderedDict[tuple[str, date], list[Cycle] | str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, signals: Sequence[Signal], today: date) -> Lifecycles:
+        wanted = products(scanned_lines(signals))
+        lines: dict[str, list[Cycle] | str] = {}
+        down: str | None = None if self.client is not None else LOOKUPS_OFF
+        for n, product in enumerate(wanted):
+            if down is not None:
+                lines[product] = down
+                continue
+            if n >= LIFECYCLE_PRODUCTS_MAX:
+                lines[product] = f"not looked up: over {LIFECYCLE_PRODUCTS_MAX} products in one triage"
+                continue
+            with self._lock:
+                cached = self._cache.get((product, today))
+                if cached is not None:
+                    self._cache.move_to_end((product, today))
+                    lines[product] = cached
+                    continue
+            lines[product], down = self._look_up(product)
+            if down is None:
+                with self._lock:
+                    self._cache[(product, today)] = lines[product]
+                    while len(self._cache) > LIFECYCLE_CACHE:
+                        self._cache.popitem(last=False)
+        return Lifecycles(today=today, lines=lines)
+
+    def _look_up(self, product: str) -> tuple[list[Cycle] | str, str | None]:
+        """(the product's lines or why none, the reason to skip the call's other products: None when the site
+        answered)."""
+        assert self.client is not None
+        try:
+            heartbeat(f"look up {product} on endoflife.date")
+            return self.client.cycles(product), None
+        except NotFound:
+            return f"endoflife.date has no product {product}", None
+        except IntegrationError as e:
+            why = _not_looked_up(e, "endoflife.date")
+            activity.logger.warning("endoflife.date lookup of %s: %s", product, clean(e.message, 200))
+            return why, why if e.retryable else None
+
+
 def _warn(source: str, e: Exception) -> None:
     activity.logger.warning(
         "topology source failed, the others still count (%s reading %s: %s)",
@@ -265,7 +336,9 @@ class TriageActivities:
     """The triage activity; built once by the worker with the ``llm`` engine's settings (None: read from the
     environment when the engine is first asked for), and the topology: ``topology`` as given, else built on each
     call from ``gitlab``'s repository (``fixloop.yaml`` and the manifests, cached per head commit) and ``datadog``'s
-    APM service map (when its ``service_dependencies_env`` is set), else none (see the module docstring)."""
+    APM service map (when its ``service_dependencies_env`` is set), else none (see the module docstring). With
+    ``endoflife`` the scanned OS lines' end of life is looked up there (``LifecycleLookups``; not ``enabled``: the
+    work items say it was not looked up); None: not checked at all."""
 
     def __init__(
         self,
@@ -274,8 +347,12 @@ class TriageActivities:
         topology: Topology | None = None,
         gitlab: GitLabSettings | None = None,
         datadog: DatadogSettings | None = None,
+        endoflife: EndOfLifeSettings | None = None,
     ) -> None:
         self.llm = llm
+        self.lifecycles: LifecycleLookups | None = None
+        if endoflife is not None:
+            self.lifecycles = LifecycleLookups(EndOfLifeClient(endoflife) if endoflife.enabled else None)
         self.topology = topology
         self.gitlab = GitLabClient(gitlab) if gitlab is not None and topology is None else None
         apm = topology is None and datadog is not None and datadog.service_dependencies_env is not None
@@ -377,6 +454,10 @@ class TriageActivities:
         ``TriageResultTooLarge``: the intake triages the signals again in two halves."""
         heartbeat("read the topology")
         topology, images = await self._topology()
+        lifecycles = None
+        if self.lifecycles is not None:
+            heartbeat("look up the end of life of the scanned OS release lines")
+            lifecycles = await in_thread(self.lifecycles, inp.signals, datetime.now(UTC).date())
         heartbeat(f"triage {len(inp.signals)} signals with {clean(inp.engine, 40)}")
         try:
             result = await triage(
@@ -389,6 +470,7 @@ class TriageActivities:
                 background=inp.background,
                 names=ServiceNames.of(topology, images),
                 on_fallback=_count_fallback,
+                lifecycles=lifecycles,
             )
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e

@@ -22,6 +22,7 @@ from temporalio import activity
 
 from fixloop.activities.errors import as_application_errors
 from fixloop.core.incidents import describe
+from fixloop.core.lifecycle import describe as describe_eol
 from fixloop.core.markup import jira_summary, jira_text
 from fixloop.core.models import FIX_KINDS, WorkItem
 from fixloop.core.parsing import clean
@@ -60,7 +61,9 @@ def issue_description(scope: str, item: WorkItem, findings: Sequence[str] = (), 
     item, every value from signals bounded; its advisories by severity (``item.counts``, the title's and the merge
     request's rule); at most ``ADVISORIES_MAX`` advisories and ``PACKAGES_MAX`` packages, with a count of the rest;
     for an incident its ranked root-cause candidates with their evidence and the alert timeline
-    (``fixloop.core.incidents.describe``); for a digest the ``findings`` it holds (titles, of ``findings_total``)."""
+    (``fixloop.core.incidents.describe``); for an OS item its image line's end of life
+    (``fixloop.core.lifecycle.describe``: the target of a migration, or why it was not checked); for a digest the
+    ``findings`` it holds (titles, of ``findings_total``)."""
     lines = [
         f"fixloop work item {item.id} ({item.kind.value}, severity {item.severity.value}) in {clean(scope, 200)}.",
         "",
@@ -85,6 +88,8 @@ def issue_description(scope: str, item: WorkItem, findings: Sequence[str] = (), 
     if item.counts is not None:  # the counting rule of the title and the merge request (``advisory_counts``)
         verb = "Fixes" if item.kind in FIX_KINDS else "Holds"
         lines += ["", f"{verb} {item.counts.text()} (each advisory once, at its highest severity)."]
+    if item.eol is not None:  # the image's release line: its end of life, the line to move to, or why not checked
+        lines += ["", describe_eol(item.eol)]
     if item.advisories:
         shown = ", ".join(clean(a, 64) for a in item.advisories[:ADVISORIES_MAX])
         more = f" and {len(item.advisories) - ADVISORIES_MAX} more" if len(item.advisories) > ADVISORIES_MAX else ""

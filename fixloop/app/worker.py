@@ -91,7 +91,7 @@ class Integrations:
     prometheus: PrometheusSettings | None = None  # a verification provider (FIXLOOP_PROMETHEUS_URL)
     alertmanager: AlertmanagerSettings | None = None  # alert recovery of Alertmanager alerts (FIXLOOP_ALERTMANAGER_URL)
     pypi: PypiSettings | None = None  # release dates and changelog links in MRs; None: not looked up
-    endoflife: EndOfLifeSettings | None = None  # end of life of bumped images in MRs; None: not looked up
+    endoflife: EndOfLifeSettings | None = None  # end of life of scanned and bumped images; None: not looked up
 
     def settings(self) -> list[BaseSettings]:
         """The settings of every configured system (to mask their secrets in the logs)."""
@@ -118,7 +118,7 @@ class Integrations:
 def activities(llm: LlmSettings | None = None, integrations: Integrations | None = None) -> list[Callable[..., Any]]:
     """The activity callables, built once."""
     config = integrations or Integrations()
-    triage = TriageActivities(llm, gitlab=config.gitlab, datadog=config.datadog)
+    triage = TriageActivities(llm, gitlab=config.gitlab, datadog=config.datadog, endoflife=config.endoflife)
     out: list[Callable[..., Any]] = [triage.group_signals]
     if config.jira is not None:
         j = WorkItemActivities(config.jira)

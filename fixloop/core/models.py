@@ -16,7 +16,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -428,7 +428,9 @@ class WorkItemKind(StrEnum):
     (findings without a fix, misconfigurations, secrets, SAST) and ``alert_investigation`` to a Jira issue only;
     ``deploy_regression`` is an alert attached to a loop that recently deployed the alerting service; ``incident``
     is a storm of alerts correlated on the topology (``fixloop.core.incidents``), for now handled exactly like an
-    ``alert_investigation`` (a Jira issue only, no change: ``ALERT_KINDS``, not in ``FIX_KINDS``)."""
+    ``alert_investigation`` (a Jira issue only, no change: ``ALERT_KINDS``, not in ``FIX_KINDS``); ``eol_migration``
+    is an image whose OS release line is past its end of life (``fixloop.core.lifecycle``, from endoflife.date): its
+    OS findings, moved to a supported line (a base image bump across lines, or a Jira issue naming the target)."""
 
     OS_REBUILD = "os_rebuild"
     DEPENDENCY_BUMP = "dependency_bump"
@@ -436,9 +438,10 @@ class WorkItemKind(StrEnum):
     ALERT_INVESTIGATION = "alert_investigation"
     DEPLOY_REGRESSION = "deploy_regression"
     INCIDENT = "incident"
+    EOL_MIGRATION = "eol_migration"
 
 
-FIX_KINDS = frozenset({WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP})
+FIX_KINDS = frozenset({WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP, WorkItemKind.EOL_MIGRATION})
 # the kinds made of alerts (a Jira issue, no merge request; their alerts are owned by their loop)
 ALERT_KINDS = frozenset({WorkItemKind.ALERT_INVESTIGATION, WorkItemKind.DEPLOY_REGRESSION, WorkItemKind.INCIDENT})
 
@@ -514,6 +517,56 @@ class IncidentFacts(BaseModel):
     candidates: list[RootCauseCandidate] = Field(default_factory=list, max_length=INCIDENT_CANDIDATES_MAX)
     timeline: list[IncidentTimelineEntry] = Field(default_factory=list, max_length=INCIDENT_TIMELINE_MAX)
     timeline_more: int = 0
+
+
+EOL_TEXT_MAX = 200  # characters of a reason why an end of life is not known
+_EOL_PRODUCT = r"^[a-z0-9][a-z0-9.+-]{0,63}$"  # an endoflife.date product id
+_EOL_LINE = r"^[A-Za-z0-9][A-Za-z0-9.+ -]{0,39}$"  # a release line as endoflife.date names it (``7``, ``22.04``)
+EolLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9 .+-]*$")]
+
+
+class EndOfLifeTarget(BaseModel):
+    """The supported release line an ended one moves to: ``product`` / ``label`` (the same product, or its
+    successor: CentOS -> CentOS Stream), ``cycle``, ``codename``, ``eol`` (its own end of life: a date, True, or
+    False not announced), ``latest`` (its newest release as endoflife.date names it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product: Annotated[str, Field(pattern=_EOL_PRODUCT)]
+    label: EolLabel
+    cycle: Annotated[str, Field(pattern=_EOL_LINE)]
+    codename: Annotated[str, Field(max_length=60)] | None = None
+    eol: date | bool | None = None
+    latest: Annotated[str, Field(max_length=60)] | None = None
+
+
+class EndOfLifeFacts(BaseModel):
+    """The release line a scanned image is on and its end of life, as endoflife.date said it on ``checked_on``
+    (``fixloop.core.lifecycle.assess``): ``product`` (endoflife.date's id, ``debian``), ``label`` (``Debian``),
+    ``release`` (what the scanner found, ``10.8``), ``cycle`` (its line, ``10``) and ``codename``, ``eol`` (a date,
+    True without one, False not announced), ``extended`` (the end of extended support: Debian LTS, Ubuntu Pro ESM),
+    ``ended`` (``eol`` reached on ``checked_on``), ``target`` (the line to move to; None: none supported), and
+    ``missing``: why the end of life is not known (not looked up, endoflife.date unreachable, no such line); then
+    ``ended`` is False. Every text bounded: a few hundred bytes of JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product: Annotated[str, Field(pattern=_EOL_PRODUCT)]
+    label: EolLabel
+    release: Annotated[str, Field(min_length=1, max_length=60)]
+    checked_on: date
+    cycle: Annotated[str, Field(pattern=_EOL_LINE)] | None = None
+    codename: Annotated[str, Field(max_length=60)] | None = None
+    eol: date | bool | None = None
+    extended: date | bool | None = None
+    ended: bool = False
+    target: EndOfLifeTarget | None = None
+    missing: Annotated[str, Field(max_length=EOL_TEXT_MAX)] | None = None
+
+    @property
+    def link(self) -> str:
+        """The product's page on endoflife.date."""
+        return f"https://endoflife.date/{self.product}"
 
 
 SEVERITY_ORDER = (Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO, Severity.UNKNOWN)
@@ -635,6 +688,7 @@ class WorkItem(BaseModel):
     attached_to: ShortText | None = None  # the work item whose deploy an alert is attached to
     incident: IncidentFacts | None = None  # an incident's (or an attached regression's) ranked root cause
     counts: AdvisoryCounts | None = None  # a finding item's advisories by severity (``advisory_counts``)
+    eol: EndOfLifeFacts | None = None  # the end of life of an OS item's image line (``fixloop.core.lifecycle``)
 
 
 class Unassigned(BaseModel):

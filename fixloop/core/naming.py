@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fixloop.core.lifecycle import day, target_text
 from fixloop.core.models import (
     FIX_KINDS,
     TITLE_MAX,
     AdvisoryCounts,
+    EndOfLifeFacts,
     PackageBump,
     WorkItem,
     WorkItemKind,
@@ -50,6 +52,7 @@ def finding_title(
     target: str | None = None,
     packages: Sequence[PackageBump] = (),
     category: str | None = None,
+    eol: EndOfLifeFacts | None = None,
 ) -> str:
     """The rules' title of a finding work item, at most ``TITLE_MAX`` characters, naming ``service`` when it is
     known and the scanned ``artifact`` (and ``target``) otherwise; its counts are ``counts.text()``:
@@ -58,8 +61,14 @@ def finding_title(
     * ``dependency_bump``: ``Bump <package> <installed> → <fixed> in <target> of <service> (fixes ...)`` (one
       package), ``Bump <n> packages in ...`` (several); without a service ``in <target or artifact>``;
     * ``risk_digest``: ``Risk digest: <n> <what> in <service or artifact / target> (<severities>)``, ``what`` from
-      the ``category`` (``unfixed vulnerabilities``, ``misconfigurations``, ...)."""
-    if kind is WorkItemKind.OS_REBUILD:
+      the ``category`` (``unfixed vulnerabilities``, ``misconfigurations``, ...);
+    * ``eol_migration`` (with its ``eol`` facts): ``Migrate CentOS 7.6.1810 (end of life 2024-06-30) in <service or
+      image> to CentOS Stream 9 (covers 403 CVEs: ...)``."""
+    if kind is WorkItemKind.EOL_MIGRATION and eol is not None:
+        where = service or artifact or target or "the image"
+        head = f"Migrate {eol.label} {eol.release} (end of life {day(eol.eol)}) in {where} to {target_text(eol)}"
+        text = f"{head} (covers {counts.text()})"
+    elif kind is WorkItemKind.OS_REBUILD:
         text = f"Rebuild {service or artifact or target or 'the image'} on a patched base image (fixes {counts.text()})"
     elif kind is WorkItemKind.DEPENDENCY_BUMP:
         place = _place(service, target, target or artifact or "the project")
@@ -78,16 +87,22 @@ def finding_title(
 
 def named(item: WorkItem, service: str | None) -> WorkItem:
     """``item`` once planning found the ``service`` its change touches: a fix (``os_rebuild``,
-    ``dependency_bump``) that triage could not name a service for takes it, and its title names it instead of the
-    scanned artifact: the rules' title is made again (``finding_title``); a model's title has the artifact's name
-    replaced by the service's (left as it is when it does not contain it). The id stays (branches, labels and the
-    loop's workflow id are made from it). ``item`` itself when there is nothing to name: no ``service``, the item
-    already has one, or it is no fix."""
+    ``dependency_bump``, ``eol_migration``) that triage could not name a service for takes it, and its title names it
+    instead of the scanned artifact: the rules' title is made again (``finding_title``); a model's title has the
+    artifact's name replaced by the service's (left as it is when it does not contain it). The id stays (branches,
+    labels and the loop's workflow id are made from it). ``item`` itself when there is nothing to name: no
+    ``service``, the item already has one, or it is no fix."""
     if not service or item.service or item.kind not in FIX_KINDS:
         return item
     if item.engine != "llm" and item.counts is not None:
         text = finding_title(
-            item.kind, item.counts, service=service, artifact=item.artifact, target=item.target, packages=item.packages
+            item.kind,
+            item.counts,
+            service=service,
+            artifact=item.artifact,
+            target=item.target,
+            packages=item.packages,
+            eol=item.eol,
         )
     elif item.artifact and item.artifact in item.title:
         text = title(item.title.replace(item.artifact, service), TITLE_MAX)

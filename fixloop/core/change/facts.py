@@ -117,7 +117,9 @@ class PackageRelease(BaseModel):
 
 class Cycle(BaseModel):
     """One release line of a product on endoflife.date (``cycle`` ``3.9``; ``eol`` its end-of-life date, or True /
-    False when the site gives no date; ``codename`` ``Buster``; ``release_date``; ``latest`` its newest release)."""
+    False when the site gives no date; ``codename`` ``Buster``; ``release_date``; ``latest`` its newest release;
+    ``extended``: the end of its extended support (Debian LTS, Ubuntu Pro ESM, a vendor's paid support), a date or
+    True / False; ``lts``: a long-term-support line)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -126,6 +128,8 @@ class Cycle(BaseModel):
     codename: Annotated[str, Field(max_length=60)] | None = None
     release_date: date | None = None
     latest: Annotated[str, Field(max_length=60)] | None = None
+    extended: date | bool | None = None
+    lts: bool = False
 
 
 class Lifecycle(BaseModel):

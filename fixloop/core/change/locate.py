@@ -255,25 +255,45 @@ def _image_matches(image: str, family: str, version: str) -> bool:
     return name.split("/")[-1] in OS_IMAGES.get(family, (family,)) and on_release
 
 
-def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView, policy: Policy) -> Located | str:
-    """The FROM lines on the scanned OS release; when no Dockerfile has one, the workload manifests and Helm values
-    that run the scanned image itself (a third-party image: its own newer tag is the fix)."""
-    os = scanned_os(signals)
+def _dockerfiles(repo: RepoView, policy: Policy) -> list[str]:
+    return _files(repo, policy, r"Dockerfile(\..+)?|.+\.[Dd]ockerfile")
+
+
+def base_image_sites(
+    family: str, version: str, repo: RepoView, policy: Policy, signals: Sequence[Signal] = ()
+) -> list[Site]:
+    """Every FROM line of the Dockerfiles fixloop may change whose image is the official image of OS ``family`` on
+    release ``version`` (``debian:10.2`` for ``debian`` ``10``; through ARG defaults, one site per ARG), in path
+    order: an ended line's blast radius, and the sites of a rebuild or a migration."""
     sites = []
-    dockerfiles = _files(repo, policy, r"Dockerfile(\..+)?|.+\.[Dd]ockerfile")
-    if os is not None:
-        family, version = os
-        for path in dockerfiles:
-            through: set[tuple[str, str]] = set()  # (ARG, image) whose tag a site already changes
-            for stage in stages(repo.read(path) or ""):
-                if stage.image is None or not _image_matches(stage.image, family, version):
-                    continue
-                if stage.tag_arg and (stage.tag_arg, stage.image) in through:
-                    continue  # its tag is the same ARG default: the edit of the first stage changes it too
-                if stage.tag_arg:
-                    through.add((stage.tag_arg, stage.image))
-                name = stage.image.rpartition(":")[0]
-                sites.append(Site("image", path, name, stage.image, stage=stage.index, signals=tuple(signals)))
+    for path in _dockerfiles(repo, policy):
+        through: set[tuple[str, str]] = set()  # (ARG, image) whose tag a site already changes
+        for stage in stages(repo.read(path) or ""):
+            if stage.image is None or not _image_matches(stage.image, family, version):
+                continue
+            if stage.tag_arg and (stage.tag_arg, stage.image) in through:
+                continue  # its tag is the same ARG default: the edit of the first stage changes it too
+            if stage.tag_arg:
+                through.add((stage.tag_arg, stage.image))
+            name = stage.image.rpartition(":")[0]
+            sites.append(Site("image", path, name, stage.image, stage=stage.index, signals=tuple(signals)))
+    return sites
+
+
+def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView, policy: Policy) -> Located | str:
+    """The FROM lines on the scanned OS release (an ``eol_migration``: on its ended line, ``item.eol.cycle``); when
+    no Dockerfile has one, for a rebuild the workload manifests and Helm values that run the scanned image itself (a
+    third-party image: its own newer tag is the fix)."""
+    os = scanned_os(signals)
+    migration = item.kind is WorkItemKind.EOL_MIGRATION
+    if os is not None and migration and item.eol is not None and item.eol.cycle:
+        os = (os[0], item.eol.cycle)
+    family, version = os if os is not None else ("", "")
+    dockerfiles = _dockerfiles(repo, policy)
+    sites = base_image_sites(family, version, repo, policy, signals) if os is not None else []
+    if not sites and migration:
+        on = f"{family} {version}" if os is not None else "the scanned release"
+        return f"no Dockerfile fixloop may change has a FROM on {on}: the image is built elsewhere or on another base"
     if not sites:
         # An image this repository builds (a Dockerfile in a directory named after it) is fixed by rebuilding it,
         # never by deploying whichever newer tag of it the registry lists.
@@ -714,10 +734,10 @@ def locate_packages(item: WorkItem, signals: Sequence[Signal], repo: RepoView, p
 
 def locate(item: WorkItem, signals: Sequence[Signal], repo: RepoView, policy: Policy) -> Located | str:
     """Where the fix of ``item`` goes: FROM lines for an ``os_rebuild`` (else the workload manifests and Helm values
-    running the scanned image), pins for a ``dependency_bump`` (requirements*.txt, pyproject.toml, Pipfile,
-    package.json + package-lock.json, go.mod, pom.xml). A reason string (for a Jira comment) when nothing is located;
-    packages that cannot be located are listed in ``not_fixable``."""
-    if item.kind is WorkItemKind.OS_REBUILD:
+    running the scanned image) and an ``eol_migration`` (on its ended line), pins for a ``dependency_bump``
+    (requirements*.txt, pyproject.toml, Pipfile, package.json + package-lock.json, go.mod, pom.xml). A reason string
+    (for a Jira comment) when nothing is located; packages that cannot be located are listed in ``not_fixable``."""
+    if item.kind in (WorkItemKind.OS_REBUILD, WorkItemKind.EOL_MIGRATION):
         return locate_base_images(item, signals, repo, policy)
     if item.kind is WorkItemKind.DEPENDENCY_BUMP:
         return locate_packages(item, signals, repo, policy)

@@ -16,6 +16,7 @@ from datetime import UTC, date
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
+from fixloop.core import lifecycle  # it imports this package (facts, locate): its names are read at call time
 from fixloop.core.change.facts import ChangeFacts, DependencyRole, Lifecycle, PackageRelease, ago, bumped_images
 from fixloop.core.change.images import Delivery, Dependent, ImageSpec
 from fixloop.core.change.ops import (
@@ -31,7 +32,7 @@ from fixloop.core.change.ops import (
 )
 from fixloop.core.change.plan import PLAN_VERSION, Plan
 from fixloop.core.markup import INVISIBLE, defang_urls, markdown
-from fixloop.core.models import Signal, WorkItem, advisory_counts
+from fixloop.core.models import Signal, WorkItem, WorkItemKind, advisory_counts
 from fixloop.core.parsing import clean
 
 IMAGE_OPS = (BumpBaseImage, BumpWorkloadImage, SetHelmValue)  # a new image: closes every OS finding of the old one
@@ -341,7 +342,11 @@ def render(
     paragraph, at most ``SUMMARY_MAX`` characters) and ``drafted_notes`` (at most ``DRAFT_NOTES_MAX``, each escaped)
     are shown as the model's. ``draft_refused``: why a model's draft was not used (the text is the rules')."""
     covered = closed_findings(item, plan, signals)
+    if item.kind is WorkItemKind.EOL_MIGRATION and item.eol is not None:  # no fix on the old line: the new line's
+        covered = [(s, fixed if fixed != "?" else lifecycle.target_text(item.eol)) for s, fixed in covered]
     title = title_for(plan, [s for s, _ in covered])
+    if item.kind is WorkItemKind.EOL_MIGRATION and title.startswith("Bump "):  # a move to another release line
+        title = "Migrate " + title.removeprefix("Bump ")
     if drafted_title is not None and title_line(drafted_title):
         title = title_line(drafted_title)
     out = [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]

@@ -12,8 +12,19 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fixloop.core import lifecycle  # it imports this package (facts, locate): its names are read at call time
 from fixloop.core.change.edit import apply
-from fixloop.core.change.locate import PYTHON_LOCKFILES, Located, NotFixable, RepoView, Site, as_repo, locate
+from fixloop.core.change.locate import (
+    PYTHON_LOCKFILES,
+    Located,
+    NotFixable,
+    RepoView,
+    Site,
+    as_repo,
+    base_image_sites,
+    locate,
+    scanned_os,
+)
 from fixloop.core.change.ops import (
     BumpBaseImage,
     BumpGoModule,
@@ -28,12 +39,21 @@ from fixloop.core.change.ops import (
     sort_key,
 )
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy, validate
-from fixloop.core.change.versions import go_version, maven_variants, newest_tag, required_version, risk
-from fixloop.core.models import FIX_KINDS, Signal, WorkItem
+from fixloop.core.change.versions import (
+    go_version,
+    maven_variants,
+    newest_on_line,
+    newest_tag,
+    required_version,
+    risk,
+)
+from fixloop.core.models import FIX_KINDS, EndOfLifeFacts, Signal, WorkItem, WorkItemKind
 from fixloop.core.parsing import clean
+from fixloop.core.service import service_of_paths
 
 TagLookup = Callable[[str], Sequence[str]]
 PLAN_VERSION = 1
+_BLAST_SHOWN = 10  # Dockerfiles named in a migration's blast radius (the rest counted)
 
 
 class Plan(BaseModel):
@@ -94,13 +114,17 @@ def plan(
     own = sorted((s for s in signals if s.fingerprint in wanted), key=lambda s: s.fingerprint)
     if not own:
         return NotLocated(work_item_id=item.id, reason="none of the work item's signals were given")
+    migration = item.eol if item.kind is WorkItemKind.EOL_MIGRATION else None
     located = locate(item, own, view, policy)
     if isinstance(located, str):
-        return NotLocated(work_item_id=item.id, reason=located)
-    ops, not_fixable, risks, notes = _operations(located, view, tags)
+        return NotLocated(work_item_id=item.id, reason=_by_hand(migration, located))
+    ops, not_fixable, risks, notes = _operations(located, view, tags, migration)
     if not ops:
         reasons = "; ".join(f"{n.package}: {n.reason}" for n in not_fixable) or "nothing to change"
-        return NotLocated(work_item_id=item.id, reason=clean(reasons, 2000), not_fixable=not_fixable)
+        reason = _by_hand(migration, clean(reasons, 1600))
+        return NotLocated(work_item_id=item.id, reason=reason, not_fixable=not_fixable)
+    if migration is not None:
+        risks = _migration_risks(migration, own, ops, view, policy) + risks
     edits, edit_notes = apply(ops, view.read)
     if not edits:
         raise PolicyViolation("the operations change no file")
@@ -133,8 +157,66 @@ def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _by_hand(migration: EndOfLifeFacts | None, reason: str) -> str:
+    """A migration's reason for having no merge request, naming the line to move to (Jira says it)."""
+    if migration is None:
+        return reason
+    target = lifecycle.target_text(migration)
+    return clean(f"{reason}. Migrate by hand to {target}: {lifecycle.describe(migration)}", 2000)
+
+
+def _migration_tag(site: Site, migration: EndOfLifeFacts, tags: Sequence[str]) -> tuple[str | None, str]:
+    """The tag a migration moves ``site`` to (``newest_on_line`` on the target line, same image), or None and
+    why."""
+    target = migration.target
+    if target is None:
+        return None, f"endoflife.date lists no supported {migration.label} line to move {site.current} to"
+    if target.product != migration.product:
+        return None, (
+            f"the line to move to, {lifecycle.target_text(migration)}, is another image than {site.name}: fixloop "
+            "does not change which image a Dockerfile builds on"
+        )
+    tag = site.current.rpartition(":")[2]
+    names = (migration.codename, target.codename)
+    codenames = (names[0].split()[0].lower(), names[1].split()[0].lower()) if names[0] and names[1] else None
+    new = newest_on_line(tag, target.cycle, tags, codenames)
+    if new is None:
+        target = lifecycle.target_text(migration)
+        return None, f"the registry lists no {site.name} tag on {target} in the variant of {tag}"
+    return new, ""
+
+
+def _migration_risks(
+    migration: EndOfLifeFacts, signals: Sequence[Signal], ops: Sequence[Operation], repo: RepoView, policy: Policy
+) -> list[str]:
+    """The reviewer's warnings of a migration: a major one (the line's end of life, the target and its support,
+    endoflife.date's page) and its blast radius (every FROM on the ended line in the repository, with its service,
+    and which of them this change moves)."""
+    out = [
+        f"Major migration to {lifecycle.target_text(migration)}, not a patch: packages, their versions, defaults and "
+        f"removed features change; build and test the service on it. {lifecycle.describe(migration)}"
+    ]
+    os = scanned_os(signals)
+    if os is None or migration.cycle is None:
+        return out
+    sites = base_image_sites(os[0], migration.cycle, repo, policy)
+    paths = sorted({s.path for s in sites})
+    moved = sorted({op.path for op in ops})
+    listed = ", ".join(
+        f"{p} ({service})" if (service := service_of_paths([p])) else p for p in paths[:_BLAST_SHOWN]
+    )
+    more = f" and {len(paths) - _BLAST_SHOWN} more" if len(paths) > _BLAST_SHOWN else ""
+    others = [p for p in paths if p not in moved]
+    rest = f"; the other {len(others)} need the same migration" if others else ""
+    out.append(
+        f"Blast radius: {len(sites)} FROM line(s) in {len(paths)} Dockerfile(s) on {migration.label} "
+        f"{migration.cycle} in this repository: {listed}{more}; this merge request moves {', '.join(moved)}{rest}."
+    )
+    return out
+
+
 def _operations(
-    located: Located, repo: RepoView, tags: TagLookup | None
+    located: Located, repo: RepoView, tags: TagLookup | None, migration: EndOfLifeFacts | None = None
 ) -> tuple[list[Operation], list[NotFixable], list[str], list[str]]:
     ops: list[Operation] = []
     not_fixable = list(located.not_fixable)
@@ -149,10 +231,13 @@ def _operations(
             if site.name not in tag_lists:
                 tag_lists[site.name] = sorted({t for t in tags(site.name) if isinstance(t, str)})
             tag = site.current.rpartition(":")[2]
-            new_tag = newest_tag(tag, tag_lists[site.name])
-            if new_tag is None:
+            if migration is not None:
+                new_tag, reason = _migration_tag(site, migration, tag_lists[site.name])
+            else:
+                new_tag = newest_tag(tag, tag_lists[site.name])
                 shown = site.current if site.kind == "image" else f"{site.name}:{site.current}"
                 reason = f"the registry lists no newer tag of {shown} in the same line and variant"
+            if new_tag is None:
                 not_fixable.append(NotFixable(package=site.name, reason=reason))
                 continue
             ops.append(_image_op(site, new_tag))

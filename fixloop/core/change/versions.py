@@ -146,3 +146,44 @@ def newest_tag(current: str, tags: Iterable[str]) -> str | None:
         if n > nums and (best is None or (n, tag) > best):
             best = (n, tag)
     return best[1] if best else None
+
+
+_LINE = re.compile(r"^\d+(?:\.\d+)*$")
+
+
+def newest_on_line(
+    current: str, line: str, tags: Iterable[str], codenames: tuple[str, str] | None = None
+) -> str | None:
+    """The tag to move ``current`` to another release ``line`` (an ended line's migration: ``fixloop.core.lifecycle``):
+    the newest tag on ``line`` (``13`` or ``13.x``) in ``current``'s variant (same leading ``v``, same suffix:
+    ``-slim``, ``-alpine``), with ``current``'s number of components when the registry lists one (``10.2`` ->
+    ``13.1``, ``3.9.4`` -> ``3.22.2``, ``18.04`` -> ``22.04``), else the most precise. A codename tag
+    (``buster-slim``) moves to the target's codename in the same variant (``trixie-slim``) when listed
+    (``codenames``: the ended line's and the target's, lower case). None when no such tag is listed or ``line`` is
+    not numeric."""
+    listed = [t for t in tags if isinstance(t, str) and len(t) <= 128]
+    m = _TAG.match(current)
+    if m is None:
+        if codenames is None:
+            return None
+        old, new = codenames
+        if not (current.lower() == old or current.lower().startswith(old + "-")):
+            return None
+        want = new + current[len(old) :]
+        return want if want in listed else None
+    if not _LINE.match(line):
+        return None
+    on = tuple(int(x) for x in line.split("."))
+    count = len(m["nums"].split("."))
+    best: tuple[tuple[bool, int, tuple[int, ...]], str] | None = None
+    for tag in listed:
+        t = _TAG.match(tag)
+        if not t or t["v"] != m["v"] or t["suffix"] != m["suffix"]:
+            continue
+        nums = tuple(int(x) for x in t["nums"].split("."))
+        if nums[: len(on)] != on:
+            continue
+        key = (len(nums) == count, len(nums), nums)
+        if best is None or (key, tag) > best:
+            best = (key, tag)
+    return best[1] if best else None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from fixloop.core.config import ConfigError
+from fixloop.core.lifecycle import Lifecycles
 from fixloop.core.models import RecentDeploy, Signal, TriageResult
 from fixloop.core.parsing import clean
 from fixloop.core.rca import Background
@@ -58,6 +59,7 @@ async def triage(
     background: Background | None = None,
     names: ServiceNames | None = None,
     on_fallback: Callable[[str], None] | None = None,
+    lifecycles: Lifecycles | None = None,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``rules`` or ``llm``, see the module doc).
 
@@ -70,7 +72,9 @@ async def triage(
     made by code, and so are its fallback's); None: none, today's per-monitor items. ``background``: the alert
     history incidents are ranked with (``fixloop.core.rca.Background``). ``names``: what names a finding item's
     service from its scanned artifact (``fixloop.core.service.ServiceNames``; None: the topology's services).
-    ``on_fallback`` is called with the note when the ``llm`` engine falls back (e.g. to count it).
+    ``on_fallback`` is called with the note when the ``llm`` engine falls back (e.g. to count it). ``lifecycles``:
+    what endoflife.date said of the scanned OS lines (``fixloop.core.lifecycle``): both engines make an
+    ``eol_migration`` per image on an ended line (``fixloop.core.triage.eol``); None: no end of life checked.
     """
     rules = functools.partial(
         triage_rules,
@@ -79,6 +83,7 @@ async def triage(
         incident_window=incident_window,
         background=background,
         names=names,
+        lifecycles=lifecycles,
     )
     if engine == "rules":
         return rules(signals)
@@ -96,6 +101,7 @@ async def triage(
             incident_window=incident_window,
             background=background,
             names=names,
+            lifecycles=lifecycles,
         )
     except LlmTriageFailed as e:
         note = FALLBACK_NOTE + clean(str(e), 300)

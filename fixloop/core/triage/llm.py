@@ -25,6 +25,7 @@ from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
+from fixloop.core.lifecycle import Lifecycles
 from fixloop.core.models import (
     ALERT_KINDS,
     FIX_KINDS,
@@ -50,6 +51,8 @@ from fixloop.core.triage.rules import (
     DEFAULT_INCIDENT_WINDOW,
     _advisories,
     _alert_items,
+    _annotated,
+    _eol,
     _package_bumps,
     _partition,
     _result,
@@ -202,9 +205,12 @@ async def triage_llm(
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
     background: Background | None = None,
     names: ServiceNames | None = None,
+    lifecycles: Lifecycles | None = None,
 ) -> TriageResult:
     """The ``llm`` engine without the fallback: one structured-output call on the digest of ``signals``.
-    ``names``: as the ``rules`` engine's (a finding item's service from its one scanned artifact).
+    ``names``: as the ``rules`` engine's (a finding item's service from its one scanned artifact). ``lifecycles``:
+    as the ``rules`` engine's: the ``eol_migration`` items are made by code (``fixloop.core.triage.eol``) and their
+    findings stay out of the digest; a model's group of that kind is refused.
 
     Findings the scanner marks not affected are unassigned by code, as ``rules`` does. With a ``topology`` that has
     entities, the alerts that are not deploy regressions become the ``rules`` engine's ``incident`` work items
@@ -214,9 +220,12 @@ async def triage_llm(
     ``ValueError`` (from ``incidents.correlate``, as ``rules`` does) for too many alerts to correlate.
     """
     findings, alerts, unassigned = _partition(signals)
+    known = names if names is not None else ServiceNames.of(topology)
+    eol_items, findings, assessed = _eol(findings, lifecycles, known)
     alerts, incident_items, keys = correlated(
         alerts, recent_deploys, attach_window, topology, incident_window, background
     )
+    incident_items += eol_items
     entries = _entries(findings, alerts, recent_deploys, alert_window, attach_window)
     if not entries:
         return _result(incident_items, unassigned, keys)
@@ -225,13 +234,12 @@ async def triage_llm(
     answer = await complete(system=SYSTEM_PROMPT, user=digest(entries), schema=LlmAnswer)
     by_id = {e.id: e for e in entries}
     _check(answer, by_id)
-    known = names if names is not None else ServiceNames.of(topology)
     items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries], known) for g in answer.groups]
     items += incident_items
     for u in answer.unassigned:
         reason = "llm: " + (clean(u.reason, REASON_MAX) or "no work needed")
         unassigned += [Unassigned(fingerprint=s.fingerprint, reason=reason) for s in by_id[u.entry].members]
-    return _result(items, unassigned, keys)
+    return _result(_annotated(items, assessed), unassigned, keys)
 
 
 def digest(entries: Sequence[_Entry]) -> str:
@@ -325,6 +333,8 @@ def _check(answer: LlmAnswer, entries: dict[str, _Entry]) -> None:
 
 def _misfit(kind: WorkItemKind, entries: list[_Entry]) -> str | None:
     """Why ``entries`` cannot be one work item of ``kind``, or None."""
+    if kind is WorkItemKind.EOL_MIGRATION:
+        return "is an eol_migration: fixloop makes those itself from endoflife.date"
     windows = [e.window for e in entries if e.window is not None]
     if windows and len(windows) != len(entries):
         return "mixes findings and alerts"

@@ -25,9 +25,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
+from fixloop.core.lifecycle import Lifecycles
 from fixloop.core.models import (
     TITLE_MAX,
     Category,
+    EndOfLifeFacts,
     Kind,
     PackageBump,
     RecentDeploy,
@@ -53,6 +55,7 @@ DEFAULT_INCIDENT_WINDOW = timedelta(minutes=15)
 _NOT_FINDINGS = frozenset({"not_affected", "not-affected"})
 
 GroupKey = tuple[WorkItemKind, str | None, str | None, str | None]
+Assessed = dict[str, tuple[EndOfLifeFacts, frozenset[str]]]  # image -> its end of life and its OS findings
 
 
 def triage_rules(
@@ -65,26 +68,51 @@ def triage_rules(
     incident_window: timedelta = DEFAULT_INCIDENT_WINDOW,
     background: Background | None = None,
     names: ServiceNames | None = None,
+    lifecycles: Lifecycles | None = None,
 ) -> TriageResult:
     """The ``rules`` engine (see module doc). ``background``: the alert history incidents are ranked with
     (``fixloop.core.rca.Background``); with a topology the result's ``alert_keys`` are the correlated alerts'.
     ``names``: what names a finding item's service from its scanned artifact (``ServiceNames``; None: the
-    topology's services only); the service is in the item's id and title, else the artifact is. A
+    topology's services only); the service is in the item's id and title, else the artifact is. ``lifecycles``:
+    endoflife.date's answers (``fixloop.core.lifecycle``): an image on an ended OS line gets one ``eol_migration``
+    instead of its OS items (``fixloop.core.triage.eol``); None: no end of life is checked. A
     fingerprint given more than once counts once (the latest observation wins), as intake's dedup does. Raises
     ``ValueError`` (from ``incidents.correlate``) for more than ``fixloop.core.incidents.MAX_ALERTS`` alerts to
     correlate."""
     findings, alerts, unassigned = _partition(signals)
+    if names is None:
+        names = ServiceNames.of(topology)
+    eol_items, findings, assessed = _eol(findings, lifecycles, names)
     groups: dict[GroupKey, list[Signal]] = defaultdict(list)
     for s in findings:
         groups[_finding_key(s)].append(s)
-    if names is None:
-        names = ServiceNames.of(topology)
     items = [_finding_item(key, members, names) for key, members in groups.items()]
     alerts, incident_items, keys = correlated(
         alerts, recent_deploys, attach_window, topology, incident_window, background
     )
-    items += _alert_items(alerts, recent_deploys, alert_window, attach_window) + incident_items
-    return _result(items, unassigned, keys)
+    items += _alert_items(alerts, recent_deploys, alert_window, attach_window) + incident_items + eol_items
+    return _result(_annotated(items, assessed), unassigned, keys)
+
+
+def _eol(
+    findings: list[Signal], lifecycles: Lifecycles | None, names: ServiceNames
+) -> tuple[list[WorkItem], list[Signal], Assessed]:
+    """(the end-of-life migrations of ``findings``, the findings left, every assessed image:
+    ``fixloop.core.triage.eol.migrations``); without ``lifecycles`` none, and every finding left. Shared with the
+    ``llm`` engine."""
+    if lifecycles is None:
+        return [], findings, {}
+    from fixloop.core.triage import eol  # eol imports this module (os_level)
+
+    return eol.migrations(findings, lifecycles, names)
+
+
+def _annotated(items: list[WorkItem], assessed: Assessed) -> list[WorkItem]:
+    if not assessed:
+        return items
+    from fixloop.core.triage import eol
+
+    return eol.annotate(items, assessed)
 
 
 def correlated(
