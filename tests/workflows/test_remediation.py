@@ -636,7 +636,7 @@ async def test_risk_digest_gets_a_jira_issue_only(env: WorkflowEnvironment, task
     state = await _run(env, task_queue, world, item, signals=signals(MISCONFIG))
     assert (state.outcome, world.calls) == (Outcome.TRACKED, ["jira.open_work_item"])
     assert state.issue and state.issue.key == "OPS-1"
-    (opened,) = world.opened
+    (opened,) = world.issues_opened
     own = sorted((s for s in signals(MISCONFIG) if s.fingerprint in item.signals), key=lambda s: -s.severity.rank)
     assert opened.findings_total == len(item.signals) == len(opened.findings) > 1
     assert set(opened.findings) == {s.title for s in own} and opened.findings[0] in {

@@ -113,7 +113,7 @@ class World:
     verdict: VerdictResult = VerdictResult.PASS
     verification: Any = None  # the PlannedChange's VerificationPolicy (None: the default)
     calls: list[str] = field(default_factory=list)
-    opened: list[OpenWorkItemInput] = field(default_factory=list)
+    issues_opened: list[OpenWorkItemInput] = field(default_factory=list)  # each jira.open_work_item's input
     comments: list[CommentInput] = field(default_factory=list)
     closed: list[CloseWorkItemInput] = field(default_factory=list)
     links: list[LinkInput] = field(default_factory=list)
@@ -198,7 +198,7 @@ class World:
     @activity.defn(name=jira.OPEN_WORK_ITEM)
     async def open_work_item(self, inp: OpenWorkItemInput) -> IssueRef:
         self.calls.append(jira.OPEN_WORK_ITEM)
-        self.opened.append(inp)
+        self.issues_opened.append(inp)
         return IssueRef(key="OPS-1", url="https://jira.example.com/browse/OPS-1")
 
     @activity.defn(name=change.PLAN_CHANGE)
