@@ -276,14 +276,17 @@ class LifecycleLookups:
     ``LOOKUPS_OFF``. Each product is asked once per call and its answer (or its ``NotFound``) kept for the UTC day
     (``LIFECYCLE_CACHE`` entries); after a transport error, 429 or 5xx the call's other products are skipped with the
     same reason; at most ``LIFECYCLE_PRODUCTS_MAX`` products per call (the rest: not looked up, and why). Never
-    raises an ``IntegrationError``: a product without an answer carries the reason. Thread-safe; blocking."""
+    raises an ``IntegrationError``: a product without an answer carries the reason. ``today``: the day the lines
+    are judged on (default: the UTC day of the call). Thread-safe; blocking."""
 
-    def __init__(self, client: EndOfLifeClient | None) -> None:
+    def __init__(self, client: EndOfLifeClient | None, today: Callable[[], date] | None = None) -> None:
         self.client = client
+        self.today = today or (lambda: datetime.now(UTC).date())
         self._cache: OrderedDict[tuple[str, date], list[Cycle] | str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(self, signals: Sequence[Signal], today: date) -> Lifecycles:
+    def __call__(self, signals: Sequence[Signal]) -> Lifecycles:
+        today = self.today()
         wanted = products(scanned_lines(signals))
         lines: dict[str, list[Cycle] | str] = {}
         down: str | None = None if self.client is not None else LOOKUPS_OFF
@@ -457,7 +460,7 @@ class TriageActivities:
         lifecycles = None
         if self.lifecycles is not None:
             heartbeat("look up the end of life of the scanned OS release lines")
-            lifecycles = await in_thread(self.lifecycles, inp.signals, datetime.now(UTC).date())
+            lifecycles = await in_thread(self.lifecycles, inp.signals)
         heartbeat(f"triage {len(inp.signals)} signals with {clean(inp.engine, 40)}")
         try:
             result = await triage(

@@ -211,6 +211,38 @@ def test_an_image_on_an_ended_line_of_the_recorded_answers() -> None:
     assert unknown.cycle is None and unknown.missing == "endoflife.date lists no Python release line for 3.99"
 
 
+NODEJS = RECORDED / "endoflife" / "endoflife-rs_api_nodejs.json"
+UBUNTU_2025 = RECORDED / "endoflife" / "endoflife-rs_api_ubuntu.json"
+DEBIAN_V1 = RECORDED / "endoflife" / "endoflife-radar_api_v1_debian.json"
+
+
+def test_recorded_extended_support_and_lts_of_nodejs_and_ubuntu() -> None:
+    """The 2025 answers give the end of standard support as ``eol`` and Ubuntu Pro / commercial support as
+    ``extendedSupport``; Node.js marks an LTS line by the date it became one."""
+    node = {c.cycle: c for c in parse_cycles(json.loads(NODEJS.read_bytes()))}
+    assert (node["12"].eol, node["12"].lts, node["12"].extended) == (date(2022, 4, 30), True, True)
+    assert (node["13"].lts, node["3"].eol) == (False, True)
+    bionic = match_cycle("18.04", parse_cycles(json.loads(UBUNTU_2025.read_bytes())))
+    assert bionic is not None
+    assert (bionic.eol, bionic.extended, bionic.lts) == (date(2023, 5, 31), date(2028, 4, 1), True)
+
+
+def test_a_recorded_api_v1_product_reads_as_cycles() -> None:
+    """Debian from a recorded API v1 answer (its product object under ``result``): ``eolFrom`` is the end of
+    Debian's security support, ``eoesFrom`` Debian LTS, ``latest.name`` the newest point release."""
+    debian = parse_cycles({"result": json.loads(DEBIAN_V1.read_bytes())})
+    assert [c.cycle for c in debian[:4]] == ["13", "12", "11", "10"]
+    assert debian[3] == Cycle(
+        cycle="10",
+        eol=date(2022, 9, 10),
+        codename="Buster",
+        release_date=date(2019, 7, 6),
+        latest="10.13",
+        extended=date(2024, 6, 30),
+    )
+    assert match_cycle("buster", debian) == debian[3] and match_cycle("10.8", debian) == debian[3]
+
+
 def test_the_client_reads_a_product_through_the_api() -> None:
     seen: list[str] = []
     with EndOfLifeClient(
@@ -236,15 +268,41 @@ CYCLE_ENTRY = st.fixed_dictionaries(
 )
 
 
+RELEASE_ENTRY = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(JSON, st.from_regex(r"\A[0-9]{1,2}(\.[0-9]{1,2})?\Z")),
+        "isEol": JSON,
+        "eolFrom": st.one_of(JSON, st.dates().map(date.isoformat)),
+        "isEoes": JSON,
+        "eoesFrom": st.one_of(JSON, st.dates().map(date.isoformat)),
+        "releaseDate": st.one_of(JSON, st.dates().map(date.isoformat)),
+        "isLts": JSON,
+        "latest": st.one_of(JSON, st.fixed_dictionaries({"name": JSON})),
+    },
+)
+V1_ANSWER = st.fixed_dictionaries({"result": st.fixed_dictionaries({"releases": st.lists(RELEASE_ENTRY, max_size=8)})})
+
+
+def _entries(body: object) -> int | None:
+    """How many cycles ``body`` can give at most (None: it is no answer ``parse_cycles`` reads)."""
+    if isinstance(body, list):
+        return len(body)
+    result = body.get("result") if isinstance(body, dict) else None
+    releases = result.get("releases") if isinstance(result, dict) else None
+    return len(releases) if isinstance(releases, list) else None
+
+
 @settings(max_examples=300)
-@given(st.one_of(JSON, st.lists(st.one_of(CYCLE_ENTRY, JSON), max_size=12)))
+@given(st.one_of(JSON, V1_ANSWER, st.lists(st.one_of(CYCLE_ENTRY, JSON), max_size=12)))
 def test_any_answer_gives_valid_cycles_or_an_integration_error(body: object) -> None:
     try:
         cycles = parse_cycles(body)
     except IntegrationError:
-        assert not isinstance(body, list)
+        assert _entries(body) is None
         return
-    assert isinstance(body, list) and len(cycles) <= len(body)
+    most = _entries(body)
+    assert most is not None and len(cycles) <= most
     for c in cycles:
         assert c.eol is None or isinstance(c.eol, bool | date)
         assert match_cycle(c.cycle, cycles) is not None  # every kept line is found by its own name
