@@ -72,8 +72,8 @@ from fixloop.core.incidents import onset_of, top_service
 from fixloop.core.models import datadog_monitor_ids
 from fixloop.core.naming import named
 from fixloop.core.parsing import clean
-from fixloop.core.service import service_of_paths
-from fixloop.core.verification import VerificationPolicy, describe_plan
+from fixloop.core.service import service_of_paths, services_of_paths
+from fixloop.core.verification import VerificationPolicy, describe_plans
 from fixloop.integrations.datadog.api import DatadogClient, DatadogSettings
 from fixloop.integrations.endoflife import EndOfLifeClient, EndOfLifeSettings
 from fixloop.integrations.errors import AuthError, HttpStatusError, IntegrationError, NotFound, TransportError
@@ -83,6 +83,7 @@ from fixloop.integrations.pypi import PypiClient, PypiSettings
 from fixloop.integrations.registry import RegistryClient, RegistrySettings
 from fixloop.workflows.contracts.plan import (
     RULES,
+    SERVICES_MAX,
     PlanChangeInput,
     PlanDependentInput,
     PlannedChange,
@@ -401,16 +402,17 @@ class ChangePlanner:
                 not_fixable=[f"{n.package}: {n.reason}" for n in not_fixable],
             )
         touched = service_of_paths(op.path for op in result.operations)
-        text = describe_plan(verification, touched)
+        text = describe_plans(verification, services_of_paths(op.path for op in result.operations))
         # the merge request names the service the change touches, as the loop's work item will (``named``)
         inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
         facts = self.facts(result.operations, repo, datetime.now(UTC).date())
         heartbeat("write the merge request")
         planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text, facts)
         service = service_of_paths(op.path for op in planned.changes)
+        services = services_of_paths(op.path for op in planned.changes)[:SERVICES_MAX]
         paths = [path for op in planned.changes for path in op.paths()]
         return _delivered(planned, paths, repo, service).model_copy(
-            update={"verification": verification, "service": service}
+            update={"verification": verification, "service": service, "services": services}
         )
 
     def plan_dependent_at(self, inp: PlanDependentInput, repo: RepoView, base_sha: str | None) -> PlannedChange:

@@ -15,7 +15,8 @@ or built on each call from up to three sources merged in this order (``topology.
 
 The same ``fixloop.yaml`` names the service of a scanned image (its ``images:`` section: repository -> service,
 ``fixloop.core.change.images.ImageChain.services``), which with the topology's services is what triage names a
-finding item's service from (``fixloop.core.service.ServiceNames``).
+finding item's service from (``fixloop.core.service.ServiceNames``), and which bumps share a work item (its
+``grouping:``, ``fixloop.core.triage.grouping``; ``per-manifest`` without the file or when it is malformed).
 
 The end of life of each scanned OS release line (``fixloop.core.lifecycle``) is looked up on endoflife.date
 (``fixloop.integrations.endoflife``) before the engines run, each product once per call (at most
@@ -58,7 +59,7 @@ from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy
 from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.lifecycle import Lifecycles, products
 from fixloop.core.metrics import TRIAGE_FALLBACKS
-from fixloop.core.models import FIX_KINDS, RecentDeploy, Signal, TriageResult
+from fixloop.core.models import DEFAULT_GROUPING, FIX_KINDS, Grouping, RecentDeploy, Signal, TriageResult
 from fixloop.core.naming import located
 from fixloop.core.parsing import clean
 from fixloop.core.rca import Background
@@ -112,6 +113,7 @@ async def triage(
     names: ServiceNames | None = None,
     on_fallback: Callable[[str], None] | None = None,
     lifecycles: Lifecycles | None = None,
+    grouping: Grouping = DEFAULT_GROUPING,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``fixloop.core.triage.triage``); the ``llm`` engine on the endpoint
     ``llm`` (None: read from the environment, ``LlmSettings.load``). An ``llm`` engine that is not configured
@@ -119,7 +121,8 @@ async def triage(
     an unknown engine raises ``ValueError``. ``topology``/``incident_window``/``background``: the ``rules``
     engine's incident correlation and the alert history it ranks with (None: none); ``names``: what names a finding
     item's service (None: the topology's services); ``on_fallback``: called with the note of an ``llm`` fallback;
-    ``lifecycles``: endoflife.date's answers for the scanned OS lines (``LifecycleLookups``; None: not checked)."""
+    ``lifecycles``: endoflife.date's answers for the scanned OS lines (``LifecycleLookups``; None: not checked);
+    ``grouping``: which bumps share a work item (``fixloop.core.triage.grouping``)."""
     run = functools.partial(
         triage_with,
         signals,
@@ -129,6 +132,7 @@ async def triage(
         background=background,
         names=names,
         lifecycles=lifecycles,
+        grouping=grouping,
     )
     if engine != "llm":
         return await run(engine=engine)
@@ -155,23 +159,24 @@ def read_topology(gitlab: GitLabClient, ref: str | None = None) -> Topology:
     return read_policy(gitlab, ref)[0]
 
 
-def read_policy(gitlab: GitLabClient, ref: str | None = None) -> tuple[Topology, dict[str, str]]:
-    """``fixloop.yaml`` at ``ref`` (None: the default branch), read once: its topology (``read_topology``) and its
-    images' services (repository -> service, ``ImageChain.services``; empty without ``images:``, or when the rest of
-    the policy is malformed: the topology still counts). Raises ``IntegrationError`` (GitLab) or ``ValueError`` (a
-    malformed ``topology:``, or a text that is no YAML mapping)."""
+def read_policy(gitlab: GitLabClient, ref: str | None = None) -> tuple[Topology, dict[str, str], Grouping]:
+    """``fixloop.yaml`` at ``ref`` (None: the default branch), read once: its topology (``read_topology``), its
+    images' services (repository -> service, ``ImageChain.services``; empty without ``images:``) and its
+    ``grouping`` (the default without the key; empty images and the default grouping when the rest of the policy
+    is malformed: the topology still counts). Raises ``IntegrationError`` (GitLab) or ``ValueError`` (a malformed
+    ``topology:``, or a text that is no YAML mapping)."""
     return policy_parts(gitlab.read_file(POLICY_FILE, ref or gitlab.default_branch()))
 
 
-def policy_parts(text: str | None) -> tuple[Topology, dict[str, str]]:
-    """A ``fixloop.yaml`` text's (None: no file) topology and images' services, as ``read_policy`` reads them at a
-    commit. Raises ``ValueError`` (a malformed ``topology:``, or a text that is no YAML mapping)."""
+def policy_parts(text: str | None) -> tuple[Topology, dict[str, str], Grouping]:
+    """A ``fixloop.yaml`` text's (None: no file) topology, images' services and grouping, as ``read_policy`` reads
+    them at a commit. Raises ``ValueError`` (a malformed ``topology:``, or a text that is no YAML mapping)."""
     topology = from_policy_text(text)
     try:
-        images = load_policy(text).chain.services()
+        policy = load_policy(text)
     except ValueError:  # the planner reports a malformed policy; triage names no image's service then
-        images = {}
-    return topology, images
+        return topology, {}, DEFAULT_GROUPING
+    return topology, policy.chain.services(), policy.grouping
 
 
 def manifest_paths(paths: Sequence[str]) -> list[str]:
@@ -339,9 +344,10 @@ class TriageActivities:
     """The triage activity; built once by the worker with the ``llm`` engine's settings (None: read from the
     environment when the engine is first asked for), and the topology: ``topology`` as given, else built on each
     call from ``gitlab``'s repository (``fixloop.yaml`` and the manifests, cached per head commit) and ``datadog``'s
-    APM service map (when its ``service_dependencies_env`` is set), else none (see the module docstring). With
-    ``endoflife`` the scanned OS lines' end of life is looked up there (``LifecycleLookups``; not ``enabled``: the
-    work items say it was not looked up); None: not checked at all."""
+    APM service map (when its ``service_dependencies_env`` is set), else none (see the module docstring); the
+    grouping: ``grouping`` as given, else the repository's ``fixloop.yaml`` ``grouping:`` (``per-manifest`` without
+    one). With ``endoflife`` the scanned OS lines' end of life is looked up there (``LifecycleLookups``; not
+    ``enabled``: the work items say it was not looked up); None: not checked at all."""
 
     def __init__(
         self,
@@ -351,41 +357,45 @@ class TriageActivities:
         gitlab: GitLabSettings | None = None,
         datadog: DatadogSettings | None = None,
         endoflife: EndOfLifeSettings | None = None,
+        grouping: Grouping | None = None,
     ) -> None:
         self.llm = llm
         self.lifecycles: LifecycleLookups | None = None
         if endoflife is not None:
             self.lifecycles = LifecycleLookups(EndOfLifeClient(endoflife) if endoflife.enabled else None)
         self.topology = topology
+        self.grouping = grouping
         self.gitlab = GitLabClient(gitlab) if gitlab is not None and topology is None else None
         apm = topology is None and datadog is not None and datadog.service_dependencies_env is not None
         self.datadog = DatadogClient(datadog) if apm and datadog is not None else None
         self.apm_env = datadog.service_dependencies_env if datadog is not None else None
-        self._by_commit: OrderedDict[str, tuple[Topology, dict[str, str]]] = OrderedDict()
+        self._by_commit: OrderedDict[str, tuple[Topology, dict[str, str], Grouping]] = OrderedDict()
         self._lock = threading.Lock()  # calls run in threads (in_thread: asyncio.to_thread) and may overlap
 
-    def _repository(self) -> tuple[list[Topology], dict[str, str]]:
-        """The repository's sources at the default branch's head (cached by its sha) and its images' services
-        (``read_policy``); blocking."""
+    def _repository(self) -> tuple[list[Topology], dict[str, str], Grouping | None]:
+        """The repository's sources at the default branch's head (cached by its sha), its images' services and its
+        grouping (``read_policy``; None when ``fixloop.yaml`` could not be read); blocking."""
         assert self.gitlab is not None
         gitlab = self.gitlab
         try:
             head = gitlab.branch_head(gitlab.default_branch())
         except IntegrationError as e:
             _warn("the default branch", e)
-            return [], {}
+            return [], {}, None
         if head is None:
-            return [], {}
+            return [], {}, None
         with self._lock:
             cached = self._by_commit.get(head)
             if cached is not None:
                 self._by_commit.move_to_end(head)
-                return [cached[0]], cached[1]
+                return [cached[0]], cached[1], cached[2]
         images: dict[str, str] = {}
+        groupings: list[Grouping] = []
 
         def policy() -> Topology:
-            topology, found = read_policy(gitlab, head)
+            topology, found, grouping = read_policy(gitlab, head)
             images.update(found)
+            groupings.append(grouping)
             return topology
 
         readers: tuple[tuple[str, Callable[[], Topology]], ...] = (
@@ -398,35 +408,38 @@ class TriageActivities:
                 found.append(read())
             except (IntegrationError, ValueError) as e:
                 _warn(source, e)
-        if len(found) == len(readers):
+        grouping = groupings[0] if groupings else None
+        if len(found) == len(readers) and grouping is not None:
             with self._lock:
-                self._by_commit[head] = (merge(*found), images)
+                self._by_commit[head] = (merge(*found), images, grouping)
                 while len(self._by_commit) > CACHE_COMMITS:
                     self._by_commit.popitem(last=False)
-        return found, images
+        return found, images, grouping
 
-    def _apm(self) -> tuple[list[Topology], dict[str, str]]:
+    def _apm(self) -> tuple[list[Topology], dict[str, str], Grouping | None]:
         assert self.datadog is not None and self.apm_env is not None
         try:
-            return [read_service_dependencies(self.datadog, self.apm_env)], {}
+            return [read_service_dependencies(self.datadog, self.apm_env)], {}, None
         except (IntegrationError, ValueError) as e:
             _warn("datadog service dependencies", e)
-            return [], {}
+            return [], {}, None
 
-    async def _topology(self) -> tuple[Topology | None, dict[str, str]]:
-        """The topology (None: none) and the images' services (repository -> service) triage names with."""
+    async def _topology(self) -> tuple[Topology | None, dict[str, str], Grouping]:
+        """The topology (None: none), the images' services (repository -> service) triage names with, and the
+        grouping (the one given, else the repository's, else the default)."""
         if self.topology is not None:
-            return self.topology, {}
+            return self.topology, {}, self.grouping or DEFAULT_GROUPING
         sources = [f for f, on in ((self._repository, self.gitlab), (self._apm, self.datadog)) if on is not None]
         if not sources:
-            return None, {}
+            return None, {}, self.grouping or DEFAULT_GROUPING
         parts = await asyncio.gather(*(in_thread(f) for f in sources))
-        found = [t for topologies, _ in parts for t in topologies]
-        images = {k: v for _, found_images in parts for k, v in found_images.items()}
+        found = [t for topologies, _, _ in parts for t in topologies]
+        images = {k: v for _, found_images, _ in parts for k, v in found_images.items()}
+        grouping = self.grouping or next((g for _, _, g in parts if g is not None), DEFAULT_GROUPING)
         if not found:
             activity.logger.warning("no topology for triage: every configured source failed")
-            return None, images
-        return (found[0] if len(found) == 1 else merge(*found)), images
+            return None, images, grouping
+        return (found[0] if len(found) == 1 else merge(*found)), images, grouping
 
     def _locate(self, result: TriageResult, signals: Sequence[Signal]) -> TriageResult:
         """``result`` with each fix that triage named no service for named after the service its fix is located in
@@ -456,7 +469,7 @@ class TriageActivities:
         Temporal payload with the child starts it leads to) is a non-retryable ``ApplicationError`` of type
         ``TriageResultTooLarge``: the intake triages the signals again in two halves."""
         heartbeat("read the topology")
-        topology, images = await self._topology()
+        topology, images, grouping = await self._topology()
         lifecycles = None
         if self.lifecycles is not None:
             heartbeat("look up the end of life of the scanned OS release lines")
@@ -474,6 +487,7 @@ class TriageActivities:
                 names=ServiceNames.of(topology, images),
                 on_fallback=_count_fallback,
                 lifecycles=lifecycles,
+                grouping=grouping,
             )
         except (ConfigError, ValueError) as e:
             raise ApplicationError(str(e), type="TriageConfigError", non_retryable=True) from e

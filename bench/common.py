@@ -114,9 +114,10 @@ async def merge_request_state(inp: mr.MergeRequestStateInput) -> MergeRequestSta
 STAND_INS = [open_work_item, comment, link, set_status, plan_change, open_merge_request, merge_request_state]
 
 
-def worker(client: Client, task_queue: str) -> AbstractAsyncContextManager[Any]:
-    """The real worker on ``task_queue`` with ``STAND_INS``, running for the ``async with`` block."""
-    return build_worker(client, task_queue, extra_activities=STAND_INS)
+def worker(client: Client, task_queue: str, *more: Any) -> AbstractAsyncContextManager[Any]:
+    """The real worker on ``task_queue`` with ``STAND_INS`` and ``more`` activities (each replacing a built-in one
+    of its name, e.g. a triage activity with another grouping), running for the ``async with`` block."""
+    return build_worker(client, task_queue, extra_activities=[*STAND_INS, *more])
 
 
 def fixloop_env(client: Client, task_queue: str, intake: IntakeSettings, **extra: str) -> dict[str, str]:

@@ -22,7 +22,8 @@ its "issue" and "merge request" and parks in ``await_approval`` (the MR stays op
 digest ends as tracked: the loops the intake starts and signals are real work on the same worker and server, as in
 a storm. So the figure is the intake's throughput with its loops on one worker process, not the intake alone.
 Intake options for a storm: ``quiet_period`` ``--quiet`` (1 s), ``window_max_signals`` ``--window`` (500),
-the rest at their defaults.
+the rest at their defaults. ``--grouping`` is the repository's ``grouping:`` the triage activity groups bumps by
+(``per-manifest``, the default; ``per-package``: one work item per package across every variant of every image).
 
 Goal (issue 3): every signal accounted for (``received == sent``, ``new == distinct``, ``assigned + unassigned +
 duplicates == sent``) and no workflow history (any intake run across continue-as-new, any loop) above 10,000
@@ -50,8 +51,9 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedE
 from temporalio.service import RPCError  # noqa: E402
 
 from bench.common import FIXTURES, dev_server, report, worker  # noqa: E402
+from fixloop.activities.triage import TriageActivities  # noqa: E402
 from fixloop.app.ingest import ingest_file  # noqa: E402
-from fixloop.core.models import Kind, Signal, fingerprint  # noqa: E402
+from fixloop.core.models import GROUPINGS, Kind, Signal, fingerprint, grouping_of  # noqa: E402
 from fixloop.workflows.contracts.intake import (  # noqa: E402
     Counters,
     Finish,
@@ -250,7 +252,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     task_queue = f"storm-{tag}"
     async with dev_server() as client:
         pacer = Pacer(client, args.backlog)
-        async with worker(client, task_queue):
+        triage = TriageActivities(grouping=grouping_of(args.grouping))
+        async with worker(client, task_queue, triage.group_signals):
             t0 = time.perf_counter()
             errors = await deliver(client, task_queue, scopes, options, sends, pacer)
             t_sent = time.perf_counter()
@@ -301,6 +304,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             "redeliver": args.redeliver,
             "quiet_period_s": args.quiet,
             "window_max_signals": args.window,
+            "grouping": args.grouping,
         },
         "base_findings": len(base),
     }
@@ -319,6 +323,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=500, help="intake window_max_signals (default 500)")
     ap.add_argument("--settle", type=float, default=120.0, help="seconds to wait for the loops to park")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--grouping", choices=GROUPINGS, default="per-manifest", help="fixloop.yaml's grouping:")
     args = ap.parse_args()
     if args.backlog is None:
         args.backlog = args.window

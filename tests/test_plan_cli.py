@@ -248,3 +248,28 @@ def test_the_repositorys_version_drift_is_reported_after_the_work_items(tmp_path
     ]
     code, out, err = plan("--repo", SEED_DIR, "--json", fixture(PIP))
     assert json.loads(out)["drift"] == [] and "Version drift" not in plan("--repo", SEED_DIR, fixture(PIP))[1]
+
+
+def test_the_folders_grouping_decides_the_work_items_planned(tmp_path: Path) -> None:
+    """``grouping: per-package`` in the folder's ``fixloop.yaml``: pip-audit's list (it names no file) is one work
+    item per package, django's bumped in both services that pin it; without the key, today's one item for the list,
+    located in payments (where all three are pinned), so only payments' django is bumped."""
+    from tests.change.shared_pins import SHARED
+
+    audit = fixture("pip-audit/dd-pip-audit_legacy-list-format_many_vulns.json")
+    for grouping in ("", "grouping: per-package\n"):
+        repo = tmp_path / (grouping[10:-1] or "default")
+        for path, text in SHARED.items():
+            (repo / path).parent.mkdir(parents=True, exist_ok=True)
+            (repo / path).write_text(text + (grouping if path == POLICY_FILE else ""), encoding="utf-8")
+        code, out, err = plan("--repo", repo, "--json", audit)
+        assert code in (0, 1), err
+        bumps = [i for i in json.loads(out)["items"] if i["kind"] == "dependency_bump"]
+        if grouping:
+            assert len(bumps) == 3 and all(i["planned"] for i in bumps)
+            (django,) = [i for i in bumps if "django" in i["title"].lower()]
+            assert django["files"] == ["services/legacy-api/requirements.txt", "services/payments/requirements.txt"]
+        else:
+            (item,) = bumps
+            assert item["files"] == ["services/payments/requirements.txt"] and item["service"] == "payments"
+            assert item["title"].startswith("Bump 3 Python packages in services/payments")

@@ -139,7 +139,7 @@ with workflow.unsafe.imports_passed_through():
         PlanPromotionInput,
         PlanRemediationInput,
     )
-    from fixloop.workflows.contracts.verify import JudgeInput, Verdict
+    from fixloop.workflows.contracts.verify import JudgeInput, Verdict, every_service
     from fixloop.workflows.contracts.work_item import (
         FINDING_MAX,
         FINDINGS_MAX,
@@ -1262,10 +1262,11 @@ class RemediationWorkflow:
             labels=["fixloop-alert"],
         )
 
-    async def _tell_intake(self) -> None:
-        """Let the scope's intake attach alerts on the deployed service to this loop (best effort: recorded)."""
+    async def _tell_intake(self, service: str | None = None) -> None:
+        """Let the scope's intake attach alerts on the deployed ``service`` (None: the one the change touches) to
+        this loop (best effort: recorded)."""
         wi = self.inp.work_item
-        service = self._service()  # the service the change touches: alerts on it after the deploy are this loop's
+        service = service or self._service()  # a service the change touches: its alerts after the deploy are ours
         if not service or self.state.deployed_at is None:
             return
         deploy = RecentDeploy(work_item_id=wi.id, service=service, deployed_at=self.state.deployed_at)
@@ -1274,11 +1275,20 @@ class RemediationWorkflow:
     async def _verify(self) -> None:
         """Wait out the verification window after the deploy (plus ``verify_delay`` for the metrics to arrive; a
         durable timer), then judge: the baseline window before Flux applied the change (``changed_at``) against the
-        window after it runs (``deployed_at``: its rollout complete); the rollout between is left out."""
+        window after it runs (``deployed_at``: its rollout complete); the rollout between is left out. A change to
+        several services (a bump of one package across their manifests, ``PlannedChange.services``) is judged in
+        each of them (each told to the intake as deployed, one ``verify.judge`` each, behind the patch
+        ``verify-every-touched-service``) and its verdict is theirs together (``every_service``: one failing fails
+        it, and its revert undoes the change for all)."""
         if self.state.deployed_at is None:
             raise _inconsistent("no deploy time")
         last = self._last_target()
-        if last:
+        services = self._services()
+        each = len(services) > 1 and workflow.patched("verify-every-touched-service")
+        if last and each:
+            for service in services:
+                await self._tell_intake(service)
+        elif last:
             await self._tell_intake()
         policy = self._verification_here()
         ready_at = self.state.deployed_at + policy.window + self.inp.options.verify_delay
@@ -1287,21 +1297,27 @@ class RemediationWorkflow:
             self._show()
             await workflow.sleep(ready_at - workflow.now())
         self._apply_events()
-        verdict = await workflow.execute_activity_method(
-            VerifyActivities.judge,
-            JudgeInput(
-                scope=self.inp.scope,
-                work_item=self.inp.work_item,
-                deployed_at=self.state.deployed_at,
-                changed_at=self.state.changed_at,
-                policy=policy,
-                service=self._service(),
-                monitor_ids=self._monitor_ids() if last else [],  # the alerts are the last environment's
-                recovered=bool(self.state.recovered),
-                alerts=alertmanager_alerts([*self.inp.signals, *self.state.alerts]) if last else [],
-            ),
-            **options.call(Call.VERIFY, "judge the deploy"),
-        )
+        verdicts: list[tuple[str, Verdict]] = []
+        for service in services if each else [self._service()]:
+            judged = await workflow.execute_activity_method(
+                VerifyActivities.judge,
+                JudgeInput(
+                    scope=self.inp.scope,
+                    work_item=self.inp.work_item,
+                    deployed_at=self.state.deployed_at,
+                    changed_at=self.state.changed_at,
+                    policy=policy,
+                    service=service,
+                    monitor_ids=self._monitor_ids() if last else [],  # the alerts are the last environment's
+                    recovered=bool(self.state.recovered),
+                    alerts=alertmanager_alerts([*self.inp.signals, *self.state.alerts]) if last else [],
+                ),
+                **options.call(Call.VERIFY, f"judge the deploy of {service}" if each else "judge the deploy"),
+            )
+            if each:
+                self._note(f"verdict of {service}: {judged.result.value}: {judged.summary}")
+            verdicts.append((service or "", judged))
+        verdict = every_service(verdicts)
         self.state.verdict = verdict
         options.count(VERDICTS, result=verdict.result.value)
         env = self._env_here()
@@ -1899,6 +1915,12 @@ class RemediationWorkflow:
         change's."""
         plan = self.state.plan
         return touched_service(self.inp.work_item, self.inp.signals, plan.service if plan is not None else None)
+
+    def _services(self) -> list[str]:
+        """Every service the planned change touches when it is several (``PlannedChange.services``: a bump of one
+        package across their manifests), each verified; else [] (the one of ``_service`` is)."""
+        plan = self.state.plan
+        return list(plan.services) if plan is not None and len(plan.services) > 1 else []
 
     def _monitor_ids(self) -> list[int]:
         """The Datadog monitors whose alerts are in this work item (an alert-driven item must see them recover).

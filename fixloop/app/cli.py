@@ -102,10 +102,22 @@ class Engine(StrEnum):
     llm = "llm"
 
 
+class GroupingChoice(StrEnum):
+    """``fixloop.yaml``'s ``grouping:`` (``fixloop.core.models.Grouping``)."""
+
+    per_manifest = "per-manifest"
+    per_package = "per-package"
+    per_service = "per-service"
+
+
 @app.command()
 def triage(
     paths: Paths,
     engine: Annotated[Engine, typer.Option("--engine", "-e", help="Triage engine.")] = Engine.rules,
+    grouping: Annotated[
+        GroupingChoice,
+        typer.Option("--grouping", help="Which bumps share a work item, as fixloop.yaml's grouping: says."),
+    ] = GroupingChoice.per_manifest,
 ) -> None:
     """Group the signals of the given files into work items; print ``{"work_items": [...], "unassigned": [...]}``.
 
@@ -113,7 +125,8 @@ def triage(
     read are reported on stderr as by ``ingest`` (exit status 2); the others are still triaged.
     ``--engine llm`` needs FIXLOOP_LLM_BASE_URL, FIXLOOP_LLM_MODEL and OPENAI_API_KEY (exit status 2 before
     reading any file when one is missing); when the endpoint fails, the rules result is printed and a warning
-    line says why.
+    line says why. ``--grouping per-package`` makes one ``dependency_bump`` per package across every manifest,
+    ``per-service`` one per service (as a repository's ``fixloop.yaml`` ``grouping:`` does).
     """
     import asyncio
     import logging
@@ -137,7 +150,9 @@ def triage(
     warnings.setFormatter(logging.Formatter("fixloop triage: warning: %(message)s"))
     triage_log.addHandler(warnings)
     triage_log.propagate = False  # this line is its warning (not the process log's too)
-    result = asyncio.run(run_triage(signals, engine=engine.value, llm=llm))
+    from fixloop.core.models import grouping_of
+
+    result = asyncio.run(run_triage(signals, engine=engine.value, llm=llm, grouping=grouping_of(grouping.value)))
     sys.stdout.write(result.model_dump_json(indent=2, exclude={"alert_keys"}) + "\n")
     if failed:
         raise typer.Exit(code=2)

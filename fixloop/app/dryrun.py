@@ -307,7 +307,7 @@ def _topology(repo: LocalRepo, policy_text: str | None, warn: Callable[[str], No
     found: list[Topology] = []
     images: dict[str, str] = {}
     try:
-        topology, images = policy_parts(policy_text)
+        topology, images, _ = policy_parts(policy_text)
         found.append(topology)
     except ValueError as e:
         warn(f"{POLICY_FILE}: no topology from it: {clean(e, 300)}")
@@ -362,7 +362,8 @@ async def dry_run(
     if repo.cut:
         more = "" if repo.git else "at least "
         warn(f"{repo.root}: {more}{repo.cut} files past the first {repo.max_files} are not read")
-    result = await triage(signals, topology=topology, names=ServiceNames.of(topology, images))
+    names = ServiceNames.of(topology, images)
+    result = await triage(signals, topology=topology, names=names, grouping=policy.grouping)
     result = locate_services(result, signals, repo, policy, lambda what, e: warn(f"{what}: {clean(e, 300)}"))
     by_fingerprint = {s.fingerprint: s for s in signals}
     planner = ChangePlanner()

@@ -446,6 +446,26 @@ FIX_KINDS = frozenset({WorkItemKind.OS_REBUILD, WorkItemKind.DEPENDENCY_BUMP, Wo
 ALERT_KINDS = frozenset({WorkItemKind.ALERT_INVESTIGATION, WorkItemKind.DEPLOY_REGRESSION, WorkItemKind.INCIDENT})
 
 
+# How findings with a fix in language packages become ``dependency_bump`` work items (``fixloop.yaml`` ``grouping:``,
+# ``fixloop.core.triage.grouping``): one per manifest/lockfile (the default), one per package across every manifest
+# and service of the repository (Renovate's default), or one per service holding all its manifests' bumps.
+Grouping = Literal["per-manifest", "per-package", "per-service"]
+GROUPINGS: tuple[Grouping, ...] = ("per-manifest", "per-package", "per-service")
+DEFAULT_GROUPING: Grouping = "per-manifest"
+
+
+def grouping_of(value: object) -> Grouping:
+    """``value`` (``fixloop.yaml``'s ``grouping:``) as a ``Grouping``; None: ``DEFAULT_GROUPING``. Raises
+    ``ValueError`` naming the choices for anything else."""
+    if value is None:
+        return DEFAULT_GROUPING
+    for g in GROUPINGS:
+        if value == g:
+            return g
+    shown = str(value)[:40].encode("ascii", "backslashreplace").decode()
+    raise ValueError(f"grouping: {shown!r} is not one of {', '.join(GROUPINGS)}")
+
+
 class PackageBump(BaseModel):
     """One package of a ``dependency_bump``: raised to the lowest version that fixes all its advisories."""
 
@@ -664,6 +684,8 @@ class WorkItem(BaseModel):
       child workflow ids); ``wi-`` + 24 hex characters in earlier releases (still accepted).
     signals: the fingerprints of the signals it covers (each input signal is in exactly one item or unassigned).
     counts: a finding item's advisories by severity (``advisory_counts``), None for alerts.
+    grouping: how a ``dependency_bump`` spans manifests (``Grouping``; its planner locates the package in every
+      manifest of the repository, or of its service); None: one manifest (artifact + target).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -689,6 +711,9 @@ class WorkItem(BaseModel):
     incident: IncidentFacts | None = None  # an incident's (or an attached regression's) ranked root cause
     counts: AdvisoryCounts | None = None  # a finding item's advisories by severity (``advisory_counts``)
     eol: EndOfLifeFacts | None = None  # the end of life of an OS item's image line (``fixloop.core.lifecycle``)
+    # a dependency_bump grouped across manifests (``per-package``: one package everywhere; ``per-service``: one
+    # service's manifests); None: one manifest, as every item of earlier releases
+    grouping: Grouping | None = None
 
 
 class Unassigned(BaseModel):

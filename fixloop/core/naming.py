@@ -15,13 +15,14 @@ from fixloop.core.models import (
     TITLE_MAX,
     AdvisoryCounts,
     EndOfLifeFacts,
+    Grouping,
     PackageBump,
     WorkItem,
     WorkItemKind,
     service_slug,
     work_item_id,
 )
-from fixloop.core.parsing import title
+from fixloop.core.parsing import title, version_key
 
 _DIGEST_WORDS = {
     "vulnerability": "unfixed vulnerabilities",
@@ -43,6 +44,16 @@ def _plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
+def _by_version(ecosystem: str | None, versions: Sequence[str]) -> list[str]:
+    """``versions`` without repeats, lowest first by the ecosystem's rules (as given when they do not compare)."""
+    distinct = list(dict.fromkeys(versions))
+    keys = [version_key(ecosystem, v) for v in distinct]
+    try:
+        return [v for _, v in sorted(zip(keys, distinct, strict=True), key=lambda kv: kv[0])]
+    except TypeError:  # a version the ecosystem's rules do not read
+        return distinct
+
+
 def finding_title(
     kind: WorkItemKind,
     counts: AdvisoryCounts,
@@ -53,13 +64,15 @@ def finding_title(
     packages: Sequence[PackageBump] = (),
     category: str | None = None,
     eol: EndOfLifeFacts | None = None,
+    grouping: Grouping | None = None,
 ) -> str:
     """The rules' title of a finding work item, at most ``TITLE_MAX`` characters, naming ``service`` when it is
     known and the scanned ``artifact`` (and ``target``) otherwise; its counts are ``counts.text()``:
 
     * ``os_rebuild``: ``Rebuild <service or image> on a patched base image (fixes 3 CVEs: 1 critical, 2 medium)``;
     * ``dependency_bump``: ``Bump <package> <installed> → <fixed> in <target> of <service> (fixes ...)`` (one
-      package), ``Bump <n> packages in ...`` (several); without a service ``in <target or artifact>``;
+      package), ``Bump <n> packages in ...`` (several); without a service ``in <target or artifact>``; a
+      ``per-package`` one (``grouping``), ``Bump <package> <installed>, <installed> → <fixed> in every manifest``;
     * ``risk_digest``: ``Risk digest: <n> <what> in <service or artifact / target> (<severities>)``, ``what`` from
       the ``category`` (``unfixed vulnerabilities``, ``misconfigurations``, ...);
     * ``eol_migration`` (with its ``eol`` facts): ``Migrate CentOS 7.6.1810 (end of life 2024-06-30) in <service or
@@ -70,6 +83,11 @@ def finding_title(
         text = f"{head} (covers {counts.text()})"
     elif kind is WorkItemKind.OS_REBUILD:
         text = f"Rebuild {service or artifact or target or 'the image'} on a patched base image (fixes {counts.text()})"
+    elif kind is WorkItemKind.DEPENDENCY_BUMP and grouping == "per-package" and packages:
+        first = packages[0]
+        installed = ", ".join(_by_version(first.ecosystem, [p.installed_version or "?" for p in packages]))
+        head = f"Bump {first.package} {installed} \u2192 {first.fixed_version} in every manifest"
+        text = f"{head} (fixes {counts.text()})"
     elif kind is WorkItemKind.DEPENDENCY_BUMP:
         place = _place(service, target, target or artifact or "the project")
         if len(packages) == 1:
@@ -103,6 +121,7 @@ def named(item: WorkItem, service: str | None) -> WorkItem:
             target=item.target,
             packages=item.packages,
             eol=item.eol,
+            grouping=item.grouping,
         )
     elif item.artifact and item.artifact in item.title:
         text = title(item.title.replace(item.artifact, service), TITLE_MAX)

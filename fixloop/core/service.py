@@ -26,8 +26,14 @@ def service_of_paths(paths: Iterable[str]) -> str | None:
     """The service a change is to, by the GitOps repository's layout: ``services/<svc>/...`` (Dockerfiles,
     lockfiles), ``apps/base/<svc>/...`` or ``apps/<env>/<svc>/...`` (manifests), ``charts/<svc>/...``; the name is
     the service's Datadog ``service`` tag. None when the paths name no service or several."""
-    names = {m.group(1) for p in paths if (m := _SERVICE_PATH.match(p))}
-    return names.pop() if len(names) == 1 else None
+    names = services_of_paths(paths)
+    return names[0] if len(names) == 1 else None
+
+
+def services_of_paths(paths: Iterable[str]) -> list[str]:
+    """Every service a change is to (``service_of_paths``' layout), sorted: one bump of a package across the
+    manifests of several services (``per-package`` grouping) names each of them."""
+    return sorted({m.group(1) for p in paths if (m := _SERVICE_PATH.match(p))})
 
 
 def touched_service(item: WorkItem, signals: Sequence[Signal] = (), planned: str | None = None) -> str | None:

@@ -860,6 +860,24 @@ def judge(
     return VerdictResult.FAIL, f"{subject} regressed after the deploy (score {s:.0f}/100): {detail}", evidence
 
 
+def describe_plans(policy: VerificationPolicy, services: Sequence[str]) -> str:
+    """The verification plan of a change to ``services`` for its merge request: ``describe_plan`` of its one
+    service (or of none); for several (a bump of one package across services), each is verified on its own and
+    every one must pass (one failing fails the change, and its one revert merge request undoes it for all)."""
+    if len(services) < 2:
+        return describe_plan(policy, services[0] if services else None)
+    names = ", ".join(services[:10]) + (f" and {len(services) - 10} more" if len(services) > 10 else "")
+    head = (
+        f"This change touches {len(services)} services ({names}): fixloop verifies each on its own after the "
+        "deploy, and the change passes only when every one does (one failing fails it, and one revert merge "
+        "request undoes it for all)."
+    )
+    shared = all(policy.checks_for(s) == policy.checks_for(services[0]) for s in services)
+    if shared:
+        return f"{head} {describe_plan(policy, services[0]).replace(f'service {services[0]}', 'each service')}"
+    return " ".join([head, *(describe_plan(policy, s) for s in services[:10])])
+
+
 def describe_plan(policy: VerificationPolicy, service: str | None) -> str:
     """The verification plan in one paragraph for the merge request: which metrics of which service, each with the
     unit its numbers are given in (``shown_unit``), which windows, what fails it, what happens then."""

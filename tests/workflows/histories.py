@@ -21,6 +21,9 @@ RECORD_VARIABLE = "FIXLOOP_RECORD_HISTORIES"
 RECORDED: dict[str, tuple[str, ...]] = {
     "tests/workflows/test_remediation.py::test_loop_runs_to_a_verified_close": ("remediation-verified",),
     "tests/workflows/test_remediation.py::test_failed_verdict_opens_a_gated_revert": ("remediation-reverted",),
+    "tests/workflows/test_every_service.py::test_one_service_failing_fails_the_item_and_one_revert_undoes_it_for_all": (
+        "remediation-reverted-in-one-of-two-services",
+    ),
     "tests/workflows/test_remediation.py::test_long_wait_continues_as_new_with_its_state": (
         "remediation-continued-as-new-first-run",
         "remediation-continued-as-new-last-run",

@@ -145,6 +145,8 @@ class World:
     renames: list[RenameInput] = field(default_factory=list)  # jira.rename: the summaries given
     opened: list[Any] = field(default_factory=list)  # the work item of each gitlab.open_merge_request
     metrics: list[MetricResult] = field(default_factory=list)  # set: verify.judge judges them (else ``verdict``)
+    services: list[str] = field(default_factory=list)  # the PlannedChange's services (a change to several)
+    metrics_of: dict[str, list[MetricResult]] = field(default_factory=dict)  # verify.judge's metrics per service
 
     def activities(self) -> list:
         return [
@@ -212,6 +214,7 @@ class World:
             operations=["bump FROM alpine:3.9.4 -> 3.9.6"],
             verification=self.verification,
             service=self.service,
+            services=self.services,
             title=FIX_TITLE,
         )
 
@@ -280,16 +283,20 @@ class World:
     async def judge(self, inp: JudgeInput) -> Verdict:
         self.calls.append(verify.JUDGE)
         self.judged.append(inp)
+        if inp.service in self.metrics_of:
+            return self.measured_verdict(inp, self.metrics_of[inp.service])
         if self.metrics:
             return self.measured_verdict(inp)
         return Verdict(result=self.verdict, summary="error rate 0.4% -> 0.1%", evidence=["p=0.001"])
 
-    def measured_verdict(self, inp: JudgeInput) -> Verdict:
-        """The verdict of ``metrics`` as ``verify.judge`` gives it (``fixloop.core.verification.judge``)."""
-        result, summary, evidence = judge(self.metrics, inp.policy, subject=inp.service or "catalog")
+    def measured_verdict(self, inp: JudgeInput, metrics: list[MetricResult] | None = None) -> Verdict:
+        """The verdict of ``metrics`` (default: ``self.metrics``) as ``verify.judge`` gives it
+        (``fixloop.core.verification.judge``)."""
+        metrics = self.metrics if metrics is None else metrics
+        result, summary, evidence = judge(metrics, inp.policy, subject=inp.service or "catalog")
         return Verdict(
-            result=result, summary=summary, evidence=evidence, metrics=self.metrics, score=score(self.metrics),
-            env=inp.policy.env,
+            result=result, summary=summary, evidence=evidence, metrics=metrics, score=score(metrics),
+            env=inp.policy.env, service=inp.service,
         )  # fmt: skip
 
     @activity.defn(name=jira.COMMENT)

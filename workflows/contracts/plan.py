@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.core.change.facts import ChangeFacts
@@ -12,6 +14,7 @@ from fixloop.core.verification import VerificationPolicy
 from fixloop.workflows.contracts.investigate import CulpritOutput
 
 RULES = "fixloop rules"  # ``PlannedChange.drafted_by`` when no model drafted the merge request text
+SERVICES_MAX = 20  # services one planned change names (``PlannedChange.services``); one MR is at most 100 files
 
 
 class PlanChangeInput(BaseModel):
@@ -65,6 +68,9 @@ class PlannedChange(BaseModel):
     drafted_by: str = RULES
     verification: VerificationPolicy | None = None  # the repository's ``fixloop.yaml`` ``verification:`` at base_sha
     service: str | None = None  # the one service its edited paths belong to (``service_of_paths``), if any
+    # every service its edited paths belong to (``services_of_paths``): a bump of one package across several
+    # services' manifests (``per-package``) is verified in each of them; empty from earlier workers
+    services: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=SERVICES_MAX)
     action: str | None = None  # an incident's remediation (``fixloop.core.remediation.Action``), None for a fix
     remedies: list[IncidentOperation] = Field(default_factory=list, max_length=1)  # an incident's typed operation
     # how the merged change reaches what runs (fixloop.yaml ``images:``/``environments:``): None for a change the

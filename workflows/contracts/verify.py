@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -132,3 +133,35 @@ class Verdict(BaseModel):
         alerting = [m for m in self.monitors if m.status is MetricStatus.FAIL]
         monitors = ", ".join(f"monitor {m.id if m.id is not None else m.name} still {m.state}" for m in alerting[:2])
         return "; ".join(p for p in (metrics, monitors) if p) or clean(self.summary, 60)
+
+
+VERDICT_ORDER = (VerdictResult.PASS, VerdictResult.MARGINAL, VerdictResult.NO_DATA, VerdictResult.FAIL)
+SUMMARY_MAX = 2_000  # characters of an every-service verdict's summary
+EVIDENCE_MAX = 200  # its evidence lines
+
+
+def every_service(verdicts: Sequence[tuple[str, Verdict]]) -> Verdict:
+    """One verdict for a change verified in each service it touches (a bump of one package across several
+    services' manifests): the worst result (fail > no_data > marginal > pass: each service must hold, one failing
+    fails the change), the summary and evidence of each, prefixed by its service, every metric named
+    ``<service>: <metric>`` (so the figures and the revert's headline say which service failed), every monitor,
+    the lowest score, ``service`` the services listed (``catalog, storefront``); the windows and ``env`` are the
+    first's (one deploy). The only verdict of a single service comes back as it is."""
+    if len(verdicts) == 1:
+        return verdicts[0][1]
+    worst = max((v.result for _, v in verdicts), key=VERDICT_ORDER.index)
+    summary = "; ".join(f"{name}: {v.result.value.replace('_', ' ')}: {v.summary}" for name, v in verdicts)
+    scores = [v.score for _, v in verdicts if v.score is not None]
+    first = verdicts[0][1]
+    return Verdict(
+        result=worst,
+        summary=clean(f"{len(verdicts)} services verified, each must hold: {summary}", SUMMARY_MAX),
+        evidence=[f"{name}: {line}" for name, v in verdicts for line in v.evidence][:EVIDENCE_MAX],
+        service=", ".join(name for name, _ in verdicts),
+        env=first.env,
+        baseline=first.baseline,
+        after=first.after,
+        metrics=[m.model_copy(update={"name": f"{name}: {m.name}"}) for name, v in verdicts for m in v.metrics],
+        monitors=[m for _, v in verdicts for m in v.monitors],
+        score=min(scores) if scores else None,
+    )

@@ -12,6 +12,9 @@ manifests that run the scanned image (a manifest's ``image:``, a Kustomization's
 the pin in requirements*.txt, pyproject.toml (PEP 621, Poetry), Pipfile, package.json + package-lock.json, go.mod
 or pom.xml (the ``<version>`` or the ``${property}`` it names). A package only a lockfile pins (poetry.lock,
 Pipfile.lock, uv.lock: a transitive dependency, or a manifest range) is not fixable, with the command that is.
+Which of several files pinning a package: the scanned one (``_choose``); for a ``per-package`` work item every
+file of the repository that pins it at a version the scans reported (the manifests the scans did not cover too);
+for a ``per-service`` one every such file of its service (``fixloop.core.triage.grouping``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from fixloop.core.change.ops import PolicyViolation, check_path
 from fixloop.core.change.policy import Policy
 from fixloop.core.models import Signal, WorkItem, WorkItemKind
 from fixloop.core.parsing import clean
-from fixloop.core.service import image_repository
+from fixloop.core.service import image_repository, service_of_paths
 
 
 class RepoView(Protocol):
@@ -155,6 +158,19 @@ def _choose(paths: list[str], item: WorkItem) -> list[str] | None:
             if by_target:
                 return by_target
     return None
+
+
+def _chosen(paths: list[str], item: WorkItem) -> list[str] | None:
+    """The files of ``paths`` (each pinning a package of ``item`` at a version its scans reported) the bump goes
+    to: all of them for a ``per-package`` item; those of its service for a ``per-service`` one (``_choose`` when
+    none is in its folder); else the scanned one (``_choose``)."""
+    if item.grouping == "per-package":
+        return paths
+    if item.grouping == "per-service" and item.service:
+        own = [p for p in paths if service_of_paths([p]) == item.service]
+        if own:
+            return own
+    return _choose(paths, item)
 
 
 def _in_dir(path: str, directory: str) -> bool:
@@ -709,7 +725,7 @@ def locate_packages(item: WorkItem, signals: Sequence[Signal], repo: RepoView, p
         else:
             sites = _npm_sites(repo, paths, package, installed, policy)
         paths = sorted({s.path for s in sites})
-        chosen = _choose(paths, item)
+        chosen = _chosen(paths, item)
         if not sites:
             reason = f"no file fixloop may change pins it at {clean(installed, 60)}"
             if eco == "pypi":

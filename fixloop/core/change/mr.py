@@ -27,6 +27,7 @@ from fixloop.core.change.ops import (
     BumpPythonPin,
     BumpWorkloadImage,
     Operation,
+    PackageOp,
     SetHelmValue,
     subject,
 )
@@ -136,6 +137,14 @@ def closed_findings(item: WorkItem, plan: Plan, signals: Sequence[Signal]) -> li
 # ---------------------------------------------------------------- title
 
 
+def _one_package(ops: Sequence[Operation]) -> PackageOp | None:
+    """The first of ``ops`` when they all bump one package (by its normalised name) to one version, else None."""
+    bumps = [op for op in ops if isinstance(op, PACKAGE_OPS)]
+    if not bumps or len(bumps) != len(ops) or len({(canonicalize_name(subject(o)), o.new) for o in bumps}) != 1:
+        return None
+    return bumps[0]
+
+
 def title_for(plan: Plan, covered: Sequence[Signal]) -> str:
     ops = plan.operations
     fixes = _fixes(covered)
@@ -156,6 +165,9 @@ def title_for(plan: Plan, covered: Sequence[Signal]) -> str:
     elif len(ops) == 1 and isinstance(ops[0], PACKAGE_OPS):
         op = ops[0]
         head = f"Bump {plain(subject(op), 80)} {op.current} \u2192 {op.new}{where}"
+    elif (one := _one_package(ops)) is not None:  # one package raised to one version in several files
+        currents = ", ".join(dict.fromkeys(plain(o.current, 40) for o in ops if isinstance(o, PACKAGE_OPS)))
+        head = f"Bump {plain(subject(one), 80)} {currents} \u2192 {one.new}{where or f' in {len(ops)} manifests'}"
     else:
         kinds = {op.op for op in ops}
         word = {

@@ -48,8 +48,9 @@ from fixloop.core.change.versions import (
     risk,
 )
 from fixloop.core.models import FIX_KINDS, EndOfLifeFacts, Signal, WorkItem, WorkItemKind
-from fixloop.core.parsing import clean
+from fixloop.core.parsing import clean, highest_version
 from fixloop.core.service import service_of_paths
+from fixloop.core.triage.grouping import package_name
 
 TagLookup = Callable[[str], Sequence[str]]
 PLAN_VERSION = 1
@@ -101,7 +102,9 @@ def plan(
     policy: Policy | None = None,
 ) -> Plan | NotLocated:
     """Plan the change fixing ``item``: locate it, pick versions (the lowest fixing every advisory, by the
-    ecosystem's rules; base images: the newest tag of the same line and variant from ``tags``), apply and validate.
+    ecosystem's rules; for an item grouped across manifests, ``per-package`` or ``per-service``, one version per
+    package everywhere: the highest of those; base images: the newest tag of the same line and variant from
+    ``tags``), apply and validate.
 
     ``signals`` may be a superset: only the item's own (by fingerprint) are used. Raises ``PolicyViolation`` when
     the change fails validation (a non-retryable error for the activity); returns ``NotLocated`` when there is
@@ -118,7 +121,9 @@ def plan(
     located = locate(item, own, view, policy)
     if isinstance(located, str):
         return NotLocated(work_item_id=item.id, reason=_by_hand(migration, located))
-    ops, not_fixable, risks, notes = _operations(located, view, tags, migration)
+    ops, not_fixable, risks, notes = _operations(
+        located, view, tags, migration, one_version=item.grouping is not None
+    )
     if not ops:
         reasons = "; ".join(f"{n.package}: {n.reason}" for n in not_fixable) or "nothing to change"
         reason = _by_hand(migration, clean(reasons, 1600))
@@ -216,13 +221,18 @@ def _migration_risks(
 
 
 def _operations(
-    located: Located, repo: RepoView, tags: TagLookup | None, migration: EndOfLifeFacts | None = None
+    located: Located,
+    repo: RepoView,
+    tags: TagLookup | None,
+    migration: EndOfLifeFacts | None = None,
+    one_version: bool = False,
 ) -> tuple[list[Operation], list[NotFixable], list[str], list[str]]:
     ops: list[Operation] = []
     not_fixable = list(located.not_fixable)
     risks: list[str] = []
     notes: list[str] = []
     tag_lists: dict[str, list[str]] = {}
+    everywhere = _one_version(located.sites) if one_version else {}
     for site in located.sites:
         if site.kind in ("image", "workload", "helm"):
             if tags is None:
@@ -242,8 +252,10 @@ def _operations(
                 continue
             ops.append(_image_op(site, new_tag))
             continue
-        advisories = [s.fixed_versions or [s.fixed_version or ""] for s in site.signals]
+        advisories = _advisories(site)
         new = required_version(site.kind, site.current, advisories)
+        if new is not None:
+            new = everywhere.get((site.kind, package_name(site.kind, site.name)), new)
         if new is None:
             reason = f"no fixed version above {clean(site.current, 60)} fixes every advisory"
             not_fixable.append(NotFixable(package=clean(site.name, 120), reason=reason))
@@ -274,6 +286,26 @@ def _operations(
             )
         notes += _follow_ups(op, repo)
     return sorted(set(ops), key=sort_key), not_fixable, risks, notes
+
+
+def _advisories(site: Site) -> list[list[str]]:
+    """Each advisory of a package site as the versions that fix it."""
+    return [s.fixed_versions or [s.fixed_version or ""] for s in site.signals]
+
+
+def _one_version(sites: Sequence[Site]) -> dict[tuple[str, str], str]:
+    """(ecosystem, package) -> the one version a bump across manifests raises it to everywhere: the highest of
+    its sites' lowest versions fixing every advisory there (``required_version``), by the ecosystem's rules."""
+    needs: dict[tuple[str, str], list[str]] = {}
+    for site in sites:
+        if site.kind in ("image", "workload", "helm"):
+            continue
+        new = required_version(site.kind, site.current, _advisories(site))
+        if new is not None:
+            needs.setdefault((site.kind, package_name(site.kind, site.name)), []).append(
+                go_version(new) if site.kind == "go" else new
+            )
+    return {key: highest_version(key[0], versions) or versions[-1] for key, versions in needs.items()}
 
 
 def _listing(names: list[str], limit: int = 5) -> str:

@@ -14,6 +14,7 @@
       paths: []               # globs an incident change may touch, on top of allow/deny; empty: allow/deny alone
     images: {catalog: {source: services/catalog, image: registry.example/shop/catalog, tag: semver-patch}}
     environments: [staging, production]   # the image chain: fixloop.core.change.images
+    grouping: per-manifest    # or per-package, per-service: which bumps share an MR (fixloop.core.triage.grouping)
 
 Globs are repository paths: ``*`` and ``?`` stay within one segment, ``**`` spans segments, and a pattern without
 ``/`` matches the file name at any depth (as in .gitignore).
@@ -40,6 +41,7 @@ from fixloop.core.change.edit import xml_elements
 from fixloop.core.change.images import ImageChain
 from fixloop.core.change.ops import PolicyViolation, Quantity, check_path
 from fixloop.core.change.quantity import MEBI, parse_quantity
+from fixloop.core.models import DEFAULT_GROUPING, Grouping, grouping_of
 from fixloop.core.verification import parse_duration
 
 POLICY_FILE = "fixloop.yaml"
@@ -164,7 +166,8 @@ class IncidentPolicy(BaseModel):
 
 
 class Policy(BaseModel):
-    """Which files a change may touch, how big it may be, what an incident's change may do, and the image chain."""
+    """Which files a change may touch, how big it may be, what an incident's change may do, the image chain, and
+    which bumps share a work item (``grouping``, read by triage)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -173,6 +176,7 @@ class Policy(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
     chain: ImageChain = Field(default_factory=ImageChain)
+    grouping: Grouping = DEFAULT_GROUPING
 
     def allows(self, path: str) -> bool:
         """Whether ``path`` (a checked repository path) may be changed."""
@@ -184,8 +188,8 @@ class Policy(BaseModel):
 def load_policy(text: str | None) -> Policy:
     """The policy of a ``fixloop.yaml`` text; the default policy for None. Unknown keys (``verification``, ...)
     are ignored; a malformed file raises ``PolicyViolation`` (fixloop does not guess a policy), naming the key for
-    the ``incidents:``, ``images:`` and ``environments:`` sections (``fixloop.yaml: is not a valid policy
-    (incidents.max_replicas: ...)``)."""
+    the ``incidents:``, ``images:``, ``environments:`` and ``grouping:`` sections (``fixloop.yaml: is not a valid
+    policy (incidents.max_replicas: ...)``)."""
     if text is None:
         return Policy()
     try:
@@ -195,6 +199,7 @@ def load_policy(text: str | None) -> Policy:
         values: dict[str, Any] = {k: doc[k] for k in ("allow", "deny", "limits") if doc.get(k) is not None}
         values["incidents"] = IncidentPolicy.from_policy(doc.get("incidents"))
         values["chain"] = ImageChain.from_policy(doc.get("images"), doc.get("environments"))
+        values["grouping"] = grouping_of(doc.get("grouping"))
         return Policy.model_validate(values)
     except Exception as e:  # pydantic, ValueError, and ruamel's own YAMLError family
         raise PolicyViolation(f"is not a valid policy ({str(e).splitlines()[0][:120]})", POLICY_FILE) from None

@@ -6,7 +6,9 @@ Engines behind one interface (``triage(signals, engine=...) -> TriageResult``):
     the signals; its answer is checked and turned into work items by code. Any failure (unreachable, timeout, rate
     limit after retries, refusal, invalid answer: ``LlmTriageFailed``) falls back to ``rules``, and each work item
     says so in ``note``.
-Every input signal (by fingerprint) appears exactly once: in one work item or in ``unassigned``. Work item ids
+Every input signal (by fingerprint) appears exactly once: in one work item or in ``unassigned``, and no merge
+request mixes unrelated fixes (``violations``: one image per rebuild, one manifest per bump, or under the
+repository's ``grouping`` one package or one service per bump, ``fixloop.core.triage.grouping``). Work item ids
 depend only on the grouping, so the same storm triaged twice the same way gives the same ids.
 
 Pure apart from the completion call the ``llm`` engine is handed (``fixloop.activities.triage`` hands it
@@ -22,23 +24,28 @@ from datetime import timedelta
 
 from fixloop.core.config import ConfigError
 from fixloop.core.lifecycle import Lifecycles
-from fixloop.core.models import RecentDeploy, Signal, TriageResult
+from fixloop.core.models import Grouping, RecentDeploy, Signal, TriageResult, WorkItemKind
 from fixloop.core.parsing import clean
 from fixloop.core.rca import Background
 from fixloop.core.service import ServiceNames
 from fixloop.core.topology import Topology
+from fixloop.core.triage.grouping import DEFAULT_GROUPING, GROUPINGS, grouping_of, unrelated
 from fixloop.core.triage.llm import Complete, LlmTriageFailed, triage_llm
 from fixloop.core.triage.rules import DEFAULT_INCIDENT_WINDOW, os_level, triage_rules
 
 __all__ = [
+    "DEFAULT_GROUPING",
     "ENGINES",
     "FALLBACK_NOTE",
+    "GROUPINGS",
     "Complete",
     "LlmTriageFailed",
+    "grouping_of",
     "os_level",
     "triage",
     "triage_llm",
     "triage_rules",
+    "violations",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,7 @@ async def triage(
     names: ServiceNames | None = None,
     on_fallback: Callable[[str], None] | None = None,
     lifecycles: Lifecycles | None = None,
+    grouping: Grouping = DEFAULT_GROUPING,
 ) -> TriageResult:
     """Triage ``signals`` with ``engine`` (``rules`` or ``llm``, see the module doc).
 
@@ -75,6 +83,8 @@ async def triage(
     ``on_fallback`` is called with the note when the ``llm`` engine falls back (e.g. to count it). ``lifecycles``:
     what endoflife.date said of the scanned OS lines (``fixloop.core.lifecycle``): both engines make an
     ``eol_migration`` per image on an ended line (``fixloop.core.triage.eol``); None: no end of life checked.
+    ``grouping``: the repository's (``fixloop.yaml`` ``grouping:``), which bumps share a work item
+    (``fixloop.core.triage.grouping``); an ``llm`` answer breaking the rules of ``violations`` falls back too.
     """
     rules = functools.partial(
         triage_rules,
@@ -84,6 +94,7 @@ async def triage(
         background=background,
         names=names,
         lifecycles=lifecycles,
+        grouping=grouping,
     )
     if engine == "rules":
         return rules(signals)
@@ -92,7 +103,7 @@ async def triage(
     if complete is None:
         raise ConfigError("the llm triage engine has no completion endpoint")
     try:
-        return await triage_llm(
+        result = await triage_llm(
             signals,
             complete=complete,
             max_entries=max_entries,
@@ -102,7 +113,12 @@ async def triage(
             background=background,
             names=names,
             lifecycles=lifecycles,
+            grouping=grouping,
         )
+        wrong = violations(signals, result, names if names is not None else ServiceNames.of(topology))
+        if wrong:
+            raise LlmTriageFailed(f"the work items break the grouping: {'; '.join(wrong[:3])}")
+        return result
     except LlmTriageFailed as e:
         note = FALLBACK_NOTE + clean(str(e), 300)
         log.warning("%s", note)
@@ -111,3 +127,27 @@ async def triage(
         fallback = rules(signals)
         items = [w.model_copy(update={"engine": "rules", "note": note}) for w in fallback.work_items]
         return TriageResult(work_items=items, unassigned=fallback.unassigned)
+
+
+def violations(signals: Sequence[Signal], result: TriageResult, names: ServiceNames | None = None) -> list[str]:
+    """What is wrong with ``result`` as the triage of ``signals`` (empty: nothing): a signal placed in no item and
+    not unassigned, placed twice, or not among ``signals``; a merge request mixing unrelated fixes: an
+    ``os_rebuild`` of several images, a ``dependency_bump`` whose findings are not all of one manifest (an item
+    without ``grouping``), one package (``per-package``) or one service (``per-service``, named by ``names``;
+    ``fixloop.core.triage.grouping.unrelated``). At most one line per item and five about placement."""
+    by_fp = {s.fingerprint: s for s in signals}
+    seen: dict[str, int] = {}
+    for fp in [f for w in result.work_items for f in w.signals] + [u.fingerprint for u in result.unassigned]:
+        seen[fp] = seen.get(fp, 0) + 1
+    wrong = [f"signal {fp[:12]} is placed {n} times" for fp, n in seen.items() if n > 1][:5]
+    wrong += [f"signal {fp[:12]} is placed nowhere" for fp in by_fp if fp not in seen][:5]
+    wrong += [f"signal {fp[:12]} was not triaged" for fp in seen if fp not in by_fp][:5]
+    for w in result.work_items:
+        members = [by_fp[f] for f in w.signals if f in by_fp]
+        if w.kind is WorkItemKind.OS_REBUILD and len({s.artifact or s.target for s in members}) > 1:
+            wrong.append(f"{w.id} rebuilds several images")
+        elif w.kind is WorkItemKind.DEPENDENCY_BUMP:
+            why = unrelated(members, w.grouping or DEFAULT_GROUPING, names)
+            if why:
+                wrong.append(f"{w.id} {why}")
+    return wrong

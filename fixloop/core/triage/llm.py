@@ -2,7 +2,9 @@
 distinct package version per image/manifest, per category of other findings per artifact, per rules alert window;
 never raw payloads), so the prompt grows with distinct packages, not with signals. Its answer is checked (every
 entry exactly once, no invented ids, kinds that fit their entries, no group mixing images, repositories or
-manifests) and turned into work items by code: ids, severities, package bumps and advisories are computed, only the
+manifests, and no merge request mixing unrelated fixes under the repository's ``grouping``: one package across
+manifests under ``per-package``, one service's manifests under ``per-service``, ``fixloop.core.triage.grouping``)
+and turned into work items by code: ids, severities, package bumps and advisories are computed, only the
 grouping and the titles come from the model.
 
 With a topology that has entities, the alerts that are not deploy regressions are correlated by code into
@@ -31,6 +33,7 @@ from fixloop.core.models import (
     FIX_KINDS,
     TITLE_MAX,
     Category,
+    Grouping,
     RecentDeploy,
     Signal,
     TriageResult,
@@ -45,6 +48,7 @@ from fixloop.core.parsing import clean, highest_version, title
 from fixloop.core.rca import Background
 from fixloop.core.service import ServiceNames
 from fixloop.core.topology import Topology
+from fixloop.core.triage.grouping import DEFAULT_GROUPING, bump_key, one_version, unrelated
 from fixloop.core.triage.rules import (
     DEFAULT_ALERT_WINDOW,
     DEFAULT_ATTACH_WINDOW,
@@ -99,12 +103,35 @@ Answer {"groups": [{"kind", "title", "entries": [entry ids]}], "unassigned": [{"
 - risk_digest: findings to review without a merge request (no fix, misconfigurations, secrets, SAST, or a fix too
   risky to take in a bump), all under one artifact;
 - alert_investigation: alerts that look like one incident; deploy_regression: alerts with the same after_deploy;
-- never mix findings with alerts, different artifacts, or (in a dependency_bump) different targets in one group;
-- prefer one os_rebuild per image and one dependency_bump per target; give a risky bump (a new major version)
-  its own group; merge alerts of several monitors or services only when they look like the same incident;
+{bump_rules}
+  give a risky bump (a new major version) its own group; merge alerts of several monitors or services only when
+  they look like the same incident;
 - title: one short imperative line under 120 characters, naming what to change and where;
 - unassign an entry only when it needs no work (say why in a few words).
 """
+
+
+_BUMP_RULES: dict[str, str] = {
+    "per-manifest": """\
+- never mix findings with alerts, different artifacts, or (in a dependency_bump) different targets in one group;
+- prefer one os_rebuild per image and one dependency_bump per target;""",
+    "per-package": """\
+- this repository groups bumps per package: a dependency_bump holds the entries of ONE package (same "ecosystem"
+  and "package") and may span artifacts and targets (one merge request raises it everywhere); never two packages;
+- never mix findings with alerts, or (except in such a dependency_bump) different artifacts in one group;
+- prefer one os_rebuild per image and one dependency_bump per package;""",
+    "per-service": """\
+- this repository groups bumps per service: a dependency_bump holds the entries of ONE service (the "service" of
+  their target) and may span its artifacts and targets; an entry whose target names no service is bumped alone
+  with the other entries of its target;
+- never mix findings with alerts, or (except in such a dependency_bump) different artifacts in one group;
+- prefer one os_rebuild per image and one dependency_bump per service;""",
+}
+
+
+def system_prompt(grouping: Grouping = DEFAULT_GROUPING) -> str:
+    """The system prompt for a repository grouping its bumps by ``grouping`` (``fixloop.core.triage.grouping``)."""
+    return SYSTEM_PROMPT.replace("{bump_rules}", _BUMP_RULES[grouping])
 
 
 class LlmGroup(BaseModel):
@@ -206,11 +233,13 @@ async def triage_llm(
     background: Background | None = None,
     names: ServiceNames | None = None,
     lifecycles: Lifecycles | None = None,
+    grouping: Grouping = DEFAULT_GROUPING,
 ) -> TriageResult:
     """The ``llm`` engine without the fallback: one structured-output call on the digest of ``signals``.
     ``names``: as the ``rules`` engine's (a finding item's service from its one scanned artifact). ``lifecycles``:
     as the ``rules`` engine's: the ``eol_migration`` items are made by code (``fixloop.core.triage.eol``) and their
-    findings stay out of the digest; a model's group of that kind is refused.
+    findings stay out of the digest; a model's group of that kind is refused. ``grouping``: which bumps may share a
+    work item (told to the model, and checked: ``fixloop.core.triage.grouping``).
 
     Findings the scanner marks not affected are unassigned by code, as ``rules`` does. With a ``topology`` that has
     entities, the alerts that are not deploy regressions become the ``rules`` engine's ``incident`` work items
@@ -231,10 +260,11 @@ async def triage_llm(
         return _result(incident_items, unassigned, keys)
     if len(entries) > max_entries:
         raise LlmTriageFailed(f"{len(entries)} digest entries, over FIXLOOP_LLM_MAX_ENTRIES={max_entries}")
-    answer = await complete(system=SYSTEM_PROMPT, user=digest(entries), schema=LlmAnswer)
+    shown = known if grouping == "per-service" else None
+    answer = await complete(system=system_prompt(grouping), user=digest(entries, shown), schema=LlmAnswer)
     by_id = {e.id: e for e in entries}
-    _check(answer, by_id)
-    items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries], known) for g in answer.groups]
+    _check(answer, by_id, grouping, known)
+    items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries], known, grouping) for g in answer.groups]
     items += incident_items
     for u in answer.unassigned:
         reason = "llm: " + (clean(u.reason, REASON_MAX) or "no work needed")
@@ -242,9 +272,10 @@ async def triage_llm(
     return _result(_annotated(items, assessed), unassigned, keys)
 
 
-def digest(entries: Sequence[_Entry]) -> str:
+def digest(entries: Sequence[_Entry], names: ServiceNames | None = None) -> str:
     """The user message, as compact JSON: ``{"artifacts": [{"artifact", "targets": [{"target", "entries":
-    [...]}]}], "alerts": [...]}`` (entries as ``_Entry.doc``; artifact and target are listed once, not per entry)."""
+    [...]}]}], "alerts": [...]}`` (entries as ``_Entry.doc``; artifact and target are listed once, not per entry).
+    With ``names`` (a ``per-service`` repository) a target whose service they know says it (``"service"``)."""
     tree: dict[str | None, dict[str | None, list[dict[str, object]]]] = defaultdict(lambda: defaultdict(list))
     alerts = []
     for e in entries:
@@ -252,13 +283,16 @@ def digest(entries: Sequence[_Entry]) -> str:
             alerts.append(e.doc())
         else:
             tree[e.scope][e.target].append(e.doc())
+
+    def node(scope: str | None, t: str | None, docs: list[dict[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {"target": _digest_value(t)} if t else {}
+        service = names.of_artifact(scope, t) if names is not None else None
+        if service:
+            out["service"] = _digest_value(service)
+        return out | {"entries": docs}
+
     artifacts = [
-        {
-            "artifact": _digest_value(scope),
-            "targets": [
-                {"target": _digest_value(t), "entries": docs} if t else {"entries": docs} for t, docs in targets.items()
-            ],
-        }
+        {"artifact": _digest_value(scope), "targets": [node(scope, t, docs) for t, docs in targets.items()]}
         for scope, targets in tree.items()
     ]
     return json.dumps({"artifacts": artifacts, "alerts": alerts}, ensure_ascii=False, separators=(",", ":"))
@@ -301,9 +335,14 @@ def _entries(
     return entries
 
 
-def _check(answer: LlmAnswer, entries: dict[str, _Entry]) -> None:
+def _check(
+    answer: LlmAnswer,
+    entries: dict[str, _Entry],
+    grouping: Grouping = DEFAULT_GROUPING,
+    names: ServiceNames | None = None,
+) -> None:
     """Raise ``LlmTriageFailed`` unless every entry is placed exactly once, no id is invented, and every group is
-    non-empty and of a kind that fits its entries (``_misfit``)."""
+    non-empty and of a kind that fits its entries under ``grouping`` (``_misfit``)."""
     placed: dict[str, str] = {}
 
     def place(entry_id: str, where: str) -> None:
@@ -319,7 +358,7 @@ def _check(answer: LlmAnswer, entries: dict[str, _Entry]) -> None:
             raise LlmTriageFailed(f"{where} has no entries")
         for entry_id in group.entries:
             place(entry_id, where)
-        misfit = _misfit(group.kind, [entries[i] for i in group.entries])
+        misfit = _misfit(group.kind, [entries[i] for i in group.entries], grouping, names)
         if misfit:
             raise LlmTriageFailed(f"{where} {misfit}")
     for u in answer.unassigned:
@@ -331,8 +370,14 @@ def _check(answer: LlmAnswer, entries: dict[str, _Entry]) -> None:
         raise LlmTriageFailed(f"{len(missing)} {noun} left out ({', '.join(missing[:5])}{more})")
 
 
-def _misfit(kind: WorkItemKind, entries: list[_Entry]) -> str | None:
-    """Why ``entries`` cannot be one work item of ``kind``, or None."""
+def _misfit(
+    kind: WorkItemKind,
+    entries: list[_Entry],
+    grouping: Grouping = DEFAULT_GROUPING,
+    names: ServiceNames | None = None,
+) -> str | None:
+    """Why ``entries`` cannot be one work item of ``kind``, or None. A ``dependency_bump`` may span artifacts and
+    targets when ``grouping`` lets it (``fixloop.core.triage.grouping.unrelated``: one package, one service)."""
     if kind is WorkItemKind.EOL_MIGRATION:
         return "is an eol_migration: fixloop makes those itself from endoflife.date"
     windows = [e.window for e in entries if e.window is not None]
@@ -347,8 +392,9 @@ def _misfit(kind: WorkItemKind, entries: list[_Entry]) -> str | None:
         return None
     if windows:
         return "holds alerts"
+    spans = kind is WorkItemKind.DEPENDENCY_BUMP and grouping != "per-manifest"
     scopes = sorted({str(e.scope) for e in entries})
-    if len(scopes) > 1:
+    if len(scopes) > 1 and not spans:
         return "mixes artifacts " + ", ".join(clean(x, 80) for x in scopes[:3])
     if kind in FIX_KINDS:
         if not all(e.fixable for e in entries):
@@ -356,6 +402,8 @@ def _misfit(kind: WorkItemKind, entries: list[_Entry]) -> str | None:
         os_rebuild = kind is WorkItemKind.OS_REBUILD
         if any(os_level(e.members[0]) != os_rebuild for e in entries):
             return "holds language packages" if os_rebuild else "holds OS packages"
+        if spans:
+            return unrelated((s for e in entries for s in e.members), grouping, names)
         targets = sorted({str(e.target) for e in entries})
         if kind is WorkItemKind.DEPENDENCY_BUMP and len(targets) > 1:
             return "mixes targets " + ", ".join(clean(x, 80) for x in targets[:3])
@@ -368,15 +416,26 @@ def _only(values: Iterable[str | None]) -> str | None:
     return distinct.pop() if len(distinct) == 1 else None
 
 
-def _llm_item(kind: WorkItemKind, text: str, entries: list[_Entry], names: ServiceNames) -> WorkItem:
+def _llm_item(
+    kind: WorkItemKind, text: str, entries: list[_Entry], names: ServiceNames, grouping: Grouping = DEFAULT_GROUPING
+) -> WorkItem:
     """The work item of one checked group: everything but the grouping and the title is computed here (its service
-    is its alerts' one service, or the service ``names`` gives its one scanned artifact)."""
+    is its alerts' one service, or the service ``names`` gives its one scanned artifact; a bump spanning manifests
+    names its service under ``per-service``, none yet under ``per-package``: its planner looks everywhere)."""
     members = sorted((s for e in entries for s in e.members), key=lambda s: s.fingerprint)
     windows = [e.window for e in entries if e.window is not None]
     bump = kind is WorkItemKind.DEPENDENCY_BUMP
     artifact = None if windows else _only(s.artifact if bump else (s.artifact or s.target) for s in members)
     target = None if windows else _only(s.target for s in members)
     service = _only(w.service for w in windows) if windows else names.of_artifact(artifact, target)
+    # as the rules engine: a bump of one package (per-package) or of a known service (per-service) spans manifests
+    spans = bump and bump_key(members[0], grouping, names)[0] != "manifest"
+    packages = _package_bumps(members) if bump else []
+    if spans:
+        service = None
+        if grouping == "per-service":
+            service = _only(names.of_artifact(s.artifact, s.target) for s in members)
+        packages = one_version(packages)
     return WorkItem(
         id=work_item_id(kind, service, "llm", kind.value, *sorted(e.key for e in entries)),
         kind=kind,
@@ -388,7 +447,7 @@ def _llm_item(kind: WorkItemKind, text: str, entries: list[_Entry], names: Servi
         target=target,
         ecosystem=_only(s.ecosystem for s in members if s.ecosystem),
         advisories=_advisories(members),
-        packages=_package_bumps(members) if bump else [],
+        packages=packages,
         service=service,
         env=_only(w.env for w in windows),
         monitor_id=_only(w.monitor_id for w in windows),
@@ -396,4 +455,5 @@ def _llm_item(kind: WorkItemKind, text: str, entries: list[_Entry], names: Servi
         window_end=max((w.window_end for w in windows if w.window_end), default=None),
         attached_to=_only(w.attached_to for w in windows) if kind is WorkItemKind.DEPLOY_REGRESSION else None,
         counts=None if windows else advisory_counts(members),
+        grouping=grouping if spans else None,
     )

@@ -3,7 +3,9 @@
   - vulnerability findings with a fix in OS packages (apk, deb, rpm; or of no known ecosystem in a scanned image)
     -> one ``os_rebuild`` per scanned image (rebuild on a patched base image);
   - vulnerability findings with a fix in language packages -> one ``dependency_bump`` per manifest/lockfile
-    (artifact + target), each package raised to the lowest version that fixes all its advisories;
+    (artifact + target), each package raised to the lowest version that fixes all its advisories; or, by the
+    repository's ``grouping`` (``fixloop.core.triage.grouping``), one per package across every artifact and
+    manifest (``per-package``, one version everywhere) or one per service (``per-service``);
   - vulnerability findings without a fix -> one ``risk_digest`` per image (OS) or manifest (language), no MR;
   - misconfigurations, secrets, SAST results -> one ``risk_digest`` per scanned artifact and category;
   - findings the scanner itself marks ``not_affected`` -> unassigned, with that reason;
@@ -30,6 +32,7 @@ from fixloop.core.models import (
     TITLE_MAX,
     Category,
     EndOfLifeFacts,
+    Grouping,
     Kind,
     PackageBump,
     RecentDeploy,
@@ -47,6 +50,7 @@ from fixloop.core.parsing import clean, highest_version, title
 from fixloop.core.rca import Background
 from fixloop.core.service import ServiceNames
 from fixloop.core.topology import Topology
+from fixloop.core.triage.grouping import DEFAULT_GROUPING, bump_key, one_version
 
 OS_ECOSYSTEMS = frozenset({"apk", "deb", "rpm"})
 DEFAULT_ALERT_WINDOW = timedelta(hours=1)
@@ -69,24 +73,25 @@ def triage_rules(
     background: Background | None = None,
     names: ServiceNames | None = None,
     lifecycles: Lifecycles | None = None,
+    grouping: Grouping = DEFAULT_GROUPING,
 ) -> TriageResult:
     """The ``rules`` engine (see module doc). ``background``: the alert history incidents are ranked with
     (``fixloop.core.rca.Background``); with a topology the result's ``alert_keys`` are the correlated alerts'.
     ``names``: what names a finding item's service from its scanned artifact (``ServiceNames``; None: the
     topology's services only); the service is in the item's id and title, else the artifact is. ``lifecycles``:
     endoflife.date's answers (``fixloop.core.lifecycle``): an image on an ended OS line gets one ``eol_migration``
-    instead of its OS items (``fixloop.core.triage.eol``); None: no end of life is checked. A
-    fingerprint given more than once counts once (the latest observation wins), as intake's dedup does. Raises
-    ``ValueError`` (from ``incidents.correlate``) for more than ``fixloop.core.incidents.MAX_ALERTS`` alerts to
-    correlate."""
+    instead of its OS items (``fixloop.core.triage.eol``); None: no end of life is checked. ``grouping``: which
+    bumps share a work item (``fixloop.core.triage.grouping``). A fingerprint given more than once counts once (the
+    latest observation wins), as intake's dedup does. Raises ``ValueError`` (from ``incidents.correlate``) for more
+    than ``fixloop.core.incidents.MAX_ALERTS`` alerts to correlate."""
     findings, alerts, unassigned = _partition(signals)
     if names is None:
         names = ServiceNames.of(topology)
     eol_items, findings, assessed = _eol(findings, lifecycles, names)
     groups: dict[GroupKey, list[Signal]] = defaultdict(list)
     for s in findings:
-        groups[_finding_key(s)].append(s)
-    items = [_finding_item(key, members, names) for key, members in groups.items()]
+        groups[_finding_key(s, grouping, names)].append(s)
+    items = [_finding_item(key, members, names, grouping) for key, members in groups.items()]
     alerts, incident_items, keys = correlated(
         alerts, recent_deploys, attach_window, topology, incident_window, background
     )
@@ -175,12 +180,17 @@ def os_level(s: Signal) -> bool:
     return s.ecosystem in OS_ECOSYSTEMS or (s.ecosystem in (None, "generic") and s.artifact is not None)
 
 
-def _finding_key(s: Signal) -> GroupKey:
+def _finding_key(s: Signal, grouping: Grouping = DEFAULT_GROUPING, names: ServiceNames | None = None) -> GroupKey:
+    """The work item ``s`` belongs to: (kind, artifact, target, detail). ``detail``: a digest's category, or the
+    ``bump_key`` of a ``dependency_bump`` that spans manifests (``per-package``, ``per-service``), else None."""
     if s.category is Category.VULNERABILITY:
         image = s.artifact or s.target
         if s.fixed_version:
             if os_level(s):
                 return (WorkItemKind.OS_REBUILD, image, None, None)
+            key = bump_key(s, grouping, names)
+            if key[0] != "manifest":
+                return (WorkItemKind.DEPENDENCY_BUMP, None, None, "\x1f".join(str(p) for p in key))
             return (WorkItemKind.DEPENDENCY_BUMP, s.artifact, s.target, None)
         if os_level(s):
             return (WorkItemKind.RISK_DIGEST, image, None, "vulnerability")
@@ -197,15 +207,36 @@ def _advisories(members: Sequence[Signal]) -> list[str]:
     return sorted({s.advisory_id for s in members if s.advisory_id})
 
 
-def _finding_item(key: GroupKey, members: list[Signal], names: ServiceNames | None = None) -> WorkItem:
+def _finding_item(
+    key: GroupKey, members: list[Signal], names: ServiceNames | None = None, grouping: Grouping = DEFAULT_GROUPING
+) -> WorkItem:
     kind, where, target, category = key
     members.sort(key=lambda s: s.fingerprint)
     packages = _package_bumps(members) if kind is WorkItemKind.DEPENDENCY_BUMP else []
     ecosystems = sorted({s.ecosystem for s in members if s.ecosystem})
     counts = advisory_counts(members)
-    service = names.of_artifact(where, target) if names is not None else None
+    spans = grouping if kind is WorkItemKind.DEPENDENCY_BUMP and category is not None else None
+    artifact = where if kind is not WorkItemKind.DEPENDENCY_BUMP else members[0].artifact
+    shown = target
+    if spans is not None:  # per-package / per-service: one version per package; the one artifact, target, if any
+        packages = one_version(packages)
+        artifact, shown = _only(s.artifact for s in members), _only(s.target for s in members)
+        # per-service: its service; per-package: none yet (its planner looks in every service's manifests)
+        if spans == "per-service" and names is not None:
+            service = _only(names.of_artifact(s.artifact, s.target) for s in members)
+        else:
+            service = None
+    else:
+        service = names.of_artifact(where, target) if names is not None else None
     text = finding_title(
-        kind, counts, service=service, artifact=where, target=target, packages=packages, category=category
+        kind,
+        counts,
+        service=service,
+        artifact=where if spans is None else artifact,
+        target=shown,
+        packages=packages,
+        category=category,
+        grouping=spans,
     )
     return WorkItem(
         id=work_item_id(kind, service, kind.value, where, target, category),
@@ -213,14 +244,21 @@ def _finding_item(key: GroupKey, members: list[Signal], names: ServiceNames | No
         title=text,
         severity=_severity(members),
         signals=[s.fingerprint for s in members],
-        artifact=where if kind is not WorkItemKind.DEPENDENCY_BUMP else members[0].artifact,
-        target=target,
+        artifact=artifact,
+        target=shown,
         ecosystem=ecosystems[0] if len(ecosystems) == 1 else None,
         advisories=_advisories(members),
         packages=packages,
         service=service,
         counts=counts,
+        grouping=spans,
     )
+
+
+def _only(values: Iterable[str | None]) -> str | None:
+    """The value when all are the same, else None."""
+    distinct = set(values)
+    return distinct.pop() if len(distinct) == 1 else None
 
 
 def _package_bumps(members: list[Signal]) -> list[PackageBump]:
