@@ -59,7 +59,9 @@ class PypiSettings(BaseSettings):
 
     url: str = Field(default="https://pypi.org", description="Base URL of PyPI's JSON API (or a mirror of it).")
     enabled: bool = Field(
-        default=True, description="Look up the bumped Python packages' releases (date, yanked, changelog links)."
+        default=True,
+        description="Look up the bumped Python packages' releases (date, yanked, changelog links) and, for a breaking "
+        "bump or one beyond fixloop.yaml's max_jump, their release lists.",
     )
     timeout: float = Field(default=3.0, gt=0, le=60, description="Seconds per HTTP request.")
 

@@ -21,6 +21,9 @@ RECORD_VARIABLE = "FIXLOOP_RECORD_HISTORIES"
 RECORDED: dict[str, tuple[str, ...]] = {
     "tests/workflows/test_remediation.py::test_loop_runs_to_a_verified_close": ("remediation-verified",),
     "tests/workflows/test_remediation.py::test_failed_verdict_opens_a_gated_revert": ("remediation-reverted",),
+    "tests/workflows/test_remediation.py::test_what_the_merge_request_says_first_is_said_on_the_jira_issue": (
+        "remediation-callouts",
+    ),
     "tests/workflows/test_remediation.py::test_long_wait_continues_as_new_with_its_state": (
         "remediation-continued-as-new-first-run",
         "remediation-continued-as-new-last-run",

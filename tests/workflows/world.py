@@ -128,6 +128,7 @@ class World:
     revert_approvals: list[Approval] = field(default_factory=lambda: [REVIEWER])
     joins: list[AlertsJoined] = field(default_factory=list)  # the intake's join_alerts, from the first MR polls
     service: str | None = None  # the PlannedChange's service
+    callouts: list[str] = field(default_factory=list)  # the PlannedChange's callouts (breaking bumps, max_jump)
     client: Any = None  # a Temporal client, for deploy_events
     notes: list[NoteInput] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -211,6 +212,7 @@ class World:
             verification=self.verification,
             service=self.service,
             title=FIX_TITLE,
+            callouts=self.callouts,
         )
 
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)
