@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fixloop.core.change import NotLocated, Plan, plan
 from fixloop.core.change.draft import keep_operations
 from fixloop.core.change.facts import ChangeFacts, Link, PackageRelease
-from fixloop.core.change.mr import BREAKING_MARK, TITLE_MAX, callouts, render
+from fixloop.core.change.mr import BREAKING_MARK, TITLE_MAX, callouts, closed_findings, render
+from fixloop.core.change.ops import PolicyViolation
 from fixloop.core.change.plan import Jump, ReleaseList
 from fixloop.core.change.policy import load_policy
+from fixloop.core.change.versions import within
 from fixloop.core.models import Severity, Signal, WorkItemKind, fingerprint
 from fixloop.core.triage import triage_rules
 from fixloop.integrations.pypi import parse_versions
@@ -222,3 +227,41 @@ def test_the_callout_is_inert_and_the_mark_only_fits_the_title() -> None:
     assert long.title == "x" * (TITLE_MAX - 3)  # the mark does not fit: the description says it
     marked = render(item, result, found, drafted_title="Breaking change: Werkzeug 0.15")
     assert marked.title == "Breaking change: Werkzeug 0.15"  # never twice
+
+
+_VERSION = st.one_of(
+    st.lists(st.integers(min_value=0, max_value=10**30), min_size=1, max_size=4).map(lambda ns: ".".join(map(str, ns))),
+    st.sampled_from(["0.11.16", "0.12", "1.0", "2.0.0rc1", "0.15.3", "v3", "latest", "0.11.6-r0"]),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=150)
+@given(
+    fixes=st.lists(st.lists(_VERSION, min_size=1, max_size=3), min_size=5, max_size=5),
+    listed=st.none() | st.lists(_VERSION, max_size=40),
+    max_jump=st.sampled_from([None, "major", "minor", "patch"]),
+)
+def test_any_advisory_versions_and_release_list_give_a_plan_within_the_jump_or_a_reason(
+    fixes: list[list[str]], listed: list[str] | None, max_jump: str | None
+) -> None:
+    item, base = work_item("trivy/trivy-0.22-fulldb_pip.json", WorkItemKind.DEPENDENCY_BUMP)
+    found = [
+        s.model_copy(update={"fixed_versions": f, "fixed_version": f[0]}) for s, f in zip(base, fixes, strict=True)
+    ]
+    lookup = pypi({"Werkzeug": tuple(listed)} if listed is not None else {})
+    try:
+        result = plan(item, found, SEED, policy=load_policy(f"max_jump: {max_jump}\n" if max_jump else None),
+                      releases=lookup)  # fmt: skip
+    except PolicyViolation:  # a version the requirements grammar takes but the file's parse refuses
+        return
+    if isinstance(result, NotLocated):
+        assert result.reason
+        return
+    (op,) = result.operations
+    assert within(max_jump or "major", "0.11", op.new)
+    mr = render(item, result, found)
+    held = {h.fingerprint for h in result.held_back}
+    closed = {s.fingerprint for s, _ in closed_findings(item, result, found)}
+    assert closed and not closed & held and closed | held == {s.fingerprint for s in found}
+    assert mr.description.startswith("> **") == bool(result.jumps or result.held_back)

@@ -330,7 +330,8 @@ def _jump(
     else:
         versions = [c for fixed in advisories for c in split_versions(fixed)]
         unlisted = clean(listed.missing or "not looked up", 200) if listed is not None else None
-    lines = [line_name(line) for line in skipped_lines(site.kind, site.current, new, versions)] if kind else []
+    named = [line_name(line) for line in skipped_lines(site.kind, site.current, new, versions)] if kind else []
+    lines = [n for n in named if len(n) <= 24]  # a 30-digit "major" is no line a reviewer needs named
     return Jump(
         package=clean(site.name, 120),
         current=clean(site.current, 60),
