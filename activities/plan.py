@@ -43,6 +43,7 @@ from fixloop.core.change.facts import (
 )
 from fixloop.core.change.images import Environment, ImageChainError, current_tag, delivery_of, rebuild_ops
 from fixloop.core.change.mr import (
+    callouts,
     code,
     delivery_section,
     read_back,
@@ -64,6 +65,7 @@ from fixloop.core.change.ops import (
     SetReplicas,
     subject,
 )
+from fixloop.core.change.plan import REGISTRIES, ReleaseList
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy, validate
 from fixloop.core.change.remedy import Remedy, memory_sizing, remedy_change, revert_change, rollback_tags
 from fixloop.core.config import ConfigError, LlmSettings
@@ -284,17 +286,22 @@ class FactLookups:
         self.pypi = pypi
         self.endoflife = endoflife
 
-    def __call__(self, operations: Sequence[Operation], repo: RepoView, today: date) -> ChangeFacts:
+    def __call__(
+        self, operations: Sequence[Operation], repo: RepoView, today: date, pypi_down: str | None = None
+    ) -> ChangeFacts:
+        """The facts of ``operations``; ``pypi_down``: why PyPI is not asked again for this change (the planning's
+        release lists found it down: ``ReleaseLists.down``)."""
         return ChangeFacts(
             looked_up_on=today,
             roles=dependency_roles(operations, repo),
-            releases=self._releases(operations),
+            releases=self._releases(operations, pypi_down),
             lifecycles=self._lifecycles(operations),
         )
 
-    def _releases(self, operations: Sequence[Operation]) -> list[PackageRelease]:
+    def _releases(self, operations: Sequence[Operation], pypi_down: str | None = None) -> list[PackageRelease]:
         out: list[PackageRelease] = []
         down: str | None = None if self.pypi is not None else "not looked up: PyPI lookups are off"
+        down = f"not looked up: {pypi_down}" if pypi_down else down
         for op in operations:
             if len(out) >= RELEASES_MAX:
                 break
@@ -348,6 +355,35 @@ class FactLookups:
         return out
 
 
+class ReleaseLists:
+    """``plan()``'s release-list lookup for one change (``fixloop.core.change.plan.ReleaseLookup``): a Python
+    package's released versions from PyPI (``pypi``; None: lookups off), asked once per package; other ecosystems
+    get none, and say why. No answer never fails the plan: the MR says why it names the skipped release lines from
+    the advisories; after PyPI's first transport error or 429/5xx the rest of the change's lists are not asked."""
+
+    def __init__(self, pypi: PypiClient | None) -> None:
+        self.pypi = pypi
+        self.down: str | None = None if pypi is not None else "PyPI lookups are off"
+
+    def __call__(self, ecosystem: str, package: str) -> ReleaseList:
+        registry = REGISTRIES.get(ecosystem, "the registry")
+        if ecosystem != "pypi":
+            return ReleaseList(registry, None, f"fixloop reads release lists from PyPI only, not from {registry}")
+        if self.down is not None or self.pypi is None:
+            return ReleaseList(registry, None, self.down)
+        try:
+            heartbeat(f"list the releases of {package} on PyPI")
+            return ReleaseList(registry, self.pypi.versions(package))
+        except NotFound:
+            return ReleaseList(registry, None, f"PyPI lists no project {clean(package, 100)}")
+        except IntegrationError as e:
+            why = _not_looked_up(e, "PyPI").removeprefix("not looked up: ")
+            if e.retryable:
+                self.down = why
+            log.warning("PyPI release list of %s: %s", clean(package, 100), clean(e.message, 200))
+            return ReleaseList(registry, None, why)
+
+
 def _explain(items: Sequence[NotFixable], failed: dict[str, str]) -> list[NotFixable]:
     return [n.model_copy(update={"reason": failed[n.package]}) if n.package in failed else n for n in items]
 
@@ -388,7 +424,8 @@ class ChangePlanner:
         base images' tags from ``tags``: not located -> ``located=False`` with the reason; raises ``PolicyViolation``
         when the change fails validation (and, from ``tags``, what it raises)."""
         verification = _verification_of(repo.read(POLICY_FILE))
-        result = plan(inp.work_item, inp.signals, repo, tags=tags)
+        releases = ReleaseLists(self.facts.pypi)
+        result = plan(inp.work_item, inp.signals, repo, tags=tags, releases=releases)
         heartbeat("located" if not isinstance(result, NotLocated) else "not located")
         if isinstance(result, NotLocated):
             not_fixable = _explain(result.not_fixable, tags.failed)
@@ -405,7 +442,7 @@ class ChangePlanner:
         text = describe_plans(verification, services_of_paths(op.path for op in result.operations))
         # the merge request names the service the change touches, as the loop's work item will (``named``)
         inp = inp.model_copy(update={"work_item": named(inp.work_item, touched)})
-        facts = self.facts(result.operations, repo, datetime.now(UTC).date())
+        facts = self.facts(result.operations, repo, datetime.now(UTC).date(), releases.down)
         heartbeat("write the merge request")
         planned = self._planned(inp, result, base_sha, _explain(result.not_fixable, tags.failed), repo, text, facts)
         service = service_of_paths(op.path for op in planned.changes)
@@ -516,6 +553,7 @@ class ChangePlanner:
             risks=list(result.risks),
             drafted_by=drafted_by,
             facts=facts.of(result.operations) if facts is not None else None,
+            callouts=callouts(result, facts, markup=False),
         )
 
     def _draft(self, inp: PlanChangeInput, result: Plan, repo: RepoView) -> tuple[Plan, Draft]:

@@ -1,19 +1,22 @@
 """PyPI's JSON API (httpx; read-only, anonymous): what a merge request says of a bumped Python package's target
 release (``fixloop.core.change.facts.PackageRelease``): when it was uploaded, whether it is yanked, and its
-changelog, source and home page links.
+changelog, source and home page links; and a project's release list (``versions``: the release lines a breaking bump
+skips, and the versions within the policy's ``max_jump``, ``fixloop.core.change.plan``).
 
 Vendor doc: docs.pypi.org/api/json/ ("Get a release": ``GET /pypi/<project>/<version>/json`` -> ``{"info": {"name",
 "version", "project_urls": {label: url} | null, "home_page", "yanked", "yanked_reason", ...}, "urls": [{"filename",
 "upload_time_iso_8601", ...}], "vulnerabilities": [...], "last_serial"}``; 404 for an unknown project or version).
-``project_urls`` labels are the author's own text; PyPI matches well-known ones after lower-casing and dropping
-punctuation and spaces (warehouse ``packaging/metadata`` "well-known project URLs": ``changelog``, ``changes``,
-``releasenotes``, ``history``, ``whatsnew``, ``source``, ``sourcecode``, ``repository``, ``homepage``, ...), and so
-does ``parse_release``. Recorded answers: ``tests/fixtures/recorded/pypi/``.
+"Get a project" (``GET /pypi/<project>/json``) adds ``"releases": {version: [file, ...]}``, each file with
+``"yanked"``: what ``parse_versions`` reads. ``project_urls`` labels are the author's own text; PyPI matches
+well-known ones after lower-casing and dropping punctuation and spaces (warehouse ``packaging/metadata``
+"well-known project URLs": ``changelog``, ``changes``, ``releasenotes``, ``history``, ``whatsnew``, ``source``,
+``sourcecode``, ``repository``, ``homepage``, ...), and so does ``parse_release``. Recorded answers:
+``tests/fixtures/recorded/pypi/``.
 
 Errors: ``NotFound`` (no such project or version), ``HttpStatusError`` (429/5xx, retryable), ``TransportError``
-(no answer in ``timeout`` seconds), ``IntegrationError`` (a body over ``MAX_BODY_BYTES`` or not a release). The
-planning activity turns each into a sentence in the MR ("release notes: not looked up: PyPI unreachable"); none
-fails the loop.
+(no answer in ``timeout`` seconds), ``IntegrationError`` (a body over ``MAX_BODY_BYTES``, not a release or
+no release list). The planning activity turns each into a sentence in the MR ("release notes: not looked up: PyPI
+unreachable"); none fails the loop.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from fixloop.integrations.errors import IntegrationError
 
 SYSTEM = "pypi"
 MAX_BODY_BYTES = 8 << 20  # a release's JSON carries its long description (a README): megabytes are possible
+VERSIONS_MAX = 5_000  # versions kept of a project's release list
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,59}$")  # a version key worth comparing (PEP 440 and legacy)
 
 # Well-known project URL labels (lower-case, letters and digits only) -> fixloop's label, in the order shown.
 _LABELS: dict[str, LinkLabel] = {
@@ -54,7 +59,9 @@ class PypiSettings(BaseSettings):
 
     url: str = Field(default="https://pypi.org", description="Base URL of PyPI's JSON API (or a mirror of it).")
     enabled: bool = Field(
-        default=True, description="Look up the bumped Python packages' releases (date, yanked, changelog links)."
+        default=True,
+        description="Look up the bumped Python packages' releases (date, yanked, changelog links) and, for a breaking "
+        "bump or one beyond fixloop.yaml's max_jump, their release lists.",
     )
     timeout: float = Field(default=3.0, gt=0, le=60, description="Seconds per HTTP request.")
 
@@ -118,6 +125,24 @@ def parse_release(body: object, package: str, version: str, base_url: str = "htt
     )
 
 
+def parse_versions(body: object, package: str) -> tuple[str, ...]:
+    """The released versions of ``package`` from the body of ``GET /pypi/<package>/json``: the keys of ``releases``
+    with at least one file that is not yanked (a release without files, or whose every file is yanked (PEP 592),
+    installs nothing by default), in the order listed, at most ``VERSIONS_MAX``, each at most 60 characters of a
+    version's alphabet. ``IntegrationError`` when the body has no ``releases`` mapping."""
+    releases = body.get("releases") if isinstance(body, dict) else None
+    if not isinstance(releases, dict):
+        raise IntegrationError(SYSTEM, f"{clean(package, 100)}: the answer lists no releases")
+    out: list[str] = []
+    for version, files in releases.items():
+        if len(out) >= VERSIONS_MAX:
+            break
+        if isinstance(version, str) and _VERSION.fullmatch(version) and isinstance(files, list):
+            if any(isinstance(f, dict) and f.get("yanked") is not True for f in files):
+                out.append(version)
+    return tuple(out)
+
+
 class PypiClient(JsonApi):
     """PyPI's JSON API at ``settings.url`` (no credentials; redirects to the canonical project name followed). Use
     as a context manager, or call ``close()``."""
@@ -132,3 +157,10 @@ class PypiClient(JsonApi):
         path = f"/pypi/{quote(package, safe='')}/{quote(version, safe='')}/json"
         body = self.get_json(path)
         return parse_release(body, package, version, self.settings.url)
+
+    def versions(self, package: str) -> tuple[str, ...]:
+        """The released versions of ``package`` (``GET /pypi/<package>/json``, parsed by ``parse_versions``).
+        ``NotFound`` for an unknown project; a body over ``MAX_BODY_BYTES`` (a project with thousands of files) is an
+        ``IntegrationError``, like the other errors of the module."""
+        body = self.get_json(f"/pypi/{quote(package, safe='')}/json")
+        return parse_versions(body, package)

@@ -102,6 +102,15 @@ def test_text_output_and_exit_1_name_what_could_not_be_planned(tmp_path: Path) -
     assert "Why: alpine: not looked up: fixloop plan asks no registry (give the image's tags with --tags)" in out
     assert "=== payments-dependency-bump-b3c2f0ababecf5c9 (dependency_bump): planned\n" in out
     assert "-Werkzeug==0.11\n+Werkzeug==0.15.3\n" in out
+    # Werkzeug 0.11 -> 0.15.3 is a 0.x minor jump: its MR says so first (the lines skipped from the advisories'
+    # versions: fixloop plan asks no PyPI), and its title is marked (the loop's MR is the same: the test above)
+    callout = (
+        "--- MR description ---\n> **Breaking:** `Werkzeug` `0.11` \u2192 `0.15.3` is a 0.x minor jump (skips 0.12 by "
+        "the versions the advisories name; no release list was read: PyPI lookups are off): read its release notes "
+        "before approving.\n\nfixloop work item `payments-dependency-bump-"
+    )
+    assert callout in out
+    assert "MR title: Breaking: Bump Werkzeug 0.11 \u2192 0.15.3 in services/payments (fixes 5 advisories" in out
     assert "release notes: not looked up: PyPI lookups are off" in out
     assert out.endswith("2 of 3 work items planned on " + str(SEED_DIR.resolve()) + "\n")
 
@@ -272,4 +281,4 @@ def test_the_folders_grouping_decides_the_work_items_planned(tmp_path: Path) -> 
         else:
             (item,) = bumps
             assert item["files"] == ["services/payments/requirements.txt"] and item["service"] == "payments"
-            assert item["title"].startswith("Bump 3 Python packages in services/payments")
+            assert item["title"].startswith("Breaking: Bump 3 Python packages in services/payments")

@@ -629,6 +629,10 @@ class RemediationWorkflow:
         if self.state.issue is not None:  # the Jira issue links back to the merge request
             await self._link(ref.url, f"Merge request !{ref.iid}", "link the merge request")
             await self._set_status("In Progress")
+            # what the MR says first (breaking bumps, advisories max_jump leaves open) is said on the issue too
+            if self.state.plan.callouts and workflow.patched("comment-the-callouts"):
+                lines = "\n".join(f"- {c}" for c in self.state.plan.callouts)
+                await self._comment(f"Merge request !{ref.iid} ({ref.url}):\n{lines}", "callouts")
         self._gate_on(ref, GateKind.CHANGE, self.state.plan.title)
         self._advance(Stage.AWAIT_APPROVAL)
         await self._tell_intake_fixing(open_=True)

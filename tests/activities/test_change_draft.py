@@ -50,7 +50,8 @@ WITHOUT_TWISTED = {
     REQUIREMENTS: ALL_THREE[REQUIREMENTS].replace("-Twisted==18.9.0\n+Twisted==20.3.0rc1\n", " Twisted==18.9.0\n")
 }
 TITLE = "Bump Django and aiohttp in payments (fixes 2 advisories); Twisted 20 waits"
-RULES_TITLE = "Bump 3 Python packages in services/payments (fixes 6 advisories: 6 unknown)"
+# Twisted 18.9.0 -> 20.3.0rc1 is a major jump (to a pre-release): the rules' title says so first
+RULES_TITLE = "Breaking: Bump 3 Python packages in services/payments (fixes 6 advisories: 6 unknown)"
 PINNED_TITLE = "Bump 2 Python packages in services/payments (fixes 2 advisories: 2 unknown)"
 
 

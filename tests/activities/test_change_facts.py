@@ -1,6 +1,7 @@
 """``change.plan`` with the registry lookups of ``FactLookups`` on the sandbox's GitLab: the merge request and
 ``PlannedChange.facts`` say what PyPI and endoflife.date answered, or that (and why) they were not looked up;
-no answer ever fails the plan, and a registry that does not answer is asked once per change."""
+no answer ever fails the plan, and a registry that does not answer is asked once per change; a breaking bump's
+release list is read from PyPI once, and the repository's ``max_jump`` bounds the bump."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ import httpx
 import pytest
 from pydantic_core import to_json
 
-from fixloop.activities.plan import FactLookups
+from fixloop.activities.plan import ChangePlanner, FactLookups, RegistryTags
 from fixloop.core.change.facts import FACTS_MAX_BYTES, Lifecycle
+from fixloop.core.change.locate import MappingRepo
 from fixloop.core.models import WorkItemKind
+from fixloop.core.triage import triage_rules
 from fixloop.integrations.endoflife import EndOfLifeClient, EndOfLifeSettings
 from fixloop.integrations.pypi import PypiClient, PypiSettings
 from fixloop.workflows.contracts.plan import PlanChangeInput, PlannedChange
 from tests.activities.sandbox_world import World, running_world
 from tests.change.helpers import work_item
+from tests.change.test_breaking import REQUIREMENTS, celery_signals
 
 SCOPE = "platform/gitops"
 RECORDED = Path(__file__).parents[1] / "fixtures" / "recorded"
@@ -119,3 +123,37 @@ async def test_the_end_of_life_of_a_base_image(world: World) -> None:
     assert "- `alpine:3.9.6`: Alpine: end of life: not looked up: endoflife.date answered HTTP 503" in (
         result.description or ""
     )
+
+
+def test_the_release_list_comes_from_pypi_once_and_max_jump_is_read_from_the_repository() -> None:
+    asked: list[str] = []
+    celery = httpx.Response(200, content=(RECORDED / "pypi" / "dependabot-fixtures_pypi_celery.json").read_bytes())
+
+    def pypi(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return celery if request.url.path == "/pypi/celery/json" else httpx.Response(404, json={"message": "no"})
+
+    found = celery_signals()
+    (item,) = triage_rules(found).work_items
+    files = {REQUIREMENTS: "celery==2.2.7\n"}
+    planner = ChangePlanner(facts=lookups(httpx.MockTransport(pypi), None))
+    breaking = planner.plan_at(PlanChangeInput(scope=SCOPE, work_item=item, signals=found), MappingRepo(files), None,
+                               RegistryTags(None))  # fmt: skip
+    assert [op.new for op in breaking.changes] == ["5.2.2"]
+    assert asked == ["/pypi/celery/json", "/pypi/celery/5.2.2/json"]  # the list once, then the release's facts
+    assert breaking.callouts == [
+        "Breaking: celery 2.2.7 \u2192 5.2.2 is a major jump (skips 3.x and 4.x by PyPI's release list): read its "
+        "release notes before approving."
+    ]
+    assert (breaking.description or "").startswith("> **Breaking:** `celery` `2.2.7` \u2192 `5.2.2` is a major jump")
+    files["fixloop.yaml"] = "max_jump: minor\n"
+    limited = planner.plan_at(PlanChangeInput(scope=SCOPE, work_item=item, signals=found), MappingRepo(files), None,
+                              RegistryTags(None))  # fmt: skip
+    assert [op.new for op in limited.changes] == ["2.5.5"] and not limited.title.startswith("Breaking")  # type: ignore[union-attr]
+    assert limited.not_fixable == ["celery: not fixed within max_jump: minor: CVE-2021-23727 needs 5.2.2"]
+    assert limited.callouts == [
+        "Not fixed within max_jump: minor: celery: CVE-2021-23727 needs 5.2.2; they stay open on the work item."
+    ]
+    off = ChangePlanner().plan_at(PlanChangeInput(scope=SCOPE, work_item=item, signals=found), MappingRepo(files),
+                                  None, RegistryTags(None))  # fmt: skip
+    assert [op.new for op in off.changes] == ["2.4.4"]  # no PyPI: the highest version the advisories name

@@ -746,7 +746,12 @@ def test_mr_text_of_maven_and_helm_changes_names_them_and_lists_the_findings() -
     root = planned(ALL_PROJECTS, DEP, repos.ALL_PROJECTS, target="pom.xml")
     item, found = work_item(ALL_PROJECTS, DEP, "pom.xml")
     mr = render(item, root, found)
-    assert mr.title.startswith("Bump com.google.guava:guava 29.0-jre \u2192 30.0-jre (fixes ")
+    assert mr.title.startswith("Breaking: Bump com.google.guava:guava 29.0-jre \u2192 30.0-jre (fixes ")  # a new major
+    assert mr.description.startswith(
+        "> **Breaking:** `com.google.guava:guava` `29.0-jre` \u2192 `30.0-jre` is a major jump (the advisories name no "
+        "release line between them; no release list was read: not looked up): read its release notes before "
+        "approving.\n\nfixloop work item "
+    )
     assert "| `com.google.guava:guava` | `29.0-jre` \u2192 `30.0-jre` |" in mr.description
     redis, redis_found = redis_item()
     helm = plan(redis, redis_found, repos.REDIS, tags=redis_tags)

@@ -54,7 +54,7 @@ def test_python_mr_names_the_service_links_osv_and_lists_risks() -> None:
     assert isinstance(result, Plan)
     mr = render(item, result, found)
     assert mr.title == (
-        "Bump Werkzeug 0.11 → 0.15.3 in services/payments (fixes 5 advisories: 1 high, 1 medium, 3 unknown)"
+        "Breaking: Bump Werkzeug 0.11 → 0.15.3 in services/payments (fixes 5 advisories: 1 high, 1 medium, 3 unknown)"
     )
     assert "| `pyup.io-26435` | `Werkzeug` | `0.11` → `0.15.3` | unknown |" in mr.description
     assert "- Werkzeug 0.11 → 0.15.3: 0.x minor version change (may break the API)" in mr.description

@@ -91,3 +91,22 @@ def test_malformed_policy_is_an_error_not_a_guess() -> None:
         load_policy("limits: {max_files: lots}\n")
     with pytest.raises(PolicyViolation, match="fixloop.yaml: is not a valid policy"):
         load_policy("- just\n- a list\n")
+
+
+def test_max_jump_is_read_and_a_wrong_value_is_named() -> None:
+    assert load_policy(None).max_jump == policy_of(MappingRepo(SEED)).max_jump == "major"  # today's behaviour
+    values = ("major", "minor", "patch")
+    assert [load_policy(f"max_jump: {v}\n").max_jump for v in values] == list(values)
+    assert load_policy("max_jump:\nallow: ['**/*.txt']\n").max_jump == "major"  # empty: the default
+    for text, shown in (
+        ("max_jump: mayor\n", "'mayor'"),
+        ("max_jump: Minor\n", "'Minor'"),  # the values are lower case
+        ("max_jump: 1\n", "1"),
+        ("max_jump: [minor]\n", "a list"),
+        ("max_jump: {minor: true}\n", "a mapping"),
+    ):
+        with pytest.raises(PolicyViolation) as raised:
+            load_policy(text)
+        assert str(raised.value) == (
+            f"fixloop.yaml: is not a valid policy (max_jump: must be one of major, minor, patch, not {shown})"
+        )

@@ -68,6 +68,11 @@ def test_the_scripted_demo_gives_every_work_item_a_jira_issue_a_merge_request_an
         work_item_id = row["workflow_id"].rsplit("/", 1)[1]
         marker, _, body = mr["description"].partition("\n")  # the loop's marker, hidden on the page, then the text
         assert re.fullmatch(rf"<!-- fixloop:loop={re.escape(row['workflow_id'])} run=[0-9a-f-]+ -->", marker), marker
+        if name == "Werkzeug":  # a 0.x minor jump: said first, in the MR and on the issue (test_plan_cli: the line)
+            callout, _, body = body.partition("\n\n")
+            assert callout.startswith("> **Breaking:** `Werkzeug` `0.11` \u2192 `0.15.3` is a 0.x minor jump"), callout
+            said = [jira_reads(c["text"]) for c in jira_issues[row["jira"]]["comments"]]
+            assert any("Breaking: Werkzeug 0.11 \u2192 0.15.3 is a 0.x minor jump (skips 0.12" in t for t in said), said
         assert body.startswith(f"fixloop work item `{work_item_id}`: {titles[name]}\n"), mr["description"]
         assert mr["source_branch"] == f"fixloop/{work_item_id}"
     for row in incidents:

@@ -16,11 +16,20 @@ from hypothesis import strategies as st
 from fixloop.core.change.facts import LINKS_MAX, URL_MAX, Cycle, image_products, lifecycle, match_cycle, safe_url
 from fixloop.integrations.endoflife import EndOfLifeClient, EndOfLifeSettings, parse_cycles
 from fixloop.integrations.errors import HttpStatusError, IntegrationError, NotFound, TransportError
-from fixloop.integrations.pypi import MAX_BODY_BYTES, PypiClient, PypiSettings, parse_release
+from fixloop.integrations.pypi import (
+    MAX_BODY_BYTES,
+    VERSIONS_MAX,
+    PypiClient,
+    PypiSettings,
+    parse_release,
+    parse_versions,
+)
 
 RECORDED = Path(__file__).parents[1] / "fixtures" / "recorded"
 BLACK = RECORDED / "pypi" / "poetry-fixtures_pypi_black_21.11b0.json"
 IPYTHON = RECORDED / "pypi" / "poetry-fixtures_pypi_ipython_7.5.0.json"
+CELERY = RECORDED / "pypi" / "dependabot-fixtures_pypi_celery.json"  # GET /pypi/celery/json: a release list
+LUIGI = RECORDED / "pypi" / "dependabot-fixtures_pypi_luigi.json"
 PYTHON = RECORDED / "endoflife" / "norwegianblue_api_python.json"
 UBUNTU = RECORDED / "endoflife" / "norwegianblue_api_ubuntu.json"
 
@@ -166,6 +175,40 @@ def test_any_answer_gives_a_bounded_release_or_an_integration_error(body: object
     )
     assert all(not set(link.url) & set(" ()<>[]|`\"'\\") for link in release.links)
     assert release.yanked_reason is None or len(release.yanked_reason) <= 200
+
+
+def test_recorded_release_lists_leave_out_releases_without_installable_files() -> None:
+    luigi = parse_versions(json.loads(LUIGI.read_bytes()), "luigi")
+    assert len(luigi) == 82 and "1.0.8" not in luigi and "1.0.21" not in luigi  # listed without files
+    assert {"1.0", "2.8.13", "3.0.0b1", "3.6.0"} <= set(luigi)  # pre-releases kept: the planner leaves them out
+    celery = parse_versions(json.loads(CELERY.read_bytes()), "celery")  # a 2019 answer: no "yanked" field
+    assert len(celery) == 150 and "3.1.26-1" in celery and "4.4.0rc5" in celery
+    body = {"releases": {"1.0": [{"yanked": True}], "1.1": [{"yanked": True}, {"yanked": False}], "2.0": []}}
+    assert parse_versions(body, "p") == ("1.1",)  # every file yanked, or none: nothing installs
+    with pytest.raises(IntegrationError, match="p: the answer lists no releases"):
+        parse_versions({"info": {}}, "p")  # a release's answer (``/pypi/<p>/<v>/json``) lists none
+
+
+def test_the_client_reads_a_release_list_through_the_json_api() -> None:
+    seen: list[str] = []
+    transport = serve({"/pypi/celery/json": recorded(CELERY)}, seen)
+    with PypiClient(PypiSettings(_env_file=None), transport=transport) as client:  # type: ignore[call-arg]
+        assert client.versions("celery") == parse_versions(json.loads(CELERY.read_bytes()), "celery")
+        with pytest.raises(NotFound):
+            client.versions("no-such-project")
+    assert seen == ["/pypi/celery/json", "/pypi/no-such-project/json"]
+
+
+@settings(max_examples=200)
+@given(st.one_of(JSON, st.fixed_dictionaries({"releases": st.dictionaries(st.text(max_size=70), JSON)})))
+def test_any_answer_gives_a_bounded_release_list_or_an_integration_error(body: object) -> None:
+    try:
+        versions = parse_versions(body, "p")
+    except IntegrationError:
+        assert not (isinstance(body, dict) and isinstance(body.get("releases"), dict))
+        return
+    assert len(versions) <= VERSIONS_MAX and all(isinstance(v, str) and 0 < len(v) <= 60 for v in versions)
+    assert all(not set(v) & set(" `<>[]()|*_\\") for v in versions)
 
 
 def test_settings_are_short_and_public_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,9 @@ RECORDED: dict[str, tuple[str, ...]] = {
     "tests/workflows/test_every_service.py::test_one_service_failing_fails_the_item_and_one_revert_undoes_it_for_all": (
         "remediation-reverted-in-one-of-two-services",
     ),
+    "tests/workflows/test_remediation.py::test_what_the_merge_request_says_first_is_said_on_the_jira_issue": (
+        "remediation-callouts",
+    ),
     "tests/workflows/test_remediation.py::test_long_wait_continues_as_new_with_its_state": (
         "remediation-continued-as-new-first-run",
         "remediation-continued-as-new-last-run",

@@ -151,6 +151,27 @@ async def test_the_long_activities_are_scheduled_with_their_heartbeat_timeouts(
     assert {scheduled["jira.open_work_item"], scheduled["gitlab.open_merge_request"]} == {timedelta(0)}
 
 
+async def test_what_the_merge_request_says_first_is_said_on_the_jira_issue(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """A planned change with callouts (a breaking bump, advisories the policy's max_jump leaves open:
+    ``fixloop.core.change.mr.callouts``) comments them on the work item's Jira issue once the merge request is
+    open, behind the patch ``comment-the-callouts``; a change without them comments nothing more (the test above)."""
+    lines = [
+        "Breaking: Werkzeug 0.11 \u2192 0.15.3 is a 0.x minor jump (skips 0.12 by the versions the advisories name; "
+        "no release list was read: PyPI lookups are off): read its release notes before approving.",
+        "Not fixed within max_jump: minor: celery: CVE-2021-23727 needs 5.2.2; they stay open on the work item.",
+    ]
+    world = World(merge_after_polls=1, approvals=[HUMAN], callouts=lines)
+    state = await _run(env, task_queue, world, _item(ALPINE, WorkItemKind.OS_REBUILD), history="remediation-callouts")
+    assert state.outcome is Outcome.VERIFIED
+    assert _events(world.comments) == ["callouts", *AUDIT_7]
+    (said,) = [c for c in world.comments if c.dedup_key.endswith("/callouts")]
+    assert said.key == "OPS-1" and said.body == (
+        f"Merge request !7 ({state.merge_request.url}):\n- {lines[0]}\n- {lines[1]}"  # type: ignore[union-attr]
+    )
+
+
 async def test_a_fix_takes_the_name_of_the_service_its_change_touches(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:

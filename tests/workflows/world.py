@@ -129,6 +129,7 @@ class World:
     revert_approvals: list[Approval] = field(default_factory=lambda: [REVIEWER])
     joins: list[AlertsJoined] = field(default_factory=list)  # the intake's join_alerts, from the first MR polls
     service: str | None = None  # the PlannedChange's service
+    callouts: list[str] = field(default_factory=list)  # the PlannedChange's callouts (breaking bumps, max_jump)
     client: Any = None  # a Temporal client, for deploy_events
     notes: list[NoteInput] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -216,6 +217,7 @@ class World:
             service=self.service,
             services=self.services,
             title=FIX_TITLE,
+            callouts=self.callouts,
         )
 
     @activity.defn(name=gitlab.OPEN_MERGE_REQUEST)

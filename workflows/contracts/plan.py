@@ -50,6 +50,8 @@ class PlannedChange(BaseModel):
     its draft was refused: the description says why). ``facts``: what the registries and the repository said of
     the bumped packages and images when it was planned (roles, release dates and links, end of life; at most
     ``fixloop.core.change.facts.FACTS_MAX_BYTES`` of JSON), None for a change that bumps none or was not looked up.
+    ``callouts``: what the description says first, as plain text lines (its breaking bumps, and the advisories
+    the policy's ``max_jump`` leaves open: ``fixloop.core.change.mr.callouts``), for the Jira issue.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -78,6 +80,7 @@ class PlannedChange(BaseModel):
     delivery: Delivery | None = None
     running: bool = False  # change.plan_promotion: the environment's file already sets the tag (at ``base_sha``)
     facts: ChangeFacts | None = None
+    callouts: list[Annotated[str, Field(max_length=8_000)]] = Field(default_factory=list, max_length=50)
 
 
 class PlanPromotionInput(BaseModel):

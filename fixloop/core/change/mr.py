@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
 from fixloop.core import lifecycle  # it imports this package (facts, locate): its names are read at call time
-from fixloop.core.change.facts import ChangeFacts, DependencyRole, Lifecycle, PackageRelease, ago, bumped_images
+from fixloop.core.change.facts import ChangeFacts, DependencyRole, Lifecycle, Link, PackageRelease, ago, bumped_images
 from fixloop.core.change.images import Delivery, Dependent, ImageSpec
 from fixloop.core.change.ops import (
     BumpBaseImage,
@@ -31,7 +31,7 @@ from fixloop.core.change.ops import (
     SetHelmValue,
     subject,
 )
-from fixloop.core.change.plan import PLAN_VERSION, Plan
+from fixloop.core.change.plan import PLAN_VERSION, REGISTRIES, HeldBack, Jump, Plan
 from fixloop.core.markup import INVISIBLE, defang_urls, markdown
 from fixloop.core.models import Signal, WorkItem, WorkItemKind, advisory_counts
 from fixloop.core.parsing import clean
@@ -39,6 +39,8 @@ from fixloop.core.parsing import clean
 IMAGE_OPS = (BumpBaseImage, BumpWorkloadImage, SetHelmValue)  # a new image: closes every OS finding of the old one
 PACKAGE_OPS = (BumpPythonPin, BumpNpmPackage, BumpGoModule, BumpMavenDependency)
 TITLE_MAX = 255  # GitLab's limit
+BREAKING_MARK = "Breaking: "  # before the title of a change with a breaking bump, when it fits TITLE_MAX
+CALLOUTS_MAX = 10  # breaking bumps called out at the top (the others are counted)
 VERIFICATION_MAX = 1_500  # the verification plan paragraph
 TABLE_ROWS_MAX = 100
 SUMMARY_MAX = 1200  # characters of a drafted summary
@@ -113,6 +115,7 @@ def _covered(plan: Plan, signals: Sequence[Signal]) -> list[tuple[Signal, str]]:
     bump (the fix comes with the new image), the bumped package's findings otherwise."""
     new_by_package: dict[str, str] = {}
     rebuild = any(isinstance(op, IMAGE_OPS) for op in plan.operations)
+    held = {h.fingerprint for h in plan.held_back}  # left open by the policy's max_jump
     for op in plan.operations:
         if isinstance(op, PACKAGE_OPS):
             new_by_package[canonicalize_name(subject(op))] = op.new
@@ -120,7 +123,8 @@ def _covered(plan: Plan, signals: Sequence[Signal]) -> list[tuple[Signal, str]]:
     for s in signals:
         name = canonicalize_name(s.package or "")
         if name in new_by_package:
-            out.append((s, new_by_package[name]))
+            if s.fingerprint not in held:
+                out.append((s, new_by_package[name]))
         elif rebuild:
             out.append((s, s.fixed_version or "?"))
     out.sort(key=lambda sv: (-sv[0].severity.rank, sv[0].advisory_id or "", sv[0].package or ""))
@@ -132,6 +136,106 @@ def closed_findings(item: WorkItem, plan: Plan, signals: Sequence[Signal]) -> li
     operations close, most severe first: the rows of the MR's findings table."""
     wanted = set(item.signals)
     return _covered(plan, sorted((s for s in signals if s.fingerprint in wanted), key=lambda s: s.fingerprint))
+
+
+# ---------------------------------------------------------------- breaking bumps and max_jump (up front)
+
+
+def jumps_of(plan: Plan) -> list[Jump]:
+    """The breaking bumps among ``plan``'s operations (a model's draft may keep fewer than were planned)."""
+    made = {(subject(op), op.current, op.new) for op in plan.operations if isinstance(op, PACKAGE_OPS)}
+    return [j for j in plan.jumps if (j.package, j.current, j.new) in made]
+
+
+def held_of(plan: Plan) -> list[HeldBack]:
+    """The advisories ``plan``'s package operations leave open under the policy's ``max_jump``."""
+    made = {canonicalize_name(subject(op)) for op in plan.operations if isinstance(op, PACKAGE_OPS)}
+    return [h for h in plan.held_back if canonicalize_name(h.package) in made]
+
+
+def _listing_words(items: Sequence[str]) -> str:
+    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else "".join(items)
+
+
+def _changelog(release: PackageRelease | None) -> Link | None:
+    links = release.links if release is not None else []
+    return next((link for link in links if link.label in ("release notes", "changelog")), None)
+
+
+def jump_sentence(jump: Jump, release: PackageRelease | None, *, markup: bool = True) -> str:
+    """One breaking bump as a reviewer reads it first: ``Werkzeug 0.11 → 0.15.3 is a 0.x minor jump (skips 0.12,
+    0.13 and 0.14 by PyPI's release list): read the changelog before approving.``, the release lines skipped
+    named by the registry's release list or, without one, by the versions the advisories name (and why no list was
+    read), and the target release's release notes or changelog (``release``, from ``fixloop.core.change.facts``)
+    linked. ``markup``: GitLab Markdown (identifiers as code spans, the rest escaped); False: plain text, for Jira
+    (whose activity escapes it)."""
+    ident = code if markup else (lambda v, n=120: clean(v, n))
+    words = text if markup else (lambda v, n=300: clean(v, n))
+    what = {"major": "a major jump", "0.x minor": "a 0.x minor jump"}.get(jump.kind or "", "")
+    verb = f"is {what} to a pre-release" if what and jump.prerelease else f"is {what}" if what else "is a pre-release"
+    lines = [*jump.skipped] + ([f"{jump.skipped_more} more"] if jump.skipped_more else [])
+    skips = ""
+    if jump.kind is not None and jump.registry:
+        by = f"{words(jump.registry, 40)}'s release list"
+        skips = f" (skips {_listing_words(lines)} by {by})" if lines else f" ({by} has no release line between them)"
+    elif jump.kind is not None:
+        why = f"; no release list was read: {words(jump.unlisted, 200)}" if jump.unlisted else ""
+        skips = (
+            f" (skips {_listing_words(lines)} by the versions the advisories name{why})"
+            if lines
+            else f" (the advisories name no release line between them{why})"
+        )
+    link = _changelog(release)
+    if link is None:
+        tail = "read its release notes before approving"
+    elif markup:
+        tail = f"read the [{link.label}]({link.url}) before approving"
+    else:
+        tail = f"read the {link.label} ({link.url}) before approving"
+    change = f"{ident(jump.package, 120)} {ident(jump.current, 60)} \u2192 {ident(jump.new, 60)}"
+    return f"{change} {verb}{skips}: {tail}."
+
+
+def held_sentence(package: str, held: Sequence[HeldBack], *, markup: bool = True) -> str:
+    """The advisories of ``package`` a bump leaves open under the policy's ``max_jump``, each with the version it
+    needs: ``Werkzeug: CVE-2019-14806 needs 0.15.3, pyup.io-26435 needs 0.12; they stay open on the work item.``
+    (advisories linked as in the findings table when ``markup``)."""
+    limit = 20
+    adv = advisory if markup else (lambda v: clean(v, 120))
+    ident = code if markup else (lambda v, n=120: clean(v, n))
+    named = [f"{adv(h.advisory)} needs {ident(h.needs, 60)}" if h.needs else adv(h.advisory) for h in held]
+    more = f" and {len(named) - limit} more" if len(named) > limit else ""
+    return f"{ident(package, 120)}: {', '.join(named[:limit])}{more}; they stay open on the work item."
+
+
+def _by_package(held: Sequence[HeldBack]) -> dict[str, list[HeldBack]]:
+    out: dict[str, list[HeldBack]] = {}
+    for h in held:
+        out.setdefault(h.package, []).append(h)
+    return out
+
+
+def callouts(plan: Plan, facts: ChangeFacts | None, *, markup: bool = True) -> list[str]:
+    """What a reviewer must read before the rest, one line each: every breaking bump of ``plan``
+    (``jump_sentence``) and every package whose advisories the policy's ``max_jump`` leaves open
+    (``held_sentence``), at most ``CALLOUTS_MAX`` of each (the others counted: at most ``2 * CALLOUTS_MAX + 2``
+    lines). ``markup``: each a Markdown blockquote line
+    (``> **Breaking:** ...``); False: plain text lines (``Breaking: ...``), for the Jira comment."""
+    jumps = jumps_of(plan)
+    strong = (lambda w: f"> **{w}:** ") if markup else (lambda w: f"{w}: ")
+    out = [
+        strong("Breaking") + jump_sentence(j, facts.release_of(j.package, j.new) if facts else None, markup=markup)
+        for j in jumps[:CALLOUTS_MAX]
+    ]
+    if len(jumps) > CALLOUTS_MAX:
+        out.append(strong("Breaking") + f"{len(jumps) - CALLOUTS_MAX} more bumps: see the risk notes.")
+    packages = sorted(_by_package(held_of(plan)).items())
+    for package, held in packages[:CALLOUTS_MAX]:
+        jump = f"`max_jump: {held[0].max_jump}`" if markup else f"max_jump: {held[0].max_jump}"
+        out.append(strong(f"Not fixed within {jump}") + held_sentence(package, held, markup=markup))
+    if len(packages) > CALLOUTS_MAX:
+        out.append(strong("Not fixed") + f"{len(packages) - CALLOUTS_MAX} more packages: see below.")
+    return out
 
 
 # ---------------------------------------------------------------- title
@@ -244,15 +348,12 @@ def _release_text(release: PackageRelease, today: date) -> str:
         parts.append(f"released {day.isoformat()}, {ago(day, today)}")
     if release.yanked:
         why = f": {text(release.yanked_reason, 200)}" if release.yanked_reason else ""
-        parts.append(f"**yanked** from {_REGISTRY[release.ecosystem]}{why}")
+        parts.append(f"**yanked** from {REGISTRIES[release.ecosystem]}{why}")
     if release.links:
         parts.append(", ".join(f"[{link.label}]({link.url})" for link in release.links))
     if release.missing:
         parts.append(f"release notes: {text(release.missing, 200)}")
     return "; ".join(parts)
-
-
-_REGISTRY = {"pypi": "PyPI", "npm": "npm", "go": "the Go module proxy", "maven": "Maven Central"}
 
 
 def packages_section(facts: ChangeFacts, operations: Sequence[Operation]) -> list[str]:
@@ -344,6 +445,10 @@ def render(
 ) -> MergeRequestText:
     """The MR title, description and labels of ``plan`` for ``item`` (``signals`` may be a superset).
 
+    A change with a breaking bump (``plan.jumps``: a new major, a 0.x minor, a pre-release) or advisories its
+    policy's ``max_jump`` leaves open (``plan.held_back``) starts with their ``callouts`` (the changelog linked from
+    ``facts``), and its title with ``BREAKING_MARK`` when that fits ``TITLE_MAX``.
+
     ``facts``: what the registries and the repository say of the bumped packages and images
     (``fixloop.core.change.facts``), shown as ``### Packages`` and ``### Lifecycle`` after the changes; None: not
     shown.
@@ -361,7 +466,10 @@ def render(
         title = "Migrate " + title.removeprefix("Bump ")
     if drafted_title is not None and title_line(drafted_title):
         title = title_line(drafted_title)
-    out = [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]
+    if jumps_of(plan) and len(BREAKING_MARK) + len(title) <= TITLE_MAX and not title.lower().startswith("breaking"):
+        title = BREAKING_MARK + title
+    out = [line for c in callouts(plan, facts) for line in (c, "")]
+    out += [f"fixloop work item {code(item.id)}: {text(item.title)}", ""]
     if drafted_summary is not None and clean(drafted_summary, SUMMARY_MAX):
         out += [f"**Summary** (drafted by {text(drafted_by, 80)}): {text(drafted_summary, SUMMARY_MAX)}", ""]
     if jira_key and re.fullmatch(r"[A-Z][A-Z0-9_]{0,30}-\d{1,9}", jira_key):

@@ -1,7 +1,9 @@
 """plan(): a work item, its signals and the repository in; the validated change (or why there is none) out.
 
 Pure and deterministic: no network, no git, no clock. The registry's tag list comes in as a function
-(``tags(repository) -> [tag, ...]``); the same inputs give the same plan, byte for byte.
+(``tags(repository) -> [tag, ...]``), a package's release list as another (``releases(ecosystem, package) ->
+ReleaseList``, asked only for a breaking bump or one beyond the policy's ``max_jump``); the same inputs give the
+same plan, byte for byte.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,12 +44,21 @@ from fixloop.core.change.ops import (
 )
 from fixloop.core.change.policy import POLICY_FILE, Policy, load_policy, validate
 from fixloop.core.change.versions import (
+    LINES_MAX,
+    JumpKind,
+    MaxJump,
+    best_within,
+    breaking,
     go_version,
+    line_name,
     maven_variants,
     newest_on_line,
     newest_tag,
     required_version,
     risk,
+    skipped_lines,
+    split_versions,
+    within,
 )
 from fixloop.core.models import FIX_KINDS, EndOfLifeFacts, Signal, WorkItem, WorkItemKind
 from fixloop.core.parsing import clean, highest_version
@@ -55,12 +68,62 @@ from fixloop.core.triage.grouping import package_name
 TagLookup = Callable[[str], Sequence[str]]
 PLAN_VERSION = 1
 _BLAST_SHOWN = 10  # Dockerfiles named in a migration's blast radius (the rest counted)
+HELD_MAX = 100  # advisories held back by max_jump kept on a plan (the others are counted in the reason)
+REGISTRIES = {"pypi": "PyPI", "npm": "npm", "go": "the Go module proxy", "maven": "Maven Central"}
+
+
+@dataclass(frozen=True)
+class ReleaseList:
+    """A package's releases as its registry lists them: ``registry`` (``PyPI``), ``versions`` (the released ones,
+    yanked and file-less releases left out), or None with ``missing``: why they are not known, as the MR says it
+    (``PyPI lookups are off``)."""
+
+    registry: str
+    versions: tuple[str, ...] | None = None
+    missing: str | None = None
+
+
+ReleaseLookup = Callable[[str, str], ReleaseList]
+
+
+class Jump(BaseModel):
+    """A breaking bump, called out at the top of the merge request: ``kind`` (a new major, a 0.x minor; None: only
+    ``prerelease``), the release lines it skips (``skipped``, as ``line_name`` writes them; ``skipped_more``
+    beyond ``LINES_MAX``), named by ``registry``'s release list, or when it is None by the versions the advisories
+    name (``unlisted``: why no release list was read)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    package: Annotated[str, Field(max_length=120)]
+    current: Annotated[str, Field(max_length=60)]
+    new: Annotated[str, Field(max_length=60)]
+    kind: JumpKind | None = None
+    prerelease: bool = False
+    skipped: list[Annotated[str, Field(max_length=24)]] = Field(default_factory=list, max_length=LINES_MAX)
+    skipped_more: Annotated[int, Field(ge=0)] = 0
+    registry: Annotated[str, Field(max_length=40)] | None = None
+    unlisted: Annotated[str, Field(max_length=200)] | None = None
+
+
+class HeldBack(BaseModel):
+    """An advisory of a bumped package that the bump does not fix: its fix is beyond the policy's ``max_jump``
+    (``needs``: its lowest fixed version above the installed one). Its signal (``fingerprint``) stays open."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    package: Annotated[str, Field(max_length=120)]
+    fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    advisory: Annotated[str, Field(max_length=120)]
+    needs: Annotated[str, Field(max_length=60)] | None = None
+    max_jump: MaxJump
 
 
 class Plan(BaseModel):
     """A validated change: ``operations`` (sorted), the resulting ``edits`` ``{path: new text}``, their unified
     ``diff``, what the work item asked for but no operation fixes (``not_fixable``), reviewer warnings (``risks``:
-    major version jumps, pre-releases) and ``notes`` (follow-ups such as a dropped lockfile integrity hash)."""
+    major version jumps, pre-releases), ``notes`` (follow-ups such as a dropped lockfile integrity hash), the
+    breaking bumps (``jumps``, one per operation at most) and the advisories of bumped packages left open by the
+    policy's ``max_jump`` (``held_back``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -72,6 +135,8 @@ class Plan(BaseModel):
     not_fixable: list[NotFixable] = Field(default_factory=list)
     risks: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    jumps: list[Jump] = Field(default_factory=list)
+    held_back: list[HeldBack] = Field(default_factory=list)
 
 
 class NotLocated(BaseModel):
@@ -100,11 +165,18 @@ def plan(
     *,
     tags: TagLookup | None = None,
     policy: Policy | None = None,
+    releases: ReleaseLookup | None = None,
 ) -> Plan | NotLocated:
     """Plan the change fixing ``item``: locate it, pick versions (the lowest fixing every advisory, by the
     ecosystem's rules; for an item grouped across manifests, ``per-package`` or ``per-service``, one version per
     package everywhere: the highest of those; base images: the newest tag of the same line and variant from
     ``tags``), apply and validate.
+
+    A bump beyond the policy's ``max_jump`` becomes the highest version within it that fixes the most advisories
+    (``versions.best_within``, on the release list ``releases`` gives, else on the versions the advisories name);
+    the advisories it leaves open are ``held_back`` and said in ``not_fixable``, and a package none of whose
+    advisories is fixed within the jump is not bumped (``not_fixable`` says why). A breaking bump (a new major, a
+    0.x minor, a pre-release) is a ``Jump`` naming the release lines it skips.
 
     ``signals`` may be a superset: only the item's own (by fingerprint) are used. Raises ``PolicyViolation`` when
     the change fails validation (a non-retryable error for the activity); returns ``NotLocated`` when there is
@@ -121,8 +193,8 @@ def plan(
     located = locate(item, own, view, policy)
     if isinstance(located, str):
         return NotLocated(work_item_id=item.id, reason=_by_hand(migration, located))
-    ops, not_fixable, risks, notes = _operations(
-        located, view, tags, migration, one_version=item.grouping is not None
+    ops, not_fixable, risks, notes, jumps, held = _operations(
+        located, view, tags, releases, policy.max_jump, migration, one_version=item.grouping is not None
     )
     if not ops:
         reasons = "; ".join(f"{n.package}: {n.reason}" for n in not_fixable) or "nothing to change"
@@ -143,6 +215,8 @@ def plan(
         not_fixable=not_fixable,
         risks=_unique(risks),
         notes=_unique(notes + edit_notes),
+        jumps=jumps,
+        held_back=held[:HELD_MAX],
     )
 
 
@@ -224,15 +298,28 @@ def _operations(
     located: Located,
     repo: RepoView,
     tags: TagLookup | None,
+    releases: ReleaseLookup | None,
+    max_jump: MaxJump,
     migration: EndOfLifeFacts | None = None,
     one_version: bool = False,
-) -> tuple[list[Operation], list[NotFixable], list[str], list[str]]:
+) -> tuple[list[Operation], list[NotFixable], list[str], list[str], list[Jump], list[HeldBack]]:
     ops: list[Operation] = []
     not_fixable = list(located.not_fixable)
     risks: list[str] = []
     notes: list[str] = []
+    jumps: dict[tuple[str, str, str], Jump] = {}
+    held_back: list[HeldBack] = []
     tag_lists: dict[str, list[str]] = {}
     everywhere = _one_version(located.sites) if one_version else {}
+    listed: dict[tuple[str, str], ReleaseList] = {}
+
+    def release_list(site: Site) -> ReleaseList:
+        key = (site.kind, site.name)
+        if key not in listed:
+            registry = REGISTRIES.get(site.kind, "the registry")
+            listed[key] = releases(*key) if releases is not None else ReleaseList(registry, None, "not looked up")
+        return listed[key]
+
     for site in located.sites:
         if site.kind in ("image", "workload", "helm"):
             if tags is None:
@@ -260,6 +347,24 @@ def _operations(
             reason = f"no fixed version above {clean(site.current, 60)} fixes every advisory"
             not_fixable.append(NotFixable(package=clean(site.name, 120), reason=reason))
             continue
+        held: list[HeldBack] = []
+        if not within(max_jump, site.current, new):
+            limited = best_within(site.kind, site.current, advisories, max_jump, release_list(site).versions)
+            held = [
+                HeldBack(
+                    package=clean(site.name, 120),
+                    fingerprint=site.signals[i].fingerprint,
+                    advisory=clean(site.signals[i].advisory_id or "(no id)", 120),
+                    needs=clean(needs, 60) if needs else None,
+                    max_jump=max_jump,
+                )
+                for i, needs in zip(limited.held, limited.needs, strict=True)
+            ]
+            if limited.version is None:
+                reason = f"no version within max_jump: {max_jump} fixes any of its advisories: {_needs(held)}"
+                not_fixable.append(NotFixable(package=clean(site.name, 120), reason=clean(reason, 2000)))
+                continue
+            new = limited.version
         if site.kind == "maven" and (variants := maven_variants(site.current, new, advisories)):
             if len(variants) > 1:
                 reason = (
@@ -277,6 +382,12 @@ def _operations(
             not_fixable.append(NotFixable(package=clean(site.name, 120), reason=reason))
             continue
         ops.append(op)
+        if held:
+            reason = f"not fixed within max_jump: {max_jump}: {_needs(held)}"
+            not_fixable.append(NotFixable(package=clean(site.name, 120), reason=clean(reason, 2000)))
+            held_back += held
+        if (jump := _jump(site, op.new, advisories, release_list)) is not None:
+            jumps.setdefault((jump.package, jump.current, jump.new), jump)
         if warning := risk(site.kind, site.current, op.new):
             risks.append(f"{site.name} {site.current} \u2192 {op.new}: {warning}")
         if site.shares:
@@ -285,7 +396,46 @@ def _operations(
                 f"the version of {_listing(list(site.shares))}; check they are released at {op.new}"
             )
         notes += _follow_ups(op, repo)
-    return sorted(set(ops), key=sort_key), not_fixable, risks, notes
+    ordered = sorted(jumps.values(), key=lambda j: (j.package.lower(), j.current, j.new))
+    return sorted(set(ops), key=sort_key), not_fixable, risks, notes, ordered, held_back
+
+
+def _needs(held: Sequence[HeldBack], limit: int = 20) -> str:
+    """``CVE-2019-14806 needs 0.15.3, pyup.io-26435 needs 0.12``: each held advisory and its lowest fix."""
+    shown = [f"{h.advisory} needs {h.needs}" if h.needs else f"{h.advisory} (no fixed version)" for h in held[:limit]]
+    return ", ".join(shown) + (f" and {len(held) - limit} more" if len(held) > limit else "")
+
+
+def _jump(
+    site: Site, new: str, advisories: Sequence[Sequence[str]], release_list: Callable[[Site], ReleaseList]
+) -> Jump | None:
+    """The ``Jump`` of bumping ``site`` to ``new`` when it is breaking (``versions.breaking``), else None: the
+    release lines it skips from the registry's release list (asked only here), else from the advisories'
+    versions."""
+    kind, prerelease = breaking(site.kind, site.current, new)
+    if kind is None and not prerelease:
+        return None
+    listed = release_list(site) if kind is not None else None
+    registry, unlisted = None, None
+    if listed is not None and listed.versions is not None:
+        versions: Sequence[str] = listed.versions
+        registry = listed.registry
+    else:
+        versions = [c for fixed in advisories for c in split_versions(fixed)]
+        unlisted = clean(listed.missing or "not looked up", 200) if listed is not None else None
+    named = [line_name(line) for line in skipped_lines(site.kind, site.current, new, versions)] if kind else []
+    lines = [n for n in named if len(n) <= 24]  # a 30-digit "major" is no line a reviewer needs named
+    return Jump(
+        package=clean(site.name, 120),
+        current=clean(site.current, 60),
+        new=clean(new, 60),
+        kind=kind,
+        prerelease=prerelease,
+        skipped=lines[:LINES_MAX],
+        skipped_more=max(0, len(lines) - LINES_MAX),
+        registry=clean(registry, 40) if registry else None,
+        unlisted=unlisted,
+    )
 
 
 def _advisories(site: Site) -> list[list[str]]:

@@ -5,6 +5,8 @@
     allow: [glob, ...]        # files a merge request may change (default: DEFAULT_ALLOW)
     deny:  [glob, ...]        # never, even if allowed (added to ALWAYS_DENY, which no policy can lift)
     limits: {max_files: 10, max_changed_lines: 200}
+    max_jump: major           # how far a dependency bump may go: major (any), minor (no new major, and no new
+                              # minor of a 0.x version), patch (the same major.minor); fixloop.core.change.versions
     incidents:                # what an incident's merge request may do (all keys optional; the defaults shown)
       actions: [revert, rollback_image, memory, replicas]   # the remediations fixloop may propose
       lookback: 24h           # a culprit applied longer than this before the onset is not reverted or rolled back
@@ -41,6 +43,7 @@ from fixloop.core.change.edit import xml_elements
 from fixloop.core.change.images import ImageChain
 from fixloop.core.change.ops import PolicyViolation, Quantity, check_path
 from fixloop.core.change.quantity import MEBI, parse_quantity
+from fixloop.core.change.versions import MAX_JUMPS, MaxJump
 from fixloop.core.models import DEFAULT_GROUPING, Grouping, grouping_of
 from fixloop.core.verification import parse_duration
 
@@ -166,14 +169,15 @@ class IncidentPolicy(BaseModel):
 
 
 class Policy(BaseModel):
-    """Which files a change may touch, how big it may be, what an incident's change may do, the image chain, and
-    which bumps share a work item (``grouping``, read by triage)."""
+    """Which files a change may touch, how big it may be, how far a dependency bump may jump (``max_jump``), what an
+    incident's change may do, the image chain, and which bumps share a work item (``grouping``, read by triage)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     allow: tuple[str, ...] = DEFAULT_ALLOW
     deny: tuple[str, ...] = ()
     limits: Limits = Field(default_factory=Limits)
+    max_jump: MaxJump = "major"
     incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
     chain: ImageChain = Field(default_factory=ImageChain)
     grouping: Grouping = DEFAULT_GROUPING
@@ -188,8 +192,8 @@ class Policy(BaseModel):
 def load_policy(text: str | None) -> Policy:
     """The policy of a ``fixloop.yaml`` text; the default policy for None. Unknown keys (``verification``, ...)
     are ignored; a malformed file raises ``PolicyViolation`` (fixloop does not guess a policy), naming the key for
-    the ``incidents:``, ``images:``, ``environments:`` and ``grouping:`` sections (``fixloop.yaml: is not a valid
-    policy (incidents.max_replicas: ...)``)."""
+    ``max_jump`` and the ``incidents:``, ``images:``, ``environments:`` and ``grouping:`` sections
+    (``fixloop.yaml: is not a valid policy (incidents.max_replicas: ...)``)."""
     if text is None:
         return Policy()
     try:
@@ -197,12 +201,28 @@ def load_policy(text: str | None) -> Policy:
         if not isinstance(doc, dict):
             raise ValueError("not a mapping")
         values: dict[str, Any] = {k: doc[k] for k in ("allow", "deny", "limits") if doc.get(k) is not None}
+        values["max_jump"] = max_jump_of(doc.get("max_jump"))
         values["incidents"] = IncidentPolicy.from_policy(doc.get("incidents"))
         values["chain"] = ImageChain.from_policy(doc.get("images"), doc.get("environments"))
         values["grouping"] = grouping_of(doc.get("grouping"))
         return Policy.model_validate(values)
     except Exception as e:  # pydantic, ValueError, and ruamel's own YAMLError family
         raise PolicyViolation(f"is not a valid policy ({str(e).splitlines()[0][:120]})", POLICY_FILE) from None
+
+
+def max_jump_of(raw: object) -> MaxJump:
+    """``max_jump:`` of a loaded ``fixloop.yaml``: ``major`` (the default, also for None), ``minor`` or ``patch``.
+    Raises ``ValueError`` naming the key and the allowed values otherwise (``max_jump: must be one of major, minor,
+    patch, not 'mayor'``)."""
+    if raw is None:
+        return "major"
+    for allowed in MAX_JUMPS:
+        if raw == allowed:
+            return allowed
+    shown = repr(raw)[:40] if isinstance(raw, str | int | float) else {dict: "a mapping", list: "a list"}.get(
+        type(raw), "another value"
+    )
+    raise ValueError(f"max_jump: must be one of {', '.join(MAX_JUMPS)}, not {shown}")
 
 
 @functools.lru_cache(maxsize=512)

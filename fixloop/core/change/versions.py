@@ -1,10 +1,14 @@
 """Which version to move to: the lowest fixing every advisory (by the ecosystem's own ordering), and the newest
-image tag of the same line and variant."""
+image tag of the same line and variant; what makes a bump breaking (a new major, a 0.x minor, a pre-release), the
+release lines it skips, and the highest version within the policy's ``max_jump`` fixing what it can."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from fixloop.core.parsing import _UNCOMPARABLE, _qualifier, split_versions, version_key
 
@@ -90,24 +94,165 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in m.group(1).split(".")) if m else ()
 
 
+def _prerelease(eco: str | None, version: str) -> bool:
+    """Whether ``version`` is a pre-release by ``eco``'s rules (PEP 440 for PyPI, its dev releases included; a
+    ``-alpha``/``-beta``/``-rc``/``-pre`` suffix, and Maven's ``.M1``, ``-CR2``, ``-SNAPSHOT``, elsewhere)."""
+    if eco == "pypi":
+        k = version_key("pypi", version)
+        return k is not _UNCOMPARABLE and bool(getattr(k, "is_prerelease", False))
+    return bool(
+        re.search(r"-(alpha|beta|rc|pre)", version, re.I)
+        or (eco == "maven" and re.search(r"[.-](alpha|beta|rc|cr|m)\d*([.-]|$)|-snapshot$", version, re.I))
+    )
+
+
+JumpKind = Literal["major", "0.x minor"]
+
+
+def breaking(eco: str | None, current: str, new: str) -> tuple[JumpKind | None, bool]:
+    """What makes a bump breaking: ``("major", _)`` for a new major version, ``("0.x minor", _)`` for a new minor
+    of a 0.x version (breaking by semver), ``(None, _)`` otherwise; the second value says whether ``new`` is a
+    pre-release. Versions without a leading number (``latest``) are neither."""
+    a, b = _release(current), _release(new)
+    kind: JumpKind | None = None
+    if a and b and b[0] > a[0]:
+        kind = "major"
+    elif a and b and a[0] == 0 and b[0] == 0 and b[1:2] > a[1:2]:
+        kind = "0.x minor"
+    return kind, _prerelease(eco, new)
+
+
 def risk(eco: str | None, current: str, new: str) -> str | None:
     """A reviewer's warning for a bump, or None: a new major version, a 0.x minor change (breaking by semver),
     or a pre-release target."""
+    kind, prerelease = breaking(eco, current, new)
     notes = []
-    a, b = _release(current), _release(new)
-    if a and b and b[0] > a[0]:
-        notes.append(f"major version change {a[0]} -> {b[0]}")
-    elif a and b and a[0] == 0 and b[0] == 0 and b[1:2] > a[1:2]:
+    if kind == "major":
+        notes.append(f"major version change {_release(current)[0]} -> {_release(new)[0]}")
+    elif kind == "0.x minor":
         notes.append("0.x minor version change (may break the API)")
-    if eco == "pypi":
-        k = version_key("pypi", new)
-        if k is not _UNCOMPARABLE and getattr(k, "is_prerelease", False):
-            notes.append("the fixed version is a pre-release")
-    elif re.search(r"-(alpha|beta|rc|pre)", new, re.I) or (
-        eco == "maven" and re.search(r"[.-](alpha|beta|rc|cr|m)\d*([.-]|$)|-snapshot$", new, re.I)
-    ):
+    if prerelease:
         notes.append("the fixed version is a pre-release")
     return "; ".join(notes) or None
+
+
+# ---------------------------------------------------------------- breaking jumps and the policy's max_jump
+
+MaxJump = Literal["major", "minor", "patch"]
+MAX_JUMPS: tuple[MaxJump, ...] = ("major", "minor", "patch")
+LINES_MAX = 12  # skipped release lines named per bump (the others are counted)
+LISTED_MAX = 5_000  # versions of a registry's release list considered
+
+
+def breaking_line(version: str) -> tuple[int, ...] | None:
+    """The release line a breaking change starts: ``(major,)``, or ``(0, minor)`` for a 0.x version (``0.11.3``
+    -> ``(0, 11)``, ``2.4.1`` -> ``(2,)``); None without a leading number. Lines order as tuples
+    (``(0, 12) < (1,) < (2,)``)."""
+    r = _release(version)
+    if not r:
+        return None
+    return (0, r[1] if len(r) > 1 else 0) if r[0] == 0 else r[:1]
+
+
+def line_name(line: tuple[int, ...]) -> str:
+    """A release line as a reviewer reads it: ``0.12`` for ``(0, 12)``, ``3.x`` for ``(3,)``."""
+    return f"0.{line[1]}" if line[0] == 0 and len(line) > 1 else f"{line[0]}.x"
+
+
+def _minor_line(version: str) -> tuple[int, ...] | None:
+    r = _release(version)
+    return (r + (0,))[:2] if r else None
+
+
+def within(max_jump: MaxJump, current: str, version: str) -> bool:
+    """Whether a bump from ``current`` to ``version`` stays within the policy's ``max_jump``: ``major`` allows any,
+    ``minor`` the same breaking line (``breaking_line``: the same major, and for 0.x the same minor), ``patch`` the
+    same major and minor. False when either version has no leading number (and ``max_jump`` is not ``major``)."""
+    if max_jump == "major":
+        return True
+    line = breaking_line if max_jump == "minor" else _minor_line
+    have = line(current)
+    return have is not None and have == line(version)
+
+
+def skipped_lines(eco: str | None, current: str, new: str, versions: Iterable[str]) -> list[tuple[int, ...]]:
+    """The release lines (``breaking_line``) strictly between ``current``'s and ``new``'s that ``versions`` name,
+    pre-releases left out (a line without a final release was never released), sorted."""
+    lo, hi = breaking_line(current), breaking_line(new)
+    if lo is None or hi is None:
+        return []
+    found = set()
+    for v in itertools.islice(versions, LISTED_MAX):
+        line = breaking_line(v) if isinstance(v, str) and len(v) <= 128 else None
+        if line is not None and lo < line < hi and not _prerelease(eco, v):
+            found.add(line)
+    return sorted(found)
+
+
+def _fixes(
+    eco: str | None, version: object, line: tuple[int, ...] | None, fixed: Sequence[tuple[object, str]]
+) -> bool:
+    """Whether a version (its key and ``_minor_line``) is fixed by one advisory whose fixed versions (keys and
+    texts) are ``fixed``: it is at or above them all, or the highest of them at or below it is of its own
+    major.minor line (``1.2.5, 1.3.2``: 1.2.9 and 1.3.4 are fixed, 1.3.0 is not)."""
+    below = [(k, v) for k, v in fixed if not k > version]  # type: ignore[operator]
+    if not below:
+        return False
+    if len(below) == len(fixed):
+        return True
+    highest = max(below, key=lambda kv: kv[0])[1]
+    return line is not None and _minor_line(highest) == line
+
+
+@dataclass(frozen=True)
+class Limited:
+    """The bump ``best_within`` proposes: ``version`` (None: no version within the jump fixes any advisory), the
+    indexes of the advisories it leaves open (``held``) and, per held advisory, the lowest version fixing it
+    (``needs``, None when it names none above the installed version)."""
+
+    version: str | None
+    held: tuple[int, ...]
+    needs: tuple[str | None, ...]
+
+
+def best_within(
+    eco: str | None,
+    installed: str,
+    advisories: Sequence[str | Sequence[str]],
+    max_jump: MaxJump,
+    listed: Sequence[str] | None = None,
+) -> Limited:
+    """The highest version above ``installed`` within ``max_jump`` (``within``) that fixes the most of
+    ``advisories`` (each its fixed versions, as ``lowest_above`` reads them; fixed as ``_fixes`` says), from the
+    registry's release list ``listed`` (pre-releases left out) when it is known, else from the versions the
+    advisories name. Never raises; never proposes a version outside the jump or not above ``installed``."""
+    floor = _key(eco, installed)
+    fixed = []
+    for adv in advisories:
+        alts = [(k, c) for c in split_versions(adv) if (k := _key(eco, c)) is not _UNCOMPARABLE]
+        fixed.append(alts)
+    if floor is _UNCOMPARABLE:
+        pool: list[str] = []
+    elif listed is not None:
+        pool = [v for v in itertools.islice(listed, LISTED_MAX) if isinstance(v, str) and len(v) <= 128]
+        pool = [v for v in pool if not _prerelease(eco, v)]
+    else:
+        pool = list(dict.fromkeys(c for alts in fixed for _, c in alts))
+        if eco == "maven" and _qualifier(installed):  # the installed variant's line, as lowest_above keeps it
+            pool = [c for c in pool if _qualifier(c) == _qualifier(installed)]
+    best: tuple[int, object, str, tuple[int, ...]] | None = None
+    for candidate in pool:
+        k = _key(eco, candidate)
+        if k is _UNCOMPARABLE or not k > floor or not within(max_jump, installed, candidate):  # type: ignore[operator]
+            continue
+        line = _minor_line(candidate)
+        done = tuple(i for i, alts in enumerate(fixed) if _fixes(eco, k, line, alts))
+        if done and (best is None or (len(done), k) > (best[0], best[1])):  # type: ignore[operator]
+            best = (len(done), k, candidate, done)
+    fixed_by = set(best[3]) if best else set()
+    held = tuple(i for i in range(len(advisories)) if i not in fixed_by)
+    needs = tuple(lowest_above(eco, installed, advisories[i]) for i in held)
+    return Limited(version=best[2] if best else None, held=held, needs=needs)
 
 
 _TAG = re.compile(r"^(?P<v>v?)(?P<nums>\d+(?:\.\d+)*)(?P<suffix>(?:[-_][A-Za-z0-9._-]*)?)$")
