@@ -846,6 +846,9 @@ def demo(
             raise typer.Exit(code=130) from None
     if not summary_holder.get("complete"):
         typer.echo("fixloop demo: some work items lack a Jira key, a merge request or a verdict", err=True)
+        incomplete = summary_holder.get("incomplete")
+        for line in incomplete if isinstance(incomplete, list) else []:
+            typer.echo(f"  {line}", err=True)
         raise typer.Exit(code=1)
 
 

@@ -235,6 +235,18 @@ class Loop:
             text += f": {c['short_sha']} {c['title'][:40]!r} by {c['author_username'] or c['author_name']}{mr}"
         return text
 
+    def missing(self) -> str:
+        """This loop's title and what ``complete`` finds missing, in words (for the demo's failure message)."""
+        wanted = [("a Jira key", bool(self.jira)), ("a merge request", bool(self.mr))]
+        if self.kind == "incident":
+            wanted += [("a root cause", bool(self.root_cause)), ("a culprit change", bool(self.culprit))]
+            wanted.append((f"a passing verdict (it is {self.verdict or 'none'})", self.verdict == "pass"))
+        else:
+            revert = self.verdict != "fail" or self.revert is not None
+            wanted += [("a verdict", bool(self.verdict)), ("a revert merge request for its failed verdict", revert)]
+        lacks = [what for what, ok in wanted if not ok]
+        return f"{self.title}: lacks {', '.join(lacks)} (stage {self.stage})"
+
     def complete(self) -> bool:
         """A Jira key, a merge request, and a verdict: pass, fail with a revert merge request, or no_data; an
         incident: a Jira key, a root cause, its culprit change, and its remediation merge request verified."""
@@ -896,6 +908,7 @@ class Demo:
         return {
             "work_items": rows,
             "complete": all(x.complete() for x in self.loops.values()) and bool(self.loops),
+            "incomplete": [x.missing() for x in sorted(self.loops.values(), key=lambda x: x.title) if not x.complete()],
             "temporal_ui": self.ui_url(),
             "posted": self.posted,
             "person_changes": self.person_changes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, Request
@@ -20,6 +21,7 @@ class Datadog:
     def __init__(self, sb: Any) -> None:  # sb: fixloop.sandbox.app.Sandbox
         self.sb = sb
         self.store = sb.store("datadog")
+        self.read: dict[int, float] = {}  # monitor id -> when its state was last evaluated (epoch s)
         with self.store.lock:
             self.store.data.setdefault("events", [])
             self.store.data.setdefault("monitor_states", {})
@@ -37,7 +39,11 @@ class Datadog:
             raise DatadogError(403, "Forbidden")
 
     def state_of(self, mon: MonitorDef) -> tuple[str, float | None, int | None]:
-        """Current state, when it last changed (epoch s) and the last trigger (epoch s), tracked across reads."""
+        """Current state, when it last changed (epoch s) and the last trigger (epoch s), tracked across reads.
+
+        Datadog evaluates a monitor continuously, not when its API is read: a change seen at this read is dated at
+        the world time the state began, found between the previous read and now (``_changed_at``), so two monitors
+        read in one poll keep the order in which they really turned (a root-cause ranking reads that order)."""
         state = self.sb.world.monitor_state(mon)
         now = self.sb.clock().timestamp()
         with self.store.lock:
@@ -45,11 +51,30 @@ class Datadog:
             rec = self.store.data["monitor_states"].setdefault(str(mon.id), fresh)
             if rec["state"] != state:
                 # first evaluation: the state is taken to hold since the monitor was created
-                rec.update(state=state, since=now if rec["state"] is not None else self.store.data["created"])
+                if rec["state"] is None:
+                    since = self.store.data["created"]
+                else:
+                    since = self._changed_at(mon, state, self.read.get(mon.id), now)
+                rec.update(state=state, since=since)
                 if state == "Alert":
-                    rec["fired"] = now
+                    rec["fired"] = since
                 self.store.save()
+            self.read[mon.id] = now
             return state, rec["since"], rec["fired"]
+
+    def _changed_at(self, mon: MonitorDef, state: str, last: float | None, now: float) -> float:
+        """The earliest world time in ``(last, now]`` from which ``mon`` is in ``state`` (bisection to 10 ms; the
+        state taken as changing once in the span), or ``now`` when there was no earlier read."""
+        if last is None or last >= now:
+            return now
+        lo, hi = last, now
+        while hi - lo > 0.01:
+            mid = (lo + hi) / 2
+            if self.sb.world.monitor_state(mon, datetime.fromtimestamp(mid, tz=UTC)) == state:
+                hi = mid
+            else:
+                lo = mid
+        return hi
 
     def monitor_json(self, mon: MonitorDef, downtimes: bool = True) -> dict[str, Any]:
         state, since, _ = self.state_of(mon)

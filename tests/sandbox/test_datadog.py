@@ -128,6 +128,27 @@ def test_a_breaking_deploy_shows_in_the_metrics_and_the_monitor(dd: Running, cli
     assert client.get_monitor(PAYMENTS_ERRORS.id).overall_state == "OK"
 
 
+def test_a_monitor_read_late_is_dated_when_it_turned_not_when_it_was_read(dd: Running, client: DatadogClient) -> None:
+    """Datadog evaluates continuously: a monitor last read before a breaking deploy and read again 40 minutes later
+    says it turned Alert when its 5-minute average crossed the threshold (after the deploy, within the window),
+    the same whenever it is read, so monitors read in one poll keep the order they really turned in."""
+    deploy_at = NOW - timedelta(minutes=45)
+    dd.sb.world.record_deploy(NOW - timedelta(days=1), "r1", {"payments": {"app": "python:3.11-slim"}})
+    dd.sb.world.record_deploy(deploy_at, "r2", {"payments": {"app": "python:3.12-slim"}})
+    dd.sb.clock = lambda: deploy_at - timedelta(minutes=1)
+    assert client.get_monitor(PAYMENTS_ERRORS.id).overall_state == "OK"
+    dd.sb.clock = lambda: deploy_at + timedelta(minutes=40)
+    with official(dd) as api:
+        mon = MonitorsApi(api).get_monitor(PAYMENTS_ERRORS.id)
+        again = MonitorsApi(api).get_monitor(PAYMENTS_ERRORS.id)
+    assert str(mon.overall_state) == "Alert" and again.overall_state_modified == mon.overall_state_modified
+    turned = mon.overall_state_modified
+    assert deploy_at < turned <= deploy_at + timedelta(minutes=5)
+    world = dd.sb.world
+    assert world.monitor_state(PAYMENTS_ERRORS, turned) == "Alert"
+    assert world.monitor_state(PAYMENTS_ERRORS, turned - timedelta(seconds=2)) != "Alert"
+
+
 def test_monitors_with_the_official_client(dd: Running) -> None:
     with official(dd) as api:
         monitors = MonitorsApi(api)
