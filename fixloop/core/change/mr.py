@@ -143,7 +143,12 @@ def closed_findings(item: WorkItem, plan: Plan, signals: Sequence[Signal]) -> li
 
 def jumps_of(plan: Plan) -> list[Jump]:
     """The breaking bumps among ``plan``'s operations (a model's draft may keep fewer than were planned)."""
-    made = {(subject(op), op.current, op.new) for op in plan.operations if isinstance(op, PACKAGE_OPS)}
+    # a Jump's fields are bounded as the planner wrote them (``clean``): a 61-character version is matched cut too
+    made = {
+        (clean(subject(op), 120), clean(op.current, 60), clean(op.new, 60))
+        for op in plan.operations
+        if isinstance(op, PACKAGE_OPS)
+    }
     return [j for j in plan.jumps if (j.package, j.current, j.new) in made]
 
 
