@@ -151,29 +151,33 @@ async def _intake(env: WorkflowEnvironment, client: Client, task_queue: str, llm
     assert state.counters.windows == 1 and state.counters.loops_started >= 1
 
 
+@pytest.mark.parametrize("reason", ["llm_error", "activity_failed"])
 async def test_llm_triage_falling_back_to_rules_is_counted_with_the_intakes_windows_and_signals(
-    env: WorkflowEnvironment, prometheus: tuple[Runtime, str]
+    env: WorkflowEnvironment, prometheus: tuple[Runtime, str], reason: str
 ) -> None:
+    """One intake per test server: after an intake's loops (children with parent-close policy ABANDON) the Java
+    test server's clock stalls (tests/workflows/conftest.py), so a second intake on it waited its quiet period in
+    real time (two minutes)."""
     runtime, url = prometheus
     client = await _client(env, runtime)
-    with socket.socket() as s:  # a port nothing listens on: the endpoint refuses at once
-        s.bind(("127.0.0.1", 0))
-        refused = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-    unreachable = LlmSettings(base_url=refused, model="m", api_key="k", max_retries=0, timeout=5)
-    unconfigured = LlmSettings(base_url=None, model=None, api_key=None)
-    queues = {"llm_error": f"tq-{uuid.uuid4().hex[:8]}", "activity_failed": f"tq-{uuid.uuid4().hex[:8]}"}
-    await _intake(env, client, queues["llm_error"], unreachable)  # the activity's engine falls back
-    await _intake(env, client, queues["activity_failed"], unconfigured)  # the activity fails; the intake falls back
+    if reason == "llm_error":  # a port nothing listens on: the endpoint refuses at once, the engine falls back
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            refused = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+        llm = LlmSettings(base_url=refused, model="m", api_key="k", max_retries=0, timeout=5)
+    else:  # unconfigured: the activity fails and the intake falls back
+        llm = LlmSettings(base_url=None, model=None, api_key=None)
+    queue = f"tq-{uuid.uuid4().hex[:8]}"
+    await _intake(env, client, queue, llm)
 
     n = len(signals(ALPINE))
-    for reason, queue in queues.items():
-        samples = scrape(url, queue)
-        counted = {k: v for k, v in samples.items() if k[0] == "fixloop_triage_fallbacks"}
-        where = {"workflow_type": "IntakeWorkflow"}  # the intake counts a failed activity, the activity its engine's
-        if reason == "llm_error":
-            where = {"activity_type": "triage.group_signals"}
-        assert counted == {("fixloop_triage_fallbacks", frozenset({"reason": reason, **where}.items())): 1}, reason
-        intake = {"workflow_type": "IntakeWorkflow"}
-        assert value(samples, "fixloop_intake_signals", result="new", **intake) == n
-        assert value(samples, "fixloop_intake_signals", result="duplicate", **intake) == 1
-        assert value(samples, "fixloop_intake_windows", closed_by="quiet", **intake) == 1
+    samples = scrape(url, queue)
+    counted = {k: v for k, v in samples.items() if k[0] == "fixloop_triage_fallbacks"}
+    where = {"workflow_type": "IntakeWorkflow"}  # the intake counts a failed activity, the activity its engine's
+    if reason == "llm_error":
+        where = {"activity_type": "triage.group_signals"}
+    assert counted == {("fixloop_triage_fallbacks", frozenset({"reason": reason, **where}.items())): 1}, reason
+    intake = {"workflow_type": "IntakeWorkflow"}
+    assert value(samples, "fixloop_intake_signals", result="new", **intake) == n
+    assert value(samples, "fixloop_intake_signals", result="duplicate", **intake) == 1
+    assert value(samples, "fixloop_intake_windows", closed_by="quiet", **intake) == 1
