@@ -33,24 +33,10 @@ from fixloop.core.change.facts import Cycle, match_cycle
 from fixloop.core.change.locate import scanned_os
 from fixloop.core.models import EndOfLifeFacts, EndOfLifeTarget, Signal
 from fixloop.core.parsing import clean
+from fixloop.core.products import LABELS, OS_PRODUCTS
 
-# A scanner's OS family (``fixloop.core.change.locate.scanned_os``) -> (endoflife.date product, label).
-OS_PRODUCTS: dict[str, tuple[str, str]] = {
-    "alpine": ("alpine", "Alpine"),
-    "debian": ("debian", "Debian"),
-    "ubuntu": ("ubuntu", "Ubuntu"),
-    "centos": ("centos", "CentOS"),
-    "alma": ("almalinux", "AlmaLinux"),
-    "almalinux": ("almalinux", "AlmaLinux"),
-    "rocky": ("rocky-linux", "Rocky Linux"),
-    "amazon": ("amazon-linux", "Amazon Linux"),
-    "oracle": ("oracle-linux", "Oracle Linux"),
-    "redhat": ("rhel", "RHEL"),
-    "fedora": ("fedora", "Fedora"),
-    "opensuse-leap": ("opensuse", "openSUSE Leap"),
-}
 # A product every line of which has ended -> the product its users move to (another image).
-SUCCESSORS: dict[str, tuple[str, str]] = {"centos": ("centos-stream", "CentOS Stream")}
+SUCCESSORS: dict[str, tuple[str, str]] = {"centos": ("centos-stream", LABELS["centos-stream"])}
 MIN_SUPPORT_LEFT = timedelta(days=365)
 NOT_LOOKED_UP = "not looked up"
 _NUMBERS = re.compile(r"^\d+(?:\.\d+)*$")
@@ -70,7 +56,8 @@ class Lifecycles:
 
 def scanned_line(signals: Sequence[Signal]) -> tuple[str, str, str] | None:
     """``(product, label, release)`` of the OS release ``signals`` were scanned on (``scanned_os``: the most common
-    one), when endoflife.date tracks that OS (``OS_PRODUCTS``): ``("centos", "CentOS", "7.6.1810")``; else None."""
+    one), when endoflife.date tracks that OS (``fixloop.core.products.OS_PRODUCTS``): ``("centos", "CentOS",
+    "7.6.1810")``; else None."""
     found = scanned_os(signals)
     if found is None or found[0] not in OS_PRODUCTS:
         return None
