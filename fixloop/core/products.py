@@ -80,6 +80,8 @@ IMAGES: dict[str, str] = {
 # The language runtimes whose line a scanned image's reference names (``python:3.7.10-slim``) is checked at triage
 # (``fixloop.core.lifecycle.runtime_line``): an ended one is a migration, like an ended OS line.
 RUNTIMES: frozenset[str] = frozenset({"python", "nodejs", "ruby"})
+# A runtime product -> the official image of that runtime (``nodejs`` -> ``node``): the FROM lines a migration moves.
+RUNTIME_IMAGES: dict[str, str] = {p: name for name, p in IMAGES.items() if p in RUNTIMES}
 
 # (product id, label) by each key, as the two readers use them.
 OS_PRODUCTS: dict[str, tuple[str, str]] = {family: (p, LABELS[p]) for family, p in OS_FAMILIES.items()}

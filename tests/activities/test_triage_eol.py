@@ -16,6 +16,7 @@ from fixloop.integrations.endoflife import EndOfLifeClient, EndOfLifeSettings
 from fixloop.workflows.contracts.triage import GroupSignalsInput
 from tests.conftest import signals
 from tests.integrations.test_pypi_endoflife import UBUNTU_2025, recorded, serve
+from tests.test_eol_runtimes import PYTHON, VULNERABLE_IMAGE, renamed
 from tests.test_lifecycle import RECORDED, TODAY
 
 UBUNTU_REPORT = "trivy/trivy-0.22-fulldb_ubuntu-1804.json"
@@ -85,6 +86,29 @@ async def test_the_real_centos_6_report_is_one_migration_to_centos_stream_9() ->
     assert item.title.startswith("Migrate CentOS 6.10 (end of life 2020-11-30) in ")
     assert " to CentOS Stream 9 (covers 2 CVEs: 2 medium)" in item.title
     assert seen == ["/api/centos.json", "/api/centos-stream.json"]
+
+
+async def test_a_python_3_7_image_looks_up_python_and_debian_once_and_is_one_migration() -> None:
+    """A python:3.7.10-slim image (the real Grype report of tests/test_eol_runtimes.py, only its artifact's name
+    changed): its runtime line and its OS line are looked up, once each; one migration, to Python 3.10."""
+    seen: list[str] = []
+    routes = {"/api/python.json": recorded(PYTHON), "/api/debian.json": recorded_v1("debian")}
+    found = renamed(VULNERABLE_IMAGE, "python:3.7.10-slim")
+    result = await run(with_site(serve(routes, seen)), found)
+    (item,) = [w for w in result.work_items if w.kind is WorkItemKind.EOL_MIGRATION]
+    assert item.eol is not None and item.eol.target is not None and item.eol.also is not None
+    lines = (item.eol.product, item.eol.cycle, item.eol.target.cycle, item.eol.also.cycle)
+    assert lines == ("python", "3.7", "3.10", "10")
+    assert seen == ["/api/debian.json", "/api/python.json"]
+    placed = [fp for w in result.work_items for fp in w.signals] + [u.fingerprint for u in result.unassigned]
+    assert sorted(placed) == sorted({s.fingerprint for s in found})
+
+
+async def test_no_ruby_answer_says_ruby_was_not_checked() -> None:
+    """endoflife.date answers 404 for ruby (no recording): the real Chainguard Ruby 3.0 report's rebuild says so."""
+    result = await run(with_site(serve({})), signals("grype/grype-0.61.1_chainguard-ruby-3.0.json"))
+    (rebuild,) = [w for w in result.work_items if w.kind is WorkItemKind.OS_REBUILD]
+    assert rebuild.eol is not None and rebuild.eol.missing == "endoflife.date has no product ruby"
 
 
 async def test_an_unknown_product_is_said_and_the_others_still_count() -> None:
