@@ -16,12 +16,13 @@ from datetime import date
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from fixloop.activities.work_item import issue_description
 from fixloop.app.ingest import parse_document
 from fixloop.core.change.facts import Cycle
 from fixloop.core.lifecycle import Lifecycles, choose_target, describe, runtime_line
-from fixloop.core.models import Signal, WorkItemKind
+from fixloop.core.models import EndOfLifeFacts, Signal, WorkItemKind
 from fixloop.core.triage import triage_rules
 from fixloop.integrations.endoflife import parse_cycles
 from tests.conftest import fixture, signals
@@ -109,7 +110,7 @@ def test_python_3_7_10_slim_is_one_migration_to_python_3_10_with_its_debian_10_l
     text = describe(item.eol)
     assert "Python 3.7.10, on the Python 3.7 line, reached its end of life on 2023-06-27" in text
     assert "Move it to Python 3.10, supported until 2026-10-04" in text
-    assert "Debian 10 (Buster) reached its end of life on 2022-09-10" in text
+    assert "Its OS line: Debian 10 (Buster) reached its end of life on 2022-09-10" in text
     assert "https://endoflife.date/python" in issue_description("shop", item)
     assert not [w for w in result.work_items if w.kind is WorkItemKind.OS_REBUILD]
     placed_once(found, result)
@@ -155,7 +156,7 @@ def test_an_unchecked_runtime_on_an_ended_os_line_is_the_os_migration_saying_so(
     assert item.eol is not None and item.eol.product == "debian" and item.eol.also is not None
     assert item.title.startswith("Migrate Debian 10 (end of life 2022-09-10) in python:3.7.10-slim to Debian 13")
     assert describe(item.eol).endswith(
-        "End of life of Python 3.7.10: not checked (not looked up: endoflife.date unreachable)."
+        "Its runtime line: End of life of Python 3.7.10: not checked (not looked up: endoflife.date unreachable)."
     )
     placed_once(found, result)
 
@@ -168,7 +169,7 @@ def test_supported_lines_keep_their_items_and_say_until_when() -> None:
     (digest,) = [w for w in result.work_items if w.eol is not None]
     assert digest.eol is not None and digest.eol.product == "python" and not digest.eol.ended
     assert describe(digest.eol).startswith("Python 3.7.10, on the Python 3.7 line, is supported until 2023-06-27")
-    assert "Debian 10 (Buster) is supported until 2022-09-10" in describe(digest.eol)
+    assert "Its OS line: Debian 10 (Buster) is supported until 2022-09-10" in describe(digest.eol)
     placed_once(found, result)
 
 
@@ -179,3 +180,11 @@ def test_an_archive_scan_names_no_runtime_line() -> None:
     assert any(s.package == "python2.7-minimal" for s in found)
     (item,) = [w for w in triage_rules(found, lifecycles=lifecycles()).work_items]
     assert item.eol is not None and item.eol.product == "debian" and item.eol.also is None
+
+
+def test_an_images_other_line_has_no_other_line_of_its_own() -> None:
+    found = renamed(VULNERABLE_IMAGE, "python:3.7.10-slim")
+    (item,) = [w for w in triage_rules(found, lifecycles=lifecycles()).work_items if w.eol is not None]
+    assert item.eol is not None and item.eol.also is not None
+    with pytest.raises(ValidationError, match="no other line of its own"):  # what a payload may carry: one level
+        EndOfLifeFacts.model_validate({**item.eol.model_dump(), "also": item.eol.model_dump()})

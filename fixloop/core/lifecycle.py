@@ -224,9 +224,13 @@ def _until(value: date | bool | None) -> str:
 def describe(facts: EndOfLifeFacts) -> str:
     """A plain-text paragraph for the work item's Jira issue and merge request: the line, its end of life and
     extended support, the target and its support, with endoflife.date's page and the day it was checked; or why
-    the end of life could not be checked. The image's other line (``also``) follows in the same words."""
+    the end of life could not be checked. The image's other line (``also``) follows in the same words: ``Its OS
+    line: Debian 10 (Buster) reached ...`` (the target runtime's image in that OS's supported variant)."""
     text = _describe(facts)
-    return text if facts.also is None else f"{text} {_describe(facts.also)}"
+    if facts.also is None:
+        return text
+    kind = "runtime" if facts.also.product in RUNTIMES else "OS"
+    return f"{text} Its {kind} line: {_describe(facts.also)}"
 
 
 def _describe(facts: EndOfLifeFacts) -> str:
