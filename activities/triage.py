@@ -18,7 +18,8 @@ The same ``fixloop.yaml`` names the service of a scanned image (its ``images:`` 
 finding item's service from (``fixloop.core.service.ServiceNames``), and which bumps share a work item (its
 ``grouping:``, ``fixloop.core.triage.grouping``; ``per-manifest`` without the file or when it is malformed).
 
-The end of life of each scanned OS release line (``fixloop.core.lifecycle``) is looked up on endoflife.date
+The end of life of each scanned OS release line and of each runtime line a scanned image's reference names
+(``python:3.7.10-slim``: ``fixloop.core.lifecycle``) is looked up on endoflife.date
 (``fixloop.integrations.endoflife``) before the engines run, each product once per call (at most
 ``LIFECYCLE_PRODUCTS_MAX``), its answer kept for the UTC day (``LIFECYCLE_CACHE`` products, least recently used
 dropped; a failed lookup is not kept), each lookup a heartbeat: an image on an ended line becomes one
@@ -276,7 +277,7 @@ def locate_services(
 
 
 class LifecycleLookups:
-    """endoflife.date's release lines of the products a triage call's scanned OS lines are on
+    """endoflife.date's release lines of the products a triage call's scanned OS and runtime lines are on
     (``fixloop.core.lifecycle.products``), for the engines (``Lifecycles``). ``client`` None: every product is
     ``LOOKUPS_OFF``. Each product is asked once per call and its answer (or its ``NotFound``) kept for the UTC day
     (``LIFECYCLE_CACHE`` entries); after a transport error, 429 or 5xx the call's other products are skipped with the

@@ -12,9 +12,9 @@ unknown product. ``parse_cycles`` also reads an API v1 product (endoflife.date/d
 v0 is deprecated, and the recorded Debian, Alpine and CentOS lines are v1 answers. Recorded answers:
 ``tests/fixtures/recorded/endoflife/``.
 
-The triage activity (``fixloop.activities.triage``) looks up the product of each scanned OS release, so that an
-image on an ended line becomes one migration work item (``fixloop.core.lifecycle``); the planning activity the
-line of each image a change leaves running.
+The triage activity (``fixloop.activities.triage``) looks up the product of each scanned OS release and runtime line
+(``python``, ``nodejs``, ``ruby``), so that an image on an ended line becomes one migration work item
+(``fixloop.core.lifecycle``); the planning activity the line of each image a change leaves running.
 
 Errors: ``NotFound`` (no such product), ``HttpStatusError`` (429/5xx), ``TransportError`` (no answer in
 ``timeout`` seconds), ``IntegrationError`` (a body over ``MAX_BODY_BYTES`` or not a list of cycles). The planning

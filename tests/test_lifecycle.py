@@ -63,6 +63,13 @@ REPORTS = [
         711,
     ),
     (
+        "trivy/trivy-head_centos-6.json",
+        "testdata/fixtures/images/centos-6.tar.gz",
+        "Migrate CentOS 6.10 (end of life 2020-11-30)",
+        "CentOS Stream 9",
+        2,
+    ),
+    (
         "trivy/dd-trivy_legacy_many_vulns_debian-10.8.json",
         "debian",
         "Migrate Debian 10.8 (end of life 2022-09-10)",
@@ -139,6 +146,31 @@ def test_centos_7_moves_to_its_successor_and_says_so_on_jira() -> None:
     assert "CentOS 7.6.1810, on the CentOS 7 line, reached its end of life on 2024-06-30" in text
     assert "Move it to CentOS Stream 9, supported until 2027-05-31" in text
     assert "checked on 2025-11-01: https://endoflife.date/centos" in text
+
+
+def test_centos_6_with_an_end_of_life_finding_and_a_fixed_one_is_one_migration_to_centos_stream_9() -> None:
+    """The real CentOS 6.10 golden (issue 22's done-when line): glibc's CVE-2020-29573 marked ``end_of_life`` (no
+    fix will come on that line) and openssl's CVE-2019-1559 fixed on it are both closed by the one migration; CentOS
+    has no supported line, so the target is its successor's (CentOS Stream), the oldest lasting one on the day."""
+    found = signals("trivy/trivy-head_centos-6.json")
+    result = triage_rules(found, lifecycles=recorded())
+    (item,) = result.work_items
+    assert item.kind is WorkItemKind.EOL_MIGRATION and not result.unassigned
+    assert sorted(s.fix_status or "" for s in found) == ["end_of_life", "fixed"]
+    assert item.eol is not None and item.eol.target is not None
+    assert (item.eol.release, item.eol.cycle, item.eol.eol) == ("6.10", "6", date(2020, 11, 30))
+    assert (item.eol.target.product, item.eol.target.label, item.eol.target.cycle, item.eol.target.eol) == (
+        "centos-stream",
+        "CentOS Stream",
+        "9",
+        date(2027, 5, 31),
+    )
+    assert item.title == (
+        "Migrate CentOS 6.10 (end of life 2020-11-30) in testdata/fixtures/images/centos-6.tar.gz to CentOS Stream 9"
+        " (covers 2 CVEs: 2 medium)"
+    )
+    placed_once(found, result)
+    assert sorted(item.signals) == sorted(s.fingerprint for s in found)
 
 
 @pytest.mark.parametrize(

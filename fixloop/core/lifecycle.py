@@ -1,11 +1,20 @@
-"""End of life of the release line a scanned image is on, and the supported line to move it to.
+"""End of life of the release lines a scanned image is on, and the supported line to move it to.
 
-A scanner names the OS release of an image (Trivy ``<image> (centos 7.6.1810)``, Grype ``debian 10``, a package
-purl's ``distro``: ``fixloop.core.change.locate.scanned_os``); endoflife.date lists the release lines of that OS
-and their end of life (``fixloop.integrations.endoflife``, looked up by ``fixloop.activities.triage``, handed in
-here as ``Lifecycles``). ``assess`` says whether the line is past its end of life on a given day and which line to
-move to; the triage engines then make one ``eol_migration`` work item per such image (``fixloop.core.triage.eol``)
-instead of a risk digest of findings nobody can fix on that line.
+Two lines of an image are checked, from what triage has of it (its findings; the repository's Dockerfiles are not
+read at triage):
+
+* its OS line: a scanner names the OS release of an image (Trivy ``<image> (centos 7.6.1810)``, Grype ``debian
+  10``, a package purl's ``distro``: ``fixloop.core.change.locate.scanned_os``; ``scanned_line``);
+* its language runtime line, from the scanned artifact's image reference (``runtime_line``): the official
+  ``python:3.7.10-slim``, ``node:12-alpine``, ``ruby:3.0`` images and any registry's image of that name
+  (``cgr.dev/chainguard/ruby:latest-3.0``), the runtimes of ``fixloop.core.products.RUNTIMES``. A scan of an image
+  archive (Trivy's ``testdata/.../distroless-python27.tar.gz``) names no reference: no runtime line; a runtime
+  installed as an OS package (Debian's ``python2.7``) is the OS line's, patched as long as that line is supported.
+
+endoflife.date lists the release lines of each product and their end of life (``fixloop.integrations.endoflife``,
+looked up by ``fixloop.activities.triage``, handed in here as ``Lifecycles``). ``assess`` says whether a line is past
+its end of life on a given day and which line to move to; the triage engines then make one ``eol_migration`` work
+item per such image (``fixloop.core.triage.eol``) instead of a risk digest of findings nobody can fix on that line.
 
 The end of life is endoflife.date's ``eol``: the end of the security support the project itself gives (Debian's
 security team, Ubuntu's standard support, CentOS's updates). Extended support (Debian LTS, Ubuntu Pro ESM, a vendor's
@@ -29,28 +38,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from fixloop.core.change.facts import Cycle, match_cycle
+from fixloop.core.change.facts import Cycle, image_products, match_cycle
 from fixloop.core.change.locate import scanned_os
 from fixloop.core.models import EndOfLifeFacts, EndOfLifeTarget, Signal
 from fixloop.core.parsing import clean
+from fixloop.core.products import LABELS, OS_PRODUCTS, RUNTIMES
 
-# A scanner's OS family (``fixloop.core.change.locate.scanned_os``) -> (endoflife.date product, label).
-OS_PRODUCTS: dict[str, tuple[str, str]] = {
-    "alpine": ("alpine", "Alpine"),
-    "debian": ("debian", "Debian"),
-    "ubuntu": ("ubuntu", "Ubuntu"),
-    "centos": ("centos", "CentOS"),
-    "alma": ("almalinux", "AlmaLinux"),
-    "almalinux": ("almalinux", "AlmaLinux"),
-    "rocky": ("rocky-linux", "Rocky Linux"),
-    "amazon": ("amazon-linux", "Amazon Linux"),
-    "oracle": ("oracle-linux", "Oracle Linux"),
-    "redhat": ("rhel", "RHEL"),
-    "fedora": ("fedora", "Fedora"),
-    "opensuse-leap": ("opensuse", "openSUSE Leap"),
-}
 # A product every line of which has ended -> the product its users move to (another image).
-SUCCESSORS: dict[str, tuple[str, str]] = {"centos": ("centos-stream", "CentOS Stream")}
+SUCCESSORS: dict[str, tuple[str, str]] = {"centos": ("centos-stream", LABELS["centos-stream"])}
 MIN_SUPPORT_LEFT = timedelta(days=365)
 NOT_LOOKED_UP = "not looked up"
 _NUMBERS = re.compile(r"^\d+(?:\.\d+)*$")
@@ -70,13 +65,32 @@ class Lifecycles:
 
 def scanned_line(signals: Sequence[Signal]) -> tuple[str, str, str] | None:
     """``(product, label, release)`` of the OS release ``signals`` were scanned on (``scanned_os``: the most common
-    one), when endoflife.date tracks that OS (``OS_PRODUCTS``): ``("centos", "CentOS", "7.6.1810")``; else None."""
+    one), when endoflife.date tracks that OS (``fixloop.core.products.OS_PRODUCTS``): ``("centos", "CentOS",
+    "7.6.1810")``; else None."""
     found = scanned_os(signals)
     if found is None or found[0] not in OS_PRODUCTS:
         return None
     product, label = OS_PRODUCTS[found[0]]
     release = clean(found[1], 60)
     return (product, label, release) if release else None
+
+
+def runtime_line(image: str | None) -> tuple[str, str, str] | None:
+    """``(product, label, release)`` of the language runtime line a scanned image's reference names, when it is an
+    image of a runtime of ``RUNTIMES`` (``fixloop.core.change.facts.image_products``: the last path segment and the
+    tag's version): ``python:3.7.10-slim`` -> ``("python", "Python", "3.7.10")``, ``node:12-alpine`` -> ``("nodejs",
+    "Node.js", "12")``, Chainguard's ``cgr.dev/chainguard/ruby:latest-3.0`` -> ``("ruby", "Ruby", "3.0")``; None for
+    any other image, an archive path, a tag naming no version (``latest``, ``lts-alpine``) or a digest-only
+    reference."""
+    if not image:
+        return None
+    name, colon, tag = image.split("@", 1)[0].rpartition(":")
+    if colon and tag.startswith("latest-"):  # Chainguard's tags: latest-<line>
+        image = f"{name}:{tag.removeprefix('latest-')}"
+    for product, label, release in image_products(image):
+        if product in RUNTIMES and (release := clean(release, 60))[:1].isdigit():  # a word (lts, slim): no line
+            return product, label, release
+    return None
 
 
 def products(lines: Sequence[tuple[str, str, str]]) -> list[str]:
@@ -210,7 +224,16 @@ def _until(value: date | bool | None) -> str:
 def describe(facts: EndOfLifeFacts) -> str:
     """A plain-text paragraph for the work item's Jira issue and merge request: the line, its end of life and
     extended support, the target and its support, with endoflife.date's page and the day it was checked; or why
-    the end of life could not be checked."""
+    the end of life could not be checked. The image's other line (``also``) follows in the same words: ``Its OS
+    line: Debian 10 (Buster) reached ...`` (the target runtime's image in that OS's supported variant)."""
+    text = _describe(facts)
+    if facts.also is None:
+        return text
+    kind = "runtime" if facts.also.product in RUNTIMES else "OS"
+    return f"{text} Its {kind} line: {_describe(facts.also)}"
+
+
+def _describe(facts: EndOfLifeFacts) -> str:
     what = f"{facts.label} {facts.release}"
     checked = f"endoflife.date, checked on {facts.checked_on.isoformat()}: {facts.link}"
     if facts.missing is not None or facts.cycle is None:

@@ -567,7 +567,9 @@ class EndOfLifeFacts(BaseModel):
     True without one, False not announced), ``extended`` (the end of extended support: Debian LTS, Ubuntu Pro ESM),
     ``ended`` (``eol`` reached on ``checked_on``), ``target`` (the line to move to; None: none supported), and
     ``missing``: why the end of life is not known (not looked up, endoflife.date unreachable, no such line); then
-    ``ended`` is False. Every text bounded: a few hundred bytes of JSON."""
+    ``ended`` is False. ``also``: the image's other line, assessed the same way (its OS line when this is the
+    runtime line its reference names, ``python:3.7.10-slim``, or the reverse; its own ``also`` is None). Every text
+    bounded: a few hundred bytes of JSON, twice that with ``also``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -582,6 +584,13 @@ class EndOfLifeFacts(BaseModel):
     ended: bool = False
     target: EndOfLifeTarget | None = None
     missing: Annotated[str, Field(max_length=EOL_TEXT_MAX)] | None = None
+    also: EndOfLifeFacts | None = None
+
+    @model_validator(mode="after")
+    def _one_level(self) -> EndOfLifeFacts:
+        if self.also is not None and self.also.also is not None:
+            raise ValueError("an image's other release line has no other line of its own")
+        return self
 
     @property
     def link(self) -> str:

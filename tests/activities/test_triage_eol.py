@@ -16,10 +16,12 @@ from fixloop.integrations.endoflife import EndOfLifeClient, EndOfLifeSettings
 from fixloop.workflows.contracts.triage import GroupSignalsInput
 from tests.conftest import signals
 from tests.integrations.test_pypi_endoflife import UBUNTU_2025, recorded, serve
-from tests.test_lifecycle import TODAY
+from tests.test_eol_runtimes import PYTHON, VULNERABLE_IMAGE, renamed
+from tests.test_lifecycle import RECORDED, TODAY
 
 UBUNTU_REPORT = "trivy/trivy-0.22-fulldb_ubuntu-1804.json"
 CENTOS_REPORT = "trivy/trivy-0.22-fulldb_centos-7.json"
+CENTOS_6_REPORT = "trivy/trivy-head_centos-6.json"
 
 
 def settings(**kw: object) -> EndOfLifeSettings:
@@ -59,6 +61,54 @@ async def test_an_ended_line_looked_up_once_a_day_is_one_migration() -> None:
     assert seen == ["/api/ubuntu.json"]
     again = await run(acts, found)
     assert seen == ["/api/ubuntu.json"] and again.work_items == [item]  # the day's answer is kept
+
+
+def recorded_v1(name: str) -> httpx.Response:
+    """A recorded API v1 product (tests/fixtures/SOURCES.md: the ``endoflife-radar_api_v1_*`` byte ranges) as the
+    body of its ``GET /api/v1/products/<product>`` answer, ``{"result": <product>}``; ``parse_cycles`` reads it
+    whatever the path, so it is served at the v0 path the client asks."""
+    body = (RECORDED / f"endoflife-radar_api_v1_{name}.json").read_bytes()
+    return httpx.Response(200, content=b'{"result": ' + body + b"}", headers={"Content-Type": "application/json"})
+
+
+async def test_the_real_centos_6_report_is_one_migration_to_centos_stream_9() -> None:
+    """The real CentOS 6.10 golden through the activity: centos and its successor centos-stream looked up once each
+    (recorded answers), one ``eol_migration`` with both findings, to CentOS Stream 9."""
+    seen: list[str] = []
+    routes = {"/api/centos.json": recorded_v1("centos"), "/api/centos-stream.json": recorded_v1("centos-stream")}
+    found = signals(CENTOS_6_REPORT)
+    result = await run(with_site(serve(routes, seen)), found)
+    (item,) = result.work_items
+    assert item.kind is WorkItemKind.EOL_MIGRATION and not result.unassigned
+    assert sorted(item.signals) == sorted(s.fingerprint for s in found) and len(found) == 2  # each once
+    assert item.eol is not None and item.eol.target is not None and item.eol.cycle == "6"
+    assert (item.eol.target.product, item.eol.target.cycle) == ("centos-stream", "9")
+    assert item.title.startswith("Migrate CentOS 6.10 (end of life 2020-11-30) in ")
+    assert " to CentOS Stream 9 (covers 2 CVEs: 2 medium)" in item.title
+    assert seen == ["/api/centos.json", "/api/centos-stream.json"]
+
+
+async def test_a_python_3_7_image_looks_up_python_and_debian_once_and_is_one_migration() -> None:
+    """A python:3.7.10-slim image (the real Grype report of tests/test_eol_runtimes.py, only its artifact's name
+    changed): its runtime line and its OS line are looked up, once each; one migration, to Python 3.10."""
+    seen: list[str] = []
+    routes = {"/api/python.json": recorded(PYTHON), "/api/debian.json": recorded_v1("debian")}
+    found = renamed(VULNERABLE_IMAGE, "python:3.7.10-slim")
+    result = await run(with_site(serve(routes, seen)), found)
+    (item,) = [w for w in result.work_items if w.kind is WorkItemKind.EOL_MIGRATION]
+    assert item.eol is not None and item.eol.target is not None and item.eol.also is not None
+    lines = (item.eol.product, item.eol.cycle, item.eol.target.cycle, item.eol.also.cycle)
+    assert lines == ("python", "3.7", "3.10", "10")
+    assert seen == ["/api/debian.json", "/api/python.json"]
+    placed = [fp for w in result.work_items for fp in w.signals] + [u.fingerprint for u in result.unassigned]
+    assert sorted(placed) == sorted({s.fingerprint for s in found})
+
+
+async def test_no_ruby_answer_says_ruby_was_not_checked() -> None:
+    """endoflife.date answers 404 for ruby (no recording): the real Chainguard Ruby 3.0 report's rebuild says so."""
+    result = await run(with_site(serve({})), signals("grype/grype-0.61.1_chainguard-ruby-3.0.json"))
+    (rebuild,) = [w for w in result.work_items if w.kind is WorkItemKind.OS_REBUILD]
+    assert rebuild.eol is not None and rebuild.eol.missing == "endoflife.date has no product ruby"
 
 
 async def test_an_unknown_product_is_said_and_the_others_still_count() -> None:

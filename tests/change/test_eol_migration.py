@@ -15,6 +15,7 @@ from fixloop.core.naming import named
 from fixloop.core.triage import triage_rules
 from tests.change.helpers import SEED, TAGS
 from tests.conftest import signals
+from tests.test_eol_runtimes import VULNERABLE_IMAGE, lifecycles, renamed
 from tests.test_lifecycle import recorded
 
 DEBIAN_10 = "grype/dd-grype-0.7_defectdojo-django-1.13.1.json"  # Grype's "debian 10": the seed's FROM debian:10.2
@@ -101,3 +102,31 @@ def test_centos_7_to_centos_stream_is_another_image_so_it_is_done_by_hand() -> N
     none = plan(item, found, SEED, tags=tags)  # no Dockerfile on CentOS 7 in the seed
     assert isinstance(none, NotLocated) and none.reason.startswith("no Dockerfile fixloop may change has a FROM on")
     assert "Migrate by hand to CentOS Stream 9" in none.reason
+
+
+def test_a_python_3_7_image_moves_to_the_newest_python_3_10_tag_of_its_variant() -> None:
+    """A runtime line's migration (tests/test_eol_runtimes.py: the real Grype report with only its artifact's name
+    changed to ``python:3.7.10-slim``): the FROM on the Python 3.7 line moves to the newest ``-slim`` tag of 3.10,
+    and its blast radius is the FROM lines on Python 3.7, with their services."""
+    found = renamed(VULNERABLE_IMAGE, "python:3.7.10-slim")
+    items = triage_rules(found, lifecycles=lifecycles()).work_items
+    (item,) = [w for w in items if w.kind is WorkItemKind.EOL_MIGRATION]
+    dockerfile = 'FROM python:3.7.10-slim\nCOPY . /app\nCMD ["python", "/app/main.py"]\n'
+    repo = {**SEED, "services/py-api/Dockerfile": dockerfile}
+    python_tags = ["3.7.17-slim", "3.10", "3.10.15", "3.10.15-slim", "3.10-slim", "3.12.8-slim"]
+    result = plan(item, found, repo, tags=lambda r: python_tags if r == "python" else tags(r))
+    assert isinstance(result, Plan)
+    assert result.edits == {"services/py-api/Dockerfile": dockerfile.replace("3.7.10-slim", "3.10.15-slim")}
+    major, blast = result.risks[:2]
+    assert major.startswith("Major migration to Python 3.10, not a patch")
+    assert "Debian 10 (Buster) reached its end of life on 2022-09-10" in major  # the OS line it also leaves
+    assert blast == (
+        "Blast radius: 1 FROM line(s) in 1 Dockerfile(s) on Python 3.7 in this repository: "
+        "services/py-api/Dockerfile (py-api); this merge request moves services/py-api/Dockerfile."
+    )
+    both = {**repo, "services/py-worker/Dockerfile": "FROM python:3.7-slim AS build\nRUN true\n"}
+    not_one = plan(item, found, both, tags=lambda r: python_tags if r == "python" else tags(r))
+    assert isinstance(not_one, NotLocated) and not_one.reason.startswith(
+        "several Dockerfiles are FROM python 3.7 (services/py-api/Dockerfile, services/py-worker/Dockerfile)"
+    )
+    assert "Migrate by hand to Python 3.10" in not_one.reason

@@ -43,6 +43,7 @@ from fixloop.core.change.ops import (
     subject,
 )
 from fixloop.core.parsing import clean
+from fixloop.core.products import IMAGE_PRODUCTS, LABELS
 
 URL_MAX = 300  # characters of a link kept from a registry answer
 LINKS_MAX = 4  # links per release
@@ -473,29 +474,6 @@ def dependency_roles(operations: Sequence[Operation], repo: RepoView | Mapping[s
 
 # ---------------------------------------------------------------- images and their release lines
 
-# An image's last path segment -> (endoflife.date product, label). endoflife.date/docs/api: /api/<product>.json.
-PRODUCTS: dict[str, tuple[str, str]] = {
-    "alpine": ("alpine", "Alpine"),
-    "debian": ("debian", "Debian"),
-    "ubuntu": ("ubuntu", "Ubuntu"),
-    "centos": ("centos", "CentOS"),
-    "rockylinux": ("rocky-linux", "Rocky Linux"),
-    "almalinux": ("almalinux", "AlmaLinux"),
-    "amazonlinux": ("amazon-linux", "Amazon Linux"),
-    "fedora": ("fedora", "Fedora"),
-    "python": ("python", "Python"),
-    "node": ("nodejs", "Node.js"),
-    "golang": ("go", "Go"),
-    "ruby": ("ruby", "Ruby"),
-    "php": ("php", "PHP"),
-    "eclipse-temurin": ("eclipse-temurin", "Eclipse Temurin"),
-    "nginx": ("nginx", "nginx"),
-    "redis": ("redis", "Redis"),
-    "postgres": ("postgresql", "PostgreSQL"),
-    "mysql": ("mysql", "MySQL"),
-    "mongo": ("mongodb", "MongoDB"),
-    "rabbitmq": ("rabbitmq", "RabbitMQ"),
-}
 # The OS release a runtime image's tag names (``python:3.11-slim-bookworm``, ``node:20-alpine3.19``).
 _CODENAMES = {
     **{c: "debian" for c in ("jessie", "stretch", "buster", "bullseye", "bookworm", "trixie")},
@@ -527,18 +505,18 @@ def image_products(image: str) -> list[tuple[str, str, str]]:
     last = name.rsplit("/", 1)[-1]
     out: list[tuple[str, str, str]] = []
     parts = tag.split("-")
-    if last in PRODUCTS:
-        product, label = PRODUCTS[last]
+    if last in IMAGE_PRODUCTS:
+        product, label = IMAGE_PRODUCTS[last]
         m = _VERSION.match(parts[0])
         hint = m.group(1) if m else parts[0].lower()
         if hint and hint != "latest":
             out.append((product, label, hint))
-    for part in parts[1:] if last in PRODUCTS else []:
+    for part in parts[1:] if last in IMAGE_PRODUCTS else []:
         if m := re.fullmatch(r"alpine(\d+\.\d+)", part):
             out.append(("alpine", "Alpine", m.group(1)))
         elif part in _CODENAMES:
             product = _CODENAMES[part]
-            out.append((product, PRODUCTS[product][1], part))
+            out.append((product, LABELS[product], part))
     return list(dict.fromkeys(out))
 
 

@@ -48,8 +48,9 @@ from fixloop.core.change.edit import (
 from fixloop.core.change.images import ImageSpec
 from fixloop.core.change.ops import PolicyViolation, check_path
 from fixloop.core.change.policy import Policy
-from fixloop.core.models import Signal, WorkItem, WorkItemKind
+from fixloop.core.models import EndOfLifeFacts, Signal, WorkItem, WorkItemKind
 from fixloop.core.parsing import clean
+from fixloop.core.products import RUNTIME_IMAGES
 from fixloop.core.service import image_repository, service_of_paths
 
 
@@ -296,14 +297,24 @@ def base_image_sites(
     return sites
 
 
-def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView, policy: Policy) -> Located | str:
-    """The FROM lines on the scanned OS release (an ``eol_migration``: on its ended line, ``item.eol.cycle``); when
-    no Dockerfile has one, for a rebuild the workload manifests and Helm values that run the scanned image itself (a
-    third-party image: its own newer tag is the fix)."""
+def migration_base(facts: EndOfLifeFacts | None, signals: Sequence[Signal]) -> tuple[str, str] | None:
+    """What the FROM lines an ``eol_migration`` of ``facts`` moves are on, as ``base_image_sites`` takes it: a
+    runtime line's official image and ended line (``("python", "3.7")``: ``python:3.7.10-slim``, ``python:3.7``;
+    ``fixloop.core.products.RUNTIME_IMAGES``), else the scanned OS family and the ended line (``("debian", "10")``);
+    None when the scan names no OS and the line is no runtime's."""
+    if facts is not None and facts.cycle and facts.product in RUNTIME_IMAGES:
+        return RUNTIME_IMAGES[facts.product], facts.cycle
     os = scanned_os(signals)
+    return (os[0], facts.cycle) if os is not None and facts is not None and facts.cycle else os
+
+
+def locate_base_images(item: WorkItem, signals: Sequence[Signal], repo: RepoView, policy: Policy) -> Located | str:
+    """The FROM lines on the scanned OS release (an ``eol_migration``: on its ended line, ``migration_base``: the
+    runtime's image on its line for a runtime line); when no Dockerfile has one, for a rebuild the workload
+    manifests and Helm values that run the scanned image itself (a third-party image: its own newer tag is the
+    fix)."""
     migration = item.kind is WorkItemKind.EOL_MIGRATION
-    if os is not None and migration and item.eol is not None and item.eol.cycle:
-        os = (os[0], item.eol.cycle)
+    os = migration_base(item.eol, signals) if migration else scanned_os(signals)
     family, version = os if os is not None else ("", "")
     dockerfiles = _dockerfiles(repo, policy)
     sites = base_image_sites(family, version, repo, policy, signals) if os is not None else []

@@ -27,7 +27,7 @@ from fixloop.core.change.locate import (
     as_repo,
     base_image_sites,
     locate,
-    scanned_os,
+    migration_base,
 )
 from fixloop.core.change.ops import (
     BumpBaseImage,
@@ -275,10 +275,10 @@ def _migration_risks(
         f"Major migration to {lifecycle.target_text(migration)}, not a patch: packages, their versions, defaults and "
         f"removed features change; build and test the service on it. {lifecycle.describe(migration)}"
     ]
-    os = scanned_os(signals)
-    if os is None or migration.cycle is None:
+    base = migration_base(migration, signals)
+    if base is None or migration.cycle is None:
         return out
-    sites = base_image_sites(os[0], migration.cycle, repo, policy)
+    sites = base_image_sites(base[0], base[1], repo, policy)
     paths = sorted({s.path for s in sites})
     moved = sorted({op.path for op in ops})
     listed = ", ".join(

@@ -1,6 +1,7 @@
 """End-of-life migrations, made by code for both triage engines (``rules`` and ``llm``, like incidents).
 
-An image whose scanned OS release line is past its end of life on the day of triage (``fixloop.core.lifecycle``)
+An image whose scanned OS release line, or the language runtime line its reference names (``python:3.7.10-slim``:
+``fixloop.core.lifecycle.runtime_line``), is past its end of life on the day of triage (``fixloop.core.lifecycle``)
 gets one ``eol_migration`` work item holding every OS-level vulnerability finding of that image, fixed or not:
 
 * the findings without a fix will never get one on that line: the migration is the only change that closes them,
@@ -10,6 +11,14 @@ gets one ``eol_migration`` work item holding every OS-level vulnerability findin
   migration join the rebuild's merge request, which fixes a fraction of what the migration says it does; the
   mirrors of ended lines also go away (CentOS 7's in July 2024, Debian 9 and 10 moved to archive.debian.org), so a
   rebuild's package updates stop working.
+
+An image on an ended runtime line is the same case: the official images of an ended line get no new build (its
+OS packages are not patched either), and the migration to a supported line's image (``python:3.10-slim``) moves its
+OS too. An image whose runtime line and OS line have both ended gets ONE item, not two: both are the same ``FROM``
+line, moved once; the item's ``eol`` is the runtime line (what the ``FROM`` names: its target's image is built on a
+supported OS), with the OS line in ``eol.also``. An ended line whose end of life could not be checked never makes a
+migration: an ended OS line with a runtime line endoflife.date could not say (``ruby``: no such product, or
+unreachable) is the OS line's migration, and its ``also`` says the runtime line was not checked.
 
 Language-package findings of the image keep their own items (a dependency bump per manifest). An image whose end of
 life could not be checked (endoflife.date down, lookups off, an unknown line) or whose line is supported keeps its
@@ -22,7 +31,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from fixloop.core.lifecycle import Lifecycles, assess, scanned_line
+from fixloop.core.lifecycle import Lifecycles, assess, runtime_line, scanned_line
 from fixloop.core.models import (
     Category,
     EndOfLifeFacts,
@@ -57,27 +66,40 @@ def _os_findings(signals: Sequence[Signal]) -> dict[str, list[Signal]]:
     return by_image
 
 
+def _lines(image: str, members: Sequence[Signal]) -> list[tuple[str, str, str]]:
+    """The release lines of ``image`` to check: the runtime line its reference names, then its scanned OS line."""
+    return [line for line in (runtime_line(image), scanned_line(members)) if line is not None]
+
+
 def scanned_lines(signals: Sequence[Signal]) -> list[tuple[str, str, str]]:
-    """``(product, label, release)`` of each image's scanned OS line among ``signals``' OS findings
-    (``fixloop.core.lifecycle.scanned_line``), each once: what to look up on endoflife.date."""
-    lines = (scanned_line(members) for members in _os_findings(signals).values())
-    return sorted({line for line in lines if line is not None})
+    """``(product, label, release)`` of each image's runtime and scanned OS lines among ``signals``' OS findings
+    (``fixloop.core.lifecycle.runtime_line``, ``scanned_line``), each once: what to look up on endoflife.date."""
+    return sorted({line for image, members in _os_findings(signals).items() for line in _lines(image, members)})
+
+
+def image_facts(found: Sequence[EndOfLifeFacts]) -> EndOfLifeFacts:
+    """One image's facts from its lines' (``_lines``' order: runtime, then OS): an ended line first, the runtime's
+    before the OS's, else the first; the other line in ``also``."""
+    main = next((f for f in found if f.ended), found[0])
+    others = [f for f in found if f is not main]
+    return main.model_copy(update={"also": others[0]}) if others else main
 
 
 def migrations(
     signals: Sequence[Signal], lifecycles: Lifecycles, names: ServiceNames | None = None
 ) -> tuple[list[WorkItem], list[Signal], Assessed]:
-    """Split ``signals``: (the ``eol_migration`` items of the images whose OS line has ended, the signals left to
-    triage, every assessed image's facts with its OS findings). ``names`` names an item's service from its image
-    (``ServiceNames``). A left signal is any whose fingerprint no migration took (duplicates included)."""
+    """Split ``signals``: (the ``eol_migration`` items of the images whose runtime or OS line has ended, the signals
+    left to triage, every assessed image's facts with its OS findings: ``image_facts``). ``names`` names an item's
+    service from its image (``ServiceNames``). A left signal is any whose fingerprint no migration took (duplicates
+    included)."""
     items: list[WorkItem] = []
     assessed: Assessed = {}
     moved: set[str] = set()
     for image, members in sorted(_os_findings(signals).items()):
-        line = scanned_line(members)
-        if line is None:
+        lines = _lines(image, members)
+        if not lines:
             continue
-        facts = assess(*line, lifecycles)
+        facts = image_facts([assess(*line, lifecycles) for line in lines])
         fingerprints = frozenset(s.fingerprint for s in members)
         assessed[image] = (facts, fingerprints)
         if facts.ended:
