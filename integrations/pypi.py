@@ -37,7 +37,8 @@ from fixloop.integrations.errors import IntegrationError
 SYSTEM = "pypi"
 MAX_BODY_BYTES = 8 << 20  # a release's JSON carries its long description (a README): megabytes are possible
 VERSIONS_MAX = 5_000  # versions kept of a project's release list
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,59}$")  # a version key worth comparing (PEP 440 and legacy)
+# a version key worth comparing (PEP 440 and legacy), without `_` (Markdown's emphasis; PEP 440 reads it as `.`)
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!-]{0,59}$")
 
 # Well-known project URL labels (lower-case, letters and digits only) -> fixloop's label, in the order shown.
 _LABELS: dict[str, LinkLabel] = {

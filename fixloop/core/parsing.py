@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from fixloop.core.models import SHORT_MAX, Severity, Signal, utc
@@ -468,3 +469,10 @@ def yaml_mapping(text: str, what: str = "fixloop.yaml") -> Mapping[str, Any]:
     if not isinstance(doc, Mapping):
         raise ValueError(f"{what}: not a mapping")
     return doc
+
+
+def package_name(ecosystem: str | None, package: str | None) -> str:
+    """The name that identifies a package within its ecosystem: PEP 503's normalised form for PyPI, the name as
+    given otherwise ("" for None)."""
+    name = package or ""
+    return canonicalize_name(name) if ecosystem == "pypi" and name else name

@@ -61,9 +61,8 @@ from fixloop.core.change.versions import (
     within,
 )
 from fixloop.core.models import FIX_KINDS, EndOfLifeFacts, Signal, WorkItem, WorkItemKind
-from fixloop.core.parsing import clean, highest_version
+from fixloop.core.parsing import clean, highest_version, package_name
 from fixloop.core.service import service_of_paths
-from fixloop.core.triage.grouping import package_name
 
 TagLookup = Callable[[str], Sequence[str]]
 PLAN_VERSION = 1

@@ -21,22 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from packaging.utils import canonicalize_name
-
 from fixloop.core.models import DEFAULT_GROUPING, GROUPINGS, Grouping, PackageBump, Signal, grouping_of
-from fixloop.core.parsing import clean, highest_version
+from fixloop.core.parsing import clean, highest_version, package_name
 from fixloop.core.service import ServiceNames
 
 __all__ = ["DEFAULT_GROUPING", "GROUPINGS", "bump_key", "grouping_of", "one_version", "package_name", "unrelated"]
 
 BumpKey = tuple[str | None, ...]
-
-
-def package_name(ecosystem: str | None, package: str | None) -> str:
-    """The name that identifies a package within its ecosystem: PEP 503's normalised form for PyPI, the name as
-    given otherwise ("" for None)."""
-    name = package or ""
-    return canonicalize_name(name) if ecosystem == "pypi" and name else name
 
 
 def bump_key(s: Signal, grouping: Grouping, names: ServiceNames | None = None) -> BumpKey:
