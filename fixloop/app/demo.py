@@ -949,15 +949,15 @@ class Demo:
 
     def drafted_by(self, loop: Loop) -> str | None:
         """Who wrote the text of ``loop``'s merge request, as its description says (``fixloop.core.change.mr``'s
-        ``render``): the model's name, or ``fixloop rules`` and why the model's draft was refused; None without a
-        merge request or that line (a remediation's MR is written by code)."""
+        ``render``): the model's name, or ``fixloop rules`` and why the model's draft was refused; ``NO_DRAFT`` for
+        an MR without that line (an incident's remediation, an image chain's MR); None without an MR."""
         if loop.mr_iid is None:
             return None
         try:
             description = reviewer_project(self.state_dir).mergerequests.get(loop.mr_iid).description or ""
         except Exception as e:  # noqa: BLE001 - the summary says so rather than failing
             return f"unknown ({type(e).__name__})"
-        return drafted_line(description)
+        return drafted_line(description) or NO_DRAFT
 
     def worker_metrics(self) -> dict[str, float] | str:
         """fixloop's business metrics as the worker's ``/metrics`` serves them now (README, "Metrics"):
@@ -977,6 +977,9 @@ class Demo:
                     labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()) if k != "service_name")
                     found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return found
+
+
+NO_DRAFT = "fixloop rules (written by code: a remediation or an image chain's MR, no model asked)"
 
 
 def drafted_line(description: str) -> str | None:
