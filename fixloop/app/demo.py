@@ -7,6 +7,11 @@ What runs (child processes, each on a free loopback port, logs under ``<state-di
   Jira, Datadog with its world model, Flux, a registry; its Datadog monitors average over 20 seconds instead of
   5 minutes, so that a fixed service's monitor recovers within the demo;
 * the worker (``fixloop worker``) and the gateway (``fixloop gateway``), configured from the sandbox's variables.
+* with ``--llm local``, a real model (``fixloop llm serve``: llama.cpp's OpenAI-compatible server on the bundled
+  SmolLM2-135M-Instruct, ``fixloop.app.llmserve``), the worker pointed at it (``FIXLOOP_LLM_*``): the gateway's
+  loops triage with the ``llm`` engine and every merge request is drafted by the model, validated by fixloop (each
+  MR, and the summary's ``drafted_by``, names the model, or says why its draft was refused and the rules wrote it).
+  The default is the ``rules`` engine, no model.
 
 Then the demo acts as the outside world, over HTTP only: it shortens the repository's verification window
 (a commit to ``fixloop.yaml``: 24 s of 2-second points, as a team with a fast service would), posts the scanner
@@ -61,6 +66,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -282,9 +288,12 @@ class Demo:
         timeout: float = 300.0,
         ask: Callable[[str], str] | None = None,
         metrics: str = "datadog",
+        llm: str = "rules",
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.metrics = metrics
+        self.llm = llm  # "rules" (no model) or "local" (fixloop llm serve, see start_llm)
+        self.llm_env: dict[str, str] = {}  # the worker's FIXLOOP_LLM_* with --llm local
         self.stack: Any = None  # fixloop.app.promstack.PromStack with --metrics prometheus
         self.history_end = 0  # the epoch second the world's history given to Prometheus ends
         self.approve_as = approve_as
@@ -294,7 +303,7 @@ class Demo:
         self.children: list[Child] = []
         self.env: dict[str, str] = {}
         self.loops: dict[str, Loop] = {}
-        self.ports = {name: free_port() for name in ("temporal", "ui", "sandbox", "gateway", "worker_metrics")}
+        self.ports = {name: free_port() for name in ("temporal", "ui", "sandbox", "gateway", "worker_metrics", "llm")}
         self.gateway_token = secrets.token_urlsafe(24)
         self.started = time.monotonic()
         self.posted: list[dict[str, Any]] = []
@@ -427,13 +436,19 @@ class Demo:
         self.set_short_window()
         # the sandbox serves no PyPI or endoflife.date: the MRs say release notes and end of life were not looked up
         shared = {**self.env, **self.base_env(), "FIXLOOP_PYPI_ENABLED": "false", "FIXLOOP_ENDOFLIFE_ENABLED": "false"}
+        if self.llm == "local":
+            await self.start_llm()
         if self.stack is not None:
             shared["FIXLOOP_PROMETHEUS_URL"] = self.stack.prometheus_url
             shared["FIXLOOP_ALERTMANAGER_URL"] = self.stack.alertmanager_url
         self.spawn(
             "worker",
             self.fixloop("worker"),
-            env={**shared, "FIXLOOP_WORKER_METRICS_ADDRESS": f"127.0.0.1:{self.ports['worker_metrics']}"},
+            env={
+                **shared,
+                **self.llm_env,  # the model drafts the MRs and triages (FIXLOOP_INTAKE_ENGINE below)
+                "FIXLOOP_WORKER_METRICS_ADDRESS": f"127.0.0.1:{self.ports['worker_metrics']}",
+            },
         )
         self.spawn(
             "gateway",
@@ -443,7 +458,7 @@ class Demo:
                 "FIXLOOP_GATEWAY_TOKEN": self.gateway_token,
                 "FIXLOOP_GATEWAY_SCOPE": SCOPE,
                 "FIXLOOP_INTAKE_QUIET_PERIOD": "2",
-                "FIXLOOP_INTAKE_ENGINE": "rules",
+                "FIXLOOP_INTAKE_ENGINE": "llm" if self.llm_env else "rules",
                 "FIXLOOP_INTAKE_ATTACH_WINDOW": str(ATTACH_WINDOW_S),
                 "FIXLOOP_LOOP_POLL_INTERVAL": "1",
                 "FIXLOOP_LOOP_VERIFY_DELAY": "1",  # the sandbox's buckets are complete at once
@@ -454,6 +469,19 @@ class Demo:
         self.console.print(f"  gateway      {self.url('gateway')}  worker on task queue {TASK_QUEUE}")
         if self.stack is not None:
             await asyncio.to_thread(self.fill_prometheus)
+
+    async def start_llm(self) -> None:
+        """``fixloop llm serve`` as a child on its port, awaited until ``/health`` answers 200; ``llm_env`` then
+        points the worker at it."""
+        from fixloop.app.llmserve import LocalServer, preflight
+
+        path = preflight()
+        args = self.fixloop("llm", "serve", "--port", str(self.ports["llm"]), "--model", str(path))
+        self.spawn("llm", args, env={"PYTHONPATH": str(ROOT)})
+        await self.until("the local model", lambda: httpx.get(self.url("llm", "/health")).status_code == 200)
+        server = LocalServer(base_url=self.url("llm", "/v1"), model=path.stem, model_path=path)
+        self.llm_env = server.environment()
+        self.console.print(f"  model        {server.model} at {server.base_url} (llama.cpp; triage and MR drafts)")
 
     def start_prometheus(self) -> None:
         """The real Prometheus (scraping the sandbox world's endpoints every 500 ms, its ``HighErrorRatio`` rules
@@ -904,7 +932,8 @@ class Demo:
         return f"{self.url('ui')}/namespaces/default/workflows?query={quote(query)}"
 
     def summary(self) -> dict[str, Any]:
-        rows = [x.row() for x in sorted(self.loops.values(), key=lambda x: x.title)]
+        loops = sorted(self.loops.values(), key=lambda x: x.title)
+        rows = [{**x.row(), "drafted_by": self.drafted_by(x)} for x in loops]
         return {
             "work_items": rows,
             "complete": all(x.complete() for x in self.loops.values()) and bool(self.loops),
@@ -914,8 +943,21 @@ class Demo:
             "person_changes": self.person_changes,
             "seconds": round(time.monotonic() - self.started, 1),
             "metrics": self.metrics,
+            "llm": self.llm_env.get("FIXLOOP_LLM_MODEL", "rules"),
             "worker_metrics": self.worker_metrics(),
         }
+
+    def drafted_by(self, loop: Loop) -> str | None:
+        """Who wrote the text of ``loop``'s merge request, as its description says (``fixloop.core.change.mr``'s
+        ``render``): the model's name, or ``fixloop rules`` and why the model's draft was refused; ``NO_DRAFT`` for
+        an MR without that line (an incident's remediation, an image chain's MR); None without an MR."""
+        if loop.mr_iid is None:
+            return None
+        try:
+            description = reviewer_project(self.state_dir).mergerequests.get(loop.mr_iid).description or ""
+        except Exception as e:  # noqa: BLE001 - the summary says so rather than failing
+            return f"unknown ({type(e).__name__})"
+        return drafted_line(description) or NO_DRAFT
 
     def worker_metrics(self) -> dict[str, float] | str:
         """fixloop's business metrics as the worker's ``/metrics`` serves them now (README, "Metrics"):
@@ -935,6 +977,20 @@ class Demo:
                     labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()) if k != "service_name")
                     found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
         return found
+
+
+NO_DRAFT = "fixloop rules (written by code: a remediation or an image chain's MR, no model asked)"
+
+
+def drafted_line(description: str) -> str | None:
+    """``SmolLM2-135M-Instruct.Q4_1`` or ``fixloop rules: the model's draft was refused: ...`` from an MR
+    description's ``_Drafted by ...; validated by fixloop's policy._`` line (Markdown escapes undone); None
+    without it."""
+    prefix, suffix = "_Drafted by ", "; validated by fixloop's policy._"
+    for line in description.splitlines():
+        if line.startswith(prefix) and line.endswith(suffix):
+            return re.sub(r"\\(.)", r"\1", line[len(prefix) : -len(suffix)])
+    return None
 
 
 class Prompt:
@@ -1196,19 +1252,25 @@ async def run_demo(
     timeout: float,
     on_summary: Callable[[dict[str, Any]], None],
     metrics: str = "datadog",
+    llm: str = "rules",
 ) -> dict[str, Any]:
     """Run the demo; ``on_summary`` gets the summary (see ``Demo.summary``), which is also returned. Stops every
     child process before returning; with ``keep``, only after Ctrl-C, so the Temporal UI can be browsed first.
     Raises DemoError when a child dies or the loops do not finish within ``timeout`` seconds, and before anything
-    starts ``fixloop.sandbox.ExtraMissing`` / ``fixloop.app.temporal.BinaryMissing`` without the 'sandbox' extra."""
+    starts ``fixloop.sandbox.ExtraMissing`` / ``fixloop.app.temporal.BinaryMissing`` without the 'sandbox' extra,
+    ``fixloop.app.llmserve.LocalServerError`` with ``llm="local"`` and no xllamacpp or model."""
     require_extra()  # fail fast, before any process starts: the sandbox's modules,
     binary("temporal")  # and the embedded Temporal server (both from the 'sandbox' extra)
+    if llm == "local":
+        from fixloop.app.llmserve import preflight
+
+        preflight()  # LocalServerError naming the install command, before anything starts
     if metrics == "prometheus":
         from fixloop.app.promstack import binaries
 
         binaries()  # StackMissing naming the install command, before anything starts
     clean_state(state_dir)
-    demo = Demo(state_dir, approve_as, console, timeout=timeout, metrics=metrics)
+    demo = Demo(state_dir, approve_as, console, timeout=timeout, metrics=metrics, llm=llm)
     main = asyncio.current_task()
     if main is not None:  # SIGTERM (a CI timeout, a supervisor) stops the children as Ctrl-C does
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)

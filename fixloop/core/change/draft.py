@@ -18,12 +18,13 @@ one line).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Protocol
 
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from fixloop.core.change.edit import apply
 from fixloop.core.change.facts import ChangeFacts
@@ -76,15 +77,41 @@ literally, not rendered.
 class Draft(BaseModel):
     """The draft of a merge request: its title, summary and reviewer notes, and the operations it keeps."""
 
-    # Sent as the structured-output JSON schema (this docstring included). The text is untrusted: ``mr_text``
-    # bounds it and ``fixloop.core.change.mr.render`` escapes it; ``apply_draft`` checks ``keep``.
+    # Sent as the structured-output JSON schema (this docstring included; ``draft_schema`` bounds it per plan).
+    # The text is untrusted: ``mr_text`` bounds it and ``fixloop.core.change.mr.render`` escapes it; ``apply_draft``
+    # checks ``keep``.
 
     model_config = ConfigDict(extra="forbid")
 
     title: str = Field(description="One plain line under 120 characters: what changes and what it fixes.")
     summary: str = Field(description="One short plain paragraph for the reviewer (at most three sentences).")
-    reviewer_notes: list[str] = Field(description="At most five short lines for the reviewer; may be empty.")
+    reviewer_notes: list[str] = Field(
+        description="At most five short lines for the reviewer; may be empty.",
+        json_schema_extra={"maxItems": DRAFT_NOTES_MAX},  # the schema's bound only: mr_text keeps the first five
+    )
     keep: list[int] = Field(description="Numbers (from 1) of the operations to make; at least one.")
+
+
+@functools.cache
+def draft_schema(operations: int) -> type[Draft]:
+    """``Draft`` as sent for a plan of ``operations`` operations: the same fields and the same validation, its JSON
+    schema saying what a draft of this plan can hold, so that a constrained decoder (a hosted model's structured
+    outputs, llama.cpp's grammar) ends its answer instead of writing until the token limit: at most
+    ``DRAFT_NOTES_MAX`` reviewer notes, and ``keep`` from 1 to ``operations`` numbers, each from 1 to
+    ``operations``. (SmolLM2-135M under llama.cpp's grammar, without them, wrote reviewer notes until cut off.)
+
+    The bounds are the schema's only, not checks: a model that ignores them is checked as before, ``apply_draft``
+    refusing a number that is no operation's and ``mr_text`` keeping the first notes. Kept to what both OpenAI's
+    strict structured outputs and llama.cpp's schema-to-grammar converter accept (``minItems``/``maxItems``,
+    ``minimum``/``maximum``); no ``maxLength`` or ``pattern`` on the texts: the first is not in OpenAI's strict subset,
+    and a long bounded repetition (``[^\\n]{1,600}``) made llama.cpp's grammar too slow to sample (no draft in 10
+    minutes on 2 loaded cores, against under a minute without)."""
+    numbers = {"type": "integer", "minimum": 1, "maximum": operations}
+    keep = Field(
+        description=Draft.model_fields["keep"].description,
+        json_schema_extra={"items": numbers, "minItems": 1, "maxItems": operations},
+    )
+    return create_model("Draft", __base__=Draft, __doc__=Draft.__doc__, __module__=__name__, keep=(list[int], keep))
 
 
 class DraftRefused(ValueError):
@@ -104,11 +131,13 @@ class Complete(Protocol):
 
 
 async def ask(item: WorkItem, plan: Plan, signals: Sequence[Signal], complete: Complete) -> Draft:
-    """The model's draft of ``plan``'s MR (unchecked: ``apply_draft`` checks it). A plan of more than
-    ``OPERATIONS_MAX`` operations is ``DraftRefused`` without a call; ``complete``'s errors propagate."""
+    """The model's draft of ``plan``'s MR (unchecked: ``apply_draft`` checks it), asked for with ``draft_schema``.
+    A plan of more than ``OPERATIONS_MAX`` operations is ``DraftRefused`` without a call; ``complete``'s errors
+    propagate."""
     if len(plan.operations) > OPERATIONS_MAX:
         raise DraftRefused(f"{len(plan.operations)} operations, more than the {OPERATIONS_MAX} a model may pick from")
-    return await complete(system=SYSTEM_PROMPT, user=digest(item, plan, signals), schema=Draft)
+    schema = draft_schema(len(plan.operations))
+    return await complete(system=SYSTEM_PROMPT, user=digest(item, plan, signals), schema=schema)
 
 
 # ---------------------------------------------------------------- the prompt
