@@ -112,7 +112,13 @@ async def test_the_schema_is_made_of_the_digest(llm_server: FakeLlm, storm: list
     assert {i for c in classes("risk_digest") for i in c} == set(ids) - set(alerts)  # any finding may be reviewed
     assert len(classes("os_rebuild")) == len({docs[i][0] for i in rebuilds}) >= 2  # one class per image
 
-    jsonschema.validate(sensible(request.body), schema)  # a good answer is one the schema allows
+    good = sensible(request.body)
+    for g in good["groups"]:
+        g["title"] = g["title"][:60]  # a title is one line of at most 60 characters, no quote or backslash
+    jsonschema.validate(good, schema)  # a good answer is one the schema allows
+    for title in ("x" * 61, 'say "hi"', "a\\b", "two\nlines", ""):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**good, "groups": [{**good["groups"][0], "title": title}]}, schema)
     bad = sensible(request.body)
     bad["groups"][0]["entries"].append("e999")
     with pytest.raises(jsonschema.ValidationError):

@@ -95,8 +95,11 @@ DIGEST_ADVISORIES_MAX = 8  # advisory ids listed per entry; the rest are counted
 REASON_MAX = 200
 NOTE_MAX = 300  # characters of a work item's note saying why the rules engine made it
 FALLBACK_NOTE = "llm engine fell back to rules: "
-TITLE_PATTERN = r"^[^\n]{1,120}$"  # what the schema lets a model's title be: one line, at most 120 characters
-REASON_PATTERN = r"^[^\n]{1," + str(REASON_MAX) + "}$"
+# what the schema lets a model's title (and an unassigned entry's reason) be: one line of at most 60 characters, no
+# quote or backslash (llama.cpp's converter puts a pattern's characters in the JSON string as they are: a quote
+# there would end the string, a control character break the JSON)
+TITLE_PATTERN = r'^[^"\\\x00-\x1f]{1,60}$'
+REASON_PATTERN = TITLE_PATTERN
 # the kinds a model may propose (the schema's; ``_misfit`` refuses the others: eol_migration and incident items are
 # made by code)
 MODEL_KINDS = (
@@ -127,7 +130,7 @@ Answer {"groups": [{"kind", "title", "entries": [entry ids]}], "unassigned": [{"
 {bump_rules}
   give a risky bump (a new major version) its own group; merge alerts of several monitors or services only when
   they look like the same incident;
-- title: one short imperative line under 120 characters, naming what to change and where;
+- title: one short imperative line under 60 characters, naming what to change and where;
 - unassign an entry only when it needs no work (say why in a few words).
 """
 
@@ -360,7 +363,7 @@ def answer_schema(
       one manifest (or of one package or service under ``grouping``), a ``risk_digest`` one artifact's findings, a
       ``deploy_regression`` the alerts after one deploy; each array at least one id and at most its class's size;
     - at most as many groups, and unassigned entries, as there are entries; titles and reasons one line, bounded
-      (``pattern``: 120 and ``REASON_MAX`` characters).
+      (``pattern``: 60 characters, so that a small model cannot ramble until the token limit).
 
     What it cannot say, so ``_check`` (``_sort``) still checks it: that every entry is placed exactly once across
     the groups and ``unassigned`` (JSON schema cannot relate two arrays; ``uniqueItems`` would at least forbid a
@@ -474,8 +477,9 @@ def _entries(
     alert_window: timedelta,
     attach_window: timedelta,
 ) -> list[_Entry]:
-    """Digest entries in a stable order, ids ``e1``, ``e2``, ...: vulnerabilities by (artifact, target, package,
-    ecosystem, installed version, whether fixed); other findings by (scope, category); alerts by rules window."""
+    """Digest entries in the digest's order, ids ``e1``, ``e2``, ...: vulnerabilities by (artifact, target,
+    package, ecosystem, installed version, whether fixed); other findings by (scope, category); alerts by rules
+    window, last."""
     groups: dict[tuple[str, ...], list[Signal]] = defaultdict(list)
     for s in findings:
         if s.category is Category.VULNERABILITY:
@@ -489,9 +493,14 @@ def _entries(
         groups[("alert", w.id)] = [by_fp[fp] for fp in w.signals]
         windows[("alert", w.id)] = w
     entries = []
-    for n, key in enumerate(sorted(groups), 1):
+    for key in sorted(groups):
         members = sorted(groups[key], key=lambda s: s.fingerprint)
-        entries.append(_Entry(id=f"e{n}", key=fingerprint(*key), members=members, window=windows.get(key)))
+        entries.append(_Entry(id="", key=fingerprint(*key), members=members, window=windows.get(key)))
+    # numbered in the order the digest lists them (findings by artifact and target, then alerts): a small model
+    # reading e1, e2, ... in order places them in order
+    entries.sort(key=lambda e: (e.window is not None, str(e.scope), str(e.target)))
+    for n, e in enumerate(entries, 1):
+        e.id = f"e{n}"
     return entries
 
 
