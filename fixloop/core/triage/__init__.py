@@ -124,9 +124,10 @@ async def triage(
         wrong = violations(signals, result, names if names is not None else ServiceNames.of(topology))
         if wrong:
             raise LlmTriageFailed(f"the work items break the grouping: {'; '.join(wrong[:3])}")
-        for note in partly if on_fallback is not None else ():
+        for note in partly:
             log.warning("%s", note)
-            on_fallback(note)
+            if on_fallback is not None:
+                on_fallback(note)
         return result
     except LlmTriageFailed as e:
         note = FALLBACK_NOTE + clean(str(e), 300)
