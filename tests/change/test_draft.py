@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from fixloop.core.change.draft import (
     apply_draft,
     ask,
     digest,
+    draft_schema,
     keep_operations,
     mr_text,
 )
@@ -342,8 +344,10 @@ async def test_ask_sends_the_prompt_and_returns_the_answer_unchecked() -> None:
     item, found, planned = three_pins()
     calls: list[dict[str, object]] = []
 
-    async def complete(*, system: str, user: str, schema: type[Draft]) -> Draft:
+    async def complete(*, system: str, user: str, schema: type[Draft], json_schema: dict[str, Any]) -> Draft:
         calls.append({"system": system, "user": user, "schema": schema})
+        assert json_schema == draft_schema(len(planned.operations))
+        assert json_schema["properties"]["keep"]["items"]["enum"] == [1, 2, 3]  # only the validated operations
         return draft([9])
 
     answer = await ask(item, planned, found, complete)

@@ -8,9 +8,11 @@ The prompt is ``SYSTEM_PROMPT`` and a compact JSON document (``digest``): the wo
 numbered from 1, the findings they close, what is not fixable, risks and notes. Every text field of it comes from
 scanners (or a triage model) and is bounded and JSON-quoted as data; the system prompt says it is untrusted.
 
-The answer (``Draft``) is checked by code: ``apply_draft`` keeps only a non-empty subset of the validated operations
-(``fixloop.core.change.plan.check_proposal``), applies and validates them again so the plan's edits and diff are exactly
-theirs, and raises ``DraftRefused`` naming the reason otherwise. ``mr_text`` renders the MR with the drafted text,
+The request carries ``draft_schema``: ``keep`` restricted to the plan's operation numbers, the texts one bounded
+line each (a small model cannot ramble to the token limit). The answer (``Draft``) is checked by code:
+``apply_draft`` keeps only a non-empty subset of the validated operations (``fixloop.core.change.plan.
+check_proposal``), applies and validates them again so the plan's edits and diff are exactly theirs, and raises
+``DraftRefused`` naming the reason otherwise. ``mr_text`` renders the MR with the drafted text,
 which ``fixloop.core.change.mr`` escapes (no links, mentions, HTML, comments, headings or code fences; bounded; the
 title
 one line).
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field
@@ -100,7 +102,36 @@ class Complete(Protocol):
     ``fixloop.integrations.llm.structured_completion`` bound to its settings is one (raising ``LlmError`` on
     failure)."""
 
-    def __call__(self, *, system: str, user: str, schema: type[Draft]) -> Awaitable[Draft]: ...
+    def __call__(
+        self, *, system: str, user: str, schema: type[Draft], json_schema: dict[str, Any] | None = None
+    ) -> Awaitable[Draft]: ...
+
+
+LINE = r'^[^"\\\x00-\x1f]{1,%d}$'  # one line, no quote or backslash (see fixloop.core.triage.llm.TITLE_PATTERN)
+
+
+def draft_schema(operations: int) -> dict[str, Any]:
+    """The JSON schema sent for a draft of a plan of ``operations`` operations (a subset of what ``Draft``
+    accepts): ``keep`` only numbers 1 to ``operations``, at least one, at most all; the title one line of at most
+    120 characters, the summary of at most 400, at most ``DRAFT_NOTES_MAX`` notes of at most 160: so that a small
+    model cannot ramble until the token limit. Strict (every object closed, every property required), in the
+    keywords OpenAI's strict mode and llama.cpp's grammar both take. ``apply_draft`` still checks ``keep``."""
+
+    def line(limit: int) -> dict[str, Any]:
+        return {"type": "string", "pattern": LINE % limit}
+
+    properties = {
+        "title": line(120),
+        "summary": line(400),
+        "reviewer_notes": {"type": "array", "items": line(160), "maxItems": DRAFT_NOTES_MAX},
+        "keep": {
+            "type": "array",
+            "items": {"type": "integer", "enum": list(range(1, operations + 1))},
+            "minItems": 1,
+            "maxItems": operations,
+        },
+    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 async def ask(item: WorkItem, plan: Plan, signals: Sequence[Signal], complete: Complete) -> Draft:
@@ -108,7 +139,12 @@ async def ask(item: WorkItem, plan: Plan, signals: Sequence[Signal], complete: C
     ``OPERATIONS_MAX`` operations is ``DraftRefused`` without a call; ``complete``'s errors propagate."""
     if len(plan.operations) > OPERATIONS_MAX:
         raise DraftRefused(f"{len(plan.operations)} operations, more than the {OPERATIONS_MAX} a model may pick from")
-    return await complete(system=SYSTEM_PROMPT, user=digest(item, plan, signals), schema=Draft)
+    return await complete(
+        system=SYSTEM_PROMPT,
+        user=digest(item, plan, signals),
+        schema=Draft,
+        json_schema=draft_schema(len(plan.operations)),
+    )
 
 
 # ---------------------------------------------------------------- the prompt
