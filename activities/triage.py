@@ -45,7 +45,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic_core import to_json
@@ -94,10 +94,12 @@ LOOKUPS_OFF = "not looked up: endoflife.date lookups are off (FIXLOOP_ENDOFLIFE_
 T = TypeVar("T", bound=BaseModel)
 
 
-async def _complete(settings: LlmSettings, *, system: str, user: str, schema: type[T]) -> T:
+async def _complete(
+    settings: LlmSettings, *, system: str, user: str, schema: type[T], json_schema: dict[str, Any] | None = None
+) -> T:
     """``structured_completion`` on ``settings``; every ``LlmError`` as ``LlmTriageFailed`` (its reason kept)."""
     try:
-        return await structured_completion(settings, system=system, user=user, schema=schema)
+        return await structured_completion(settings, system=system, user=user, schema=schema, json_schema=json_schema)
     except LlmError as e:
         raise LlmTriageFailed(str(e)) from e
 

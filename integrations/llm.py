@@ -2,8 +2,11 @@
 
 Wire format: the OpenAI API's Chat Completions (``POST {base_url}/chat/completions``) with Structured Outputs,
 ``response_format = {"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}``, as built and
-parsed by the official ``openai`` library's ``chat.completions.parse`` (the schema is the pydantic model's, made
-strict by the library). Any server implementing that API works: OpenAI, Azure OpenAI, vLLM, Ollama, LiteLLM, ...
+parsed by the official ``openai`` library: ``chat.completions.parse`` when the schema is a pydantic model's (made
+strict by the library), ``chat.completions.create`` when the caller hands its own JSON schema (``json_schema``: e.g.
+the triage engine's, generated from its digest so that an answer cannot name an unknown entry), the answer then
+validated by the pydantic model as ``parse`` does. Any server implementing that API works: OpenAI, Azure OpenAI,
+vLLM, Ollama, LiteLLM, llama.cpp's server (which turns the schema into a grammar), ...
 
 Retries are the ``openai`` client's own (``max_retries``: 408, 409, 429 and 5xx answers, timeouts and connection
 errors, with exponential backoff honouring ``Retry-After`` / ``retry-after-ms``). That is a deliberate exception to
@@ -17,7 +20,10 @@ since they hold the request, headers included.
 
 from __future__ import annotations
 
-from typing import TypeVar
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,6 +35,9 @@ from fixloop.integrations.errors import ExceptionMap, map_exceptions
 T = TypeVar("T", bound=BaseModel)
 
 REFUSAL_EXCERPT = 160
+CUT_OFF = "the answer was cut off at the token limit"
+FILTERED = "the endpoint's content filter stopped the answer"
+SCHEMA_NAME_MAX = 64  # OpenAI: a response format's name is a-z, A-Z, 0-9, underscores and dashes, at most 64
 
 
 class LlmError(Exception):
@@ -64,9 +73,28 @@ class LlmInvalidAnswer(LlmError):
     the caller's own checks."""
 
 
-async def structured_completion(settings: LlmSettings, *, system: str, user: str, schema: type[T]) -> T:
+@dataclass(frozen=True)
+class Usage:
+    """What one completion cost, as the endpoint's ``usage`` says (0 when it says nothing)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+async def structured_completion(
+    settings: LlmSettings,
+    *,
+    system: str,
+    user: str,
+    schema: type[T],
+    json_schema: dict[str, Any] | None = None,
+    on_usage: Callable[[Usage], None] | None = None,
+) -> T:
     """Send one ``system`` + ``user`` message pair and return the answer parsed into ``schema``.
 
+    ``json_schema``: the JSON schema sent instead of ``schema``'s own (strict: every object closed, every property
+    required; the caller keeps it a subset of what ``schema`` accepts); the answer is still validated by
+    ``schema``. ``on_usage`` is called with the endpoint's token counts of an answered request (for the bench).
     ``settings`` gives the endpoint, model, key, per-request ``timeout`` (seconds) and ``max_retries``; it must be
     complete (``ConfigError`` otherwise). Raises an ``LlmError`` subclass on any failure (see the module doc).
     """
@@ -83,16 +111,15 @@ async def structured_completion(settings: LlmSettings, *, system: str, user: str
         ),
         openai.RateLimitError: lambda e, _: LlmRateLimited(429, f"rate limited (HTTP 429, {tries})"),
         openai.APIStatusError: lambda e, _: LlmStatusError(e.status_code, f"HTTP {e.status_code}{_error_code(e.body)}"),
-        openai.LengthFinishReasonError: lambda e, _: LlmInvalidAnswer("the answer was cut off at the token limit"),
-        openai.ContentFilterFinishReasonError: lambda e, _: LlmRefusal(
-            "the endpoint's content filter stopped the answer"
-        ),
+        openai.LengthFinishReasonError: lambda e, _: LlmInvalidAnswer(CUT_OFF),
+        openai.ContentFilterFinishReasonError: lambda e, _: LlmRefusal(FILTERED),
         ValidationError: lambda e, _: LlmInvalidAnswer(
             f"the answer does not match the schema: {validation_message(e)}"
         ),
         openai.OpenAIError: lambda e, _: LlmError(f"unexpected failure ({type(e).__name__})"),  # any other
         **dict.fromkeys((TypeError, AttributeError, KeyError), _not_a_completion),
     }
+    messages: list[Any] = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     with map_exceptions(errors):
         async with openai.AsyncOpenAI(
             base_url=str(settings.base_url),
@@ -100,16 +127,38 @@ async def structured_completion(settings: LlmSettings, *, system: str, user: str
             timeout=settings.timeout,
             max_retries=settings.max_retries,
         ) as client:
-            completion = await client.chat.completions.parse(
-                model=settings.model,
-                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                response_format=schema,
-            )
-    if not completion.choices:
-        raise LlmInvalidAnswer("the answer has no choices")
-    message = completion.choices[0].message
-    if message.refusal:
-        raise LlmRefusal(f"the model refused: {clean(message.refusal, REFUSAL_EXCERPT)}")
+            if json_schema is None:
+                completion: Any = await client.chat.completions.parse(
+                    model=settings.model, messages=messages, response_format=schema
+                )
+            else:
+                name = re.sub(r"[^A-Za-z0-9_-]", "_", schema.__name__)[:SCHEMA_NAME_MAX]
+                completion = await client.chat.completions.create(
+                    model=settings.model,
+                    messages=messages,
+                    response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": name, "schema": json_schema, "strict": True},
+                    },
+                )
+        if on_usage is not None and completion.usage is not None:
+            on_usage(Usage(completion.usage.prompt_tokens or 0, completion.usage.completion_tokens or 0))
+        if completion.choices is None:  # create() does not validate the body: a 200 that is no completion
+            raise LlmInvalidAnswer("the answer is not a chat completion (no choices)")
+        if not completion.choices:
+            raise LlmInvalidAnswer("the answer has no choices")
+        choice = completion.choices[0]
+        message = choice.message
+        if message.refusal:
+            raise LlmRefusal(f"the model refused: {clean(message.refusal, REFUSAL_EXCERPT)}")
+        if json_schema is not None:  # what parse does for its own schema: the finish reason, then the JSON
+            if choice.finish_reason == "length":
+                raise LlmInvalidAnswer(CUT_OFF)
+            if choice.finish_reason == "content_filter":
+                raise LlmRefusal(FILTERED)
+            if not message.content:
+                raise LlmInvalidAnswer("the answer is empty")
+            return schema.model_validate_json(message.content)
     if message.parsed is None:
         raise LlmInvalidAnswer("the answer is empty")
     return message.parsed

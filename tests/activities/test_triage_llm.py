@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fixloop.activities.triage import triage
 from fixloop.core.config import ConfigError, LlmSettings
 from fixloop.core.models import Signal, TriageResult, WorkItemKind
-from fixloop.core.triage import FALLBACK_NOTE, triage_rules
+from fixloop.core.triage import FALLBACK_NOTE, triage_rules, violations
 from tests.conftest import fixture, signals
 from tests.llm_server import HANG, FakeLlm, answer, completion, error
 
@@ -213,11 +213,6 @@ FALLBACKS: dict[str, tuple[Callable[[dict[str, Any]], Response], str, dict[str, 
         {},
         1,
     ),
-    "a missing entry": (structured(drop_one), "1 entry left out (e", {}, 1),
-    "a duplicated entry": (structured(duplicate_one), "is placed twice (group 1 (", {}, 1),
-    "an unknown id": (structured(invent_one), "names an unknown entry 'e999'", {}, 1),
-    "a group mixing two images": (structured(merge_images), "(os_rebuild) mixes artifacts testdata/fixtures/", {}, 1),
-    "alerts in a rebuild": (structured(alerts_as_rebuild), "(os_rebuild) holds alerts", {}, 1),
     "a refusal": (
         lambda body: completion(None, refusal="I'm sorry, I can't help with that."),
         "the model refused: I'm sorry, I can't help with that.",
@@ -257,7 +252,7 @@ FALLBACKS: dict[str, tuple[Callable[[dict[str, Any]], Response], str, dict[str, 
     "a timeout": (lambda body: HANG, "no answer within 0.3 s (1 attempt)", {"timeout": 0.3}, 1),
     "not a chat completion": (
         lambda body: JSONResponse({"hello": "world"}),
-        "the answer is not a chat completion (TypeError)",
+        "the answer is not a chat completion (",
         {},
         1,
     ),
@@ -281,6 +276,50 @@ async def test_failures_fall_back_to_rules(llm_server: FakeLlm, storm: list[Sign
     assert note is not None and note.startswith(FALLBACK_NOTE) and reason in note, note
     assert SECRET not in note
     assert len(llm_server.requests) == requests
+
+
+PARTLY: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = {
+    # name: (what the answer gets wrong, the reason in the notes of the items rules makes instead)
+    "a missing entry": (drop_one, "1 entry left out (e"),
+    "a duplicated entry": (duplicate_one, "is placed twice (group 1 ("),
+    "an unknown id": (invent_one, "names an unknown entry 'e999'"),
+    "a group mixing two images": (merge_images, "(os_rebuild) mixes artifacts testdata/fixtures/"),
+    "alerts in a rebuild": (alerts_as_rebuild, "(os_rebuild) holds alerts"),
+}
+
+
+def partly_used(result: TriageResult, given: list[Signal], reason: str, **rules: Any) -> None:
+    """``result`` keeps the model's groups that pass the checks, and the rules engine (with ``rules``) made the
+    rest out of exactly their signals, each item saying why; every signal is placed exactly once."""
+    assert sorted(placed(result)) == sorted({s.fingerprint for s in given})
+    assert violations(given, result, rules.get("names")) == []
+    llm = [w for w in result.work_items if w.engine == "llm"]
+    fell = [w for w in result.work_items if w.engine == "rules"]
+    assert llm and fell and len(llm) + len(fell) == len(result.work_items)
+    assert all(w.note is None and w.title.startswith("LLM: ") for w in llm)
+    notes = [w.note or "" for w in fell]
+    assert all(n.startswith(FALLBACK_NOTE) and len(n) <= len(FALLBACK_NOTE) + 300 for n in notes), notes
+    assert any(reason in n for n in notes), notes
+    theirs = {fp for w in fell for fp in w.signals}
+    strip = {"engine", "note"}
+    by_rules = triage_rules([s for s in given if s.fingerprint in theirs], **rules).work_items
+    assert sorted(w.model_dump_json(exclude=strip) for w in fell) == sorted(
+        w.model_dump_json(exclude=strip) for w in by_rules
+    )
+
+
+@pytest.mark.parametrize("case", PARTLY)
+async def test_groups_failing_the_checks_go_to_rules_and_the_rest_is_used(
+    llm_server: FakeLlm, storm: list[Signal], case: str
+) -> None:
+    edit, reason = PARTLY[case]
+    llm_server.reply = structured(edit)
+    told: list[str] = []
+    result = await triage(storm, engine="llm", llm=settings(llm_server), on_fallback=told.append)
+    partly_used(result, storm, reason)
+    (note,) = told  # said once, with how many entries the rules took
+    assert note.startswith(FALLBACK_NOTE) and " digest entries: " in note and reason in note, note
+    assert len(llm_server.requests) == 1
 
 
 async def test_an_unreachable_endpoint_falls_back(storm: list[Signal], unused_port_url: str) -> None:

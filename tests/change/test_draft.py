@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from openai.lib._pydantic import to_strict_json_schema
 
 from fixloop.core.change import Plan, plan
 from fixloop.core.change.draft import (
@@ -344,28 +344,29 @@ def test_the_prompt_stays_bounded_with_many_findings() -> None:
 
 @given(st.integers(min_value=1, max_value=OPERATIONS_MAX))
 def test_the_schema_sent_bounds_a_draft_of_the_plan_but_checks_nothing_more(operations: int) -> None:
-    schema = to_strict_json_schema(draft_schema(operations))  # what the openai client sends
+    schema = draft_schema(operations)  # the json_schema sent
     keep, notes = schema["properties"]["keep"], schema["properties"]["reviewer_notes"]
-    assert keep["items"] == {"type": "integer", "minimum": 1, "maximum": operations}
+    assert keep["items"] == {"type": "integer", "enum": list(range(1, operations + 1))}
     assert (keep["minItems"], keep["maxItems"], notes["maxItems"]) == (1, operations, 5)
     assert schema["additionalProperties"] is False and set(schema["required"]) == set(Draft.model_fields)
-    assert draft_schema(operations).__name__ == "Draft" and issubclass(draft_schema(operations), Draft)
     # the bounds are the schema's: an answer outside them validates as before, and apply_draft / mr_text check it
     outside = {"title": "t", "summary": "s", "reviewer_notes": ["n"] * 9, "keep": [operations + 1, 0]}
-    assert draft_schema(operations).model_validate(outside).model_dump() == Draft.model_validate(outside).model_dump()
+    assert Draft.model_validate(outside).keep == [operations + 1, 0]
 
 
 async def test_ask_sends_the_prompt_and_returns_the_answer_unchecked() -> None:
     item, found, planned = three_pins()
     calls: list[dict[str, object]] = []
 
-    async def complete(*, system: str, user: str, schema: type[Draft]) -> Draft:
+    async def complete(*, system: str, user: str, schema: type[Draft], json_schema: dict[str, Any]) -> Draft:
         calls.append({"system": system, "user": user, "schema": schema})
+        assert json_schema == draft_schema(len(planned.operations))
+        assert json_schema["properties"]["keep"]["items"]["enum"] == [1, 2, 3]  # only the validated operations
         return draft([9])
 
     answer = await ask(item, planned, found, complete)
     assert answer.keep == [9]  # apply_draft checks it, not ask
-    assert calls == [{"system": SYSTEM_PROMPT, "user": digest(item, planned, found), "schema": draft_schema(3)}]
+    assert calls == [{"system": SYSTEM_PROMPT, "user": digest(item, planned, found), "schema": Draft}]
 
     too_many = planned.model_copy(update={"operations": [planned.operations[0]] * (OPERATIONS_MAX + 1)})
     with pytest.raises(DraftRefused, match=f"^31 operations, more than the {OPERATIONS_MAX} a model may pick from$"):

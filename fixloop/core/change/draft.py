@@ -8,9 +8,11 @@ The prompt is ``SYSTEM_PROMPT`` and a compact JSON document (``digest``): the wo
 numbered from 1, the findings they close, what is not fixable, risks and notes. Every text field of it comes from
 scanners (or a triage model) and is bounded and JSON-quoted as data; the system prompt says it is untrusted.
 
-The answer (``Draft``) is checked by code: ``apply_draft`` keeps only a non-empty subset of the validated operations
-(``fixloop.core.change.plan.check_proposal``), applies and validates them again so the plan's edits and diff are exactly
-theirs, and raises ``DraftRefused`` naming the reason otherwise. ``mr_text`` renders the MR with the drafted text,
+The request carries ``draft_schema``: ``keep`` restricted to the plan's operation numbers, the texts one bounded
+line each (a small model cannot ramble to the token limit). The answer (``Draft``) is checked by code:
+``apply_draft`` keeps only a non-empty subset of the validated operations (``fixloop.core.change.plan.
+check_proposal``), applies and validates them again so the plan's edits and diff are exactly theirs, and raises
+``DraftRefused`` naming the reason otherwise. ``mr_text`` renders the MR with the drafted text,
 which ``fixloop.core.change.mr`` escapes (no links, mentions, HTML, comments, headings or code fences; bounded; the
 title
 one line).
@@ -18,13 +20,12 @@ one line).
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field
 
 from fixloop.core.change.edit import apply
 from fixloop.core.change.facts import ChangeFacts
@@ -92,28 +93,6 @@ class Draft(BaseModel):
     keep: list[int] = Field(description="Numbers (from 1) of the operations to make; at least one.")
 
 
-@functools.cache
-def draft_schema(operations: int) -> type[Draft]:
-    """``Draft`` as sent for a plan of ``operations`` operations: the same fields and the same validation, its JSON
-    schema saying what a draft of this plan can hold, so that a constrained decoder (a hosted model's structured
-    outputs, llama.cpp's grammar) ends its answer instead of writing until the token limit: at most
-    ``DRAFT_NOTES_MAX`` reviewer notes, and ``keep`` from 1 to ``operations`` numbers, each from 1 to
-    ``operations``. (SmolLM2-135M under llama.cpp's grammar, without them, wrote reviewer notes until cut off.)
-
-    The bounds are the schema's only, not checks: a model that ignores them is checked as before, ``apply_draft``
-    refusing a number that is no operation's and ``mr_text`` keeping the first notes. Kept to what both OpenAI's
-    strict structured outputs and llama.cpp's schema-to-grammar converter accept (``minItems``/``maxItems``,
-    ``minimum``/``maximum``); no ``maxLength`` or ``pattern`` on the texts: the first is not in OpenAI's strict subset,
-    and a long bounded repetition (``[^\\n]{1,600}``) made llama.cpp's grammar too slow to sample (no draft in 10
-    minutes on 2 loaded cores, against under a minute without)."""
-    numbers = {"type": "integer", "minimum": 1, "maximum": operations}
-    keep = Field(
-        description=Draft.model_fields["keep"].description,
-        json_schema_extra={"items": numbers, "minItems": 1, "maxItems": operations},
-    )
-    return create_model("Draft", __base__=Draft, __doc__=Draft.__doc__, __module__=__name__, keep=(list[int], keep))
-
-
 class DraftRefused(ValueError):
     """A draft fixloop does not use; ``reason`` (one line) says why, for the MR and the work item's record."""
 
@@ -127,7 +106,36 @@ class Complete(Protocol):
     ``fixloop.integrations.llm.structured_completion`` bound to its settings is one (raising ``LlmError`` on
     failure)."""
 
-    def __call__(self, *, system: str, user: str, schema: type[Draft]) -> Awaitable[Draft]: ...
+    def __call__(
+        self, *, system: str, user: str, schema: type[Draft], json_schema: dict[str, Any] | None = None
+    ) -> Awaitable[Draft]: ...
+
+
+LINE = r'^[^"\\\x00-\x1f]{1,%d}$'  # one line, no quote or backslash (see fixloop.core.triage.llm.TITLE_PATTERN)
+
+
+def draft_schema(operations: int) -> dict[str, Any]:
+    """The JSON schema sent for a draft of a plan of ``operations`` operations (a subset of what ``Draft``
+    accepts): ``keep`` only numbers 1 to ``operations``, at least one, at most all; the title one line of at most
+    120 characters, the summary of at most 400, at most ``DRAFT_NOTES_MAX`` notes of at most 160: so that a small
+    model cannot ramble until the token limit. Strict (every object closed, every property required), in the
+    keywords OpenAI's strict mode and llama.cpp's grammar both take. ``apply_draft`` still checks ``keep``."""
+
+    def line(limit: int) -> dict[str, Any]:
+        return {"type": "string", "pattern": LINE % limit}
+
+    properties = {
+        "title": line(120),
+        "summary": line(400),
+        "reviewer_notes": {"type": "array", "items": line(160), "maxItems": DRAFT_NOTES_MAX},
+        "keep": {
+            "type": "array",
+            "items": {"type": "integer", "enum": list(range(1, operations + 1))},
+            "minItems": 1,
+            "maxItems": operations,
+        },
+    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 async def ask(item: WorkItem, plan: Plan, signals: Sequence[Signal], complete: Complete) -> Draft:
@@ -136,8 +144,12 @@ async def ask(item: WorkItem, plan: Plan, signals: Sequence[Signal], complete: C
     propagate."""
     if len(plan.operations) > OPERATIONS_MAX:
         raise DraftRefused(f"{len(plan.operations)} operations, more than the {OPERATIONS_MAX} a model may pick from")
-    schema = draft_schema(len(plan.operations))
-    return await complete(system=SYSTEM_PROMPT, user=digest(item, plan, signals), schema=schema)
+    return await complete(
+        system=SYSTEM_PROMPT,
+        user=digest(item, plan, signals),
+        schema=Draft,
+        json_schema=draft_schema(len(plan.operations)),
+    )
 
 
 # ---------------------------------------------------------------- the prompt

@@ -3,9 +3,11 @@
 Engines behind one interface (``triage(signals, engine=...) -> TriageResult``):
   * ``rules`` (``fixloop.core.triage.rules``) — deterministic, the embedded default and the safety net;
   * ``llm`` (``fixloop.core.triage.llm``) — a model behind any OpenAI-compatible endpoint groups a compact digest of
-    the signals; its answer is checked and turned into work items by code. Any failure (unreachable, timeout, rate
-    limit after retries, refusal, invalid answer: ``LlmTriageFailed``) falls back to ``rules``, and each work item
-    says so in ``note``.
+    the signals; its answer is checked group by group and turned into work items by code. The entries of a group
+    that fails the checks, or that the answer leaves out, go to ``rules``; any failure of the whole call
+    (unreachable, timeout, rate limit after retries, refusal, an answer that is no answer: ``LlmTriageFailed``)
+    falls back to ``rules`` for everything. Each work item says which engine made it (``engine``) and, when
+    ``rules`` made it in the ``llm`` engine's place, why (``note``).
 Every input signal (by fingerprint) appears exactly once: in one work item or in ``unassigned``, and no merge
 request mixes unrelated fixes (``violations``: one image per rebuild, one manifest per bump, or under the
 repository's ``grouping`` one package or one service per bump, ``fixloop.core.triage.grouping``). Work item ids
@@ -30,7 +32,7 @@ from fixloop.core.rca import Background
 from fixloop.core.service import ServiceNames
 from fixloop.core.topology import Topology
 from fixloop.core.triage.grouping import DEFAULT_GROUPING, GROUPINGS, grouping_of, unrelated
-from fixloop.core.triage.llm import Complete, LlmTriageFailed, triage_llm
+from fixloop.core.triage.llm import FALLBACK_NOTE, Complete, LlmTriageFailed, triage_llm
 from fixloop.core.triage.rules import DEFAULT_INCIDENT_WINDOW, os_level, triage_rules
 
 __all__ = [
@@ -51,7 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENGINES = ("rules", "llm")
-FALLBACK_NOTE = "llm engine fell back to rules: "
 
 
 async def triage(
@@ -73,14 +74,17 @@ async def triage(
 
     ``complete`` is the ``llm`` engine's completion call and ``max_entries`` its bound on digest entries
     (``FIXLOOP_LLM_MAX_ENTRIES``). An ``llm`` engine without ``complete`` raises ``fixloop.core.config.ConfigError``
-    (a setup mistake, reported, not hidden by a fallback); every ``LlmTriageFailed`` returns the ``rules`` result
-    instead, each work item with ``engine="rules"`` and ``note="llm engine fell back to rules: <reason>"``. An
+    (a setup mistake, reported, not hidden by a fallback); the groups of an answer that fail the checks, and the
+    entries it leaves out, are the ``rules`` engine's (``fixloop.core.triage.llm.triage_llm``); every
+    ``LlmTriageFailed`` returns the ``rules`` result instead, each work item with ``engine="rules"`` and
+    ``note="llm engine fell back to rules: <reason>"``. An
     unknown engine raises ``ValueError``. ``topology`` and ``incident_window``: the incident correlation of both
     engines (``fixloop.core.triage.rules.correlated``: the ``llm`` engine's incidents are the ``rules`` engine's,
     made by code, and so are its fallback's); None: none, today's per-monitor items. ``background``: the alert
     history incidents are ranked with (``fixloop.core.rca.Background``). ``names``: what names a finding item's
     service from its scanned artifact (``fixloop.core.service.ServiceNames``; None: the topology's services).
-    ``on_fallback`` is called with the note when the ``llm`` engine falls back (e.g. to count it). ``lifecycles``:
+    ``on_fallback`` is called with the note when the ``llm`` engine falls back, wholly or in part (e.g. to count
+    it). ``lifecycles``:
     what endoflife.date said of the scanned OS lines (``fixloop.core.lifecycle``): both engines make an
     ``eol_migration`` per image on an ended line (``fixloop.core.triage.eol``); None: no end of life checked.
     ``grouping``: the repository's (``fixloop.yaml`` ``grouping:``), which bumps share a work item
@@ -102,6 +106,7 @@ async def triage(
         raise ValueError(f"unknown triage engine {clean(engine, 40)!r} (one of {', '.join(ENGINES)})")
     if complete is None:
         raise ConfigError("the llm triage engine has no completion endpoint")
+    partly: list[str] = []  # a partial fallback is told once the result is known to be used
     try:
         result = await triage_llm(
             signals,
@@ -114,10 +119,15 @@ async def triage(
             names=names,
             lifecycles=lifecycles,
             grouping=grouping,
+            on_fallback=partly.append,
         )
         wrong = violations(signals, result, names if names is not None else ServiceNames.of(topology))
         if wrong:
             raise LlmTriageFailed(f"the work items break the grouping: {'; '.join(wrong[:3])}")
+        for note in partly:
+            log.warning("%s", note)
+            if on_fallback is not None:
+                on_fallback(note)
         return result
     except LlmTriageFailed as e:
         note = FALLBACK_NOTE + clean(str(e), 300)

@@ -1,11 +1,15 @@
 """The ``llm`` triage engine (``fixloop.core.triage``): a model groups a compact digest of the signals (one entry per
 distinct package version per image/manifest, per category of other findings per artifact, per rules alert window;
-never raw payloads), so the prompt grows with distinct packages, not with signals. Its answer is checked (every
-entry exactly once, no invented ids, kinds that fit their entries, no group mixing images, repositories or
-manifests, and no merge request mixing unrelated fixes under the repository's ``grouping``: one package across
-manifests under ``per-package``, one service's manifests under ``per-service``, ``fixloop.core.triage.grouping``)
-and turned into work items by code: ids, severities, package bumps and advisories are computed, only the
-grouping and the titles come from the model.
+never raw payloads), so the prompt grows with distinct packages, not with signals. The request carries a JSON
+schema made from the digest (``answer_schema``: its ids as enums, each kind's group restricted to the entries it
+may hold together), so a constrained decoder cannot invent an id or mix an image's findings with alerts. The answer
+is still checked (every entry exactly once, no invented ids, kinds that fit their entries, no group mixing images,
+repositories or manifests, and no merge request mixing unrelated fixes under the repository's ``grouping``: one
+package across manifests under ``per-package``, one service's manifests under ``per-service``,
+``fixloop.core.triage.grouping``), group by group: the groups that pass are turned into work items by code (ids,
+severities, package bumps and advisories are computed, only the grouping and the titles come from the model), and
+the entries of the groups that fail, or that the answer leaves out, go to the ``rules`` engine, each of its items
+saying why in its ``note``.
 
 With a topology that has entities, the alerts that are not deploy regressions are correlated by code into
 ``incident`` work items exactly as the ``rules`` engine does (``fixloop.core.triage.rules.correlated``, i.e.
@@ -20,10 +24,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -63,6 +67,7 @@ from fixloop.core.triage.rules import (
     _severity,
     correlated,
     os_level,
+    triage_rules,
 )
 
 T = TypeVar("T", bound=BaseModel)
@@ -77,14 +82,33 @@ class LlmTriageFailed(Exception):
 class Complete(Protocol):
     """One structured-output completion: the model's answer to ``system`` + ``user`` parsed as ``schema``; raises
     ``LlmTriageFailed`` when the endpoint fails (unreachable, timeout, rate limit after retries, refusal, an answer
-    that is not ``schema``)."""
+    that is not ``schema``). ``json_schema``: the JSON schema to send instead of ``schema``'s own (``answer_schema``:
+    generated from the digest); the answer is still parsed as ``schema``."""
 
-    def __call__(self, *, system: str, user: str, schema: type[T]) -> Awaitable[T]: ...
+    def __call__(
+        self, *, system: str, user: str, schema: type[T], json_schema: dict[str, Any] | None = None
+    ) -> Awaitable[T]: ...
 
 
 DIGEST_TEXT_MAX = 200  # characters of one untrusted text field in the digest
 DIGEST_ADVISORIES_MAX = 8  # advisory ids listed per entry; the rest are counted
 REASON_MAX = 200
+NOTE_MAX = 300  # characters of a work item's note saying why the rules engine made it
+FALLBACK_NOTE = "llm engine fell back to rules: "
+# what the schema lets a model's title (and an unassigned entry's reason) be: one line of at most 60 characters, no
+# quote or backslash (llama.cpp's converter puts a pattern's characters in the JSON string as they are: a quote
+# there would end the string, a control character break the JSON)
+TITLE_PATTERN = r'^[^"\\\x00-\x1f]{1,60}$'
+REASON_PATTERN = TITLE_PATTERN
+# the kinds a model may propose (the schema's; ``_misfit`` refuses the others: eol_migration and incident items are
+# made by code)
+MODEL_KINDS = (
+    WorkItemKind.OS_REBUILD,
+    WorkItemKind.DEPENDENCY_BUMP,
+    WorkItemKind.RISK_DIGEST,
+    WorkItemKind.ALERT_INVESTIGATION,
+    WorkItemKind.DEPLOY_REGRESSION,
+)
 
 SYSTEM_PROMPT = """\
 You triage security findings and monitoring alerts for a DevOps team into few, cohesive work items, one per fix.
@@ -106,7 +130,7 @@ Answer {"groups": [{"kind", "title", "entries": [entry ids]}], "unassigned": [{"
 {bump_rules}
   give a risky bump (a new major version) its own group; merge alerts of several monitors or services only when
   they look like the same incident;
-- title: one short imperative line under 120 characters, naming what to change and where;
+- title: one short imperative line under 60 characters, naming what to change and where;
 - unassign an entry only when it needs no work (say why in a few words).
 """
 
@@ -234,6 +258,7 @@ async def triage_llm(
     names: ServiceNames | None = None,
     lifecycles: Lifecycles | None = None,
     grouping: Grouping = DEFAULT_GROUPING,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> TriageResult:
     """The ``llm`` engine without the fallback: one structured-output call on the digest of ``signals``.
     ``names``: as the ``rules`` engine's (a finding item's service from its one scanned artifact). ``lifecycles``:
@@ -244,9 +269,15 @@ async def triage_llm(
     Findings the scanner marks not affected are unassigned by code, as ``rules`` does. With a ``topology`` that has
     entities, the alerts that are not deploy regressions become the ``rules`` engine's ``incident`` work items
     (same ids, signals and candidates; see the module doc) and stay out of the digest; without any other entry no
-    call is made. At most ``max_entries`` digest entries are sent (more: ``LlmTriageFailed`` without a call).
-    Raises ``LlmTriageFailed`` (from ``complete``, or for an answer that fails the checks, see ``_check``) and
-    ``ValueError`` (from ``incidents.correlate``, as ``rules`` does) for too many alerts to correlate.
+    call is made. At most ``max_entries`` digest entries are sent (more: ``LlmTriageFailed`` without a call), with
+    the JSON schema ``answer_schema`` makes of them.
+
+    The answer is used in part (``_sort``): its groups that pass the checks become ``engine="llm"`` work items; the
+    entries of the groups that fail, and those it leaves out, are triaged by the ``rules`` engine on exactly their
+    signals, each such item with ``engine="rules"`` and ``note`` naming why (``FALLBACK_NOTE`` + the failed group's
+    problem, bounded); ``on_fallback`` is then called once with a summary. Raises ``LlmTriageFailed`` (from
+    ``complete``: no usable answer at all) and ``ValueError`` (from ``incidents.correlate``, as ``rules`` does) for
+    too many alerts to correlate.
     """
     findings, alerts, unassigned = _partition(signals)
     known = names if names is not None else ServiceNames.of(topology)
@@ -261,15 +292,147 @@ async def triage_llm(
     if len(entries) > max_entries:
         raise LlmTriageFailed(f"{len(entries)} digest entries, over FIXLOOP_LLM_MAX_ENTRIES={max_entries}")
     shown = known if grouping == "per-service" else None
-    answer = await complete(system=system_prompt(grouping), user=digest(entries, shown), schema=LlmAnswer)
+    answer = await complete(
+        system=system_prompt(grouping),
+        user=digest(entries, shown),
+        schema=LlmAnswer,
+        json_schema=answer_schema(entries, grouping, known),
+    )
     by_id = {e.id: e for e in entries}
-    _check(answer, by_id, grouping, known)
-    items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries], known, grouping) for g in answer.groups]
+    verdict = _sort(answer, by_id, grouping, known)
+    items = [_llm_item(g.kind, g.title, [by_id[i] for i in g.entries], known, grouping) for g in verdict.groups]
     items += incident_items
-    for u in answer.unassigned:
+    for u in verdict.unassigned:
         reason = "llm: " + (clean(u.reason, REASON_MAX) or "no work needed")
         unassigned += [Unassigned(fingerprint=s.fingerprint, reason=reason) for s in by_id[u.entry].members]
+    if verdict.rejected:
+        items += _rules_items(verdict.rejected, by_id, recent_deploys, alert_window, attach_window, known, grouping)
+        if on_fallback is not None:
+            on_fallback(_partial_note(verdict, len(entries)))
     return _result(_annotated(items, assessed), unassigned, keys)
+
+
+def _partial_note(verdict: _Verdict, entries: int) -> str:
+    """What ``on_fallback`` is told of a partly used answer: how many entries went to rules, and the first reasons."""
+    reasons = list(dict.fromkeys(verdict.rejected.values()))
+    text = f"{len(verdict.rejected)} of {entries} digest entries: " + "; ".join(reasons[:3])
+    return FALLBACK_NOTE + clean(text, NOTE_MAX)
+
+
+def _rules_items(
+    rejected: dict[str, str],
+    by_id: dict[str, _Entry],
+    recent_deploys: Sequence[RecentDeploy],
+    alert_window: timedelta,
+    attach_window: timedelta,
+    names: ServiceNames,
+    grouping: Grouping,
+) -> list[WorkItem]:
+    """The ``rules`` engine's work items for exactly the signals of the ``rejected`` entries (id -> why), each with
+    ``engine="rules"`` and a note naming why its entries were not the model's (bounded). Those signals are findings
+    and alert windows of the digest only (no incident, no end of life, nothing not affected: those are code's), so
+    ``rules`` on them alone makes the items it makes of them in the whole batch, with the same ids."""
+    signals = [s for i in rejected for s in by_id[i].members]
+    why = {s.fingerprint: rejected[i] for i in rejected for s in by_id[i].members}
+    result = triage_rules(
+        signals,
+        recent_deploys=recent_deploys,
+        alert_window=alert_window,
+        attach_window=attach_window,
+        names=names,
+        grouping=grouping,
+    )
+    items = []
+    for w in result.work_items:
+        reasons = "; ".join(dict.fromkeys(why[fp] for fp in w.signals))
+        items.append(w.model_copy(update={"engine": "rules", "note": FALLBACK_NOTE + clean(reasons, NOTE_MAX)}))
+    return items
+
+
+def answer_schema(
+    entries: Sequence[_Entry], grouping: Grouping = DEFAULT_GROUPING, names: ServiceNames | None = None
+) -> dict[str, Any]:
+    """The JSON schema of an answer about ``entries``, sent with the request so that a constrained decoder (a
+    hosted model's structured outputs, llama.cpp's grammar) cannot write an answer ``_check`` refuses for its shape:
+
+    - every id is an ``enum`` of exactly the digest's ids (none invented, no fingerprint, no HTML);
+    - a group is one of one shape per kind a model may propose (``MODEL_KINDS``; its ``kind`` a one-value enum,
+      so every shape's first key differs), and its ``entries`` one of one array per class of entries that kind may
+      hold together (``_classes``): findings never in an alert group nor alerts in a finding group, an
+      ``os_rebuild`` only fixable OS entries of one image, a ``dependency_bump`` only fixable language entries of
+      one manifest (or of one package or service under ``grouping``), a ``risk_digest`` one artifact's findings, a
+      ``deploy_regression`` the alerts after one deploy; each array at least one id and at most its class's size;
+    - at most as many groups, and unassigned entries, as there are entries; titles and reasons one line, bounded
+      (``pattern``: 60 characters, so that a small model cannot ramble until the token limit).
+
+    What it cannot say, so ``_check`` (``_sort``) still checks it: that every entry is placed exactly once across
+    the groups and ``unassigned`` (JSON schema cannot relate two arrays; ``uniqueItems`` would at least forbid a
+    repeat within one array, but OpenAI's strict mode refuses the keyword, and llama.cpp's grammar ignores it).
+
+    Kept to what both OpenAI's strict structured outputs and llama.cpp's schema-to-grammar converter accept: every
+    object ``additionalProperties: false`` with every property required, ``enum``, ``anyOf``, ``pattern``,
+    ``minItems``/``maxItems``; no ``const``, ``maxLength`` or ``uniqueItems``. OpenAI bounds a schema's enum values
+    (1000 in all): a digest past about 300 entries may be refused there (HTTP 400, then the rules)."""
+    ids = [e.id for e in entries]
+    shapes = []
+    for kind, classes in _classes(entries, grouping, names).items():
+        arrays = [_id_array(c, minimum=1) for c in classes]
+        shapes.append(
+            _closed(
+                {
+                    "kind": {"type": "string", "enum": [kind.value]},
+                    "entries": arrays[0] if len(arrays) == 1 else {"anyOf": arrays},
+                    "title": {"type": "string", "pattern": TITLE_PATTERN},
+                }
+            )
+        )
+    unassigned = _closed(
+        {"entry": {"type": "string", "enum": ids}, "reason": {"type": "string", "pattern": REASON_PATTERN}}
+    )
+    return _closed(
+        {
+            "groups": {"type": "array", "items": {"anyOf": shapes}, "maxItems": len(ids)},
+            "unassigned": {"type": "array", "items": unassigned, "maxItems": len(ids)},
+        }
+    )
+
+
+def _closed(properties: dict[str, Any]) -> dict[str, Any]:
+    """A strict object schema: these properties, all required, no other."""
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _id_array(ids: Sequence[str], minimum: int = 0) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "string", "enum": list(ids)}, "minItems": minimum, "maxItems": len(ids)}
+
+
+def _classes(
+    entries: Sequence[_Entry], grouping: Grouping = DEFAULT_GROUPING, names: ServiceNames | None = None
+) -> dict[WorkItemKind, list[list[str]]]:
+    """Per kind a model may propose (``MODEL_KINDS``, in that order), the ids of the entries one group of it may
+    hold together, class by class in digest order (kinds no entry fits are left out): any non-empty subset of one
+    class passes ``_misfit``, and a group mixing two classes does not."""
+    classes: dict[WorkItemKind, dict[tuple[object, ...], list[str]]] = {k: {} for k in MODEL_KINDS}
+
+    def add(kind: WorkItemKind, key: tuple[object, ...], e: _Entry) -> None:
+        classes[kind].setdefault(key, []).append(e.id)
+
+    for e in entries:
+        if e.window is not None:
+            add(WorkItemKind.ALERT_INVESTIGATION, (), e)
+            if e.window.attached_to is not None:
+                add(WorkItemKind.DEPLOY_REGRESSION, (e.window.attached_to,), e)
+            continue
+        add(WorkItemKind.RISK_DIGEST, (e.scope,), e)
+        if not e.fixable:
+            continue
+        if os_level(e.members[0]):
+            add(WorkItemKind.OS_REBUILD, (e.scope,), e)
+        elif grouping == "per-manifest":
+            add(WorkItemKind.DEPENDENCY_BUMP, (e.scope, e.target), e)
+        else:
+            add(WorkItemKind.DEPENDENCY_BUMP, bump_key(e.members[0], grouping, names), e)
+    return {kind: list(by_key.values()) for kind, by_key in classes.items() if by_key}
 
 
 def digest(entries: Sequence[_Entry], names: ServiceNames | None = None) -> str:
@@ -314,8 +477,9 @@ def _entries(
     alert_window: timedelta,
     attach_window: timedelta,
 ) -> list[_Entry]:
-    """Digest entries in a stable order, ids ``e1``, ``e2``, ...: vulnerabilities by (artifact, target, package,
-    ecosystem, installed version, whether fixed); other findings by (scope, category); alerts by rules window."""
+    """Digest entries in the digest's order, ids ``e1``, ``e2``, ...: vulnerabilities by (artifact, target,
+    package, ecosystem, installed version, whether fixed); other findings by (scope, category); alerts by rules
+    window, last."""
     groups: dict[tuple[str, ...], list[Signal]] = defaultdict(list)
     for s in findings:
         if s.category is Category.VULNERABILITY:
@@ -329,10 +493,86 @@ def _entries(
         groups[("alert", w.id)] = [by_fp[fp] for fp in w.signals]
         windows[("alert", w.id)] = w
     entries = []
-    for n, key in enumerate(sorted(groups), 1):
+    for key in sorted(groups):
         members = sorted(groups[key], key=lambda s: s.fingerprint)
-        entries.append(_Entry(id=f"e{n}", key=fingerprint(*key), members=members, window=windows.get(key)))
+        entries.append(_Entry(id="", key=fingerprint(*key), members=members, window=windows.get(key)))
+    # numbered in the order the digest lists them (findings by artifact and target, then alerts): a small model
+    # reading e1, e2, ... in order places them in order
+    entries.sort(key=lambda e: (e.window is not None, str(e.scope), str(e.target)))
+    for n, e in enumerate(entries, 1):
+        e.id = f"e{n}"
     return entries
+
+
+@dataclass
+class _Verdict:
+    """An answer sorted by the checks (``_sort``): the groups and unassigned entries that pass, the entries the
+    rules engine takes instead (id -> why, one line), and every problem found, in ``_check``'s order."""
+
+    groups: list[LlmGroup]
+    unassigned: list[LlmUnassigned]
+    rejected: dict[str, str]
+    problems: list[str]
+
+
+def _sort(
+    answer: LlmAnswer,
+    entries: dict[str, _Entry],
+    grouping: Grouping = DEFAULT_GROUPING,
+    names: ServiceNames | None = None,
+) -> _Verdict:
+    """Which parts of ``answer`` are used: a group is kept when it is non-empty, names only known entries not placed
+    before (by an earlier group, kept or not, or earlier in itself) and is of a kind that fits its entries under
+    ``grouping`` (``_misfit``); else its entries not placed before go to the rules engine, with the group's problem
+    as their reason. An unassigned entry is kept when it is known and not placed before. Entries placed nowhere go
+    to the rules engine too. So every entry ends up exactly once: in a kept group, kept unassigned, or rejected."""
+    placed: dict[str, str] = {}
+    verdict = _Verdict(groups=[], unassigned=[], rejected={}, problems=[])
+
+    def problem_of(entry_id: str, where: str, seen: dict[str, str]) -> str | None:
+        if entry_id not in entries:
+            return f"{where} names an unknown entry {clean(entry_id, 40)!r}"
+        if entry_id in seen:
+            return f"entry {entry_id} is placed twice ({seen[entry_id]} and {where})"
+        return None
+
+    for n, group in enumerate(answer.groups, 1):
+        where = f"group {n} ({group.kind.value})"
+        seen = dict(placed)
+        problem = None if group.entries else f"{where} has no entries"
+        for entry_id in group.entries:
+            problem = problem or problem_of(entry_id, where, seen)
+            seen.setdefault(entry_id, where)
+        if problem is None:
+            misfit = _misfit(group.kind, [entries[i] for i in group.entries], grouping, names)
+            problem = f"{where} {misfit}" if misfit else None
+        for entry_id in group.entries:
+            if entry_id in entries and entry_id not in placed:
+                placed[entry_id] = where
+                if problem is not None:
+                    verdict.rejected[entry_id] = problem
+        if problem is None:
+            verdict.groups.append(group)
+        else:
+            verdict.problems.append(problem)
+    for u in answer.unassigned:
+        problem = problem_of(u.entry, "unassigned", placed)
+        if problem is None:
+            placed[u.entry] = "unassigned"
+            verdict.unassigned.append(u)
+        else:
+            verdict.problems.append(problem)
+    missing = [i for i in entries if i not in placed]
+    if missing:
+        more = ", ..." if len(missing) > 5 else ""
+        noun = "entry" if len(missing) == 1 else "entries"
+        left_out = f"{len(missing)} {noun} left out ({', '.join(missing[:5])}{more})"
+        # with the first problem that sent no entry to the rules (a group of unknown ids, say): often the cause
+        reasons = [left_out, *[p for p in verdict.problems if p not in verdict.rejected.values()][:1]]
+        verdict.problems.append(left_out)
+        for i in missing:
+            verdict.rejected[i] = "; ".join(reasons)
+    return verdict
 
 
 def _check(
@@ -342,32 +582,11 @@ def _check(
     names: ServiceNames | None = None,
 ) -> None:
     """Raise ``LlmTriageFailed`` unless every entry is placed exactly once, no id is invented, and every group is
-    non-empty and of a kind that fits its entries under ``grouping`` (``_misfit``)."""
-    placed: dict[str, str] = {}
-
-    def place(entry_id: str, where: str) -> None:
-        if entry_id not in entries:
-            raise LlmTriageFailed(f"{where} names an unknown entry {clean(entry_id, 40)!r}")
-        if entry_id in placed:
-            raise LlmTriageFailed(f"entry {entry_id} is placed twice ({placed[entry_id]} and {where})")
-        placed[entry_id] = where
-
-    for n, group in enumerate(answer.groups, 1):
-        where = f"group {n} ({group.kind.value})"
-        if not group.entries:
-            raise LlmTriageFailed(f"{where} has no entries")
-        for entry_id in group.entries:
-            place(entry_id, where)
-        misfit = _misfit(group.kind, [entries[i] for i in group.entries], grouping, names)
-        if misfit:
-            raise LlmTriageFailed(f"{where} {misfit}")
-    for u in answer.unassigned:
-        place(u.entry, "unassigned")
-    missing = [i for i in entries if i not in placed]
-    if missing:
-        more = ", ..." if len(missing) > 5 else ""
-        noun = "entry" if len(missing) == 1 else "entries"
-        raise LlmTriageFailed(f"{len(missing)} {noun} left out ({', '.join(missing[:5])}{more})")
+    non-empty and of a kind that fits its entries under ``grouping`` (``_misfit``): the first problem ``_sort``
+    finds, which the engine itself does not raise (it keeps what passes and hands the rest to the rules)."""
+    problems = _sort(answer, entries, grouping, names).problems
+    if problems:
+        raise LlmTriageFailed(problems[0])
 
 
 def _misfit(
