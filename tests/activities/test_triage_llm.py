@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from fixloop.activities.triage import triage
 from fixloop.core.config import ConfigError, LlmSettings
-from fixloop.core.models import Signal, TriageResult, WorkItemKind
+from fixloop.core.models import FIX_KINDS, Signal, TriageResult, WorkItemKind
 from fixloop.core.triage import FALLBACK_NOTE, triage_rules, violations
 from tests.conftest import fixture, signals
 from tests.llm_server import HANG, FakeLlm, answer, completion, error
@@ -52,9 +52,10 @@ def digest_of(body: dict[str, Any]) -> dict[str, Any]:
     return json.loads(next(m["content"] for m in body["messages"] if m["role"] == "user"))
 
 
-def sensible(body: dict[str, Any]) -> dict[str, Any]:
-    """What a good model answers from the digest alone: one rebuild per image, one bump per target, one digest
-    per artifact for the rest, and (unlike rules) every alert in one incident."""
+def grouped(body: dict[str, Any]) -> dict[str, Any]:
+    """How a good model groups the digest alone: one rebuild per image, one bump per target, one digest per
+    artifact for the rest, and (unlike rules) every alert in one incident; as ``{"groups": [{"kind", "title",
+    "entries"}], "unassigned": [{"entry", "reason"}]}``, which ``numbered`` makes an answer of."""
     doc = digest_of(body)
     groups: list[dict[str, Any]] = []
     for art in doc["artifacts"]:
@@ -80,6 +81,36 @@ def sensible(body: dict[str, Any]) -> dict[str, Any]:
         ids = [a["id"] for a in doc["alerts"]]
         groups.append({"kind": "alert_investigation", "title": "LLM: one incident", "entries": ids})
     return {"groups": groups, "unassigned": []}
+
+
+def numbered(body: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """The answer (``{"assignments", "groups"}``) giving each group of ``plan`` a number: the first free one of the
+    block the request's schema allows its first entry for its kind, or one past every block when it allows none (a
+    model ignoring the schema); every entry of the group gets that number and kind."""
+    schema = body["response_format"]["json_schema"]["schema"]["properties"]
+    allowed = schema["assignments"]["properties"]
+    fresh = schema["groups"]["items"]["properties"]["number"]["maximum"] + 1
+    used: set[int] = set()
+    assignments: dict[str, Any] = {}
+    titles = []
+    for g in plan["groups"]:
+        shapes = allowed.get(g["entries"][0], {"anyOf": []})["anyOf"]
+        kinds = [s["properties"] for s in shapes if "kind" in s["properties"]]
+        blocks = [p["group"] for p in kinds if p["kind"]["enum"] == [g["kind"]]]
+        free = [n for b in blocks for n in range(b["minimum"], b["maximum"] + 1) if n not in used]
+        number = free[0] if free else fresh
+        fresh += not free
+        used.add(number)
+        assignments |= dict.fromkeys(g["entries"], {"kind": g["kind"], "group": number})
+        titles.append({"number": number, "title": g["title"]})
+    for u in plan["unassigned"]:
+        assignments[u["entry"]] = {"unassigned": u["reason"]}
+    return {"assignments": assignments, "groups": titles}
+
+
+def sensible(body: dict[str, Any]) -> dict[str, Any]:
+    """What a good model answers (``grouped``, numbered as the schema allows)."""
+    return numbered(body, grouped(body))
 
 
 def placed(result: TriageResult) -> list[str]:
@@ -113,6 +144,28 @@ async def test_a_valid_answer_is_used(llm_server: FakeLlm, storm: list[Signal]) 
     again = await triage(list(reversed(storm)), engine="llm", llm=settings(llm_server))
     assert [w.id for w in again.work_items] == [w.id for w in result.work_items]  # ids follow the grouping
     assert not {w.id for w in result.work_items} & {w.id for w in rules.work_items}
+
+
+async def test_a_group_the_answer_titles_not_gets_the_rules_naming(llm_server: FakeLlm, storm: list[Signal]) -> None:
+    """A group number used without a title is titled by code as the rules name that work item; a number titled
+    twice takes its first title; a title of a number no entry has is ignored."""
+
+    def untitled(body: dict[str, Any]) -> Response:
+        ans = sensible(body)
+        first = ans["groups"][0]["number"]
+        ans["groups"] = [{"number": first, "title": "LLM: first"}, {"number": first, "title": "LLM: second"}]
+        ans["groups"].append({"number": 10_000, "title": "LLM: nothing"})
+        return answer(ans)
+
+    llm_server.reply = untitled
+    result = await triage(storm, engine="llm", llm=settings(llm_server))
+    assert {w.engine for w in result.work_items} == {"llm"} and {w.note for w in result.work_items} == {None}
+    assert [w.title for w in result.work_items if w.title.startswith("LLM: ")] == ["LLM: first"]
+    rules = {tuple(w.signals): w.title for w in triage_rules(storm).work_items}
+    fixes = [w for w in result.work_items if w.kind in FIX_KINDS and not w.title.startswith("LLM: ")]
+    assert len(fixes) >= 3 and all(w.title == rules[tuple(w.signals)] for w in fixes)
+    (incident,) = [w for w in result.work_items if w.kind is WorkItemKind.ALERT_INVESTIGATION]
+    assert incident.title.startswith("Investigate ") and incident.title.endswith(" (5 alerts)")
 
 
 async def test_the_digest_is_compact_and_carries_no_raw_payload(llm_server: FakeLlm, storm: list[Signal]) -> None:
@@ -172,8 +225,13 @@ def drop_one(ans: dict[str, Any]) -> dict[str, Any]:
     return ans
 
 
-def duplicate_one(ans: dict[str, Any]) -> dict[str, Any]:
-    ans["groups"][-1]["entries"].append(ans["groups"][0]["entries"][0])
+def mix_kinds(ans: dict[str, Any]) -> dict[str, Any]:
+    """The first bump's entries under the first rebuild's number (each its own kind, as a schema-less model may)."""
+    rebuild = next(g for g in ans["groups"] if g["kind"] == "os_rebuild")
+    bump = next(g for g in ans["groups"] if g["kind"] == "dependency_bump")
+    rebuild["entries"] += bump["entries"]
+    ans["groups"].remove(bump)
+    ans["kinds"] = dict.fromkeys(bump["entries"], "dependency_bump")
     return ans
 
 
@@ -196,20 +254,30 @@ def alerts_as_rebuild(ans: dict[str, Any]) -> dict[str, Any]:
 
 
 def structured(edit: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], Response]:
-    return lambda body: answer(edit(sensible(body)))
+    """A reply of ``grouped``'s grouping after ``edit``, numbered; ``edit`` may set ``"kinds"`` (id -> a kind other
+    than its group's)."""
+
+    def reply(body: dict[str, Any]) -> Response:
+        plan = edit(grouped(body))
+        ans = numbered(body, plan)
+        for entry_id, kind in plan.get("kinds", {}).items():
+            ans["assignments"][entry_id] = ans["assignments"][entry_id] | {"kind": kind}
+        return answer(ans)
+
+    return reply
 
 
 FALLBACKS: dict[str, tuple[Callable[[dict[str, Any]], Response], str, dict[str, Any], int]] = {
     # name: (reply, reason in the note, settings, requests the server sees)
     "invalid JSON": (
-        lambda body: completion('{"groups": [{"kind": "os_rebuild"'),
+        lambda body: completion('{"assignments": {"e1": {"kind": "os_rebuild"'),
         "the answer does not match the schema: field (document): Invalid JSON",
         {},
         1,
     ),
     "not the schema": (
-        lambda body: answer({"groups": [{"kind": "reboot", "title": "x", "entries": ["e1"]}], "unassigned": []}),
-        "the answer does not match the schema: field groups.0.kind",
+        lambda body: answer({"assignments": {"e1": {"kind": "reboot", "group": 1}}, "groups": []}),
+        "the answer does not match the schema: field assignments.e1.LlmPlaced.kind",
         {},
         1,
     ),
@@ -226,7 +294,7 @@ FALLBACKS: dict[str, tuple[Callable[[dict[str, Any]], Response], str, dict[str, 
         1,
     ),
     "a cut-off answer": (
-        lambda body: completion('{"groups": [', finish_reason="length"),
+        lambda body: completion('{"assignments": {', finish_reason="length"),
         "the answer was cut off at the token limit",
         {},
         1,
@@ -281,7 +349,7 @@ async def test_failures_fall_back_to_rules(llm_server: FakeLlm, storm: list[Sign
 PARTLY: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = {
     # name: (what the answer gets wrong, the reason in the notes of the items rules makes instead)
     "a missing entry": (drop_one, "1 entry left out (e"),
-    "a duplicated entry": (duplicate_one, "is placed twice (group 1 ("),
+    "two kinds under one number": (mix_kinds, " mixes kinds os_rebuild, dependency_bump"),
     "an unknown id": (invent_one, "names an unknown entry 'e999'"),
     "a group mixing two images": (merge_images, "(os_rebuild) mixes artifacts testdata/fixtures/"),
     "alerts in a rebuild": (alerts_as_rebuild, "(os_rebuild) holds alerts"),
@@ -423,14 +491,14 @@ def obey_one_group(body: dict[str, Any]) -> Response:
     doc = digest_of(body)
     ids = [e["id"] for a in doc["artifacts"] for t in a["targets"] for e in t["entries"]]
     ids += [a["id"] for a in doc["alerts"]]
-    return answer({"groups": [{"kind": "os_rebuild", "title": INJECTED, "entries": ids}], "unassigned": []})
+    assignments = dict.fromkeys(ids, {"kind": "os_rebuild", "group": 1})
+    return answer({"assignments": assignments, "groups": [{"number": 1, "title": INJECTED}]})
 
 
 def obey_with_fingerprints(storm: list[Signal]) -> Callable[[dict[str, Any]], Response]:
     fingerprints = sorted({s.fingerprint for s in storm})
-    return lambda body: answer(
-        {"groups": [{"kind": "risk_digest", "title": "x", "entries": fingerprints}], "unassigned": []}
-    )
+    assignments = dict.fromkeys(fingerprints, {"kind": "risk_digest", "group": 1})
+    return lambda body: answer({"assignments": assignments, "groups": [{"number": 1, "title": "x"}]})
 
 
 def obey_in_titles(body: dict[str, Any]) -> Response:

@@ -14,7 +14,7 @@ from fixloop.activities.triage import triage
 from fixloop.core.models import GROUPINGS, Grouping, Signal, WorkItemKind, fingerprint
 from fixloop.core.triage import triage_rules, violations
 from fixloop.core.triage.grouping import package_name
-from tests.activities.test_triage_llm import digest_of, partly_used, placed, sensible, settings
+from tests.activities.test_triage_llm import digest_of, grouped, numbered, partly_used, placed, sensible, settings
 from tests.change.shared_pins import scans
 from tests.change.test_grouping import NAMES
 from tests.conftest import signals
@@ -29,9 +29,9 @@ def storm() -> list[Signal]:
 
 def per_package(body: dict[str, Any]) -> dict[str, Any]:
     """What a good model answers for a per-package repository: the sensible per-artifact answer, with every bump
-    regrouped as one group per (ecosystem, package) across artifacts and targets."""
+    regrouped as one group per (ecosystem, package) across artifacts and targets (``grouped``'s form)."""
     doc = digest_of(body)
-    base = sensible(body)
+    base = grouped(body)
     entries = {e["id"]: e for a in doc["artifacts"] for t in a["targets"] for e in t["entries"]}
     by_package: dict[tuple[str, str], list[str]] = defaultdict(list)
     for g in base["groups"]:
@@ -50,7 +50,7 @@ def system_of(body: dict[str, Any]) -> str:
 
 
 async def test_a_per_package_answer_is_one_bump_per_package_across_artifacts(llm_server: FakeLlm) -> None:
-    llm_server.reply = lambda body: answer(per_package(body))
+    llm_server.reply = lambda body: answer(numbered(body, per_package(body)))
     found = storm()
     result = await triage(found, engine="llm", llm=settings(llm_server), grouping="per-package", names=NAMES)
     assert {w.engine for w in result.work_items} == {"llm"}
@@ -92,7 +92,7 @@ def one_package_across_artifacts(body: dict[str, Any]) -> dict[str, Any]:
 async def test_a_group_mixing_unrelated_fixes_goes_to_rules(
     llm_server: FakeLlm, grouping: Grouping, edit: Any, reason: str
 ) -> None:
-    llm_server.reply = lambda body: answer(edit(body))
+    llm_server.reply = lambda body: answer(numbered(body, edit(body)))
     found = storm()
     result = await triage(found, engine="llm", llm=settings(llm_server), grouping=grouping, names=NAMES)
     partly_used(result, found, reason, grouping=grouping, names=NAMES)

@@ -37,13 +37,14 @@ def _unassign_everything(body: dict[str, Any]) -> dict[str, Any]:
     doc = digest_of(body)
     ids = [e["id"] for a in doc["artifacts"] for t in a["targets"] for e in t["entries"]]
     ids += [a["id"] for a in doc["alerts"]]
-    return {"groups": [], "unassigned": [{"entry": i, "reason": "nothing to do"} for i in ids]}
+    return {"assignments": dict.fromkeys(ids, {"unassigned": "nothing to do"}), "groups": []}
 
 
 def _claim_the_incident_alerts(body: dict[str, Any]) -> dict[str, Any]:
     """A model that invents an entry for the storm's alerts (which it never saw): the check refuses that group."""
     ans = sensible(body)
-    ans["groups"].append({"kind": "alert_investigation", "title": "LLM: the storm", "entries": ["e999"]})
+    ans["assignments"]["e999"] = {"kind": "alert_investigation", "group": 999}
+    ans["groups"].append({"number": 999, "title": "LLM: the storm"})
     return ans
 
 

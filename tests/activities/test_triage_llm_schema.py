@@ -1,7 +1,8 @@
-"""The ``llm`` engine's answer schema is made of its digest (``fixloop.core.triage.llm.answer_schema``): ids as enums
-of exactly the digest's ids, each kind's groups restricted to the entries it may hold together, in the subset of
-JSON schema that OpenAI's strict mode and llama.cpp's grammar both take; and whatever the model answers, every
-signal ends up exactly once (the groups that pass kept, the rest the rules engine's)."""
+"""The ``llm`` engine's answer schema is made of its digest (``fixloop.core.triage.llm.answer_schema``): one required
+property per digest id (every entry exactly once), each entry's kinds and group numbers restricted to the groups it
+may be in, in the subset of JSON schema that OpenAI's strict mode and llama.cpp's grammar both take, so that every
+answer it allows passes the checks; and whatever the model answers, every signal ends up exactly once (the groups
+that pass kept, the rest the rules engine's)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ from fixloop.activities.triage import triage
 from fixloop.core.models import Grouping, Signal, WorkItemKind
 from fixloop.core.service import ServiceNames
 from fixloop.core.triage import FALLBACK_NOTE, triage_llm, triage_rules, violations
-from fixloop.core.triage.llm import LlmAnswer, _check, _classes, _entries, _partition, answer_schema
+from fixloop.core.triage.llm import (
+    REASON_PATTERN,
+    LlmAnswer,
+    _check,
+    _entries,
+    _partition,
+    answer_schema,
+    group_numbers,
+)
 from fixloop.core.triage.rules import DEFAULT_ALERT_WINDOW, DEFAULT_ATTACH_WINDOW
 from tests.activities.test_triage_llm import INPUTS, digest_of, placed, sensible
 from tests.activities.test_triage_llm import settings as llm_settings
@@ -25,7 +34,7 @@ from tests.conftest import signals
 from tests.llm_server import FakeLlm, answer
 
 KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "enum", "anyOf", "pattern"}
-KEYWORDS |= {"minItems", "maxItems"}
+KEYWORDS |= {"minimum", "maximum", "maxItems"}
 
 
 @pytest.fixture(scope="module")
@@ -78,55 +87,71 @@ async def test_the_schema_is_made_of_the_digest(llm_server: FakeLlm, storm: list
     # strict: every object closed, every property required; only keywords OpenAI's strict mode and llama.cpp take
     for obj in objects(schema):
         assert obj["additionalProperties"] is False and obj["required"] == list(obj["properties"])
-    assert set(keywords(schema)) <= KEYWORDS | {"groups", "unassigned", "kind", "entries", "title", "entry", "reason"}
+    names = {"assignments", "groups", "kind", "group", "unassigned", "number", "title"}
+    assert set(keywords(schema)) <= KEYWORDS | set(ids) | names
 
-    unassigned = schema["properties"]["unassigned"]
-    enum = unassigned["items"]["properties"]["entry"]["enum"]
-    assert sorted(enum) == sorted(ids) and len(set(enum)) == len(enum)  # exactly the digest's ids
-    assert schema["properties"]["groups"]["maxItems"] == unassigned["maxItems"] == len(ids)
-    alternatives = schema["properties"]["groups"]["items"]["anyOf"]
-    shapes = {s["properties"]["kind"]["enum"][0]: s["properties"] for s in alternatives}
-    assert len(shapes) == len(alternatives)  # one shape per kind: each alternative's first key differs
-    assert set(shapes) == {"os_rebuild", "dependency_bump", "risk_digest", "alert_investigation"}  # no deploys here
+    # one required property per digest id and no other: every entry placed exactly once, none invented
+    assignments = schema["properties"]["assignments"]
+    assert list(assignments["properties"]) == assignments["required"] == ids
+    numbers = schema["properties"]["groups"]["items"]["properties"]["number"]
+    assert schema["properties"]["groups"]["maxItems"] == len(ids)
 
-    def classes(kind: str) -> list[list[str]]:
-        entries = shapes[kind]["entries"]
-        arrays = entries["anyOf"] if "anyOf" in entries else [entries]
-        for a in arrays:
-            assert a["minItems"] == 1 and a["maxItems"] == len(a["items"]["enum"])
-        return [a["items"]["enum"] for a in arrays]
+    def shapes(entry_id: str) -> dict[str, range]:
+        """An entry's kinds -> the group numbers the schema lets it have in that kind."""
+        alternatives = assignments["properties"][entry_id]["anyOf"]
+        assert alternatives[-1]["properties"] == {"unassigned": {"type": "string", "pattern": REASON_PATTERN}}
+        out = {}
+        for alt in alternatives[:-1]:
+            (kind,) = alt["properties"]["kind"]["enum"]
+            group = alt["properties"]["group"]
+            out[kind] = range(group["minimum"], group["maximum"] + 1)
+        assert len(out) == len(alternatives) - 1  # one shape per kind: each alternative's first value differs
+        return out
 
+    kinds = {i: shapes(i) for i in ids}
+    assert {k for i in ids for k in kinds[i]} == {"os_rebuild", "dependency_bump", "risk_digest", "alert_investigation"}
+    every = {n for i in ids for block in kinds[i].values() for n in block}
+    assert every == set(range(1, numbers["maximum"] + 1)) and numbers["minimum"] == 1
+    blocks: dict[tuple[str, range], list[str]] = {}
+    for i in ids:
+        for kind, block in kinds[i].items():
+            blocks.setdefault((kind, block), []).append(i)
+    for (kind, block), members in blocks.items():
+        assert len(block) == len(members)  # a class can be split in as many groups as it has entries
+        for other_kind, other in blocks:
+            assert (other_kind, other) == (kind, block) or not set(block) & set(other)  # no number shared
+        alert = [docs[i][0] is None for i in members]
+        assert all(alert) == (kind == "alert_investigation") and len(set(alert)) == 1  # never findings and alerts
+        if kind != "alert_investigation":
+            assert len({docs[i][0] for i in members}) == 1  # one artifact
+        if kind == "os_rebuild":
+            assert all(docs[i][2]["os_package"] and "fix" in docs[i][2] for i in members)
+        if kind == "dependency_bump":
+            assert all(not docs[i][2]["os_package"] and "fix" in docs[i][2] for i in members)
+            assert len({docs[i][1] for i in members}) == 1  # one manifest
     alerts = [i for i in ids if docs[i][0] is None]
-    assert classes("alert_investigation") == [alerts]  # alerts only, all of them
-    for kind in ("os_rebuild", "dependency_bump", "risk_digest"):
-        for c in classes(kind):
-            assert not set(c) & set(alerts)  # never an alert in a finding group
-            assert len({docs[i][0] for i in c}) == 1  # one artifact
-    for c in classes("os_rebuild"):
-        assert all(docs[i][2]["os_package"] and "fix" in docs[i][2] for i in c)
-    for c in classes("dependency_bump"):
-        assert all(not docs[i][2]["os_package"] and "fix" in docs[i][2] for i in c)
-        assert len({docs[i][1] for i in c}) == 1  # one manifest
+    assert [m for (k, _), m in blocks.items() if k == "alert_investigation"] == [alerts]
+    assert {i for (k, _), m in blocks.items() if k == "risk_digest" for i in m} == set(ids) - set(alerts)
     rebuilds = {i for i in ids if docs[i][2].get("os_package") and "fix" in docs[i][2]}
-    assert {i for c in classes("os_rebuild") for i in c} == rebuilds
-    assert {i for c in classes("risk_digest") for i in c} == set(ids) - set(alerts)  # any finding may be reviewed
-    assert len(classes("os_rebuild")) == len({docs[i][0] for i in rebuilds}) >= 2  # one class per image
+    assert len([k for k, _ in blocks if k == "os_rebuild"]) == len({docs[i][0] for i in rebuilds}) >= 2  # per image
 
     good = sensible(request.body)
-    for g in good["groups"]:
-        g["title"] = g["title"][:60]  # a title is one line of at most 60 characters, no quote or backslash
+    for t in good["groups"]:
+        t["title"] = t["title"][:60]  # a title is one line of at most 60 characters, no quote or backslash
     jsonschema.validate(good, schema)  # a good answer is one the schema allows
     for title in ("x" * 61, 'say "hi"', "a\\b", "two\nlines", ""):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**good, "groups": [{**good["groups"][0], "title": title}]}, schema)
-    bad = sensible(request.body)
-    bad["groups"][0]["entries"].append("e999")
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(bad, schema)
-    bad = sensible(request.body)
-    bad["groups"][-1]["kind"] = "os_rebuild"  # the alerts' group
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(bad, schema)
+    some = ids[0]
+    for wrong in (
+        {"assignments": {k: v for k, v in good["assignments"].items() if k != some}},  # an entry left out
+        {"assignments": {**good["assignments"], "e999": good["assignments"][some]}},  # an invented one
+        {"assignments": {**good["assignments"], alerts[0]: {"kind": "os_rebuild", "group": 1}}},  # an alert rebuilt
+        {"assignments": {**good["assignments"], alerts[0]: {"kind": "alert_investigation", "group": 1}}},  # a number
+        {"groups": [{"number": numbers["maximum"] + 1, "title": "t"}]},  # a title of no group
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(good | wrong, schema)
 
 
 def _digest_entries(given: list[Signal]) -> list[Any]:
@@ -137,26 +162,25 @@ def _digest_entries(given: list[Signal]) -> list[Any]:
 @pytest.mark.parametrize("grouping", ["per-manifest", "per-package", "per-service"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_an_answer_the_schema_allows_that_places_each_entry_once_passes_the_checks(
+def test_every_answer_the_schema_allows_passes_the_checks(
     storm: list[Signal], grouping: Grouping, data: st.DataObject
 ) -> None:
-    """What the schema cannot say is only "exactly once": any answer made of its classes that places each entry
-    once is valid."""
+    """The schema states all the checks: any answer it allows (each entry unassigned, or any of its kinds with any
+    number of that kind's block; titles for any numbers, or none) passes them."""
     names = ServiceNames.of(None)
     entries = _digest_entries(storm)
-    options = [(kind, n, c) for kind, cs in _classes(entries, grouping, names).items() for n, c in enumerate(cs)]
-    groups: dict[tuple[WorkItemKind, int, int], list[str]] = {}
-    unassigned = []
+    numbers = group_numbers(entries, grouping, names)
+    assignments: dict[str, Any] = {}
     for e in entries:
-        mine = [(kind, n) for kind, n, c in options if e.id in c]
+        mine = [kind for kind in numbers if e.id in numbers[kind]]
         if data.draw(st.integers(0, 9)) == 0:
-            unassigned.append({"entry": e.id, "reason": "none"})
+            assignments[e.id] = {"unassigned": "none"}
             continue
-        kind, n = data.draw(st.sampled_from(mine))
-        part = data.draw(st.integers(0, 1))  # a class may be split in two groups
-        groups.setdefault((kind, n, part), []).append(e.id)
-    ans = {"groups": [{"kind": k.value, "title": "t", "entries": ids} for (k, _, _), ids in groups.items()]}
-    ans["unassigned"] = unassigned
+        kind = data.draw(st.sampled_from(mine))
+        assignments[e.id] = {"kind": kind.value, "group": data.draw(st.sampled_from(numbers[kind][e.id]))}
+    used = sorted({a["group"] for a in assignments.values() if "group" in a})
+    titled = data.draw(st.lists(st.sampled_from(used or [1]), max_size=len(entries)))
+    ans = {"assignments": assignments, "groups": [{"number": n, "title": "t"} for n in titled]}
     jsonschema.validate(ans, answer_schema(entries, grouping, names))
     _check(LlmAnswer.model_validate(ans), {e.id: e for e in entries}, grouping, names)
 
@@ -167,18 +191,19 @@ KINDS = [k.value for k in WorkItemKind]
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 async def test_whatever_the_answer_every_signal_is_placed_once(storm: list[Signal], data: st.DataObject) -> None:
-    """Random answers (unknown ids, repeats, wrong kinds, entries left out): the groups that pass are the model's,
+    """Random answers (unknown ids, kinds mixed under one number, wrong kinds, entries left out, groups untitled or
+    titled twice): the groups that pass are the model's,
     the rest the rules engine's on exactly their signals, and no signal is lost or doubled."""
     entries = _digest_entries(storm)
     ids = [e.id for e in entries] + ["e999", "<img src="]
-    pick = st.lists(st.sampled_from(ids), max_size=6)
-    groups = data.draw(st.lists(st.fixed_dictionaries({"kind": st.sampled_from(KINDS), "entries": pick}), max_size=8))
-    unassigned = data.draw(st.lists(st.sampled_from(ids), max_size=3))
+    placed_as = st.one_of(
+        st.fixed_dictionaries({"kind": st.sampled_from(KINDS), "group": st.integers(0, 5)}),
+        st.fixed_dictionaries({"unassigned": st.just("r")}),
+    )
+    assignments = data.draw(st.dictionaries(st.sampled_from(ids), placed_as, max_size=len(ids)))
+    titles = data.draw(st.lists(st.integers(0, 5), max_size=4))
     ans = LlmAnswer.model_validate(
-        {
-            "groups": [g | {"title": "LLM: t"} for g in groups],
-            "unassigned": [{"entry": i, "reason": "r"} for i in unassigned],
-        }
+        {"assignments": assignments, "groups": [{"number": n, "title": "LLM: t"} for n in titles]}
     )
 
     async def complete(**_: Any) -> LlmAnswer:
