@@ -212,11 +212,11 @@ async def test_the_llm_engine_gets_migrations_made_by_code_and_never_sees_their_
     found = signals("grype/dd-grype-0.7_defectdojo-django-1.13.1.json")
     asked: list[str] = []
 
-    async def complete(*, system: str, user: str, schema: type) -> object:
+    async def complete(*, system: str, user: str, schema: type, json_schema: dict | None = None) -> object:
         asked.append(user)
         doc = json.loads(user)
         ids = [e["id"] for a in doc["artifacts"] for t in a["targets"] for e in t["entries"]]
-        return schema.model_validate({"groups": [], "unassigned": [{"entry": i, "reason": "ok"} for i in ids]})
+        return schema.model_validate({"assignments": {i: {"unassigned": "ok"} for i in ids}, "groups": []})
 
     result = await triage(found, engine="llm", complete=complete, max_entries=100, lifecycles=recorded())
     (item,) = result.work_items
@@ -224,11 +224,11 @@ async def test_the_llm_engine_gets_migrations_made_by_code_and_never_sees_their_
     assert "debian 10" not in asked[0] and "python3.6/site-packages" in asked[0]
     placed_once(found, result)
 
-    async def claims(*, system: str, user: str, schema: type) -> object:
-        doc = json.loads(user)
+    async def claims(*, system: str, user: str, schema: type, json_schema: dict | None = None) -> object:
+        doc = json.loads(user)  # an answer the schema sent would refuse (no eol_migration kind): the checks refuse it
         ids = [e["id"] for a in doc["artifacts"] for t in a["targets"] for e in t["entries"]]
-        group = {"kind": "eol_migration", "title": "Migrate", "entries": ids}
-        return schema.model_validate({"groups": [group], "unassigned": []})
+        placed = {i: {"kind": "eol_migration", "group": 1} for i in ids}
+        return schema.model_validate({"assignments": placed, "groups": [{"number": 1, "title": "Migrate"}]})
 
     notes: list[str] = []
     fell_back = await triage(
