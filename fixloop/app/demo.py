@@ -109,6 +109,7 @@ ATTACH_WINDOW_S = 20  # alerts this soon after a fixloop deploy of their service
 # after its callee's over the 20 s monitor window, measured: sandbox/world.py's spreading, 2 s per hop, half the
 # excess; the settle time is twice that).
 STORM_TIMEOUT_S = 60.0
+JOIN_TIMEOUT_S = 30.0  # for the alerts posted at the gate to join catalog's fix (rules engine)
 
 
 @dataclass(frozen=True)
@@ -897,7 +898,9 @@ class Demo:
                 self.console.print("[bold]2.[/] merge requests are open and wait for their review")
                 self.post_alerts()
                 alerts_posted = True
-                await self.until("the alerts to join catalog's fix", self._joined, timeout=30)
+                # the intake triages the alerts' window first: with --llm local that is one model call (its timeout)
+                join = JOIN_TIMEOUT_S + float(self.llm_env.get("FIXLOOP_LLM_TIMEOUT", 0))
+                await self.until("the alerts to join catalog's fix", self._joined, timeout=join)
                 if live is not None:
                     live.start()
                 continue
