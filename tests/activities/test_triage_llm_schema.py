@@ -99,13 +99,16 @@ async def test_the_schema_is_made_of_the_digest(llm_server: FakeLlm, storm: list
     def shapes(entry_id: str) -> dict[str, range]:
         """An entry's kinds -> the group numbers the schema lets it have in that kind."""
         alternatives = assignments["properties"][entry_id]["anyOf"]
-        assert alternatives[-1]["properties"] == {"unassigned": {"type": "string", "pattern": REASON_PATTERN}}
+        waiver = {"unassigned": {"type": "string", "pattern": REASON_PATTERN}}
+        waivable = alternatives[-1]["properties"] == waiver
+        assert waivable == ("fix" not in docs[entry_id][2])  # a finding with a fix can never be unassigned
+        kinds = alternatives[:-1] if waivable else alternatives
         out = {}
-        for alt in alternatives[:-1]:
+        for alt in kinds:
             (kind,) = alt["properties"]["kind"]["enum"]
             group = alt["properties"]["group"]
             out[kind] = range(group["minimum"], group["maximum"] + 1)
-        assert len(out) == len(alternatives) - 1  # one shape per kind: each alternative's first value differs
+        assert len(out) == len(kinds)  # one shape per kind: each alternative's first value differs
         return out
 
     kinds = {i: shapes(i) for i in ids}
@@ -131,7 +134,9 @@ async def test_the_schema_is_made_of_the_digest(llm_server: FakeLlm, storm: list
             assert len({docs[i][1] for i in members}) == 1  # one manifest
     alerts = [i for i in ids if docs[i][0] is None]
     assert [m for (k, _), m in blocks.items() if k == "alert_investigation"] == [alerts]
-    assert {i for (k, _), m in blocks.items() if k == "risk_digest" for i in m} == set(ids) - set(alerts)
+    fixable = {i for i in ids if "fix" in docs[i][2]}
+    assert fixable and all(len(kinds[i]) == 1 for i in fixable)  # a fix is rebuilt or bumped, never only reviewed
+    assert {i for (k, _), m in blocks.items() if k == "risk_digest" for i in m} == set(ids) - set(alerts) - fixable
     rebuilds = {i for i in ids if docs[i][2].get("os_package") and "fix" in docs[i][2]}
     assert len([k for k, _ in blocks if k == "os_rebuild"]) == len({docs[i][0] for i in rebuilds}) >= 2  # per image
 
@@ -165,15 +170,15 @@ def _digest_entries(given: list[Signal]) -> list[Any]:
 def test_every_answer_the_schema_allows_passes_the_checks(
     storm: list[Signal], grouping: Grouping, data: st.DataObject
 ) -> None:
-    """The schema states all the checks: any answer it allows (each entry unassigned, or any of its kinds with any
-    number of that kind's block; titles for any numbers, or none) passes them."""
+    """The schema states all the checks: any answer it allows (each entry without a fix unassigned, or any of its
+    kinds with any number of that kind's block; titles for any numbers, or none) passes them."""
     names = ServiceNames.of(None)
     entries = _digest_entries(storm)
     numbers = group_numbers(entries, grouping, names)
     assignments: dict[str, Any] = {}
     for e in entries:
         mine = [kind for kind in numbers if e.id in numbers[kind]]
-        if data.draw(st.integers(0, 9)) == 0:
+        if not e.fixable and data.draw(st.integers(0, 9)) == 0:
             assignments[e.id] = {"unassigned": "none"}
             continue
         kind = data.draw(st.sampled_from(mine))

@@ -56,7 +56,7 @@ from fixloop.core.models import (
 from fixloop.core.naming import finding_title
 from fixloop.core.parsing import clean, highest_version, title
 from fixloop.core.rca import Background
-from fixloop.core.service import ServiceNames
+from fixloop.core.service import ServiceNames, image_repository
 from fixloop.core.topology import Topology
 from fixloop.core.triage.grouping import DEFAULT_GROUPING, bump_key, one_version, unrelated
 from fixloop.core.triage.rules import (
@@ -131,14 +131,14 @@ Answer {"assignments": {"<entry id>": {"kind", "group"} or {"unassigned": "<why>
 "groups" gives each number used a title.
 - os_rebuild: entries with "os_package": true and a "fix", all under one artifact (rebuild on a patched base image);
 - dependency_bump: entries with "os_package": false and a "fix", all under one artifact and one target;
-- risk_digest: findings to review without a merge request (no fix, misconfigurations, secrets, SAST, or a fix too
-  risky to take in a bump), all under one artifact;
+- risk_digest: findings to review without a merge request (no "fix", misconfigurations, secrets, SAST), all under
+  one artifact; an entry with a "fix" is always in an os_rebuild or a dependency_bump;
 - alert_investigation: alerts that look like one incident; deploy_regression: alerts with the same after_deploy;
 {bump_rules}
   give a risky bump (a new major version) its own group; merge alerts of several monitors or services only when
   they look like the same incident;
 - title: one short imperative line under 60 characters, naming what to change and where;
-- unassign an entry only when it needs no work (say why in a few words).
+- unassign an entry only when it needs no work (say why in a few words); never one with a "fix".
 """
 
 
@@ -377,12 +377,13 @@ def answer_schema(
     - ``assignments`` is an object with one property per digest id, all required and no other (strict mode's
       "every property required" is "every entry exactly once": none left out, none twice, none invented);
     - an entry's value is one of one shape per kind it may be in (``{"kind", "group"}``, its ``kind`` a one-value
-      enum, so every shape's first value differs) or ``{"unassigned": reason}``; the ``group`` of a kind is a
+      enum, so every shape's first value differs) or, but for a finding with a fix (a fix is taken, never waived),
+      ``{"unassigned": reason}``; the ``group`` of a kind is a
       number of the block of that kind's class of entries the entry is in (``group_numbers``: each class of
       entries one kind may hold together, ``_classes``, has its own block of as many numbers as it has entries), so
       entries sharing a number are always of one kind and one class: findings never with alerts, an ``os_rebuild``
       only fixable OS entries of one image, a ``dependency_bump`` only fixable language entries of one manifest (or
-      of one package or service under ``grouping``), a ``risk_digest`` one artifact's findings, a
+      of one package or service under ``grouping``), a ``risk_digest`` one artifact's findings without a fix, a
       ``deploy_regression`` the alerts after one deploy; and any split of a class is still expressible;
     - ``groups``: at most as many titles as there are entries, each of a number in 1..(all the blocks); titles and
       reasons one line, bounded (``pattern``: 60 characters, so that a small model cannot ramble until the token
@@ -398,6 +399,8 @@ def answer_schema(
     reason = _closed({"unassigned": {"type": "string", "pattern": REASON_PATTERN}})
     assignments = {}
     for e in entries:
+        # a finding with a fix is always remediated: the model chooses its group, never to waive it
+        waivable = [] if e.fixable else [reason]
         shapes = [
             _closed(
                 {
@@ -408,7 +411,7 @@ def answer_schema(
             for kind, block in numbers.items()
             if e.id in block
         ]
-        assignments[e.id] = {"anyOf": [*shapes, reason]}
+        assignments[e.id] = {"anyOf": [*shapes, *waivable]}
     last = max((r.stop - 1 for block in numbers.values() for r in block.values()), default=1)
     title = _closed(
         {
@@ -463,8 +466,8 @@ def _classes(
             if e.window.attached_to is not None:
                 add(WorkItemKind.DEPLOY_REGRESSION, (e.window.attached_to,), e)
             continue
-        add(WorkItemKind.RISK_DIGEST, (e.scope,), e)
         if not e.fixable:
+            add(WorkItemKind.RISK_DIGEST, (e.scope,), e)
             continue
         if os_level(e.members[0]):
             add(WorkItemKind.OS_REBUILD, (e.scope,), e)
@@ -575,7 +578,8 @@ def _sort(
     number, in number order (known entries in digest order), each titled by the first title of its number (None:
     ``_llm_item`` titles it). A group is kept when it names only known entries, all of one kind, and that kind fits
     them under ``grouping`` (``_misfit``); else its known entries go to the rules engine, with the group's problem
-    as their reason. An unassigned entry is kept when it is known (an unknown one is a problem, ignored). Entries
+    as their reason. An unassigned entry is kept when it is known and has no fix (an unknown one is a problem,
+    ignored; one with a fix is a problem and goes to the rules engine: a fix is never waived). Entries
     the answer leaves out go to the rules engine too. So every entry ends up exactly once: in a kept group, kept
     unassigned, or rejected (an answer's object holds each id once)."""
     verdict = _Verdict(groups=[], unassigned={}, rejected={}, problems=[])
@@ -587,6 +591,10 @@ def _sort(
     for entry_id, placed in answer.assignments.items():
         if isinstance(placed, LlmPlaced):
             by_number[placed.group].append((entry_id, placed.kind))
+        elif entry_id in entries and entries[entry_id].fixable:
+            problem = f"unassigns {entry_id}, which has a fix (a fix is taken, never waived)"
+            verdict.problems.append(problem)
+            verdict.rejected[entry_id] = problem
         elif entry_id in entries:
             verdict.unassigned[entry_id] = placed.unassigned
         else:
@@ -662,6 +670,8 @@ def _misfit(
     scopes = sorted({str(e.scope) for e in entries})
     if len(scopes) > 1 and not spans:
         return "mixes artifacts " + ", ".join(clean(x, 80) for x in scopes[:3])
+    if kind is WorkItemKind.RISK_DIGEST and any(e.fixable for e in entries):
+        return "holds findings with a fix (they are rebuilt or bumped, not only reviewed)"
     if kind in FIX_KINDS:
         if not all(e.fixable for e in entries):
             return "holds findings without a fix"
@@ -692,7 +702,9 @@ def _llm_item(
     """The work item of one checked group: everything but the grouping and the title is computed here (its service
     is its alerts' one service, or the service ``names`` gives its one scanned artifact; a bump spanning manifests
     names its service under ``per-service``, none yet under ``per-package``: its planner looks everywhere). A group
-    the answer gave no title (``text`` None or blank) gets the one the rules' naming makes of it (``_code_title``)."""
+    the answer gave no title (``text`` None or blank), or one naming nothing of the work item (``_names_its_subject``:
+    none of its packages, services, image or manifest), gets the one the rules' naming makes of it (``_code_title``),
+    the latter with a ``note`` saying so."""
     members = sorted((s for e in entries for s in e.members), key=lambda s: s.fingerprint)
     windows = [e.window for e in entries if e.window is not None]
     bump = kind is WorkItemKind.DEPENDENCY_BUMP
@@ -709,9 +721,13 @@ def _llm_item(
         packages = one_version(packages)
     counts = None if windows else advisory_counts(members)
     shown = grouping if spans else None
-    text = clean(text or "", TITLE_MAX) or _code_title(
-        kind, members, windows, counts, service, artifact, target, packages, shown
-    )
+    text = clean(text or "", TITLE_MAX)
+    note = None
+    if text and not _names_its_subject(text, members, windows, service):
+        note = clean(f"titled by fixloop: the model's title {clean(text, 60)!r} names none of its packages, services, "
+                     "image or manifest", NOTE_MAX)  # fmt: skip
+        text = ""
+    text = text or _code_title(kind, members, windows, counts, service, artifact, target, packages, shown)
     return WorkItem(
         id=work_item_id(kind, service, "llm", kind.value, *sorted(e.key for e in entries)),
         kind=kind,
@@ -732,7 +748,27 @@ def _llm_item(
         attached_to=_only(w.attached_to for w in windows) if kind is WorkItemKind.DEPLOY_REGRESSION else None,
         counts=counts,
         grouping=shown,
+        note=note,
     )
+
+
+def _names_its_subject(
+    text: str, members: Sequence[Signal], windows: Sequence[WorkItem], service: str | None = None
+) -> bool:
+    """Whether a model's title names (case-insensitively, anywhere in it) something its work item is about: one of
+    its findings' packages, its or an alert's service or monitor (``monitor_id``), the last path segment of a
+    scanned image's repository (``registry/shop/catalog:1.4.2`` -> ``catalog``) or a scanned repository, or a
+    manifest's file name. Names under 2 characters are not counted (a title would name them by chance); a work item
+    of nothing named (findings of no package in no artifact) takes any title."""
+    subjects: set[str] = {x for x in (service, *(w.service for w in windows), *(w.monitor_id for w in windows)) if x}
+    for s in members:
+        subjects |= {x for x in (s.package, s.service) if x}
+        for where in (s.artifact, s.target):
+            if where:
+                subjects.add(image_repository(where.split(" (", 1)[0]).rstrip("/").rsplit("/", 1)[-1])
+    subjects = {x.casefold() for x in subjects if len(x) >= 2}
+    lowered = text.casefold()
+    return not subjects or any(x in lowered for x in subjects)
 
 
 def _code_title(
