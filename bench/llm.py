@@ -20,7 +20,8 @@ something fell back (a whole answer or some groups); ``agreement_with_rules`` th
 the signals between the llm triage's grouping and the rules engine's (1: the same partition; about 0: chance);
 ``mean_latency_s`` per request; ``prompt_tokens_per_signal`` the triage prompts' tokens (the server's ``usage``)
 per signal triaged. Besides: ``triage_valid``, ``draft_valid``, ``entries_to_rules`` (share of triage digest entries
-the rules took), ``drafts`` and ``reasons`` (the distinct fallback reasons, bounded).
+the rules took), ``titles_by_code`` (share of the model's work items whose title named nothing of the item, so
+code titled it), ``drafts`` and ``reasons`` (the distinct fallback reasons, bounded).
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ async def triage_once(meter: Meter, settings: LlmSettings, signals: list[Signal]
         "whole": bool(fell) and all(w.engine == "rules" for w in result.work_items),
         "ari": adjusted_rand_index(labels(result, fps), labels(rules, fps)),
         "to_rules": sum(len(w.signals) for w in fell) / len(fps),
+        "model_items": sum(w.engine == "llm" for w in result.work_items),
+        "titled_by_code": sum(w.engine == "llm" and w.note is not None for w in result.work_items),
         "reasons": told,
         "items": [(w.engine, w.kind.value, w.title, len(w.signals)) for w in result.work_items],
     }
@@ -163,6 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             drafts += d
             print(f"drafts {n + 1}: {d}", file=sys.stderr)
     requests = len(meter.latencies)
+    models = sum(t["model_items"] for t in triages)
     valid = sum(t["valid"] for t in triages) + sum(ok for ok, _ in drafts)
     reasons = sorted({clean(r, 160) for t in triages for r in t["reasons"]} | {why for ok, why in drafts if not ok})
     return {
@@ -175,6 +179,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "triage_valid": round(sum(t["valid"] for t in triages) / len(triages), 3),
         "triage_whole_fallbacks": sum(t["whole"] for t in triages),
         "entries_to_rules": round(sum(t["to_rules"] for t in triages) / len(triages), 3),
+        "titles_by_code": round(sum(t["titled_by_code"] for t in triages) / models, 3) if models else None,
         "draft_valid": round(sum(ok for ok, _ in drafts) / len(drafts), 3) if drafts else None,
         "drafts": len(drafts),
         "signals": len(signals),

@@ -28,6 +28,7 @@ from fixloop.core.change.draft import (
     draft_schema,
     keep_operations,
     mr_text,
+    unshown_version,
 )
 from fixloop.core.change.locate import MappingRepo
 from fixloop.core.change.mr import read_back, render
@@ -372,3 +373,40 @@ async def test_ask_sends_the_prompt_and_returns_the_answer_unchecked() -> None:
     with pytest.raises(DraftRefused, match=f"^31 operations, more than the {OPERATIONS_MAX} a model may pick from$"):
         await ask(item, too_many, found, complete)
     assert len(calls) == 1
+
+
+async def test_a_draft_stating_a_version_nothing_shows_is_refused() -> None:
+    """What the 135M model drafted for the demo's Werkzeug bump: "Bump Werkzeug 0.11.10 to 0.15.3.1.v2.1.0.b3...";
+    a reviewer would read versions no one planned. A version of the change or its findings, or one shortened at a
+    dot, is kept."""
+    item, found, planned = three_pins()
+    said: list[Draft] = []
+
+    async def complete(**_: Any) -> Draft:
+        return said[-1]
+
+    for text in ("Bump Django 3.2.9 \u2192 3.2.10, aiohttp 3.6 \u2192 3.7.4", "Fix 3 advisories in payments"):
+        said.append(draft([1, 3], title=text, summary="Django 3.2 and aiohttp v3.7.4.", reviewer_notes=["2 risks"]))
+        assert (await ask(item, planned, found, complete)).title == text
+    for where, wrong in (("title", "Bump Django 3.2.9.1 to 3.2.10"), ("summary", "Raises aiohttp to 3.8.0."),
+                         ("reviewer_notes", ["check 3.2.100"])):  # fmt: skip
+        said.append(draft([1], **{where: wrong}))
+        with pytest.raises(DraftRefused, match=r"^the draft states version '3\.(2\.9\.1|8\.0|2\.100)', which neither"):
+            await ask(item, planned, found, complete)
+
+
+VERSION_PARTS = st.lists(st.integers(0, 99), min_size=2, max_size=5).map(lambda p: ".".join(map(str, p)))
+
+
+@given(shown=st.lists(VERSION_PARTS, min_size=1, max_size=5), stated=VERSION_PARTS, words=st.text(max_size=30))
+def test_any_stated_version_is_one_shown_a_shortened_one_or_refused(
+    shown: list[str], stated: str, words: str
+) -> None:
+    """The check's rule on any versions: kept exactly when the stated version is one shown or a prefix of one at a
+    dot; the words around a version never change that."""
+    prose = re.sub(r"[\d.]", "", words)  # text with no version of its own
+    answer = draft([1], title=f"{prose} {stated} {prose}")
+    digest_text = json.dumps({"versions": shown})
+    allowed = any(v == stated or v.startswith(stated + ".") for v in shown)
+    assert (unshown_version(answer, digest_text) is None) == allowed
+    assert unshown_version(draft([1], title=prose), digest_text) is None

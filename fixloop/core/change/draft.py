@@ -21,6 +21,7 @@ one line).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -53,6 +54,8 @@ LIST_MAX = 20  # not-fixable packages, risks and notes listed
 TEXT_MAX = 160  # characters of one untrusted text field in the digest
 DRAFT_TITLE_MAX = 160
 NOTE_MAX = 300
+# a version as text states it: a maximal run of dot-separated numbers (``0.15.3``; ``v2.1`` -> ``2.1``)
+VERSION_TEXT = re.compile(r"(?<![\d.])\d+(?:\.\d+)+")
 
 SYSTEM_PROMPT = """\
 You draft the merge request of one change that fixloop has already planned and validated in a GitOps repository.
@@ -139,17 +142,33 @@ def draft_schema(operations: int) -> dict[str, Any]:
 
 
 async def ask(item: WorkItem, plan: Plan, signals: Sequence[Signal], complete: Complete) -> Draft:
-    """The model's draft of ``plan``'s MR (unchecked: ``apply_draft`` checks it), asked for with ``draft_schema``.
-    A plan of more than ``OPERATIONS_MAX`` operations is ``DraftRefused`` without a call; ``complete``'s errors
-    propagate."""
+    """The model's draft of ``plan``'s MR, asked for with ``draft_schema``; its operations unchecked
+    (``apply_draft`` checks ``keep``), its text checked for versions (``unshown_version``): a draft stating a
+    version the digest does not show (``0.11.10`` for Werkzeug 0.11) is ``DraftRefused``, as a plan of more than
+    ``OPERATIONS_MAX`` operations is without a call; ``complete``'s errors propagate."""
     if len(plan.operations) > OPERATIONS_MAX:
         raise DraftRefused(f"{len(plan.operations)} operations, more than the {OPERATIONS_MAX} a model may pick from")
-    return await complete(
-        system=SYSTEM_PROMPT,
-        user=digest(item, plan, signals),
-        schema=Draft,
-        json_schema=draft_schema(len(plan.operations)),
+    user = digest(item, plan, signals)
+    draft: Draft = await complete(
+        system=SYSTEM_PROMPT, user=user, schema=Draft, json_schema=draft_schema(len(plan.operations))
     )
+    stated = unshown_version(draft, user)
+    if stated is not None:
+        raise DraftRefused(f"the draft states version {stated!r}, which neither the change nor its findings show")
+    return draft
+
+
+def unshown_version(draft: Draft, shown: str) -> str | None:
+    """The first version (``VERSION_TEXT``) the draft's title, summary or notes state that ``shown`` (the digest
+    the model read) does not, or None. A version is shown when it is one of ``shown``'s or the start of one at a
+    dot (``0.15`` of ``0.15.3``): a model may shorten a version, never invent or extend one."""
+    known = set(VERSION_TEXT.findall(shown))
+    prefixes = {".".join(v.split(".")[:n]) for v in known for n in range(2, v.count(".") + 1)}
+    for text in (draft.title, draft.summary, *draft.reviewer_notes):
+        for v in VERSION_TEXT.findall(text):
+            if v not in known and v not in prefixes:
+                return clean(v, 40)
+    return None
 
 
 # ---------------------------------------------------------------- the prompt
