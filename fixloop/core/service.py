@@ -22,6 +22,12 @@ def image_repository(reference: str) -> str:
     return _TAG_OR_DIGEST.sub("", _TAG_OR_DIGEST.sub("", reference))
 
 
+def image_name(reference: str) -> str:
+    """The last path segment of an image reference's repository: ``registry:5000/shop/catalog:1.4.2`` -> ``catalog``
+    (a path without a tag: its last segment)."""
+    return image_repository(reference).rsplit("/", 1)[-1]
+
+
 def service_of_paths(paths: Iterable[str]) -> str | None:
     """The service a change is to, by the GitOps repository's layout: ``services/<svc>/...`` (Dockerfiles,
     lockfiles), ``apps/base/<svc>/...`` or ``apps/<env>/<svc>/...`` (manifests), ``charts/<svc>/...``; the name is
@@ -50,7 +56,7 @@ def service_of(item: WorkItem, override: str | None = None) -> str | None:
     if found:
         return found if TAG_VALUE.match(found) else None
     if item.artifact:
-        name = image_repository(item.artifact).rsplit("/", 1)[-1]
+        name = image_name(item.artifact)
         return name if TAG_VALUE.match(name) else None
     return None
 
@@ -86,5 +92,5 @@ class ServiceNames:
         in_folder = service_of_paths(p for p in (f"{artifact}/" if artifact else None, target) if p)
         if in_folder in self.services:
             return in_folder
-        name = image_repository(artifact).rsplit("/", 1)[-1] if artifact else None
+        name = image_name(artifact) if artifact else None
         return name if name in self.services else None

@@ -56,7 +56,7 @@ from fixloop.core.models import (
 from fixloop.core.naming import finding_title
 from fixloop.core.parsing import clean, highest_version, title
 from fixloop.core.rca import Background
-from fixloop.core.service import ServiceNames, image_repository
+from fixloop.core.service import ServiceNames, image_name
 from fixloop.core.topology import Topology
 from fixloop.core.triage.grouping import DEFAULT_GROUPING, bump_key, one_version, unrelated
 from fixloop.core.triage.rules import (
@@ -703,8 +703,8 @@ def _llm_item(
     is its alerts' one service, or the service ``names`` gives its one scanned artifact; a bump spanning manifests
     names its service under ``per-service``, none yet under ``per-package``: its planner looks everywhere). A group
     the answer gave no title (``text`` None or blank), or one naming nothing of the work item (``_names_its_subject``:
-    none of its packages, services, image or manifest), gets the one the rules' naming makes of it (``_code_title``),
-    the latter with a ``note`` saying so."""
+    none of its packages, services, monitors, image or manifest), gets the one the rules' naming makes of it
+    (``_code_title``), the latter with a ``note`` saying so."""
     members = sorted((s for e in entries for s in e.members), key=lambda s: s.fingerprint)
     windows = [e.window for e in entries if e.window is not None]
     bump = kind is WorkItemKind.DEPENDENCY_BUMP
@@ -725,7 +725,7 @@ def _llm_item(
     note = None
     if text and not _names_its_subject(text, members, windows, service):
         note = clean(f"titled by fixloop: the model's title {clean(text, 60)!r} names none of its packages, services, "
-                     "image or manifest", NOTE_MAX)  # fmt: skip
+                     "monitors, image or manifest", NOTE_MAX)  # fmt: skip
         text = ""
     text = text or _code_title(kind, members, windows, counts, service, artifact, target, packages, shown)
     return WorkItem(
@@ -765,7 +765,7 @@ def _names_its_subject(
         subjects |= {x for x in (s.package, s.service) if x}
         for where in (s.artifact, s.target):
             if where:
-                subjects.add(image_repository(where.split(" (", 1)[0]).rstrip("/").rsplit("/", 1)[-1])
+                subjects.add(image_name(where.split(" (", 1)[0].rstrip("/")))
     subjects = {x.casefold() for x in subjects if len(x) >= 2}
     lowered = text.casefold()
     return not subjects or any(x in lowered for x in subjects)
