@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shlex
@@ -190,3 +191,19 @@ async def test_the_demo_starts_the_local_model_and_points_the_worker_at_it(tmp_p
         "fixloop rules: the model's draft was refused: no answer within 200 s (1 attempt)"
     )
     assert drafted_line("a remediation's description, written by code") is None
+
+
+def test_the_longest_draft_the_schema_allows_ends_within_the_token_limit() -> None:
+    """A draft's lines are plain ASCII (a byte-level tokenizer spends at least one character per token) of at most
+    ``draft_chars_max`` characters: the compact JSON of the longest draft of the largest plan leaves room for the
+    whitespace a model puts between its tokens, so a rambling draft ends instead of being cut off."""
+    from fixloop.core.change.draft import OPERATIONS_MAX, draft_chars_max
+
+    longest = {
+        "title": "t",
+        "summary": "s",
+        "reviewer_notes": ["n", "n"],
+        "keep": list(range(1, OPERATIONS_MAX + 1)),
+    }
+    compact = len(json.dumps(longest, separators=(",", ":"))) - 5 + draft_chars_max()
+    assert compact + 64 <= llmserve.MAX_TOKENS, (compact, llmserve.MAX_TOKENS)

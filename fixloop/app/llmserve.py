@@ -14,7 +14,8 @@ What xllamacpp offers (learnt on 2026.10.11549; it has no stubs or docstrings):
   ``["127.0.0.1"]``), ``cpuparams.n_threads`` / ``cpuparams_batch.n_threads`` (generation / prompt processing, -1:
   auto), ``n_parallel`` (slots; each gets ``n_ctx / n_parallel`` tokens), ``model_alias`` (a *set* of names: the ids
   ``/v1/models`` lists and answers carry; empty: the file path), ``n_predict`` (the most tokens of one answer, -1:
-  unbounded; it caps a request's ``max_tokens``), ``sampling.seed`` / ``sampling.temp``,
+  unbounded; it caps a request's ``max_tokens``), ``sampling.seed`` / ``sampling.temp`` /
+  ``sampling.dry_multiplier`` (the DRY sampler, 0: off; a request's ``dry_multiplier`` overrides it),
   ``endpoint_metrics`` (``/metrics``), ``ui`` (the web page at ``/``), ``api_keys``, ``verbosity`` (-1: silent;
   the log goes to stderr from C++, not through ``logging``), ``warmup``.
 - ``xllamacpp.Server(params)``: loads the model and starts listening before it returns (about 1.5 s for the
@@ -54,8 +55,16 @@ LOCAL_API_KEY = "fixloop-local"  # the openai library needs a non-empty key; the
 LOCAL_TIMEOUT = 200.0  # seconds per request: a draft on 2 loaded cores takes about a minute; within the 4 min heartbeat
 # timeout of the planning and triage activities (fixloop.workflows.options), as one model call must be
 HEALTH_TIMEOUT = 60.0  # seconds for /health to answer 200 once the server listens
-MAX_TOKENS = 400  # the most tokens of one answer: a draft is 80 to 200; even at 3 tokens a second, within LOCAL_TIMEOUT
+# the most tokens of one answer: a draft is 80 to 300; its schema allows at most
+# fixloop.core.change.draft.draft_chars_max() (1,302) characters of ASCII text, so at most as many tokens, and
+# this leaves 234 for its JSON (tests/test_llmserve.py). At the 135M model's ~25 tokens a second on 2 cores, within
+# LOCAL_TIMEOUT.
+MAX_TOKENS = 1536
 SEED = 1  # a fixed sampling seed: the same prompt gets the same answer on the same build
+# llama.cpp's DRY ("don't repeat yourself") sampler at its documented values: it penalises extending a sequence the
+# answer already holds. Without it the 135M model loops ("0.15.3 (2019-11-01): 2019-11-01: ...") until the token
+# limit on the demo's Werkzeug draft (3 of 3 tries in bench/llm.py); with it the draft ends.
+DRY_MULTIPLIER = 0.8
 
 
 class LocalServerError(RuntimeError):
@@ -173,6 +182,7 @@ def local_server(
     params.cpuparams.n_threads = n_threads
     params.cpuparams_batch.n_threads = n_threads
     params.sampling.seed = SEED
+    params.sampling.dry_multiplier = DRY_MULTIPLIER  # dry_base 1.75, dry_allowed_length 2: llama.cpp's defaults
     params.endpoint_metrics = False
     params.ui = False
     params.verbosity = 3 if verbose else -1

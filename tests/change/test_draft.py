@@ -17,17 +17,24 @@ from hypothesis import strategies as st
 from fixloop.core.change import Plan, plan
 from fixloop.core.change.draft import (
     FINDINGS_MAX,
+    NOTES_MAX,
     OPERATIONS_MAX,
     SYSTEM_PROMPT,
     TEXT_MAX,
+    TITLE_SHAPE,
     Draft,
     DraftRefused,
     apply_draft,
     ask,
+    change_versions,
     digest,
+    draft_chars_max,
     draft_schema,
     keep_operations,
+    line_chars_max,
+    line_pattern,
     mr_text,
+    shown_versions,
     unshown_version,
 )
 from fixloop.core.change.locate import MappingRepo
@@ -346,9 +353,10 @@ def test_the_prompt_stays_bounded_with_many_findings() -> None:
 @given(st.integers(min_value=1, max_value=OPERATIONS_MAX))
 def test_the_schema_sent_bounds_a_draft_of_the_plan_but_checks_nothing_more(operations: int) -> None:
     schema = draft_schema(operations)  # the json_schema sent
+    assert schema["properties"]["title"]["pattern"] == line_pattern(*TITLE_SHAPE[:1], (), TITLE_SHAPE[1])  # none shown
     keep, notes = schema["properties"]["keep"], schema["properties"]["reviewer_notes"]
     assert keep["items"] == {"type": "integer", "enum": list(range(1, operations + 1))}
-    assert (keep["minItems"], keep["maxItems"], notes["maxItems"]) == (1, operations, 5)
+    assert (keep["minItems"], keep["maxItems"], notes["maxItems"]) == (1, operations, NOTES_MAX)
     assert schema["additionalProperties"] is False and set(schema["required"]) == set(Draft.model_fields)
     # the bounds are the schema's: an answer outside them validates as before, and apply_draft / mr_text check it
     outside = {"title": "t", "summary": "s", "reviewer_notes": ["n"] * 9, "keep": [operations + 1, 0]}
@@ -361,7 +369,8 @@ async def test_ask_sends_the_prompt_and_returns_the_answer_unchecked() -> None:
 
     async def complete(*, system: str, user: str, schema: type[Draft], json_schema: dict[str, Any]) -> Draft:
         calls.append({"system": system, "user": user, "schema": schema})
-        assert json_schema == draft_schema(len(planned.operations))
+        assert json_schema == draft_schema(len(planned.operations), shown_versions(user), change_versions(planned))
+        assert "3.2.10" in shown_versions(user)  # the digest's versions are the only dotted numbers a line may state
         assert json_schema["properties"]["keep"]["items"]["enum"] == [1, 2, 3]  # only the validated operations
         return draft([9])
 
@@ -389,9 +398,9 @@ async def test_a_draft_stating_a_version_nothing_shows_is_refused() -> None:
         said.append(draft([1, 3], title=text, summary="Django 3.2 and aiohttp v3.7.4.", reviewer_notes=["2 risks"]))
         assert (await ask(item, planned, found, complete)).title == text
     for where, wrong in (("title", "Bump Django 3.2.9.1 to 3.2.10"), ("summary", "Raises aiohttp to 3.8.0."),
-                         ("reviewer_notes", ["check 3.2.100"])):  # fmt: skip
+                         ("reviewer_notes", ["check 3.2.100"]), ("summary", "aiohttp 3.x")):  # fmt: skip
         said.append(draft([1], **{where: wrong}))
-        with pytest.raises(DraftRefused, match=r"^the draft states version '3\.(2\.9\.1|8\.0|2\.100)', which neither"):
+        with pytest.raises(DraftRefused, match=r"^the draft states version '3\.(2\.9\.1|8\.0|2\.100|x)', which n"):
             await ask(item, planned, found, complete)
 
 
@@ -410,3 +419,73 @@ def test_any_stated_version_is_one_shown_a_shortened_one_or_refused(
     allowed = any(v == stated or v.startswith(stated + ".") for v in shown)
     assert (unshown_version(answer, digest_text) is None) == allowed
     assert unshown_version(draft([1], title=prose), digest_text) is None
+
+
+@given(
+    shown=st.lists(VERSION_PARTS, max_size=4),
+    shape=st.tuples(st.integers(1, 30), st.integers(0, 3)),
+    line=st.data(),
+)
+def test_every_line_the_schema_allows_states_only_shown_versions_and_is_bounded(
+    shown: list[str], shape: tuple[int, int], line: st.DataObject
+) -> None:
+    """By construction: any title, summary or note the sent pattern lets a grammar-constrained model write passes
+    ``unshown_version`` for the digest it read, is plain ASCII of at most ``line_chars_max`` characters (so at
+    most as many tokens: the answer ends before the token limit) (hypothesis draws from the pattern itself); a
+    line stating another version is outside it."""
+    digest_text = json.dumps({"versions": shown})
+    versions = shown_versions(digest_text)
+    pattern = line_pattern(shape[0], versions, shape[1])
+    text = line.draw(st.from_regex(pattern, fullmatch=True))
+    assert unshown_version(draft([1], title=text, summary=text, reviewer_notes=[text]), digest_text) is None
+    assert re.fullmatch(r'[ -~]+', text) and not re.search(r'["\\]', text)
+    assert len(text) <= line_chars_max(*shape)
+    for invented in ("1.2.3.4.5.6", "7.x", *(v + suffix for v in shown for suffix in (".0", "1", ".x"))):
+        if invented not in versions:
+            assert not re.fullmatch(pattern, f"Bump to {invented} now")
+
+
+def test_the_longest_line_is_what_the_bound_says() -> None:
+    """``line_chars_max`` is reached: every stretch of two-character pieces, every version at its longest."""
+    longest = "9." * 9 + "99"  # VERSION_CHARS_MAX characters
+    pattern = line_pattern(3, [longest], 2)
+    text = ".a.b.c" + ("f" + longest + ".g.h.i.j") * 2 + "."
+    assert re.fullmatch(pattern, text) and not re.fullmatch(pattern, text[1:] + "k")
+    assert len(text) == line_chars_max(3, 2) and draft_chars_max() == 1302
+
+
+def test_the_drafted_werkzeug_line_is_outside_the_schema() -> None:
+    """The 135M model's title for the demo's Werkzeug bump, and what it may write instead."""
+    pattern = line_pattern(*TITLE_SHAPE[:1], shown_versions('{"installed": "0.11", "fixed": "0.15.3"}'), 2)
+    assert not re.fullmatch(pattern, "Bump Werkzeug 0.11.10 to 0.15.3.1.v2.1.0")
+    assert not re.fullmatch(pattern, "Bump Werkzeug to v2.1")
+    assert not re.fullmatch(pattern, "Bump Werkzeug 0.15.x") and not re.fullmatch(pattern, "Bump lodash-5.x.1-2.x")
+    assert re.fullmatch(pattern, "Bump Werkzeug 0.11 -> 0.15.3 (fixes 4 CVEs: 1 critical, 3 high). Check 2.")
+    assert not re.fullmatch(pattern, "Bump Werkzeug 0.11 \u2192 0.15.3")  # ASCII only: a token is at least a character
+    assert re.fullmatch(pattern, "Fixes CVE-2019-14806 and 12")
+    assert not re.fullmatch(pattern, 'say "hi"') and not re.fullmatch(pattern, "")
+
+
+async def test_a_title_states_only_the_versions_the_change_makes() -> None:
+    """The demo's Werkzeug bump: a finding's text says "Werkzeug before 0.11.6"; the 135M model titled the MR
+    "Bump Werkzeug, 0.11.6". A summary may quote it, a title names only the versions the change moves between."""
+    item, found = work_item("trivy/trivy-0.22-fulldb_pip.json", WorkItemKind.DEPENDENCY_BUMP)
+    planned = plan(item, found, SEED)
+    assert isinstance(planned, Plan)
+    user = digest(item, planned, found)
+    assert "0.11.6" in shown_versions(user) and "0.11.6" not in change_versions(planned)
+    assert set(change_versions(planned)) == {"0.11", "0.15.3", "0.15"}
+    said: list[Draft] = []
+
+    async def complete(*, json_schema: dict[str, Any], **_: Any) -> Draft:
+        title = json_schema["properties"]["title"]["pattern"]
+        assert re.fullmatch(title, "Bump Werkzeug 0.11 to 0.15.3") and not re.fullmatch(title, "Bump Werkzeug, 0.11.6")
+        assert re.fullmatch(json_schema["properties"]["summary"]["pattern"], "Werkzeug before 0.11.6 redirects.")
+        return said[-1]
+
+    said.append(draft([1], title="Bump Werkzeug 0.11 to 0.15.3", summary="Fixes the redirect of 0.11.6."))
+    assert (await ask(item, planned, found, complete)).title == "Bump Werkzeug 0.11 to 0.15.3"
+    said.append(draft([1], title="Bump Werkzeug, 0.11.6"))
+    reason = "the draft's title states version '0.11.6', which the change does not make (it shows 0.11, 0.15, 0.15.3)"
+    with pytest.raises(DraftRefused, match=f"^{re.escape(reason)}$"):
+        await ask(item, planned, found, complete)
