@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# `make test` runs the suite on two xdist workers (the CI machine's two cores); the end-to-end tests share one
+# worker (tests/e2e/conftest.py). `make test PYTEST_ARGS=...` replaces this, e.g. with a path for one file.
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: install chromium prometheus test test-min fuzz demo bench clean
 

@@ -123,13 +123,21 @@ def test_prometheus_scrapes_the_world(stack: Stack) -> None:
         value = float(found[0]["value"][1]) if found else 0.0
         return value if expected and abs(value / expected - 1) < 0.1 else None
 
-    assert stack.until("catalog's request rate in Prometheus, within 10 % of the world's", close_rate)
-    p95 = stack.query(
+    p95_q = (
         'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{service="catalog",'
         'env="production"}[5s])))'
     )
-    world = stack.sb.world.expected("catalog", "latency_p95", time.time() - 5, 5)
-    assert world is not None and abs(float(p95[0]["value"][1]) / (world / 1000) - 1) < 0.1
+
+    def close_p95() -> float | None:
+        # the world's p95 over the same 5 s (in ms) and Prometheus' estimate from the scraped buckets (in s): one
+        # query can land between scrapes on a loaded machine, so it is asked again until the deadline
+        world = stack.sb.world.expected("catalog", "latency_p95", time.time() - 5, 5)
+        found = stack.query(p95_q)
+        value = float(found[0]["value"][1]) if found else 0.0
+        return value if world and abs(value / (world / 1000) - 1) < 0.1 else None
+
+    assert stack.until("catalog's request rate in Prometheus, within 10 % of the world's", close_rate)
+    assert stack.until("catalog's p95 latency in Prometheus, within 10 % of the world's", close_p95)
 
 
 def test_a_real_alertmanager_webhook_becomes_signals_at_the_gateway(stack: Stack) -> None:
