@@ -210,14 +210,14 @@ async def ask(item: WorkItem, plan: Plan, signals: Sequence[Signal], complete: C
     if len(plan.operations) > OPERATIONS_MAX:
         raise DraftRefused(f"{len(plan.operations)} operations, more than the {OPERATIONS_MAX} a model may pick from")
     user = digest(item, plan, signals)
-    changed = change_versions(plan)
+    shown, changed = shown_versions(user), change_versions(plan)
     draft: Draft = await complete(
         system=SYSTEM_PROMPT,
         user=user,
         schema=Draft,
-        json_schema=draft_schema(len(plan.operations), shown_versions(user), changed),
+        json_schema=draft_schema(len(plan.operations), shown, changed),
     )
-    stated = unshown_version(draft, user)
+    stated = _unshown(_lines(draft), set(shown))  # unshown_version, on the versions already read
     if stated is not None:
         raise DraftRefused(f"the draft states version {stated!r}, which neither the change nor its findings show")
     titled = _unshown([draft.title], set(changed))
@@ -232,7 +232,11 @@ def unshown_version(draft: Draft, shown: str) -> str | None:
     """The first version (``VERSION_TEXT``) the draft's title, summary or notes state that ``shown`` (the digest
     the model read) does not, or None. A version is shown when it is one of ``shown``'s or the start of one at a
     dot (``0.15`` of ``0.15.3``): a model may shorten a version, never invent, extend or wildcard one (``0.15.x``)."""
-    return _unshown([draft.title, draft.summary, *draft.reviewer_notes], set(shown_versions(shown)))
+    return _unshown(_lines(draft), set(shown_versions(shown)))
+
+
+def _lines(draft: Draft) -> list[str]:
+    return [draft.title, draft.summary, *draft.reviewer_notes]
 
 
 def _unshown(texts: Sequence[str], known: set[str]) -> str | None:
